@@ -1,0 +1,313 @@
+"""Count SQL statements: the counters, and the one dispatch every driver hook calls.
+
+Driver hooks (:mod:`pytest_migsafe.capture_sqlalchemy`, :mod:`pytest_migsafe.capture_psycopg`)
+call :func:`record_statement` once per statement sent through a cursor. Active counters
+are global, not per thread or task, so statements run by other threads and asyncio tasks
+while a counter is active count for it. Usable without pytest::
+
+    with count_queries() as counter:
+        run_code()
+    print(counter.count, counter.summary())
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .callsite import call_site
+from .normalize import is_transaction_control, normalize
+from .record import NPlusOne, QueryFigures, ShapeFigure
+
+
+@dataclass
+class CaptureSettings:
+    """Session-wide capture settings; the plugin sets them from options and ini."""
+
+    keep: int = 10_000
+    include_transaction_control: bool = False
+    capture_params: bool = False
+
+
+settings = CaptureSettings()
+
+
+@dataclass
+class CapturedQuery:
+    """One statement as the user's code sent it."""
+
+    sql: str
+    shape: str
+    seconds: float
+    call_site: str
+    target: str
+    batch_size: int = 1
+    params: Any = None
+
+
+@dataclass
+class ShapeStats:
+    """Aggregate of every statement of one shape: exact at any count."""
+
+    shape: str
+    count: int = 0
+    executions: int = 0
+    total_seconds: float = 0.0
+    max_seconds: float = 0.0
+    call_sites: dict[str, int] = field(default_factory=dict)
+
+    def figure(self) -> ShapeFigure:
+        """The JSON-able figure of this shape for the report."""
+        return ShapeFigure(
+            shape=self.shape,
+            count=self.count,
+            total_ms=round(self.total_seconds * 1000, 3),
+            max_ms=round(self.max_seconds * 1000, 3),
+            call_sites=dict(self.call_sites),
+        )
+
+
+AllowRule = tuple["re.Pattern[str] | str", int]
+
+
+class QueryCounter:
+    """Counts the statements run while it is active; a context manager.
+
+    ``match`` / ``ignore`` are regexes searched in the SQL text; ``using`` names a
+    database (the last part of the connection target). The count, the per-shape
+    aggregates and ``executions`` (rows of ``executemany`` batches summed) are exact;
+    ``queries`` keeps the first ``keep`` statements and ``omitted`` says how many more ran.
+    """
+
+    def __init__(
+        self,
+        *,
+        match: str | None = None,
+        ignore: str | None = None,
+        using: str | None = None,
+        include_transaction_control: bool | None = None,
+        keep: int | None = None,
+    ) -> None:
+        self.match = re.compile(match) if match else None
+        self.ignore = re.compile(ignore) if ignore else None
+        self.using = using
+        self.include_transaction_control = (
+            settings.include_transaction_control
+            if include_transaction_control is None
+            else include_transaction_control
+        )
+        self.keep = settings.keep if keep is None else keep
+        self.count = 0
+        self.executions = 0
+        self.total_seconds = 0.0
+        self.omitted = 0
+        self.queries: list[CapturedQuery] = []
+        self._shapes: dict[str, ShapeStats] = {}
+        self._filtered = bool(self.match or self.ignore or using)
+
+    # -- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> QueryCounter:
+        start(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self)
+
+    # -- the hot path ----------------------------------------------------------
+    def _accepts(self, sql: str, target: str) -> bool:
+        if self.match is not None and self.match.search(sql) is None:
+            return False
+        if self.ignore is not None and self.ignore.search(sql) is not None:
+            return False
+        if self.using is not None and target.rsplit("/", 1)[-1] != self.using:
+            return False
+        return True
+
+    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
+             batch_size: int, params: Any) -> None:
+        self.count += 1
+        self.executions += batch_size
+        self.total_seconds += seconds
+        stats = self._shapes.get(shape)
+        if stats is None:
+            stats = self._shapes[shape] = ShapeStats(shape)
+        stats.count += 1
+        stats.executions += batch_size
+        stats.total_seconds += seconds
+        if seconds > stats.max_seconds:
+            stats.max_seconds = seconds
+        sites = stats.call_sites
+        sites[site] = sites.get(site, 0) + 1
+        if len(self.queries) < self.keep:
+            self.queries.append(CapturedQuery(sql, shape, seconds, site, target, batch_size, params))
+        else:
+            self.omitted += 1
+
+    # -- reading ---------------------------------------------------------------
+    def summary(self) -> list[ShapeStats]:
+        """Per-shape aggregates, most frequent first (then slowest)."""
+        return sorted(self._shapes.values(), key=lambda s: (-s.count, -s.total_seconds, s.shape))
+
+    def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
+        """Shapes repeated from one call site at least ``threshold`` times.
+
+        ``allow`` holds ``(shape or regex, max repeats)`` rules: a suspect whose shape
+        matches a rule and stays within its repeats is kept but marked allowed.
+        """
+        rules = list(allow)
+        suspects = []
+        for stats in self.summary():
+            for site, count in stats.call_sites.items():
+                if count >= threshold:
+                    allowed = any(_rule_matches(rule, stats.shape) and count <= limit
+                                  for rule, limit in rules)
+                    suspects.append(NPlusOne(stats.shape, site, count, allowed))
+        suspects.sort(key=lambda s: (-s.count, s.shape, s.call_site))
+        return suspects
+
+    def figures(self, *, budget: int | None = None, threshold: int = 10,
+                allow: Iterable[AllowRule] = ()) -> QueryFigures:
+        """The JSON-able record of this counter for the report."""
+        return QueryFigures(
+            count=self.count,
+            executions=self.executions,
+            total_ms=round(self.total_seconds * 1000, 3),
+            budget=budget,
+            shapes=[s.figure() for s in self.summary()],
+            n_plus_one=self.n_plus_one(threshold, allow),
+        )
+
+    def describe(self, limit: int | None = 10, width: int = 120) -> str:
+        """Statements grouped by shape, worst first: ``SHAPE xN at site`` lines."""
+        shapes = self.summary()
+        shown = shapes if limit is None else shapes[:limit]
+        lines = []
+        for stats in shown:
+            sites = sorted(stats.call_sites.items(), key=lambda kv: -kv[1])
+            where = ", ".join(f"{site}" + (f" (x{n})" if len(sites) > 1 else "")
+                              for site, n in sites[:3])
+            lines.append(f"  {shorten(stats.shape, width)} x{stats.count} at {where}")
+        if len(shown) < len(shapes):
+            lines.append(f"  ... and {len(shapes) - len(shown)} more shapes (use -v to see all)")
+        if self.omitted:
+            lines.append(f"  ({self.omitted} statements counted but not kept: the cap is {self.keep})")
+        return "\n".join(lines)
+
+
+def _rule_matches(rule: re.Pattern[str] | str, shape: str) -> bool:
+    if isinstance(rule, str):
+        return rule == shape or normalize(rule) == shape
+    return rule.search(shape) is not None
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# -- the registry of active counters ------------------------------------------------
+_lock = threading.Lock()
+_active: tuple[QueryCounter, ...] = ()
+
+
+def start(counter: QueryCounter) -> None:
+    """Make ``counter`` receive statements (installs the driver hooks on first use)."""
+    global _active
+    install()
+    with _lock:
+        _active = (*_active, counter)
+
+
+def stop(counter: QueryCounter) -> None:
+    """Stop ``counter`` from receiving statements."""
+    global _active
+    with _lock:
+        _active = tuple(c for c in _active if c is not counter)
+
+
+def is_active() -> bool:
+    """True while at least one counter is active (driver hooks check this first)."""
+    return bool(_active)
+
+
+def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
+                     params: Any = None, site: str | None = None) -> None:
+    """Record one statement for every active counter. Called by the driver hooks."""
+    counters = _active
+    if not counters:
+        return
+    control = is_transaction_control(sql)
+    shape = normalize(sql)
+    if site is None:
+        site = call_site()
+    kept = params if settings.capture_params else None
+    with _lock:
+        for counter in counters:
+            if control and not counter.include_transaction_control:
+                continue
+            if counter._filtered and not counter._accepts(sql, target):
+                continue
+            counter._add(sql, shape, seconds, site, target, batch_size, kept)
+
+
+def count_queries(
+    *,
+    match: str | None = None,
+    ignore: str | None = None,
+    using: str | None = None,
+    engine: Any = None,
+    include_transaction_control: bool | None = None,
+    keep: int | None = None,
+) -> QueryCounter:
+    """A :class:`QueryCounter` to use as ``with count_queries() as counter:``.
+
+    ``engine`` (a SQLAlchemy Engine or AsyncEngine) is a shorthand for ``using=`` its database.
+    """
+    if engine is not None:
+        using = database_of_engine(engine)
+    return QueryCounter(match=match, ignore=ignore, using=using,
+                        include_transaction_control=include_transaction_control, keep=keep)
+
+
+def database_of_engine(engine: Any) -> str:
+    """The database name that statements through ``engine`` are recorded under."""
+    url = getattr(engine, "url", None)
+    if url is None:
+        raise TypeError(f"expected a SQLAlchemy Engine or AsyncEngine, got {type(engine).__name__}")
+    return url.database or ":memory:"
+
+
+_installed = False
+
+
+def install(import_missing: bool = True) -> None:
+    """Install the driver hooks; with ``import_missing=False`` only for drivers already imported.
+
+    Idempotent and cheap once both drivers are hooked, so the plugin calls it before
+    every test without importing SQLAlchemy or psycopg into a suite that never uses them.
+    """
+    global _installed
+    if _installed:
+        return
+    from . import capture_psycopg, capture_sqlalchemy
+
+    # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
+    done = capture_psycopg.install(import_missing)
+    done = capture_sqlalchemy.install(import_missing) and done
+    _installed = done
+
+
+def format_budget_failure(what: str, budget: int, counter: QueryCounter,
+                          verbose: bool = False, exact: bool = False) -> str:
+    """The failure message: budget and count first, then statements by shape."""
+    relation = "expected exactly" if exact else "expected at most"
+    head = f"{what}: {relation} {budget} queries, {counter.count} were run"
+    return head + "\n" + counter.describe(limit=None if verbose else 10)
+
+
+def sequence_length(params: Any) -> int:
+    """Rows in an executemany parameter sequence (1 when it has no length)."""
+    return len(params) if isinstance(params, Sequence) else 1

@@ -1,0 +1,88 @@
+"""Capture statements sent through any SQLAlchemy Engine (AsyncEngine included).
+
+One pair of ``before_cursor_execute`` / ``after_cursor_execute`` listeners on the Engine
+class sees every engine, any dialect. Engines whose driver is psycopg 3 are skipped
+here once the psycopg hooks are installed, so their statements are counted once, by
+:mod:`pytest_migsafe.capture_psycopg`. Statements SQLAlchemy sends on its own through a
+cursor (the dialect's checks at first connect, ``pool_pre_ping``) reach the server and
+are counted like any other.
+"""
+
+from __future__ import annotations
+
+import sys
+from time import perf_counter
+from typing import Any
+
+from . import capture, capture_psycopg
+from .callsite import call_site
+
+installed = False
+
+
+def target_of(engine: Any) -> str:
+    """``backend://host:port/database`` of an engine, without user or password."""
+    try:
+        return engine._migsafe_target  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    url = engine.url
+    host = url.host or url.query.get("host") or ""
+    port = f":{url.port}" if url.port else ""
+    target = f"{url.get_backend_name()}://{host}{port}/{url.database or ':memory:'}"
+    engine._migsafe_target = target
+    return target
+
+
+def _skipped(dialect: Any) -> bool:
+    return capture_psycopg.installed and dialect.driver in ("psycopg", "psycopg_async")
+
+
+def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+            executemany: bool) -> None:
+    if not capture._active or _skipped(conn.dialect):
+        return
+    if context is not None:
+        context._migsafe_t0 = perf_counter()
+
+
+def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+           executemany: bool) -> None:
+    if not capture._active or _skipped(conn.dialect):
+        return
+    t0 = getattr(context, "_migsafe_t0", None)
+    seconds = perf_counter() - t0 if t0 is not None else 0.0
+    batch = len(parameters) if executemany and hasattr(parameters, "__len__") else 1
+    capture.record_statement(statement, seconds, target_of(conn.engine), batch, parameters,
+                             call_site(sys._getframe(1)))
+
+
+def install(import_missing: bool = True) -> bool:
+    """Listen on every Engine; False when SQLAlchemy is not (yet) importable."""
+    global installed
+    if installed:
+        return True
+    if "sqlalchemy" not in sys.modules and not import_missing:
+        return False
+    try:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+    except ImportError:
+        return False
+    event.listen(Engine, "before_cursor_execute", _before)
+    event.listen(Engine, "after_cursor_execute", _after)
+    installed = True
+    return True
+
+
+def uninstall() -> None:
+    """Remove the listeners (for benchmarks and tests)."""
+    global installed
+    if not installed:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.remove(Engine, "before_cursor_execute", _before)
+    event.remove(Engine, "after_cursor_execute", _after)
+    installed = False

@@ -1,0 +1,55 @@
+"""The ``migsafe`` command: one entry point, one module per group of subcommands.
+
+Each ``cli_*`` module exposes ``register(subparsers)``, adding its subcommands with a
+``func`` default that takes the parsed arguments and returns the exit code. Errors the
+user can fix (a bad URL, an unreachable server) are printed as one line, never a
+traceback, and passwords in URLs are masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES = ("cli_cache", "cli_pool", "cli_report")
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as ``migsafe: <message>``, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="migsafe", description="Check backend migrations: cache hit rates, hot reads, pool sizes, reports."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"pytest_migsafe.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pytest_migsafe.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``migsafe`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"migsafe: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
