@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .callsite import call_site
 from .normalize import is_transaction_control, normalize
 from .record import NPlusOne, QueryFigures, ShapeFigure
+
+
+class NPlusOneWarning(UserWarning):
+    """A statement shape repeated from one call site at least the N+1 threshold."""
 
 
 @dataclass
@@ -299,15 +303,3 @@ def install(import_missing: bool = True) -> None:
     done = capture_sqlalchemy.install(import_missing) and done
     _installed = done
 
-
-def format_budget_failure(what: str, budget: int, counter: QueryCounter,
-                          verbose: bool = False, exact: bool = False) -> str:
-    """The failure message: budget and count first, then statements by shape."""
-    relation = "expected exactly" if exact else "expected at most"
-    head = f"{what}: {relation} {budget} queries, {counter.count} were run"
-    return head + "\n" + counter.describe(limit=None if verbose else 10)
-
-
-def sequence_length(params: Any) -> int:
-    """Rows in an executemany parameter sequence (1 when it has no length)."""
-    return len(params) if isinstance(params, Sequence) else 1

@@ -1,0 +1,1 @@
+"""A small shop application used by the examples: users, addresses, orders."""

@@ -1,0 +1,41 @@
+"""pytest-migsafe: make backend migrations provably safe in a test suite.
+
+Query budgets and N+1 detection, cache hit rates, pool behaviour, shadow comparisons and
+a CI report. The public names are imported lazily, so ``import pytest_migsafe`` costs
+nothing until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "count_queries": "capture",
+    "QueryCounter": "capture",
+    "NPlusOneWarning": "capture",
+    "assert_max_queries": "budgets",
+    "assert_num_queries": "budgets",
+    "QueryBudgetExceeded": "budgets",
+    "assert_constant_queries": "scaling",
+    "cache_stats": "cache",
+    "assert_cache_aside": "cache_aside",
+    "hot_reads": "hot_reads",
+    "pool_stats": "pool",
+    "assert_pool_warm": "pool_warm",
+    "pool_size": "sizing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_migsafe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pytest_migsafe.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,80 @@
+"""The query markers' signatures and their checks, run at collection time.
+
+Each signature function is called with the marker's ``*args, **kwargs``, so Python
+itself reports a missing or unknown argument (the pytest-django way); the range checks
+follow. Errors are ``ValueError`` / ``TypeError`` texts the plugin turns into a usage
+error naming the test and the marker.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .budgets import check_budget
+
+MARKER_HELP = {
+    "max_queries": "max_queries(n, *, match=None, ignore=None, using=None): fail the test if its "
+                   "call phase runs more than n SQL statements (match/ignore: regexes on the SQL; "
+                   "using: a database name).",
+    "no_n_plus_one": "no_n_plus_one(threshold=None): fail the test when a statement shape repeats "
+                     "from one call site at least the N+1 threshold (ini migsafe_n_plus_one_threshold).",
+    "allow_n_plus_one": "allow_n_plus_one(shape, max_repeats): accept a known N+1 of this shape "
+                        "(exact SQL/shape text, or re.compile(...)) up to max_repeats repeats.",
+}
+
+
+def max_queries_signature(n: int, *, match: str | None = None, ignore: str | None = None,
+                          using: str | None = None) -> dict[str, Any]:
+    """max_queries(n, *, match=None, ignore=None, using=None)."""
+    check_budget(n, "max_queries")
+    for name, pattern in (("match", match), ("ignore", ignore)):
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ValueError(f"{name}= expects a regular expression, got {pattern!r}: {exc}") from exc
+    if using is not None and not isinstance(using, str):
+        raise ValueError(f"using= expects a database name, got {using!r}")
+    return {"n": n, "match": match, "ignore": ignore, "using": using}
+
+
+def no_n_plus_one_signature(threshold: int | None = None) -> int | None:
+    """no_n_plus_one(threshold=None)."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int)
+                                  or threshold < 2):
+        raise ValueError(f"threshold expects a whole number >= 2, got {threshold!r}")
+    return threshold
+
+
+def allow_n_plus_one_signature(shape: str | re.Pattern[str], max_repeats: int) -> tuple[Any, int]:
+    """allow_n_plus_one(shape, max_repeats)."""
+    if not isinstance(shape, (str, re.Pattern)) or not (shape.pattern if isinstance(shape, re.Pattern) else shape):
+        raise ValueError(f"shape expects SQL text or re.compile(...), got {shape!r}")
+    if isinstance(max_repeats, bool) or not isinstance(max_repeats, int) or max_repeats < 1:
+        raise ValueError(f"max_repeats expects a whole number >= 1, got {max_repeats!r}")
+    return shape, max_repeats
+
+
+SIGNATURES = {
+    "max_queries": max_queries_signature,
+    "no_n_plus_one": no_n_plus_one_signature,
+    "allow_n_plus_one": allow_n_plus_one_signature,
+}
+
+
+def check_marker(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The parsed marker, or ValueError with a message saying what is expected."""
+    try:
+        return SIGNATURES[name](*args, **kwargs)
+    except TypeError as exc:
+        text = str(exc).replace(f"{name}_signature()", name)
+        raise ValueError(f"{text}; expected {MARKER_HELP[name].split(':')[0]}") from exc
+
+
+def parse_threshold(text: str) -> int:
+    """The N+1 threshold from the ini file: a whole number >= 2."""
+    value = int(text)
+    if value < 2:
+        raise ValueError(f"expected a whole number >= 2, got {text}")
+    return value

