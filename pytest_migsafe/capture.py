@@ -284,22 +284,15 @@ def database_of_engine(engine: Any) -> str:
     return url.database or ":memory:"
 
 
-_installed = False
-
-
 def install(import_missing: bool = True) -> None:
     """Install the driver hooks; with ``import_missing=False`` only for drivers already imported.
 
-    Idempotent and cheap once both drivers are hooked, so the plugin calls it before
-    every test without importing SQLAlchemy or psycopg into a suite that never uses them.
+    Idempotent and cheap, so the plugin calls it before every test without importing
+    SQLAlchemy or psycopg into a suite that never uses them.
     """
-    global _installed
-    if _installed:
-        return
     from . import capture_psycopg, capture_sqlalchemy
 
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
-    done = capture_psycopg.install(import_missing)
-    done = capture_sqlalchemy.install(import_missing) and done
-    _installed = done
+    capture_psycopg.install(import_missing)
+    capture_sqlalchemy.install(import_missing)
 

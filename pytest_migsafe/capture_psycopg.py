@@ -19,8 +19,19 @@ from typing import Any
 from . import capture
 from .callsite import call_site
 
-installed = False
 _PATCHED_FLAG = "__migsafe_original__"
+
+
+def is_installed() -> bool:
+    """True when the psycopg imported now has its cursor methods wrapped.
+
+    Checked on the class itself, not a flag of this module: a test harness that drops
+    and re-imports modules (pytester does) gets a fresh, unwrapped psycopg.
+    """
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return False
+    return hasattr(vars(psycopg.Cursor).get("execute"), _PATCHED_FLAG)
 
 
 def target_of(conn: Any) -> str:
@@ -124,8 +135,7 @@ def _wrap_stream_async(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def install(import_missing: bool = True) -> bool:
     """Wrap psycopg's cursor methods; False when psycopg is not (yet) importable."""
-    global installed
-    if installed:
+    if is_installed():
         return True
     if "psycopg" not in sys.modules and not import_missing:
         return False
@@ -147,14 +157,12 @@ def install(import_missing: bool = True) -> bool:
                 setattr(acls, name, _wrap_async(vars(acls)[name], many))
         if "stream" in vars(acls):
             acls.stream = _wrap_stream_async(vars(acls)["stream"])  # type: ignore[method-assign]
-    installed = True
     return True
 
 
 def uninstall() -> None:
     """Restore psycopg's original methods (for benchmarks and tests)."""
-    global installed
-    if not installed:
+    if not is_installed():
         return
     import psycopg
 
@@ -164,4 +172,3 @@ def uninstall() -> None:
             original = getattr(method, _PATCHED_FLAG, None)
             if original is not None:
                 setattr(cls, name, original)
-    installed = False

@@ -17,7 +17,7 @@ from typing import Any
 from . import capture, capture_psycopg
 from .callsite import call_site
 
-installed = False
+_HOOKED_FLAG = "_migsafe_hooked"
 
 
 def target_of(engine: Any) -> str:
@@ -35,7 +35,7 @@ def target_of(engine: Any) -> str:
 
 
 def _skipped(dialect: Any) -> bool:
-    return capture_psycopg.installed and dialect.driver in ("psycopg", "psycopg_async")
+    return dialect.driver in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
 
 
 def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
@@ -59,9 +59,6 @@ def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any
 
 def install(import_missing: bool = True) -> bool:
     """Listen on every Engine; False when SQLAlchemy is not (yet) importable."""
-    global installed
-    if installed:
-        return True
     if "sqlalchemy" not in sys.modules and not import_missing:
         return False
     try:
@@ -69,20 +66,20 @@ def install(import_missing: bool = True) -> bool:
         from sqlalchemy.engine import Engine
     except ImportError:
         return False
-    event.listen(Engine, "before_cursor_execute", _before)
-    event.listen(Engine, "after_cursor_execute", _after)
-    installed = True
+    # the flag lives on the class: a re-imported SQLAlchemy (pytester) is hooked anew
+    if not Engine.__dict__.get(_HOOKED_FLAG):
+        event.listen(Engine, "before_cursor_execute", _before)
+        event.listen(Engine, "after_cursor_execute", _after)
+        setattr(Engine, _HOOKED_FLAG, True)
     return True
 
 
 def uninstall() -> None:
     """Remove the listeners (for benchmarks and tests)."""
-    global installed
-    if not installed:
-        return
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    event.remove(Engine, "before_cursor_execute", _before)
-    event.remove(Engine, "after_cursor_execute", _after)
-    installed = False
+    if Engine.__dict__.get(_HOOKED_FLAG):
+        event.remove(Engine, "before_cursor_execute", _before)
+        event.remove(Engine, "after_cursor_execute", _after)
+        setattr(Engine, _HOOKED_FLAG, False)

@@ -223,11 +223,14 @@ def migsafe_db(migsafe_engine: Engine) -> Iterator[Session]:
 def _as_test_failure(fn: Callable[..., Any]) -> Callable[..., Any]:
     @contextmanager
     def wrapped(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        message = None
         try:
             with fn(*args, **kwargs) as counter:
                 yield counter
         except QueryBudgetExceeded as exc:
-            pytest.fail(str(exc), pytrace=False)
+            message = str(exc)
+        if message is not None:
+            pytest.fail(message, pytrace=False)
 
     wrapped.__doc__ = fn.__doc__
     return wrapped
@@ -279,6 +282,7 @@ def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any
         try:
             return check(setup, action, scale, slope=slope, before_each=before, after_each=after)
         except QueriesGrowWithData as exc:
-            pytest.fail(str(exc), pytrace=False)
+            message = str(exc)
+        pytest.fail(message, pytrace=False)
 
     return run

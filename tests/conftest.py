@@ -1,0 +1,58 @@
+"""The plugin's own test session: one real PostgreSQL and one real Redis for everything.
+
+Both servers start once, before collection, and their URLs go into the environment
+(``MIGSAFE_POSTGRES_URL`` / ``MIGSAFE_REDIS_URL``), so the plugin's fixtures in this
+session and in every in-process ``pytester`` run reuse them instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pytest_migsafe.servers import start_postgres, start_redis
+
+_started: list = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the servers unless the environment already names them."""
+    if hasattr(config, "workerinput"):
+        base = Path(tempfile.mkdtemp(prefix=f"migsafe-tests-{config.workerinput['workerid']}-"))
+    else:
+        base = Path(tempfile.mkdtemp(prefix="migsafe-tests-"))
+    config._migsafe_test_base = base  # type: ignore[attr-defined]
+    if not os.environ.get("MIGSAFE_POSTGRES_URL"):
+        server = start_postgres(base / "pg")
+        _started.append(server)
+        os.environ["MIGSAFE_POSTGRES_URL"] = server.url
+        os.environ["MIGSAFE_TEST_POSTGRES_DSN"] = server.dsn
+    if not os.environ.get("MIGSAFE_REDIS_URL"):
+        redis_server = start_redis(base / "redis")
+        _started.append(redis_server)
+        os.environ["MIGSAFE_REDIS_URL"] = redis_server.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop what this session started."""
+    while _started:
+        _started.pop().stop()
+    base = getattr(config, "_migsafe_test_base", None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """psycopg conninfo of the session's PostgreSQL."""
+    from sqlalchemy.engine import make_url
+
+    dsn = os.environ.get("MIGSAFE_TEST_POSTGRES_DSN")
+    if dsn:
+        return dsn
+    url = make_url(os.environ["MIGSAFE_POSTGRES_URL"]).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)

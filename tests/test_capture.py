@@ -1,0 +1,253 @@
+"""Query capture against the real PostgreSQL (and SQLite): each statement exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from pytest_migsafe import capture, count_queries
+from pytest_migsafe.budgets import QueryBudgetExceeded, assert_max_queries, assert_num_queries
+
+PG_URL = os.environ.get("MIGSAFE_POSTGRES_URL", "")
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    eng = create_engine(PG_URL)
+    with eng.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS cap_items"))
+        conn.execute(text("CREATE TABLE cap_items (id serial primary key, name text, n int)"))
+    yield eng
+    with eng.begin() as conn:
+        conn.execute(text("DROP TABLE cap_items"))
+    eng.dispose()
+
+
+def server_calls(dsn: str) -> int:
+    """Calls in pg_stat_statements for this database, transaction control and our own query excluded."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (calls,) = conn.execute(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = current_database()"
+            " AND s.query !~* '^\\s*(begin|commit|rollback|savepoint|release|start transaction|end)'"
+            " AND s.query NOT LIKE '%pg_stat_statements%'"
+        ).fetchone()
+    return int(calls)
+
+
+def test_sqlalchemy_on_psycopg_counts_each_statement_once(engine: Engine) -> None:
+    with engine.connect() as conn:
+        with count_queries() as counter:
+            for i in range(3):
+                conn.execute(text("SELECT :i"), {"i": i})
+    assert counter.count == 3
+    assert [q.shape for q in counter.queries] == [counter.queries[0].shape] * 3
+
+
+def test_raw_psycopg_sync_counts_cursor_and_connection_execute(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        with count_queries() as counter:
+            conn.execute("SELECT 1")
+            with conn.cursor() as cur:
+                cur.execute("SELECT %s", (2,))
+                cur.executemany("SELECT %s", [(1,), (2,), (3,)])
+    assert counter.count == 3
+    assert counter.executions == 5
+    assert counter.queries[-1].batch_size == 3
+
+
+def test_raw_psycopg_async_counts(pg_dsn: str) -> None:
+    async def main() -> int:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            with count_queries() as counter:
+                await conn.execute("SELECT 1")
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT %s", (2,))
+            return counter.count
+
+    assert asyncio.run(main()) == 2
+
+
+def test_sqlalchemy_async_engine_counts_once_with_user_call_site() -> None:
+    async def main() -> capture.QueryCounter:
+        eng = create_async_engine(PG_URL.replace("+psycopg", "+psycopg_async") if "+psycopg" in PG_URL
+                                  else PG_URL)
+        async with eng.connect() as conn:
+            await conn.execute(text("SELECT 1"))  # first connect outside the counter
+            with count_queries() as counter:
+                await conn.execute(text("SELECT 2"))
+                await asyncio.gather(*(conn.execute(text("SELECT 3")) for _ in range(1)))
+        await eng.dispose()
+        return counter
+
+    counter = asyncio.run(main())
+    assert counter.count == 2
+    assert all(q.call_site.startswith("tests/test_capture.py:") for q in counter.queries)
+
+
+def test_statements_in_other_threads_count(engine: Engine) -> None:
+    def work() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    with count_queries() as counter:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert counter.count == 4
+
+
+def test_statements_in_asyncio_tasks_count(pg_dsn: str) -> None:
+    async def one() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            await conn.execute("SELECT 1")
+
+    async def main() -> int:
+        with count_queries() as counter:
+            await asyncio.gather(*(one() for _ in range(3)))
+        return counter.count
+
+    assert asyncio.run(main()) == 3
+
+
+def test_count_equals_pg_stat_statements_delta(engine: Engine, pg_dsn: str) -> None:
+    """The plugin's count for a block equals the server's own count over the same block."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # warm: first connect happened in the fixture or here
+        conn.commit()
+        before = server_calls(pg_dsn)
+        with count_queries() as counter:
+            for i in range(5):
+                conn.execute(text("INSERT INTO cap_items (name, n) VALUES (:n, :i)"), {"n": "x", "i": i})
+            conn.execute(text("SELECT * FROM cap_items WHERE n IN (1, 2, 3)"))
+            conn.execute(text("UPDATE cap_items SET n = n + 1 WHERE name = :n"), {"n": "x"})
+            conn.commit()
+            with conn.begin_nested():
+                conn.execute(text("DELETE FROM cap_items WHERE n > 100"))
+            conn.commit()
+        after = server_calls(pg_dsn)
+    with psycopg.connect(pg_dsn) as raw:
+        before_raw = server_calls(pg_dsn)
+        with count_queries() as raw_counter:
+            raw.execute("SELECT count(*) FROM cap_items")
+            with raw.cursor() as cur:
+                cur.executemany("INSERT INTO cap_items (name, n) VALUES (%s, %s)", [("y", 1), ("y", 2)])
+            raw.commit()
+        after_raw = server_calls(pg_dsn)
+    assert counter.count == 8
+    assert after - before == counter.count
+    # executemany is one statement with its batch size; the server counts each execution
+    assert raw_counter.count == 2
+    assert after_raw - before_raw == raw_counter.executions == 3
+
+
+def test_transaction_control_excluded_by_default_and_included_on_request(engine: Engine) -> None:
+    with engine.connect() as conn:
+        with count_queries() as default, count_queries(include_transaction_control=True) as full:
+            with conn.begin():
+                with conn.begin_nested():
+                    conn.execute(text("SELECT 1"))
+    assert default.count == 1
+    assert full.count == 3  # SAVEPOINT, SELECT, RELEASE (BEGIN/COMMIT go through the DBAPI, not a cursor)
+
+
+def test_sqlite_counts_and_executemany_batch() -> None:
+    eng = create_engine("sqlite://")
+    with eng.begin() as conn:
+        conn.execute(text("CREATE TABLE t (a int)"))
+        with count_queries() as counter:
+            conn.execute(text("INSERT INTO t VALUES (:a)"), [{"a": i} for i in range(7)])
+            conn.execute(text("SELECT a FROM t WHERE a IN (1, 2, 3)"))
+            conn.execute(text("SELECT a FROM t WHERE a IN (4)"))
+    assert counter.count == 3
+    assert counter.executions == 9
+    shapes = [s.shape for s in counter.summary()]
+    assert len(shapes) == 2  # IN lists of any length are one shape
+
+
+def test_match_ignore_and_using_filters(engine: Engine) -> None:
+    lite = create_engine("sqlite://")
+    with engine.connect() as pg, lite.connect() as sq:
+        with count_queries(match=r"cap_items") as matched, count_queries(ignore=r"cap_items") as ignored, \
+                count_queries(engine=lite) as only_sqlite, count_queries() as everything:
+            pg.execute(text("SELECT count(*) FROM cap_items"))
+            pg.execute(text("SELECT 1"))
+            sq.execute(text("SELECT 2"))
+    assert (matched.count, ignored.count, only_sqlite.count, everything.count) == (1, 2, 1, 3)
+
+
+def test_stored_statements_stop_at_cap_but_count_stays_exact() -> None:
+    eng = create_engine("sqlite://")
+    with eng.connect() as conn:
+        with count_queries(keep=5) as counter:
+            for i in range(12):
+                conn.execute(text("SELECT :i"), {"i": i})
+    assert counter.count == 12
+    assert len(counter.queries) == 5
+    assert counter.omitted == 7
+    assert "7 statements counted but not kept" in counter.describe()
+    assert counter.summary()[0].count == 12
+
+
+def test_parameters_not_stored_unless_opted_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = create_engine("sqlite://")
+    with eng.connect() as conn:
+        with count_queries() as hidden:
+            conn.execute(text("SELECT :secret"), {"secret": "s3cr3t"})
+        monkeypatch.setattr(capture.settings, "capture_params", True)
+        with count_queries() as shown:
+            conn.execute(text("SELECT :secret"), {"secret": "s3cr3t"})
+    assert hidden.queries[0].params is None
+    assert "s3cr3t" in repr(shown.queries[0].params)
+
+
+def test_call_site_is_the_users_line() -> None:
+    eng = create_engine("sqlite://")
+    with eng.connect() as conn:
+        with count_queries() as counter:
+            conn.execute(text("SELECT 1")); line = counter_line()  # noqa: E702
+    assert counter.queries[0].call_site == f"tests/test_capture.py:{line}"
+
+
+def counter_line() -> int:
+    import sys
+
+    return sys._getframe(1).f_lineno
+
+
+def test_n_plus_one_suspects_and_specific_allow_list() -> None:
+    eng = create_engine("sqlite://")
+    with eng.connect() as conn:
+        with count_queries() as counter:
+            for i in range(12):
+                conn.execute(text("SELECT :i"), {"i": i})
+    (suspect,) = counter.n_plus_one(threshold=10)
+    assert suspect.count == 12 and not suspect.allowed
+    assert counter.n_plus_one(10, allow=[("SELECT :x", 12)])[0].allowed
+    assert not counter.n_plus_one(10, allow=[("SELECT :x", 11)])[0].allowed
+    assert counter.n_plus_one(threshold=13) == []
+
+
+def test_budget_context_managers_name_shapes_and_sites() -> None:
+    eng = create_engine("sqlite://")
+    with eng.connect() as conn:
+        with assert_num_queries(2):
+            conn.execute(text("SELECT 1"))
+            conn.execute(text("SELECT 2"))
+        with pytest.raises(QueryBudgetExceeded) as info:
+            with assert_max_queries(1):
+                for _ in range(3):
+                    conn.execute(text("SELECT 1 WHERE 1 = :x"), {"x": 1})
+    message = str(info.value)
+    assert message.startswith("assert_max_queries: expected at most 1 query, 3 ran")
+    assert "x3 at tests/test_capture.py:" in message

@@ -1,0 +1,269 @@
+"""The query side of the plugin, run in-process through pytester."""
+
+from __future__ import annotations
+
+import pytest
+
+SQLITE_APP = """
+import pytest
+from sqlalchemy import create_engine, text
+
+engine = create_engine("sqlite://")
+
+def run(n, sql="SELECT :i"):
+    with engine.connect() as conn:
+        for i in range(n):
+            conn.execute(text(sql), {"i": i})
+"""
+
+
+@pytest.fixture
+def app(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(app=SQLITE_APP)
+    return pytester
+
+
+def test_max_queries_marker_passes_within_budget_and_fails_over_it(app: pytest.Pytester) -> None:
+    app.makepyfile(test_budget="""
+        import pytest
+        from app import run
+
+        @pytest.mark.max_queries(3)
+        def test_within():
+            run(3)
+
+        @pytest.mark.max_queries(2)
+        def test_over():
+            run(2)
+            run(3, "SELECT * FROM (SELECT :i) AS t")
+    """)
+    result = app.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*max_queries: expected at most 2 queries, 5 ran*",
+        "*SELECT * FROM (SELECT ?) AS t x3 at app.py:9*",
+        "*SELECT ? x2 at app.py:9*",
+    ])
+
+
+def test_max_queries_match_restricts_what_counts(app: pytest.Pytester) -> None:
+    app.makepyfile(test_match="""
+        import pytest
+        from app import run
+
+        @pytest.mark.max_queries(1, match="FROM")
+        def test_only_from_counts():
+            run(5)
+            run(1, "SELECT * FROM (SELECT :i) AS t")
+    """)
+    app.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("args", ["-1", '"five"', "", "1, 2", "3, bogus=1", "2, match='('"])
+def test_bad_max_queries_marker_is_a_collection_error(app: pytest.Pytester, args: str) -> None:
+    app.makepyfile(test_bad=f"""
+        import pytest
+
+        @pytest.mark.max_queries({args})
+        def test_x():
+            pass
+
+        def test_other():
+            pass
+    """)
+    result = app.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_bad.py::test_x: @pytest.mark.max_queries:*"])
+    assert "passed" not in result.stdout.str()
+
+
+def test_bad_threshold_is_a_collection_error(app: pytest.Pytester) -> None:
+    app.makepyfile(test_bad="""
+        import pytest
+
+        @pytest.mark.no_n_plus_one(threshold=0)
+        def test_x():
+            pass
+    """)
+    result = app.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_x: @pytest.mark.no_n_plus_one: threshold expects a whole number >= 2*"])
+
+
+def test_bad_threshold_option_is_rejected_before_tests_run(app: pytest.Pytester) -> None:
+    app.makepyfile(test_ok="def test_x(): pass")
+    result = app.runpytest("--migsafe-n-plus-one-threshold=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--migsafe-n-plus-one-threshold*expected a whole number >= 2*"])
+
+
+def test_n_plus_one_is_a_warning_by_default_and_a_failure_with_the_marker(app: pytest.Pytester) -> None:
+    app.makepyfile(test_n1="""
+        import pytest
+        from app import run
+
+        def test_warns():
+            run(10)
+
+        @pytest.mark.no_n_plus_one
+        def test_fails():
+            run(10)
+
+        @pytest.mark.no_n_plus_one
+        def test_below_threshold():
+            run(9)
+    """)
+    result = app.runpytest()
+    result.assert_outcomes(passed=2, failed=1, warnings=1)
+    result.stdout.fnmatch_lines([
+        "*NPlusOneWarning: N+1 suspected*",
+        "*SELECT ? x10 at app.py:9*",
+    ])
+    assert "test_fails - Failed: N+1 suspected" in result.stdout.str().replace("\n", " ") or \
+        "N+1 suspected" in result.stdout.str()
+
+
+def test_n_plus_one_threshold_from_ini(app: pytest.Pytester) -> None:
+    app.makeini("[pytest]\nmigsafe_n_plus_one_threshold = 3\n")
+    app.makepyfile(test_n1="""
+        import pytest
+        from app import run
+
+        @pytest.mark.no_n_plus_one
+        def test_fails():
+            run(3)
+    """)
+    app.runpytest().assert_outcomes(failed=1)
+
+
+def test_allow_list_names_the_shape_and_the_repeats(app: pytest.Pytester) -> None:
+    app.makepyfile(test_allow="""
+        import re
+        import pytest
+        from app import run
+
+        @pytest.mark.no_n_plus_one
+        @pytest.mark.allow_n_plus_one("SELECT ?", 12)
+        def test_allowed():
+            run(12)
+
+        @pytest.mark.no_n_plus_one
+        @pytest.mark.allow_n_plus_one(re.compile("^SELECT"), 11)
+        def test_more_than_allowed():
+            run(12)
+    """)
+    app.runpytest().assert_outcomes(passed=1, failed=1)
+
+
+def test_assert_fixtures_fail_with_the_budget_message(app: pytest.Pytester) -> None:
+    app.makepyfile(test_fixtures="""
+        from app import run
+
+        def test_max(assert_max_queries):
+            with assert_max_queries(2):
+                run(3)
+
+        def test_exact(assert_num_queries):
+            with assert_num_queries(2):
+                run(1)
+
+        def test_ok(assert_num_queries, assert_max_queries):
+            with assert_num_queries(2), assert_max_queries(2):
+                run(2)
+    """)
+    result = app.runpytest()
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "*assert_max_queries: expected at most 2 queries, 3 ran*",
+        "*assert_num_queries: expected exactly 2 queries, 1 ran*",
+    ])
+
+
+def test_statements_outside_the_call_phase_do_not_count(app: pytest.Pytester) -> None:
+    app.makepyfile(test_phase="""
+        import pytest
+        from app import run
+
+        @pytest.fixture
+        def seeded():
+            run(50)
+            yield
+            run(50)
+
+        @pytest.mark.max_queries(1)
+        def test_x(seeded):
+            run(1)
+    """)
+    app.runpytest().assert_outcomes(passed=1)
+
+
+def test_markers_are_documented(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines([
+        "*max_queries(n, *, match=None, ignore=None, using=None)*",
+        "*no_n_plus_one(threshold=None)*",
+        "*allow_n_plus_one(shape, max_repeats)*",
+    ])
+
+
+def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*migsafe*", "*--migsafe-postgres-url=URL*", "*--migsafe-capture-params*"])
+
+
+def test_migsafe_db_rolls_back_commits_between_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_db="""
+        from sqlalchemy import text
+
+        def test_a_creates_and_commits(migsafe_db):
+            migsafe_db.execute(text("CREATE TABLE iso_t (a int)"))
+            migsafe_db.execute(text("INSERT INTO iso_t VALUES (1)"))
+            migsafe_db.commit()
+            assert migsafe_db.execute(text("SELECT count(*) FROM iso_t")).scalar() == 1
+
+        def test_b_sees_nothing(migsafe_db):
+            assert migsafe_db.execute(text("SELECT to_regclass('iso_t')")).scalar() is None
+    """)
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_scaling_check_names_the_shape_that_grew(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_scale="""
+        from sqlalchemy import text
+
+        def make(db):
+            db.execute(text("CREATE TABLE IF NOT EXISTS sc_users (id int)"))
+
+        def test_grows(migsafe_db, assert_constant_queries):
+            make(migsafe_db)
+            def setup(n):
+                for i in range(n):
+                    migsafe_db.execute(text("INSERT INTO sc_users VALUES (:i)"), {"i": i})
+            def action():
+                ids = migsafe_db.execute(text("SELECT id FROM sc_users")).scalars().all()
+                for i in ids:
+                    migsafe_db.execute(text("SELECT :i AS detail"), {"i": i})
+            assert_constant_queries(setup, action, scale=(2, 3))
+
+        def test_constant(migsafe_db, assert_constant_queries):
+            make(migsafe_db)
+            def setup(n):
+                for i in range(n):
+                    migsafe_db.execute(text("INSERT INTO sc_users VALUES (:i)"), {"i": i})
+            assert_constant_queries(setup, lambda: migsafe_db.execute(text("SELECT id FROM sc_users")).all())
+
+        def test_slope_allows_known_growth(migsafe_db, assert_constant_queries):
+            make(migsafe_db)
+            def setup(n):
+                for i in range(n):
+                    migsafe_db.execute(text("INSERT INTO sc_users VALUES (:i)"), {"i": i})
+            def action():
+                for i in migsafe_db.execute(text("SELECT id FROM sc_users")).scalars().all():
+                    migsafe_db.execute(text("SELECT :i AS detail"), {"i": i})
+            assert_constant_queries(setup, action, scale=(2, 4), slope=1)
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, failed=1)
+    output = result.stdout.str()
+    assert "query count grows with the data: scale [2, 3] ran [3, 4] statements" in output
+    assert "SELECT ? AS detail: 2 != 3" in output
