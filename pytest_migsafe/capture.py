@@ -13,6 +13,7 @@ while a counter is active count for it. Usable without pytest::
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ class QueryCounter:
         self.executions = 0
         self.total_seconds = 0.0
         self.omitted = 0
-        self.queries: list[CapturedQuery] = []
+        self._kept: list[tuple[Any, ...]] = []
         self._shapes: dict[str, ShapeStats] = {}
         self._filtered = bool(self.match or self.ignore or using)
 
@@ -145,12 +146,18 @@ class QueryCounter:
             stats.max_seconds = seconds
         sites = stats.call_sites
         sites[site] = sites.get(site, 0) + 1
-        if len(self.queries) < self.keep:
-            self.queries.append(CapturedQuery(sql, shape, seconds, site, target, batch_size, params))
+        if len(self._kept) < self.keep:
+            # a plain tuple here; CapturedQuery objects are built only when read
+            self._kept.append((sql, shape, seconds, site, target, batch_size, params))
         else:
             self.omitted += 1
 
     # -- reading ---------------------------------------------------------------
+    @property
+    def queries(self) -> list[CapturedQuery]:
+        """The first ``keep`` statements, in the order they completed."""
+        return [CapturedQuery(*row) for row in self._kept]
+
     def summary(self) -> list[ShapeStats]:
         """Per-shape aggregates, most frequent first (then slowest)."""
         return sorted(self._shapes.values(), key=lambda s: (-s.count, -s.total_seconds, s.shape))
@@ -237,16 +244,32 @@ def is_active() -> bool:
     return bool(_active)
 
 
+_shapes: dict[str, tuple[str, bool]] = {}
+_SHAPES_MAX = 100_000
+
+
+def shape_of(sql: str) -> tuple[str, bool]:
+    """``(shape, is transaction control)`` of a statement, from a plain dict after the first time."""
+    entry = _shapes.get(sql)
+    if entry is None:
+        if len(_shapes) >= _SHAPES_MAX:
+            _shapes.clear()
+        entry = _shapes[sql] = (normalize(sql), is_transaction_control(sql))
+    return entry
+
+
 def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
                      params: Any = None, site: str | None = None) -> None:
     """Record one statement for every active counter. Called by the driver hooks."""
     counters = _active
     if not counters:
         return
-    control = is_transaction_control(sql)
-    shape = normalize(sql)
+    entry = _shapes.get(sql)
+    if entry is None:
+        entry = shape_of(sql)
+    shape, control = entry
     if site is None:
-        site = call_site()
+        site = call_site(sys._getframe(1))
     kept = params if settings.capture_params else None
     with _lock:
         for counter in counters:

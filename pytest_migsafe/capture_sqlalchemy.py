@@ -35,23 +35,30 @@ def target_of(engine: Any) -> str:
 
 
 def _skipped(dialect: Any) -> bool:
-    return dialect.driver in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
+    """True for psycopg 3 dialects while the psycopg hooks count their statements."""
+    try:
+        return dialect._migsafe_skip  # type: ignore[no-any-return]
+    except AttributeError:
+        skip = dialect.driver in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
+        dialect._migsafe_skip = skip
+        return skip
 
 
 def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
             executemany: bool) -> None:
-    if not capture._active or _skipped(conn.dialect):
-        return
-    if context is not None:
+    if capture._active and context is not None and not _skipped(conn.dialect):
         context._migsafe_t0 = perf_counter()
 
 
 def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
            executemany: bool) -> None:
+    end = perf_counter()
     if not capture._active or _skipped(conn.dialect):
         return
-    t0 = getattr(context, "_migsafe_t0", None)
-    seconds = perf_counter() - t0 if t0 is not None else 0.0
+    try:
+        seconds = end - context._migsafe_t0
+    except AttributeError:  # no context, or the counter started mid-statement
+        seconds = 0.0
     batch = len(parameters) if executemany and hasattr(parameters, "__len__") else 1
     capture.record_statement(statement, seconds, target_of(conn.engine), batch, parameters,
                              call_site(sys._getframe(1)))

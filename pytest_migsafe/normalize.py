@@ -1,0 +1,685 @@
+"""SQL statement normalization: reduce a statement to its *shape*.
+
+The shape is what stays the same when only the data changes: literals and
+bind placeholders of every style become ``?``, ``IN (...)`` / ``ARRAY[...]``
+lists and multi-row ``VALUES`` collapse to their distinct item shapes (usually
+one), comments and whitespace disappear, keywords are upper case and unquoted
+identifiers lower case.  ``NULL``, ``TRUE``, ``FALSE`` and ``DEFAULT`` stay as
+written (``x IS NULL`` and ``x = ?`` are different queries); numbers in
+``LIMIT``/``OFFSET``/``ORDER BY 1`` become ``?`` like every other literal.
+
+Parser choice: we use sqlglot, a pure-Python parser that reads PostgreSQL,
+SQLite and MySQL text and accepts every driver placeholder style (``$1``,
+``%s``, ``%(name)s``, ``:name``, ``?``), and whose AST lets us render a readable,
+deterministic shape.  pglast (libpg_query) is faster (a fingerprint of a
+500-item IN query costs ~0.2 ms) but is a PostgreSQL-only C extension, rejects
+``%s``-style placeholders, and its fingerprint is an opaque hash while its
+``normalize`` keeps list lengths, so it cannot produce the readable shape we
+print in failure messages.  Parsing is slow (about 0.3-3 ms per statement), so
+every public function is cached per distinct SQL text, long literal lists are
+collapsed by a cheap regex pass before parsing, and statements the parser
+rejects (or that are longer than ``MAX_PARSE_CHARS`` even after that pass)
+are normalized by a tokenizer-based fallback instead; nothing here raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+
+__all__ = [
+    "normalize",
+    "is_transaction_control",
+    "statement_kind",
+    "tables_read",
+    "tables_written",
+    "clear_caches",
+    "MAX_PARSE_CHARS",
+]
+
+#: Texts longer than this (after long lists have been collapsed) skip the
+#: parser and use the tokenizer fallback, so a huge statement never costs
+#: more than a few hundred milliseconds.
+MAX_PARSE_CHARS = 32_768
+
+#: Texts longer than this are cached in a separate small LRU, so that a test
+#: suite issuing many distinct megabyte-sized statements does not pin them all.
+_BIG_TEXT = 16_384
+_CACHE_SIZE = 65_536
+_BIG_CACHE_SIZE = 64
+
+_F = TypeVar("_F", bound=Callable[[str], Any])
+
+
+def _cached(func: _F) -> _F:
+    """Cache a one-argument ``str`` function: a large LRU for ordinary texts,
+    a small one for huge texts.  ``cache_info``/``cache_clear`` of the large
+    LRU are exposed on the wrapper."""
+    small = functools.lru_cache(maxsize=_CACHE_SIZE)(func)
+    big = functools.lru_cache(maxsize=_BIG_CACHE_SIZE)(func)
+
+    @functools.wraps(func)
+    def wrapper(sql: str) -> Any:
+        try:
+            if len(sql) <= _BIG_TEXT:
+                return small(sql)
+            return big(sql)
+        except TypeError:  # None or another unhashable / len-less object
+            return func(_as_text(sql))
+
+    def cache_clear() -> None:
+        small.cache_clear()
+        big.cache_clear()
+
+    wrapper.cache_info = small.cache_info  # type: ignore[attr-defined]
+    wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+    wrapper.big_cache_info = big.cache_info  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------
+# Lexical building blocks (shared by the pre-collapse pass, the fallback
+# tokenizer and the first-keyword scanners).
+# ---------------------------------------------------------------------------
+
+# String literal; backslash escapes are honoured (MySQL, E'' strings), doubled
+# quotes too.  An unterminated string runs to the end of the text.
+_STR = r"(?:[eEnNbBxX]|[uU]&)?'(?:[^'\\]|\\.|'')*(?:'|\Z)"
+_DOLLAR = r"\$(?P<dtag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=dtag)\$|\Z)"
+_QIDENT = r"\"(?:[^\"]|\"\")*(?:\"|\Z)|`[^`]*(?:`|\Z)"
+_LINE_COMMENT = r"--[^\n]*"
+_BLOCK_COMMENT = r"/\*.*?(?:\*/|\Z)"
+_NUMBER = r"0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_PLACEHOLDER = r"\$\d+|%\(\w+\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*"
+
+_SKIP = "|".join((_STR, _DOLLAR, _QIDENT, _LINE_COMMENT, _BLOCK_COMMENT))
+
+# One item of a literal list: a literal or placeholder (optionally negative,
+# optionally with a ``::type`` cast) or NULL/TRUE/FALSE/DEFAULT.
+_ITEM = (
+    r"(?:(?P<kw>\b(?:NULL|TRUE|FALSE|DEFAULT)\b)"
+    r"|-?\s*(?:" + _NUMBER + r")"
+    r"|" + _STR.replace("(?:'|\\Z)", "'") + r""
+    r"|" + _PLACEHOLDER + r")"
+    r"(?P<cast>\s*::\s*[A-Za-z_]\w*(?:\s*\[\s*\])?)?"
+)
+_ITEM_NOGROUPS = re.sub(r"\(\?P<\w+>", "(?:", _ITEM)
+_LIST = r"\(\s*" + _ITEM_NOGROUPS + r"(?:\s*,\s*" + _ITEM_NOGROUPS + r")*\s*\)"
+
+_PRECOLLAPSE_RE = re.compile(
+    r"(?P<skip>" + _SKIP + r")"
+    r"|(?P<in>\bIN\s*" + _LIST + r")"
+    r"|(?P<values>\bVALUES\s*" + _LIST + r"(?:\s*,\s*" + _LIST + r")+)"
+    r"|(?P<array>\bARRAY\s*\[\s*" + _ITEM_NOGROUPS + r"(?:\s*,\s*" + _ITEM_NOGROUPS + r")*\s*\])",
+    re.IGNORECASE | re.DOTALL,
+)
+_ITEM_RE = re.compile(_ITEM, re.IGNORECASE | re.DOTALL)
+_ROW_RE = re.compile(_LIST, re.IGNORECASE | re.DOTALL)
+_WS_RE = re.compile(r"\s+")
+
+
+def _item_key(m: "re.Match[str]") -> str:
+    """Shape of one literal-list item: ``?``, ``NULL``... or ``CAST(? AS type)``."""
+    kw = m.group("kw")
+    key = kw.upper() if kw else "?"
+    cast = m.group("cast")
+    if cast:
+        # not "?::type": sqlglot lexes "?::" as one (JSON) operator
+        key = "CAST(" + key + " AS " + _WS_RE.sub("", cast)[2:].lower() + ")"
+    return key
+
+
+def _item_keys(text: str) -> List[str]:
+    """Shapes of the items of a literal list, deduplicated and sorted."""
+    return sorted({_item_key(m) for m in _ITEM_RE.finditer(text)})
+
+
+def _precollapse_sub(m: "re.Match[str]") -> str:
+    kind = m.lastgroup
+    text = m.group(0)
+    if kind == "in":
+        return "IN (" + ", ".join(_item_keys(text[text.index("(") + 1 :])) + ")"
+    if kind == "array":
+        return "ARRAY[" + ", ".join(_item_keys(text[text.index("[") + 1 :])) + "]"
+    if kind == "values":
+        rows = {
+            "(" + ", ".join(_item_key(item) for item in _ITEM_RE.finditer(row.group(0))) + ")"
+            for row in _ROW_RE.finditer(text)
+        }
+        return "VALUES " + ", ".join(sorted(rows))
+    return text  # string / comment / quoted identifier: untouched
+
+
+def _precollapse(sql: str) -> str:
+    """Collapse IN/ARRAY/VALUES lists of plain literals and placeholders with
+    one regex pass (strings, comments and quoted identifiers are skipped), so
+    a 10,000-item IN list does not reach the parser."""
+    return _PRECOLLAPSE_RE.sub(_precollapse_sub, sql)
+
+
+_PYFORMAT_RE = re.compile(r"(?P<skip>" + _SKIP + r")|%\(\w+\)s|%s|\?\d+", re.DOTALL)
+
+
+def _pyformat_to_qmark(sql: str) -> str:
+    """Replace ``%s`` / ``%(name)s`` / ``?1`` outside strings and comments
+    with ``?`` (for the MySQL/SQLite parsers, which reject them)."""
+    return _PYFORMAT_RE.sub(lambda m: m.group(0) if m.lastgroup == "skip" else "?", sql)
+
+
+# ---------------------------------------------------------------------------
+# Tokenizer fallback
+# ---------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(
+    r"(?P<ws>\s+)"
+    r"|(?P<comment>" + _LINE_COMMENT + "|" + _BLOCK_COMMENT + r")"
+    r"|(?P<lit>" + _DOLLAR + "|" + _STR + "|" + _NUMBER + r")"
+    r"|(?P<qid>" + _QIDENT + r")"
+    r"|(?P<ph>" + _PLACEHOLDER + r")"
+    r"|(?P<word>[^\W\d]\w*\$?\w*)"
+    r"|(?P<op>::|<>|!=|<=|>=|\|\||->>|->|#>>|#>|@>|<@|\S)",
+    re.DOTALL,
+)
+
+_EXTRA_KEYWORDS = frozenset(
+    """ADD BY CASCADE CAST CHECK CONFLICT DO FOREIGN GROUP IF KEY LAST LOCKED
+    NOTHING NOWAIT NULLS OF ONLY ORDER PRIMARY RESTRICT SHARE SKIP TO
+    ABORT ANALYZE BEGIN CALL CHECKPOINT CLUSTER COMMIT CONFLICT COPY DEALLOCATE
+    DISCARD DO END EXCLUDED EXPLAIN FETCH GRANT IMMEDIATE DEFERRED EXCLUSIVE LISTEN
+    LOCK MOVE NOTIFY NOTHING PRAGMA PREPARE PREPARED REINDEX RELEASE RESET REVOKE
+    ROLLBACK SAVEPOINT SHOW START TRANSACTION UNLISTEN VACUUM WORK""".split()
+)
+_keywords: Optional[frozenset] = None
+
+
+def _keyword_set() -> frozenset:
+    global _keywords
+    if _keywords is None:
+        try:
+            from sqlglot.tokens import Tokenizer
+
+            words = {k for k in Tokenizer.KEYWORDS if k.isalpha() or k.replace("_", "").isalpha()}
+        except Exception:  # pragma: no cover - sqlglot missing/broken
+            words = set()
+        _keywords = frozenset(words | _EXTRA_KEYWORDS)
+    return _keywords
+
+
+_VALUE_END = frozenset({"?", ")", "]"})
+_LIST_OPENERS = {"(": ")", "[": "]"}
+
+
+def _fallback_tokens(sql: str) -> List[List[str]]:
+    """Tokenize into statements of normalized tokens (literals -> ``?``)."""
+    keywords = _keyword_set()
+    statements: List[List[str]] = []
+    out: List[str] = []
+    for m in _TOKEN_RE.finditer(sql):
+        kind = m.lastgroup
+        tok = m.group(0)
+        if kind == "ws" or kind == "comment":
+            continue
+        if kind == "lit" or kind == "ph":
+            # a unary minus directly before a number belongs to the literal
+            if (
+                out
+                and out[-1] == "-"
+                and tok[:1].isdigit()
+                and (len(out) == 1 or not _is_value_end(out[-2], keywords))
+            ):
+                out.pop()
+            out.append("?")
+        elif kind == "word":
+            up = tok.upper()
+            out.append(up if up in keywords else tok.lower())
+        elif kind == "qid":
+            out.append(tok)
+        elif tok == ";":
+            if out:
+                statements.append(out)
+            out = []
+        else:
+            out.append(tok)
+    if out:
+        statements.append(out)
+    return statements
+
+
+def _is_value_end(tok: str, keywords: frozenset) -> bool:
+    if tok in _VALUE_END or tok[:1] in "\"`":
+        return True
+    return (tok[:1].isalpha() or tok[:1] == "_") and tok not in keywords
+
+
+def _matching(tokens: Sequence[str], start: int) -> int:
+    """Index of the bracket closing ``tokens[start]``, or -1."""
+    opener = tokens[start]
+    closer = _LIST_OPENERS[opener]
+    depth = 0
+    for i in range(start, len(tokens)):
+        t = tokens[i]
+        if t == opener:
+            depth += 1
+        elif t == closer:
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _split_items(tokens: Sequence[str]) -> List[List[str]]:
+    items: List[List[str]] = [[]]
+    depth = 0
+    for t in tokens:
+        if t in ("(", "["):
+            depth += 1
+        elif t in (")", "]"):
+            depth -= 1
+        if t == "," and depth == 0:
+            items.append([])
+        else:
+            items[-1].append(t)
+    return items
+
+
+def _dedupe(groups: List[List[str]]) -> List[List[str]]:
+    """Distinct token groups, sorted (list order never matters for a shape)."""
+    return [list(g) for g in sorted({tuple(g) for g in groups})]
+
+
+def _collapse_tokens(tokens: List[str]) -> List[str]:
+    """Collapse ``IN (...)``, ``ARRAY[...]`` and ``VALUES (...), (...)``
+    lists to their distinct item shapes (recursively)."""
+    out: List[str] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        t = tokens[i]
+        if t in ("IN", "ARRAY") and i + 1 < n and tokens[i + 1] in ("(", "["):
+            end = _matching(tokens, i + 1)
+            inner = tokens[i + 2 : end] if end > 0 else []
+            if end > 0 and inner and inner[0] not in ("SELECT", "WITH", "VALUES"):
+                items = _dedupe([_collapse_tokens(it) for it in _split_items(inner)])
+                out.extend((t, tokens[i + 1]))
+                for k, it in enumerate(items):
+                    if k:
+                        out.append(",")
+                    out.extend(it)
+                out.append(tokens[end])
+                i = end + 1
+                continue
+        elif t == "VALUES" and i + 1 < n and tokens[i + 1] == "(":
+            rows: List[List[str]] = []
+            j = i + 1
+            while j < n and tokens[j] == "(":
+                end = _matching(tokens, j)
+                if end < 0:
+                    break
+                rows.append(["("] + _collapse_tokens(tokens[j + 1 : end]) + [")"])
+                j = end + 1
+                if j < n and tokens[j] == "," and j + 1 < n and tokens[j + 1] == "(":
+                    j += 1
+                else:
+                    break
+            if rows:
+                out.append("VALUES")
+                for k, row in enumerate(_dedupe(rows)):
+                    if k:
+                        out.append(",")
+                    out.extend(row)
+                i = j
+                continue
+        out.append(t)
+        i += 1
+    return out
+
+
+_NO_SPACE_BEFORE = frozenset({",", ")", "]", ".", "::", ";"})
+_NO_SPACE_AFTER = frozenset({"(", "[", ".", "::"})
+
+
+def _render_tokens(tokens: Sequence[str], keywords: frozenset) -> str:
+    parts: List[str] = []
+    prev = ""
+    for t in tokens:
+        if parts and not (
+            t in _NO_SPACE_BEFORE
+            or prev in _NO_SPACE_AFTER
+            # function call: name(  (but keep "IN (", "VALUES (")
+            or (t == "(" and prev not in keywords and (prev[:1].isalpha() or prev[:1] == "_"))
+            or (t == "[" and prev == "ARRAY")
+        ):
+            parts.append(" ")
+        parts.append(t)
+        prev = t
+    return "".join(parts)
+
+
+def _fallback_normalize(sql: str) -> str:
+    """Tokenizer-based normalization used when the parser cannot help."""
+    keywords = _keyword_set()
+    return "; ".join(
+        _render_tokens(_collapse_tokens(stmt), keywords) for stmt in _fallback_tokens(sql)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Parser path (sqlglot, imported lazily: importing it costs ~0.1 s)
+# ---------------------------------------------------------------------------
+
+_sqlglot: Any = None
+
+
+class _DropCommandFallbackWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Falling back to parsing as a 'Command'" not in str(record.msg)
+
+
+def _load_sqlglot() -> Any:
+    global _sqlglot
+    if _sqlglot is None:
+        import sqlglot  # noqa: WPS433 - deliberate lazy import
+
+        logging.getLogger("sqlglot").addFilter(_DropCommandFallbackWarning())
+        _sqlglot = sqlglot
+    return _sqlglot
+
+
+def _parse(sql: str) -> Optional[Tuple[List[Any], Optional[str]]]:
+    """Parse into sqlglot expressions, trying PostgreSQL, then MySQL and
+    SQLite (with ``%s``/``%(name)s`` turned into ``?``).  None when the text
+    is too long, unparseable, transaction control, or contains a statement
+    sqlglot only understands as a generic ``Command`` or a bare expression."""
+    if len(sql) > MAX_PARSE_CHARS or is_transaction_control(sql):
+        return None
+    try:
+        sqlglot = _load_sqlglot()
+    except Exception:  # pragma: no cover - sqlglot missing
+        return None
+    exp = sqlglot.exp
+    qmark: Optional[str] = None
+    for dialect in ("postgres", "mysql", "sqlite"):
+        if dialect == "postgres":
+            text = sql
+        else:
+            if qmark is None:
+                qmark = _pyformat_to_qmark(sql)
+            text = qmark
+        try:
+            trees = [t for t in sqlglot.parse(text, read=dialect) if t is not None]
+        except Exception:
+            continue
+        # sqlglot turns what it does not know into a Command, and reads junk
+        # such as "FOO BAR" as an aliased column: leave those to the fallback
+        if any(isinstance(t, _not_statements(exp)) for t in trees):
+            return None
+        return trees, dialect
+    return None
+
+
+def _not_statements(exp: Any) -> Tuple[type, ...]:
+    return (exp.Command, exp.Condition, exp.Alias, exp.Identifier)
+
+
+def _literal_types(exp: Any) -> Tuple[type, ...]:
+    return (
+        exp.Literal,
+        exp.Placeholder,
+        exp.Parameter,
+        exp.HexString,
+        exp.BitString,
+        exp.ByteString,
+        exp.National,
+        exp.RawString,
+        exp.UnicodeString,
+    )
+
+
+def _shape_tree(tree: Any, dialect: Optional[str]) -> str:
+    """Rewrite one parsed statement in place into its shape and render it."""
+    exp = _sqlglot.exp
+    literal = _literal_types(exp)
+    replace: List[Any] = []
+    lists: List[Any] = []
+    for node in tree.dfs(prune=lambda n: isinstance(n, exp.DataType)):
+        if isinstance(node, literal):
+            replace.append(node)
+        elif isinstance(node, exp.Neg) and isinstance(node.this, literal):
+            replace.append(node)
+        elif isinstance(node, exp.Identifier):
+            if not node.quoted and isinstance(node.this, str):
+                node.set("this", node.this.lower())
+        elif isinstance(node, (exp.In, exp.Array, exp.Values)):
+            lists.append(node)
+    for node in replace:
+        if node is not tree:
+            node.replace(exp.Var(this="?"))
+    ignore = _sqlglot.ErrorLevel.IGNORE
+    for node in reversed(lists):  # innermost first
+        items = node.args.get("expressions")
+        if not items or len(items) < 2:
+            continue
+        seen: Dict[str, Any] = {}
+        for item in items:
+            seen.setdefault(item.sql(dialect=dialect, comments=False, unsupported_level=ignore), item)
+        node.set("expressions", [seen[key] for key in sorted(seen)])
+    return str(tree.sql(dialect=dialect, comments=False, unsupported_level=ignore))
+
+
+def _tables(tree: Any) -> Tuple[List[str], List[str]]:
+    exp = _sqlglot.exp
+    if not isinstance(tree, (exp.Query, exp.Insert, exp.Update, exp.Delete, exp.Merge)):
+        return [], []  # DDL, SET, COPY...: no reads/writes reported
+    written: Dict[str, None] = {}
+    target_ids = set()
+    for dml in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge):
+        target = dml.this
+        if isinstance(target, exp.Schema):
+            target = target.this
+        if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
+            target_ids.add(id(target))
+            written.setdefault(target.name.lower(), None)
+    cte_nodes = list(tree.find_all(exp.CTE, bfs=False))
+    ctes = {cte.alias_or_name.lower() for cte in cte_nodes}
+    read: Dict[str, None] = {}
+    # CTE bodies first: they come first in the text, but last in sqlglot's args
+    tables = [t for cte in cte_nodes for t in cte.find_all(exp.Table, bfs=False)]
+    tables.extend(tree.find_all(exp.Table, bfs=False))
+    for table in tables:
+        if id(table) in target_ids or not isinstance(table.this, exp.Identifier):
+            continue
+        name = table.name.lower()
+        if name and name not in ctes:
+            read.setdefault(name, None)
+    return list(read), list(written)
+
+
+# Shape, tables read, tables written.
+_Analysis = Tuple[str, Tuple[str, ...], Tuple[str, ...]]
+
+
+def _as_text(sql: Any) -> str:
+    """Tolerate bytes (psycopg2's ``cursor.query``) and other non-str input."""
+    if isinstance(sql, str):
+        return sql
+    if isinstance(sql, (bytes, bytearray, memoryview)):
+        return bytes(sql).decode("utf-8", "replace")
+    return str(sql)
+
+
+@functools.lru_cache(maxsize=1024)
+def _analyze(sql: str) -> _Analysis:
+    sql = _as_text(sql)
+    try:
+        collapsed = _precollapse(sql)
+    except Exception:  # pragma: no cover - regex failure is not expected
+        collapsed = sql
+    parsed = None
+    try:
+        parsed = _parse(collapsed)
+        if parsed is not None:
+            trees, dialect = parsed
+            read: Dict[str, None] = {}
+            written: Dict[str, None] = {}
+            for tree in trees:
+                r, w = _tables(tree)
+                read.update(dict.fromkeys(r))
+                written.update(dict.fromkeys(w))
+            shape = "; ".join(_shape_tree(tree, dialect) for tree in trees)
+            return shape, tuple(read), tuple(written)
+    except Exception:
+        pass
+    try:
+        return _fallback_normalize(collapsed), (), ()
+    except Exception:  # pragma: no cover - last resort, never raise
+        return " ".join(sql.split()), (), ()
+
+
+# ---------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------
+
+
+@_cached
+def normalize(sql: str) -> str:
+    """Return the statement's shape.
+
+    Literals and placeholders of every style (``$1``, ``%s``, ``%(name)s``,
+    ``:name``, ``?``, string and number literals, including negative numbers
+    and ``LIMIT``/``OFFSET`` values) become ``?``; ``IN (...)``, ``ARRAY[...]``
+    and multi-row ``VALUES`` lists collapse to their distinct item shapes
+    (normally a single one); comments, whitespace, keyword case and the case of
+    unquoted identifiers do not matter; ``NULL``/``TRUE``/``FALSE`` are kept.
+    Several statements in one string are joined with ``"; "``.  Never raises;
+    cached per distinct SQL text (``normalize.cache_info()``).
+    """
+    return _analyze(sql)[0]
+
+
+def _skip_leading(sql: str, pos: int = 0) -> int:
+    return _LEADING_RE.match(sql, pos).end()  # type: ignore[union-attr]
+
+
+_LEADING_RE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z)|\()*", re.DOTALL)
+_WORD_RE = re.compile(r"[A-Za-z_]+")
+
+
+def _first_words(sql: str, count: int = 2) -> List[str]:
+    sql = _as_text(sql)
+    words: List[str] = []
+    pos = 0
+    for _ in range(count):
+        pos = _skip_leading(sql, pos)
+        m = _WORD_RE.match(sql, pos)
+        if m is None:
+            break
+        words.append(m.group(0).upper())
+        pos = m.end()
+    return words
+
+
+_TXN_FIRST = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"})
+_TXN_NEEDS_TRANSACTION = frozenset({"START", "PREPARE"})
+
+
+@_cached
+def is_transaction_control(sql: str) -> bool:
+    """True for BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK (including
+    ROLLBACK TO SAVEPOINT and ROLLBACK PREPARED), ABORT, SAVEPOINT,
+    RELEASE [SAVEPOINT], PREPARE TRANSACTION and COMMIT PREPARED.
+
+    Looks only at the first keyword(s) after leading whitespace and comments
+    (SET TRANSACTION is not transaction control).  Cached.
+    """
+    words = _first_words(sql)
+    if not words:
+        return False
+    first = words[0]
+    if first in _TXN_FIRST:
+        return True
+    return first in _TXN_NEEDS_TRANSACTION and len(words) > 1 and words[1] == "TRANSACTION"
+
+
+_KIND_BY_FIRST = {
+    "SELECT": "select",
+    "VALUES": "select",
+    "TABLE": "select",
+    "INSERT": "insert",
+    "REPLACE": "insert",
+    "UPDATE": "update",
+    "DELETE": "delete",
+    "CREATE": "ddl",
+    "ALTER": "ddl",
+    "DROP": "ddl",
+    "TRUNCATE": "ddl",
+    "COMMENT": "ddl",
+    "RENAME": "ddl",
+    "GRANT": "ddl",
+    "REVOKE": "ddl",
+}
+_MAIN_AFTER_WITH = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
+
+
+def _kind_after_with(sql: str) -> str:
+    depth = 0
+    for m in _TOKEN_RE.finditer(_as_text(sql)):
+        kind = m.lastgroup
+        tok = m.group(0)
+        if kind == "op":
+            if tok == "(":
+                depth += 1
+            elif tok == ")":
+                depth -= 1
+            elif tok == ";":
+                break
+        elif kind == "word" and depth == 0:
+            found = _MAIN_AFTER_WITH.get(tok.upper())
+            if found:
+                return found
+            if tok.upper() == "MERGE":
+                return "other"
+    return "other"
+
+
+@_cached
+def statement_kind(sql: str) -> str:
+    """Classify a statement as 'select', 'insert', 'update', 'delete',
+    'transaction', 'ddl' or 'other' from its leading keyword.
+
+    ``WITH ... SELECT`` is 'select' (``WITH ... INSERT`` is 'insert', etc.),
+    ``VALUES``/``TABLE`` are 'select', ``REPLACE`` is 'insert', GRANT/REVOKE/
+    TRUNCATE/COMMENT are 'ddl', EXPLAIN/SET/SHOW/MERGE/VACUUM are 'other'.
+    For several statements in one string, the first one decides.  Cached.
+    """
+    if is_transaction_control(sql):
+        return "transaction"
+    words = _first_words(sql, 1)
+    if not words:
+        return "other"
+    if words[0] == "WITH":
+        return _kind_after_with(sql)
+    return _KIND_BY_FIRST.get(words[0], "other")
+
+
+@_cached
+def tables_read(sql: str) -> Tuple[str, ...]:
+    """Tables the statement reads (FROM/JOIN/subqueries/USING; not the target
+    of an INSERT/UPDATE/DELETE, not CTE names), lower case, schema stripped,
+    in order of first appearance.  () when the parser cannot tell.  Cached."""
+    return _analyze(sql)[1]
+
+
+@_cached
+def tables_written(sql: str) -> Tuple[str, ...]:
+    """Target tables of the INSERT/UPDATE/DELETE/MERGE statements in ``sql``
+    (including data-modifying CTEs), lower case, schema stripped.  () for
+    reads, DDL, or when the parser cannot tell.  Cached."""
+    return _analyze(sql)[2]
+
+
+def clear_caches() -> None:
+    """Empty every cache of this module (for tests and long-lived processes)."""
+    for func in (normalize, is_transaction_control, statement_kind, tables_read, tables_written):
+        func.cache_clear()  # type: ignore[attr-defined]
+    _analyze.cache_clear()

@@ -1,0 +1,22 @@
+"""Real PostgreSQL and Redis servers for a test session (plain Python; fixtures live in plugin.py)."""
+
+from .postgres import (
+    NoPostgresAvailable,
+    RunningPostgres,
+    create_database,
+    mask_url,
+    start_postgres,
+)
+from .redis import NoRedisAvailable, RunningRedis, find_redis_server, start_redis
+
+__all__ = [
+    "NoPostgresAvailable",
+    "NoRedisAvailable",
+    "RunningPostgres",
+    "RunningRedis",
+    "create_database",
+    "find_redis_server",
+    "mask_url",
+    "start_postgres",
+    "start_redis",
+]
