@@ -173,7 +173,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
                      pytestconfig: pytest.Config) -> Iterator[RunningPostgres]:
     """A running PostgreSQL with pg_stat_statements: ``.url`` (SQLAlchemy), ``.dsn`` (psycopg)."""
-    from .servers import NoPostgresAvailable, start_postgres
+    from .servers import NoPostgresAvailable, create_database, start_postgres
 
     url = get_setting(pytestconfig, option="migsafe_postgres_url", env="MIGSAFE_POSTGRES_URL",
                       ini="migsafe_postgres_url")
@@ -181,7 +181,16 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
     try:
         server = start_postgres(tmp_path_factory.mktemp("migsafe-postgres"), url=url, pg_ctl=pg_ctl)
     except NoPostgresAvailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    else:
+        message = None
+    if message is not None:
+        pytest.fail(message, pytrace=False)
+    worker = getattr(pytestconfig, "workerinput", {}).get("workerid")
+    if url and worker:
+        # a shared server under pytest-xdist: one database per worker, so that no
+        # worker's statements land in another's pg_stat_statements figures
+        server = create_database(server, f"{server.dbname}_{worker}")
     run_report(pytestconfig).note(f"PostgreSQL: {server.source}")
     try:
         yield server

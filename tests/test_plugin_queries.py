@@ -267,3 +267,16 @@ def test_scaling_check_names_the_shape_that_grew(pytester: pytest.Pytester) -> N
     output = result.stdout.str()
     assert "query count grows with the data: scale [2, 3] ran [3, 4] statements" in output
     assert "SELECT ? AS detail: 2 != 3" in output
+
+
+def test_unreachable_postgres_url_is_a_clear_error_with_the_password_masked(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MIGSAFE_POSTGRES_URL")
+    pytester.makepyfile(test_pg="def test_x(migsafe_postgres): pass")
+    result = pytester.runpytest("--migsafe-postgres-url=postgresql://app:hunter2@127.0.0.1:1/app")
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert "no PostgreSQL server available" in output or "PostgreSQL" in output
+    assert "app:***@127.0.0.1:1/app" in output
+    assert "hunter2" not in output
+    assert "Traceback" not in output
