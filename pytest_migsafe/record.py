@@ -8,7 +8,7 @@ Records hold no SQL parameter values unless the user opted in at capture time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -76,6 +76,10 @@ class CacheFigures:
     by_prefix: dict[str, list[int]] = field(default_factory=dict)
     by_command: dict[str, list[int]] = field(default_factory=dict)
     min_hit_rate: float | None = None
+    min_hit_rate_prefix: str | None = None  # the marker's prefix=: the rate checked is that prefix's
+    source: str = "server"  # totals from "server" (INFO stats) or "client" (client-side accounting)
+    target: float | None = None  # ini migsafe_hit_rate_target
+    alert: float | None = None  # ini migsafe_hit_rate_alert: the report marks tests under it
 
     @property
     def hit_rate(self) -> float | None:
@@ -83,20 +87,39 @@ class CacheFigures:
         reads = self.hits + self.misses
         return self.hits / reads if reads else None
 
+    def prefix_hit_rate(self, prefix: str) -> float | None:
+        """The client-side hit rate of one key prefix, or None when it had no read."""
+        hits, misses = self.by_prefix.get(prefix, (0, 0))
+        return hits / (hits + misses) if hits + misses else None
+
+    def under_alert(self) -> bool:
+        """True when the test read the cache and its hit rate is below the alert line."""
+        rate = self.hit_rate
+        return self.alert is not None and rate is not None and rate < self.alert
+
+    def under_target(self) -> bool:
+        """True when the test read the cache and its hit rate is below the target."""
+        rate = self.hit_rate
+        return self.target is not None and rate is not None and rate < self.target
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheFigures:
-        """Rebuild from :func:`asdict` output."""
-        data = dict(data)
-        data.pop("hit_rate", None)
-        return cls(**data)
+        """Rebuild from :func:`asdict` output (unknown keys, such as ``hit_rate``, are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 @dataclass
 class Leak:
-    """A pooled connection checked out during the test and never returned."""
+    """A pooled connection checked out during the test and not returned by its end.
+
+    ``dropped``: it was dropped without ``close()`` and only the garbage collector
+    returned it; otherwise it was still checked out.
+    """
 
     pool: str
     call_site: str
+    dropped: bool = False
 
 
 @dataclass
@@ -141,11 +164,20 @@ class ShadowFigures:
     candidate_p99_ms: float
     control_errors: int = 0
     candidate_errors: int = 0
+    control_p50_ms: float = 0.0
+    candidate_p50_ms: float = 0.0
+    mode: str = "fail"  # "observe" when no run of it could fail the test
+    control_cache_hits: int | None = None  # None: the cache was not measured
+    control_cache_misses: int | None = None
+    candidate_cache_hits: int | None = None
+    candidate_cache_misses: int | None = None
 
 
 @dataclass
 class TestRecord:
     """Everything migsafe measured for one test."""
+
+    __test__ = False  # not a test class, though its name starts with "Test"
 
     nodeid: str
     outcome: str = "passed"
@@ -176,11 +208,16 @@ class TestRecord:
 
 @dataclass
 class RunReport:
-    """All test records of a run, plus one-line notes (for example "fakeredis used")."""
+    """All test records of a run, plus one-line notes (for example "fakeredis used").
+
+    ``tests`` holds the tests that measured something; ``unmeasured`` maps every other
+    test that ran to its outcome (a passed test there ran its call phase with zero queries).
+    """
 
     tests: dict[str, TestRecord] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    unmeasured: dict[str, str] = field(default_factory=dict)
 
     def add(self, record: TestRecord) -> None:
         """Add or replace the record of one test."""
@@ -191,21 +228,32 @@ class RunReport:
         if text not in self.notes:
             self.notes.append(text)
 
-    def merge(self, other: RunReport) -> None:
-        """Fold another report (an xdist worker's or a CI shard's) into this one."""
+    def merge(self, other: RunReport) -> list[str]:
+        """Fold another report (an xdist worker's or a CI shard's) into this one.
+
+        A test in both keeps ``other``'s record (last wins); returns those test ids.
+        """
+        replaced = sorted(nodeid for nodeid in (*other.tests, *other.unmeasured)
+                          if nodeid in self.tests or nodeid in self.unmeasured)
         for record in other.tests.values():
+            self.unmeasured.pop(record.nodeid, None)
             self.add(record)
+        for nodeid, outcome in other.unmeasured.items():
+            self.tests.pop(nodeid, None)
+            self.unmeasured[nodeid] = outcome
         for text in other.notes:
             self.note(text)
         self.interrupted = self.interrupted or other.interrupted
+        return replaced
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict, tests sorted by node id so output is stable."""
         return {
             "schema_version": SCHEMA_VERSION,
             "interrupted": self.interrupted,
-            "notes": list(self.notes),
+            "notes": sorted(self.notes),
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
+            "unmeasured": dict(sorted(self.unmeasured.items())),
         }
 
     @classmethod
@@ -215,4 +263,5 @@ class RunReport:
             tests={k: TestRecord.from_dict(v) for k, v in data.get("tests", {}).items()},
             notes=list(data.get("notes", [])),
             interrupted=bool(data.get("interrupted", False)),
+            unmeasured=dict(data.get("unmeasured", {})),
         )

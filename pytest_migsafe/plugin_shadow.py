@@ -1,0 +1,130 @@
+"""pytest wiring for shadow comparisons: the ``shadow`` fixture, its options, its verdict.
+
+The logic lives in :mod:`pytest_migsafe.shadow`. A mismatch does not stop the test body:
+the verdict comes after the call phase, so every experiment in the test is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .options import get_setting
+from .shadow import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
+from .stash import record_of
+
+SEED_KEY = pytest.StashKey[int]()
+MODE_KEY = pytest.StashKey[str]()
+LAB_KEY = pytest.StashKey[Shadow]()
+_WORKER_SEED = "migsafe_shadow_seed"
+
+
+def parse_seed(text: str) -> int:
+    """A seed: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text}")
+    return value
+
+
+def _seed_arg(text: str) -> int:
+    try:
+        return parse_seed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The shadow options: the seed of the order of the paths, and the default mode."""
+    group = parser.getgroup("migsafe", "migsafe: migration safety checks")
+    group.addoption("--migsafe-shadow-seed", dest="migsafe_shadow_seed", type=_seed_arg, metavar="N",
+                    help="seed the order (control or candidate first) of shadow experiments, to "
+                         "rerun one as it failed (default: random per session, printed on "
+                         "failure; also $MIGSAFE_SHADOW_SEED).")
+    group.addoption("--migsafe-shadow-mode", dest="migsafe_shadow_mode", choices=MODES,
+                    help="default mode of shadow experiments: 'fail' (a mismatch fails the test, "
+                         "the default) or 'observe' (a mismatch is only reported).")
+    parser.addini("migsafe_shadow_mode", "default mode of shadow experiments: fail or observe.",
+                  default="fail")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fix the session's seed (a worker takes the controller's) and the default mode."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and _WORKER_SEED in workerinput:
+        seed = workerinput[_WORKER_SEED]
+    else:
+        seed = get_setting(config, option="migsafe_shadow_seed", env="MIGSAFE_SHADOW_SEED",
+                           parse=parse_seed, default=None)
+        if seed is None:
+            seed = new_seed()
+    config.stash[SEED_KEY] = seed
+    config.stash[MODE_KEY] = get_setting(config, option="migsafe_shadow_mode",
+                                         ini="migsafe_shadow_mode", parse=check_mode, default="fail")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Send the controller's seed to each pytest-xdist worker, so all use one."""
+    node.workerinput[_WORKER_SEED] = node.config.stash[SEED_KEY]
+
+
+def _hint(seed: int) -> str:
+    return f"rerun with --migsafe-shadow-seed {seed}"
+
+
+@pytest.fixture
+def shadow(request: pytest.FixtureRequest) -> Shadow:
+    """Run old and new paths side by side: ``shadow.run(name, control, candidate, *args, **kwargs)``.
+
+    Each path runs in a savepoint of ``migsafe_db`` (when the test uses it) and with
+    ``migsafe_redis`` flushed and measured (when the test uses it). A mismatch fails the
+    test after its body has run; ``shadow.mode = "observe"`` only reports.
+    """
+    config = request.config
+    session = request.getfixturevalue("migsafe_db") if "migsafe_db" in request.fixturenames else None
+    cache = None
+    if "migsafe_redis" in request.fixturenames:
+        cache = redis_client(request.getfixturevalue("migsafe_redis"))
+    seed = config.stash[SEED_KEY]
+    lab = Shadow(seed=seed, label=request.node.nodeid, mode=config.stash[MODE_KEY],
+                 session=session, flush=cache, cache=cache, hint=_hint(seed))
+    request.node.stash[LAB_KEY] = lab
+    return lab
+
+
+def redis_client(value: Any) -> Any:
+    """The Redis client in what ``migsafe_redis`` gives: the value itself or its ``.client``."""
+    if hasattr(value, "flushdb"):
+        return value
+    client = getattr(value, "client", None)
+    if hasattr(client, "flushdb"):
+        return client
+    raise TypeError(f"shadow: migsafe_redis gave a {type(value).__name__}, expected a Redis client")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Record the test's experiments; fail a passing test whose experiment mismatched."""
+    try:
+        result = yield
+    finally:
+        lab = item.stash.get(LAB_KEY, None)
+        if lab is not None:
+            record_of(item).shadows.extend(lab.figures())
+    if lab is not None:
+        for experiment in lab.observed():
+            warnings.warn(ShadowMismatchWarning(
+                "observe mode: " + experiment.describe(failing_only=False, hint=lab.hint)), stacklevel=1)
+        message = lab.failure_message(verbose=item.config.get_verbosity() > 0)
+        if message is not None:
+            pytest.fail(message, pytrace=False)
+    return result
+
