@@ -15,7 +15,7 @@ deterministic shape.  pglast (libpg_query) is faster (a fingerprint of a
 500-item IN query costs ~0.2 ms) but is a PostgreSQL-only C extension, rejects
 ``%s``-style placeholders, and its fingerprint is an opaque hash while its
 ``normalize`` keeps list lengths, so it cannot produce the readable shape we
-print in failure messages.  Parsing is slow (about 0.3-3 ms per statement), so
+print in failure messages.  Parsing is slow (about 1-3 ms per statement), so
 every public function is cached per distinct SQL text, long literal lists are
 collapsed by a cheap regex pass before parsing, and statements the parser
 rejects (or that are longer than ``MAX_PARSE_CHARS`` even after that pass)
@@ -27,16 +27,17 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 __all__ = [
-    "normalize",
+    "MAX_PARSE_CHARS",
+    "clear_caches",
     "is_transaction_control",
+    "normalize",
     "statement_kind",
     "tables_read",
     "tables_written",
-    "clear_caches",
-    "MAX_PARSE_CHARS",
 ]
 
 #: Texts longer than this (after long lists have been collapsed) skip the
@@ -100,7 +101,7 @@ _SKIP = "|".join((_STR, _DOLLAR, _QIDENT, _LINE_COMMENT, _BLOCK_COMMENT))
 # optionally with a ``::type`` cast) or NULL/TRUE/FALSE/DEFAULT.
 _ITEM = (
     r"(?:(?P<kw>\b(?:NULL|TRUE|FALSE|DEFAULT)\b)"
-    r"|-?\s*(?:" + _NUMBER + r")"
+    r"|(?:-\s*)?(?:" + _NUMBER + r")"
     r"|" + _STR.replace("(?:'|\\Z)", "'") + r""
     r"|" + _PLACEHOLDER + r")"
     r"(?P<cast>\s*::\s*[A-Za-z_]\w*(?:\s*\[\s*\])?)?"
@@ -112,7 +113,11 @@ _PRECOLLAPSE_RE = re.compile(
     r"(?P<skip>" + _SKIP + r")"
     r"|(?P<in>\bIN\s*" + _LIST + r")"
     r"|(?P<values>\bVALUES\s*" + _LIST + r"(?:\s*,\s*" + _LIST + r")+)"
-    r"|(?P<array>\bARRAY\s*\[\s*" + _ITEM_NOGROUPS + r"(?:\s*,\s*" + _ITEM_NOGROUPS + r")*\s*\])",
+    r"|(?P<array>\bARRAY\s*\[\s*"
+    + _ITEM_NOGROUPS
+    + r"(?:\s*,\s*"
+    + _ITEM_NOGROUPS
+    + r")*\s*\])",
     re.IGNORECASE | re.DOTALL,
 )
 _ITEM_RE = re.compile(_ITEM, re.IGNORECASE | re.DOTALL)
@@ -120,7 +125,7 @@ _ROW_RE = re.compile(_LIST, re.IGNORECASE | re.DOTALL)
 _WS_RE = re.compile(r"\s+")
 
 
-def _item_key(m: "re.Match[str]") -> str:
+def _item_key(m: re.Match[str]) -> str:
     """Shape of one literal-list item: ``?``, ``NULL``... or ``CAST(? AS type)``."""
     kw = m.group("kw")
     key = kw.upper() if kw else "?"
@@ -131,12 +136,12 @@ def _item_key(m: "re.Match[str]") -> str:
     return key
 
 
-def _item_keys(text: str) -> List[str]:
+def _item_keys(text: str) -> list[str]:
     """Shapes of the items of a literal list, deduplicated and sorted."""
     return sorted({_item_key(m) for m in _ITEM_RE.finditer(text)})
 
 
-def _precollapse_sub(m: "re.Match[str]") -> str:
+def _precollapse_sub(m: re.Match[str]) -> str:
     kind = m.lastgroup
     text = m.group(0)
     if kind == "in":
@@ -145,7 +150,9 @@ def _precollapse_sub(m: "re.Match[str]") -> str:
         return "ARRAY[" + ", ".join(_item_keys(text[text.index("[") + 1 :])) + "]"
     if kind == "values":
         rows = {
-            "(" + ", ".join(_item_key(item) for item in _ITEM_RE.finditer(row.group(0))) + ")"
+            "("
+            + ", ".join(_item_key(item) for item in _ITEM_RE.finditer(row.group(0)))
+            + ")"
             for row in _ROW_RE.finditer(text)
         }
         return "VALUES " + ", ".join(sorted(rows))
@@ -172,14 +179,15 @@ def _pyformat_to_qmark(sql: str) -> str:
 # Tokenizer fallback
 # ---------------------------------------------------------------------------
 
+# Leading whitespace is swallowed by each token match (fewer iterations).
 _TOKEN_RE = re.compile(
-    r"(?P<ws>\s+)"
-    r"|(?P<comment>" + _LINE_COMMENT + "|" + _BLOCK_COMMENT + r")"
+    r"\s*(?:"
+    r"(?P<comment>" + _LINE_COMMENT + "|" + _BLOCK_COMMENT + r")"
     r"|(?P<lit>" + _DOLLAR + "|" + _STR + "|" + _NUMBER + r")"
     r"|(?P<qid>" + _QIDENT + r")"
     r"|(?P<ph>" + _PLACEHOLDER + r")"
     r"|(?P<word>[^\W\d]\w*\$?\w*)"
-    r"|(?P<op>::|<>|!=|<=|>=|\|\||->>|->|#>>|#>|@>|<@|\S)",
+    r"|(?P<op>::|<>|!=|<=|>=|\|\||->>|->|#>>|#>|@>|<@|\S))",
     re.DOTALL,
 )
 
@@ -191,7 +199,7 @@ _EXTRA_KEYWORDS = frozenset(
     LOCK MOVE NOTIFY NOTHING PRAGMA PREPARE PREPARED REINDEX RELEASE RESET REVOKE
     ROLLBACK SAVEPOINT SHOW START TRANSACTION UNLISTEN VACUUM WORK""".split()
 )
-_keywords: Optional[frozenset] = None
+_keywords: frozenset | None = None
 
 
 def _keyword_set() -> frozenset:
@@ -200,7 +208,11 @@ def _keyword_set() -> frozenset:
         try:
             from sqlglot.tokens import Tokenizer
 
-            words = {k for k in Tokenizer.KEYWORDS if k.isalpha() or k.replace("_", "").isalpha()}
+            words = {
+                k
+                for k in Tokenizer.KEYWORDS
+                if k.isalpha() or k.replace("_", "").isalpha()
+            }
         except Exception:  # pragma: no cover - sqlglot missing/broken
             words = set()
         _keywords = frozenset(words | _EXTRA_KEYWORDS)
@@ -211,16 +223,17 @@ _VALUE_END = frozenset({"?", ")", "]"})
 _LIST_OPENERS = {"(": ")", "[": "]"}
 
 
-def _fallback_tokens(sql: str) -> List[List[str]]:
+def _fallback_tokens(sql: str) -> list[list[str]]:
     """Tokenize into statements of normalized tokens (literals -> ``?``)."""
     keywords = _keyword_set()
-    statements: List[List[str]] = []
-    out: List[str] = []
+    statements: list[list[str]] = []
+    out: list[str] = []
+    append = out.append
     for m in _TOKEN_RE.finditer(sql):
         kind = m.lastgroup
-        tok = m.group(0)
-        if kind == "ws" or kind == "comment":
+        if kind == "comment":
             continue
+        tok = m[kind]
         if kind == "lit" or kind == "ph":
             # a unary minus directly before a number belongs to the literal
             if (
@@ -230,102 +243,116 @@ def _fallback_tokens(sql: str) -> List[List[str]]:
                 and (len(out) == 1 or not _is_value_end(out[-2], keywords))
             ):
                 out.pop()
-            out.append("?")
+            append("?")
         elif kind == "word":
             up = tok.upper()
-            out.append(up if up in keywords else tok.lower())
-        elif kind == "qid":
-            out.append(tok)
+            append(up if up in keywords else tok.lower())
         elif tok == ";":
             if out:
                 statements.append(out)
             out = []
-        else:
-            out.append(tok)
+            append = out.append
+        else:  # quoted identifier, operator, punctuation
+            append(tok)
     if out:
         statements.append(out)
     return statements
 
 
 def _is_value_end(tok: str, keywords: frozenset) -> bool:
-    if tok in _VALUE_END or tok[:1] in "\"`":
+    if tok in _VALUE_END or tok[:1] in '"`':
         return True
     return (tok[:1].isalpha() or tok[:1] == "_") and tok not in keywords
 
 
-def _matching(tokens: Sequence[str], start: int) -> int:
-    """Index of the bracket closing ``tokens[start]``, or -1."""
-    opener = tokens[start]
-    closer = _LIST_OPENERS[opener]
-    depth = 0
-    for i in range(start, len(tokens)):
-        t = tokens[i]
-        if t == opener:
-            depth += 1
-        elif t == closer:
-            depth -= 1
-            if depth == 0:
-                return i
-    return -1
+_MAX_COLLAPSE_DEPTH = 50
 
 
-def _split_items(tokens: Sequence[str]) -> List[List[str]]:
-    items: List[List[str]] = [[]]
-    depth = 0
-    for t in tokens:
-        if t in ("(", "["):
-            depth += 1
-        elif t in (")", "]"):
-            depth -= 1
-        if t == "," and depth == 0:
-            items.append([])
-        else:
-            items[-1].append(t)
-    return items
+def _bracket_pairs(tokens: Sequence[str]) -> dict[int, int]:
+    """Map the index of every balanced ``(``/``[`` to its closing bracket."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for i, t in enumerate(tokens):
+        if t == "(" or t == "[":
+            stack.append(i)
+        elif (t == ")" or t == "]") and stack:
+            j = stack.pop()
+            if _LIST_OPENERS[tokens[j]] == t:
+                pairs[j] = i
+            else:  # mismatched: forget everything still open
+                stack.clear()
+    return pairs
 
 
-def _dedupe(groups: List[List[str]]) -> List[List[str]]:
+def _dedupe(groups: list[list[str]]) -> list[list[str]]:
     """Distinct token groups, sorted (list order never matters for a shape)."""
     return [list(g) for g in sorted({tuple(g) for g in groups})]
 
 
-def _collapse_tokens(tokens: List[str]) -> List[str]:
+def _collapse_tokens(
+    tokens: Sequence[str],
+    pairs: dict[int, int] | None = None,
+    lo: int = 0,
+    hi: int | None = None,
+    depth: int = 0,
+) -> list[str]:
     """Collapse ``IN (...)``, ``ARRAY[...]`` and ``VALUES (...), (...)``
-    lists to their distinct item shapes (recursively)."""
-    out: List[str] = []
-    i, n = 0, len(tokens)
-    while i < n:
+    lists in ``tokens[lo:hi]`` to their distinct item shapes (recursively,
+    linear time, nesting depth bounded)."""
+    if pairs is None:
+        pairs = _bracket_pairs(tokens)
+    if hi is None:
+        hi = len(tokens)
+    if depth > _MAX_COLLAPSE_DEPTH:
+        return list(tokens[lo:hi])
+    out: list[str] = []
+    i = lo
+    while i < hi:
         t = tokens[i]
-        if t in ("IN", "ARRAY") and i + 1 < n and tokens[i + 1] in ("(", "["):
-            end = _matching(tokens, i + 1)
-            inner = tokens[i + 2 : end] if end > 0 else []
-            if end > 0 and inner and inner[0] not in ("SELECT", "WITH", "VALUES"):
-                items = _dedupe([_collapse_tokens(it) for it in _split_items(inner)])
+        if t in ("IN", "ARRAY") and i + 1 < hi and tokens[i + 1] in ("(", "["):
+            end = pairs.get(i + 1, -1)
+            if i + 2 < end < hi and tokens[i + 2] not in ("SELECT", "WITH", "VALUES"):
+                # split at the commas of this level, jumping over nested brackets
+                items: list[list[str]] = []
+                a = k = i + 2
+                while k < end:
+                    if k in pairs:
+                        k = pairs[k] + 1
+                        continue
+                    if tokens[k] == ",":
+                        items.append(_collapse_tokens(tokens, pairs, a, k, depth + 1))
+                        a = k + 1
+                    k += 1
+                items.append(_collapse_tokens(tokens, pairs, a, end, depth + 1))
                 out.extend((t, tokens[i + 1]))
-                for k, it in enumerate(items):
-                    if k:
+                for n, item in enumerate(_dedupe(items)):
+                    if n:
                         out.append(",")
-                    out.extend(it)
+                    out.extend(item)
                 out.append(tokens[end])
                 i = end + 1
                 continue
-        elif t == "VALUES" and i + 1 < n and tokens[i + 1] == "(":
-            rows: List[List[str]] = []
+        elif t == "VALUES" and i + 1 < hi and tokens[i + 1] == "(":
+            rows: list[list[str]] = []
             j = i + 1
-            while j < n and tokens[j] == "(":
-                end = _matching(tokens, j)
-                if end < 0:
+            while j < hi and tokens[j] == "(":
+                end = pairs.get(j, -1)
+                if not j < end < hi:
                     break
-                rows.append(["("] + _collapse_tokens(tokens[j + 1 : end]) + [")"])
+                rows.append(
+                    ["("]
+                    + _collapse_tokens(tokens, pairs, j + 1, end, depth + 1)
+                    + [")"]
+                )
                 j = end + 1
-                if j < n and tokens[j] == "," and j + 1 < n and tokens[j + 1] == "(":
+                if j + 1 < hi and tokens[j] == "," and tokens[j + 1] == "(":
                     j += 1
                 else:
                     break
             if rows:
                 out.append("VALUES")
-                for k, row in enumerate(_dedupe(rows)):
-                    if k:
+                for n, row in enumerate(_dedupe(rows)):
+                    if n:
                         out.append(",")
                     out.extend(row)
                 i = j
@@ -340,15 +367,22 @@ _NO_SPACE_AFTER = frozenset({"(", "[", ".", "::"})
 
 
 def _render_tokens(tokens: Sequence[str], keywords: frozenset) -> str:
-    parts: List[str] = []
+    parts: list[str] = []
     prev = ""
     for t in tokens:
-        if parts and not (
-            t in _NO_SPACE_BEFORE
-            or prev in _NO_SPACE_AFTER
-            # function call: name(  (but keep "IN (", "VALUES (")
-            or (t == "(" and prev not in keywords and (prev[:1].isalpha() or prev[:1] == "_"))
-            or (t == "[" and prev == "ARRAY")
+        if (
+            parts
+            and not (
+                t in _NO_SPACE_BEFORE
+                or prev in _NO_SPACE_AFTER
+                # function call: name(  (but keep "IN (", "VALUES (")
+                or (
+                    t == "("
+                    and prev not in keywords
+                    and (prev[:1].isalpha() or prev[:1] == "_")
+                )
+                or (t == "[" and prev == "ARRAY")
+            )
         ):
             parts.append(" ")
         parts.append(t)
@@ -360,7 +394,8 @@ def _fallback_normalize(sql: str) -> str:
     """Tokenizer-based normalization used when the parser cannot help."""
     keywords = _keyword_set()
     return "; ".join(
-        _render_tokens(_collapse_tokens(stmt), keywords) for stmt in _fallback_tokens(sql)
+        _render_tokens(_collapse_tokens(stmt), keywords)
+        for stmt in _fallback_tokens(sql)
     )
 
 
@@ -386,7 +421,7 @@ def _load_sqlglot() -> Any:
     return _sqlglot
 
 
-def _parse(sql: str) -> Optional[Tuple[List[Any], Optional[str]]]:
+def _parse(sql: str) -> tuple[list[Any], str | None] | None:
     """Parse into sqlglot expressions, trying PostgreSQL, then MySQL and
     SQLite (with ``%s``/``%(name)s`` turned into ``?``).  None when the text
     is too long, unparseable, transaction control, or contains a statement
@@ -398,7 +433,7 @@ def _parse(sql: str) -> Optional[Tuple[List[Any], Optional[str]]]:
     except Exception:  # pragma: no cover - sqlglot missing
         return None
     exp = sqlglot.exp
-    qmark: Optional[str] = None
+    qmark: str | None = None
     for dialect in ("postgres", "mysql", "sqlite"):
         if dialect == "postgres":
             text = sql
@@ -418,34 +453,43 @@ def _parse(sql: str) -> Optional[Tuple[List[Any], Optional[str]]]:
     return None
 
 
-def _not_statements(exp: Any) -> Tuple[type, ...]:
+def _not_statements(exp: Any) -> tuple[type, ...]:
     return (exp.Command, exp.Condition, exp.Alias, exp.Identifier)
 
 
-def _literal_types(exp: Any) -> Tuple[type, ...]:
-    return (
-        exp.Literal,
-        exp.Placeholder,
-        exp.Parameter,
-        exp.HexString,
-        exp.BitString,
-        exp.ByteString,
-        exp.National,
-        exp.RawString,
-        exp.UnicodeString,
+_LITERAL_CLASSES = (
+    "Literal",
+    "Placeholder",
+    "Parameter",
+    "HexString",
+    "BitString",
+    "ByteString",
+    "National",
+    "RawString",
+    "UnicodeString",
+)
+
+
+def _literal_types(exp: Any) -> tuple[type, ...]:
+    """sqlglot node classes that are literals or bind parameters (tolerating
+    classes missing from older sqlglot versions)."""
+    return tuple(
+        cls for cls in (getattr(exp, name, None) for name in _LITERAL_CLASSES) if cls
     )
 
 
-def _shape_tree(tree: Any, dialect: Optional[str]) -> str:
+def _shape_tree(tree: Any, dialect: str | None) -> str:
     """Rewrite one parsed statement in place into its shape and render it."""
     exp = _sqlglot.exp
     literal = _literal_types(exp)
-    replace: List[Any] = []
-    lists: List[Any] = []
+    replace: list[Any] = []
+    lists: list[Any] = []
     for node in tree.dfs(prune=lambda n: isinstance(n, exp.DataType)):
-        if isinstance(node, literal):
-            replace.append(node)
-        elif isinstance(node, exp.Neg) and isinstance(node.this, literal):
+        if (
+            isinstance(node, literal)
+            or isinstance(node, exp.Neg)
+            and isinstance(node.this, literal)
+        ):
             replace.append(node)
         elif isinstance(node, exp.Identifier):
             if not node.quoted and isinstance(node.this, str):
@@ -460,18 +504,21 @@ def _shape_tree(tree: Any, dialect: Optional[str]) -> str:
         items = node.args.get("expressions")
         if not items or len(items) < 2:
             continue
-        seen: Dict[str, Any] = {}
+        seen: dict[str, Any] = {}
         for item in items:
-            seen.setdefault(item.sql(dialect=dialect, comments=False, unsupported_level=ignore), item)
+            seen.setdefault(
+                item.sql(dialect=dialect, comments=False, unsupported_level=ignore),
+                item,
+            )
         node.set("expressions", [seen[key] for key in sorted(seen)])
     return str(tree.sql(dialect=dialect, comments=False, unsupported_level=ignore))
 
 
-def _tables(tree: Any) -> Tuple[List[str], List[str]]:
+def _tables(tree: Any) -> tuple[list[str], list[str]]:
     exp = _sqlglot.exp
     if not isinstance(tree, (exp.Query, exp.Insert, exp.Update, exp.Delete, exp.Merge)):
         return [], []  # DDL, SET, COPY...: no reads/writes reported
-    written: Dict[str, None] = {}
+    written: dict[str, None] = {}
     target_ids = set()
     for dml in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge):
         target = dml.this
@@ -482,7 +529,7 @@ def _tables(tree: Any) -> Tuple[List[str], List[str]]:
             written.setdefault(target.name.lower(), None)
     cte_nodes = list(tree.find_all(exp.CTE, bfs=False))
     ctes = {cte.alias_or_name.lower() for cte in cte_nodes}
-    read: Dict[str, None] = {}
+    read: dict[str, None] = {}
     # CTE bodies first: they come first in the text, but last in sqlglot's args
     tables = [t for cte in cte_nodes for t in cte.find_all(exp.Table, bfs=False)]
     tables.extend(tree.find_all(exp.Table, bfs=False))
@@ -496,7 +543,7 @@ def _tables(tree: Any) -> Tuple[List[str], List[str]]:
 
 
 # Shape, tables read, tables written.
-_Analysis = Tuple[str, Tuple[str, ...], Tuple[str, ...]]
+_Analysis = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
 def _as_text(sql: Any) -> str:
@@ -520,8 +567,8 @@ def _analyze(sql: str) -> _Analysis:
         parsed = _parse(collapsed)
         if parsed is not None:
             trees, dialect = parsed
-            read: Dict[str, None] = {}
-            written: Dict[str, None] = {}
+            read: dict[str, None] = {}
+            written: dict[str, None] = {}
             for tree in trees:
                 r, w = _tables(tree)
                 read.update(dict.fromkeys(r))
@@ -565,9 +612,9 @@ _LEADING_RE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?(?:\*/|\Z)|\()*", re.DOTALL)
 _WORD_RE = re.compile(r"[A-Za-z_]+")
 
 
-def _first_words(sql: str, count: int = 2) -> List[str]:
+def _first_words(sql: str, count: int = 2) -> list[str]:
     sql = _as_text(sql)
-    words: List[str] = []
+    words: list[str] = []
     pos = 0
     for _ in range(count):
         pos = _skip_leading(sql, pos)
@@ -579,7 +626,9 @@ def _first_words(sql: str, count: int = 2) -> List[str]:
     return words
 
 
-_TXN_FIRST = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"})
+_TXN_FIRST = frozenset(
+    {"BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"}
+)
 _TXN_NEEDS_TRANSACTION = frozenset({"START", "PREPARE"})
 
 
@@ -598,7 +647,9 @@ def is_transaction_control(sql: str) -> bool:
     first = words[0]
     if first in _TXN_FIRST:
         return True
-    return first in _TXN_NEEDS_TRANSACTION and len(words) > 1 and words[1] == "TRANSACTION"
+    return (
+        first in _TXN_NEEDS_TRANSACTION and len(words) > 1 and words[1] == "TRANSACTION"
+    )
 
 
 _KIND_BY_FIRST = {
@@ -618,14 +669,19 @@ _KIND_BY_FIRST = {
     "GRANT": "ddl",
     "REVOKE": "ddl",
 }
-_MAIN_AFTER_WITH = {"SELECT": "select", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
+_MAIN_AFTER_WITH = {
+    "SELECT": "select",
+    "INSERT": "insert",
+    "UPDATE": "update",
+    "DELETE": "delete",
+}
 
 
 def _kind_after_with(sql: str) -> str:
     depth = 0
     for m in _TOKEN_RE.finditer(_as_text(sql)):
         kind = m.lastgroup
-        tok = m.group(0)
+        tok = m[kind]
         if kind == "op":
             if tok == "(":
                 depth += 1
@@ -663,7 +719,7 @@ def statement_kind(sql: str) -> str:
 
 
 @_cached
-def tables_read(sql: str) -> Tuple[str, ...]:
+def tables_read(sql: str) -> tuple[str, ...]:
     """Tables the statement reads (FROM/JOIN/subqueries/USING; not the target
     of an INSERT/UPDATE/DELETE, not CTE names), lower case, schema stripped,
     in order of first appearance.  () when the parser cannot tell.  Cached."""
@@ -671,7 +727,7 @@ def tables_read(sql: str) -> Tuple[str, ...]:
 
 
 @_cached
-def tables_written(sql: str) -> Tuple[str, ...]:
+def tables_written(sql: str) -> tuple[str, ...]:
     """Target tables of the INSERT/UPDATE/DELETE/MERGE statements in ``sql``
     (including data-modifying CTEs), lower case, schema stripped.  () for
     reads, DDL, or when the parser cannot tell.  Cached."""
@@ -680,6 +736,12 @@ def tables_written(sql: str) -> Tuple[str, ...]:
 
 def clear_caches() -> None:
     """Empty every cache of this module (for tests and long-lived processes)."""
-    for func in (normalize, is_transaction_control, statement_kind, tables_read, tables_written):
+    for func in (
+        normalize,
+        is_transaction_control,
+        statement_kind,
+        tables_read,
+        tables_written,
+    ):
         func.cache_clear()  # type: ignore[attr-defined]
     _analyze.cache_clear()
