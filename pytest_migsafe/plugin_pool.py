@@ -1,0 +1,236 @@
+"""pytest wiring for the pool checks: options, the ``pool`` marker, fixtures, hooks.
+
+Every SQLAlchemy engine and psycopg_pool pool used in a test's call phase is observed;
+the logic lives in :mod:`pytest_migsafe.pool`, :mod:`pytest_migsafe.pool_limits`,
+:mod:`pytest_migsafe.pool_warm` and :mod:`pytest_migsafe.sizing`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from . import pool, pool_limits, pool_warm, sizing
+from .options import get_setting, parse_bool
+from .stash import record_of, run_report
+
+MARKER = "pool"
+MARKER_HELP = (
+    "pool(max_created=None, max_checked_out=None, max_wait_ms=None, leaks=None): fail the "
+    "test when its connection pools exceed a limit (connections created, checked out at "
+    "once, longest checkout wait in ms, connections leaked)."
+)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The session's pool settings, read once at configure."""
+
+    fail_on_leaks: bool = True
+    peak_rps: float | None = None
+    avg_query_ms: float | None = None
+
+
+SETTINGS_KEY = pytest.StashKey[PoolSettings]()
+LIMITS_KEY = pytest.StashKey["pool_limits.PoolLimits | None"]()
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The pool options and ini keys."""
+    group = parser.getgroup("migsafe")
+    group.addoption("--migsafe-peak-rps", dest="migsafe_peak_rps", type=_positive_number,
+                    default=None, metavar="N",
+                    help="peak requests per second: warn when an observed pool is smaller than "
+                         "ceil(N x average query time x 1.3)")
+    group.addoption("--migsafe-avg-query-ms", dest="migsafe_avg_query_ms", type=_positive_number,
+                    default=None, metavar="MS",
+                    help="average query time for --migsafe-peak-rps (default: the run's measured average)")
+    parser.addini("migsafe_fail_on_leaks", default="",
+                  help="fail a test that leaves a pooled connection checked out (default true; "
+                       "env MIGSAFE_FAIL_ON_LEAKS)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and read the settings."""
+    config.addinivalue_line("markers", MARKER_HELP)
+    avg = config.getoption("migsafe_avg_query_ms", default=None)
+    peak = config.getoption("migsafe_peak_rps", default=None)
+    if avg is not None and peak is None:
+        raise pytest.UsageError("--migsafe-avg-query-ms needs --migsafe-peak-rps")
+    config.stash[SETTINGS_KEY] = PoolSettings(
+        fail_on_leaks=get_setting(config, env="MIGSAFE_FAIL_ON_LEAKS", ini="migsafe_fail_on_leaks",
+                                  parse=parse_bool, default=True),
+        peak_rps=peak,
+        avg_query_ms=avg,
+    )
+    if peak is not None:
+        sizing_session = SizingSession(config, config.stash[SETTINGS_KEY])
+        config.pluginmanager.register(sizing_session, "migsafe-pool-sizing")
+        if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+            config.pluginmanager.register(XdistSizing(sizing_session), "migsafe-pool-sizing-xdist")
+
+
+def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
+    marker = item.get_closest_marker(MARKER)
+    if marker is None:
+        return None
+    try:
+        return pool_limits.pool_limits(*marker.args, **marker.kwargs)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("pool_limits()", "pool()")
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.pool: {message}; expected any of "
+            f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0") from None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Validate every ``pool`` marker at collection (a usage error names the test)."""
+    for item in items:
+        item.stash[LIMITS_KEY] = _limits_of(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Install the pool hooks before fixtures create engines (only for drivers already imported)."""
+    pool.install(import_missing=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Observe every pool during the call phase; fail on leaks or exceeded ``pool`` limits."""
+    pool.install(import_missing=False)
+    observation = pool.PoolObservation().start()
+    try:
+        result = yield
+    finally:
+        observation.stop()
+        figures = observation.figures()
+        if observation.has_activity():
+            record_of(item).pool = figures
+    _check(item, figures)
+    return result
+
+
+def _check(item: pytest.Item, figures: Any) -> None:
+    settings = item.config.stash[SETTINGS_KEY]
+    limits = item.stash.get(LIMITS_KEY, None)
+    if limits is None:
+        limits = _limits_of(item)
+    problems = pool_limits.exceeded(figures, limits) if limits is not None else []
+    verbose = item.config.get_verbosity() > 0
+    if figures.leaks and (limits is None or limits.leaks is None):
+        if settings.fail_on_leaks:
+            problems.append(f"leaks=0 (migsafe_fail_on_leaks), "
+                            f"{pool_limits.plural(len(figures.leaks), 'connection')} leaked")
+        else:
+            for leak in figures.leaks:
+                item.warn(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)))
+    if problems:
+        pytest.fail(pool_limits.failure_message(problems, figures, None if verbose else 10), pytrace=False)
+
+
+class PoolStatsFixture(pool.PoolObservation):
+    """Every pool since the fixture was set up; call it to watch one engine or pool."""
+
+    def __call__(self, *targets: Any) -> pool.PoolObservation:
+        """A context manager watching ``targets`` only: ``with pool_stats(engine) as stats:``."""
+        return pool.pool_stats(*targets)
+
+
+@pytest.fixture
+def pool_stats() -> Iterator[PoolStatsFixture]:
+    """Pool figures of every engine and pool used in the test; ``pool_stats(engine)`` for one."""
+    pool.install()
+    observation = PoolStatsFixture()
+    with observation:
+        yield observation
+
+
+@pytest.fixture
+def assert_pool_warm() -> Callable[..., pool_warm.WarmResult]:
+    """``assert_pool_warm(engine_or_pool, action, warmup=5, repeat=50, max_new=0)``: fail if not warm."""
+
+    def check(engine_or_pool: Any, action: Callable[[], Any], warmup: int = 5, repeat: int = 50,
+              max_new: int = 0) -> pool_warm.WarmResult:
+        try:
+            return pool_warm.assert_pool_warm(engine_or_pool, action, warmup, repeat, max_new)
+        except AssertionError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    return check
+
+
+WORKER_KEY = "migsafe_pool_sizing"
+
+
+class SizingSession:
+    """Collects the sizing inputs of the run (every xdist worker's too) for the summary.
+
+    Registered only with ``--migsafe-peak-rps``.
+    """
+
+    def __init__(self, config: pytest.Config, settings: PoolSettings) -> None:
+        self.config = config
+        self.settings = settings
+        self.from_workers: sizing.SizingInputs | None = None
+        self.silent_workers: list[str] = []
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """On an xdist worker: send this worker's inputs to the controller."""
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput[WORKER_KEY] = sizing.SizingInputs.of_report(run_report(self.config)).to_dict()
+
+    def worker_done(self, node: Any, error: Any) -> None:
+        """On the controller: fold in one worker's inputs (a worker that sent none is reported)."""
+        payload = getattr(node, "workeroutput", {}).get(WORKER_KEY)
+        if self.from_workers is None:
+            self.from_workers = sizing.SizingInputs()
+        if payload is None:
+            self.silent_workers.append(str(getattr(node, "gateway", node).id))
+            return
+        self.from_workers.merge(sizing.SizingInputs.from_dict(payload))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Warn about observed pools smaller than the size ``--migsafe-peak-rps`` needs."""
+        if hasattr(self.config, "workerinput"):
+            return
+        inputs = self.from_workers or sizing.SizingInputs.of_report(run_report(self.config))
+        avg = self.settings.avg_query_ms
+        avg_seconds = sizing.ms_to_seconds("--migsafe-avg-query-ms", avg) if avg is not None else None
+        assert self.settings.peak_rps is not None
+        lines = sizing.summary_lines(inputs, self.settings.peak_rps, avg_seconds)
+        lines += [f"ERROR worker {worker} sent no pool sizing figures; the summary is incomplete"
+                  for worker in self.silent_workers]
+        if not lines:
+            return
+        terminalreporter.write_sep("-", "migsafe pool sizing")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+class XdistSizing:
+    """pytest-xdist's controller hook, registered only when xdist is loaded."""
+
+    def __init__(self, sizing_session: SizingSession) -> None:
+        self.sizing_session = sizing_session
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker finished: take its sizing inputs."""
+        self.sizing_session.worker_done(node, error)

@@ -1,0 +1,500 @@
+"""Observe connection pools: connections created, closed and invalidated, checkouts,
+peak use, checkout waits, timeouts, and connections never returned (leaks).
+
+Driver hooks report events here: :mod:`pytest_migsafe.pool_sqlalchemy` (listeners on the
+SQLAlchemy ``Pool`` class, so every engine's pool, any pool class) and
+:mod:`pytest_migsafe.pool_psycopg` (psycopg_pool's ``ConnectionPool`` and
+``AsyncConnectionPool``). A :class:`PoolObservation` collects the events of the pools
+it watches while it is active. Usable without pytest::
+
+    with pool_stats(engine) as stats:
+        run_code()
+    print(stats.created, stats.peak_checked_out, stats.wait_ms_p99, stats.leaks)
+
+What each figure means, exactly:
+
+- ``created`` / ``closed`` / ``invalidated``: DBAPI connections opened, closed (an
+  invalidated connection is closed too) and invalidated (hard or soft). SQLAlchemy: the
+  ``connect``, ``close``/``close_detached`` and ``invalidate``/``soft_invalidate`` events.
+  psycopg_pool: ``get_stats()`` deltas (``connections_num - connections_errors``;
+  invalidated = ``connections_lost + returns_bad``), closed = connections the pool closed.
+- ``checkouts`` / ``checkins``: SQLAlchemy ``checkout``/``checkin`` events (a checkin
+  made by the garbage collector counts); psycopg_pool ``requests_num - requests_errors``
+  and ``putconn()`` calls.
+- ``peak_checked_out``: the most connections out of the watched pools at once, counting
+  those already out when the observation started. A connection counts as out from its
+  checkout event (the return of ``getconn()``) to its checkin event (the call of
+  ``putconn()``), a span inside the pool's own, so the figure never exceeds the pool's.
+- ``overflow_used``: per pool, the highest ``QueuePool.overflow()`` seen at a connect or
+  checkout event (psycopg_pool: pool size beyond ``min_size`` at a checkout), floored at 0.
+- ``wait_ms_p50/_p99/_max``: the wall time of every checkout attempt, successful or not,
+  nearest-rank percentiles. SQLAlchemy: the time inside ``_ConnectionRecord.checkout``
+  (``pool._do_get()`` - waiting on the queue, or opening a connection - plus reconnecting
+  a recycled one), not pre-ping or checkout listeners. psycopg_pool: the time in ``getconn()``.
+- ``timeouts``: SQLAlchemy ``TimeoutError`` raised by the pool; psycopg_pool ``requests_errors``.
+- ``leaks``: connections checked out while the observation was active and not returned
+  by its end, each with the call site of its checkout; also those returned only by the
+  garbage collector (dropped without ``close()``), marked ``dropped``.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .callsite import call_site
+from .record import Leak, PoolFigures
+
+# One re-entrant lock: a garbage-collector finalizer (a dropped connection) can run
+# inside any allocation, including one made while the lock is held.
+_lock = threading.RLock()
+_observers: tuple[PoolObservation, ...] = ()
+_out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
+_dropped: list[Checkout] = []  # returned by the garbage collector while observed
+_seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
+
+ACCEPTS = ("a SQLAlchemy Engine, AsyncEngine or Pool, or a psycopg_pool ConnectionPool "
+           "or AsyncConnectionPool")
+
+
+class Checkout:
+    """One connection out of its pool: which pool, from where, and in what order."""
+
+    __slots__ = ("dropped", "holder", "pool", "seq", "site")
+
+    def __init__(self, pool: Any, site: str | None, seq: int, holder: Any) -> None:
+        self.pool = pool
+        self.site = site
+        self.seq = seq
+        self.holder = holder  # keeps the key's object alive, or a weakref to it
+        self.dropped = False
+
+
+# -- events, called by the driver hooks ---------------------------------------------
+def _site_outside_greenlet() -> str:
+    """The user's call site when an asyncio engine runs pool code in a greenlet.
+
+    SQLAlchemy's asyncio layer runs the sync pool code in a child greenlet; the user's
+    coroutine frames are on the stack of the greenlet that switched to it.
+    """
+    module = sys.modules.get("greenlet")
+    if module is None:
+        return "<unknown>"
+    parent = module.getcurrent().parent
+    while parent is not None:
+        frame = parent.gr_frame
+        if frame is not None:
+            site = call_site(frame)
+            if site != "<unknown>":
+                return site
+        parent = parent.parent
+    return "<unknown>"
+
+
+def connection_created(pool: Any, observed: bool = True) -> None:
+    """A new DBAPI connection was opened for ``pool`` (``observed=False``: metrics only)."""
+    from . import metrics
+
+    metrics.count_connection(pool)
+    if not observed or not _observers:
+        return
+    with _lock:
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                obs._created += 1
+                obs._seen[id(pool)] = pool
+
+
+def connection_closed(pool: Any) -> None:
+    """A connection of ``pool`` was closed."""
+    if not _observers:
+        return
+    with _lock:
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                obs._closed += 1
+                obs._seen[id(pool)] = pool
+
+
+def connection_invalidated(pool: Any) -> None:
+    """A connection of ``pool`` was invalidated (hard or soft)."""
+    if not _observers:
+        return
+    with _lock:
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                obs._invalidated += 1
+                obs._seen[id(pool)] = pool
+
+
+def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
+    """A connection (``key``: id of its record or connection) left ``pool``."""
+    global _seq
+    site = None
+    if _observers:
+        site = call_site(sys._getframe(1))
+        if site == "<unknown>":
+            site = _site_outside_greenlet()
+    with _lock:
+        _seq += 1
+        again = key in _out  # StaticPool hands its one record out again
+        _out[key] = Checkout(pool, site, _seq, holder)
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                if counted:
+                    obs._checkouts += 1
+                if not again:
+                    obs._current += 1
+                    if obs._current > obs._peak:  # noqa: PLR1730 - a comparison is cheaper than max()
+                        obs._peak = obs._current
+                obs._seen[id(pool)] = pool
+
+
+def checked_in(key: int, pool: Any, counted: bool = True) -> None:
+    """A connection came back to ``pool`` (``counted=False``: detached, not a checkin).
+
+    ``pool`` None: the pool of its checkout, if that was seen.
+    """
+    with _lock:
+        entry = _out.pop(key, None)
+        if pool is None:
+            if entry is None:
+                return
+            pool = entry.pool
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                if counted:
+                    obs._checkins += 1
+                if entry is not None and obs._current > 0:
+                    obs._current -= 1
+                obs._seen[id(pool)] = pool
+
+
+def dropped(key: int, gone: bool = False) -> None:
+    """The connection ``key`` was dropped without being returned; the GC cleans it up.
+
+    ``gone=True`` when no checkin will follow (a psycopg connection that was collected).
+    """
+    with _lock:
+        entry = _out.pop(key, None) if gone else _out.get(key)
+        if entry is None:
+            return
+        entry.dropped = True
+        if _observers:
+            _dropped.append(entry)
+        if gone:
+            for obs in _observers:
+                if (obs._all or obs._wants(entry.pool)) and obs._current > 0:
+                    obs._current -= 1
+
+
+def waited(pool: Any, seconds: float, timed_out: bool = False) -> None:
+    """A checkout attempt on ``pool`` took ``seconds`` (and timed out, or not)."""
+    with _lock:
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                obs._waits.append(seconds)
+                if timed_out:
+                    obs._timeouts += 1
+
+
+def overflow_seen(pool: Any, overflow: int) -> None:
+    """``pool`` was seen with ``overflow`` connections beyond its base size."""
+    with _lock:
+        for obs in _observers:
+            if obs._all or obs._wants(pool):
+                key = id(pool)
+                if overflow > obs._overflow.get(key, 0):
+                    obs._overflow[key] = overflow
+
+
+# -- what the observer watches -------------------------------------------------------
+def classify(target: Any) -> tuple[str, Any]:
+    """``("engine", sync_engine)``, ``("pool", sqlalchemy_pool)`` or ``("psycopg", pool)``.
+
+    Raises TypeError naming what is accepted for anything else.
+    """
+    from . import pool_psycopg, pool_sqlalchemy
+
+    kind = pool_sqlalchemy.classify(target) or pool_psycopg.classify(target)
+    if kind is None:
+        raise TypeError(f"pool_stats() accepts {ACCEPTS}; got {type(target).__name__}")
+    return kind
+
+
+def describe_pool(pool: Any) -> str:
+    """A readable pool name: the engine URL (password masked) and pool class, or the psycopg pool name."""
+    from . import pool_psycopg, pool_sqlalchemy
+
+    if pool_psycopg.is_pool(pool):
+        return pool_psycopg.name_of(pool)
+    return pool_sqlalchemy.name_of(pool)
+
+
+def configured_size(pool: Any) -> int | None:
+    """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
+    from . import pool_psycopg, pool_sqlalchemy
+
+    if pool_psycopg.is_pool(pool):
+        return int(pool.max_size)
+    return pool_sqlalchemy.size_of(pool)
+
+
+def percentile(sorted_values: Sequence[float], pct: int) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when empty)."""
+    n = len(sorted_values)
+    if n == 0:
+        return 0.0
+    rank = max(1, -(-pct * n // 100))  # ceil(pct / 100 * n), exact in integers
+    return float(sorted_values[rank - 1])
+
+
+class PoolObservation:
+    """Pool figures for one stretch of time; a context manager (see :func:`pool_stats`).
+
+    Figures read while active are live; after :meth:`stop` they are frozen.
+    """
+
+    def __init__(self, targets: Iterable[Any] | None = None) -> None:
+        self._all = targets is None
+        self._engines: list[Any] = []
+        self._given: list[Any] = []  # SQLAlchemy and psycopg pools named by the caller
+        self._psycopg_given: list[Any] = []
+        for target in targets or ():
+            kind, obj = classify(target)
+            if kind == "engine":
+                self._engines.append(obj)
+            else:
+                self._given.append(obj)
+                if kind == "psycopg":
+                    self._psycopg_given.append(obj)
+        self._wanted: dict[int, tuple[Any, bool]] = {}
+        self._created = self._closed = self._invalidated = 0
+        self._checkouts = self._checkins = self._timeouts = 0
+        self._current = self._peak = 0
+        self._waits = array("d")
+        self._overflow: dict[int, int] = {}
+        self._seen: dict[int, Any] = {}
+        self._psycopg_base: dict[int, tuple[Any, dict[str, int]]] = {}
+        self._start_seq = 0
+        self._active = False
+        self._frozen: PoolFigures | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> PoolObservation:  # noqa: PYI034 - Self needs Python 3.11
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> PoolObservation:
+        """Begin receiving pool events (the driver hooks must be installed: see :func:`install`)."""
+        global _observers
+        from . import pool_psycopg
+
+        if self._active or self._frozen is not None:
+            raise RuntimeError("a PoolObservation can be started once")
+        for psycopg_pool in self._psycopg_given:
+            pool_psycopg.register(psycopg_pool, fresh=False)
+        with _lock:
+            self._start_seq = _seq
+            self._current = sum(1 for entry in _out.values() if self._wants(entry.pool))
+            self._peak = self._current
+            pools = pool_psycopg.registered() if self._all else self._psycopg_given
+            for psycopg_pool in pools:
+                self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, pool_psycopg.stats_of(psycopg_pool))
+            self._active = True
+            _observers = (*_observers, self)
+        return self
+
+    def stop(self) -> None:
+        """Stop receiving events and freeze the figures (idempotent)."""
+        global _observers
+        if not self._active:
+            return
+        if self._open_leaks():
+            gc.collect()  # a connection dropped in a reference cycle is returned now, as dropped
+        with _lock:
+            _observers = tuple(obs for obs in _observers if obs is not self)
+            self._active = False
+            self._frozen = self._compute()
+            if not _observers:
+                _dropped.clear()
+
+    def psycopg_pool_added(self, psycopg_pool: Any, fresh: bool) -> None:
+        """A psycopg pool became known while active: count it from now (or from its creation)."""
+        from . import pool_psycopg
+
+        if (self._all or self._wants(psycopg_pool)) and id(psycopg_pool) not in self._psycopg_base:
+            base = {} if fresh else pool_psycopg.stats_of(psycopg_pool)
+            self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, base)
+
+    # -- matching ----------------------------------------------------------------
+    def _wants(self, pool: Any) -> bool:
+        if self._all:
+            return True
+        hit = self._wanted.get(id(pool))
+        if hit is None:
+            wanted = any(pool is given for given in self._given) or any(
+                engine.pool is pool for engine in self._engines)
+            hit = self._wanted[id(pool)] = (pool, wanted)
+        return hit[1]
+
+    # -- figures -----------------------------------------------------------------
+    def _psycopg_deltas(self) -> dict[str, int]:
+        from . import pool_psycopg
+
+        totals: dict[str, int] = {}
+        for psycopg_pool, base in list(self._psycopg_base.values()):
+            delta = pool_psycopg.delta(base, pool_psycopg.stats_of(psycopg_pool))
+            if any(delta.values()):
+                self._seen[id(psycopg_pool)] = psycopg_pool
+            for key, value in delta.items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def _open_leaks(self) -> list[Checkout]:
+        with _lock:
+            return [entry for entry in _out.values()
+                    if entry.seq > self._start_seq and not entry.dropped and self._wants(entry.pool)]
+
+    def _leaks(self) -> list[Leak]:
+        with _lock:
+            gone = [entry for entry in _dropped
+                    if entry.seq > self._start_seq and self._wants(entry.pool)]
+        entries = sorted([*self._open_leaks(), *gone], key=lambda entry: entry.seq)
+        return [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
+                     dropped=entry.dropped) for entry in entries]
+
+    def _compute(self) -> PoolFigures:
+        with _lock:
+            psy = self._psycopg_deltas()
+            waits = sorted(self._waits)
+            leaks = self._leaks()
+            sizes = {}
+            for pool in self._seen.values():
+                size = configured_size(pool)
+                if size is not None:
+                    sizes[describe_pool(pool)] = size
+            return PoolFigures(
+                created=self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0),
+                closed=self._closed + psy.get("connections_lost", 0) + psy.get("returns_bad", 0),
+                invalidated=self._invalidated + psy.get("connections_lost", 0) + psy.get("returns_bad", 0),
+                checkouts=self._checkouts + psy.get("requests_num", 0) - psy.get("requests_errors", 0),
+                checkins=self._checkins,
+                peak_checked_out=self._peak,
+                overflow_used=sum(max(0, value) for value in self._overflow.values()),
+                wait_ms_p50=round(percentile(waits, 50) * 1000, 3),
+                wait_ms_p99=round(percentile(waits, 99) * 1000, 3),
+                wait_ms_max=round((waits[-1] if waits else 0.0) * 1000, 3),
+                timeouts=self._timeouts + psy.get("requests_errors", 0),
+                leaks=leaks,
+                pool_sizes=sizes,
+            )
+
+    def figures(self) -> PoolFigures:
+        """The JSON-able record of this observation (live while active, frozen after stop)."""
+        return self._frozen if self._frozen is not None else self._compute()
+
+    def has_activity(self) -> bool:
+        """True when any watched pool did anything while this observation was active."""
+        f = self.figures()
+        return bool(f.created or f.closed or f.invalidated or f.checkouts or f.checkins
+                    or f.timeouts or f.leaks)
+
+    @property
+    def created(self) -> int:
+        """Connections opened."""
+        return self.figures().created
+
+    @property
+    def closed(self) -> int:
+        """Connections closed (invalidated ones included)."""
+        return self.figures().closed
+
+    @property
+    def invalidated(self) -> int:
+        """Connections invalidated, hard or soft."""
+        return self.figures().invalidated
+
+    @property
+    def checkouts(self) -> int:
+        """Connections handed out by the pools."""
+        return self.figures().checkouts
+
+    @property
+    def checkins(self) -> int:
+        """Connections given back to the pools."""
+        return self.figures().checkins
+
+    @property
+    def peak_checked_out(self) -> int:
+        """The most connections out at once."""
+        return self.figures().peak_checked_out
+
+    @property
+    def overflow_used(self) -> int:
+        """Connections used beyond the pools' base size, at their peak."""
+        return self.figures().overflow_used
+
+    @property
+    def wait_ms_p50(self) -> float:
+        """Median checkout wait in milliseconds."""
+        return self.figures().wait_ms_p50
+
+    @property
+    def wait_ms_p99(self) -> float:
+        """99th percentile checkout wait in milliseconds."""
+        return self.figures().wait_ms_p99
+
+    @property
+    def wait_ms_max(self) -> float:
+        """Longest checkout wait in milliseconds."""
+        return self.figures().wait_ms_max
+
+    @property
+    def waits(self) -> list[float]:
+        """Every checkout wait in seconds, in the order they happened."""
+        with _lock:
+            return list(self._waits)
+
+    @property
+    def timeouts(self) -> int:
+        """Checkouts that timed out waiting for a connection."""
+        return self.figures().timeouts
+
+    @property
+    def leaks(self) -> list[Leak]:
+        """Connections checked out while active and not returned (or dropped), with call sites."""
+        return self.figures().leaks
+
+    def __repr__(self) -> str:
+        f = self.figures()
+        return (f"<PoolObservation created={f.created} checkouts={f.checkouts} "
+                f"peak_checked_out={f.peak_checked_out} leaks={len(f.leaks)}>")
+
+
+def install(import_missing: bool = True) -> None:
+    """Install the pool hooks; with ``import_missing=False`` only for drivers already imported.
+
+    Idempotent and cheap once both drivers are hooked.
+    """
+    from . import pool_psycopg, pool_sqlalchemy
+
+    pool_sqlalchemy.install(import_missing)
+    pool_psycopg.install(import_missing)
+
+
+def pool_stats(*targets: Any) -> PoolObservation:
+    """A :class:`PoolObservation` of ``targets`` (engines, async engines, pools), or of every pool.
+
+    Use as ``with pool_stats(engine) as stats:``. Raises TypeError for anything that is
+    not an engine or a pool.
+    """
+    observation = PoolObservation(targets if targets else None)
+    install()
+    return observation

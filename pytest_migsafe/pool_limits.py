@@ -1,0 +1,76 @@
+"""Pool limits of one test (the ``pool`` marker and the leak rule) and their failure message."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .record import Leak, PoolFigures
+
+LIMIT_NAMES = ("max_created", "max_checked_out", "max_wait_ms", "leaks")
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Upper bounds on a test's pool figures; None means no bound."""
+
+    max_created: int | None = None
+    max_checked_out: int | None = None
+    max_wait_ms: float | None = None
+    leaks: int | None = None
+
+
+def pool_limits(*, max_created: Any = None, max_checked_out: Any = None,
+                max_wait_ms: Any = None, leaks: Any = None) -> PoolLimits:
+    """The signature of ``@pytest.mark.pool(...)``: validated limits (ValueError if negative).
+
+    Counts are whole numbers >= 0; ``max_wait_ms`` is a number >= 0.
+    """
+    for name, value in (("max_created", max_created), ("max_checked_out", max_checked_out),
+                        ("leaks", leaks)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    if max_wait_ms is not None and (
+            isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float))
+            or not math.isfinite(max_wait_ms) or max_wait_ms < 0):
+        raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
+    return PoolLimits(max_created, max_checked_out, max_wait_ms, leaks)
+
+
+def exceeded(figures: PoolFigures, limits: PoolLimits) -> list[str]:
+    """One ``expected ..., got ...`` phrase per limit the figures exceed."""
+    problems = []
+    if limits.max_created is not None and figures.created > limits.max_created:
+        problems.append(f"max_created={limits.max_created}, {plural(figures.created, 'connection')} created")
+    if limits.max_checked_out is not None and figures.peak_checked_out > limits.max_checked_out:
+        problems.append(f"max_checked_out={limits.max_checked_out}, "
+                        f"{figures.peak_checked_out} checked out at once")
+    if limits.max_wait_ms is not None and figures.wait_ms_max > limits.max_wait_ms:
+        problems.append(f"max_wait_ms={limits.max_wait_ms:g}, longest checkout wait {figures.wait_ms_max:g} ms")
+    if limits.leaks is not None and len(figures.leaks) > limits.leaks:
+        problems.append(f"leaks={limits.leaks}, {plural(len(figures.leaks), 'connection')} leaked")
+    return problems
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 connection``, ``2 connections``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def describe_leak(leak: Leak) -> str:
+    """``<pool>: checked out at <site>, still checked out`` (or dropped without close())."""
+    how = ("dropped without close(); only the garbage collector returned it" if leak.dropped
+           else "still checked out at the end of the test")
+    return f"checked out at {leak.call_site} from {leak.pool}: {how}"
+
+
+def failure_message(problems: list[str], figures: PoolFigures, limit: int | None = 10) -> str:
+    """The failure text: what was exceeded first, then the leaks with their call sites."""
+    lines = ["pool limits exceeded: " + "; ".join(problems)]
+    leaks = figures.leaks if limit is None else figures.leaks[:limit]
+    for leak in leaks:
+        lines.append("  " + describe_leak(leak))
+    if len(leaks) < len(figures.leaks):
+        lines.append(f"  ... and {plural(len(figures.leaks) - len(leaks), 'more leak')} (use -v to see all)")
+    return "\n".join(lines)

@@ -1,0 +1,260 @@
+"""Report psycopg_pool pools to :mod:`pytest_migsafe.pool`.
+
+Counters come from ``get_stats()`` deltas (a counter missing from the stats reads 0).
+Wrappers on ``ConnectionPool`` and ``AsyncConnectionPool`` (their null-pool subclasses
+inherit them) add what the stats cannot tell:
+
+- ``__init__`` registers every pool created, in a WeakSet (pools created before the
+  hooks are found once, at install, by a scan of the garbage collector's objects);
+- ``getconn`` / ``putconn`` track each connection out of its pool (peak, leaks with the
+  call site) and time every ``getconn`` (the checkout wait);
+- ``_close_connection`` counts the connections the pool closes; ``_connect`` feeds
+  the Prometheus counter of new connections.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import sys
+import weakref
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from . import pool as observed
+
+installed = False
+_patched: Any = None  # the psycopg_pool module whose classes are wrapped
+_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+_PATCHED_FLAG = "__migsafe_original__"
+COUNTERS = ("connections_num", "connections_errors", "connections_lost", "returns_bad",
+            "requests_num", "requests_errors")
+
+
+def is_pool(obj: Any) -> bool:
+    """True for a psycopg_pool ConnectionPool or AsyncConnectionPool (or a subclass)."""
+    module = sys.modules.get("psycopg_pool")
+    if module is None:
+        return False
+    return isinstance(obj, (module.ConnectionPool, module.AsyncConnectionPool))
+
+
+def classify(target: Any) -> tuple[str, Any] | None:
+    """``("psycopg", pool)`` for a psycopg_pool pool, else None."""
+    return ("psycopg", target) if is_pool(target) else None
+
+
+def name_of(pool: Any) -> str:
+    """The pool's ``name`` and class: ``pool-1 (ConnectionPool)``."""
+    return f"{pool.name} ({type(pool).__name__})"
+
+
+def stats_of(pool: Any) -> dict[str, int]:
+    """The pool's counters now, those it has not started yet read as 0."""
+    for _ in range(5):
+        try:
+            stats = pool.get_stats()
+            break
+        except RuntimeError:  # a worker added a counter while we copied them
+            continue
+    else:
+        stats = {}
+    return {key: int(stats.get(key, 0)) for key in COUNTERS}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """``after - before`` per counter; a counter reset by ``pop_stats()`` counts from 0."""
+    result = {}
+    for key in COUNTERS:
+        old, new = before.get(key, 0), after.get(key, 0)
+        result[key] = new - old if new >= old else new
+    return result
+
+
+def registered() -> list[Any]:
+    """Every live psycopg pool known to migsafe."""
+    return list(_pools)
+
+
+def register(pool: Any, fresh: bool) -> None:
+    """Know ``pool``; ``fresh`` when it was just created (every counter of it is new)."""
+    with observed._lock:
+        known = pool in _pools
+        _pools.add(pool)
+        if not known:
+            for obs in observed._observers:
+                obs.psycopg_pool_added(pool, fresh)
+
+
+# -- wrappers -----------------------------------------------------------------------
+def _wrap_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        register(self, fresh=True)
+
+    setattr(__init__, _PATCHED_FLAG, original)
+    return __init__
+
+
+def _gone(key: int) -> Callable[[Any], None]:
+    return lambda ref: observed.dropped(key, gone=True)
+
+
+def _after_getconn(pool: Any, conn: Any) -> None:
+    key = id(conn)
+    observed.checked_out(key, weakref.ref(conn, _gone(key)), pool, counted=False)
+    if observed._observers:
+        size = getattr(pool, "_nconns", None)  # connections in the pool, out, or being made
+        if size is not None:
+            observed.overflow_seen(pool, size - pool.min_size)
+
+
+def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not observed._observers:
+            conn = original(self, *args, **kwargs)
+        else:
+            t0 = perf_counter()
+            try:
+                conn = original(self, *args, **kwargs)
+            finally:
+                observed.waited(self, perf_counter() - t0)
+        _after_getconn(self, conn)
+        return conn
+
+    setattr(getconn, _PATCHED_FLAG, original)
+    return getconn
+
+
+def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not observed._observers:
+            conn = await original(self, *args, **kwargs)
+        else:
+            t0 = perf_counter()
+            try:
+                conn = await original(self, *args, **kwargs)
+            finally:
+                observed.waited(self, perf_counter() - t0)
+        _after_getconn(self, conn)
+        return conn
+
+    setattr(getconn, _PATCHED_FLAG, original)
+    return getconn
+
+
+def _wrap_putconn(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def putconn(self: Any, conn: Any) -> None:
+        observed.checked_in(id(conn), self)
+        return original(self, conn)  # type: ignore[no-any-return]
+
+    setattr(putconn, _PATCHED_FLAG, original)
+    return putconn
+
+
+def _wrap_aputconn(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def putconn(self: Any, conn: Any) -> None:
+        observed.checked_in(id(conn), self)
+        return await original(self, conn)  # type: ignore[no-any-return]
+
+    setattr(putconn, _PATCHED_FLAG, original)
+    return putconn
+
+
+def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _close_connection(self: Any, conn: Any) -> None:
+        if not conn.closed:
+            observed.connection_closed(self)
+        return original(self, conn)  # type: ignore[no-any-return]
+
+    setattr(_close_connection, _PATCHED_FLAG, original)
+    return _close_connection
+
+
+def _wrap_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def _close_connection(self: Any, conn: Any) -> None:
+        if not conn.closed:
+            observed.connection_closed(self)
+        return await original(self, conn)  # type: ignore[no-any-return]
+
+    setattr(_close_connection, _PATCHED_FLAG, original)
+    return _close_connection
+
+
+def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        conn = original(self, *args, **kwargs)
+        observed.connection_created(self, observed=False)  # counted from get_stats()
+        return conn
+
+    setattr(_connect, _PATCHED_FLAG, original)
+    return _connect
+
+
+def _wrap_aconnect(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def _connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        conn = await original(self, *args, **kwargs)
+        observed.connection_created(self, observed=False)
+        return conn
+
+    setattr(_connect, _PATCHED_FLAG, original)
+    return _connect
+
+
+_SYNC = {"__init__": _wrap_init, "getconn": _wrap_getconn, "putconn": _wrap_putconn,
+         "_close_connection": _wrap_close, "_connect": _wrap_connect}
+_ASYNC = {"__init__": _wrap_init, "getconn": _wrap_agetconn, "putconn": _wrap_aputconn,
+          "_close_connection": _wrap_aclose, "_connect": _wrap_aconnect}
+
+
+def install(import_missing: bool = True) -> bool:
+    """Wrap psycopg_pool's pools; False when psycopg_pool is not (yet) importable.
+
+    Idempotent; wraps psycopg_pool again if it was imported afresh since.
+    """
+    global installed, _patched
+    if installed and sys.modules.get("psycopg_pool") is _patched:
+        return True
+    if "psycopg_pool" not in sys.modules and not import_missing:
+        return False
+    try:
+        import psycopg_pool
+    except ImportError:
+        return False
+    _patched = psycopg_pool  # imported afresh (a pytester run restored sys.modules): wrap again
+    for cls, wrappers in ((psycopg_pool.ConnectionPool, _SYNC), (psycopg_pool.AsyncConnectionPool, _ASYNC)):
+        for name, wrap in wrappers.items():
+            method = vars(cls).get(name)
+            if method is not None and not hasattr(method, _PATCHED_FLAG):
+                setattr(cls, name, wrap(method))
+    classes = (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool)
+    for obj in gc.get_objects():  # pools created before the hooks
+        if isinstance(obj, classes):
+            _pools.add(obj)
+    installed = True
+    return True
+
+
+def uninstall() -> None:
+    """Restore psycopg_pool's original methods (for benchmarks and tests)."""
+    global installed
+    if not installed:
+        return
+    import psycopg_pool
+
+    for cls in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
+        for name in _SYNC:
+            original = getattr(vars(cls).get(name), _PATCHED_FLAG, None)
+            if original is not None:
+                setattr(cls, name, original)
+    installed = False

@@ -1,0 +1,251 @@
+"""Report every SQLAlchemy pool's events to :mod:`pytest_migsafe.pool`.
+
+Listeners on the ``Pool`` class see every pool of every engine, any pool class
+(QueuePool, AsyncAdaptedQueuePool, NullPool, StaticPool, SingletonThreadPool, ...).
+Three wrappers add what events cannot tell:
+
+- ``_ConnectionRecord.checkout`` is timed (the checkout wait) and its ``TimeoutError``
+  counted, only while an observation is active;
+- ``pool.base._finalize_fairy`` tells a checkin made by the garbage collector (a
+  connection dropped without ``close()``) from an explicit one;
+- ``Engine.__init__`` remembers each engine's URL (password masked) to name its pool.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import sys
+import weakref
+from time import perf_counter
+from typing import Any
+
+from . import pool as observed
+
+installed = False
+_originals: dict[str, Any] = {}
+_queue_classes: dict[type, bool] = {}
+_engine_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # dialect -> name
+_pool_numbers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_numbers = itertools.count(1)
+_url_counts: dict[str, int] = {}  # engines named after each URL, so that names stay unique
+_detached: dict[int, Any] = {}  # id(detached DBAPI connection) -> its former pool
+
+
+def _pool_of(record: Any) -> Any:
+    return getattr(record, "_ConnectionRecord__pool", None)  # None: an unknown SQLAlchemy layout
+
+
+def _is_queue(pool: Any) -> bool:
+    cls = type(pool)
+    verdict = _queue_classes.get(cls)
+    if verdict is None:
+        from sqlalchemy.pool import QueuePool
+
+        verdict = _queue_classes[cls] = issubclass(cls, QueuePool)
+    return verdict
+
+
+# -- listeners ----------------------------------------------------------------------
+def _on_connect(dbapi_connection: Any, record: Any) -> None:
+    pool = _pool_of(record)
+    if pool is None:
+        return
+    observed.connection_created(pool)
+    if observed._observers and _is_queue(pool):
+        observed.overflow_seen(pool, pool.overflow())
+
+
+def _on_checkout(dbapi_connection: Any, record: Any, fairy: Any) -> None:
+    pool = fairy._pool
+    observed.checked_out(id(record), record, pool)
+    if observed._observers and _is_queue(pool):
+        observed.overflow_seen(pool, pool.overflow())
+
+
+def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+    observed.checked_in(id(record), _pool_of(record))
+
+
+def _on_detach(dbapi_connection: Any, record: Any) -> None:
+    pool = _pool_of(record)
+    observed.checked_in(id(record), pool, counted=False)
+    if pool is not None:
+        _detached[id(dbapi_connection)] = pool
+
+
+def _on_close(dbapi_connection: Any, record: Any) -> None:
+    pool = _pool_of(record)
+    if pool is not None:
+        observed.connection_closed(pool)
+
+
+def _on_close_detached(dbapi_connection: Any) -> None:
+    pool = _detached.pop(id(dbapi_connection), None)
+    if pool is not None:
+        observed.connection_closed(pool)
+
+
+def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
+    pool = _pool_of(record)
+    if pool is not None:
+        observed.connection_invalidated(pool)
+
+
+_LISTENERS = {
+    "connect": _on_connect,
+    "checkout": _on_checkout,
+    "checkin": _on_checkin,
+    "detach": _on_detach,
+    "close": _on_close,
+    "close_detached": _on_close_detached,
+    "invalidate": _on_invalidate,
+    "soft_invalidate": _on_invalidate,
+}
+
+
+# -- wrappers -----------------------------------------------------------------------
+def _timed_checkout(cls: Any, pool: Any) -> Any:
+    original = _originals["checkout"]
+    if not observed._observers:
+        return original(cls, pool)
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    t0 = perf_counter()
+    try:
+        fairy = original(cls, pool)
+    except PoolTimeoutError:
+        observed.waited(pool, perf_counter() - t0, timed_out=True)
+        raise
+    except BaseException:
+        observed.waited(pool, perf_counter() - t0)
+        raise
+    observed.waited(pool, perf_counter() - t0)
+    return fairy
+
+
+def _finalize_fairy(*args: Any, **kwargs: Any) -> Any:
+    # (dbapi_connection, connection_record, pool, echo, ..., is_gc_cleanup=False)
+    if kwargs.get("is_gc_cleanup") and len(args) > 1:
+        record = args[1]
+        if record is not None and record.needs_gc:
+            observed.dropped(id(record))
+    return _originals["finalize"](*args, **kwargs)
+
+
+def _engine_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _originals["engine_init"](self, *args, **kwargs)
+    remember_engine(self)
+
+
+# -- names and sizes ----------------------------------------------------------------
+def remember_engine(engine: Any) -> None:
+    """Name ``engine``'s pools (this one and those ``dispose()`` creates) after its URL."""
+    try:
+        dialect = engine.dialect
+        if dialect in _engine_names:
+            return
+        url = engine.url.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an engine without a usable URL keeps the fallback name
+        return
+    count = _url_counts[url] = _url_counts.get(url, 0) + 1
+    _engine_names[dialect] = url if count == 1 else f"{url} #{count}"
+
+
+def name_of(pool: Any) -> str:
+    """``URL (PoolClass)`` for an engine's pool, ``PoolClass #n`` for a bare one."""
+    kind = type(pool).__name__
+    try:
+        name = _engine_names.get(pool._dialect)
+    except (AttributeError, TypeError):  # no dialect, or one that cannot be weakly referenced
+        name = None
+    if name is not None:
+        return f"{name} ({kind})"
+    number = _pool_numbers.get(pool)
+    if number is None:
+        number = _pool_numbers[pool] = next(_numbers)
+    return f"{kind} #{number}"
+
+
+def size_of(pool: Any) -> int | None:
+    """QueuePool ``pool_size``, 0 for NullPool, None for pools without a size."""
+    from sqlalchemy.pool import NullPool
+
+    if _is_queue(pool):
+        return int(pool.size())
+    if isinstance(pool, NullPool):
+        return 0
+    return None
+
+
+def classify(target: Any) -> tuple[str, Any] | None:
+    """``("engine", sync_engine)`` or ``("pool", pool)`` for SQLAlchemy objects, else None."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
+
+    engine = getattr(target, "sync_engine", target)  # AsyncEngine
+    if isinstance(engine, Engine):
+        remember_engine(engine)
+        return ("engine", engine)
+    if isinstance(target, Pool):
+        return ("pool", target)
+    return None
+
+
+# -- installation -------------------------------------------------------------------
+def install(import_missing: bool = True) -> bool:
+    """Listen on every SQLAlchemy pool; False when SQLAlchemy is not (yet) importable.
+
+    Idempotent; hooks SQLAlchemy again if it was imported afresh since.
+    """
+    global installed
+    if installed and sys.modules.get("sqlalchemy.pool.base") is _originals.get("module"):
+        return True
+    if "sqlalchemy" not in sys.modules and not import_missing:
+        return False
+    try:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        from sqlalchemy.pool import Pool
+        from sqlalchemy.pool import base as pool_base
+    except ImportError:
+        return False
+    # SQLAlchemy imported afresh (a pytester run restored sys.modules): hook the new classes
+    _originals["module"] = pool_base
+    for name, listener in _LISTENERS.items():
+        event.listen(Pool, name, listener)
+    record_class = pool_base._ConnectionRecord
+    _originals["checkout"] = record_class.__dict__["checkout"].__func__
+    record_class.checkout = classmethod(_timed_checkout)
+    _originals["finalize"] = pool_base._finalize_fairy
+    pool_base._finalize_fairy = _finalize_fairy
+    _originals["engine_init"] = Engine.__init__
+    Engine.__init__ = _engine_init  # type: ignore[method-assign]
+    for obj in gc.get_objects():  # engines created before the hooks
+        if isinstance(obj, Engine):
+            remember_engine(obj)
+    installed = True
+    return True
+
+
+def uninstall() -> None:
+    """Remove the listeners and wrappers (for benchmarks and tests)."""
+    global installed
+    if not installed:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
+    from sqlalchemy.pool import base as pool_base
+
+    if sys.modules.get("sqlalchemy.pool.base") is not _originals.get("module"):
+        installed = False
+        return
+    for name, listener in _LISTENERS.items():
+        event.remove(Pool, name, listener)
+    pool_base._ConnectionRecord.checkout = classmethod(_originals["checkout"])
+    pool_base._finalize_fairy = _originals["finalize"]
+    Engine.__init__ = _originals["engine_init"]  # type: ignore[method-assign]
+    installed = False

@@ -1,0 +1,471 @@
+"""Pool observation against a real PostgreSQL: SQLAlchemy pools and psycopg_pool, sync and async.
+
+Each figure is checked against an independent measurement: the server's backend pids
+and ``pg_stat_activity``, the pool's own ``checkedout()``, or a workload whose counts are
+fixed by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
+
+from pytest_migsafe import metrics, pool_warm
+from pytest_migsafe.pool import ACCEPTS, describe_pool, percentile, pool_stats
+from pytest_migsafe.record import Leak, PoolFigures
+from pytest_migsafe.servers import RunningPostgres, start_postgres
+
+HERE = os.path.relpath(__file__)
+# these workloads repeat one statement on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
+    """The session's PostgreSQL (from the environment) or one started for this module."""
+    server = start_postgres(tmp_path_factory.mktemp("pool-pg"), url=os.environ.get("MIGSAFE_POSTGRES_URL"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_engine(postgres: RunningPostgres) -> Iterator[Callable[..., Engine]]:
+    """Engines on the test server, disposed after the test."""
+    engines: list[Engine] = []
+
+    def make(**kwargs: Any) -> Engine:
+        engine = create_engine(postgres.url, **kwargs)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.dispose()
+
+
+def backend_pid(conn: Any) -> int:
+    """The server process serving ``conn``."""
+    return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def next_line() -> str:
+    """``path:line`` of the line after the caller's."""
+    frame = sys._getframe(1)
+    return f"{HERE}:{frame.f_lineno + 1}"
+
+
+# -- SQLAlchemy ---------------------------------------------------------------------
+def test_concurrent_checkouts_on_queuepool_are_counted_exactly(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(poolclass=QueuePool, pool_size=2, max_overflow=1, pool_timeout=30)
+    threads_n, rounds = 8, 5
+    first_holders = threading.Barrier(3, timeout=20)  # the first three holders meet: 3 out at once
+    lock = threading.Lock()
+    pids: set[int] = set()
+    holders_seen = [0]
+    pool_checked_out: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(rounds):
+                with engine.connect() as conn:
+                    pid = backend_pid(conn)
+                    with lock:
+                        pids.add(pid)
+                        holders_seen[0] += 1
+                        among_first = holders_seen[0] <= 3
+                    if among_first:
+                        first_holders.wait()
+                        pool_checked_out.append(engine.pool.checkedout())
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    with pool_stats(engine) as stats:
+        threads = [threading.Thread(target=work) for _ in range(threads_n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not errors
+        engine.dispose()
+
+    assert stats.checkouts == threads_n * rounds == 40
+    assert stats.checkins == 40
+    assert stats.peak_checked_out == 3 == max(pool_checked_out)
+    assert stats.overflow_used == 1
+    assert stats.created == len(pids)  # each new connection is a new server backend
+    assert stats.closed == stats.created  # dispose() closed every pooled connection
+    assert stats.timeouts == 0 and stats.leaks == [] and stats.invalidated == 0
+    assert len(stats.waits) == 40
+    assert stats.figures().pool_sizes == {describe_pool(engine.pool): 2}
+
+
+def test_peak_counts_a_connection_held_from_before(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=3)
+    with engine.connect() as held:
+        backend_pid(held)
+        with pool_stats(engine) as stats, engine.connect() as conn:
+            backend_pid(conn)
+    assert (stats.checkouts, stats.checkins, stats.peak_checked_out) == (1, 1, 2)
+    assert stats.leaks == []
+
+
+def test_nullpool_opens_and_closes_a_connection_per_checkout(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(poolclass=NullPool)
+    pids = set()
+    with pool_stats(engine) as stats:
+        for _ in range(5):
+            with engine.connect() as conn:
+                pids.add(backend_pid(conn))
+    assert len(pids) == 5
+    assert (stats.created, stats.closed, stats.checkouts, stats.checkins) == (5, 5, 5, 5)
+    assert stats.peak_checked_out == 1 and stats.overflow_used == 0
+    assert stats.figures().pool_sizes == {describe_pool(engine.pool): 0}
+
+
+def test_leak_is_reported_with_its_call_site(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=2)
+    with pool_stats(engine) as stats:
+        site = next_line()
+        conn = engine.connect()
+    try:
+        assert stats.leaks == [Leak(pool=describe_pool(engine.pool), call_site=site, dropped=False)]
+        assert (stats.checkouts, stats.checkins) == (1, 0)
+    finally:
+        conn.close()
+
+
+def _connect_and_drop(engine: Engine, sites: list[str]) -> None:
+    sites.append(next_line())
+    conn = engine.connect()
+    backend_pid(conn)  # conn is dropped here without close()
+
+
+@pytest.mark.pool(leaks=1)  # the plugin sees this test's dropped connection too
+def test_connection_dropped_without_close_is_a_leak(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=2)
+    sites: list[str] = []
+    with pool_stats(engine) as stats:
+        _connect_and_drop(engine, sites)
+    assert stats.leaks == [Leak(pool=describe_pool(engine.pool), call_site=sites[0], dropped=True)]
+    assert (stats.checkouts, stats.checkins) == (1, 1)  # the garbage collector checked it in
+    assert engine.pool.checkedout() == 0
+
+
+def test_checkout_timeout_is_counted(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=1, max_overflow=0, pool_timeout=0.1)
+    with engine.connect() as held:
+        backend_pid(held)
+        with pool_stats(engine) as stats, pytest.raises(PoolTimeoutError):
+            engine.connect()
+    assert stats.timeouts == 1
+    assert stats.checkouts == 0 and stats.created == 0
+    assert stats.wait_ms_max >= 99.0  # the pool waited its pool_timeout before giving up
+    assert stats.peak_checked_out == 1
+
+
+def test_invalidation_closes_and_replaces_the_connection(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=1)
+    with engine.connect() as conn:
+        first = backend_pid(conn)
+    with pool_stats(engine) as stats:
+        with engine.connect() as conn:
+            conn.invalidate()
+        with engine.connect() as conn:
+            second = backend_pid(conn)
+    assert first != second
+    assert (stats.invalidated, stats.closed, stats.created) == (1, 1, 1)
+    assert (stats.checkouts, stats.checkins) == (2, 2)
+
+
+def test_soft_invalidation_recycles_at_next_checkout(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=1)
+    with engine.connect() as conn:
+        backend_pid(conn)
+    with pool_stats(engine) as stats:
+        with engine.connect() as conn:
+            conn.connection.invalidate(soft=True)
+        assert (stats.invalidated, stats.closed) == (1, 0)
+        with engine.connect() as conn:
+            backend_pid(conn)
+    assert (stats.invalidated, stats.closed, stats.created) == (1, 1, 1)
+
+
+def test_an_unrelated_engine_is_not_counted(make_engine: Callable[..., Engine]) -> None:
+    watched, other = make_engine(), make_engine()
+    with pool_stats(watched) as stats, other.connect() as conn:
+        backend_pid(conn)
+    assert not stats.has_activity()
+    assert stats.figures() == PoolFigures()
+
+
+def test_pool_stats_without_target_sees_every_engine(make_engine: Callable[..., Engine]) -> None:
+    with pool_stats() as stats:
+        first, second = make_engine(poolclass=NullPool), make_engine(poolclass=NullPool)
+        for engine in (first, second):
+            with engine.connect() as conn:
+                backend_pid(conn)
+    assert (stats.created, stats.checkouts) == (2, 2)
+    assert set(stats.figures().pool_sizes) == {describe_pool(first.pool), describe_pool(second.pool)}
+
+
+def test_pool_name_masks_the_password(postgres: RunningPostgres) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres.url).set(password="s3cret-pw")
+    engine = create_engine(url)
+    assert "s3cret-pw" not in describe_pool(engine.pool)
+    assert "***" in describe_pool(engine.pool)
+
+
+def test_pool_stats_rejects_what_is_not_an_engine_or_pool() -> None:
+    with pytest.raises(TypeError, match="accepts a SQLAlchemy Engine, AsyncEngine or Pool") as info:
+        pool_stats("postgresql://localhost/db")
+    assert str(info.value) == f"pool_stats() accepts {ACCEPTS}; got str"
+
+
+async def test_async_engine_concurrent_checkouts(postgres: RunningPostgres) -> None:
+    engine = create_async_engine(postgres.url, pool_size=2, max_overflow=0)
+    together = asyncio.Barrier(2)
+    pids = []
+
+    async def hold() -> None:
+        async with engine.connect() as conn:
+            pids.append((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            await asyncio.wait_for(together.wait(), 20)
+
+    try:
+        with pool_stats(engine) as stats:
+            await asyncio.gather(hold(), hold())
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    assert len(set(pids)) == 2
+    assert (stats.created, stats.checkouts, stats.checkins, stats.peak_checked_out) == (2, 3, 3, 2)
+    assert "AsyncAdaptedQueuePool" in next(iter(stats.figures().pool_sizes))
+
+
+async def test_async_engine_leak_has_the_call_site_of_the_coroutine(postgres: RunningPostgres) -> None:
+    engine = create_async_engine(postgres.url, pool_size=1)
+    try:
+        with pool_stats(engine) as stats:
+            site = next_line()
+            conn = await engine.connect()
+        assert stats.leaks == [Leak(pool=describe_pool(engine.sync_engine.pool), call_site=site)]
+        await conn.close()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("poolclass", [StaticPool, SingletonThreadPool])
+def test_single_connection_pools(make_engine: Callable[..., Engine], poolclass: type) -> None:
+    engine = make_engine(poolclass=poolclass)
+    pids = set()
+    with pool_stats(engine) as stats:
+        for _ in range(3):
+            with engine.connect() as conn:
+                pids.add(backend_pid(conn))
+    assert len(pids) == 1
+    assert (stats.created, stats.checkouts, stats.checkins, stats.peak_checked_out) == (1, 3, 3, 1)
+    assert stats.figures().pool_sizes == {}  # no configured size to compare with a recommendation
+
+
+# -- psycopg_pool -------------------------------------------------------------------
+def _app_name(request: pytest.FixtureRequest) -> str:
+    return f"migsafe-{request.node.name}"[:63]
+
+
+def _backends(dsn: str, app: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_psycopg_pool_growth_checkouts_and_timeout(postgres: RunningPostgres,
+                                                   request: pytest.FixtureRequest) -> None:
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    app = _app_name(request)
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=3, open=False, timeout=10,
+                        kwargs={"application_name": app}) as psycopg_pool:
+        psycopg_pool.wait()
+        with pool_stats(psycopg_pool) as stats:
+            for _ in range(4):
+                with psycopg_pool.connection() as conn:
+                    conn.execute("SELECT 1")
+            held = [psycopg_pool.getconn() for _ in range(3)]  # the pool grows by two
+            assert _backends(postgres.dsn, app) == 3
+            with pytest.raises(PoolTimeout):
+                psycopg_pool.getconn(timeout=0.1)
+            for conn in held:
+                psycopg_pool.putconn(conn)
+        assert stats.created == 2
+        assert (stats.checkouts, stats.checkins, stats.peak_checked_out) == (7, 7, 3)
+        assert stats.timeouts == 1 and stats.leaks == []
+        assert stats.overflow_used == 2  # pool size 3 against min_size 1
+        assert stats.wait_ms_max >= 99.0
+        assert len(stats.waits) == 8
+        assert stats.figures().pool_sizes == {describe_pool(psycopg_pool): 3}
+
+
+def test_psycopg_pool_leak_and_close(postgres: RunningPostgres) -> None:
+    from psycopg_pool import ConnectionPool
+
+    psycopg_pool = ConnectionPool(postgres.dsn, min_size=2, max_size=2, open=False)
+    psycopg_pool.open(wait=True)
+    with pool_stats(psycopg_pool) as stats:
+        site = next_line()
+        conn = psycopg_pool.getconn()
+    assert stats.leaks == [Leak(pool=describe_pool(psycopg_pool), call_site=site, dropped=False)]
+    psycopg_pool.putconn(conn)
+    with pool_stats(psycopg_pool) as closing:
+        psycopg_pool.close()
+    assert (closing.closed, closing.created, closing.checkouts) == (2, 0, 0)
+
+
+def _getconn_and_drop(psycopg_pool: Any, sites: list[str]) -> None:
+    sites.append(next_line())
+    psycopg_pool.getconn()
+
+
+@pytest.mark.pool(leaks=1)
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_psycopg_connection_dropped_without_putconn_is_a_leak(postgres: RunningPostgres) -> None:
+    from psycopg_pool import ConnectionPool
+
+    sites: list[str] = []
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=2, open=False) as psycopg_pool:
+        psycopg_pool.wait()
+        with pool_stats(psycopg_pool) as stats:
+            _getconn_and_drop(psycopg_pool, sites)
+            gc.collect()
+        assert stats.leaks == [Leak(pool=describe_pool(psycopg_pool), call_site=sites[0], dropped=True)]
+
+
+async def test_async_psycopg_pool(postgres: RunningPostgres, request: pytest.FixtureRequest) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    app = _app_name(request)
+    async with AsyncConnectionPool(postgres.dsn, min_size=1, max_size=2, open=False,
+                                   kwargs={"application_name": app}) as psycopg_pool:
+        await psycopg_pool.wait()
+        together = asyncio.Barrier(2)
+
+        async def hold() -> None:
+            async with psycopg_pool.connection() as conn:
+                await conn.execute("SELECT 1")
+                await asyncio.wait_for(together.wait(), 20)
+
+        with pool_stats(psycopg_pool) as stats:
+            await asyncio.gather(hold(), hold())
+            site = next_line()
+            leaked = await psycopg_pool.getconn()
+        assert (stats.created, stats.checkouts, stats.checkins, stats.peak_checked_out) == (1, 3, 2, 2)
+        assert stats.leaks == [Leak(pool=describe_pool(psycopg_pool), call_site=site, dropped=False)]
+        assert await asyncio.to_thread(_backends, postgres.dsn, app) == 2
+        await psycopg_pool.putconn(leaked)
+
+
+def test_psycopg_null_pool_opens_a_connection_per_checkout(postgres: RunningPostgres) -> None:
+    from psycopg_pool import NullConnectionPool
+
+    with NullConnectionPool(postgres.dsn, max_size=2, open=False) as psycopg_pool:
+        with pool_stats(psycopg_pool) as stats:
+            for _ in range(3):
+                with psycopg_pool.connection() as conn:
+                    conn.execute("SELECT 1")
+        assert (stats.created, stats.checkouts, stats.checkins) == (3, 3, 3)
+        assert stats.closed == 3
+
+
+# -- warm-pool check ----------------------------------------------------------------
+def test_nullpool_engine_fails_the_warm_check(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(poolclass=NullPool)
+
+    def action() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    with pytest.raises(AssertionError) as info:
+        pool_warm.assert_pool_warm(engine, action, warmup=5, repeat=20)
+    assert str(info.value) == (
+        "pool is not warm: 20 connections created after warm-up, expected at most 0\n"
+        "  warm-up: 5 created in 5 runs; measured: 20 created in 20 runs")
+
+
+def test_queuepool_engine_passes_the_warm_check(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(pool_size=2)
+
+    def action() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    result = pool_warm.assert_pool_warm(engine, action)
+    assert result == pool_warm.WarmResult(5, 1, 50, 0)
+    assert result.describe() == "warm-up: 1 created in 5 runs; measured: 0 created in 50 runs"
+
+
+async def test_async_warm_check(postgres: RunningPostgres) -> None:
+    engine = create_async_engine(postgres.url, poolclass=NullPool)
+
+    async def action() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    try:
+        with pytest.raises(AssertionError, match="measured: 3 created in 3 runs"):
+            await pool_warm.assert_pool_warm_async(engine, action, warmup=1, repeat=3)
+        with pytest.raises(TypeError, match="assert_pool_warm_async"):
+            pool_warm.assert_pool_warm(engine, action)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("kwargs", [{"warmup": -1}, {"repeat": 0}, {"max_new": 1.5}])
+def test_warm_check_rejects_bad_counts(make_engine: Callable[..., Engine], kwargs: dict[str, Any]) -> None:
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=f"{name} must be a whole number"):
+        pool_warm.assert_pool_warm(make_engine(), lambda: None, **kwargs)
+
+
+# -- Prometheus and helpers ---------------------------------------------------------
+def test_prometheus_counter_counts_new_connections(make_engine: Callable[..., Engine]) -> None:
+    from prometheus_client import REGISTRY
+
+    engine = metrics.instrument(make_engine(poolclass=NullPool))
+    labels = {"pool": describe_pool(engine.pool)}
+    before = REGISTRY.get_sample_value("db_connections_created_total", labels) or 0.0
+    with pool_stats(engine) as stats:
+        for _ in range(3):
+            with engine.connect() as conn:
+                backend_pid(conn)
+    after = REGISTRY.get_sample_value("db_connections_created_total", labels)
+    assert after == before + stats.created == before + 3
+    assert metrics.counter() is metrics.counter()
+    with pytest.raises(TypeError):
+        metrics.instrument(object())
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([], 50) == 0.0
+    assert percentile([1.0, 2.0], 50) == 1.0

@@ -1,0 +1,382 @@
+"""The pool side of the plugin, through pytester: marker, leaks, fixtures, options, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_migsafe import cli
+from pytest_migsafe.servers import RunningPostgres, start_postgres
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
+    """The session's PostgreSQL (from the environment) or one started for this module."""
+    server = start_postgres(tmp_path_factory.mktemp("pool-pg"), url=os.environ.get("MIGSAFE_POSTGRES_URL"))
+    yield server
+    server.stop()
+
+
+HEADER = '''
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+URL = {url!r}
+DSN = {dsn!r}
+'''
+
+
+@pytest.fixture
+def write(pytester: pytest.Pytester, postgres: RunningPostgres):  # type: ignore[no-untyped-def]
+    """Write a test module whose ``URL``/``DSN`` point at the test server; returns its path."""
+
+    def make(body: str, name: str = "test_inner") -> object:
+        source = HEADER.format(url=postgres.url, dsn=postgres.dsn) + textwrap.dedent(body)
+        return pytester.makepyfile(**{name: source})
+
+    return make
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Run pytest in-process on the pytester directory, quietly about unrelated plugins."""
+    return pytester.runpytest("-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function",
+                              *args)
+
+
+def line_of(path: object, marker: str) -> int:
+    """The 1-based line of ``path`` that contains ``marker``."""
+    for number, line in enumerate(Path(str(path)).read_text(encoding="utf-8").splitlines(), 1):
+        if marker in line:
+            return number
+    raise AssertionError(f"{marker!r} not in {path}")
+
+
+# -- the pool marker -----------------------------------------------------------------
+def test_marker_limits_pass_and_fail_naming_each_figure(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write('''
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+        def connect_n(engine, n):
+            for _ in range(n):
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            engine.dispose()
+
+        @pytest.mark.pool(max_created=3, max_checked_out=1, leaks=0)
+        def test_within_limits():
+            connect_n(create_engine(URL, poolclass=NullPool), 3)
+
+        @pytest.mark.pool(max_created=2, max_checked_out=5)
+        def test_too_many_created():
+            connect_n(create_engine(URL, poolclass=NullPool), 3)
+
+        @pytest.mark.pool(max_created=1, max_checked_out=1)
+        def test_two_limits_exceeded():
+            engine = create_engine(URL, pool_size=2)
+            with engine.connect(), engine.connect():
+                pass
+            engine.dispose()
+
+        @pytest.mark.pool(max_wait_ms=5)
+        def test_wait_too_long():
+            engine = create_engine(URL, pool_size=1, max_overflow=0, pool_timeout=0.05)
+            with engine.connect():
+                with pytest.raises(PoolTimeout):
+                    engine.connect()
+            engine.dispose()
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines([
+        "*test_too_many_created*",
+        "*pool limits exceeded: max_created=2, 3 connections created",
+        "*test_two_limits_exceeded*",
+        ("*pool limits exceeded: max_created=1, 2 connections created; "
+        "max_checked_out=1, 2 checked out at once"),
+        "*test_wait_too_long*",
+        "*pool limits exceeded: max_wait_ms=5, longest checkout wait * ms",
+    ])
+
+
+@pytest.mark.parametrize(("marker", "message"), [
+    ("pool(max_conns=1)", ("pool() got an unexpected keyword argument 'max_conns'; expected any of "
+                          "max_created=, max_checked_out=, max_wait_ms=, leaks= with numbers >= 0")),
+    ("pool(max_created=-1)", "max_created must be a whole number >= 0, got -1; expected any of *"),
+    ("pool(max_wait_ms=-0.5)", "max_wait_ms must be a number >= 0, got -0.5;*"),
+    ("pool(leaks='none')", "leaks must be a whole number >= 0, got 'none';*"),
+    ("pool(3)", "pool() takes 0 positional arguments but 1 was given;*"),
+])
+def test_bad_marker_is_a_usage_error_at_collection(pytester: pytest.Pytester, marker: str, message: str) -> None:
+    pytester.makepyfile(test_marks=f'''
+        import pytest
+
+        def test_fine():
+            pass
+
+        @pytest.mark.{marker}
+        def test_marked():
+            pass
+    ''')
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_marks.py::test_marked: @pytest.mark.pool: {message}"])
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_marker_and_options_are_documented(pytester: pytest.Pytester) -> None:
+    result = run(pytester, "--markers")
+    result.stdout.fnmatch_lines([("@pytest.mark.pool(max_created=None, max_checked_out=None, "
+                                 "max_wait_ms=None, leaks=None): fail the test when*")])
+    result = run(pytester, "--help")
+    result.stdout.fnmatch_lines(["*--migsafe-peak-rps=N*", "*--migsafe-avg-query-ms=MS*",
+                                 "*migsafe_fail_on_leaks*"])
+
+
+# -- leaks ---------------------------------------------------------------------------
+LEAKY = '''
+    ENGINE = create_engine(URL, pool_size=2)
+    HELD = []
+
+    @pytest.fixture(scope="module", autouse=True)
+    def give_back():
+        yield
+        for conn in HELD:
+            conn.close()
+        ENGINE.dispose()
+
+    def test_leaks():
+        HELD.append(ENGINE.connect())  # LEAK
+
+    def test_clean():
+        with ENGINE.connect() as conn:
+            conn.execute(text("SELECT 1"))
+'''
+
+
+def test_leaked_connection_fails_the_test_with_its_call_site(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    path = write(LEAKY)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*pool limits exceeded: leaks=0 (migsafe_fail_on_leaks), 1 connection leaked",
+        (f"  checked out at test_inner.py:{line_of(path, '# LEAK')} from postgresql+psycopg://*"
+        "(QueuePool): still checked out at the end of the test"),
+    ])
+
+
+@pytest.mark.pool(leaks=1)  # this session's own observer sees the inner test's dropped connection
+def test_connection_dropped_without_close_fails_the_test(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    path = write('''
+        ENGINE = create_engine(URL, pool_size=2)
+
+        def test_drops():
+            conn = ENGINE.connect()  # DROP
+            conn.execute(text("SELECT 1"))
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        (f"  checked out at test_inner.py:{line_of(path, '# DROP')} from *(QueuePool): "
+        "dropped without close(); only the garbage collector returned it"),
+    ])
+
+
+def test_marker_can_allow_a_leak(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write(LEAKY.replace("def test_leaks", "@pytest.mark.pool(leaks=1)\n    def test_leaks"))
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_fail_on_leaks_false_only_warns(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    path = write(LEAKY)
+    pytester.makeini("[pytest]\nmigsafe_fail_on_leaks = false\n")
+    result = run(pytester)
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines([(f"*PytestWarning: migsafe: connection leaked: checked out at "
+                                 f"test_inner.py:{line_of(path, '# LEAK')} from *")])
+
+
+def test_fail_on_leaks_from_the_environment_and_bad_values(pytester: pytest.Pytester, write,  # type: ignore[no-untyped-def]
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    write(LEAKY)
+    monkeypatch.setenv("MIGSAFE_FAIL_ON_LEAKS", "0")
+    run(pytester).assert_outcomes(passed=2, warnings=1)
+    monkeypatch.setenv("MIGSAFE_FAIL_ON_LEAKS", "sometimes")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*MIGSAFE_FAIL_ON_LEAKS='sometimes'*expected true or false*"])
+
+
+def test_connections_held_by_fixtures_across_tests_are_not_leaks(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write('''
+        ENGINE = create_engine(URL, pool_size=3)
+
+        @pytest.fixture(scope="module")
+        def shared():
+            with ENGINE.connect() as conn:
+                yield conn
+            ENGINE.dispose()
+
+        @pytest.fixture
+        def own():
+            with ENGINE.connect() as conn:
+                yield conn
+
+        def test_one(shared, own):
+            shared.execute(text("SELECT 1"))
+            own.execute(text("SELECT 1"))
+
+        def test_two(shared):
+            shared.execute(text("SELECT 1"))
+    ''')
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_psycopg_pool_leak_fails_the_test(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    path = write('''
+        from psycopg_pool import ConnectionPool
+
+        HELD = []
+
+        @pytest.fixture(scope="module")
+        def db_pool():
+            with ConnectionPool(DSN, min_size=1, max_size=2, open=False, name="app-pool") as p:
+                p.wait()
+                yield p
+                for conn in HELD:
+                    p.putconn(conn)
+
+        def test_leaks(db_pool):
+            HELD.append(db_pool.getconn())  # LEAK
+
+        def test_clean(db_pool):
+            with db_pool.connection() as conn:
+                conn.execute("SELECT 1")
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([(f"  checked out at test_inner.py:{line_of(path, '# LEAK')} from "
+                                 "app-pool (ConnectionPool): still checked out at the end of the test")])
+
+
+# -- fixtures ------------------------------------------------------------------------
+def test_pool_stats_fixture_sees_every_engine_or_one(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write('''
+        def test_stats(pool_stats):
+            a = create_engine(URL, poolclass=NullPool)
+            b = create_engine(URL, pool_size=2)
+            with pool_stats(b) as only_b:
+                for engine in (a, b, b):
+                    with engine.connect() as conn:
+                        conn.execute(text("SELECT 1"))
+            assert (pool_stats.created, pool_stats.checkouts, pool_stats.closed) == (2, 3, 1)
+            assert (only_b.created, only_b.checkouts, only_b.closed) == (1, 2, 0)
+            assert pool_stats.figures().checkouts == 3
+            b.dispose()
+
+        def test_bad_target(pool_stats):
+            with pytest.raises(TypeError, match="accepts a SQLAlchemy Engine"):
+                pool_stats(42)
+    ''')
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_assert_pool_warm_fixture(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write('''
+        def select_one(engine):
+            def action():
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            return action
+
+        def test_nullpool_is_cold(assert_pool_warm):
+            engine = create_engine(URL, poolclass=NullPool)
+            assert_pool_warm(engine, select_one(engine), warmup=2, repeat=4)
+
+        def test_queuepool_is_warm(assert_pool_warm):
+            engine = create_engine(URL, pool_size=1)
+            result = assert_pool_warm(engine, select_one(engine))
+            assert result.measured_created == 0
+            engine.dispose()
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*pool is not warm: 4 connections created after warm-up, expected at most 0",
+        "  warm-up: 2 created in 2 runs; measured: 4 created in 4 runs",
+    ])
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+# -- record, report and sizing summary -----------------------------------------------
+SIZED = '''
+    ENGINE = create_engine(URL, pool_size=2)
+
+    def test_uses_pool():
+        with ENGINE.connect() as conn:
+            for _ in range(3):
+                conn.execute(text("SELECT 1"))
+
+    def test_no_pool():
+        assert True
+'''
+
+
+def test_pool_figures_are_recorded_in_the_report(pytester: pytest.Pytester, write,  # type: ignore[no-untyped-def]
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    write(SIZED)
+    run(pytester, "--migsafe-report-json=report.json").assert_outcomes(passed=2)
+    data = json.loads((pytester.path / "report.json").read_text())
+    tests = data["tests"]
+    pool = tests["test_inner.py::test_uses_pool"]["pool"]
+    assert (pool["checkouts"], pool["checkins"], pool["peak_checked_out"], pool["leaks"]) == (1, 1, 1, [])
+    assert list(pool["pool_sizes"].values()) == [2]
+    assert tests.get("test_inner.py::test_no_pool", {}).get("pool") is None
+    capsys.readouterr()
+    assert cli.main(["pool-size", "--peak-rps", "100", "--from-report", str(pytester.path / "report.json")]) == 0
+    assert "average query time measured over" in capsys.readouterr().out
+
+
+def test_sizing_summary_warns_about_small_pools(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write(SIZED)
+    result = run(pytester, "--migsafe-peak-rps", "800",
+                                "--migsafe-avg-query-ms", "12")
+    result.stdout.fnmatch_lines([
+        "*- migsafe pool sizing -*",
+        "recommended pool size 13 for 800 requests/s at 12 ms per query (as given), headroom 1.3",
+        ("WARNING postgresql+psycopg://*(QueuePool): pool size 2 is below the 13 needed for 800 "
+        "requests/s at 12 ms per query (ceil(800 x 0.012 s x 1.3) = 13)"),
+    ])
+    result = run(pytester, "--migsafe-peak-rps", "10")
+    result.stdout.fnmatch_lines([("recommended pool size * for 10 requests/s at * ms per query "
+                                 "(measured over * queries), headroom 1.3"),
+                                 "every observed pool is at least *"])
+    result = run(pytester)
+    result.stdout.no_fnmatch_line("*migsafe pool sizing*")
+
+
+def test_sizing_summary_under_xdist_prints_once(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write(SIZED)
+    result = run(pytester, "-n", "2", "--migsafe-peak-rps", "800",
+                                "--migsafe-avg-query-ms", "12")
+    result.assert_outcomes(passed=2)
+    assert result.stdout.str().count("migsafe pool sizing") == 1
+    result.stdout.fnmatch_lines(["WARNING *(QueuePool): pool size 2 is below the 13 needed*"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--migsafe-peak-rps", "0"], "*argument --migsafe-peak-rps: expected a positive number, got '0'"),
+    (["--migsafe-avg-query-ms", "12"], "ERROR: --migsafe-avg-query-ms needs --migsafe-peak-rps"),
+])
+def test_sizing_option_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])

@@ -1,0 +1,186 @@
+"""Pool sizing: the arithmetic, its validation, the report warnings and ``migsafe pool-size``."""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_migsafe import cli, sizing
+from pytest_migsafe.record import PoolFigures, QueryFigures, RunReport, TestRecord
+from pytest_migsafe.sizing import pool_size, pool_size_warnings
+
+
+@pytest.mark.parametrize(("rps", "seconds", "headroom", "expected"), [
+    (800, 0.012, 1.3, 13),      # 12.48 -> 13
+    (100, 0.1, 1.0, 10),        # exactly 10, not 11
+    (3, 0.1, 1.0, 1),           # 0.3 -> 1 (0.30000000000000004 in floats)
+    (3, 0.1, 10, 3),            # exactly 3 (3.0000000000000004 in floats)
+    (1000, 0.05, 1.3, 65),
+    (1, 0.001, 1.3, 1),
+    (2500, 0.004, 1.5, 15),
+])
+def test_pool_size_is_the_exact_decimal_ceiling(rps: float, seconds: float, headroom: float,
+                                                expected: int) -> None:
+    assert pool_size(rps, seconds, headroom) == expected
+
+
+def test_pool_size_default_headroom_is_1_3() -> None:
+    assert pool_size(800, 0.012) == 13
+    assert math.ceil(3 * 0.1 * 10) == 4  # what naive float arithmetic says for an exact 3
+    assert pool_size(3, 0.1, 10) == 3
+
+
+@pytest.mark.parametrize(("args", "name"), [
+    ((0, 0.01), "peak_rps"),
+    ((-5, 0.01), "peak_rps"),
+    ((math.inf, 0.01), "peak_rps"),
+    ((math.nan, 0.01), "peak_rps"),
+    (("800", 0.01), "peak_rps"),
+    ((True, 0.01), "peak_rps"),
+    ((800, 0), "avg_query_seconds"),
+    ((800, None), "avg_query_seconds"),
+    ((800, 0.01, -1.3), "headroom"),
+    ((800, 0.01, math.inf), "headroom"),
+])
+def test_pool_size_rejects_what_is_not_a_positive_finite_number(args: tuple[Any, ...], name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be a positive finite number, got "):
+        pool_size(*args)
+
+
+def test_recommendation_shows_the_arithmetic() -> None:
+    advice = sizing.recommend(800, sizing.ms_to_seconds("avg_query_ms", 12), 1.3)
+    assert advice.size == 13
+    assert advice.explain() == (
+        "pool size = ceil(peak_rps x avg_query_seconds x headroom)\n"
+        "          = ceil(800 x 0.012 x 1.3)   (12 ms per query)\n"
+        "          = ceil(12.48)\n"
+        "          = 13")
+
+
+def _report(*tests: tuple[str, int, float, dict[str, int] | None]) -> RunReport:
+    report = RunReport()
+    for nodeid, count, total_ms, sizes in tests:
+        record = TestRecord(nodeid=nodeid, queries=QueryFigures(count=count, executions=count, total_ms=total_ms))
+        if sizes is not None:
+            record.pool = PoolFigures(checkouts=1, checkins=1, pool_sizes=sizes)
+        report.add(record)
+    return report
+
+
+def test_average_query_time_is_weighted_by_count() -> None:
+    report = _report(("t1", 1, 10.0, None), ("t2", 3, 6.0, None), ("t3", 0, 0.0, None))
+    average = sizing.average_query_time(report)
+    assert average is not None
+    # (10/1 x 1 + 6/3 x 3) / 4 = 4 ms, not the unweighted (10 + 2) / 2 = 6 ms
+    assert average.seconds == Decimal("0.004")
+    assert (average.queries, average.tests) == (4, 2)
+    assert sizing.average_query_time(RunReport()) is None
+
+
+def test_pool_size_warnings_name_each_small_pool() -> None:
+    report = _report(("t1", 1, 1.0, {"app (QueuePool)": 5, "big (QueuePool)": 20}),
+                     ("t2", 1, 1.0, {"app (QueuePool)": 5, "none (NullPool)": 0}))
+    assert pool_size_warnings(report, 800, 0.012) == [
+        ("app (QueuePool): pool size 5 is below the 13 needed for 800 requests/s at 12 ms per query "
+        "(ceil(800 x 0.012 s x 1.3) = 13)"),
+        ("none (NullPool): pool size 0 is below the 13 needed for 800 requests/s at 12 ms per query "
+        "(ceil(800 x 0.012 s x 1.3) = 13)"),
+    ]
+    assert pool_size_warnings(report, 10, 0.012) == [("none (NullPool): pool size 0 is below the 1 needed "
+                                                     "for 10 requests/s at 12 ms per query "
+                                                     "(ceil(10 x 0.012 s x 1.3) = 1)")]
+    with pytest.raises(ValueError, match="peak_rps"):
+        pool_size_warnings(report, 0, 0.012)
+
+
+def test_summary_lines_derive_the_average_from_the_run() -> None:
+    report = _report(("t1", 4, 48.0, {"app (QueuePool)": 20}))
+    assert sizing.summary_lines(sizing.SizingInputs.of_report(report), 800) == [
+        ("recommended pool size 13 for 800 requests/s at 12 ms per query (measured over 4 queries), "
+        "headroom 1.3"),
+        "every observed pool is at least 13",
+    ]
+    assert sizing.summary_lines(sizing.SizingInputs.of_report(_report(("t1", 4, 48.0, None))), 800) == []
+
+
+def test_sizing_inputs_merge_across_processes() -> None:
+    worker_a = sizing.SizingInputs.of_report(_report(("a", 1, 0.1, {"p (QueuePool)": 5})))
+    worker_b = sizing.SizingInputs.from_dict(json.loads(json.dumps(
+        sizing.SizingInputs.of_report(_report(("b", 2, 0.2, {"p (QueuePool)": 3}))).to_dict())))
+    worker_a.merge(worker_b)
+    assert worker_a.pool_sizes == {"p (QueuePool)": 3}
+    average = worker_a.average()
+    assert average is not None and average.seconds == Decimal("0.0001")  # 0.3 ms / 3, exactly
+
+
+# -- migsafe pool-size --------------------------------------------------------------
+def test_cli_prints_size_and_arithmetic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["pool-size", "--peak-rps", "800", "--avg-query-ms", "12"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "recommended pool size: 13",
+        "pool size = ceil(peak_rps x avg_query_seconds x headroom)",
+        "          = ceil(800 x 0.012 x 1.3)   (12 ms per query)",
+        "          = ceil(12.48)",
+        "          = 13",
+        "average query time as given",
+    ]
+
+
+def test_cli_headroom_and_exact_products(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["pool-size", "--peak-rps", "100", "--avg-query-ms", "100", "--headroom", "1"]) == 0
+    assert capsys.readouterr().out.startswith("recommended pool size: 10\n")
+
+
+def test_cli_reads_the_average_from_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(_report(("a", 2, 20.0, None), ("b", 2, 28.0, None)).to_dict()))
+    assert cli.main(["pool-size", "--peak-rps", "800", "--from-report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "recommended pool size: 13" in out  # 48 ms / 4 queries = 12 ms
+    assert f"average query time measured over 4 queries in 2 tests of {path}" in out
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read report"),
+    ("not json", "is not JSON"),
+    ("[1, 2]", "is not a migsafe report"),
+    ('{"schema_version": 999, "tests": {}}', "unsupported report schema_version 999"),
+    ('{"schema_version": 1, "tests": {}}', "records no queries: pass --avg-query-ms instead"),
+])
+def test_cli_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        content: str | None, message: str) -> None:
+    path = tmp_path / "report.json"
+    if content is not None:
+        path.write_text(content)
+    assert cli.main(["pool-size", "--peak-rps", "800", "--from-report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("migsafe: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--peak-rps", "800"], "one of the arguments --avg-query-ms --from-report is required"),
+    (["--avg-query-ms", "12"], "the following arguments are required: --peak-rps"),
+    (["--peak-rps", "0", "--avg-query-ms", "12"], "argument --peak-rps: expected a positive number, got '0'"),
+    (["--peak-rps", "800", "--avg-query-ms", "abc"], "argument --avg-query-ms: expected a positive number"),
+    (["--peak-rps", "800", "--avg-query-ms", "12", "--from-report", "x.json"], "not allowed with argument"),
+    (["--peak-rps", "800", "--avg-query-ms", "12", "--headroom", "nan"], "argument --headroom"),
+])
+def test_cli_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["pool-size", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["pool-size", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--peak-rps", "--avg-query-ms", "--from-report", "--headroom"):
+        assert flag in out
