@@ -13,8 +13,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+# imported here, once: in-process pytester runs drop modules first imported inside them,
+# and the plugin's caches hold on to these
+import sqlalchemy  # noqa: F401
+import sqlglot  # noqa: F401
 
+from pytest_migsafe import normalize
 from pytest_migsafe.servers import start_postgres, start_redis
+
+normalize.normalize("SELECT 1")  # loads sqlglot's dialects before any pytester run
 
 _started: list = []
 

@@ -246,7 +246,7 @@ def migsafe_redis():
     yield client
     client.close()
 """)
-    lab.makepyfile(test_cache="""
+    lab.makepyfile(test_shadow_cache="""
         def lookup(client, key):
             if client.get(key) is not None:
                 return "hit"

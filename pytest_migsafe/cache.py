@@ -1,0 +1,400 @@
+"""Redis hits and misses over a block of code: ``with cache_stats(client) as stats:``.
+
+On a real Redis the totals are the server's own: the change in ``INFO stats``
+``keyspace_hits`` / ``keyspace_misses`` over the block (never ``CONFIG RESETSTAT``).
+Those counters are server-wide: every client and every database of that server counts,
+so the figures are the test's own when the server serves one test at a time, as the
+plugin's private server does (each pytest-xdist worker starts its own). Reads made by
+Lua scripts count in the totals but not in the breakdowns.
+
+The breakdowns (``by_prefix``, ``by_command``, ``by_key``) come from client-side
+accounting (:mod:`pytest_migsafe.cache_hooks`) of every redis-py client that talks to
+the same server, following Redis's own counting rules (:mod:`pytest_migsafe.cache_rules`).
+fakeredis has no ``INFO stats``, so there the totals come from that accounting too.
+
+Usable without pytest::
+
+    with cache_stats(client, warmup=lambda: load_all(ids)) as stats:
+        load_all(ids)
+    print(stats.hits, stats.misses, stats.hit_rate, stats.by_prefix)
+
+For ``redis.asyncio`` clients use ``async with cache_stats(client) as stats:``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import cache_hooks
+from .cache_rules import prefix_of
+from .record import CacheFigures
+
+
+@dataclass
+class Tally:
+    """Hits and misses of one slice (a key prefix, a command, a key)."""
+
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def reads(self) -> int:
+        """hits + misses."""
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float | None:
+        """hits / reads, or None when there was no read."""
+        return self.hits / self.reads if self.reads else None
+
+
+def key_text(key: Any) -> str:
+    """A Redis key as text (bytes decoded as UTF-8)."""
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key).decode("utf-8", "replace")
+    return str(key)
+
+
+def server_counts(client: Any) -> tuple[int, int]:
+    """``(keyspace_hits, keyspace_misses)`` from ``INFO stats`` of a sync client's server."""
+    info = client.info("stats")
+    return int(info["keyspace_hits"]), int(info["keyspace_misses"])
+
+
+async def server_counts_async(client: Any) -> tuple[int, int]:
+    """``(keyspace_hits, keyspace_misses)`` from ``INFO stats`` of an asyncio client's server."""
+    info = await client.info("stats")
+    return int(info["keyspace_hits"]), int(info["keyspace_misses"])
+
+
+def is_async_client(client: Any) -> bool:
+    """True for ``redis.asyncio`` clients (their commands are coroutines)."""
+    return inspect.iscoroutinefunction(getattr(type(client), "execute_command", None))
+
+
+class CacheStats:
+    """Hits and misses on one Redis server while the block runs; a context manager.
+
+    ``hits`` / ``misses`` / ``hit_rate`` are the server's ``INFO stats`` deltas on real
+    Redis (``source == "server"``) and the client-side accounting on fakeredis
+    (``source == "client"``). Read inside the block they are live (a sync client asks
+    the server); after it they are final. ``by_prefix`` / ``by_command`` map a key prefix
+    (the part before the first ``:``) / a command name to a :class:`Tally`; ``by_key``
+    does so for the keys named in ``track_keys``. ``reset()`` starts counting afresh
+    (for example after a warm-up); ``warmup=`` is a callable run first and not counted.
+    """
+
+    def __init__(self, client: Any, *, warmup: Callable[[], Any] | None = None,
+                 track_keys: Iterable[Any] = ()) -> None:
+        self.client = client
+        self.warmup = warmup
+        self.identity, fake = cache_hooks.client_identity(client)
+        self.backend = "fakeredis" if fake else "redis"
+        self.is_async = is_async_client(client)
+        self._tracked = {key_text(key) for key in track_keys}
+        self._start: tuple[int, int] | None = None
+        self._end: tuple[int, int] | None = None
+        self._server_error: str | None = None
+        self._active = False
+        self.entered = False  # True once the block has started
+        self._clear()
+
+    # -- the listener side (called by cache_hooks under its lock) -----------------
+    def _clear(self) -> None:
+        self._counts: dict[tuple[str, Any, bool], int] = {}
+        self._keys: dict[str, list[int]] = {}
+
+    def add(self, command: str, key: Any, hit: bool) -> None:
+        """Count one lookup from the hooks: ``command`` read ``key``, a hit or a miss."""
+        if isinstance(key, bytes):
+            prefix: Any = key.partition(b":")[0]
+        elif isinstance(key, str):
+            prefix = key.partition(":")[0]
+        else:
+            prefix = key
+        slot = (command, prefix, hit)
+        counts = self._counts
+        counts[slot] = counts.get(slot, 0) + 1
+        if self._tracked:
+            text = key_text(key)
+            if text in self._tracked:
+                self._keys.setdefault(text, [0, 0])[0 if hit else 1] += 1
+
+    def _slices(self) -> list[tuple[str, Any, bool, int]]:
+        with cache_hooks._lock:
+            return [(command, prefix, hit, n) for (command, prefix, hit), n in self._counts.items()]
+
+    @property
+    def client_hits(self) -> int:
+        """Hits seen by the client-side accounting."""
+        return sum(n for _, _, hit, n in self._slices() if hit)
+
+    @property
+    def client_misses(self) -> int:
+        """Misses seen by the client-side accounting."""
+        return sum(n for _, _, hit, n in self._slices() if not hit)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def __enter__(self) -> CacheStats:
+        if self.is_async:
+            raise TypeError("cache_stats() of a redis.asyncio client: use `async with`, not `with`")
+        self._activate()
+        if self.warmup is not None:
+            self.warmup()
+        self._start = self._read_server()
+        self._clear_client()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish(self._read_server())
+
+    async def __aenter__(self) -> CacheStats:
+        self._activate()
+        if self.warmup is not None:
+            result = self.warmup()
+            if inspect.isawaitable(result):
+                await result
+        self._start = await self._read_server_async()
+        self._clear_client()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._finish(await self._read_server_async())
+
+    def _activate(self) -> None:
+        self._end = None
+        self._clear_client()
+        self._active = self.entered = True
+        cache_hooks.start(self)
+
+    def _finish(self, end: tuple[int, int] | None) -> None:
+        cache_hooks.stop(self)
+        self._active = False
+        self._end = end
+        if end is None:  # the server stopped answering INFO: fall back to the client side
+            self._start = None
+
+    def _clear_client(self) -> None:
+        with cache_hooks._lock:
+            self._clear()
+
+    def reset(self) -> None:
+        """Forget everything counted so far: measure from this point on."""
+        if self.is_async:
+            raise TypeError("reset() needs a sync client; with redis.asyncio use warmup=")
+        self._clear_client()
+        if self._active:
+            self._start = self._read_server()
+            self._end = None
+        else:
+            self._start = self._end = None
+
+    # -- the server side -----------------------------------------------------------
+    def _read_server(self) -> tuple[int, int] | None:
+        if self.backend != "redis":
+            return None
+        from redis.exceptions import ResponseError
+
+        try:
+            return server_counts(self.client)
+        except (ResponseError, KeyError) as exc:  # INFO refused (ACL) or unusual server
+            self._server_error = str(exc)
+            return None
+
+    async def _read_server_async(self) -> tuple[int, int] | None:
+        if self.backend != "redis":
+            return None
+        from redis.exceptions import ResponseError
+
+        try:
+            return await server_counts_async(self.client)
+        except (ResponseError, KeyError) as exc:
+            self._server_error = str(exc)
+            return None
+
+    def _server_delta(self) -> tuple[int, int] | None:
+        if self._start is None:
+            return None
+        end = self._end
+        if end is None:
+            if not self._active or self.is_async:
+                return None
+            end = self._read_server()
+            if end is None:
+                return None
+        return end[0] - self._start[0], end[1] - self._start[1]
+
+    # -- reading -------------------------------------------------------------------
+    @property
+    def source(self) -> str:
+        """Where the totals come from: ``"server"`` (INFO stats) or ``"client"`` (accounting)."""
+        return "server" if self._start is not None else "client"
+
+    def totals(self) -> tuple[int, int]:
+        """``(hits, misses)``, from one reading of the server."""
+        delta = self._server_delta()
+        if delta is not None:
+            return delta
+        if self.is_async and self._active and self.backend == "redis":
+            raise RuntimeError("the figures of an asyncio client are known after the `async with` block")
+        slices = self._slices()
+        return (sum(n for _, _, hit, n in slices if hit), sum(n for _, _, hit, n in slices if not hit))
+
+    @property
+    def hits(self) -> int:
+        """Keyspace hits counted while active."""
+        return self.totals()[0]
+
+    @property
+    def misses(self) -> int:
+        """Keyspace misses counted while active."""
+        return self.totals()[1]
+
+    @property
+    def reads(self) -> int:
+        """hits + misses."""
+        return sum(self.totals())
+
+    @property
+    def hit_rate(self) -> float | None:
+        """hits / (hits + misses), or None when nothing was read."""
+        hits, misses = self.totals()
+        return hits / (hits + misses) if hits + misses else None
+
+    @property
+    def by_prefix(self) -> dict[str, Tally]:
+        """Client-side hits and misses per key prefix (the part before the first ``:``)."""
+        return self._grouped(lambda command, prefix: prefix_of(prefix))
+
+    @property
+    def by_command(self) -> dict[str, Tally]:
+        """Client-side hits and misses per command name."""
+        return self._grouped(lambda command, prefix: command)
+
+    def _grouped(self, group: Callable[[str, Any], str]) -> dict[str, Tally]:
+        merged: dict[str, Tally] = {}
+        for command, prefix, hit, n in self._slices():
+            tally = merged.setdefault(group(command, prefix), Tally())
+            if hit:
+                tally.hits += n
+            else:
+                tally.misses += n
+        return dict(sorted(merged.items()))
+
+    @property
+    def by_key(self) -> dict[str, Tally]:
+        """Client-side hits and misses of each key named in ``track_keys``."""
+        with cache_hooks._lock:
+            return {key: Tally(*self._keys.get(key, (0, 0))) for key in sorted(self._tracked)}
+
+    def figures(self, *, min_hit_rate: float | None = None, prefix: str | None = None,
+                target: float | None = None, alert: float | None = None) -> CacheFigures:
+        """The JSON-able record of this block for the report."""
+        hits, misses = self.totals()
+        return CacheFigures(
+            hits=hits,
+            misses=misses,
+            backend=self.backend,
+            by_prefix={name: [t.hits, t.misses] for name, t in self.by_prefix.items()},
+            by_command={name: [t.hits, t.misses] for name, t in self.by_command.items()},
+            min_hit_rate=min_hit_rate,
+            min_hit_rate_prefix=prefix,
+            source=self.source,
+            target=target,
+            alert=alert,
+        )
+
+    def describe(self) -> str:
+        """Totals, then the per-prefix and per-command breakdowns, one line each."""
+        return describe_figures(self.figures())
+
+    def __repr__(self) -> str:
+        hits, misses = self.totals()
+        return f"<CacheStats {self.backend} hits={hits} misses={misses} source={self.source}>"
+
+
+def cache_stats(client: Any, *, warmup: Callable[[], Any] | None = None,
+                track_keys: Iterable[Any] = ()) -> CacheStats:
+    """A :class:`CacheStats` to use as ``with cache_stats(client) as stats:``."""
+    return CacheStats(client, warmup=warmup, track_keys=track_keys)
+
+
+def format_rate(rate: float | None) -> str:
+    """A hit rate as a percentage, or ``n/a`` when nothing was read."""
+    return "n/a" if rate is None else f"{rate * 100:.1f}%"
+
+
+def describe_figures(figures: CacheFigures) -> str:
+    """Multi-line description of cache figures, for failure messages."""
+    where = "INFO stats" if figures.source == "server" else "client-side accounting"
+    lines = [(f"hits {figures.hits}, misses {figures.misses}, hit rate {format_rate(figures.hit_rate)} "
+              f"({figures.backend}, {where})")]
+    for title, table in (("by prefix", figures.by_prefix), ("by command", figures.by_command)):
+        if table:
+            parts = [f"{name} {hits}/{hits + misses}" for name, (hits, misses) in table.items()]
+            lines.append(f"  {title} (hits/reads): " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def sum_figures(parts: Sequence[CacheFigures]) -> CacheFigures | None:
+    """Figures of several blocks added together (None for none)."""
+    if not parts:
+        return None
+    total = CacheFigures(hits=0, misses=0, backend=parts[0].backend, source=parts[0].source)
+    for part in parts:
+        total.hits += part.hits
+        total.misses += part.misses
+        if part.backend != total.backend:
+            total.backend = "mixed"
+        if part.source != total.source:
+            total.source = "mixed"
+        for mine, theirs in ((total.by_prefix, part.by_prefix), (total.by_command, part.by_command)):
+            for name, (hits, misses) in theirs.items():
+                pair = mine.setdefault(name, [0, 0])
+                pair[0] += hits
+                pair[1] += misses
+    return total
+
+
+MIN_HIT_RATE_HELP = (
+    "min_cache_hit_rate(rate, prefix=None): fail the test when its Redis hit rate during the call "
+    "phase (of the keys before the first ':' equal to prefix, if given) is below rate (0 to 1)."
+)
+
+
+def min_cache_hit_rate_signature(rate: float, prefix: str | None = None) -> tuple[float, str | None]:
+    """min_cache_hit_rate(rate, prefix=None): the arguments checked, else ValueError/TypeError."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError(f"rate expects a number between 0 and 1, got {rate!r}")
+    if not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"rate expects a number between 0 and 1, got {rate!r}")
+    if prefix is not None and not isinstance(prefix, str):
+        raise TypeError(f"prefix expects a key prefix such as 'user' (the part before the first ':'), "
+                        f"got {prefix!r}")
+    if prefix == "":
+        raise ValueError("prefix expects a key prefix such as 'user' (the part before the first ':'), got ''")
+    return float(rate), prefix
+
+
+def hit_rate_failure(figures: CacheFigures | None, rate: float, prefix: str | None = None) -> str | None:
+    """The failure message when ``figures`` miss the ``rate`` (None when they meet it)."""
+    head = f"min_cache_hit_rate({rate:g}" + (f", prefix={prefix!r}" if prefix else "") + ")"
+    if figures is None:
+        return (f"{head}: no cache reads: the test used no Redis client migsafe measures "
+                "(use the migsafe_redis or cache_stats fixture)")
+    if prefix is None:
+        hits, misses, actual = figures.hits, figures.misses, figures.hit_rate
+    else:
+        hits, misses = figures.by_prefix.get(prefix, (0, 0))
+        actual = figures.prefix_hit_rate(prefix)
+    if actual is None:
+        scope = f" of keys with prefix {prefix!r}" if prefix else ""
+        return f"{head}: no cache reads{scope} during the test (0 hits, 0 misses)\n{describe_figures(figures)}"
+    if actual < rate:
+        scope = f" of prefix {prefix!r}" if prefix else ""
+        return (f"{head}: hit rate{scope} {format_rate(actual)} ({hits} hits, {misses} misses) is below "
+                f"{format_rate(rate)}\n{describe_figures(figures)}")
+    return None

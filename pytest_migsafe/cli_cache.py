@@ -1,0 +1,128 @@
+"""``migsafe hot-reads`` and ``migsafe hit-rate``: what to cache, and how well a cache does.
+
+``hot-reads`` ranks the SELECTs of a PostgreSQL database as cache candidates from
+``pg_stat_statements`` (:mod:`pytest_migsafe.hot_reads`). ``hit-rate`` prints a Redis
+server's hits, misses and hit rate from ``INFO stats`` (since its start or last
+``CONFIG RESETSTAT``) and exits 1 when the rate is under the alert line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from .cli import CommandError
+from .options import parse_positive_int, parse_rate
+from .servers import mask_url
+
+
+def _rate(text: str) -> float:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("could not convert string to float: ",
+                                                          "expected a number between 0 and 1, got ")) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return parse_positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``hot-reads`` and ``hit-rate`` subcommands."""
+    hot = subparsers.add_parser(
+        "hot-reads",
+        help="rank a PostgreSQL database's SELECTs as cache candidates (pg_stat_statements)",
+        description="List the most-called SELECT statements from pg_stat_statements with their mean "
+                    "time and how often the tables they read are written; best cache candidates "
+                    "first (estimated hits = calls - writes of their tables).",
+    )
+    hot.add_argument("--dsn", required=True, metavar="URL",
+                     help="PostgreSQL URL or libpq conninfo of the database to inspect")
+    hot.add_argument("--limit", type=_positive_int, default=10, metavar="N",
+                     help="how many statements to list (default 10)")
+    hot.set_defaults(func=run_hot_reads)
+
+    rate = subparsers.add_parser(
+        "hit-rate",
+        help="print a Redis server's hits, misses and hit rate (INFO stats)",
+        description="Print keyspace hits, misses and the hit rate from a Redis server's INFO stats. "
+                    "Exit status 1 when the hit rate is under the alert line, else 0.",
+    )
+    rate.add_argument("--redis-url", required=True, metavar="URL", help="redis:// or unix:// URL")
+    rate.add_argument("--target", type=_rate, default=0.8, metavar="RATE",
+                      help="the hit rate to aim for, 0 to 1 (default 0.8)")
+    rate.add_argument("--alert", type=_rate, default=0.7, metavar="RATE",
+                      help="exit 1 when the hit rate is under this line, 0 to 1 (default 0.7)")
+    rate.set_defaults(func=run_hit_rate)
+
+
+def _clean(error: BaseException, url: str) -> str:
+    """The first line of an error message, with the URL's password masked."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    password = re.match(r"^[A-Za-z][\w+.-]*://[^:/@?#]*:([^@/?#]*)@", url)
+    if password and password.group(1):
+        text = text.replace(password.group(1), "***")
+    match = re.search(r"password=(\S+)", url)
+    if match:
+        text = text.replace(match.group(1), "***")
+    return text.replace(url, mask_url(url))
+
+
+def run_hot_reads(args: argparse.Namespace) -> int:
+    """Print the hot reads of ``--dsn``."""
+    import psycopg
+
+    from .hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
+
+    dsn = re.sub(r"^postgresql\+\w+://", "postgresql://", args.dsn)
+    try:
+        connection = psycopg.connect(dsn, connect_timeout=5, autocommit=True)
+    except (psycopg.Error, ValueError) as exc:
+        raise CommandError(f"cannot connect to PostgreSQL at {mask_url(args.dsn)}: {_clean(exc, args.dsn)}") from None
+    try:
+        rows = hot_reads(connection, limit=args.limit)
+    except HotReadsUnavailable as exc:
+        raise CommandError(f"{mask_url(args.dsn)}: {exc}") from None
+    finally:
+        connection.close()
+    print(format_hot_reads(rows))
+    return 0
+
+
+def run_hit_rate(args: argparse.Namespace) -> int:
+    """Print hits, misses and hit rate of ``--redis-url``; 1 when under the alert line."""
+    import redis
+
+    from .cache import format_rate, server_counts
+
+    if args.alert > args.target:
+        raise CommandError(f"--alert {args.alert:g} is above --target {args.target:g}")
+    url = args.redis_url
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    except (ValueError, redis.RedisError) as exc:
+        raise CommandError(f"bad Redis URL {mask_url(url)}: {_clean(exc, url)}") from None
+    try:
+        hits, misses = server_counts(client)
+    except (redis.RedisError, OSError, KeyError) as exc:
+        raise CommandError(f"cannot read INFO stats from Redis at {mask_url(url)}: {_clean(exc, url)}") from None
+    finally:
+        client.close()
+    reads = hits + misses
+    rate = hits / reads if reads else None
+    print(f"Redis {mask_url(url)}: hits {hits}, misses {misses}, hit rate {format_rate(rate)} "
+          f"(target {format_rate(args.target)}, alert under {format_rate(args.alert)})")
+    if rate is None:
+        print("no keyspace reads yet")
+        return 0
+    if rate < args.alert:
+        print(f"ALERT: hit rate {format_rate(rate)} is under the alert line {format_rate(args.alert)}")
+        return 1
+    if rate < args.target:
+        print(f"below target: hit rate {format_rate(rate)} is under {format_rate(args.target)}")
+    return 0

