@@ -1,0 +1,172 @@
+"""Compare a run with the baseline: regressions, improvements, removed tests.
+
+Rules, per test present in both (only tests that passed in the run are compared, since a
+failing test's figures stop where it failed):
+
+- ``queries``: more than the baseline plus the query tolerance is a regression; fewer than
+  the baseline minus the tolerance is an improvement.
+- ``n_plus_one``: each suspect shape not in the baseline is a regression; each baseline
+  shape no longer suspected is an improvement.
+- ``cache_hit_rate``: a fall of more than the hit-rate tolerance is a regression, and so is
+  a rate now under the alert line when the baseline's was not; a rise of more than the
+  tolerance is an improvement.
+- ``connections_created``: more is a regression, fewer an improvement.
+- ``shadow``: an experiment that matched and now mismatches is a regression; the reverse
+  is an improvement.
+
+Removed tests (:func:`removed_tests`): a baseline test id is removed when this run did not
+collect it and either its file was collected in full (not narrowed to some of its tests
+with ``file.py::name``) or its file no longer exists. Deselection by ``-k``/``-m`` happens
+after collection, so a deselected test is never taken for removed; neither is a test in a
+file that this run did not collect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .baseline import Baseline, BaselineEntry
+
+FIGURE_LABELS = {
+    "queries": "queries",
+    "n_plus_one": "N+1 suspect",
+    "cache_hit_rate": "cache hit rate",
+    "connections_created": "connections created",
+    "shadow": "shadow",
+}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How far a figure may move before it counts as a change."""
+
+    queries: int = 0
+    hit_rate: float = 0.05
+    hit_rate_alert: float = 0.7
+
+
+@dataclass
+class Change:
+    """One figure of one test that moved: a regression or an improvement."""
+
+    nodeid: str
+    figure: str  # a key of FIGURE_LABELS
+    before: Any
+    after: Any
+    subject: str = ""  # the experiment name of a shadow change
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """The figure as a reader calls it (``shadow orders-query``)."""
+        label = FIGURE_LABELS.get(self.figure, self.figure)
+        return f"{label} {self.subject}" if self.subject else label
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Change:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+@dataclass
+class Comparison:
+    """What changed between the baseline and the run."""
+
+    regressions: list[Change] = field(default_factory=list)
+    improvements: list[Change] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``regressions``, ``improvements`` and ``removed`` keys of the report file."""
+        return {
+            "regressions": [c.to_dict() for c in self.regressions],
+            "improvements": [c.to_dict() for c in self.improvements],
+            "removed": sorted(self.removed),
+        }
+
+
+def compare(before: Baseline, after: Baseline, tolerances: Tolerances = Tolerances(),
+            removed: Iterable[str] = ()) -> Comparison:
+    """Regressions and improvements of every test in both ``before`` and ``after``."""
+    result = Comparison(removed=sorted(removed))
+    for nodeid in sorted(set(before.tests) & set(after.tests)):
+        regressions, improvements = compare_entry(nodeid, before.tests[nodeid], after.tests[nodeid],
+                                                  tolerances)
+        result.regressions.extend(regressions)
+        result.improvements.extend(improvements)
+    return result
+
+
+def compare_entry(nodeid: str, old: BaselineEntry, new: BaselineEntry,
+                  tolerances: Tolerances) -> tuple[list[Change], list[Change]]:
+    """The regressions and improvements of one test."""
+    worse: list[Change] = []
+    better: list[Change] = []
+    if old.queries is not None and new.queries is not None:
+        if new.queries > old.queries + tolerances.queries:
+            worse.append(Change(nodeid, "queries", old.queries, new.queries))
+        elif new.queries < old.queries - tolerances.queries:
+            better.append(Change(nodeid, "queries", old.queries, new.queries))
+        for shape in sorted(set(new.n_plus_one) - set(old.n_plus_one)):
+            worse.append(Change(nodeid, "n_plus_one", None, shape, note="new N+1 suspect"))
+        for shape in sorted(set(old.n_plus_one) - set(new.n_plus_one)):
+            better.append(Change(nodeid, "n_plus_one", shape, None, note="no longer suspected"))
+    if old.cache_hit_rate is not None and new.cache_hit_rate is not None:
+        old_rate, new_rate = old.cache_hit_rate, new.cache_hit_rate
+        alert = tolerances.hit_rate_alert
+        if old_rate - new_rate > tolerances.hit_rate + 1e-9:
+            worse.append(Change(nodeid, "cache_hit_rate", old_rate, new_rate,
+                                note=_under_alert(new_rate, alert)))
+        elif new_rate < alert <= old_rate:
+            worse.append(Change(nodeid, "cache_hit_rate", old_rate, new_rate,
+                                note=_under_alert(new_rate, alert)))
+        elif new_rate - old_rate > tolerances.hit_rate + 1e-9:
+            better.append(Change(nodeid, "cache_hit_rate", old_rate, new_rate))
+    if old.connections_created is not None and new.connections_created is not None:
+        if new.connections_created > old.connections_created:
+            worse.append(Change(nodeid, "connections_created", old.connections_created,
+                                new.connections_created))
+        elif new.connections_created < old.connections_created:
+            better.append(Change(nodeid, "connections_created", old.connections_created,
+                                 new.connections_created))
+    for name in sorted(set(old.shadows) & set(new.shadows)):
+        was, now = old.shadows[name], new.shadows[name]
+        if was == "matched" and now == "mismatched":
+            worse.append(Change(nodeid, "shadow", was, now, subject=name))
+        elif was == "mismatched" and now == "matched":
+            better.append(Change(nodeid, "shadow", was, now, subject=name))
+    return worse, better
+
+
+def _under_alert(rate: float, alert: float) -> str:
+    return f"under the alert line {alert:.0%}" if rate < alert else ""
+
+
+def removed_tests(
+    baseline_ids: Iterable[str],
+    collected: set[str],
+    narrowed_files: set[str],
+    file_exists: Callable[[str], bool],
+) -> list[str]:
+    """Baseline test ids that no longer exist, by the rule in this module's docstring."""
+    collected_files = {file_of(nodeid) for nodeid in collected}
+    removed = []
+    for nodeid in baseline_ids:
+        if nodeid in collected:
+            continue
+        path = file_of(nodeid)
+        whole_file_collected = path in collected_files and path not in narrowed_files
+        if whole_file_collected or not file_exists(path):
+            removed.append(nodeid)
+    return sorted(removed)
+
+
+def file_of(nodeid: str) -> str:
+    """The file part of a node id (``tests/test_a.py`` of ``tests/test_a.py::test_b[1]``)."""
+    return nodeid.split("::", 1)[0]

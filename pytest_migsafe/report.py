@@ -1,0 +1,352 @@
+"""Render a run report: the terminal summary and the Markdown step summary.
+
+Plain functions from records to lines of text; the pytest wiring prints them under
+``terminalreporter.write_sep("-", "migsafe report")``. Order: regressions, improvements,
+removed tests, N+1 suspects, totals, notes, then the per-test table with ``-v``. Every
+section is left out when it is empty, and :func:`summary_lines` returns no line at all
+when there is nothing to say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .record import NPlusOne, RunReport, TestRecord
+from .regressions import Change, Comparison
+
+ROWS_WITHOUT_VERBOSE = 10
+SHAPE_WIDTH = 60
+TABLE_SHAPE_WIDTH = 40
+DEFAULT_HIT_RATE_ALERT = 0.7
+
+
+@dataclass
+class Totals:
+    """Figures summed over every test of the run."""
+
+    tests_measured: int = 0
+    queries: int = 0
+    n_plus_one: int = 0
+    cache_tests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    pool_tests: int = 0
+    connections_created: int = 0
+    shadows_matched: int = 0
+    shadows_mismatched: int = 0
+    shadows_ignored: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over reads across the run, or None without cache reads."""
+        reads = self.cache_hits + self.cache_misses
+        return self.cache_hits / reads if reads else None
+
+    @property
+    def shadows(self) -> int:
+        """Shadow experiments run."""
+        return self.shadows_matched + self.shadows_mismatched + self.shadows_ignored
+
+    def has_figures(self) -> bool:
+        """True when the run measured anything worth a line."""
+        return bool(self.queries or self.n_plus_one or self.cache_hits or self.cache_misses
+                    or self.connections_created or self.shadows)
+
+    @classmethod
+    def of(cls, report: RunReport) -> Totals:
+        """The totals of ``report``."""
+        totals = cls()
+        for record in report.tests.values():
+            if not has_figures(record):
+                continue
+            totals.tests_measured += 1
+            if record.queries is not None:
+                totals.queries += record.queries.count
+                totals.n_plus_one += len(suspects_of(record))
+            if record.cache is not None:
+                totals.cache_tests += 1
+                totals.cache_hits += record.cache.hits
+                totals.cache_misses += record.cache.misses
+            if record.pool is not None:
+                totals.pool_tests += 1
+                totals.connections_created += record.pool.created
+            for shadow in record.shadows:
+                if shadow.result == "matched":
+                    totals.shadows_matched += 1
+                elif shadow.result == "mismatched":
+                    totals.shadows_mismatched += 1
+                else:
+                    totals.shadows_ignored += 1
+        return totals
+
+
+def has_figures(record: TestRecord) -> bool:
+    """True when migsafe measured something in this test."""
+    return (record.queries is not None or record.cache is not None or record.pool is not None
+            or bool(record.shadows))
+
+
+def is_notable(record: TestRecord) -> bool:
+    """True when the test ran queries or has another figure: it gets a row in the table."""
+    if record.queries is not None and record.queries.count:
+        return True
+    if record.cache is not None and (record.cache.hits or record.cache.misses):
+        return True
+    if record.pool is not None and (record.pool.created or record.pool.checkouts or record.pool.leaks):
+        return True
+    return bool(record.shadows)
+
+
+def suspects_of(record: TestRecord) -> list[NPlusOne]:
+    """The N+1 suspects of one test that no allow rule covers."""
+    if record.queries is None:
+        return []
+    return [s for s in record.queries.n_plus_one if not s.allowed]
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def percent(rate: float | None) -> str:
+    """A rate as ``80.0%`` (``-`` for None)."""
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 query`` / ``3 queries``."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+def format_value(figure: str, value: Any, width: int = SHAPE_WIDTH) -> str:
+    """One before/after value of a change as text."""
+    if value is None:
+        return "-"
+    if figure == "cache_hit_rate":
+        return percent(value)
+    if figure == "n_plus_one":
+        return shorten(str(value), width)
+    return str(value)
+
+
+def change_rows(changes: Sequence[Change]) -> list[list[str]]:
+    """Rows ``[test, figure, before, after]`` of a change table."""
+    rows = []
+    for change in changes:
+        after = format_value(change.figure, change.after)
+        if change.note and change.figure != "n_plus_one":
+            after += f" ({change.note})"
+        rows.append([change.nodeid, change.label, format_value(change.figure, change.before), after])
+    return rows
+
+
+def aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Rows as lines with columns padded to a common width."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append((indent + "  ".join(cells)).rstrip())
+    return lines
+
+
+def _limited(lines: list[str], verbose: bool) -> list[str]:
+    if verbose or len(lines) <= ROWS_WITHOUT_VERBOSE:
+        return lines
+    hidden = len(lines) - ROWS_WITHOUT_VERBOSE
+    return lines[:ROWS_WITHOUT_VERBOSE] + [f"  ... and {hidden} more (-v shows all)"]
+
+
+def regression_lines(comparison: Comparison, baseline_label: str, verbose: bool) -> list[str]:
+    """The regressions section."""
+    if not comparison.regressions:
+        return []
+    head = [f"regressions against {baseline_label}: {len(comparison.regressions)}"]
+    table = aligned([["test", "figure", "before", "after"], *change_rows(comparison.regressions)])
+    return head + table[:1] + _limited(table[1:], verbose)
+
+
+def improvement_lines(comparison: Comparison, verbose: bool) -> list[str]:
+    """The improvements section, with the hint to record them."""
+    if not comparison.improvements:
+        return []
+    head = [f"improvements: {len(comparison.improvements)} "
+            "(record them with --migsafe-update-baseline)"]
+    table = aligned([["test", "figure", "before", "after"], *change_rows(comparison.improvements)])
+    return head + table[:1] + _limited(table[1:], verbose)
+
+
+def removed_lines(comparison: Comparison, verbose: bool) -> list[str]:
+    """Baseline tests that no longer exist."""
+    if not comparison.removed:
+        return []
+    count = len(comparison.removed)
+    head = [f"removed: {plural(count, 'baseline test')} no longer {'exists' if count == 1 else 'exist'} "
+            "(--migsafe-update-baseline drops them)"]
+    return head + _limited([f"  {nodeid}" for nodeid in comparison.removed], verbose)
+
+
+def n_plus_one_lines(report: RunReport, verbose: bool) -> list[str]:
+    """Every N+1 suspect of the run: test, shape, repeats, call site."""
+    rows = []
+    for nodeid in sorted(report.tests):
+        for suspect in suspects_of(report.tests[nodeid]):
+            rows.append([nodeid, f"x{suspect.count}", f"at {suspect.call_site}",
+                         shorten(suspect.shape, SHAPE_WIDTH)])
+    if not rows:
+        return []
+    return [f"N+1 suspects: {len(rows)}"] + _limited(aligned(rows), verbose)
+
+
+def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
+    """The totals of the run and its notes."""
+    lines = []
+    if totals.has_figures():
+        lines.append(f"totals: {plural(totals.tests_measured, 'test')} measured, "
+                     f"{plural(totals.queries, 'query', 'queries')}, "
+                     f"{plural(totals.n_plus_one, 'N+1 suspect')}")
+        if totals.cache_tests:
+            lines.append(f"cache: {plural(totals.cache_hits, 'hit')}, "
+                         f"{plural(totals.cache_misses, 'miss', 'misses')}, "
+                         f"hit rate {percent(totals.hit_rate)}")
+        if totals.pool_tests:
+            lines.append(f"pool: {plural(totals.connections_created, 'connection')} created")
+        if totals.shadows:
+            shadow = f"shadow: {totals.shadows_matched:,} matched, {totals.shadows_mismatched:,} mismatched"
+            if totals.shadows_ignored:
+                shadow += f", {totals.shadows_ignored:,} ignored"
+            lines.append(shadow)
+    lines.extend(f"note: {note}" for note in notes)
+    return lines
+
+
+def totals_sentence(totals: Totals) -> str:
+    """The totals as one sentence (for the Markdown summary)."""
+    parts = [f"{plural(totals.tests_measured, 'test')} measured",
+             plural(totals.queries, "query", "queries"),
+             plural(totals.n_plus_one, "N+1 suspect")]
+    if totals.cache_tests:
+        parts.append(f"cache hit rate {percent(totals.hit_rate)} ({plural(totals.cache_hits, 'hit')}, "
+                     f"{plural(totals.cache_misses, 'miss', 'misses')})")
+    if totals.pool_tests:
+        parts.append(f"{plural(totals.connections_created, 'connection')} created")
+    if totals.shadows:
+        parts.append(f"shadow {totals.shadows_matched:,} matched / {totals.shadows_mismatched:,} mismatched")
+    return ", ".join(parts)
+
+
+def test_row(record: TestRecord, alert: float) -> list[str]:
+    """One row of the per-test table."""
+    queries = slowest = cache = pool = shadow = n_plus_one = "-"
+    figures = record.queries
+    if figures is not None:
+        queries = str(figures.count) if figures.budget is None else f"{figures.count}/{figures.budget}"
+        n_plus_one = str(len(suspects_of(record)))
+        if figures.shapes:
+            worst = max(figures.shapes, key=lambda s: (s.max_ms, s.count))
+            slowest = f"{shorten(worst.shape, TABLE_SHAPE_WIDTH)} ({worst.max_ms:.3g} ms)"
+    if record.cache is not None:
+        rate = record.cache.hit_rate
+        line = getattr(record.cache, "alert", None)
+        line = alert if line is None else line
+        mark = "!" if rate is not None and rate < line else ""
+        cache = f"{record.cache.hits}/{record.cache.misses} {percent(rate)}{mark}"
+    if record.pool is not None:
+        pool = f"{record.pool.created}/{record.pool.peak_checked_out}/{len(record.pool.leaks)}"
+    if record.shadows:
+        shadow = " ".join(f"{s.name}:{s.result}" for s in record.shadows)
+    return [record.nodeid, queries, n_plus_one, slowest, cache, pool, shadow]
+
+
+def test_table_lines(report: RunReport, alert: float) -> list[str]:
+    """The per-test table (``-v``): one line per test that ran queries or has other figures."""
+    rows = [test_row(report.tests[n], alert) for n in sorted(report.tests) if is_notable(report.tests[n])]
+    if not rows:
+        return []
+    header = ["test", "queries", "N+1", "slowest shape", "cache hit/miss", "pool new/peak/leak", "shadow"]
+    return ["per test (queries as count/budget; ! marks a hit rate under the alert line "
+            f"{alert:.0%}):"] + aligned([header, *rows])
+
+
+def summary_lines(
+    report: RunReport,
+    comparison: Comparison | None = None,
+    *,
+    baseline_label: str = "the baseline",
+    verbose: bool = False,
+    full: bool = True,
+    alert: float = DEFAULT_HIT_RATE_ALERT,
+    status: Sequence[str] = (),
+    messages: Sequence[str] = (),
+) -> list[str]:
+    """The lines of the terminal summary; empty when there is nothing to say.
+
+    ``status`` lines (the baseline compared with) follow the totals; ``messages`` (errors,
+    the baseline written, why the run failed) come last. ``full=False`` keeps only the
+    regressions and ``messages``: what is printed without ``--migsafe-report``.
+    """
+    comparison = comparison or Comparison()
+    lines = regression_lines(comparison, baseline_label, verbose)
+    if full:
+        lines += improvement_lines(comparison, verbose)
+        lines += removed_lines(comparison, verbose)
+        lines += n_plus_one_lines(report, verbose)
+        lines += totals_lines(Totals.of(report), report.notes)
+        lines += list(status)
+        if verbose:
+            lines += test_table_lines(report, alert)
+    lines += list(messages)
+    return lines
+
+
+def junit_properties(record: TestRecord) -> list[tuple[str, object]]:
+    """The figures of one test as JUnit XML properties (``migsafe_queries`` ...)."""
+    props: list[tuple[str, object]] = []
+    if record.queries is not None:
+        props.append(("migsafe_queries", record.queries.count))
+        if record.queries.budget is not None:
+            props.append(("migsafe_query_budget", record.queries.budget))
+        props.append(("migsafe_n_plus_one", len(suspects_of(record))))
+    if record.cache is not None:
+        props += [("migsafe_cache_hits", record.cache.hits), ("migsafe_cache_misses", record.cache.misses)]
+        if record.cache.hit_rate is not None:
+            props.append(("migsafe_cache_hit_rate", round(record.cache.hit_rate, 4)))
+    if record.pool is not None:
+        props += [("migsafe_connections_created", record.pool.created),
+                  ("migsafe_pool_peak_checked_out", record.pool.peak_checked_out),
+                  ("migsafe_pool_leaks", len(record.pool.leaks))]
+    for shadow in record.shadows:
+        props.append((f"migsafe_shadow_{shadow.name}", shadow.result))
+    return props
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("`", "'")
+
+
+def markdown_summary(report: RunReport, comparison: Comparison | None, baseline_label: str,
+                     messages: Sequence[str] = ()) -> str:
+    """A Markdown block for ``$GITHUB_STEP_SUMMARY``: the regressions table and the totals."""
+    totals = Totals.of(report)
+    comparison = comparison or Comparison()
+    if not (comparison.regressions or totals.has_figures() or messages):
+        return ""
+    lines = ["### migsafe report", ""]
+    if comparison.regressions:
+        count = plural(len(comparison.regressions), "regression")
+        lines += [f"**{count}** against `{_cell(baseline_label)}`",
+                  "", "| test | figure | before | after |", "| --- | --- | --- | --- |"]
+        lines += [f"| `{_cell(test)}` | {_cell(figure)} | {_cell(before)} | {_cell(after)} |"
+                  for test, figure, before, after in change_rows(comparison.regressions)]
+        lines.append("")
+    lines.append(f"Totals: {totals_sentence(totals)}.")
+    if messages:
+        lines.append("")
+        lines += [f"- {_cell(m)}" for m in messages]
+    return "\n".join(lines) + "\n\n"

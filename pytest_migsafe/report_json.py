@@ -1,0 +1,122 @@
+"""JSON files of migsafe: written atomically and stably, read back with a schema check.
+
+Every file migsafe writes (the baseline, the run report) goes through
+:func:`write_json_atomic`: keys sorted, two-space indent, a final newline, written to a
+temporary file in the target directory and moved into place with :func:`os.replace`, so a
+reader never sees half a file and an interrupted write leaves the old file whole.
+
+The run report (``--migsafe-report-json``) is :meth:`RunReport.to_dict` plus
+``"kind": "migsafe-report"`` and the comparison with the baseline (``regressions``,
+``improvements``, ``removed``) and ``errors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .record import SCHEMA_VERSION, RunReport
+
+REPORT_KIND = "migsafe-report"
+
+
+class ReportFileError(Exception):
+    """A migsafe file that is missing, not JSON, or of another kind or schema version."""
+
+
+def dumps_stable(data: Any) -> str:
+    """``data`` as JSON text that only changes where a value changed."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` to ``path`` as stable JSON: all of it or none of it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps_stable(data)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.replace(temp_name, target)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_json_object(path: str | os.PathLike[str], kind: str, version: int) -> dict[str, Any]:
+    """The JSON object in ``path``, checked to be a ``kind`` file of schema ``version``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ReportFileError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ReportFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReportFileError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    found_kind = data.get("kind")
+    if found_kind != kind:
+        raise ReportFileError(f"{path}: expected a {kind} file, found kind {found_kind!r}")
+    found_version = data.get("schema_version")
+    if found_version != version:
+        raise ReportFileError(
+            f"{path}: schema_version {found_version!r}, this migsafe reads version {version}"
+        )
+    return data
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """The ``kind`` of the migsafe JSON file at ``path`` (None when it has none or is unreadable)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None
+
+
+def report_document(
+    report: RunReport,
+    *,
+    regressions: list[dict[str, Any]] | None = None,
+    improvements: list[dict[str, Any]] | None = None,
+    removed: list[str] | None = None,
+    errors: list[str] | None = None,
+) -> dict[str, Any]:
+    """The run report file's content: the run's figures and what the comparison found."""
+    document = report.to_dict()
+    document["kind"] = REPORT_KIND
+    document["regressions"] = list(regressions or [])
+    document["improvements"] = list(improvements or [])
+    document["removed"] = sorted(removed or [])
+    document["errors"] = list(errors or [])
+    return document
+
+
+def read_report_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run report file's content, checked; raises :class:`ReportFileError`."""
+    data = read_json_object(path, REPORT_KIND, SCHEMA_VERSION)
+    tests = data.get("tests")
+    if not isinstance(tests, dict):
+        raise ReportFileError(f"{path}: 'tests' must be an object of test records")
+    for key in ("regressions", "improvements", "removed", "errors"):
+        if not isinstance(data.get(key, []), list):
+            raise ReportFileError(f"{path}: {key!r} must be a list")
+    return data
+
+
+def run_report_of(document: dict[str, Any], path: str | os.PathLike[str]) -> RunReport:
+    """The :class:`RunReport` in a checked report document; a malformed record is an error."""
+    try:
+        return RunReport.from_dict(document)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportFileError(f"{path}: a test record is malformed ({type(exc).__name__}: {exc})") from None

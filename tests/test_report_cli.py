@@ -1,0 +1,178 @@
+"""``migsafe report merge`` and ``migsafe report diff`` on files written by real runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_migsafe.cli import main
+
+SUITE = """
+from sqlalchemy import create_engine, text
+
+engine = create_engine("sqlite://")
+
+def run(n):
+    with engine.connect() as conn:
+        for i in range(n):
+            conn.execute(text("SELECT :i"), {"i": i})
+
+def test_alpha():
+    run(ALPHA)
+
+def test_beta():
+    run(BETA)
+
+def test_gamma():
+    run(1)
+"""
+
+# this session's own migsafe counts the statements of the in-process runs below: not news
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+
+
+@pytest.fixture(autouse=True)
+def no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def suite(pytester: pytest.Pytester, alpha: int = 2, beta: int = 3) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_shard=SUITE.replace("ALPHA", str(alpha)).replace("BETA", str(beta)))
+
+
+def shard(pytester: pytest.Pytester, name: str, *args: str) -> Path:
+    pytester.runpytest(f"--migsafe-report-json={name}", *args)
+    return pytester.path / name
+
+
+def test_merge_folds_shards_into_the_report_a_whole_run_writes(pytester: pytest.Pytester,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    suite(pytester)
+    whole = shard(pytester, "whole.json")
+    first = shard(pytester, "a.json", "-k", "alpha")
+    second = shard(pytester, "b.json", "-k", "not alpha")
+    out = pytester.path / "merged" / "all.json"
+    assert main(["report", "merge", str(first), str(second), "-o", str(out)]) == 0
+    assert "merged 2 reports (3 tests)" in capsys.readouterr().out
+    merged, expected = json.loads(out.read_text()), json.loads(whole.read_text())
+    assert sorted(merged["tests"]) == sorted(expected["tests"])
+    for nodeid, record in expected["tests"].items():
+        assert merged["tests"][nodeid]["queries"]["count"] == record["queries"]["count"]
+    assert out.read_text() == json.dumps(merged, sort_keys=True, indent=2) + "\n"
+
+
+def test_merge_warns_about_a_test_in_two_shards_and_keeps_the_last(pytester: pytest.Pytester,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    suite(pytester, alpha=2)
+    first = shard(pytester, "a.json")
+    suite(pytester, alpha=5)
+    second = shard(pytester, "b.json", "-k", "alpha")
+    out = pytester.path / "all.json"
+    assert main(["report", "merge", str(first), str(second), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"migsafe: warning: test_shard.py::test_alpha is in {first} and {second}: keeping {second}" in err
+    merged = json.loads(out.read_text())
+    assert merged["tests"]["test_shard.py::test_alpha"]["queries"]["count"] == 5
+    assert merged["tests"]["test_shard.py::test_beta"]["queries"]["count"] == 3
+
+
+def test_merge_keeps_each_regression_with_the_record_that_won(pytester: pytest.Pytester) -> None:
+    suite(pytester)
+    pytester.runpytest("--migsafe-update-baseline")
+    suite(pytester, alpha=4, beta=6)
+    first = shard(pytester, "a.json")  # alpha and beta regressed
+    suite(pytester, alpha=2, beta=6)
+    second = shard(pytester, "b.json", "-k", "alpha")  # alpha back to normal
+    out = pytester.path / "all.json"
+    assert main(["report", "merge", str(first), str(second), "-o", str(out)]) == 0
+    regressions = json.loads(out.read_text())["regressions"]
+    assert [(r["nodeid"], r["after"]) for r in regressions] == [("test_shard.py::test_beta", 6)]
+
+
+def test_diff_prints_the_regressions_of_a_report_against_a_baseline(pytester: pytest.Pytester,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    suite(pytester)
+    pytester.runpytest("--migsafe-update-baseline")
+    suite(pytester, alpha=4, beta=1)
+    new = shard(pytester, "new.json")
+    baseline = pytester.path / ".migsafe" / "baseline.json"
+    capsys.readouterr()
+    assert main(["report", "diff", str(baseline), str(new)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"regressions against {baseline}: 1"
+    assert out[2].split() == ["test_shard.py::test_alpha", "queries", "2", "4"]
+    assert "improvements: 1 (record them with --migsafe-update-baseline)" in out
+    assert out[-1] == "FAILED: 1 regression"
+    assert main(["report", "diff", "--no-fail-on-regression", str(baseline), str(new)]) == 0
+    assert main(["report", "diff", "--query-tolerance", "2", str(baseline), str(new)]) == 0
+
+
+def test_diff_of_two_reports_compares_their_passed_tests(pytester: pytest.Pytester,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    suite(pytester)
+    old = shard(pytester, "old.json")
+    suite(pytester, alpha=3)
+    new = shard(pytester, "new.json", "-k", "not gamma")
+    assert main(["report", "diff", str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "test_shard.py::test_alpha  queries  2       3" in out
+    assert f"not in {new}: 1 test of {old} (removed, or not run)" in out
+    assert "  test_shard.py::test_gamma" in out
+
+
+def test_diff_without_changes_says_so(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_plain="def test_a():\n    pass\n")
+    report = shard(pytester, "r.json")
+    capsys.readouterr()
+    assert main(["report", "diff", str(report), str(report)]) == 0
+    assert capsys.readouterr().out == "migsafe: no change\n"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file"),
+    ("{oops", "not valid JSON"),
+    ('{"kind": "migsafe-report", "schema_version": 7, "tests": {}}', "schema_version 7, this migsafe reads version 1"),
+    ('{"kind": "something", "schema_version": 1}', "expected a migsafe-report file, found kind 'something'"),
+    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {"t::x": {"queries": {"count": 1}}}}',
+     "a test record is malformed"),
+])
+@pytest.mark.parametrize("command", ["merge", "diff"])
+def test_unreadable_files_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 content: str | None, message: str, command: str) -> None:
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    good = tmp_path / "good.json"
+    good.write_text('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}')
+    argv = ["report", "merge", str(good), str(bad), "-o", str(tmp_path / "out.json")] if command == "merge" \
+        else ["report", "diff", str(good), str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"migsafe: {bad}: {message}") and err.count("\n") == 1 and err.endswith("\n")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_corrupt_baseline_given_to_diff_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text('{"kind": "migsafe-baseline", "schema_version": 1, "tests": {"t::x": {"queries": -1}}}')
+    report = tmp_path / "r.json"
+    report.write_text('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}')
+    assert main(["report", "diff", str(baseline), str(report)]) == 2
+    assert "tests['t::x'].queries: expected a whole number of at least 0, got -1" in capsys.readouterr().err
+
+
+def test_the_console_script_runs_the_subcommands(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    report.write_text('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}')
+    script = Path(sys.executable).with_name("migsafe")
+    done = subprocess.run([str(script), "report", "diff", str(report), str(tmp_path / "missing.json")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr == f"migsafe: {tmp_path / 'missing.json'}: no such file\n"
+    assert done.stdout == ""

@@ -1,0 +1,59 @@
+"""Rendering of :mod:`pytest_migsafe.report`: sections, limits, Markdown."""
+
+from __future__ import annotations
+
+from pytest_migsafe.record import CacheFigures, NPlusOne, QueryFigures, RunReport, TestRecord
+from pytest_migsafe.regressions import Change, Comparison
+from pytest_migsafe.report import Totals, markdown_summary, summary_lines
+
+
+def report_with(*records: TestRecord, notes: tuple[str, ...] = ()) -> RunReport:
+    report = RunReport(notes=list(notes))
+    for record in records:
+        report.add(record)
+    return report
+
+
+def test_a_run_without_figures_notes_or_changes_renders_no_line() -> None:
+    quiet = report_with(TestRecord("t::a", queries=QueryFigures(0, 0, 0.0)))
+    assert summary_lines(quiet, Comparison()) == []
+    assert summary_lines(RunReport(unmeasured={"t::b": "passed"})) == []
+    assert markdown_summary(quiet, None, "b.json") == ""
+
+
+def test_notes_alone_are_worth_printing() -> None:
+    assert summary_lines(report_with(notes=("fakeredis used: no real Redis",))) == [
+        "note: fakeredis used: no real Redis"]
+
+
+def test_long_sections_are_cut_without_verbose_and_whole_with_it() -> None:
+    changes = [Change(f"t::test_{i:02}", "queries", 1, 2) for i in range(15)]
+    short = summary_lines(RunReport(), Comparison(regressions=changes), baseline_label="b.json")
+    assert short[0] == "regressions against b.json: 15"
+    assert len(short) == 1 + 1 + 10 + 1 and short[-1] == "  ... and 5 more (-v shows all)"
+    assert len(summary_lines(RunReport(), Comparison(regressions=changes), verbose=True)) == 17
+
+
+def test_without_full_only_regressions_and_messages_remain() -> None:
+    report = report_with(TestRecord("t::a", queries=QueryFigures(12, 12, 1.0, n_plus_one=[
+        NPlusOne("SELECT x", "app.py:3", 12)])))
+    comparison = Comparison(regressions=[Change("t::a", "queries", 3, 12)],
+                            improvements=[Change("t::b", "queries", 3, 1)], removed=["t::c"])
+    lines = summary_lines(report, comparison, baseline_label="b.json", full=False, messages=["FAILED: x"])
+    assert lines == ["regressions against b.json: 1", "  test  figure   before  after",
+                     "  t::a  queries  3       12", "FAILED: x"]
+
+
+def test_totals_sum_the_run_and_skip_allowed_n_plus_one() -> None:
+    totals = Totals.of(report_with(
+        TestRecord("t::a", queries=QueryFigures(10, 10, 1.0, n_plus_one=[
+            NPlusOne("SELECT x", "a.py:1", 10), NPlusOne("SELECT y", "a.py:2", 10, allowed=True)])),
+        TestRecord("t::b", cache=CacheFigures(hits=3, misses=1, backend="fakeredis")),
+    ))
+    assert (totals.tests_measured, totals.queries, totals.n_plus_one, totals.hit_rate) == (2, 10, 1, 0.75)
+
+
+def test_markdown_escapes_pipes_in_shapes() -> None:
+    comparison = Comparison(regressions=[Change("t::a", "n_plus_one", None, "SELECT a || b FROM t")])
+    text = markdown_summary(RunReport(), comparison, "b.json")
+    assert "| `t::a` | N+1 suspect | - | SELECT a \\|\\| b FROM t |" in text

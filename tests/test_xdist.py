@@ -1,0 +1,138 @@
+"""Under pytest-xdist the figures are measured on workers and merged on the controller.
+
+The same suite runs without xdist, with ``-n0`` and with ``-n 2``; the baselines must be
+equal byte for byte and the JSON reports equal apart from timings (``*_ms``, ``wait_ms_*``), which no
+two runs share. Each test makes its own engine, so connection figures do not depend on
+which worker ran which test first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SUITE = """
+import pytest
+from sqlalchemy import create_engine, text
+
+def run(n, sql="SELECT :i"):
+    engine = create_engine("sqlite://")  # its own engine: one connection created per call, on any worker
+    with engine.connect() as conn:
+        for i in range(n):
+            conn.execute(text(sql), {"i": i})
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_count(n):
+    run(n)
+
+def test_n_plus_one():
+    for _ in range(12):
+        run(1, "SELECT name FROM (SELECT :i AS name) AS t")
+
+def test_prices(shadow):
+    shadow.run("prices", lambda: 1, lambda: 1)
+
+def test_quiet():
+    pass
+
+def test_fails():
+    run(2)
+    assert False
+"""
+
+WAYS = {"plain": ("-p", "no:xdist"), "n0": ("-n0",), "n2": ("-n", "2")}
+
+
+@pytest.fixture(autouse=True)
+def no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def without_timings(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: without_timings(v) for k, v in data.items() if not (k.endswith("_ms") or "_ms_" in k)}
+    if isinstance(data, list):
+        return [without_timings(v) for v in data]
+    return data
+
+
+def test_figures_are_the_same_without_xdist_with_n0_and_with_two_workers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    base = pytester.path / ".migsafe"
+    base.mkdir()
+    # an old baseline: a test whose figures must be kept, one gone from the file
+    old = {"kind": "migsafe-baseline", "schema_version": 1, "tests": {
+        "test_suite.py::test_fails": {"queries": 1}, "test_suite.py::test_gone": {"queries": 3},
+        "test_suite.py::test_count[1]": {"queries": 0}}}
+    outputs: dict[str, tuple[str, dict[str, Any], str]] = {}
+    for way, args in WAYS.items():
+        baseline = base / f"{way}.json"
+        baseline.write_text(json.dumps(old))
+        result = pytester.runpytest_subprocess(
+            *args, "--migsafe-shadow-seed=7", "--migsafe-report", "--migsafe-update-baseline",
+            f"--migsafe-baseline={baseline}", f"--migsafe-report-json=report-{way}.json")
+        result.assert_outcomes(passed=11, failed=1)
+        summary = result.stdout.str().split("- migsafe report -", 1)[1]
+        outputs[way] = (baseline.read_text(), json.loads((pytester.path / f"report-{way}.json").read_text()),
+                        summary)
+        assert "error" not in summary
+    plain_baseline, plain_json, plain_summary = outputs["plain"]
+    for way in ("n0", "n2"):
+        baseline, report, summary = outputs[way]
+        assert baseline == plain_baseline, way
+        assert without_timings(report) == without_timings(plain_json), way
+    saved = json.loads(plain_baseline)["tests"]
+    assert saved["test_suite.py::test_count[8]"]["queries"] == 8
+    assert saved["test_suite.py::test_n_plus_one"]["n_plus_one"] == ["SELECT name FROM (SELECT ? AS name) AS t"]
+    assert saved["test_suite.py::test_fails"] == {"queries": 1}  # failed: the old figure stays
+    assert "test_suite.py::test_gone" not in saved
+    assert plain_json["removed"] == ["test_suite.py::test_gone"]
+    assert [(r["nodeid"], r["after"]) for r in plain_json["regressions"]] == [("test_suite.py::test_count[1]", 1)]
+    assert len(plain_json["tests"]) == 11 and plain_json["unmeasured"] == {"test_suite.py::test_quiet": "passed"}
+    # the summary is printed once, by the controller
+    assert outputs["n2"][2].count("totals:") == 1
+    assert "totals: 11 tests measured, 50 queries, 1 N+1 suspect" in outputs["n2"][2]
+
+
+def test_a_worker_that_sends_no_figures_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest("""
+        import pytest
+
+        @pytest.hookimpl(wrapper=True, trylast=True)
+        def pytest_sessionfinish(session):
+            result = yield
+            output = getattr(session.config, "workeroutput", None)
+            if output is not None and session.config.workerinput["workerid"] == "gw1":
+                del output["migsafe"]
+            return result
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--migsafe-report-json=out.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*- migsafe report -*",
+        "error: xdist worker gw1 sent no migsafe figures: its tests are missing from the report",
+    ])
+    data = json.loads(Path(pytester.path / "out.json").read_text())
+    assert data["errors"] == ["error: xdist worker gw1 sent no migsafe figures: its tests are missing from the report"]
+
+
+def test_only_the_controller_writes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest("""
+        import os
+
+        def pytest_sessionfinish(session):
+            if hasattr(session.config, "workerinput"):
+                with open(f"worker-{os.getpid()}.txt", "w") as out:
+                    out.write(",".join(sorted(session.config.workeroutput)))
+    """)
+    result = pytester.runpytest_subprocess("-n", "2", "--migsafe-update-baseline", "--migsafe-report")
+    result.assert_outcomes(passed=11, failed=1)
+    assert (pytester.path / ".migsafe" / "baseline.json").exists()
+    assert result.stdout.str().count("baseline written:") == 1
+    assert len(list(pytester.path.glob("worker-*.txt"))) == 2
