@@ -115,6 +115,7 @@ class QueryCounter:
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> QueryCounter:
+        install()
         start(self)
         return self
 
@@ -225,9 +226,8 @@ _active: tuple[QueryCounter, ...] = ()
 
 
 def start(counter: QueryCounter) -> None:
-    """Make ``counter`` receive statements (installs the driver hooks on first use)."""
+    """Make ``counter`` receive statements (the caller installs the driver hooks)."""
     global _active
-    install()
     with _lock:
         _active = (*_active, counter)
 
@@ -307,15 +307,24 @@ def database_of_engine(engine: Any) -> str:
     return url.database or ":memory:"
 
 
+_installed_for: tuple[Any, Any] = (False, False)
+
+
 def install(import_missing: bool = True) -> None:
     """Install the driver hooks; with ``import_missing=False`` only for drivers already imported.
 
     Idempotent and cheap, so the plugin calls it before every test without importing
     SQLAlchemy or psycopg into a suite that never uses them.
     """
+    global _installed_for
+    modules = sys.modules
+    loaded = (modules.get("psycopg"), modules.get("sqlalchemy"))
+    if loaded == _installed_for and (not import_missing or None not in loaded):
+        return  # the same drivers as last time, already hooked: the per-test fast path
     from . import capture_psycopg, capture_sqlalchemy
 
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
     capture_psycopg.install(import_missing)
     capture_sqlalchemy.install(import_missing)
+    _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"))
 

@@ -321,7 +321,7 @@ class PoolObservation:
         with _lock:
             _observers = tuple(obs for obs in _observers if obs is not self)
             self._active = False
-            self._frozen = self._compute()
+            self._frozen = PoolFigures() if self._quiet() else self._compute()
             if not _observers:
                 _dropped.clear()
 
@@ -369,6 +369,12 @@ class PoolObservation:
         entries = sorted([*self._open_leaks(), *gone], key=lambda entry: entry.seq)
         return [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
                      dropped=entry.dropped) for entry in entries]
+
+    def _quiet(self) -> bool:
+        """Nothing happened at all (the common case of a test without a database): skip the sums."""
+        return (_seq == self._start_seq and not self._psycopg_base and not self._seen and not self._waits
+                and not (self._created or self._closed or self._invalidated or self._checkins
+                         or self._timeouts) and not _dropped)
 
     def _compute(self) -> PoolFigures:
         with _lock:
@@ -483,10 +489,18 @@ def install(import_missing: bool = True) -> None:
 
     Idempotent and cheap once both drivers are hooked.
     """
+    global _installed_for
+    loaded = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
+    if loaded == _installed_for and (not import_missing or None not in loaded):
+        return  # the same libraries as last time, already hooked: the per-test fast path
     from . import pool_psycopg, pool_sqlalchemy
 
     pool_sqlalchemy.install(import_missing)
     pool_psycopg.install(import_missing)
+    _installed_for = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
+
+
+_installed_for: tuple[Any, Any] = (False, False)
 
 
 def pool_stats(*targets: Any) -> PoolObservation:
