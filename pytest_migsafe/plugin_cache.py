@@ -219,7 +219,7 @@ def _fake_endpoint(source: str) -> RedisEndpoint:
 
 def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     """The session's Redis from the settings: real, fake, or real falling back to fake."""
-    from .servers import NoRedisAvailable, start_redis
+    from .servers import NoRedisAvailable, start_redis, url_with_database
 
     mode = _redis_mode(config)
     if mode == "fake":
@@ -229,7 +229,11 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     url = get_setting(config, option="migsafe_redis_url", env="MIGSAFE_REDIS_URL", ini="migsafe_redis_url")
     binary = get_setting(config, option="migsafe_redis_server", env="MIGSAFE_REDIS_SERVER",
                          ini="migsafe_redis_server")
-    if url and hasattr(config, "workerinput"):
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if url and worker:
+        # each worker gets its own database on the shared server, so one worker's FLUSHDB
+        # never wipes another's keys; INFO stats stay server-wide, which the note says
+        url = url_with_database(url, 1 + int(worker.lstrip("gw") or 0) % 15)
         run_report(config).note("Redis: pytest-xdist workers share the --migsafe-redis-url server, whose "
                                 "INFO stats are server-wide: per-test hit/miss totals include other "
                                 "workers' reads (without the URL each worker starts its own server)")

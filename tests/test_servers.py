@@ -432,3 +432,11 @@ def test_stale_temp_dirs_of_dead_sessions_are_reaped(monkeypatch: pytest.MonkeyP
     finally:
         for path in (stale, mine, fresh):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def test_url_with_database_selects_a_redis_database_number() -> None:
+    from pytest_migsafe.servers import url_with_database
+
+    assert url_with_database("redis://:pw@127.0.0.1:6379/0", 3) == "redis://:pw@127.0.0.1:6379/3"
+    assert url_with_database("unix:///tmp/x/redis.sock?db=0", 2) == "unix:///tmp/x/redis.sock?db=2"
+    assert url_with_database("redis://localhost", 1) == "redis://localhost/1"

@@ -7,7 +7,7 @@ from .postgres import (
     mask_url,
     start_postgres,
 )
-from .redis import NoRedisAvailable, RunningRedis, find_redis_server, start_redis
+from .redis import NoRedisAvailable, RunningRedis, find_redis_server, start_redis, url_with_database
 
 __all__ = [
     "NoPostgresAvailable",
@@ -19,4 +19,5 @@ __all__ = [
     "mask_url",
     "start_postgres",
     "start_redis",
+    "url_with_database",
 ]

@@ -217,3 +217,15 @@ def _start(binary: str, workdir: Path, sockdir: Path | None, cleanup: list[Path]
         client.close()
     process.stop()
     raise NoRedisAvailable(error)
+
+
+def url_with_database(url: str, db: int) -> str:
+    """``url`` pointing at Redis database number ``db`` (``redis://h/3`` or ``unix:///s?db=3``)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = dict(parse_qsl(parts.query))
+        query["db"] = str(db)
+        return f"unix://{parts.netloc}{parts.path}?{urlencode(query)}"
+    return urlunsplit(parts._replace(path=f"/{db}"))
