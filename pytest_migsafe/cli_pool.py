@@ -17,8 +17,8 @@ from .cli import CommandError
 from .record import SCHEMA_VERSION, RunReport
 
 
-def _positive_number(text: str) -> float:
-    """An argparse type: a positive finite number."""
+def positive_number(text: str) -> float:
+    """An argparse type: a positive finite number (the pool-size options, CLI and pytest alike)."""
     try:
         value = float(text)
     except ValueError:
@@ -35,14 +35,14 @@ def register(subparsers: Any) -> None:
         help="recommend a connection pool size for a peak request rate",
         description="Recommend a pool size: ceil(peak_rps x avg_query_seconds x headroom).",
     )
-    parser.add_argument("--peak-rps", type=_positive_number, required=True, metavar="N",
+    parser.add_argument("--peak-rps", type=positive_number, required=True, metavar="N",
                         help="peak requests (or queries) per second the service must handle")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--avg-query-ms", type=_positive_number, metavar="MS",
+    source.add_argument("--avg-query-ms", type=positive_number, metavar="MS",
                         help="average time a request holds a connection, in milliseconds")
     source.add_argument("--from-report", type=Path, metavar="PATH",
                         help="take the average query time from a --migsafe-report-json file")
-    parser.add_argument("--headroom", type=_positive_number, default=sizing.DEFAULT_HEADROOM,
+    parser.add_argument("--headroom", type=positive_number, default=sizing.DEFAULT_HEADROOM,
                         metavar="X", help=f"multiplier for bursts (default {sizing.DEFAULT_HEADROOM})")
     parser.set_defaults(func=run)
 

@@ -7,8 +7,6 @@ the logic lives in :mod:`pytest_migsafe.pool`, :mod:`pytest_migsafe.pool_limits`
 
 from __future__ import annotations
 
-import argparse
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import pytest
 
 from . import pool, pool_limits, pool_warm, sizing
+from .cli_pool import positive_number
 from .options import get_setting, parse_bool
 from .stash import record_of, run_report
 
@@ -40,24 +39,14 @@ SETTINGS_KEY = pytest.StashKey[PoolSettings]()
 LIMITS_KEY = pytest.StashKey["pool_limits.PoolLimits | None"]()
 
 
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The pool options and ini keys."""
     group = parser.getgroup("migsafe")
-    group.addoption("--migsafe-peak-rps", dest="migsafe_peak_rps", type=_positive_number,
+    group.addoption("--migsafe-peak-rps", dest="migsafe_peak_rps", type=positive_number,
                     default=None, metavar="N",
                     help="peak requests per second: warn when an observed pool is smaller than "
                          "ceil(N x average query time x 1.3)")
-    group.addoption("--migsafe-avg-query-ms", dest="migsafe_avg_query_ms", type=_positive_number,
+    group.addoption("--migsafe-avg-query-ms", dest="migsafe_avg_query_ms", type=positive_number,
                     default=None, metavar="MS",
                     help="average query time for --migsafe-peak-rps (default: the run's measured average)")
     parser.addini("migsafe_fail_on_leaks", default="",
