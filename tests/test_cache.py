@@ -371,6 +371,7 @@ def test_sync_with_on_an_asyncio_client_is_refused(redis_server: RunningRedis) -
         pass
 
 
+@pytest.mark.asyncio
 async def test_asyncio_client_info_delta_and_accounting(redis_server: RunningRedis) -> None:
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
@@ -392,6 +393,7 @@ async def test_asyncio_client_info_delta_and_accounting(redis_server: RunningRed
         await client.aclose()
 
 
+@pytest.mark.asyncio
 async def test_asyncio_fakeredis_counts_client_side() -> None:
     client = fakeredis.FakeAsyncRedis()
     await client.hset("profile:1", "name", "ann")

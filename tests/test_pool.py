@@ -237,6 +237,7 @@ def test_pool_stats_rejects_what_is_not_an_engine_or_pool() -> None:
     assert str(info.value) == f"pool_stats() accepts {ACCEPTS}; got str"
 
 
+@pytest.mark.asyncio
 async def test_async_engine_concurrent_checkouts(postgres: RunningPostgres) -> None:
     engine = create_async_engine(postgres.url, pool_size=2, max_overflow=0)
     together = asyncio.Barrier(2)
@@ -259,6 +260,7 @@ async def test_async_engine_concurrent_checkouts(postgres: RunningPostgres) -> N
     assert "AsyncAdaptedQueuePool" in next(iter(stats.figures().pool_sizes))
 
 
+@pytest.mark.asyncio
 async def test_async_engine_leak_has_the_call_site_of_the_coroutine(postgres: RunningPostgres) -> None:
     engine = create_async_engine(postgres.url, pool_size=1)
     try:
@@ -359,6 +361,7 @@ def test_psycopg_connection_dropped_without_putconn_is_a_leak(postgres: RunningP
         assert stats.leaks == [Leak(pool=describe_pool(psycopg_pool), call_site=sites[0], dropped=True)]
 
 
+@pytest.mark.asyncio
 async def test_async_psycopg_pool(postgres: RunningPostgres, request: pytest.FixtureRequest) -> None:
     from psycopg_pool import AsyncConnectionPool
 
@@ -422,6 +425,7 @@ def test_queuepool_engine_passes_the_warm_check(make_engine: Callable[..., Engin
     assert result.describe() == "warm-up: 1 created in 5 runs; measured: 0 created in 50 runs"
 
 
+@pytest.mark.asyncio
 async def test_async_warm_check(postgres: RunningPostgres) -> None:
     engine = create_async_engine(postgres.url, poolclass=NullPool)
 
