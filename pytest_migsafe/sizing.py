@@ -192,7 +192,8 @@ def summary_lines(inputs: SizingInputs, peak_rps: float, avg_query_seconds: floa
         if measured is None:
             return [("cannot recommend a pool size: no query times were measured; "
                     "pass --migsafe-avg-query-ms")]
-        avg_query_seconds = measured.seconds
+        # to the microsecond: a measured mean has no meaningful digits beyond it
+        avg_query_seconds = max(Decimal(measured.seconds).quantize(Decimal("0.000001")), Decimal("0.000001"))
         source = f"measured over {measured.queries} queries"
     else:
         source = "as given"
