@@ -86,6 +86,9 @@ def ms_to_seconds(name: str, milliseconds: float) -> Decimal:
     return _EXACT.divide(_decimal(name, milliseconds), Decimal(1000))
 
 
+MICROSECOND = Decimal("0.000001")
+
+
 @dataclass(frozen=True)
 class MeasuredAverage:
     """The average query time of a run: total time over total statements, across tests."""
@@ -134,8 +137,10 @@ class SizingInputs:
         """Total query time over total statements; None without timed queries."""
         if self.query_count == 0 or self.query_total_ms <= 0:
             return None
-        return MeasuredAverage(_EXACT.divide(self.query_total_ms, Decimal(self.query_count * 1000)),
-                               self.query_count, self.query_tests)
+        mean = _EXACT.divide(self.query_total_ms, Decimal(self.query_count * 1000))
+        # to the microsecond (at least 1 us): a measured mean has no meaningful digits beyond it
+        mean = max(mean.quantize(MICROSECOND), MICROSECOND)
+        return MeasuredAverage(mean, self.query_count, self.query_tests)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the total as a decimal string, exact)."""
@@ -192,8 +197,7 @@ def summary_lines(inputs: SizingInputs, peak_rps: float, avg_query_seconds: floa
         if measured is None:
             return [("cannot recommend a pool size: no query times were measured; "
                     "pass --migsafe-avg-query-ms")]
-        # to the microsecond: a measured mean has no meaningful digits beyond it
-        avg_query_seconds = max(Decimal(measured.seconds).quantize(Decimal("0.000001")), Decimal("0.000001"))
+        avg_query_seconds = measured.seconds
         source = f"measured over {measured.queries} queries"
     else:
         source = "as given"
