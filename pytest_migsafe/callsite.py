@@ -56,7 +56,7 @@ def is_user_file(filename: str) -> bool:
 
 def call_site(frame: FrameType | None = None) -> str:
     """``path:line`` of the innermost user frame at or above ``frame`` (default: caller)."""
-    f = frame if frame is not None else sys._getframe(1)
+    f: FrameType | None = frame if frame is not None else sys._getframe(1)
     verdicts = _verdicts
     while f is not None:
         filename = f.f_code.co_filename

@@ -143,8 +143,8 @@ def install(import_missing: bool = True) -> bool:
         import psycopg
     except ImportError:
         return False
-    sync_classes = [psycopg.Cursor, psycopg.ServerCursor]
-    async_classes = [psycopg.AsyncCursor, psycopg.AsyncServerCursor]
+    sync_classes: list[type[psycopg.Cursor[Any]]] = [psycopg.Cursor, psycopg.ServerCursor]
+    async_classes: list[type[psycopg.AsyncCursor[Any]]] = [psycopg.AsyncCursor, psycopg.AsyncServerCursor]
     for cls in sync_classes:
         for name, many in (("execute", False), ("executemany", True)):
             if name in vars(cls):

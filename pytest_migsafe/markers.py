@@ -9,6 +9,7 @@ error naming the test and the marker.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .budgets import check_budget
@@ -56,14 +57,14 @@ def allow_n_plus_one_signature(shape: str | re.Pattern[str], max_repeats: int) -
     return shape, max_repeats
 
 
-SIGNATURES = {
+SIGNATURES: dict[str, Callable[..., Any]] = {
     "max_queries": max_queries_signature,
     "no_n_plus_one": no_n_plus_one_signature,
     "allow_n_plus_one": allow_n_plus_one_signature,
 }
 
 
-def check_marker(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def check_marker(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     """The parsed marker, or ValueError with a message saying what is expected."""
     try:
         return SIGNATURES[name](*args, **kwargs)

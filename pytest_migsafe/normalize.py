@@ -231,6 +231,7 @@ def _fallback_tokens(sql: str) -> list[list[str]]:
     append = out.append
     for m in _TOKEN_RE.finditer(sql):
         kind = m.lastgroup
+        assert kind is not None
         if kind == "comment":
             continue
         tok = m[kind]
@@ -681,6 +682,7 @@ def _kind_after_with(sql: str) -> str:
     depth = 0
     for m in _TOKEN_RE.finditer(_as_text(sql)):
         kind = m.lastgroup
+        assert kind is not None
         tok = m[kind]
         if kind == "op":
             if tok == "(":
@@ -743,5 +745,5 @@ def clear_caches() -> None:
         tables_read,
         tables_written,
     ):
-        func.cache_clear()  # type: ignore[attr-defined]
+        func.cache_clear()  # type: ignore[union-attr]
     _analyze.cache_clear()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+    from .record import QueryFigures
     from .servers import RunningPostgres
 
 pytest_plugins = [
@@ -138,7 +139,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         measured = budget_counter or counter
         if measured.count > budget["n"]:
             failures.append(budget_message("max_queries", budget["n"], measured, verbose=verbose))
-    suspects = [s for s in record_of(item).queries.n_plus_one if not s.allowed] if counter.count else []
+    suspects = ([s for s in cast("QueryFigures", record_of(item).queries).n_plus_one if not s.allowed]
+                if counter.count else [])
     if suspects:
         lines = "\n".join(f"  {capture.shorten(s.shape, 100)} x{s.count} at {s.call_site}"
                           for s in suspects)
@@ -155,7 +157,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Keep each test's outcome on its record; hand the record to the run report at teardown."""
     report = yield
     record = record_of(item)
@@ -181,7 +184,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
     try:
         server = start_postgres(tmp_path_factory.mktemp("migsafe-postgres"), url=url, pg_ctl=pg_ctl)
     except NoPostgresAvailable as exc:
-        message = str(exc)
+        message: str | None = str(exc)
     else:
         message = None
     if message is not None:

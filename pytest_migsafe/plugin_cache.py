@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -33,6 +33,7 @@ from .stash import record_of, run_report
 
 if TYPE_CHECKING:
     from .cache import CacheStats
+    from .record import CacheFigures
     from .servers import RunningRedis
 
 MARKER = "min_cache_hit_rate"
@@ -158,7 +159,7 @@ def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStat
     rate, prefix = item.stash.get(_RATE_MARKER, (None, None))
     if stats is not None:
         stats.__exit__(None, None, None)
-        figures = stats.figures()
+        figures: CacheFigures | None = stats.figures()
     else:
         figures = sum_figures([block.figures() for block in blocks if block.entered])
     if figures is not None:
@@ -193,7 +194,7 @@ class RedisEndpoint:
             return fakeredis.FakeRedis(server=self.fake_server, **kwargs)
         import redis
 
-        return redis.Redis.from_url(self.url, **kwargs)
+        return redis.Redis.from_url(cast(str, self.url), **kwargs)
 
     def async_client(self, **kwargs: Any) -> Any:
         """A new ``redis.asyncio`` client on this Redis."""
@@ -203,7 +204,7 @@ class RedisEndpoint:
             return fakeredis.FakeAsyncRedis(server=self.fake_server, **kwargs)
         import redis.asyncio
 
-        return redis.asyncio.Redis.from_url(self.url, **kwargs)
+        return redis.asyncio.Redis.from_url(cast(str, self.url), **kwargs)
 
     def stop(self) -> None:
         """Stop the server if this session started it."""

@@ -17,7 +17,7 @@ whatever happened, interrupted runs included. Under xdist, workers send their fi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,9 @@ class JunitProperties:
     """Each test's figures as JUnit XML properties (``migsafe_queries`` ...)."""
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         """Attach the complete record's figures to the teardown report."""
         report = yield
         if report.when == "teardown":

@@ -17,6 +17,7 @@ import gc
 import itertools
 import sys
 import weakref
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -92,7 +93,7 @@ def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
         observed.connection_invalidated(pool)
 
 
-_LISTENERS = {
+_LISTENERS: dict[str, Callable[..., Any]] = {
     "connect": _on_connect,
     "checkout": _on_checkout,
     "checkin": _on_checkin,
@@ -218,7 +219,7 @@ def install(import_missing: bool = True) -> bool:
         event.listen(Pool, name, listener)
     record_class = pool_base._ConnectionRecord
     _originals["checkout"] = record_class.__dict__["checkout"].__func__
-    record_class.checkout = classmethod(_timed_checkout)
+    record_class.checkout = classmethod(_timed_checkout)  # type: ignore[method-assign, assignment]
     _originals["finalize"] = pool_base._finalize_fairy
     pool_base._finalize_fairy = _finalize_fairy
     _originals["engine_init"] = Engine.__init__
@@ -245,7 +246,7 @@ def uninstall() -> None:
         return
     for name, listener in _LISTENERS.items():
         event.remove(Pool, name, listener)
-    pool_base._ConnectionRecord.checkout = classmethod(_originals["checkout"])
+    pool_base._ConnectionRecord.checkout = classmethod(_originals["checkout"])  # type: ignore[method-assign, assignment]
     pool_base._finalize_fairy = _originals["finalize"]
     Engine.__init__ = _originals["engine_init"]  # type: ignore[method-assign]
     installed = False

@@ -50,7 +50,7 @@ def open_savepoint(session: Any) -> Callable[[], None]:
 
 
 def _session_savepoint(session: Any) -> Callable[[], None]:
-    bind = getattr(session, "bind", None)
+    bind: Any = getattr(session, "bind", None)
     joined = (getattr(session, "join_transaction_mode", None) == "create_savepoint"
               and hasattr(bind, "begin_nested") and hasattr(bind, "in_transaction")
               and bind.in_transaction())

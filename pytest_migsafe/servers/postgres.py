@@ -223,7 +223,7 @@ def _candidates(pg_ctl: str | None, fallback: bool) -> list[tuple[str, str, Path
         if path is None:
             found.append(("pg_ctl", f"--migsafe-pg-ctl {pg_ctl}", None, "not found or not executable"))
         else:
-            bindir = Path(os.path.realpath(path)).parent
+            bindir: Path | None = Path(os.path.realpath(path)).parent
             embedded = _embedded_bindir()
             kind = "embedded" if embedded and Path(os.path.realpath(embedded)) == bindir else "pg_ctl"
             found.append((kind, f"--migsafe-pg-ctl {pg_ctl}", bindir, ""))
