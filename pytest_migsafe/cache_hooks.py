@@ -347,7 +347,13 @@ async def _account_async(pool: Any, entries: list[Entry], connection: Any = None
     _deliver(listeners, entries, answers)
 
 
-def _hook_async_execute_command(original: Any) -> Any:
+def _pinned(client: Any, pinned: bool) -> Any:
+    """A WATCHing pipeline's own connection (read after the call that may have opened it)."""
+    return client.connection if pinned else None
+
+
+def _hook_async_command(original: Any, pinned: bool) -> Any:
+    """Wrap an asyncio client's ``execute_command`` (or, ``pinned``, a pipeline's immediate one)."""
     async def execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return await original(self, *args, **options)
@@ -357,32 +363,13 @@ def _hook_async_execute_command(original: Any) -> Any:
         try:
             reply = await original(self, *args, **options)
         except Exception as exc:
-            await _account_async(self.connection_pool, entries_for(args, exc, rule, name))
+            await _account_async(self.connection_pool, entries_for(args, exc, rule, name), _pinned(self, pinned))
             raise
-        await _account_async(self.connection_pool, entries_for(args, reply, rule, name))
+        await _account_async(self.connection_pool, entries_for(args, reply, rule, name), _pinned(self, pinned))
         return reply
 
     execute_command.__wrapped__ = original  # type: ignore[attr-defined]
     return execute_command
-
-
-def _hook_async_immediate(original: Any) -> Any:
-    async def immediate_execute_command(self: Any, *args: Any, **options: Any) -> Any:
-        if not _listeners:
-            return await original(self, *args, **options)
-        rule, name = _rule(args)
-        if rule is None:
-            return await original(self, *args, **options)
-        try:
-            reply = await original(self, *args, **options)
-        except Exception as exc:
-            await _account_async(self.connection_pool, entries_for(args, exc, rule, name), self.connection)
-            raise
-        await _account_async(self.connection_pool, entries_for(args, reply, rule, name), self.connection)
-        return reply
-
-    immediate_execute_command.__wrapped__ = original  # type: ignore[attr-defined]
-    return immediate_execute_command
 
 
 def _hook_async_batch(original: Any) -> Any:
@@ -415,8 +402,9 @@ def install() -> None:
         (sync_client.Pipeline, "immediate_execute_command", _hook_immediate),
         (sync_client.Pipeline, "_execute_transaction", _hook_batch),
         (sync_client.Pipeline, "_execute_pipeline", _hook_batch),
-        (async_client.Redis, "execute_command", _hook_async_execute_command),
-        (async_client.Pipeline, "immediate_execute_command", _hook_async_immediate),
+        (async_client.Redis, "execute_command", lambda original: _hook_async_command(original, False)),
+        (async_client.Pipeline, "immediate_execute_command",
+         lambda original: _hook_async_command(original, True)),
         (async_client.Pipeline, "_execute_transaction", _hook_async_batch),
         (async_client.Pipeline, "_execute_pipeline", _hook_async_batch),
     ]
