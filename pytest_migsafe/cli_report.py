@@ -15,7 +15,7 @@ from typing import Any
 
 from .baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
 from .cli import CommandError
-from .options import parse_rate
+from .options import argument_type, parse_rate
 from .record import RunReport
 from .regressions import Tolerances, compare
 from .report import DEFAULT_HIT_RATE_ALERT, plural, summary_lines
@@ -47,9 +47,9 @@ def register(subparsers: Any) -> None:
     diff.add_argument("new", metavar="NEW", help="a run report JSON (or a baseline file)")
     diff.add_argument("--query-tolerance", type=_non_negative_int, default=0, metavar="N",
                       help="extra queries per test that are not a regression (default 0)")
-    diff.add_argument("--hit-rate-tolerance", type=_rate, default=0.05, metavar="RATE",
+    diff.add_argument("--hit-rate-tolerance", type=argument_type(parse_rate), default=0.05, metavar="RATE",
                       help="fall of a cache hit rate that is not a regression (default 0.05)")
-    diff.add_argument("--hit-rate-alert", type=_rate, default=DEFAULT_HIT_RATE_ALERT, metavar="RATE",
+    diff.add_argument("--hit-rate-alert", type=argument_type(parse_rate), default=DEFAULT_HIT_RATE_ALERT, metavar="RATE",
                       help="a hit rate falling under this line is a regression (default 0.7)")
     diff.add_argument("--fail-on-regression", action=argparse.BooleanOptionalAction, default=True,
                       help="exit 1 when there are regressions (default on)")
@@ -65,13 +65,6 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text}")
     return value
-
-
-def _rate(text: str) -> float:
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_merge(args: argparse.Namespace) -> int:

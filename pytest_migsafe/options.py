@@ -6,6 +6,7 @@ settings through :func:`get_setting`, so the rule lives in one place.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -75,3 +76,16 @@ def parse_positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(f"expected a whole number of at least 1, got {text}")
     return value
+
+
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` from a parser that raises ValueError: the message names the option."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert

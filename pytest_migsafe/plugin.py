@@ -7,7 +7,6 @@ cache, pool, shadow and report sides are wired by the ``plugin_*`` modules liste
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from . import capture
 from .capture import NPlusOneWarning
 from .budgets import QueryBudgetExceeded, budget_message
 from .markers import MARKER_HELP, check_marker, parse_threshold
-from .options import get_setting, parse_bool, parse_positive_int
+from .options import argument_type, get_setting, parse_bool, parse_positive_int
 from .stash import record_of, run_report
 
 if TYPE_CHECKING:
@@ -35,13 +34,6 @@ pytest_plugins = [
     "pytest_migsafe.plugin_shadow",
     "pytest_migsafe.plugin_report",
 ]
-
-
-def _threshold_arg(text: str) -> int:
-    try:
-        return parse_threshold(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,7 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     action="store_true", default=None,
                     help="count BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE sent through a cursor.")
     group.addoption("--migsafe-n-plus-one-threshold", dest="migsafe_n_plus_one_threshold",
-                    type=_threshold_arg, metavar="N",
+                    type=argument_type(parse_threshold), metavar="N",
                     help="repeats of one shape from one call site that make an N+1 suspect (default 10).")
     parser.addini("migsafe_postgres_url", "URL of an existing PostgreSQL server to use.", default="")
     parser.addini("migsafe_pg_ctl", "pg_ctl to start PostgreSQL with.", default="")

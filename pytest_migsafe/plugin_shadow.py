@@ -6,14 +6,13 @@ the verdict comes after the call phase, so every experiment in the test is recor
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .options import get_setting
+from .options import argument_type, get_setting
 from .shadow import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
 from .stash import record_of
 
@@ -34,17 +33,10 @@ def parse_seed(text: str) -> int:
     return value
 
 
-def _seed_arg(text: str) -> int:
-    try:
-        return parse_seed(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The shadow options: the seed of the order of the paths, and the default mode."""
     group = parser.getgroup("migsafe", "migsafe: migration safety checks")
-    group.addoption("--migsafe-shadow-seed", dest="migsafe_shadow_seed", type=_seed_arg, metavar="N",
+    group.addoption("--migsafe-shadow-seed", dest="migsafe_shadow_seed", type=argument_type(parse_seed), metavar="N",
                     help="seed the order (control or candidate first) of shadow experiments, to "
                          "rerun one as it failed (default: random per session, printed on "
                          "failure; also $MIGSAFE_SHADOW_SEED).")
