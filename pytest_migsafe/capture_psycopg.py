@@ -1,6 +1,6 @@
 """Capture statements sent through psycopg 3 cursors, sync and async.
 
-Wraps ``execute``, ``executemany`` and ``stream`` on the cursor classes that define them
+Wraps ``execute``, ``executemany``, ``stream`` and ``copy`` on the cursor classes that define them
 (``Cursor``, ``ServerCursor``, ``AsyncCursor``, ``AsyncServerCursor``; client and raw
 cursors inherit them), so raw psycopg, Django and SQLAlchemy over psycopg are all seen
 here, once. ``executemany`` counts as one statement with its batch size recorded.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from time import perf_counter
 from typing import Any
 
@@ -133,6 +134,46 @@ def _wrap_stream_async(original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _wrap_copy_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @contextmanager
+    @functools.wraps(original)
+    def copy(self: Any, statement: Any, params: Any = None, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        if not capture._active:
+            with original(self, statement, params, *args, **kwargs) as copier:
+                yield copier
+            return
+        site = call_site()  # the user's ``with cursor.copy(...)`` line
+        t0 = perf_counter()
+        with original(self, statement, params, *args, **kwargs) as copier:
+            yield copier
+        # recorded once the COPY completed, as the server counts it
+        capture.record_statement(_text(statement, self), perf_counter() - t0, target_of(self._conn), 1,
+                                 params, site)
+
+    setattr(copy, _PATCHED_FLAG, original)
+    return copy
+
+
+def _wrap_copy_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @asynccontextmanager
+    @functools.wraps(original)
+    async def copy(self: Any, statement: Any, params: Any = None, *args: Any,
+                   **kwargs: Any) -> AsyncIterator[Any]:
+        if not capture._active:
+            async with original(self, statement, params, *args, **kwargs) as copier:
+                yield copier
+            return
+        site = call_site()
+        t0 = perf_counter()
+        async with original(self, statement, params, *args, **kwargs) as copier:
+            yield copier
+        capture.record_statement(_text(statement, self), perf_counter() - t0, target_of(self._conn), 1,
+                                 params, site)
+
+    setattr(copy, _PATCHED_FLAG, original)
+    return copy
+
+
 def install(import_missing: bool = True) -> bool:
     """Wrap psycopg's cursor methods; False when psycopg is not (yet) importable."""
     if is_installed():
@@ -151,12 +192,16 @@ def install(import_missing: bool = True) -> bool:
                 setattr(cls, name, _wrap_sync(vars(cls)[name], many))
         if "stream" in vars(cls):
             cls.stream = _wrap_stream_sync(vars(cls)["stream"])  # type: ignore[method-assign]
+        if "copy" in vars(cls):
+            cls.copy = _wrap_copy_sync(vars(cls)["copy"])  # type: ignore[method-assign]
     for acls in async_classes:
         for name, many in (("execute", False), ("executemany", True)):
             if name in vars(acls):
                 setattr(acls, name, _wrap_async(vars(acls)[name], many))
         if "stream" in vars(acls):
             acls.stream = _wrap_stream_async(vars(acls)["stream"])  # type: ignore[method-assign]
+        if "copy" in vars(acls):
+            acls.copy = _wrap_copy_async(vars(acls)["copy"])  # type: ignore[method-assign]
     return True
 
 
@@ -167,7 +212,7 @@ def uninstall() -> None:
     import psycopg
 
     for cls in (psycopg.Cursor, psycopg.ServerCursor, psycopg.AsyncCursor, psycopg.AsyncServerCursor):
-        for name in ("execute", "executemany", "stream"):
+        for name in ("execute", "executemany", "stream", "copy"):
             method = vars(cls).get(name)
             original = getattr(method, _PATCHED_FLAG, None)
             if original is not None:

@@ -251,3 +251,35 @@ def test_budget_context_managers_name_shapes_and_sites() -> None:
     message = str(info.value)
     assert message.startswith("assert_max_queries: expected at most 1 query, 3 ran")
     assert "x3 at tests/test_capture.py:" in message
+
+
+def test_copy_counts_once_and_matches_the_server(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE TEMP TABLE cap_copy (a int, b text)")
+        conn.commit()
+        before = server_calls(pg_dsn)
+        with count_queries() as counter:
+            with conn.cursor() as cur:
+                with cur.copy("COPY cap_copy (a, b) FROM STDIN") as copy:
+                    for i in range(50):
+                        copy.write_row((i, f"row {i}"))
+            conn.commit()
+        after = server_calls(pg_dsn)
+        assert conn.execute("SELECT count(*) FROM cap_copy").fetchone() == (50,)
+    assert counter.count == 1
+    assert counter.queries[0].call_site.startswith("tests/test_capture.py:")
+    assert after - before == counter.count
+
+
+def test_async_copy_counts_once(pg_dsn: str) -> None:
+    async def main() -> int:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            await conn.execute("CREATE TEMP TABLE cap_acopy (a int)")
+            with count_queries() as counter:
+                async with conn.cursor() as cur:
+                    async with cur.copy("COPY cap_acopy (a) FROM STDIN") as copy:
+                        for i in range(10):
+                            await copy.write_row((i,))
+            return counter.count
+
+    assert asyncio.run(main()) == 1
