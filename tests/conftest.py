@@ -24,6 +24,7 @@ from pytest_migsafe.servers import start_postgres, start_redis
 normalize.normalize("SELECT 1")  # loads sqlglot's dialects before any pytester run
 
 _started: list = []
+_BASE = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
         base = Path(tempfile.mkdtemp(prefix=f"migsafe-tests-{config.workerinput['workerid']}-"))
     else:
         base = Path(tempfile.mkdtemp(prefix="migsafe-tests-"))
-    config._migsafe_test_base = base  # type: ignore[attr-defined]
+    config.stash[_BASE] = base
     if not os.environ.get("MIGSAFE_POSTGRES_URL"):
         server = start_postgres(base / "pg")
         _started.append(server)
@@ -48,7 +49,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop what this session started."""
     while _started:
         _started.pop().stop()
-    base = getattr(config, "_migsafe_test_base", None)
+    base = config.stash.get(_BASE, None)
     if base is not None:
         shutil.rmtree(base, ignore_errors=True)
 
