@@ -204,6 +204,24 @@ def n_plus_one_lines(report: RunReport, verbose: bool) -> list[str]:
     return [f"N+1 suspects: {len(rows)}"] + _limited(aligned(rows), verbose)
 
 
+def shadow_lines(report: RunReport, verbose: bool) -> list[str]:
+    """Every shadow experiment: the before/after of a migration at a glance."""
+    rows = []
+    for nodeid in sorted(report.tests):
+        for s in report.tests[nodeid].shadows:
+            errors = (f"{s.control_errors}/{s.candidate_errors}"
+                      if s.control_errors or s.candidate_errors else "-")
+            rows.append([nodeid, s.name, s.result, str(s.runs),
+                         f"{s.control_queries} -> {s.candidate_queries}",
+                         f"{s.control_p99_ms:.3g} -> {s.candidate_p99_ms:.3g}", errors, str(s.seed)])
+    if not rows:
+        return []
+    header = ["test", "experiment", "result", "runs", "queries (control -> candidate)",
+              "p99 ms", "raised (control/candidate)", "seed"]
+    table = aligned([header, *rows])
+    return [f"shadow experiments: {len(rows)}"] + table[:1] + _limited(table[1:], verbose)
+
+
 def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
     """The totals of the run and its notes."""
     lines = []
@@ -297,6 +315,7 @@ def summary_lines(
         lines += improvement_lines(comparison, verbose)
         lines += removed_lines(comparison, verbose)
         lines += n_plus_one_lines(report, verbose)
+        lines += shadow_lines(report, verbose)
         lines += totals_lines(Totals.of(report), report.notes)
         lines += list(status)
         if verbose:

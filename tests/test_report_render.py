@@ -57,3 +57,17 @@ def test_markdown_escapes_pipes_in_shapes() -> None:
     comparison = Comparison(regressions=[Change("t::a", "n_plus_one", None, "SELECT a || b FROM t")])
     text = markdown_summary(RunReport(), comparison, "b.json")
     assert "| `t::a` | N+1 suspect | - | SELECT a \\|\\| b FROM t |" in text
+
+
+def test_shadow_experiments_show_both_paths_queries_and_p99() -> None:
+    from pytest_migsafe.record import ShadowFigures
+
+    experiment = ShadowFigures(name="user-directory", result="matched", runs=1, mismatches=0, ignored=0,
+                               seed=42, control_queries=33, candidate_queries=2,
+                               control_p99_ms=13.5, candidate_p99_ms=3.25)
+    lines = summary_lines(report_with(TestRecord("t::a", shadows=[experiment])))
+    assert lines[0] == "shadow experiments: 1"
+    row = lines[2].split()
+    assert row[:4] == ["t::a", "user-directory", "matched", "1"]
+    assert "33 -> 2" in lines[2] and "13.5 -> 3.25" in lines[2] and lines[2].endswith("42")
+    assert "shadow: 1 matched, 0 mismatched" in lines
