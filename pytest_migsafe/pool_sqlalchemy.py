@@ -125,12 +125,23 @@ def _timed_checkout(cls: Any, pool: Any) -> Any:
     return fairy
 
 
+def _dropped_record(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The connection record the garbage collector is returning, or None for a close()."""
+    record = args[1] if len(args) > 1 else None
+    if record is None:
+        return None
+    if "is_gc_cleanup" in kwargs:  # SQLAlchemy 2.1: (..., pool, echo, ..., is_gc_cleanup=False)
+        return record if kwargs["is_gc_cleanup"] and record.needs_gc else None
+    # SQLAlchemy 2.0: (dbapi_connection, record, pool, ref, echo, ...); ref is set by the GC only,
+    # and is the record's current fairy when that fairy is the one dropped
+    ref = args[3] if len(args) > 3 else None
+    return record if isinstance(ref, weakref.ref) and record.fairy_ref is ref else None
+
+
 def _finalize_fairy(*args: Any, **kwargs: Any) -> Any:
-    # (dbapi_connection, connection_record, pool, echo, ..., is_gc_cleanup=False)
-    if kwargs.get("is_gc_cleanup") and len(args) > 1:
-        record = args[1]
-        if record is not None and record.needs_gc:
-            observed.dropped(id(record))
+    record = _dropped_record(args, kwargs)
+    if record is not None:
+        observed.dropped(id(record))
     return _originals["finalize"](*args, **kwargs)
 
 

@@ -55,6 +55,21 @@ def make_engine(postgres: RunningPostgres) -> Iterator[Callable[..., Engine]]:
         engine.dispose()
 
 
+class AsyncBarrier:
+    """``asyncio.Barrier`` (Python 3.11+) for one round: ``wait()`` returns once ``parties`` wait."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties = parties
+        self.arrived = 0
+        self.all_here = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.parties:
+            self.all_here.set()
+        await self.all_here.wait()
+
+
 def backend_pid(conn: Any) -> int:
     """The server process serving ``conn``."""
     return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
@@ -240,7 +255,7 @@ def test_pool_stats_rejects_what_is_not_an_engine_or_pool() -> None:
 @pytest.mark.asyncio
 async def test_async_engine_concurrent_checkouts(postgres: RunningPostgres) -> None:
     engine = create_async_engine(postgres.url, pool_size=2, max_overflow=0)
-    together = asyncio.Barrier(2)
+    together = AsyncBarrier(2)
     pids = []
 
     async def hold() -> None:
@@ -369,7 +384,7 @@ async def test_async_psycopg_pool(postgres: RunningPostgres, request: pytest.Fix
     async with AsyncConnectionPool(postgres.dsn, min_size=1, max_size=2, open=False,
                                    kwargs={"application_name": app}) as psycopg_pool:
         await psycopg_pool.wait()
-        together = asyncio.Barrier(2)
+        together = AsyncBarrier(2)
 
         async def hold() -> None:
             async with psycopg_pool.connection() as conn:
