@@ -24,7 +24,8 @@ from typing import Any
 
 from .cache import CacheStats, key_text
 from .cache_hooks import probe_exists
-from .capture import count_queries, shorten
+from .capture import count_queries
+from .text import shorten
 
 _UNSET: Any = object()
 

@@ -22,6 +22,7 @@ from typing import Any
 from .callsite import call_site
 from .normalize import is_transaction_control, normalize
 from .record import NPlusOne, QueryFigures, ShapeFigure
+from .text import shorten
 
 
 class NPlusOneWarning(UserWarning):
@@ -213,11 +214,6 @@ def _rule_matches(rule: re.Pattern[str] | str, shape: str) -> bool:
     if isinstance(rule, str):
         return rule == shape or normalize(rule) == shape
     return rule.search(shape) is not None
-
-
-def shorten(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters with an ellipsis."""
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 # -- the registry of active counters ------------------------------------------------

@@ -18,7 +18,8 @@ from .cli import CommandError
 from .options import argument_type, parse_rate
 from .record import RunReport
 from .regressions import Tolerances, compare
-from .report import DEFAULT_HIT_RATE_ALERT, plural, summary_lines
+from .report import DEFAULT_HIT_RATE_ALERT, summary_lines
+from .text import plural
 from .report_json import (
     ReportFileError,
     file_kind,

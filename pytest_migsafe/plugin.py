@@ -20,6 +20,7 @@ from .budgets import QueryBudgetExceeded, budget_message
 from .markers import MARKER_HELP, check_marker, parse_threshold
 from .options import argument_type, get_setting, parse_bool, parse_positive_int
 from .stash import record_of, run_report
+from .text import shorten
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -134,7 +135,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     suspects = ([s for s in cast("QueryFigures", record_of(item).queries).n_plus_one if not s.allowed]
                 if counter.count else [])
     if suspects:
-        lines = "\n".join(f"  {capture.shorten(s.shape, 100)} x{s.count} at {s.call_site}"
+        lines = "\n".join(f"  {shorten(s.shape, 100)} x{s.count} at {s.call_site}"
                           for s in suspects)
         text = f"N+1 suspected: a statement repeated from one call site >= {threshold} times\n{lines}"
         if "no_n_plus_one" in markers:

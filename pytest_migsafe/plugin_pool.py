@@ -17,6 +17,7 @@ from . import pool, pool_limits, pool_warm, sizing
 from .cli_pool import positive_number
 from .options import get_setting, parse_bool
 from .stash import record_of, run_report
+from .text import plural
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -126,7 +127,7 @@ def _check(item: pytest.Item, figures: Any) -> None:
     if figures.leaks and (limits is None or limits.leaks is None):
         if settings.fail_on_leaks:
             problems.append(f"leaks=0 (migsafe_fail_on_leaks), "
-                            f"{pool_limits.plural(len(figures.leaks), 'connection')} leaked")
+                            f"{plural(len(figures.leaks), 'connection')} leaked")
         else:
             for leak in figures.leaks:
                 item.warn(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)))

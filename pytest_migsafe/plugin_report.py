@@ -35,7 +35,8 @@ from .baseline import (
 from .options import get_setting, parse_rate
 from .record import RunReport
 from .regressions import Comparison, Tolerances, compare, removed_tests
-from .report import DEFAULT_HIT_RATE_ALERT, Totals, junit_properties, markdown_summary, plural, summary_lines
+from .report import DEFAULT_HIT_RATE_ALERT, Totals, junit_properties, markdown_summary, summary_lines
+from .text import plural
 from .report_json import ReportFileError, dumps_stable, report_document, write_json_atomic
 from .stash import record_of, run_report
 

@@ -43,10 +43,11 @@ import gc
 import sys
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from .callsite import call_site
+from .percentiles import percentile
 from .record import Leak, PoolFigures
 
 # One re-entrant lock: a garbage-collector finalizer (a dropped connection) can run
@@ -242,15 +243,6 @@ def configured_size(pool: Any) -> int | None:
     if pool_psycopg.is_pool(pool):
         return int(pool.max_size)
     return pool_sqlalchemy.size_of(pool)
-
-
-def percentile(sorted_values: Sequence[float], pct: int) -> float:
-    """Nearest-rank percentile of already sorted values (0.0 when empty)."""
-    n = len(sorted_values)
-    if n == 0:
-        return 0.0
-    rank = max(1, -(-pct * n // 100))  # ceil(pct / 100 * n), exact in integers
-    return float(sorted_values[rank - 1])
 
 
 class PoolObservation:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import Leak, PoolFigures
+from .text import plural
 
 LIMIT_NAMES = ("max_created", "max_checked_out", "max_wait_ms", "leaks")
 
@@ -51,11 +52,6 @@ def exceeded(figures: PoolFigures, limits: PoolLimits) -> list[str]:
     if limits.leaks is not None and len(figures.leaks) > limits.leaks:
         problems.append(f"leaks={limits.leaks}, {plural(len(figures.leaks), 'connection')} leaked")
     return problems
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 connection``, ``2 connections``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def describe_leak(leak: Leak) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import NPlusOne, RunReport, TestRecord
+from .text import plural, shorten
 from .regressions import Change, Comparison
 
 ROWS_WITHOUT_VERBOSE = 10
@@ -106,20 +107,9 @@ def suspects_of(record: TestRecord) -> list[NPlusOne]:
     return [s for s in record.queries.n_plus_one if not s.allowed]
 
 
-def shorten(text: str, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def percent(rate: float | None) -> str:
     """A rate as ``80.0%`` (``-`` for None)."""
     return "-" if rate is None else f"{rate * 100:.1f}%"
-
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 query`` / ``3 queries``."""
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
 
 
 def format_value(figure: str, value: Any, width: int = SHAPE_WIDTH) -> str:

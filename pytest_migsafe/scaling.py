@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .capture import count_queries, shorten
+from .capture import count_queries
+from .text import shorten
 
 
 class QueriesGrowWithData(AssertionError):

@@ -25,7 +25,6 @@ one path's samples.
 from __future__ import annotations
 
 import inspect
-import math
 import random
 import secrets
 import time
@@ -34,6 +33,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from .percentiles import percentile
 from .record import ShadowFigures
 from .shadow_diff import describe_error, indent, outcome_diff, shorten_repr
 from .shadow_state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
@@ -56,17 +56,6 @@ class ShadowRegression(AssertionError):
 def new_seed() -> int:
     """A fresh random seed for the order of the paths."""
     return secrets.randbelow(2**32)
-
-
-def percentile(samples: Sequence[float], p: float) -> float:
-    """The nearest-rank ``p``-th percentile (0 < p <= 100); 0.0 for no samples."""
-    if not 0 < p <= 100:
-        raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
-    if not samples:
-        return 0.0
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(p * len(ordered) / 100 - 1e-9))
-    return ordered[rank - 1]
 
 
 def check_mode(mode: str) -> str:
