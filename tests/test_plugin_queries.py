@@ -119,8 +119,7 @@ def test_n_plus_one_is_a_warning_by_default_and_a_failure_with_the_marker(app: p
         "*NPlusOneWarning: N+1 suspected*",
         "*SELECT ? x10 at app.py:9*",
     ])
-    assert "test_fails - Failed: N+1 suspected" in result.stdout.str().replace("\n", " ") or \
-        "N+1 suspected" in result.stdout.str()
+    result.stdout.fnmatch_lines(["FAILED test_n1.py::test_fails - Failed: N+1 suspected*"])
 
 
 def test_n_plus_one_threshold_from_ini(app: pytest.Pytester) -> None:
@@ -276,7 +275,7 @@ def test_unreachable_postgres_url_is_a_clear_error_with_the_password_masked(
     result = pytester.runpytest("--migsafe-postgres-url=postgresql://app:hunter2@127.0.0.1:1/app")
     result.assert_outcomes(errors=1)
     output = result.stdout.str()
-    assert "no PostgreSQL server available" in output or "PostgreSQL" in output
+    assert "cannot connect to PostgreSQL at postgresql://app:***@127.0.0.1:1/app" in output
     assert "app:***@127.0.0.1:1/app" in output
     assert "hunter2" not in output
     assert "Traceback" not in output
