@@ -87,6 +87,9 @@ ORDERS = """
 
 
 def order_lines(text: str) -> list[str]:
+    """The run order lines of the failure section (on CI pytest repeats the whole
+    message, untruncated, in the short summary)."""
+    text = text.split("short test summary info")[0]
     return re.findall(r"run \d+ \(sign\(\d+\), (\w+) ran first\)", text)
 
 
