@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
-
 from shop.models import Base
 from shop.seed import add_users
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 
 @pytest.fixture(scope="session", autouse=True)

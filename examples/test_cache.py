@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy.orm import Session
-
 from shop.cache import (
     cached_user_profile,
     change_email_and_invalidate,
@@ -13,6 +11,7 @@ from shop.cache import (
 )
 from shop.seed import add_users
 from shop.views import user_profile
+from sqlalchemy.orm import Session
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from shop.seed import add_users
+from shop.views import user_directory, user_directory_naive
 from sqlalchemy.orm import Session
 
 from pytest_migsafe import count_queries
-from shop.seed import add_users
-from shop.views import user_directory, user_directory_naive
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from shop.pooling import engine_after, engine_before, handle_request
 from sqlalchemy.engine import Engine
 
 from pytest_migsafe import pool_size
-from shop.pooling import engine_after, engine_before, handle_request
 
 SEEDED_USER = 1  # the first of the 20 users the conftest commits
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy.orm import Session
-
 from shop.cache import cached_user_profile
 from shop.seed import add_users
 from shop.views import user_directory, user_directory_naive, user_profile
+from sqlalchemy.orm import Session
 
 
 def test_fixed_directory_matches_the_naive_one(migsafe_db: Session, shadow) -> None:

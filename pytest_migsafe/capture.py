@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .callsite import call_site
-from .normalize import is_transaction_control, normalize
 from .record import NPlusOne, QueryFigures, ShapeFigure
 from .text import shorten
 
@@ -212,6 +211,8 @@ class QueryCounter:
 
 def _rule_matches(rule: re.Pattern[str] | str, shape: str) -> bool:
     if isinstance(rule, str):
+        from .normalize import normalize
+
         return rule == shape or normalize(rule) == shape
     return rule.search(shape) is not None
 
@@ -248,6 +249,11 @@ def shape_of(sql: str) -> tuple[str, bool]:
     """``(shape, is transaction control)`` of a statement, from a plain dict after the first time."""
     entry = _shapes.get(sql)
     if entry is None:
+        from .normalize import (  # loaded at the first statement
+            is_transaction_control,
+            normalize,
+        )
+
         if len(_shapes) >= _SHAPES_MAX:
             _shapes.clear()
         entry = _shapes[sql] = (normalize(sql), is_transaction_control(sql))

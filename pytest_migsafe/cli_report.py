@@ -19,7 +19,6 @@ from .options import argument_type, parse_rate
 from .record import RunReport
 from .regressions import Tolerances, compare
 from .report import DEFAULT_HIT_RATE_ALERT, summary_lines
-from .text import plural
 from .report_json import (
     ReportFileError,
     file_kind,
@@ -28,6 +27,7 @@ from .report_json import (
     run_report_of,
     write_json_atomic,
 )
+from .text import plural
 
 
 def register(subparsers: Any) -> None:

@@ -89,3 +89,11 @@ def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 
     convert.__name__ = parse.__name__
     return convert
+
+
+def parse_tolerance(text: str) -> int:
+    """A query tolerance: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number of at least 0, got {text}")
+    return value

@@ -8,25 +8,32 @@ cache, pool, shadow and report sides are wired by the ``plugin_*`` modules liste
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 from . import capture
-from .capture import NPlusOneWarning
 from .budgets import QueryBudgetExceeded, budget_message
+from .capture import NPlusOneWarning
 from .markers import MARKER_HELP, check_marker, parse_threshold
 from .options import argument_type, get_setting, parse_bool, parse_positive_int
-from .stash import record_of, run_report
+from .stash import (
+    add_call_phase,
+    call_phases,
+    existing_record,
+    marks_of,
+    pending_records,
+    record_of,
+    run_report,
+)
 from .text import shorten
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
-    from .record import QueryFigures
     from .servers import RunningPostgres
 
 pytest_plugins = [
@@ -77,6 +84,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_THRESHOLD] = get_setting(config, option="migsafe_n_plus_one_threshold",
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
+    add_call_phase(config, QueryPhase)
+    config.pluginmanager.register(RecordKeeper(config), "migsafe-records")
 
 
 _THRESHOLD = pytest.StashKey[int]()
@@ -85,10 +94,12 @@ _MARKERS = pytest.StashKey[dict[str, Any]]()
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every query marker's arguments before any test runs."""
+    names = ("max_queries", "no_n_plus_one", "allow_n_plus_one")
     for item in items:
         parsed: dict[str, Any] = {}
-        for name in ("max_queries", "no_n_plus_one", "allow_n_plus_one"):
-            for mark in item.iter_markers(name):
+        marks = marks_of(item)
+        for name in names:
+            for mark in marks.get(name, ()):
                 try:
                     value = check_marker(name, mark.args, mark.kwargs)
                 except ValueError as exc:
@@ -103,65 +114,104 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """Count the call phase's statements; enforce the budget and the N+1 rule."""
-    capture.install(import_missing=False)
-    markers = item.stash.get(_MARKERS, {})
-    budget = markers.get("max_queries")
-    counter = capture.QueryCounter()
-    budget_counter = None
-    if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
-        budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
-                                              using=budget["using"])
-    capture.start(counter)
-    if budget_counter is not None:
-        capture.start(budget_counter)
+    """Measure the call phase with every part's :class:`CallPhase`, then check each.
+
+    One hook for all the parts (queries here; pools, cache and shadow experiments from
+    the ``plugin_*`` modules): the failures of every part are reported together.
+    """
+    phases = []
     try:
+        for start in call_phases(item.config):
+            phase = start(item)
+            if phase is not None:
+                phases.append(phase)
         result = yield
     finally:
-        capture.stop(counter)
-        if budget_counter is not None:
-            capture.stop(budget_counter)
-        threshold = markers.get("no_n_plus_one") or item.config.stash[_THRESHOLD]
-        allow = markers.get("allow_n_plus_one", [])
-        if counter.count or budget is not None:
-            record_of(item).queries = counter.figures(
-                budget=budget["n"] if budget else None, threshold=threshold, allow=allow)
-    verbose = item.config.get_verbosity() > 0
-    failures = []
-    if budget is not None:
-        measured = budget_counter or counter
-        if measured.count > budget["n"]:
-            failures.append(budget_message("max_queries", budget["n"], measured, verbose=verbose))
-    suspects = ([s for s in cast("QueryFigures", record_of(item).queries).n_plus_one if not s.allowed]
-                if counter.count else [])
-    if suspects:
-        lines = "\n".join(f"  {shorten(s.shape, 100)} x{s.count} at {s.call_site}"
-                          for s in suspects)
-        text = f"N+1 suspected: a statement repeated from one call site >= {threshold} times\n{lines}"
-        if "no_n_plus_one" in markers:
-            failures.append(text)
-        else:
-            filename, _, line = suspects[0].call_site.rpartition(":")
-            warnings.warn_explicit(NPlusOneWarning(text), NPlusOneWarning, filename,
-                                   int(line) if line.isdigit() else 0)
+        for phase in reversed(phases):
+            phase.stop()
+    failures = [text for phase in phases for text in phase.failures()]
     if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
+        pytest.fail("\n\n".join(failures), pytrace=False)
     return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Keep each test's outcome on its record; hand the record to the run report at teardown."""
-    report = yield
-    record = record_of(item)
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        record.outcome = "error" if report.when == "setup" and report.failed else report.outcome
-    elif report.when == "teardown" and report.failed and record.outcome == "passed":
-        record.outcome = "error"
-    if report.when == "teardown" and (record.queries or record.cache or record.pool or record.shadows):
-        run_report(item.config).add(record)
-    return report
+class QueryPhase:
+    """The statements of one test's call phase: its budget and the N+1 rule."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        capture.install(import_missing=False)
+        self.item = item
+        self.markers = markers = item.stash.get(_MARKERS, {})
+        self.budget = budget = markers.get("max_queries")
+        self.counter = capture.QueryCounter()
+        self.budget_counter = None
+        if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
+            self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
+                                                       using=budget["using"])
+            capture.start(self.budget_counter)
+        capture.start(self.counter)
+
+    def stop(self) -> None:
+        """Stop counting; record the figures of a test that ran SQL or has a budget."""
+        capture.stop(self.counter)
+        if self.budget_counter is not None:
+            capture.stop(self.budget_counter)
+        if self.counter.count or self.budget is not None:
+            record_of(self.item).queries = self.counter.figures(
+                budget=self.budget["n"] if self.budget else None, threshold=self.threshold,
+                allow=self.markers.get("allow_n_plus_one", []))
+
+    @property
+    def threshold(self) -> int:
+        """Repeats that make an N+1 suspect for this test."""
+        return cast(int, self.markers.get("no_n_plus_one") or self.item.config.stash[_THRESHOLD])
+
+    def failures(self) -> list[str]:
+        """The exceeded budget; N+1 suspects (failures with ``no_n_plus_one``, else a warning)."""
+        counter, budget = self.counter, self.budget
+        if not counter.count and budget is None:
+            return []  # the common case of a test without SQL
+        failures = []
+        if budget is not None:
+            measured = self.budget_counter or counter
+            if measured.count > budget["n"]:
+                verbose = self.item.config.get_verbosity() > 0
+                failures.append(budget_message("max_queries", budget["n"], measured, verbose=verbose))
+        record = existing_record(self.item)
+        suspects = ([s for s in record.queries.n_plus_one if not s.allowed]
+                    if counter.count and record is not None and record.queries is not None else [])
+        if suspects:
+            lines = "\n".join(f"  {shorten(s.shape, 100)} x{s.count} at {s.call_site}" for s in suspects)
+            text = f"N+1 suspected: a statement repeated from one call site >= {self.threshold} times\n{lines}"
+            if "no_n_plus_one" in self.markers:
+                failures.append(text)
+            else:
+                filename, _, line = suspects[0].call_site.rpartition(":")
+                warnings.warn_explicit(NPlusOneWarning(text), NPlusOneWarning, filename,
+                                       int(line) if line.isdigit() else 0)
+        return failures
+
+
+class RecordKeeper:
+    """Sets each record's outcome from the test's reports and hands it to the run report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.pending = pending_records(config)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The call report gives the outcome; a failed teardown makes it an error."""
+        record = self.pending.get(report.nodeid)
+        if record is None:  # a test in which nothing was measured (or the xdist controller)
+            return
+        if report.when == "call":
+            record.outcome = report.outcome
+        elif report.when == "teardown":
+            if report.failed and record.outcome == "passed":
+                record.outcome = "error"
+            del self.pending[report.nodeid]
+            if record.queries or record.cache or record.pool or record.shadows:
+                run_report(self.config).add(record)
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -169,13 +219,20 @@ def pytest_runtest_makereport(item: pytest.Item,
 def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
                      pytestconfig: pytest.Config) -> Iterator[RunningPostgres]:
     """A running PostgreSQL with pg_stat_statements: ``.url`` (SQLAlchemy), ``.dsn`` (psycopg)."""
-    from .servers import NoPostgresAvailable, create_database, start_postgres
+    from .servers import (
+        NoPostgresAvailable,
+        create_database,
+        pytest_tmp_root,
+        start_postgres,
+    )
 
     url = get_setting(pytestconfig, option="migsafe_postgres_url", env="MIGSAFE_POSTGRES_URL",
                       ini="migsafe_postgres_url")
     pg_ctl = get_setting(pytestconfig, option="migsafe_pg_ctl", env="MIGSAFE_PG_CTL", ini="migsafe_pg_ctl")
     try:
-        server = start_postgres(tmp_path_factory.mktemp("migsafe-postgres"), url=url, pg_ctl=pg_ctl)
+        base_dir = tmp_path_factory.mktemp("migsafe-postgres")
+        server = start_postgres(base_dir, url=url, pg_ctl=pg_ctl,
+                                tmp_root=pytest_tmp_root(tmp_path_factory.getbasetemp()))
     except NoPostgresAvailable as exc:
         message: str | None = str(exc)
     else:
@@ -267,7 +324,8 @@ def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any
     Each scale runs in a savepoint of ``session`` (default: ``migsafe_db`` when the test
     uses it), rolled back after, so every scale starts from the same state.
     """
-    from .scaling import QueriesGrowWithData, assert_constant_queries as check
+    from .scaling import QueriesGrowWithData
+    from .scaling import assert_constant_queries as check
 
     def run(setup: Callable[[int], Any], action: Callable[[], Any], scale: Any = (2, 3), *,
             slope: float = 0.0, session: Any = None) -> Any:

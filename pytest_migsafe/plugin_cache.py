@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from .options import get_setting, parse_rate
-from .stash import record_of, run_report
+from .stash import add_call_phase, marks_of, record_of, run_report
 
 if TYPE_CHECKING:
     from .cache import CacheStats
@@ -98,6 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"migsafe: migsafe_hit_rate_alert ({alert:g}) is above "
                                 f"migsafe_hit_rate_target ({target:g}); the alert line must not be higher")
     config.stash[HIT_RATE_LINES] = HitRateLines(target=target, alert=alert)
+    add_call_phase(config, CachePhase.start)
     _redis_mode(config)  # a bad ini value is reported now, not at the first test
 
 
@@ -115,9 +116,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from .cache import min_cache_hit_rate_signature
 
     for item in items:
-        mark = item.get_closest_marker(MARKER)
-        if mark is None:
+        marks = marks_of(item).get(MARKER)
+        if not marks:
             continue
+        mark = marks[0]
         try:
             item.stash[_RATE_MARKER] = min_cache_hit_rate_signature(*mark.args, **mark.kwargs)
         except (TypeError, ValueError) as exc:
@@ -126,30 +128,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                     f"{MARKER}(rate, prefix=None) with rate between 0 and 1") from None
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """Measure the call phase's hits and misses; enforce min_cache_hit_rate."""
-    client = getattr(item, "funcargs", {}).get("migsafe_redis")
-    stats = None
-    if client is not None:
-        from .cache import CacheStats
+class CachePhase:
+    """The hits and misses of one test's call phase; the ``min_cache_hit_rate`` check."""
 
-        stats = CacheStats(client)
-        stats.__enter__()
-    try:
-        result = yield
-    finally:
-        figures = _figures(item, stats, item.stash.get(_BLOCKS, []))
-        if figures is not None:
-            record_of(item).cache = figures
-    rate_marker = item.stash.get(_RATE_MARKER, None)
-    if rate_marker is not None:
+    def __init__(self, item: pytest.Item, client: Any) -> None:
+        self.item = item
+        self.stats: CacheStats | None = None
+        self.figures: CacheFigures | None = None
+        if client is not None:
+            from .cache import CacheStats
+
+            self.stats = CacheStats(client)
+            self.stats.__enter__()
+
+    @classmethod
+    def start(cls, item: pytest.Item) -> CachePhase | None:
+        """A phase for a test that uses ``migsafe_redis``, ``cache_stats`` or the marker, else None."""
+        client = getattr(item, "funcargs", {}).get("migsafe_redis")
+        if client is None and _BLOCKS not in item.stash and _RATE_MARKER not in item.stash:
+            return None
+        return cls(item, client)
+
+    def stop(self) -> None:
+        """Stop measuring; record the test's figures (``migsafe_redis``'s, else its blocks' sum)."""
+        blocks = self.item.stash.get(_BLOCKS, None)
+        if self.stats is not None or blocks:
+            self.figures = _figures(self.item, self.stats, blocks or [])
+        if self.figures is not None:
+            record_of(self.item).cache = self.figures
+
+    def failures(self) -> list[str]:
+        """The ``min_cache_hit_rate`` marker's verdict."""
+        rate_marker = self.item.stash.get(_RATE_MARKER, None)
+        if rate_marker is None:
+            return []
         from .cache import hit_rate_failure
 
-        message = hit_rate_failure(figures, *rate_marker)
-        if message is not None:
-            pytest.fail(message, pytrace=False)
-    return result
+        message = hit_rate_failure(self.figures, *rate_marker)
+        return [] if message is None else [message]
 
 
 def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:

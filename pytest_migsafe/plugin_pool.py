@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import pool, pool_limits, pool_warm, sizing
+from . import pool, pool_limits
 from .cli_pool import positive_number
 from .options import get_setting, parse_bool
-from .stash import record_of, run_report
+from .stash import add_call_phase, marks_of, record_of, run_report
 from .text import plural
+
+if TYPE_CHECKING:
+    from . import pool_warm, sizing
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -38,6 +41,7 @@ class PoolSettings:
 
 SETTINGS_KEY = pytest.StashKey[PoolSettings]()
 LIMITS_KEY = pytest.StashKey["pool_limits.PoolLimits | None"]()
+_UNPARSED: Any = object()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,6 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
     peak = config.getoption("migsafe_peak_rps", default=None)
     if avg is not None and peak is None:
         raise pytest.UsageError("--migsafe-avg-query-ms needs --migsafe-peak-rps")
+    add_call_phase(config, PoolPhase)
     config.stash[SETTINGS_KEY] = PoolSettings(
         fail_on_leaks=get_setting(config, env="MIGSAFE_FAIL_ON_LEAKS", ini="migsafe_fail_on_leaks",
                                   parse=parse_bool, default=True),
@@ -76,9 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
-    marker = item.get_closest_marker(MARKER)
-    if marker is None:
+    marks = marks_of(item).get(MARKER)
+    if not marks:
         return None
+    marker = marks[0]
     try:
         return pool_limits.pool_limits(*marker.args, **marker.kwargs)
     except (TypeError, ValueError) as exc:
@@ -101,38 +107,44 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pool.install(import_missing=False)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """Observe every pool during the call phase; fail on leaks or exceeded ``pool`` limits."""
-    pool.install(import_missing=False)
-    observation = pool.PoolObservation().start()
-    try:
-        result = yield
-    finally:
-        observation.stop()
-        figures = observation.figures()
-        if observation.has_activity():
-            record_of(item).pool = figures
-    _check(item, figures)
-    return result
+class PoolPhase:
+    """Every pool used in one test's call phase: leaks and the ``pool`` marker's limits."""
 
+    def __init__(self, item: pytest.Item) -> None:
+        pool.install(import_missing=False)
+        self.item = item
+        self.active = False
+        self.observation = pool.PoolObservation().start()
 
-def _check(item: pytest.Item, figures: Any) -> None:
-    settings = item.config.stash[SETTINGS_KEY]
-    limits = item.stash.get(LIMITS_KEY, None)
-    if limits is None:
-        limits = _limits_of(item)
-    problems = pool_limits.exceeded(figures, limits) if limits is not None else []
-    verbose = item.config.get_verbosity() > 0
-    if figures.leaks and (limits is None or limits.leaks is None):
-        if settings.fail_on_leaks:
-            problems.append(f"leaks=0 (migsafe_fail_on_leaks), "
-                            f"{plural(len(figures.leaks), 'connection')} leaked")
-        else:
-            for leak in figures.leaks:
-                item.warn(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)))
-    if problems:
-        pytest.fail(pool_limits.failure_message(problems, figures, None if verbose else 10), pytrace=False)
+    def stop(self) -> None:
+        """Stop observing; record the figures of a test in which a pool did anything."""
+        self.observation.stop()
+        self.active = self.observation.has_activity()
+        if self.active:
+            record_of(self.item).pool = self.observation.figures()
+
+    def failures(self) -> list[str]:
+        """Exceeded limits and leaks (warnings instead with ``migsafe_fail_on_leaks = false``)."""
+        item = self.item
+        limits = item.stash.get(LIMITS_KEY, _UNPARSED)
+        if limits is _UNPARSED:  # an item added after collection
+            limits = _limits_of(item)
+        if not self.active and limits is None:
+            return []  # a test that used no pool has nothing to check
+        figures = self.observation.figures()
+        settings = item.config.stash[SETTINGS_KEY]
+        problems = pool_limits.exceeded(figures, limits) if limits is not None else []
+        if figures.leaks and (limits is None or limits.leaks is None):
+            if settings.fail_on_leaks:
+                problems.append(f"leaks=0 (migsafe_fail_on_leaks), "
+                                f"{plural(len(figures.leaks), 'connection')} leaked")
+            else:
+                for leak in figures.leaks:
+                    item.warn(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)))
+        if not problems:
+            return []
+        verbose = item.config.get_verbosity() > 0
+        return [pool_limits.failure_message(problems, figures, None if verbose else 10)]
 
 
 class PoolStatsFixture(pool.PoolObservation):
@@ -158,6 +170,8 @@ def assert_pool_warm() -> Callable[..., pool_warm.WarmResult]:
 
     def check(engine_or_pool: Any, action: Callable[[], Any], warmup: int = 5, repeat: int = 50,
               max_new: int = 0) -> pool_warm.WarmResult:
+        from . import pool_warm
+
         try:
             return pool_warm.assert_pool_warm(engine_or_pool, action, warmup, repeat, max_new)
         except AssertionError as exc:
@@ -183,12 +197,16 @@ class SizingSession:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: send this worker's inputs to the controller."""
+        from . import sizing
+
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput[WORKER_KEY] = sizing.SizingInputs.of_report(run_report(self.config)).to_dict()
 
     def worker_done(self, node: Any, error: Any) -> None:
         """On the controller: fold in one worker's inputs (a worker that sent none is reported)."""
+        from . import sizing
+
         payload = getattr(node, "workeroutput", {}).get(WORKER_KEY)
         if self.from_workers is None:
             self.from_workers = sizing.SizingInputs()
@@ -199,6 +217,8 @@ class SizingSession:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Warn about observed pools smaller than the size ``--migsafe-peak-rps`` needs."""
+        from . import sizing
+
         if hasattr(self.config, "workerinput"):
             return
         inputs = self.from_workers or sizing.SizingInputs.of_report(run_report(self.config))

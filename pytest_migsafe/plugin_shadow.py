@@ -7,14 +7,13 @@ the verdict comes after the call phase, so every experiment in the test is recor
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from .options import argument_type, get_setting
 from .shadow import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
-from .stash import record_of
+from .stash import add_call_phase, record_of
 
 SEED_KEY = pytest.StashKey[int]()
 MODE_KEY = pytest.StashKey[str]()
@@ -60,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SEED_KEY] = seed
     config.stash[MODE_KEY] = get_setting(config, option="migsafe_shadow_mode",
                                          ini="migsafe_shadow_mode", parse=check_mode, default="fail")
+    add_call_phase(config, ShadowPhase.start)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -102,21 +102,29 @@ def redis_client(value: Any) -> Any:
     raise TypeError(f"shadow: migsafe_redis gave a {type(value).__name__}, expected a Redis client")
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """Record the test's experiments; fail a passing test whose experiment mismatched."""
-    try:
-        result = yield
-    finally:
+class ShadowPhase:
+    """The experiments of one test: recorded, then a verdict on the test."""
+
+    def __init__(self, item: pytest.Item, lab: Shadow) -> None:
+        self.item = item
+        self.lab = lab
+
+    @classmethod
+    def start(cls, item: pytest.Item) -> ShadowPhase | None:
+        """A phase for a test that uses the ``shadow`` fixture, else None."""
         lab = item.stash.get(LAB_KEY, None)
-        if lab is not None:
-            record_of(item).shadows.extend(lab.figures())
-    if lab is not None:
+        return None if lab is None else cls(item, lab)
+
+    def stop(self) -> None:
+        """Record every experiment that ran."""
+        record_of(self.item).shadows.extend(self.lab.figures())
+
+    def failures(self) -> list[str]:
+        """Warnings for experiments in observe mode; the mismatches that fail the test."""
+        lab = self.lab
         for experiment in lab.observed():
             warnings.warn(ShadowMismatchWarning(
                 "observe mode: " + experiment.describe(failing_only=False, hint=lab.hint)), stacklevel=1)
-        message = lab.failure_message(verbose=item.config.get_verbosity() > 0)
-        if message is not None:
-            pytest.fail(message, pytrace=False)
-    return result
+        message = lab.failure_message(verbose=self.item.config.get_verbosity() > 0)
+        return [] if message is None else [message]
 

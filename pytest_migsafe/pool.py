@@ -57,6 +57,7 @@ _observers: tuple[PoolObservation, ...] = ()
 _out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
 _dropped: list[Checkout] = []  # returned by the garbage collector while observed
 _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
+_QUIET = PoolFigures()  # the frozen figures of every observation in which nothing happened
 
 ACCEPTS = ("a SQLAlchemy Engine, AsyncEngine or Pool, or a psycopg_pool ConnectionPool "
            "or AsyncConnectionPool")
@@ -274,6 +275,7 @@ class PoolObservation:
         self._psycopg_base: dict[int, tuple[Any, dict[str, int]]] = {}
         self._start_seq = 0
         self._active = False
+        self._was_quiet = False
         self._frozen: PoolFigures | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -286,19 +288,23 @@ class PoolObservation:
     def start(self) -> PoolObservation:
         """Begin receiving pool events (the driver hooks must be installed: see :func:`install`)."""
         global _observers
-        from . import pool_psycopg
-
         if self._active or self._frozen is not None:
             raise RuntimeError("a PoolObservation can be started once")
-        for psycopg_pool in self._psycopg_given:
-            pool_psycopg.register(psycopg_pool, fresh=False)
+        psycopg: Any = sys.modules.get(f"{__package__}.pool_psycopg")  # imported by install() if in use
+        if self._psycopg_given:
+            from . import pool_psycopg
+
+            psycopg = pool_psycopg
+            for psycopg_pool in self._psycopg_given:
+                psycopg.register(psycopg_pool, fresh=False)
         with _lock:
             self._start_seq = _seq
-            self._current = sum(1 for entry in _out.values() if self._wants(entry.pool))
-            self._peak = self._current
-            pools = pool_psycopg.registered() if self._all else self._psycopg_given
+            if _out:
+                self._current = sum(1 for entry in _out.values() if self._wants(entry.pool))
+                self._peak = self._current
+            pools = (psycopg.registered() if psycopg is not None else []) if self._all else self._psycopg_given
             for psycopg_pool in pools:
-                self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, pool_psycopg.stats_of(psycopg_pool))
+                self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, psycopg.stats_of(psycopg_pool))
             self._active = True
             _observers = (*_observers, self)
         return self
@@ -308,12 +314,13 @@ class PoolObservation:
         global _observers
         if not self._active:
             return
-        if self._open_leaks():
+        if _out and self._open_leaks():
             gc.collect()  # a connection dropped in a reference cycle is returned now, as dropped
         with _lock:
             _observers = tuple(obs for obs in _observers if obs is not self)
             self._active = False
-            self._frozen = PoolFigures() if self._quiet() else self._compute()
+            self._was_quiet = self._quiet()
+            self._frozen = _QUIET if self._was_quiet else self._compute()
             if not _observers:
                 _dropped.clear()
 
@@ -400,6 +407,8 @@ class PoolObservation:
 
     def has_activity(self) -> bool:
         """True when any watched pool did anything while this observation was active."""
+        if self._was_quiet:
+            return False
         f = self.figures()
         return bool(f.created or f.closed or f.invalidated or f.checkouts or f.checkins
                     or f.timeouts or f.leaks)

@@ -74,7 +74,7 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def registered() -> list[Any]:
     """Every live psycopg pool known to migsafe."""
-    return list(_pools)
+    return list(_pools) if _pools else []
 
 
 def register(pool: Any, fresh: bool) -> None:

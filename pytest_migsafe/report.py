@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .record import NPlusOne, RunReport, TestRecord
-from .text import plural, shorten
 from .regressions import Change, Comparison
+from .text import plural, shorten
 
 ROWS_WITHOUT_VERBOSE = 10
 SHAPE_WIDTH = 60

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 # imported here, once: in-process pytester runs drop modules first imported inside them,
 # and the plugin's caches hold on to these
 import sqlalchemy  # noqa: F401

@@ -14,7 +14,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pytest_migsafe import capture, count_queries
-from pytest_migsafe.budgets import QueryBudgetExceeded, assert_max_queries, assert_num_queries
+from pytest_migsafe.budgets import (
+    QueryBudgetExceeded,
+    assert_max_queries,
+    assert_num_queries,
+)
 
 PG_URL = os.environ.get("MIGSAFE_POSTGRES_URL", "")
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pytest_migsafe.record import CacheFigures, NPlusOne, QueryFigures, RunReport, TestRecord
+from pytest_migsafe.record import (
+    CacheFigures,
+    NPlusOne,
+    QueryFigures,
+    RunReport,
+    TestRecord,
+)
 from pytest_migsafe.regressions import Change, Comparison
 from pytest_migsafe.report import Totals, markdown_summary, summary_lines
 

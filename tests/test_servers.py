@@ -440,3 +440,27 @@ def test_url_with_database_selects_a_redis_database_number() -> None:
     assert url_with_database("redis://:pw@127.0.0.1:6379/0", 3) == "redis://:pw@127.0.0.1:6379/3"
     assert url_with_database("unix:///tmp/x/redis.sock?db=0", 2) == "unix:///tmp/x/redis.sock?db=2"
     assert url_with_database("redis://localhost", 1) == "redis://localhost/1"
+
+
+def test_the_plugin_keeps_the_cluster_under_pytests_tmp_path(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root too: the server's account is given search permission down pytest's 0700 tree."""
+    monkeypatch.delenv("MIGSAFE_POSTGRES_URL")  # the inner session starts its own server
+    pytester.makepyfile(test_where="""
+        import os, pwd, stat
+        import psycopg
+
+        def test_where(migsafe_postgres, tmp_path_factory):
+            with psycopg.connect(migsafe_postgres.dsn) as conn:
+                data = conn.execute("SHOW data_directory").fetchone()[0]
+            base = os.path.realpath(tmp_path_factory.getbasetemp())
+            print("DATA", data, "BASE", base)
+            assert os.path.realpath(data).startswith(base + os.sep)
+            owner = os.stat(data).st_uid
+            assert owner != 0 if os.geteuid() == 0 else owner == os.geteuid()  # never root's
+            assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+            for directory in (base, os.path.dirname(base)):  # nobody else may even search them
+                assert not os.stat(directory).st_mode & 0o007, directory
+    """)
+    result = pytester.runpytest("-s")
+    result.assert_outcomes(passed=1)

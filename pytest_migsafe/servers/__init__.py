@@ -1,5 +1,6 @@
 """Real PostgreSQL and Redis servers for a test session (plain Python; fixtures live in plugin.py)."""
 
+from ._users import pytest_tmp_root
 from .postgres import (
     NoPostgresAvailable,
     RunningPostgres,
@@ -7,7 +8,13 @@ from .postgres import (
     mask_url,
     start_postgres,
 )
-from .redis import NoRedisAvailable, RunningRedis, find_redis_server, start_redis, url_with_database
+from .redis import (
+    NoRedisAvailable,
+    RunningRedis,
+    find_redis_server,
+    start_redis,
+    url_with_database,
+)
 
 __all__ = [
     "NoPostgresAvailable",
@@ -17,6 +24,7 @@ __all__ = [
     "create_database",
     "find_redis_server",
     "mask_url",
+    "pytest_tmp_root",
     "start_postgres",
     "start_redis",
     "url_with_database",

@@ -7,6 +7,7 @@ import os
 import pwd
 import stat
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,47 @@ class ServerUser:
             if not st.st_mode & bit:
                 return False
         return True
+
+
+    def grant_traverse(self, path: Path, top: Path) -> bool:
+        """Let this user reach ``path``, changing only directories from ``top`` down; True if it can.
+
+        For the dedicated account only (its group has no other member): each directory we
+        own on the way that it cannot search gets that group and mode ``g=x`` (search, not
+        list or write). pytest's ``pytest-of-root`` and ``pytest-N`` directories are 0700,
+        so as root this is what puts the server's data directory under pytest's tmp path.
+        """
+        if self.can_traverse(path):
+            return True
+        if self.name != SERVER_USER or self.is_current:
+            return False
+        real, top = Path(os.path.realpath(path)), Path(os.path.realpath(top))
+        if real != top and top not in real.parents:
+            return False
+        for directory in (real, *real.parents):
+            st = directory.stat()
+            if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IXOTH:
+                if st.st_gid != self.gid:
+                    os.chown(directory, -1, self.gid)
+                    os.chmod(directory, (stat.S_IMODE(st.st_mode) & ~0o070) | stat.S_IXGRP)
+                elif not st.st_mode & stat.S_IXGRP:
+                    os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
+            if directory == top:
+                break
+        return self.can_traverse(path)
+
+
+def pytest_tmp_root(basetemp: Path) -> Path:
+    """The top of pytest's tmp tree around ``basetemp``: its ``pytest-of-<user>`` directory
+    in the system temp dir if it has one (xdist workers' basetemps sit two levels below),
+    else ``basetemp`` itself (a ``--basetemp`` the user chose: nothing above it is touched)."""
+    real = Path(os.path.realpath(basetemp))
+    system_tmp = Path(os.path.realpath(tempfile.gettempdir()))
+    owner = pwd.getpwuid(os.geteuid()).pw_name
+    for directory in (real, *real.parents):
+        if directory.name == f"pytest-of-{owner}" and directory.parent == system_tmp:
+            return directory
+    return real
 
 
 def _lookup(name: str) -> ServerUser | None:

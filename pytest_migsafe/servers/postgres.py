@@ -103,7 +103,9 @@ def _with_dbname(running: RunningPostgres, dbname: str) -> tuple[str, str]:
 
     params = dict(running._params, dbname=dbname)
     if running.source.startswith("url "):
-        from sqlalchemy.engine import make_url  # user URL: keep its driver, options, host list
+        from sqlalchemy.engine import (
+            make_url,  # user URL: keep its driver, options, host list
+        )
 
         url = make_url(running.url).set(database=dbname).render_as_string(hide_password=False)
     else:
@@ -248,11 +250,16 @@ def start_postgres(
     pg_ctl: str | None = None,
     dbname: str = "migsafe",
     fallback: bool = True,
+    tmp_root: Path | None = None,
 ) -> RunningPostgres:
     """Use ``url``, or start a private cluster from ``pg_ctl``'s directory, PATH, or the embedded wheel.
 
     ``fallback=False`` tries only the given ``url``/``pg_ctl``. A given ``url`` is never
     replaced by a local server: if it does not answer, NoPostgresAvailable is raised.
+    The cluster lives in ``base_dir``; as root, ``tmp_root`` (a directory above it, such as
+    pytest's ``pytest-of-root``) lets the server's account be given search permission
+    down to it. Without it, or if that fails, the cluster lives in a private directory in
+    the system temp dir instead.
     """
     if url:
         return _use_url(url)
@@ -266,7 +273,7 @@ def start_postgres(
             continue
         seen.add(bindir)
         try:
-            return _start_cluster(kind, bindir, Path(base_dir), dbname)
+            return _start_cluster(kind, bindir, Path(base_dir), dbname, tmp_root)
         except _SourceFailed as exc:
             tried.append(f"{label} ({bindir}): {exc}")
         except Exception as exc:  # noqa: BLE001 - record and try the next source
@@ -323,7 +330,8 @@ def _usable_bindir(bindir: Path, user: ServerUser, cleanup: list[Path]) -> Path:
     return new_prefix / "bin"
 
 
-def _start_cluster(kind: str, bindir: Path, base_dir: Path, dbname: str) -> RunningPostgres:
+def _start_cluster(kind: str, bindir: Path, base_dir: Path, dbname: str,
+                   tmp_root: Path | None = None) -> RunningPostgres:
     """initdb + start a private cluster from ``bindir``; raises _SourceFailed on any problem."""
     if not (bindir / "initdb").is_file() or not (bindir / "postgres").is_file():
         raise _SourceFailed("no initdb/postgres in that directory")
@@ -342,10 +350,12 @@ def _start_cluster(kind: str, bindir: Path, base_dir: Path, dbname: str) -> Runn
             raise _SourceFailed(f"postgres --version failed: {(version.stderr or version.stdout).strip()}")
         pg_version = match.group(1)
 
-        # As root, pytest's base dir (/tmp/pytest-of-root, 0700) is not reachable by the
-        # server user: the cluster then lives in a private dir in the system temp dir.
+        # As root, pytest's tmp tree (/tmp/pytest-of-root, 0700) is not reachable by the
+        # server's account: it is given search permission from tmp_root down, or else the
+        # cluster lives in a private dir in the system temp dir.
         base_dir.mkdir(parents=True, exist_ok=True)
-        in_base = user.can_traverse(base_dir)
+        in_base = (user.grant_traverse(base_dir, tmp_root) if tmp_root is not None
+                   else user.can_traverse(base_dir))
         if in_base:
             workdir = user.make_private(Path(tempfile.mkdtemp(prefix="pg-", dir=base_dir)))
         else:
