@@ -2,7 +2,7 @@
 
 Plain script, not part of the test suite::
 
-    /work/venv/bin/python bench/bench_report.py [--tests 5000] [--rounds 5] [--queries 1000000]
+    python bench/bench_report.py [--tests 5000] [--rounds 5] [--queries 1000000] [--instructions]
 
 1. Time: a generated suite of ``--tests`` trivial tests run with ``-p no:migsafe``, with the
    plugin on and with ``--migsafe-report``, alternating, ``--rounds`` times each, in fresh
@@ -12,13 +12,23 @@ Plain script, not part of the test suite::
    SQLite, plugin on and off; prints the peak RSS of each pytest process (from
    ``getrusage(RUSAGE_CHILDREN)`` in a fresh parent per run) and the difference (target:
    under 100 MB).
+3. With ``--instructions``: the same three variants under valgrind's callgrind, on suites
+   of 200 and 1,400 tests, which splits each variant's instruction count into a fixed part
+   (start-up, imports) and a per-test part, projected to ``--tests``. Instruction counts
+   do not move with the machine's load, so this is the figure to trust on a busy machine.
+
+The suites run with bytecode caches written (``PYTHONDONTWRITEBYTECODE`` is dropped for
+them): otherwise the plugin's modules, installed editable, would be compiled on every
+run while site-packages' are not, and a one-time compile would look like a per-test cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,9 +41,7 @@ TESTS_PER_FILE = 100
 OFF = ("-p", "no:migsafe")
 ON = ("--migsafe-report",)
 COMMON = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly")
-# Bytecode caches are written as usual (the warm-up run fills them), whatever this shell
-# says: otherwise the plugin's modules, installed editable, would be compiled on every run
-# while site-packages' are not, and a one-time compile would pass for a per-test cost.
+# bytecode caches written whatever this shell says (see the module docstring)
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 
@@ -56,10 +64,12 @@ PEAK_RSS = textwrap.dedent("""
 """)
 
 
-def make_suite(root: Path, tests: int) -> None:
-    """``tests`` trivial tests spread over files of TESTS_PER_FILE."""
+def make_suite(root: Path, tests: int, imports: str = "") -> None:
+    """``tests`` trivial tests spread over files of TESTS_PER_FILE; a conftest importing ``imports``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pytest.ini").write_text(INI)
+    if imports:
+        (root / "conftest.py").write_text(f"import {imports}\n")
     files = (tests + TESTS_PER_FILE - 1) // TESTS_PER_FILE
     for index in range(files):
         count = min(TESTS_PER_FILE, tests - index * TESTS_PER_FILE)
@@ -81,19 +91,20 @@ def run_pytest(root: Path, *args: str) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def bench_time(tests: int, rounds: int) -> None:
+def bench_time(tests: int, rounds: int, imports: str = "") -> None:
     """Median wall and CPU time of each variant, alternating, and the ratios to the plugin off."""
     variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
     with tempfile.TemporaryDirectory(prefix="migsafe-bench-") as tmp:
         root = Path(tmp)
-        make_suite(root, tests)
+        make_suite(root, tests, imports)
         for args in variants.values():  # warm the file cache
             run_pytest(root, *args)
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, args in variants.items():
                 runs[name].append(run_pytest(root, *args))
-        print(f"time, {tests} trivial tests, {rounds} alternating rounds (medians):")
+        where = f", conftest imports {imports}" if imports else ""
+        print(f"time, {tests} trivial tests{where}, {rounds} alternating rounds (medians):")
         base_wall = statistics.median(w for w, _ in runs["-p no:migsafe"])
         base_cpu = statistics.median(c for _, c in runs["-p no:migsafe"])
         for name in variants:
@@ -131,6 +142,43 @@ def bench_memory(queries: int) -> None:
         print(f"  difference {(on - off) / 1024:.1f} MB  (target < 100 MB)")
 
 
+def instructions(root: Path, *args: str) -> int:
+    """Instructions one pytest run executes, counted by callgrind (the same on a busy machine)."""
+    run_pytest(root, *args)  # bytecode caches first
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, "-m", "pytest", *COMMON, *args], cwd=root, env=ENV,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind pytest {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def bench_instructions(tests: int, imports: str = "", small: int = 200, large: int = 1400) -> None:
+    """Fixed and per-test instructions of each variant, from two suite sizes; the ratio at ``tests``."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
+    counts: dict[str, dict[int, int]] = {name: {} for name in variants}
+    with tempfile.TemporaryDirectory(prefix="migsafe-bench-cg-") as tmp:
+        for size in (small, large):
+            root = Path(tmp) / str(size)
+            make_suite(root, size, imports)
+            for name, args in variants.items():
+                counts[name][size] = instructions(root, *args)
+    where = f" (conftest imports {imports})" if imports else ""
+    print(f"instructions (callgrind), suites of {small} and {large} trivial tests{where}, projected to {tests}:")
+    base = None
+    for name in variants:
+        per_test = (counts[name][large] - counts[name][small]) / (large - small)
+        fixed = counts[name][small] - per_test * small
+        total = fixed + per_test * tests
+        base = base or (total, per_test, fixed)
+        print(f"  {name:22} {per_test / 1e6:6.3f} M/test ({(per_test - base[1]) / 1e3:+.0f} k)   "
+              f"fixed {fixed / 1e6:6.0f} M ({(fixed - base[2]) / 1e6:+.0f} M)   {total / base[0]:.3f}x")
+    print("  target: --migsafe-report at most 1.05x of -p no:migsafe")
+
+
 def main() -> None:
     """Run both benchmarks and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,9 +187,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1_000_000, help="statements in the memory benchmark")
     parser.add_argument("--skip-time", action="store_true", help="only the memory benchmark")
     parser.add_argument("--skip-memory", action="store_true", help="only the time benchmark")
+    parser.add_argument("--import", dest="imports", default="", metavar="MODULES",
+                        help="a conftest imports these (for example 'sqlalchemy, psycopg_pool': a suite "
+                             "of a project that uses them, where every part of the plugin is awake)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions with valgrind's callgrind (slow, about 10 minutes; "
+                             "deterministic where wall and CPU times are noisy)")
     args = parser.parse_args()
+    if args.instructions:
+        bench_instructions(args.tests, args.imports)
     if not args.skip_time:
-        bench_time(args.tests, args.rounds)
+        bench_time(args.tests, args.rounds, args.imports)
     if not args.skip_memory:
         bench_memory(args.queries)
 

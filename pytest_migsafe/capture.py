@@ -312,6 +312,12 @@ def database_of_engine(engine: Any) -> str:
 _installed_for: tuple[Any, Any] = (False, False)
 
 
+def drivers_loaded() -> bool:
+    """True once SQLAlchemy or psycopg is imported: before that, no statement can be captured."""
+    modules = sys.modules
+    return "sqlalchemy" in modules or "psycopg" in modules
+
+
 def install(import_missing: bool = True) -> None:
     """Install the driver hooks; with ``import_missing=False`` only for drivers already imported.
 

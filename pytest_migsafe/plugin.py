@@ -24,7 +24,6 @@ from .stash import (
     call_phases,
     existing_record,
     marks_of,
-    pending_records,
     record_of,
     run_report,
 )
@@ -84,8 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_THRESHOLD] = get_setting(config, option="migsafe_n_plus_one_threshold",
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
-    add_call_phase(config, QueryPhase)
-    config.pluginmanager.register(RecordKeeper(config), "migsafe-records")
+    add_call_phase(config, QueryPhase.start, order=0)
 
 
 _THRESHOLD = pytest.StashKey[int]()
@@ -121,7 +119,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """
     phases = []
     try:
-        for start in call_phases(item.config):
+        for _, start in call_phases(item.config):
             phase = start(item)
             if phase is not None:
                 phases.append(phase)
@@ -138,10 +136,18 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 class QueryPhase:
     """The statements of one test's call phase: its budget and the N+1 rule."""
 
-    def __init__(self, item: pytest.Item) -> None:
+    @classmethod
+    def start(cls, item: pytest.Item) -> QueryPhase | None:
+        """A phase for a test with a budget or with a database driver loaded, else None."""
+        markers = item.stash.get(_MARKERS, None)
+        if (markers is None or "max_queries" not in markers) and not capture.drivers_loaded():
+            return None  # nothing could send SQL through a hooked driver
+        return cls(item, markers or {})
+
+    def __init__(self, item: pytest.Item, markers: dict[str, Any]) -> None:
         capture.install(import_missing=False)
         self.item = item
-        self.markers = markers = item.stash.get(_MARKERS, {})
+        self.markers = markers
         self.budget = budget = markers.get("max_queries")
         self.counter = capture.QueryCounter()
         self.budget_counter = None
@@ -190,28 +196,6 @@ class QueryPhase:
                 warnings.warn_explicit(NPlusOneWarning(text), NPlusOneWarning, filename,
                                        int(line) if line.isdigit() else 0)
         return failures
-
-
-class RecordKeeper:
-    """Sets each record's outcome from the test's reports and hands it to the run report."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.pending = pending_records(config)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """The call report gives the outcome; a failed teardown makes it an error."""
-        record = self.pending.get(report.nodeid)
-        if record is None:  # a test in which nothing was measured (or the xdist controller)
-            return
-        if report.when == "call":
-            record.outcome = report.outcome
-        elif report.when == "teardown":
-            if report.failed and record.outcome == "passed":
-                record.outcome = "error"
-            del self.pending[report.nodeid]
-            if record.queries or record.cache or record.pool or record.shadows:
-                run_report(self.config).add(record)
 
 
 # -- fixtures -----------------------------------------------------------------------

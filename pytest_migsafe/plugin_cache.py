@@ -98,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"migsafe: migsafe_hit_rate_alert ({alert:g}) is above "
                                 f"migsafe_hit_rate_target ({target:g}); the alert line must not be higher")
     config.stash[HIT_RATE_LINES] = HitRateLines(target=target, alert=alert)
-    add_call_phase(config, CachePhase.start)
+    add_call_phase(config, CachePhase.start, order=2)
     _redis_mode(config)  # a bad ini value is reported now, not at the first test
 
 

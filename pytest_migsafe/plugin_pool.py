@@ -66,7 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
     peak = config.getoption("migsafe_peak_rps", default=None)
     if avg is not None and peak is None:
         raise pytest.UsageError("--migsafe-avg-query-ms needs --migsafe-peak-rps")
-    add_call_phase(config, PoolPhase)
+    add_call_phase(config, PoolPhase.start, order=1)
     config.stash[SETTINGS_KEY] = PoolSettings(
         fail_on_leaks=get_setting(config, env="MIGSAFE_FAIL_ON_LEAKS", ini="migsafe_fail_on_leaks",
                                   parse=parse_bool, default=True),
@@ -110,9 +110,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 class PoolPhase:
     """Every pool used in one test's call phase: leaks and the ``pool`` marker's limits."""
 
-    def __init__(self, item: pytest.Item) -> None:
+    @classmethod
+    def start(cls, item: pytest.Item) -> PoolPhase | None:
+        """A phase for a test with a ``pool`` marker or with a pool library loaded, else None."""
+        limits = item.stash.get(LIMITS_KEY, _UNPARSED)
+        if limits is _UNPARSED:  # an item added after collection
+            limits = _limits_of(item)
+        if limits is None and not pool.drivers_loaded():
+            return None  # no pool can exist yet
+        return cls(item, limits)
+
+    def __init__(self, item: pytest.Item, limits: pool_limits.PoolLimits | None) -> None:
         pool.install(import_missing=False)
         self.item = item
+        self.limits = limits
         self.active = False
         self.observation = pool.PoolObservation().start()
 
@@ -125,10 +136,7 @@ class PoolPhase:
 
     def failures(self) -> list[str]:
         """Exceeded limits and leaks (warnings instead with ``migsafe_fail_on_leaks = false``)."""
-        item = self.item
-        limits = item.stash.get(LIMITS_KEY, _UNPARSED)
-        if limits is _UNPARSED:  # an item added after collection
-            limits = _limits_of(item)
+        item, limits = self.item, self.limits
         if not self.active and limits is None:
             return []  # a test that used no pool has nothing to check
         figures = self.observation.figures()

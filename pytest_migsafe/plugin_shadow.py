@@ -59,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SEED_KEY] = seed
     config.stash[MODE_KEY] = get_setting(config, option="migsafe_shadow_mode",
                                          ini="migsafe_shadow_mode", parse=check_mode, default="fail")
-    add_call_phase(config, ShadowPhase.start)
+    add_call_phase(config, ShadowPhase.start, order=3)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -504,6 +504,12 @@ def install(import_missing: bool = True) -> None:
 _installed_for: tuple[Any, Any] = (False, False)
 
 
+def drivers_loaded() -> bool:
+    """True once SQLAlchemy or psycopg_pool is imported: before that, no pool can exist."""
+    modules = sys.modules
+    return "sqlalchemy" in modules or "psycopg_pool" in modules
+
+
 def pool_stats(*targets: Any) -> PoolObservation:
     """A :class:`PoolObservation` of ``targets`` (engines, async engines, pools), or of every pool.
 

@@ -30,6 +30,7 @@ from .baseline import (
 )
 from .options import get_setting, parse_rate, parse_tolerance
 from .record import RunReport
+from .record_keeper import record_keeper
 from .regressions import Comparison, Tolerances, compare, removed_tests
 from .report import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
 from .report_json import (
@@ -112,7 +113,7 @@ class ReportSession:
         self.config = config
         self.settings = settings
         self.collected: set[str] = set()
-        self.outcomes: dict[str, str] = {}
+        self.outcomes = record_keeper(config).track_outcomes()  # every test's, on the controller too
         self.errors: list[str] = []
         self.messages: list[str] = []
         self.comparison: Comparison | None = None
@@ -137,14 +138,6 @@ class ReportSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Remember every collected test, before ``-k`` / ``-m`` deselect any (for removed tests)."""
         self.collected.update(item.nodeid for item in items)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Keep every test's outcome (on the xdist controller too)."""
-        nodeid = report.nodeid
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            self.outcomes[nodeid] = "error" if report.when == "setup" and report.failed else report.outcome
-        elif report.when == "teardown" and report.failed and self.outcomes.get(nodeid) == "passed":
-            self.outcomes[nodeid] = "error"
 
     def add_worker_output(self, payload: dict[str, Any]) -> None:
         """Fold one xdist worker's figures into the run report."""

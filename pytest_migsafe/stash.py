@@ -18,8 +18,7 @@ from .record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()
-PENDING_KEY = pytest.StashKey["dict[str, TestRecord]"]()
-CALL_PHASES_KEY = pytest.StashKey["list[Callable[[pytest.Item], CallPhase | None]]"]()
+CALL_PHASES_KEY = pytest.StashKey["list[tuple[int, Callable[[pytest.Item], CallPhase | None]]]"]()
 MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
 
 
@@ -33,13 +32,20 @@ class CallPhase(Protocol):
         """Messages that fail the test (a passing one); warnings are issued here too."""
 
 
-def add_call_phase(config: pytest.Config, start: Callable[[pytest.Item], CallPhase | None]) -> None:
-    """Have ``start(item)`` called as every test's call begins (None: nothing to measure)."""
-    config.stash.setdefault(CALL_PHASES_KEY, []).append(start)
+def add_call_phase(config: pytest.Config, start: Callable[[pytest.Item], CallPhase | None],
+                   order: int) -> None:
+    """Have ``start(item)`` called as every test's call begins (None: nothing to measure).
+
+    Phases start, and their failures are listed, by ``order``: queries 0, pools 1, cache 2,
+    shadow experiments 3 (whatever order pytest configures the parts in).
+    """
+    phases = config.stash.setdefault(CALL_PHASES_KEY, [])
+    phases.append((order, start))
+    phases.sort(key=lambda entry: entry[0])
 
 
-def call_phases(config: pytest.Config) -> list[Callable[[pytest.Item], CallPhase | None]]:
-    """The phase starters added so far, in the order they were added."""
+def call_phases(config: pytest.Config) -> list[tuple[int, Callable[[pytest.Item], CallPhase | None]]]:
+    """The phase starters added so far, by order."""
     return config.stash.get(CALL_PHASES_KEY, [])
 
 
@@ -55,22 +61,20 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
 
 
 def record_of(item: pytest.Item) -> TestRecord:
-    """The test record of ``item``, created on first use (and then pending, see below)."""
+    """The test record of ``item``, created on first use (pending until the test's teardown
+    report: see :mod:`~pytest_migsafe.record_keeper`)."""
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
+        from .record_keeper import record_keeper
+
         record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
-        item.config.stash.setdefault(PENDING_KEY, {})[item.nodeid] = record
+        record_keeper(item.config).pending[item.nodeid] = record
     return record
 
 
 def existing_record(item: pytest.Item) -> TestRecord | None:
     """The test record of ``item`` if a part of the plugin made one, else None."""
     return item.stash.get(RECORD_KEY, None)
-
-
-def pending_records(config: pytest.Config) -> dict[str, TestRecord]:
-    """Records of tests whose last report has not come yet, by node id."""
-    return config.stash.setdefault(PENDING_KEY, {})
 
 
 def run_report(config: pytest.Config) -> RunReport:

@@ -189,6 +189,34 @@ def test_connection_dropped_without_close_fails_the_test(pytester: pytest.Pytest
     ])
 
 
+def test_every_part_that_failed_is_named_in_one_failure(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    write('''
+        ENGINE = create_engine(URL, pool_size=2)
+        HELD = []
+
+        @pytest.fixture(autouse=True)
+        def warm_engine_and_give_back():
+            with ENGINE.connect():
+                pass  # the dialect's first-connect statements run here, not in the test
+            yield
+            for conn in HELD:
+                conn.close()
+            ENGINE.dispose()
+
+        @pytest.mark.max_queries(1)
+        def test_over_budget_and_leaking():
+            HELD.append(ENGINE.connect())
+            HELD[-1].execute(text("SELECT 1"))
+            HELD[-1].execute(text("SELECT 2"))
+    ''')
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([  # in the order of the parts: queries, pools, cache, shadow
+        "max_queries: expected at most 1 query, 2 ran",
+        "*pool limits exceeded: leaks=0 (migsafe_fail_on_leaks), 1 connection leaked",
+    ])
+
+
 def test_marker_can_allow_a_leak(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
     write(LEAKY.replace("def test_leaks", "@pytest.mark.pool(leaks=1)\n    def test_leaks"))
     run(pytester).assert_outcomes(passed=2)

@@ -1,0 +1,64 @@
+"""Hands each test's record to the run report, with the outcome its reports give.
+
+A record is made in a test's call phase (by a part that measured something) and is
+pending until the test's teardown report: the call report sets its outcome, a failed
+teardown makes it an error, and then it goes to the session's run report. With the
+report on, the keeper also keeps every test's outcome, measured or not.
+
+The keeper is registered at the first record (or by the report), so a suite in which
+nothing is measured pays no hook call per test for it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .record import TestRecord
+from .stash import run_report
+
+KEEPER_NAME = "migsafe-records"
+
+
+class RecordKeeper:
+    """The ``pytest_runtest_logreport`` side of the records (see the module docstring)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.pending: dict[str, TestRecord] = {}
+        self.outcomes: dict[str, str] | None = None
+
+    def track_outcomes(self) -> dict[str, str]:
+        """Keep every test's outcome from now on (``error`` for a failed setup or teardown)."""
+        if self.outcomes is None:
+            self.outcomes = {}
+        return self.outcomes
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The call report gives the outcome; a failed teardown makes it an error."""
+        nodeid, when = report.nodeid, report.when
+        outcomes = self.outcomes
+        if outcomes is not None:
+            if when == "call" or (when == "setup" and not report.passed):
+                outcomes[nodeid] = "error" if when == "setup" and report.failed else report.outcome
+            elif when == "teardown" and report.failed and outcomes.get(nodeid) == "passed":
+                outcomes[nodeid] = "error"
+        record = self.pending.get(nodeid)
+        if record is None:  # a test in which nothing was measured (or the xdist controller)
+            return
+        if when == "call":
+            record.outcome = report.outcome
+        elif when == "teardown":
+            if report.failed and record.outcome == "passed":
+                record.outcome = "error"
+            del self.pending[nodeid]
+            if record.queries or record.cache or record.pool or record.shadows:
+                run_report(self.config).add(record)
+
+
+def record_keeper(config: pytest.Config) -> RecordKeeper:
+    """The session's keeper, registered with pytest on first use."""
+    keeper = config.pluginmanager.get_plugin(KEEPER_NAME)
+    if keeper is None:
+        keeper = RecordKeeper(config)
+        config.pluginmanager.register(keeper, KEEPER_NAME)
+    return keeper
