@@ -29,7 +29,14 @@ _BASE = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Start the servers unless the environment already names them."""
+    """Start the servers unless the environment already names them.
+
+    This session counts the statements of the in-process pytester runs it hosts, so a test
+    that runs a suite of N+1 tests would look like one N+1 to it: its own threshold is set
+    out of the way here (before the plugin reads it; the inner runs keep the default 10).
+    """
+    if config.getoption("migsafe_n_plus_one_threshold", None) is None:
+        config.option.migsafe_n_plus_one_threshold = 1_000_000
     if hasattr(config, "workerinput"):
         base = Path(tempfile.mkdtemp(prefix=f"migsafe-tests-{config.workerinput['workerid']}-"))
     else:
