@@ -22,8 +22,6 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from pytest_migsafe import capture
-from pytest_migsafe.capture_psycopg import uninstall as uninstall_psycopg
-from pytest_migsafe.capture_sqlalchemy import uninstall as uninstall_sqlalchemy
 
 
 def loop(engine: Engine, n: int) -> Callable[[], None]:
@@ -54,13 +52,11 @@ def measure(engine: Engine, n: int, rounds: int) -> dict[str, float]:
         seen.append(statement)
 
     def none() -> float:
-        uninstall_sqlalchemy()
-        uninstall_psycopg()
+        capture.uninstall()
         return time_once(work)
 
     def with_naive() -> float:
-        uninstall_sqlalchemy()
-        uninstall_psycopg()
+        capture.uninstall()
         event.listen(Engine, "before_cursor_execute", naive)
         try:
             return time_once(work)
@@ -72,8 +68,7 @@ def measure(engine: Engine, n: int, rounds: int) -> dict[str, float]:
         with capture.count_queries() as counter:
             elapsed = time_once(work)
         assert counter.count == n, counter.count
-        uninstall_sqlalchemy()
-        uninstall_psycopg()
+        capture.uninstall()
         return elapsed
 
     samples: dict[str, list[float]] = {"none": [], "naive": [], "migsafe": []}

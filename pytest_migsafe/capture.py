@@ -336,3 +336,12 @@ def install(import_missing: bool = True) -> None:
     capture_sqlalchemy.install(import_missing)
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"))
 
+
+def uninstall() -> None:
+    """Remove the driver hooks (benchmarks and tests; the plugin never does)."""
+    global _installed_for
+    from . import capture_psycopg, capture_sqlalchemy
+
+    capture_sqlalchemy.uninstall()
+    capture_psycopg.uninstall()
+    _installed_for = (False, False)
