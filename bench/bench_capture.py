@@ -6,13 +6,22 @@ three alike: no listener at all, a naive ``before_cursor_execute`` listener that
 to a list (the yardstick), and migsafe's capture with a counter active. The medians'
 ratios are printed. Targets: migsafe / naive <= 1.05 on PostgreSQL, <= 1.15 on SQLite.
 
-    python bench/bench_capture.py [--rounds 15] [--statements 2000] [--postgres-url URL]
+``--instructions`` counts instructions with valgrind's callgrind instead, on SQLite (all
+in this process, so the count is the whole cost): each mode runs in its own process at
+two workload sizes, and the difference is the per-statement cost, the same whatever the
+machine's load. (On PostgreSQL the server's time is not in a client count.)
+
+    python bench/bench_capture.py [--rounds 15] [--statements 2000] [--postgres-url URL] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -93,13 +102,67 @@ def report(label: str, figures: dict[str, float], target: float) -> None:
           f"migsafe / none = {figures['migsafe'] / figures['none']:.3f}x")
 
 
+def run_one(mode: str, n: int) -> None:
+    """Run ``n`` statements on in-memory SQLite in one mode (the process callgrind counts)."""
+    engine = create_engine("sqlite://")
+    work = loop(engine, n)
+    loop(engine, 200)()  # the same warm-up in every mode and size: it cancels out
+    if mode == "naive":
+        seen: list[str] = []
+
+        def naive(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+            seen.append(statement)
+
+        event.listen(Engine, "before_cursor_execute", naive)
+        work()
+    elif mode == "migsafe":
+        with capture.count_queries() as counter:
+            work()
+        assert counter.count == n, counter.count
+    else:
+        work()
+
+
+def instructions(mode: str, n: int) -> int:
+    """Instructions of one ``run_one`` process, counted by callgrind."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                           __file__, "--one", mode, "--statements", str(n)],
+                          capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"callgrind run failed: {done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def bench_instructions(small: int = 2000, large: int = 12000) -> None:
+    """Instructions per statement on in-memory SQLite, from two workload sizes (start-up cancels out)."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    per: dict[str, float] = {}
+    for mode in ("none", "naive", "migsafe"):
+        per[mode] = (instructions(mode, large) - instructions(mode, small)) / (large - small)
+    print(f"SQLite (memory), instructions per statement (callgrind, {small} and {large} statements): "
+          f"none {per['none']:.0f}, naive {per['naive']:.0f}, migsafe {per['migsafe']:.0f}")
+    print(f"SQLite (memory): migsafe / naive = {per['migsafe'] / per['naive']:.3f}x (target <= 1.15x); "
+          f"migsafe / none = {per['migsafe'] / per['none']:.3f}x")
+
+
 def main() -> None:
     """Run both backends and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--statements", type=int, default=2000)
     parser.add_argument("--postgres-url", default=None)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions with callgrind on SQLite instead (deterministic, a few minutes)")
+    parser.add_argument("--one", choices=("none", "naive", "migsafe"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        run_one(args.one, args.statements)
+        return
+    if args.instructions:
+        bench_instructions()
+        return
 
     sqlite = create_engine("sqlite://")
     report("SQLite (memory)", measure(sqlite, args.statements, args.rounds), 1.15)

@@ -45,15 +45,31 @@ def _skipped(dialect: Any) -> bool:
 
 
 def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-            executemany: bool) -> None:
-    if capture._active and context is not None and not _skipped(conn.dialect):
-        context._migsafe_t0 = perf_counter()
+            executemany: bool) -> tuple[str, Any]:
+    # listened with retval=True (and returning what it got), which spares SQLAlchemy's
+    # wrapper call around a retval=False listener: this runs for every statement
+    if capture._active and context is not None:
+        dialect = conn.dialect
+        try:
+            skip = dialect._migsafe_skip
+        except AttributeError:
+            skip = _skipped(dialect)
+        if not skip:
+            context._migsafe_t0 = perf_counter()
+    return statement, parameters
 
 
 def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
            executemany: bool) -> None:
     end = perf_counter()
-    if not capture._active or _skipped(conn.dialect):
+    if not capture._active:
+        return
+    dialect = conn.dialect
+    try:
+        skip = dialect._migsafe_skip
+    except AttributeError:
+        skip = _skipped(dialect)
+    if skip:
         return
     try:
         seconds = end - context._migsafe_t0
@@ -75,7 +91,7 @@ def install(import_missing: bool = True) -> bool:
         return False
     # the flag lives on the class: a re-imported SQLAlchemy (pytester) is hooked anew
     if not Engine.__dict__.get(_HOOKED_FLAG):
-        event.listen(Engine, "before_cursor_execute", _before)
+        event.listen(Engine, "before_cursor_execute", _before, retval=True)
         event.listen(Engine, "after_cursor_execute", _after)
         setattr(Engine, _HOOKED_FLAG, True)
     return True
