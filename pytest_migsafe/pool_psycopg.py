@@ -243,18 +243,3 @@ def install(import_missing: bool = True) -> bool:
             _pools.add(obj)
     installed = True
     return True
-
-
-def uninstall() -> None:
-    """Restore psycopg_pool's original methods (for benchmarks and tests)."""
-    global installed
-    if not installed:
-        return
-    import psycopg_pool
-
-    for cls in (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool):
-        for name in _SYNC:
-            original = getattr(vars(cls).get(name), _PATCHED_FLAG, None)
-            if original is not None:
-                setattr(cls, name, original)
-    installed = False

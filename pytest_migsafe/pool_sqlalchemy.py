@@ -240,24 +240,3 @@ def install(import_missing: bool = True) -> bool:
             remember_engine(obj)
     installed = True
     return True
-
-
-def uninstall() -> None:
-    """Remove the listeners and wrappers (for benchmarks and tests)."""
-    global installed
-    if not installed:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.pool import Pool
-    from sqlalchemy.pool import base as pool_base
-
-    if sys.modules.get("sqlalchemy.pool.base") is not _originals.get("module"):
-        installed = False
-        return
-    for name, listener in _LISTENERS.items():
-        event.remove(Pool, name, listener)
-    pool_base._ConnectionRecord.checkout = classmethod(_originals["checkout"])  # type: ignore[method-assign, assignment]
-    pool_base._finalize_fairy = _originals["finalize"]
-    Engine.__init__ = _originals["engine_init"]  # type: ignore[method-assign]
-    installed = False

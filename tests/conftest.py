@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import sqlalchemy  # noqa: F401
 import sqlglot  # noqa: F401
 
 from pytest_migsafe import normalize
-from pytest_migsafe.servers import start_postgres, start_redis
+from pytest_migsafe.servers import RunningPostgres, start_postgres, start_redis
 
 normalize.normalize("SELECT 1")  # loads sqlglot's dialects before any pytester run
 
@@ -68,6 +69,14 @@ def _loop_scope_for_pytester_runs(request: pytest.FixtureRequest, monkeypatch: p
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when created
         monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
+    """The session's PostgreSQL (from the environment) or one started for this module."""
+    server = start_postgres(tmp_path_factory.mktemp("pool-pg"), url=os.environ.get("MIGSAFE_POSTGRES_URL"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,19 +25,11 @@ from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 from pytest_migsafe import metrics, pool_warm
 from pytest_migsafe.pool import ACCEPTS, describe_pool, percentile, pool_stats
 from pytest_migsafe.record import Leak, PoolFigures
-from pytest_migsafe.servers import RunningPostgres, start_postgres
+from pytest_migsafe.servers import RunningPostgres
 
 HERE = os.path.relpath(__file__)
 # these workloads repeat one statement on purpose
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
-    """The session's PostgreSQL (from the environment) or one started for this module."""
-    server = start_postgres(tmp_path_factory.mktemp("pool-pg"), url=os.environ.get("MIGSAFE_POSTGRES_URL"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_migsafe import cli
-from pytest_migsafe.servers import RunningPostgres, start_postgres
+from pytest_migsafe.servers import RunningPostgres
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
-    """The session's PostgreSQL (from the environment) or one started for this module."""
-    server = start_postgres(tmp_path_factory.mktemp("pool-pg"), url=os.environ.get("MIGSAFE_POSTGRES_URL"))
-    yield server
-    server.stop()
 
 
 HEADER = '''
