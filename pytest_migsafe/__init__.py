@@ -13,19 +13,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "count_queries": "capture",
-    "QueryCounter": "capture",
-    "NPlusOneWarning": "capture",
-    "assert_max_queries": "budgets",
-    "assert_num_queries": "budgets",
-    "QueryBudgetExceeded": "budgets",
-    "assert_constant_queries": "scaling",
-    "cache_stats": "cache",
-    "assert_cache_aside": "cache_aside",
-    "hot_reads": "hot_reads",
-    "pool_stats": "pool",
-    "assert_pool_warm": "pool_warm",
-    "pool_size": "sizing",
+    "count_queries": "pytest_migsafe.capture",
+    "QueryCounter": "pytest_migsafe.capture",
+    "NPlusOneWarning": "pytest_migsafe.capture",
+    "assert_max_queries": "pytest_migsafe.budgets",
+    "assert_num_queries": "pytest_migsafe.budgets",
+    "QueryBudgetExceeded": "pytest_migsafe.budgets",
+    "assert_constant_queries": "pytest_migsafe.scaling",
+    "cache_stats": "pytest_migsafe.cache",
+    "assert_cache_aside": "pytest_migsafe.cache_aside",
+    "hot_reads": "pytest_migsafe.hot_reads",
+    "pool_stats": "pytest_migsafe.pool",
+    "assert_pool_warm": "pytest_migsafe.pool_warm",
+    "pool_size": "pytest_migsafe.sizing",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -36,6 +36,6 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pytest_migsafe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"pytest_migsafe.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import cache_hooks
-from .cache_rules import prefix_of
-from .record import CacheFigures
+from pytest_migsafe import cache_hooks
+from pytest_migsafe.cache_rules import prefix_of
+from pytest_migsafe.record import CacheFigures
 
 
 @dataclass

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import CacheStats, key_text
-from .cache_hooks import probe_exists
-from .capture import count_queries
-from .text import shorten
+from pytest_migsafe.cache import CacheStats, key_text
+from pytest_migsafe.cache_hooks import probe_exists
+from pytest_migsafe.capture import count_queries
+from pytest_migsafe.text import shorten
 
 _UNSET: Any = object()
 

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from .cache_rules import (
+from pytest_migsafe.cache_rules import (
     RULES,
     VALUE,
     command_name,

@@ -14,8 +14,8 @@ import sys
 from time import perf_counter
 from typing import Any
 
-from . import capture, capture_psycopg
-from .callsite import call_site
+from pytest_migsafe import capture, capture_psycopg
+from pytest_migsafe.callsite import call_site
 
 _HOOKED_FLAG = "_migsafe_hooked"
 

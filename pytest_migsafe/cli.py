@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("cli_cache", "cli_pool", "cli_report")
+COMMAND_MODULES = ("pytest_migsafe.cli_cache", "pytest_migsafe.cli_pool", "pytest_migsafe.cli_report")
 
 
 class CommandError(Exception):
@@ -29,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"pytest_migsafe.{name}")
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != f"pytest_migsafe.{name}":
+            if exc.name != name:
                 raise
             continue
         module.register(subparsers)

@@ -12,9 +12,9 @@ import argparse
 import re
 from typing import Any
 
-from .cli import CommandError
-from .options import parse_positive_int, parse_rate
-from .servers import mask_url
+from pytest_migsafe.cli import CommandError
+from pytest_migsafe.options import parse_positive_int, parse_rate
+from pytest_migsafe.servers import mask_url
 
 
 def _rate(text: str) -> float:
@@ -77,7 +77,7 @@ def run_hot_reads(args: argparse.Namespace) -> int:
     """Print the hot reads of ``--dsn``."""
     import psycopg
 
-    from .hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
+    from pytest_migsafe.hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
 
     dsn = re.sub(r"^postgresql\+\w+://", "postgresql://", args.dsn)
     try:
@@ -98,7 +98,7 @@ def run_hit_rate(args: argparse.Namespace) -> int:
     """Print hits, misses and hit rate of ``--redis-url``; 1 when under the alert line."""
     import redis
 
-    from .cache import format_rate, server_counts
+    from pytest_migsafe.cache import format_rate, server_counts
 
     if args.alert > args.target:
         raise CommandError(f"--alert {args.alert:g} is above --target {args.target:g}")

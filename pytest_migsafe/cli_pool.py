@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import sizing
-from .cli import CommandError
-from .record import SCHEMA_VERSION, RunReport
+from pytest_migsafe import sizing
+from pytest_migsafe.cli import CommandError
+from pytest_migsafe.record import SCHEMA_VERSION, RunReport
 
 
 def positive_number(text: str) -> float:

@@ -13,13 +13,13 @@ import argparse
 import sys
 from typing import Any
 
-from .baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
-from .cli import CommandError
-from .options import argument_type, parse_rate
-from .record import RunReport
-from .regressions import Tolerances, compare
-from .report import DEFAULT_HIT_RATE_ALERT, summary_lines
-from .report_json import (
+from pytest_migsafe.baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
+from pytest_migsafe.cli import CommandError
+from pytest_migsafe.options import argument_type, parse_rate
+from pytest_migsafe.record import RunReport
+from pytest_migsafe.regressions import Tolerances, compare
+from pytest_migsafe.report import DEFAULT_HIT_RATE_ALERT, summary_lines
+from pytest_migsafe.report_json import (
     ReportFileError,
     file_kind,
     read_report_document,
@@ -27,7 +27,7 @@ from .report_json import (
     run_report_of,
     write_json_atomic,
 )
-from .text import plural
+from pytest_migsafe.text import plural
 
 
 def register(subparsers: Any) -> None:

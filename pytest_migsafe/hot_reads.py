@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .normalize import statement_kind, tables_read, tables_written
+from pytest_migsafe.normalize import statement_kind, tables_read, tables_written
 
 WRITE_KINDS = ("insert", "update", "delete")
 

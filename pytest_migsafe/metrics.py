@@ -58,7 +58,7 @@ def count_connection(pool: Any) -> None:
         return
     metric = counter()
     if metric is not None:
-        from .pool import describe_pool
+        from pytest_migsafe.pool import describe_pool
 
         metric.labels(pool=describe_pool(pool)).inc()
 
@@ -68,7 +68,7 @@ def install() -> bool:
 
     Returns False when prometheus_client is not importable (nothing is counted then).
     """
-    from . import pool
+    from pytest_migsafe import pool
 
     pool.install()
     return counter() is not None
@@ -80,7 +80,7 @@ def instrument(engine_or_pool: Any) -> Any:
     Accepts what :func:`pytest_migsafe.pool.pool_stats` accepts; TypeError otherwise.
     Installs the same process-wide hooks as :func:`install`.
     """
-    from . import pool, pool_psycopg
+    from pytest_migsafe import pool, pool_psycopg
 
     pool.install()
     kind, obj = pool.classify(engine_or_pool)

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from . import capture
-from .budgets import QueryBudgetExceeded, budget_message
-from .capture import NPlusOneWarning
-from .markers import MARKER_HELP, check_marker, parse_threshold
-from .options import argument_type, get_setting, parse_bool, parse_positive_int
-from .stash import (
+from pytest_migsafe import capture
+from pytest_migsafe.budgets import QueryBudgetExceeded, budget_message
+from pytest_migsafe.capture import NPlusOneWarning
+from pytest_migsafe.markers import MARKER_HELP, check_marker, parse_threshold
+from pytest_migsafe.options import argument_type, get_setting, parse_bool, parse_positive_int
+from pytest_migsafe.stash import (
     add_call_phase,
     call_phases,
     existing_record,
@@ -27,13 +27,13 @@ from .stash import (
     record_of,
     run_report,
 )
-from .text import shorten
+from pytest_migsafe.text import shorten
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
-    from .servers import RunningPostgres
+    from pytest_migsafe.servers import RunningPostgres
 
 pytest_plugins = [
     "pytest_migsafe.plugin_cache",
@@ -203,7 +203,7 @@ class QueryPhase:
 def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
                      pytestconfig: pytest.Config) -> Iterator[RunningPostgres]:
     """A running PostgreSQL with pg_stat_statements: ``.url`` (SQLAlchemy), ``.dsn`` (psycopg)."""
-    from .servers import (
+    from pytest_migsafe.servers import (
         NoPostgresAvailable,
         create_database,
         pytest_tmp_root,
@@ -286,7 +286,7 @@ def _as_test_failure(fn: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.fixture
 def assert_max_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
     """``with assert_max_queries(n, match=, ignore=, using=):`` fails if the block runs more."""
-    from . import budgets
+    from pytest_migsafe import budgets
 
     verbose = pytestconfig.get_verbosity() > 0
     return _as_test_failure(lambda n, **kw: budgets.assert_max_queries(n, verbose=verbose, **kw))
@@ -295,7 +295,7 @@ def assert_max_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
 @pytest.fixture
 def assert_num_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
     """``with assert_num_queries(n, ...):`` fails unless the block runs exactly ``n``."""
-    from . import budgets
+    from pytest_migsafe import budgets
 
     verbose = pytestconfig.get_verbosity() > 0
     return _as_test_failure(lambda n, **kw: budgets.assert_num_queries(n, verbose=verbose, **kw))
@@ -308,8 +308,8 @@ def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any
     Each scale runs in a savepoint of ``session`` (default: ``migsafe_db`` when the test
     uses it), rolled back after, so every scale starts from the same state.
     """
-    from .scaling import QueriesGrowWithData
-    from .scaling import assert_constant_queries as check
+    from pytest_migsafe.scaling import QueriesGrowWithData
+    from pytest_migsafe.scaling import assert_constant_queries as check
 
     def run(setup: Callable[[int], Any], action: Callable[[], Any], scale: Any = (2, 3), *,
             slope: float = 0.0, session: Any = None) -> Any:

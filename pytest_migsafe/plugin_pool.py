@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import pool, pool_limits
-from .cli_pool import positive_number
-from .options import get_setting, parse_bool
-from .stash import add_call_phase, marks_of, record_of, run_report
-from .text import plural
+from pytest_migsafe import pool, pool_limits
+from pytest_migsafe.cli_pool import positive_number
+from pytest_migsafe.options import get_setting, parse_bool
+from pytest_migsafe.stash import add_call_phase, marks_of, record_of, run_report
+from pytest_migsafe.text import plural
 
 if TYPE_CHECKING:
-    from . import pool_warm, sizing
+    from pytest_migsafe import pool_warm, sizing
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -178,7 +178,7 @@ def assert_pool_warm() -> Callable[..., pool_warm.WarmResult]:
 
     def check(engine_or_pool: Any, action: Callable[[], Any], warmup: int = 5, repeat: int = 50,
               max_new: int = 0) -> pool_warm.WarmResult:
-        from . import pool_warm
+        from pytest_migsafe import pool_warm
 
         try:
             return pool_warm.assert_pool_warm(engine_or_pool, action, warmup, repeat, max_new)
@@ -205,7 +205,7 @@ class SizingSession:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: send this worker's inputs to the controller."""
-        from . import sizing
+        from pytest_migsafe import sizing
 
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
@@ -213,7 +213,7 @@ class SizingSession:
 
     def worker_done(self, node: Any, error: Any) -> None:
         """On the controller: fold in one worker's inputs (a worker that sent none is reported)."""
-        from . import sizing
+        from pytest_migsafe import sizing
 
         payload = getattr(node, "workeroutput", {}).get(WORKER_KEY)
         if self.from_workers is None:
@@ -225,7 +225,7 @@ class SizingSession:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Warn about observed pools smaller than the size ``--migsafe-peak-rps`` needs."""
-        from . import sizing
+        from pytest_migsafe import sizing
 
         if hasattr(self.config, "workerinput"):
             return

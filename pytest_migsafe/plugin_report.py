@@ -12,7 +12,7 @@ from collections.abc import Generator
 
 import pytest
 
-from .stash import existing_record
+from pytest_migsafe.stash import existing_record
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(JunitProperties(), "migsafe-junit")
     if not wanted:
         return
-    from .report_session import ReportSession, XdistReport, read_settings
+    from pytest_migsafe.report_session import ReportSession, XdistReport, read_settings
 
     session = ReportSession(config, read_settings(config))
     config.pluginmanager.register(session, "migsafe-report")
@@ -70,7 +70,7 @@ class JunitProperties:
         report = yield
         record = existing_record(item) if report.when == "teardown" else None
         if record is not None:
-            from .report import junit_properties
+            from pytest_migsafe.report import junit_properties
 
             report.user_properties.extend(junit_properties(record))
         return report

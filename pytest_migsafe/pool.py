@@ -46,9 +46,9 @@ from array import array
 from collections.abc import Iterable
 from typing import Any
 
-from .callsite import call_site
-from .percentiles import percentile
-from .record import Leak, PoolFigures
+from pytest_migsafe.callsite import call_site
+from pytest_migsafe.percentiles import percentile
+from pytest_migsafe.record import Leak, PoolFigures
 
 # One re-entrant lock: a garbage-collector finalizer (a dropped connection) can run
 # inside any allocation, including one made while the lock is held.
@@ -99,7 +99,7 @@ def _site_outside_greenlet() -> str:
 
 def connection_created(pool: Any, observed: bool = True) -> None:
     """A new DBAPI connection was opened for ``pool`` (``observed=False``: metrics only)."""
-    from . import metrics
+    from pytest_migsafe import metrics
 
     metrics.count_connection(pool)
     if not observed or not _observers:
@@ -220,7 +220,7 @@ def classify(target: Any) -> tuple[str, Any]:
 
     Raises TypeError naming what is accepted for anything else.
     """
-    from . import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
 
     kind = pool_sqlalchemy.classify(target) or pool_psycopg.classify(target)
     if kind is None:
@@ -230,7 +230,7 @@ def classify(target: Any) -> tuple[str, Any]:
 
 def describe_pool(pool: Any) -> str:
     """A readable pool name: the engine URL (password masked) and pool class, or the psycopg pool name."""
-    from . import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
 
     if pool_psycopg.is_pool(pool):
         return pool_psycopg.name_of(pool)
@@ -239,7 +239,7 @@ def describe_pool(pool: Any) -> str:
 
 def configured_size(pool: Any) -> int | None:
     """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
-    from . import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
 
     if pool_psycopg.is_pool(pool):
         return int(pool.max_size)
@@ -292,7 +292,7 @@ class PoolObservation:
             raise RuntimeError("a PoolObservation can be started once")
         psycopg: Any = sys.modules.get(f"{__package__}.pool_psycopg")  # imported by install() if in use
         if self._psycopg_given:
-            from . import pool_psycopg
+            from pytest_migsafe import pool_psycopg
 
             psycopg = pool_psycopg
             for psycopg_pool in self._psycopg_given:
@@ -326,7 +326,7 @@ class PoolObservation:
 
     def psycopg_pool_added(self, psycopg_pool: Any, fresh: bool) -> None:
         """A psycopg pool became known while active: count it from now (or from its creation)."""
-        from . import pool_psycopg
+        from pytest_migsafe import pool_psycopg
 
         if (self._all or self._wants(psycopg_pool)) and id(psycopg_pool) not in self._psycopg_base:
             base = {} if fresh else pool_psycopg.stats_of(psycopg_pool)
@@ -345,7 +345,7 @@ class PoolObservation:
 
     # -- figures -----------------------------------------------------------------
     def _psycopg_deltas(self) -> dict[str, int]:
-        from . import pool_psycopg
+        from pytest_migsafe import pool_psycopg
 
         totals: dict[str, int] = {}
         for psycopg_pool, base in list(self._psycopg_base.values()):
@@ -494,7 +494,7 @@ def install(import_missing: bool = True) -> None:
     loaded = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
     if loaded == _installed_for and (not import_missing or None not in loaded):
         return  # the same libraries as last time, already hooked: the per-test fast path
-    from . import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
 
     pool_sqlalchemy.install(import_missing)
     pool_psycopg.install(import_missing)

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .record import Leak, PoolFigures
-from .text import plural
+from pytest_migsafe.record import Leak, PoolFigures
+from pytest_migsafe.text import plural
 
 LIMIT_NAMES = ("max_created", "max_checked_out", "max_wait_ms", "leaks")
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from . import pool as observed
+from pytest_migsafe import pool as observed
 
 installed = False
 _patched: Any = None  # the psycopg_pool module whose classes are wrapped

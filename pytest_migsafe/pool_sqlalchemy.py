@@ -21,7 +21,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from . import pool as observed
+from pytest_migsafe import pool as observed
 
 installed = False
 _originals: dict[str, Any] = {}

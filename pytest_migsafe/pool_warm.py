@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .pool import pool_stats
+from pytest_migsafe.pool import pool_stats
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from .record import TestRecord
-from .stash import run_report
+from pytest_migsafe.record import TestRecord
+from pytest_migsafe.stash import run_report
 
 KEEPER_NAME = "migsafe-records"
 

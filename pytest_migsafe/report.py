@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .record import NPlusOne, RunReport, TestRecord
-from .regressions import Change, Comparison
-from .text import plural, shorten
+from pytest_migsafe.record import NPlusOne, RunReport, TestRecord
+from pytest_migsafe.regressions import Change, Comparison
+from pytest_migsafe.text import plural, shorten
 
 ROWS_WITHOUT_VERBOSE = 10
 SHAPE_WIDTH = 60

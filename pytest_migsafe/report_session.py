@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .baseline import (
+from pytest_migsafe.baseline import (
     DEFAULT_BASELINE_PATH,
     Baseline,
     baseline_of_run,
@@ -28,19 +28,19 @@ from .baseline import (
     updated_baseline,
     write_baseline,
 )
-from .options import get_setting, parse_rate, parse_tolerance
-from .record import RunReport
-from .record_keeper import record_keeper
-from .regressions import Comparison, Tolerances, compare, removed_tests
-from .report import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
-from .report_json import (
+from pytest_migsafe.options import get_setting, parse_rate, parse_tolerance
+from pytest_migsafe.record import RunReport
+from pytest_migsafe.record_keeper import record_keeper
+from pytest_migsafe.regressions import Comparison, Tolerances, compare, removed_tests
+from pytest_migsafe.report import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
+from pytest_migsafe.report_json import (
     ReportFileError,
     dumps_stable,
     report_document,
     write_json_atomic,
 )
-from .stash import run_report
-from .text import plural
+from pytest_migsafe.stash import run_report
+from pytest_migsafe.text import plural
 
 WORKER_KEY = "migsafe"
 # exit statuses after which the tests' figures are trustworthy enough to write a baseline

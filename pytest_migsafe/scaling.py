@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .capture import count_queries
-from .text import shorten
+from pytest_migsafe.capture import count_queries
+from pytest_migsafe.text import shorten
 
 
 class QueriesGrowWithData(AssertionError):

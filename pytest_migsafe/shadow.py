@@ -33,10 +33,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from .percentiles import percentile
-from .record import ShadowFigures
-from .shadow_diff import describe_error, indent, outcome_diff, shorten_repr
-from .shadow_state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
+from pytest_migsafe.percentiles import percentile
+from pytest_migsafe.record import ShadowFigures
+from pytest_migsafe.shadow_diff import describe_error, indent, outcome_diff, shorten_repr
+from pytest_migsafe.shadow_state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
 
 MODES = ("fail", "observe")
 SHOWN_RUNS = 3  # mismatched runs shown per experiment in a failure message unless verbose
@@ -491,7 +491,7 @@ class Shadow:
 def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             options: Any) -> Observation:
     """Run one path in its own state (savepoint, flushed cache) and measure it."""
-    from .capture import count_queries
+    from pytest_migsafe.capture import count_queries
 
     observation = Observation(path)
     with isolated(options):

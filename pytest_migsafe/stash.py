@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pytest
 
-from .record import RunReport, TestRecord
+from pytest_migsafe.record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()
@@ -65,7 +65,7 @@ def record_of(item: pytest.Item) -> TestRecord:
     report: see :mod:`~pytest_migsafe.record_keeper`)."""
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
-        from .record_keeper import record_keeper
+        from pytest_migsafe.record_keeper import record_keeper
 
         record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
         record_keeper(item.config).pending[item.nodeid] = record
