@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
-from pytest_migsafe import capture
+from pytest_migsafe.queries import counter as capture
 
 
 def loop(engine: Engine, n: int) -> Callable[[], None]:

@@ -1,4 +1,4 @@
-"""Benchmark pytest_migsafe.normalize: cache misses (parse) and cache hits.
+"""Benchmark pytest_migsafe.queries.normalize: cache misses (parse) and cache hits.
 
 Run:  python bench/bench_normalize.py
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pytest_migsafe import normalize as nz
+from pytest_migsafe.queries import normalize as nz
 
 SELECT_JOIN = (
     "SELECT users.id AS users_id, users.name AS users_name, users.email AS users_email, "

@@ -13,13 +13,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "count_queries": "pytest_migsafe.capture",
-    "QueryCounter": "pytest_migsafe.capture",
-    "NPlusOneWarning": "pytest_migsafe.capture",
-    "assert_max_queries": "pytest_migsafe.budgets",
-    "assert_num_queries": "pytest_migsafe.budgets",
-    "QueryBudgetExceeded": "pytest_migsafe.budgets",
-    "assert_constant_queries": "pytest_migsafe.scaling",
+    "count_queries": "pytest_migsafe.queries.counter",
+    "QueryCounter": "pytest_migsafe.queries.counter",
+    "NPlusOneWarning": "pytest_migsafe.queries.counter",
+    "assert_max_queries": "pytest_migsafe.queries.budgets",
+    "assert_num_queries": "pytest_migsafe.queries.budgets",
+    "QueryBudgetExceeded": "pytest_migsafe.queries.budgets",
+    "assert_constant_queries": "pytest_migsafe.queries.scaling",
     "cache_stats": "pytest_migsafe.cache",
     "assert_cache_aside": "pytest_migsafe.cache_aside",
     "hot_reads": "pytest_migsafe.hot_reads",

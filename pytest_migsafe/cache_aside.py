@@ -11,7 +11,7 @@ fresh=load_user_from_db)`` checks, in order:
 
 Hits and misses of ``key`` come from :class:`~pytest_migsafe.cache.CacheStats` on
 ``client``'s server (the code under test may use its own client on that server), SQL
-statements from :func:`~pytest_migsafe.capture.count_queries`. Whether the key is cached
+statements from :func:`~pytest_migsafe.queries.counter.count_queries`. Whether the key is cached
 is asked with a probe Redis does not count as a hit or a miss. Works on real Redis and
 on fakeredis alike. A failure raises :class:`CacheAsideFailed` naming the step.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from pytest_migsafe.cache import CacheStats, key_text
 from pytest_migsafe.cache_hooks import probe_exists
-from pytest_migsafe.capture import count_queries
+from pytest_migsafe.queries.counter import count_queries
 from pytest_migsafe.text import shorten
 
 _UNSET: Any = object()

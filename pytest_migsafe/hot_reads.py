@@ -2,7 +2,7 @@
 
 :func:`hot_reads` reads ``pg_stat_statements`` (the extension must be installed in the
 database and preloaded) of the current database: every SELECT shape with its calls and
-mean time, the tables it reads (:func:`pytest_migsafe.normalize.tables_read`), and how
+mean time, the tables it reads (:func:`pytest_migsafe.queries.normalize.tables_read`), and how
 often those tables are written - the calls of the INSERT/UPDATE/DELETE statements in
 ``pg_stat_statements`` that write them (each write would invalidate a cached read), plus
 the rows written according to ``pg_stat_user_tables`` (``n_tup_ins + n_tup_upd +
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe.normalize import statement_kind, tables_read, tables_written
+from pytest_migsafe.queries.normalize import statement_kind, tables_read, tables_written
 
 WRITE_KINDS = ("insert", "update", "delete")
 

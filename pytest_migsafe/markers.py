@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_migsafe.budgets import check_budget
+from pytest_migsafe.queries.budgets import check_budget
 
 MARKER_HELP = {
     "max_queries": "max_queries(n, *, match=None, ignore=None, using=None): fail the test if its "

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_migsafe import capture
-from pytest_migsafe.budgets import QueryBudgetExceeded, budget_message
-from pytest_migsafe.capture import NPlusOneWarning
+from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
+from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.markers import MARKER_HELP, check_marker, parse_threshold
 from pytest_migsafe.options import argument_type, get_setting, parse_bool, parse_positive_int
 from pytest_migsafe.stash import (
@@ -286,7 +286,7 @@ def _as_test_failure(fn: Callable[..., Any]) -> Callable[..., Any]:
 @pytest.fixture
 def assert_max_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
     """``with assert_max_queries(n, match=, ignore=, using=):`` fails if the block runs more."""
-    from pytest_migsafe import budgets
+    from pytest_migsafe.queries import budgets
 
     verbose = pytestconfig.get_verbosity() > 0
     return _as_test_failure(lambda n, **kw: budgets.assert_max_queries(n, verbose=verbose, **kw))
@@ -295,7 +295,7 @@ def assert_max_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
 @pytest.fixture
 def assert_num_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
     """``with assert_num_queries(n, ...):`` fails unless the block runs exactly ``n``."""
-    from pytest_migsafe import budgets
+    from pytest_migsafe.queries import budgets
 
     verbose = pytestconfig.get_verbosity() > 0
     return _as_test_failure(lambda n, **kw: budgets.assert_num_queries(n, verbose=verbose, **kw))
@@ -308,8 +308,8 @@ def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any
     Each scale runs in a savepoint of ``session`` (default: ``migsafe_db`` when the test
     uses it), rolled back after, so every scale starts from the same state.
     """
-    from pytest_migsafe.scaling import QueriesGrowWithData
-    from pytest_migsafe.scaling import assert_constant_queries as check
+    from pytest_migsafe.queries.scaling import QueriesGrowWithData
+    from pytest_migsafe.queries.scaling import assert_constant_queries as check
 
     def run(setup: Callable[[int], Any], action: Callable[[], Any], scale: Any = (2, 3), *,
             slope: float = 0.0, session: Any = None) -> Any:

@@ -46,7 +46,7 @@ from array import array
 from collections.abc import Iterable
 from typing import Any
 
-from pytest_migsafe.callsite import call_site
+from pytest_migsafe.queries.callsite import call_site
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.record import Leak, PoolFigures
 

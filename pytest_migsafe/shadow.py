@@ -491,7 +491,7 @@ class Shadow:
 def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             options: Any) -> Observation:
     """Run one path in its own state (savepoint, flushed cache) and measure it."""
-    from pytest_migsafe.capture import count_queries
+    from pytest_migsafe.queries.counter import count_queries
 
     observation = Observation(path)
     with isolated(options):

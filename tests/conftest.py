@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy  # noqa: F401
 import sqlglot  # noqa: F401
 
-from pytest_migsafe import normalize
+from pytest_migsafe.queries import normalize
 from pytest_migsafe.servers import RunningPostgres, start_postgres, start_redis
 
 normalize.normalize("SELECT 1")  # loads sqlglot's dialects before any pytester run

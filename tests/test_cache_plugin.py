@@ -19,7 +19,7 @@ import redis.asyncio  # noqa: F401
 import sqlalchemy  # noqa: F401
 import sqlglot  # noqa: F401
 
-import pytest_migsafe.normalize  # noqa: F401
+import pytest_migsafe.queries.normalize  # noqa: F401
 from pytest_migsafe.servers import RunningRedis, start_redis
 
 

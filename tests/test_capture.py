@@ -13,8 +13,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pytest_migsafe import capture, count_queries
-from pytest_migsafe.budgets import (
+from pytest_migsafe import count_queries
+from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries.budgets import (
     QueryBudgetExceeded,
     assert_max_queries,
     assert_num_queries,
@@ -287,3 +288,16 @@ def test_async_copy_counts_once(pg_dsn: str) -> None:
             return counter.count
 
     assert asyncio.run(main()) == 1
+
+
+def test_every_module_of_the_package_is_library_code_for_call_sites() -> None:
+    """Call sites skip the plugin's own frames in every subpackage, not only the capture's."""
+    import pathlib
+
+    import pytest_migsafe
+    from pytest_migsafe.queries.callsite import is_user_file
+
+    package = pathlib.Path(pytest_migsafe.__file__).parent
+    modules = sorted(package.rglob("*.py"))
+    assert len({m.parent for m in modules}) > 1  # subpackages exist
+    assert [str(m) for m in modules if is_user_file(str(m))] == []

@@ -1,11 +1,11 @@
-"""Tests for pytest_migsafe.normalize."""
+"""Tests for pytest_migsafe.queries.normalize."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_migsafe import normalize as nz
-from pytest_migsafe.normalize import (
+from pytest_migsafe.queries import normalize as nz
+from pytest_migsafe.queries.normalize import (
     is_transaction_control,
     normalize,
     statement_kind,

@@ -29,7 +29,7 @@ from pytest_migsafe.servers import RunningPostgres
 
 HERE = os.path.relpath(__file__)
 # these workloads repeat one statement on purpose
-pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")
 
 
 @pytest.fixture

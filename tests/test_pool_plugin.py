@@ -11,7 +11,7 @@ import pytest
 from pytest_migsafe import cli
 from pytest_migsafe.servers import RunningPostgres
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")
 
 
 HEADER = '''

@@ -32,7 +32,7 @@ def test_gamma():
 """
 
 # this session's own migsafe counts the statements of the in-process runs below: not news
-pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")
 
 
 @pytest.fixture(autouse=True)

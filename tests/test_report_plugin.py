@@ -73,7 +73,7 @@ def test_plain():
 DEFAULTS = {"QUERIES": 5, "LOOKUPS": 1, "HITS": 9, "MISSES": 1, "CREATED": 1, "CANDIDATE": 10}
 
 # this session's own migsafe counts the statements of the in-process runs below: not news
-pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from pytest_migsafe.shadow import (
 from pytest_migsafe.shadow_diff import value_diff
 
 # Shadow runs in a loop repeat the paths' statements from one call site by design.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.capture.NPlusOneWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")
 
 
 class Base(DeclarativeBase):

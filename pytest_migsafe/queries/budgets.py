@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pytest_migsafe.capture import QueryCounter, count_queries
+from pytest_migsafe.queries.counter import QueryCounter, count_queries
 
 
 class QueryBudgetExceeded(AssertionError):

@@ -12,7 +12,8 @@ import sys
 import sysconfig
 from types import FrameType
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# the whole pytest_migsafe package (this file is in pytest_migsafe/queries/)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _library_prefixes() -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Count SQL statements: the counters, and the one dispatch every driver hook calls.
 
-Driver hooks (:mod:`pytest_migsafe.capture_sqlalchemy`, :mod:`pytest_migsafe.capture_psycopg`)
+Driver hooks (:mod:`pytest_migsafe.queries.sqlalchemy`, :mod:`pytest_migsafe.queries.psycopg`)
 call :func:`record_statement` once per statement sent through a cursor. Active counters
 are global, not per thread or task, so statements run by other threads and asyncio tasks
 while a counter is active count for it. Usable without pytest::
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.callsite import call_site
+from pytest_migsafe.queries.callsite import call_site
 from pytest_migsafe.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
 
@@ -211,7 +211,7 @@ class QueryCounter:
 
 def _rule_matches(rule: re.Pattern[str] | str, shape: str) -> bool:
     if isinstance(rule, str):
-        from pytest_migsafe.normalize import normalize
+        from pytest_migsafe.queries.normalize import normalize
 
         return rule == shape or normalize(rule) == shape
     return rule.search(shape) is not None
@@ -249,7 +249,7 @@ def shape_of(sql: str) -> tuple[str, bool]:
     """``(shape, is transaction control)`` of a statement, from a plain dict after the first time."""
     entry = _shapes.get(sql)
     if entry is None:
-        from pytest_migsafe.normalize import (  # loaded at the first statement
+        from pytest_migsafe.queries.normalize import (  # loaded at the first statement
             is_transaction_control,
             normalize,
         )
@@ -329,7 +329,8 @@ def install(import_missing: bool = True) -> None:
     loaded = (modules.get("psycopg"), modules.get("sqlalchemy"))
     if loaded == _installed_for and (not import_missing or None not in loaded):
         return  # the same drivers as last time, already hooked: the per-test fast path
-    from pytest_migsafe import capture_psycopg, capture_sqlalchemy
+    from pytest_migsafe.queries import psycopg as capture_psycopg
+    from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
 
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
     capture_psycopg.install(import_missing)
@@ -340,7 +341,8 @@ def install(import_missing: bool = True) -> None:
 def uninstall() -> None:
     """Remove the driver hooks (benchmarks and tests; the plugin never does)."""
     global _installed_for
-    from pytest_migsafe import capture_psycopg, capture_sqlalchemy
+    from pytest_migsafe.queries import psycopg as capture_psycopg
+    from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
 
     capture_sqlalchemy.uninstall()
     capture_psycopg.uninstall()

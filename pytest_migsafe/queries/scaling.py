@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.capture import count_queries
+from pytest_migsafe.queries.counter import count_queries
 from pytest_migsafe.text import shorten
 
 

@@ -3,7 +3,7 @@
 One pair of ``before_cursor_execute`` / ``after_cursor_execute`` listeners on the Engine
 class sees every engine, any dialect. Engines whose driver is psycopg 3 are skipped
 here once the psycopg hooks are installed, so their statements are counted once, by
-:mod:`pytest_migsafe.capture_psycopg`. Statements SQLAlchemy sends on its own through a
+:mod:`pytest_migsafe.queries.psycopg`. Statements SQLAlchemy sends on its own through a
 cursor (the dialect's checks at first connect, ``pool_pre_ping``) reach the server and
 are counted like any other.
 """
@@ -14,8 +14,9 @@ import sys
 from time import perf_counter
 from typing import Any
 
-from pytest_migsafe import capture, capture_psycopg
-from pytest_migsafe.callsite import call_site
+from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import psycopg as capture_psycopg
+from pytest_migsafe.queries.callsite import call_site
 
 _HOOKED_FLAG = "_migsafe_hooked"
 

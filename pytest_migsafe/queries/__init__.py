@@ -1,0 +1,1 @@
+"""Statement capture for each driver, shapes, call sites, budgets, N+1 and scaling checks."""
