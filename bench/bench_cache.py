@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_migsafe import cache_hooks
-from pytest_migsafe.cache import cache_stats
+from pytest_migsafe.cache import hooks as cache_hooks
+from pytest_migsafe.cache.stats import cache_stats
 from pytest_migsafe.servers import mask_url, start_redis
 
 TARGET = 1.10

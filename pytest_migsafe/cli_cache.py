@@ -1,7 +1,7 @@
 """``migsafe hot-reads`` and ``migsafe hit-rate``: what to cache, and how well a cache does.
 
 ``hot-reads`` ranks the SELECTs of a PostgreSQL database as cache candidates from
-``pg_stat_statements`` (:mod:`pytest_migsafe.hot_reads`). ``hit-rate`` prints a Redis
+``pg_stat_statements`` (:mod:`pytest_migsafe.cache.hot_reads`). ``hit-rate`` prints a Redis
 server's hits, misses and hit rate from ``INFO stats`` (since its start or last
 ``CONFIG RESETSTAT``) and exits 1 when the rate is under the alert line.
 """
@@ -77,7 +77,7 @@ def run_hot_reads(args: argparse.Namespace) -> int:
     """Print the hot reads of ``--dsn``."""
     import psycopg
 
-    from pytest_migsafe.hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
+    from pytest_migsafe.cache.hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
 
     dsn = re.sub(r"^postgresql\+\w+://", "postgresql://", args.dsn)
     try:
@@ -98,7 +98,7 @@ def run_hit_rate(args: argparse.Namespace) -> int:
     """Print hits, misses and hit rate of ``--redis-url``; 1 when under the alert line."""
     import redis
 
-    from pytest_migsafe.cache import format_rate, server_counts
+    from pytest_migsafe.cache.stats import format_rate, server_counts
 
     if args.alert > args.target:
         raise CommandError(f"--alert {args.alert:g} is above --target {args.target:g}")

@@ -10,12 +10,12 @@ Fixtures:
   before each test; ``.migsafe_url`` / ``.migsafe_masked_url`` / ``.migsafe_backend``.
 - ``cache_stats``: ``cache_stats(client=None, warmup=None, track_keys=())`` context manager
   (client defaults to ``migsafe_redis``).
-- ``assert_cache_aside``: :func:`pytest_migsafe.cache_aside.assert_cache_aside` whose
+- ``assert_cache_aside``: :func:`pytest_migsafe.cache.aside.assert_cache_aside` whose
   ``client`` defaults to ``migsafe_redis``, failing the test with the step that failed.
 
 Every test that uses ``migsafe_redis`` gets its call phase's hits and misses recorded
 (``record_of(item).cache``); a test that only uses ``cache_stats`` blocks gets their sum.
-The logic lives in :mod:`pytest_migsafe.cache`, :mod:`pytest_migsafe.cache_aside` and
+The logic lives in :mod:`pytest_migsafe.cache.stats`, :mod:`pytest_migsafe.cache.aside` and
 :mod:`pytest_migsafe.servers`.
 """
 
@@ -32,7 +32,7 @@ from pytest_migsafe.options import get_setting, parse_rate
 from pytest_migsafe.stash import add_call_phase, marks_of, record_of, run_report
 
 if TYPE_CHECKING:
-    from pytest_migsafe.cache import CacheStats
+    from pytest_migsafe.cache.stats import CacheStats
     from pytest_migsafe.record import CacheFigures
     from pytest_migsafe.servers import RunningRedis
 
@@ -89,7 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; read and check the hit-rate lines and the Redis mode."""
-    from pytest_migsafe.cache import MIN_HIT_RATE_HELP
+    from pytest_migsafe.cache.stats import MIN_HIT_RATE_HELP
 
     config.addinivalue_line("markers", MIN_HIT_RATE_HELP)
     target = get_setting(config, ini="migsafe_hit_rate_target", parse=parse_rate, default=0.8)
@@ -113,7 +113,7 @@ def _redis_mode(config: pytest.Config) -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every min_cache_hit_rate marker's arguments before any test runs."""
-    from pytest_migsafe.cache import min_cache_hit_rate_signature
+    from pytest_migsafe.cache.stats import min_cache_hit_rate_signature
 
     for item in items:
         marks = marks_of(item).get(MARKER)
@@ -136,7 +136,7 @@ class CachePhase:
         self.stats: CacheStats | None = None
         self.figures: CacheFigures | None = None
         if client is not None:
-            from pytest_migsafe.cache import CacheStats
+            from pytest_migsafe.cache.stats import CacheStats
 
             self.stats = CacheStats(client)
             self.stats.__enter__()
@@ -162,14 +162,14 @@ class CachePhase:
         rate_marker = self.item.stash.get(_RATE_MARKER, None)
         if rate_marker is None:
             return []
-        from pytest_migsafe.cache import hit_rate_failure
+        from pytest_migsafe.cache.stats import hit_rate_failure
 
         message = hit_rate_failure(self.figures, *rate_marker)
         return [] if message is None else [message]
 
 
 def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:
-    from pytest_migsafe.cache import sum_figures
+    from pytest_migsafe.cache.stats import sum_figures
 
     lines = hit_rate_lines(item.config)
     rate, prefix = item.stash.get(_RATE_MARKER, (None, None))
@@ -299,7 +299,7 @@ def migsafe_redis(_migsafe_redis_client: Any) -> Any:
 @pytest.fixture(name="cache_stats")
 def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheStats]:
     """``with cache_stats(client=None, warmup=None, track_keys=()) as stats:`` (client: migsafe_redis)."""
-    from pytest_migsafe.cache import CacheStats
+    from pytest_migsafe.cache.stats import CacheStats
 
     blocks = request.node.stash.setdefault(_BLOCKS, [])
 
@@ -317,8 +317,8 @@ def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheSt
 @pytest.fixture
 def assert_cache_aside(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``assert_cache_aside(read, key, write=None, *, client=None, fresh=None, expect_after_write=...)``."""
-    from pytest_migsafe.cache_aside import CacheAsideFailed
-    from pytest_migsafe.cache_aside import assert_cache_aside as check
+    from pytest_migsafe.cache.aside import CacheAsideFailed
+    from pytest_migsafe.cache.aside import assert_cache_aside as check
 
     def run(read: Callable[[], Any], key: Any, write: Callable[[], Any] | None = None, *,
             client: Any = None, **kwargs: Any) -> Any:

@@ -109,7 +109,7 @@ class _Unmeasured:
 def cache_meter(client: Any) -> Any:
     """A context manager measuring ``client``'s hits and misses (``.hits``, ``.misses``)."""
     try:
-        from pytest_migsafe.cache import cache_stats
+        from pytest_migsafe.cache.stats import cache_stats
     except ImportError:
         return _Unmeasured()
     return cache_stats(client)

@@ -21,14 +21,14 @@ import pytest
 import redis
 import redis.asyncio
 
-from pytest_migsafe.cache import (
+from pytest_migsafe.cache.stats import (
     CacheStats,
     Tally,
     cache_stats,
     server_counts,
     sum_figures,
 )
-from pytest_migsafe.cache_hooks import probe_exists
+from pytest_migsafe.cache.hooks import probe_exists
 from pytest_migsafe.record import CacheFigures, TestRecord
 from pytest_migsafe.servers import RunningRedis, start_redis
 
@@ -144,7 +144,7 @@ FAKEREDIS_LACKS = {"TOUCH counts each key"}  # fakeredis 2.41 has no TOUCH
 
 
 def test_every_rule_has_a_case_in_the_table() -> None:
-    from pytest_migsafe.cache_rules import RULES as RULE_TABLE
+    from pytest_migsafe.cache.rules import RULES as RULE_TABLE
 
     named = set(re.findall(r"[A-Z]+", " ".join(name for name, *_ in RULES)))
     missing = [command for command in RULE_TABLE if command not in named]

@@ -17,7 +17,7 @@ import pytest
 import redis
 from cache_helpers import PrivateDatabase, private_database
 
-from pytest_migsafe.cache_aside import CacheAsideFailed, assert_cache_aside
+from pytest_migsafe.cache.aside import CacheAsideFailed, assert_cache_aside
 from pytest_migsafe.servers import RunningRedis, start_redis
 
 

@@ -404,7 +404,7 @@ def test_each_xdist_worker_uses_its_own_server(pytester: pytest.Pytester, monkey
 def test_asyncio_client_from_the_session_server(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import asyncio
-        from pytest_migsafe.cache import cache_stats
+        from pytest_migsafe.cache.stats import cache_stats
 
         def test_async(migsafe_redis, migsafe_redis_server):
             async def run():

@@ -14,7 +14,7 @@ import pytest
 from cache_helpers import PrivateDatabase, private_database
 from sqlalchemy import create_engine
 
-from pytest_migsafe.hot_reads import (
+from pytest_migsafe.cache.hot_reads import (
     HotRead,
     HotReadsUnavailable,
     format_hot_reads,

@@ -10,7 +10,7 @@ The hooks wrap redis-py's command paths once per process, for every client class
   plain pipelines; every reply, errors included, is accounted before any error is raised).
 
 While no listener is active a hook costs one check. A listener (a
-:class:`~pytest_migsafe.cache.CacheStats`) receives the reads of every client whose
+:class:`~pytest_migsafe.cache.stats.CacheStats`) receives the reads of every client whose
 connection pool points at the same server as its own client (same unix socket, or same
 host and port, loopback names treated alike; for fakeredis the same fake server).
 Replies that cannot tell a hit from a miss are resolved with a probe Redis does not
@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from pytest_migsafe.cache_rules import (
+from pytest_migsafe.cache.rules import (
     RULES,
     VALUE,
     command_name,

@@ -8,8 +8,8 @@ plugin's private server does (each pytest-xdist worker starts its own). Reads ma
 Lua scripts count in the totals but not in the breakdowns.
 
 The breakdowns (``by_prefix``, ``by_command``, ``by_key``) come from client-side
-accounting (:mod:`pytest_migsafe.cache_hooks`) of every redis-py client that talks to
-the same server, following Redis's own counting rules (:mod:`pytest_migsafe.cache_rules`).
+accounting (:mod:`pytest_migsafe.cache.hooks`) of every redis-py client that talks to
+the same server, following Redis's own counting rules (:mod:`pytest_migsafe.cache.rules`).
 fakeredis has no ``INFO stats``, so there the totals come from that accounting too.
 
 Usable without pytest::
@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe import cache_hooks
-from pytest_migsafe.cache_rules import prefix_of
+from pytest_migsafe.cache import hooks as cache_hooks
+from pytest_migsafe.cache.rules import prefix_of
 from pytest_migsafe.record import CacheFigures
 
 

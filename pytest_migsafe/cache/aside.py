@@ -9,7 +9,7 @@ fresh=load_user_from_db)`` checks, in order:
    from the database (or ``expect_after_write``, or what ``write()`` returned), so the
    cache was either invalidated or updated, never left stale.
 
-Hits and misses of ``key`` come from :class:`~pytest_migsafe.cache.CacheStats` on
+Hits and misses of ``key`` come from :class:`~pytest_migsafe.cache.stats.CacheStats` on
 ``client``'s server (the code under test may use its own client on that server), SQL
 statements from :func:`~pytest_migsafe.queries.counter.count_queries`. Whether the key is cached
 is asked with a probe Redis does not count as a hit or a miss. Works on real Redis and
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.cache import CacheStats, key_text
-from pytest_migsafe.cache_hooks import probe_exists
+from pytest_migsafe.cache.stats import CacheStats, key_text
+from pytest_migsafe.cache.hooks import probe_exists
 from pytest_migsafe.queries.counter import count_queries
 from pytest_migsafe.text import shorten
 

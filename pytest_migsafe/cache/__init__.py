@@ -1,0 +1,1 @@
+"""Redis hit and miss accounting, hit-rate rules, cache-aside checks and hot reads."""
