@@ -23,9 +23,9 @@ _EXPORTS = {
     "cache_stats": "pytest_migsafe.cache.stats",
     "assert_cache_aside": "pytest_migsafe.cache.aside",
     "hot_reads": "pytest_migsafe.cache.hot_reads",
-    "pool_stats": "pytest_migsafe.pool",
-    "assert_pool_warm": "pytest_migsafe.pool_warm",
-    "pool_size": "pytest_migsafe.sizing",
+    "pool_stats": "pytest_migsafe.pool.observe",
+    "assert_pool_warm": "pytest_migsafe.pool.warm",
+    "pool_size": "pytest_migsafe.pool.sizing",
 }
 
 __all__ = sorted(_EXPORTS)

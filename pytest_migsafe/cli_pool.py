@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pytest_migsafe import sizing
+from pytest_migsafe.pool import sizing
 from pytest_migsafe.cli import CommandError
 from pytest_migsafe.record import SCHEMA_VERSION, RunReport
 

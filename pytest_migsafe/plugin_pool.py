@@ -1,8 +1,8 @@
 """pytest wiring for the pool checks: options, the ``pool`` marker, fixtures, hooks.
 
 Every SQLAlchemy engine and psycopg_pool pool used in a test's call phase is observed;
-the logic lives in :mod:`pytest_migsafe.pool`, :mod:`pytest_migsafe.pool_limits`,
-:mod:`pytest_migsafe.pool_warm` and :mod:`pytest_migsafe.sizing`.
+the logic lives in :mod:`pytest_migsafe.pool.observe`, :mod:`pytest_migsafe.pool.limits`,
+:mod:`pytest_migsafe.pool.warm` and :mod:`pytest_migsafe.pool.sizing`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_migsafe import pool, pool_limits
+from pytest_migsafe.pool import observe as pool
+from pytest_migsafe.pool import limits as pool_limits
 from pytest_migsafe.cli_pool import positive_number
 from pytest_migsafe.options import get_setting, parse_bool
 from pytest_migsafe.stash import add_call_phase, marks_of, record_of, run_report
 from pytest_migsafe.text import plural
 
 if TYPE_CHECKING:
-    from pytest_migsafe import pool_warm, sizing
+    from pytest_migsafe.pool import warm as pool_warm
+    from pytest_migsafe.pool import sizing
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -178,7 +180,7 @@ def assert_pool_warm() -> Callable[..., pool_warm.WarmResult]:
 
     def check(engine_or_pool: Any, action: Callable[[], Any], warmup: int = 5, repeat: int = 50,
               max_new: int = 0) -> pool_warm.WarmResult:
-        from pytest_migsafe import pool_warm
+        from pytest_migsafe.pool import warm as pool_warm
 
         try:
             return pool_warm.assert_pool_warm(engine_or_pool, action, warmup, repeat, max_new)
@@ -205,7 +207,7 @@ class SizingSession:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: send this worker's inputs to the controller."""
-        from pytest_migsafe import sizing
+        from pytest_migsafe.pool import sizing
 
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
@@ -213,7 +215,7 @@ class SizingSession:
 
     def worker_done(self, node: Any, error: Any) -> None:
         """On the controller: fold in one worker's inputs (a worker that sent none is reported)."""
-        from pytest_migsafe import sizing
+        from pytest_migsafe.pool import sizing
 
         payload = getattr(node, "workeroutput", {}).get(WORKER_KEY)
         if self.from_workers is None:
@@ -225,7 +227,7 @@ class SizingSession:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Warn about observed pools smaller than the size ``--migsafe-peak-rps`` needs."""
-        from pytest_migsafe import sizing
+        from pytest_migsafe.pool import sizing
 
         if hasattr(self.config, "workerinput"):
             return

@@ -22,8 +22,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
-from pytest_migsafe import metrics, pool_warm
-from pytest_migsafe.pool import ACCEPTS, describe_pool, percentile, pool_stats
+from pytest_migsafe.pool import metrics
+from pytest_migsafe.pool import warm as pool_warm
+from pytest_migsafe.pool.observe import ACCEPTS, describe_pool, percentile, pool_stats
 from pytest_migsafe.record import Leak, PoolFigures
 from pytest_migsafe.servers import RunningPostgres
 

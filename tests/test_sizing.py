@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from pytest_migsafe import cli, sizing
+from pytest_migsafe import cli
+from pytest_migsafe.pool import sizing
 from pytest_migsafe.record import PoolFigures, QueryFigures, RunReport, TestRecord
-from pytest_migsafe.sizing import pool_size, pool_size_warnings
+from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings
 
 
 @pytest.mark.parametrize(("rps", "seconds", "headroom", "expected"), [

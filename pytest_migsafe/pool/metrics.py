@@ -1,11 +1,11 @@
 """Prometheus: ``db_connections_created_total``, one increment per new database connection.
 
 Only when ``prometheus_client`` is importable. The counter (label ``pool``: the pool's
-name, see :func:`pytest_migsafe.pool.describe_pool`) is created on first use and
+name, see :func:`pytest_migsafe.pool.observe.describe_pool`) is created on first use and
 registered once in the default registry. Every connection the pool hooks observe counts,
 in a test run or in an application::
 
-    from pytest_migsafe import metrics
+    from pytest_migsafe.pool import metrics
 
     metrics.install()            # every SQLAlchemy engine and psycopg_pool pool
     engine = metrics.instrument(create_engine(url))   # or name one explicitly
@@ -58,7 +58,7 @@ def count_connection(pool: Any) -> None:
         return
     metric = counter()
     if metric is not None:
-        from pytest_migsafe.pool import describe_pool
+        from pytest_migsafe.pool.observe import describe_pool
 
         metric.labels(pool=describe_pool(pool)).inc()
 
@@ -68,7 +68,7 @@ def install() -> bool:
 
     Returns False when prometheus_client is not importable (nothing is counted then).
     """
-    from pytest_migsafe import pool
+    from pytest_migsafe.pool import observe as pool
 
     pool.install()
     return counter() is not None
@@ -77,10 +77,11 @@ def install() -> bool:
 def instrument(engine_or_pool: Any) -> Any:
     """Count ``engine_or_pool``'s new connections (and name its pool); returns it unchanged.
 
-    Accepts what :func:`pytest_migsafe.pool.pool_stats` accepts; TypeError otherwise.
+    Accepts what :func:`pytest_migsafe.pool.observe.pool_stats` accepts; TypeError otherwise.
     Installs the same process-wide hooks as :func:`install`.
     """
-    from pytest_migsafe import pool, pool_psycopg
+    from pytest_migsafe.pool import observe as pool
+    from pytest_migsafe.pool import psycopg as pool_psycopg
 
     pool.install()
     kind, obj = pool.classify(engine_or_pool)

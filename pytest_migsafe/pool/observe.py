@@ -1,9 +1,9 @@
 """Observe connection pools: connections created, closed and invalidated, checkouts,
 peak use, checkout waits, timeouts, and connections never returned (leaks).
 
-Driver hooks report events here: :mod:`pytest_migsafe.pool_sqlalchemy` (listeners on the
+Driver hooks report events here: :mod:`pytest_migsafe.pool.sqlalchemy` (listeners on the
 SQLAlchemy ``Pool`` class, so every engine's pool, any pool class) and
-:mod:`pytest_migsafe.pool_psycopg` (psycopg_pool's ``ConnectionPool`` and
+:mod:`pytest_migsafe.pool.psycopg` (psycopg_pool's ``ConnectionPool`` and
 ``AsyncConnectionPool``). A :class:`PoolObservation` collects the events of the pools
 it watches while it is active. Usable without pytest::
 
@@ -99,7 +99,7 @@ def _site_outside_greenlet() -> str:
 
 def connection_created(pool: Any, observed: bool = True) -> None:
     """A new DBAPI connection was opened for ``pool`` (``observed=False``: metrics only)."""
-    from pytest_migsafe import metrics
+    from pytest_migsafe.pool import metrics
 
     metrics.count_connection(pool)
     if not observed or not _observers:
@@ -220,7 +220,8 @@ def classify(target: Any) -> tuple[str, Any]:
 
     Raises TypeError naming what is accepted for anything else.
     """
-    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
 
     kind = pool_sqlalchemy.classify(target) or pool_psycopg.classify(target)
     if kind is None:
@@ -230,7 +231,8 @@ def classify(target: Any) -> tuple[str, Any]:
 
 def describe_pool(pool: Any) -> str:
     """A readable pool name: the engine URL (password masked) and pool class, or the psycopg pool name."""
-    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
 
     if pool_psycopg.is_pool(pool):
         return pool_psycopg.name_of(pool)
@@ -239,7 +241,8 @@ def describe_pool(pool: Any) -> str:
 
 def configured_size(pool: Any) -> int | None:
     """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
-    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
 
     if pool_psycopg.is_pool(pool):
         return int(pool.max_size)
@@ -292,7 +295,7 @@ class PoolObservation:
             raise RuntimeError("a PoolObservation can be started once")
         psycopg: Any = sys.modules.get(f"{__package__}.pool_psycopg")  # imported by install() if in use
         if self._psycopg_given:
-            from pytest_migsafe import pool_psycopg
+            from pytest_migsafe.pool import psycopg as pool_psycopg
 
             psycopg = pool_psycopg
             for psycopg_pool in self._psycopg_given:
@@ -326,7 +329,7 @@ class PoolObservation:
 
     def psycopg_pool_added(self, psycopg_pool: Any, fresh: bool) -> None:
         """A psycopg pool became known while active: count it from now (or from its creation)."""
-        from pytest_migsafe import pool_psycopg
+        from pytest_migsafe.pool import psycopg as pool_psycopg
 
         if (self._all or self._wants(psycopg_pool)) and id(psycopg_pool) not in self._psycopg_base:
             base = {} if fresh else pool_psycopg.stats_of(psycopg_pool)
@@ -345,7 +348,7 @@ class PoolObservation:
 
     # -- figures -----------------------------------------------------------------
     def _psycopg_deltas(self) -> dict[str, int]:
-        from pytest_migsafe import pool_psycopg
+        from pytest_migsafe.pool import psycopg as pool_psycopg
 
         totals: dict[str, int] = {}
         for psycopg_pool, base in list(self._psycopg_base.values()):
@@ -494,7 +497,8 @@ def install(import_missing: bool = True) -> None:
     loaded = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
     if loaded == _installed_for and (not import_missing or None not in loaded):
         return  # the same libraries as last time, already hooked: the per-test fast path
-    from pytest_migsafe import pool_psycopg, pool_sqlalchemy
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
 
     pool_sqlalchemy.install(import_missing)
     pool_psycopg.install(import_missing)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe.pool import pool_stats
+from pytest_migsafe.pool.observe import pool_stats
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def assert_pool_warm(engine_or_pool: Any, action: Callable[[], Any], warmup: int
                      repeat: int = 50, max_new: int = 0) -> WarmResult:
     """Run ``action`` ``warmup`` then ``repeat`` times; AssertionError if the repeats created > ``max_new``.
 
-    ``engine_or_pool`` is anything :func:`pytest_migsafe.pool.pool_stats` accepts. For
+    ``engine_or_pool`` is anything :func:`pytest_migsafe.pool.observe.pool_stats` accepts. For
     an ``async`` action use :func:`assert_pool_warm_async`.
     """
     _check_counts(warmup, repeat, max_new)

@@ -1,4 +1,4 @@
-"""Report every SQLAlchemy pool's events to :mod:`pytest_migsafe.pool`.
+"""Report every SQLAlchemy pool's events to :mod:`pytest_migsafe.pool.observe`.
 
 Listeners on the ``Pool`` class see every pool of every engine, any pool class
 (QueuePool, AsyncAdaptedQueuePool, NullPool, StaticPool, SingletonThreadPool, ...).
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from pytest_migsafe import pool as observed
+from pytest_migsafe.pool import observe as observed
 
 installed = False
 _originals: dict[str, Any] = {}
