@@ -1,6 +1,6 @@
 """pytest wiring for shadow comparisons: the ``shadow`` fixture, its options, its verdict.
 
-The logic lives in :mod:`pytest_migsafe.shadow`. A mismatch does not stop the test body:
+The logic lives in :mod:`pytest_migsafe.shadow.experiment`. A mismatch does not stop the test body:
 the verdict comes after the call phase, so every experiment in the test is recorded.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_migsafe.options import argument_type, get_setting
-from pytest_migsafe.shadow import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
+from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
 from pytest_migsafe.stash import add_call_phase, record_of
 
 SEED_KEY = pytest.StashKey[int]()

@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from pytest_migsafe import record as records
 from pytest_migsafe.servers import start_redis
-from pytest_migsafe.shadow import (
+from pytest_migsafe.shadow.experiment import (
     Experiment,
     Observation,
     Shadow,
@@ -24,7 +24,7 @@ from pytest_migsafe.shadow import (
     judge,
     percentile,
 )
-from pytest_migsafe.shadow_diff import value_diff
+from pytest_migsafe.shadow.diff import value_diff
 
 # Shadow runs in a loop repeat the paths' statements from one call site by design.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")

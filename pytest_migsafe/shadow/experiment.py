@@ -35,8 +35,8 @@ from typing import Any
 
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.record import ShadowFigures
-from pytest_migsafe.shadow_diff import describe_error, indent, outcome_diff, shorten_repr
-from pytest_migsafe.shadow_state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
+from pytest_migsafe.shadow.diff import describe_error, indent, outcome_diff, shorten_repr
+from pytest_migsafe.shadow.state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
 
 MODES = ("fail", "observe")
 SHOWN_RUNS = 3  # mismatched runs shown per experiment in a failure message unless verbose
