@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_migsafe.pool import sizing
 from pytest_migsafe.cli import CommandError
-from pytest_migsafe.record import SCHEMA_VERSION, RunReport
+from pytest_migsafe.report.record import SCHEMA_VERSION, RunReport
 
 
 def positive_number(text: str) -> float:

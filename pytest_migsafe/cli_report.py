@@ -13,13 +13,13 @@ import argparse
 import sys
 from typing import Any
 
-from pytest_migsafe.baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
+from pytest_migsafe.report.baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
 from pytest_migsafe.cli import CommandError
 from pytest_migsafe.options import argument_type, parse_rate
-from pytest_migsafe.record import RunReport
-from pytest_migsafe.regressions import Tolerances, compare
-from pytest_migsafe.report import DEFAULT_HIT_RATE_ALERT, summary_lines
-from pytest_migsafe.report_json import (
+from pytest_migsafe.report.record import RunReport
+from pytest_migsafe.report.regressions import Tolerances, compare
+from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, summary_lines
+from pytest_migsafe.report.files import (
     ReportFileError,
     file_kind,
     read_report_document,

@@ -33,7 +33,7 @@ from pytest_migsafe.stash import add_call_phase, marks_of, record_of, run_report
 
 if TYPE_CHECKING:
     from pytest_migsafe.cache.stats import CacheStats
-    from pytest_migsafe.record import CacheFigures
+    from pytest_migsafe.report.record import CacheFigures
     from pytest_migsafe.servers import RunningRedis
 
 MARKER = "min_cache_hit_rate"

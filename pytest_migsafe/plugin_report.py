@@ -70,7 +70,7 @@ class JunitProperties:
         report = yield
         record = existing_record(item) if report.when == "teardown" else None
         if record is not None:
-            from pytest_migsafe.report import junit_properties
+            from pytest_migsafe.report.render import junit_properties
 
             report.user_properties.extend(junit_properties(record))
         return report

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_migsafe.record import TestRecord
+from pytest_migsafe.report.record import TestRecord
 from pytest_migsafe.stash import run_report
 
 KEEPER_NAME = "migsafe-records"

@@ -1,8 +1,8 @@
 """The report of one session: outcomes, baseline, regressions, JSON, summary, xdist.
 
 Loaded by :mod:`~pytest_migsafe.plugin_report` only when a report option is given. The
-logic lives in :mod:`~pytest_migsafe.baseline`, :mod:`~pytest_migsafe.regressions`,
-:mod:`~pytest_migsafe.report` and :mod:`~pytest_migsafe.report_json`.
+logic lives in :mod:`~pytest_migsafe.report.baseline`, :mod:`~pytest_migsafe.report.regressions`,
+:mod:`~pytest_migsafe.report.render` and :mod:`~pytest_migsafe.report.files`.
 
 Rules: the baseline is read (and checked) at configure, before any test runs, and written
 only at session end with ``--migsafe-update-baseline``, never after an interrupted run;
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_migsafe.baseline import (
+from pytest_migsafe.report.baseline import (
     DEFAULT_BASELINE_PATH,
     Baseline,
     baseline_of_run,
@@ -29,11 +29,11 @@ from pytest_migsafe.baseline import (
     write_baseline,
 )
 from pytest_migsafe.options import get_setting, parse_rate, parse_tolerance
-from pytest_migsafe.record import RunReport
+from pytest_migsafe.report.record import RunReport
 from pytest_migsafe.record_keeper import record_keeper
-from pytest_migsafe.regressions import Comparison, Tolerances, compare, removed_tests
-from pytest_migsafe.report import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
-from pytest_migsafe.report_json import (
+from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
+from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
+from pytest_migsafe.report.files import (
     ReportFileError,
     dumps_stable,
     report_document,

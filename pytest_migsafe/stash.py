@@ -1,7 +1,7 @@
 """Where the plugin keeps its state: pytest stash keys and accessors.
 
-The per-test :class:`~pytest_migsafe.record.TestRecord` lives on the item; the
-:class:`~pytest_migsafe.record.RunReport` of the session lives on the config. Every
+The per-test :class:`~pytest_migsafe.report.record.TestRecord` lives on the item; the
+:class:`~pytest_migsafe.report.record.RunReport` of the session lives on the config. Every
 ``plugin_*`` module fills its own part of the test record through :func:`record_of`,
 from the :class:`CallPhase` it adds with :func:`add_call_phase`: ``plugin.py`` runs every
 part's phase around a test's call in one hook, so a test costs one hook, not one per part.
@@ -14,7 +14,7 @@ from typing import Protocol
 
 import pytest
 
-from pytest_migsafe.record import RunReport, TestRecord
+from pytest_migsafe.report.record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_migsafe.baseline import (
+from pytest_migsafe.report.baseline import (
     Baseline,
     BaselineEntry,
     entry_of,
@@ -16,7 +16,7 @@ from pytest_migsafe.baseline import (
     updated_baseline,
     write_baseline,
 )
-from pytest_migsafe.record import (
+from pytest_migsafe.report.record import (
     CacheFigures,
     NPlusOne,
     PoolFigures,
@@ -25,7 +25,7 @@ from pytest_migsafe.record import (
     ShadowFigures,
     TestRecord,
 )
-from pytest_migsafe.report_json import ReportFileError, write_json_atomic
+from pytest_migsafe.report.files import ReportFileError, write_json_atomic
 
 SUITE = """
 from sqlalchemy import create_engine, text

@@ -29,7 +29,7 @@ from pytest_migsafe.cache.stats import (
     sum_figures,
 )
 from pytest_migsafe.cache.hooks import probe_exists
-from pytest_migsafe.record import CacheFigures, TestRecord
+from pytest_migsafe.report.record import CacheFigures, TestRecord
 from pytest_migsafe.servers import RunningRedis, start_redis
 
 

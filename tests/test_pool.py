@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 from pytest_migsafe.pool import metrics
 from pytest_migsafe.pool import warm as pool_warm
 from pytest_migsafe.pool.observe import ACCEPTS, describe_pool, percentile, pool_stats
-from pytest_migsafe.record import Leak, PoolFigures
+from pytest_migsafe.report.record import Leak, PoolFigures
 from pytest_migsafe.servers import RunningPostgres
 
 HERE = os.path.relpath(__file__)

@@ -1,11 +1,11 @@
-"""The comparison rules of :mod:`pytest_migsafe.regressions`, on baseline entries."""
+"""The comparison rules of :mod:`pytest_migsafe.report.regressions`, on baseline entries."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_migsafe.baseline import Baseline, BaselineEntry
-from pytest_migsafe.regressions import Tolerances, compare, compare_entry, removed_tests
+from pytest_migsafe.report.baseline import Baseline, BaselineEntry
+from pytest_migsafe.report.regressions import Tolerances, compare, compare_entry, removed_tests
 
 TEST = "tests/test_orders.py::test_list"
 

@@ -1,16 +1,16 @@
-"""Rendering of :mod:`pytest_migsafe.report`: sections, limits, Markdown."""
+"""Rendering of :mod:`pytest_migsafe.report.render`: sections, limits, Markdown."""
 
 from __future__ import annotations
 
-from pytest_migsafe.record import (
+from pytest_migsafe.report.record import (
     CacheFigures,
     NPlusOne,
     QueryFigures,
     RunReport,
     TestRecord,
 )
-from pytest_migsafe.regressions import Change, Comparison
-from pytest_migsafe.report import Totals, markdown_summary, summary_lines
+from pytest_migsafe.report.regressions import Change, Comparison
+from pytest_migsafe.report.render import Totals, markdown_summary, summary_lines
 
 
 def report_with(*records: TestRecord, notes: tuple[str, ...] = ()) -> RunReport:
@@ -66,7 +66,7 @@ def test_markdown_escapes_pipes_in_shapes() -> None:
 
 
 def test_shadow_experiments_show_both_paths_queries_and_p99() -> None:
-    from pytest_migsafe.record import ShadowFigures
+    from pytest_migsafe.report.record import ShadowFigures
 
     experiment = ShadowFigures(name="user-directory", result="matched", runs=1, mismatches=0, ignored=0,
                                seed=42, control_queries=33, candidate_queries=2,

@@ -12,7 +12,7 @@ import redis as redis_py
 from sqlalchemy import Engine, ForeignKey, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from pytest_migsafe import record as records
+from pytest_migsafe.report import record as records
 from pytest_migsafe.servers import start_redis
 from pytest_migsafe.shadow.experiment import (
     Experiment,

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_migsafe import cli
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.record import PoolFigures, QueryFigures, RunReport, TestRecord
+from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
 from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from pytest_migsafe.cache import hooks as cache_hooks
 from pytest_migsafe.cache.rules import prefix_of
-from pytest_migsafe.record import CacheFigures
+from pytest_migsafe.report.record import CacheFigures
 
 
 @dataclass

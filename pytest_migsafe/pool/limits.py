@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe.record import Leak, PoolFigures
+from pytest_migsafe.report.record import Leak, PoolFigures
 from pytest_migsafe.text import plural
 
 LIMIT_NAMES = ("max_created", "max_checked_out", "max_wait_ms", "leaks")

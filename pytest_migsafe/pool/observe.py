@@ -48,7 +48,7 @@ from typing import Any
 
 from pytest_migsafe.queries.callsite import call_site
 from pytest_migsafe.percentiles import percentile
-from pytest_migsafe.record import Leak, PoolFigures
+from pytest_migsafe.report.record import Leak, PoolFigures
 
 # One re-entrant lock: a garbage-collector finalizer (a dropped connection) can run
 # inside any allocation, including one made while the lock is held.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Context, Decimal
 from typing import Any
 
-from pytest_migsafe.record import RunReport
+from pytest_migsafe.report.record import RunReport
 
 DEFAULT_HEADROOM = 1.3
 _EXACT = Context(prec=200)  # enough digits that no product of three inputs is rounded

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.queries.callsite import call_site
-from pytest_migsafe.record import NPlusOne, QueryFigures, ShapeFigure
+from pytest_migsafe.report.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
 
 

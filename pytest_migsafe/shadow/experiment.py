@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.percentiles import percentile
-from pytest_migsafe.record import ShadowFigures
+from pytest_migsafe.report.record import ShadowFigures
 from pytest_migsafe.shadow.diff import describe_error, indent, outcome_diff, shorten_repr
 from pytest_migsafe.shadow.state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_migsafe.baseline import Baseline, BaselineEntry
+from pytest_migsafe.report.baseline import Baseline, BaselineEntry
 
 FIGURE_LABELS = {
     "queries": "queries",

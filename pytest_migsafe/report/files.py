@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pytest_migsafe.record import SCHEMA_VERSION, RunReport
+from pytest_migsafe.report.record import SCHEMA_VERSION, RunReport
 
 REPORT_KIND = "migsafe-report"
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe.record import NPlusOne, RunReport, TestRecord
-from pytest_migsafe.regressions import Change, Comparison
+from pytest_migsafe.report.record import NPlusOne, RunReport, TestRecord
+from pytest_migsafe.report.regressions import Change, Comparison
 from pytest_migsafe.text import plural, shorten
 
 ROWS_WITHOUT_VERBOSE = 10

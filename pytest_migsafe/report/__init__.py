@@ -1,0 +1,1 @@
+"""The per-test record, the run report, baselines, regressions and their renderers."""
