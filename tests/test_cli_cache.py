@@ -9,7 +9,7 @@ import pytest
 import redis
 from cache_helpers import PrivateDatabase, private_database
 
-from pytest_migsafe.cli import main
+from pytest_migsafe.cli.main import main
 from pytest_migsafe.servers import RunningRedis, start_redis
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_migsafe import cli
+from pytest_migsafe.cli import main as cli
 from pytest_migsafe.servers import RunningPostgres
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_migsafe.cli import main
+from pytest_migsafe.cli.main import main
 
 SUITE = """
 from sqlalchemy import create_engine, text

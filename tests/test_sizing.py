@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_migsafe import cli
+from pytest_migsafe.cli import main as cli
 from pytest_migsafe.pool import sizing
 from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
 from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.cli import CommandError
+from pytest_migsafe.cli.main import CommandError
 from pytest_migsafe.report.record import SCHEMA_VERSION, RunReport
 
 

@@ -12,7 +12,7 @@ import argparse
 import re
 from typing import Any
 
-from pytest_migsafe.cli import CommandError
+from pytest_migsafe.cli.main import CommandError
 from pytest_migsafe.options import parse_positive_int, parse_rate
 from pytest_migsafe.servers import mask_url
 

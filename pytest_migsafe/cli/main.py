@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("pytest_migsafe.cli_cache", "pytest_migsafe.cli_pool", "pytest_migsafe.cli_report")
+COMMAND_MODULES = ("pytest_migsafe.cli.cache", "pytest_migsafe.cli.pool", "pytest_migsafe.cli.report")
 
 
 class CommandError(Exception):

@@ -1,0 +1,1 @@
+"""The ``migsafe`` command line: one module per command group."""
