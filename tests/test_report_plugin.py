@@ -20,7 +20,7 @@ FIGURES_CONFTEST = """
 import pytest
 from sqlalchemy import create_engine, text
 from pytest_migsafe.report.record import CacheFigures, Leak, PoolFigures
-from pytest_migsafe.stash import record_of
+from pytest_migsafe.plugin.stash import record_of
 
 engine = create_engine("sqlite://")
 

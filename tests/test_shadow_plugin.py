@@ -19,7 +19,7 @@ RECORDS_CONFTEST = """
 import json
 import pytest
 from dataclasses import asdict
-from pytest_migsafe.stash import record_of
+from pytest_migsafe.plugin.stash import record_of
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item):

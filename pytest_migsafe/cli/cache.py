@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from pytest_migsafe.cli.main import CommandError
-from pytest_migsafe.options import parse_positive_int, parse_rate
+from pytest_migsafe.plugin.options import parse_positive_int, parse_rate
 from pytest_migsafe.servers import mask_url
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_migsafe.report.baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
 from pytest_migsafe.cli.main import CommandError
-from pytest_migsafe.options import argument_type, parse_rate
+from pytest_migsafe.plugin.options import argument_type, parse_rate
 from pytest_migsafe.report.record import RunReport
 from pytest_migsafe.report.regressions import Tolerances, compare
 from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, summary_lines

@@ -1,8 +1,8 @@
-"""pytest wiring for migsafe: options, markers, fixtures and hooks; no logic of its own.
+"""pytest wiring of the query side: the real PostgreSQL, ``migsafe_db``, budgets, N+1.
 
-The query side lives here (the real PostgreSQL, ``migsafe_db``, budgets, N+1); the
-cache, pool, shadow and report sides are wired by the ``plugin_*`` modules listed in
-``pytest_plugins``. Logic lives in plain modules: capture, budgets, scaling, servers.
+It also runs every part's :class:`~pytest_migsafe.plugin.stash.CallPhase` around a test's
+call (one hook for all parts). The logic lives in :mod:`pytest_migsafe.queries` and
+:mod:`pytest_migsafe.servers`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
 from pytest_migsafe.queries.counter import NPlusOneWarning
-from pytest_migsafe.markers import MARKER_HELP, check_marker, parse_threshold
-from pytest_migsafe.options import argument_type, get_setting, parse_bool, parse_positive_int
-from pytest_migsafe.stash import (
+from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_threshold
+from pytest_migsafe.plugin.options import argument_type, get_setting, parse_bool, parse_positive_int
+from pytest_migsafe.plugin.stash import (
     add_call_phase,
     call_phases,
     existing_record,
@@ -34,13 +34,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from pytest_migsafe.servers import RunningPostgres
-
-pytest_plugins = [
-    "pytest_migsafe.plugin_cache",
-    "pytest_migsafe.plugin_pool",
-    "pytest_migsafe.plugin_shadow",
-    "pytest_migsafe.plugin_report",
-]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,6 +1,6 @@
 """pytest wiring of the report: its options, and what is registered when they are given.
 
-Nothing is loaded unless asked for: :class:`~pytest_migsafe.report_session.ReportSession`
+Nothing is loaded unless asked for: :class:`~pytest_migsafe.plugin.report_session.ReportSession`
 (summary, baseline, regressions, JSON, xdist) only with one of ``--migsafe-report``,
 ``--migsafe-update-baseline``, ``--migsafe-fail-on-regression`` or
 ``--migsafe-report-json``; :class:`JunitProperties` only with ``--junitxml``.
@@ -12,7 +12,7 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_migsafe.stash import existing_record
+from pytest_migsafe.plugin.stash import existing_record
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(JunitProperties(), "migsafe-junit")
     if not wanted:
         return
-    from pytest_migsafe.report_session import ReportSession, XdistReport, read_settings
+    from pytest_migsafe.plugin.report_session import ReportSession, XdistReport, read_settings
 
     session = ReportSession(config, read_settings(config))
     config.pluginmanager.register(session, "migsafe-report")

@@ -1,6 +1,6 @@
 """The report of one session: outcomes, baseline, regressions, JSON, summary, xdist.
 
-Loaded by :mod:`~pytest_migsafe.plugin_report` only when a report option is given. The
+Loaded by :mod:`~pytest_migsafe.plugin.report` only when a report option is given. The
 logic lives in :mod:`~pytest_migsafe.report.baseline`, :mod:`~pytest_migsafe.report.regressions`,
 :mod:`~pytest_migsafe.report.render` and :mod:`~pytest_migsafe.report.files`.
 
@@ -28,9 +28,9 @@ from pytest_migsafe.report.baseline import (
     updated_baseline,
     write_baseline,
 )
-from pytest_migsafe.options import get_setting, parse_rate, parse_tolerance
+from pytest_migsafe.plugin.options import get_setting, parse_rate, parse_tolerance
 from pytest_migsafe.report.record import RunReport
-from pytest_migsafe.record_keeper import record_keeper
+from pytest_migsafe.plugin.record_keeper import record_keeper
 from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
 from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
 from pytest_migsafe.report.files import (
@@ -39,7 +39,7 @@ from pytest_migsafe.report.files import (
     report_document,
     write_json_atomic,
 )
-from pytest_migsafe.stash import run_report
+from pytest_migsafe.plugin.stash import run_report
 from pytest_migsafe.text import plural
 
 WORKER_KEY = "migsafe"

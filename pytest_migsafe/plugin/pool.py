@@ -16,8 +16,8 @@ import pytest
 from pytest_migsafe.pool import observe as pool
 from pytest_migsafe.pool import limits as pool_limits
 from pytest_migsafe.cli.pool import positive_number
-from pytest_migsafe.options import get_setting, parse_bool
-from pytest_migsafe.stash import add_call_phase, marks_of, record_of, run_report
+from pytest_migsafe.plugin.options import get_setting, parse_bool
+from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
 from pytest_migsafe.text import plural
 
 if TYPE_CHECKING:

@@ -62,10 +62,10 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
 
 def record_of(item: pytest.Item) -> TestRecord:
     """The test record of ``item``, created on first use (pending until the test's teardown
-    report: see :mod:`~pytest_migsafe.record_keeper`)."""
+    report: see :mod:`~pytest_migsafe.plugin.record_keeper`)."""
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
-        from pytest_migsafe.record_keeper import record_keeper
+        from pytest_migsafe.plugin.record_keeper import record_keeper
 
         record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
         record_keeper(item.config).pending[item.nodeid] = record

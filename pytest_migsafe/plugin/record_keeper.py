@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_migsafe.report.record import TestRecord
-from pytest_migsafe.stash import run_report
+from pytest_migsafe.plugin.stash import run_report
 
 KEEPER_NAME = "migsafe-records"
 
