@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import drivers
 
 
 def loop(engine: Engine, n: int) -> Callable[[], None]:
@@ -61,11 +62,11 @@ def measure(engine: Engine, n: int, rounds: int) -> dict[str, float]:
         seen.append(statement)
 
     def none() -> float:
-        capture.uninstall()
+        drivers.uninstall()
         return time_once(work)
 
     def with_naive() -> float:
-        capture.uninstall()
+        drivers.uninstall()
         event.listen(Engine, "before_cursor_execute", naive)
         try:
             return time_once(work)
@@ -77,7 +78,7 @@ def measure(engine: Engine, n: int, rounds: int) -> dict[str, float]:
         with capture.count_queries() as counter:
             elapsed = time_once(work)
         assert counter.count == n, counter.count
-        capture.uninstall()
+        drivers.uninstall()
         return elapsed
 
     samples: dict[str, list[float]] = {"none": [], "naive": [], "migsafe": []}

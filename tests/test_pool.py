@@ -24,7 +24,9 @@ from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
 from pytest_migsafe.pool import metrics
 from pytest_migsafe.pool import warm as pool_warm
-from pytest_migsafe.pool.observe import ACCEPTS, describe_pool, percentile, pool_stats
+from pytest_migsafe.percentiles import percentile
+from pytest_migsafe.pool.observe import pool_stats
+from pytest_migsafe.pool.targets import ACCEPTS, describe_pool
 from pytest_migsafe.report.record import Leak, PoolFigures
 from pytest_migsafe.servers import RunningPostgres
 
@@ -348,6 +350,21 @@ def test_psycopg_pool_leak_and_close(postgres: RunningPostgres) -> None:
     with pool_stats(psycopg_pool) as closing:
         psycopg_pool.close()
     assert (closing.closed, closing.created, closing.checkouts) == (2, 0, 0)
+
+
+def test_watching_every_pool_counts_a_psycopg_pool_opened_before_the_observation(
+        postgres: RunningPostgres) -> None:
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=2, open=False) as psycopg_pool:
+        psycopg_pool.open(wait=True)
+        with psycopg_pool.connection():
+            pass  # the pool is known, and has served one request, before the observation
+        with pool_stats() as stats:  # every pool
+            for _ in range(3):
+                with psycopg_pool.connection():
+                    pass
+        assert stats.checkouts == psycopg_pool.get_stats()["requests_num"] - 1 == 3
 
 
 def _getconn_and_drop(psycopg_pool: Any, sites: list[str]) -> None:

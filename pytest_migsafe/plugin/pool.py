@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_migsafe.pool import metrics, targets
 from pytest_migsafe.pool import observe as pool
 from pytest_migsafe.pool import limits as pool_limits
 from pytest_migsafe.cli.pool import positive_number
@@ -62,6 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    metrics.listen()  # the Prometheus counter counts new connections (if prometheus_client is there)
     """Register the marker and read the settings."""
     config.addinivalue_line("markers", MARKER_HELP)
     avg = config.getoption("migsafe_avg_query_ms", default=None)
@@ -106,7 +108,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Install the pool hooks before fixtures create engines (only for drivers already imported)."""
-    pool.install(import_missing=False)
+    targets.install(import_missing=False)
 
 
 class PoolPhase:
@@ -118,12 +120,12 @@ class PoolPhase:
         limits = item.stash.get(LIMITS_KEY, _UNPARSED)
         if limits is _UNPARSED:  # an item added after collection
             limits = _limits_of(item)
-        if limits is None and not pool.drivers_loaded():
+        if limits is None and not targets.drivers_loaded():
             return None  # no pool can exist yet
         return cls(item, limits)
 
     def __init__(self, item: pytest.Item, limits: pool_limits.PoolLimits | None) -> None:
-        pool.install(import_missing=False)
+        targets.install(import_missing=False)
         self.item = item
         self.limits = limits
         self.active = False
@@ -168,7 +170,7 @@ class PoolStatsFixture(pool.PoolObservation):
 @pytest.fixture
 def pool_stats() -> Iterator[PoolStatsFixture]:
     """Pool figures of every engine and pool used in the test; ``pool_stats(engine)`` for one."""
-    pool.install()
+    targets.install()
     observation = PoolStatsFixture()
     with observation:
         yield observation

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import drivers
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
 from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_threshold
@@ -133,12 +134,12 @@ class QueryPhase:
     def start(cls, item: pytest.Item) -> QueryPhase | None:
         """A phase for a test with a budget or with a database driver loaded, else None."""
         markers = item.stash.get(_MARKERS, None)
-        if (markers is None or "max_queries" not in markers) and not capture.drivers_loaded():
+        if (markers is None or "max_queries" not in markers) and not drivers.drivers_loaded():
             return None  # nothing could send SQL through a hooked driver
         return cls(item, markers or {})
 
     def __init__(self, item: pytest.Item, markers: dict[str, Any]) -> None:
-        capture.install(import_missing=False)
+        drivers.install(import_missing=False)
         self.item = item
         self.markers = markers
         self.budget = budget = markers.get("max_queries")

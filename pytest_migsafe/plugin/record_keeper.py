@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_migsafe.report.record import TestRecord
-from pytest_migsafe.plugin.stash import run_report
+from pytest_migsafe.report.record import RunReport, TestRecord
 
 KEEPER_NAME = "migsafe-records"
 
@@ -22,8 +21,8 @@ KEEPER_NAME = "migsafe-records"
 class RecordKeeper:
     """The ``pytest_runtest_logreport`` side of the records (see the module docstring)."""
 
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
+    def __init__(self, report: RunReport) -> None:
+        self.report = report  # the session's run report, which finished records join
         self.pending: dict[str, TestRecord] = {}
         self.outcomes: dict[str, str] | None = None
 
@@ -52,13 +51,5 @@ class RecordKeeper:
                 record.outcome = "error"
             del self.pending[nodeid]
             if record.queries or record.cache or record.pool or record.shadows:
-                run_report(self.config).add(record)
+                self.report.add(record)
 
-
-def record_keeper(config: pytest.Config) -> RecordKeeper:
-    """The session's keeper, registered with pytest on first use."""
-    keeper = config.pluginmanager.get_plugin(KEEPER_NAME)
-    if keeper is None:
-        keeper = RecordKeeper(config)
-        config.pluginmanager.register(keeper, KEEPER_NAME)
-    return keeper

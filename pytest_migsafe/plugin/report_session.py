@@ -30,7 +30,6 @@ from pytest_migsafe.report.baseline import (
 )
 from pytest_migsafe.plugin.options import get_setting, parse_rate, parse_tolerance
 from pytest_migsafe.report.record import RunReport
-from pytest_migsafe.plugin.record_keeper import record_keeper
 from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
 from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
 from pytest_migsafe.report.files import (
@@ -39,7 +38,7 @@ from pytest_migsafe.report.files import (
     report_document,
     write_json_atomic,
 )
-from pytest_migsafe.plugin.stash import run_report
+from pytest_migsafe.plugin.stash import record_keeper, run_report
 from pytest_migsafe.text import plural
 
 WORKER_KEY = "migsafe"

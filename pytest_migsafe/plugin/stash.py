@@ -14,6 +14,7 @@ from typing import Protocol
 
 import pytest
 
+from pytest_migsafe.plugin.record_keeper import KEEPER_NAME, RecordKeeper
 from pytest_migsafe.report.record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
@@ -65,8 +66,6 @@ def record_of(item: pytest.Item) -> TestRecord:
     report: see :mod:`~pytest_migsafe.plugin.record_keeper`)."""
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
-        from pytest_migsafe.plugin.record_keeper import record_keeper
-
         record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
         record_keeper(item.config).pending[item.nodeid] = record
     return record
@@ -83,3 +82,13 @@ def run_report(config: pytest.Config) -> RunReport:
     if report is None:
         report = config.stash[RUN_REPORT_KEY] = RunReport()
     return report
+
+
+def record_keeper(config: pytest.Config) -> RecordKeeper:
+    """The session's :class:`~pytest_migsafe.plugin.record_keeper.RecordKeeper`, registered
+    with pytest on first use."""
+    keeper = config.pluginmanager.get_plugin(KEEPER_NAME)
+    if keeper is None:
+        keeper = RecordKeeper(run_report(config))
+        config.pluginmanager.register(keeper, KEEPER_NAME)
+    return keeper

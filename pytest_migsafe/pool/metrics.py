@@ -1,7 +1,7 @@
 """Prometheus: ``db_connections_created_total``, one increment per new database connection.
 
 Only when ``prometheus_client`` is importable. The counter (label ``pool``: the pool's
-name, see :func:`pytest_migsafe.pool.observe.describe_pool`) is created on first use and
+name, see :func:`pytest_migsafe.pool.targets.describe_pool`) is created on first use and
 registered once in the default registry. Every connection the pool hooks observe counts,
 in a test run or in an application::
 
@@ -58,9 +58,17 @@ def count_connection(pool: Any) -> None:
         return
     metric = counter()
     if metric is not None:
-        from pytest_migsafe.pool.observe import describe_pool
+        from pytest_migsafe.pool.targets import describe_pool
 
         metric.labels(pool=describe_pool(pool)).inc()
+
+
+def listen() -> None:
+    """Have every new connection of an observed pool counted (idempotent; no import of prometheus_client)."""
+    from pytest_migsafe.pool import events
+
+    if count_connection not in events.created_listeners:
+        events.created_listeners.append(count_connection)
 
 
 def install() -> bool:
@@ -68,9 +76,10 @@ def install() -> bool:
 
     Returns False when prometheus_client is not importable (nothing is counted then).
     """
-    from pytest_migsafe.pool import observe as pool
+    from pytest_migsafe.pool import targets
 
-    pool.install()
+    listen()
+    targets.install()
     return counter() is not None
 
 
@@ -80,11 +89,12 @@ def instrument(engine_or_pool: Any) -> Any:
     Accepts what :func:`pytest_migsafe.pool.observe.pool_stats` accepts; TypeError otherwise.
     Installs the same process-wide hooks as :func:`install`.
     """
-    from pytest_migsafe.pool import observe as pool
     from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import targets
 
-    pool.install()
-    kind, obj = pool.classify(engine_or_pool)
+    listen()
+    targets.install()
+    kind, obj = targets.classify(engine_or_pool)
     if kind == "psycopg":
         pool_psycopg.register(obj, fresh=False)
     counter()

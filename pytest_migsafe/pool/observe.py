@@ -41,212 +41,18 @@ from __future__ import annotations
 
 import gc
 import sys
-import threading
 from array import array
 from collections.abc import Iterable
 from typing import Any
 
-from pytest_migsafe.queries.callsite import call_site
 from pytest_migsafe.percentiles import percentile
+from pytest_migsafe.pool import events
+from pytest_migsafe.pool.events import Checkout
+from pytest_migsafe.pool.targets import classify, configured_size, describe_pool
+from pytest_migsafe.pool.targets import install as install_hooks
 from pytest_migsafe.report.record import Leak, PoolFigures
 
-# One re-entrant lock: a garbage-collector finalizer (a dropped connection) can run
-# inside any allocation, including one made while the lock is held.
-_lock = threading.RLock()
-_observers: tuple[PoolObservation, ...] = ()
-_out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
-_dropped: list[Checkout] = []  # returned by the garbage collector while observed
-_seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
 _QUIET = PoolFigures()  # the frozen figures of every observation in which nothing happened
-
-ACCEPTS = ("a SQLAlchemy Engine, AsyncEngine or Pool, or a psycopg_pool ConnectionPool "
-           "or AsyncConnectionPool")
-
-
-class Checkout:
-    """One connection out of its pool: which pool, from where, and in what order."""
-
-    __slots__ = ("dropped", "holder", "pool", "seq", "site")
-
-    def __init__(self, pool: Any, site: str | None, seq: int, holder: Any) -> None:
-        self.pool = pool
-        self.site = site
-        self.seq = seq
-        self.holder = holder  # keeps the key's object alive, or a weakref to it
-        self.dropped = False
-
-
-# -- events, called by the driver hooks ---------------------------------------------
-def _site_outside_greenlet() -> str:
-    """The user's call site when an asyncio engine runs pool code in a greenlet.
-
-    SQLAlchemy's asyncio layer runs the sync pool code in a child greenlet; the user's
-    coroutine frames are on the stack of the greenlet that switched to it.
-    """
-    module = sys.modules.get("greenlet")
-    if module is None:
-        return "<unknown>"
-    parent = module.getcurrent().parent
-    while parent is not None:
-        frame = parent.gr_frame
-        if frame is not None:
-            site = call_site(frame)
-            if site != "<unknown>":
-                return site
-        parent = parent.parent
-    return "<unknown>"
-
-
-def connection_created(pool: Any, observed: bool = True) -> None:
-    """A new DBAPI connection was opened for ``pool`` (``observed=False``: metrics only)."""
-    from pytest_migsafe.pool import metrics
-
-    metrics.count_connection(pool)
-    if not observed or not _observers:
-        return
-    with _lock:
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                obs._created += 1
-                obs._seen[id(pool)] = pool
-
-
-def connection_closed(pool: Any) -> None:
-    """A connection of ``pool`` was closed."""
-    if not _observers:
-        return
-    with _lock:
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                obs._closed += 1
-                obs._seen[id(pool)] = pool
-
-
-def connection_invalidated(pool: Any) -> None:
-    """A connection of ``pool`` was invalidated (hard or soft)."""
-    if not _observers:
-        return
-    with _lock:
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                obs._invalidated += 1
-                obs._seen[id(pool)] = pool
-
-
-def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
-    """A connection (``key``: id of its record or connection) left ``pool``."""
-    global _seq
-    site = None
-    if _observers:
-        site = call_site(sys._getframe(1))
-        if site == "<unknown>":
-            site = _site_outside_greenlet()
-    with _lock:
-        _seq += 1
-        again = key in _out  # StaticPool hands its one record out again
-        _out[key] = Checkout(pool, site, _seq, holder)
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                if counted:
-                    obs._checkouts += 1
-                if not again:
-                    obs._current += 1
-                    if obs._current > obs._peak:  # noqa: PLR1730 - a comparison is cheaper than max()
-                        obs._peak = obs._current
-                obs._seen[id(pool)] = pool
-
-
-def checked_in(key: int, pool: Any, counted: bool = True) -> None:
-    """A connection came back to ``pool`` (``counted=False``: detached, not a checkin).
-
-    ``pool`` None: the pool of its checkout, if that was seen.
-    """
-    with _lock:
-        entry = _out.pop(key, None)
-        if pool is None:
-            if entry is None:
-                return
-            pool = entry.pool
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                if counted:
-                    obs._checkins += 1
-                if entry is not None and obs._current > 0:
-                    obs._current -= 1
-                obs._seen[id(pool)] = pool
-
-
-def dropped(key: int, gone: bool = False) -> None:
-    """The connection ``key`` was dropped without being returned; the GC cleans it up.
-
-    ``gone=True`` when no checkin will follow (a psycopg connection that was collected).
-    """
-    with _lock:
-        entry = _out.pop(key, None) if gone else _out.get(key)
-        if entry is None:
-            return
-        entry.dropped = True
-        if _observers:
-            _dropped.append(entry)
-        if gone:
-            for obs in _observers:
-                if (obs._all or obs._wants(entry.pool)) and obs._current > 0:
-                    obs._current -= 1
-
-
-def waited(pool: Any, seconds: float, timed_out: bool = False) -> None:
-    """A checkout attempt on ``pool`` took ``seconds`` (and timed out, or not)."""
-    with _lock:
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                obs._waits.append(seconds)
-                if timed_out:
-                    obs._timeouts += 1
-
-
-def overflow_seen(pool: Any, overflow: int) -> None:
-    """``pool`` was seen with ``overflow`` connections beyond its base size."""
-    with _lock:
-        for obs in _observers:
-            if obs._all or obs._wants(pool):
-                key = id(pool)
-                if overflow > obs._overflow.get(key, 0):
-                    obs._overflow[key] = overflow
-
-
-# -- what the observer watches -------------------------------------------------------
-def classify(target: Any) -> tuple[str, Any]:
-    """``("engine", sync_engine)``, ``("pool", sqlalchemy_pool)`` or ``("psycopg", pool)``.
-
-    Raises TypeError naming what is accepted for anything else.
-    """
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
-    kind = pool_sqlalchemy.classify(target) or pool_psycopg.classify(target)
-    if kind is None:
-        raise TypeError(f"pool_stats() accepts {ACCEPTS}; got {type(target).__name__}")
-    return kind
-
-
-def describe_pool(pool: Any) -> str:
-    """A readable pool name: the engine URL (password masked) and pool class, or the psycopg pool name."""
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
-    if pool_psycopg.is_pool(pool):
-        return pool_psycopg.name_of(pool)
-    return pool_sqlalchemy.name_of(pool)
-
-
-def configured_size(pool: Any) -> int | None:
-    """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
-    if pool_psycopg.is_pool(pool):
-        return int(pool.max_size)
-    return pool_sqlalchemy.size_of(pool)
 
 
 class PoolObservation:
@@ -289,43 +95,41 @@ class PoolObservation:
         self.stop()
 
     def start(self) -> PoolObservation:
-        """Begin receiving pool events (the driver hooks must be installed: see :func:`install`)."""
-        global _observers
+        """Begin receiving pool events (the driver hooks must be installed: see :func:`~pytest_migsafe.pool.targets.install`)."""
         if self._active or self._frozen is not None:
             raise RuntimeError("a PoolObservation can be started once")
-        psycopg: Any = sys.modules.get(f"{__package__}.pool_psycopg")  # imported by install() if in use
+        psycopg: Any = sys.modules.get("pytest_migsafe.pool.psycopg")  # imported by install() if in use
         if self._psycopg_given:
             from pytest_migsafe.pool import psycopg as pool_psycopg
 
             psycopg = pool_psycopg
             for psycopg_pool in self._psycopg_given:
                 psycopg.register(psycopg_pool, fresh=False)
-        with _lock:
-            self._start_seq = _seq
-            if _out:
-                self._current = sum(1 for entry in _out.values() if self._wants(entry.pool))
+        with events._lock:
+            self._start_seq = events._seq
+            if events._out:
+                self._current = sum(1 for entry in events._out.values() if self._wants(entry.pool))
                 self._peak = self._current
             pools = (psycopg.registered() if psycopg is not None else []) if self._all else self._psycopg_given
             for psycopg_pool in pools:
                 self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, psycopg.stats_of(psycopg_pool))
             self._active = True
-            _observers = (*_observers, self)
+            events._observers = (*events._observers, self)
         return self
 
     def stop(self) -> None:
         """Stop receiving events and freeze the figures (idempotent)."""
-        global _observers
         if not self._active:
             return
-        if _out and self._open_leaks():
+        if events._out and self._open_leaks():
             gc.collect()  # a connection dropped in a reference cycle is returned now, as dropped
-        with _lock:
-            _observers = tuple(obs for obs in _observers if obs is not self)
+        with events._lock:
+            events._observers = tuple(obs for obs in events._observers if obs is not self)
             self._active = False
             self._was_quiet = self._quiet()
             self._frozen = _QUIET if self._was_quiet else self._compute()
-            if not _observers:
-                _dropped.clear()
+            if not events._observers:
+                events._dropped.clear()
 
     def psycopg_pool_added(self, psycopg_pool: Any, fresh: bool) -> None:
         """A psycopg pool became known while active: count it from now (or from its creation)."""
@@ -360,13 +164,13 @@ class PoolObservation:
         return totals
 
     def _open_leaks(self) -> list[Checkout]:
-        with _lock:
-            return [entry for entry in _out.values()
+        with events._lock:
+            return [entry for entry in events._out.values()
                     if entry.seq > self._start_seq and not entry.dropped and self._wants(entry.pool)]
 
     def _leaks(self) -> list[Leak]:
-        with _lock:
-            gone = [entry for entry in _dropped
+        with events._lock:
+            gone = [entry for entry in events._dropped
                     if entry.seq > self._start_seq and self._wants(entry.pool)]
         entries = sorted([*self._open_leaks(), *gone], key=lambda entry: entry.seq)
         return [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
@@ -374,12 +178,12 @@ class PoolObservation:
 
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database): skip the sums."""
-        return (_seq == self._start_seq and not self._psycopg_base and not self._seen and not self._waits
+        return (events._seq == self._start_seq and not self._psycopg_base and not self._seen and not self._waits
                 and not (self._created or self._closed or self._invalidated or self._checkins
-                         or self._timeouts) and not _dropped)
+                         or self._timeouts) and not events._dropped)
 
     def _compute(self) -> PoolFigures:
-        with _lock:
+        with events._lock:
             psy = self._psycopg_deltas()
             waits = sorted(self._waits)
             leaks = self._leaks()
@@ -469,7 +273,7 @@ class PoolObservation:
     @property
     def waits(self) -> list[float]:
         """Every checkout wait in seconds, in the order they happened."""
-        with _lock:
+        with events._lock:
             return list(self._waits)
 
     @property
@@ -488,32 +292,6 @@ class PoolObservation:
                 f"peak_checked_out={f.peak_checked_out} leaks={len(f.leaks)}>")
 
 
-def install(import_missing: bool = True) -> None:
-    """Install the pool hooks; with ``import_missing=False`` only for drivers already imported.
-
-    Idempotent and cheap once both drivers are hooked.
-    """
-    global _installed_for
-    loaded = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
-    if loaded == _installed_for and (not import_missing or None not in loaded):
-        return  # the same libraries as last time, already hooked: the per-test fast path
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
-    pool_sqlalchemy.install(import_missing)
-    pool_psycopg.install(import_missing)
-    _installed_for = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
-
-
-_installed_for: tuple[Any, Any] = (False, False)
-
-
-def drivers_loaded() -> bool:
-    """True once SQLAlchemy or psycopg_pool is imported: before that, no pool can exist."""
-    modules = sys.modules
-    return "sqlalchemy" in modules or "psycopg_pool" in modules
-
-
 def pool_stats(*targets: Any) -> PoolObservation:
     """A :class:`PoolObservation` of ``targets`` (engines, async engines, pools), or of every pool.
 
@@ -521,5 +299,5 @@ def pool_stats(*targets: Any) -> PoolObservation:
     not an engine or a pool.
     """
     observation = PoolObservation(targets if targets else None)
-    install()
+    install_hooks()
     return observation

@@ -1,4 +1,4 @@
-"""Report psycopg_pool pools to :mod:`pytest_migsafe.pool.observe`.
+"""Report psycopg_pool pools to :mod:`pytest_migsafe.pool.events`.
 
 Counters come from ``get_stats()`` deltas (a counter missing from the stats reads 0).
 Wrappers on ``ConnectionPool`` and ``AsyncConnectionPool`` (their null-pool subclasses
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from pytest_migsafe.pool import observe as observed
+from pytest_migsafe.pool import events as observed
 
 installed = False
 _patched: Any = None  # the psycopg_pool module whose classes are wrapped

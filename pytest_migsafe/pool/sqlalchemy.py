@@ -1,4 +1,4 @@
-"""Report every SQLAlchemy pool's events to :mod:`pytest_migsafe.pool.observe`.
+"""Report every SQLAlchemy pool's events to :mod:`pytest_migsafe.pool.events`.
 
 Listeners on the ``Pool`` class see every pool of every engine, any pool class
 (QueuePool, AsyncAdaptedQueuePool, NullPool, StaticPool, SingletonThreadPool, ...).
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from pytest_migsafe.pool import observe as observed
+from pytest_migsafe.pool import events as observed
 
 installed = False
 _originals: dict[str, Any] = {}

@@ -1,9 +1,8 @@
-"""Count SQL statements: the counters, and the one dispatch every driver hook calls.
+"""Count SQL statements: :class:`QueryCounter` and :func:`count_queries`.
 
-Driver hooks (:mod:`pytest_migsafe.queries.sqlalchemy`, :mod:`pytest_migsafe.queries.psycopg`)
-call :func:`record_statement` once per statement sent through a cursor. Active counters
-are global, not per thread or task, so statements run by other threads and asyncio tasks
-while a counter is active count for it. Usable without pytest::
+A counter receives every statement the driver hooks report through
+:func:`pytest_migsafe.queries.dispatch.record_statement` while it is active, from any
+thread or asyncio task. Usable without pytest::
 
     with count_queries() as counter:
         run_code()
@@ -13,31 +12,18 @@ while a counter is active count for it. Usable without pytest::
 from __future__ import annotations
 
 import re
-import sys
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.queries.callsite import call_site
+from pytest_migsafe.queries.dispatch import settings, start, stop
+from pytest_migsafe.queries.drivers import install
 from pytest_migsafe.report.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
 
 
 class NPlusOneWarning(UserWarning):
     """A statement shape repeated from one call site at least the N+1 threshold."""
-
-
-@dataclass
-class CaptureSettings:
-    """Session-wide capture settings; the plugin sets them from options and ini."""
-
-    keep: int = 10_000
-    include_transaction_control: bool = False
-    capture_params: bool = False
-
-
-settings = CaptureSettings()
 
 
 @dataclass
@@ -217,71 +203,6 @@ def _rule_matches(rule: re.Pattern[str] | str, shape: str) -> bool:
     return rule.search(shape) is not None
 
 
-# -- the registry of active counters ------------------------------------------------
-_lock = threading.Lock()
-_active: tuple[QueryCounter, ...] = ()
-
-
-def start(counter: QueryCounter) -> None:
-    """Make ``counter`` receive statements (the caller installs the driver hooks)."""
-    global _active
-    with _lock:
-        _active = (*_active, counter)
-
-
-def stop(counter: QueryCounter) -> None:
-    """Stop ``counter`` from receiving statements."""
-    global _active
-    with _lock:
-        _active = tuple(c for c in _active if c is not counter)
-
-
-def is_active() -> bool:
-    """True while at least one counter is active (driver hooks check this first)."""
-    return bool(_active)
-
-
-_shapes: dict[str, tuple[str, bool]] = {}
-_SHAPES_MAX = 100_000
-
-
-def shape_of(sql: str) -> tuple[str, bool]:
-    """``(shape, is transaction control)`` of a statement, from a plain dict after the first time."""
-    entry = _shapes.get(sql)
-    if entry is None:
-        from pytest_migsafe.queries.normalize import (  # loaded at the first statement
-            is_transaction_control,
-            normalize,
-        )
-
-        if len(_shapes) >= _SHAPES_MAX:
-            _shapes.clear()
-        entry = _shapes[sql] = (normalize(sql), is_transaction_control(sql))
-    return entry
-
-
-def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
-                     params: Any = None, site: str | None = None) -> None:
-    """Record one statement for every active counter. Called by the driver hooks."""
-    counters = _active
-    if not counters:
-        return
-    entry = _shapes.get(sql)
-    if entry is None:
-        entry = shape_of(sql)
-    shape, control = entry
-    if site is None:
-        site = call_site(sys._getframe(1))
-    kept = params if settings.capture_params else None
-    with _lock:
-        for counter in counters:
-            if control and not counter.include_transaction_control:
-                continue
-            if counter._filtered and not counter._accepts(sql, target):
-                continue
-            counter._add(sql, shape, seconds, site, target, batch_size, kept)
-
-
 def count_queries(
     *,
     match: str | None = None,
@@ -309,41 +230,3 @@ def database_of_engine(engine: Any) -> str:
     return url.database or ":memory:"
 
 
-_installed_for: tuple[Any, Any] = (False, False)
-
-
-def drivers_loaded() -> bool:
-    """True once SQLAlchemy or psycopg is imported: before that, no statement can be captured."""
-    modules = sys.modules
-    return "sqlalchemy" in modules or "psycopg" in modules
-
-
-def install(import_missing: bool = True) -> None:
-    """Install the driver hooks; with ``import_missing=False`` only for drivers already imported.
-
-    Idempotent and cheap, so the plugin calls it before every test without importing
-    SQLAlchemy or psycopg into a suite that never uses them.
-    """
-    global _installed_for
-    modules = sys.modules
-    loaded = (modules.get("psycopg"), modules.get("sqlalchemy"))
-    if loaded == _installed_for and (not import_missing or None not in loaded):
-        return  # the same drivers as last time, already hooked: the per-test fast path
-    from pytest_migsafe.queries import psycopg as capture_psycopg
-    from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
-
-    # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
-    capture_psycopg.install(import_missing)
-    capture_sqlalchemy.install(import_missing)
-    _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"))
-
-
-def uninstall() -> None:
-    """Remove the driver hooks (benchmarks and tests; the plugin never does)."""
-    global _installed_for
-    from pytest_migsafe.queries import psycopg as capture_psycopg
-    from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
-
-    capture_sqlalchemy.uninstall()
-    capture_psycopg.uninstall()
-    _installed_for = (False, False)

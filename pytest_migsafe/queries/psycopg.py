@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from time import perf_counter
 from typing import Any
 
-from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site
 
 _PATCHED_FLAG = "__migsafe_original__"

@@ -14,7 +14,7 @@ import sys
 from time import perf_counter
 from typing import Any
 
-from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries import psycopg as capture_psycopg
 from pytest_migsafe.queries.callsite import call_site
 

@@ -1,0 +1,73 @@
+"""What a pool observation can watch: engines and pools of SQLAlchemy and psycopg_pool,
+their names and sizes, and the hooks that make them report events."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+ACCEPTS = ("a SQLAlchemy Engine, AsyncEngine or Pool, or a psycopg_pool ConnectionPool "
+           "or AsyncConnectionPool")
+
+
+# -- what the observer watches -------------------------------------------------------
+def classify(target: Any) -> tuple[str, Any]:
+    """``("engine", sync_engine)``, ``("pool", sqlalchemy_pool)`` or ``("psycopg", pool)``.
+
+    Raises TypeError naming what is accepted for anything else.
+    """
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
+
+    kind = pool_sqlalchemy.classify(target) or pool_psycopg.classify(target)
+    if kind is None:
+        raise TypeError(f"pool_stats() accepts {ACCEPTS}; got {type(target).__name__}")
+    return kind
+
+
+def describe_pool(pool: Any) -> str:
+    """A readable pool name: the engine URL (password masked) and pool class, or the psycopg pool name."""
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
+
+    if pool_psycopg.is_pool(pool):
+        return pool_psycopg.name_of(pool)
+    return pool_sqlalchemy.name_of(pool)
+
+
+def configured_size(pool: Any) -> int | None:
+    """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
+
+    if pool_psycopg.is_pool(pool):
+        return int(pool.max_size)
+    return pool_sqlalchemy.size_of(pool)
+
+
+def install(import_missing: bool = True) -> None:
+    """Install the pool hooks; with ``import_missing=False`` only for drivers already imported.
+
+    Idempotent and cheap once both drivers are hooked.
+    """
+    global _installed_for
+    loaded = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
+    if loaded == _installed_for and (not import_missing or None not in loaded):
+        return  # the same libraries as last time, already hooked: the per-test fast path
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
+
+    pool_sqlalchemy.install(import_missing)
+    pool_psycopg.install(import_missing)
+    _installed_for = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
+
+
+_installed_for: tuple[Any, Any] = (False, False)
+
+
+def drivers_loaded() -> bool:
+    """True once SQLAlchemy or psycopg_pool is imported: before that, no pool can exist."""
+    modules = sys.modules
+    return "sqlalchemy" in modules or "psycopg_pool" in modules
+
+
