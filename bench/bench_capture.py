@@ -58,7 +58,7 @@ def measure(engine: Engine, n: int, rounds: int) -> dict[str, float]:
     work = loop(engine, n)
     seen: list[str] = []
 
-    def naive(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def naive(conn, cursor, statement, parameters, context, executemany):
         seen.append(statement)
 
     def none() -> float:
@@ -111,7 +111,7 @@ def run_one(mode: str, n: int) -> None:
     if mode == "naive":
         seen: list[str] = []
 
-        def naive(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        def naive(conn, cursor, statement, parameters, context, executemany):
             seen.append(statement)
 
         event.listen(Engine, "before_cursor_execute", naive)

@@ -28,7 +28,7 @@ _EXPORTS = {
     "pool_size": "pytest_migsafe.pool.sizing",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["NPlusOneWarning", "QueryBudgetExceeded", "QueryCounter", "assert_cache_aside", "assert_constant_queries", "assert_max_queries", "assert_num_queries", "assert_pool_warm", "cache_stats", "count_queries", "hot_reads", "pool_size", "pool_stats"]
 
 
 def __getattr__(name: str) -> Any:

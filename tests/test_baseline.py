@@ -16,6 +16,7 @@ from pytest_migsafe.report.baseline import (
     updated_baseline,
     write_baseline,
 )
+from pytest_migsafe.report.files import ReportFileError, write_json_atomic
 from pytest_migsafe.report.record import (
     CacheFigures,
     NPlusOne,
@@ -25,7 +26,6 @@ from pytest_migsafe.report.record import (
     ShadowFigures,
     TestRecord,
 )
-from pytest_migsafe.report.files import ReportFileError, write_json_atomic
 
 SUITE = """
 from sqlalchemy import create_engine, text

@@ -21,6 +21,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from pytest_migsafe.cache.hooks import probe_exists
 from pytest_migsafe.cache.stats import (
     CacheStats,
     Tally,
@@ -28,7 +29,6 @@ from pytest_migsafe.cache.stats import (
     server_counts,
     sum_figures,
 )
-from pytest_migsafe.cache.hooks import probe_exists
 from pytest_migsafe.report.record import CacheFigures, TestRecord
 from pytest_migsafe.servers import RunningRedis, start_redis
 

@@ -49,21 +49,19 @@ def server_calls(dsn: str) -> int:
 
 
 def test_sqlalchemy_on_psycopg_counts_each_statement_once(engine: Engine) -> None:
-    with engine.connect() as conn:
-        with count_queries() as counter:
-            for i in range(3):
-                conn.execute(text("SELECT :i"), {"i": i})
+    with engine.connect() as conn, count_queries() as counter:
+        for i in range(3):
+            conn.execute(text("SELECT :i"), {"i": i})
     assert counter.count == 3
     assert [q.shape for q in counter.queries] == [counter.queries[0].shape] * 3
 
 
 def test_raw_psycopg_sync_counts_cursor_and_connection_execute(pg_dsn: str) -> None:
-    with psycopg.connect(pg_dsn) as conn:
-        with count_queries() as counter:
-            conn.execute("SELECT 1")
-            with conn.cursor() as cur:
-                cur.execute("SELECT %s", (2,))
-                cur.executemany("SELECT %s", [(1,), (2,), (3,)])
+    with psycopg.connect(pg_dsn) as conn, count_queries() as counter:
+        conn.execute("SELECT 1")
+        with conn.cursor() as cur:
+            cur.execute("SELECT %s", (2,))
+            cur.executemany("SELECT %s", [(1,), (2,), (3,)])
     assert counter.count == 3
     assert counter.executions == 5
     assert counter.queries[-1].batch_size == 3
@@ -193,10 +191,9 @@ def test_match_ignore_and_using_filters(engine: Engine) -> None:
 
 def test_stored_statements_stop_at_cap_but_count_stays_exact() -> None:
     eng = create_engine("sqlite://")
-    with eng.connect() as conn:
-        with count_queries(keep=5) as counter:
-            for i in range(12):
-                conn.execute(text("SELECT :i"), {"i": i})
+    with eng.connect() as conn, count_queries(keep=5) as counter:
+        for i in range(12):
+            conn.execute(text("SELECT :i"), {"i": i})
     assert counter.count == 12
     assert len(counter.queries) == 5
     assert counter.omitted == 7
@@ -218,9 +215,8 @@ def test_parameters_not_stored_unless_opted_in(monkeypatch: pytest.MonkeyPatch) 
 
 def test_call_site_is_the_users_line() -> None:
     eng = create_engine("sqlite://")
-    with eng.connect() as conn:
-        with count_queries() as counter:
-            conn.execute(text("SELECT 1")); line = counter_line()  # noqa: E702
+    with eng.connect() as conn, count_queries() as counter:
+        conn.execute(text("SELECT 1")); line = counter_line()
     assert counter.queries[0].call_site == f"tests/test_capture.py:{line}"
 
 
@@ -232,10 +228,9 @@ def counter_line() -> int:
 
 def test_n_plus_one_suspects_and_specific_allow_list() -> None:
     eng = create_engine("sqlite://")
-    with eng.connect() as conn:
-        with count_queries() as counter:
-            for i in range(12):
-                conn.execute(text("SELECT :i"), {"i": i})
+    with eng.connect() as conn, count_queries() as counter:
+        for i in range(12):
+            conn.execute(text("SELECT :i"), {"i": i})
     (suspect,) = counter.n_plus_one(threshold=10)
     assert suspect.count == 12 and not suspect.allowed
     assert counter.n_plus_one(10, allow=[("SELECT :x", 12)])[0].allowed
@@ -249,10 +244,9 @@ def test_budget_context_managers_name_shapes_and_sites() -> None:
         with assert_num_queries(2):
             conn.execute(text("SELECT 1"))
             conn.execute(text("SELECT 2"))
-        with pytest.raises(QueryBudgetExceeded) as info:
-            with assert_max_queries(1):
-                for _ in range(3):
-                    conn.execute(text("SELECT 1 WHERE 1 = :x"), {"x": 1})
+        with pytest.raises(QueryBudgetExceeded) as info, assert_max_queries(1):
+            for _ in range(3):
+                conn.execute(text("SELECT 1 WHERE 1 = :x"), {"x": 1})
     message = str(info.value)
     assert message.startswith("assert_max_queries: expected at most 1 query, 3 ran")
     assert "x3 at tests/test_capture.py:" in message
@@ -264,10 +258,9 @@ def test_copy_counts_once_and_matches_the_server(pg_dsn: str) -> None:
         conn.commit()
         before = server_calls(pg_dsn)
         with count_queries() as counter:
-            with conn.cursor() as cur:
-                with cur.copy("COPY cap_copy (a, b) FROM STDIN") as copy:
-                    for i in range(50):
-                        copy.write_row((i, f"row {i}"))
+            with conn.cursor() as cur, cur.copy("COPY cap_copy (a, b) FROM STDIN") as copy:
+                for i in range(50):
+                    copy.write_row((i, f"row {i}"))
             conn.commit()
         after = server_calls(pg_dsn)
         assert conn.execute("SELECT count(*) FROM cap_copy").fetchone() == (50,)
@@ -281,10 +274,9 @@ def test_async_copy_counts_once(pg_dsn: str) -> None:
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
             await conn.execute("CREATE TEMP TABLE cap_acopy (a int)")
             with count_queries() as counter:
-                async with conn.cursor() as cur:
-                    async with cur.copy("COPY cap_acopy (a) FROM STDIN") as copy:
-                        for i in range(10):
-                            await copy.write_row((i,))
+                async with conn.cursor() as cur, cur.copy("COPY cap_acopy (a) FROM STDIN") as copy:
+                    for i in range(10):
+                        await copy.write_row((i,))
             return counter.count
 
     assert asyncio.run(main()) == 1

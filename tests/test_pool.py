@@ -22,9 +22,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
+from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.pool import metrics
 from pytest_migsafe.pool import warm as pool_warm
-from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.pool.observe import pool_stats
 from pytest_migsafe.pool.targets import ACCEPTS, describe_pool
 from pytest_migsafe.report.record import Leak, PoolFigures
@@ -99,7 +99,7 @@ def test_concurrent_checkouts_on_queuepool_are_counted_exactly(make_engine: Call
                     if among_first:
                         first_holders.wait()
                         pool_checked_out.append(engine.pool.checkedout())
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
 
     with pool_stats(engine) as stats:

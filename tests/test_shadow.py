@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from pytest_migsafe.report import record as records
 from pytest_migsafe.servers import start_redis
+from pytest_migsafe.shadow.diff import value_diff
 from pytest_migsafe.shadow.experiment import (
     Experiment,
     Observation,
@@ -24,7 +26,6 @@ from pytest_migsafe.shadow.experiment import (
     judge,
     percentile,
 )
-from pytest_migsafe.shadow.diff import value_diff
 
 # Shadow runs in a loop repeat the paths' statements from one call site by design.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest_migsafe.queries.counter.NPlusOneWarning")
@@ -270,7 +271,7 @@ def test_the_order_actually_followed_is_the_recorded_one() -> None:
     lab = Shadow(seed=2)
     for _ in range(10):
         ran: list[str] = []
-        lab.run("o", lambda: ran.append("control"), lambda: ran.append("candidate"))
+        lab.run("o", lambda ran=ran: ran.append("control"), lambda ran=ran: ran.append("candidate"))
         assert ran[0] == ("candidate" if lab.experiments["o"].trials[-1].candidate_first else "control")
 
 
@@ -387,7 +388,7 @@ def test_run_many_alternates_which_path_goes_first() -> None:
     lab = Shadow(seed=8)
     result = lab.run_many("alt", abs, abs, range(7), repeat=2)
     firsts = [t.candidate_first for t in result.trials]
-    assert all(a != b for a, b in zip(firsts, firsts[1:]))
+    assert all(a != b for a, b in itertools.pairwise(firsts))
 
 
 def test_run_many_counts_errors_mismatches_and_aggregates_with_run() -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from pytest_migsafe.cli import main as cli
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
 from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings
+from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
 
 
 @pytest.mark.parametrize(("rps", "seconds", "headroom", "expected"), [

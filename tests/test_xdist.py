@@ -80,7 +80,7 @@ def test_figures_are_the_same_without_xdist_with_n0_and_with_two_workers(pyteste
         outputs[way] = (baseline.read_text(), json.loads((pytester.path / f"report-{way}.json").read_text()),
                         summary)
         assert "error" not in summary
-    plain_baseline, plain_json, plain_summary = outputs["plain"]
+    plain_baseline, plain_json, _plain_summary = outputs["plain"]
     for way in ("n0", "n2"):
         baseline, report, summary = outputs[way]
         assert baseline == plain_baseline, way

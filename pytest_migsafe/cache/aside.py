@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.cache.stats import CacheStats, key_text
 from pytest_migsafe.cache.hooks import probe_exists
+from pytest_migsafe.cache.stats import CacheStats, key_text
 from pytest_migsafe.queries.counter import count_queries
 from pytest_migsafe.text import shorten
 

@@ -12,9 +12,9 @@ import argparse
 import re
 from typing import Any
 
-from pytest_migsafe.cli.main import CommandError
-from pytest_migsafe.plugin.options import parse_positive_int, parse_rate
+from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.servers import mask_url
+from pytest_migsafe.values import parse_positive_int, parse_rate
 
 
 def _rate(text: str) -> float:

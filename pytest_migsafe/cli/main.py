@@ -13,11 +13,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pytest_migsafe.cli.errors import CommandError
+
 COMMAND_MODULES = ("pytest_migsafe.cli.cache", "pytest_migsafe.cli.pool", "pytest_migsafe.cli.report")
-
-
-class CommandError(Exception):
-    """A user-facing error: printed as ``migsafe: <message>``, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,24 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.cli.main import CommandError
 from pytest_migsafe.report.record import SCHEMA_VERSION, RunReport
-
-
-def positive_number(text: str) -> float:
-    """An argparse type: a positive finite number (the pool-size options, CLI and pytest alike)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from pytest_migsafe.values import positive_number
 
 
 def register(subparsers: Any) -> None:

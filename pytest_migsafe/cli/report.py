@@ -13,12 +13,8 @@ import argparse
 import sys
 from typing import Any
 
+from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.report.baseline import BASELINE_KIND, Baseline, baseline_of_run, read_baseline
-from pytest_migsafe.cli.main import CommandError
-from pytest_migsafe.plugin.options import argument_type, parse_rate
-from pytest_migsafe.report.record import RunReport
-from pytest_migsafe.report.regressions import Tolerances, compare
-from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, summary_lines
 from pytest_migsafe.report.files import (
     ReportFileError,
     file_kind,
@@ -27,7 +23,11 @@ from pytest_migsafe.report.files import (
     run_report_of,
     write_json_atomic,
 )
+from pytest_migsafe.report.record import RunReport
+from pytest_migsafe.report.regressions import Tolerances, compare
+from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, summary_lines
 from pytest_migsafe.text import plural
+from pytest_migsafe.values import argument_type, parse_rate
 
 
 def register(subparsers: Any) -> None:

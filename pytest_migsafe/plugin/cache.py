@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_migsafe.plugin.options import get_setting, parse_rate
+from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
+from pytest_migsafe.values import parse_rate
 
 if TYPE_CHECKING:
     from pytest_migsafe.cache.stats import CacheStats

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_migsafe.plugin.options import get_setting
+from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
+from pytest_migsafe.pool import limits as pool_limits
 from pytest_migsafe.pool import metrics, targets
 from pytest_migsafe.pool import observe as pool
-from pytest_migsafe.pool import limits as pool_limits
-from pytest_migsafe.cli.pool import positive_number
-from pytest_migsafe.plugin.options import get_setting, parse_bool
-from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
 from pytest_migsafe.text import plural
+from pytest_migsafe.values import parse_bool, positive_number
 
 if TYPE_CHECKING:
-    from pytest_migsafe.pool import warm as pool_warm
     from pytest_migsafe.pool import sizing
+    from pytest_migsafe.pool import warm as pool_warm
 
 MARKER = "pool"
 MARKER_HELP = (

@@ -14,12 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_migsafe.queries import counter as capture
-from pytest_migsafe.queries import drivers
-from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
-from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_threshold
-from pytest_migsafe.plugin.options import argument_type, get_setting, parse_bool, parse_positive_int
+from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
     call_phases,
@@ -28,7 +24,12 @@ from pytest_migsafe.plugin.stash import (
     record_of,
     run_report,
 )
+from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import drivers
+from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
+from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.text import shorten
+from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine

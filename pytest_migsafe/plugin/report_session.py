@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from pytest_migsafe.plugin.options import get_setting
+from pytest_migsafe.plugin.stash import record_keeper, run_report
 from pytest_migsafe.report.baseline import (
     DEFAULT_BASELINE_PATH,
     Baseline,
@@ -28,18 +30,17 @@ from pytest_migsafe.report.baseline import (
     updated_baseline,
     write_baseline,
 )
-from pytest_migsafe.plugin.options import get_setting, parse_rate, parse_tolerance
-from pytest_migsafe.report.record import RunReport
-from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
-from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
 from pytest_migsafe.report.files import (
     ReportFileError,
     dumps_stable,
     report_document,
     write_json_atomic,
 )
-from pytest_migsafe.plugin.stash import record_keeper, run_report
+from pytest_migsafe.report.record import RunReport
+from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
+from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
 from pytest_migsafe.text import plural
+from pytest_migsafe.values import parse_rate, parse_tolerance
 
 WORKER_KEY = "migsafe"
 # exit statuses after which the tests' figures are trustworthy enough to write a baseline

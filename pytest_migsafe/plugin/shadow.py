@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from pytest_migsafe.plugin.options import argument_type, get_setting
-from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
+from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, record_of
+from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
+from pytest_migsafe.values import argument_type
 
 SEED_KEY = pytest.StashKey[int]()
 MODE_KEY = pytest.StashKey[str]()

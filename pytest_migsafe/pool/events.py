@@ -115,7 +115,7 @@ def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
                     obs._checkouts += 1
                 if not again:
                     obs._current += 1
-                    if obs._current > obs._peak:  # noqa: PLR1730 - a comparison is cheaper than max()
+                    if obs._current > obs._peak:
                         obs._peak = obs._current
                 obs._seen[id(pool)] = pool
 

@@ -88,7 +88,7 @@ class PoolObservation:
         self._frozen: PoolFigures | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-    def __enter__(self) -> PoolObservation:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> PoolObservation:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ def _decimal(name: str, value: Any) -> Decimal:
     """``value`` as a Decimal, or ValueError naming ``name`` and what is expected."""
     expected = f"{name} must be a positive finite number"
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
-        raise ValueError(f"{expected}, got {value!r}")  # noqa: TRY004 - one error type for every bad argument
+        raise ValueError(f"{expected}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{expected}, got {value!r}")
     number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)

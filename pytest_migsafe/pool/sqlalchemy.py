@@ -158,7 +158,7 @@ def remember_engine(engine: Any) -> None:
         if dialect in _engine_names:
             return
         url = engine.url.render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an engine without a usable URL keeps the fallback name
+    except Exception:
         return
     count = _url_counts[url] = _url_counts.get(url, 0) + 1
     _engine_names[dialect] = url if count == 1 else f"{url} #{count}"

@@ -114,9 +114,7 @@ class QueryCounter:
             return False
         if self.ignore is not None and self.ignore.search(sql) is not None:
             return False
-        if self.using is not None and target.rsplit("/", 1)[-1] != self.using:
-            return False
-        return True
+        return not (self.using is not None and target.rsplit("/", 1)[-1] != self.using)
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:

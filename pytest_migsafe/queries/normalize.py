@@ -192,12 +192,7 @@ _TOKEN_RE = re.compile(
 )
 
 _EXTRA_KEYWORDS = frozenset(
-    """ADD BY CASCADE CAST CHECK CONFLICT DO FOREIGN GROUP IF KEY LAST LOCKED
-    NOTHING NOWAIT NULLS OF ONLY ORDER PRIMARY RESTRICT SHARE SKIP TO
-    ABORT ANALYZE BEGIN CALL CHECKPOINT CLUSTER COMMIT CONFLICT COPY DEALLOCATE
-    DISCARD DO END EXCLUDED EXPLAIN FETCH GRANT IMMEDIATE DEFERRED EXCLUSIVE LISTEN
-    LOCK MOVE NOTIFY NOTHING PRAGMA PREPARE PREPARED REINDEX RELEASE RESET REVOKE
-    ROLLBACK SAVEPOINT SHOW START TRANSACTION UNLISTEN VACUUM WORK""".split()
+    ["ADD", "BY", "CASCADE", "CAST", "CHECK", "CONFLICT", "DO", "FOREIGN", "GROUP", "IF", "KEY", "LAST", "LOCKED", "NOTHING", "NOWAIT", "NULLS", "OF", "ONLY", "ORDER", "PRIMARY", "RESTRICT", "SHARE", "SKIP", "TO", "ABORT", "ANALYZE", "BEGIN", "CALL", "CHECKPOINT", "CLUSTER", "COMMIT", "CONFLICT", "COPY", "DEALLOCATE", "DISCARD", "DO", "END", "EXCLUDED", "EXPLAIN", "FETCH", "GRANT", "IMMEDIATE", "DEFERRED", "EXCLUSIVE", "LISTEN", "LOCK", "MOVE", "NOTIFY", "NOTHING", "PRAGMA", "PREPARE", "PREPARED", "REINDEX", "RELEASE", "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT", "SHOW", "START", "TRANSACTION", "UNLISTEN", "VACUUM", "WORK"]
 )
 _keywords: frozenset | None = None
 
@@ -415,7 +410,7 @@ class _DropCommandFallbackWarning(logging.Filter):
 def _load_sqlglot() -> Any:
     global _sqlglot
     if _sqlglot is None:
-        import sqlglot  # noqa: WPS433 - deliberate lazy import
+        import sqlglot
 
         logging.getLogger("sqlglot").addFilter(_DropCommandFallbackWarning())
         _sqlglot = sqlglot
@@ -488,8 +483,8 @@ def _shape_tree(tree: Any, dialect: str | None) -> str:
     for node in tree.dfs(prune=lambda n: isinstance(n, exp.DataType)):
         if (
             isinstance(node, literal)
-            or isinstance(node, exp.Neg)
-            and isinstance(node.this, literal)
+            or (isinstance(node, exp.Neg)
+            and isinstance(node.this, literal))
         ):
             replace.append(node)
         elif isinstance(node, exp.Identifier):

@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.report.record import RunReport, TestRecord
 from pytest_migsafe.report.files import ReportFileError, read_json_object, write_json_atomic
+from pytest_migsafe.report.record import RunReport, TestRecord
 
 BASELINE_KIND = "migsafe-baseline"
 BASELINE_SCHEMA_VERSION = 1

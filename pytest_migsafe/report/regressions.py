@@ -120,10 +120,7 @@ def compare_entry(nodeid: str, old: BaselineEntry, new: BaselineEntry,
     if old.cache_hit_rate is not None and new.cache_hit_rate is not None:
         old_rate, new_rate = old.cache_hit_rate, new.cache_hit_rate
         alert = tolerances.hit_rate_alert
-        if old_rate - new_rate > tolerances.hit_rate + 1e-9:
-            worse.append(Change(nodeid, "cache_hit_rate", old_rate, new_rate,
-                                note=_under_alert(new_rate, alert)))
-        elif new_rate < alert <= old_rate:
+        if old_rate - new_rate > tolerances.hit_rate + 1e-9 or new_rate < alert <= old_rate:
             worse.append(Change(nodeid, "cache_hit_rate", old_rate, new_rate,
                                 note=_under_alert(new_rate, alert)))
         elif new_rate - old_rate > tolerances.hit_rate + 1e-9:

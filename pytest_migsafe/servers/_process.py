@@ -101,7 +101,7 @@ class ManagedProcess:
         if self.alive() and self.before_stop is not None:
             try:
                 self.before_stop()
-            except Exception:  # noqa: BLE001 - best effort, signals follow
+            except Exception:
                 pass
         graceful = self._wait(1.0 if self.before_stop else 0.0)
         for sig, timeout in self.stop_signals:

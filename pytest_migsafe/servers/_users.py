@@ -144,7 +144,7 @@ def _create_system_user(name: str) -> None:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def server_user(preferred: str = SERVER_USER) -> ServerUser:
     """Return the current user, or as root an unprivileged account (created with useradd if needed)."""
     if os.geteuid() != 0:

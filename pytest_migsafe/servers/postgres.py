@@ -166,7 +166,7 @@ def _use_url(url: str) -> RunningPostgres:
             params.update(dbname=dbname, user=conn.info.user)
             if not sa_url:
                 sa_url = _sqlalchemy_url(dict(params, host=conn.info.host, port=str(conn.info.port)))
-    except Exception as exc:  # noqa: BLE001 - any failure means the URL is unusable
+    except Exception as exc:
         secret = _password_of(dsn)
         raise NoPostgresAvailable(
             f"cannot connect to PostgreSQL at {mask_url(url)}: {_scrub(str(exc).strip(), secret)}"
@@ -186,7 +186,7 @@ def _password_of(dsn: str) -> str | None:
         from psycopg.conninfo import conninfo_to_dict
 
         return conninfo_to_dict(dsn).get("password")  # type: ignore[return-value]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -199,7 +199,7 @@ def _embedded_bindir() -> Path | None:
     spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def _pg_config_bindir() -> tuple[Path | None, str]:
@@ -276,7 +276,7 @@ def start_postgres(
             return _start_cluster(kind, bindir, Path(base_dir), dbname, tmp_root)
         except _SourceFailed as exc:
             tried.append(f"{label} ({bindir}): {exc}")
-        except Exception as exc:  # noqa: BLE001 - record and try the next source
+        except Exception as exc:
             tried.append(f"{label} ({bindir}): {type(exc).__name__}: {exc}")
     if not tried:
         tried.append("no source given and fallback disabled")

