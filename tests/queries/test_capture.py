@@ -93,7 +93,7 @@ def test_sqlalchemy_async_engine_counts_once_with_user_call_site() -> None:
 
     counter = asyncio.run(main())
     assert counter.count == 2
-    assert all(q.call_site.startswith("tests/test_capture.py:") for q in counter.queries)
+    assert all(q.call_site.startswith("tests/queries/test_capture.py:") for q in counter.queries)
 
 
 def test_statements_in_other_threads_count(engine: Engine) -> None:
@@ -217,7 +217,7 @@ def test_call_site_is_the_users_line() -> None:
     eng = create_engine("sqlite://")
     with eng.connect() as conn, count_queries() as counter:
         conn.execute(text("SELECT 1")); line = counter_line()
-    assert counter.queries[0].call_site == f"tests/test_capture.py:{line}"
+    assert counter.queries[0].call_site == f"tests/queries/test_capture.py:{line}"
 
 
 def counter_line() -> int:
@@ -249,7 +249,7 @@ def test_budget_context_managers_name_shapes_and_sites() -> None:
                 conn.execute(text("SELECT 1 WHERE 1 = :x"), {"x": 1})
     message = str(info.value)
     assert message.startswith("assert_max_queries: expected at most 1 query, 3 ran")
-    assert "x3 at tests/test_capture.py:" in message
+    assert "x3 at tests/queries/test_capture.py:" in message
 
 
 def test_copy_counts_once_and_matches_the_server(pg_dsn: str) -> None:
@@ -265,7 +265,7 @@ def test_copy_counts_once_and_matches_the_server(pg_dsn: str) -> None:
         after = server_calls(pg_dsn)
         assert conn.execute("SELECT count(*) FROM cap_copy").fetchone() == (50,)
     assert counter.count == 1
-    assert counter.queries[0].call_site.startswith("tests/test_capture.py:")
+    assert counter.queries[0].call_site.startswith("tests/queries/test_capture.py:")
     assert after - before == counter.count
 
 
