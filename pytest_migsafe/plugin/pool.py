@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
+from pytest_migsafe.plugin.stash import (
+    add_call_phase,
+    marks_of,
+    record_of,
+    run_report,
+    wake_current_call,
+    watch_imports,
+)
 from pytest_migsafe.pool import limits as pool_limits
 from pytest_migsafe.pool import metrics, targets
 from pytest_migsafe.pool import observe as pool
@@ -63,8 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    metrics.listen()  # the Prometheus counter counts new connections (if prometheus_client is there)
     """Register the marker and read the settings."""
+    metrics.listen()  # the Prometheus counter counts new connections (if prometheus_client is there)
+    watch_imports(config, LIBRARIES, _pool_library_imported)
     config.addinivalue_line("markers", MARKER_HELP)
     avg = config.getoption("migsafe_avg_query_ms", default=None)
     peak = config.getoption("migsafe_peak_rps", default=None)
@@ -82,6 +90,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(sizing_session, "migsafe-pool-sizing")
         if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
             config.pluginmanager.register(XdistSizing(sizing_session), "migsafe-pool-sizing-xdist")
+
+
+LIBRARIES = ("sqlalchemy", "psycopg_pool")
+
+
+def _pool_library_imported(name: str) -> None:
+    """SQLAlchemy or psycopg_pool was just imported: hook its pools, observe the running test from now."""
+    targets.install(import_missing=False)
+    wake_current_call(name)
 
 
 def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:

@@ -18,11 +18,14 @@ from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_thres
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
-    call_phases,
+    begin_call,
+    end_call,
     existing_record,
     marks_of,
     record_of,
     run_report,
+    wake_current_call,
+    watch_imports,
 )
 from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries import drivers
@@ -79,6 +82,16 @@ def pytest_configure(config: pytest.Config) -> None:
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
     add_call_phase(config, QueryPhase.start, order=0)
+    watch_imports(config, DRIVERS, _driver_imported)
+
+
+DRIVERS = ("sqlalchemy", "psycopg")
+
+
+def _driver_imported(name: str) -> None:
+    """SQLAlchemy or psycopg was just imported: hook it, and count the running test from now."""
+    drivers.install(import_missing=False)
+    wake_current_call(name)
 
 
 _THRESHOLD = pytest.StashKey[int]()
@@ -112,17 +125,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     One hook for all the parts (queries here; pools, cache and shadow experiments from
     the ``plugin_*`` modules): the failures of every part are reported together.
     """
-    phases = []
+    call = begin_call(item)
     try:
-        for _, start in call_phases(item.config):
-            phase = start(item)
-            if phase is not None:
-                phases.append(phase)
         result = yield
     finally:
-        for phase in reversed(phases):
-            phase.stop()
-    failures = [text for phase in phases for text in phase.failures()]
+        end_call(call)
+    failures = [text for phase in call.phases for text in phase.failures()]
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
     return result

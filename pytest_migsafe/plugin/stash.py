@@ -50,6 +50,79 @@ def call_phases(config: pytest.Config) -> list[tuple[int, Callable[[pytest.Item]
     return config.stash.get(CALL_PHASES_KEY, [])
 
 
+class CallInProgress:
+    """The phases of the test whose call is running, and the parts that had nothing to measure yet."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.item = item
+        self.phases: list[CallPhase] = []
+        self.waiting: list[Callable[[pytest.Item], CallPhase | None]] = []
+
+    def start(self) -> None:
+        """Start every part's phase; remember the parts that returned None (nothing to measure)."""
+        for _, start in call_phases(self.item.config):
+            phase = start(self.item)
+            if phase is None:
+                self.waiting.append(start)
+            else:
+                self.phases.append(phase)
+
+    def wake(self) -> None:
+        """Start the waiting parts that now have something to measure (a driver was just imported)."""
+        waiting, self.waiting = self.waiting, []
+        for start in waiting:
+            phase = start(self.item)
+            if phase is None:
+                self.waiting.append(start)
+            else:
+                self.phases.append(phase)
+
+
+_watchers: dict[Callable[[str], None], int] = {}  # callback -> sessions that watch with it
+
+
+def watch_imports(config: pytest.Config, names: tuple[str, ...], callback: Callable[[str], None]) -> None:
+    """Call ``callback(name)`` when one of ``names`` is first imported, until the last session
+    that asked ends (pytester runs nest sessions in one process)."""
+    from pytest_migsafe import imports
+
+    _watchers[callback] = _watchers.get(callback, 0) + 1
+    imports.watch(names, callback)
+
+    def done() -> None:
+        _watchers[callback] -= 1
+        if not _watchers[callback]:
+            del _watchers[callback]
+            imports.unwatch(callback)
+
+    config.add_cleanup(done)
+
+
+_calls: list[CallInProgress] = []  # innermost last (a pytester run inside a test nests one)
+
+
+def begin_call(item: pytest.Item) -> CallInProgress:
+    """Start the phases of ``item``'s call (see :class:`CallInProgress`)."""
+    call = CallInProgress(item)
+    _calls.append(call)
+    call.start()
+    return call
+
+
+def end_call(call: CallInProgress) -> None:
+    """Stop the phases of the call, last started first."""
+    if call in _calls:
+        _calls.remove(call)
+    for phase in reversed(call.phases):
+        phase.stop()
+
+
+def wake_current_call(name: str = "") -> None:
+    """A driver (``name``) was imported: the running test's parts that waited for one start now."""
+    if _calls and _calls[-1].waiting:
+        _calls[-1].wake()
+
+
 def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
     """The item's markers by name, closest first: one walk up the tree, shared by every part."""
     marks = item.stash.get(MARKS_KEY, None)

@@ -1,0 +1,83 @@
+"""A driver first imported inside a test is measured in that test, whatever the test order.
+
+Run in a subprocess with pytest-postgresql disabled, so that nothing imports SQLAlchemy,
+psycopg or psycopg_pool before the first test does.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ISOLATED = ("-p", "no:pytest_postgresql", "-p", "no:randomly", "-p", "no:cacheprovider")
+
+SQLALCHEMY_BODY = """
+    from sqlalchemy import create_engine, text
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        for _ in range(3):
+            conn.execute(text("select 1"))
+"""
+
+
+def _suite(pytester: pytest.Pytester, name: str, body: str, marker: str) -> None:
+    indented = "\n".join("    " + line for line in body.strip("\n").splitlines())
+    pytester.makepyfile(**{name: f"""
+import sys
+import pytest
+
+LOADED_AT_START = {{}}
+
+@pytest.fixture(autouse=True)
+def loaded_at_start(request):
+    LOADED_AT_START[request.node.name] = sorted(
+        m for m in ("sqlalchemy", "psycopg", "psycopg_pool") if m in sys.modules)
+
+{marker}
+def test_first():
+{indented}
+
+{marker}
+def test_second():
+{indented}
+
+def test_the_first_test_was_the_importer():
+    assert LOADED_AT_START["test_first"] == []
+"""})
+
+
+def test_sqlalchemy_imported_in_the_first_test_counts_toward_its_budget(pytester: pytest.Pytester) -> None:
+    _suite(pytester, "test_late_sqlalchemy", SQLALCHEMY_BODY, "@pytest.mark.max_queries(1)")
+    result = pytester.runpytest_subprocess(*ISOLATED)
+    result.assert_outcomes(failed=2, passed=1)
+    assert result.stdout.str().count("max_queries: expected at most 1 query, 3 ran") == 2
+
+
+def test_psycopg_imported_in_the_first_test_counts_toward_its_budget(pytester: pytest.Pytester) -> None:
+    dsn = os.environ["MIGSAFE_TEST_POSTGRES_DSN"]
+    body = f"""
+    import psycopg
+    with psycopg.connect({dsn!r}) as conn:
+        for _ in range(3):
+            conn.execute("select 1")
+"""
+    _suite(pytester, "test_late_psycopg", body, "@pytest.mark.max_queries(1)")
+    result = pytester.runpytest_subprocess(*ISOLATED)
+    result.assert_outcomes(failed=2, passed=1)
+    assert result.stdout.str().count("max_queries: expected at most 1 query, 3 ran") == 2
+
+
+def test_a_pool_imported_in_the_first_test_is_checked_by_its_marker(pytester: pytest.Pytester) -> None:
+    body = """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import QueuePool
+    engine = create_engine("sqlite:///:memory:", poolclass=QueuePool, pool_size=3)
+    held = [engine.connect() for _ in range(2)]
+    for conn in held:
+        conn.close()
+"""
+    _suite(pytester, "test_late_pool", body, "@pytest.mark.pool(max_checked_out=1)")
+    result = pytester.runpytest_subprocess(*ISOLATED)
+    result.assert_outcomes(failed=2, passed=1)
+    assert result.stdout.str().count("max_checked_out=1") >= 2
