@@ -35,12 +35,19 @@ STEP_3 = "step 3 (after write(), the next read should return the new value)"
 
 
 class CacheAsideFailed(AssertionError):
-    """One step of the cache-aside check failed; the message names the step."""
+    """One step of the cache-aside check failed (an ``AssertionError``); the message names
+    the step (:data:`STEP_1`, :data:`STEP_2` or :data:`STEP_3`) and its figures."""
 
 
 @dataclass
 class ReadStep:
-    """One call of ``read()``: what it returned, its hits and misses on the key, its SQL."""
+    """One call of ``read()``: what it returned, its hits and misses on the key, its SQL.
+
+    ``hits`` / ``misses``: keyspace hits and misses of the checked key alone, from the
+    client-side accounting (``CacheStats.by_key``); ``statements``: SQL statements counted
+    by :func:`~pytest_migsafe.queries.counter.count_queries` during the call; ``sql``:
+    those statements grouped by shape (at most 5 shapes), for messages.
+    """
 
     value: Any
     hits: int
@@ -51,7 +58,13 @@ class ReadStep:
 
 @dataclass
 class CacheAsideResult:
-    """What each step observed (returned when every step passed)."""
+    """What each step observed (returned when every step passed).
+
+    ``first`` / ``second``: the two reads before ``write()``; ``after_write``: the read
+    after it (None without ``write``); ``invalidated``: True when ``write()`` removed the
+    key, False when it kept (updated) it, None when not checked or the probe could not
+    tell; ``notes``: a list of strings, empty unless a step adds one.
+    """
 
     first: ReadStep
     second: ReadStep
@@ -92,10 +105,19 @@ def assert_cache_aside(
 ) -> CacheAsideResult:
     """Run the three steps; raise :class:`CacheAsideFailed` naming the first step that fails.
 
-    ``expect_after_write`` is the value the read after ``write()`` must return, or a
-    callable that takes that value and returns True when it is right. Without it the
-    new value is ``fresh()`` (a read that bypasses the cache), else what ``write()``
-    returned. Without ``write`` only steps 1 and 2 run.
+    ``read`` / ``write`` / ``fresh`` are callables taking no argument; ``key`` the Redis
+    key (``str`` or ``bytes``) the read path caches; ``client`` a redis-py or fakeredis
+    client on the server the code under test uses (its hits and misses are measured
+    there, so the code may use its own client). ``expect_after_write`` is the value the
+    read after ``write()`` must return, or a callable that takes that value and returns
+    True when it is right. Without it the new value is ``fresh()`` (a read that bypasses
+    the cache), else what ``write()`` returned. Without ``write`` only steps 1 and 2 run.
+
+    Returns a :class:`CacheAsideResult`. Raises :class:`CacheAsideFailed` when the key
+    is cached before the first read, a step's hits, misses or statement count are wrong,
+    or the read after the write is stale; ``ValueError`` when the new value cannot be
+    told (no ``expect_after_write``, no ``fresh``, and ``write()`` returned None).
+    Exceptions from ``read``, ``write`` or ``fresh`` propagate unchanged.
     """
     name = key_text(key)
     if _is_cached(client, key):

@@ -16,6 +16,13 @@ host and port, loopback names treated alike; for fakeredis the same fake server)
 Replies that cannot tell a hit from a miss are resolved with a probe Redis does not
 count in ``INFO stats``: ``MEMORY USAGE key`` (``EXISTS`` on fakeredis, which keeps no
 statistics), sent on the pipeline's own connection or a pooled one.
+
+What a hook counts is one keyspace hit or miss per key a command looks up for reading,
+by the rules of :mod:`pytest_migsafe.cache.rules`; it is the client side's view of
+``INFO stats`` ``keyspace_hits`` / ``keyspace_misses``, and the source of the per-prefix
+and per-command breakdowns. A hook never swallows an error: the command's own exception
+is accounted (a ``WRONGTYPE`` reply to a one-key read is a hit, as Redis counts it) and
+re-raised.
 """
 
 from __future__ import annotations
@@ -40,12 +47,18 @@ Entry = tuple[str, Any, "bool | None"]  # (command, key, hit / miss / unknown)
 
 
 class Listener(Protocol):
-    """What the hooks feed: a server identity and a sink for hits and misses."""
+    """What the hooks feed: a server identity and a sink for hits and misses.
+
+    ``identity`` is the tuple :func:`pool_identity` gives for the listener's own client;
+    the hooks deliver the reads of every client whose pool has the same identity.
+    """
 
     identity: tuple[Any, ...]
 
     def add(self, command: str, key: Any, hit: bool) -> None:
-        """Count one lookup (called under the registry lock)."""
+        """Count one lookup: ``command`` (upper-case name, e.g. ``"GET"``) read ``key``
+        (``bytes`` or ``str`` as the caller passed it); ``hit`` True for a keyspace hit,
+        False for a keyspace miss. Called under the registry lock; must not raise."""
 
 
 _lock = threading.Lock()
@@ -57,7 +70,10 @@ _LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 
 
 def start(listener: Listener) -> None:
-    """Feed ``listener`` from now on (installs the hooks on first use)."""
+    """Feed ``listener`` from now on (installs the hooks on first use, see :func:`install`).
+
+    Raises ``ImportError`` when redis-py is not installed.
+    """
     global _listeners, _generation
     install()
     with _lock:
@@ -66,7 +82,7 @@ def start(listener: Listener) -> None:
 
 
 def stop(listener: Listener) -> None:
-    """Stop feeding ``listener``."""
+    """Stop feeding ``listener`` (a listener that was not started is ignored)."""
     global _listeners, _generation
     with _lock:
         _listeners = tuple(item for item in _listeners if item is not listener)
@@ -74,13 +90,21 @@ def stop(listener: Listener) -> None:
 
 
 def is_active() -> bool:
-    """True while at least one listener is active."""
+    """True while at least one listener is active (the hooks then account every read)."""
     return bool(_listeners)
 
 
 # -- which server a pool talks to ----------------------------------------------------
 def pool_identity(pool: Any) -> tuple[tuple[Any, ...], bool]:
-    """``(identity, is_fakeredis)`` of a connection pool; cached per pool."""
+    """``(identity, is_fakeredis)`` of a redis-py connection pool; cached per pool.
+
+    ``identity`` names the server, not the client: ``("unix", real path of the socket)``,
+    ``("tcp", host, port)`` with every loopback name (``localhost``, ``127.0.0.1``,
+    ``::1``, ``ip6-localhost``) spelled ``"loopback"`` and the port 6379 by default, or
+    ``("fakeredis-server", id(server))`` for a fakeredis pool given a server; a fakeredis
+    pool's identity is prefixed with ``"fakeredis"``. ``is_fakeredis`` is True when the
+    pool's connection class comes from the ``fakeredis`` package. Never raises.
+    """
     try:
         return _identities[pool]
     except (KeyError, TypeError):
@@ -105,7 +129,9 @@ def pool_identity(pool: Any) -> tuple[tuple[Any, ...], bool]:
 
 
 def client_identity(client: Any) -> tuple[tuple[Any, ...], bool]:
-    """``(identity, is_fakeredis)`` of a redis-py client (sync or asyncio)."""
+    """``(identity, is_fakeredis)`` of a redis-py client (sync or asyncio): its
+    ``connection_pool``'s, see :func:`pool_identity`. ``AttributeError`` for an object
+    without a ``connection_pool``."""
     return pool_identity(client.connection_pool)
 
 
@@ -141,7 +167,15 @@ def _rule(args: Sequence[Any]) -> tuple[str | None, str]:
 
 
 def entries_for(args: Sequence[Any], reply: Any, rule: str | None = None, name: str = "") -> list[Entry]:
-    """The entries of one command and its reply (or the exception it raised)."""
+    """The entries of one command and its reply (or the exception it raised).
+
+    ``args`` is the command as redis-py sends it (name first, then arguments). Returns a
+    list of ``(command name, key, verdict)`` tuples, one per key the command looks up
+    for reading, where the verdict is True (keyspace hit), False (miss) or None (the
+    reply cannot tell; a probe decides). A command that reads no key, or an exception
+    other than a ``redis.exceptions.ResponseError``, gives ``[]``. ``rule`` and ``name``
+    skip the rule lookup when the caller has done it.
+    """
     if rule is None:
         rule, name = _rule(args)
         if rule is None:
@@ -220,7 +254,13 @@ def _get_connection_sync(pool: Any) -> Any:
 
 
 def probe_exists(client: Any, keys: Sequence[Any]) -> list[bool | None]:
-    """Whether each key exists, asked in a way Redis does not count as a hit or a miss."""
+    """Whether each key exists, asked in a way Redis does not count as a hit or a miss.
+
+    Sends ``MEMORY USAGE key`` per key (``EXISTS`` on fakeredis) in one round trip on a
+    connection from the client's pool. Returns one entry per key, in order: True (the
+    key exists), False (it does not), or None when the server would not say (an error
+    reply, or a connection error: ``RedisError`` and ``OSError`` are not raised).
+    """
     _, fake = client_identity(client)
     return _probe_sync(client.connection_pool, list(keys), fake)
 
@@ -391,7 +431,12 @@ _installed: list[tuple[type, str, Any]] = []
 
 
 def install() -> None:
-    """Wrap redis-py's command paths (idempotent; imports redis)."""
+    """Wrap redis-py's command paths, sync and asyncio (idempotent; imports redis).
+
+    Wraps ``Redis.execute_command``, ``Pipeline.immediate_execute_command``,
+    ``Pipeline._execute_transaction`` and ``Pipeline._execute_pipeline`` of
+    ``redis.client`` and ``redis.asyncio.client``. Raises ``ImportError`` without redis-py.
+    """
     if _installed:
         return
     import redis.asyncio.client as async_client
@@ -415,7 +460,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Put redis-py's own methods back (for benchmarks and tests)."""
+    """Put redis-py's own methods back (for benchmarks and tests); a no-op when not installed."""
     while _installed:
         cls, name, original = _installed.pop()
         setattr(cls, name, original)

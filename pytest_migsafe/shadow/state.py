@@ -13,10 +13,15 @@ from typing import Any
 
 
 class ShadowIsolationError(RuntimeError):
-    """A path's database writes could not be undone, so the paths would not start alike."""
+    """A path's database writes could not be undone, so the paths would not start alike.
+
+    Raised after a path ended the savepoint opened for it (it committed or rolled back
+    on a connection or session not joined in ``create_savepoint`` mode).
+    """
 
 def flusher(flush: Any) -> Callable[[], Any] | None:
-    """A callable emptying the cache: ``flush`` itself, or a Redis client's ``flushdb``."""
+    """A callable emptying the cache: ``flush`` itself, or a Redis client's ``flushdb`` (any
+    object with a ``flushdb`` method). None for None; ``TypeError`` for anything else."""
     if flush is None:
         return None
     if hasattr(flush, "flushdb"):
@@ -33,7 +38,11 @@ def open_savepoint(session: Any) -> Callable[[], None]:
     SQLAlchemy Session joined to an outer transaction in ``create_savepoint`` mode (as
     ``migsafe_db`` is) gets its savepoint on the connection, below the session's own,
     so a path that calls ``session.commit()`` is undone too. Sessions are expired before
-    and after the path, so objects one path loaded are not served to the other.
+    and after the path, so objects one path loaded are not served to the other. A psycopg
+    Connection gets ``connection.transaction(force_rollback=True)``.
+
+    Raises ``TypeError`` for an ``AsyncSession`` or any other object. The returned
+    function raises :class:`ShadowIsolationError` when the path ended the savepoint.
     """
     if hasattr(session, "sync_session"):
         raise TypeError("session= does not take an AsyncSession: shadow paths are synchronous")
@@ -107,7 +116,10 @@ class _Unmeasured:
 
 
 def cache_meter(client: Any) -> Any:
-    """A context manager measuring ``client``'s hits and misses (``.hits``, ``.misses``)."""
+    """A context manager measuring ``client``'s keyspace hits and misses (``.hits``,
+    ``.misses``, ints once the block ends): a :func:`~pytest_migsafe.cache.stats.cache_stats`
+    (``INFO stats`` deltas on real Redis). When the cache subpackage cannot be imported,
+    a stand-in whose ``.hits`` and ``.misses`` are None (not measured)."""
     try:
         from pytest_migsafe.cache.stats import cache_stats
     except ImportError:
@@ -118,7 +130,14 @@ def cache_meter(client: Any) -> Any:
 
 @contextmanager
 def isolated(options: Any) -> Iterator[None]:
-    """Run the block from a clean state: before_each, flushed cache, a savepoint undone after."""
+    """Run the block from a clean state: before_each, flushed cache, a savepoint undone after.
+
+    ``options`` has ``before_each``, ``flush``, ``session`` and ``after_each`` (each may be
+    None). Order: ``before_each()``, ``flush()``, savepoint; the block; rollback,
+    ``flush()``, then ``after_each()`` even when something in between raised. Errors of
+    these steps propagate (:class:`ShadowIsolationError`, ``TypeError`` from
+    :func:`open_savepoint`).
+    """
     if options.before_each is not None:
         options.before_each()
     try:
