@@ -22,6 +22,13 @@ that changed. Update rules (:func:`updated_baseline`): a test that passed in thi
 its new figures; a test that failed, errored, was skipped or did not run keeps its old
 entry; a test listed as removed loses it. A passed test that ran no query is kept
 with ``"queries": 0``, so a test that starts querying is a regression.
+
+Where each figure comes from (the test's :class:`~pytest_migsafe.report.record.TestRecord`):
+``queries``, the statements counted in the call phase; ``n_plus_one``, the shapes of the
+N+1 suspects not allowed by ``allow_n_plus_one``; ``cache_hit_rate``, a fraction 0..1
+rounded to 4 digits (``INFO stats`` keyspace hits / (hits + misses) on real Redis);
+``connections_created``, DBAPI connections the observed pools opened; ``shadows``,
+experiment name -> ``"matched"`` / ``"mismatched"`` / ``"ignored"``.
 """
 
 from __future__ import annotations
@@ -44,7 +51,14 @@ _SHADOW_RANK = {"ignored": 0, "matched": 1, "mismatched": 2}
 
 @dataclass
 class BaselineEntry:
-    """The figures of one test that a later run is compared against."""
+    """The figures of one test that a later run is compared against.
+
+    ``queries``: statement count (None: not measured); ``n_plus_one``: list of statement
+    shapes; ``cache_hit_rate``: a fraction 0..1 (None: no cache read);
+    ``connections_created``: count (None: no pool observed); ``shadows``: ``{experiment
+    name: "matched" | "mismatched" | "ignored"}``, the worst result when a test runs an
+    experiment twice.
+    """
 
     queries: int | None = None
     n_plus_one: list[str] = field(default_factory=list)
@@ -53,12 +67,13 @@ class BaselineEntry:
     shadows: dict[str, str] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
-        """True when the test produced no figure at all."""
+        """True when the test produced no figure at all (every field None or empty)."""
         return (self.queries is None and not self.n_plus_one and self.cache_hit_rate is None
                 and self.connections_created is None and not self.shadows)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: figures the test did not produce are left out."""
+        """The JSON form (a dict): figures the test did not produce are left out, N+1 shapes
+        deduplicated and sorted, the hit rate rounded to 4 digits, shadows sorted by name."""
         data: dict[str, Any] = {}
         if self.queries is not None:
             data["queries"] = self.queries
@@ -74,7 +89,12 @@ class BaselineEntry:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> BaselineEntry:
-        """Rebuild from :meth:`to_dict` output; ``where`` names the entry in error messages."""
+        """Rebuild from :meth:`to_dict` output; ``where`` names the entry in error messages.
+
+        Raises ``ValueError`` for a non-object, an unknown figure, a count that is not a
+        whole number >= 0, a rate outside [0, 1], N+1 shapes that are not a list of
+        strings, or a shadow result other than matched / mismatched / ignored.
+        """
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected an object, got {_kind(data)}")
         unknown = set(data) - {"queries", "n_plus_one", "cache_hit_rate", "connections_created", "shadows"}
@@ -119,7 +139,13 @@ def _rate(value: Any, where: str) -> float | None:
 
 
 def entry_of(record: TestRecord) -> BaselineEntry:
-    """The baseline figures of one test record."""
+    """The baseline figures of one test record (whatever its outcome).
+
+    ``queries`` is ``record.queries.count``; ``n_plus_one`` the shapes of the suspects
+    not allowed; ``cache_hit_rate`` the record's hit rate rounded to 4 digits (left None
+    without a cache read); ``connections_created`` is ``record.pool.created``; for an
+    experiment seen twice the worse result stands (mismatched > matched > ignored).
+    """
     entry = BaselineEntry()
     if record.queries is not None:
         entry.queries = record.queries.count
@@ -137,12 +163,14 @@ def entry_of(record: TestRecord) -> BaselineEntry:
 
 @dataclass
 class Baseline:
-    """The baseline figures of every test, by node id."""
+    """The baseline figures of every test: ``tests`` maps a pytest node id to its
+    :class:`BaselineEntry`."""
 
     tests: dict[str, BaselineEntry] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The file's JSON content, tests sorted by node id."""
+        """The file's JSON content (``kind``, ``schema_version``, ``tests``), tests sorted by
+        node id."""
         return {
             "kind": BASELINE_KIND,
             "schema_version": BASELINE_SCHEMA_VERSION,
@@ -151,7 +179,9 @@ class Baseline:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Baseline:
-        """Rebuild from :meth:`to_dict` output; a malformed entry raises ValueError."""
+        """Rebuild from :meth:`to_dict` output (``kind`` and ``schema_version`` are the
+        caller's to check); a missing ``tests`` object or a malformed entry raises
+        ``ValueError`` naming it."""
         tests = data.get("tests")
         if not isinstance(tests, dict):
             raise ValueError("'tests': expected an object mapping test ids to figures")
@@ -160,10 +190,11 @@ class Baseline:
 
 
 def passed_entries(report: RunReport) -> dict[str, BaselineEntry]:
-    """The baseline figures of every test that passed in ``report``.
+    """The baseline figures of every test that passed in ``report``: ``{node id: entry}``.
 
-    The call phase of every test runs under a query counter, so a passed test without
-    query figures ran zero queries and is recorded as such.
+    A passed test without query figures (its record has none, or it is in
+    ``report.unmeasured``) sent no statement through a hooked driver in its call phase,
+    so it is recorded with ``queries = 0``.
     """
     entries = {}
     for nodeid, record in report.tests.items():
@@ -179,12 +210,17 @@ def passed_entries(report: RunReport) -> dict[str, BaselineEntry]:
 
 
 def baseline_of_run(report: RunReport) -> Baseline:
-    """The figures of the tests that passed in ``report``, as a baseline."""
+    """The figures of the tests that passed in ``report``, as a :class:`Baseline`
+    (see :func:`passed_entries`)."""
     return Baseline(passed_entries(report))
 
 
 def updated_baseline(old: Baseline | None, report: RunReport, removed: Iterable[str] = ()) -> Baseline:
-    """``old`` updated with this run: passed tests replaced, removed tests dropped, others kept."""
+    """``old`` updated with this run: passed tests replaced, removed tests dropped, others kept.
+
+    ``old`` None starts from an empty baseline; ``removed`` holds node ids (see
+    :func:`pytest_migsafe.report.regressions.removed_tests`). ``old`` is not modified.
+    """
     tests = dict(old.tests) if old is not None else {}
     for nodeid in removed:
         tests.pop(nodeid, None)
@@ -193,7 +229,9 @@ def updated_baseline(old: Baseline | None, report: RunReport, removed: Iterable[
 
 
 def read_baseline(path: str | os.PathLike[str]) -> Baseline:
-    """The baseline in ``path``; raises :class:`ReportFileError` when missing or malformed."""
+    """The baseline in ``path``; raises :class:`ReportFileError` when the file is missing,
+    unreadable, not JSON, of another kind or schema version, or has a malformed entry (the
+    message names the file and the entry)."""
     data = read_json_object(path, BASELINE_KIND, BASELINE_SCHEMA_VERSION)
     try:
         return Baseline.from_dict(data)
@@ -202,5 +240,7 @@ def read_baseline(path: str | os.PathLike[str]) -> Baseline:
 
 
 def write_baseline(path: str | os.PathLike[str], baseline: Baseline) -> None:
-    """Write ``baseline`` to ``path`` atomically, in its stable form."""
+    """Write ``baseline`` to ``path`` atomically, in its stable form (sorted keys, two-space
+    indent; see :func:`~pytest_migsafe.report.files.write_json_atomic`). Creates missing
+    parent directories; ``OSError`` when the file cannot be written (the old file stays)."""
     write_json_atomic(path, baseline.to_dict())

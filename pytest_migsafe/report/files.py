@@ -7,7 +7,8 @@ reader never sees half a file and an interrupted write leaves the old file whole
 
 The run report (``--migsafe-report-json``) is :meth:`RunReport.to_dict` plus
 ``"kind": "migsafe-report"`` and the comparison with the baseline (``regressions``,
-``improvements``, ``removed``) and ``errors``.
+``improvements``, ``removed``) and ``errors``. Durations in it are milliseconds and
+rates fractions from 0 to 1, as in :mod:`pytest_migsafe.report.record`.
 """
 
 from __future__ import annotations
@@ -24,16 +25,25 @@ REPORT_KIND = "migsafe-report"
 
 
 class ReportFileError(Exception):
-    """A migsafe file that is missing, not JSON, or of another kind or schema version."""
+    """A migsafe file that is missing, unreadable, not JSON, of another kind or schema
+    version, or malformed; the message starts with the file's path."""
 
 
 def dumps_stable(data: Any) -> str:
-    """``data`` as JSON text that only changes where a value changed."""
+    """``data`` as JSON text that only changes where a value changed: keys sorted, two-space
+    indent, non-ASCII kept as is, a final newline. ``TypeError`` for a value JSON cannot
+    hold."""
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` to ``path`` as stable JSON: all of it or none of it."""
+    """Write ``data`` to ``path`` as stable JSON (:func:`dumps_stable`): all of it or none of it.
+
+    Creates missing parent directories, writes a temporary file beside the target and
+    renames it over the target with :func:`os.replace`; on any error the temporary file
+    is removed and the error (``OSError``, ``TypeError`` for data JSON cannot hold)
+    propagates, leaving the old file whole.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = dumps_stable(data)
@@ -51,7 +61,11 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def read_json_object(path: str | os.PathLike[str], kind: str, version: int) -> dict[str, Any]:
-    """The JSON object in ``path``, checked to be a ``kind`` file of schema ``version``."""
+    """The JSON object in ``path``, checked to be a ``kind`` file of schema ``version``.
+
+    Raises :class:`ReportFileError` when the file is missing or unreadable, not valid
+    JSON, not an object, or its ``kind`` / ``schema_version`` differ.
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -92,7 +106,13 @@ def report_document(
     removed: list[str] | None = None,
     errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The run report file's content: the run's figures and what the comparison found."""
+    """The run report file's content: the run's figures and what the comparison found.
+
+    :meth:`RunReport.to_dict` plus ``kind`` (``"migsafe-report"``), ``regressions`` and
+    ``improvements`` (lists of :meth:`Change.to_dict
+    <pytest_migsafe.report.regressions.Change.to_dict>` dicts), ``removed`` (sorted node
+    ids) and ``errors`` (lines of text); missing lists are empty.
+    """
     document = report.to_dict()
     document["kind"] = REPORT_KIND
     document["regressions"] = list(regressions or [])
@@ -103,7 +123,9 @@ def report_document(
 
 
 def read_report_document(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run report file's content, checked; raises :class:`ReportFileError`."""
+    """A run report file's content (a dict), checked; raises :class:`ReportFileError` for
+    the reasons of :func:`read_json_object`, a ``tests`` that is not an object, or a
+    ``regressions`` / ``improvements`` / ``removed`` / ``errors`` that is not a list."""
     data = read_json_object(path, REPORT_KIND, SCHEMA_VERSION)
     tests = data.get("tests")
     if not isinstance(tests, dict):
@@ -115,7 +137,8 @@ def read_report_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def run_report_of(document: dict[str, Any], path: str | os.PathLike[str]) -> RunReport:
-    """The :class:`RunReport` in a checked report document; a malformed record is an error."""
+    """The :class:`RunReport` in a checked report document; a malformed test record raises
+    :class:`ReportFileError` naming ``path`` and the error."""
     try:
         return RunReport.from_dict(document)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -4,6 +4,11 @@ Capture, cache, pool and shadow code fill these records; the report code renders
 compares them. Every record converts to and from plain JSON-able dicts, so that
 pytest-xdist workers can send them to the controller and baselines can store them.
 Records hold no SQL parameter values unless the user opted in at capture time.
+
+Units: durations are milliseconds (``*_ms``, rounded to 0.001 ms), hit rates fractions
+from 0 to 1, everything else a count. A call site is ``path:line`` of the first frame in
+the user's code (:func:`pytest_migsafe.queries.callsite.call_site`). :data:`SCHEMA_VERSION`
+is the version of the JSON form, checked when a run report file is read.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class ShapeFigure:
-    """One normalized statement shape within a test: how often, how long, from where."""
+    """One normalized statement shape within a test: how often, how long, from where.
+
+    ``shape``: the statement normalized by :func:`pytest_migsafe.queries.normalize.normalize`;
+    ``count``: statements of that shape; ``total_ms`` / ``max_ms``: their summed and
+    longest duration in ms (``time.perf_counter`` around the driver's execute, in the
+    driver hook); ``call_sites``: ``{"path:line": statements sent from there}``.
+    """
 
     shape: str
     count: int
@@ -26,7 +37,8 @@ class ShapeFigure:
 
     @property
     def top_site(self) -> str:
-        """The call site that sent this shape most often."""
+        """The call site (``path:line``) that sent this shape most often; ``"<unknown>"``
+        when none is recorded."""
         if not self.call_sites:
             return "<unknown>"
         return max(self.call_sites.items(), key=lambda item: item[1])[0]
@@ -34,7 +46,12 @@ class ShapeFigure:
 
 @dataclass
 class NPlusOne:
-    """A shape repeated from one call site at least the N+1 threshold: a suspect."""
+    """A shape repeated from one call site at least the N+1 threshold: a suspect.
+
+    ``count``: statements of ``shape`` sent from ``call_site`` (``path:line``) in the
+    test's call phase; ``allowed``: True when an ``allow_n_plus_one`` rule names the shape
+    and ``count`` stays within its repeats (reported, not failed).
+    """
 
     shape: str
     call_site: str
@@ -44,7 +61,16 @@ class NPlusOne:
 
 @dataclass
 class QueryFigures:
-    """The statements of one test's call phase."""
+    """The statements of one test's call phase (from a
+    :class:`~pytest_migsafe.queries.counter.QueryCounter`).
+
+    ``count``: statements that completed (transaction control excluded unless
+    configured); ``executions``: the same with each ``executemany`` counted by its batch
+    size (what ``pg_stat_statements`` calls counts); ``total_ms``: their summed duration in
+    ms; ``budget``: the ``max_queries`` marker's limit, None without one; ``shapes``: a
+    list of :class:`ShapeFigure`, most frequent first; ``n_plus_one``: a list of
+    :class:`NPlusOne`, most repeats first.
+    """
 
     count: int
     executions: int
@@ -55,7 +81,8 @@ class QueryFigures:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QueryFigures:
-        """Rebuild from :func:`asdict` output."""
+        """Rebuild from :func:`asdict` output; ``KeyError`` for a missing ``count``,
+        ``executions`` or ``total_ms``, ``TypeError`` for a malformed shape or suspect."""
         return cls(
             count=data["count"],
             executions=data["executions"],
@@ -68,7 +95,16 @@ class QueryFigures:
 
 @dataclass
 class CacheFigures:
-    """Redis hits and misses during one test's call phase."""
+    """Redis keyspace hits and misses during one test's call phase.
+
+    ``hits`` / ``misses``: ``INFO stats`` keyspace_hits / keyspace_misses deltas when
+    ``source`` is ``"server"``, the client-side accounting when it is ``"client"``
+    (fakeredis, or ``INFO`` refused), ``"mixed"`` when summed over both; ``backend``:
+    ``"redis"``, ``"fakeredis"`` or ``"mixed"``; ``by_prefix`` / ``by_command``: ``{key
+    prefix or command name: [hits, misses]}`` from the client-side accounting;
+    ``min_hit_rate`` / ``min_hit_rate_prefix``: the ``min_cache_hit_rate`` marker's rate
+    (a fraction 0..1) and prefix; ``target`` / ``alert``: the ini lines, fractions 0..1.
+    """
 
     hits: int
     misses: int
@@ -83,22 +119,25 @@ class CacheFigures:
 
     @property
     def hit_rate(self) -> float | None:
-        """hits / (hits + misses), or None when there was no cache read."""
+        """hits / (hits + misses), a fraction 0..1, or None when there was no cache read."""
         reads = self.hits + self.misses
         return self.hits / reads if reads else None
 
     def prefix_hit_rate(self, prefix: str) -> float | None:
-        """The client-side hit rate of one key prefix, or None when it had no read."""
+        """The client-side hit rate of one key prefix (the part before the first ``:``), a
+        fraction 0..1, or None when it had no read."""
         hits, misses = self.by_prefix.get(prefix, (0, 0))
         return hits / (hits + misses) if hits + misses else None
 
     def under_alert(self) -> bool:
-        """True when the test read the cache and its hit rate is below the alert line."""
+        """True when the test read the cache and its hit rate is below the alert line (False
+        without an alert line)."""
         rate = self.hit_rate
         return self.alert is not None and rate is not None and rate < self.alert
 
     def under_target(self) -> bool:
-        """True when the test read the cache and its hit rate is below the target."""
+        """True when the test read the cache and its hit rate is below the target (False
+        without a target)."""
         rate = self.hit_rate
         return self.target is not None and rate is not None and rate < self.target
 
@@ -114,7 +153,10 @@ class Leak:
     """A pooled connection checked out during the test and not returned by its end.
 
     ``dropped``: it was dropped without ``close()`` and only the garbage collector
-    returned it; otherwise it was still checked out.
+    returned it; otherwise it was still checked out. ``pool``: the pool's name
+    (:func:`pytest_migsafe.pool.targets.describe_pool`: the engine URL, password masked,
+    and pool class, or the psycopg_pool name); ``call_site``: ``path:line`` of the
+    checkout, ``"<unknown>"`` when not found.
     """
 
     pool: str
@@ -124,7 +166,16 @@ class Leak:
 
 @dataclass
 class PoolFigures:
-    """Connection-pool behaviour during one test's call phase, summed over its pools."""
+    """Connection-pool behaviour during one test's call phase, summed over its pools.
+
+    Counts of DBAPI connections ``created`` / ``closed`` / ``invalidated``, pool
+    ``checkouts`` / ``checkins``, ``peak_checked_out`` (most out at once),
+    ``overflow_used`` (beyond the pools' base size), ``timeouts``; checkout waits
+    ``wait_ms_p50`` / ``wait_ms_p99`` / ``wait_ms_max`` in ms, nearest-rank; ``leaks``: a
+    list of :class:`Leak`; ``pool_sizes``: ``{pool name: configured size}``. SQLAlchemy
+    figures come from pool events, psycopg_pool ones from ``get_stats()`` deltas; the
+    exact definitions are in :mod:`pytest_migsafe.pool.observe`.
+    """
 
     created: int = 0
     closed: int = 0
@@ -142,7 +193,8 @@ class PoolFigures:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolFigures:
-        """Rebuild from :func:`asdict` output."""
+        """Rebuild from :func:`asdict` output; ``TypeError`` for an unknown key or a
+        malformed leak."""
         data = dict(data)
         data["leaks"] = [Leak(**leak) for leak in data.get("leaks", [])]
         return cls(**data)
@@ -150,7 +202,18 @@ class PoolFigures:
 
 @dataclass
 class ShadowFigures:
-    """One shadow experiment: control against candidate."""
+    """One shadow experiment: control against candidate (from
+    :meth:`pytest_migsafe.shadow.experiment.Experiment.figures`).
+
+    ``result``: ``"mismatched"`` if any run mismatched, else ``"ignored"`` if an ignore
+    rule accepted a difference, else ``"matched"``; ``runs`` / ``mismatches`` /
+    ``ignored``: counts of runs; ``seed``: the seed of the path order; ``*_queries``: SQL
+    statements each path ran, summed over the runs; ``*_p50_ms`` / ``*_p99_ms``:
+    nearest-rank durations in ms (``time.perf_counter`` around the path call);
+    ``*_errors``: runs in which the path raised; ``mode``: ``"fail"`` or ``"observe"``;
+    ``*_cache_hits`` / ``*_cache_misses``: keyspace hits and misses summed over the runs,
+    None when the cache was not measured.
+    """
 
     name: str
     result: str  # "matched", "mismatched" or "ignored"
@@ -175,7 +238,13 @@ class ShadowFigures:
 
 @dataclass
 class TestRecord:
-    """Everything migsafe measured for one test."""
+    """Everything migsafe measured for one test.
+
+    ``nodeid``: the pytest node id; ``outcome``: the call report's outcome (``"passed"``,
+    ``"failed"``, ``"skipped"``), ``"error"`` when its teardown failed; ``queries``,
+    ``cache``, ``pool``: the figures of each part, None when that part measured nothing;
+    ``shadows``: one :class:`ShadowFigures` per experiment.
+    """
 
     __test__ = False  # not a test class, though its name starts with "Test"
 
@@ -187,7 +256,8 @@ class TestRecord:
     shadows: list[ShadowFigures] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict; cache records carry their hit rate for readers."""
+        """A JSON-able dict of every field; cache figures also carry ``hit_rate`` (a
+        fraction 0..1 or None) for readers of the JSON."""
         data = asdict(self)
         if self.cache is not None:
             data["cache"]["hit_rate"] = self.cache.hit_rate
@@ -195,7 +265,8 @@ class TestRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TestRecord:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output; ``KeyError`` / ``TypeError`` for a malformed
+        record."""
         return cls(
             nodeid=data["nodeid"],
             outcome=data.get("outcome", "passed"),
@@ -210,8 +281,10 @@ class TestRecord:
 class RunReport:
     """All test records of a run, plus one-line notes (for example "fakeredis used").
 
-    ``tests`` holds the tests that measured something; ``unmeasured`` maps every other
-    test that ran to its outcome (a passed test there ran its call phase with zero queries).
+    ``tests`` maps a node id to the :class:`TestRecord` of each test that measured
+    something; ``unmeasured`` maps every other test that ran to its outcome (a passed test
+    there ran its call phase with zero queries); ``notes`` is a list of strings, each once;
+    ``interrupted`` is True when the session was interrupted (or a merged part was).
     """
 
     tests: dict[str, TestRecord] = field(default_factory=dict)
@@ -220,18 +293,19 @@ class RunReport:
     unmeasured: dict[str, str] = field(default_factory=dict)
 
     def add(self, record: TestRecord) -> None:
-        """Add or replace the record of one test."""
+        """Add or replace the record of one test (keyed by its node id)."""
         self.tests[record.nodeid] = record
 
     def note(self, text: str) -> None:
-        """Add a note once."""
+        """Add a note (one line of text) unless it is already there."""
         if text not in self.notes:
             self.notes.append(text)
 
     def merge(self, other: RunReport) -> list[str]:
         """Fold another report (an xdist worker's or a CI shard's) into this one.
 
-        A test in both keeps ``other``'s record (last wins); returns those test ids.
+        A test in both keeps ``other``'s record (last wins); returns those test ids,
+        sorted. Notes are added once; ``interrupted`` if either was.
         """
         replaced = sorted(nodeid for nodeid in (*other.tests, *other.unmeasured)
                           if nodeid in self.tests or nodeid in self.unmeasured)
@@ -247,7 +321,8 @@ class RunReport:
         return replaced
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict, tests sorted by node id so output is stable."""
+        """A JSON-able dict (``schema_version``, ``interrupted``, ``notes`` sorted, ``tests``
+        and ``unmeasured`` sorted by node id) so output is stable."""
         return {
             "schema_version": SCHEMA_VERSION,
             "interrupted": self.interrupted,
@@ -258,7 +333,8 @@ class RunReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunReport:
-        """Rebuild from :meth:`to_dict` output (the caller checks schema_version)."""
+        """Rebuild from :meth:`to_dict` output (the caller checks schema_version); missing
+        keys read as empty; ``KeyError`` / ``TypeError`` for a malformed test record."""
         return cls(
             tests={k: TestRecord.from_dict(v) for k, v in data.get("tests", {}).items()},
             notes=list(data.get("notes", [])),

@@ -40,7 +40,13 @@ FIGURE_LABELS = {
 
 @dataclass(frozen=True)
 class Tolerances:
-    """How far a figure may move before it counts as a change."""
+    """How far a figure may move before it counts as a change.
+
+    ``queries``: statements (ini ``migsafe_query_tolerance``, default 0); ``hit_rate``: a
+    fall or rise of the hit rate, a fraction (ini ``migsafe_hit_rate_tolerance``, 0.05 is
+    five percentage points); ``hit_rate_alert``: the alert line, a fraction 0..1 (ini
+    ``migsafe_hit_rate_alert``, 0.7).
+    """
 
     queries: int = 0
     hit_rate: float = 0.05
@@ -49,7 +55,13 @@ class Tolerances:
 
 @dataclass
 class Change:
-    """One figure of one test that moved: a regression or an improvement."""
+    """One figure of one test that moved: a regression or an improvement.
+
+    ``figure`` is a key of :data:`FIGURE_LABELS`; ``before`` / ``after`` its baseline and
+    new value (a count, a hit rate as a fraction 0..1, a shape for ``n_plus_one`` with
+    None on the side where it is absent, or a shadow result); ``subject`` the experiment
+    name of a shadow change; ``note`` a remark such as "new N+1 suspect".
+    """
 
     nodeid: str
     figure: str  # a key of FIGURE_LABELS
@@ -65,18 +77,21 @@ class Change:
         return f"{label} {self.subject}" if self.subject else label
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict."""
+        """A JSON-able dict of the fields (``nodeid``, ``figure``, ``before``, ``after``,
+        ``subject``, ``note``)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Change:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output; ``TypeError`` for a missing or unknown key."""
         return cls(**data)
 
 
 @dataclass
 class Comparison:
-    """What changed between the baseline and the run."""
+    """What changed between the baseline and the run: lists of :class:`Change`, ordered by
+    node id, then queries, N+1 shapes, cache hit rate, connections, shadow experiments;
+    and ``removed``, the sorted node ids of removed tests."""
 
     regressions: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
@@ -93,7 +108,12 @@ class Comparison:
 
 def compare(before: Baseline, after: Baseline, tolerances: Tolerances = Tolerances(),
             removed: Iterable[str] = ()) -> Comparison:
-    """Regressions and improvements of every test in both ``before`` and ``after``."""
+    """Regressions and improvements of every test in both ``before`` and ``after``.
+
+    ``before`` is the baseline, ``after`` the run's passed tests as a baseline
+    (:func:`~pytest_migsafe.report.baseline.baseline_of_run`); ``removed`` is copied into
+    the result, sorted. Tests in only one of them are not compared.
+    """
     result = Comparison(removed=sorted(removed))
     for nodeid in sorted(set(before.tests) & set(after.tests)):
         regressions, improvements = compare_entry(nodeid, before.tests[nodeid], after.tests[nodeid],
@@ -105,7 +125,10 @@ def compare(before: Baseline, after: Baseline, tolerances: Tolerances = Toleranc
 
 def compare_entry(nodeid: str, old: BaselineEntry, new: BaselineEntry,
                   tolerances: Tolerances) -> tuple[list[Change], list[Change]]:
-    """The regressions and improvements of one test."""
+    """``(regressions, improvements)`` of one test, by the rules in this module's docstring.
+
+    A figure missing (None) on either side is not compared.
+    """
     worse: list[Change] = []
     better: list[Change] = []
     if old.queries is not None and new.queries is not None:
@@ -151,7 +174,12 @@ def removed_tests(
     narrowed_files: set[str],
     file_exists: Callable[[str], bool],
 ) -> list[str]:
-    """Baseline test ids that no longer exist, by the rule in this module's docstring."""
+    """Baseline test ids that no longer exist, by the rule in this module's docstring.
+
+    ``collected``: node ids this run collected; ``narrowed_files``: files collected only
+    in part (``file.py::name`` arguments); ``file_exists``: tells whether a file path from
+    a node id exists. Returns the removed ids, sorted.
+    """
     collected_files = {file_of(nodeid) for nodeid in collected}
     removed = []
     for nodeid in baseline_ids:

@@ -1,10 +1,15 @@
-"""Render a run report: the terminal summary and the Markdown step summary.
+"""Render a run report: the terminal summary, the Markdown step summary, JUnit properties.
 
 Plain functions from records to lines of text; the pytest wiring prints them under
 ``terminalreporter.write_sep("-", "migsafe report")``. Order: regressions, improvements,
-removed tests, N+1 suspects, totals, notes, then the per-test table with ``-v``. Every
-section is left out when it is empty, and :func:`summary_lines` returns no line at all
-when there is nothing to say.
+removed tests, N+1 suspects, shadow experiments, totals, notes, the status lines, then
+the per-test table with ``-v``, and the messages last. Every section is left out when it
+is empty, and :func:`summary_lines` returns no line at all when there is nothing to say.
+Sections longer than :data:`ROWS_WITHOUT_VERBOSE` rows are cut unless verbose.
+
+Units as shown: hit rates are percentages with one decimal (stored as fractions 0..1),
+durations milliseconds. The JSON file and the baseline are written by
+:mod:`pytest_migsafe.report.files` and :mod:`pytest_migsafe.report.baseline`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ DEFAULT_HIT_RATE_ALERT = 0.7
 
 @dataclass
 class Totals:
-    """Figures summed over every test of the run."""
+    """Figures summed over every test of the run that measured something.
+
+    ``tests_measured``: tests with any figure; ``queries``: statements counted;
+    ``n_plus_one``: N+1 suspects not allowed; ``cache_tests`` / ``cache_hits`` /
+    ``cache_misses``: tests with cache figures and their keyspace hits and misses
+    (``INFO stats`` deltas on real Redis); ``pool_tests`` / ``connections_created``:
+    tests with pool figures and the DBAPI connections their pools opened;
+    ``shadows_*``: shadow experiments by result.
+    """
 
     tests_measured: int = 0
     queries: int = 0
@@ -41,23 +54,24 @@ class Totals:
 
     @property
     def hit_rate(self) -> float | None:
-        """Hits over reads across the run, or None without cache reads."""
+        """Hits over reads across the run, a fraction 0..1, or None without cache reads."""
         reads = self.cache_hits + self.cache_misses
         return self.cache_hits / reads if reads else None
 
     @property
     def shadows(self) -> int:
-        """Shadow experiments run."""
+        """Shadow experiments run (matched + mismatched + ignored)."""
         return self.shadows_matched + self.shadows_mismatched + self.shadows_ignored
 
     def has_figures(self) -> bool:
-        """True when the run measured anything worth a line."""
+        """True when the run measured anything worth a line (a query, an N+1 suspect, a
+        cache read, a connection created, or a shadow experiment)."""
         return bool(self.queries or self.n_plus_one or self.cache_hits or self.cache_misses
                     or self.connections_created or self.shadows)
 
     @classmethod
     def of(cls, report: RunReport) -> Totals:
-        """The totals of ``report``."""
+        """The totals of ``report`` (tests without any figure are skipped)."""
         totals = cls()
         for record in report.tests.values():
             if not has_figures(record):
@@ -84,7 +98,8 @@ class Totals:
 
 
 def has_figures(record: TestRecord) -> bool:
-    """True when migsafe measured something in this test."""
+    """True when migsafe measured something in this test (query, cache or pool figures, or a
+    shadow experiment), even if every count is 0."""
     return (record.queries is not None or record.cache is not None or record.pool is not None
             or bool(record.shadows))
 
@@ -101,19 +116,22 @@ def is_notable(record: TestRecord) -> bool:
 
 
 def suspects_of(record: TestRecord) -> list[NPlusOne]:
-    """The N+1 suspects of one test that no allow rule covers."""
+    """The N+1 suspects of one test that no ``allow_n_plus_one`` rule covers ([] without
+    query figures)."""
     if record.queries is None:
         return []
     return [s for s in record.queries.n_plus_one if not s.allowed]
 
 
 def percent(rate: float | None) -> str:
-    """A rate as ``80.0%`` (``-`` for None)."""
+    """A rate (a fraction 0..1) as a percentage with one decimal, ``0.8`` -> ``80.0%``
+    (``-`` for None)."""
     return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
 def format_value(figure: str, value: Any, width: int = SHAPE_WIDTH) -> str:
-    """One before/after value of a change as text."""
+    """One before/after value of a change as text: ``-`` for None, a hit rate in percent,
+    an N+1 shape cut to ``width`` characters, anything else through ``str``."""
     if value is None:
         return "-"
     if figure == "cache_hit_rate":
@@ -124,7 +142,8 @@ def format_value(figure: str, value: Any, width: int = SHAPE_WIDTH) -> str:
 
 
 def change_rows(changes: Sequence[Change]) -> list[list[str]]:
-    """Rows ``[test, figure, before, after]`` of a change table."""
+    """Rows ``[test, figure, before, after]`` of a change table, all strings; a change's note
+    follows its ``after`` value in parentheses (not for N+1 shapes)."""
     rows = []
     for change in changes:
         after = format_value(change.figure, change.after)
@@ -135,7 +154,8 @@ def change_rows(changes: Sequence[Change]) -> list[list[str]]:
 
 
 def aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
-    """Rows as lines with columns padded to a common width."""
+    """Rows (lists of strings, all of the same length) as lines with every column but the last
+    padded to a common width, two spaces apart, ``indent`` in front; [] for no rows."""
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -154,7 +174,8 @@ def _limited(lines: list[str], verbose: bool) -> list[str]:
 
 
 def regression_lines(comparison: Comparison, baseline_label: str, verbose: bool) -> list[str]:
-    """The regressions section."""
+    """The regressions section: a head line with their count and ``baseline_label``, then a
+    ``test figure before after`` table (10 rows unless ``verbose``); [] without any."""
     if not comparison.regressions:
         return []
     head = [f"regressions against {baseline_label}: {len(comparison.regressions)}"]
@@ -163,7 +184,8 @@ def regression_lines(comparison: Comparison, baseline_label: str, verbose: bool)
 
 
 def improvement_lines(comparison: Comparison, verbose: bool) -> list[str]:
-    """The improvements section, with the hint to record them."""
+    """The improvements section, with the hint to record them (``--migsafe-update-baseline``),
+    as a ``test figure before after`` table (10 rows unless ``verbose``); [] without any."""
     if not comparison.improvements:
         return []
     head = [f"improvements: {len(comparison.improvements)} "
@@ -173,7 +195,8 @@ def improvement_lines(comparison: Comparison, verbose: bool) -> list[str]:
 
 
 def removed_lines(comparison: Comparison, verbose: bool) -> list[str]:
-    """Baseline tests that no longer exist."""
+    """Baseline tests that no longer exist: a head line, then one node id a line (10 unless
+    ``verbose``); [] without any."""
     if not comparison.removed:
         return []
     count = len(comparison.removed)
@@ -183,7 +206,8 @@ def removed_lines(comparison: Comparison, verbose: bool) -> list[str]:
 
 
 def n_plus_one_lines(report: RunReport, verbose: bool) -> list[str]:
-    """Every N+1 suspect of the run: test, shape, repeats, call site."""
+    """Every N+1 suspect of the run, one line each: test, ``xN`` repeats, ``at`` call site
+    (``path:line``), shape (cut to 60 characters); 10 unless ``verbose``; [] without any."""
     rows = []
     for nodeid in sorted(report.tests):
         for suspect in suspects_of(report.tests[nodeid]):
@@ -195,7 +219,12 @@ def n_plus_one_lines(report: RunReport, verbose: bool) -> list[str]:
 
 
 def shadow_lines(report: RunReport, verbose: bool) -> list[str]:
-    """Every shadow experiment: the before/after of a migration at a glance."""
+    """Every shadow experiment: the before/after of a migration at a glance.
+
+    One row each: test, experiment, result, runs, statement counts (control ->
+    candidate), nearest-rank p99 in ms (control -> candidate), errors raised
+    (control/candidate, ``-`` for none), seed. 10 rows unless ``verbose``; [] without any.
+    """
     rows = []
     for nodeid in sorted(report.tests):
         for s in report.tests[nodeid].shadows:
@@ -213,7 +242,9 @@ def shadow_lines(report: RunReport, verbose: bool) -> list[str]:
 
 
 def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
-    """The totals of the run and its notes."""
+    """The totals of the run (tests measured, queries, N+1 suspects; cache hits, misses and
+    hit rate in percent; connections created; shadow results, each line only when it has
+    figures), then one ``note:`` line per note."""
     lines = []
     if totals.has_figures():
         lines.append(f"totals: {plural(totals.tests_measured, 'test')} measured, "
@@ -235,7 +266,7 @@ def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
 
 
 def totals_sentence(totals: Totals) -> str:
-    """The totals as one sentence (for the Markdown summary)."""
+    """The totals as one sentence without a final period (for the Markdown summary)."""
     parts = [f"{plural(totals.tests_measured, 'test')} measured",
              plural(totals.queries, "query", "queries"),
              plural(totals.n_plus_one, "N+1 suspect")]
@@ -250,7 +281,11 @@ def totals_sentence(totals: Totals) -> str:
 
 
 def test_row(record: TestRecord, alert: float) -> list[str]:
-    """One row of the per-test table."""
+    """One row of the per-test table, all strings: node id; queries (``count`` or
+    ``count/budget``); N+1 suspects; the slowest shape by its longest statement, with that
+    time in ms; cache ``hits/misses rate%`` with ``!`` under the alert line (the record's
+    own ``alert``, else ``alert``, a fraction 0..1); pool ``created/peak checked
+    out/leaks``; shadow ``name:result`` pairs. ``-`` where the test has no such figure."""
     queries = slowest = cache = pool = shadow = n_plus_one = "-"
     figures = record.queries
     if figures is not None:
@@ -273,7 +308,9 @@ def test_row(record: TestRecord, alert: float) -> list[str]:
 
 
 def test_table_lines(report: RunReport, alert: float) -> list[str]:
-    """The per-test table (``-v``): one line per test that ran queries or has other figures."""
+    """The per-test table (``-v``): a legend line, a header, then one line per test that ran
+    queries or has other figures (see :func:`is_notable`), by node id; [] when none.
+    ``alert`` is the hit-rate alert line, a fraction 0..1."""
     rows = [test_row(report.tests[n], alert) for n in sorted(report.tests) if is_notable(report.tests[n])]
     if not rows:
         return []
@@ -298,6 +335,9 @@ def summary_lines(
     ``status`` lines (the baseline compared with) follow the totals; ``messages`` (errors,
     the baseline written, why the run failed) come last. ``full=False`` keeps only the
     regressions and ``messages``: what is printed without ``--migsafe-report``.
+    ``baseline_label`` names the baseline in the regressions head line; ``verbose`` (``-v``)
+    shows every row and the per-test table; ``alert`` is the hit-rate alert line, a
+    fraction 0..1.
     """
     comparison = comparison or Comparison()
     lines = regression_lines(comparison, baseline_label, verbose)
@@ -315,7 +355,14 @@ def summary_lines(
 
 
 def junit_properties(record: TestRecord) -> list[tuple[str, object]]:
-    """The figures of one test as JUnit XML properties (``migsafe_queries`` ...)."""
+    """The figures of one test as JUnit XML properties: ``(name, value)`` pairs.
+
+    ``migsafe_queries``, ``migsafe_query_budget`` (with a budget), ``migsafe_n_plus_one``
+    (suspects not allowed); ``migsafe_cache_hits``, ``migsafe_cache_misses``,
+    ``migsafe_cache_hit_rate`` (a fraction 0..1, 4 digits); ``migsafe_connections_created``,
+    ``migsafe_pool_peak_checked_out``, ``migsafe_pool_leaks`` (a count);
+    ``migsafe_shadow_<name>`` (the result). Only the figures the test has.
+    """
     props: list[tuple[str, object]] = []
     if record.queries is not None:
         props.append(("migsafe_queries", record.queries.count))
@@ -341,7 +388,12 @@ def _cell(text: str) -> str:
 
 def markdown_summary(report: RunReport, comparison: Comparison | None, baseline_label: str,
                      messages: Sequence[str] = ()) -> str:
-    """A Markdown block for ``$GITHUB_STEP_SUMMARY``: the regressions table and the totals."""
+    """A Markdown block for ``$GITHUB_STEP_SUMMARY``: the regressions table and the totals.
+
+    A ``### migsafe report`` heading, the regressions as a table (``|`` and backquotes in
+    cells escaped), a ``Totals:`` sentence, then ``messages`` as a list. Ends with a blank
+    line; ``""`` when there are no regressions, no figures and no messages.
+    """
     totals = Totals.of(report)
     comparison = comparison or Comparison()
     if not (comparison.regressions or totals.has_figures() or messages):
