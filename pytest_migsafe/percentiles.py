@@ -10,7 +10,9 @@ def percentile(samples: Sequence[float], p: float) -> float:
     """The nearest-rank ``p``-th percentile (0 < p <= 100); 0.0 for no samples.
 
     The ``ceil(p/100 * n)``-th smallest sample: always an observed value, so p99 of fewer
-    than 100 samples is the maximum.
+    than 100 samples is the maximum. The result is in the samples' own unit (seconds for
+    pool waits, milliseconds for shadow durations). Raises ``ValueError`` for ``p``
+    outside (0, 100].
     """
     if not 0 < p <= 100:
         raise ValueError(f"percentile expects 0 < p <= 100, got {p}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 
 def shorten(text: str, width: int) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    """``text`` on one line (runs of whitespace become one space), cut to ``width``
+    characters, the last three of them ``...``, when longer."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
-    """``1 query`` / ``3 queries``."""
+    """``count`` with thousands separators and the word, plural unless 1: ``1 query``,
+    ``3 queries`` (``many`` is the plural; default ``word + "s"``)."""
     return f"{count:,} {word if count == 1 else (many or word + 's')}"

@@ -2,7 +2,7 @@
 
 Each takes the text as given and returns the value, or raises ``ValueError`` with a
 message that says what is expected (``argparse.ArgumentTypeError`` for the argparse
-types); the caller names the option.
+types); the caller names the option. Rates are fractions from 0 to 1 (0.8, not 80).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ T = TypeVar("T")
 
 
 def parse_bool(text: str) -> bool:
-    """``true/false/1/0/yes/no/on/off`` as a bool; anything else is an error."""
+    """``true/false/1/0/yes/no/on/off`` (any case, surrounding spaces ignored) as a bool;
+    anything else raises ``ValueError``."""
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -26,7 +27,8 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_rate(text: str) -> float:
-    """A rate between 0 and 1 inclusive."""
+    """A rate, a fraction between 0 and 1 inclusive (``"0.8"`` -> 0.8); ``ValueError`` for
+    text that is not a number or a number outside [0, 1]."""
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"expected a rate between 0 and 1, got {text}")
@@ -34,7 +36,7 @@ def parse_rate(text: str) -> float:
 
 
 def parse_positive_int(text: str) -> int:
-    """A whole number above zero."""
+    """A whole number above zero; ``ValueError`` for text that is not an integer, or below 1."""
     value = int(text)
     if value < 1:
         raise ValueError(f"expected a whole number of at least 1, got {text}")
@@ -42,7 +44,9 @@ def parse_positive_int(text: str) -> int:
 
 
 def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
-    """An argparse ``type=`` from a parser that raises ValueError: the message names the option."""
+    """An argparse ``type=`` from a parser that raises ``ValueError``: the error becomes an
+    ``argparse.ArgumentTypeError`` with the same message, which argparse prints after the
+    option's name. The returned function keeps the parser's ``__name__``."""
 
     def convert(text: str) -> T:
         try:
@@ -55,7 +59,8 @@ def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def parse_tolerance(text: str) -> int:
-    """A query tolerance: a whole number >= 0."""
+    """A query tolerance, in statements per test: a whole number >= 0; ``ValueError`` for text
+    that is not an integer, or below 0."""
     value = int(text)
     if value < 0:
         raise ValueError(f"expected a whole number of at least 0, got {text}")
@@ -63,7 +68,9 @@ def parse_tolerance(text: str) -> int:
 
 
 def positive_number(text: str) -> float:
-    """An argparse type: a positive finite number (the pool-size options, CLI and pytest alike)."""
+    """An argparse type: a positive finite number (the pool-size options, CLI and pytest alike:
+    requests per second, milliseconds, a headroom multiplier); raises
+    ``argparse.ArgumentTypeError`` for text that is not a number, 0 or below, inf or nan."""
     try:
         value = float(text)
     except ValueError:

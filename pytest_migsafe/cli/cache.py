@@ -4,6 +4,11 @@
 ``pg_stat_statements`` (:mod:`pytest_migsafe.cache.hot_reads`). ``hit-rate`` prints a Redis
 server's hits, misses and hit rate from ``INFO stats`` (since its start or last
 ``CONFIG RESETSTAT``) and exits 1 when the rate is under the alert line.
+
+Rates on the command line are fractions from 0 to 1; they are printed as percentages.
+Errors the user can fix (no connection, a bad URL, ``INFO`` refused, no
+``pg_stat_statements``) raise :class:`~pytest_migsafe.cli.errors.CommandError` with the
+URL's password masked (exit status 2).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``hot-reads`` and ``hit-rate`` subcommands."""
+    """Add the ``hot-reads`` (``--dsn URL``, ``--limit N``) and ``hit-rate``
+    (``--redis-url URL``, ``--target RATE``, ``--alert RATE``) subcommands to ``subparsers``
+    (an argparse subparsers action), each with ``func`` set to its runner."""
     hot = subparsers.add_parser(
         "hot-reads",
         help="rank a PostgreSQL database's SELECTs as cache candidates (pg_stat_statements)",
@@ -74,7 +81,12 @@ def _clean(error: BaseException, url: str) -> str:
 
 
 def run_hot_reads(args: argparse.Namespace) -> int:
-    """Print the hot reads of ``--dsn``."""
+    """Print the hot reads of ``--dsn`` (a PostgreSQL URL, ``postgresql+driver://`` accepted,
+    or a libpq conninfo): the table of
+    :func:`~pytest_migsafe.cache.hot_reads.format_hot_reads`, at most ``--limit`` rows from
+    ``pg_stat_statements``. Returns 0; raises ``CommandError`` when the connection fails
+    (5 s connect timeout) or ``pg_stat_statements`` cannot be read. Imports psycopg
+    (``ImportError`` without it)."""
     import psycopg
 
     from pytest_migsafe.cache.hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
@@ -95,7 +107,14 @@ def run_hot_reads(args: argparse.Namespace) -> int:
 
 
 def run_hit_rate(args: argparse.Namespace) -> int:
-    """Print hits, misses and hit rate of ``--redis-url``; 1 when under the alert line."""
+    """Print hits, misses and hit rate of ``--redis-url``; 1 when under the alert line.
+
+    The figures are the server's ``INFO stats`` keyspace_hits and keyspace_misses (totals
+    since its start or last ``CONFIG RESETSTAT``); the rate is printed as a percentage with
+    the target and alert line. Returns 0 (also with no reads yet, or between the alert
+    line and the target) or 1 (under ``--alert``). Raises ``CommandError`` when
+    ``--alert`` is above ``--target``, for a bad URL, or when ``INFO`` cannot be read.
+    """
     import redis
 
     from pytest_migsafe.cache.stats import format_rate, server_counts

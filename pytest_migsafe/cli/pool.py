@@ -1,7 +1,10 @@
 """``migsafe pool-size``: the pool size a peak load needs, with the arithmetic shown.
 
 The average query time is typed (``--avg-query-ms``) or measured: ``--from-report``
-reads the JSON report of a test run (``--migsafe-report-json``).
+reads the JSON report of a test run (``--migsafe-report-json``): the run's total query
+time over its total statement count (the ``queries.total_ms`` and ``queries.count`` of
+every test record). The size is ``ceil(peak_rps x avg_query_seconds x headroom)``
+(:mod:`pytest_migsafe.pool.sizing`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pytest_migsafe.values import positive_number
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``pool-size`` subcommand."""
+    """Add the ``pool-size`` subcommand to ``subparsers`` (an argparse subparsers action):
+    ``--peak-rps N`` (requests per second), either ``--avg-query-ms MS`` (milliseconds) or
+    ``--from-report PATH``, and ``--headroom X`` (a multiplier); each a positive number."""
     parser = subparsers.add_parser(
         "pool-size",
         help="recommend a connection pool size for a peak request rate",
@@ -63,7 +68,10 @@ def _report_average(path: Path) -> tuple[sizing.MeasuredAverage, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the recommended size and its arithmetic."""
+    """Print the recommended size (connections), its arithmetic, and where the average
+    query time came from; returns 0. Raises ``CommandError`` when ``--from-report`` cannot
+    be read, is not JSON or not a migsafe report, has a newer schema_version, or records
+    no queries."""
     if args.from_report is not None:
         average, where = _report_average(args.from_report)
         seconds = average.seconds

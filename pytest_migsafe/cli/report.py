@@ -5,6 +5,9 @@
 compares two files (a baseline or a run report each) and prints the regression summary
 that ``--migsafe-report`` prints; it exits 1 when there are regressions (unless
 ``--no-fail-on-regression``), 2 when a file is missing, corrupt or of another schema.
+
+Tolerances of ``diff`` are those of the pytest options: ``--query-tolerance`` in
+statements, ``--hit-rate-tolerance`` and ``--hit-rate-alert`` as fractions from 0 to 1.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from pytest_migsafe.values import argument_type, parse_rate
 
 
 def register(subparsers: Any) -> None:
-    """Add ``migsafe report merge`` and ``migsafe report diff``."""
+    """Add ``migsafe report merge`` (``REPORT.json ... -o ALL.json``) and ``migsafe report
+    diff`` (``BASELINE NEW``, ``--query-tolerance N``, ``--hit-rate-tolerance RATE``,
+    ``--hit-rate-alert RATE``, ``--[no-]fail-on-regression``, ``-v``) to ``subparsers``
+    (an argparse subparsers action)."""
     report = subparsers.add_parser("report", help="merge or compare migsafe run reports and baselines")
     commands = report.add_subparsers(dest="report_command", metavar="SUBCOMMAND")
     commands.required = True
@@ -69,7 +75,15 @@ def _non_negative_int(text: str) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    """Merge shard reports into ``args.output``; returns the exit code."""
+    """Merge shard reports into ``args.output``; returns the exit code (0).
+
+    Records are merged with :meth:`RunReport.merge
+    <pytest_migsafe.report.record.RunReport.merge>` (a test in two shards: the later file
+    wins, with a warning on stderr); each regression or improvement stays with the shard
+    whose record won; ``removed`` drops tests present in the merge; errors are kept once.
+    Raises ``CommandError`` when a report cannot be read or is malformed, or the output
+    cannot be written (it is written atomically).
+    """
     merged = RunReport()
     owner: dict[str, int] = {}
     changes: list[tuple[int, str, dict[str, Any]]] = []
@@ -103,7 +117,14 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    """Print the regressions of ``args.new`` against ``args.baseline``; returns the exit code."""
+    """Print the regressions of ``args.new`` against ``args.baseline``; returns the exit code.
+
+    Either file may be a baseline or a run report (a report's passed tests are its
+    figures). Prints the summary of ``--migsafe-report`` (``migsafe: no change`` when
+    empty) and lists baseline tests missing from ``NEW``. Returns 1 when there are
+    regressions and ``--fail-on-regression`` is on (the default), else 0. Raises
+    ``CommandError`` for a missing, corrupt or other-schema file.
+    """
     before = _figures(args.baseline)
     after_report, after = _run_and_figures(args.new)
     tolerances = Tolerances(queries=args.query_tolerance, hit_rate=args.hit_rate_tolerance,

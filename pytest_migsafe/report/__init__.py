@@ -1,1 +1,13 @@
-"""The per-test record, the run report, baselines, regressions and their renderers."""
+"""The per-test record, the run report, baselines, regressions and their renderers.
+
+- :mod:`~pytest_migsafe.report.record`: the data model (``TestRecord`` per test,
+  ``RunReport`` per session; durations in ms, rates as fractions 0..1), JSON-able;
+- :mod:`~pytest_migsafe.report.baseline`: the baseline file and its update rules;
+- :mod:`~pytest_migsafe.report.regressions`: the comparison of a run with the baseline;
+- :mod:`~pytest_migsafe.report.render`: the terminal summary, the GitHub step summary
+  (Markdown) and JUnit properties;
+- :mod:`~pytest_migsafe.report.files`: JSON files written atomically, read back with a
+  kind and schema check (``ReportFileError``).
+
+Renderers read records only; they never reach back into capture.
+"""

@@ -1,4 +1,12 @@
-"""Real PostgreSQL and Redis servers for a test session (plain Python; fixtures live in plugin.py)."""
+"""Real PostgreSQL and Redis servers for a test session (plain Python; the fixtures that use
+them live in :mod:`pytest_migsafe.plugin.queries` and :mod:`pytest_migsafe.plugin.cache`).
+
+:func:`start_postgres` and :func:`start_redis` return a running server: a given URL, or
+a private one started as a child process, listening on a unix socket (127.0.0.1 where
+there are none) and stopped with the session. They raise :class:`NoPostgresAvailable` /
+:class:`NoRedisAvailable` saying what was tried. :func:`mask_url` hides a URL's password
+for messages.
+"""
 
 from ._users import pytest_tmp_root
 from .postgres import (
