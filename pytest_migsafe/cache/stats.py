@@ -124,7 +124,7 @@ class CacheStats:
         self.entered = False  # True once the block has started
         self._clear()
 
-    # -- the listener side (called by cache_hooks under its lock) -----------------
+    # -- the listener side (called by the cache.hooks wrappers under their lock) ---
     def _clear(self) -> None:
         self._counts: dict[tuple[str, Any, bool], int] = {}
         self._keys: dict[str, list[int]] = {}

@@ -143,7 +143,8 @@ class CacheFigures:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CacheFigures:
-        """Rebuild from :func:`asdict` output (unknown keys, such as ``hit_rate``, are ignored)."""
+        """Rebuild from :func:`asdict` output (unknown keys, such as ``hit_rate``, are ignored);
+        ``TypeError`` when ``hits``, ``misses`` or ``backend`` is missing."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

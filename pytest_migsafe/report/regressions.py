@@ -98,7 +98,8 @@ class Comparison:
     removed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``regressions``, ``improvements`` and ``removed`` keys of the report file."""
+        """The ``regressions``, ``improvements`` (lists of :meth:`Change.to_dict` dicts) and
+        ``removed`` (sorted node ids) keys of the report file."""
         return {
             "regressions": [c.to_dict() for c in self.regressions],
             "improvements": [c.to_dict() for c in self.improvements],
