@@ -7,7 +7,6 @@ call (one hook for all parts). The logic lives in :mod:`pytest_migsafe.queries` 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_threshold
+from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
@@ -196,8 +196,7 @@ class QueryPhase:
                 failures.append(text)
             else:
                 filename, _, line = suspects[0].call_site.rpartition(":")
-                warnings.warn_explicit(NPlusOneWarning(text), NPlusOneWarning, filename,
-                                       int(line) if line.isdigit() else 0)
+                notify(NPlusOneWarning(text), filename, int(line) if line.isdigit() else 0)
         return failures
 
 

@@ -6,11 +6,11 @@ the verdict comes after the call phase, so every experiment in the test is recor
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import pytest
 
+from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, record_of
 from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
@@ -124,8 +124,8 @@ class ShadowPhase:
         """Warnings for experiments in observe mode; the mismatches that fail the test."""
         lab = self.lab
         for experiment in lab.observed():
-            warnings.warn(ShadowMismatchWarning(
-                "observe mode: " + experiment.describe(failing_only=False, hint=lab.hint)), stacklevel=1)
+            notify(ShadowMismatchWarning("observe mode: " + experiment.describe(failing_only=False, hint=lab.hint)),
+                   str(self.item.path), 0)
         message = lab.failure_message(verbose=self.item.config.get_verbosity() > 0)
         return [] if message is None else [message]
 

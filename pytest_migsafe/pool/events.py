@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ created_listeners: list[Callable[[Any], None]] = []  # called with the pool of e
 class Checkout:
     """One connection out of its pool: which pool, from where, and in what order."""
 
-    __slots__ = ("dropped", "holder", "pool", "seq", "site")
+    __slots__ = ("dropped", "holder", "owner", "pool", "seq", "site")
 
     def __init__(self, pool: Any, site: str | None, seq: int, holder: Any) -> None:
         self.pool = pool
@@ -39,6 +40,12 @@ class Checkout:
         self.seq = seq
         self.holder = holder  # keeps the key's object alive, or a weakref to it
         self.dropped = False
+        self.owner: Any = None  # a weakref to the ORM Session that holds the connection, if one does
+
+    def owned(self) -> bool:
+        """True while a live ORM Session holds this connection (it returns it at its commit or close)."""
+        owner = self.owner
+        return owner is not None and owner() is not None
 
 
 # -- events, called by the driver hooks ---------------------------------------------
@@ -156,6 +163,16 @@ def dropped(key: int, gone: bool = False) -> None:
             for obs in _observers:
                 if (obs._all or obs._wants(entry.pool)) and obs._current > 0:
                     obs._current -= 1
+
+
+def owned_by(key: int, owner: Any) -> None:
+    """The connection ``key`` is held by ``owner`` (an ORM Session; kept as a weak reference)."""
+    entry = _out.get(key)
+    if entry is not None:
+        try:
+            entry.owner = weakref.ref(owner)
+        except TypeError:  # an owner that cannot be weakly referenced: not known as one
+            return
 
 
 def waited(pool: Any, seconds: float, timed_out: bool = False) -> None:

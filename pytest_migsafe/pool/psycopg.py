@@ -4,8 +4,9 @@ Counters come from ``get_stats()`` deltas (a counter missing from the stats read
 Wrappers on ``ConnectionPool`` and ``AsyncConnectionPool`` (their null-pool subclasses
 inherit them) add what the stats cannot tell:
 
-- ``__init__`` registers every pool created, in a WeakSet (pools created before the
-  hooks are found once, at install, by a scan of the garbage collector's objects);
+- ``__init__`` registers every pool created, in a WeakSet; a pool created before the
+  hooks is registered at its first ``getconn`` (never by scanning the heap, which would
+  evaluate objects migsafe does not own, such as Django's lazy settings);
 - ``getconn`` / ``putconn`` track each connection out of its pool (peak, leaks with the
   call site) and time every ``getconn`` (the checkout wait);
 - ``_close_connection`` counts the connections the pool closes; ``_connect`` feeds
@@ -15,7 +16,6 @@ inherit them) add what the stats cannot tell:
 from __future__ import annotations
 
 import functools
-import gc
 import sys
 import weakref
 from collections.abc import Callable
@@ -114,6 +114,8 @@ def _after_getconn(pool: Any, conn: Any) -> None:
 def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self not in _pools:  # a pool opened before the hooks: known from its first checkout
+            register(self, fresh=False)
         if not observed._observers:
             conn = original(self, *args, **kwargs)
         else:
@@ -132,6 +134,8 @@ def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self not in _pools:  # a pool opened before the hooks: known from its first checkout
+            register(self, fresh=False)
         if not observed._observers:
             conn = await original(self, *args, **kwargs)
         else:
@@ -237,9 +241,5 @@ def install(import_missing: bool = True) -> bool:
             method = vars(cls).get(name)
             if method is not None and not hasattr(method, _PATCHED_FLAG):
                 setattr(cls, name, wrap(method))
-    classes = (psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool)
-    for obj in gc.get_objects():  # pools created before the hooks
-        if isinstance(obj, classes):
-            _pools.add(obj)
     installed = True
     return True

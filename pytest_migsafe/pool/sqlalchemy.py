@@ -8,12 +8,12 @@ Three wrappers add what events cannot tell:
   counted, only while an observation is active;
 - ``pool.base._finalize_fairy`` tells a checkin made by the garbage collector (a
   connection dropped without ``close()``) from an explicit one;
-- ``Engine.__init__`` remembers each engine's URL (password masked) to name its pool.
+- ``Engine.__init__`` remembers each engine's URL (password masked) to name its pool
+  (an engine created before the hooks is named at its next ``engine_connect`` event).
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
 import sys
 import weakref
@@ -73,6 +73,19 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
     observed.checked_in(id(record), pool, counted=False)
     if pool is not None:
         _detached[id(dbapi_connection)] = pool
+
+
+def _on_engine_connect(connection: Any) -> None:
+    if connection.dialect not in _engine_names:
+        remember_engine(connection.engine)
+
+
+def _on_session_begin(session: Any, transaction: Any, connection: Any) -> None:
+    """An ORM Session began a transaction on ``connection``: the Session owns that checkout."""
+    fairy = getattr(connection, "_dbapi_connection", None)
+    record = getattr(fairy, "_connection_record", None)
+    if record is not None:
+        observed.owned_by(id(record), session)
 
 
 def _on_close(dbapi_connection: Any, record: Any) -> None:
@@ -214,6 +227,7 @@ def install(import_missing: bool = True) -> bool:
     """
     global installed
     if installed and sys.modules.get("sqlalchemy.pool.base") is _originals.get("module"):
+        _install_orm()
         return True
     if "sqlalchemy" not in sys.modules and not import_missing:
         return False
@@ -235,8 +249,20 @@ def install(import_missing: bool = True) -> bool:
     pool_base._finalize_fairy = _finalize_fairy
     _originals["engine_init"] = Engine.__init__
     Engine.__init__ = _engine_init  # type: ignore[method-assign]
-    for obj in gc.get_objects():  # engines created before the hooks
-        if isinstance(obj, Engine):
-            remember_engine(obj)
+    # engines created before the hooks are named at their next connect (never by scanning
+    # the heap, which would evaluate objects migsafe does not own, such as lazy settings)
+    event.listen(Engine, "engine_connect", _on_engine_connect)
     installed = True
+    _install_orm()
     return True
+
+
+def _install_orm() -> None:
+    """Know which ORM Session holds each connection (``after_begin``), once ``sqlalchemy.orm`` is imported."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    if orm is None or _originals.get("orm") is orm:
+        return
+    from sqlalchemy import event
+
+    event.listen(orm.Session, "after_begin", _on_session_begin)
+    _originals["orm"] = orm

@@ -51,18 +51,19 @@ def install(import_missing: bool = True) -> None:
     Idempotent and cheap once both drivers are hooked.
     """
     global _installed_for
-    loaded = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
-    if loaded == _installed_for and (not import_missing or None not in loaded):
+    modules = sys.modules
+    loaded = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
+    if loaded == _installed_for and (not import_missing or None not in loaded[:2]):
         return  # the same libraries as last time, already hooked: the per-test fast path
     from pytest_migsafe.pool import psycopg as pool_psycopg
     from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
 
     pool_sqlalchemy.install(import_missing)
     pool_psycopg.install(import_missing)
-    _installed_for = (sys.modules.get("sqlalchemy"), sys.modules.get("psycopg_pool"))
+    _installed_for = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
 
 
-_installed_for: tuple[Any, Any] = (False, False)
+_installed_for: tuple[Any, Any, Any] = (False, False, False)
 
 
 def drivers_loaded() -> bool:

@@ -153,7 +153,7 @@ LEAKY = '''
 
 def test_leaked_connection_fails_the_test_with_its_call_site(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
     path = write(LEAKY)
-    result = run(pytester)
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=true")  # asked for: leaks fail
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
         "*pool limits exceeded: leaks=0 (migsafe_fail_on_leaks), 1 connection leaked",
@@ -171,7 +171,7 @@ def test_connection_dropped_without_close_fails_the_test(pytester: pytest.Pytest
             conn = ENGINE.connect()  # DROP
             conn.execute(text("SELECT 1"))
     ''')
-    result = run(pytester)
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=true")  # asked for: leaks fail
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         (f"  checked out at test_inner.py:{line_of(path, '# DROP')} from *(QueuePool): "
@@ -199,7 +199,7 @@ def test_every_part_that_failed_is_named_in_one_failure(pytester: pytest.Pyteste
             HELD[-1].execute(text("SELECT 1"))
             HELD[-1].execute(text("SELECT 2"))
     ''')
-    result = run(pytester)
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=true")  # asked for: leaks fail
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([  # in the order of the parts: queries, pools, cache, shadow
         "max_queries: expected at most 1 query, 2 ran",
@@ -278,7 +278,7 @@ def test_psycopg_pool_leak_fails_the_test(pytester: pytest.Pytester, write) -> N
             with db_pool.connection() as conn:
                 conn.execute("SELECT 1")
     ''')
-    result = run(pytester)
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=true")  # asked for: leaks fail
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([(f"  checked out at test_inner.py:{line_of(path, '# LEAK')} from "
                                  "app-pool (ConnectionPool): still checked out at the end of the test")])

@@ -1,0 +1,265 @@
+"""At its defaults the plugin changes no test outcome: what it notices unasked is a warning.
+
+Each suite here runs twice, with ``-p no:migsafe`` and with the plugin at its defaults,
+and the outcomes must be the same; what the plugin noticed shows as a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+URL = os.environ["MIGSAFE_POSTGRES_URL"]
+DSN = os.environ["MIGSAFE_TEST_POSTGRES_DSN"]
+REDIS_URL = os.environ["MIGSAFE_REDIS_URL"]
+
+HEADER = f"""
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+URL = {URL!r}
+DSN = {DSN!r}
+ENGINE = create_engine(URL, pool_size=3)
+"""
+
+
+def outcomes(pytester: pytest.Pytester, *args: str) -> dict[str, int]:
+    """The outcomes of a subprocess run (errors included)."""
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+    return outcomes_of(result)
+
+
+def outcomes_of(result: pytest.RunResult) -> dict[str, int]:
+    """passed / failed / errors / skipped ...: the outcomes, without the count of warnings."""
+    return {key: value for key, value in result.parseoutcomes().items() if key not in ("warnings", "warning")}
+
+
+def same_outcomes_with_and_without(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Assert the suite's outcomes equal those without the plugin; the plugin's run result."""
+    without = outcomes(pytester, "-p", "no:migsafe", *args)
+    with_plugin = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+    assert outcomes_of(with_plugin) == without
+    return with_plugin
+
+
+SESSION_OWNERS = {
+    "session_fixture": """
+        @pytest.fixture(scope="session")
+        def db():
+            with Session(ENGINE) as session:
+                yield session
+                session.commit()
+    """,
+    "module_fixture": """
+        @pytest.fixture(scope="module")
+        def db():
+            with Session(ENGINE) as session:
+                yield session
+                session.commit()
+    """,
+    "class_fixture": """
+        @pytest.fixture(scope="class")
+        def db():
+            with Session(ENGINE) as session:
+                yield session
+                session.commit()
+    """,
+    "function_fixture_closed_in_teardown": """
+        @pytest.fixture
+        def db():
+            session = Session(ENGINE)
+            yield session
+            session.close()
+    """,
+    "module_level_session": """
+        SESSION = Session(ENGINE)
+
+        @pytest.fixture
+        def db():
+            return SESSION
+    """,
+    "scoped_session": """
+        from sqlalchemy.orm import scoped_session, sessionmaker
+        REGISTRY = scoped_session(sessionmaker(bind=ENGINE))
+
+        @pytest.fixture
+        def db():
+            return REGISTRY()
+    """,
+}
+
+
+@pytest.mark.parametrize("owner", sorted(SESSION_OWNERS))
+def test_a_session_that_outlives_the_test_holds_its_connection_without_a_leak(
+        pytester: pytest.Pytester, owner: str) -> None:
+    pytester.makepyfile(test_owner=HEADER + textwrap.dedent(SESSION_OWNERS[owner]) + textwrap.dedent("""
+        class TestInOrder:
+            def test_first(self, db):
+                db.execute(text("select 1"))   # the Session keeps this connection until its next commit
+
+            def test_second(self, db):
+                db.commit()                    # ... which happens here, in the next test
+    """))
+    # the leak check asked for explicitly: a connection a live Session holds is not a leak
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", "migsafe_fail_on_leaks=true", "-W", "error")
+    result.assert_outcomes(passed=2)
+    assert "leaked" not in result.stdout.str()
+
+
+def test_an_async_session_closed_in_teardown_is_not_a_leak(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_async_owner=f"""
+        import pytest
+        import pytest_asyncio
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        ENGINE = create_async_engine({URL!r})
+
+        @pytest_asyncio.fixture
+        async def db():
+            session = AsyncSession(ENGINE)
+            yield session
+            await session.close()
+
+        @pytest.mark.asyncio
+        async def test_reads(db):
+            await db.execute(text("select 1"))
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", "migsafe_fail_on_leaks=true",
+                                           "-o", "asyncio_default_fixture_loop_scope=function")
+    result.assert_outcomes(passed=1)
+
+
+TRUE_LEAKS = """
+    HELD = []
+
+    def test_keeps_a_connection_in_a_global():
+        HELD.append(ENGINE.connect())  # LEAK-GLOBAL
+        HELD[-1].execute(text("select 1"))
+
+    def test_keeps_a_pool_checkout():
+        HELD.append(ENGINE.pool.connect())  # LEAK-RAW
+"""
+
+
+def test_a_true_leak_is_a_warning_with_its_call_site_at_defaults(pytester: pytest.Pytester) -> None:
+    path = pytester.makepyfile(test_leaks=HEADER + textwrap.dedent(TRUE_LEAKS))
+    result = same_outcomes_with_and_without(pytester)
+    result.assert_outcomes(passed=2, warnings=2)
+    lines = path.read_text().splitlines()
+    global_line = next(n for n, line in enumerate(lines, 1) if "LEAK-GLOBAL" in line)
+    raw_line = next(n for n, line in enumerate(lines, 1) if "LEAK-RAW" in line)
+    result.stdout.fnmatch_lines([f"*migsafe: connection leaked: checked out at test_leaks.py:{global_line} *",
+                                 f"*migsafe: connection leaked: checked out at test_leaks.py:{raw_line} *"])
+
+
+def test_a_true_leak_fails_when_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leaks=HEADER + textwrap.dedent(TRUE_LEAKS))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", "migsafe_fail_on_leaks=true")
+    result.assert_outcomes(failed=2)
+
+
+N_PLUS_ONE = """
+    def test_loops():
+        with ENGINE.connect() as conn:
+            for n in range(12):
+                conn.execute(text("select :n"), {"n": n})  # one shape, 12 times, one line
+"""
+
+
+@pytest.mark.parametrize("error_filter", [("-W", "error"), ("-o", "filterwarnings=error")])
+def test_unasked_notices_never_fail_under_warnings_as_errors(pytester: pytest.Pytester,
+                                                             error_filter: tuple[str, str]) -> None:
+    pytester.makepyfile(test_noticed=HEADER + textwrap.dedent(N_PLUS_ONE) + textwrap.dedent(TRUE_LEAKS))
+    result = same_outcomes_with_and_without(pytester, *error_filter)
+    result.assert_outcomes(passed=3, warnings=3)
+    result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 suspected*", "*connection leaked*"])
+
+
+def test_a_project_filter_that_ignores_the_notice_is_respected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_noticed=HEADER + textwrap.dedent(N_PLUS_ONE))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error",
+                                           "-W", "ignore::pytest_migsafe.NPlusOneWarning")
+    result.assert_outcomes(passed=1)
+
+
+EVERY_PART = f"""
+    import asyncio
+    import redis
+    from psycopg_pool import ConnectionPool
+    from pytest_migsafe.shadow.experiment import Shadow
+
+    REDIS = redis.Redis.from_url({REDIS_URL!r})
+    POOL = ConnectionPool(DSN, min_size=1, max_size=2, open=False)
+    HELD = []
+
+    @pytest.fixture(scope="module", autouse=True)
+    def opened_pool():
+        POOL.open(wait=True)
+        yield
+        for conn in HELD:
+            POOL.putconn(conn)
+        POOL.close()
+
+    def test_queries_and_n_plus_one():
+        with Session(ENGINE) as session:
+            for n in range(15):
+                session.execute(text("select :n"), {{"n": n}})
+
+    def test_a_leaked_pool_connection():
+        HELD.append(POOL.getconn())
+
+    def test_cache_reads():
+        REDIS.set("harm:key", "1")
+        assert REDIS.get("harm:key") == b"1" and REDIS.get("harm:missing") is None
+
+    def test_a_shadow_experiment_used_as_a_library():
+        assert Shadow(seed=1).run("same", lambda: 1, lambda: 1) == 1
+
+    def test_an_async_statement():
+        async def main():
+            from sqlalchemy.ext.asyncio import create_async_engine
+            engine = create_async_engine(URL)
+            async with engine.connect() as conn:
+                await conn.execute(text("select 1"))
+            await engine.dispose()
+        asyncio.run(main())
+
+    def test_a_real_failure():
+        assert 1 == 2
+
+    @pytest.mark.skip(reason="skipped on purpose")
+    def test_skipped():
+        pass
+"""
+
+
+def test_a_suite_using_every_part_without_markers_has_the_same_outcomes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_every_part=HEADER + textwrap.dedent(EVERY_PART))
+    result = same_outcomes_with_and_without(pytester)
+    result.assert_outcomes(passed=5, failed=1, skipped=1, warnings=2)
+
+
+def test_lazy_objects_in_the_heap_are_never_evaluated(pytester: pytest.Pytester) -> None:
+    """Django's settings are a lazy object: evaluating it unconfigured raises ImproperlyConfigured."""
+    pytester.makeconftest(f"""
+        from django.conf import settings  # imported, never configured
+        from psycopg_pool import ConnectionPool
+        from sqlalchemy import create_engine
+
+        ENGINE = create_engine({URL!r})  # created before any hook
+        POOL = ConnectionPool({DSN!r}, min_size=1, max_size=1, open=False)
+    """)
+    pytester.makepyfile(test_lazy="""
+        from sqlalchemy import text
+        from conftest import ENGINE
+
+        def test_runs():
+            with ENGINE.connect() as conn:
+                assert conn.execute(text("select 1")).scalar() == 1
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
