@@ -16,6 +16,7 @@ option).
 """
 
 pytest_plugins = [
+    "pytest_migsafe.plugin.invocation",
     "pytest_migsafe.plugin.queries",
     "pytest_migsafe.plugin.cache",
     "pytest_migsafe.plugin.pool",

@@ -6,8 +6,10 @@ settings through :func:`get_setting`, so the rule lives in one place.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -49,3 +51,67 @@ def get_setting(
                     raise pytest.UsageError(f"migsafe: ini option {ini} = {raw!r}: {exc}") from exc
             return raw
     return default
+
+
+def value_options(parser: pytest.Parser) -> set[str]:
+    """The ``--migsafe-*`` option strings that take a value (``--migsafe-report-json``, not ``--migsafe-report``)."""
+    names: set[str] = set()
+    for option in parser.getgroup("migsafe").options:
+        attrs = option.attrs()  # the argparse action's attributes (pytest >= 9), or addoption's keywords
+        if attrs.get("nargs") != 0 and attrs.get("action") not in ("store_true", "store_false", "count", "help"):
+            names.update(name for name in option.names() if name.startswith("--"))
+    return names
+
+
+_INI_FILES = (("pytest.ini", None), (".pytest.ini", None), ("pyproject.toml", "[tool.pytest"),
+              ("tox.ini", "[pytest]"), ("setup.cfg", "[tool:pytest]"))
+
+
+def _ini_above(start: Path) -> Path | None:
+    """The first pytest configuration file at or above ``start``, the way pytest looks for one."""
+    for directory in (start, *start.parents):
+        for name, section in _INI_FILES:
+            candidate = directory / name
+            if candidate.is_file():
+                if section is None:
+                    return candidate
+                try:
+                    if section in candidate.read_text(encoding="utf-8", errors="replace"):
+                        return candidate
+                except OSError:
+                    continue
+    return None
+
+
+def check_space_form_paths(config: pytest.Config, value_options: set[str]) -> None:
+    """Refuse ``--migsafe-OPTION PATH`` (space form) when it moved pytest's rootdir.
+
+    pytest finds its rootdir and ini file from the command line's paths before any plugin
+    is loaded, so it takes the value of ``--migsafe-report-json PATH`` for a test path: a
+    PATH that exists outside the project moves the rootdir and the project's ini (with
+    ``DJANGO_SETTINGS_MODULE`` and the like) is no longer read. Raises
+    :class:`pytest.UsageError` saying what to write instead.
+    """
+    params = config.invocation_params
+    args = list(params.args)
+    if any(arg in ("-c", "--rootdir", "--config-file") or arg.startswith(("--rootdir=", "--config-file="))
+           for arg in args):
+        return  # the user named the rootdir or the ini file: nothing was guessed
+    here = Path(params.dir)
+    taken = []
+    for flag, value in itertools.pairwise(args):
+        if flag in value_options and not value.startswith("-") and (here / value).exists():
+            taken.append((flag, value))
+    if not taken:
+        return
+    paths = [Path(str(arg).split("::")[0]) for arg in config.args] if config.args else [here]
+    paths = [(here / p).resolve() for p in paths if (here / p).exists()] or [here]
+    common = Path(os.path.commonpath([str(p if p.is_dir() else p.parent) for p in paths]))
+    expected = _ini_above(common)
+    if expected is None or expected == config.inipath:
+        return
+    flag, value = taken[0]
+    raise pytest.UsageError(
+        f"migsafe: {flag} {value}: pytest took {value!r} for a test path when it looked for its "
+        f"configuration, so it did not read {expected} (rootdir became {config.rootpath}). "
+        f"Write {flag}={value} (with '='), or set the option in the ini file.")

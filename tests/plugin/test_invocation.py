@@ -1,0 +1,40 @@
+"""A path option in the space form must not silently move pytest's rootdir."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A project whose ini decides what is collected: a run that misses the ini collects nothing."""
+    pytester.makeini("[pytest]\npython_files = check_*.py\n")
+    pytester.makepyfile(check_app="def test_runs():\n    pass\n")
+    return pytester
+
+
+@pytest.mark.parametrize("option", ["--migsafe-report-json", "--migsafe-baseline"])
+def test_an_existing_path_outside_the_project_in_the_space_form_is_a_usage_error(
+        project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, option: str) -> None:
+    outside = tmp_path_factory.mktemp("outside") / "migsafe.json"
+    outside.write_text("{}")
+    result = project.runpytest_subprocess(option, str(outside))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*migsafe: {option} {outside}: pytest took * for a test path*"
+                                 f"did not read {project.path / 'tox.ini'}*"
+                                 f"Write {option}={outside} (with '='), or set the option in the ini file."])
+
+
+def test_the_equals_form_keeps_the_project_ini(project: pytest.Pytester,
+                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("outside") / "migsafe.json"
+    outside.write_text("{}")
+    result = project.runpytest_subprocess(f"--migsafe-report-json={outside}")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_space_form_with_a_path_that_moves_nothing_still_works(project: pytest.Pytester) -> None:
+    (project.path / "reports").mkdir()
+    (project.path / "reports" / "migsafe.json").write_text("{}")
+    result = project.runpytest_subprocess("--migsafe-report-json", "reports/migsafe.json")
+    result.assert_outcomes(passed=1)
