@@ -1,6 +1,6 @@
 """The ``migsafe`` command: one entry point, one module per group of subcommands.
 
-Each ``cli_*`` module exposes ``register(subparsers)``, adding its subcommands with a
+Each module of ``COMMAND_MODULES`` exposes ``register(subparsers)``, adding its subcommands with a
 ``func`` default that takes the parsed arguments and returns the exit code. Errors the
 user can fix (a bad URL, an unreachable server) are printed as one line, never a
 traceback, and passwords in URLs are masked.

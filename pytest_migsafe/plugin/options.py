@@ -1,6 +1,6 @@
 """Read a setting once, with one precedence rule: command line > environment > ini.
 
-Modelled on pytest-timeout's ``get_env_settings``: every ``plugin_*`` module reads its
+Modelled on pytest-timeout's ``get_env_settings``: every ``pytest_migsafe.plugin`` module reads its
 settings through :func:`get_setting`, so the rule lives in one place.
 """
 

@@ -123,7 +123,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Measure the call phase with every part's :class:`CallPhase`, then check each.
 
     One hook for all the parts (queries here; pools, cache and shadow experiments from
-    the ``plugin_*`` modules): the failures of every part are reported together.
+    the other ``pytest_migsafe.plugin`` modules): the failures of every part are reported together.
     """
     call = begin_call(item)
     try:
