@@ -46,17 +46,33 @@ class ShapeFigure:
 
 @dataclass
 class NPlusOne:
-    """A shape repeated from one call site at least the N+1 threshold: a suspect.
+    """An N+1 suspect of one test's call phase.
 
-    ``count``: statements of ``shape`` sent from ``call_site`` (``path:line``) in the
-    test's call phase; ``allowed``: True when an ``allow_n_plus_one`` rule names the shape
-    and ``count`` stays within its repeats (reported, not failed).
+    ``kind``: ``"lazy_load"`` (an ORM relationship lazy-loaded for a second parent of one
+    query: SQLAlchemy's loader events, Django's related descriptors), ``"deferred_column"``
+    (a deferred or expired column loaded per row), or ``"repeated_statement"`` (one statement
+    shape repeated at least the N+1 threshold from one application function: Core, ``text()``,
+    raw psycopg and raw Django SQL, where no ORM knows what a row is).
+    ``shape``: the statement shape (for ORM suspects, ``"Order.customer (lazy load)"``: stable
+    across SQL renderings); ``call_site``: ``path:line`` of the frame that loops (the
+    outermost application frame); ``chain``: the application frames from there down to the
+    one that sent the statement (``path:line``, outermost first); ``count``: statements (or
+    lazy loads) in the group; ``parents``: distinct parent rows lazy-loaded (ORM kinds);
+    ``relationship``: ``"Order.customer"`` (ORM kinds); ``loaded_at``: where the parents were
+    loaded (``path:line``), if seen; ``fix``: the code that avoids it (ORM kinds);
+    ``allowed``: True when an ``allow_n_plus_one`` rule covers it (reported, not failed).
     """
 
     shape: str
     call_site: str
     count: int
     allowed: bool = False
+    kind: str = "repeated_statement"
+    relationship: str | None = None
+    parents: int = 0
+    chain: list[str] = field(default_factory=list)
+    loaded_at: str | None = None
+    fix: str | None = None
 
 
 @dataclass
