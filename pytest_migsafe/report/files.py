@@ -39,18 +39,23 @@ def dumps_stable(data: Any) -> str:
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` to ``path`` as stable JSON (:func:`dumps_stable`): all of it or none of it.
 
-    Creates missing parent directories, writes a temporary file beside the target and
-    renames it over the target with :func:`os.replace`; on any error the temporary file
-    is removed and the error (``OSError``, ``TypeError`` for data JSON cannot hold)
-    propagates, leaving the old file whole.
+    Creates missing parent directories, writes a temporary file beside the target, flushes
+    it to disk (``fsync``) and renames it over the target with :func:`os.replace`; on any
+    error the temporary file is removed and the error (``OSError``, ``TypeError`` for data
+    JSON cannot hold) propagates, leaving the old file whole. The file gets the mode a
+    plain ``open(path, "w")`` would give it (``0o666`` less the umask), not the temporary
+    file's 0600.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = dumps_stable(data)
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(handle, 0o666 & ~current_umask())
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
             stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temp_name, target)
     except BaseException:
         try:
@@ -60,8 +65,25 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         raise
 
 
-def read_json_object(path: str | os.PathLike[str], kind: str, version: int) -> dict[str, Any]:
-    """The JSON object in ``path``, checked to be a ``kind`` file of schema ``version``.
+def current_umask() -> int:
+    """The process's umask (an int such as ``0o022``): from ``/proc/self/status`` on Linux,
+    else by ``os.umask``, which can only be read by setting it (it is set back at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def read_json_object(path: str | os.PathLike[str], kind: str,
+                     version: int | tuple[int, ...]) -> dict[str, Any]:
+    """The JSON object in ``path``, checked to be a ``kind`` file of schema ``version`` (one
+    version, or a tuple of the versions accepted).
 
     Raises :class:`ReportFileError` when the file is missing or unreadable, not valid
     JSON, not an object, or its ``kind`` / ``schema_version`` differ.
@@ -82,9 +104,11 @@ def read_json_object(path: str | os.PathLike[str], kind: str, version: int) -> d
     if found_kind != kind:
         raise ReportFileError(f"{path}: expected a {kind} file, found kind {found_kind!r}")
     found_version = data.get("schema_version")
-    if found_version != version:
+    accepted = version if isinstance(version, tuple) else (version,)
+    if found_version not in accepted or isinstance(found_version, bool):
+        readable = " or ".join(str(v) for v in accepted)
         raise ReportFileError(
-            f"{path}: schema_version {found_version!r}, this migsafe reads version {version}"
+            f"{path}: schema_version {found_version!r}, this migsafe reads version {readable}"
         )
     return data
 

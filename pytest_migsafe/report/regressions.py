@@ -4,13 +4,17 @@ Rules, per test present in both (only tests that passed in the run are compared,
 failing test's figures stop where it failed):
 
 - ``queries``: more than the baseline plus the query tolerance is a regression; fewer than
-  the baseline minus the tolerance is an improvement.
+  the baseline minus the tolerance is an improvement. The change names the shapes whose
+  counts moved (:class:`ShapeDelta`: ``+4 SELECT ... at app/api/items.py:45``) when both
+  sides store shapes.
 - ``n_plus_one``: each suspect shape not in the baseline is a regression; each baseline
-  shape no longer suspected is an improvement.
+  shape no longer suspected is an improvement. Shapes are matched by their key
+  (:func:`~pytest_migsafe.report.shapekey.shape_key`), not by sqlglot's rendering.
 - ``cache_hit_rate``: a fall of more than the hit-rate tolerance is a regression, and so is
   a rate now under the alert line when the baseline's was not; a rise of more than the
   tolerance is an improvement.
-- ``connections_created``: more is a regression, fewer an improvement.
+- ``connections_created`` is not compared: how many connections a test opens depends on
+  which test warmed a shared pool first (the order, the xdist worker).
 - ``shadow``: an experiment that matched and now mismatches is a regression; the reverse
   is an improvement.
 
@@ -54,13 +58,63 @@ class Tolerances:
 
 
 @dataclass
+class ShapeDelta:
+    """How one statement shape of a test moved against the baseline.
+
+    ``delta``: statements now minus statements in the baseline (``+4``, ``-2``); ``shape``:
+    the display shape (this run's rendering when it ran, else the baseline's); ``key``: its
+    :func:`~pytest_migsafe.report.shapekey.shape_key`; ``call_site``: the ``path:line``
+    whose count moved most in the direction of ``delta`` (``""`` when none is known);
+    ``before`` / ``after``: the counts.
+    """
+
+    delta: int
+    shape: str
+    key: str
+    call_site: str
+    before: int
+    after: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of the fields."""
+        return asdict(self)
+
+
+def shape_deltas(old: BaselineEntry, new: BaselineEntry) -> list[ShapeDelta]:
+    """The shapes whose statement counts differ between ``old`` and ``new`` (both with
+    stored shapes, else []), largest move first (then by shape)."""
+    if not old.shapes or not new.shapes:
+        return []
+    deltas = []
+    for key in set(old.shapes) | set(new.shapes):
+        before = old.shapes.get(key)
+        after = new.shapes.get(key)
+        count_before = before.count if before else 0
+        count_after = after.count if after else 0
+        if count_before == count_after:
+            continue
+        sites_before = before.call_sites if before else {}
+        sites_after = after.call_sites if after else {}
+        sign = 1 if count_after > count_before else -1
+        moves = {site: sign * (sites_after.get(site, 0) - sites_before.get(site, 0))
+                 for site in set(sites_before) | set(sites_after)}
+        site = max(sorted(moves), key=lambda s: moves[s]) if moves else ""
+        shown = after.shape if after else (before.shape if before else "")
+        deltas.append(ShapeDelta(count_after - count_before, shown, key, site, count_before, count_after))
+    deltas.sort(key=lambda d: (-abs(d.delta), -d.delta, d.shape))
+    return deltas
+
+
+@dataclass
 class Change:
     """One figure of one test that moved: a regression or an improvement.
 
     ``figure`` is a key of :data:`FIGURE_LABELS`; ``before`` / ``after`` its baseline and
     new value (a count, a hit rate as a fraction 0..1, a shape for ``n_plus_one`` with
     None on the side where it is absent, or a shadow result); ``subject`` the experiment
-    name of a shadow change; ``note`` a remark such as "new N+1 suspect".
+    name of a shadow change; ``note`` a remark such as "new N+1 suspect"; ``shapes`` (a
+    ``queries`` change) the :class:`ShapeDelta` dicts of the shapes whose counts moved,
+    largest first.
     """
 
     nodeid: str
@@ -69,6 +123,7 @@ class Change:
     after: Any
     subject: str = ""  # the experiment name of a shadow change
     note: str = ""
+    shapes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -78,19 +133,20 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the fields (``nodeid``, ``figure``, ``before``, ``after``,
-        ``subject``, ``note``)."""
+        ``subject``, ``note``, ``shapes``)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Change:
-        """Rebuild from :meth:`to_dict` output; ``TypeError`` for a missing or unknown key."""
+        """Rebuild from :meth:`to_dict` output (``shapes`` may be missing: older files);
+        ``TypeError`` for a missing or unknown key."""
         return cls(**data)
 
 
 @dataclass
 class Comparison:
     """What changed between the baseline and the run: lists of :class:`Change`, ordered by
-    node id, then queries, N+1 shapes, cache hit rate, connections, shadow experiments;
+    node id, then queries, N+1 shapes, cache hit rate, shadow experiments;
     and ``removed``, the sorted node ids of removed tests."""
 
     regressions: list[Change] = field(default_factory=list)
@@ -128,18 +184,20 @@ def compare_entry(nodeid: str, old: BaselineEntry, new: BaselineEntry,
                   tolerances: Tolerances) -> tuple[list[Change], list[Change]]:
     """``(regressions, improvements)`` of one test, by the rules in this module's docstring.
 
-    A figure missing (None) on either side is not compared.
+    A figure missing (None) on either side is not compared, nor is ``connections_created``.
     """
     worse: list[Change] = []
     better: list[Change] = []
     if old.queries is not None and new.queries is not None:
         if new.queries > old.queries + tolerances.queries:
-            worse.append(Change(nodeid, "queries", old.queries, new.queries))
+            worse.append(Change(nodeid, "queries", old.queries, new.queries,
+                                shapes=[d.to_dict() for d in shape_deltas(old, new)]))
         elif new.queries < old.queries - tolerances.queries:
-            better.append(Change(nodeid, "queries", old.queries, new.queries))
-        for shape in sorted(set(new.n_plus_one) - set(old.n_plus_one)):
+            better.append(Change(nodeid, "queries", old.queries, new.queries,
+                                 shapes=[d.to_dict() for d in shape_deltas(old, new)]))
+        for shape in sorted(new.n_plus_one[key] for key in set(new.n_plus_one) - set(old.n_plus_one)):
             worse.append(Change(nodeid, "n_plus_one", None, shape, note="new N+1 suspect"))
-        for shape in sorted(set(old.n_plus_one) - set(new.n_plus_one)):
+        for shape in sorted(old.n_plus_one[key] for key in set(old.n_plus_one) - set(new.n_plus_one)):
             better.append(Change(nodeid, "n_plus_one", shape, None, note="no longer suspected"))
     if old.cache_hit_rate is not None and new.cache_hit_rate is not None:
         old_rate, new_rate = old.cache_hit_rate, new.cache_hit_rate
@@ -149,13 +207,6 @@ def compare_entry(nodeid: str, old: BaselineEntry, new: BaselineEntry,
                                 note=_under_alert(new_rate, alert)))
         elif new_rate - old_rate > tolerances.hit_rate + 1e-9:
             better.append(Change(nodeid, "cache_hit_rate", old_rate, new_rate))
-    if old.connections_created is not None and new.connections_created is not None:
-        if new.connections_created > old.connections_created:
-            worse.append(Change(nodeid, "connections_created", old.connections_created,
-                                new.connections_created))
-        elif new.connections_created < old.connections_created:
-            better.append(Change(nodeid, "connections_created", old.connections_created,
-                                 new.connections_created))
     for name in sorted(set(old.shadows) & set(new.shadows)):
         was, now = old.shadows[name], new.shadows[name]
         if was == "matched" and now == "mismatched":
