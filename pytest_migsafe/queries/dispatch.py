@@ -1,17 +1,27 @@
 """The one dispatch every driver hook calls, and the registry of active counters.
 
 Driver hooks (:mod:`pytest_migsafe.queries.sqlalchemy`, :mod:`pytest_migsafe.queries.psycopg`)
-call :func:`record_statement` once per statement sent through a cursor, after checking
-``_active`` (a plain tuple read: the cost of a statement when nothing counts). Active
-counters are global, not per thread or task, so statements run by other threads and
-asyncio tasks while a counter is active count for it. This module imports no driver and
-no counter class: the counters are handed to :func:`start`.
+call :func:`record_statement` once per round trip whose statements the server ran, after
+checking ``_active`` (a plain tuple read: the cost of a statement when nothing counts).
+Active counters are global, not per thread or task, so statements run by other threads
+and asyncio tasks while a counter is active count for it. This module imports no driver
+and no counter class: the counters are handed to :func:`start`.
+
+A string holding several statements is counted as the server counts it: one statement
+per part (split by :func:`pytest_migsafe.queries.normalize.statement_spans`), each with its
+own text and shape, all from one round trip (:func:`round_trips`).
+
+The shape of each distinct text is cached in a dict bounded by bytes
+(``SHAPES_BYTES``); a text longer than ``normalize.DIGEST_KEY_CHARS`` is cached under a
+digest of its text, so the cache never keeps a long SQL text alive.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,38 +67,149 @@ def is_active() -> bool:
     return bool(_active)
 
 
-_shapes: dict[str, tuple[str, bool]] = {}
-_SHAPES_MAX = 100_000
+# -- round trips --------------------------------------------------------------------
+# statements a counter received beyond the first of their round trip (strings of
+# several statements only: the per-statement path never touches this)
+_extra_statements: weakref.WeakKeyDictionary[QueryCounter, int] = weakref.WeakKeyDictionary()
 
 
-def shape_of(sql: str) -> tuple[str, bool]:
-    """``(shape, is transaction control)`` of a statement, from a plain dict after the first time."""
+def round_trips(counter: QueryCounter) -> int:
+    """Round trips that brought ``counter`` at least one statement.
+
+    Equal to ``counter.count`` except for strings of several statements, which the
+    server runs (and ``count`` counts) as several statements sent in one round trip.
+    An ``executemany`` is one statement and one round trip.
+    """
+    return int(counter.count) - _extra_statements.get(counter, 0)
+
+
+# -- shapes -------------------------------------------------------------------------
+#: Upper bound of the memory the shape cache accounts for, in bytes (keys, shapes and
+#: per-entry overhead as ``sys.getsizeof`` measures them); the oldest entries go first.
+SHAPES_BYTES = 16 * 1024 * 1024
+
+# One part of a string of several statements: (start, end, shape, is transaction control).
+Part = tuple[int, int, str, bool]
+# (shape, is transaction control, parts): parts is None for a text holding one
+# statement, () for one holding none (blank or comments), else one Part per statement.
+Entry = tuple[str, bool, tuple[Part, ...] | None]
+
+# text (or digest of a long text) -> Entry; a hit is one dict lookup
+_shapes: OrderedDict[str | bytes, Entry] = OrderedDict()
+_shape_costs: dict[str | bytes, int] = {}
+_shapes_bytes = 0
+_ENTRY_OVERHEAD = 200  # the entry tuple, the dict slots, the cost record: roughly, in bytes
+
+
+def entry_of(sql: str) -> Entry:
+    """``(shape, is transaction control, parts)`` of a SQL text; see ``Entry``.
+
+    From the cache after the first time; a miss normalizes the text (and each of its
+    statements when it holds several). A text longer than ``normalize.DIGEST_KEY_CHARS``
+    costs a digest (about 1 us per kB) on every call.
+    """
     entry = _shapes.get(sql)
-    if entry is None:
-        from pytest_migsafe.queries.normalize import (  # loaded at the first statement
-            is_transaction_control,
-            normalize,
-        )
+    if entry is not None:
+        return entry
+    from pytest_migsafe.queries.normalize import (  # loaded at the first statement
+        is_transaction_control,
+        normalize,
+        statement_spans,
+        text_key,
+    )
 
-        if len(_shapes) >= _SHAPES_MAX:
-            _shapes.clear()
-        entry = _shapes[sql] = (normalize(sql), is_transaction_control(sql))
+    key = text_key(sql)
+    if key is not sql:
+        entry = _shapes.get(key)
+        if entry is not None:
+            return entry
+    spans = statement_spans(sql)
+    if len(spans) == 1:
+        entry = (normalize(sql), is_transaction_control(sql), None)
+        cost = sys.getsizeof(entry[0])
+    elif not spans:
+        entry = ("", False, ())
+        cost = 0
+    else:
+        parts = []
+        for start, end in spans:
+            text = sql[start:end]
+            parts.append((start, end, normalize(text), is_transaction_control(text)))
+        entry = ("; ".join(p[2] for p in parts), all(p[3] for p in parts), tuple(parts))
+        cost = sys.getsizeof(entry[0]) + sum(sys.getsizeof(p[2]) + 120 for p in parts)
+    _remember(key, entry, cost + sys.getsizeof(key) + _ENTRY_OVERHEAD)
     return entry
 
 
+def _remember(key: str | bytes, entry: Entry, cost: int) -> None:
+    global _shapes_bytes
+    if cost > SHAPES_BYTES:
+        return
+    with _lock:
+        old = _shape_costs.pop(key, None)
+        if old is not None:
+            _shapes_bytes -= old
+        while _shapes and _shapes_bytes + cost > SHAPES_BYTES:
+            evicted, _ = _shapes.popitem(last=False)
+            _shapes_bytes -= _shape_costs.pop(evicted, 0)
+        _shapes[key] = entry
+        _shape_costs[key] = cost
+        _shapes_bytes += cost
+
+
+def shapes_bytes() -> int:
+    """Bytes the shape cache accounts for now (at most ``SHAPES_BYTES``)."""
+    return _shapes_bytes
+
+
+def clear_shapes() -> None:
+    """Empty the shape cache (benchmarks and tests)."""
+    global _shapes_bytes
+    with _lock:
+        _shapes.clear()
+        _shape_costs.clear()
+        _shapes_bytes = 0
+
+
+def shape_of(sql: str) -> tuple[str, bool]:
+    """``(shape, is transaction control)`` of a statement, from the cache after the first time."""
+    entry = entry_of(sql)
+    return entry[0], entry[1]
+
+
+def parts_of(sql: str) -> tuple[Part, ...] | None:
+    """The statements of a text holding several (``()`` for none), None for one statement."""
+    return entry_of(sql)[2]
+
+
+# -- recording ----------------------------------------------------------------------
 def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
-                     params: Any = None, site: str | None = None) -> None:
-    """Record one statement for every active counter. Called by the driver hooks."""
+                     params: Any = None, site: str | None = None, ran: int | None = None,
+                     entry: Entry | None = None) -> None:
+    """Record what the server ran of one round trip, for every active counter.
+
+    Called by the driver hooks once the server has answered. ``seconds`` is the round
+    trip's duration (s); ``batch_size`` the executions of an ``executemany`` (one
+    statement). A text of several statements counts one statement per part, each
+    with its own text and shape and an equal share of ``seconds``; ``ran`` (default:
+    all) says how many of those parts the server ran, the first ones. A blank text
+    (whitespace, comments) counts nothing: the server runs nothing for it. ``entry``
+    is :func:`entry_of`'s answer for ``sql`` when the caller already has it.
+    """
     counters = _active
     if not counters:
         return
-    entry = _shapes.get(sql)
     if entry is None:
-        entry = shape_of(sql)
-    shape, control = entry
+        entry = _shapes.get(sql)
+        if entry is None:
+            entry = entry_of(sql)
+    shape, control, parts = entry
     if site is None:
         site = call_site(sys._getframe(1))
     kept = params if settings.capture_params else None
+    if parts is not None:
+        _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, ran)
+        return
     with _lock:
         for counter in counters:
             if control and not counter.include_transaction_control:
@@ -98,3 +219,25 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
             counter._add(sql, shape, seconds, site, target, batch_size, kept)
 
 
+def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str, batch_size: int,
+                  kept: Any, site: str, counters: tuple[QueryCounter, ...], ran: int | None) -> None:
+    n = len(parts) if ran is None else ran
+    if n <= 0 or not parts:
+        return
+    # the first n parts ran; should the server have run more than the split found,
+    # the last part stands for the rest (the server's count is the truth)
+    chosen = [parts[min(i, len(parts) - 1)] for i in range(n)]
+    texts = [sql[start:end] for start, end, _, _ in chosen]
+    share = seconds / n
+    with _lock:
+        for counter in counters:
+            added = 0
+            for text, (_, _, shape, control) in zip(texts, chosen):
+                if control and not counter.include_transaction_control:
+                    continue
+                if counter._filtered and not counter._accepts(text, target):
+                    continue
+                counter._add(text, shape, share, site, target, batch_size, kept)
+                added += 1
+            if added > 1:
+                _extra_statements[counter] = _extra_statements.get(counter, 0) + added - 1

@@ -1,19 +1,39 @@
-"""Capture statements sent through psycopg 3 cursors, sync and async.
+"""Capture statements sent through psycopg 3, sync and async, as the server runs them.
 
-Wraps ``execute``, ``executemany``, ``stream`` and ``copy`` on the cursor classes that define them
-(``Cursor``, ``ServerCursor``, ``AsyncCursor``, ``AsyncServerCursor``; client and raw
-cursors inherit them), so raw psycopg, Django and SQLAlchemy over psycopg are all seen
-here, once. ``executemany`` counts as one statement with its batch size recorded.
-A statement is recorded when it completes: one the server rejects is not counted, as
-``pg_stat_statements`` does not count it either.
+Wrapped public methods: ``execute``, ``executemany``, ``stream`` and ``copy`` of ``Cursor``
+and ``AsyncCursor`` (client and raw cursors inherit them), ``execute`` of ``ServerCursor``
+and ``AsyncServerCursor``; ``Connection.execute`` goes through the cursor's. Each wrapper
+hands its arguments to the driver untouched, so it accepts and rejects exactly what the
+driver does, at the same moment, and ``inspect.signature`` gives the driver's. So raw
+psycopg, Django and SQLAlchemy over psycopg are all seen here, once.
+
+What is recorded is what the server ran, when its answer arrived (``pg_stat_statements``
+counts a statement once it completes, and not at all if it fails). Three private methods
+of psycopg's base classes are hooked to see the answers (found along the class hierarchy;
+psycopg 3.1 to 3.3 have them, and without them psycopg is not hooked at all):
+``_check_results`` (the results of each execution), ``BasePipeline._process_results``
+(each result arriving in pipeline mode) and ``_stream_fetchone_gen`` (the end of a stream).
+
+- ``execute``: recorded when it returns. A string of several statements counts one
+  statement per statement the server ran: all of them, or those before the one that failed.
+- ``executemany``: one statement, its executions the rows the server ran (those before a
+  failing row). The rows are never copied: a generator stays a generator.
+- pipeline mode: a statement is recorded when its result arrives (during a later call,
+  ``sync()`` or the end of the block), timed from its call to then; one the server
+  rejected, or skipped after an error, is not recorded.
+- ``stream``: recorded when the server finished it: at the end of the rows, or, for a
+  stream closed early, if psycopg's clean-up found it finished rather than cancelled.
+  A stream never iterated sends nothing and counts nothing.
+- ``copy``: one statement when the ``with`` block ends without error.
+- server-side cursors: one statement per ``execute`` that succeeded (the ``DECLARE``).
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from time import perf_counter
 from typing import Any
 
@@ -21,6 +41,10 @@ from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site
 
 _PATCHED_FLAG = "__migsafe_original__"
+_PIPELINE_STATE = "_migsafe_calls"
+_MISSING: Any = object()
+# libpq's ExecStatus of a statement the server completed: COMMAND_OK, TUPLES_OK
+_COMPLETED = frozenset({1, 2})
 
 
 def is_installed() -> bool:
@@ -64,118 +88,584 @@ def _text(query: Any, cursor: Any) -> str:
         return str(query)
 
 
-def _batch(params_seq: Any) -> tuple[Any, int]:
-    if hasattr(params_seq, "__len__"):
-        return params_seq, len(params_seq)
-    rows = list(params_seq)
-    return rows, len(rows)
+def _params_of(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
+    """The parameters of a call, kept only with ``capture_params`` (never copied)."""
+    if not capture.settings.capture_params:
+        return None
+    return args[1] if len(args) > 1 else kwargs.get(name)
 
 
-def _wrap_sync(original: Callable[..., Any], many: bool) -> Callable[..., Any]:
+def _ran(results: list[Any]) -> int:
+    """Statements the server completed among one execution's results: those before the first error."""
+    ran = 0
+    for result in results:
+        if result.status not in _COMPLETED:
+            break
+        ran += 1
+    return ran
+
+
+# -- watching the results of calls in progress ----------------------------------------
+class _Results:
+    """A string of several statements executed outside a pipeline: its results."""
+
+    __slots__ = ("results",)
+
+    def __init__(self) -> None:
+        self.results: list[Any] | None = None
+
+    def saw(self, results: list[Any]) -> None:
+        self.results = results
+
+
+class _Rows:
+    """An ``executemany`` outside the user's pipeline: the executions the server completed."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def saw(self, results: list[Any]) -> None:
+        if results and results[0].status in _COMPLETED:
+            self.rows += 1
+
+
+class _Stream:
+    """A stream being iterated: whether the server finished it, and when."""
+
+    __slots__ = ("done", "end")
+
+    def __init__(self) -> None:
+        self.done: bool | None = None
+        self.end = 0.0
+
+    def finish(self, completed: bool) -> None:
+        if self.done is None:  # the first outcome is the server's; later calls only drain
+            self.done = completed
+            self.end = perf_counter()
+
+
+# cursor id -> the call in progress on it whose results the hooks report
+_checking: dict[int, _Results | _Rows] = {}
+_streaming: dict[int, _Stream] = {}
+
+
+def _hook_check_results(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def wrapper(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def _check_results(self: Any, results: list[Any]) -> Any:
+        if _checking:
+            watch = _checking.get(id(self))
+            if watch is not None:
+                watch.saw(results)
+        return original(self, results)
+
+    setattr(_check_results, _PATCHED_FLAG, original)
+    return _check_results
+
+
+def _hook_stream_fetchone(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _stream_fetchone_gen(self: Any, first: bool) -> Any:
+        if _streaming:
+            watch = _streaming.get(id(self))
+            if watch is not None:
+                return _observe_fetch(original(self, first), watch)
+        return original(self, first)
+
+    setattr(_stream_fetchone_gen, _PATCHED_FLAG, original)
+    return _stream_fetchone_gen
+
+
+def _observe_fetch(gen: Generator[Any, Any, Any], watch: _Stream) -> Generator[Any, Any, Any]:
+    # psycopg returns None once the statement's final result arrived, raises on an error
+    try:
+        result = yield from gen
+    except BaseException:
+        watch.finish(False)
+        raise
+    if result is None:
+        watch.finish(True)
+    return result
+
+
+# -- pipeline mode -------------------------------------------------------------------
+class _PipelineCall:
+    """A call made in pipeline mode: the result-queue positions that may be its, what ran."""
+
+    __slots__ = ("cursor_id", "end", "many", "params", "ran", "site", "sql", "start", "t0",
+                 "t_last", "target")
+
+    def __init__(self, cursor: Any, sql: str, site: str, params: Any, many: bool) -> None:
+        self.cursor_id = id(cursor)
+        self.sql = sql
+        self.site = site
+        self.params = params
+        self.many = many
+        self.target = target_of(cursor._conn)
+        self.start = 0
+        self.end: int | None = None  # known when the call returned
+        self.ran = 0
+        self.t0 = self.t_last = perf_counter()
+
+    def record(self) -> None:
+        if not self.ran:
+            return
+        seconds = self.t_last - self.t0
+        if self.many:
+            capture.record_statement(self.sql, seconds, self.target, self.ran, self.params, self.site)
+        else:
+            capture.record_statement(self.sql, seconds, self.target, 1, self.params, self.site,
+                                     ran=self.ran)
+
+
+class _PipelineState:
+    """Calls of one pipeline whose results are pending, and how many results were processed.
+
+    psycopg queues one entry per statement sent and processes them in order, so the
+    entries a call queued are those between the queue's length when it started and when
+    it returned (nothing else queues meanwhile: the connection lock is held), counted
+    from the first entry processed since the oldest pending call started.
+    """
+
+    __slots__ = ("calls", "processed")
+
+    def __init__(self) -> None:
+        self.processed = 0
+        self.calls: deque[_PipelineCall] = deque()
+
+    def arrived(self, position: int, cursor_id: int, results: list[Any]) -> None:
+        now = perf_counter()
+        for call in self.calls:
+            if call.start > position:
+                break
+            if call.cursor_id == cursor_id and (call.end is None or position < call.end):
+                if results and results[0].status in _COMPLETED:
+                    call.ran += 1
+                call.t_last = now
+                break
+
+    def flush(self) -> None:
+        calls = self.calls
+        while calls and calls[0].end is not None and calls[0].end <= self.processed:
+            calls.popleft().record()
+
+
+def _pipeline_begin(pipeline: Any, call: _PipelineCall) -> None:
+    state = pipeline.__dict__.get(_PIPELINE_STATE)
+    if state is None:
+        state = pipeline.__dict__[_PIPELINE_STATE] = _PipelineState()
+    if not state.calls:
+        state.processed = 0  # positions count from here
+    call.start = state.processed + len(pipeline.result_queue)
+    state.calls.append(call)
+
+
+def _pipeline_end(pipeline: Any, call: _PipelineCall) -> None:
+    state = pipeline.__dict__[_PIPELINE_STATE]
+    call.end = state.processed + len(pipeline.result_queue)
+    state.flush()
+
+
+def _hook_process_results(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _process_results(self: Any, queued: Any, results: list[Any]) -> Any:
+        state = self.__dict__.get(_PIPELINE_STATE)
+        if state is None or not state.calls:
+            return original(self, queued, results)
+        position = state.processed
+        state.processed = position + 1
+        try:
+            return original(self, queued, results)
+        finally:
+            if queued is not None:
+                state.arrived(position, id(queued[0]), results)
+            state.flush()
+
+    setattr(_process_results, _PATCHED_FLAG, original)
+    return _process_results
+
+
+# -- the public methods, sync ----------------------------------------------------------
+def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not capture._active:
-            return original(self, query, params, *args, **kwargs)
-        batch = 1
-        if many:
-            params, batch = _batch(params)
+            return original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return original(self, *args, **kwargs)  # the driver names the missing argument
+        sql = _text(query, self)
+        site = call_site(sys._getframe(1))
+        pipeline = self._conn._pipeline
+        if pipeline is not None:
+            call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
+            _pipeline_begin(pipeline, call)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                _pipeline_end(pipeline, call)
+        entry = capture._shapes.get(sql) or capture.entry_of(sql)
+        if entry[2] is None:  # one statement: it ran if the call returned
+            t0 = perf_counter()
+            result = original(self, *args, **kwargs)
+            capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
+                                     _params_of(args, kwargs, "params"), site, entry=entry)
+            return result
+        watch = _Results()
+        key = id(self)
+        _checking[key] = watch
+        t0 = perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            seconds = perf_counter() - t0
+            _checking.pop(key, None)
+            ran = _ran(watch.results) if watch.results is not None else 0
+            if ran:
+                capture.record_statement(sql, seconds, target_of(self._conn), 1,
+                                         _params_of(args, kwargs, "params"), site, ran=ran, entry=entry)
+
+    setattr(execute, _PATCHED_FLAG, original)
+    return execute
+
+
+def _wrap_executemany_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def executemany(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not capture._active:
+            return original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return original(self, *args, **kwargs)
+        sql = _text(query, self)
+        site = call_site(sys._getframe(1))
+        params = _params_of(args, kwargs, "params_seq")
+        pipeline = self._conn._pipeline
+        if pipeline is not None:
+            call = _PipelineCall(self, sql, site, params, True)
+            _pipeline_begin(pipeline, call)
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                _pipeline_end(pipeline, call)
+        watch = _Rows()
+        key = id(self)
+        _checking[key] = watch
+        t0 = perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            seconds = perf_counter() - t0
+            _checking.pop(key, None)
+            if watch.rows:
+                capture.record_statement(sql, seconds, target_of(self._conn), watch.rows, params, site)
+
+    setattr(executemany, _PATCHED_FLAG, original)
+    return executemany
+
+
+def _wrap_server_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not capture._active:
+            return original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return original(self, *args, **kwargs)
+        sql = _text(query, self)
         site = call_site(sys._getframe(1))
         t0 = perf_counter()
-        result = original(self, query, params, *args, **kwargs)
-        capture.record_statement(_text(query, self), perf_counter() - t0,
-                                 target_of(self._conn), batch, params, site)
+        result = original(self, *args, **kwargs)
+        capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
+                                 _params_of(args, kwargs, "params"), site)
         return result
 
-    setattr(wrapper, _PATCHED_FLAG, original)
-    return wrapper
-
-
-def _wrap_async(original: Callable[..., Any], many: bool) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def wrapper(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if not capture._active:
-            return await original(self, query, params, *args, **kwargs)
-        batch = 1
-        if many:
-            params, batch = _batch(params)
-        site = call_site(sys._getframe(1))
-        t0 = perf_counter()
-        result = await original(self, query, params, *args, **kwargs)
-        capture.record_statement(_text(query, self), perf_counter() - t0,
-                                 target_of(self._conn), batch, params, site)
-        return result
-
-    setattr(wrapper, _PATCHED_FLAG, original)
-    return wrapper
+    setattr(execute, _PATCHED_FLAG, original)
+    return execute
 
 
 def _wrap_stream_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    # a plain function returning a generator: the driver binds the arguments (and
+    # rejects bad ones) when stream() is called, as without the wrapper
     @functools.wraps(original)
-    def wrapper(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if capture._active:
-            capture.record_statement(_text(query, self), 0.0, target_of(self._conn), 1,
-                                     params, call_site(sys._getframe(1)))
-        return original(self, query, params, *args, **kwargs)
+    def stream(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        rows = original(self, *args, **kwargs)
+        if not capture._active:
+            return rows  # type: ignore[no-any-return]
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return rows  # type: ignore[no-any-return]
+        return _observe_stream(rows, self, _text(query, self), _params_of(args, kwargs, "params"),
+                               call_site(sys._getframe(1)))
 
-    setattr(wrapper, _PATCHED_FLAG, original)
-    return wrapper
+    setattr(stream, _PATCHED_FLAG, original)
+    return stream
+
+
+def _observe_stream(rows: Iterator[Any], cursor: Any, sql: str, params: Any,
+                    site: str) -> Generator[Any, Any, Any]:
+    watch = _Stream()  # from the first next(): when psycopg sends the statement
+    key = id(cursor)
+    _streaming[key] = watch
+    t0 = perf_counter()
+    try:
+        return (yield from rows)
+    finally:  # also when closed early: yield from closed psycopg's generator first
+        if _streaming.get(key) is watch:
+            del _streaming[key]
+        if watch.done:
+            capture.record_statement(sql, watch.end - t0, target_of(cursor._conn), 1, params, site)
+
+
+class _CopyContext:
+    """psycopg's ``copy()`` context manager, recording the COPY when the block ends cleanly."""
+
+    __slots__ = ("_cm", "_cursor", "_params", "_site", "_sql", "_t0")
+
+    def __init__(self, cm: Any, cursor: Any, sql: str, params: Any, site: str) -> None:
+        self._cm, self._cursor, self._sql, self._params, self._site = cm, cursor, sql, params, site
+        self._t0 = 0.0
+
+    def __enter__(self) -> Any:
+        self._t0 = perf_counter()
+        return self._cm.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        suppress = self._cm.__exit__(exc_type, exc, tb)
+        if exc_type is None:  # completed: the server counted it
+            capture.record_statement(self._sql, perf_counter() - self._t0, target_of(self._cursor._conn),
+                                     1, self._params, self._site)
+        return suppress
+
+
+def _wrap_copy_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cm = original(self, *args, **kwargs)
+        if not capture._active:
+            return cm
+        statement = args[0] if args else kwargs.get("statement", _MISSING)
+        if statement is _MISSING:
+            return cm
+        return _CopyContext(cm, self, _text(statement, self), _params_of(args, kwargs, "params"),
+                            call_site(sys._getframe(1)))
+
+    setattr(copy, _PATCHED_FLAG, original)
+    return copy
+
+
+# -- the public methods, async ---------------------------------------------------------
+def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not capture._active:
+            return await original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return await original(self, *args, **kwargs)
+        sql = _text(query, self)
+        site = call_site(sys._getframe(1))
+        pipeline = self._conn._pipeline
+        if pipeline is not None:
+            call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
+            _pipeline_begin(pipeline, call)
+            try:
+                return await original(self, *args, **kwargs)
+            finally:
+                _pipeline_end(pipeline, call)
+        entry = capture._shapes.get(sql) or capture.entry_of(sql)
+        if entry[2] is None:
+            t0 = perf_counter()
+            result = await original(self, *args, **kwargs)
+            capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
+                                     _params_of(args, kwargs, "params"), site, entry=entry)
+            return result
+        watch = _Results()
+        key = id(self)
+        _checking[key] = watch
+        t0 = perf_counter()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            seconds = perf_counter() - t0
+            _checking.pop(key, None)
+            ran = _ran(watch.results) if watch.results is not None else 0
+            if ran:
+                capture.record_statement(sql, seconds, target_of(self._conn), 1,
+                                         _params_of(args, kwargs, "params"), site, ran=ran, entry=entry)
+
+    setattr(execute, _PATCHED_FLAG, original)
+    return execute
+
+
+def _wrap_executemany_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def executemany(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not capture._active:
+            return await original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return await original(self, *args, **kwargs)
+        sql = _text(query, self)
+        site = call_site(sys._getframe(1))
+        params = _params_of(args, kwargs, "params_seq")
+        pipeline = self._conn._pipeline
+        if pipeline is not None:
+            call = _PipelineCall(self, sql, site, params, True)
+            _pipeline_begin(pipeline, call)
+            try:
+                return await original(self, *args, **kwargs)
+            finally:
+                _pipeline_end(pipeline, call)
+        watch = _Rows()
+        key = id(self)
+        _checking[key] = watch
+        t0 = perf_counter()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            seconds = perf_counter() - t0
+            _checking.pop(key, None)
+            if watch.rows:
+                capture.record_statement(sql, seconds, target_of(self._conn), watch.rows, params, site)
+
+    setattr(executemany, _PATCHED_FLAG, original)
+    return executemany
+
+
+def _wrap_server_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not capture._active:
+            return await original(self, *args, **kwargs)
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return await original(self, *args, **kwargs)
+        sql = _text(query, self)
+        site = call_site(sys._getframe(1))
+        t0 = perf_counter()
+        result = await original(self, *args, **kwargs)
+        capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
+                                 _params_of(args, kwargs, "params"), site)
+        return result
+
+    setattr(execute, _PATCHED_FLAG, original)
+    return execute
 
 
 def _wrap_stream_async(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    async def wrapper(self: Any, query: Any, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if capture._active:
-            capture.record_statement(_text(query, self), 0.0, target_of(self._conn), 1,
-                                     params, call_site(sys._getframe(1)))
-        async for row in original(self, query, params, *args, **kwargs):
-            yield row
-
-    setattr(wrapper, _PATCHED_FLAG, original)
-    return wrapper
-
-
-def _wrap_copy_sync(original: Callable[..., Any]) -> Callable[..., Any]:
-    @contextmanager
-    @functools.wraps(original)
-    def copy(self: Any, statement: Any, params: Any = None, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def stream(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        rows = original(self, *args, **kwargs)
         if not capture._active:
-            with original(self, statement, params, *args, **kwargs) as copier:
-                yield copier
-            return
-        site = call_site()  # the user's ``with cursor.copy(...)`` line
-        t0 = perf_counter()
-        with original(self, statement, params, *args, **kwargs) as copier:
-            yield copier
-        # recorded once the COPY completed, as the server counts it
-        capture.record_statement(_text(statement, self), perf_counter() - t0, target_of(self._conn), 1,
-                                 params, site)
+            return rows  # type: ignore[no-any-return]
+        query = args[0] if args else kwargs.get("query", _MISSING)
+        if query is _MISSING:
+            return rows  # type: ignore[no-any-return]
+        return _observe_stream_async(rows, self, _text(query, self), _params_of(args, kwargs, "params"),
+                                     call_site(sys._getframe(1)))
 
-    setattr(copy, _PATCHED_FLAG, original)
-    return copy
+    setattr(stream, _PATCHED_FLAG, original)
+    return stream
+
+
+async def _observe_stream_async(rows: Any, cursor: Any, sql: str, params: Any,
+                                site: str) -> AsyncIterator[Any]:
+    watch = _Stream()
+    key = id(cursor)
+    _streaming[key] = watch
+    t0 = perf_counter()
+    try:
+        async for row in rows:
+            yield row
+    finally:
+        try:
+            await rows.aclose()  # psycopg's clean-up now, not when the generator is collected
+        finally:
+            if _streaming.get(key) is watch:
+                del _streaming[key]
+            if watch.done:
+                capture.record_statement(sql, watch.end - t0, target_of(cursor._conn), 1, params, site)
+
+
+class _AsyncCopyContext:
+    """psycopg's async ``copy()`` context manager, recording the COPY when the block ends cleanly."""
+
+    __slots__ = ("_cm", "_cursor", "_params", "_site", "_sql", "_t0")
+
+    def __init__(self, cm: Any, cursor: Any, sql: str, params: Any, site: str) -> None:
+        self._cm, self._cursor, self._sql, self._params, self._site = cm, cursor, sql, params, site
+        self._t0 = 0.0
+
+    async def __aenter__(self) -> Any:
+        self._t0 = perf_counter()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        suppress = await self._cm.__aexit__(exc_type, exc, tb)
+        if exc_type is None:
+            capture.record_statement(self._sql, perf_counter() - self._t0, target_of(self._cursor._conn),
+                                     1, self._params, self._site)
+        return suppress
 
 
 def _wrap_copy_async(original: Callable[..., Any]) -> Callable[..., Any]:
-    @asynccontextmanager
     @functools.wraps(original)
-    async def copy(self: Any, statement: Any, params: Any = None, *args: Any,
-                   **kwargs: Any) -> AsyncIterator[Any]:
+    def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cm = original(self, *args, **kwargs)
         if not capture._active:
-            async with original(self, statement, params, *args, **kwargs) as copier:
-                yield copier
-            return
-        site = call_site()
-        t0 = perf_counter()
-        async with original(self, statement, params, *args, **kwargs) as copier:
-            yield copier
-        capture.record_statement(_text(statement, self), perf_counter() - t0, target_of(self._conn), 1,
-                                 params, site)
+            return cm
+        statement = args[0] if args else kwargs.get("statement", _MISSING)
+        if statement is _MISSING:
+            return cm
+        return _AsyncCopyContext(cm, self, _text(statement, self), _params_of(args, kwargs, "params"),
+                                 call_site(sys._getframe(1)))
 
     setattr(copy, _PATCHED_FLAG, original)
     return copy
 
 
+# -- installing -----------------------------------------------------------------------
+def _defining(cls: type, name: str) -> type | None:
+    """The class along ``cls``'s MRO that defines ``name``."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass
+    return None
+
+
+def _targets(psycopg: Any) -> list[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] | None:
+    """Every (class, method, wrapper factory) to install; None if a private hook is missing."""
+    check = _defining(psycopg.Cursor, "_check_results")
+    fetch = _defining(psycopg.Cursor, "_stream_fetchone_gen")
+    pipeline = _defining(psycopg.Pipeline, "_process_results")
+    if check is None or fetch is None or pipeline is None or not pipeline.__dictoffset__:
+        return None
+    targets: list[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
+        (check, "_check_results", _hook_check_results),
+        (fetch, "_stream_fetchone_gen", _hook_stream_fetchone),
+        (pipeline, "_process_results", _hook_process_results),
+        (psycopg.Cursor, "execute", _wrap_execute_sync),
+        (psycopg.Cursor, "executemany", _wrap_executemany_sync),
+        (psycopg.Cursor, "stream", _wrap_stream_sync),
+        (psycopg.Cursor, "copy", _wrap_copy_sync),
+        (psycopg.AsyncCursor, "execute", _wrap_execute_async),
+        (psycopg.AsyncCursor, "executemany", _wrap_executemany_async),
+        (psycopg.AsyncCursor, "stream", _wrap_stream_async),
+        (psycopg.AsyncCursor, "copy", _wrap_copy_async),
+        (psycopg.ServerCursor, "execute", _wrap_server_execute_sync),
+        (psycopg.AsyncServerCursor, "execute", _wrap_server_execute_async),
+    ]
+    return [(cls, name, wrap) for cls, name, wrap in targets if name in vars(cls)]
+
+
 def install(import_missing: bool = True) -> bool:
-    """Wrap psycopg's cursor methods; False when psycopg is not (yet) importable."""
+    """Wrap psycopg's cursor methods; False when psycopg is not (yet) importable or lacks a hook point.
+
+    Without the private methods listed in the module docstring nothing is wrapped, so
+    statements through SQLAlchemy over psycopg are counted by its own listener instead.
+    """
     if is_installed():
         return True
     if "psycopg" not in sys.modules and not import_missing:
@@ -184,36 +674,30 @@ def install(import_missing: bool = True) -> bool:
         import psycopg
     except ImportError:
         return False
-    sync_classes: list[type[psycopg.Cursor[Any]]] = [psycopg.Cursor, psycopg.ServerCursor]
-    async_classes: list[type[psycopg.AsyncCursor[Any]]] = [psycopg.AsyncCursor, psycopg.AsyncServerCursor]
-    for cls in sync_classes:
-        for name, many in (("execute", False), ("executemany", True)):
-            if name in vars(cls):
-                setattr(cls, name, _wrap_sync(vars(cls)[name], many))
-        if "stream" in vars(cls):
-            cls.stream = _wrap_stream_sync(vars(cls)["stream"])  # type: ignore[method-assign]
-        if "copy" in vars(cls):
-            cls.copy = _wrap_copy_sync(vars(cls)["copy"])  # type: ignore[method-assign]
-    for acls in async_classes:
-        for name, many in (("execute", False), ("executemany", True)):
-            if name in vars(acls):
-                setattr(acls, name, _wrap_async(vars(acls)[name], many))
-        if "stream" in vars(acls):
-            acls.stream = _wrap_stream_async(vars(acls)["stream"])  # type: ignore[method-assign]
-        if "copy" in vars(acls):
-            acls.copy = _wrap_copy_async(vars(acls)["copy"])  # type: ignore[method-assign]
+    targets = _targets(psycopg)
+    if targets is None:
+        return False
+    # the public execute goes last: is_installed() reads it, so a partial install is retried
+    for cls, name, wrap in sorted(targets, key=lambda t: t[0] is psycopg.Cursor and t[1] == "execute"):
+        original = vars(cls)[name]
+        if not hasattr(original, _PATCHED_FLAG):
+            setattr(cls, name, wrap(original))
     return True
 
 
 def uninstall() -> None:
     """Restore psycopg's original methods (for benchmarks and tests)."""
-    if not is_installed():
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
         return
-    import psycopg
-
-    for cls in (psycopg.Cursor, psycopg.ServerCursor, psycopg.AsyncCursor, psycopg.AsyncServerCursor):
-        for name in ("execute", "executemany", "stream", "copy"):
-            method = vars(cls).get(name)
+    classes = {psycopg.Cursor, psycopg.AsyncCursor, psycopg.ServerCursor, psycopg.AsyncServerCursor}
+    for name, start in (("_check_results", psycopg.Cursor), ("_stream_fetchone_gen", psycopg.Cursor),
+                        ("_process_results", psycopg.Pipeline)):
+        owner = _defining(start, name)
+        if owner is not None:
+            classes.add(owner)
+    for cls in classes:
+        for name, method in list(vars(cls).items()):
             original = getattr(method, _PATCHED_FLAG, None)
             if original is not None:
                 setattr(cls, name, original)
