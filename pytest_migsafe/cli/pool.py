@@ -1,10 +1,14 @@
 """``migsafe pool-size``: the pool size a peak load needs, with the arithmetic shown.
 
-The average query time is typed (``--avg-query-ms``) or measured: ``--from-report``
-reads the JSON report of a test run (``--migsafe-report-json``): the run's total query
-time over its total statement count (the ``queries.total_ms`` and ``queries.count`` of
-every test record). The size is ``ceil(peak_rps x avg_query_seconds x headroom)``
-(:mod:`pytest_migsafe.pool.sizing`).
+The size is ``ceil(peak_rps x hold_seconds x headroom)`` (Little's law, L = lambda x W;
+:mod:`pytest_migsafe.pool.sizing`), where ``hold_seconds`` is the time one request holds
+a connection, checkout to checkin (a whole request or transaction, not one statement).
+It is typed (``--hold-ms``; ``--avg-query-ms`` is its old name) or measured:
+``--from-report`` reads the JSON report of a test run (``--migsafe-report-json``) and
+takes the p95 of every checkout's hold time, merged from each test's ``pool.hold_times``
+histogram (:class:`~pytest_migsafe.pool.holds.HoldTimes`). Hold times measured against a
+local database (unix socket, loopback, SQLite: each test's ``pool.servers``) are far
+below production's: the command says so.
 """
 
 from __future__ import annotations
@@ -16,32 +20,37 @@ from typing import Any
 
 from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.report.record import SCHEMA_VERSION, RunReport
+from pytest_migsafe.report.record import SCHEMA_VERSION
 from pytest_migsafe.values import positive_number
 
 
 def register(subparsers: Any) -> None:
     """Add the ``pool-size`` subcommand to ``subparsers`` (an argparse subparsers action):
-    ``--peak-rps N`` (requests per second), either ``--avg-query-ms MS`` (milliseconds) or
-    ``--from-report PATH``, and ``--headroom X`` (a multiplier); each a positive number."""
+    ``--peak-rps N`` (requests per second), either ``--hold-ms MS`` (milliseconds a request
+    holds a connection; ``--avg-query-ms`` is its old name) or ``--from-report PATH``, and
+    ``--headroom X`` (a multiplier); each a positive number."""
     parser = subparsers.add_parser(
         "pool-size",
         help="recommend a connection pool size for a peak request rate",
-        description="Recommend a pool size: ceil(peak_rps x avg_query_seconds x headroom).",
+        description="Recommend a pool size: ceil(peak_rps x hold_seconds x headroom) (Little's law), "
+                    "hold_seconds being the time a request holds a connection, checkout to checkin.",
     )
     parser.add_argument("--peak-rps", type=positive_number, required=True, metavar="N",
-                        help="peak requests (or queries) per second the service must handle")
+                        help="peak requests (or transactions) per second the service must handle")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--avg-query-ms", type=positive_number, metavar="MS",
-                        help="average time a request holds a connection, in milliseconds")
+    source.add_argument("--hold-ms", "--avg-query-ms", dest="hold_ms", type=positive_number, metavar="MS",
+                        help="time one request holds a connection, checkout to checkin, in milliseconds "
+                             "(--avg-query-ms is its old name)")
     source.add_argument("--from-report", type=Path, metavar="PATH",
-                        help="take the average query time from a --migsafe-report-json file")
+                        help=f"take the p{sizing.HOLD_PERCENTILE} connection hold time of a "
+                             f"--migsafe-report-json file")
     parser.add_argument("--headroom", type=positive_number, default=sizing.DEFAULT_HEADROOM,
                         metavar="X", help=f"multiplier for bursts (default {sizing.DEFAULT_HEADROOM})")
     parser.set_defaults(func=run)
 
 
-def _report_average(path: Path) -> tuple[sizing.MeasuredAverage, str]:
+def _report_holds(path: Path) -> tuple[sizing.MeasuredHold, int, str]:
+    """The measured hold of a report file, the tests it came from, and the file's description."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -56,30 +65,44 @@ def _report_average(path: Path) -> tuple[sizing.MeasuredAverage, str]:
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise CommandError(f"{path}: unsupported report schema_version {version!r} "
                            f"(this migsafe reads up to {SCHEMA_VERSION})")
-    try:
-        report = RunReport.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise CommandError(f"{path} is not a valid migsafe report: {exc}") from None
-    average = sizing.average_query_time(report)
-    if average is None:
-        raise CommandError(f"{path} records no queries: pass --avg-query-ms instead")
-    where = f"measured over {average.queries} queries in {average.tests} tests of {path}"
-    return average, where
+    inputs = sizing.SizingInputs()
+    tests = 0
+    for nodeid, record in data["tests"].items():
+        figures = record.get("pool") if isinstance(record, dict) else None
+        if not figures:
+            continue
+        try:
+            before = inputs.holds.count
+            inputs.add_pool(figures)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise CommandError(f"{path}: the pool figures of {nodeid} are malformed: {exc}") from None
+        tests += inputs.holds.count > before
+    measured = inputs.hold()
+    if measured is None:
+        raise CommandError(f"{path} records no connection hold times (no test checked a connection out "
+                           f"and in, or the report's pool records do not carry 'hold_times'): pass --hold-ms")
+    return measured, tests, str(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the recommended size (connections), its arithmetic, and where the average
-    query time came from; returns 0. Raises ``CommandError`` when ``--from-report`` cannot
-    be read, is not JSON or not a migsafe report, has a newer schema_version, or records
-    no queries."""
+    """Print the recommended size (connections), its arithmetic, where the hold time came
+    from, and a warning when it was measured against a local database; returns 0. Raises
+    ``CommandError`` when ``--from-report`` cannot be read, is not JSON or not a migsafe
+    report, has a newer schema_version, has malformed pool figures, or records no hold time."""
+    warning = None
     if args.from_report is not None:
-        average, where = _report_average(args.from_report)
-        seconds = average.seconds
+        measured, tests, where = _report_holds(args.from_report)
+        seconds = measured.seconds
+        source = (f"hold time: the p{sizing.HOLD_PERCENTILE} of {measured.checkouts} checkouts "
+                  f"in {tests} tests of {where}")
+        warning = sizing.local_warning(measured.local)
     else:
-        seconds = sizing.ms_to_seconds("avg_query_ms", args.avg_query_ms)
-        where = "as given"
+        seconds = sizing.ms_to_seconds("hold_ms", args.hold_ms)
+        source = "hold time as given"
     advice = sizing.recommend(args.peak_rps, seconds, args.headroom)
     print(f"recommended pool size: {advice.size}")
     print(advice.explain())
-    print(f"average query time {where}")
+    print(source)
+    if warning is not None:
+        print(f"WARNING {warning}")
     return 0

@@ -19,7 +19,6 @@ from pytest_migsafe.plugin.stash import (
     add_call_phase,
     marks_of,
     record_of,
-    run_report,
     wake_current_call,
     watch_imports,
 )
@@ -43,14 +42,17 @@ MARKER_HELP = (
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """The session's pool settings, read once at configure."""
+    """The session's pool settings, read once at configure: ``peak_rps`` in requests/s,
+    ``hold_ms`` (the time a request holds a connection) in ms, ``junit`` True with ``--junitxml``."""
 
     fail_on_leaks: bool = False
     peak_rps: float | None = None
-    avg_query_ms: float | None = None
+    hold_ms: float | None = None
+    junit: bool = False
 
 
 SETTINGS_KEY = pytest.StashKey[PoolSettings]()
+SIZING_KEY = pytest.StashKey["SizingSession"]()
 LIMITS_KEY = pytest.StashKey["pool_limits.PoolLimits | None"]()
 _UNPARSED: Any = object()
 
@@ -61,10 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--migsafe-peak-rps", dest="migsafe_peak_rps", type=positive_number,
                     default=None, metavar="N",
                     help="peak requests per second: warn when an observed pool is smaller than "
-                         "ceil(N x average query time x 1.3)")
-    group.addoption("--migsafe-avg-query-ms", dest="migsafe_avg_query_ms", type=positive_number,
+                         "ceil(N x p95 connection hold time x 1.3) (Little's law)")
+    group.addoption("--migsafe-hold-ms", "--migsafe-avg-query-ms", dest="migsafe_hold_ms", type=positive_number,
                     default=None, metavar="MS",
-                    help="average query time for --migsafe-peak-rps (default: the run's measured average)")
+                    help="time a request holds a connection, for --migsafe-peak-rps (default: the run's "
+                         "measured p95 hold time, checkout to checkin); --migsafe-avg-query-ms is its old name")
     parser.addini("migsafe_fail_on_leaks", default="",
                   help="fail a test that leaves a pooled connection checked out (default false: "
                        "a leak is a warning and a report line; env MIGSAFE_FAIL_ON_LEAKS)")
@@ -75,25 +78,33 @@ def pytest_configure(config: pytest.Config) -> None:
     metrics.listen()  # the Prometheus counter counts new connections (if prometheus_client is there)
     watch_imports(config, LIBRARIES, _pool_library_imported)
     config.addinivalue_line("markers", MARKER_HELP)
-    avg = config.getoption("migsafe_avg_query_ms", default=None)
+    hold = config.getoption("migsafe_hold_ms", default=None)
     peak = config.getoption("migsafe_peak_rps", default=None)
-    if avg is not None and peak is None:
-        raise pytest.UsageError("--migsafe-avg-query-ms needs --migsafe-peak-rps")
+    if hold is not None and peak is None:
+        raise pytest.UsageError("--migsafe-hold-ms (--migsafe-avg-query-ms) needs --migsafe-peak-rps")
     add_call_phase(config, PoolPhase.start, order=1)
+    pool.notice = _notice  # a pool_stats() that saw nothing warns, never failing a test
     config.stash[SETTINGS_KEY] = PoolSettings(
         fail_on_leaks=get_setting(config, env="MIGSAFE_FAIL_ON_LEAKS", ini="migsafe_fail_on_leaks",
                                   parse=parse_bool, default=False),
         peak_rps=peak,
-        avg_query_ms=avg,
+        hold_ms=hold,
+        junit=bool(config.getoption("xmlpath", default=None)),
     )
     if peak is not None:
         sizing_session = SizingSession(config, config.stash[SETTINGS_KEY])
+        config.stash[SIZING_KEY] = sizing_session
         config.pluginmanager.register(sizing_session, "migsafe-pool-sizing")
         if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
             config.pluginmanager.register(XdistSizing(sizing_session), "migsafe-pool-sizing-xdist")
 
 
 LIBRARIES = ("sqlalchemy", "sqlalchemy.orm", "psycopg_pool")
+
+
+def _notice(warning: Warning, filename: str, lineno: int) -> None:
+    """Shown as a warning at the code that read the figures; never an error (see :func:`notify`)."""
+    notify(warning, filename, lineno)
 
 
 def _pool_library_imported(name: str) -> None:
@@ -158,7 +169,14 @@ class PoolPhase:
         self.observation.stop(settle=asked)
         self.active = self.observation.has_activity()
         if self.active:
-            record_of(self.item).pool = self.observation.figures()
+            figures = self.observation.snapshot()
+            record_of(self.item).pool = figures.record()
+            config = self.item.config
+            sizing_session = config.stash.get(SIZING_KEY, None)
+            if sizing_session is not None:
+                sizing_session.inputs.add_pool(figures)
+            if config.stash[SETTINGS_KEY].junit:
+                self.item.user_properties.extend(junit_properties(figures))
 
     def failures(self) -> list[str]:
         """Exceeded limits; leaks fail with ``migsafe_fail_on_leaks = true`` or a ``pool(leaks=N)``
@@ -166,7 +184,7 @@ class PoolPhase:
         item, limits = self.item, self.limits
         if not self.active and limits is None:
             return []  # a test that used no pool has nothing to check
-        figures = self.observation.figures()
+        figures = self.observation.snapshot()
         settings = item.config.stash[SETTINGS_KEY]
         problems = pool_limits.exceeded(figures, limits) if limits is not None else []
         if figures.leaks and (limits is None or limits.leaks is None):
@@ -182,6 +200,20 @@ class PoolPhase:
             return []
         verbose = item.config.get_verbosity() > 0
         return [pool_limits.failure_message(problems, figures, None if verbose else 10)]
+
+
+def junit_properties(figures: pool.ObservedFigures) -> list[tuple[str, object]]:
+    """The pool figures the run report does not carry yet, as JUnit XML properties (with
+    ``--junitxml``): ``migsafe_pool_created_beyond_warm`` and ``migsafe_pool_cold_start_created``
+    (counts), ``migsafe_pool_peak_checked_out_own`` (a count), ``migsafe_pool_hold_ms_p50`` /
+    ``_p95`` / ``_p99`` / ``_max`` (ms)."""
+    return [("migsafe_pool_created_beyond_warm", figures.created_beyond_warm),
+            ("migsafe_pool_cold_start_created", figures.cold_start_created),
+            ("migsafe_pool_peak_checked_out_own", figures.peak_checked_out_own),
+            ("migsafe_pool_hold_ms_p50", figures.hold_ms_p50),
+            ("migsafe_pool_hold_ms_p95", figures.hold_ms_p95),
+            ("migsafe_pool_hold_ms_p99", figures.hold_ms_p99),
+            ("migsafe_pool_hold_ms_max", figures.hold_ms_max)]
 
 
 class PoolStatsFixture(pool.PoolObservation):
@@ -221,24 +253,26 @@ WORKER_KEY = "migsafe_pool_sizing"
 
 
 class SizingSession:
-    """Collects the sizing inputs of the run (every xdist worker's too) for the summary.
+    """Collects the sizing inputs of the run (every xdist worker's too) for the summary:
+    each measured test's pool sizes, hold times and server kinds, from its observation.
 
     Registered only with ``--migsafe-peak-rps``.
     """
 
     def __init__(self, config: pytest.Config, settings: PoolSettings) -> None:
+        from pytest_migsafe.pool import sizing
+
         self.config = config
         self.settings = settings
+        self.inputs = sizing.SizingInputs()  # this process's tests
         self.from_workers: sizing.SizingInputs | None = None
         self.silent_workers: list[str] = []
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """On an xdist worker: send this worker's inputs to the controller."""
-        from pytest_migsafe.pool import sizing
-
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
-            workeroutput[WORKER_KEY] = sizing.SizingInputs.of_report(run_report(self.config)).to_dict()
+            workeroutput[WORKER_KEY] = self.inputs.to_dict()
 
     def worker_done(self, node: Any, error: Any) -> None:
         """On the controller: fold in one worker's inputs (a worker that sent none is reported)."""
@@ -258,11 +292,11 @@ class SizingSession:
 
         if hasattr(self.config, "workerinput"):
             return
-        inputs = self.from_workers or sizing.SizingInputs.of_report(run_report(self.config))
-        avg = self.settings.avg_query_ms
-        avg_seconds = sizing.ms_to_seconds("--migsafe-avg-query-ms", avg) if avg is not None else None
+        inputs = self.from_workers or self.inputs
+        hold = self.settings.hold_ms
+        hold_seconds = sizing.ms_to_seconds("--migsafe-hold-ms", hold) if hold is not None else None
         assert self.settings.peak_rps is not None
-        lines = sizing.summary_lines(inputs, self.settings.peak_rps, avg_seconds)
+        lines = sizing.summary_lines(inputs, self.settings.peak_rps, hold_seconds)
         lines += [f"ERROR worker {worker} sent no pool sizing figures; the summary is incomplete"
                   for worker in self.silent_workers]
         if not lines:

@@ -6,6 +6,19 @@ functions; each active :class:`~pytest_migsafe.pool.observe.PoolObservation` (in
 kept in ``_out`` whether observed or not, so an observation started later knows what is
 already out. ``created_listeners`` get every new connection (the Prometheus counter of
 :mod:`pytest_migsafe.pool.metrics` adds itself there).
+
+Each pool's warmth is kept for the whole process (``_warmth``: connections open now, and
+the most ever open), so that every new connection can be told apart as one of:
+
+- **cold start**: the pool grows to a size it never had in this process, up to what it
+  keeps between checkouts (its capacity: QueuePool ``pool_size``, psycopg_pool
+  ``max_size``, 1 for StaticPool, 0 for NullPool); or it replaces a connection closed
+  before the observation began. Whichever test first uses a pool pays it, so it depends on
+  the order, selection and distribution of the tests;
+- **beyond warm**: a connection a pool already warm would have had to open as well: one
+  beyond the pool's capacity (QueuePool overflow, every connection of a NullPool), or the
+  replacement of a connection closed during the same observation (invalidated, recycled).
+  It depends only on what the observed code does, never on which test ran first.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from pytest_migsafe.queries.callsite import call_site
@@ -27,12 +41,33 @@ _out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
 _dropped: list[Checkout] = []  # returned by the garbage collector while observed
 _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
 created_listeners: list[Callable[[Any], None]] = []  # called with the pool of every new connection
+# pool -> [connections open now, the most ever open]: kept for the process, observed or not
+_warmth: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+# pool -> where its server is (pool.locality): read at its first new connection
+servers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def note_server(pool: Any, connection: Any) -> None:
+    """Remember where ``pool``'s server is, from one of its new connections (once per pool)."""
+    try:
+        if pool in servers:
+            return
+        from pytest_migsafe.pool.locality import kind_of_connection
+
+        kind = kind_of_connection(connection)
+        if kind is not None:
+            servers[pool] = kind
+    except Exception:  # a pool that cannot be weakly referenced, a driver that will not say
+        return
 
 
 class Checkout:
-    """One connection out of its pool: which pool, from where, and in what order."""
+    """One connection out of its pool: which pool, from where, in what order, since when.
 
-    __slots__ = ("dropped", "holder", "owner", "pool", "seq", "site")
+    ``t0``: ``time.perf_counter()`` at the checkout (seconds), for the hold time.
+    """
+
+    __slots__ = ("dropped", "holder", "owner", "pool", "seq", "site", "t0")
 
     def __init__(self, pool: Any, site: str | None, seq: int, holder: Any) -> None:
         self.pool = pool
@@ -41,6 +76,7 @@ class Checkout:
         self.holder = holder  # keeps the key's object alive, or a weakref to it
         self.dropped = False
         self.owner: Any = None  # a weakref to the ORM Session that holds the connection, if one does
+        self.t0 = perf_counter()
 
     def owned(self) -> bool:
         """True while a live ORM Session holds this connection (it returns it at its commit or close)."""
@@ -69,28 +105,82 @@ def _site_outside_greenlet() -> str:
     return "<unknown>"
 
 
-def connection_created(pool: Any, observed: bool = True) -> None:
-    """A new DBAPI connection was opened for ``pool`` (``observed=False``: metrics only)."""
+def _warmth_of(pool: Any) -> list[int] | None:
+    """``[open now, most ever open]`` of ``pool`` (None for a pool that cannot be weakly referenced)."""
+    try:
+        state = _warmth.get(pool)
+        if state is None:
+            state = _warmth[pool] = [0, 0]
+    except TypeError:
+        return None
+    return state
+
+
+def connection_created(pool: Any, capacity: float | None = None, observed: bool = True) -> None:
+    """A new DBAPI connection was opened for ``pool`` (``observed=False``: not counted as
+    created here, the caller counts it another way, such as psycopg_pool's ``get_stats()``).
+
+    ``capacity``: the connections ``pool`` keeps between checkouts (``math.inf`` or None:
+    no limit); it tells a cold start from a connection made beyond warm (module docstring).
+    """
     for listener in created_listeners:
         listener(pool)
-    if not observed or not _observers:
-        return
     with _lock:
+        state = _warmth_of(pool)
+        warm: float
+        if state is None:
+            opened_before, warm = 0, 0
+        else:
+            opened_before = state[0]
+            warm = state[1] if capacity is None else min(capacity, state[1])
+            state[0] += 1
+            if state[0] > state[1]:
+                state[1] = state[0]
+        if not _observers:
+            return
+        beyond_capacity = capacity is not None and opened_before >= capacity
         for obs in _observers:
             if obs._all or obs._wants(pool):
-                obs._created += 1
-                obs._seen[id(pool)] = pool
+                if observed:
+                    obs._created += 1
+                key = id(pool)
+                if beyond_capacity:
+                    obs._beyond += 1
+                elif opened_before < warm and obs._lost.get(key, 0) > 0:
+                    obs._lost[key] -= 1  # replaces one closed while observed
+                    obs._beyond += 1
+                obs._seen[key] = pool
 
 
-def connection_closed(pool: Any) -> None:
-    """A connection of ``pool`` was closed."""
-    if not _observers:
-        return
+def connection_closed(pool: Any, observed: bool = True, capacity: float | None = None,
+                      left_pool: bool = True) -> None:
+    """A connection of ``pool`` was closed (``observed=False``: only the pool's warmth is
+    updated; the caller counts the close another way; ``left_pool=False``: it had already
+    left the pool, detached, and no longer counted in its warmth).
+
+    A close that leaves ``pool`` below its warm size (``capacity``, see
+    :func:`connection_created`) lets each active observation charge the next new
+    connection of ``pool`` as made beyond warm.
+    """
     with _lock:
+        try:
+            state = _warmth.get(pool) if left_pool else None
+        except TypeError:  # a pool that cannot be weakly referenced
+            state = None
+        below_warm = False
+        if state is not None and state[0] > 0:
+            state[0] -= 1
+            below_warm = state[0] < (state[1] if capacity is None else min(capacity, state[1]))
+        if not _observers:
+            return
         for obs in _observers:
             if obs._all or obs._wants(pool):
-                obs._closed += 1
-                obs._seen[id(pool)] = pool
+                key = id(pool)
+                if observed:
+                    obs._closed += 1
+                if below_warm:
+                    obs._lost[key] = obs._lost.get(key, 0) + 1
+                obs._seen[key] = pool
 
 
 def connection_invalidated(pool: Any) -> None:
@@ -114,23 +204,32 @@ def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
             site = _site_outside_greenlet()
     with _lock:
         _seq += 1
-        again = key in _out  # StaticPool hands its one record out again
-        _out[key] = Checkout(pool, site, _seq, holder)
+        previous = _out.get(key)  # StaticPool hands its one record out again
+        entry = _out[key] = Checkout(pool, site, _seq, holder)
         for obs in _observers:
             if obs._all or obs._wants(pool):
                 if counted:
                     obs._checkouts += 1
-                if not again:
+                if previous is None:
                     obs._current += 1
-                    if obs._current > obs._peak:
-                        obs._peak = obs._current
+                    obs._own_current += 1
+                elif previous.seq <= obs._start_seq:  # out since before, now the observed code's own
+                    obs._own_current += 1
+                else:
+                    entry.t0 = previous.t0  # the same hold goes on
+                if obs._current > obs._peak:
+                    obs._peak = obs._current
+                if obs._own_current > obs._own_peak:
+                    obs._own_peak = obs._own_current
+                    obs._held_at_own_peak = obs._current - obs._own_current
                 obs._seen[id(pool)] = pool
 
 
 def checked_in(key: int, pool: Any, counted: bool = True) -> None:
     """A connection came back to ``pool`` (``counted=False``: detached, not a checkin).
 
-    ``pool`` None: the pool of its checkout, if that was seen.
+    ``pool`` None: the pool of its checkout, if that was seen. The hold time (checkout to
+    checkin) of a connection checked out while an observation was active goes to it.
     """
     with _lock:
         entry = _out.pop(key, None)
@@ -138,12 +237,21 @@ def checked_in(key: int, pool: Any, counted: bool = True) -> None:
             if entry is None:
                 return
             pool = entry.pool
+        if not _observers:
+            return
+        held = perf_counter() - entry.t0 if entry is not None else 0.0
         for obs in _observers:
             if obs._all or obs._wants(pool):
                 if counted:
                     obs._checkins += 1
-                if entry is not None and obs._current > 0:
-                    obs._current -= 1
+                if entry is not None:
+                    if obs._current > 0:
+                        obs._current -= 1
+                    if entry.seq > obs._start_seq:
+                        if obs._own_current > 0:
+                            obs._own_current -= 1
+                        if not entry.dropped:  # a hold that only the garbage collector ended is no hold
+                            obs._holds.add(held)
                 obs._seen[id(pool)] = pool
 
 
@@ -163,6 +271,8 @@ def dropped(key: int, gone: bool = False) -> None:
             for obs in _observers:
                 if (obs._all or obs._wants(entry.pool)) and obs._current > 0:
                     obs._current -= 1
+                    if entry.seq > obs._start_seq and obs._own_current > 0:
+                        obs._own_current -= 1
 
 
 def owned_by(key: int, owner: Any) -> None:

@@ -35,24 +35,115 @@ What each figure means, exactly:
 - ``leaks``: connections checked out while the observation was active and not returned
   by its end, each with the call site of its checkout; also those returned only by the
   garbage collector (dropped without ``close()``), marked ``dropped``.
+
+Figures of :class:`ObservedFigures`, beyond the record's (:class:`PoolFigures`):
+
+- ``created_beyond_warm``: connections opened that a pool already warm would have had to
+  open too: beyond what the pool keeps between checkouts (QueuePool overflow; every
+  connection of a NullPool or psycopg null pool), or replacing one closed during the
+  observation (invalidated, recycled). It depends only on what the observed code does:
+  the same under any test order, selection and xdist distribution.
+  ``cold_start_created = created - created_beyond_warm``: connections opened to reach a
+  size the pool had never had in this process (or to replace one closed before the
+  observation), paid by whichever test first uses the pool: ``created`` and it depend on
+  the order. Rules: :mod:`pytest_migsafe.pool.events`.
+- ``peak_checked_out_own``: the most connections checked out *during* the observation out
+  at once (those already out at its start, say a fixture's, excluded);
+  ``held_at_peak_own``: connections out since before the observation at that moment.
+  ``peak_checked_out`` counts both.
+- ``hold_ms_p50/_p95/_p99/_max``: how long each connection checked out and returned
+  during the observation was held, checkout to checkin, in ms (nearest-rank over a
+  histogram: :mod:`pytest_migsafe.pool.holds`); ``hold_times``: that histogram in its JSON
+  form (:meth:`~pytest_migsafe.pool.holds.HoldTimes.to_dict`), which merges exactly.
+- ``servers``: ``{pool name: "unix socket" | "loopback" | "in-process" | "network"}``,
+  where each pool's server is: hold times against a local server are far below
+  production (:mod:`pytest_migsafe.pool.sizing` says so).
+
+An observation that saw nothing (never started, or no event on its pools while active)
+says so: :attr:`PoolObservation.saw_nothing`, and reading its figures issues a
+:class:`NothingObservedWarning` (through :data:`notice`, which the pytest plugin points at
+a warning that never fails a test).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import sys
+import warnings
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.pool import events
 from pytest_migsafe.pool.events import Checkout
-from pytest_migsafe.pool.targets import classify, configured_size, describe_pool
+from pytest_migsafe.pool.holds import HoldTimes
+from pytest_migsafe.pool.targets import classify, configured_size, describe_pool, server_kind
 from pytest_migsafe.pool.targets import install as install_hooks
 from pytest_migsafe.report.record import Leak, PoolFigures
 
-_QUIET = PoolFigures()  # the frozen figures of every observation in which nothing happened
+
+@dataclass
+class ObservedFigures(PoolFigures):
+    """:class:`PoolFigures` plus the figures the run report does not carry yet (see the
+    module docstring for each): ``cold_start_created``, ``created_beyond_warm``,
+    ``peak_checked_out_own``, ``held_at_peak_own`` (counts), ``hold_ms_p50`` /
+    ``hold_ms_p95`` / ``hold_ms_p99`` / ``hold_ms_max`` (ms), ``hold_times`` (the
+    histogram's JSON form), ``servers`` (``{pool name: server kind}``).
+
+    :meth:`record` gives the :class:`PoolFigures` a test record holds: each of these
+    figures goes with it once :class:`PoolFigures` has a field of that name.
+    """
+
+    cold_start_created: int = 0
+    created_beyond_warm: int = 0
+    peak_checked_out_own: int = 0
+    held_at_peak_own: int = 0
+    hold_ms_p50: float = 0.0
+    hold_ms_p95: float = 0.0
+    hold_ms_p99: float = 0.0
+    hold_ms_max: float = 0.0
+    hold_times: dict[str, Any] = field(default_factory=dict)
+    servers: dict[str, str] = field(default_factory=dict)
+
+    def holds(self) -> HoldTimes:
+        """The hold-time histogram (:class:`~pytest_migsafe.pool.holds.HoldTimes`)."""
+        return HoldTimes.from_dict(self.hold_times) if self.hold_times else HoldTimes()
+
+    def record(self) -> PoolFigures:
+        """The :class:`PoolFigures` of a test record: every field that class has, valued as here."""
+        return PoolFigures(**{name: getattr(self, name) for name in _RECORD_FIELDS})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(PoolFigures))
+_QUIET = ObservedFigures()  # the frozen figures of every observation in which nothing happened
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class NothingObservedWarning(UserWarning):
+    """Figures read from a pool observation that saw nothing: never started, or no
+    checkout, checkin, new or closed connection on its pools while it was active."""
+
+
+def _warn_plainly(warning: Warning, filename: str, lineno: int) -> None:
+    warnings.warn_explicit(warning, type(warning), filename, lineno)
+
+
+#: Issues a :class:`NothingObservedWarning` at ``(filename, lineno)`` of the code that read
+#: the figures; the pytest plugin replaces it with one that never fails a test.
+notice: Callable[[Warning, str, int], None] = _warn_plainly
+
+
+def _reader_frame() -> tuple[str, int]:
+    """``(filename, lineno)`` of the first caller outside pytest_migsafe."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
 
 
 class PoolObservation:
@@ -78,14 +169,20 @@ class PoolObservation:
         self._created = self._closed = self._invalidated = 0
         self._checkouts = self._checkins = self._timeouts = 0
         self._current = self._peak = 0
+        self._own_current = self._own_peak = self._held_at_own_peak = 0
+        self._beyond = 0
+        self._lost: dict[int, int] = {}  # id(pool) -> connections closed below its warm size while active
+        self._holds = HoldTimes()
         self._waits = array("d")
         self._overflow: dict[int, int] = {}
         self._seen: dict[int, Any] = {}
         self._psycopg_base: dict[int, tuple[Any, dict[str, int]]] = {}
         self._start_seq = 0
+        self._started = False
         self._active = False
         self._was_quiet = False
-        self._frozen: PoolFigures | None = None
+        self._warned = False
+        self._frozen: ObservedFigures | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> PoolObservation:
@@ -113,7 +210,7 @@ class PoolObservation:
             pools = (psycopg.registered() if psycopg is not None else []) if self._all else self._psycopg_given
             for psycopg_pool in pools:
                 self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, psycopg.stats_of(psycopg_pool))
-            self._active = True
+            self._active = self._started = True
             events._observers = (*events._observers, self)
         return self
 
@@ -194,17 +291,25 @@ class PoolObservation:
                 and not (self._created or self._closed or self._invalidated or self._checkins
                          or self._timeouts) and not events._dropped)
 
-    def _compute(self) -> PoolFigures:
+    def _compute(self) -> ObservedFigures:
         with events._lock:
             psy = self._psycopg_deltas()
             waits = sorted(self._waits)
             leaks = self._leaks()
             sizes = {}
+            servers = {}
             for pool in self._seen.values():
+                name = describe_pool(pool)
                 size = configured_size(pool)
                 if size is not None:
-                    sizes[describe_pool(pool)] = size
-            return PoolFigures(
+                    sizes[name] = size
+                kind = server_kind(pool)
+                if kind is not None:
+                    servers[name] = kind
+            holds = self._holds
+            created = self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0)
+            beyond = min(self._beyond, created)
+            return ObservedFigures(
                 created=self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0),
                 closed=self._closed + psy.get("connections_lost", 0) + psy.get("returns_bad", 0),
                 invalidated=self._invalidated + psy.get("connections_lost", 0) + psy.get("returns_bad", 0),
@@ -218,19 +323,74 @@ class PoolObservation:
                 timeouts=self._timeouts + psy.get("requests_errors", 0),
                 leaks=leaks,
                 pool_sizes=sizes,
+                cold_start_created=created - beyond,
+                created_beyond_warm=beyond,
+                peak_checked_out_own=self._own_peak,
+                held_at_peak_own=self._held_at_own_peak,
+                hold_ms_p50=holds.percentile_ms(50),
+                hold_ms_p95=holds.percentile_ms(95),
+                hold_ms_p99=holds.percentile_ms(99),
+                hold_ms_max=holds.max_ms,
+                hold_times=holds.to_dict() if holds.count else {},
+                servers=servers,
             )
 
-    def figures(self) -> PoolFigures:
-        """The JSON-able record of this observation (live while active, frozen after stop)."""
-        return self._frozen if self._frozen is not None else self._compute()
+    def snapshot(self) -> ObservedFigures:
+        """The figures without the :class:`NothingObservedWarning` (live while active, frozen
+        after stop; empty for an observation never started)."""
+        if self._frozen is not None:
+            return self._frozen
+        if not self._started:
+            return _QUIET
+        return self._compute()
+
+    def figures(self) -> ObservedFigures:
+        """The figures of this observation (live while active, frozen after stop); warns
+        (:class:`NothingObservedWarning`, once) when it saw nothing (:attr:`saw_nothing`)."""
+        if not self._warned and self.saw_nothing:
+            self._warned = True
+            filename, lineno = _reader_frame()
+            notice(NothingObservedWarning(self._nothing_message()), filename, lineno)
+        return self.snapshot()
 
     def has_activity(self) -> bool:
         """True when any watched pool did anything while this observation was active."""
-        if self._was_quiet:
+        if self._was_quiet or not self._started:
             return False
-        f = self.figures()
+        f = self.snapshot()
         return bool(f.created or f.closed or f.invalidated or f.checkouts or f.checkins
                     or f.timeouts or f.leaks)
+
+    @property
+    def saw_nothing(self) -> bool:
+        """True when this observation measured nothing: it was never started, or no watched
+        pool checked a connection out or in, opened, closed or invalidated one, or waited,
+        while it was active. Its figures are then zeros that say nothing about the code."""
+        if not self._started:
+            return True
+        if self._was_quiet:
+            return True
+        with events._lock:
+            if self._seen or self._waits:
+                return False
+            if self._psycopg_base and self._active:
+                self._psycopg_deltas()  # marks the psycopg pools that did something
+            return not self._seen
+
+    def _names(self) -> str:
+        if self._all:
+            return "any pool"
+        names = [describe_pool(engine.pool) for engine in self._engines]
+        names += [describe_pool(pool) for pool in self._given]
+        return ", ".join(names)
+
+    def _nothing_message(self) -> str:
+        if not self._started:
+            return (f"migsafe: pool_stats({self._names()}) was never started, so it saw nothing: "
+                    f"its figures are zeros; use 'with pool_stats(...) as stats:' around the work")
+        return (f"migsafe: pool_stats({self._names()}) saw nothing: no connection was checked out, "
+                f"returned, opened or closed while it was active, so its figures are zeros; was "
+                f"the work done before it started, or on another engine or pool?")
 
     @property
     def created(self) -> int:
@@ -283,6 +443,46 @@ class PoolObservation:
         return self.figures().wait_ms_max
 
     @property
+    def created_beyond_warm(self) -> int:
+        """Connections opened that a warm pool would have opened too (order-independent)."""
+        return self.figures().created_beyond_warm
+
+    @property
+    def cold_start_created(self) -> int:
+        """Connections opened to warm a pool up (``created - created_beyond_warm``; order-dependent)."""
+        return self.figures().cold_start_created
+
+    @property
+    def peak_checked_out_own(self) -> int:
+        """The most connections checked out during the observation out at once."""
+        return self.figures().peak_checked_out_own
+
+    @property
+    def hold_ms_p50(self) -> float:
+        """Median hold time (checkout to checkin) in milliseconds."""
+        return self.figures().hold_ms_p50
+
+    @property
+    def hold_ms_p95(self) -> float:
+        """95th percentile hold time in milliseconds (the W pool sizing uses)."""
+        return self.figures().hold_ms_p95
+
+    @property
+    def hold_ms_p99(self) -> float:
+        """99th percentile hold time in milliseconds."""
+        return self.figures().hold_ms_p99
+
+    @property
+    def hold_ms_max(self) -> float:
+        """Longest hold time in milliseconds."""
+        return self.figures().hold_ms_max
+
+    @property
+    def holds(self) -> HoldTimes:
+        """The hold-time histogram (a copy)."""
+        return self.figures().holds()
+
+    @property
     def waits(self) -> list[float]:
         """Every checkout wait in seconds, in the order they happened."""
         with events._lock:
@@ -299,7 +499,7 @@ class PoolObservation:
         return self.figures().leaks
 
     def __repr__(self) -> str:
-        f = self.figures()
+        f = self.snapshot()
         return (f"<PoolObservation created={f.created} checkouts={f.checkouts} "
                 f"peak_checked_out={f.peak_checked_out} leaks={len(f.leaks)}>")
 

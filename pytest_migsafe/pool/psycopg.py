@@ -171,11 +171,21 @@ def _wrap_aputconn(original: Callable[..., Any]) -> Callable[..., Any]:
     return putconn
 
 
+def capacity_of(pool: Any) -> float:
+    """The connections ``pool`` keeps between checkouts: ``max_size`` (0 for a null pool,
+    which closes every connection at its return)."""
+    module = sys.modules.get("psycopg_pool")
+    null = (getattr(module, "NullConnectionPool", None), getattr(module, "AsyncNullConnectionPool", None))
+    if isinstance(pool, tuple(cls for cls in null if cls is not None)):
+        return 0.0
+    return float(pool.max_size)
+
+
 def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _close_connection(self: Any, conn: Any) -> None:
-        if not conn.closed:
-            observed.connection_closed(self)
+        # a connection already closed (lost) was counted by get_stats(); its pool shrinks all the same
+        observed.connection_closed(self, observed=not conn.closed, capacity=capacity_of(self))
         return original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -185,8 +195,7 @@ def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def _close_connection(self: Any, conn: Any) -> None:
-        if not conn.closed:
-            observed.connection_closed(self)
+        observed.connection_closed(self, observed=not conn.closed, capacity=capacity_of(self))
         return await original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -197,7 +206,9 @@ def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _connect(self: Any, *args: Any, **kwargs: Any) -> Any:
         conn = original(self, *args, **kwargs)
-        observed.connection_created(self, observed=False)  # counted from get_stats()
+        observed.connection_created(self, capacity_of(self), observed=False)  # counted from get_stats()
+        if self not in observed.servers:
+            observed.note_server(self, conn)
         return conn
 
     setattr(_connect, _PATCHED_FLAG, original)
@@ -208,7 +219,9 @@ def _wrap_aconnect(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def _connect(self: Any, *args: Any, **kwargs: Any) -> Any:
         conn = await original(self, *args, **kwargs)
-        observed.connection_created(self, observed=False)
+        observed.connection_created(self, capacity_of(self), observed=False)  # counted from get_stats()
+        if self not in observed.servers:
+            observed.note_server(self, conn)
         return conn
 
     setattr(_connect, _PATCHED_FLAG, original)

@@ -1,9 +1,16 @@
 """Pool sizing: how many connections a peak load needs (Little's law plus headroom).
 
-``size = ceil(peak_rps x avg_query_seconds x headroom)``: the connections busy at once
-at the peak rate, with headroom for bursts. The arithmetic is decimal, on the numbers as
-written (``repr`` of a float), so 800 x 0.012 x 1.3 = 12.48 gives 13 and
-100 x 0.1 x 1.0 = 10 gives 10, never 11 from a binary rounding error.
+``size = ceil(peak_rps x hold_seconds x headroom)``: by Little's law ``L = lambda x W``,
+the connections busy at once are the arrival rate times the time each request holds a
+connection (checkout to checkin: the whole request or transaction, not one statement),
+with headroom for bursts. Measured, ``W`` is the **p95 hold time** of the run's checkouts
+(:mod:`pytest_migsafe.pool.holds`): a pool sized on the mean is short for the slower
+twentieth of requests. The arithmetic is decimal, on the numbers as written (``repr`` of
+a float), so 800 x 0.012 x 1.3 = 12.48 gives 13 and 100 x 0.1 x 1.0 = 10 gives 10, never
+11 from a binary rounding error.
+
+Hold times measured against a local database (unix socket, loopback, SQLite) lack the
+network round trips and the load of production: the sizing lines say so.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Context, Decimal
 from typing import Any
 
+from pytest_migsafe.pool.holds import HoldTimes
+from pytest_migsafe.pool.locality import LOCAL_KINDS
 from pytest_migsafe.report.record import RunReport
 
 DEFAULT_HEADROOM = 1.3
@@ -32,26 +41,35 @@ def _decimal(name: str, value: Any) -> Decimal:
     return number
 
 
+HOLD_PERCENTILE = 95  # the hold time sizing takes from a measurement
+
+
 @dataclass(frozen=True)
 class Recommendation:
-    """A recommended pool size and the numbers it came from."""
+    """A recommended pool size and the numbers it came from: ``peak_rps`` (requests/s),
+    ``hold_seconds`` (seconds a request holds a connection), ``headroom`` (a multiplier)."""
 
     size: int
     peak_rps: Decimal
-    avg_query_seconds: Decimal
+    hold_seconds: Decimal
     headroom: Decimal
 
     @property
+    def avg_query_seconds(self) -> Decimal:
+        """The old name of :attr:`hold_seconds` (the time a request holds a connection)."""
+        return self.hold_seconds
+
+    @property
     def busy(self) -> Decimal:
-        """peak_rps x avg_query_seconds x headroom, before rounding up."""
-        return _EXACT.multiply(_EXACT.multiply(self.peak_rps, self.avg_query_seconds), self.headroom)
+        """peak_rps x hold_seconds x headroom, before rounding up."""
+        return _EXACT.multiply(_EXACT.multiply(self.peak_rps, self.hold_seconds), self.headroom)
 
     def explain(self) -> str:
         """The arithmetic, one step a line."""
-        ms = _EXACT.multiply(self.avg_query_seconds, Decimal(1000))
-        return (f"pool size = ceil(peak_rps x avg_query_seconds x headroom)\n"
-                f"          = ceil({_plain(self.peak_rps)} x {_plain(self.avg_query_seconds)}"
-                f" x {_plain(self.headroom)})   ({_plain(ms)} ms per query)\n"
+        ms = _EXACT.multiply(self.hold_seconds, Decimal(1000))
+        return (f"pool size = ceil(peak_rps x hold_seconds x headroom)\n"
+                f"          = ceil({_plain(self.peak_rps)} x {_plain(self.hold_seconds)}"
+                f" x {_plain(self.headroom)})   ({_plain(ms)} ms holding a connection per request)\n"
                 f"          = ceil({_plain(self.busy)})\n"
                 f"          = {self.size}")
 
@@ -62,23 +80,53 @@ def _plain(number: Decimal) -> str:
     return text
 
 
-def recommend(peak_rps: float, avg_query_seconds: float | Decimal,
-              headroom: float = DEFAULT_HEADROOM) -> Recommendation:
-    """The recommended pool size with its arithmetic; ValueError for a bad argument."""
+def measured_hold_seconds(measured: Any, percentile: float = HOLD_PERCENTILE) -> Decimal:
+    """The ``percentile`` hold time in exact decimal seconds (to the microsecond) of a
+    measurement: a :class:`~pytest_migsafe.pool.holds.HoldTimes`, a pool observation
+    (``pool_stats(...)``) or its figures. ValueError when it measured no hold."""
+    holds = measured
+    if not isinstance(holds, HoldTimes):
+        holds = getattr(measured, "holds", None)
+        holds = holds() if callable(holds) else holds
+    if not isinstance(holds, HoldTimes):
+        raise ValueError(f"expected hold seconds, HoldTimes or a pool observation, got {type(measured).__name__}")
+    if not holds.count:
+        raise ValueError("no connection was checked out and returned: no hold time was measured")
+    return Decimal(max(1, holds.percentile_us(percentile))) / Decimal(1_000_000)
+
+
+def recommend(peak_rps: float, hold_seconds: float | Decimal, headroom: float = DEFAULT_HEADROOM) -> Recommendation:
+    """The recommended pool size with its arithmetic; ValueError for a bad argument.
+
+    ``hold_seconds``: the time one request holds a connection, in seconds (positive).
+    """
     rps = _decimal("peak_rps", peak_rps)
-    seconds = _decimal("avg_query_seconds", avg_query_seconds)
+    seconds = _decimal("hold_seconds", hold_seconds)
     room = _decimal("headroom", headroom)
     busy = _EXACT.multiply(_EXACT.multiply(rps, seconds), room)
     size = int(busy.to_integral_value(rounding=ROUND_CEILING))
     return Recommendation(size, rps, seconds, room)
 
 
-def pool_size(peak_rps: float, avg_query_seconds: float, headroom: float = DEFAULT_HEADROOM) -> int:
-    """``ceil(peak_rps * avg_query_seconds * headroom)``, in exact decimal arithmetic.
+def pool_size(peak_rps: float, hold_seconds: Any = None, headroom: float = DEFAULT_HEADROOM, *,
+              avg_query_seconds: float | None = None) -> int:
+    """``ceil(peak_rps x hold_seconds x headroom)``, in exact decimal arithmetic.
 
-    Every argument must be a positive finite number; otherwise ValueError says which.
+    ``peak_rps``: requests per second at the peak. ``hold_seconds``: how long one request
+    holds a connection, checkout to checkin, in seconds; or a measurement (a pool
+    observation such as ``pool_stats(engine)``, its figures, or a
+    :class:`~pytest_migsafe.pool.holds.HoldTimes`), whose p95 hold time is taken.
+    ``avg_query_seconds`` is the old name of ``hold_seconds``. ``headroom``: a multiplier
+    for bursts. Every number must be positive and finite, else ValueError says which;
+    ValueError too for a measurement without a hold; TypeError for neither or both of
+    ``hold_seconds`` and ``avg_query_seconds``.
     """
-    return recommend(peak_rps, avg_query_seconds, headroom).size
+    if (hold_seconds is None) == (avg_query_seconds is None):
+        raise TypeError("pool_size() needs hold_seconds (or its old name avg_query_seconds), once")
+    value: Any = hold_seconds if hold_seconds is not None else avg_query_seconds
+    if isinstance(value, HoldTimes) or hasattr(value, "holds"):
+        value = measured_hold_seconds(value)
+    return recommend(peak_rps, value, headroom).size
 
 
 def ms_to_seconds(name: str, milliseconds: float) -> Decimal:
@@ -100,26 +148,47 @@ class MeasuredAverage:
 
 @dataclass
 class SizingInputs:
-    """What sizing needs from a run: configured pool sizes and query totals (JSON-able, mergeable)."""
+    """What sizing needs from a run (JSON-able, mergeable across xdist workers and shards).
+
+    ``pool_sizes``: ``{pool name: configured size}`` (the smallest seen); ``holds``: every
+    checkout's hold time (:class:`~pytest_migsafe.pool.holds.HoldTimes`); ``servers``:
+    ``{pool name: server kind}`` (:mod:`pytest_migsafe.pool.locality`); ``query_count`` /
+    ``query_total_ms`` / ``query_tests``: statements, their summed duration in ms and the
+    tests that ran them (for :meth:`average`, no longer what sizes a pool).
+    """
 
     pool_sizes: dict[str, int] = field(default_factory=dict)
     query_count: int = 0
     query_total_ms: Decimal = Decimal(0)
     query_tests: int = 0
+    holds: HoldTimes = field(default_factory=HoldTimes)
+    servers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of_report(cls, report: RunReport) -> SizingInputs:
-        """The inputs recorded in ``report``: every test's pool sizes and query figures."""
+        """The inputs recorded in ``report``: every test's pool sizes, hold times and server
+        kinds (those its pool records carry) and query figures."""
         inputs = cls()
         for record in report.tests.values():
             if record.pool is not None:
-                inputs.add_sizes(record.pool.pool_sizes)
+                inputs.add_pool(record.pool)
             figures = record.queries
             if figures is not None and figures.count > 0:
                 inputs.query_total_ms += Decimal(repr(float(figures.total_ms)))
                 inputs.query_count += figures.count
                 inputs.query_tests += 1
         return inputs
+
+    def add_pool(self, figures: Any) -> None:
+        """Add one test's pool figures: a record's ``PoolFigures``, an observation's
+        ``ObservedFigures``, or their JSON dict (``pool_sizes``, ``hold_times``, ``servers``;
+        a missing one is skipped)."""
+        get = figures.get if isinstance(figures, dict) else (lambda name: getattr(figures, name, None))
+        self.add_sizes(dict(get("pool_sizes") or {}))
+        hold_times = get("hold_times")
+        if hold_times:
+            self.holds.merge(HoldTimes.from_dict(hold_times))
+        self.servers.update({str(k): str(v) for k, v in dict(get("servers") or {}).items()})
 
     def add_sizes(self, sizes: dict[str, int]) -> None:
         """Add configured sizes; a pool seen with several sizes keeps the smallest."""
@@ -132,6 +201,8 @@ class SizingInputs:
         self.query_count += other.query_count
         self.query_total_ms += other.query_total_ms
         self.query_tests += other.query_tests
+        self.holds.merge(other.holds)
+        self.servers.update(other.servers)
 
     def average(self) -> MeasuredAverage | None:
         """Total query time over total statements; None without timed queries."""
@@ -142,23 +213,56 @@ class SizingInputs:
         mean = max(mean.quantize(MICROSECOND), MICROSECOND)
         return MeasuredAverage(mean, self.query_count, self.query_tests)
 
+    def hold(self) -> MeasuredHold | None:
+        """The p95 hold time of the run's checkouts; None when no hold was measured."""
+        if not self.holds.count:
+            return None
+        return MeasuredHold(measured_hold_seconds(self.holds), self.holds.count, self.local_servers())
+
+    def local_servers(self) -> dict[str, str]:
+        """``{pool name: kind}`` of the pools whose server is on this machine."""
+        return {name: kind for name, kind in sorted(self.servers.items()) if kind in LOCAL_KINDS}
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (the total as a decimal string, exact)."""
+        """A JSON-able dict (the query total as a decimal string, exact)."""
         return {"pool_sizes": dict(self.pool_sizes), "query_count": self.query_count,
-                "query_total_ms": str(self.query_total_ms), "query_tests": self.query_tests}
+                "query_total_ms": str(self.query_total_ms), "query_tests": self.query_tests,
+                "holds": self.holds.to_dict(), "servers": dict(self.servers)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SizingInputs:
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output (missing keys read as empty)."""
         return cls({str(k): int(v) for k, v in data.get("pool_sizes", {}).items()},
                    int(data.get("query_count", 0)), Decimal(str(data.get("query_total_ms", "0"))),
-                   int(data.get("query_tests", 0)))
+                   int(data.get("query_tests", 0)), HoldTimes.from_dict(data.get("holds") or {}),
+                   {str(k): str(v) for k, v in data.get("servers", {}).items()})
+
+
+@dataclass(frozen=True)
+class MeasuredHold:
+    """The hold time sizing takes from a run: ``seconds`` (the p95, exact decimal seconds),
+    ``checkouts`` (holds measured), ``local`` (``{pool name: kind}`` of pools on a local server)."""
+
+    seconds: Decimal
+    checkouts: int
+    local: dict[str, str] = field(default_factory=dict)
+
+
+def local_warning(local: dict[str, str]) -> str | None:
+    """The warning for hold times measured against local servers; None when there is none."""
+    if not local:
+        return None
+    where = ", ".join(f"{name} over {kind}" for name, kind in sorted(local.items()))
+    return (f"hold times measured against a local database ({where}) are far below production's "
+            f"(no network round trip, an idle server): size from production figures where you have them")
 
 
 def average_query_time(report: RunReport) -> MeasuredAverage | None:
     """Mean of per-test ``queries.total_ms / queries.count`` weighted by count; None without queries.
 
-    The weighted mean is the run's total query time over its total statement count.
+    The weighted mean is the run's total query time over its total statement count. It is
+    not what sizes a pool: a request holds its connection across all its statements and the
+    time between them (see :meth:`SizingInputs.hold`).
     """
     return SizingInputs.of_report(report).average()
 
@@ -169,42 +273,48 @@ def configured_sizes(report: RunReport) -> dict[str, int]:
 
 
 def _warnings(sizes: dict[str, int], advice: Recommendation) -> list[str]:
-    ms = _plain(_EXACT.multiply(advice.avg_query_seconds, Decimal(1000)))
+    ms = _plain(_EXACT.multiply(advice.hold_seconds, Decimal(1000)))
     return [f"{name}: pool size {size} is below the {advice.size} needed for "
-            f"{_plain(advice.peak_rps)} requests/s at {ms} ms per query "
-            f"(ceil({_plain(advice.peak_rps)} x {_plain(advice.avg_query_seconds)} s x "
+            f"{_plain(advice.peak_rps)} requests/s holding a connection {ms} ms each "
+            f"(ceil({_plain(advice.peak_rps)} x {_plain(advice.hold_seconds)} s x "
             f"{_plain(advice.headroom)}) = {advice.size})"
             for name, size in sorted(sizes.items()) if size < advice.size]
 
 
-def pool_size_warnings(run_report: RunReport, peak_rps: float, avg_query_seconds: float | Decimal,
+def pool_size_warnings(run_report: RunReport, peak_rps: float, hold_seconds: float | Decimal,
                        headroom: float = DEFAULT_HEADROOM) -> list[str]:
-    """One line per observed pool configured below the size ``peak_rps`` needs, by pool name."""
-    advice = recommend(peak_rps, avg_query_seconds, headroom)
+    """One line per observed pool configured below the size ``peak_rps`` needs, by pool name
+    (``hold_seconds``: the time a request holds a connection, in seconds)."""
+    advice = recommend(peak_rps, hold_seconds, headroom)
     return _warnings(configured_sizes(run_report), advice)
 
 
-def summary_lines(inputs: SizingInputs, peak_rps: float, avg_query_seconds: float | Decimal | None = None,
+def summary_lines(inputs: SizingInputs, peak_rps: float, hold_seconds: float | Decimal | None = None,
                   headroom: float = DEFAULT_HEADROOM) -> list[str]:
     """The pool-sizing lines of the end-of-run summary; empty when no sized pool was observed.
 
-    Without ``avg_query_seconds`` the run's measured average query time is used.
+    Without ``hold_seconds`` (seconds) the run's measured p95 hold time is used, with a
+    warning when it was measured against a local database.
     """
     if not inputs.pool_sizes:
         return []
-    if avg_query_seconds is None:
-        measured = inputs.average()
+    lines = []
+    if hold_seconds is None:
+        measured = inputs.hold()
         if measured is None:
-            return [("cannot recommend a pool size: no query times were measured; "
-                    "pass --migsafe-avg-query-ms")]
-        avg_query_seconds = measured.seconds
-        source = f"measured over {measured.queries} queries"
+            return [("cannot recommend a pool size: no connection was checked out and returned; "
+                    "pass --migsafe-hold-ms")]
+        hold_seconds = measured.seconds
+        source = f"the p{HOLD_PERCENTILE} hold time over {measured.checkouts} checkouts"
+        warning = local_warning(measured.local)
+        if warning is not None:
+            lines.append(f"WARNING {warning} (--migsafe-hold-ms)")
     else:
         source = "as given"
-    advice = recommend(peak_rps, avg_query_seconds, headroom)
-    ms = _plain(_EXACT.multiply(advice.avg_query_seconds, Decimal(1000)))
-    lines = [(f"recommended pool size {advice.size} for {_plain(advice.peak_rps)} requests/s "
-             f"at {ms} ms per query ({source}), headroom {_plain(advice.headroom)}")]
+    advice = recommend(peak_rps, hold_seconds, headroom)
+    ms = _plain(_EXACT.multiply(advice.hold_seconds, Decimal(1000)))
+    lines.insert(0, f"recommended pool size {advice.size} for {_plain(advice.peak_rps)} requests/s "
+                    f"holding a connection {ms} ms each ({source}), headroom {_plain(advice.headroom)}")
     warnings = _warnings(inputs.pool_sizes, advice)
     lines.extend(f"WARNING {line}" for line in warnings)
     if not warnings:

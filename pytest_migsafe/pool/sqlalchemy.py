@@ -15,6 +15,7 @@ Three wrappers add what events cannot tell:
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import weakref
 from collections.abc import Callable
@@ -48,11 +49,41 @@ def _is_queue(pool: Any) -> bool:
 
 
 # -- listeners ----------------------------------------------------------------------
+def capacity_of(pool: Any) -> float | None:
+    """The connections ``pool`` keeps between checkouts: QueuePool ``pool_size`` (no limit for
+    0 or less), 0 for NullPool, 1 for StaticPool and AssertionPool, SingletonThreadPool's
+    ``pool_size``; None (no known limit) for any other pool class."""
+    cls = type(pool)
+    known = _capacity_kinds.get(cls)
+    if known is None:
+        from sqlalchemy.pool import AssertionPool, NullPool, SingletonThreadPool, StaticPool
+
+        known = _capacity_kinds[cls] = (
+            "queue" if _is_queue(pool) else "null" if issubclass(cls, NullPool)
+            else "one" if issubclass(cls, (StaticPool, AssertionPool))
+            else "singleton" if issubclass(cls, SingletonThreadPool) else "unknown")
+    if known == "queue":
+        size = pool.size()
+        return float(size) if size > 0 else math.inf
+    if known == "null":
+        return 0.0
+    if known == "one":
+        return 1.0
+    if known == "singleton":
+        return float(getattr(pool, "size", 0)) or None
+    return None
+
+
+_capacity_kinds: dict[type, str] = {}
+
+
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
     pool = _pool_of(record)
     if pool is None:
         return
-    observed.connection_created(pool)
+    observed.connection_created(pool, capacity_of(pool))
+    if pool not in observed.servers:
+        observed.note_server(pool, dbapi_connection)
     if observed._observers and _is_queue(pool):
         observed.overflow_seen(pool, pool.overflow())
 
@@ -73,6 +104,7 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
     observed.checked_in(id(record), pool, counted=False)
     if pool is not None:
         _detached[id(dbapi_connection)] = pool
+        observed.connection_closed(pool, observed=False, capacity=capacity_of(pool))  # no longer the pool's
 
 
 def _on_engine_connect(connection: Any) -> None:
@@ -91,13 +123,13 @@ def _on_session_begin(session: Any, transaction: Any, connection: Any) -> None:
 def _on_close(dbapi_connection: Any, record: Any) -> None:
     pool = _pool_of(record)
     if pool is not None:
-        observed.connection_closed(pool)
+        observed.connection_closed(pool, capacity=capacity_of(pool))
 
 
 def _on_close_detached(dbapi_connection: Any) -> None:
     pool = _detached.pop(id(dbapi_connection), None)
     if pool is not None:
-        observed.connection_closed(pool)
+        observed.connection_closed(pool, left_pool=False)
 
 
 def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:

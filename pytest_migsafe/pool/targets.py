@@ -45,6 +45,17 @@ def configured_size(pool: Any) -> int | None:
     return pool_sqlalchemy.size_of(pool)
 
 
+def server_kind(pool: Any) -> str | None:
+    """Where ``pool``'s server is (:mod:`pytest_migsafe.pool.locality`: ``"unix socket"``,
+    ``"loopback"``, ``"in-process"``, ``"network"``), None until it opened a connection."""
+    from pytest_migsafe.pool import events
+
+    try:
+        return events.servers.get(pool)
+    except TypeError:  # a pool that cannot be weakly referenced
+        return None
+
+
 def install(import_missing: bool = True) -> None:
     """Install the pool hooks; with ``import_missing=False`` only for drivers already imported.
 

@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.pool import metrics
 from pytest_migsafe.pool import warm as pool_warm
-from pytest_migsafe.pool.observe import pool_stats
+from pytest_migsafe.pool.observe import NothingObservedWarning, pool_stats
 from pytest_migsafe.pool.targets import ACCEPTS, describe_pool
 from pytest_migsafe.report.record import Leak, PoolFigures
 from pytest_migsafe.servers import RunningPostgres
@@ -219,7 +219,9 @@ def test_an_unrelated_engine_is_not_counted(make_engine: Callable[..., Engine]) 
     with pool_stats(watched) as stats, other.connect() as conn:
         backend_pid(conn)
     assert not stats.has_activity()
-    assert stats.figures() == PoolFigures()
+    assert stats.saw_nothing
+    with pytest.warns(NothingObservedWarning, match=r"pool_stats\(.*QueuePool\)\) saw nothing"):
+        assert stats.figures().record() == PoolFigures()
 
 
 def test_pool_stats_without_target_sees_every_engine(make_engine: Callable[..., Engine]) -> None:
