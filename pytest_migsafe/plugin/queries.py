@@ -30,8 +30,9 @@ from pytest_migsafe.plugin.stash import (
 from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries import drivers
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
+from pytest_migsafe.queries.callsite import set_test_files
 from pytest_migsafe.queries.counter import NPlusOneWarning
-from pytest_migsafe.text import shorten
+from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
 
 if TYPE_CHECKING:
@@ -82,10 +83,11 @@ def pytest_configure(config: pytest.Config) -> None:
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
     add_call_phase(config, QueryPhase.start, order=0)
+    set_test_files(list(config.getini("python_files")))  # the test's own statements make no N+1 suspect
     watch_imports(config, DRIVERS, _driver_imported)
 
 
-DRIVERS = ("sqlalchemy", "psycopg")
+DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg")
 
 
 def _driver_imported(name: str) -> None:
@@ -124,12 +126,24 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
     One hook for all the parts (queries here; pools, cache and shadow experiments from
     the other ``pytest_migsafe.plugin`` modules): the failures of every part are reported together.
+    A test that raises (an exception or ``pytest.fail``) after going over its query budget
+    fails with its own exception, and the exceeded budget is added to its report as a
+    ``Captured migsafe call`` section, so that the failure shows both.
     """
     call = begin_call(item)
     try:
         result = yield
-    finally:
+    except (Exception, pytest.fail.Exception):
         end_call(call)
+        exceeded = [text for phase in call.phases if isinstance(phase, QueryPhase)
+                    for text in phase.failures(raised=True)]
+        if exceeded:
+            item.add_report_section("call", "migsafe", "\n\n".join(exceeded))
+        raise
+    except BaseException:
+        end_call(call)
+        raise
+    end_call(call)
     failures = [text for phase in call.phases for text in phase.failures()]
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
@@ -156,7 +170,7 @@ class QueryPhase:
         self.budget_counter = None
         if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
             self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
-                                                       using=budget["using"])
+                                                       using=budget["using"], track_repeats=False)
             capture.start(self.budget_counter)
         capture.start(self.counter)
 
@@ -175,8 +189,12 @@ class QueryPhase:
         """Repeats that make an N+1 suspect for this test."""
         return cast(int, self.markers.get("no_n_plus_one") or self.item.config.stash[_THRESHOLD])
 
-    def failures(self) -> list[str]:
-        """The exceeded budget; N+1 suspects (failures with ``no_n_plus_one``, else a warning)."""
+    def failures(self, raised: bool = False) -> list[str]:
+        """The exceeded budget; N+1 suspects (failures with ``no_n_plus_one``, else a warning).
+
+        ``raised``: the test raised; only the exceeded budget is returned, headed "the test
+        raised after exceeding its query budget" (N+1 suspects of a test that failed are
+        not news)."""
         counter, budget = self.counter, self.budget
         if not counter.count and budget is None:
             return []  # the common case of a test without SQL
@@ -185,13 +203,17 @@ class QueryPhase:
             measured = self.budget_counter or counter
             if measured.count > budget["n"]:
                 verbose = self.item.config.get_verbosity() > 0
-                failures.append(budget_message("max_queries", budget["n"], measured, verbose=verbose))
+                message = budget_message("max_queries", budget["n"], measured, verbose=verbose)
+                if raised:
+                    return [f"the test raised after exceeding its query budget: {message}"]
+                failures.append(message)
+        if raised:
+            return []
         record = existing_record(self.item)
         suspects = ([s for s in record.queries.n_plus_one if not s.allowed]
                     if counter.count and record is not None and record.queries is not None else [])
         if suspects:
-            lines = "\n".join(f"  {shorten(s.shape, 100)} x{s.count} at {s.call_site}" for s in suspects)
-            text = f"N+1 suspected: a statement repeated from one call site >= {self.threshold} times\n{lines}"
+            text = describe_suspects(suspects, self.threshold)
             if "no_n_plus_one" in self.markers:
                 failures.append(text)
             else:

@@ -7,10 +7,11 @@ lookup costs one dict access per frame walked.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import sysconfig
-from types import FrameType
+from types import CodeType, FrameType
 
 # the whole pytest_migsafe package (this file is in pytest_migsafe/queries/)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -69,3 +70,86 @@ def call_site(frame: FrameType | None = None) -> str:
             return f"{shown}:{f.f_lineno}"
         f = f.f_back
     return "<unknown>"
+
+
+# -- where a repeated statement comes from ---------------------------------------------
+TEST_FILE_PATTERNS = ["test_*.py", "*_test.py", "conftest.py"]  # pytest's python_files, and conftests
+_is_test: dict[str, bool] = {}
+
+
+def set_test_files(patterns: list[str]) -> None:
+    """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one."""
+    TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
+    _is_test.clear()
+
+
+def _test_file(filename: str) -> bool:
+    verdict = _is_test.get(filename)
+    if verdict is None:
+        base = os.path.basename(filename)
+        verdict = _is_test[filename] = any(fnmatch.fnmatch(base, p) for p in TEST_FILE_PATTERNS)
+    return verdict
+
+
+class Origin:
+    """Where a statement came from, for the N+1 rule.
+
+    ``chain``: the application frames (user code that is not a test module or conftest),
+    outermost first, as ``path:line``; ``looping``: the outermost one (``chain[0]``), the
+    frame whose loop repeats a statement; ``function``: the code object of that frame (the
+    grouping key: repeats are counted per function, across its lines); ``test_own``: the
+    statement came straight from a test module or conftest (the test's own arrangement);
+    ``framework``: no user frame at all (a framework's own statement); ``unit_of_work``: the
+    identity of the ORM flush the statement was sent in (None outside a flush); ``test_site``:
+    the test module or conftest line that called in (``path:line``), if one did.
+    """
+
+    __slots__ = ("chain", "framework", "function", "looping", "test_own", "test_site", "unit_of_work")
+
+    def __init__(self, chain: list[str], function: CodeType | None, test_own: bool,
+                 unit_of_work: int | None = None, test_site: str | None = None) -> None:
+        self.chain = chain
+        self.unit_of_work = unit_of_work
+        self.test_site = test_site
+        self.looping = chain[0] if chain else None
+        self.function = function
+        self.test_own = test_own
+        self.framework = not chain and not test_own
+
+
+MAX_CHAIN = 12
+UNIT_OF_WORK_CODES: set[CodeType] = set()  # code objects of ORM flushes (SQLAlchemy's Session._flush)
+
+
+def origin_of(frame: FrameType | None) -> Origin:
+    """The :class:`Origin` of a statement sent at ``frame`` (walks up to the test's frame)."""
+    sites: list[tuple[str, int]] = []
+    function = None
+    flush = None
+    test_site = None
+    verdicts = _verdicts
+    units = UNIT_OF_WORK_CODES
+    f = frame
+    while f is not None:
+        code = f.f_code
+        filename = code.co_filename
+        try:
+            shown = verdicts[filename]
+        except KeyError:
+            shown = verdicts[filename] = _classify(filename)
+        if shown is not None:
+            if _test_file(filename):
+                test_site = f"{shown}:{f.f_lineno}"
+                break  # the test (or a fixture) called into the application here
+            site = (shown, f.f_lineno)
+            if not sites or sites[-1] != site:  # a comprehension's frame sits on its function's line
+                sites.append(site)
+            function = code
+        elif units and code in units:
+            flush = id(f)
+        f = f.f_back
+    if len(sites) > MAX_CHAIN:  # keep the outermost (the loop) and the innermost (the sender)
+        sites = sites[: MAX_CHAIN // 2] + sites[-(MAX_CHAIN // 2):]
+    chain = [f"{shown}:{line}" for shown, line in reversed(sites)]
+    return Origin(chain, function, test_own=not chain and f is not None, unit_of_work=flush,
+                  test_site=test_site)

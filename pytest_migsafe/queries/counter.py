@@ -12,12 +12,16 @@ thread or asyncio task. Usable without pytest::
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_migsafe.queries import dispatch, orm
+from pytest_migsafe.queries.callsite import origin_of
 from pytest_migsafe.queries.dispatch import settings, start, stop
 from pytest_migsafe.queries.drivers import install
+from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker
 from pytest_migsafe.report.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
 
@@ -61,9 +65,6 @@ class ShapeStats:
         )
 
 
-AllowRule = tuple["re.Pattern[str] | str", int]
-
-
 class QueryCounter:
     """Counts the statements run while it is active; a context manager.
 
@@ -81,6 +82,7 @@ class QueryCounter:
         using: str | None = None,
         include_transaction_control: bool | None = None,
         keep: int | None = None,
+        track_repeats: bool = True,
     ) -> None:
         self.match = re.compile(match) if match else None
         self.ignore = re.compile(ignore) if ignore else None
@@ -98,6 +100,8 @@ class QueryCounter:
         self._kept: list[tuple[Any, ...]] = []
         self._shapes: dict[str, ShapeStats] = {}
         self._filtered = bool(self.match or self.ignore or using)
+        self._repeats = RepeatTracker() if track_repeats else None
+        self._orm_load = self._repeats.load if self._repeats is not None else None
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> QueryCounter:
@@ -107,6 +111,8 @@ class QueryCounter:
 
     def __exit__(self, *exc: object) -> None:
         stop(self)
+        if not dispatch._active:
+            orm.forget()
 
     # -- the hot path ----------------------------------------------------------
     def _accepts(self, sql: str, target: str) -> bool:
@@ -131,6 +137,9 @@ class QueryCounter:
             stats.max_seconds = seconds
         sites = stats.call_sites
         sites[site] = sites.get(site, 0) + 1
+        repeats = self._repeats
+        if repeats is not None and orm.orm_load.get() is None:  # ORM loads are counted by their event
+            repeats.statement(sql, shape, origin_of(sys._getframe(1)))
         if len(self._kept) < self.keep:
             # a plain tuple here; CapturedQuery objects are built only when read
             self._kept.append((sql, shape, seconds, site, target, batch_size, params))
@@ -148,21 +157,18 @@ class QueryCounter:
         return sorted(self._shapes.values(), key=lambda s: (-s.count, -s.total_seconds, s.shape))
 
     def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
-        """Shapes repeated from one call site at least ``threshold`` times.
+        """The N+1 suspects (see :mod:`pytest_migsafe.queries.repeats`), most repeats first.
 
-        ``allow`` holds ``(shape or regex, max repeats)`` rules: a suspect whose shape
-        matches a rule and stays within its repeats is kept but marked allowed.
+        ORM lazy loads and deferred-column loads are suspects from the second parent row of
+        one query; other statements when one shape repeats at least ``threshold`` times from
+        one application function. ``allow`` holds ``(rule, max repeats)``: a relationship
+        name (``"Order.customer"``, max parent rows), SQL text or a shape, or a regex searched
+        case-insensitively in the shape and the SQL as sent; a suspect it covers within its
+        repeats is kept but marked allowed. [] for a counter made with ``track_repeats=False``.
         """
-        rules = list(allow)
-        suspects = []
-        for stats in self.summary():
-            for site, count in stats.call_sites.items():
-                if count >= threshold:
-                    allowed = any(_rule_matches(rule, stats.shape) and count <= limit
-                                  for rule, limit in rules)
-                    suspects.append(NPlusOne(stats.shape, site, count, allowed))
-        suspects.sort(key=lambda s: (-s.count, s.shape, s.call_site))
-        return suspects
+        if self._repeats is None:
+            return []
+        return self._repeats.suspects(threshold, list(allow))
 
     def figures(self, *, budget: int | None = None, threshold: int = 10,
                 allow: Iterable[AllowRule] = ()) -> QueryFigures:
@@ -191,14 +197,6 @@ class QueryCounter:
         if self.omitted:
             lines.append(f"  ({self.omitted} statements counted but not kept: the cap is {self.keep})")
         return "\n".join(lines)
-
-
-def _rule_matches(rule: re.Pattern[str] | str, shape: str) -> bool:
-    if isinstance(rule, str):
-        from pytest_migsafe.queries.normalize import normalize
-
-        return rule == shape or normalize(rule) == shape
-    return rule.search(shape) is not None
 
 
 def count_queries(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-_installed_for: tuple[Any, Any] = (False, False)
+from pytest_migsafe.queries import orm
+
+_installed_for: tuple[Any, Any, Any] = (False, False, False)
 
 
 def drivers_loaded() -> bool:
@@ -22,8 +24,8 @@ def install(import_missing: bool = True) -> None:
     """
     global _installed_for
     modules = sys.modules
-    loaded = (modules.get("psycopg"), modules.get("sqlalchemy"))
-    if loaded == _installed_for and (not import_missing or None not in loaded):
+    loaded = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
+    if loaded == _installed_for and (not import_missing or None not in loaded[:2]):
         return  # the same drivers as last time, already hooked: the per-test fast path
     from pytest_migsafe.queries import psycopg as capture_psycopg
     from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
@@ -31,7 +33,8 @@ def install(import_missing: bool = True) -> None:
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
     capture_psycopg.install(import_missing)
     capture_sqlalchemy.install(import_missing)
-    _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"))
+    orm.install()  # the ORM's loader events, once sqlalchemy.orm is imported
+    _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
 
 
 def uninstall() -> None:
@@ -42,4 +45,4 @@ def uninstall() -> None:
 
     capture_sqlalchemy.uninstall()
     capture_psycopg.uninstall()
-    _installed_for = (False, False)
+    _installed_for = (False, False, False)

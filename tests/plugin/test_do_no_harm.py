@@ -162,17 +162,25 @@ def test_a_true_leak_fails_when_asked(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2)
 
 
+APP_LOOP = """
+def per_row(engine, n):
+    with engine.connect() as conn:
+        for i in range(n):
+            conn.execute(text("select :i"), {"i": i})  # one shape, n times, one line
+"""
+
 N_PLUS_ONE = """
+    from app_loops import per_row
+
     def test_loops():
-        with ENGINE.connect() as conn:
-            for n in range(12):
-                conn.execute(text("select :n"), {"n": n})  # one shape, 12 times, one line
+        per_row(ENGINE, 12)
 """
 
 
 @pytest.mark.parametrize("error_filter", [("-W", "error"), ("-o", "filterwarnings=error")])
 def test_unasked_notices_never_fail_under_warnings_as_errors(pytester: pytest.Pytester,
                                                              error_filter: tuple[str, str]) -> None:
+    pytester.makepyfile(app_loops="from sqlalchemy import text\n" + APP_LOOP)
     pytester.makepyfile(test_noticed=HEADER + textwrap.dedent(N_PLUS_ONE) + textwrap.dedent(TRUE_LEAKS))
     result = same_outcomes_with_and_without(pytester, *error_filter)
     result.assert_outcomes(passed=3, warnings=3)
@@ -180,6 +188,7 @@ def test_unasked_notices_never_fail_under_warnings_as_errors(pytester: pytest.Py
 
 
 def test_a_project_filter_that_ignores_the_notice_is_respected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(app_loops="from sqlalchemy import text\n" + APP_LOOP)
     pytester.makepyfile(test_noticed=HEADER + textwrap.dedent(N_PLUS_ONE))
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error",
                                            "-W", "ignore::pytest_migsafe.NPlusOneWarning")
@@ -205,9 +214,8 @@ EVERY_PART = f"""
         POOL.close()
 
     def test_queries_and_n_plus_one():
-        with Session(ENGINE) as session:
-            for n in range(15):
-                session.execute(text("select :n"), {{"n": n}})
+        from app_loops import per_row
+        per_row(ENGINE, 15)
 
     def test_a_leaked_pool_connection():
         HELD.append(POOL.getconn())
@@ -238,6 +246,7 @@ EVERY_PART = f"""
 
 
 def test_a_suite_using_every_part_without_markers_has_the_same_outcomes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(app_loops="from sqlalchemy import text\n" + APP_LOOP)
     pytester.makepyfile(test_every_part=HEADER + textwrap.dedent(EVERY_PART))
     result = same_outcomes_with_and_without(pytester)
     result.assert_outcomes(passed=5, failed=1, skipped=1, warnings=2)

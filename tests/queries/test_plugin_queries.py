@@ -116,8 +116,9 @@ def test_n_plus_one_is_a_warning_by_default_and_a_failure_with_the_marker(app: p
     result = app.runpytest()
     result.assert_outcomes(passed=2, failed=1, warnings=1)
     result.stdout.fnmatch_lines([
-        "*NPlusOneWarning: N+1 suspected*",
-        "*SELECT ? x10 at app.py:9*",
+        "*NPlusOneWarning: N+1 suspected: a statement repeated 10 times from one function (threshold 10)",
+        "*  SELECT ?",
+        "*  at app.py:9",
     ])
     result.stdout.fnmatch_lines(["FAILED test_n1.py::test_fails - Failed: N+1 suspected*"])
 

@@ -1,0 +1,211 @@
+"""The N+1 rule: statements and ORM loads grouped by where they repeat.
+
+Two kinds of evidence, each where it is exact:
+
+- **ORM loads** (:mod:`pytest_migsafe.queries.orm` for SQLAlchemy): a relationship lazy-loaded,
+  or a deferred column loaded, for a second parent row of one query is an N+1, however
+  small the test data: the ORM says which statement is a per-row load.
+- **Repeated statements** (Core, ``text()``, raw psycopg, raw Django SQL: no ORM knows what
+  a row is): one statement shape repeated at least the threshold from one application
+  function, counted across that function's lines (two loops of 6 in one function are 12)
+  and attributed to the frame that loops, with the chain down to the sender
+  (``app/service.py:13 via app/repo.py:40``).
+
+Not suspects: statements sent straight from a test module or conftest (the test's own
+arrangement: they still count toward budgets), the statements of one ORM flush (one unit
+of work sends one INSERT per row: counted once per flush), and paginated reads (a shape
+with ``OFFSET``, or ``LIMIT`` with ``ORDER BY`` and a range bound: keyset pagination).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_migsafe.queries.callsite import Origin
+from pytest_migsafe.report.record import NPlusOne
+
+AllowRule = tuple["re.Pattern[str] | str", int]
+
+_OFFSET = re.compile(r"\bOFFSET\b", re.I)
+_KEYSET = re.compile(r"\bORDER\s+BY\b.*\bLIMIT\b", re.I | re.S)
+_RANGE = re.compile(r"[<>]=?\s*(\?|%s|\$\d+|:\w+)")
+
+
+def is_pagination(shape: str) -> bool:
+    """True for a paginated read: ``OFFSET``, or ``ORDER BY ... LIMIT`` with a ``<``/``>`` bound."""
+    return bool(_OFFSET.search(shape) or (_KEYSET.search(shape) and _RANGE.search(shape)))
+
+
+@dataclass
+class StatementGroup:
+    """Statements of one shape from one application function (the looping frame's)."""
+
+    shape: str
+    sample_sql: str
+    count: int = 0
+    lines: dict[str, int] = field(default_factory=dict)  # looping frame's path:line -> repeats
+    inner: list[str] = field(default_factory=list)  # the chain below the loop, first seen
+    flushes: set[int] = field(default_factory=set)
+
+
+@dataclass
+class LoadGroup:
+    """ORM loads of one attribute from one application function, by the query that loaded the parents."""
+
+    kind: str  # lazy_load / deferred_column
+    attribute: str  # Order.customer
+    direction: str | None
+    count: int = 0
+    parents: dict[Any, set[int]] = field(default_factory=dict)  # query context (None: unknown) -> parent rows
+    loaded_at: dict[Any, str | None] = field(default_factory=dict)  # query context -> where it loaded them
+    lines: dict[str, int] = field(default_factory=dict)
+    inner: list[str] = field(default_factory=list)
+
+    def most_parents(self) -> tuple[int, str | None]:
+        """The most parent rows of one query that were loaded one by one, and where that query ran."""
+        context = max(self.parents, key=lambda c: len(self.parents[c]))
+        return len(self.parents[context]), self.loaded_at.get(context)
+
+
+class RepeatTracker:
+    """Collects the evidence of one counter (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.statements: dict[tuple[str, Any], StatementGroup] = {}
+        self.loads: dict[tuple[str, str, Any], LoadGroup] = {}
+
+    def statement(self, sql: str, shape: str, origin: Origin) -> None:
+        """One statement that is not an ORM load (those come through :meth:`load`)."""
+        if origin.test_own or origin.looping is None:
+            return
+        key = (shape, origin.function)
+        group = self.statements.get(key)
+        if group is None:
+            group = self.statements[key] = StatementGroup(shape, sql, inner=origin.chain[1:])
+        flush = origin.unit_of_work
+        if flush is not None:
+            if flush in group.flushes:
+                return  # one flush sends one statement per row: its unit of work, not a loop
+            group.flushes.add(flush)
+        group.count += 1
+        group.lines[origin.looping] = group.lines.get(origin.looping, 0) + 1
+
+    def load(self, load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
+             origin: Origin, direction: str | None) -> None:
+        """One ORM load of ``load = (kind, "Class.attribute")`` for the row ``parent``."""
+        where = origin.looping or origin.test_site
+        if where is None:
+            return  # no user frame: a framework's own load
+        context, loaded_at = loaded if loaded is not None else (None, None)
+        # a lazy load in the test's own code is still a per-row load (unlike arranging data)
+        key = (load[0], load[1], origin.function or origin.test_site)
+        group = self.loads.get(key)
+        if group is None:
+            group = self.loads[key] = LoadGroup(load[0], load[1], direction, inner=origin.chain[1:])
+        group.count += 1
+        group.parents.setdefault(context, set()).add(parent)
+        group.loaded_at.setdefault(context, loaded_at)
+        group.lines[where] = group.lines.get(where, 0) + 1
+
+    def suspects(self, threshold: int, allow: list[AllowRule]) -> list[NPlusOne]:
+        """The N+1 suspects, most repeats first; those an allow rule covers are marked allowed."""
+        found = []
+        for group in self.loads.values():
+            parents, loaded_at = group.most_parents()
+            if parents < 2:
+                continue
+            site = max(group.lines.items(), key=lambda kv: kv[1])[0]
+            shape = f"{group.attribute} ({group.kind.replace('_', ' ')})"
+            suspect = NPlusOne(shape=shape, call_site=site, count=group.count, kind=group.kind,
+                               relationship=group.attribute, parents=parents,
+                               chain=[site, *group.inner], loaded_at=loaded_at,
+                               fix=fix_for(group.kind, group.attribute, group.direction))
+            suspect.allowed = any(rule_matches(rule, suspect, group.attribute) and suspect.parents <= limit
+                                  for rule, limit in allow)
+            found.append(suspect)
+        for repeated in self.statements.values():
+            if repeated.count < threshold or is_pagination(repeated.shape):
+                continue
+            site = max(repeated.lines.items(), key=lambda kv: kv[1])[0]
+            lines = sorted(repeated.lines)
+            suspect = NPlusOne(shape=repeated.shape, call_site=site, count=repeated.count,
+                               chain=[", ".join(lines) if len(lines) > 1 else site, *repeated.inner])
+            suspect.allowed = any(rule_matches(rule, suspect, repeated.sample_sql) and repeated.count <= limit
+                                  for rule, limit in allow)
+            found.append(suspect)
+        found.sort(key=lambda s: (-s.count, s.shape, s.call_site))
+        return found
+
+
+def fix_for(kind: str, attribute: str, direction: str | None) -> str:
+    """The code that loads ``attribute`` with its parents, to paste into the query."""
+    if kind == "deferred_column":
+        cls, _, columns = attribute.partition(".")
+        first = columns.split(",")[0].strip()
+        if first.startswith("<"):
+            return f"select({cls}) without expiring the rows first (or session.refresh() once per batch)"
+        return f"select({cls}).options(undefer({cls}.{first}))"
+    cls = attribute.split(".", 1)[0]
+    loader = "joinedload" if direction == "MANYTOONE" else "selectinload"
+    return f"select({cls}).options({loader}({attribute}))"
+
+
+def rule_matches(rule: re.Pattern[str] | str, suspect: NPlusOne, sql: str | None) -> bool:
+    """An allow rule matches a suspect by its relationship name, its shape or its SQL as sent.
+
+    A string matches the relationship (``"Order.customer"``), or the shape or SQL text
+    exactly (keywords and spacing aside); a regex is searched in the shape and the SQL
+    text, case-insensitively.
+    """
+    if isinstance(rule, str):
+        if rule == suspect.relationship:
+            return True
+        folded = " ".join(rule.split()).casefold()
+        if folded in (" ".join(suspect.shape.split()).casefold(), " ".join((sql or "").split()).casefold()):
+            return True
+        from pytest_migsafe.queries.normalize import normalize
+
+        return normalize(rule) == suspect.shape
+    pattern = rule if rule.flags & re.I else re.compile(rule.pattern, rule.flags | re.I)
+    return any(pattern.search(text) for text in (suspect.shape, sql or "", suspect.relationship or ""))
+
+
+def describe(suspects: list[NPlusOne], threshold: int, width: int = 160) -> str:
+    """The N+1 message: one block per suspect, what repeated, where, the fix, an allow line.
+
+    ``threshold``: the repeats that make a statement-shape suspect (named in the heading).
+    """
+    from pytest_migsafe.text import shorten
+
+    blocks = []
+    for s in suspects:
+        where = s.chain[0] if s.chain else s.call_site
+        below = f" via {' via '.join(s.chain[1:])}" if len(s.chain) > 1 else ""
+        if s.relationship is not None:
+            what = "lazy-loaded" if s.kind == "lazy_load" else "loaded column by column"
+            parents = f"for {s.parents} {s.relationship.split('.', 1)[0]} rows"
+            loaded = f" loaded at {s.loaded_at}" if s.loaded_at else ""
+            lines = [f"N+1 suspected: {s.relationship} {what} {parents}{loaded} ({s.count} statements)",
+                     f"  at {where}{below}"]
+            if s.fix:
+                lines.append(f"  fix: {s.fix}")
+            if s.parents <= 3:
+                lines.append("  (little data in this test: assert_constant_queries proves how the count grows)")
+            lines.append(f'  or accept it: @pytest.mark.allow_n_plus_one("{s.relationship}", {s.parents})')
+        else:
+            lines = [f"N+1 suspected: a statement repeated {s.count} times from one function (threshold {threshold})",
+                     f"  {shorten(s.shape, width)}",
+                     f"  at {where}{below}",
+                     "  fix: load the rows in one statement (a JOIN, or WHERE ... IN (...)) outside the loop",
+                     f"  or accept it: @pytest.mark.allow_n_plus_one(re.compile({_regex_for(s.shape)!r}), {s.count})"]
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
+
+
+def _regex_for(shape: str) -> str:
+    """A regex that matches ``shape`` (and the SQL it came from), to paste into an allow rule."""
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", shape)
+    picked = [w for w in words if w.upper() not in ("SELECT", "FROM", "WHERE", "AND", "OR", "AS", "ON")][:4]
+    return r".*".join(re.escape(w) for w in picked) or re.escape(shape[:40])

@@ -1,0 +1,14 @@
+"""Application-side loops for the N+1 tests: statements sent from a test module are the
+test's own arrangement and make no N+1 suspect, so the loops under test live here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+
+def run_statements(conn: Any, sql: str, n: int) -> None:
+    """Send ``sql`` ``n`` times through a SQLAlchemy connection, with ``:i`` bound to 0..n-1."""
+    for i in range(n):
+        conn.execute(text(sql), {"i": i})
