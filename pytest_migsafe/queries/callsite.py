@@ -69,6 +69,11 @@ def call_site(frame: FrameType | None = None) -> str:
         if shown is not None:
             return f"{shown}:{f.f_lineno}"
         f = f.f_back
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is not None:  # SQLAlchemy's asyncio layer: the user's frames are in the parent greenlet
+        parent = greenlet.getcurrent().parent
+        if parent is not None and parent.gr_frame is not None:
+            return call_site(parent.gr_frame)
     return "<unknown>"
 
 
@@ -148,6 +153,12 @@ def origin_of(frame: FrameType | None) -> Origin:
         elif units and code in units:
             flush = id(f)
         f = f.f_back
+    if f is None and not sites and "greenlet" in sys.modules:
+        # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
+        # coroutine frames are on the stack of the greenlet that switched to it
+        parent = sys.modules["greenlet"].getcurrent().parent
+        if parent is not None and parent.gr_frame is not None:
+            return origin_of(parent.gr_frame)
     if len(sites) > MAX_CHAIN:  # keep the outermost (the loop) and the innermost (the sender)
         sites = sites[: MAX_CHAIN // 2] + sites[-(MAX_CHAIN // 2):]
     chain = [f"{shown}:{line}" for shown, line in reversed(sites)]

@@ -61,9 +61,11 @@ def _columns_of(execute_state: Any, parent_state: Any) -> str | None:
     """``Class.column[, column]`` of a deferred/expired column load."""
     try:
         cls = parent_state.class_.__name__
-        keys = execute_state.load_options._only_load_props  # SQLAlchemy 2.x; None: every expired column
     except AttributeError:
         return None
+    # SQLAlchemy 2.x keeps the columns to load in the statement's compile options (None: every expired one)
+    options = getattr(execute_state.statement, "_compile_options", None)
+    keys = getattr(options, "_only_load_props", None)
     if keys:
         return f"{cls}." + ", ".join(sorted(str(k) for k in keys))
     return f"{cls}.<expired columns>"

@@ -1,0 +1,427 @@
+"""The N+1 scenario suite for SQLAlchemy: every kind flagged, no false alarm.
+
+One application module (``shop_app.py``: models and the code under test) and one test
+module run in a pytester session; a conftest writes each test's N+1 suspects to a file,
+and each test's suspects are compared with what the scenario is: an N+1 or not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+APP = '''
+from sqlalchemy import ForeignKey, String, create_engine, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncAttrs, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship,
+                            selectinload)
+from sqlalchemy.pool import StaticPool
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+    orders: Mapped[list["Order"]] = relationship(back_populates="customer")
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    note: Mapped[str] = mapped_column(String(50), deferred=True, default="n")
+    customer: Mapped[Customer] = relationship(back_populates="orders")
+
+
+ENGINE = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+Base.metadata.create_all(ENGINE)
+
+
+def seed(n):
+    with Session(ENGINE) as session:
+        session.execute(text("DELETE FROM orders"))
+        session.execute(text("DELETE FROM customers"))
+        session.add_all([Order(customer=Customer(name=f"c{i}")) for i in range(n)])
+        session.commit()
+
+
+def customer_names():
+    with Session(ENGINE) as session:
+        return [order.customer.name for order in session.scalars(select(Order))]
+
+
+def customer_names_selectin():
+    with Session(ENGINE) as session:
+        orders = session.scalars(select(Order).options(selectinload(Order.customer)))
+        return [order.customer.name for order in orders]
+
+
+def customer_names_joined():
+    with Session(ENGINE) as session:
+        orders = session.scalars(select(Order).options(joinedload(Order.customer)))
+        return [order.customer.name for order in orders]
+
+
+def order_counts():
+    with Session(ENGINE) as session:
+        return [len(customer.orders) for customer in session.scalars(select(Customer))]
+
+
+def one_customer_name(order_id):
+    with Session(ENGINE) as session:
+        return session.get(Order, order_id).customer.name
+
+
+def notes():
+    with Session(ENGINE) as session:
+        return [order.note for order in session.scalars(select(Order))]
+
+
+def _name_of(conn, customer_id):
+    return conn.execute(text("SELECT name FROM customers WHERE id = :id"), {"id": customer_id}).scalar()
+
+
+def names_core(n):
+    with ENGINE.connect() as conn:
+        return [conn.execute(select(Customer.name).where(Customer.id == i)).scalar() for i in range(n)]
+
+
+def names_text(n):
+    with ENGINE.connect() as conn:
+        return [_name_of(conn, i) for i in range(n)]
+
+
+def names_in_two_loops(n):
+    with ENGINE.connect() as conn:
+        first = [_name_of(conn, i) for i in range(n)]
+        second = [_name_of(conn, i) for i in range(n)]
+    return first + second
+
+
+def names_one_loop(n):
+    with ENGINE.connect() as conn:
+        return [_name_of(conn, i) for i in range(n)]
+
+
+def other_names_one_loop(n):
+    with ENGINE.connect() as conn:
+        return [_name_of(conn, i) for i in range(n)]
+
+
+def pages(page_size):
+    out, offset = [], 0
+    with ENGINE.connect() as conn:
+        while True:
+            rows = conn.execute(text("SELECT id FROM customers ORDER BY id LIMIT :n OFFSET :o"),
+                                {"n": page_size, "o": offset}).all()
+            if not rows:
+                return out
+            out += rows
+            offset += page_size
+
+
+def keyset_pages(page_size):
+    out, last = [], 0
+    with ENGINE.connect() as conn:
+        while True:
+            rows = conn.execute(text("SELECT id FROM customers WHERE id > :last ORDER BY id LIMIT :n"),
+                                {"last": last, "n": page_size}).all()
+            if not rows:
+                return out
+            out += rows
+            last = rows[-1][0]
+
+
+def add_customers_in_one_flush(n):
+    with Session(ENGINE) as session:
+        session.add_all([Customer(name=f"new{i}") for i in range(n)])
+        session.flush()
+        session.rollback()
+
+
+def rename_row_by_row(n):
+    with ENGINE.begin() as conn:
+        for i in range(n):
+            conn.execute(update(Customer).where(Customer.id == i).values(name="x"))
+
+
+ASYNC_ENGINE = None
+
+
+async def customer_names_async(url):
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    async with async_sessionmaker(engine)() as session:
+        session.add_all([Order(customer=Customer(name=f"a{i}")) for i in range(3)])
+        await session.commit()
+    async with async_sessionmaker(engine)() as session:
+        names = [(await order.awaitable_attrs.customer).name for order in await session.scalars(select(Order))]
+    await engine.dispose()
+    return names
+'''
+
+TESTS = '''
+import asyncio
+import re
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+import shop_app as app
+
+
+def test_lazy_load_over_2_parents():
+    app.seed(2)
+    app.customer_names()
+
+
+def test_lazy_load_over_3_parents():
+    app.seed(3)
+    app.customer_names()
+
+
+def test_lazy_load_over_50_parents():
+    app.seed(50)
+    app.customer_names()
+
+
+def test_one_to_many_lazy_load_over_3_parents():
+    app.seed(3)
+    app.order_counts()
+
+
+def test_lazy_load_of_one_parent_is_fine():
+    app.seed(3)
+    app.one_customer_name(1)
+
+
+def test_two_single_lookups_are_fine():
+    app.seed(3)
+    app.one_customer_name(1)
+    app.one_customer_name(2)
+
+
+def test_selectinload_fix_is_fine():
+    app.seed(50)
+    app.customer_names_selectin()
+
+
+def test_joinedload_fix_is_fine():
+    app.seed(50)
+    app.customer_names_joined()
+
+
+def test_deferred_column_over_3_rows():
+    app.seed(3)
+    app.notes()
+
+
+def test_core_loop_of_20():
+    app.seed(3)
+    app.names_core(20)
+
+
+def test_text_loop_of_20():
+    app.seed(3)
+    app.names_text(20)
+
+
+def test_core_loop_of_3_is_below_the_default_threshold():
+    app.seed(3)
+    app.names_core(3)
+
+
+@pytest.mark.no_n_plus_one(3)
+def test_core_loop_of_3_with_threshold_3():
+    app.seed(3)
+    app.names_core(3)
+
+
+def test_two_loops_of_6_through_a_helper_in_one_function():
+    app.seed(3)
+    app.names_in_two_loops(6)
+
+
+def test_loops_of_6_in_two_functions_are_fine():
+    app.seed(3)
+    app.names_one_loop(6)
+    app.other_names_one_loop(6)
+
+
+def test_offset_pagination_is_fine():
+    app.seed(50)
+    app.pages(3)
+
+
+def test_keyset_pagination_is_fine():
+    app.seed(50)
+    app.keyset_pages(3)
+
+
+def test_set_up_loop_in_the_test_body_is_fine():
+    app.seed(1)
+    with app.ENGINE.begin() as conn:
+        for i in range(30):
+            conn.execute(text("INSERT INTO customers (name) VALUES (:n)"), {"n": f"s{i}"})
+    app.one_customer_name(1)
+
+
+def test_one_flush_of_many_rows_is_fine():
+    app.seed(1)
+    app.add_customers_in_one_flush(40)
+
+
+def test_row_by_row_writes_from_an_application_loop():
+    app.seed(3)
+    app.rename_row_by_row(12)
+
+
+def test_async_lazy_load_over_3_parents(tmp_path):
+    asyncio.run(app.customer_names_async(f"sqlite+aiosqlite:///{tmp_path}/async.db"))
+
+
+@pytest.mark.no_n_plus_one
+@pytest.mark.allow_n_plus_one("Order.customer", 3)
+def test_allowed_by_relationship_name():
+    app.seed(3)
+    app.customer_names()
+
+
+@pytest.mark.no_n_plus_one
+@pytest.mark.allow_n_plus_one("Order.customer", 2)
+def test_allowed_relationship_over_its_ceiling_fails():
+    app.seed(3)
+    app.customer_names()
+
+
+@pytest.mark.no_n_plus_one
+@pytest.mark.allow_n_plus_one(re.compile(r"select name from customers where id"), 20)
+def test_allowed_by_a_lowercase_regex_on_the_sql():
+    app.seed(3)
+    app.names_text(20)
+
+
+@pytest.mark.max_queries(3)
+def test_budget_counts_lazy_loads():
+    app.seed(3)
+    app.customer_names()
+'''
+
+CONFTEST = '''
+import json
+import pytest
+from pytest_migsafe.plugin.stash import existing_record
+
+SUSPECTS = {}
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    try:
+        return (yield)
+    finally:
+        pass
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    record = existing_record(item)
+    found = record.queries.n_plus_one if record is not None and record.queries is not None else []
+    SUSPECTS[item.name] = [{"kind": s.kind, "relationship": s.relationship, "count": s.count,
+                            "parents": s.parents, "allowed": s.allowed, "site": s.call_site,
+                            "chain": s.chain, "shape": s.shape} for s in found]
+
+def pytest_sessionfinish(session):
+    with open("suspects.json", "w") as f:
+        json.dump(SUSPECTS, f)
+'''
+
+# test name -> the suspects it must have: (kind, relationship or a piece of the shape)
+EXPECTED: dict[str, list[tuple[str, str]]] = {
+    "test_lazy_load_over_2_parents": [("lazy_load", "Order.customer")],
+    "test_lazy_load_over_3_parents": [("lazy_load", "Order.customer")],
+    "test_lazy_load_over_50_parents": [("lazy_load", "Order.customer")],
+    "test_one_to_many_lazy_load_over_3_parents": [("lazy_load", "Customer.orders")],
+    "test_lazy_load_of_one_parent_is_fine": [],
+    "test_two_single_lookups_are_fine": [],
+    "test_selectinload_fix_is_fine": [],
+    "test_joinedload_fix_is_fine": [],
+    "test_deferred_column_over_3_rows": [("deferred_column", "Order.note")],
+    "test_core_loop_of_20": [("repeated_statement", "customers")],
+    "test_text_loop_of_20": [("repeated_statement", "customers")],
+    "test_core_loop_of_3_is_below_the_default_threshold": [],
+    "test_core_loop_of_3_with_threshold_3": [("repeated_statement", "customers")],
+    "test_two_loops_of_6_through_a_helper_in_one_function": [("repeated_statement", "customers")],
+    "test_loops_of_6_in_two_functions_are_fine": [],
+    "test_offset_pagination_is_fine": [],
+    "test_keyset_pagination_is_fine": [],
+    "test_set_up_loop_in_the_test_body_is_fine": [],
+    "test_one_flush_of_many_rows_is_fine": [],
+    "test_row_by_row_writes_from_an_application_loop": [("repeated_statement", "UPDATE customers")],
+    "test_async_lazy_load_over_3_parents": [("lazy_load", "Order.customer")],
+    "test_allowed_by_relationship_name": [("lazy_load", "Order.customer")],
+    "test_allowed_relationship_over_its_ceiling_fails": [("lazy_load", "Order.customer")],
+    "test_allowed_by_a_lowercase_regex_on_the_sql": [("repeated_statement", "customers")],
+    "test_budget_counts_lazy_loads": [("lazy_load", "Order.customer")],
+}
+
+
+@pytest.fixture(scope="module")
+def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]], str]:
+    """Run the scenario suite once in a subprocess; its suspects per test and its output."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("n_plus_one_scenarios")
+    (root / "shop_app.py").write_text(APP)
+    (root / "test_scenarios.py").write_text(TESTS)
+    (root / "conftest.py").write_text(CONFTEST)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider",
+                           "-W", "ignore::DeprecationWarning"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    return json.loads((root / "suspects.json").read_text()), done.stdout
+
+
+@pytest.mark.parametrize("test", sorted(EXPECTED))
+def test_each_scenario_is_flagged_exactly_when_it_is_an_n_plus_one(
+        scenario_run: tuple[dict[str, list[dict]], str], test: str) -> None:
+    suspects, output = scenario_run
+    assert test in suspects, output[-3000:]
+    found = suspects[test]
+    expected = EXPECTED[test]
+    assert len(found) == len(expected), found
+    for (kind, what), suspect in zip(expected, found):
+        assert suspect["kind"] == kind, suspect
+        assert what in (suspect["relationship"] or suspect["shape"]), suspect
+
+
+def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dict]], str]) -> None:
+    suspects, _ = scenario_run
+    for test, parents in (("test_lazy_load_over_2_parents", 2), ("test_lazy_load_over_3_parents", 3),
+                          ("test_lazy_load_over_50_parents", 50), ("test_async_lazy_load_over_3_parents", 3)):
+        (suspect,) = suspects[test]
+        assert (suspect["parents"], suspect["count"]) == (parents, parents), suspect
+        assert suspect["site"].startswith("shop_app.py:"), suspect
+    (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
+    assert two_loops["count"] == 12
+    assert two_loops["chain"][0].count("shop_app.py:") == 2  # both loop lines of the function
+    assert two_loops["chain"][1].startswith("shop_app.py:")  # via the helper
+
+
+def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: tuple[dict[str, list[dict]], str]) -> None:
+    suspects, output = scenario_run
+    assert suspects["test_allowed_by_relationship_name"][0]["allowed"] is True
+    assert suspects["test_allowed_relationship_over_its_ceiling_fails"][0]["allowed"] is False
+    assert suspects["test_allowed_by_a_lowercase_regex_on_the_sql"][0]["allowed"] is True
+    assert "PASSED" not in output  # -q run: only failures are named
+    for failing in ("test_core_loop_of_3_with_threshold_3", "test_allowed_relationship_over_its_ceiling_fails",
+                    "test_budget_counts_lazy_loads"):
+        assert f"FAILED test_scenarios.py::{failing}" in output
+    assert output.count("FAILED test_scenarios.py::") == 3, output[-3000:]
+    assert "fix: select(Order).options(joinedload(Order.customer))" in output
