@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 MARKER = "pool"
 MARKER_HELP = (
     "pool(max_created=None, max_checked_out=None, max_wait_ms=None, leaks=None): fail the "
-    "test when its connection pools exceed a limit (connections created, checked out at "
-    "once, longest checkout wait in ms, connections leaked)."
+    "test when its connection pools exceed a limit (connections created, the test's own "
+    "connections checked out at once, longest checkout wait in ms, connections leaked)."
 )
 
 

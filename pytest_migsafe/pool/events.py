@@ -12,13 +12,15 @@ the most ever open), so that every new connection can be told apart as one of:
 
 - **cold start**: the pool grows to a size it never had in this process, up to what it
   keeps between checkouts (its capacity: QueuePool ``pool_size``, psycopg_pool
-  ``max_size``, 1 for StaticPool, 0 for NullPool); or it replaces a connection closed
-  before the observation began. Whichever test first uses a pool pays it, so it depends on
-  the order, selection and distribution of the tests;
+  ``max_size``, 1 for StaticPool, 0 for NullPool); or it refills itself after losing a
+  connection it did not lose to the observed code (``pool_recycle``, ``max_lifetime``, an
+  invalidation before the observation began). Whichever test first uses a pool pays it,
+  so it depends on the order, selection and distribution of the tests;
 - **beyond warm**: a connection a pool already warm would have had to open as well: one
-  beyond the pool's capacity (QueuePool overflow, every connection of a NullPool), or the
-  replacement of a connection closed during the same observation (invalidated, recycled).
-  It depends only on what the observed code does, never on which test ran first.
+  beyond the pool's capacity (QueuePool overflow, every connection of a NullPool or a
+  psycopg null pool), or the replacement of a connection invalidated during the same
+  observation (SQLAlchemy ``invalidate``/``soft_invalidate``). It depends only on what
+  the observed code does, never on which test ran first.
 """
 
 from __future__ import annotations
@@ -147,51 +149,44 @@ def connection_created(pool: Any, capacity: float | None = None, observed: bool 
                 if beyond_capacity:
                     obs._beyond += 1
                 elif opened_before < warm and obs._lost.get(key, 0) > 0:
-                    obs._lost[key] -= 1  # replaces one closed while observed
+                    obs._lost[key] -= 1  # replaces one invalidated while observed
                     obs._beyond += 1
                 obs._seen[key] = pool
 
 
-def connection_closed(pool: Any, observed: bool = True, capacity: float | None = None,
-                      left_pool: bool = True) -> None:
+def connection_closed(pool: Any, observed: bool = True, left_pool: bool = True) -> None:
     """A connection of ``pool`` was closed (``observed=False``: only the pool's warmth is
-    updated; the caller counts the close another way; ``left_pool=False``: it had already
-    left the pool, detached, and no longer counted in its warmth).
-
-    A close that leaves ``pool`` below its warm size (``capacity``, see
-    :func:`connection_created`) lets each active observation charge the next new
-    connection of ``pool`` as made beyond warm.
-    """
+    updated, the caller counts the close another way; ``left_pool=False``: it had already
+    left the pool, detached, and no longer counted in its warmth)."""
     with _lock:
-        try:
-            state = _warmth.get(pool) if left_pool else None
-        except TypeError:  # a pool that cannot be weakly referenced
-            state = None
-        below_warm = False
-        if state is not None and state[0] > 0:
-            state[0] -= 1
-            below_warm = state[0] < (state[1] if capacity is None else min(capacity, state[1]))
-        if not _observers:
+        if left_pool:
+            try:
+                state = _warmth.get(pool)
+            except TypeError:  # a pool that cannot be weakly referenced
+                state = None
+            if state is not None and state[0] > 0:
+                state[0] -= 1
+        if not observed or not _observers:
             return
         for obs in _observers:
             if obs._all or obs._wants(pool):
-                key = id(pool)
-                if observed:
-                    obs._closed += 1
-                if below_warm:
-                    obs._lost[key] = obs._lost.get(key, 0) + 1
-                obs._seen[key] = pool
+                obs._closed += 1
+                obs._seen[id(pool)] = pool
 
 
 def connection_invalidated(pool: Any) -> None:
-    """A connection of ``pool`` was invalidated (hard or soft)."""
+    """A connection of ``pool`` was invalidated (hard or soft): each active observation of
+    ``pool`` charges the connection that replaces it, if it opens while the observation is
+    still active, as made beyond warm (one opened later belongs to a cold start)."""
     if not _observers:
         return
     with _lock:
         for obs in _observers:
             if obs._all or obs._wants(pool):
+                key = id(pool)
                 obs._invalidated += 1
-                obs._seen[id(pool)] = pool
+                obs._lost[key] = obs._lost.get(key, 0) + 1
+                obs._seen[key] = pool
 
 
 def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:

@@ -40,13 +40,13 @@ Figures of :class:`ObservedFigures`, beyond the record's (:class:`PoolFigures`):
 
 - ``created_beyond_warm``: connections opened that a pool already warm would have had to
   open too: beyond what the pool keeps between checkouts (QueuePool overflow; every
-  connection of a NullPool or psycopg null pool), or replacing one closed during the
-  observation (invalidated, recycled). It depends only on what the observed code does:
-  the same under any test order, selection and xdist distribution.
+  connection of a NullPool or psycopg null pool), or replacing one invalidated during the
+  observation. It depends only on what the observed code does: the same under any test
+  order, selection and xdist distribution.
   ``cold_start_created = created - created_beyond_warm``: connections opened to reach a
-  size the pool had never had in this process (or to replace one closed before the
-  observation), paid by whichever test first uses the pool: ``created`` and it depend on
-  the order. Rules: :mod:`pytest_migsafe.pool.events`.
+  size the pool had never had in this process (or to refill it after a recycle, or an
+  invalidation before the observation), paid by whichever test first uses the pool:
+  ``created`` and it depend on the order. Rules: :mod:`pytest_migsafe.pool.events`.
 - ``peak_checked_out_own``: the most connections checked out *during* the observation out
   at once (those already out at its start, say a fixture's, excluded);
   ``held_at_peak_own``: connections out since before the observation at that moment.

@@ -185,7 +185,7 @@ def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _close_connection(self: Any, conn: Any) -> None:
         # a connection already closed (lost) was counted by get_stats(); its pool shrinks all the same
-        observed.connection_closed(self, observed=not conn.closed, capacity=capacity_of(self))
+        observed.connection_closed(self, observed=not conn.closed)
         return original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -195,7 +195,7 @@ def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def _close_connection(self: Any, conn: Any) -> None:
-        observed.connection_closed(self, observed=not conn.closed, capacity=capacity_of(self))
+        observed.connection_closed(self, observed=not conn.closed)
         return await original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)

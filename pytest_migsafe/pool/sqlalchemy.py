@@ -104,7 +104,7 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
     observed.checked_in(id(record), pool, counted=False)
     if pool is not None:
         _detached[id(dbapi_connection)] = pool
-        observed.connection_closed(pool, observed=False, capacity=capacity_of(pool))  # no longer the pool's
+        observed.connection_closed(pool, observed=False)  # no longer the pool's
 
 
 def _on_engine_connect(connection: Any) -> None:
@@ -123,7 +123,7 @@ def _on_session_begin(session: Any, transaction: Any, connection: Any) -> None:
 def _on_close(dbapi_connection: Any, record: Any) -> None:
     pool = _pool_of(record)
     if pool is not None:
-        observed.connection_closed(pool, capacity=capacity_of(pool))
+        observed.connection_closed(pool)
 
 
 def _on_close_detached(dbapi_connection: Any) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from pytest_migsafe.cli import main as cli
 from pytest_migsafe.pool import sizing
+from pytest_migsafe.pool.holds import HoldTimes
 from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings
 from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
 
@@ -43,8 +44,8 @@ def test_pool_size_default_headroom_is_1_3() -> None:
     ((math.nan, 0.01), "peak_rps"),
     (("800", 0.01), "peak_rps"),
     ((True, 0.01), "peak_rps"),
-    ((800, 0), "avg_query_seconds"),
-    ((800, None), "avg_query_seconds"),
+    ((800, 0), "hold_seconds"),
+    ((800, "0.01"), "hold_seconds"),
     ((800, 0.01, -1.3), "headroom"),
     ((800, 0.01, math.inf), "headroom"),
 ])
@@ -53,12 +54,29 @@ def test_pool_size_rejects_what_is_not_a_positive_finite_number(args: tuple[Any,
         pool_size(*args)
 
 
+def test_pool_size_takes_the_hold_time_once_under_either_name() -> None:
+    assert pool_size(800, avg_query_seconds=0.012) == pool_size(800, hold_seconds=0.012) == 13
+    with pytest.raises(TypeError, match="hold_seconds"):
+        pool_size(800)
+    with pytest.raises(TypeError, match="hold_seconds"):
+        pool_size(800, 0.012, avg_query_seconds=0.012)
+
+
+def test_pool_size_of_a_measurement_takes_its_p95_hold_time() -> None:
+    # 100 holds: 94 of 1 ms, 6 of 5 ms: the p95 (the 95th smallest) is 5 ms, the mean 1.24 ms
+    holds = HoldTimes.of([0.001] * 94 + [0.005] * 6)
+    assert sizing.measured_hold_seconds(holds) == Decimal("0.005")
+    assert pool_size(800, holds) == 6  # ceil(800 x 0.005 x 1.3) = ceil(5.2); the mean would give 2
+    with pytest.raises(ValueError, match="no hold time was measured"):
+        pool_size(800, HoldTimes())
+
+
 def test_recommendation_shows_the_arithmetic() -> None:
-    advice = sizing.recommend(800, sizing.ms_to_seconds("avg_query_ms", 12), 1.3)
+    advice = sizing.recommend(800, sizing.ms_to_seconds("hold_ms", 12), 1.3)
     assert advice.size == 13
     assert advice.explain() == (
-        "pool size = ceil(peak_rps x avg_query_seconds x headroom)\n"
-        "          = ceil(800 x 0.012 x 1.3)   (12 ms per query)\n"
+        "pool size = ceil(peak_rps x hold_seconds x headroom)\n"
+        "          = ceil(800 x 0.012 x 1.3)   (12 ms holding a connection per request)\n"
         "          = ceil(12.48)\n"
         "          = 13")
 
@@ -71,6 +89,19 @@ def _report(*tests: tuple[str, int, float, dict[str, int] | None]) -> RunReport:
             record.pool = PoolFigures(checkouts=1, checkins=1, pool_sizes=sizes)
         report.add(record)
     return report
+
+
+def _report_json(*tests: tuple[str, list[float], dict[str, str]]) -> dict[str, Any]:
+    """A run report's JSON whose tests each held connections for the given seconds, on
+    pools with the given server kinds (the pool record's ``hold_times`` and ``servers``)."""
+    data = RunReport().to_dict()
+    for nodeid, holds, servers in tests:
+        data["tests"][nodeid] = {"nodeid": nodeid, "outcome": "passed", "queries": None, "cache": None,
+                                 "shadows": [],
+                                 "pool": {"checkouts": len(holds), "checkins": len(holds),
+                                          "pool_sizes": dict.fromkeys(servers, 5),
+                                          "hold_times": HoldTimes.of(holds).to_dict(), "servers": servers}}
+    return data
 
 
 def test_average_query_time_is_weighted_by_count() -> None:
@@ -87,64 +118,99 @@ def test_pool_size_warnings_name_each_small_pool() -> None:
     report = _report(("t1", 1, 1.0, {"app (QueuePool)": 5, "big (QueuePool)": 20}),
                      ("t2", 1, 1.0, {"app (QueuePool)": 5, "none (NullPool)": 0}))
     assert pool_size_warnings(report, 800, 0.012) == [
-        ("app (QueuePool): pool size 5 is below the 13 needed for 800 requests/s at 12 ms per query "
-        "(ceil(800 x 0.012 s x 1.3) = 13)"),
-        ("none (NullPool): pool size 0 is below the 13 needed for 800 requests/s at 12 ms per query "
-        "(ceil(800 x 0.012 s x 1.3) = 13)"),
+        ("app (QueuePool): pool size 5 is below the 13 needed for 800 requests/s holding a connection "
+        "12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
+        ("none (NullPool): pool size 0 is below the 13 needed for 800 requests/s holding a connection "
+        "12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
     ]
     assert pool_size_warnings(report, 10, 0.012) == [("none (NullPool): pool size 0 is below the 1 needed "
-                                                     "for 10 requests/s at 12 ms per query "
+                                                     "for 10 requests/s holding a connection 12 ms each "
                                                      "(ceil(10 x 0.012 s x 1.3) = 1)")]
     with pytest.raises(ValueError, match="peak_rps"):
         pool_size_warnings(report, 0, 0.012)
 
 
-def test_summary_lines_derive_the_average_from_the_run() -> None:
-    report = _report(("t1", 4, 48.0, {"app (QueuePool)": 20}))
-    assert sizing.summary_lines(sizing.SizingInputs.of_report(report), 800) == [
-        ("recommended pool size 13 for 800 requests/s at 12 ms per query (measured over 4 queries), "
-        "headroom 1.3"),
-        "every observed pool is at least 13",
+def test_summary_lines_size_from_the_p95_hold_time_not_the_statement_mean() -> None:
+    # the statements average 0.361 ms, but each request holds its connection about 5 ms
+    inputs = sizing.SizingInputs.of_report(_report(("t1", 4, 1.444, {"app (QueuePool)": 20})))
+    assert inputs.average() is not None and inputs.average().seconds == Decimal("0.000361")  # type: ignore[union-attr]
+    assert sizing.summary_lines(inputs, 800) == [
+        "cannot recommend a pool size: no connection was checked out and returned; pass --migsafe-hold-ms"]
+    inputs.add_pool({"hold_times": HoldTimes.of([0.005] * 19 + [0.004]).to_dict(),
+                     "servers": {"app (QueuePool)": "network"}})
+    assert sizing.summary_lines(inputs, 800) == [
+        ("recommended pool size 6 for 800 requests/s holding a connection 5 ms each "
+         "(the p95 hold time over 20 checkouts), headroom 1.3"),
+        "every observed pool is at least 6",
     ]
     assert sizing.summary_lines(sizing.SizingInputs.of_report(_report(("t1", 4, 48.0, None))), 800) == []
 
 
+def test_summary_lines_warn_when_holds_come_from_a_local_database() -> None:
+    inputs = sizing.SizingInputs()
+    inputs.add_pool({"pool_sizes": {"app (QueuePool)": 5}, "hold_times": HoldTimes.of([0.002]).to_dict(),
+                     "servers": {"app (QueuePool)": "loopback"}})
+    lines = sizing.summary_lines(inputs, 100)
+    assert lines[1] == ("WARNING hold times measured against a local database (app (QueuePool) over loopback) "
+                        "are far below production's (no network round trip, an idle server): size from "
+                        "production figures where you have them (--migsafe-hold-ms)")
+    assert not any("local database" in line for line in sizing.summary_lines(inputs, 100, 0.002))
+
+
 def test_sizing_inputs_merge_across_processes() -> None:
     worker_a = sizing.SizingInputs.of_report(_report(("a", 1, 0.1, {"p (QueuePool)": 5})))
-    worker_b = sizing.SizingInputs.from_dict(json.loads(json.dumps(
-        sizing.SizingInputs.of_report(_report(("b", 2, 0.2, {"p (QueuePool)": 3}))).to_dict())))
+    worker_a.add_pool({"hold_times": HoldTimes.of([0.001, 0.003]).to_dict()})
+    worker_b = sizing.SizingInputs.of_report(_report(("b", 2, 0.2, {"p (QueuePool)": 3})))
+    worker_b.add_pool({"hold_times": HoldTimes.of([0.002, 0.010]).to_dict(), "servers": {"p (QueuePool)": "network"}})
+    worker_b = sizing.SizingInputs.from_dict(json.loads(json.dumps(worker_b.to_dict())))
     worker_a.merge(worker_b)
     assert worker_a.pool_sizes == {"p (QueuePool)": 3}
     average = worker_a.average()
     assert average is not None and average.seconds == Decimal("0.0001")  # 0.3 ms / 3, exactly
+    serial = HoldTimes.of([0.001, 0.003, 0.002, 0.010])
+    assert worker_a.holds == serial and worker_a.servers == {"p (QueuePool)": "network"}
 
 
 # -- migsafe pool-size --------------------------------------------------------------
 def test_cli_prints_size_and_arithmetic(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["pool-size", "--peak-rps", "800", "--avg-query-ms", "12"]) == 0
+    assert cli.main(["pool-size", "--peak-rps", "800", "--hold-ms", "12"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines() == [
         "recommended pool size: 13",
-        "pool size = ceil(peak_rps x avg_query_seconds x headroom)",
-        "          = ceil(800 x 0.012 x 1.3)   (12 ms per query)",
+        "pool size = ceil(peak_rps x hold_seconds x headroom)",
+        "          = ceil(800 x 0.012 x 1.3)   (12 ms holding a connection per request)",
         "          = ceil(12.48)",
         "          = 13",
-        "average query time as given",
+        "hold time as given",
     ]
+    assert cli.main(["pool-size", "--peak-rps", "800", "--avg-query-ms", "12"]) == 0  # the old name
+    assert capsys.readouterr().out == out
 
 
 def test_cli_headroom_and_exact_products(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["pool-size", "--peak-rps", "100", "--avg-query-ms", "100", "--headroom", "1"]) == 0
+    assert cli.main(["pool-size", "--peak-rps", "100", "--hold-ms", "100", "--headroom", "1"]) == 0
     assert capsys.readouterr().out.startswith("recommended pool size: 10\n")
 
 
-def test_cli_reads_the_average_from_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_sizes_from_the_p95_hold_time_of_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "report.json"
-    path.write_text(json.dumps(_report(("a", 2, 20.0, None), ("b", 2, 28.0, None)).to_dict()))
+    # 40 checkouts over two tests: 38 held 5 ms, 2 held 4 ms; the statements inside were far shorter
+    path.write_text(json.dumps(_report_json(("a", [0.005] * 20, {"app (QueuePool)": "network"}),
+                                            ("b", [0.005] * 18 + [0.004] * 2, {"app (QueuePool)": "network"}))))
     assert cli.main(["pool-size", "--peak-rps", "800", "--from-report", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "recommended pool size: 13" in out  # 48 ms / 4 queries = 12 ms
-    assert f"average query time measured over 4 queries in 2 tests of {path}" in out
+    assert out.splitlines()[0] == "recommended pool size: 6"  # ceil(800 x 0.005 x 1.3) = ceil(5.2)
+    assert f"hold time: the p95 of 40 checkouts in 2 tests of {path}" in out
+    assert "WARNING" not in out
+
+
+def test_cli_warns_when_the_holds_come_from_a_local_database(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(_report_json(("a", [0.001], {"app (QueuePool)": "unix socket"}))))
+    assert cli.main(["pool-size", "--peak-rps", "800", "--from-report", str(path)]) == 0
+    assert ("WARNING hold times measured against a local database (app (QueuePool) over unix socket) are far "
+            "below production's") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -152,7 +218,9 @@ def test_cli_reads_the_average_from_a_report(tmp_path: Path, capsys: pytest.Capt
     ("not json", "is not JSON"),
     ("[1, 2]", "is not a migsafe report"),
     ('{"schema_version": 999, "tests": {}}', "unsupported report schema_version 999"),
-    ('{"schema_version": 1, "tests": {}}', "records no queries: pass --avg-query-ms instead"),
+    ('{"schema_version": 1, "tests": {}}', "records no connection hold times"),
+    ('{"schema_version": 1, "tests": {"t": {"pool": {"hold_times": {"buckets": {"x": 1}}}}}}',
+     "the pool figures of t are malformed"),
 ])
 def test_cli_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         content: str | None, message: str) -> None:
@@ -165,10 +233,10 @@ def test_cli_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--peak-rps", "800"], "one of the arguments --avg-query-ms --from-report is required"),
-    (["--avg-query-ms", "12"], "the following arguments are required: --peak-rps"),
-    (["--peak-rps", "0", "--avg-query-ms", "12"], "argument --peak-rps: expected a positive number, got '0'"),
-    (["--peak-rps", "800", "--avg-query-ms", "abc"], "argument --avg-query-ms: expected a positive number"),
+    (["--peak-rps", "800"], "one of the arguments --hold-ms/--avg-query-ms --from-report is required"),
+    (["--hold-ms", "12"], "the following arguments are required: --peak-rps"),
+    (["--peak-rps", "0", "--hold-ms", "12"], "argument --peak-rps: expected a positive number, got '0'"),
+    (["--peak-rps", "800", "--avg-query-ms", "abc"], "argument --hold-ms/--avg-query-ms: expected a positive number"),
     (["--peak-rps", "800", "--avg-query-ms", "12", "--from-report", "x.json"], "not allowed with argument"),
     (["--peak-rps", "800", "--avg-query-ms", "12", "--headroom", "nan"], "argument --headroom"),
 ])
@@ -183,5 +251,5 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["pool-size", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--peak-rps", "--avg-query-ms", "--from-report", "--headroom"):
+    for flag in ("--peak-rps", "--hold-ms", "--avg-query-ms", "--from-report", "--headroom"):
         assert flag in out
