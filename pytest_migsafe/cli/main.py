@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pytest_migsafe.cli.errors import CommandError
 
-COMMAND_MODULES = ("pytest_migsafe.cli.cache", "pytest_migsafe.cli.pool", "pytest_migsafe.cli.report")
+COMMAND_MODULES = ("pytest_migsafe.cli.cache", "pytest_migsafe.cli.pool", "pytest_migsafe.cli.report", "pytest_migsafe.cli.server")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,4 +22,5 @@ pytest_plugins = [
     "pytest_migsafe.plugin.pool",
     "pytest_migsafe.plugin.shadow",
     "pytest_migsafe.plugin.report",
+    "pytest_migsafe.plugin.servers",
 ]

@@ -68,12 +68,18 @@ class ManagedProcess:
         stop_signals: Sequence[tuple[int, float]],
         before_stop: Callable[[], None] | None = None,
         cleanup_dirs: Sequence[Path] = (),
+        keep_files: Sequence[tuple[Path, Path]] = (),
     ) -> None:
-        """Track ``proc``; ``stop_signals`` are (signal, seconds to wait) tried in order."""
+        """Track ``proc``; ``stop_signals`` are (signal, seconds to wait) tried in order.
+
+        ``keep_files`` are (source, destination) pairs copied once the process has exited
+        and before ``cleanup_dirs`` are removed (a server log kept for debugging).
+        """
         self.proc = proc
         self.stop_signals = list(stop_signals)
         self.before_stop = before_stop
         self.cleanup_dirs = list(cleanup_dirs)
+        self.keep_files = list(keep_files)
         self._owner = os.getpid()
         self._lock = threading.Lock()
         self._stopped = False
@@ -119,6 +125,11 @@ class ManagedProcess:
             except (ProcessLookupError, PermissionError):
                 pass
             self._wait(10.0)
+        for source, destination in self.keep_files:
+            try:
+                shutil.copyfile(source, destination)
+            except OSError:
+                pass
         for directory in self.cleanup_dirs:
             shutil.rmtree(directory, ignore_errors=True)
 

