@@ -35,14 +35,15 @@ def table(pg_dsn: str) -> Iterator[str]:
 def server_calls(dsn: str, table: str) -> int:
     """Calls ``pg_stat_statements`` counts for the statements naming ``table``."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        (calls,) = conn.execute(
+        row = conn.execute(
             "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s"
             " JOIN pg_database d ON d.oid = s.dbid"
             " WHERE d.datname = current_database() AND s.query LIKE %s"
             " AND s.query NOT LIKE '%%pg_stat_statements%%'",
             (f"%{table}%",),
         ).fetchone()
-    return int(calls)
+    assert row is not None
+    return int(row[0])
 
 
 def seed(dsn: str, table: str, rows: int) -> None:

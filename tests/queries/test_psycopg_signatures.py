@@ -1,0 +1,263 @@
+"""The psycopg 3 wrappers accept every argument exactly as the driver does.
+
+Each call below runs twice on a fresh connection: once on the unwrapped driver, once
+wrapped with a counter active. The results (rows, row counts) and the errors (class and
+message) must be the same; ``inspect.signature`` of each wrapped method is the driver's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+from pytest_migsafe import count_queries
+from pytest_migsafe.queries import psycopg as capture_psycopg
+
+FLAG = "__migsafe_original__"
+T = "sig_t"  # a temporary table made for each run
+
+
+@contextmanager
+def unwrapped() -> Iterator[None]:
+    """psycopg's own methods for the block."""
+    capture_psycopg.uninstall()
+    assert not capture_psycopg.is_installed()
+    try:
+        yield
+    finally:
+        capture_psycopg.install()
+
+
+def outcome(run: Callable[[], Any]) -> tuple[Any, ...]:
+    try:
+        return ("returned", run())
+    except Exception as exc:
+        return ("raised", type(exc).__name__, str(exc))
+
+
+def run_sync(dsn: str, call: Callable[[psycopg.Connection[Any]], Any]) -> tuple[Any, ...]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TEMP TABLE {T} (a int)")
+        result = outcome(lambda: call(conn))
+        rows = conn.execute(f"SELECT a FROM {T} ORDER BY a").fetchall()
+    return (*result, rows)
+
+
+def run_async(dsn: str, call: Callable[[psycopg.AsyncConnection[Any]], Any]) -> tuple[Any, ...]:
+    async def main() -> tuple[Any, ...]:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute(f"CREATE TEMP TABLE {T} (a int)")
+            try:
+                result: tuple[Any, ...] = ("returned", await call(conn))
+            except Exception as exc:
+                result = ("raised", type(exc).__name__, str(exc))
+            rows = await (await conn.execute(f"SELECT a FROM {T} ORDER BY a")).fetchall()
+        return (*result, rows)
+
+    return asyncio.run(main())
+
+
+def same_as_the_driver(dsn: str, call: Callable[[Any], Any], runner: Callable[..., tuple[Any, ...]]) -> None:
+    with unwrapped():
+        expected = runner(dsn, call)
+    with count_queries():
+        assert capture_psycopg.is_installed()
+        got = runner(dsn, call)
+    assert got == expected
+
+
+# -- signatures ---------------------------------------------------------------------
+WRAPPED = [
+    (psycopg.Cursor, "execute"), (psycopg.Cursor, "executemany"), (psycopg.Cursor, "stream"),
+    (psycopg.Cursor, "copy"), (psycopg.AsyncCursor, "execute"), (psycopg.AsyncCursor, "executemany"),
+    (psycopg.AsyncCursor, "stream"), (psycopg.AsyncCursor, "copy"), (psycopg.ServerCursor, "execute"),
+    (psycopg.AsyncServerCursor, "execute"),
+]
+
+
+@pytest.mark.parametrize(("cls", "name"), WRAPPED, ids=[f"{c.__name__}.{n}" for c, n in WRAPPED])
+def test_wrapped_method_has_the_drivers_signature_and_names(cls: type, name: str) -> None:
+    capture_psycopg.install()
+    method = vars(cls)[name]
+    original = getattr(method, FLAG)
+    assert inspect.signature(method) == inspect.signature(original)
+    assert (method.__name__, method.__qualname__, method.__doc__, method.__module__) == (
+        original.__name__, original.__qualname__, original.__doc__, original.__module__)
+    assert inspect.iscoroutinefunction(method) == inspect.iscoroutinefunction(original)
+
+
+# -- sync calls -----------------------------------------------------------------------
+def _copy_in(cur: psycopg.Cursor[Any], **kwargs: Any) -> int:
+    with cur.copy(**kwargs) as copy:
+        copy.write_row((7,))
+    return cur.rowcount
+
+
+def _copy_out(cur: psycopg.Cursor[Any], *args: Any, **kwargs: Any) -> list[Any]:
+    with cur.copy(*args, **kwargs) as copy:
+        return list(copy.rows())
+
+
+def _in_pipeline_sync(conn: psycopg.Connection[Any]) -> list[Any]:
+    with conn.pipeline():
+        cur = conn.cursor()
+        cur.executemany(query=f"INSERT INTO {T} VALUES (%s)", params_seq=[(10,), (11,)])
+        return cur.execute(query=f"SELECT count(*) FROM {T}", params=None).fetchall()
+
+
+SYNC_CALLS: dict[str, Callable[[Any], Any]] = {  # Any: some calls are wrong on purpose
+    "execute(query, params)": lambda c: c.cursor().execute("SELECT %s::int + 1", (1,)).fetchall(),
+    "execute(query=, params=, prepare=, binary=)": lambda c: c.cursor().execute(
+        query="SELECT %s::int + 1", params=(1,), prepare=True, binary=True).fetchall(),
+    "execute(query=)": lambda c: c.cursor().execute(query="SELECT 2").fetchall(),
+    "execute(query, params, prepare) positional": lambda c: c.cursor().execute("SELECT 1", None, True),
+    "execute(query, bogus=)": lambda c: c.cursor().execute("SELECT 1", bogus=1),
+    "execute()": lambda c: c.cursor().execute(),
+    "execute(params=) without query": lambda c: c.cursor().execute(params=(1,)),
+    "execute of a syntax error": lambda c: c.cursor().execute("SELEC 1"),
+    "executemany(query, params_seq)": lambda c: c.cursor().executemany(
+        f"INSERT INTO {T} VALUES (%s)", [(1,), (2,)]),
+    "executemany(query=, params_seq=)": lambda c: c.cursor().executemany(
+        query=f"INSERT INTO {T} VALUES (%s)", params_seq=[(3,), (4,)]),
+    "executemany(query=, params_seq=generator, returning=True)": lambda c: (
+        lambda cur: (cur.executemany(query=f"INSERT INTO {T} VALUES (%s) RETURNING a",
+                                     params_seq=((i,) for i in (5, 6)), returning=True),
+                     [r.fetchall() for r in cur.results()]))(c.cursor()),
+    "executemany(query, params_seq, returning) positional": lambda c: c.cursor().executemany(
+        f"INSERT INTO {T} VALUES (%s)", [(1,)], True),
+    "executemany(query) without params_seq": lambda c: c.cursor().executemany(
+        f"INSERT INTO {T} VALUES (1)"),
+    "executemany(params_seq=) without query": lambda c: c.cursor().executemany(
+        params_seq=[(1,)]),
+    "stream(query, params)": lambda c: list(c.cursor().stream("SELECT generate_series(1, %s)", (3,))),
+    "stream(query=, params=, binary=, size=)": lambda c: list(c.cursor().stream(
+        query="SELECT generate_series(1, %s)", params=(4,), binary=True, size=2)),
+    "stream(size=0)": lambda c: list(c.cursor().stream("SELECT 1", size=0)),
+    "stream(query, bogus=) not iterated": lambda c: c.cursor().stream("SELECT 1", bogus=1) and None,
+    "stream(query, params, binary) positional": lambda c: c.cursor().stream(
+        "SELECT 1", None, True) and None,
+    "copy(statement=) from stdin": lambda c: _copy_in(c.cursor(), statement=f"COPY {T} (a) FROM STDIN"),
+    "copy(statement=, params=, writer=) to stdout": lambda c: _copy_out(
+        c.cursor(), statement="COPY (SELECT %s::int) TO STDOUT", params=(8,), writer=None),
+    "copy(statement, params) positional": lambda c: _copy_out(c.cursor(), "COPY (SELECT %s::int) TO STDOUT", (9,)),
+    "copy(statement, bogus=) not entered": lambda c: c.cursor().copy("COPY t TO STDOUT", bogus=1) and None,
+    "Connection.execute(query, params)": lambda c: c.execute("SELECT %s::int", (4,)).fetchall(),
+    "Connection.execute(query=, params=, prepare=, binary=)": lambda c: c.execute(
+        query="SELECT %s::int", params=(5,), prepare=True, binary=True).fetchall(),
+    "Connection.execute(query, params, prepare) positional": lambda c: c.execute(
+        "SELECT 1", None, True),
+    "ServerCursor.execute(query=, params=, binary=, scrollable=)": lambda c: (
+        lambda cur: (cur.execute(query="SELECT generate_series(1, %s)", params=(3,), binary=True,
+                                 scrollable=True), cur.fetchall()))(c.cursor("sig_named"))[1],
+    "ServerCursor.execute(query, params, binary) positional": lambda c: c.cursor("sig_named").execute(
+        "SELECT 1", None, True),
+    "pipeline: execute(query=, params=) and executemany(query=, params_seq=)": _in_pipeline_sync,
+}
+
+
+@pytest.mark.parametrize("name", list(SYNC_CALLS))
+def test_sync_call_behaves_as_the_unwrapped_driver(pg_dsn: str, name: str) -> None:
+    same_as_the_driver(pg_dsn, SYNC_CALLS[name], run_sync)
+
+
+# -- async calls ----------------------------------------------------------------------
+async def _rows(aiter: Any) -> list[Any]:
+    return [row async for row in aiter]
+
+
+async def _acopy_in(cur: Any, **kwargs: Any) -> int:
+    async with cur.copy(**kwargs) as copy:
+        await copy.write_row((7,))
+    return int(cur.rowcount)
+
+
+async def _acopy_out(cur: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    async with cur.copy(*args, **kwargs) as copy:
+        return [row async for row in copy.rows()]
+
+
+async def _executemany_returning(conn: Any) -> list[Any]:
+    cur = conn.cursor()
+    await cur.executemany(query=f"INSERT INTO {T} VALUES (%s) RETURNING a",
+                          params_seq=((i,) for i in (5, 6)), returning=True)
+    return [await r.fetchall() async for r in cur.results()]
+
+
+async def _server_cursor(conn: Any) -> list[Any]:
+    async with conn.cursor("sig_named") as cur:
+        await cur.execute(query="SELECT generate_series(1, %s)", params=(3,), binary=True, scrollable=True)
+        return list(await cur.fetchall())
+
+
+async def _in_pipeline(conn: Any) -> list[Any]:
+    async with conn.pipeline():
+        cur = conn.cursor()
+        await cur.executemany(query=f"INSERT INTO {T} VALUES (%s)", params_seq=[(10,), (11,)])
+        await cur.execute(query=f"SELECT count(*) FROM {T}", params=None)
+        return list(await cur.fetchall())
+
+
+async def _fetchall(cursor: Any) -> list[Any]:
+    return list(await (await cursor).fetchall())
+
+
+async def _none(awaitable: Any) -> None:
+    await awaitable
+
+
+async def _stream_not_iterated(conn: Any) -> None:
+    conn.cursor().stream("SELECT 1", bogus=1)
+
+
+ASYNC_CALLS: dict[str, Callable[[Any], Any]] = {
+    "execute(query, params)": lambda c: _fetchall(c.cursor().execute("SELECT %s::int + 1", (1,))),
+    "execute(query=, params=, prepare=, binary=)": lambda c: _fetchall(c.cursor().execute(
+        query="SELECT %s::int + 1", params=(1,), prepare=True, binary=True)),
+    "execute(query, params, prepare) positional": lambda c: _none(c.cursor().execute("SELECT 1", None, True)),
+    "execute(query, bogus=)": lambda c: _none(c.cursor().execute("SELECT 1", bogus=1)),
+    "execute()": lambda c: _none(c.cursor().execute()),
+    "execute of a syntax error": lambda c: _none(c.cursor().execute("SELEC 1")),
+    "executemany(query, params_seq)": lambda c: c.cursor().executemany(
+        f"INSERT INTO {T} VALUES (%s)", [(1,), (2,)]),
+    "executemany(query=, params_seq=)": lambda c: c.cursor().executemany(
+        query=f"INSERT INTO {T} VALUES (%s)", params_seq=[(3,), (4,)]),
+    "executemany(query=, params_seq=generator, returning=True)": _executemany_returning,
+    "executemany(query, params_seq, returning) positional": lambda c: _none(c.cursor().executemany(
+        f"INSERT INTO {T} VALUES (%s)", [(1,)], True)),
+    "executemany(params_seq=) without query": lambda c: _none(c.cursor().executemany(params_seq=[(1,)])),
+    "stream(query, params)": lambda c: _rows(c.cursor().stream("SELECT generate_series(1, %s)", (3,))),
+    "stream(query=, params=, binary=, size=)": lambda c: _rows(c.cursor().stream(
+        query="SELECT generate_series(1, %s)", params=(4,), binary=True, size=2)),
+    "stream(size=0)": lambda c: _rows(c.cursor().stream("SELECT 1", size=0)),
+    "stream(query, bogus=) not iterated": _stream_not_iterated,
+    "copy(statement=) from stdin": lambda c: _acopy_in(c.cursor(), statement=f"COPY {T} (a) FROM STDIN"),
+    "copy(statement=, params=, writer=) to stdout": lambda c: _acopy_out(
+        c.cursor(), statement="COPY (SELECT %s::int) TO STDOUT", params=(8,), writer=None),
+    "copy(statement, params) positional": lambda c: _acopy_out(c.cursor(), "COPY (SELECT %s::int) TO STDOUT", (9,)),
+    "AsyncConnection.execute(query, params)": lambda c: _fetchall(c.execute("SELECT %s::int", (4,))),
+    "AsyncConnection.execute(query=, params=, prepare=, binary=)": lambda c: _fetchall(c.execute(
+        query="SELECT %s::int", params=(5,), prepare=True, binary=True)),
+    "AsyncServerCursor.execute(query=, params=, binary=, scrollable=)": _server_cursor,
+    "pipeline: execute(query=, params=) and executemany(query=, params_seq=)": _in_pipeline,
+}
+
+
+@pytest.mark.parametrize("name", list(ASYNC_CALLS))
+def test_async_call_behaves_as_the_unwrapped_driver(pg_dsn: str, name: str) -> None:
+    same_as_the_driver(pg_dsn, ASYNC_CALLS[name], run_async)
+
+
+def test_executemany_by_keyword_counts_each_row(pg_dsn: str) -> None:
+    """The call that raised ``TypeError: 'NoneType' object is not iterable`` once wrapped."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE {T} (a int)")
+        with count_queries(match=T) as counter:
+            cur.executemany(query=f"INSERT INTO {T} VALUES (%s)", params_seq=((i,) for i in range(6)))
+        assert cur.execute(f"SELECT count(*) FROM {T}").fetchone() == (6,)
+    assert (counter.count, counter.executions) == (1, 6)
