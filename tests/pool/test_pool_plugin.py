@@ -397,3 +397,85 @@ def test_sizing_option_errors(pytester: pytest.Pytester, args: list[str], messag
     result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+# -- the test's own checkouts, observations that saw nothing, hold times -------------
+def test_max_checked_out_counts_the_tests_own_connections_and_shows_the_split(pytester: pytest.Pytester,  # type: ignore[no-untyped-def]
+                                                                              write) -> None:
+    write('''
+        ENGINE = create_engine(URL, pool_size=5)
+
+        @pytest.fixture
+        def held():
+            with ENGINE.connect() as conn:  # out since before the test's call phase
+                yield conn
+
+        @pytest.mark.pool(max_checked_out=1)
+        def test_one_of_its_own(held):
+            with ENGINE.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        @pytest.mark.pool(max_checked_out=1)
+        def test_two_of_its_own(held):
+            with ENGINE.connect() as a, ENGINE.connect() as b:
+                a.execute(text("SELECT 1"))
+                b.execute(text("SELECT 1"))
+
+        @pytest.mark.pool(max_checked_out=1)
+        def test_two_without_a_fixture():
+            with ENGINE.connect() as a, ENGINE.connect() as b:
+                a.execute(text("SELECT 1"))
+                b.execute(text("SELECT 1"))
+    ''')
+    result = run(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "*pool limits exceeded: max_checked_out=1, 3 at once: 2 the test's own, "
+        "1 held since before the test (by a fixture)",
+    ])
+    result.stdout.fnmatch_lines(["*pool limits exceeded: max_checked_out=1, 2 checked out at once"])
+
+
+def test_pool_stats_that_saw_nothing_says_so_and_never_fails_the_test(pytester: pytest.Pytester,  # type: ignore[no-untyped-def]
+                                                                       write) -> None:
+    path = write('''
+        from pytest_migsafe import pool_stats
+
+        ENGINE = create_engine(URL, pool_size=2)
+        HELD = ENGINE.connect()  # the application holds a connection from import on
+
+        @pytest.fixture(scope="module", autouse=True)
+        def give_back():
+            yield
+            HELD.close()
+            ENGINE.dispose()
+
+        def test_stats_opened_after_the_work():
+            with ENGINE.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            stats = pool_stats(ENGINE)
+            assert stats.saw_nothing
+            assert (stats.created, stats.checkouts, stats.leaks) == (0, 0, [])  # READ
+
+        def test_block_around_nothing():
+            with ENGINE.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            with pool_stats(ENGINE) as stats:
+                pass
+            assert stats.saw_nothing and stats.checkouts == 0
+
+        def test_block_around_the_work():
+            with pool_stats(ENGINE) as stats:
+                with ENGINE.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            assert not stats.saw_nothing and stats.checkouts == 1
+    ''')
+    result = run(pytester, "-W", "error", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([
+        f"*test_inner.py:{line_of(path, '# READ')}: NothingObservedWarning: migsafe: pool_stats("
+        "postgresql+psycopg://*(QueuePool)) was never started, so it saw nothing: its figures are zeros;*",
+        "*NothingObservedWarning: migsafe: pool_stats(postgresql+psycopg://*(QueuePool)) saw nothing: no "
+        "connection was checked out, returned, opened or closed while it was active*",
+    ])
+    assert result.stdout.str().count("NothingObservedWarning") == 2
