@@ -878,6 +878,7 @@ def normalize(sql: str) -> str:
 
 normalize.cache_info = _analyze.cache_info  # type: ignore[attr-defined]
 normalize.cache_clear = _analyze.cache_clear  # type: ignore[attr-defined]
+normalize.cache = _analyze.cache  # type: ignore[attr-defined]
 
 
 def _skip_leading(sql: str, pos: int = 0) -> int:

@@ -1,0 +1,188 @@
+"""Memory that does not grow with what a test sends: rows of ``executemany`` are never
+copied, and no cache keeps a long SQL text alive after the test.
+
+Figures come from ``tracemalloc`` (Python allocations), compared with the same code on
+the unwrapped driver or without the plugin (``-p no:migsafe``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import tracemalloc
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from pytest_migsafe import count_queries
+from pytest_migsafe.queries import dispatch, normalize
+from pytest_migsafe.queries import psycopg as capture_psycopg
+
+ROW_TEXT = "x" * 1000  # 1 kB per row
+
+
+@pytest.fixture
+def table(pg_dsn: str) -> Iterator[str]:
+    name = f"mem_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (id int, v text)")
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _peak_of_executemany(dsn: str, table: str, rows: int) -> int:
+    """Peak Python memory (bytes) above the start while ``executemany`` reads ``rows`` generated rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        sql = f"INSERT INTO {table} (id, v) VALUES (%s, %s)"
+        cur.executemany(sql, [(0, "warm")])  # the driver's first-use allocations, outside the figure
+        gc.collect()
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            cur.executemany(sql, ((i, f"{i}{ROW_TEXT}") for i in range(rows)))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    return peak - start
+
+
+def test_executemany_of_a_generator_never_copies_the_rows(pg_dsn: str, table: str) -> None:
+    rows = 8_000  # 8 MB of row text
+    capture_psycopg.uninstall()
+    try:
+        without = _peak_of_executemany(pg_dsn, table, rows)
+    finally:
+        capture_psycopg.install()
+    with count_queries(match=table) as counter:
+        wrapped = _peak_of_executemany(pg_dsn, table, rows)
+    assert counter.executions == rows + 1
+    # a copy of the rows would add their 8 MB; the wrappers add a few objects
+    assert wrapped - without < rows * len(ROW_TEXT) / 20
+
+
+def test_long_texts_are_shaped_from_their_beginning_alike() -> None:
+    def in_list(width: int) -> str:
+        return ("SELECT count(*) FROM t WHERE id IN ("
+                + ", ".join(str(10 ** width + i) for i in range(normalize.MAX_SHAPE_CHARS // 4)) + ")")
+
+    short_numbers, long_numbers = in_list(3), in_list(7)
+    assert len(short_numbers) > normalize.MAX_SHAPE_CHARS
+    assert normalize.normalize(short_numbers) == normalize.normalize(long_numbers)
+    assert normalize.normalize(short_numbers).endswith(" ...")
+    values = "INSERT INTO t (a, b) VALUES " + ", ".join(f"({i}, 'row {i}')" for i in range(9_000))
+    assert normalize.normalize(values) == "INSERT INTO t(a, b) VALUES (?, ?) ..."
+    assert normalize.tables_written(values) == ("t",)
+
+
+def test_normalize_cache_keeps_digests_of_long_texts_not_the_texts() -> None:
+    normalize.clear_caches()
+    texts = [f"SELECT {i} AS n, '{'y' * 20_000}' AS pad" for i in range(30)]
+    for text in texts:
+        normalize.normalize(text)
+        normalize.statement_kind(text)
+    keys = list(normalize.normalize.cache.data)  # type: ignore[attr-defined]
+    assert len(keys) == 30
+    assert all(isinstance(key, bytes) and len(key) == 16 for key in keys)
+    info = normalize.normalize.cache_info()  # type: ignore[attr-defined]
+    assert info.currbytes < sum(map(len, texts)) / 20
+
+
+def test_shape_cache_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = 256 * 1024
+    monkeypatch.setattr(dispatch, "SHAPES_BYTES", budget)
+    dispatch.clear_shapes()
+    texts = [f"SELECT '{i:06d}{'z' * 1_500}' AS v{i}" for i in range(1_000)]  # 1.5 MB of keys
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for text in texts:
+            dispatch.entry_of(text)
+        accounted = dispatch.shapes_bytes()
+        del texts, text
+        normalize.clear_caches()  # which keep short texts too, within their own budget
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+        dispatch.clear_shapes()
+    assert budget / 2 < accounted <= budget
+    assert held < 2 * budget  # what it accounted for is about what it really held
+
+
+def test_shape_cache_keys_a_long_text_by_digest() -> None:
+    dispatch.clear_shapes()
+    text = f"SELECT 1 AS one, '{'w' * 50_000}' AS pad"
+    entry = dispatch.entry_of(text)
+    assert dispatch.entry_of(text) is entry
+    assert not any(isinstance(key, str) and len(key) > normalize.DIGEST_KEY_CHARS for key in dispatch._shapes)
+    assert dispatch.shapes_bytes() < len(text) / 10
+
+
+# -- after a test, through the plugin ---------------------------------------------------
+INNER_CONFTEST = """
+import gc, json, os, tracemalloc
+
+import pytest
+
+tracemalloc.start()
+_start = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    gc.collect()
+    _start[item.nodeid] = tracemalloc.get_traced_memory()[0]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - _start[nodeid]
+    with open(os.environ["MIGSAFE_MEMORY_OUT"], "a") as out:
+        out.write(json.dumps({"nodeid": nodeid, "held": held}) + "\\n")
+"""
+
+INNER_TEST = """
+import os
+
+import psycopg
+
+
+def send(statements):
+    with psycopg.connect(os.environ["MIGSAFE_TEST_POSTGRES_DSN"], autocommit=True) as conn:
+        for k in range(statements):
+            ids = ", ".join(str(k * 1_000_000 + i) for i in range(40_000))
+            conn.execute("SELECT count(*) FROM generate_series(1, 3) g WHERE g IN (" + ids + ")")
+
+
+def test_1_warm_up():  # the first statement loads the SQL parser: not what a test holds
+    send(1)
+
+
+def test_2_sends_long_distinct_statements():
+    send({statements})
+"""
+
+
+def _held_after_test(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    out = pytester.path / f"memory-{len(args)}.jsonl"
+    monkeypatch.setenv("MIGSAFE_MEMORY_OUT", str(out))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=2)
+    held = {entry["nodeid"]: entry["held"] for entry in map(json.loads, out.read_text().splitlines())}
+    return int(held["test_long.py::test_2_sends_long_distinct_statements"])
+
+
+def test_long_distinct_statements_are_not_held_after_the_test(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, pg_dsn: str) -> None:
+    statements = 30  # of about 350 kB each
+    pytester.makeconftest(INNER_CONFTEST)
+    pytester.makepyfile(test_long=INNER_TEST.format(statements=statements))
+    sent = statements * len(", ".join(str(1_000_000 + i) for i in range(40_000)))
+    with_plugin = _held_after_test(pytester, monkeypatch)
+    without = _held_after_test(pytester, monkeypatch, "-p", "no:migsafe")
+    assert with_plugin - without < sent / 20
