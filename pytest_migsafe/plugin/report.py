@@ -1,9 +1,11 @@
 """pytest wiring of the report: its options, and what is registered when they are given.
 
 Nothing is loaded unless asked for: :class:`~pytest_migsafe.plugin.report_session.ReportSession`
-(summary, baseline, regressions, JSON, xdist) only with one of ``--migsafe-report``,
-``--migsafe-update-baseline``, ``--migsafe-fail-on-regression`` or
-``--migsafe-report-json``; :class:`JunitProperties` only with ``--junitxml``.
+(summary, baseline, regressions, JSON, SARIF, GitHub annotations, xdist) only with one of
+``--migsafe-report``, ``--migsafe-update-baseline``, ``--migsafe-fail-on-regression``,
+``--migsafe-report-json`` or ``--migsafe-sarif`` (or its ini key); :class:`JunitProperties`
+only with ``--junitxml``; :class:`HtmlColumns` only when
+pytest-html is loaded and writes a report (``--html``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Generator
 import pytest
 
 from pytest_migsafe.plugin.stash import existing_record
+from pytest_migsafe.report.render import DEFAULT_HEAVIEST
+from pytest_migsafe.values import argument_type, parse_tolerance
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,21 +38,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "every test passed.")
     group.addoption("--migsafe-report-json", dest="migsafe_report_json", metavar="PATH",
                     help="write the run's figures, regressions and improvements to PATH as JSON "
-                         "(also when the run is interrupted).")
+                         "(also when the run is interrupted, SIGTERM included).")
+    group.addoption("--migsafe-sarif", dest="migsafe_sarif", metavar="PATH",
+                    help="write N+1 suspects, budget failures and regressions to PATH as SARIF 2.1.0, "
+                         "at their call sites (ini migsafe_sarif).")
+    group.addoption("--migsafe-heaviest", dest="migsafe_heaviest", metavar="N",
+                    type=argument_type(parse_tolerance),
+                    help=f"with --migsafe-report and no baseline, list the N tests that ran the most "
+                         f"statements (default {DEFAULT_HEAVIEST}, 0 for none; ini migsafe_heaviest).")
     parser.addini("migsafe_baseline", "the baseline file, relative to the ini file "
                                       "(default .migsafe/baseline.json in the rootdir).", default="")
     parser.addini("migsafe_query_tolerance", "extra queries per test that are not a regression "
                                              "(default 0).", default="0")
     parser.addini("migsafe_hit_rate_tolerance", "fall of a test's cache hit rate that is not a "
                                                 "regression (default 0.05).", default="0.05")
+    parser.addini("migsafe_sarif", "write the SARIF 2.1.0 findings to this file, relative to the ini "
+                                   "file (default: none).", default="")
+    parser.addini("migsafe_heaviest", f"tests listed as heaviest by statements when there is no "
+                                      f"baseline (default {DEFAULT_HEAVIEST}).", default=str(DEFAULT_HEAVIEST))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the report machinery when one of its options is given."""
     wanted = any(config.getoption(name) for name in (
-        "migsafe_report", "migsafe_update_baseline", "migsafe_fail_on_regression", "migsafe_report_json"))
+        "migsafe_report", "migsafe_update_baseline", "migsafe_fail_on_regression", "migsafe_report_json",
+        "migsafe_sarif")) or bool(config.getini("migsafe_sarif"))
     if config.getoption("xmlpath", None):
         config.pluginmanager.register(JunitProperties(), "migsafe-junit")
+    if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
+        config.pluginmanager.register(HtmlColumns(), "migsafe-html")
     if not wanted:
         return
     from pytest_migsafe.plugin.report_session import ReportSession, XdistReport, read_settings
@@ -74,3 +92,49 @@ class JunitProperties:
 
             report.user_properties.extend(junit_properties(record))
         return report
+
+
+HTML_COLUMNS = ("Queries / budget", "N+1 suspects", "Cache hit rate", "Connections created")
+
+
+class HtmlColumns:
+    """pytest-html's results table and extras, registered only when pytest-html is loaded
+    and ``--html`` is given (its hooks exist only then).
+
+    Each test's row gets four columns (:data:`HTML_COLUMNS`): statements / ``max_queries``
+    budget, N+1 suspects not allowed, the cache hit rate in percent, DBAPI connections
+    created; ``-`` where the test has no such figure. Its extra section gets a table of its
+    statement shapes, with counts, longest time in ms and call sites. The figures travel on
+    the call report (``report.migsafe_html``, a JSON-able dict), so they survive xdist.
+    """
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """Put the test's figures and shapes on its call report, before pytest-html reads it."""
+        report = yield
+        record = existing_record(item) if report.when == "call" else None
+        if record is not None:
+            from pytest_html import extras
+
+            from pytest_migsafe.report.render import html_cells, html_shapes
+
+            report.migsafe_html = html_cells(record)  # type: ignore[attr-defined]
+            shapes = html_shapes(record)
+            if shapes:
+                report.extras = [*getattr(report, "extras", []), extras.html(shapes)]  # type: ignore[attr-defined]
+        return report
+
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        """The four migsafe columns, after pytest-html's duration column."""
+        for offset, title in enumerate(HTML_COLUMNS):
+            cells.insert(3 + offset, f'<th class="migsafe">{title}</th>')
+
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        """The test's four figures (``-`` when none was measured)."""
+        from html import escape
+
+        figures = getattr(report, "migsafe_html", None) or {}
+        for offset, title in enumerate(HTML_COLUMNS):
+            cells.insert(3 + offset, f'<td class="migsafe">{escape(str(figures.get(title, "-")))}</td>')

@@ -6,14 +6,20 @@ logic lives in :mod:`~pytest_migsafe.report.baseline`, :mod:`~pytest_migsafe.rep
 
 Rules: the baseline is read (and checked) at configure, before any test runs, and written
 only at session end with ``--migsafe-update-baseline``, never after an interrupted run;
-tests that did not pass keep their old figures. The JSON report is written at session end
-whatever happened, interrupted runs included. Under xdist, workers send their figures in
-``workeroutput["migsafe"]`` and only the controller prints and writes.
+tests that did not pass keep their old figures. The JSON report and the SARIF file are
+written at session end whatever happened, interrupted runs included: a SIGTERM (what CI
+runners send on a timeout) interrupts the run the way Ctrl-C does, when no other handler
+was installed, so that the session still finishes and writes them. Under xdist, workers
+send their figures in ``workeroutput["migsafe"]`` and only the controller prints and
+writes. On GitHub Actions (``GITHUB_ACTIONS=true``) the N+1 suspects and regressions are
+also printed as ``::warning`` / ``::error`` workflow commands at their call sites.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,14 @@ from pytest_migsafe.report.files import (
 )
 from pytest_migsafe.report.record import RunReport
 from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
-from pytest_migsafe.report.render import DEFAULT_HIT_RATE_ALERT, Totals, markdown_summary, summary_lines
+from pytest_migsafe.report.render import (
+    DEFAULT_HEAVIEST,
+    DEFAULT_HIT_RATE_ALERT,
+    Totals,
+    coverage_text,
+    markdown_summary,
+    summary_lines,
+)
 from pytest_migsafe.text import plural
 from pytest_migsafe.values import parse_rate, parse_tolerance
 
@@ -57,6 +70,8 @@ class ReportSettings:
     fail_on_regression: bool
     json_path: Path | None
     tolerances: Tolerances
+    sarif_path: Path | None = None
+    heaviest: int = DEFAULT_HEAVIEST
 
 
 def read_settings(config: pytest.Config) -> ReportSettings:
@@ -70,6 +85,11 @@ def read_settings(config: pytest.Config) -> ReportSettings:
     else:
         baseline = config.rootpath / DEFAULT_BASELINE_PATH
     json_path = config.getoption("migsafe_report_json")
+    sarif_path: Path | None = None
+    if config.getoption("migsafe_sarif"):
+        sarif_path = here / config.getoption("migsafe_sarif")
+    elif config.getini("migsafe_sarif"):
+        sarif_path = (config.inipath.parent if config.inipath else config.rootpath) / config.getini("migsafe_sarif")
     tolerances = Tolerances(
         queries=get_setting(config, ini="migsafe_query_tolerance", parse=parse_tolerance, default=0),
         hit_rate=get_setting(config, ini="migsafe_hit_rate_tolerance", parse=parse_rate, default=0.05),
@@ -82,6 +102,9 @@ def read_settings(config: pytest.Config) -> ReportSettings:
         fail_on_regression=config.getoption("migsafe_fail_on_regression"),
         json_path=here / json_path if json_path else None,
         tolerances=tolerances,
+        sarif_path=sarif_path,
+        heaviest=get_setting(config, option="migsafe_heaviest", ini="migsafe_heaviest", parse=parse_tolerance,
+                             default=DEFAULT_HEAVIEST),
     )
 
 
@@ -118,7 +141,11 @@ class ReportSession:
         self.messages: list[str] = []
         self.comparison: Comparison | None = None
         self.compared = 0
+        self.not_compared: dict[str, str] = {}
         self.baseline: Baseline | None = None
+        self.previous_sigterm: Any = None
+        if not is_worker(config) and (settings.json_path is not None or settings.sarif_path is not None):
+            self.previous_sigterm = interrupt_on_sigterm()
         if not is_worker(config) and settings.baseline_path.exists():
             try:
                 self.baseline = read_baseline(settings.baseline_path)
@@ -166,12 +193,15 @@ class ReportSession:
         if self.baseline is not None:
             measured = baseline_of_run(report)
             self.compared = len(set(self.baseline.tests) & set(measured.tests))
+            self.not_compared = not_compared(self.baseline, measured, report, self.collected, removed)
             self.comparison = compare(self.baseline, measured, self.settings.tolerances, removed)
         if self.settings.update:
             self.update_baseline(report, exitstatus, removed)
         self.judge(session)
         if self.settings.json_path is not None:
             self.write_json(report)
+        if self.settings.sarif_path is not None:
+            self.write_sarif(report)
         if os.environ.get("GITHUB_STEP_SUMMARY"):
             self.write_step_summary(report, Path(os.environ["GITHUB_STEP_SUMMARY"]))
         if self.errors and session.exitstatus == pytest.ExitCode.OK:
@@ -196,12 +226,18 @@ class ReportSession:
         except OSError as exc:
             self.errors.append(f"error: the baseline {label} could not be written: {exc.strerror or exc}")
             return
-        not_passed = sum(1 for outcome in self.outcomes.values() if outcome != "passed")
+        old = self.baseline.tests if self.baseline is not None else {}
+        not_passed = [nodeid for nodeid, outcome in self.outcomes.items() if outcome != "passed"]
+        kept = sum(1 for nodeid in not_passed if nodeid in old)
+        absent = len(not_passed) - kept
         state = "unchanged" if unchanged else "written"
         text = f"baseline {state}: {label} ({plural(len(new.tests), 'test')}"
-        if not_passed:
-            whose = "its" if not_passed == 1 else "their"
-            text += f"; {plural(not_passed, 'test')} that did not pass kept {whose} old figures"
+        if kept:
+            whose = "its" if kept == 1 else "their"
+            text += f"; {plural(kept, 'test')} that did not pass kept {whose} old figures"
+        if absent:
+            verb = "has" if absent == 1 else "have"
+            text += f"; {plural(absent, 'test')} that did not pass {verb} no figures in it yet"
         self.messages.append(text + ")")
 
     def judge(self, session: pytest.Session) -> None:
@@ -234,10 +270,25 @@ class ReportSession:
         except OSError as exc:
             self.errors.append(f"error: the JSON report {path} could not be written: {exc.strerror or exc}")
 
+    def write_sarif(self, report: RunReport) -> None:
+        """Write the SARIF 2.1.0 findings to ``--migsafe-sarif`` (atomically)."""
+        from pytest_migsafe.report.sarif import sarif_document
+
+        path = self.settings.sarif_path
+        assert path is not None
+        try:
+            write_json_atomic(path, sarif_document(report, self.comparison))
+        except OSError as exc:
+            self.errors.append(f"error: the SARIF file {path} could not be written: {exc.strerror or exc}")
+
     def write_step_summary(self, report: RunReport, path: Path) -> None:
-        """Append the regressions table and the totals to GitHub's step summary."""
+        """Append the heaviest-tests chart, the regressions table and the totals to GitHub's
+        step summary."""
         failures = [m for m in self.errors + self.messages if m.startswith(("FAILED", "error"))]
-        text = markdown_summary(report, self.comparison, self.baseline_label, failures)
+        baseline_queries = ({nodeid: entry.queries for nodeid, entry in self.baseline.tests.items()}
+                            if self.baseline is not None else {})
+        text = markdown_summary(report, self.comparison, self.baseline_label, failures,
+                                baseline_queries=baseline_queries, heaviest=self.settings.heaviest)
         if not text:
             return
         try:
@@ -251,21 +302,84 @@ class ReportSession:
         """Print the summary under a ``migsafe report`` line; nothing when there is nothing to say."""
         report = run_report(self.config)
         status = []
+        coverage = coverage_text(self.compared, self.not_compared) if self.baseline is not None else ""
         if self.settings.show and Totals.of(report).has_figures():
             if self.baseline is None and not self.settings.update:
                 status.append(f"no baseline at {self.baseline_label} (--migsafe-update-baseline writes one)")
             elif self.comparison is not None and not self.comparison.regressions:
-                status.append(f"no regression against {self.baseline_label} "
-                              f"({plural(self.compared, 'test')} compared)")
+                status.append(f"no regression against {self.baseline_label} ({coverage})")
         lines = summary_lines(report, self.comparison, baseline_label=self.baseline_label,
                               verbose=self.config.get_verbosity() > 0, full=self.settings.show,
                               alert=self.settings.tolerances.hit_rate_alert, status=status,
-                              messages=self.errors + self.messages)
+                              messages=self.errors + self.messages, coverage=coverage,
+                              not_compared=self.not_compared,
+                              heaviest=self.settings.heaviest if self.baseline is None else 0)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            from pytest_migsafe.report.sarif import github_annotations
+
+            for annotation in github_annotations(report, self.comparison):
+                terminalreporter.write_line(annotation)
         if not lines:
             return
         terminalreporter.write_sep("-", "migsafe report")
         for line in lines:
             terminalreporter.write_line(line, red=line.startswith(("FAILED", "error")))
+
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Put back the SIGTERM handler that was there before the session."""
+        if self.previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
+            self.previous_sigterm = None
+
+
+def interrupt_on_sigterm() -> Any:
+    """Make SIGTERM interrupt the run like Ctrl-C (a ``KeyboardInterrupt`` in the main
+    thread, so pytest finishes the session, interrupted, and the files are written); a
+    second SIGTERM kills at once. Only in the main thread and when SIGTERM has its default
+    handler (a handler the user installed is left alone). Returns the handler to put back
+    at the end, or None when nothing was changed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (AttributeError, ValueError):  # pragma: no cover - no SIGTERM on this platform
+        return None
+    if previous is not signal.SIG_DFL:
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return previous
+
+
+def not_compared(baseline: Baseline, measured: Baseline, report: RunReport, collected: set[str],
+                 removed: list[str]) -> dict[str, str]:
+    """Baseline tests that this run did not compare, with the reason: ``{node id: reason}``.
+
+    Compared are the baseline's tests that passed (``measured``). The others: ``"failed"``,
+    ``"errored"``, ``"skipped"`` from the test's outcome; ``"deselected"`` when collected
+    but not run (``-k``, ``-m``, or a run stopped early); ``"not collected"`` when this run
+    did not collect it; removed tests (``removed``) are listed elsewhere and left out.
+    """
+    reasons = {"failed": "failed", "error": "errored", "skipped": "skipped"}
+    gone = set(removed)
+    result = {}
+    for nodeid in baseline.tests:
+        if nodeid in measured.tests or nodeid in gone:
+            continue
+        record = report.tests.get(nodeid)
+        outcome = record.outcome if record is not None else report.unmeasured.get(nodeid)
+        if outcome is not None:
+            result[nodeid] = reasons.get(outcome, outcome)
+        elif nodeid in collected:
+            result[nodeid] = "deselected"
+        else:
+            result[nodeid] = "not collected"
+    return result
 
 
 class XdistReport:

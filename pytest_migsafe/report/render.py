@@ -14,7 +14,8 @@ durations milliseconds. The JSON file and the baseline are written by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,10 @@ from pytest_migsafe.report.regressions import Change, Comparison
 from pytest_migsafe.text import plural, shorten
 
 ROWS_WITHOUT_VERBOSE = 10
-SHAPE_WIDTH = 60
-TABLE_SHAPE_WIDTH = 40
+SHAPE_WIDTH = 90
+TABLE_SHAPE_WIDTH = 60
+SHAPE_DELTAS_WITHOUT_VERBOSE = 3
+DEFAULT_HEAVIEST = 5
 DEFAULT_HIT_RATE_ALERT = 0.7
 
 
@@ -32,7 +35,9 @@ DEFAULT_HIT_RATE_ALERT = 0.7
 class Totals:
     """Figures summed over every test of the run that measured something.
 
-    ``tests_measured``: tests with any figure; ``queries``: statements counted;
+    ``tests_measured``: tests with any figure; ``tests_run``: tests with a record or an
+    outcome in ``unmeasured`` (every test that ran, when the report tracked outcomes);
+    ``queries``: statements counted;
     ``n_plus_one``: N+1 suspects not allowed; ``cache_tests`` / ``cache_hits`` /
     ``cache_misses``: tests with cache figures and their keyspace hits and misses
     (``INFO stats`` deltas on real Redis); ``pool_tests`` / ``connections_created``:
@@ -41,6 +46,7 @@ class Totals:
     """
 
     tests_measured: int = 0
+    tests_run: int = 0
     queries: int = 0
     n_plus_one: int = 0
     cache_tests: int = 0
@@ -72,7 +78,7 @@ class Totals:
     @classmethod
     def of(cls, report: RunReport) -> Totals:
         """The totals of ``report`` (tests without any figure are skipped)."""
-        totals = cls()
+        totals = cls(tests_run=len(report.tests) + len(report.unmeasured))
         for record in report.tests.values():
             if not has_figures(record):
                 continue
@@ -123,6 +129,34 @@ def suspects_of(record: TestRecord) -> list[NPlusOne]:
     return [s for s in record.queries.n_plus_one if not s.allowed]
 
 
+_SELECT_LIST = re.compile(r"^(SELECT\s+(?:DISTINCT\s+)?)(.*?)(\s+FROM\s.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def elide_shape(shape: str, width: int = SHAPE_WIDTH) -> str:
+    """A shape on one line in at most ``width`` characters, keeping what tells shapes apart.
+
+    Shapes of one test mostly differ in their tables and predicates, not in their first
+    60 characters (the select list), so a long ``SELECT`` loses the middle of its select
+    list first (``SELECT users.id, ... FROM users WHERE users.id = ?``); what is still too
+    long is cut at the end with ``...``. Other statements are cut at the end.
+    """
+    text = " ".join(shape.split())
+    if len(text) <= width:
+        return text
+    match = _SELECT_LIST.match(text)
+    if match is not None:
+        head, items, tail = match.groups()
+        room = width - len(head) - len(tail) - len(" ...")
+        first = items.split(",")[0]
+        if room >= len(first) + 1 and "," in items:
+            text = f"{head}{first}, ...{tail}"
+        else:
+            text = f"{head}...{tail}"
+        if len(text) <= width:
+            return text
+    return shorten(text, width)
+
+
 def percent(rate: float | None) -> str:
     """A rate (a fraction 0..1) as a percentage with one decimal, ``0.8`` -> ``80.0%``
     (``-`` for None)."""
@@ -131,14 +165,29 @@ def percent(rate: float | None) -> str:
 
 def format_value(figure: str, value: Any, width: int = SHAPE_WIDTH) -> str:
     """One before/after value of a change as text: ``-`` for None, a hit rate in percent,
-    an N+1 shape cut to ``width`` characters, anything else through ``str``."""
+    an N+1 shape in ``width`` characters (:func:`elide_shape`), anything else through ``str``."""
     if value is None:
         return "-"
     if figure == "cache_hit_rate":
         return percent(value)
     if figure == "n_plus_one":
-        return shorten(str(value), width)
+        return elide_shape(str(value), width)
     return str(value)
+
+
+def shape_delta_lines(change: Change, verbose: bool, width: int = SHAPE_WIDTH) -> list[str]:
+    """What moved inside a ``queries`` change, one line per shape (3 unless ``verbose``):
+    ``+4 SELECT ... FROM users WHERE users.id = ? at app/api/items.py:45``; [] when the
+    change names no shape (a baseline without shapes)."""
+    deltas = change.shapes if verbose else change.shapes[:SHAPE_DELTAS_WITHOUT_VERBOSE]
+    lines = []
+    for delta in deltas:
+        where = f" at {delta['call_site']}" if delta.get("call_site") else ""
+        lines.append(f"{delta['delta']:+d} {elide_shape(delta['shape'], width)}{where}")
+    hidden = len(change.shapes) - len(deltas)
+    if hidden:
+        lines.append(f"... and {plural(hidden, 'more shape')} (-v shows all)")
+    return lines
 
 
 def change_rows(changes: Sequence[Change]) -> list[list[str]]:
@@ -173,25 +222,88 @@ def _limited(lines: list[str], verbose: bool) -> list[str]:
     return lines[:ROWS_WITHOUT_VERBOSE] + [f"  ... and {hidden} more (-v shows all)"]
 
 
-def regression_lines(comparison: Comparison, baseline_label: str, verbose: bool) -> list[str]:
-    """The regressions section: a head line with their count and ``baseline_label``, then a
-    ``test figure before after`` table (10 rows unless ``verbose``); [] without any."""
+def _change_table(changes: Sequence[Change], verbose: bool) -> list[str]:
+    """A ``test figure before after`` table (10 changes unless ``verbose``), each ``queries``
+    change followed by the shapes that moved (:func:`shape_delta_lines`), indented."""
+    table = aligned([["test", "figure", "before", "after"], *change_rows(changes)])
+    shown = changes if verbose else changes[:ROWS_WITHOUT_VERBOSE]
+    lines = table[:1]
+    for change, row in zip(shown, table[1:]):
+        lines.append(row)
+        lines += [f"      {line}" for line in shape_delta_lines(change, verbose)]
+    hidden = len(changes) - len(shown)
+    if hidden:
+        lines.append(f"  ... and {hidden} more (-v shows all)")
+    return lines
+
+
+def regression_lines(comparison: Comparison, baseline_label: str, verbose: bool,
+                     coverage: str = "") -> list[str]:
+    """The regressions section: a head line with their count, ``baseline_label`` and
+    ``coverage`` (in parentheses: tests compared and not compared, see
+    :func:`coverage_text`), then a ``test figure before after`` table (10 changes unless
+    ``verbose``), each query change followed by the shapes that moved; [] without any."""
     if not comparison.regressions:
         return []
-    head = [f"regressions against {baseline_label}: {len(comparison.regressions)}"]
-    table = aligned([["test", "figure", "before", "after"], *change_rows(comparison.regressions)])
-    return head + table[:1] + _limited(table[1:], verbose)
+    head = f"regressions against {baseline_label}: {len(comparison.regressions)}"
+    if coverage:
+        head += f" ({coverage})"
+    return [head] + _change_table(comparison.regressions, verbose)
 
 
 def improvement_lines(comparison: Comparison, verbose: bool) -> list[str]:
     """The improvements section, with the hint to record them (``--migsafe-update-baseline``),
-    as a ``test figure before after`` table (10 rows unless ``verbose``); [] without any."""
+    as a ``test figure before after`` table (10 changes unless ``verbose``); [] without any."""
     if not comparison.improvements:
         return []
     head = [f"improvements: {len(comparison.improvements)} "
             "(record them with --migsafe-update-baseline)"]
-    table = aligned([["test", "figure", "before", "after"], *change_rows(comparison.improvements)])
-    return head + table[:1] + _limited(table[1:], verbose)
+    return head + _change_table(comparison.improvements, verbose)
+
+
+def coverage_text(compared: int, not_compared: Mapping[str, str]) -> str:
+    """How much of the baseline was compared, as text: ``60 tests compared`` and, when some
+    baseline tests were not, ``; 3 not compared: 2 failed, 1 deselected`` (reasons as given
+    in ``not_compared``, ``{node id: reason}``, most frequent first)."""
+    text = f"{plural(compared, 'test')} compared"
+    if not_compared:
+        reasons: dict[str, int] = {}
+        for reason in not_compared.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        parts = ", ".join(f"{count:,} {reason}" for reason, count in
+                          sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+        text += f"; {len(not_compared):,} not compared: {parts}"
+    return text
+
+
+def not_compared_lines(not_compared: Mapping[str, str], verbose: bool) -> list[str]:
+    """With ``verbose``, the baseline tests that were not compared, one a line with the
+    reason (``{node id: reason}``); [] otherwise or when there are none."""
+    if not verbose or not not_compared:
+        return []
+    return ["not compared with the baseline:"] + aligned(
+        [[nodeid, f"({reason})"] for nodeid, reason in sorted(not_compared.items())])
+
+
+def heaviest_lines(report: RunReport, count: int) -> list[str]:
+    """The ``count`` tests that ran the most statements (like pytest's ``--durations``):
+    a head line, then ``queries  test  top shape xN at call site`` rows, heaviest first
+    (ties by node id); [] when ``count`` is 0 or no test ran a statement."""
+    heavy = sorted(((record.queries.count, nodeid) for nodeid, record in report.tests.items()
+                    if record.queries is not None and record.queries.count),
+                   key=lambda item: (-item[0], item[1]))[:count]
+    if not heavy or count <= 0:
+        return []
+    rows = []
+    for queries, nodeid in heavy:
+        figures = report.tests[nodeid].queries
+        assert figures is not None
+        top = ""
+        if figures.shapes:
+            shape = max(figures.shapes, key=lambda s: (s.count, s.shape))
+            top = f"x{shape.count} {elide_shape(shape.shape, TABLE_SHAPE_WIDTH)} at {shape.top_site}"
+        rows.append([plural(queries, "query", "queries"), nodeid, top])
+    return [f"heaviest {plural(len(rows), 'test')} by statements (--migsafe-heaviest):"] + aligned(rows)
 
 
 def removed_lines(comparison: Comparison, verbose: bool) -> list[str]:
@@ -207,12 +319,13 @@ def removed_lines(comparison: Comparison, verbose: bool) -> list[str]:
 
 def n_plus_one_lines(report: RunReport, verbose: bool) -> list[str]:
     """Every N+1 suspect of the run, one line each: test, ``xN`` repeats, ``at`` call site
-    (``path:line``), shape (cut to 60 characters); 10 unless ``verbose``; [] without any."""
+    (``path:line``), shape (in 90 characters, :func:`elide_shape`); 10 unless ``verbose``;
+    [] without any."""
     rows = []
     for nodeid in sorted(report.tests):
         for suspect in suspects_of(report.tests[nodeid]):
             rows.append([nodeid, f"x{suspect.count}", f"at {suspect.call_site}",
-                         shorten(suspect.shape, SHAPE_WIDTH)])
+                         elide_shape(suspect.shape, SHAPE_WIDTH)])
     if not rows:
         return []
     return [f"N+1 suspects: {len(rows)}"] + _limited(aligned(rows), verbose)
@@ -247,7 +360,7 @@ def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
     figures), then one ``note:`` line per note."""
     lines = []
     if totals.has_figures():
-        lines.append(f"totals: {plural(totals.tests_measured, 'test')} measured, "
+        lines.append(f"totals: {measured_text(totals)}, "
                      f"{plural(totals.queries, 'query', 'queries')}, "
                      f"{plural(totals.n_plus_one, 'N+1 suspect')}")
         if totals.cache_tests:
@@ -265,9 +378,21 @@ def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
     return lines
 
 
+def measured_text(totals: Totals) -> str:
+    """``15 tests measured``, and when fewer tests were measured than ran, why the counts
+    differ: ``15 tests measured (of 16 run: 1 ran no SQL and touched no observed cache,
+    pool or shadow)``, so that it reads right beside pytest's ``16 passed``."""
+    text = f"{plural(totals.tests_measured, 'test')} measured"
+    idle = totals.tests_run - totals.tests_measured
+    if idle > 0:
+        text += (f" (of {totals.tests_run:,} run: {idle:,} ran no SQL and touched no observed "
+                 "cache, pool or shadow)")
+    return text
+
+
 def totals_sentence(totals: Totals) -> str:
     """The totals as one sentence without a final period (for the Markdown summary)."""
-    parts = [f"{plural(totals.tests_measured, 'test')} measured",
+    parts = [measured_text(totals),
              plural(totals.queries, "query", "queries"),
              plural(totals.n_plus_one, "N+1 suspect")]
     if totals.cache_tests:
@@ -293,7 +418,7 @@ def test_row(record: TestRecord, alert: float) -> list[str]:
         n_plus_one = str(len(suspects_of(record)))
         if figures.shapes:
             worst = max(figures.shapes, key=lambda s: (s.max_ms, s.count))
-            slowest = f"{shorten(worst.shape, TABLE_SHAPE_WIDTH)} ({worst.max_ms:.3g} ms)"
+            slowest = f"{elide_shape(worst.shape, TABLE_SHAPE_WIDTH)} ({worst.max_ms:.3g} ms)"
     if record.cache is not None:
         rate = record.cache.hit_rate
         line = getattr(record.cache, "alert", None)
@@ -329,6 +454,9 @@ def summary_lines(
     alert: float = DEFAULT_HIT_RATE_ALERT,
     status: Sequence[str] = (),
     messages: Sequence[str] = (),
+    coverage: str = "",
+    not_compared: Mapping[str, str] | None = None,
+    heaviest: int = 0,
 ) -> list[str]:
     """The lines of the terminal summary; empty when there is nothing to say.
 
@@ -336,18 +464,22 @@ def summary_lines(
     the baseline written, why the run failed) come last. ``full=False`` keeps only the
     regressions and ``messages``: what is printed without ``--migsafe-report``.
     ``baseline_label`` names the baseline in the regressions head line; ``verbose`` (``-v``)
-    shows every row and the per-test table; ``alert`` is the hit-rate alert line, a
-    fraction 0..1.
+    shows every row, the tests not compared and the per-test table; ``alert`` is the
+    hit-rate alert line, a fraction 0..1; ``coverage`` (:func:`coverage_text`) follows the
+    regressions head line; ``not_compared`` (``{node id: reason}``) is listed with
+    ``verbose``; ``heaviest`` > 0 adds that many heaviest tests (:func:`heaviest_lines`).
     """
     comparison = comparison or Comparison()
-    lines = regression_lines(comparison, baseline_label, verbose)
+    lines = regression_lines(comparison, baseline_label, verbose, coverage)
     if full:
         lines += improvement_lines(comparison, verbose)
         lines += removed_lines(comparison, verbose)
         lines += n_plus_one_lines(report, verbose)
         lines += shadow_lines(report, verbose)
+        lines += heaviest_lines(report, heaviest)
         lines += totals_lines(Totals.of(report), report.notes)
         lines += list(status)
+        lines += not_compared_lines(not_compared or {}, verbose)
         if verbose:
             lines += test_table_lines(report, alert)
     lines += list(messages)
@@ -382,29 +514,99 @@ def junit_properties(record: TestRecord) -> list[tuple[str, object]]:
     return props
 
 
+def html_cells(record: TestRecord) -> dict[str, str]:
+    """The figures of one test for pytest-html's columns, as text: ``"Queries / budget"``
+    (``count`` or ``count / budget``), ``"N+1 suspects"`` (not allowed), ``"Cache hit
+    rate"`` (percent, one decimal), ``"Connections created"``; ``-`` where none."""
+    figures = record.queries
+    queries = "-" if figures is None else (
+        str(figures.count) if figures.budget is None else f"{figures.count} / {figures.budget}")
+    return {
+        "Queries / budget": queries,
+        "N+1 suspects": "-" if figures is None else str(len(suspects_of(record))),
+        "Cache hit rate": "-" if record.cache is None else percent(record.cache.hit_rate),
+        "Connections created": "-" if record.pool is None else str(record.pool.created),
+    }
+
+
+def html_shapes(record: TestRecord) -> str:
+    """An HTML table of the test's statement shapes (count, longest time in ms, shape, call
+    sites ``path:line xN``), most frequent first, escaped; ``""`` without shapes."""
+    from html import escape
+
+    if record.queries is None or not record.queries.shapes:
+        return ""
+    rows = []
+    for shape in sorted(record.queries.shapes, key=lambda s: (-s.count, s.shape)):
+        sites = ", ".join(f"{site} x{count}" for site, count in
+                          sorted(shape.call_sites.items(), key=lambda item: (-item[1], item[0])))
+        rows.append(f"<tr><td>{shape.count}</td><td>{shape.max_ms:.3g}</td>"
+                    f"<td><code>{escape(shape.shape)}</code></td><td>{escape(sites)}</td></tr>")
+    return ('<div class="migsafe"><p>migsafe: statements by shape</p><table>'
+            "<tr><th>count</th><th>max ms</th><th>shape</th><th>call sites</th></tr>"
+            + "".join(rows) + "</table></div>")
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
-def markdown_summary(report: RunReport, comparison: Comparison | None, baseline_label: str,
-                     messages: Sequence[str] = ()) -> str:
-    """A Markdown block for ``$GITHUB_STEP_SUMMARY``: the regressions table and the totals.
+def _chart_label(nodeid: str) -> str:
+    name = nodeid.rsplit("::", 1)[-1]
+    name = name if len(name) <= 24 else name[:21] + "..."
+    return name.replace('"', "'")
 
-    A ``### migsafe report`` heading, the regressions as a table (``|`` and backquotes in
-    cells escaped), a ``Totals:`` sentence, then ``messages`` as a list. Ends with a blank
-    line; ``""`` when there are no regressions, no figures and no messages.
+
+def chart_lines(report: RunReport, baseline_queries: Mapping[str, int | None], count: int) -> list[str]:
+    """A Mermaid ``xychart-beta`` bar chart (fenced) of the ``count`` heaviest tests by
+    statements, each test's baseline count beside its count now: one bar per test and
+    side, labelled ``name (base)`` / ``name (now)`` (0 for a test not in the baseline);
+    ``baseline_queries`` is ``{node id: statements}``. [] when no test ran a statement or
+    ``count`` is 0."""
+    heavy = sorted(((record.queries.count, nodeid) for nodeid, record in report.tests.items()
+                    if record.queries is not None and record.queries.count),
+                   key=lambda item: (-item[0], item[1]))[:max(count, 0)]
+    if not heavy:
+        return []
+    labels: list[str] = []
+    values: list[int] = []
+    for now, nodeid in heavy:
+        label = _chart_label(nodeid)
+        labels += [f'"{label} (base)"', f'"{label} (now)"']
+        values += [baseline_queries.get(nodeid) or 0, now]
+    return ["```mermaid", "xychart-beta",
+            f'    title "Heaviest {plural(len(heavy), "test")}: statements, baseline beside now"',
+            f"    x-axis [{', '.join(labels)}]", '    y-axis "statements"',
+            f"    bar [{', '.join(str(v) for v in values)}]", "```", ""]
+
+
+def markdown_summary(report: RunReport, comparison: Comparison | None, baseline_label: str,
+                     messages: Sequence[str] = (), *,
+                     baseline_queries: Mapping[str, int | None] | None = None,
+                     heaviest: int = DEFAULT_HEAVIEST) -> str:
+    """A Markdown block for ``$GITHUB_STEP_SUMMARY``: a chart, the regressions table and the totals.
+
+    A ``### migsafe report`` heading, the Mermaid chart of the ``heaviest`` tests, baseline
+    beside now (:func:`chart_lines`; ``baseline_queries`` is ``{node id: statements}`` of
+    the baseline, empty without one), the regressions as a table (``|`` and backquotes in
+    cells escaped; the shapes that moved under a query change), a ``Totals:`` sentence,
+    then ``messages`` as a list. Ends with a blank line; ``""`` when there are no
+    regressions, no figures and no messages.
     """
     totals = Totals.of(report)
     comparison = comparison or Comparison()
     if not (comparison.regressions or totals.has_figures() or messages):
         return ""
     lines = ["### migsafe report", ""]
+    lines += chart_lines(report, baseline_queries or {}, heaviest)
     if comparison.regressions:
         count = plural(len(comparison.regressions), "regression")
         lines += [f"**{count}** against `{_cell(baseline_label)}`",
                   "", "| test | figure | before | after |", "| --- | --- | --- | --- |"]
-        lines += [f"| `{_cell(test)}` | {_cell(figure)} | {_cell(before)} | {_cell(after)} |"
-                  for test, figure, before, after in change_rows(comparison.regressions)]
+        for change, (test, figure, before, after) in zip(comparison.regressions,
+                                                         change_rows(comparison.regressions)):
+            moved = "".join(f"<br>{_cell(line)}" for line in shape_delta_lines(change, False))
+            lines.append(f"| `{_cell(test)}` | {_cell(figure)} | {_cell(before)} | {_cell(after)}{moved} |")
         lines.append("")
     lines.append(f"Totals: {totals_sentence(totals)}.")
     if messages:
