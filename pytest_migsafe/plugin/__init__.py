@@ -21,6 +21,7 @@ pytest_plugins = [
     "pytest_migsafe.plugin.cache",
     "pytest_migsafe.plugin.pool",
     "pytest_migsafe.plugin.shadow",
+    "pytest_migsafe.plugin.explain",
     "pytest_migsafe.plugin.report",
     "pytest_migsafe.plugin.servers",
 ]

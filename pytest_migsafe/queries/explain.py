@@ -1,0 +1,1051 @@
+"""The index check: EXPLAIN the SELECTs a block ran, flag sequential scans an index would avoid.
+
+Usable without pytest::
+
+    with assert_no_seq_scan():          # raises SeqScanFound, the CREATE INDEX in its message
+        run_code()
+
+The plugin's ``@pytest.mark.no_seq_scan`` and ``--migsafe-explain=warn|fail`` run the same
+steps after a test's call phase:
+
+1. While the block runs, a :class:`SelectCollector` (a query counter) keeps, for each
+   distinct SELECT shape per PostgreSQL database, the first statement's text (and its
+   parameters, only with ``--migsafe-capture-params``), and where to reach that database:
+   the connection information of the psycopg connection that sent it (password kept in
+   memory only, never shown) or, for SQLAlchemy on another driver, the engine's URL.
+2. After the block, :class:`Explainer` plans each shape once per session (the plans are
+   cached by database and shape): ``EXPLAIN (FORMAT JSON, VERBOSE, GENERIC_PLAN)`` on
+   PostgreSQL 16 and later, with the driver's placeholders turned into ``$1..$n``; on 12 to
+   15 the same generic plan through ``PREPARE`` and ``EXPLAIN EXECUTE`` with
+   ``plan_cache_mode = force_generic_plan`` (no parameter values needed); where the
+   server cannot infer a parameter's type, the values of the first run when parameters
+   were captured, else the shape is skipped with an :class:`ExplainSkippedWarning`.
+   The EXPLAIN runs on a separate connection (with ``pg_stat_statements.track = none``
+   when the role may set it, so that nothing lands in ``pg_stat_statements``), in a
+   read-only transaction that is rolled back, with ``lock_timeout`` 100 ms and
+   ``statement_timeout`` 5 s; where that connection cannot see a table (created in the
+   test's uncommitted transaction), on the connection that ran the statement, inside a
+   savepoint rolled back at once. Every command goes through libpq directly
+   (``pgconn.exec_``), under no driver hook: no query counter ever sees it.
+3. :func:`seq_scan_candidates` reads the plan: a ``Seq Scan`` whose ``Filter`` compares
+   one of its table's columns (or an expression of them) with ``=``, ``= ANY``, ``<``,
+   ``<=``, ``>``, ``>=`` to a value, a parameter or another table's column, or whose table
+   meets another one in a ``Hash Cond`` / ``Merge Cond`` / ``Join Filter`` while the other
+   side is restricted (it has a filter or an index condition), is a candidate with those
+   index keys (equality keys first, then one range key).
+4. A candidate is a :class:`SeqScanFinding` when no valid index of the table starts with
+   one of its keys (``pg_index``, ``pg_get_indexdef``): where such an index exists the
+   scan is the planner's choice for a small table, not a missing index. The judgement
+   reads no row counts, so it holds on a test database's few rows; ``min_rows`` skips
+   tables the planner estimates smaller (``pg_class.reltuples``, or the planner's
+   estimate when the table was never analyzed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from pytest_migsafe.queries.counter import QueryCounter
+from pytest_migsafe.text import plural, shorten
+
+MODES = ("off", "warn", "fail")
+LOCK_TIMEOUT_MS = 100
+STATEMENT_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_S = 5
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+_UNSEEN = ("42P01", "42883", "42704", "3F000")  # undefined table, function, object, schema
+_NO_TYPE = ("42P18", "42P08")  # indeterminate datatype, ambiguous parameter
+
+
+class SeqScanFound(AssertionError):
+    """A block ran a SELECT whose plan reads a whole table an index would let it skip."""
+
+
+class SeqScanWarning(UserWarning):
+    """A sequential scan an index would avoid, found by ``--migsafe-explain=warn``."""
+
+
+class ExplainSkippedWarning(UserWarning):
+    """A SELECT shape the index check could not plan (why is in the message); shown once per session."""
+
+
+def parse_mode(text: str) -> str:
+    """``off``, ``warn`` or ``fail`` (any case) from an option, ini key or environment; else ValueError."""
+    mode = str(text).strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"expected one of {', '.join(MODES)}, got {text!r}")
+    return mode
+
+
+# -- what to check ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What one check looks at: the marker's arguments (see :func:`no_seq_scan_signature`).
+
+    ``tables``: lower-case table names (``name`` or ``schema.name``) to check, None for all;
+    ``min_rows``: tables the planner estimates below this many rows are not flagged (rows);
+    ``using``: only statements on this database name; ``dsn``: a libpq conninfo or URL to
+    EXPLAIN on instead of the connection information the statements came with (not shown
+    by ``repr``: it may hold a password).
+    """
+
+    tables: frozenset[str] | None = None
+    min_rows: int = 0
+    using: str | None = None
+    dsn: str | None = field(default=None, repr=False)
+
+    def covers(self, schema: str, table: str) -> bool:
+        """True when ``schema.table`` is among ``tables`` (or ``tables`` is None)."""
+        if self.tables is None:
+            return True
+        return table.lower() in self.tables or f"{schema}.{table}".lower() in self.tables
+
+
+def no_seq_scan_signature(*, tables: str | Iterable[str] | None = None, min_rows: int = 0,
+                          using: str | None = None, dsn: str | None = None) -> ExplainOptions:
+    """no_seq_scan(*, tables=None, min_rows=0, using=None, dsn=None): the checked arguments.
+
+    ``tables``: a table name or a list of them (``orders`` or ``shop.orders``);
+    ``min_rows``: a whole number >= 0; ``using``: a database name; ``dsn``: a libpq
+    conninfo or ``postgresql://`` URL. Raises ValueError for a wrong value and TypeError
+    (from Python) for an unknown or positional argument.
+    """
+    names: frozenset[str] | None = None
+    if tables is not None:
+        listed = [tables] if isinstance(tables, str) else list(tables) if isinstance(tables, Iterable) else None
+        if not listed or any(not isinstance(t, str) or not t.strip() for t in listed):
+            raise ValueError(f"tables= expects a table name or a list of them, got {tables!r}")
+        names = frozenset(t.strip().lower() for t in listed)
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+        raise ValueError(f"min_rows= expects a whole number of rows >= 0, got {min_rows!r}")
+    if using is not None and (not isinstance(using, str) or not using):
+        raise ValueError(f"using= expects a database name, got {using!r}")
+    if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
+        raise ValueError("dsn= expects a libpq connection string or a postgresql:// URL")
+    return ExplainOptions(tables=names, min_rows=min_rows, using=using, dsn=dsn)
+
+
+# -- placeholders ---------------------------------------------------------------------
+_PLACEHOLDER_RE = re.compile(
+    r"""(?P<skip>'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(?P<tag>\$[A-Za-z_]*\$).*?(?P=tag))"""
+    r"""|(?P<pct>%%)|%\((?P<name>[^)]+)\)[sbt]|(?P<pos>%[sbt])|\$(?P<num>\d+)""",
+    re.DOTALL,
+)
+
+
+def numbered_placeholders(sql: str) -> tuple[str, int]:
+    """``sql`` with psycopg's placeholders (``%s``, ``%b``, ``%t``, ``%(name)s``) as ``$1..$n``.
+
+    Returns ``(text, n)``: ``n`` is the number of parameters (0 for a statement without
+    any). A repeated ``%(name)s`` keeps its number, ``%%`` becomes ``%``; ``$n`` already
+    there (asyncpg) are counted; text in quotes, dollar quotes and comments is left alone.
+    """
+    names: dict[str, int] = {}
+    count = 0
+    highest = 0
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal count, highest
+        if m.group("skip") is not None:
+            return m.group(0)
+        if m.group("pct") is not None:
+            return "%"
+        if m.group("num") is not None:
+            highest = max(highest, int(m.group("num")))
+            return m.group(0)
+        name = m.group("name")
+        if name is not None:
+            if name not in names:
+                count += 1
+                names[name] = count
+            return f"${names[name]}"
+        count += 1
+        return f"${count}"
+
+    text = _PLACEHOLDER_RE.sub(sub, sql)
+    return text, max(count, highest)
+
+
+# -- reading a plan ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class IndexKey:
+    """One key an index would need: a column name as PostgreSQL quotes it (``email``,
+    ``"userId"``) or an expression (``lower((email)::text)``); ``equality`` for ``=`` and
+    ``= ANY``, False for a range comparison."""
+
+    text: str
+    expression: bool = False
+    equality: bool = True
+
+    @property
+    def ddl(self) -> str:
+        """The key as written in ``CREATE INDEX``: expressions in parentheses."""
+        return f"({self.text})" if self.expression else self.text
+
+
+@dataclass(frozen=True)
+class ScanCandidate:
+    """A ``Seq Scan`` an index on ``keys`` could replace.
+
+    ``schema``/``table``: the relation scanned; ``alias``: its name in the plan;
+    ``predicate``: the plan's ``Filter`` and/or join condition it came from, as printed;
+    ``keys``: join equality keys, then filter equality keys, then one range key.
+    """
+
+    schema: str
+    table: str
+    alias: str
+    predicate: str
+    keys: tuple[IndexKey, ...]
+
+
+_TOKEN_RE = re.compile(
+    r"""(?P<str>'(?:[^']|'')*')"""
+    r"""|(?P<ident>(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)"""
+    r"""(?:\.(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*))*)"""
+    r"""|(?P<param>\$\d+)|(?P<num>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<cast>::)"""
+    r"""|(?P<open>[(\[])|(?P<close>[)\]])|(?P<comma>,)|(?P<op>[+\-*/<>=~!@#%^&|`?]+)|(?P<ws>\s+)|(?P<other>.)""",
+    re.DOTALL,
+)
+_IDENT_PART_RE = re.compile(r'"(?:[^"]|"")*"|[^."]+')
+_RANGE_OPS = ("<", "<=", ">", ">=")
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    text: str
+    start: int
+    end: int
+
+
+def _tokens(text: str) -> list[_Token]:
+    out = []
+    for m in _TOKEN_RE.finditer(text):
+        kind = m.lastgroup or "other"
+        if kind != "ws":
+            out.append(_Token(kind, m.group(0), m.start(), m.end()))
+    return out
+
+
+def _unquote(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part.lower()
+
+
+def _ident_parts(text: str) -> list[str]:
+    return _IDENT_PART_RE.findall(text)
+
+
+def _matching(tokens: list[_Token], i: int) -> int:
+    depth = 0
+    for j in range(i, len(tokens)):
+        if tokens[j].kind == "open":
+            depth += 1
+        elif tokens[j].kind == "close":
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(tokens) - 1
+
+
+def _strip_parens(tokens: list[_Token]) -> list[_Token]:
+    while len(tokens) >= 2 and tokens[0].text == "(" and _matching(tokens, 0) == len(tokens) - 1:
+        tokens = tokens[1:-1]
+    return tokens
+
+
+def _split_top(tokens: list[_Token], word: str) -> list[list[_Token]]:
+    parts: list[list[_Token]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.kind == "open":
+            depth += 1
+        elif tok.kind == "close":
+            depth -= 1
+        if depth == 0 and tok.kind == "ident" and tok.text.upper() == word:
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return parts
+
+
+def _strip_casts(tokens: list[_Token]) -> list[_Token]:
+    """Drop a trailing ``::type`` (type names may be several words, with a typmod or ``[]``)."""
+    tokens = _strip_parens(tokens)
+    while True:
+        depth = 0
+        cut = None
+        for i, tok in enumerate(tokens):
+            if tok.kind == "open":
+                depth += 1
+            elif tok.kind == "close":
+                depth -= 1
+            elif depth == 0 and tok.kind == "cast":
+                cut = i
+        if cut is None:
+            return tokens
+        rest = tokens[cut + 1:]
+        if not rest or any(t.kind not in ("ident", "open", "close", "num", "comma") for t in rest):
+            return tokens
+        tokens = _strip_parens(tokens[:cut])
+
+
+def _column_refs(tokens: list[_Token]) -> list[tuple[str, str, _Token]]:
+    """``(qualifier, column, token)`` of every qualified column reference (functions excluded)."""
+    refs = []
+    after_cast = False
+    for i, tok in enumerate(tokens):
+        if tok.kind == "cast":
+            after_cast = True
+            continue
+        if tok.kind != "ident":
+            after_cast = False
+            continue
+        if after_cast:
+            continue  # a type name
+        if i + 1 < len(tokens) and tokens[i + 1].text == "(":
+            continue  # a function name
+        parts = _ident_parts(tok.text)
+        if len(parts) >= 2:
+            refs.append((".".join(_unquote(p) for p in parts[:-1]), parts[-1], tok))
+    return refs
+
+
+def _comparisons(condition: str) -> list[tuple[list[_Token], str, list[_Token], str]]:
+    """``(left, operator, right, text)`` of each top-level AND conjunct of the form ``a OP b``."""
+    tokens = _strip_parens(_tokens(condition))
+    out = []
+    for conjunct in _split_top(tokens, "AND"):
+        conjunct = _strip_parens(conjunct)
+        if not conjunct or len(_split_top(conjunct, "OR")) > 1:
+            continue
+        depth = 0
+        found = None
+        for i, tok in enumerate(conjunct):
+            if tok.kind == "open":
+                depth += 1
+            elif tok.kind == "close":
+                depth -= 1
+            elif depth == 0 and tok.kind == "op" and tok.text in ("=", *_RANGE_OPS):
+                if found is not None:
+                    found = None
+                    break
+                found = i
+        if found is None or found == 0 or found == len(conjunct) - 1:
+            continue
+        text = condition[conjunct[0].start:conjunct[-1].end]
+        out.append((conjunct[:found], conjunct[found].text, conjunct[found + 1:], text))
+    return out
+
+
+def _key_of(side: list[_Token], source: str, alias: str) -> IndexKey | None:
+    """The index key of an expression over ``alias``'s columns only, else None."""
+    refs = _column_refs(side)
+    if not refs or any(q != alias for q, _, _ in refs):
+        return None
+    bare = _strip_casts(side)
+    if len(bare) == 1 and bare[0].kind == "ident":
+        return IndexKey(_ident_parts(bare[0].text)[-1])
+    side = _strip_parens(side)
+    if any(t.kind == "param" or t.text in ("SubPlan", "InitPlan") for t in side):
+        return None  # not an expression an index can hold
+    start, end = side[0].start, side[-1].end
+    pieces, at = [], start
+    for _, column, tok in refs:  # the expression with its columns unqualified
+        pieces.append(source[at:tok.start])
+        pieces.append(column)
+        at = tok.end
+    pieces.append(source[at:end])
+    return IndexKey("".join(pieces), expression=True)
+
+
+def _keys_from(condition: str, alias: str, *, join: bool) -> list[IndexKey]:
+    keys = []
+    for left, op, right, _ in _comparisons(condition):
+        for mine, other in ((left, right), (right, left)):
+            key = _key_of(mine, condition, alias)
+            if key is None:
+                continue
+            other_refs = _column_refs(other)
+            if any(q == alias for q, _, _ in other_refs):
+                continue  # both sides read this table: no lookup value
+            if join and not other_refs:
+                continue  # a join key pairs with another table's column
+            if other and other[0].kind == "ident" and other[0].text.upper() == "ALL":
+                continue
+            equality = op == "="
+            keys.append(IndexKey(key.text, key.expression, equality))
+            break
+    return keys
+
+
+_JOIN_CONDITIONS = ("Hash Cond", "Merge Cond", "Join Filter")
+_RESTRICTING = ("Filter", "Index Cond", "Recheck Cond", "TID Cond")
+
+
+def _restricted(node: Mapping[str, Any]) -> bool:
+    if any(node.get(key) for key in _RESTRICTING) or node.get("Node Type") == "Limit":
+        return True
+    return any(_restricted(child) for child in node.get("Plans", ())
+               if child.get("Parent Relationship") not in ("InitPlan", "SubPlan"))
+
+
+def _ordered(keys: list[IndexKey]) -> tuple[IndexKey, ...]:
+    seen: set[str] = set()
+    equal: list[IndexKey] = []
+    ranged: list[IndexKey] = []
+    for key in keys:
+        if key.text in seen:
+            continue
+        seen.add(key.text)
+        (equal if key.equality else ranged).append(key)
+    return tuple(equal + ranged[:1])
+
+
+def seq_scan_candidates(plan: Any) -> list[ScanCandidate]:
+    """The sequential scans of an ``EXPLAIN (FORMAT JSON, VERBOSE)`` result an index could replace.
+
+    ``plan`` is the JSON document (a list holding one ``{"Plan": ...}``, or that dict, or
+    a plan node). A candidate needs an indexable predicate on its table (see the module
+    doc, step 3); scans of ``pg_catalog``, ``information_schema`` and ``pg_toast`` are
+    left out. Plans without ``VERBOSE`` (unqualified columns) give none.
+    """
+    if isinstance(plan, list):
+        plan = plan[0] if plan else {}
+    if isinstance(plan, Mapping) and "Plan" in plan:
+        plan = plan["Plan"]
+    found: list[ScanCandidate] = []
+
+    def walk(node: Mapping[str, Any], joins: list[tuple[str, bool]]) -> None:
+        if node.get("Node Type") == "Seq Scan" and node.get("Relation Name"):
+            schema = str(node.get("Schema") or "public")
+            if schema not in _SYSTEM_SCHEMAS and not schema.startswith("pg_temp"):
+                alias = str(node.get("Alias") or node["Relation Name"])  # as named, unquoted
+                keys: list[IndexKey] = []
+                shown = []
+                for condition, other_restricted in joins:
+                    if not other_restricted:
+                        continue
+                    join_keys = _keys_from(condition, alias, join=True)
+                    if join_keys:
+                        keys.extend(join_keys)
+                        shown.append(condition)
+                if node.get("Filter"):
+                    filter_keys = _keys_from(str(node["Filter"]), alias, join=False)
+                    if filter_keys:
+                        keys.extend(filter_keys)
+                        shown.append(str(node["Filter"]))
+                if keys:
+                    found.append(ScanCandidate(schema, str(node["Relation Name"]), alias,
+                                               " and ".join(shown), _ordered(keys)))
+        children = [c for c in node.get("Plans", ()) if isinstance(c, Mapping)]
+        conditions = [str(node[key]) for key in _JOIN_CONDITIONS if node.get(key)]
+        sides = [c for c in children if c.get("Parent Relationship") in ("Outer", "Inner")]
+        for child in children:
+            inherited = joins
+            if conditions and len(sides) == 2 and any(child is side for side in sides):
+                other = sides[1] if child is sides[0] else sides[0]
+                inherited = joins + [(cond, _restricted(other)) for cond in conditions]
+            walk(child, inherited)
+
+    if isinstance(plan, Mapping):
+        walk(plan, [])
+    return found
+
+
+# -- where the statements came from -----------------------------------------------------
+class ConnectionSource:
+    """How to reach the database a statement ran on: a libpq conninfo (it may hold a
+    password: kept in memory only, masked by ``repr``) and, for psycopg, the connection
+    itself (weakly: a closed or collected connection is simply not reused)."""
+
+    __slots__ = ("_conninfo", "_ref")
+
+    def __init__(self, conninfo: str, connection: Any = None) -> None:
+        self._conninfo = conninfo
+        self._ref: Callable[[], Any] | None = None
+        if connection is not None:
+            try:
+                self._ref = weakref.ref(connection)
+            except TypeError:
+                self._ref = None
+
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string (never print it)."""
+        return self._conninfo
+
+    def connection(self) -> Any:
+        """The sync psycopg connection that ran the statement, if still open, else None."""
+        conn = self._ref() if self._ref is not None else None
+        psycopg = sys.modules.get("psycopg")
+        if conn is None or psycopg is None or not isinstance(conn, psycopg.Connection) or conn.closed:
+            return None
+        return conn
+
+    def __repr__(self) -> str:
+        from pytest_migsafe.servers.masking import mask_text
+
+        return f"ConnectionSource({mask_text(self._conninfo)!r})"
+
+
+_LIBPQ_KEYWORDS: frozenset[str] | None = None
+
+
+def _libpq_keywords() -> frozenset[str]:
+    global _LIBPQ_KEYWORDS
+    if _LIBPQ_KEYWORDS is None:
+        from psycopg import pq
+
+        _LIBPQ_KEYWORDS = frozenset(o.keyword.decode() for o in pq.Conninfo.get_defaults())
+    return _LIBPQ_KEYWORDS
+
+
+def conninfo_of(obj: Any) -> str | None:
+    """A libpq conninfo (password included) for a psycopg connection, a SQLAlchemy
+    Engine / Connection / URL on PostgreSQL, or a conninfo / ``postgresql://`` URL string;
+    None for anything else (another database, an unreadable connection)."""
+    try:
+        from psycopg.conninfo import make_conninfo
+    except ImportError:
+        return None
+    psycopg = sys.modules.get("psycopg")
+    try:
+        if isinstance(obj, str):
+            text = obj.strip()
+            if "://" in text and "+" in text.split("://", 1)[0]:
+                from sqlalchemy.engine import make_url
+
+                return conninfo_of(make_url(text))
+            return make_conninfo(text)
+        if psycopg is not None and isinstance(obj, (psycopg.Connection, psycopg.AsyncConnection)):
+            params = dict(obj.info.get_parameters())
+            password = obj.info.password
+            if password:
+                params["password"] = password
+            return make_conninfo("", **params)
+        url = getattr(getattr(obj, "engine", obj), "url", obj)
+        if not hasattr(url, "get_backend_name") or url.get_backend_name() != "postgresql":
+            return None
+        keywords = _libpq_keywords()
+        params = {"host": url.host, "port": url.port, "user": url.username, "password": url.password,
+                  "dbname": url.database}
+        for key, value in url.query.items():
+            if key in keywords and isinstance(value, str):
+                params[key] = value
+        return make_conninfo("", **{k: v for k, v in params.items() if v not in (None, "")})
+    except Exception:
+        return None
+
+
+def _source_from_stack(frame: FrameType | None) -> ConnectionSource | None:
+    """The connection behind the driver hook on the stack (frames of this package only)."""
+    psycopg = sys.modules.get("psycopg")
+    f = frame
+    while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
+        local = f.f_locals
+        for name in ("self", "conn", "pipeline"):
+            obj = local.get(name)
+            module = type(obj).__module__ or ""
+            if psycopg is not None and module.startswith("psycopg"):
+                conn = obj if isinstance(obj, (psycopg.Connection, psycopg.AsyncConnection)) else \
+                    getattr(obj, "connection", None) if hasattr(type(obj), "connection") else getattr(obj, "_conn", None)
+                if isinstance(conn, (psycopg.Connection, psycopg.AsyncConnection)):
+                    info = conninfo_of(conn)
+                    return ConnectionSource(info, conn) if info is not None else None
+            elif module.startswith("sqlalchemy") and hasattr(obj, "engine"):
+                info = conninfo_of(obj)
+                return ConnectionSource(info) if info is not None else None
+        f = f.f_back
+    return None
+
+
+# -- collecting the statements ------------------------------------------------------------
+@dataclass
+class SelectStatement:
+    """The first statement of one SELECT shape on one database: its text as sent, its
+    parameters (only with ``capture_params``), and where to reach the database (None when
+    the driver's connection could not be read)."""
+
+    target: str
+    shape: str
+    sql: str
+    params: Any = None
+    source: ConnectionSource | None = None
+
+
+class SelectCollector(QueryCounter):
+    """A query counter that also keeps the first statement of each SELECT shape per
+    PostgreSQL database (``statements``, in the order first seen) with its connection;
+    ``result`` is set by :func:`assert_no_seq_scan` after its check.
+
+    Reading the connection walks the driver hook's few frames once per new shape; other
+    statements cost what any counter costs. ``using`` keeps one database (its name).
+    """
+
+    def __init__(self, *, using: str | None = None) -> None:
+        super().__init__(using=using, track_repeats=False, keep=0)
+        self.statements: dict[tuple[str, str], SelectStatement] = {}
+        self.result: ExplainResult | None = None
+
+    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,  # type: ignore[override]
+             *rest: Any) -> None:
+        super()._add(sql, shape, seconds, site, target, *rest)
+        key = (target, shape)
+        if key in self.statements or not target.startswith("postgresql://"):
+            return
+        from pytest_migsafe.queries.normalize import statement_kind
+
+        if statement_kind(sql) != "select":
+            return
+        params = rest[1] if len(rest) > 1 else None
+        self.statements[key] = SelectStatement(target, shape, sql, params,
+                                               _source_from_stack(sys._getframe(1)))
+
+    def call_sites(self, shape: str) -> dict[str, int]:
+        """``{path:line: statements}`` of one shape (every database together)."""
+        stats = self._shapes.get(shape)
+        return dict(stats.call_sites) if stats is not None else {}
+
+    def runs(self, shape: str) -> int:
+        """Statements of this shape counted."""
+        stats = self._shapes.get(shape)
+        return stats.count if stats is not None else 0
+
+
+# -- talking to the server ----------------------------------------------------------------
+class _SqlError(Exception):
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class _Link:
+    """Commands sent through libpq directly on one psycopg connection: no hook sees them."""
+
+    def __init__(self, conn: Any, *, own: bool) -> None:
+        self.conn = conn
+        self.own = own
+        self.encoding = conn.info.encoding or "utf-8"
+        self.version = int(conn.info.server_version)
+
+    def run(self, sql: str, params: list[str] | None = None) -> list[tuple[str | None, ...]]:
+        from psycopg import pq
+
+        command = sql.encode(self.encoding)
+        if params is None:
+            result = self.conn.pgconn.exec_(command)
+        else:
+            result = self.conn.pgconn.exec_params(command, [p.encode(self.encoding) for p in params])
+        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            state = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+            text = (result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or result.error_message or b"")
+            raise _SqlError(state, text.decode(self.encoding, "replace").strip())
+        rows = []
+        for row in range(result.ntuples):
+            values = []
+            for col in range(result.nfields):
+                value = result.get_value(row, col)
+                values.append(None if value is None else value.decode(self.encoding, "replace"))
+            rows.append(tuple(values))
+        return rows
+
+    @contextmanager
+    def sandbox(self) -> Iterator[None]:
+        """A transaction (own connection, read only) or a savepoint (the application's), rolled back.
+
+        On the application's connection, ``SAVEPOINT``, the ``SET LOCAL`` that stops
+        ``pg_stat_statements`` tracking and the final ``RELEASE`` are recorded by
+        ``pg_stat_statements`` (as utility statements); nothing else is.
+        """
+        if self.own:
+            self.run("BEGIN READ ONLY")
+        else:
+            self.run("SAVEPOINT migsafe_explain")
+            try:  # what follows stays out of pg_stat_statements where the role may ask that
+                self.run("SET LOCAL pg_stat_statements.track = none")
+            except _SqlError:
+                self.run("ROLLBACK TO SAVEPOINT migsafe_explain")
+        try:
+            self.run(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+            self.run(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            yield
+        finally:
+            if self.own:
+                self.run("ROLLBACK")
+            else:
+                self.run("ROLLBACK TO SAVEPOINT migsafe_explain")
+                self.run("RELEASE SAVEPOINT migsafe_explain")
+
+
+def _quote_ident(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _connect(conninfo: str) -> Any:
+    """A new connection that pg_stat_statements does not track when the role may ask that."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    options = str(conninfo_to_dict(conninfo).get("options") or "")
+    quiet = make_conninfo(conninfo, options=f"{options} -c pg_stat_statements.track=none".strip())
+    try:
+        return psycopg.connect(quiet, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+    except psycopg.Error as exc:
+        if getattr(exc, "sqlstate", None) not in ("42501", "42704", "22023"):
+            raise
+    return psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+
+
+# -- findings ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeqScanFinding:
+    """A sequential scan an index would avoid, and the statement that made it.
+
+    ``schema``/``table``: the table; ``keys``: the index keys to create (see
+    :class:`IndexKey`); ``predicate``: the plan's filter or join condition, as printed
+    (``$n`` are parameters); ``rows``: the planner's estimate of the table's rows
+    (``pg_class.reltuples``; None when unknown); ``shape``/``target``: the statement shape
+    and ``postgresql://host:port/db`` it ran on; ``runs``: its statements in the block;
+    ``call_sites``: ``{path:line: statements}``.
+    """
+
+    schema: str
+    table: str
+    keys: tuple[IndexKey, ...]
+    predicate: str
+    rows: float | None
+    shape: str
+    target: str
+    runs: int = 0
+    call_sites: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def create_index(self) -> str:
+        """The statement that creates the missing index: ``CREATE INDEX ON table (keys);``."""
+        name = _quote_ident(self.table) if self.schema == "public" else \
+            f"{_quote_ident(self.schema)}.{_quote_ident(self.table)}"
+        return f"CREATE INDEX ON {name} ({', '.join(k.ddl for k in self.keys)});"
+
+
+@dataclass
+class ExplainResult:
+    """What one check found: ``findings`` (to fail or warn about), ``notes`` (shapes that
+    could not be planned, with the reason, each at most once per session), ``explained``
+    (shapes planned now) and ``cached`` (shapes whose plan came from the session cache)."""
+
+    findings: list[SeqScanFinding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    explained: int = 0
+    cached: int = 0
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A planned shape's candidates that no index serves: (candidate, table rows)."""
+
+    missing: tuple[tuple[ScanCandidate, float | None], ...]
+
+
+class _Unplannable(Exception):
+    """The shape cannot be planned here; the message says why (a note, not a finding)."""
+
+    def __init__(self, reason: str, *, once: str) -> None:
+        super().__init__(reason)
+        self.once = once  # what the note is deduplicated by
+
+
+class Explainer:
+    """Plans SELECT shapes once per session and judges their sequential scans.
+
+    ``fallback(target)`` returns a conninfo for a database whose statements came without
+    one (the plugin gives the ``migsafe_postgres`` server's when host and port match);
+    ``capture_params``: statements carry their parameter values (``--migsafe-capture-params``).
+    Thread-safe; one instance per session.
+    """
+
+    def __init__(self, *, fallback: Callable[[str], str | None] | None = None,
+                 capture_params: bool = False) -> None:
+        self.fallback = fallback
+        self.capture_params = capture_params
+        self._verdicts: dict[tuple[str, str], _Verdict] = {}
+        self._noted: set[str] = set()
+        self._lock = threading.Lock()
+        self._prepared = 0
+
+    def check(self, collector: SelectCollector, options: ExplainOptions | None = None,
+              *, fallback: Callable[[str], str | None] | None = None) -> ExplainResult:
+        """Plan the collector's SELECT shapes not planned yet and return the findings.
+
+        ``options`` default to checking every table; ``fallback`` overrides the
+        instance's for this call. Raises nothing for a shape that cannot be planned: it
+        becomes a note (see :class:`ExplainResult`).
+        """
+        options = options or ExplainOptions()
+        result = ExplainResult()
+        links: dict[str, _Link | _SqlError | Exception] = {}
+        try:
+            for statement in collector.statements.values():
+                if options.using is not None and statement.target.rsplit("/", 1)[-1] != options.using:
+                    continue
+                key = (statement.target, statement.shape)
+                with self._lock:
+                    verdict = self._verdicts.get(key)
+                if verdict is not None:
+                    result.cached += 1
+                else:
+                    try:
+                        verdict = self._plan(statement, options, links, fallback or self.fallback)
+                    except _Unplannable as exc:
+                        self._note(result, str(exc), exc.once)
+                        continue
+                    with self._lock:
+                        self._verdicts[key] = verdict
+                    result.explained += 1
+                for candidate, rows in verdict.missing:
+                    if not options.covers(candidate.schema, candidate.table):
+                        continue
+                    if options.min_rows and (rows is None or rows < options.min_rows):
+                        continue
+                    result.findings.append(SeqScanFinding(
+                        candidate.schema, candidate.table, candidate.keys, candidate.predicate, rows,
+                        statement.shape, statement.target, collector.runs(statement.shape),
+                        collector.call_sites(statement.shape)))
+        finally:
+            for link in links.values():
+                if isinstance(link, _Link):
+                    link.conn.close()
+        return result
+
+    def _note(self, result: ExplainResult, text: str, once: str) -> None:
+        with self._lock:
+            if once in self._noted:
+                return
+            self._noted.add(once)
+        result.notes.append(text)
+
+    # -- one shape ---------------------------------------------------------------------
+    def _plan(self, statement: SelectStatement, options: ExplainOptions,
+              links: dict[str, _Link | _SqlError | Exception],
+              fallback: Callable[[str], str | None] | None) -> _Verdict:
+        short = shorten(statement.shape, 100)
+        conninfo = options.dsn and conninfo_of(options.dsn)
+        if not conninfo and statement.source is not None:
+            conninfo = statement.source.conninfo
+        if not conninfo and fallback is not None:
+            conninfo = fallback(statement.target)
+        if not conninfo:
+            raise _Unplannable(
+                f"cannot reach {statement.target} to EXPLAIN its SELECTs (the driver's connection "
+                f"could not be read): pass dsn= to @pytest.mark.no_seq_scan", once=f"reach {statement.target}")
+        link = links.get(conninfo)
+        if link is None:
+            try:
+                link = _Link(_connect(conninfo), own=True)
+            except Exception as exc:
+                link = exc
+            links[conninfo] = link
+        if not isinstance(link, _Link):
+            from pytest_migsafe.servers.masking import mask_text
+
+            raise _Unplannable(f"cannot connect to {statement.target} to EXPLAIN its SELECTs: "
+                               f"{mask_text(str(link).strip().splitlines()[0] if str(link).strip() else type(link).__name__)}",
+                               once=f"connect {statement.target}")
+        try:
+            return self._plan_on(link, statement)
+        except _SqlError as exc:
+            app = statement.source.connection() if statement.source is not None else None
+            if exc.sqlstate in _UNSEEN and app is not None:
+                try:
+                    with _borrowed(app) as borrowed:
+                        return self._plan_on(borrowed, statement)
+                except _SqlError as again:
+                    exc = again
+                except _Busy:
+                    pass
+            raise _Unplannable(f"cannot EXPLAIN {short} on {statement.target}: {exc}",
+                               once=f"explain {statement.target} {statement.shape}") from None
+
+    def _plan_on(self, link: _Link, statement: SelectStatement) -> _Verdict:
+        plan = self._explain(link, statement)
+        candidates = seq_scan_candidates(plan)
+        missing: list[tuple[ScanCandidate, float | None]] = []
+        if candidates:
+            with link.sandbox():
+                for candidate in candidates:
+                    rows, leading = _table_facts(link, candidate.schema, candidate.table)
+                    if any(_same_key(key.text, first) for key in candidate.keys for first in leading):
+                        continue
+                    missing.append((candidate, rows))
+        return _Verdict(tuple(missing))
+
+    def _explain(self, link: _Link, statement: SelectStatement) -> Any:
+        sql = statement.sql.strip().rstrip(";")
+        numbered, count = numbered_placeholders(sql)
+        short = shorten(statement.shape, 100)
+        if count == 0:
+            with link.sandbox():
+                return json.loads(link.run(f"EXPLAIN (FORMAT JSON, VERBOSE) {numbered}")[0][0] or "[]")
+        failure: _SqlError | None = None
+        try:
+            if link.version >= 160000:
+                with link.sandbox():
+                    return json.loads(link.run(
+                        f"EXPLAIN (FORMAT JSON, VERBOSE, GENERIC_PLAN) {numbered}")[0][0] or "[]")
+            if link.version >= 120000:
+                return self._generic_by_prepare(link, numbered, count)
+        except _SqlError as exc:
+            if exc.sqlstate not in _NO_TYPE:
+                raise
+            failure = exc
+        if statement.params is not None:
+            import psycopg
+
+            try:
+                literal = psycopg.ClientCursor(link.conn).mogrify(statement.sql, statement.params)
+            except Exception as exc:
+                raise _Unplannable(f"cannot EXPLAIN {short} on {statement.target}: its parameters do not "
+                                   f"fit its placeholders ({type(exc).__name__})",
+                                   once=f"explain {statement.target} {statement.shape}") from None
+            with link.sandbox():
+                return json.loads(link.run(f"EXPLAIN (FORMAT JSON, VERBOSE) {literal}")[0][0] or "[]")
+        why = (f"the server could not tell a parameter's type ({failure})" if failure is not None
+               else f"PostgreSQL {link.version // 10000} plans a statement with placeholders only with values "
+                    "(a generic plan needs 12 or later)")
+        hint = "" if self.capture_params else "; --migsafe-capture-params lets it use the values of the first run"
+        raise _Unplannable(f"cannot EXPLAIN {short} on {statement.target}: {why}{hint}",
+                           once=f"explain {statement.target} {statement.shape}")
+
+    def _generic_by_prepare(self, link: _Link, numbered: str, count: int) -> Any:
+        with self._lock:
+            self._prepared += 1
+            name = f"migsafe_explain_{os.getpid()}_{self._prepared}"
+        nulls = ", ".join(["NULL"] * count)
+        prepared = False
+        try:
+            with link.sandbox():
+                link.run("SET LOCAL plan_cache_mode = force_generic_plan")
+                link.run(f"PREPARE {name} AS {numbered}")
+                prepared = True
+                return json.loads(link.run(f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {name}({nulls})")[0][0] or "[]")
+        finally:
+            if prepared:
+                link.run(f"DEALLOCATE {name}")
+
+
+class _Busy(Exception):
+    """The application's connection is in use or in a state where nothing can be sent."""
+
+
+@contextmanager
+def _borrowed(conn: Any) -> Iterator[_Link]:
+    """The application's sync psycopg connection, under its lock, if idle or in a healthy
+    transaction and not in pipeline mode; else :class:`_Busy`."""
+    from psycopg import pq
+
+    if not conn.lock.acquire(blocking=False):
+        raise _Busy()
+    try:
+        status = conn.pgconn.transaction_status
+        if conn.closed or getattr(conn, "_pipeline", None) is not None or status not in (
+                pq.TransactionStatus.IDLE, pq.TransactionStatus.INTRANS):
+            raise _Busy()
+        yield _Link(conn, own=status == pq.TransactionStatus.IDLE)
+    finally:
+        conn.lock.release()
+
+
+def _table_facts(link: _Link, schema: str, table: str) -> tuple[float | None, list[str]]:
+    """(planner's row estimate, first key of each valid index) of one table."""
+    rows = link.run(
+        "SELECT c.reltuples::float8, pg_get_indexdef(i.indexrelid, 1, true) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisvalid "
+        "WHERE n.nspname = $1 AND c.relname = $2", [schema, table])
+    if not rows:
+        return None, []
+    estimate = float(rows[0][0]) if rows[0][0] is not None else -1.0
+    leading = [r[1] for r in rows if r[1] is not None]
+    if estimate < 0:  # never analyzed: the planner's own estimate from the table's size
+        plan = json.loads(link.run(
+            f"EXPLAIN (FORMAT JSON) SELECT * FROM {_quote_ident(schema)}.{_quote_ident(table)}")[0][0] or "[]")
+        estimate = float(plan[0]["Plan"]["Plan Rows"]) if plan else -1.0
+    return (estimate if estimate >= 0 else None), leading
+
+
+def _same_key(key: str, first: str) -> bool:
+    def norm(text: str) -> str:
+        text = re.sub(r"\s+", "", text)
+        while text.startswith("(") and text.endswith(")"):
+            text = text[1:-1]
+        return text
+
+    return norm(key) == norm(first)
+
+
+# -- messages --------------------------------------------------------------------------
+def seq_scan_message(what: str, findings: list[SeqScanFinding], *, verbose: bool = False,
+                     width: int = 120) -> str:
+    """Expected and found first (found: distinct missing indexes), then each missing index: the table, the predicate, the
+    ``CREATE INDEX`` to paste and the statement shapes that scanned it with their call sites.
+
+    ``what`` names the check (``no_seq_scan``); shapes are cut to ``width`` characters and
+    the list to 10 tables unless ``verbose``.
+    """
+    head = (f"{what}: expected no sequential scan that an index would avoid, "
+            f"{len({(f.schema, f.table, f.keys) for f in findings})} found")
+    groups: dict[tuple[str, str, tuple[IndexKey, ...]], list[SeqScanFinding]] = {}
+    for finding in findings:
+        groups.setdefault((finding.schema, finding.table, finding.keys), []).append(finding)
+    ordered = sorted(groups.values(), key=lambda g: (-sum(f.runs for f in g), g[0].table))
+    shown = ordered if verbose else ordered[:10]
+    lines = [head]
+    for group in shown:
+        first = group[0]
+        rows = f" (~{plural(round(first.rows), 'row')})" if first.rows is not None else ""
+        lines.append(f"  Seq Scan on {first.schema}.{first.table}{rows} for {shorten(first.predicate, width)}")
+        lines.append(f"    {first.create_index}")
+        seen = set()
+        for finding in group:
+            if finding.shape in seen:
+                continue
+            seen.add(finding.shape)
+            sites = sorted(finding.call_sites.items(), key=lambda kv: -kv[1])
+            where = ", ".join(site for site, _ in sites[:3]) or "?"
+            lines.append(f"    {shorten(finding.shape, width)} x{finding.runs} at {where}")
+    if len(shown) < len(ordered):
+        lines.append(f"  ... and {len(ordered) - len(shown)} more tables (use -v to see all)")
+    return "\n".join(lines)
+
+
+@contextmanager
+def assert_no_seq_scan(*, tables: str | Iterable[str] | None = None, min_rows: int = 0,
+                       using: str | None = None, dsn: str | None = None,
+                       explainer: Explainer | None = None,
+                       verbose: bool = False) -> Iterator[SelectCollector]:
+    """Fail with :class:`SeqScanFound` when a SELECT the block ran scans a table an index would serve.
+
+    Arguments as :func:`no_seq_scan_signature` (ValueError for a wrong one);
+    ``explainer`` shares a plan cache (default: a new one). The EXPLAIN runs after the
+    block (see the module doc). Afterwards ``collector.result`` is the
+    :class:`ExplainResult`: shapes that could not be planned raise nothing, they are in
+    its ``notes``.
+    """
+    options = no_seq_scan_signature(tables=tables, min_rows=min_rows, using=using, dsn=dsn)
+    collector = SelectCollector(using=options.using)
+    with collector:
+        yield collector
+    result = collector.result = (explainer or Explainer()).check(collector, options)
+    if result.findings:
+        raise SeqScanFound(seq_scan_message("assert_no_seq_scan", result.findings, verbose=verbose))

