@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pytest_migsafe.queries import django as django_orm
 from pytest_migsafe.queries import orm
 
 _installed_for: tuple[Any, Any, Any] = (False, False, False)
@@ -23,6 +24,7 @@ def install(import_missing: bool = True) -> None:
     SQLAlchemy or psycopg into a suite that never uses them.
     """
     global _installed_for
+    django_orm.install()  # Django's ORM (related objects, deferred fields), once django.db.models is imported
     modules = sys.modules
     loaded = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     if loaded == _installed_for and (not import_missing or None not in loaded[:2]):

@@ -1,0 +1,371 @@
+"""Django ORM loads: related objects and deferred fields, per parent row.
+
+What :mod:`pytest_migsafe.queries.orm` does for SQLAlchemy, for Django's ORM (4.2 and
+later). Django sends its SQL through psycopg 3, where the statements are captured; this
+module only tells which of them are per-row loads, and of what:
+
+- **related objects**: a forward many-to-one or one-to-one (``order.customer``), a reverse
+  one-to-one (``place.restaurant``), a reverse foreign key or a many-to-many manager
+  evaluated for one parent (``customer.orders.all()``, ``.count()``, ``.exists()``,
+  ``.filter(...)``, in any form that sends a SELECT). The queryset made for one parent is
+  marked where Django makes it (the descriptors' ``get_queryset(instance=...)`` and the
+  related managers' ``get_queryset()``); the mark is copied to every clone of its query,
+  and is read where Django sends a SELECT (``SQLCompiler.execute_sql``): that statement is
+  the load, reported with the relationship (``Order.customer``, ``Customer.orders``) and
+  its parent. Updates and deletes through a related manager are not loads.
+- **deferred fields**: a field left out by ``.only()`` / ``.defer()`` that Django loads on
+  first access (``DeferredAttribute.__get__`` calls ``refresh_from_db(fields=[name])``).
+
+Each load is reported to every active counter through ``counter._orm_load(load, parent,
+loaded, origin, direction)`` (:meth:`pytest_migsafe.queries.repeats.RepeatTracker.load`),
+and the statement it sends is tagged with :data:`pytest_migsafe.queries.orm.orm_load` so that
+the statement-shape rule does not count it a second time. ``loaded`` names the query that
+loaded the parent: every row a ``ModelIterable`` (or ``RawModelIterable``) yields is noted
+with the number of its run and where it ran (``path:line``), and so are the rows joined in
+by ``select_related``; the parents of one run are the rows of one query.
+
+Directions (the fix to paste, see :func:`fix_for`): :data:`SELECT_RELATED` for forward
+foreign keys and one-to-ones and reverse one-to-ones, :data:`PREFETCH_RELATED` for reverse
+foreign keys and many-to-many, :data:`DEFERRED` for deferred fields.
+
+Every patch is made on a class, once (:func:`install`), keeps the patched function's
+signature (``functools.wraps``), and costs one tuple read (``dispatch._active``) when no
+counter is active. None is on a per-attribute path: Django calls the patched functions
+when it builds a queryset or runs one, never when a cached value is read. Nothing here
+evaluates a queryset or reads an attribute that could send SQL. Not covered: generic
+relations (``django.contrib.contenttypes``) and the async ORM (``aget``, ``async for``),
+whose statements run in a worker thread with no user frame on its stack.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pytest_migsafe.queries import dispatch, orm
+from pytest_migsafe.queries.callsite import call_site, origin_of
+
+SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
+PREFETCH_RELATED = "DJANGO_REVERSE"  # reverse FK, many-to-many: .prefetch_related()
+DEFERRED = "DJANGO_DEFERRED"  # a field left out by .only() / .defer()
+
+_TAG = "_migsafe_relation_load"  # the key of the mark in a Query's __dict__ (copied by Query.clone)
+_NOTES_MAX = 200_000  # loaded rows remembered before the dead ones are dropped
+
+# id(model instance) -> (weak reference to it, run number, where the run was iterated)
+_loaded_by: dict[int, tuple[Any, int, str]] = {}
+_runs = itertools.count(1)
+_installed_for: Any = None
+_undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
+_deferred_get: Any = None  # DeferredAttribute.__get__'s code: the caller of a deferred load
+
+
+def fix_for(kind: str, attribute: str, direction: str | None) -> str:
+    """The Django code that loads ``attribute`` (``"Order.customer"``) with its parents.
+
+    ``direction``: :data:`SELECT_RELATED`, :data:`PREFETCH_RELATED` or :data:`DEFERRED`, as
+    this module reports it (another value gets the advice for ``kind``: ``lazy_load`` or
+    ``deferred_column``).
+    """
+    model, _, name = attribute.partition(".")
+    if direction == DEFERRED or (direction not in (SELECT_RELATED, PREFETCH_RELATED) and kind == "deferred_column"):
+        return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...)'
+    if direction == SELECT_RELATED:
+        return f'{model}.objects.select_related("{name}")'
+    return f'{model}.objects.prefetch_related("{name}")'
+
+
+def forget() -> None:
+    """Drop what was learnt about loaded rows."""
+    _loaded_by.clear()
+
+
+# -- which query loaded a row ------------------------------------------------------------
+def _loaded(instance: Any) -> tuple[int, str] | None:
+    """``(run, where it ran)`` of the query that loaded ``instance``, if it was noted."""
+    entry = _loaded_by.get(id(instance))
+    if entry is None or entry[0]() is not instance:
+        return None  # never noted, or noted for an object that no longer exists
+    return entry[1], entry[2]
+
+
+def _note(obj: Any, run: int, site: str) -> None:
+    try:
+        _loaded_by[id(obj)] = (weakref.ref(obj), run, site)
+    except TypeError:  # a class without weak references: not a Django model
+        pass
+
+
+def _note_joined(obj: Any, run: int, site: str, depth: int = 0) -> None:
+    """Note the rows ``select_related`` joined into ``obj`` (not those already known)."""
+    state = getattr(obj, "_state", None)
+    cache = getattr(state, "__dict__", {}).get("fields_cache")
+    if not cache or depth > 8:
+        return
+    for related in cache.values():
+        if related is None or not hasattr(related, "_state") or _loaded(related) is not None:
+            continue  # nothing there, or a row another query loaded (a known related object)
+        _note(related, run, site)
+        _note_joined(related, run, site, depth + 1)
+
+
+def _noting(rows: Iterator[Any], run: int, site: str, joined: bool) -> Iterator[Any]:
+    if len(_loaded_by) >= _NOTES_MAX:
+        for key in [k for k, (ref, _, _) in _loaded_by.items() if ref() is None]:
+            _loaded_by.pop(key, None)
+        if len(_loaded_by) >= _NOTES_MAX:
+            _loaded_by.clear()
+    for obj in rows:
+        _note(obj, run, site)
+        if joined:
+            _note_joined(obj, run, site)
+        yield obj
+
+
+def _wrap_iter(original: Callable[[Any], Iterator[Any]]) -> Callable[[Any], Iterator[Any]]:
+    @functools.wraps(original)
+    def __iter__(self: Any) -> Iterator[Any]:
+        rows = original(self)
+        if not dispatch._active:
+            return rows
+        query = getattr(self.queryset, "_query", None)
+        joined = bool(getattr(query, "select_related", False))
+        return _noting(rows, next(_runs), call_site(sys._getframe(1)), joined)
+
+    return __iter__
+
+
+# -- per-parent loads ----------------------------------------------------------------------
+class _Load:
+    """The mark of a query made for one parent row (kept in the query's ``__dict__``).
+
+    A pickled query (a cached queryset) drops it: it unpickles as False.
+    """
+
+    __slots__ = ("direction", "load", "loaded", "parent")
+
+    def __init__(self, load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
+                 direction: str) -> None:
+        self.load = load
+        self.parent = parent
+        self.loaded = loaded
+        self.direction = direction
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return bool, ()
+
+    def __copy__(self) -> _Load:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Load:
+        return self
+
+
+def _mark(queryset: Any, attribute: str, parent: Any, direction: str) -> None:
+    """Mark ``queryset`` (made for the row ``parent``) as a load of ``attribute``."""
+    query = getattr(queryset, "_query", None)  # not .query: that would apply a deferred filter
+    if query is not None and parent is not None:
+        query.__dict__[_TAG] = _Load(("lazy_load", attribute), id(parent), _loaded(parent), direction)
+
+
+def _report(counters: tuple[Any, ...], load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
+            direction: str, frame: Any) -> None:
+    origin = origin_of(frame)
+    for counter in counters:
+        record = getattr(counter, "_orm_load", None)
+        if record is not None:
+            record(load, parent, loaded, origin, direction)
+
+
+def _wrap_execute_sql(original: Callable[..., Any], writes: tuple[type, ...]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counters = dispatch._active
+        if not counters:
+            return original(self, *args, **kwargs)
+        query = self.query
+        mark = query.__dict__.get(_TAG)
+        if mark is None:
+            inner = getattr(query, "inner_query", None)  # count() of a sliced or distinct relation
+            mark = getattr(inner, "__dict__", {}).get(_TAG)
+        if not mark or isinstance(self, writes) or query.is_empty():
+            return original(self, *args, **kwargs)  # not a load, or nothing to send
+        _report(counters, mark.load, mark.parent, mark.loaded, mark.direction, sys._getframe(1))
+        token = orm.orm_load.set(mark.load)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            orm.orm_load.reset(token)
+
+    return execute_sql
+
+
+def _wrap_descriptor_queryset(original: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable[..., Any]:
+    """A one-object descriptor's ``get_queryset(**hints)``: the hint ``instance`` is the parent."""
+
+    @functools.wraps(original)
+    def get_queryset(self: Any, **hints: Any) -> Any:
+        queryset = original(self, **hints)
+        if dispatch._active and "instance" in hints:
+            _mark(queryset, name_of(self), hints["instance"], SELECT_RELATED)
+        return queryset
+
+    return get_queryset
+
+
+def _forward_name(descriptor: Any) -> str:
+    field = descriptor.field
+    return f"{field.model.__name__}.{field.name}"
+
+
+def _reverse_one_name(descriptor: Any) -> str:
+    related = descriptor.related
+    return f"{related.model.__name__}.{related.get_accessor_name()}"
+
+
+def _manager_name(rel: Any, reverse: bool | None) -> str:
+    """``Class.accessor`` of a related manager: ``reverse`` None for a reverse foreign key."""
+    if reverse is False:  # forward many-to-many: the field on the model that declares it
+        return f"{rel.field.model.__name__}.{rel.field.name}"
+    return f"{rel.model.__name__}.{rel.get_accessor_name()}"
+
+
+def _patch_manager(cls: Any, attribute: str) -> None:
+    """Mark the querysets of the related manager class ``cls`` (once per class)."""
+    original = cls.__dict__.get("get_queryset")
+    if original is None or getattr(original, "_migsafe_wraps", False):
+        return
+
+    @functools.wraps(original)
+    def get_queryset(self: Any) -> Any:
+        queryset = original(self)
+        if dispatch._active:
+            _mark(queryset, attribute, self.instance, PREFETCH_RELATED)
+        return queryset
+
+    get_queryset._migsafe_wraps = True  # type: ignore[attr-defined]
+    cls.get_queryset = get_queryset
+    _undo.append((cls, "get_queryset", original))
+
+
+def _wrap_factory(original: Callable[..., Any], reverse_fk: bool) -> Callable[..., Any]:
+    """The related-manager class factory: patch each class it makes."""
+
+    @functools.wraps(original)
+    def create(superclass: Any, rel: Any, *args: Any, **kwargs: Any) -> Any:
+        cls = original(superclass, rel, *args, **kwargs)
+        reverse = None if reverse_fk else kwargs.get("reverse", args[0] if args else None)
+        try:
+            _patch_manager(cls, _manager_name(rel, reverse))
+        except AttributeError:  # a relation not resolved yet: the class is made again when used
+            pass
+        return cls
+
+    return create
+
+
+# -- deferred fields -----------------------------------------------------------------------
+def _called_by_deferred_get(frame: Any) -> bool:
+    """True when ``DeferredAttribute.__get__`` is ``frame`` or one of the two frames above it
+    (a model's own ``refresh_from_db`` that calls ``super()`` sits in between)."""
+    for _ in range(3):
+        if frame is None:
+            return False
+        if frame.f_code is _deferred_get:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def refresh_from_db(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counters = dispatch._active
+        if not counters:
+            return original(self, *args, **kwargs)
+        fields = kwargs.get("fields")
+        frame = sys._getframe(1)
+        if not fields or len(fields) != 1 or not _called_by_deferred_get(frame):
+            return original(self, *args, **kwargs)  # an explicit refresh: the statement rule's
+        try:
+            field = self._meta.get_field(fields[0])
+            load = ("deferred_column", f"{field.model.__name__}.{field.name}")
+        except Exception:  # FieldDoesNotExist: a name Django will reject itself
+            return original(self, *args, **kwargs)
+        _report(counters, load, id(self), _loaded(self), DEFERRED, frame)
+        token = orm.orm_load.set(load)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            orm.orm_load.reset(token)
+
+    return refresh_from_db
+
+
+# -- installation -------------------------------------------------------------------------
+def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
+    original = owner.__dict__[name]
+    setattr(owner, name, wrapper(original))
+    _undo.append((owner, name, original))
+
+
+def _patch_existing_managers(descriptors: Any) -> None:
+    """Related-manager classes Django made before :func:`install` (cached on their descriptors)."""
+    from django.apps import apps
+
+    for models in list(apps.all_models.values()):
+        for model in list(models.values()):
+            for value in list(vars(model).values()):
+                cls = getattr(value, "__dict__", {}).get("related_manager_cls")
+                if cls is None:
+                    continue
+                if isinstance(value, descriptors.ManyToManyDescriptor):
+                    _patch_manager(cls, _manager_name(value.rel, value.reverse))
+                elif isinstance(value, descriptors.ReverseManyToOneDescriptor):
+                    _patch_manager(cls, _manager_name(value.rel, None))
+
+
+def install() -> bool:
+    """Patch Django's ORM once ``django.db.models`` is imported; False before that. Idempotent."""
+    global _installed_for, _deferred_get
+    models = sys.modules.get("django.db.models")
+    if models is None or _installed_for is models:
+        return models is not None
+    if getattr(getattr(models, "__spec__", None), "_initializing", False):
+        return False  # still being imported: the import watcher calls again when it is done
+    import django.db.models.fields.related_descriptors as descriptors
+    import django.db.models.query as query
+    import django.db.models.query_utils as query_utils
+    import django.db.models.sql.compiler as compiler
+
+    uninstall()
+    writes = (compiler.SQLUpdateCompiler, compiler.SQLDeleteCompiler, compiler.SQLInsertCompiler)
+    _patch(compiler.SQLCompiler, "execute_sql", lambda f: _wrap_execute_sql(f, writes))
+    _patch(query.ModelIterable, "__iter__", _wrap_iter)
+    if "__iter__" in getattr(query, "RawModelIterable", object).__dict__:
+        _patch(query.RawModelIterable, "__iter__", _wrap_iter)
+    _patch(descriptors.ForwardManyToOneDescriptor, "get_queryset",
+           lambda f: _wrap_descriptor_queryset(f, _forward_name))
+    _patch(descriptors.ReverseOneToOneDescriptor, "get_queryset",
+           lambda f: _wrap_descriptor_queryset(f, _reverse_one_name))
+    _patch(models.Model, "refresh_from_db", _wrap_refresh)
+    _deferred_get = query_utils.DeferredAttribute.__get__.__code__
+    _patch(descriptors, "create_reverse_many_to_one_manager", lambda f: _wrap_factory(f, reverse_fk=True))
+    _patch(descriptors, "create_forward_many_to_many_manager", lambda f: _wrap_factory(f, reverse_fk=False))
+    _patch_existing_managers(descriptors)
+    _installed_for = models
+    return True
+
+
+def uninstall() -> None:
+    """Undo every patch (benchmarks and tests; the plugin never does)."""
+    global _installed_for
+    while _undo:
+        owner, name, original = _undo.pop()
+        setattr(owner, name, original)
+    _installed_for = None
+    _loaded_by.clear()
