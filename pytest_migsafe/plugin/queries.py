@@ -87,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     watch_imports(config, DRIVERS, _driver_imported)
 
 
-DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg")
+DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg", "django.db.models")
 
 
 def _driver_imported(name: str) -> None:
