@@ -335,8 +335,8 @@ def install() -> bool:
     models = sys.modules.get("django.db.models")
     if models is None or _installed_for is models:
         return models is not None
-    if getattr(getattr(models, "__spec__", None), "_initializing", False):
-        return False  # still being imported: the import watcher calls again when it is done
+    if not hasattr(models, "ForeignKey"):  # bound last by django/db/models/__init__.py
+        return False  # still being imported: the import watcher calls again once it is done
     import django.db.models.fields.related_descriptors as descriptors
     import django.db.models.query as query
     import django.db.models.query_utils as query_utils
