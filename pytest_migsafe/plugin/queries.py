@@ -327,32 +327,29 @@ def assert_num_queries(pytestconfig: pytest.Config) -> Callable[..., Any]:
 
 @pytest.fixture
 def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """``assert_constant_queries(setup, action, scale=(2, 3), slope=0, session=None)``.
+    """``assert_constant_queries(setup, action, scale=(2, 3), slope=0, isolate=None)``.
 
-    Each scale runs in a savepoint of ``session`` (default: ``migsafe_db`` when the test
-    uses it), rolled back after, so every scale starts from the same state.
+    Fails the test when ``action``'s statement count grows with the ``n`` given to
+    ``setup(n)`` (beyond ``slope`` statements per unit of ``n``), with the counts per
+    scale, the shapes that grew and each scale's statements by shape with their call sites.
+    Each scale (and the warm-up) is rolled back on ``isolate``: a SQLAlchemy Session or
+    Connection (a savepoint), an Engine the application owns (one connection in a
+    transaction, the application's commits as savepoints) or a psycopg Connection; by
+    default ``migsafe_db`` when the test uses it (``session=`` is the older name of
+    ``isolate=``). See :mod:`pytest_migsafe.queries.scaling` for what an Engine requires.
     """
     from pytest_migsafe.queries.scaling import QueriesGrowWithData
     from pytest_migsafe.queries.scaling import assert_constant_queries as check
 
+    verbose = request.config.get_verbosity() > 0
+
     def run(setup: Callable[[int], Any], action: Callable[[], Any], scale: Any = (2, 3), *,
-            slope: float = 0.0, session: Any = None) -> Any:
-        if session is None and "migsafe_db" in request.fixturenames:
-            session = request.getfixturevalue("migsafe_db")
-        before = after = None
-        if session is not None:
-            savepoints: list[Any] = []
-
-            def before() -> None:
-                savepoints.append(session.begin_nested())
-
-            def after() -> None:
-                savepoint = savepoints.pop()
-                if savepoint.is_active:
-                    savepoint.rollback()
-                session.expire_all()
+            slope: float = 0.0, isolate: Any = None, session: Any = None) -> Any:
+        target = isolate if isolate is not None else session
+        if target is None and "migsafe_db" in request.fixturenames:
+            target = request.getfixturevalue("migsafe_db")
         try:
-            return check(setup, action, scale, slope=slope, before_each=before, after_each=after)
+            return check(setup, action, scale, slope=slope, isolate=target, verbose=verbose)
         except QueriesGrowWithData as exc:
             message = str(exc)
         pytest.fail(message, pytrace=False)

@@ -34,8 +34,10 @@ steps after a test's call phase:
    side is restricted (it has a filter or an index condition), is a candidate with those
    index keys (equality keys first, then one range key).
 4. A candidate is a :class:`SeqScanFinding` when no valid index of the table starts with
-   one of its keys (``pg_index``, ``pg_get_indexdef``): where such an index exists the
-   scan is the planner's choice for a small table, not a missing index. The judgement
+   one of its filter keys, or with one of its join keys (``pg_index``,
+   ``pg_get_indexdef``); the index to create covers the group(s) no index serves. Where
+   an index serves each group, the scan is the planner's choice for a small table, not a
+   missing index. The judgement
    reads no row counts, so it holds on a test database's few rows; ``min_rows`` skips
    tables the planner estimates smaller (``pg_class.reltuples``, or the planner's
    estimate when the table was never analyzed).
@@ -196,18 +198,32 @@ class IndexKey:
 
 @dataclass(frozen=True)
 class ScanCandidate:
-    """A ``Seq Scan`` an index on ``keys`` could replace.
+    """A ``Seq Scan`` an index could replace: by a lookup on its join keys (the other side of
+    the join is restricted) or on its filter keys.
 
     ``schema``/``table``: the relation scanned; ``alias``: its name in the plan;
-    ``predicate``: the plan's ``Filter`` and/or join condition it came from, as printed;
-    ``keys``: join equality keys, then filter equality keys, then one range key.
+    ``join_keys`` / ``filter_keys``: the keys of each kind (filter: equality keys, then one
+    range key); ``join_condition`` / ``filter``: the plan's conditions they came from, as
+    printed ("" when none).
     """
 
     schema: str
     table: str
     alias: str
-    predicate: str
-    keys: tuple[IndexKey, ...]
+    join_keys: tuple[IndexKey, ...] = ()
+    filter_keys: tuple[IndexKey, ...] = ()
+    join_condition: str = ""
+    filter: str = ""
+
+    @property
+    def keys(self) -> tuple[IndexKey, ...]:
+        """Every key: join equality keys, then filter equality keys, then one range key."""
+        return _ordered([*self.join_keys, *self.filter_keys])
+
+    @property
+    def predicate(self) -> str:
+        """The conditions the keys came from, as printed in the plan."""
+        return " and ".join(text for text in (self.join_condition, self.filter) if text)
 
 
 _TOKEN_RE = re.compile(
@@ -432,23 +448,20 @@ def seq_scan_candidates(plan: Any) -> list[ScanCandidate]:
             schema = str(node.get("Schema") or "public")
             if schema not in _SYSTEM_SCHEMAS and not schema.startswith("pg_temp"):
                 alias = str(node.get("Alias") or node["Relation Name"])  # as named, unquoted
-                keys: list[IndexKey] = []
-                shown = []
+                join_keys: list[IndexKey] = []
+                joined = []
                 for condition, other_restricted in joins:
                     if not other_restricted:
                         continue
-                    join_keys = _keys_from(condition, alias, join=True)
-                    if join_keys:
-                        keys.extend(join_keys)
-                        shown.append(condition)
-                if node.get("Filter"):
-                    filter_keys = _keys_from(str(node["Filter"]), alias, join=False)
-                    if filter_keys:
-                        keys.extend(filter_keys)
-                        shown.append(str(node["Filter"]))
-                if keys:
-                    found.append(ScanCandidate(schema, str(node["Relation Name"]), alias,
-                                               " and ".join(shown), _ordered(keys)))
+                    keys = _keys_from(condition, alias, join=True)
+                    if keys:
+                        join_keys.extend(keys)
+                        joined.append(condition)
+                filter_keys = _keys_from(str(node["Filter"]), alias, join=False) if node.get("Filter") else []
+                if join_keys or filter_keys:
+                    found.append(ScanCandidate(
+                        schema, str(node["Relation Name"]), alias, _ordered(join_keys), _ordered(filter_keys),
+                        " and ".join(joined), str(node["Filter"]) if filter_keys else ""))
         children = [c for c in node.get("Plans", ()) if isinstance(c, Mapping)]
         conditions = [str(node[key]) for key in _JOIN_CONDITIONS if node.get(key)]
         sides = [c for c in children if c.get("Parent Relationship") in ("Outer", "Inner")]
@@ -885,9 +898,9 @@ class Explainer:
             with link.sandbox():
                 for candidate in candidates:
                     rows, leading = _table_facts(link, candidate.schema, candidate.table)
-                    if any(_same_key(key.text, first) for key in candidate.keys for first in leading):
-                        continue
-                    missing.append((candidate, rows))
+                    unserved = _unserved(candidate, leading)
+                    if unserved is not None:
+                        missing.append((unserved, rows))
         return _Verdict(tuple(missing))
 
     def _explain(self, link: _Link, statement: SelectStatement) -> Any:
@@ -982,6 +995,21 @@ def _table_facts(link: _Link, schema: str, table: str) -> tuple[float | None, li
             f"EXPLAIN (FORMAT JSON) SELECT * FROM {_quote_ident(schema)}.{_quote_ident(table)}")[0][0] or "[]")
         estimate = float(plan[0]["Plan"]["Plan Rows"]) if plan else -1.0
     return (estimate if estimate >= 0 else None), leading
+
+
+def _unserved(candidate: ScanCandidate, leading: list[str]) -> ScanCandidate | None:
+    """The candidate reduced to its groups of keys (join, filter) that no index starts with,
+    or None when an index serves each group: then the scan is the planner's choice."""
+    def served(keys: tuple[IndexKey, ...]) -> bool:
+        return any(_same_key(key.text, first) for key in keys for first in leading)
+
+    join_open = bool(candidate.join_keys) and not served(candidate.join_keys)
+    filter_open = bool(candidate.filter_keys) and not served(candidate.filter_keys)
+    if not (join_open or filter_open):
+        return None
+    return ScanCandidate(candidate.schema, candidate.table, candidate.alias,
+                         candidate.join_keys if join_open else (), candidate.filter_keys if filter_open else (),
+                         candidate.join_condition if join_open else "", candidate.filter if filter_open else "")
 
 
 def _same_key(key: str, first: str) -> bool:

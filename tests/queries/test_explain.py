@@ -146,6 +146,24 @@ def test_the_create_index_from_the_message_makes_the_check_pass(server: RunningP
         assert check.result.explained == 1 and check.result.findings == [] and check.result.notes == []
 
 
+def test_a_seq_scan_the_planner_prefers_over_an_existing_index_is_not_flagged(server: RunningPostgres) -> None:
+    """A small table: the server scans it whole even with the index; no index is missing."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ex_small")
+        conn.execute("CREATE TABLE ex_small (id int, code text)")
+        conn.execute("INSERT INTO ex_small SELECT g, 'c' || g FROM generate_series(1, 50) g")
+        conn.execute("CREATE INDEX ON ex_small (code)")
+        conn.execute("ANALYZE ex_small")
+    try:
+        assert not plan_uses_index(server.dsn, "SELECT id FROM ex_small WHERE code = 'c5'")
+        with psycopg.connect(server.dsn) as conn, assert_no_seq_scan() as check:
+            conn.execute("SELECT id FROM ex_small WHERE code = %s", ["c5"]).fetchall()
+        assert check.result is not None and check.result.explained == 1 and check.result.findings == []
+    finally:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE ex_small")
+
+
 def test_join_to_a_restricted_table_flags_the_unindexed_join_column(server: RunningPostgres) -> None:
     engine = create_engine(server.url)
     try:
@@ -158,6 +176,18 @@ def test_join_to_a_restricted_table_flags_the_unindexed_join_column(server: Runn
     assert "CREATE INDEX ON ex_orders (user_id);" in message   # the join column
     assert "CREATE INDEX ON ex_users (name);" in message       # the filter column
     assert "2 found" in message
+
+
+def test_each_group_of_keys_is_judged_apart(server: RunningPostgres) -> None:
+    """ex_users: its join key id has the primary key, its filter on name has no index;
+    ex_orders: neither its join key nor its filter has one: one index for both."""
+    with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught, assert_no_seq_scan():
+        conn.execute("SELECT o.id FROM ex_orders o JOIN ex_users u ON u.id = o.user_id "
+                     "WHERE u.name = %s AND o.status = %s", ["name5", "new"]).fetchall()
+    message = str(caught.value)
+    assert "CREATE INDEX ON ex_users (name);" in message
+    assert "CREATE INDEX ON ex_orders (user_id, status);" in message
+    assert "CREATE INDEX ON ex_users (id" not in message
 
 
 def test_joining_two_whole_tables_is_not_flagged(server: RunningPostgres) -> None:
