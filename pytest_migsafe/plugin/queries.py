@@ -7,6 +7,9 @@ call (one hook for all parts). The logic lives in :mod:`pytest_migsafe.queries` 
 
 from __future__ import annotations
 
+import functools
+import inspect
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -171,14 +174,25 @@ class QueryPhase:
         if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
             self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
                                                        using=budget["using"], track_repeats=False)
+        self._restore: Callable[[], None] | None = None
+        if not _count_test_method_only(item, self._start_counting, self._stop_counting, self):
+            self._start_counting()
+
+    def _start_counting(self) -> None:
+        if self.budget_counter is not None:
             capture.start(self.budget_counter)
         capture.start(self.counter)
 
-    def stop(self) -> None:
-        """Stop counting; record the figures of a test that ran SQL or has a budget."""
+    def _stop_counting(self) -> None:
         capture.stop(self.counter)
         if self.budget_counter is not None:
             capture.stop(self.budget_counter)
+
+    def stop(self) -> None:
+        """Stop counting; record the figures of a test that ran SQL or has a budget."""
+        self._stop_counting()
+        if self._restore is not None:
+            self._restore()
         if self.counter.count or self.budget is not None:
             record_of(self.item).queries = self.counter.figures(
                 budget=self.budget["n"] if self.budget else None, threshold=self.threshold,
@@ -220,6 +234,52 @@ class QueryPhase:
                 filename, _, line = suspects[0].call_site.rpartition(":")
                 notify(NPlusOneWarning(text), filename, int(line) if line.isdigit() else 0)
         return failures
+
+
+def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: Callable[[], None],
+                            phase: QueryPhase) -> bool:
+    """For a unittest-style test, count the test method alone; False for any other test.
+
+    ``unittest.TestCase`` (and Django's ``TestCase``, ``TransactionTestCase``) run ``setUp``,
+    ``tearDown``, cleanups and Django's fixture loading inside pytest's call phase; like
+    fixtures' set-up, they are not the test's statements. The test method is wrapped (on the
+    item, which pytest's unittest support binds to the instance; on the instance itself for
+    ``async def`` methods, which unittest looks up there) to start counting when it starts
+    and stop when it returns.
+    """
+    unittest = sys.modules.get("unittest")
+    cls = getattr(item, "cls", None)
+    if unittest is None or cls is None or not issubclass(cls, unittest.TestCase):
+        return False
+    instance = getattr(item, "instance", None)
+    name = getattr(item, "name", None)
+    method = getattr(item, "obj", None)
+    if instance is None or name is None or method is None:
+        return False
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def counted_async(*args: Any, **kwargs: Any) -> Any:
+            start()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                stop()
+
+        setattr(instance, name, counted_async)
+        phase._restore = lambda: instance.__dict__.pop(name, None)
+        return True
+
+    @functools.wraps(method)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        start()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            stop()
+
+    item.obj = counted  # type: ignore[attr-defined]
+    phase._restore = lambda: setattr(item, "obj", method)
+    return True
 
 
 # -- fixtures -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 def _library_prefixes() -> tuple[str, ...]:
     paths = {_PACKAGE_DIR}
-    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+    for name in ("stdlib", "platstdlib", "purelib", "platlib", "scripts"):  # scripts: the pytest launcher
         path = sysconfig.get_paths().get(name)
         if path:
             paths.add(os.path.abspath(path) + os.sep)
@@ -74,7 +74,36 @@ def call_site(frame: FrameType | None = None) -> str:
         parent = greenlet.getcurrent().parent
         if parent is not None and parent.gr_frame is not None:
             return call_site(parent.gr_frame)
-    return "<unknown>"
+    return framework_site(frame if frame is not None else sys._getframe(1))
+
+
+# the layers a statement passes through on its way down: never what sent it
+_CARRIERS = ("pytest_migsafe", "sqlalchemy", "psycopg", "psycopg_pool", "django.db", "asyncio", "threading",
+             "concurrent.futures", "greenlet", "contextlib", "functools", "_pytest", "pluggy", "runpy")
+
+
+def framework_site(frame: FrameType | None) -> str:
+    """``<module.function>`` of the framework code that sent a statement no user code sent.
+
+    For example ``<django.test.testcases.TransactionTestCase.tearDownClass>`` or
+    ``<unittest.case.TestCase.doCleanups>``: the innermost public function outside the
+    database layers and the test runner (a framework's private helpers are passed over);
+    ``<unknown>`` when there is none.
+    """
+    f = frame
+    private = None
+    while f is not None:
+        module = f.f_globals.get("__name__", "")
+        if module and not module.startswith(_CARRIERS) and module != "__main__":
+            code = f.f_code
+            name = f"<{module}.{getattr(code, 'co_qualname', code.co_name)}>"
+            if not code.co_name.startswith("_") or code.co_name.startswith("__"):
+                return name  # a public step of the framework (its own helpers are passed over)
+            private = private or name
+        elif private is not None:
+            break
+        f = f.f_back
+    return private or "<unknown>"
 
 
 # -- where a repeated statement comes from ---------------------------------------------
