@@ -142,20 +142,3 @@ def judge_error(rule: str, args: Sequence[Any], error: BaseException) -> Verdict
     # other errors (syntax, arity) happen before the lookup; a multi-key command that hit
     # WRONGTYPE counted only the keys up to the bad one, which the reply does not say
     return []
-
-
-def _prefix_of(key: Any) -> Any:
-    if isinstance(key, bytes):
-        return key.partition(b":")[0]
-    if isinstance(key, str):
-        return key.partition(":")[0]
-    return str(key)
-
-
-def prefix_of(key: Any) -> str:
-    """The key's prefix as ``str``: the part before the first ``:`` (the whole key if it has
-    none); bytes are decoded as UTF-8 with replacement, other objects go through ``str``."""
-    prefix = _prefix_of(key)
-    if isinstance(prefix, bytes):
-        return prefix.decode("utf-8", "replace")
-    return str(prefix)

@@ -27,12 +27,13 @@ nothing was read; it is printed as a percentage (:func:`format_rate`).
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_migsafe.cache import hooks as cache_hooks
-from pytest_migsafe.cache.rules import prefix_of
+from pytest_migsafe.cache.keys import KeyPrefixes, default_prefixes
 from pytest_migsafe.report.record import CacheFigures
 
 
@@ -98,7 +99,9 @@ class CacheStats:
     (``source == "client"``). Read inside the block they are live (a sync client asks
     the server); after it they are final. ``by_prefix`` / ``by_command`` map a key prefix
     (the part before the first ``:``) / a command name to a :class:`Tally`; ``by_key``
-    does so for the keys named in ``track_keys``. ``reset()`` starts counting afresh
+    does so for the keys named in ``track_keys``; ``key_patterns`` (default: the ini key
+    ``migsafe_cache_key_pattern``) say how a key's prefix is found
+    (:mod:`pytest_migsafe.cache.keys`). ``reset()`` starts counting afresh
     (for example after a warm-up); ``warmup=`` is a callable run first and not counted.
 
     ``client`` is a redis-py client (``redis.Redis``, ``redis.asyncio.Redis``, or a
@@ -106,12 +109,15 @@ class CacheStats:
     identity of :func:`pytest_migsafe.cache.hooks.client_identity`. When ``INFO`` is
     refused (ACL) or stops answering, the totals fall back to the client side
     (``source == "client"``). Errors: ``TypeError`` for ``with`` on an asyncio client;
-    ``ImportError`` on entering without redis-py installed.
+    ``ImportError`` on entering without redis-py installed;
+    :class:`~pytest_migsafe.cache.keys.KeyPatternError` for a bad key pattern.
     """
 
     def __init__(self, client: Any, *, warmup: Callable[[], Any] | None = None,
-                 track_keys: Iterable[Any] = ()) -> None:
+                 track_keys: Iterable[Any] = (),
+                 key_patterns: Sequence[str | re.Pattern[str]] | None = None) -> None:
         self.client = client
+        self.prefixes = default_prefixes() if key_patterns is None else KeyPrefixes(key_patterns)
         self.warmup = warmup
         self.identity, fake = cache_hooks.client_identity(client)
         self.backend = "fakeredis" if fake else "redis"
@@ -126,20 +132,15 @@ class CacheStats:
 
     # -- the listener side (called by the cache.hooks wrappers under their lock) ---
     def _clear(self) -> None:
-        self._counts: dict[tuple[str, Any, bool], int] = {}
+        self._counts: dict[tuple[str, str, bool], int] = {}
         self._keys: dict[str, list[int]] = {}
 
     def add(self, command: str, key: Any, hit: bool) -> None:
         """Count one lookup from the hooks (called under their lock): ``command`` (upper-case
         name) read ``key`` (``bytes`` or ``str``); ``hit`` True for a keyspace hit, False for
-        a miss. Feeds ``by_prefix``, ``by_command``, ``by_key`` and the client-side totals."""
-        if isinstance(key, bytes):
-            prefix: Any = key.partition(b":")[0]
-        elif isinstance(key, str):
-            prefix = key.partition(":")[0]
-        else:
-            prefix = key
-        slot = (command, prefix, hit)
+        a miss. Feeds ``by_prefix`` (the key's prefix by :attr:`prefixes`), ``by_command``,
+        ``by_key`` and the client-side totals."""
+        slot = (command, self.prefixes.prefix(key), hit)
         counts = self._counts
         counts[slot] = counts.get(slot, 0) + 1
         if self._tracked:
@@ -303,9 +304,10 @@ class CacheStats:
 
     @property
     def by_prefix(self) -> dict[str, Tally]:
-        """Client-side hits and misses per key prefix (the part before the first ``:``):
-        ``{prefix: Tally}``, sorted by prefix."""
-        return self._grouped(lambda command, prefix: prefix_of(prefix))
+        """Client-side hits and misses per key prefix (:mod:`pytest_migsafe.cache.keys`: the
+        part before the first ``:`` once a framework's own prefix is taken off, or a
+        ``key_patterns`` match): ``{prefix: Tally}``, sorted by prefix."""
+        return self._grouped(lambda command, prefix: prefix)
 
     @property
     def by_command(self) -> dict[str, Tally]:
@@ -364,15 +366,19 @@ class CacheStats:
 
 
 def cache_stats(client: Any, *, warmup: Callable[[], Any] | None = None,
-                track_keys: Iterable[Any] = ()) -> CacheStats:
+                track_keys: Iterable[Any] = (),
+                key_patterns: Sequence[str | re.Pattern[str]] | None = None) -> CacheStats:
     """A :class:`CacheStats` to use as ``with cache_stats(client) as stats:``.
 
     ``client``: a redis-py or fakeredis client (``async with`` for ``redis.asyncio``);
     ``warmup``: a callable run first, not counted; ``track_keys``: keys (``str`` or
-    ``bytes``) whose hits and misses ``by_key`` reports. Nothing is read until the block
-    starts.
+    ``bytes``) whose hits and misses ``by_key`` reports; ``key_patterns``: regular
+    expressions with a named group ``prefix`` that find a key's prefix for ``by_prefix``
+    (default: ini ``migsafe_cache_key_pattern``, see :mod:`pytest_migsafe.cache.keys`).
+    Nothing is read until the block starts. Raises
+    :class:`~pytest_migsafe.cache.keys.KeyPatternError` for a bad pattern.
     """
-    return CacheStats(client, warmup=warmup, track_keys=track_keys)
+    return CacheStats(client, warmup=warmup, track_keys=track_keys, key_patterns=key_patterns)
 
 
 def format_rate(rate: float | None) -> str:
@@ -381,19 +387,51 @@ def format_rate(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate * 100:.1f}%"
 
 
-def describe_figures(figures: CacheFigures) -> str:
-    """Multi-line description of cache figures, for failure messages.
+def client_totals(figures: CacheFigures) -> tuple[int, int]:
+    """``(hits, misses)`` the client-side accounting saw: the sums of ``by_command`` (each
+    counted lookup is in exactly one command and one prefix)."""
+    table = figures.by_command or figures.by_prefix
+    return sum(pair[0] for pair in table.values()), sum(pair[1] for pair in table.values())
 
-    First line: hits, misses, hit rate (percent), backend and source (``INFO stats`` or
-    client-side accounting); then one line per non-empty breakdown, ``name hits/reads``.
+
+def unseen_reads(figures: CacheFigures) -> tuple[int, int]:
+    """``(hits, misses)`` that ``INFO stats`` counted and the client-side accounting did not
+    see: reads inside Lua scripts on a real server, SORT's BY/GET lookups, clients in other
+    processes (or, on a shared server, other users). ``(0, 0)`` when the totals are the
+    client side's own (``source == "client"``)."""
+    if figures.source == "client":
+        return 0, 0
+    seen_hits, seen_misses = client_totals(figures)
+    return max(figures.hits - seen_hits, 0), max(figures.misses - seen_misses, 0)
+
+
+def _source_name(figures: CacheFigures) -> str:
+    return {"server": "INFO stats", "client": "client-side accounting"}.get(
+        figures.source, "INFO stats and client-side accounting")
+
+
+def describe_figures(figures: CacheFigures) -> str:
+    """Multi-line description of cache figures, for failure messages; every figure names its
+    source.
+
+    First line: hits, misses, hit rate (percent), backend and where the totals come from
+    (``INFO stats`` or the client-side accounting); then one line per non-empty breakdown,
+    ``name hits/reads`` (always the client-side accounting); then, when ``INFO stats``
+    counted reads the client side did not see, a line saying how many.
     """
-    where = "INFO stats" if figures.source == "server" else "client-side accounting"
     lines = [(f"hits {figures.hits}, misses {figures.misses}, hit rate {format_rate(figures.hit_rate)} "
-              f"({figures.backend}, {where})")]
+              f"({figures.backend}, {_source_name(figures)})")]
     for title, table in (("by prefix", figures.by_prefix), ("by command", figures.by_command)):
         if table:
-            parts = [f"{name} {hits}/{hits + misses}" for name, (hits, misses) in table.items()]
-            lines.append(f"  {title} (hits/reads): " + ", ".join(parts))
+            parts = [f"{name or repr(name)} {hits}/{hits + misses}" for name, (hits, misses) in table.items()]
+            lines.append(f"  {title} (hits/reads, client-side accounting): " + ", ".join(parts))
+    hidden_hits, hidden_misses = unseen_reads(figures)
+    if hidden_hits or hidden_misses:
+        seen = sum(client_totals(figures))
+        lines.append(f"  the client-side accounting saw {seen} of the {figures.hits + figures.misses} reads "
+                     f"INFO stats counted; {hidden_hits + hidden_misses} ({hidden_hits} hits, {hidden_misses} "
+                     "misses) have no key or command: reads inside Lua scripts, SORT BY/GET lookups or "
+                     "clients in another process")
     return "\n".join(lines)
 
 
@@ -449,25 +487,51 @@ def min_cache_hit_rate_signature(rate: float, prefix: str | None = None) -> tupl
 def hit_rate_failure(figures: CacheFigures | None, rate: float, prefix: str | None = None) -> str | None:
     """The failure message when ``figures`` miss the ``rate`` (None when they meet it).
 
-    ``rate`` is a fraction 0..1; with ``prefix`` the rate checked is that prefix's
-    client-side one. No figures (no measured client) or no reads also fail, with
-    "no cache reads". The message starts with the marker and the actual rate in percent,
-    then :func:`describe_figures`.
+    ``rate`` is a fraction 0..1. Without ``prefix`` the rate checked is the totals' (``INFO
+    stats`` on real Redis). With ``prefix`` it is that prefix's, which only the client-side
+    accounting has: when ``INFO stats`` counted reads it did not see, the prefix's rate is
+    known only between two bounds (every unseen read a hit of the prefix, or every unseen
+    miss a miss of it); the marker passes when the lower bound meets ``rate``, fails as
+    below when the upper bound is under it, and otherwise fails as *unmeasured*, giving the
+    bounds. A prefix the accounting saw no read of fails with "no cache reads" when every
+    read was seen, and as unmeasured when some were not. No figures (no measured client) or
+    no reads at all fail with "no cache reads". The message starts with the marker and the
+    figure checked, each with its source, then :func:`describe_figures`.
     """
     head = f"min_cache_hit_rate({rate:g}" + (f", prefix={prefix!r}" if prefix else "") + ")"
     if figures is None:
         return (f"{head}: no cache reads: the test used no Redis client migsafe measures "
                 "(use the migsafe_redis or cache_stats fixture)")
+    details = describe_figures(figures)
     if prefix is None:
-        hits, misses, actual = figures.hits, figures.misses, figures.hit_rate
-    else:
-        hits, misses = figures.by_prefix.get(prefix, (0, 0))
-        actual = figures.prefix_hit_rate(prefix)
-    if actual is None:
-        scope = f" of keys with prefix {prefix!r}" if prefix else ""
-        return f"{head}: no cache reads{scope} during the test (0 hits, 0 misses)\n{describe_figures(figures)}"
-    if actual < rate:
-        scope = f" of prefix {prefix!r}" if prefix else ""
-        return (f"{head}: hit rate{scope} {format_rate(actual)} ({hits} hits, {misses} misses) is below "
-                f"{format_rate(rate)}\n{describe_figures(figures)}")
-    return None
+        actual = figures.hit_rate
+        if actual is None:
+            return f"{head}: no cache reads during the test ({_source_name(figures)}: 0 hits, 0 misses)\n{details}"
+        if actual < rate:
+            return (f"{head}: hit rate {format_rate(actual)} ({figures.hits} hits, {figures.misses} misses, "
+                    f"{_source_name(figures)}) is below {format_rate(rate)}\n{details}")
+        return None
+    hits, misses = figures.by_prefix.get(prefix, (0, 0))
+    hidden_hits, hidden_misses = unseen_reads(figures)
+    where = "client-side accounting"
+    if hits + misses == 0:
+        if hidden_hits + hidden_misses == 0:
+            return (f"{head}: no cache reads of keys with prefix {prefix!r} during the test "
+                    f"(the {where} saw every read and none had that prefix)\n{details}")
+        return (f"{head}: the hit rate of prefix {prefix!r} is unmeasured: only the {where} has per-prefix "
+                f"figures and it saw none of that prefix, while INFO stats counted "
+                f"{hidden_hits + hidden_misses} reads it did not see\n{details}")
+    low = hits / (hits + misses + hidden_misses)
+    high = (hits + hidden_hits) / (hits + misses + hidden_hits)
+    if low >= rate:
+        return None
+    measured = f"{hits} hits, {misses} misses, {where}"
+    if high < rate:
+        actual = hits / (hits + misses)
+        extra = (f"; counting the {hidden_hits + hidden_misses} reads it did not see, at most {format_rate(high)}"
+                 if hidden_hits + hidden_misses else "")
+        return (f"{head}: hit rate of prefix {prefix!r} {format_rate(actual)} ({measured}{extra}) is below "
+                f"{format_rate(rate)}\n{details}")
+    return (f"{head}: the hit rate of prefix {prefix!r} is unmeasured: between {format_rate(low)} and "
+            f"{format_rate(high)} ({measured}, plus {hidden_hits + hidden_misses} reads INFO stats counted "
+            f"that it did not see), and {format_rate(rate)} lies between\n{details}")

@@ -30,7 +30,7 @@ import pytest
 
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
-from pytest_migsafe.values import parse_rate
+from pytest_migsafe.values import parse_positive_int, parse_rate
 
 if TYPE_CHECKING:
     from pytest_migsafe.cache.stats import CacheStats
@@ -50,13 +50,22 @@ class HitRateLines:
 
 
 HIT_RATE_LINES = pytest.StashKey[HitRateLines]()
+MIN_READS = pytest.StashKey[int]()
 _RATE_MARKER = pytest.StashKey["tuple[float, str | None]"]()
 _BLOCKS = pytest.StashKey["list[CacheStats]"]()
+_ASIDE = pytest.StashKey[bool]()  # the test ran assert_cache_aside
 
 
 def hit_rate_lines(config: pytest.Config) -> HitRateLines:
     """The target and alert hit rates of this session (defaults before configure)."""
     return config.stash.get(HIT_RATE_LINES, HitRateLines())
+
+
+def min_rated_reads(config: pytest.Config) -> int:
+    """Ini ``migsafe_hit_rate_min_reads``: the reads a test needs for its hit rate to be rated."""
+    from pytest_migsafe.cache.rating import DEFAULT_MIN_READS
+
+    return config.stash.get(MIN_READS, DEFAULT_MIN_READS)
 
 
 def _mode_arg(text: str) -> str:
@@ -86,6 +95,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   default="0.8")
     parser.addini("migsafe_hit_rate_alert", "the report marks tests whose cache hit rate is under "
                                             "this line (0 to 1).", default="0.7")
+    parser.addini("migsafe_hit_rate_min_reads", "reads a test needs for its hit rate to be rated (marked "
+                                                "under the alert line, counted in the run's rate); tests "
+                                                "using assert_cache_aside or shadow experiments are never "
+                                                "rated (default 10).", default="10")
+    parser.addini("migsafe_cache_key_pattern", "regular expressions with a named group 'prefix' that find "
+                                               "a cache key's prefix (one per line, first match wins); "
+                                               "Django's KEY_PREFIX:VERSION: keys are understood without one.",
+                  type="linelist", default=[])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,8 +116,23 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"migsafe: migsafe_hit_rate_alert ({alert:g}) is above "
                                 f"migsafe_hit_rate_target ({target:g}); the alert line must not be higher")
     config.stash[HIT_RATE_LINES] = HitRateLines(target=target, alert=alert)
+    config.stash[MIN_READS] = get_setting(config, ini="migsafe_hit_rate_min_reads", parse=parse_positive_int,
+                                          default=10)
+    _key_patterns(config)
     add_call_phase(config, CachePhase.start, order=2)
     _redis_mode(config)  # a bad ini value is reported now, not at the first test
+
+
+def _key_patterns(config: pytest.Config) -> None:
+    """Set the process's key patterns from ini ``migsafe_cache_key_pattern``; a bad one is a
+    usage error now."""
+    from pytest_migsafe.cache.keys import KeyPatternError, set_default_patterns
+
+    patterns = [line for line in config.getini("migsafe_cache_key_pattern") if line.strip()]
+    try:
+        set_default_patterns(patterns)
+    except KeyPatternError as exc:
+        raise pytest.UsageError(f"migsafe: ini option migsafe_cache_key_pattern: {exc}") from None
 
 
 def _redis_mode(config: pytest.Config) -> str | None:
@@ -170,6 +202,9 @@ class CachePhase:
 
 
 def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:
+    """The test's figures, with the marker's rate, the ini lines and the rating decision
+    (:mod:`pytest_migsafe.cache.rating`)."""
+    from pytest_migsafe.cache import rating
     from pytest_migsafe.cache.stats import sum_figures
 
     lines = hit_rate_lines(item.config)
@@ -179,10 +214,13 @@ def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStat
         figures: CacheFigures | None = stats.figures()
     else:
         figures = sum_figures([block.figures() for block in blocks if block.entered])
-    if figures is not None:
-        figures.min_hit_rate, figures.min_hit_rate_prefix = rate, prefix
-        figures.target, figures.alert = lines.target, lines.alert
-    return figures
+    if figures is None:
+        return None
+    figures.min_hit_rate, figures.min_hit_rate_prefix = rate, prefix
+    figures.target, figures.alert = lines.target, lines.alert
+    reason = rating.rating_of(figures.hits + figures.misses, aside=item.stash.get(_ASIDE, False),
+                              marked=rate is not None, min_reads=min_rated_reads(item.config))
+    return rating.rate(figures, reason)
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -299,16 +337,17 @@ def migsafe_redis(_migsafe_redis_client: Any) -> Any:
 
 @pytest.fixture(name="cache_stats")
 def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheStats]:
-    """``with cache_stats(client=None, warmup=None, track_keys=()) as stats:`` (client: migsafe_redis)."""
+    """``with cache_stats(client=None, warmup=None, track_keys=(), key_patterns=None) as stats:``
+    (client: migsafe_redis; key_patterns: ini migsafe_cache_key_pattern)."""
     from pytest_migsafe.cache.stats import CacheStats
 
     blocks = request.node.stash.setdefault(_BLOCKS, [])
 
     def make(client: Any = None, *, warmup: Callable[[], Any] | None = None,
-             track_keys: Any = ()) -> CacheStats:
+             track_keys: Any = (), key_patterns: Any = None) -> CacheStats:
         if client is None:
             client = request.getfixturevalue("migsafe_redis")
-        stats = CacheStats(client, warmup=warmup, track_keys=track_keys)
+        stats = CacheStats(client, warmup=warmup, track_keys=track_keys, key_patterns=key_patterns)
         blocks.append(stats)
         return stats
 
@@ -317,18 +356,28 @@ def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheSt
 
 @pytest.fixture
 def assert_cache_aside(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """``assert_cache_aside(read, key, write=None, *, client=None, fresh=None, expect_after_write=...)``."""
-    from pytest_migsafe.cache.aside import CacheAsideFailed
+    """``assert_cache_aside(read, key, write=None, *, client=None, fresh=None, expect_after_write=...,
+    allow_sql=None)``; a test that uses it is a proof, whose hit rate is not rated."""
+    import sys
+
+    from pytest_migsafe.cache.aside import CacheAsideFailed, UnusedAllowSqlWarning, unused_allow_messages
     from pytest_migsafe.cache.aside import assert_cache_aside as check
+    from pytest_migsafe.plugin.notices import notify
 
     def run(read: Callable[[], Any], key: Any, write: Callable[[], Any] | None = None, *,
             client: Any = None, **kwargs: Any) -> Any:
+        request.node.stash[_ASIDE] = True
+        caller = sys._getframe(1)
         if client is None:
             client = request.getfixturevalue("migsafe_redis")
         try:
-            return check(read, key, write, client=client, **kwargs)
+            result = check(read, key, write, client=client, warn_unused_allow=False, **kwargs)
         except CacheAsideFailed as exc:
             message = str(exc)
+        else:
+            for text in unused_allow_messages(result):
+                notify(UnusedAllowSqlWarning(text), caller.f_code.co_filename, caller.f_lineno)
+            return result
         pytest.fail(f"assert_cache_aside({key!r}): {message}", pytrace=False)
 
     return run

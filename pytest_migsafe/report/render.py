@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.report.record import NPlusOne, RunReport, TestRecord
@@ -29,6 +29,7 @@ TABLE_SHAPE_WIDTH = 60
 SHAPE_DELTAS_WITHOUT_VERBOSE = 3
 DEFAULT_HEAVIEST = 5
 DEFAULT_HIT_RATE_ALERT = 0.7
+NO_CACHE_READS = "no cache reads"
 
 
 @dataclass
@@ -52,6 +53,10 @@ class Totals:
     cache_tests: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    cache_rated: int = 0
+    cache_not_rated: dict[str, int] = field(default_factory=dict)
+    cache_unrated_hits: int = 0
+    cache_unrated_misses: int = 0
     pool_tests: int = 0
     connections_created: int = 0
     shadows_matched: int = 0
@@ -73,6 +78,7 @@ class Totals:
         """True when the run measured anything worth a line (a query, an N+1 suspect, a
         cache read, a connection created, or a shadow experiment)."""
         return bool(self.queries or self.n_plus_one or self.cache_hits or self.cache_misses
+                    or self.cache_unrated_hits or self.cache_unrated_misses
                     or self.connections_created or self.shadows)
 
     @classmethod
@@ -88,8 +94,17 @@ class Totals:
                 totals.n_plus_one += len(suspects_of(record))
             if record.cache is not None:
                 totals.cache_tests += 1
-                totals.cache_hits += record.cache.hits
-                totals.cache_misses += record.cache.misses
+                reason = cache_rating(record)
+                if reason == NO_CACHE_READS:
+                    pass  # nothing to rate
+                elif reason is None:
+                    totals.cache_rated += 1
+                    totals.cache_hits += record.cache.hits
+                    totals.cache_misses += record.cache.misses
+                else:
+                    totals.cache_not_rated[reason] = totals.cache_not_rated.get(reason, 0) + 1
+                    totals.cache_unrated_hits += record.cache.hits
+                    totals.cache_unrated_misses += record.cache.misses
             if record.pool is not None:
                 totals.pool_tests += 1
                 totals.connections_created += record.pool.created
@@ -119,6 +134,26 @@ def is_notable(record: TestRecord) -> bool:
     if record.pool is not None and (record.pool.created or record.pool.checkouts or record.pool.leaks):
         return True
     return bool(record.shadows)
+
+
+def cache_rating(record: TestRecord) -> str | None:
+    """None when the test's hit rate is rated (compared with the alert line, summed in the
+    run's rate), else why not (the rule: :mod:`pytest_migsafe.cache.rating`):
+    ``"no cache reads"``; ``"shadow experiment"`` for a test with shadow experiments;
+    ``"assert_cache_aside or too few reads"`` for one the plugin rated out (its ``alert`` is
+    None while its ``target`` is set). A ``min_cache_hit_rate`` marker always rates; a
+    record with neither ``alert`` nor ``target`` (written by other code) is rated unless it
+    has shadows."""
+    cache = record.cache
+    if cache is None or cache.hits + cache.misses == 0:
+        return NO_CACHE_READS
+    if cache.min_hit_rate is not None:
+        return None
+    if record.shadows:
+        return "shadow experiment"
+    if cache.alert is None and cache.target is not None:
+        return "assert_cache_aside or too few reads"
+    return None
 
 
 def suspects_of(record: TestRecord) -> list[NPlusOne]:
@@ -364,9 +399,7 @@ def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
                      f"{plural(totals.queries, 'query', 'queries')}, "
                      f"{plural(totals.n_plus_one, 'N+1 suspect')}")
         if totals.cache_tests:
-            lines.append(f"cache: {plural(totals.cache_hits, 'hit')}, "
-                         f"{plural(totals.cache_misses, 'miss', 'misses')}, "
-                         f"hit rate {percent(totals.hit_rate)}")
+            lines += cache_total_lines(totals)
         if totals.pool_tests:
             lines.append(f"pool: {plural(totals.connections_created, 'connection')} created")
         if totals.shadows:
@@ -390,14 +423,41 @@ def measured_text(totals: Totals) -> str:
     return text
 
 
+def _not_rated(totals: Totals) -> str:
+    reasons = sorted(totals.cache_not_rated.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{count} {reason}" for reason, count in reasons)
+
+
+def cache_total_lines(totals: Totals) -> list[str]:
+    """The cache lines of the totals: hits, misses and hit rate of the rated tests (a
+    workload: see :func:`cache_rating`), then, when some tests were not rated, how many were
+    rated and why the others were not, with the reads left out."""
+    if totals.cache_rated:
+        lines = [f"cache: {plural(totals.cache_hits, 'hit')}, {plural(totals.cache_misses, 'miss', 'misses')}, "
+                 f"hit rate {percent(totals.hit_rate)}"]
+    else:
+        lines = ["cache: no test rated, so no hit rate"]
+    if totals.cache_not_rated:
+        unrated = sum(totals.cache_not_rated.values())
+        lines.append(f"  rated: {plural(totals.cache_rated, 'test')} (workloads: no assert_cache_aside, no shadow "
+                     f"experiment, enough reads); not rated: {plural(unrated, 'test')} ({_not_rated(totals)}), "
+                     f"their {plural(totals.cache_unrated_hits, 'hit')} and "
+                     f"{plural(totals.cache_unrated_misses, 'miss', 'misses')} left out")
+    return lines
+
+
 def totals_sentence(totals: Totals) -> str:
     """The totals as one sentence without a final period (for the Markdown summary)."""
     parts = [measured_text(totals),
              plural(totals.queries, "query", "queries"),
              plural(totals.n_plus_one, "N+1 suspect")]
     if totals.cache_tests:
-        parts.append(f"cache hit rate {percent(totals.hit_rate)} ({plural(totals.cache_hits, 'hit')}, "
-                     f"{plural(totals.cache_misses, 'miss', 'misses')})")
+        rated = (f"cache hit rate {percent(totals.hit_rate)} ({plural(totals.cache_hits, 'hit')}, "
+                 f"{plural(totals.cache_misses, 'miss', 'misses')})" if totals.cache_rated else "no cache hit rate")
+        if totals.cache_not_rated:
+            rated += (f" over {plural(totals.cache_rated, 'rated test')}, "
+                      f"{plural(sum(totals.cache_not_rated.values()), 'test')} not rated ({_not_rated(totals)})")
+        parts.append(rated)
     if totals.pool_tests:
         parts.append(f"{plural(totals.connections_created, 'connection')} created")
     if totals.shadows:
@@ -409,7 +469,8 @@ def test_row(record: TestRecord, alert: float) -> list[str]:
     """One row of the per-test table, all strings: node id; queries (``count`` or
     ``count/budget``); N+1 suspects; the slowest shape by its longest statement, with that
     time in ms; cache ``hits/misses rate%`` with ``!`` under the alert line (the record's
-    own ``alert``, else ``alert``, a fraction 0..1); pool ``created/peak checked
+    own ``alert``, else ``alert``, a fraction 0..1) for a rated test, ``(not rated)`` for one
+    that is not (:func:`cache_rating`); pool ``created/peak checked
     out/leaks``; shadow ``name:result`` pairs. ``-`` where the test has no such figure."""
     queries = slowest = cache = pool = shadow = n_plus_one = "-"
     figures = record.queries
@@ -423,8 +484,10 @@ def test_row(record: TestRecord, alert: float) -> list[str]:
         rate = record.cache.hit_rate
         line = getattr(record.cache, "alert", None)
         line = alert if line is None else line
-        mark = "!" if rate is not None and rate < line else ""
-        cache = f"{record.cache.hits}/{record.cache.misses} {percent(rate)}{mark}"
+        reason = cache_rating(record)
+        mark = "!" if reason is None and rate is not None and rate < line else ""
+        unrated = " (not rated)" if reason is not None and rate is not None else ""
+        cache = f"{record.cache.hits}/{record.cache.misses} {percent(rate)}{mark}{unrated}"
     if record.pool is not None:
         pool = f"{record.pool.created}/{record.pool.peak_checked_out}/{len(record.pool.leaks)}"
     if record.shadows:
