@@ -274,10 +274,18 @@ class TestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field; cache figures also carry ``hit_rate`` (a
-        fraction 0..1 or None) for readers of the JSON."""
+        fraction 0..1 or None) for readers of the JSON. Lists whose order the capture does
+        not fix are sorted, so that one run's JSON equals another's whatever the test order
+        or xdist worker: shapes most frequent first, then by shape; N+1 suspects most
+        repeats first, then by shape and call site; leaks by pool, call site."""
         data = asdict(self)
         if self.cache is not None:
             data["cache"]["hit_rate"] = self.cache.hit_rate
+        if data.get("queries"):
+            data["queries"]["shapes"].sort(key=lambda s: (-s["count"], s["shape"]))
+            data["queries"]["n_plus_one"].sort(key=lambda n: (-n["count"], n["shape"], n["call_site"]))
+        if data.get("pool"):
+            data["pool"]["leaks"].sort(key=lambda leak: (leak["pool"], leak["call_site"], leak["dropped"]))
         return data
 
     @classmethod
