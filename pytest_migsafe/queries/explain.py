@@ -715,8 +715,8 @@ def _connect(conninfo: str) -> Any:
     quiet = make_conninfo(conninfo, options=f"{options} -c pg_stat_statements.track=none".strip())
     try:
         return psycopg.connect(quiet, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.Error as exc:
-        if getattr(exc, "sqlstate", None) not in ("42501", "42704", "22023"):
+    except psycopg.Error as exc:  # a role that may not set it: FATAL at connection, no SQLSTATE
+        if "pg_stat_statements" not in str(exc):
             raise
     return psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
 
@@ -822,6 +822,14 @@ class Explainer:
                         verdict = self._plan(statement, options, links, fallback or self.fallback)
                     except _Unplannable as exc:
                         self._note(result, str(exc), exc.once)
+                        continue
+                    except Exception as exc:  # a lost connection, a plan we cannot read: never a finding
+                        from pytest_migsafe.servers.masking import mask_text
+
+                        self._note(result, f"cannot EXPLAIN {shorten(statement.shape, 100)} on "
+                                           f"{statement.target}: {type(exc).__name__}: "
+                                           f"{mask_text(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}",
+                                   once=f"explain {statement.target} {statement.shape}")
                         continue
                     with self._lock:
                         self._verdicts[key] = verdict

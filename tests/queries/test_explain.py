@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -266,6 +268,26 @@ def test_the_check_counts_nothing_and_leaves_pg_stat_statements_alone(server: Ru
     assert not [q for q, _ in rows if "EXPLAIN" in q.upper() or "pg_index" in q]
 
 
+def test_a_role_that_may_not_stop_pg_stat_statements_tracking_still_gets_its_plans(
+        server: RunningPostgres) -> None:
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS ex_app")
+        password = secrets.token_hex(12)
+        conn.execute(f"CREATE ROLE ex_app LOGIN PASSWORD '{password}'")
+        conn.execute("GRANT SELECT ON ex_users TO ex_app")
+    app_dsn = psycopg.conninfo.make_conninfo(server.dsn, user="ex_app", password=password)
+    try:
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(psycopg.conninfo.make_conninfo(app_dsn, options="-c pg_stat_statements.track=none"))
+        with psycopg.connect(app_dsn) as conn, pytest.raises(SeqScanFound) as caught, assert_no_seq_scan():
+            conn.execute("SELECT id FROM ex_users WHERE name = %s", ["name5"]).fetchall()
+        assert "CREATE INDEX ON ex_users (name);" in str(caught.value)
+    finally:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY ex_app")
+            conn.execute("DROP ROLE ex_app")
+
+
 def test_a_parameter_of_unknown_type_before_16_is_a_note_unless_values_were_captured(
         server: RunningPostgres) -> None:
     """``$2 IS NULL``: PREPARE (12-15) cannot type $2; EXPLAIN (GENERIC_PLAN) (16+) plans it untyped."""
@@ -305,7 +327,7 @@ def test_plans_are_generic_on_every_supported_version(server: RunningPostgres) -
 
 
 def test_candidates_from_a_hand_written_plan_need_a_restricted_other_side() -> None:
-    plan = [{"Plan": {
+    plan: list[dict[str, Any]] = [{"Plan": {
         "Node Type": "Hash Join", "Hash Cond": "(o.user_id = u.id)",
         "Plans": [
             {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Relation Name": "orders",
