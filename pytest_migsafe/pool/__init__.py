@@ -1,7 +1,10 @@
 """Connection pool observation (SQLAlchemy and psycopg_pool), limits, warm-up checks and sizing.
 
-- :mod:`~pytest_migsafe.pool.observe`: ``pool_stats()``, connections created, pool
-  checkouts, peak use, checkout waits (ms, nearest-rank) and leaks over a block;
+- :mod:`~pytest_migsafe.pool.observe`: ``pool_stats()``, connections created (cold start
+  and beyond warm), pool checkouts, peak use (the observed code's own and in all),
+  checkout waits and hold times (ms, nearest-rank) and leaks over a block;
+- :mod:`~pytest_migsafe.pool.holds` (the hold-time histogram, mergeable and bounded) and
+  :mod:`~pytest_migsafe.pool.locality` (whether a pool's server is local);
 - :mod:`~pytest_migsafe.pool.events` and :mod:`~pytest_migsafe.pool.targets`: the events
   the driver hooks report, and what can be watched;
 - :mod:`~pytest_migsafe.pool.sqlalchemy` (pool events) and

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe.pool.observe import pool_stats
+from pytest_migsafe.pool.observe import PoolObservation, pool_stats
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,12 @@ def _check_counts(warmup: Any, repeat: Any, max_new: Any) -> None:
             raise ValueError(f"assert_pool_warm: {name} must be a whole number >= {least}, got {value!r}")
 
 
+def _created(stats: PoolObservation, measured: bool) -> int:
+    """Connections a phase created; the measured phase warns when the action never used the pool
+    (:class:`~pytest_migsafe.pool.observe.NothingObservedWarning`: the check proved nothing)."""
+    return stats.created if measured else stats.snapshot().created
+
+
 def _verdict(result: WarmResult, max_new: int) -> WarmResult:
     if result.measured_created > max_new:
         raise AssertionError(
@@ -54,7 +60,7 @@ def assert_pool_warm(engine_or_pool: Any, action: Callable[[], Any], warmup: int
     """
     _check_counts(warmup, repeat, max_new)
     created = []
-    for runs in (warmup, repeat):
+    for phase, runs in enumerate((warmup, repeat)):
         with pool_stats(engine_or_pool) as stats:
             for _ in range(runs):
                 outcome = action()
@@ -63,7 +69,7 @@ def assert_pool_warm(engine_or_pool: Any, action: Callable[[], Any], warmup: int
                         outcome.close()
                     raise TypeError("assert_pool_warm: action returned an awaitable; "
                                     "use 'await assert_pool_warm_async(...)' for async actions")
-        created.append(stats.created)
+        created.append(_created(stats, measured=phase == 1))
     return _verdict(WarmResult(warmup, created[0], repeat, created[1]), max_new)
 
 
@@ -72,9 +78,9 @@ async def assert_pool_warm_async(engine_or_pool: Any, action: Callable[[], Await
     """:func:`assert_pool_warm` for an async ``action`` (an AsyncEngine or AsyncConnectionPool)."""
     _check_counts(warmup, repeat, max_new)
     created = []
-    for runs in (warmup, repeat):
+    for phase, runs in enumerate((warmup, repeat)):
         with pool_stats(engine_or_pool) as stats:
             for _ in range(runs):
                 await action()
-        created.append(stats.created)
+        created.append(_created(stats, measured=phase == 1))
     return _verdict(WarmResult(warmup, created[0], repeat, created[1]), max_new)

@@ -470,7 +470,8 @@ def test_pool_stats_that_saw_nothing_says_so_and_never_fails_the_test(pytester: 
                     conn.execute(text("SELECT 1"))
             assert not stats.saw_nothing and stats.checkouts == 1
     ''')
-    result = run(pytester, "-W", "error", "-p", "no:randomly")
+    # in a subprocess: under -W error, garbage of this process's other tests must not count
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", "-W", "error")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines([
         f"*test_inner.py:{line_of(path, '# READ')}: NothingObservedWarning: migsafe: pool_stats("
