@@ -26,7 +26,7 @@ from pytest_migsafe.servers import RunningPostgres
 
 SLEEP_S = 0.02
 MARGIN_MS = 500.0  # generous: a busy 2-core machine; the floor is what the server guarantees
-SPAN = "SELECT clock_timestamp() AS t0, pg_sleep({s}), clock_timestamp() AS t1".format(s=SLEEP_S)
+SPAN = f"SELECT clock_timestamp() AS t0, pg_sleep({SLEEP_S}), clock_timestamp() AS t1"
 
 
 @pytest.fixture
