@@ -34,8 +34,8 @@ steps after a test's call phase:
    side is restricted (it has a filter or an index condition), is a candidate with those
    index keys (equality keys first, then one range key).
 4. A candidate is a :class:`SeqScanFinding` when no valid index of the table starts with
-   one of its filter keys, or with one of its join keys (``pg_index``,
-   ``pg_get_indexdef``); the index to create covers the group(s) no index serves. Where
+   one of its filter keys (its equality keys, when it has any), or with one of its join
+   keys (``pg_index``, ``pg_get_indexdef``); the index to create covers the group(s) no index serves. Where
    an index serves each group, the scan is the planner's choice for a small table, not a
    missing index. The judgement
    reads no row counts, so it holds on a test database's few rows; ``min_rows`` skips
@@ -1009,7 +1009,9 @@ def _unserved(candidate: ScanCandidate, leading: list[str]) -> ScanCandidate | N
     """The candidate reduced to its groups of keys (join, filter) that no index starts with,
     or None when an index serves each group: then the scan is the planner's choice."""
     def served(keys: tuple[IndexKey, ...]) -> bool:
-        return any(_same_key(key.text, first) for key in keys for first in leading)
+        # an index on a range key serves a group only when it has no equality key
+        lookups = [key for key in keys if key.equality] or list(keys)
+        return any(_same_key(key.text, first) for key in lookups for first in leading)
 
     join_open = bool(candidate.join_keys) and not served(candidate.join_keys)
     filter_open = bool(candidate.filter_keys) and not served(candidate.filter_keys)

@@ -192,6 +192,18 @@ def test_each_group_of_keys_is_judged_apart(server: RunningPostgres) -> None:
     assert "CREATE INDEX ON ex_users (id" not in message
 
 
+def test_an_index_on_a_range_column_does_not_serve_an_equality_filter(server: RunningPostgres) -> None:
+    """id > 3 has the primary key, name = 'name5' nothing: the server reads the whole table.
+
+    (Literal values: with parameters the generic plan walks the primary key for id > $2,
+    an index scan this check does not judge.)"""
+    sql = "SELECT id FROM ex_users WHERE name = 'name5' AND id > 3"
+    assert not plan_uses_index(server.dsn, sql)
+    with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught, assert_no_seq_scan():
+        conn.execute(sql).fetchall()
+    assert "CREATE INDEX ON ex_users (name, id);" in str(caught.value)
+
+
 def test_joining_two_whole_tables_is_not_flagged(server: RunningPostgres) -> None:
     with psycopg.connect(server.dsn) as conn, assert_no_seq_scan() as check:
         conn.execute("SELECT count(*) FROM ex_orders o JOIN ex_users u ON u.id = o.user_id").fetchall()
