@@ -43,7 +43,7 @@ import functools
 import itertools
 import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from pytest_migsafe.queries import dispatch, orm
@@ -68,11 +68,12 @@ def fix_for(kind: str, attribute: str, direction: str | None) -> str:
     """The Django code that loads ``attribute`` (``"Order.customer"``) with its parents.
 
     ``direction``: :data:`SELECT_RELATED`, :data:`PREFETCH_RELATED` or :data:`DEFERRED`, as
-    this module reports it (another value gets the advice for ``kind``: ``lazy_load`` or
-    ``deferred_column``).
+    this module reports it; ``kind``: ``lazy_load`` or ``deferred_column`` (a deferred
+    column gets the ``.only()`` advice whatever the direction, any other load
+    ``prefetch_related`` unless the direction is :data:`SELECT_RELATED`).
     """
     model, _, name = attribute.partition(".")
-    if direction == DEFERRED or (direction not in (SELECT_RELATED, PREFETCH_RELATED) and kind == "deferred_column"):
+    if direction == DEFERRED or kind == "deferred_column":
         return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...)'
     if direction == SELECT_RELATED:
         return f'{model}.objects.select_related("{name}")'
@@ -113,20 +114,24 @@ def _note_joined(obj: Any, run: int, site: str, depth: int = 0) -> None:
         _note_joined(related, run, site, depth + 1)
 
 
-def _noting(rows: Iterator[Any], run: int, site: str, joined: bool) -> Iterator[Any]:
+def _noting(rows: Generator[Any, None, None], run: int, site: str, joined: bool) -> Iterator[Any]:
+    """Yield Django's rows, noting each (and, with ``joined``, the rows select_related put in it)."""
     if len(_loaded_by) >= _NOTES_MAX:
         for key in [k for k, (ref, _, _) in _loaded_by.items() if ref() is None]:
             _loaded_by.pop(key, None)
         if len(_loaded_by) >= _NOTES_MAX:
             _loaded_by.clear()
-    for obj in rows:
-        _note(obj, run, site)
-        if joined:
-            _note_joined(obj, run, site)
-        yield obj
+    try:
+        for obj in rows:
+            _note(obj, run, site)
+            if joined:
+                _note_joined(obj, run, site)
+            yield obj
+    finally:
+        rows.close()  # a .iterator() left early: Django's generator closes its server-side cursor now
 
 
-def _wrap_iter(original: Callable[[Any], Iterator[Any]]) -> Callable[[Any], Iterator[Any]]:
+def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callable[[Any], Iterator[Any]]:
     @functools.wraps(original)
     def __iter__(self: Any) -> Iterator[Any]:
         rows = original(self)
