@@ -611,16 +611,18 @@ class SelectCollector(QueryCounter):
         super().__init__(using=using, track_repeats=False, keep=0)
         self.statements: dict[tuple[str, str], SelectStatement] = {}
         self.result: ExplainResult | None = None
+        self._other: set[str] = set()  # shapes that are not SELECTs
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,  # type: ignore[override]
              *rest: Any) -> None:
         super()._add(sql, shape, seconds, site, target, *rest)
         key = (target, shape)
-        if key in self.statements or not target.startswith("postgresql://"):
+        if key in self.statements or shape in self._other or not target.startswith("postgresql://"):
             return
         from pytest_migsafe.queries.normalize import statement_kind
 
         if statement_kind(sql) != "select":
+            self._other.add(shape)
             return
         params = rest[1] if len(rest) > 1 else None
         self.statements[key] = SelectStatement(target, shape, sql, params,
