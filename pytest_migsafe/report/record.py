@@ -85,7 +85,9 @@ class QueryFigures:
     size (what ``pg_stat_statements`` calls counts); ``total_ms``: their summed duration in
     ms; ``budget``: the ``max_queries`` marker's limit, None without one; ``shapes``: a
     list of :class:`ShapeFigure`, most frequent first; ``n_plus_one``: a list of
-    :class:`NPlusOne`, most repeats first.
+    :class:`NPlusOne`, most repeats first; ``round_trips``: the round trips that brought
+    those statements (:func:`pytest_migsafe.queries.dispatch.round_trips`) when fewer than
+    ``count`` (a string of several statements is one round trip), None when equal.
     """
 
     count: int
@@ -94,6 +96,7 @@ class QueryFigures:
     budget: int | None = None
     shapes: list[ShapeFigure] = field(default_factory=list)
     n_plus_one: list[NPlusOne] = field(default_factory=list)
+    round_trips: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QueryFigures:
@@ -106,6 +109,7 @@ class QueryFigures:
             budget=data.get("budget"),
             shapes=[ShapeFigure(**s) for s in data.get("shapes", [])],
             n_plus_one=[NPlusOne(**n) for n in data.get("n_plus_one", [])],
+            round_trips=data.get("round_trips"),
         )
 
 
