@@ -95,13 +95,11 @@ class Totals:
             if record.cache is not None:
                 totals.cache_tests += 1
                 reason = cache_rating(record)
-                if reason == NO_CACHE_READS:
-                    pass  # nothing to rate
-                elif reason is None:
+                if reason is None:
                     totals.cache_rated += 1
                     totals.cache_hits += record.cache.hits
                     totals.cache_misses += record.cache.misses
-                else:
+                elif reason != NO_CACHE_READS:  # a test without reads has nothing to rate
                     totals.cache_not_rated[reason] = totals.cache_not_rated.get(reason, 0) + 1
                     totals.cache_unrated_hits += record.cache.hits
                     totals.cache_unrated_misses += record.cache.misses
