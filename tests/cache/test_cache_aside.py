@@ -8,6 +8,7 @@ reading the wrong key). Each broken variant must fail at the step that names its
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 import redis
 from cache_helpers import PrivateDatabase, private_database
 
-from pytest_migsafe.cache.aside import CacheAsideFailed, assert_cache_aside
+from pytest_migsafe.cache.aside import CacheAsideFailed, UnusedAllowSqlWarning, assert_cache_aside
 from pytest_migsafe.servers import RunningRedis, start_redis
 
 
@@ -182,3 +183,73 @@ def test_reads_through_another_client_on_the_same_server_count(db: psycopg.Conne
     finally:
         app_client.close()
         checker_client.close()
+
+
+# -- allow_sql: statements that are not the cached read ----------------------------------
+@pytest.fixture
+def api_keys(db: psycopg.Connection) -> psycopg.Connection:
+    db.execute("CREATE TEMP TABLE cache_api_keys (token text PRIMARY KEY, user_id int NOT NULL)")
+    db.execute("INSERT INTO cache_api_keys VALUES ('t0k3n', 1)")
+    return db
+
+
+def endpoint(users: Users, db: psycopg.Connection) -> Any:
+    """An HTTP handler: authentication runs one SELECT on every request, then the cached read."""
+    def handle() -> Any:
+        row = db.execute("SELECT user_id FROM cache_api_keys WHERE token = %s", ("t0k3n",)).fetchone()
+        return users.load(row[0])
+    return handle
+
+
+def test_an_authentication_query_on_every_request_fails_step_2_and_says_how_to_allow_it(
+        api_keys: psycopg.Connection, cache: Any) -> None:
+    users = Users(api_keys, cache)
+    with pytest.raises(CacheAsideFailed) as failure:
+        assert_cache_aside(endpoint(users, api_keys), "user:1", client=cache)
+    message = str(failure.value)
+    assert message.startswith("step 2 (second read should hit the cache and run no SQL): 1 statement ran:")
+    assert "FROM cache_api_keys" in message
+    assert "allow_sql=" in message
+
+
+def test_allow_sql_lets_the_authentication_query_through_every_step(api_keys: psycopg.Connection,
+                                                                   cache: Any) -> None:
+    users = Users(api_keys, cache)
+    result = assert_cache_aside(endpoint(users, api_keys), "user:1", lambda: users.rename(1, "cat"),
+                                client=cache, fresh=lambda: users.fresh(1), allow_sql=r"from CACHE_API_KEYS")
+    assert (result.first.statements, result.first.allowed) == (1, 1)
+    assert (result.second.statements, result.second.allowed, result.second.hits) == (0, 1, 1)
+    assert result.after_write is not None and result.after_write.allowed == 1
+    assert result.unused_allow_sql == []
+
+
+def test_allow_sql_matches_the_normalized_shape_and_takes_a_list(api_keys: psycopg.Connection, cache: Any) -> None:
+    users = Users(api_keys, cache)
+    shape = re.compile(r"select user_id from cache_api_keys where token = \?")  # the shape, not the text sent
+    result = assert_cache_aside(endpoint(users, api_keys), "user:1", client=cache,
+                                allow_sql=[shape, "FROM sessions"], warn_unused_allow=False)
+    assert result.second.allowed == 1
+    assert result.unused_allow_sql == ["FROM sessions"]
+
+
+def test_an_allow_sql_rule_that_matched_nothing_is_warned_about(api_keys: psycopg.Connection, cache: Any) -> None:
+    users = Users(api_keys, cache)
+    with pytest.warns(UnusedAllowSqlWarning, match=r"allow_sql rule 'FROM sessions' matched no statement"):
+        assert_cache_aside(endpoint(users, api_keys), "user:1", client=cache,
+                           allow_sql=["FROM cache_api_keys", "FROM sessions"])
+
+
+def test_a_rule_that_also_allows_the_cached_read_fails_step_1_saying_so(api_keys: psycopg.Connection,
+                                                                       cache: Any) -> None:
+    users = Users(api_keys, cache)
+    with pytest.raises(CacheAsideFailed, match=r"^step 1 .*no SQL statement ran \(2 statements ran, all allowed "
+                                               r"by allow_sql"):
+        assert_cache_aside(endpoint(users, api_keys), "user:1", client=cache, allow_sql="^SELECT")
+
+
+def test_allow_sql_that_is_not_patterns_is_refused(db: psycopg.Connection, cache: Any) -> None:
+    users = Users(db, cache)
+    with pytest.raises(TypeError, match="allow_sql expects"):
+        assert_cache_aside(lambda: users.load(1), "user:1", client=cache, allow_sql=42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"allow_sql rule '\(' is not a regular expression"):
+        assert_cache_aside(lambda: users.load(1), "user:1", client=cache, allow_sql="(")

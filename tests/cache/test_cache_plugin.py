@@ -65,10 +65,10 @@ def test_marker_passes_at_the_rate_and_fails_below_it(pytester: pytest.Pytester)
     result = pytester.runpytest("--migsafe-report-json=report.json")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([
-        "*min_cache_hit_rate(0.9): hit rate 50.0% (1 hits, 1 misses) is below 90.0%",
+        "*min_cache_hit_rate(0.9): hit rate 50.0% (1 hits, 1 misses, INFO stats) is below 90.0%",
         "hits 1, misses 1, hit rate 50.0% (redis, INFO stats)",
-        "  by prefix (hits/reads): user 1/2",
-        "  by command (hits/reads): GET 1/2",
+        "  by prefix (hits/reads, client-side accounting): user 1/2",
+        "  by command (hits/reads, client-side accounting): GET 1/2",
     ])
     cache = report(pytester)["tests"]["test_marker_passes_at_the_rate_and_fails_below_it.py::test_half"]["cache"]
     assert {k: cache[k] for k in ("hits", "misses", "backend", "source", "min_hit_rate", "by_prefix",
@@ -96,7 +96,7 @@ def test_marker_with_a_prefix_checks_that_prefix_only(pytester: pytest.Pytester)
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([("*min_cache_hit_rate(0.5, prefix='session'): hit rate of prefix "
-                                 "'session' 0.0% (0 hits, 1 misses) is below 50.0%")])
+                                 "'session' 0.0% (0 hits, 1 misses, client-side accounting) is below 50.0%")])
 
 
 def test_marker_without_cache_reads_fails_with_no_cache_reads(pytester: pytest.Pytester) -> None:
@@ -118,9 +118,10 @@ def test_marker_without_cache_reads_fails_with_no_cache_reads(pytester: pytest.P
     result = pytester.runpytest()
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines([
-        "*min_cache_hit_rate(0.5): no cache reads during the test (0 hits, 0 misses)",
+        "*min_cache_hit_rate(0.5): no cache reads during the test (INFO stats: 0 hits, 0 misses)",
         "*min_cache_hit_rate(0.5): no cache reads: the test used no Redis client migsafe measures*",
-        "*min_cache_hit_rate(0.5, prefix='user'): no cache reads of keys with prefix 'user'*",
+        ("*min_cache_hit_rate(0.5, prefix='user'): no cache reads of keys with prefix 'user' during the test "
+         "(the client-side accounting saw every read and none had that prefix)"),
     ])
     result.stdout.no_fnmatch_line("*ZeroDivisionError*")
 
@@ -266,7 +267,7 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, args: list[str
 
 
 def test_alert_line_is_recorded_and_the_report_marks_tests_under_it(pytester: pytest.Pytester) -> None:
-    ini(pytester, "migsafe_hit_rate_target = 0.9\nmigsafe_hit_rate_alert = 0.6")
+    ini(pytester, "migsafe_hit_rate_target = 0.9\nmigsafe_hit_rate_alert = 0.6\nmigsafe_hit_rate_min_reads = 1")
     pytester.makepyfile(f"""
         def test_half(migsafe_redis):{HALF}
 
@@ -304,7 +305,8 @@ def test_cache_stats_fixture_defaults_to_migsafe_redis_and_records_its_blocks(py
     """)
     result = pytester.runpytest("--migsafe-report-json=report.json")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*min_cache_hit_rate(0.9): hit rate 0.0% (0 hits, 1 misses) is below 90.0%",
+    result.stdout.fnmatch_lines(["*min_cache_hit_rate(0.9): hit rate 0.0% (0 hits, 1 misses, client-side accounting) "
+                                 "is below 90.0%",
                                  "hits 0, misses 1, hit rate 0.0% (fakeredis, client-side accounting)"])
 
 
