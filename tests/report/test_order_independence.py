@@ -38,6 +38,13 @@ def orm_reads(n):
             conn.execute(text("SELECT :i AS n"), {"i": i})
 
 
+def two_shapes():
+    # one statement each, of about the same duration: the capture breaks such ties by time
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1 AS zeta"))
+        conn.execute(text("SELECT 1 AS alpha"))
+
+
 def pool_reads(n):
     with pool.connection() as conn:
         for i in range(n):
@@ -55,7 +62,7 @@ def cached(prefix, keys):
 SUITE = """
 import pytest
 
-from app import cache, cached, orm_reads, pool_reads
+from app import cache, cached, orm_reads, pool_reads, two_shapes
 
 
 @pytest.mark.parametrize("n", [1, 3, 5])
@@ -65,6 +72,11 @@ def test_engine(n):
 
 def test_engine_n_plus_one():
     orm_reads(12)
+
+
+@pytest.mark.parametrize("n", range(8))
+def test_tied_shapes(n):
+    two_shapes()
 
 
 @pytest.mark.parametrize("n", [2, 4])
@@ -142,7 +154,7 @@ def test_baseline_and_json_are_the_same_in_any_order_and_any_worker_count(
             f"--migsafe-report-json=report-{way}.json", "--migsafe-report")
         for name in env:
             monkeypatch.delenv(name)
-        result.assert_outcomes(passed=9)
+        result.assert_outcomes(passed=17)
         outputs[way] = ((pytester.path / f"base-{way}.json").read_text(),
                         json.loads((pytester.path / f"report-{way}.json").read_text()))
     serial_baseline, serial_json = outputs["serial"]
