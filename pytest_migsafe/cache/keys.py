@@ -118,14 +118,27 @@ class KeyPrefixes:
                                     for name in self._django_names]
         return self._django_regexes
 
+    def plain(self) -> bool:
+        """True when only the default rules apply now: no user pattern and no Django
+        ``KEY_PREFIX`` (so a key that does not start with ``:`` has the part before its first
+        ``:`` as its prefix). Reads Django's settings if they are configured."""
+        return not self.patterns and not self._framework()
+
     def prefix(self, key: Any) -> str:
         """The prefix of ``key`` (``str`` or ``bytes``) as ``str``. Never raises."""
-        if not self.patterns and not self._framework():
-            if isinstance(key, str):
-                if not key.startswith(":"):
-                    return key.partition(":")[0]
-            elif isinstance(key, bytes) and not key.startswith(b":"):
-                return key.partition(b":")[0].decode("utf-8", "replace")
+        found = self.raw(key)
+        return found.decode("utf-8", "replace") if isinstance(found, bytes) else str(found)
+
+    def raw(self, key: Any) -> Any:
+        """The prefix of ``key`` as :meth:`prefix` finds it, left as ``bytes`` for a bytes key
+        when no pattern or framework applies (the hot path: decoded later, once per prefix)."""
+        if not self.patterns and not self._django_regexes and (
+                self._django_names is not None or "django.conf" not in sys.modules or not self._framework()):
+            if isinstance(key, bytes):
+                if not key.startswith(b":"):
+                    return key.partition(b":")[0]
+            elif isinstance(key, str) and not key.startswith(":"):
+                return key.partition(":")[0]
         return self._find(_text(key))
 
     def _find(self, text: str) -> str:

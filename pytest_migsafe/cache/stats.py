@@ -118,6 +118,7 @@ class CacheStats:
                  key_patterns: Sequence[str | re.Pattern[str]] | None = None) -> None:
         self.client = client
         self.prefixes = default_prefixes() if key_patterns is None else KeyPrefixes(key_patterns)
+        self._plain = False
         self.warmup = warmup
         self.identity, fake = cache_hooks.client_identity(client)
         self.backend = "fakeredis" if fake else "redis"
@@ -132,7 +133,7 @@ class CacheStats:
 
     # -- the listener side (called by the cache.hooks wrappers under their lock) ---
     def _clear(self) -> None:
-        self._counts: dict[tuple[str, str, bool], int] = {}
+        self._counts: dict[tuple[str, Any, bool], int] = {}  # (command, raw prefix, hit)
         self._keys: dict[str, list[int]] = {}
 
     def add(self, command: str, key: Any, hit: bool) -> None:
@@ -140,7 +141,11 @@ class CacheStats:
         name) read ``key`` (``bytes`` or ``str``); ``hit`` True for a keyspace hit, False for
         a miss. Feeds ``by_prefix`` (the key's prefix by :attr:`prefixes`), ``by_command``,
         ``by_key`` and the client-side totals."""
-        slot = (command, self.prefixes.prefix(key), hit)
+        if self._plain and isinstance(key, bytes) and not key.startswith(b":"):
+            prefix: Any = key.partition(b":")[0]  # the hot path; decoded once per prefix when read
+        else:
+            prefix = self.prefixes.raw(key)
+        slot = (command, prefix, hit)
         counts = self._counts
         counts[slot] = counts.get(slot, 0) + 1
         if self._tracked:
@@ -190,6 +195,7 @@ class CacheStats:
         self._finish(await self._read_server_async())
 
     def _activate(self) -> None:
+        self._plain = self.prefixes.plain()  # Django's settings are read as the block starts
         self._end = None
         self._clear_client()
         self._active = self.entered = True
@@ -307,7 +313,7 @@ class CacheStats:
         """Client-side hits and misses per key prefix (:mod:`pytest_migsafe.cache.keys`: the
         part before the first ``:`` once a framework's own prefix is taken off, or a
         ``key_patterns`` match): ``{prefix: Tally}``, sorted by prefix."""
-        return self._grouped(lambda command, prefix: prefix)
+        return self._grouped(lambda command, prefix: key_text(prefix))
 
     @property
     def by_command(self) -> dict[str, Tally]:

@@ -15,6 +15,11 @@ Fixtures:
 
 Every test that uses ``migsafe_redis`` gets its call phase's hits and misses recorded
 (``record_of(item).cache``); a test that only uses ``cache_stats`` blocks gets their sum.
+A test whose hit rate is not a workload's (it used ``assert_cache_aside``, or read fewer
+than ini ``migsafe_hit_rate_min_reads`` times, default 10; no ``min_cache_hit_rate``
+marker) is recorded without an alert line, so the report does not rate it
+(:mod:`pytest_migsafe.cache.rating`). Ini ``migsafe_cache_key_pattern`` sets how key
+prefixes are found (:mod:`pytest_migsafe.cache.keys`); a bad pattern is a usage error.
 The logic lives in :mod:`pytest_migsafe.cache.stats`, :mod:`pytest_migsafe.cache.aside` and
 :mod:`pytest_migsafe.servers`.
 """

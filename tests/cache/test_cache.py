@@ -147,9 +147,14 @@ RULES: list[tuple[str, Callable[[redis.Redis], Any], int | None, int | None]] = 
     ("ZCOUNT, ZLEXCOUNT, ZRANDMEMBER", lambda r: (r.zcount("rank:1", 5, 9), r.zlexcount("rank:2", "-", "+"),
                                                  r.zrandmember("rank:1")), 2, 1),
     ("KEYS and SCAN do not count", lambda r: (r.keys("user:*"), r.scan(0)), 0, 0),
+    ("HSCAN, SSCAN, ZSCAN", lambda r: (r.hscan("profile:1"), r.sscan("tags:9"), r.zscan("rank:1")), 2, 1),
+    ("BITFIELD reads only when every operation is GET",
+     lambda r: (r.bitfield("user:1").get("u8", 0).execute(), r.bitfield("n:2").set("u8", 0, 1).execute()), 1, 0),
+    ("SORT of a list", lambda r: (r.sort("feed:9"), r.sort("feed:1", alpha=True)), 1, 1),
+    ("OBJECT ENCODING", lambda r: (r.object("encoding", "user:1"), r.object("encoding", "user:9")), 1, 1),
 ]
 
-FAKEREDIS_LACKS = {"TOUCH counts each key"}  # fakeredis 2.41 has no TOUCH
+FAKEREDIS_LACKS = {"TOUCH counts each key", "OBJECT ENCODING"}  # fakeredis 2.41 has neither
 
 
 def test_every_rule_has_a_case_in_the_table() -> None:
@@ -261,6 +266,45 @@ def test_lua_reads_count_in_server_totals_but_not_in_breakdowns(real: redis.Redi
     assert (stats.hits, stats.misses) == (1, 0)
     assert (stats.client_hits, stats.client_misses) == (0, 0)
     assert stats.by_prefix == {}
+
+
+def lua_workload(r: redis.Redis) -> None:
+    """Reads inside scripts: alone, in a MULTI/EXEC pipeline, and by EVALSHA."""
+    r.set("user:1", "ann")
+    r.eval("return redis.call('GET', KEYS[1])", 1, "user:1")
+    r.eval("return redis.call('MGET', KEYS[1], KEYS[2])", 2, "user:1", "user:2")
+    with r.pipeline() as pipe:
+        pipe.eval("return redis.call('EXISTS', KEYS[1])", 1, "user:3").get("user:1").execute()
+    sha = r.script_load("return redis.call('HGET', KEYS[1], 'name')")
+    r.evalsha(sha, 1, "profile:1")
+
+
+def test_reads_inside_lua_count_on_fakeredis_as_the_server_counts_them(real: redis.Redis, fake: redis.Redis) -> None:
+    pytest.importorskip("lupa", reason="fakeredis runs Lua through lupa (pip install 'fakeredis[lua]')")
+    _, info = run_measured(real, lua_workload)
+    fake_stats, _ = run_measured(fake, lua_workload)
+    assert (fake_stats.hits, fake_stats.misses) == info
+    assert fake_stats.by_prefix == {"profile": Tally(0, 1), "user": Tally(3, 2)}
+    assert fake_stats.by_command["MGET"] == Tally(1, 1)
+
+
+@pytest.mark.asyncio
+async def test_reads_inside_lua_count_on_asyncio_fakeredis(redis_server: RunningRedis) -> None:
+    pytest.importorskip("lupa", reason="fakeredis runs Lua through lupa (pip install 'fakeredis[lua]')")
+    real_client = redis.asyncio.Redis.from_url(redis_server.url)
+    fake_client = fakeredis.FakeAsyncRedis()
+    try:
+        figures = []
+        for client in (real_client, fake_client):
+            await client.flushdb()
+            await client.set("user:1", "ann")
+            async with cache_stats(client) as stats:
+                await client.eval("return redis.call('MGET', KEYS[1], KEYS[2])", 2, "user:1", "user:2")
+            figures.append((stats.hits, stats.misses))
+        assert figures[0] == figures[1]
+    finally:
+        await real_client.aclose()
+        await fake_client.aclose()
 
 
 def test_hit_rate_is_none_without_reads(real: redis.Redis, fake: redis.Redis) -> None:
