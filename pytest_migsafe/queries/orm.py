@@ -27,23 +27,27 @@ from pytest_migsafe.queries.callsite import UNIT_OF_WORK_CODES, call_site, origi
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
-# id(InstanceState) -> (id of the query context that loaded it, where it was loaded); cleared by forget()
-_loaded_by: dict[int, tuple[int, str]] = {}
+# the ORM's number of each query that loaded rows (InstanceState.runid) -> where it ran; cleared by forget()
+_query_sites: dict[int, str] = {}
+_last_query = [0]
 _installed_for: Any = None
 
 
 def forget() -> None:
     """Drop what was learnt about loaded rows (called when the last counter stops)."""
-    _loaded_by.clear()
+    _query_sites.clear()
+    _last_query[0] = 0
 
 
 # -- listeners ----------------------------------------------------------------------
 def _on_load(target: Any, context: Any) -> None:
+    """A row was loaded: note where its query ran, once per query (rows of one query come together)."""
     if not dispatch._active:
         return
-    state = getattr(target, "_sa_instance_state", None)
-    if state is not None:  # a row loaded afresh (the same id may be a new row): the latest load wins
-        _loaded_by[id(state)] = (id(context), call_site(sys._getframe(1)))
+    runid = getattr(context, "runid", None)
+    if runid is not None and runid != _last_query[0]:
+        _last_query[0] = runid
+        _query_sites[runid] = call_site(sys._getframe(1))
 
 
 def _attribute_of(execute_state: Any) -> str | None:
@@ -75,24 +79,27 @@ def _on_orm_execute(execute_state: Any) -> Any:
     counters = dispatch._active
     if not counters:
         return None
-    parent = None
+    # the cheap way to the loader's options: a plain query has none of its own
+    options = execute_state.execution_options.get("_sa_orm_load_options")
+    if options is None:
+        return None
     load: tuple[str, str] | None = None
-    if execute_state.is_relationship_load:
-        parent = execute_state.lazy_loaded_from
-        if parent is None:
-            return None  # selectin/subquery loads: one statement for many parents, the fix itself
+    parent = getattr(options, "_lazy_loaded_from", None)
+    if parent is not None:  # a lazy load (selectin/subquery loads have no single parent: the fix itself)
         attribute = _attribute_of(execute_state)
         if attribute is not None:
             load = ("lazy_load", attribute)
-    elif execute_state.is_column_load:
-        parent = getattr(execute_state.load_options, "_refresh_state", None)
-        attribute = _columns_of(execute_state, parent) if parent is not None else None
-        if attribute is not None:
-            load = ("deferred_column", attribute)
+    else:
+        parent = getattr(options, "_refresh_state", None)
+        if parent is not None and execute_state.is_column_load:
+            attribute = _columns_of(execute_state, parent)
+            if attribute is not None:
+                load = ("deferred_column", attribute)
     if load is None:
         return None
     origin = origin_of(sys._getframe(1))
-    loaded = _loaded_by.get(id(parent))
+    runid = getattr(parent, "runid", None)
+    loaded = (runid, _query_sites.get(runid)) if runid is not None else None
     for counter in counters:
         record = getattr(counter, "_orm_load", None)
         if record is not None:
