@@ -1,0 +1,45 @@
+"""Compare the plugin's per-test statement counts with pg_stat_statements' (from pss_conftest.py).
+
+Usage: ``python bench/realapps/compare_counts.py PLUGIN_JSON PSS_JSON``
+
+``PLUGIN_JSON`` is a ``--migsafe-report-json`` file (``tests[nodeid].queries.count``);
+``PSS_JSON`` is ``pss_conftest.py``'s output. Prints the totals, every test measured by only
+one side, and every test whose counts differ with both sides' statements (the plugin's
+shapes with their counts, the server's normalized queries with their calls). Exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    """Print the comparison; returns 0."""
+    plugin = json.loads(Path(argv[0]).read_text())["tests"]
+    server = json.loads(Path(argv[1]).read_text())
+    same = differ = 0
+    for nodeid in sorted(set(plugin) | set(server)):
+        p, s = plugin.get(nodeid), server.get(nodeid)
+        if p is None or s is None:
+            print(f"ONLY {'server' if p is None else 'plugin'}: {nodeid}")
+            continue
+        mine = (p.get("queries") or {}).get("count", 0)
+        if mine == s["calls"]:
+            same += 1
+            continue
+        differ += 1
+        print(f"DIFF {nodeid}: plugin {mine}, pg_stat_statements {s['calls']}")
+        for shape in (p.get("queries") or {}).get("shapes", []):
+            print(f"   plugin  {json.dumps(shape)[:300]}")
+        for query, calls in s["statements"]:
+            print(f"   server  x{calls} {query[:240]!r}")
+    print(f"{same} tests equal, {differ} differ; plugin total "
+          f"{sum((v.get('queries') or {}).get('count', 0) for v in plugin.values())}, "
+          f"server total {sum(v['calls'] for v in server.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,81 @@
+"""CPU time (user + sys) of an application's test suite without the plugin, at its defaults, and with the report.
+
+Usage: ``python bench/realapps/time_runs.py [--runs 3] [--json OUT] -- PYTEST_COMMAND...``
+
+Runs ``PYTEST_COMMAND`` (e.g. ``python -m pytest -q -p no:cacheprovider tests/``) with, in
+turn, ``-p no:migsafe`` (off), nothing added (defaults) and ``--migsafe-report
+--migsafe-report-json=<temp file>`` (report): off, defaults, report, then again, ``--runs``
+times, so that a slow spell of a noisy machine falls on every variant alike. The figure of
+a run is the user + sys CPU seconds of the pytest process and everything it waited for
+(``os.wait4`` rusage; the PostgreSQL server's own CPU is not included), plus the wall time.
+Prints each run, then per variant the median CPU seconds and its ratio to off's median;
+``--json`` also writes them. A run whose exit code differs from off's first run is reported
+(the comparison is then meaningless). Exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+VARIANTS = {
+    "off": ["-p", "no:migsafe"],
+    "defaults": [],
+    "report": ["--migsafe-report", "--migsafe-report-json={json}"],
+}
+
+
+def run_once(command: list[str], extra: list[str]) -> tuple[float, float, int]:
+    """(user + sys CPU seconds, wall seconds, exit code) of one run of ``command + extra``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [a.format(json=os.path.join(tmp, "run.json")) for a in extra]
+        start = time.perf_counter()
+        proc = subprocess.Popen(command + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime, wall, proc.returncode
+
+
+def main(argv: list[str]) -> int:
+    """Run the variants alternately and print medians and ratios; returns 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(argv)
+    command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    codes: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    for i in range(ns.runs):
+        for name, extra in VARIANTS.items():
+            c, w, code = run_once(command, extra)
+            cpu[name].append(c)
+            wall[name].append(w)
+            codes[name].append(code)
+            print(f"run {i + 1} {name:8} cpu {c:8.2f} s  wall {w:8.2f} s  exit {code}", flush=True)
+    base = statistics.median(cpu["off"])
+    summary = {}
+    for name in VARIANTS:
+        med = statistics.median(cpu[name])
+        summary[name] = {"cpu_s": cpu[name], "wall_s": wall[name], "exit": codes[name],
+                         "median_cpu_s": med, "ratio": med / base}
+        print(f"{name:8} median cpu {med:8.2f} s  ratio {med / base:.3f}  "
+              f"median wall {statistics.median(wall[name]):8.2f} s  exits {codes[name]}")
+    if any(c != codes["off"][0] for v in codes.values() for c in v):
+        print("WARNING: exit codes differ between runs")
+    if ns.json:
+        with open(ns.json, "w") as out:
+            json.dump(summary, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
