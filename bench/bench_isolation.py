@@ -7,6 +7,7 @@ session. The figure is the mean of set-up + call + tear-down per test, summed fr
 own reports (session start-up and the first test's one-time costs excluded). Target: ``migsafe_db`` at most 2 ms a test and at
 least 20x faster than the ``postgresql`` fixture.
 
+    pip install -e '.[bench]'   # pytest-postgresql, an optional extra since the plugin does not need it
     python bench/bench_isolation.py [--rounds 3] [--postgresql-tests 50] [--migsafe-tests 200]
 """
 
