@@ -30,6 +30,8 @@ _DSN_PASSWORD = re.compile(
     r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?|[^\s'\"]+)", re.IGNORECASE
 )
 _QUOTED = re.compile(r"\"([^\"]*)\"")
+# a whole string that is one URL: its password runs to the last "@" before the query (a space too)
+_WHOLE_URL = re.compile(r"^(?P<head>\s*[A-Za-z][\w+.-]*://[^\s:/@?#]*:)(?P<secret>[^?#]*)@")
 
 
 def mask_text(text: str) -> str:
@@ -49,8 +51,11 @@ def mask_url(url: str) -> str:
     """``url`` (a ``postgresql://`` / ``redis://`` URL or a libpq conninfo string) with its password as ``***``.
 
     ``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db``; ``host=h password=pw`` ->
-    ``host=h password=***``; a URL without a password is returned unchanged.
+    ``host=h password=***``; a URL without a password is returned unchanged. The whole
+    string is taken as one URL: its password runs to the last ``@``, even if it holds
+    characters a URL may not (a space).
     """
+    url = _WHOLE_URL.sub(lambda m: f"{m['head']}{MASK}@" if m["secret"] else m[0], url, count=1)
     return mask_text(url)
 
 
@@ -60,7 +65,7 @@ def passwords_in(given: str) -> list[str]:
     Found by the patterns :func:`mask_text` masks, so it works on strings libpq cannot parse.
     """
     found: list[str] = []
-    for pattern in (_URL_USERINFO, _QUERY_PASSWORD, _DSN_PASSWORD):
+    for pattern in (_WHOLE_URL, _URL_USERINFO, _QUERY_PASSWORD, _DSN_PASSWORD):
         for match in pattern.finditer(given):
             secret = match["secret"]
             if len(secret) >= 2 and secret[0] == "'" and secret[-1] == "'":

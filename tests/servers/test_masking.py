@@ -1,0 +1,157 @@
+"""No password in any repr, traceback or message; masked where it stands, never by searching for its characters."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pytest_migsafe.servers import (
+    NoPostgresAvailable,
+    NoRedisAvailable,
+    RunningPostgres,
+    RunningRedis,
+    error_message,
+    mask_text,
+    start_postgres,
+    start_redis,
+)
+from pytest_migsafe.servers.masking import mask_parse_error, passwords_in
+
+
+@pytest.fixture(scope="module")
+def tcp_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPostgres]:
+    """A cluster with a loopback TCP listener and a random password."""
+    running = start_postgres(tmp_path_factory.mktemp("tcp-pg"), tcp=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def tcp_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRedis]:
+    """A Redis on 127.0.0.1 with a random password."""
+    running = start_redis(tmp_path_factory.mktemp("tcp-redis"), tcp=True)
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("cannot reach postgresql://app:s3cret@db:5432/app now", "cannot reach postgresql://app:***@db:5432/app now"),
+        ("url (postgresql+psycopg://u:p%40ss@h/db?sslmode=require)", "url (postgresql+psycopg://u:***@h/db?sslmode=require)"),
+        ('in URI: "postgresql://u:pw@[::1/db"', 'in URI: "postgresql://u:***@[::1/db"'),
+        ("two: redis://:a@h/0 and rediss://u:b@h/1", "two: redis://:***@h/0 and rediss://u:***@h/1"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u@h/db?password=pw&sslpassword=k&x=1", "postgresql://u@h/db?password=***&sslpassword=***&x=1"),
+        ("dsn host=h password=pw dbname=d", "dsn host=h password=*** dbname=d"),
+        ("host=h password = 'it\\'s x' dbname=d", "host=h password = *** dbname=d"),
+        ("host=h sslpassword=k", "host=h sslpassword=***"),
+        ("no secret: postgresql://u@h/db, old_password=x", "no secret: postgresql://u@h/db, old_password=x"),
+        ("connection failed: connection to server at \"127.0.0.1\", port 1 failed",
+         "connection failed: connection to server at \"127.0.0.1\", port 1 failed"),
+    ],
+)
+def test_mask_text_masks_passwords_where_they_stand(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+
+
+def test_a_one_letter_password_leaves_the_message_whole(tmp_path: Path) -> None:
+    """The password ``e`` is masked in the URL, not in "connection failed" (libpq's own text)."""
+    with pytest.raises(NoPostgresAvailable) as info:
+        start_postgres(tmp_path, url="postgresql://alice:e@127.0.0.1:1/app")
+    message = str(info.value)
+    assert "postgresql://alice:***@127.0.0.1:1/app" in message
+    with pytest.raises(psycopg.OperationalError) as direct:  # what libpq itself says
+        psycopg.connect("postgresql://alice:e@127.0.0.1:1/app", connect_timeout=5)
+    assert str(direct.value).strip().splitlines()[0] in message
+    assert "conn***ction" not in message and "connection failed" in message
+
+
+def test_a_password_equal_to_the_user_name_leaves_the_user_name(tcp_pg: RunningPostgres, tmp_path: Path) -> None:
+    """A wrong password ``postgres`` for user postgres: the server's message names the user."""
+    url = f"postgresql://postgres:postgres@127.0.0.1:{tcp_pg.port}/{tcp_pg.dbname}"
+    with pytest.raises(NoPostgresAvailable) as info:
+        start_postgres(tmp_path, url=url)
+    message = str(info.value)
+    assert 'password authentication failed for user "postgres"' in message
+    assert f"postgresql://postgres:***@127.0.0.1:{tcp_pg.port}/" in message
+
+
+def test_a_password_quoted_by_a_parse_error_is_masked(tmp_path: Path) -> None:
+    """libpq quotes the password itself when it cannot parse it (a space in it)."""
+    with pytest.raises(NoPostgresAvailable) as info:
+        start_postgres(tmp_path, url="postgresql://alice:top secret@127.0.0.1:1/app")
+    message = str(info.value)
+    assert "top secret" not in message and "secret" not in message
+    assert 'unexpected spaces found in "***"' in message
+
+
+def test_parse_error_masking_keeps_other_quoted_words() -> None:
+    assert passwords_in("postgresql://u:e@h/db") == ["e"]
+    assert mask_parse_error('invalid connection option "user"', ["e"]) == 'invalid connection option "user"'
+    assert mask_parse_error('invalid percent-encoded token: "p%zzss"', passwords_in("postgresql://u:p%zzss@h/d")) \
+        == 'invalid percent-encoded token: "***"'
+
+
+def test_error_message_of_a_parse_error_from_psycopg() -> None:
+    given = "postgresql://u:p%zzss@127.0.0.1:1/db"
+    with pytest.raises(psycopg.ProgrammingError) as info:
+        psycopg.connect(given)
+    assert "p%zzss" in str(info.value)  # libpq does quote it
+    assert "p%zzss" not in error_message(info.value, given=given)
+
+
+def test_running_postgres_repr_hides_the_password(tcp_pg: RunningPostgres) -> None:
+    password = tcp_pg.password
+    assert password and password in tcp_pg.url and password in tcp_pg.dsn
+    for text in (repr(tcp_pg), str(tcp_pg), tcp_pg.describe(), tcp_pg.source, tcp_pg.origin):
+        assert password not in text, text
+    assert ":***@127.0.0.1:" in repr(tcp_pg) and "password=***" in repr(tcp_pg)
+    given = start_postgres(Path("/nonexistent"), url=tcp_pg.url)  # a URL server keeps it out too
+    for text in (repr(given), given.describe(), given.source):
+        assert password not in text, text
+
+
+def test_running_redis_repr_hides_the_password(tcp_redis: RunningRedis) -> None:
+    password = tcp_redis.password
+    assert password and password in tcp_redis.url
+    for text in (repr(tcp_redis), str(tcp_redis), tcp_redis.describe()):
+        assert password not in text, text
+    assert "redis://:***@127.0.0.1:" in repr(tcp_redis)
+
+
+def test_redis_error_keeps_its_words(tmp_path: Path) -> None:
+    with pytest.raises(NoRedisAvailable) as info:
+        start_redis(tmp_path, url="redis://:e@127.0.0.1:1/0")
+    message = str(info.value)
+    assert "redis://:***@127.0.0.1:1/0" in message
+    assert "***rror" not in message and re.search(r"Error \d+ connecting to 127\.0\.0\.1:1", message), message
+
+
+def test_no_password_in_the_traceback_of_a_failing_test(pytester: pytest.Pytester, tcp_pg: RunningPostgres,
+                                                        tcp_redis: RunningRedis,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing test that takes migsafe_postgres (long traceback, locals shown) and holds a RunningRedis."""
+    monkeypatch.setenv("MIGSAFE_POSTGRES_URL", tcp_pg.url)
+    monkeypatch.setenv("TEST_REDIS_URL", tcp_redis.url)
+    pytester.makepyfile(test_fails="""
+        import os
+        from pathlib import Path
+        from pytest_migsafe.servers import start_redis
+
+        def test_fails(migsafe_postgres):
+            server = migsafe_postgres
+            redis_server = start_redis(Path("/nonexistent"), url=os.environ["TEST_REDIS_URL"])
+            assert server is None and redis_server is None
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--tb=long", "-l", "-vv")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str() + result.stderr.str()
+    assert "RunningPostgres(url='postgresql+psycopg://postgres:***@127.0.0.1:" in output
+    assert "RunningRedis(url='redis://:***@127.0.0.1:" in output
+    for password in (tcp_pg.password, tcp_redis.password):
+        assert password and password not in output
