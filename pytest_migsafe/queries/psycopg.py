@@ -17,7 +17,8 @@ psycopg 3.1 to 3.3 have them, and without them psycopg is not hooked at all):
 - ``execute``: recorded when it returns. A string of several statements counts one
   statement per statement the server ran: all of them, or those before the one that failed.
 - ``executemany``: one statement, its executions the rows the server ran (those before a
-  failing row). The rows are never copied: a generator stays a generator.
+  failing row). The rows are never copied: a generator stays a generator (and with
+  ``capture_params`` only a list or tuple of rows is kept, not an iterator).
 - pipeline mode: a statement is recorded when its result arrives (during a later call,
   ``sync()`` or the end of the block), timed from its call to then; one the server
   rejected, or skipped after an error, is not recorded.
@@ -93,6 +94,13 @@ def _params_of(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:
     if not capture.settings.capture_params:
         return None
     return args[1] if len(args) > 1 else kwargs.get(name)
+
+
+def _rows_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The rows of an ``executemany``, kept only with ``capture_params`` and only when they
+    are a list or tuple: an iterator is the driver's to consume, and is never copied."""
+    rows = _params_of(args, kwargs, "params_seq")
+    return rows if isinstance(rows, (list, tuple)) else None
 
 
 def _ran(results: list[Any]) -> int:
@@ -340,7 +348,7 @@ def _wrap_executemany_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         sql = _text(query, self)
         site = call_site(sys._getframe(1))
-        params = _params_of(args, kwargs, "params_seq")
+        params = _rows_of(args, kwargs)
         pipeline = self._conn._pipeline
         if pipeline is not None:
             call = _PipelineCall(self, sql, site, params, True)
@@ -509,7 +517,7 @@ def _wrap_executemany_async(original: Callable[..., Any]) -> Callable[..., Any]:
             return await original(self, *args, **kwargs)
         sql = _text(query, self)
         site = call_site(sys._getframe(1))
-        params = _params_of(args, kwargs, "params_seq")
+        params = _rows_of(args, kwargs)
         pipeline = self._conn._pipeline
         if pipeline is not None:
             call = _PipelineCall(self, sql, site, params, True)
