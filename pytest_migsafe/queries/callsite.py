@@ -11,6 +11,7 @@ import fnmatch
 import os
 import sys
 import sysconfig
+import threading
 from types import CodeType, FrameType
 
 # the whole pytest_migsafe package (this file is in pytest_migsafe/queries/)
@@ -30,6 +31,7 @@ def _library_prefixes() -> tuple[str, ...]:
 
 
 _PREFIXES = _library_prefixes()
+UNIT_OF_WORK_CODES: set[CodeType] = set()  # code objects of ORM flushes (SQLAlchemy's Session._flush)
 _SITE_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 # file name -> display text ("app/views.py") for user files, None for library files
 _verdicts: dict[str, str | None] = {}
@@ -57,24 +59,57 @@ def is_user_file(filename: str) -> bool:
 
 
 def call_site(frame: FrameType | None = None) -> str:
-    """``path:line`` of the innermost user frame at or above ``frame`` (default: caller)."""
+    """``path:line`` of the innermost user frame at or above ``frame`` (default: caller).
+
+    It also leaves the statement's :class:`Origin` for :func:`origin_for` (the N+1 rule
+    needs the frames above the user's first one): one walk of the stack serves both.
+    """
     f: FrameType | None = frame if frame is not None else sys._getframe(1)
     verdicts = _verdicts
+    units = UNIT_OF_WORK_CODES
+    flush = None
     while f is not None:
-        filename = f.f_code.co_filename
+        code = f.f_code
+        filename = code.co_filename
         try:
             shown = verdicts[filename]
         except KeyError:
             shown = verdicts[filename] = _classify(filename)
         if shown is not None:
-            return f"{shown}:{f.f_lineno}"
+            site = f"{shown}:{f.f_lineno}"
+            last = _last
+            last.site = site
+            last.origin = origin_of(f, flush)
+            return site
+        if units and code in units:
+            flush = id(f)
         f = f.f_back
     greenlet = sys.modules.get("greenlet")
     if greenlet is not None:  # SQLAlchemy's asyncio layer: the user's frames are in the parent greenlet
         parent = greenlet.getcurrent().parent
         if parent is not None and parent.gr_frame is not None:
             return call_site(parent.gr_frame)
-    return framework_site(frame if frame is not None else sys._getframe(1))
+    site = framework_site(frame if frame is not None else sys._getframe(1))
+    _last.site = site
+    _last.origin = _NO_ORIGIN
+    return site
+
+
+class _Last(threading.local):
+    site: str | None = None
+    origin: Origin | None = None
+
+
+_last = _Last()  # per thread: the site call_site returned last, and the statement's origin
+
+
+def origin_for(site: str, frame: FrameType | None) -> Origin:
+    """The :class:`Origin` of the statement whose call site :func:`call_site` just returned as
+    ``site`` (the same string object), else a fresh walk from ``frame``."""
+    last = _last
+    if last.site is site and last.origin is not None:
+        return last.origin
+    return origin_of(frame)
 
 
 # the layers a statement passes through on its way down: never what sent it
@@ -125,42 +160,78 @@ def _test_file(filename: str) -> bool:
     return verdict
 
 
+Position = tuple[str, CodeType, int]  # (shown path, code object, f_lasti): a line, computed when shown
+
+
+def line_of(position: Position) -> str:
+    """``path:line`` of a :data:`Position` (the line is looked up only here, off the hot path)."""
+    shown, code, lasti = position
+    line = 0
+    for start, end, number in code.co_lines():
+        if start <= lasti < end and number is not None:
+            line = number
+            break
+    return f"{shown}:{line}"
+
+
 class Origin:
     """Where a statement came from, for the N+1 rule.
 
-    ``chain``: the application frames (user code that is not a test module or conftest),
-    outermost first, as ``path:line``; ``looping``: the outermost one (``chain[0]``), the
-    frame whose loop repeats a statement; ``function``: the code object of that frame (the
-    grouping key: repeats are counted per function, across its lines); ``test_own``: the
-    statement came straight from a test module or conftest (the test's own arrangement);
-    ``framework``: no user frame at all (a framework's own statement); ``unit_of_work``: the
-    identity of the ORM flush the statement was sent in (None outside a flush); ``test_site``:
-    the test module or conftest line that called in (``path:line``), if one did.
+    Built on every statement, so it keeps raw positions (path, code, instruction offset)
+    and turns them into ``path:line`` only when read. ``loop``: the position of the
+    outermost application frame (user code that is not a test module or conftest), the frame
+    whose loop repeats a statement; ``function``: that frame's code object (the grouping
+    key: repeats are counted per function, across its lines); ``inner``: the application
+    positions below it, outermost first; ``test_own``: the statement came straight from a
+    test module or conftest (the test's own arrangement); ``unit_of_work``: the identity of
+    the ORM flush the statement was sent in (None outside a flush); ``test``: the position
+    of the test module or conftest line that called in, if one did.
     """
 
-    __slots__ = ("chain", "framework", "function", "looping", "test_own", "test_site", "unit_of_work")
+    __slots__ = ("function", "inner", "loop", "test", "test_own", "unit_of_work")
 
-    def __init__(self, chain: list[str], function: CodeType | None, test_own: bool,
-                 unit_of_work: int | None = None, test_site: str | None = None) -> None:
-        self.chain = chain
-        self.unit_of_work = unit_of_work
-        self.test_site = test_site
-        self.looping = chain[0] if chain else None
+    def __init__(self, positions: list[Position], function: CodeType | None, test_own: bool,
+                 unit_of_work: int | None = None, test: Position | None = None) -> None:
+        self.loop = positions[-1] if positions else None
+        self.inner = positions[-2::-1] if len(positions) > 1 else []
         self.function = function
         self.test_own = test_own
-        self.framework = not chain and not test_own
+        self.unit_of_work = unit_of_work
+        self.test = test
+
+    @property
+    def looping(self) -> str | None:
+        """``path:line`` of the frame that loops (None without an application frame)."""
+        return line_of(self.loop) if self.loop is not None else None
+
+    @property
+    def test_site(self) -> str | None:
+        """``path:line`` of the test module or conftest line that called in, if one did."""
+        return line_of(self.test) if self.test is not None else None
+
+    @property
+    def chain(self) -> list[str]:
+        """``path:line`` of each application frame, outermost first (a comprehension's frame
+        on its function's line shows once)."""
+        lines: list[str] = []
+        for position in ([self.loop] if self.loop is not None else []) + self.inner:
+            text = line_of(position)
+            if not lines or lines[-1] != text:
+                lines.append(text)
+        return lines
 
 
 MAX_CHAIN = 12
-UNIT_OF_WORK_CODES: set[CodeType] = set()  # code objects of ORM flushes (SQLAlchemy's Session._flush)
 
 
-def origin_of(frame: FrameType | None) -> Origin:
-    """The :class:`Origin` of a statement sent at ``frame`` (walks up to the test's frame)."""
-    sites: list[tuple[str, int]] = []
+def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
+    """The :class:`Origin` of a statement sent at ``frame`` (walks up to the test's frame).
+
+    ``flush``: the ORM flush already seen below ``frame``, if any.
+    """
+    positions: list[Position] = []
     function = None
-    flush = None
-    test_site = None
+    test = None
     verdicts = _verdicts
     units = UNIT_OF_WORK_CODES
     f = frame
@@ -173,23 +244,22 @@ def origin_of(frame: FrameType | None) -> Origin:
             shown = verdicts[filename] = _classify(filename)
         if shown is not None:
             if _test_file(filename):
-                test_site = f"{shown}:{f.f_lineno}"
+                test = (shown, code, f.f_lasti)
                 break  # the test (or a fixture) called into the application here
-            site = (shown, f.f_lineno)
-            if not sites or sites[-1] != site:  # a comprehension's frame sits on its function's line
-                sites.append(site)
+            positions.append((shown, code, f.f_lasti))
             function = code
         elif units and code in units:
             flush = id(f)
         f = f.f_back
-    if f is None and not sites and "greenlet" in sys.modules:
+    if f is None and not positions and "greenlet" in sys.modules:
         # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
         # coroutine frames are on the stack of the greenlet that switched to it
         parent = sys.modules["greenlet"].getcurrent().parent
         if parent is not None and parent.gr_frame is not None:
             return origin_of(parent.gr_frame)
-    if len(sites) > MAX_CHAIN:  # keep the outermost (the loop) and the innermost (the sender)
-        sites = sites[: MAX_CHAIN // 2] + sites[-(MAX_CHAIN // 2):]
-    chain = [f"{shown}:{line}" for shown, line in reversed(sites)]
-    return Origin(chain, function, test_own=not chain and f is not None, unit_of_work=flush,
-                  test_site=test_site)
+    if len(positions) > MAX_CHAIN:  # keep the innermost (the sender) and the outermost (the loop)
+        positions = positions[: MAX_CHAIN // 2] + positions[-(MAX_CHAIN // 2):]
+    return Origin(positions, function, test_own=not positions and f is not None, unit_of_work=flush, test=test)
+
+
+_NO_ORIGIN = Origin([], None, test_own=False)

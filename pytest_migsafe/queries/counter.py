@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.queries import dispatch, orm
-from pytest_migsafe.queries.callsite import origin_of
+from pytest_migsafe.queries.callsite import origin_for
 from pytest_migsafe.queries.dispatch import settings, start, stop
 from pytest_migsafe.queries.drivers import install
 from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker
@@ -139,7 +139,7 @@ class QueryCounter:
         sites[site] = sites.get(site, 0) + 1
         repeats = self._repeats
         if repeats is not None and orm.orm_load.get() is None:  # ORM loads are counted by their event
-            repeats.statement(sql, shape, origin_of(sys._getframe(1)))
+            repeats.statement(sql, shape, origin_for(site, sys._getframe(1)))
         if len(self._kept) < self.keep:
             # a plain tuple here; CapturedQuery objects are built only when read
             self._kept.append((sql, shape, seconds, site, target, batch_size, params))

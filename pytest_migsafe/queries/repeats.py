@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.queries.callsite import Origin
+from pytest_migsafe.queries.callsite import Origin, Position, line_of
 from pytest_migsafe.report.record import NPlusOne
 
 AllowRule = tuple["re.Pattern[str] | str", int]
@@ -45,8 +45,8 @@ class StatementGroup:
     shape: str
     sample_sql: str
     count: int = 0
-    lines: dict[str, int] = field(default_factory=dict)  # looping frame's path:line -> repeats
-    inner: list[str] = field(default_factory=list)  # the chain below the loop, first seen
+    lines: dict[Position, int] = field(default_factory=dict)  # the looping frame's position -> repeats
+    inner: list[Position] = field(default_factory=list)  # the chain below the loop, first seen
     flushes: set[int] = field(default_factory=set)
 
 
@@ -60,8 +60,8 @@ class LoadGroup:
     count: int = 0
     parents: dict[Any, set[int]] = field(default_factory=dict)  # query context (None: unknown) -> parent rows
     loaded_at: dict[Any, str | None] = field(default_factory=dict)  # query context -> where it loaded them
-    lines: dict[str, int] = field(default_factory=dict)
-    inner: list[str] = field(default_factory=list)
+    lines: dict[Position, int] = field(default_factory=dict)
+    inner: list[Position] = field(default_factory=list)
 
     def most_parents(self) -> tuple[int, str | None]:
         """The most parent rows of one query that were loaded one by one, and where that query ran."""
@@ -78,32 +78,33 @@ class RepeatTracker:
 
     def statement(self, sql: str, shape: str, origin: Origin) -> None:
         """One statement that is not an ORM load (those come through :meth:`load`)."""
-        if origin.test_own or origin.looping is None:
-            return
+        loop = origin.loop
+        if loop is None:
+            return  # the test's own arrangement, or no user frame at all
         key = (shape, origin.function)
         group = self.statements.get(key)
         if group is None:
-            group = self.statements[key] = StatementGroup(shape, sql, inner=origin.chain[1:])
+            group = self.statements[key] = StatementGroup(shape, sql, inner=origin.inner)
         flush = origin.unit_of_work
         if flush is not None:
             if flush in group.flushes:
                 return  # one flush sends one statement per row: its unit of work, not a loop
             group.flushes.add(flush)
         group.count += 1
-        group.lines[origin.looping] = group.lines.get(origin.looping, 0) + 1
+        group.lines[loop] = group.lines.get(loop, 0) + 1
 
     def load(self, load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
              origin: Origin, direction: str | None) -> None:
         """One ORM load of ``load = (kind, "Class.attribute")`` for the row ``parent``."""
-        where = origin.looping or origin.test_site
+        where = origin.loop or origin.test
         if where is None:
             return  # no user frame: a framework's own load
         context, loaded_at = loaded if loaded is not None else (None, None)
         # a lazy load in the test's own code is still a per-row load (unlike arranging data)
-        key = (load[0], load[1], origin.function or origin.test_site)
+        key = (load[0], load[1], origin.function or where[1])
         group = self.loads.get(key)
         if group is None:
-            group = self.loads[key] = LoadGroup(load[0], load[1], direction, inner=origin.chain[1:])
+            group = self.loads[key] = LoadGroup(load[0], load[1], direction, inner=origin.inner)
         group.count += 1
         group.parents.setdefault(context, set()).add(parent)
         group.loaded_at.setdefault(context, loaded_at)
@@ -116,11 +117,11 @@ class RepeatTracker:
             parents, loaded_at = group.most_parents()
             if parents < 2:
                 continue
-            site = max(group.lines.items(), key=lambda kv: kv[1])[0]
+            site = line_of(max(group.lines.items(), key=lambda kv: kv[1])[0])
             shape = f"{group.attribute} ({group.kind.replace('_', ' ')})"
             suspect = NPlusOne(shape=shape, call_site=site, count=group.count, kind=group.kind,
                                relationship=group.attribute, parents=parents,
-                               chain=[site, *group.inner], loaded_at=loaded_at,
+                               chain=_chain(site, group.inner), loaded_at=loaded_at,
                                fix=fix_for(group.kind, group.attribute, group.direction))
             suspect.allowed = any(rule_matches(rule, suspect, group.attribute) and suspect.parents <= limit
                                   for rule, limit in allow)
@@ -128,15 +129,25 @@ class RepeatTracker:
         for repeated in self.statements.values():
             if repeated.count < threshold or is_pagination(repeated.shape):
                 continue
-            site = max(repeated.lines.items(), key=lambda kv: kv[1])[0]
-            lines = sorted(repeated.lines)
+            site = line_of(max(repeated.lines.items(), key=lambda kv: kv[1])[0])
+            lines = sorted({line_of(position) for position in repeated.lines})
             suspect = NPlusOne(shape=repeated.shape, call_site=site, count=repeated.count,
-                               chain=[", ".join(lines) if len(lines) > 1 else site, *repeated.inner])
+                               chain=_chain(", ".join(lines) if len(lines) > 1 else site, repeated.inner))
             suspect.allowed = any(rule_matches(rule, suspect, repeated.sample_sql) and repeated.count <= limit
                                   for rule, limit in allow)
             found.append(suspect)
         found.sort(key=lambda s: (-s.count, s.shape, s.call_site))
         return found
+
+
+def _chain(first: str, inner: list[Position]) -> list[str]:
+    """``first``, then the inner positions as ``path:line``, each line once in a row."""
+    chain = [first]
+    for position in inner:
+        text = line_of(position)
+        if text != chain[-1]:
+            chain.append(text)
+    return chain
 
 
 def fix_for(kind: str, attribute: str, direction: str | None) -> str:
