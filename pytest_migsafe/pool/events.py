@@ -246,7 +246,12 @@ def checked_in(key: int, pool: Any, counted: bool = True) -> None:
                         if obs._own_current > 0:
                             obs._own_current -= 1
                         if not entry.dropped:  # a hold that only the garbage collector ended is no hold
-                            obs._holds.add(held)
+                            holds = obs._holds
+                            if holds is None:
+                                from pytest_migsafe.pool.holds import HoldTimes
+
+                                holds = obs._holds = HoldTimes()
+                            holds.add(held)
                 obs._seen[id(pool)] = pool
 
 

@@ -172,7 +172,7 @@ class PoolObservation:
         self._own_current = self._own_peak = self._held_at_own_peak = 0
         self._beyond = 0
         self._lost: dict[int, int] = {}  # id(pool) -> connections closed below its warm size while active
-        self._holds = HoldTimes()
+        self._holds: HoldTimes | None = None  # made at the first hold: most tests have none
         self._waits = array("d")
         self._overflow: dict[int, int] = {}
         self._seen: dict[int, Any] = {}
@@ -306,7 +306,7 @@ class PoolObservation:
                 kind = server_kind(pool)
                 if kind is not None:
                     servers[name] = kind
-            holds = self._holds
+            holds = self._holds or HoldTimes()
             created = self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0)
             beyond = min(self._beyond, created)
             return ObservedFigures(
