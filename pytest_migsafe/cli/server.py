@@ -1,9 +1,12 @@
 """``migsafe server``: start PostgreSQL (and Redis) for an application, print their URLs, stop on Ctrl-C.
 
 The servers are the ones the test plugin starts (:mod:`pytest_migsafe.servers`): a
-private unix socket, or with ``--tcp`` 127.0.0.1 only with a random password. Passwords
-are printed as ``***`` unless ``--show-password``. The command runs until Ctrl-C or
-SIGTERM (exit code 0) or until a server dies (exit code 1), and stops both servers.
+private unix socket, or with ``--tcp`` 127.0.0.1 only with a random password. Each
+server prints its ``describe()`` line, then ``  url:``, ``  libpq_url:`` and ``  dsn:``
+lines (PostgreSQL; ``url`` is the SQLAlchemy URL, also valid for pydantic's
+``PostgresDsn``) or ``  url:`` (Redis), then ``ready``. Passwords are printed as ``***``
+unless ``--show-password``. The command runs until Ctrl-C or SIGTERM (exit code 0) or
+until a server dies (exit code 1), and stops both servers.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def register(subparsers: Any) -> None:
 
 
 def _lines(server: Any, show: bool) -> list[str]:
+    """The server's :meth:`describe` line, then ``  name: value`` lines (the fields of the same name)."""
     from pytest_migsafe.servers import RunningPostgres, mask_url
 
     def shown(text: str) -> str:
@@ -52,11 +56,11 @@ def _lines(server: Any, show: bool) -> list[str]:
 
     lines = [server.describe()]
     if isinstance(server, RunningPostgres):
-        lines += [f"  url (SQLAlchemy, pydantic PostgresDsn): {shown(server.url)}",
-                  f"  libpq_url (psycopg, libpq):             {shown(server.libpq_url)}",
-                  f"  dsn:                                    {shown(server.dsn)}"]
+        lines += [f"  url:       {shown(server.url)}",
+                  f"  libpq_url: {shown(server.libpq_url)}",
+                  f"  dsn:       {shown(server.dsn)}"]
     else:
-        lines.append(f"  url: {shown(server.url)}")
+        lines.append(f"  url:       {shown(server.url)}")
     return lines
 
 
