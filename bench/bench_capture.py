@@ -6,10 +6,11 @@ three alike: no listener at all, a naive ``before_cursor_execute`` listener that
 to a list (the yardstick), and migsafe's capture with a counter active. The medians'
 ratios are printed. Targets: migsafe / naive <= 1.05 on PostgreSQL, <= 1.15 on SQLite.
 
-``--instructions`` counts instructions with valgrind's callgrind instead, on SQLite (all
-in this process, so the count is the whole cost): each mode runs in its own process at
-two workload sizes, and the difference is the per-statement cost, the same whatever the
-machine's load. (On PostgreSQL the server's time is not in a client count.)
+``--instructions`` counts instructions with valgrind's callgrind instead, on four workloads
+(SQLite ORM, SQLite Core ``text()``, PostgreSQL ORM, PostgreSQL Core): each mode runs in its
+own process at two workload sizes, and the difference is the per-statement cost, the same
+whatever the machine's load; it prints the instructions migsafe adds per statement
+(target <= 40,000 on each). On PostgreSQL only the client's instructions are counted.
 
     python bench/bench_capture.py [--rounds 15] [--statements 2000] [--postgres-url URL] [--instructions]
 """
@@ -103,49 +104,109 @@ def report(label: str, figures: dict[str, float], target: float) -> None:
           f"migsafe / none = {figures['migsafe'] / figures['none']:.3f}x")
 
 
-def run_one(mode: str, n: int) -> None:
-    """Run ``n`` statements on in-memory SQLite in one mode (the process callgrind counts)."""
-    engine = create_engine("sqlite://")
-    work = loop(engine, n)
-    loop(engine, 200)()  # the same warm-up in every mode and size: it cancels out
-    if mode == "naive":
-        seen: list[str] = []
+WORKLOADS = ("sqlite-orm", "sqlite-core", "postgres-orm", "postgres-core")
 
-        def naive(conn, cursor, statement, parameters, context, executemany):
-            seen.append(statement)
 
-        event.listen(Engine, "before_cursor_execute", naive)
-        work()
-    elif mode == "migsafe":
-        with capture.count_queries() as counter:
-            work()
-        assert counter.count == n, counter.count
+def workload(name: str, url: str | None) -> Callable[[int], None]:
+    """``run(n)``: ``n`` statements of one kind: ORM ``select(Item)`` by primary key, or Core ``text()``."""
+    from sqlalchemy import Integer, String, select
+    from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = "bench_items"
+        id = mapped_column(Integer, primary_key=True)
+        name = mapped_column(String(20))
+
+    engine = create_engine("sqlite://" if name.startswith("sqlite") else str(url))
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Item(id=i, name=f"i{i}") for i in range(10)])
+        session.commit()
+    if name.endswith("orm"):
+        query = select(Item)
+
+        def run(n: int) -> None:
+            with Session(engine) as session:
+                for i in range(n):
+                    session.scalars(query.where(Item.id == i % 10)).first()
+                    session.expunge_all()
     else:
-        work()
+        stmt = text("SELECT name FROM bench_items WHERE id = :i")
+
+        def run(n: int) -> None:
+            with engine.connect() as conn:
+                for i in range(n):
+                    conn.execute(stmt, {"i": i % 10}).first()
+    return run
 
 
-def instructions(mode: str, n: int) -> int:
-    """Instructions of one ``run_one`` process, counted by callgrind."""
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                           __file__, "--one", mode, "--statements", str(n)],
-                          capture_output=True, text=True)
+def run_one(mode: str, n: int, name: str = "sqlite-core", url: str | None = None) -> None:
+    """Run ``n`` statements of workload ``name`` in one mode (the process callgrind counts)."""
+    if name != "sqlite-core" or mode != "naive":
+        work = workload(name, url)
+        work(200)  # the same warm-up in every mode and size: it cancels out
+        if mode == "migsafe":
+            with capture.count_queries() as counter:
+                work(n)
+            assert counter.count == n, counter.count
+        else:
+            work(n)
+        return
+    engine = create_engine("sqlite://")
+    loop(engine, 200)()
+    seen: list[str] = []
+
+    def naive(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", naive)
+    loop(engine, n)()
+
+
+def instructions(mode: str, n: int, name: str = "sqlite-core", url: str | None = None) -> int:
+    """Instructions of one ``run_one`` process, counted by callgrind (the client side only)."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+               __file__, "--one", mode, "--statements", str(n), "--workload", name]
+    if url:
+        command += ["--postgres-url", url]
+    done = subprocess.run(command, capture_output=True, text=True)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"callgrind run failed: {done.stderr[-2000:]}")
     return int(found.group(1))
 
 
-def bench_instructions(small: int = 2000, large: int = 12000) -> None:
-    """Instructions per statement on in-memory SQLite, from two workload sizes (start-up cancels out)."""
+def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = None) -> None:
+    """Instructions migsafe adds per statement on the four workloads (target <= 40,000 each).
+
+    Each figure is ``(I(large) - I(small)) / (large - small)`` for the plugin's capture with a
+    counter active minus the same without any hook: start-up and warm-up cancel out, and
+    the count is the same whatever the machine's load. On PostgreSQL only the client's
+    instructions are counted (the server's are not in this process).
+    """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
-    per: dict[str, float] = {}
-    for mode in ("none", "naive", "migsafe"):
-        per[mode] = (instructions(mode, large) - instructions(mode, small)) / (large - small)
-    print(f"SQLite (memory), instructions per statement (callgrind, {small} and {large} statements): "
-          f"none {per['none']:.0f}, naive {per['naive']:.0f}, migsafe {per['migsafe']:.0f}")
-    print(f"SQLite (memory): migsafe / naive = {per['migsafe'] / per['naive']:.3f}x (target <= 1.15x); "
-          f"migsafe / none = {per['migsafe'] / per['none']:.3f}x")
+    server = None
+    if url is None:
+        from pytest_migsafe.servers import start_postgres
+
+        tmp = tempfile.mkdtemp(prefix="migsafe-bench-")
+        server = start_postgres(Path(tmp))
+        url = server.url
+    try:
+        for name in WORKLOADS:
+            per = {mode: (instructions(mode, large, name, url) - instructions(mode, small, name, url))
+                   / (large - small) for mode in ("none", "migsafe")}
+            added = per["migsafe"] - per["none"]
+            print(f"{name}: none {per['none']:.0f}, migsafe {per['migsafe']:.0f} instructions per statement; "
+                  f"migsafe adds {added:.0f} (target <= 40000), {per['migsafe'] / per['none']:.3f}x", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def main() -> None:
@@ -157,12 +218,13 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions with callgrind on SQLite instead (deterministic, a few minutes)")
     parser.add_argument("--one", choices=("none", "naive", "migsafe"), help=argparse.SUPPRESS)
+    parser.add_argument("--workload", choices=WORKLOADS, default="sqlite-core", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        run_one(args.one, args.statements)
+        run_one(args.one, args.statements, args.workload, args.postgres_url)
         return
     if args.instructions:
-        bench_instructions()
+        bench_instructions(url=args.postgres_url)
         return
 
     sqlite = create_engine("sqlite://")
