@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -518,6 +519,37 @@ def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, t
         assert tcp.tcp and tcp.host == "127.0.0.1" and tcp.password
     finally:
         tcp.stop()
+
+
+DJANGO_QUERY = textwrap.dedent(
+    """
+    import json, os
+    import django
+    from django.conf import settings
+
+    settings.configure(DATABASES={"default": json.loads(os.environ["ENTRY"])}, USE_TZ=True)
+    django.setup()
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database(), current_setting('listen_addresses')")
+        print(*cursor.fetchone())
+    """
+)
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["unix-socket", "tcp"])
+def test_django_settings_entry_runs_a_query_in_django(tmp_path: Path, tcp: bool) -> None:
+    pytest.importorskip("django")
+    running = start_postgres(tmp_path, tcp=tcp)
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        done = subprocess.run([sys.executable, "-c", DJANGO_QUERY], capture_output=True, text=True, timeout=60,
+                              env=dict(env, ENTRY=json.dumps(running.django_settings())))
+    finally:
+        running.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["migsafe", "127.0.0.1" if tcp else ""][: 2 if tcp else 1]
 
 
 def _listening(port: int) -> list[str]:
