@@ -83,16 +83,35 @@ def _plain(number: Decimal) -> str:
 def measured_hold_seconds(measured: Any, percentile: float = HOLD_PERCENTILE) -> Decimal:
     """The ``percentile`` hold time in exact decimal seconds (to the microsecond) of a
     measurement: a :class:`~pytest_migsafe.pool.holds.HoldTimes`, a pool observation
-    (``pool_stats(...)``) or its figures. ValueError when it measured no hold."""
+    (``pool_stats(...)``) or its figures. ValueError when it measured no hold. An
+    observation or figures whose pools' servers are local issue a
+    :class:`LocalDatabaseWarning` (through :data:`pytest_migsafe.pool.observe.notice`: in
+    pytest a warning that never fails a test)."""
     holds = measured
     if not isinstance(holds, HoldTimes):
         holds = getattr(measured, "holds", None)
         holds = holds() if callable(holds) else holds
+        figures = measured.snapshot() if hasattr(measured, "snapshot") else measured
+        _warn_if_local(dict(getattr(figures, "servers", None) or {}))
     if not isinstance(holds, HoldTimes):
         raise ValueError(f"expected hold seconds, HoldTimes or a pool observation, got {type(measured).__name__}")
     if not holds.count:
         raise ValueError("no connection was checked out and returned: no hold time was measured")
     return Decimal(max(1, holds.percentile_us(percentile))) / Decimal(1_000_000)
+
+
+class LocalDatabaseWarning(UserWarning):
+    """A pool size computed from hold times measured against a local database (unix socket,
+    loopback, SQLite), which are far below production's."""
+
+
+def _warn_if_local(servers: dict[str, str]) -> None:
+    from pytest_migsafe.pool import observe
+
+    warning = local_warning({name: kind for name, kind in servers.items() if kind in LOCAL_KINDS})
+    if warning is not None:
+        filename, lineno = observe._reader_frame()
+        observe.notice(LocalDatabaseWarning(f"migsafe: {warning}"), filename, lineno)
 
 
 def recommend(peak_rps: float, hold_seconds: float | Decimal, headroom: float = DEFAULT_HEADROOM) -> Recommendation:

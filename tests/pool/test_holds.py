@@ -181,3 +181,17 @@ def test_pools_know_where_their_server_is(make_engine: Callable[..., Engine], po
     with pool_stats(sqlite) as stats, sqlite.connect():
         pass
     assert list(stats.snapshot().servers.values()) == ["in-process"]
+
+
+def test_pool_size_of_a_measurement_against_a_local_database_warns(make_engine: Callable[..., Engine]) -> None:
+    from pytest_migsafe.pool.sizing import LocalDatabaseWarning, pool_size
+
+    engine = make_engine(pool_size=1)
+    with pool_stats(engine) as stats:
+        with engine.connect() as conn:
+            conn.execute(text(f"SELECT pg_sleep({SLEEP_S})"))
+    with pytest.warns(LocalDatabaseWarning, match=r"hold times measured against a local database \(.*QueuePool\) "
+                                                  r"over (unix socket|loopback)\)"):
+        size = pool_size(100, stats)
+    assert size == pool_size(100, stats.holds)  # ceil(100 x p95 x 1.3), p95 >= 20 ms: at least 3
+    assert size >= 3
