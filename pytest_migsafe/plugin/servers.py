@@ -24,13 +24,16 @@ pytest-xdist workers inherit the controller's variables and start nothing: see
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_migsafe.values import parse_bool
 
-_SERVERS = pytest.StashKey["Any"]()
+if TYPE_CHECKING:
+    from pytest_migsafe.servers.session import SessionServers
+
+_SERVERS = pytest.StashKey["SessionServers"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -137,7 +140,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         raise pytest.UsageError(f"migsafe: cannot provide the server for the exported settings: {exc}") from None
 
 
-def session_servers(config: pytest.Config) -> Any:
+def session_servers(config: pytest.Config) -> SessionServers | None:
     """The session's :class:`~pytest_migsafe.servers.session.SessionServers`, or None when no setting asked for one.
 
     ``.postgres.describe()`` / ``.redis.describe()`` name each server (version, origin,
