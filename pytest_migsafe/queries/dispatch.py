@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +85,8 @@ def round_trips(counter: QueryCounter) -> int:
 
 # -- shapes -------------------------------------------------------------------------
 #: Upper bound of the memory the shape cache accounts for, in bytes (keys, shapes and
-#: per-entry overhead as ``sys.getsizeof`` measures them); the oldest entries go first.
+#: per-entry overhead as ``sys.getsizeof`` measures them); the oldest entries go first
+#: (first in, first out: a hit moves nothing).
 SHAPES_BYTES = 16 * 1024 * 1024
 
 # One part of a string of several statements: (start, end, shape, is transaction control).
@@ -94,9 +95,10 @@ Part = tuple[int, int, str, bool]
 # statement, () for one holding none (blank or comments), else one Part per statement.
 Entry = tuple[str, bool, tuple[Part, ...] | None]
 
-# text (or digest of a long text) -> Entry; a hit is one dict lookup
-_shapes: OrderedDict[str | bytes, Entry] = OrderedDict()
+# text (or digest of a long text) -> Entry; a hit is one lookup in a plain dict
+_shapes: dict[str | bytes, Entry] = {}
 _shape_costs: dict[str | bytes, int] = {}
+_shape_order: deque[str | bytes] = deque()  # keys, oldest first: evicted first
 _shapes_bytes = 0
 _ENTRY_OVERHEAD = 200  # the entry tuple, the dict slots, the cost record: roughly, in bytes
 
@@ -146,14 +148,15 @@ def _remember(key: str | bytes, entry: Entry, cost: int) -> None:
     if cost > SHAPES_BYTES:
         return
     with _lock:
-        old = _shape_costs.pop(key, None)
-        if old is not None:
-            _shapes_bytes -= old
-        while _shapes and _shapes_bytes + cost > SHAPES_BYTES:
-            evicted, _ = _shapes.popitem(last=False)
-            _shapes_bytes -= _shape_costs.pop(evicted, 0)
+        if key in _shape_costs:  # computed twice at once (two threads): keep the first
+            return
+        while _shape_order and _shapes_bytes + cost > SHAPES_BYTES:
+            evicted = _shape_order.popleft()
+            _shapes_bytes -= _shape_costs.pop(evicted)
+            del _shapes[evicted]
         _shapes[key] = entry
         _shape_costs[key] = cost
+        _shape_order.append(key)
         _shapes_bytes += cost
 
 
@@ -168,6 +171,7 @@ def clear_shapes() -> None:
     with _lock:
         _shapes.clear()
         _shape_costs.clear()
+        _shape_order.clear()
         _shapes_bytes = 0
 
 
@@ -184,28 +188,51 @@ def parts_of(sql: str) -> tuple[Part, ...] | None:
 
 # -- recording ----------------------------------------------------------------------
 def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
-                     params: Any = None, site: str | None = None, ran: int | None = None,
-                     entry: Entry | None = None) -> None:
-    """Record what the server ran of one round trip, for every active counter.
+                     params: Any = None, site: str | None = None) -> None:
+    """Record one round trip the server ran in full, for every active counter.
 
     Called by the driver hooks once the server has answered. ``seconds`` is the round
     trip's duration (s); ``batch_size`` the executions of an ``executemany`` (one
-    statement). A text of several statements counts one statement per part, each
-    with its own text and shape and an equal share of ``seconds``; ``ran`` (default:
-    all) says how many of those parts the server ran, the first ones. A blank text
-    (whitespace, comments) counts nothing: the server runs nothing for it. ``entry``
-    is :func:`entry_of`'s answer for ``sql`` when the caller already has it.
+    statement); ``site`` the call site (default: the caller's user frame). A text of
+    several statements counts one statement per part, each with its own text and shape
+    and an equal share of ``seconds``. A blank text (whitespace, comments) counts
+    nothing: the server runs nothing for it. For a round trip the server ran only
+    partly, see :func:`record_entry`.
     """
     counters = _active
     if not counters:
         return
+    entry = _shapes.get(sql)
     if entry is None:
-        entry = _shapes.get(sql)
-        if entry is None:
-            entry = entry_of(sql)
+        entry = entry_of(sql)
     shape, control, parts = entry
     if site is None:
         site = call_site(sys._getframe(1))
+    kept = params if settings.capture_params else None
+    if parts is not None:
+        _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, None)
+        return
+    with _lock:
+        for counter in counters:
+            if control and not counter.include_transaction_control:
+                continue
+            if counter._filtered and not counter._accepts(sql, target):
+                continue
+            counter._add(sql, shape, seconds, site, target, batch_size, kept)
+
+
+def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size: int,
+                 params: Any, site: str, ran: int | None = None) -> None:
+    """:func:`record_statement` for a caller that already has ``entry = entry_of(sql)``
+    (no second lookup: for a long text that is a digest) and knows how much ran.
+
+    ``ran``: of a text of several statements, how many the server ran, the first ones
+    (default: all of them); ignored for a text of one statement (which ran).
+    """
+    counters = _active
+    if not counters:
+        return
+    shape, control, parts = entry
     kept = params if settings.capture_params else None
     if parts is not None:
         _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, ran)

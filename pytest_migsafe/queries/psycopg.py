@@ -223,8 +223,8 @@ class _PipelineCall:
         if self.many:
             capture.record_statement(self.sql, seconds, self.target, self.ran, self.params, self.site)
         else:
-            capture.record_statement(self.sql, seconds, self.target, 1, self.params, self.site,
-                                     ran=self.ran)
+            capture.record_entry(self.sql, capture.entry_of(self.sql), seconds, self.target, 1,
+                                 self.params, self.site, self.ran)
 
 
 class _PipelineState:
@@ -317,8 +317,8 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if entry[2] is None:  # one statement: it ran if the call returned
             t0 = perf_counter()
             result = original(self, *args, **kwargs)
-            capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
-                                     _params_of(args, kwargs, "params"), site, entry=entry)
+            capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1,
+                                 _params_of(args, kwargs, "params"), site)
             return result
         watch = _Results()
         key = id(self)
@@ -331,8 +331,8 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             _checking.pop(key, None)
             ran = _ran(watch.results) if watch.results is not None else 0
             if ran:
-                capture.record_statement(sql, seconds, target_of(self._conn), 1,
-                                         _params_of(args, kwargs, "params"), site, ran=ran, entry=entry)
+                capture.record_entry(sql, entry, seconds, target_of(self._conn), 1,
+                                     _params_of(args, kwargs, "params"), site, ran)
 
     setattr(execute, _PATCHED_FLAG, original)
     return execute
@@ -486,8 +486,8 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if entry[2] is None:
             t0 = perf_counter()
             result = await original(self, *args, **kwargs)
-            capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
-                                     _params_of(args, kwargs, "params"), site, entry=entry)
+            capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1,
+                                 _params_of(args, kwargs, "params"), site)
             return result
         watch = _Results()
         key = id(self)
@@ -500,8 +500,8 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
             _checking.pop(key, None)
             ran = _ran(watch.results) if watch.results is not None else 0
             if ran:
-                capture.record_statement(sql, seconds, target_of(self._conn), 1,
-                                         _params_of(args, kwargs, "params"), site, ran=ran, entry=entry)
+                capture.record_entry(sql, entry, seconds, target_of(self._conn), 1,
+                                     _params_of(args, kwargs, "params"), site, ran)
 
     setattr(execute, _PATCHED_FLAG, original)
     return execute
