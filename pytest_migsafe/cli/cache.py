@@ -69,15 +69,11 @@ def register(subparsers: Any) -> None:
 
 
 def _clean(error: BaseException, url: str) -> str:
-    """The first line of an error message, with the URL's password masked."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    password = re.match(r"^[A-Za-z][\w+.-]*://[^:/@?#]*:([^@/?#]*)@", url)
-    if password and password.group(1):
-        text = text.replace(password.group(1), "***")
-    match = re.search(r"password=(\S+)", url)
-    if match:
-        text = text.replace(match.group(1), "***")
-    return text.replace(url, mask_url(url))
+    """The first line of an error message, with passwords masked where they stand."""
+    from pytest_migsafe.servers import error_message
+
+    text = error_message(error, given=url)
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def run_hot_reads(args: argparse.Namespace) -> int:
@@ -99,7 +95,7 @@ def run_hot_reads(args: argparse.Namespace) -> int:
     try:
         rows = hot_reads(connection, limit=args.limit)
     except HotReadsUnavailable as exc:
-        raise CommandError(f"{mask_url(args.dsn)}: {exc}") from None
+        raise CommandError(f"{mask_url(args.dsn)}: {_clean(exc, args.dsn)}") from None
     finally:
         connection.close()
     print(format_hot_reads(rows))

@@ -246,6 +246,9 @@ class RedisEndpoint:
 
         return mask_url(self.url) if self.url else "fakeredis"
 
+    def __repr__(self) -> str:
+        return f"RedisEndpoint(backend={self.backend!r}, url={self.masked_url!r}, source={self.source!r})"
+
     def client(self, **kwargs: Any) -> Any:
         """A new redis-py client on this Redis (fakeredis: on the same fake server)."""
         if self.backend == "fakeredis":
@@ -294,7 +297,9 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     if url and worker:
         # each worker gets its own database on the shared server, so one worker's FLUSHDB
         # never wipes another's keys; INFO stats stay server-wide, which the note says
-        url = url_with_database(url, 1 + int(worker.lstrip("gw") or 0) % 15)
+        from pytest_migsafe.servers import worker_database
+
+        url = url_with_database(url, worker_database(worker))
         run_report(config).note("Redis: pytest-xdist workers share the --migsafe-redis-url server, whose "
                                 "INFO stats are server-wide: per-test hit/miss totals include other "
                                 "workers' reads (without the URL each worker starts its own server)")

@@ -290,7 +290,6 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
     from pytest_migsafe.servers import (
         NoPostgresAvailable,
         create_database,
-        pytest_tmp_root,
         start_postgres,
     )
 
@@ -299,8 +298,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
     pg_ctl = get_setting(pytestconfig, option="migsafe_pg_ctl", env="MIGSAFE_PG_CTL", ini="migsafe_pg_ctl")
     try:
         base_dir = tmp_path_factory.mktemp("migsafe-postgres")
-        server = start_postgres(base_dir, url=url, pg_ctl=pg_ctl,
-                                tmp_root=pytest_tmp_root(tmp_path_factory.getbasetemp()))
+        server = start_postgres(base_dir, url=url, pg_ctl=pg_ctl)
     except NoPostgresAvailable as exc:
         message: str | None = str(exc)
     else:
@@ -312,7 +310,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
         # a shared server under pytest-xdist: one database per worker, so that no
         # worker's statements land in another's pg_stat_statements figures
         server = create_database(server, f"{server.dbname}_{worker}")
-    run_report(pytestconfig).note(f"PostgreSQL: {server.source}")
+    run_report(pytestconfig).note(f"PostgreSQL: {server.describe()}")
     try:
         yield server
     finally:
