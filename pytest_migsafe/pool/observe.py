@@ -14,7 +14,9 @@ it watches while it is active. Usable without pytest::
 What each figure means, exactly:
 
 - ``created`` / ``closed`` / ``invalidated``: DBAPI connections opened, closed (an
-  invalidated connection is closed too) and invalidated (hard or soft). SQLAlchemy: the
+  invalidated connection is closed too) and invalidated (hard or soft). ``created`` is the
+  raw count: it depends on which test first used a shared pool (test order, selection,
+  xdist worker); ``created_beyond_warm`` below does not. SQLAlchemy: the
   ``connect``, ``close``/``close_detached`` and ``invalidate``/``soft_invalidate`` events.
   psycopg_pool: ``get_stats()`` deltas (``connections_num - connections_errors``;
   invalidated = ``connections_lost + returns_bad``), closed = connections the pool closed.
@@ -394,7 +396,7 @@ class PoolObservation:
 
     @property
     def created(self) -> int:
-        """Connections opened."""
+        """Connections opened (raw: a pool's cold start included, so it depends on test order)."""
         return self.figures().created
 
     @property
