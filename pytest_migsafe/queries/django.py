@@ -42,7 +42,6 @@ from __future__ import annotations
 import functools
 import itertools
 import sys
-import weakref
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -54,10 +53,12 @@ PREFETCH_RELATED = "DJANGO_REVERSE"  # reverse FK, many-to-many: .prefetch_relat
 DEFERRED = "DJANGO_DEFERRED"  # a field left out by .only() / .defer()
 
 _TAG = "_migsafe_relation_load"  # the key of the mark in a Query's __dict__ (copied by Query.clone)
-_NOTES_MAX = 200_000  # loaded rows remembered before the dead ones are dropped
+_NOTES_MAX = 100_000  # loaded rows remembered; past that the notes start afresh
 
-# id(model instance) -> (weak reference to it, run number, where the run was iterated)
-_loaded_by: dict[int, tuple[Any, int, str]] = {}
+# id(model instance) -> (run number, where the run was iterated); like orm.py's, by identity,
+# the latest run wins (an id reused by an object no query loaded keeps a stale note: its
+# loads are then grouped with that run's, where no note would group them with the unknown)
+_loaded_by: dict[int, tuple[int, str]] = {}
 _runs = itertools.count(1)
 _installed_for: Any = None
 _undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
@@ -88,44 +89,32 @@ def forget() -> None:
 # -- which query loaded a row ------------------------------------------------------------
 def _loaded(instance: Any) -> tuple[int, str] | None:
     """``(run, where it ran)`` of the query that loaded ``instance``, if it was noted."""
-    entry = _loaded_by.get(id(instance))
-    if entry is None or entry[0]() is not instance:
-        return None  # never noted, or noted for an object that no longer exists
-    return entry[1], entry[2]
+    return _loaded_by.get(id(instance))
 
 
-def _note(obj: Any, run: int, site: str) -> None:
-    try:
-        _loaded_by[id(obj)] = (weakref.ref(obj), run, site)
-    except TypeError:  # a class without weak references: not a Django model
-        pass
-
-
-def _note_joined(obj: Any, run: int, site: str, depth: int = 0) -> None:
+def _note_joined(obj: Any, note: tuple[int, str], depth: int = 0) -> None:
     """Note the rows ``select_related`` joined into ``obj`` (not those already known)."""
     state = getattr(obj, "_state", None)
     cache = getattr(state, "__dict__", {}).get("fields_cache")
     if not cache or depth > 8:
         return
     for related in cache.values():
-        if related is None or not hasattr(related, "_state") or _loaded(related) is not None:
+        if related is None or not hasattr(related, "_state") or id(related) in _loaded_by:
             continue  # nothing there, or a row another query loaded (a known related object)
-        _note(related, run, site)
-        _note_joined(related, run, site, depth + 1)
+        _loaded_by[id(related)] = note
+        _note_joined(related, note, depth + 1)
 
 
-def _noting(rows: Generator[Any, None, None], run: int, site: str, joined: bool) -> Iterator[Any]:
+def _noting(rows: Generator[Any, None, None], note: tuple[int, str], joined: bool) -> Iterator[Any]:
     """Yield Django's rows, noting each (and, with ``joined``, the rows select_related put in it)."""
-    if len(_loaded_by) >= _NOTES_MAX:
-        for key in [k for k, (ref, _, _) in _loaded_by.items() if ref() is None]:
-            _loaded_by.pop(key, None)
-        if len(_loaded_by) >= _NOTES_MAX:
-            _loaded_by.clear()
+    loaded_by = _loaded_by
+    if len(loaded_by) >= _NOTES_MAX:
+        loaded_by.clear()
     try:
         for obj in rows:
-            _note(obj, run, site)
+            loaded_by[id(obj)] = note
             if joined:
-                _note_joined(obj, run, site)
+                _note_joined(obj, note)
             yield obj
     finally:
         rows.close()  # a .iterator() left early: Django's generator closes its server-side cursor now
@@ -139,7 +128,7 @@ def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callabl
             return rows
         query = getattr(self.queryset, "_query", None)
         joined = bool(getattr(query, "select_related", False))
-        return _noting(rows, next(_runs), call_site(sys._getframe(1)), joined)
+        return _noting(rows, (next(_runs), call_site(sys._getframe(1))), joined)
 
     return __iter__
 
