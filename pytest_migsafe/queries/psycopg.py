@@ -317,8 +317,9 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if entry[2] is None:  # one statement: it ran if the call returned
             t0 = perf_counter()
             result = original(self, *args, **kwargs)
-            capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1,
-                                 _params_of(args, kwargs, "params"), site)
+            seconds = perf_counter() - t0
+            params = _params_of(args, kwargs, "params") if capture.settings.capture_params else None
+            capture.record_entry(sql, entry, seconds, target_of(self._conn), 1, params, site)
             return result
         watch = _Results()
         key = id(self)
@@ -486,8 +487,9 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if entry[2] is None:
             t0 = perf_counter()
             result = await original(self, *args, **kwargs)
-            capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1,
-                                 _params_of(args, kwargs, "params"), site)
+            seconds = perf_counter() - t0
+            params = _params_of(args, kwargs, "params") if capture.settings.capture_params else None
+            capture.record_entry(sql, entry, seconds, target_of(self._conn), 1, params, site)
             return result
         watch = _Results()
         key = id(self)
