@@ -4,7 +4,7 @@ Usage: ``python bench/realapps/compare_counts.py PLUGIN_JSON PSS_JSON``
 
 ``PLUGIN_JSON`` is a ``--migsafe-report-json`` file (``tests[nodeid].queries.count``);
 ``PSS_JSON`` is ``pss_conftest.py``'s output. Prints the totals, every test measured by only
-one side, and every test whose counts differ with both sides' statements (the plugin's
+one side (the plugin leaves out a test that ran no statement), and every test whose counts differ with both sides' statements (the plugin's
 shapes with their counts, the server's normalized queries with their calls). Exit code 0.
 """
 
@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
     for nodeid in sorted(set(plugin) | set(server)):
         p, s = plugin.get(nodeid), server.get(nodeid)
         if p is None or s is None:
-            print(f"ONLY {'server' if p is None else 'plugin'}: {nodeid}")
+            figure = f"pg_stat_statements {s['calls']}" if p is None else f"plugin {p['queries']['count']}"
+            print(f"ONLY {'server' if p is None else 'plugin'}: {nodeid}: {figure}")
             continue
         mine = (p.get("queries") or {}).get("count", 0)
         if mine == s["calls"]:

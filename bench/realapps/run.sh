@@ -57,7 +57,8 @@ for step in $steps; do
       python "$here/compare_counts.py" "$out/$app-report.json" "$out/$app-pss.json" | tee "$out/$app-counts.txt"
       ;;
     timing)
-      python "$here/time_runs.py" --runs 3 --json "$out/$app-timing.json" -- "${pytest[@]}" -q | tee "$out/$app-timing.txt"
+      # bytecode caches on, outside the tree (see time_runs.py)
+      PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX="$work/pycache-$app" python "$here/time_runs.py" --runs 3 --json "$out/$app-timing.json" -- "${pytest[@]}" -q | tee "$out/$app-timing.txt"
       ;;
     werror)
       if [ "$app" = fastapi ]; then

@@ -1,11 +1,16 @@
 """CPU time (user + sys) of an application's test suite without the plugin, at its defaults, and with the report.
 
-Usage: ``python bench/realapps/time_runs.py [--runs 3] [--json OUT] -- PYTEST_COMMAND...``
+Usage: ``python bench/realapps/time_runs.py [--runs 3] [--warmup 1] [--json OUT] -- PYTEST_COMMAND...``
 
 Runs ``PYTEST_COMMAND`` (e.g. ``python -m pytest -q -p no:cacheprovider tests/``) with, in
 turn, ``-p no:migsafe`` (off), nothing added (defaults) and ``--migsafe-report
 --migsafe-report-json=<temp file>`` (report): off, defaults, report, then again, ``--runs``
-times, so that a slow spell of a noisy machine falls on every variant alike. The figure of
+times, so that a slow spell of a noisy machine falls on every variant alike, after
+``--warmup`` uncounted rounds of the three (bytecode caches written, files in the page
+cache). Run it with bytecode writing on (no ``PYTHONDONTWRITEBYTECODE``; ``run.sh`` sets
+``PYTHONPYCACHEPREFIX`` to a scratch directory): otherwise every run compiles the plugin's
+modules from source (an editable install has no ``.pyc``), about 0.3 s of CPU that an
+installed wheel never pays, and only the plugin's variants pay it. The figure of
 a run is the user + sys CPU seconds of the pytest process and everything it waited for
 (``os.wait4`` rusage; the PostgreSQL server's own CPU is not included), plus the wall time.
 Prints each run, then per variant the median CPU seconds and its ratio to off's median;
@@ -47,6 +52,7 @@ def main(argv: list[str]) -> int:
     """Run the variants alternately and print medians and ratios; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
@@ -54,6 +60,9 @@ def main(argv: list[str]) -> int:
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
     codes: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    for _ in range(ns.warmup):
+        for extra in VARIANTS.values():
+            run_once(command, extra)
     for i in range(ns.runs):
         for name, extra in VARIANTS.items():
             c, w, code = run_once(command, extra)
