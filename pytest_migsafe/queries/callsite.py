@@ -103,6 +103,11 @@ class _Last(threading.local):
 _last = _Last()  # per thread: the site call_site returned last, and the statement's origin
 
 
+def last_site() -> str | None:
+    """The call site :func:`call_site` returned last in this thread (None before any)."""
+    return _last.site
+
+
 def origin_for(site: str, frame: FrameType | None) -> Origin:
     """The :class:`Origin` of the statement whose call site :func:`call_site` just returned as
     ``site`` (the same string object), else a fresh walk from ``frame``."""

@@ -22,7 +22,7 @@ import contextvars
 import sys
 from typing import Any
 
-from pytest_migsafe.queries import dispatch
+from pytest_migsafe.queries import callsite, dispatch
 from pytest_migsafe.queries.callsite import UNIT_OF_WORK_CODES, call_site, origin_of
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
@@ -47,7 +47,9 @@ def _on_load(target: Any, context: Any) -> None:
     runid = getattr(context, "runid", None)
     if runid is not None and runid != _last_query[0]:
         _last_query[0] = runid
-        _query_sites[runid] = call_site(sys._getframe(1))
+        # the rows arrive right after their statement ran: its call site is where they were
+        # loaded (the last one this thread recorded), with no second walk of the stack
+        _query_sites[runid] = callsite.last_site() or call_site(sys._getframe(1))
 
 
 def _attribute_of(execute_state: Any) -> str | None:
