@@ -55,10 +55,11 @@ DEFERRED = "DJANGO_DEFERRED"  # a field left out by .only() / .defer()
 _TAG = "_migsafe_relation_load"  # the key of the mark in a Query's __dict__ (copied by Query.clone)
 _NOTES_MAX = 100_000  # loaded rows remembered; past that the notes start afresh
 
-# id(model instance) -> (run number, where the run was iterated); like orm.py's, by identity,
-# the latest run wins (an id reused by an object no query loaded keeps a stale note: its
-# loads are then grouped with that run's, where no note would group them with the unknown)
-_loaded_by: dict[int, tuple[int, str]] = {}
+# id(model instance) -> [run number, where the run was iterated (None until its second row)];
+# like orm.py's, by identity: the latest run wins (an id reused by an object no query loaded
+# keeps a stale note: its loads are grouped with that run's, where no note would group them
+# with the unknown). One list is shared by the rows of a run.
+_loaded_by: dict[int, list[Any]] = {}
 _runs = itertools.count(1)
 _installed_for: Any = None
 _undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
@@ -87,12 +88,12 @@ def forget() -> None:
 
 
 # -- which query loaded a row ------------------------------------------------------------
-def _loaded(instance: Any) -> tuple[int, str] | None:
-    """``(run, where it ran)`` of the query that loaded ``instance``, if it was noted."""
+def _loaded(instance: Any) -> list[Any] | None:
+    """The note ``[run, where it ran]`` of the query that loaded ``instance``, if it was noted."""
     return _loaded_by.get(id(instance))
 
 
-def _note_joined(obj: Any, note: tuple[int, str], depth: int = 0) -> None:
+def _note_joined(obj: Any, note: list[Any], depth: int = 0) -> None:
     """Note the rows ``select_related`` joined into ``obj`` (not those already known)."""
     state = getattr(obj, "_state", None)
     cache = getattr(state, "__dict__", {}).get("fields_cache")
@@ -105,17 +106,40 @@ def _note_joined(obj: Any, note: tuple[int, str], depth: int = 0) -> None:
         _note_joined(related, note, depth + 1)
 
 
-def _noting(rows: Generator[Any, None, None], note: tuple[int, str], joined: bool) -> Iterator[Any]:
-    """Yield Django's rows, noting each (and, with ``joined``, the rows select_related put in it)."""
+_END = object()
+
+
+def _noting(rows: Generator[Any, None, None], joined: bool) -> Iterator[Any]:
+    """Yield Django's rows, noting each (and, with ``joined``, the rows select_related put in it).
+
+    Where the query runs is looked up at its second row (the frame that resumes this
+    generator is then the one that iterates): a one-row query (``get()``, ``first()``) can
+    never be the query of two parents, and a look-up walks the stack.
+    """
     loaded_by = _loaded_by
     if len(loaded_by) >= _NOTES_MAX:
         loaded_by.clear()
+    note: list[Any] = [next(_runs), None]
     try:
-        for obj in rows:
+        obj = next(rows, _END)
+        if obj is _END:
+            return
+        loaded_by[id(obj)] = note
+        if joined:
+            _note_joined(obj, note)
+        yield obj
+        obj = next(rows, _END)
+        if obj is _END:
+            return
+        note[1] = call_site(sys._getframe(1))
+        while True:
             loaded_by[id(obj)] = note
             if joined:
                 _note_joined(obj, note)
             yield obj
+            obj = next(rows, _END)
+            if obj is _END:
+                return
     finally:
         rows.close()  # a .iterator() left early: Django's generator closes its server-side cursor now
 
@@ -127,8 +151,7 @@ def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callabl
         if not dispatch._active:
             return rows
         query = getattr(self.queryset, "_query", None)
-        joined = bool(getattr(query, "select_related", False))
-        return _noting(rows, (next(_runs), call_site(sys._getframe(1))), joined)
+        return _noting(rows, bool(getattr(query, "select_related", False)))
 
     return __iter__
 
@@ -142,8 +165,7 @@ class _Load:
 
     __slots__ = ("direction", "load", "loaded", "parent")
 
-    def __init__(self, load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
-                 direction: str) -> None:
+    def __init__(self, load: tuple[str, str], parent: int, loaded: list[Any] | None, direction: str) -> None:
         self.load = load
         self.parent = parent
         self.loaded = loaded
@@ -166,30 +188,76 @@ def _mark(queryset: Any, attribute: str, parent: Any, direction: str) -> None:
         query.__dict__[_TAG] = _Load(("lazy_load", attribute), id(parent), _loaded(parent), direction)
 
 
-def _report(counters: tuple[Any, ...], load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
+def _report(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: list[Any] | None,
             direction: str, frame: Any) -> None:
     origin = origin_of(frame)
+    loaded = (note[0], note[1]) if note is not None else None  # (run, where it ran)
     for counter in counters:
         record = getattr(counter, "_orm_load", None)
         if record is not None:
             record(load, parent, loaded, origin, direction)
 
 
+def _mark_of(compiler: Any, writes: tuple[type, ...]) -> _Load | None:
+    """The mark of the load a compiler is about to send, or None (not a load, a write, no SQL)."""
+    query = compiler.query
+    mark = query.__dict__.get(_TAG)
+    if mark is None:
+        inner = query.__dict__.get("inner_query")  # count() of a sliced or distinct relation
+        mark = getattr(inner, "__dict__", {}).get(_TAG)
+    if not mark or isinstance(compiler, writes) or query.is_empty():
+        return None
+    return mark  # type: ignore[no-any-return]
+
+
+def _begin_load(counters: tuple[Any, ...], mark: _Load, frame: Any) -> Any:
+    """Report the load; tag the statements sent until the token returned is reset."""
+    _report(counters, mark.load, mark.parent, mark.loaded, mark.direction, frame)
+    return orm.orm_load.set(mark.load)
+
+
+_EXECUTE_SQL = ("self", "result_type", "chunked_fetch", "chunk_size")  # Django 4.2 to 5.2
+
+
 def _wrap_execute_sql(original: Callable[..., Any], writes: tuple[type, ...]) -> Callable[..., Any]:
+    """``SQLCompiler.execute_sql``: a SELECT of a marked query is a load, reported as it is sent."""
+    code = original.__code__
+    defaults = original.__defaults__ or ()
+    if code.co_argcount != len(_EXECUTE_SQL) or code.co_varnames[:4] != _EXECUTE_SQL or len(defaults) != 3:
+        return _wrap_execute_sql_any(original, writes)
+    result_type_default, chunked_fetch_default, chunk_size_default = defaults
+
+    # the same parameters as Django's, so that the call needs no *args tuple or **kwargs dict
+    @functools.wraps(original)
+    def execute_sql(self: Any, result_type: Any = result_type_default, chunked_fetch: Any = chunked_fetch_default,
+                    chunk_size: Any = chunk_size_default) -> Any:
+        counters = dispatch._active
+        if not counters:
+            return original(self, result_type, chunked_fetch, chunk_size)
+        mark = _mark_of(self, writes)
+        if mark is None:
+            return original(self, result_type, chunked_fetch, chunk_size)
+        token = _begin_load(counters, mark, sys._getframe(1))
+        try:
+            return original(self, result_type, chunked_fetch, chunk_size)
+        finally:
+            orm.orm_load.reset(token)
+
+    return execute_sql
+
+
+def _wrap_execute_sql_any(original: Callable[..., Any], writes: tuple[type, ...]) -> Callable[..., Any]:
+    """:func:`_wrap_execute_sql` for a Django whose ``execute_sql`` takes other parameters."""
+
     @functools.wraps(original)
     def execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
         counters = dispatch._active
         if not counters:
             return original(self, *args, **kwargs)
-        query = self.query
-        mark = query.__dict__.get(_TAG)
+        mark = _mark_of(self, writes)
         if mark is None:
-            inner = getattr(query, "inner_query", None)  # count() of a sliced or distinct relation
-            mark = getattr(inner, "__dict__", {}).get(_TAG)
-        if not mark or isinstance(self, writes) or query.is_empty():
-            return original(self, *args, **kwargs)  # not a load, or nothing to send
-        _report(counters, mark.load, mark.parent, mark.loaded, mark.direction, sys._getframe(1))
-        token = orm.orm_load.set(mark.load)
+            return original(self, *args, **kwargs)
+        token = _begin_load(counters, mark, sys._getframe(1))
         try:
             return original(self, *args, **kwargs)
         finally:

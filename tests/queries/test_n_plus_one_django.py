@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -759,6 +760,19 @@ def test_django_fix_text_for_each_direction() -> None:
         'Customer.objects.prefetch_related("orders")'
     assert django_orm.fix_for("deferred_column", "Order.note", django_orm.DEFERRED) == \
         'load "note" with the Order rows: add it to .only(...), or take it out of .defer(...)'
+
+
+def test_execute_sql_of_another_signature_is_wrapped_as_it_is() -> None:
+    from pytest_migsafe.queries import django as django_orm
+
+    def execute_sql(self: object, result_type: str = "multi", *, future: int = 0) -> tuple[str, int]:
+        return result_type, future
+
+    compiler = SimpleNamespace(query=SimpleNamespace())  # a compiler of an unmarked query
+    wrapped = django_orm._wrap_execute_sql(execute_sql, writes=())
+    assert wrapped.__wrapped__ is execute_sql  # type: ignore[attr-defined]
+    assert wrapped(compiler, "single", future=2) == ("single", 2)
+    assert wrapped(compiler) == ("multi", 0)
 
 
 def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: Run) -> None:
