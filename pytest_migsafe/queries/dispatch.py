@@ -84,6 +84,22 @@ def round_trips(counter: QueryCounter) -> int:
 
 
 # -- shapes -------------------------------------------------------------------------
+#: A statement text longer than this (in characters) is handed to the counters cut to its
+#: first ``KEPT_PREFIX_CHARS`` characters followed by ``" ... (N characters)"``, so that a test
+#: sending large statements does not keep them all alive until it ends (a counter keeps the
+#: text of the statements it received). ``match``/``ignore`` filters still see the whole text.
+KEEP_TEXT_CHARS = 65_536
+KEPT_PREFIX_CHARS = 4_096
+
+
+def kept_text(sql: str) -> str:
+    """``sql`` as the counters keep it: whole up to ``KEEP_TEXT_CHARS``, else its first
+    ``KEPT_PREFIX_CHARS`` characters and ``" ... (N characters)"`` (N: the whole length)."""
+    if len(sql) <= KEEP_TEXT_CHARS:
+        return sql
+    return f"{sql[:KEPT_PREFIX_CHARS]} ... ({len(sql):,} characters)"
+
+
 #: Upper bound of the memory the shape cache accounts for, in bytes (keys, shapes and
 #: per-entry overhead as ``sys.getsizeof`` measures them); the oldest entries go first
 #: (first in, first out: a hit moves nothing).
@@ -196,8 +212,8 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
     statement); ``site`` the call site (default: the caller's user frame). A text of
     several statements counts one statement per part, each with its own text and shape
     and an equal share of ``seconds``. A blank text (whitespace, comments) counts
-    nothing: the server runs nothing for it. For a round trip the server ran only
-    partly, see :func:`record_entry`.
+    nothing: the server runs nothing for it. The counters receive :func:`kept_text` of
+    each text. For a round trip the server ran only partly, see :func:`record_entry`.
     """
     counters = _active
     if not counters:
@@ -212,13 +228,14 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
     if parts is not None:
         _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, None)
         return
+    text = sql if len(sql) <= KEEP_TEXT_CHARS else kept_text(sql)
     with _lock:
         for counter in counters:
             if control and not counter.include_transaction_control:
                 continue
             if counter._filtered and not counter._accepts(sql, target):
                 continue
-            counter._add(sql, shape, seconds, site, target, batch_size, kept)
+            counter._add(text, shape, seconds, site, target, batch_size, kept)
 
 
 def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size: int,
@@ -237,13 +254,14 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
     if parts is not None:
         _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, ran)
         return
+    text = sql if len(sql) <= KEEP_TEXT_CHARS else kept_text(sql)
     with _lock:
         for counter in counters:
             if control and not counter.include_transaction_control:
                 continue
             if counter._filtered and not counter._accepts(sql, target):
                 continue
-            counter._add(sql, shape, seconds, site, target, batch_size, kept)
+            counter._add(text, shape, seconds, site, target, batch_size, kept)
 
 
 def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str, batch_size: int,
@@ -264,7 +282,7 @@ def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str
                     continue
                 if counter._filtered and not counter._accepts(text, target):
                     continue
-                counter._add(text, shape, share, site, target, batch_size, kept)
+                counter._add(kept_text(text), shape, share, site, target, batch_size, kept)
                 added += 1
             if added > 1:
                 _extra_statements[counter] = _extra_statements.get(counter, 0) + added - 1

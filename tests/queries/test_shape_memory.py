@@ -135,15 +135,17 @@ _start = {}
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     gc.collect()
+    tracemalloc.reset_peak()
     _start[item.nodeid] = tracemalloc.get_traced_memory()[0]
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logfinish(nodeid, location):
     gc.collect()
-    held = tracemalloc.get_traced_memory()[0] - _start[nodeid]
+    current, peak = tracemalloc.get_traced_memory()
+    figures = {"nodeid": nodeid, "held": current - _start[nodeid], "peak": peak - _start[nodeid]}
     with open(os.environ["MIGSAFE_MEMORY_OUT"], "a") as out:
-        out.write(json.dumps({"nodeid": nodeid, "held": held}) + "\\n")
+        out.write(json.dumps(figures) + "\\n")
 """
 
 INNER_TEST = """
@@ -168,21 +170,31 @@ def test_2_sends_long_distinct_statements():
 """
 
 
-def _held_after_test(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+def _memory_of_test(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, int]:
     out = pytester.path / f"memory-{len(args)}.jsonl"
     monkeypatch.setenv("MIGSAFE_MEMORY_OUT", str(out))
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
     result.assert_outcomes(passed=2)
-    held = {entry["nodeid"]: entry["held"] for entry in map(json.loads, out.read_text().splitlines())}
-    return int(held["test_long.py::test_2_sends_long_distinct_statements"])
+    figures = {entry["nodeid"]: entry for entry in map(json.loads, out.read_text().splitlines())}
+    return figures["test_long.py::test_2_sends_long_distinct_statements"]  # type: ignore[no-any-return]
 
 
-def test_long_distinct_statements_are_not_held_after_the_test(
+def test_long_distinct_statements_are_kept_neither_during_nor_after_the_test(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, pg_dsn: str) -> None:
     statements = 30  # of about 350 kB each
     pytester.makeconftest(INNER_CONFTEST)
     pytester.makepyfile(test_long=INNER_TEST.format(statements=statements))
     sent = statements * len(", ".join(str(1_000_000 + i) for i in range(40_000)))
-    with_plugin = _held_after_test(pytester, monkeypatch)
-    without = _held_after_test(pytester, monkeypatch, "-p", "no:migsafe")
-    assert with_plugin - without < sent / 20
+    with_plugin = _memory_of_test(pytester, monkeypatch)
+    without = _memory_of_test(pytester, monkeypatch, "-p", "no:migsafe")
+    assert with_plugin["held"] - without["held"] < sent / 20
+    assert with_plugin["peak"] - without["peak"] < sent / 20
+
+
+def test_counters_keep_the_beginning_of_a_long_text_and_filter_on_all_of_it() -> None:
+    text = "SELECT 1 AS one, '" + "v" * 200_000 + "' AS pad -- needle"
+    with count_queries() as everything, count_queries(match="needle") as matched:
+        dispatch.record_statement(text, 0.001, "postgresql://h:1/db")
+    assert matched.count == everything.count == 1
+    (query,) = everything.queries
+    assert query.sql == text[:dispatch.KEPT_PREFIX_CHARS] + f" ... ({len(text):,} characters)"
