@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,26 @@ from pytest_migsafe.queries.drivers import install
 from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker
 from pytest_migsafe.report.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
+
+
+class FilterMatchedNothingWarning(UserWarning):
+    """A filtered counter (``match=``, ``ignore=``, ``using=``) saw statements but matched none."""
+
+
+def _database_names(using: str) -> set[str]:
+    """``using`` and, when it is an alias in Django's configured ``DATABASES``, that database's name."""
+    names = {using}
+    if "django.conf" in sys.modules:
+        try:
+            from django.conf import settings
+
+            if settings.configured:
+                name = settings.DATABASES.get(using, {}).get("NAME")
+                if name:
+                    names.add(str(name))
+        except Exception:  # Django half set up: the name alone
+            pass
+    return names
 
 
 class NPlusOneWarning(UserWarning):
@@ -69,7 +90,9 @@ class QueryCounter:
     """Counts the statements run while it is active; a context manager.
 
     ``match`` / ``ignore`` are regexes searched in the SQL text; ``using`` names a
-    database (the last part of the connection target). The count, the per-shape
+    database (the last part of the connection target) or a Django ``DATABASES`` alias. A
+    filtered counter that saw statements and matched none warns with
+    :class:`FilterMatchedNothingWarning` when the block ends. The count, the per-shape
     aggregates and ``executions`` (rows of ``executemany`` batches summed) are exact;
     ``queries`` keeps the first ``keep`` statements and ``omitted`` says how many more ran.
     """
@@ -100,6 +123,8 @@ class QueryCounter:
         self._kept: list[tuple[Any, ...]] = []
         self._shapes: dict[str, ShapeStats] = {}
         self._filtered = bool(self.match or self.ignore or using)
+        self._databases = _database_names(using) if using is not None else None
+        self.offered = 0  # statements a filtered counter was offered (matched or not)
         self._repeats = RepeatTracker() if track_repeats else None
         self._orm_load = self._repeats.load if self._repeats is not None else None
 
@@ -113,14 +138,26 @@ class QueryCounter:
         stop(self)
         if not dispatch._active:
             orm.forget()
+        if self._filtered and self.offered and not self.count and exc[0] is None:
+            warnings.warn(FilterMatchedNothingWarning(
+                f"count_queries({self._filter_text()}) matched none of the {self.offered} statements "
+                f"that ran in the block: is the filter right? (using= takes a database name or a "
+                f"Django alias; match=/ignore= are regexes searched in the SQL as sent)"), stacklevel=2)
+
+    def _filter_text(self) -> str:
+        parts = [f"{name}={value!r}" for name, value in (
+            ("match", self.match.pattern if self.match else None),
+            ("ignore", self.ignore.pattern if self.ignore else None), ("using", self.using)) if value]
+        return ", ".join(parts)
 
     # -- the hot path ----------------------------------------------------------
     def _accepts(self, sql: str, target: str) -> bool:
+        self.offered += 1
         if self.match is not None and self.match.search(sql) is None:
             return False
         if self.ignore is not None and self.ignore.search(sql) is not None:
             return False
-        return not (self.using is not None and target.rsplit("/", 1)[-1] != self.using)
+        return not (self._databases is not None and target.rsplit("/", 1)[-1] not in self._databases)
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:

@@ -1,0 +1,62 @@
+"""Filters that match nothing say so; ``using=`` takes a Django alias as well as a database name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pytest_migsafe import count_queries
+from pytest_migsafe.queries.counter import FilterMatchedNothingWarning
+
+
+def test_a_filter_that_matched_none_of_the_statements_warns() -> None:
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        counter = count_queries(using="replica")
+        counter.__enter__()
+        conn.execute(text("SELECT 1"))
+        conn.execute(text("SELECT 2"))
+        with pytest.warns(FilterMatchedNothingWarning, match=r"using='replica'.*matched none of the 2 statements"):
+            counter.__exit__(None, None, None)
+        assert counter.count == 0
+        with count_queries(match="SELECT 1") as matched:  # a filter that matched: no warning
+            conn.execute(text("SELECT 1"))
+    assert matched.count == 1
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, warnings
+    from urllib.parse import parse_qs, urlsplit
+    import django
+    from django.conf import settings
+
+    url = urlsplit(sys.argv[1])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    settings.configure(DATABASES={"default": {}, "replica": {
+        "ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
+        "USER": url.username or "postgres", "PASSWORD": url.password or "",
+        "HOST": query.get("host", url.hostname or ""), "PORT": query.get("port", url.port or "")}})
+    django.setup()
+    from django.db import connections
+    from pytest_migsafe import count_queries
+
+    connections["replica"].ensure_connection()  # Django's own statements at connect: before the block
+    warnings.simplefilter("error")
+    with count_queries(using="replica") as counter:
+        with connections["replica"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    print(counter.count)
+""")
+
+
+def test_using_takes_a_django_database_alias() -> None:
+    pytest.importorskip("django")
+    url = os.environ["MIGSAFE_POSTGRES_URL"].replace("postgresql+psycopg://", "postgresql://")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "1"
