@@ -211,6 +211,22 @@ class PoolFigures:
     timeouts: int = 0
     leaks: list[Leak] = field(default_factory=list)
     pool_sizes: dict[str, int] = field(default_factory=dict)
+    # connections created, split: a pool's cold start (order-dependent) and what a warm pool
+    # would also have had to open (the same in any order, selection or worker count)
+    cold_start_created: int = 0
+    created_beyond_warm: int = 0
+    # the most connections the test itself held at once, and those held since before it at that peak
+    peak_checked_out_own: int = 0
+    held_at_peak_own: int = 0
+    # how long a connection was held, checkout to checkin (ms; nearest-rank upper bounds, max exact)
+    hold_ms_p50: float = 0.0
+    hold_ms_p95: float = 0.0
+    hold_ms_p99: float = 0.0
+    hold_ms_max: float = 0.0
+    # the hold-time histogram (pool.holds.HoldTimes.to_dict(): buckets, count, total_us, max_us)
+    hold_times: dict[str, Any] = field(default_factory=dict)
+    # {pool name: "unix socket" | "loopback" | "in-process" | "network"}: where its server was
+    servers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolFigures:
