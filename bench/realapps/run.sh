@@ -58,7 +58,7 @@ for step in $steps; do
       ;;
     timing)
       # bytecode caches on, outside the tree (see time_runs.py)
-      PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX="$work/pycache-$app" python "$here/time_runs.py" --runs 3 --json "$out/$app-timing.json" -- "${pytest[@]}" -q | tee "$out/$app-timing.txt"
+      PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX="$work/pycache-$app" python "$here/time_runs.py" --runs 3 --logs "$out/$app-timing" --json "$out/$app-timing.json" -- "${pytest[@]}" -q | tee "$out/$app-timing.txt"
       ;;
     werror)
       if [ "$app" = fastapi ]; then

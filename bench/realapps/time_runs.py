@@ -13,7 +13,7 @@ modules from source (an editable install has no ``.pyc``), about 0.3 s of CPU th
 installed wheel never pays, and only the plugin's variants pay it. The figure of
 a run is the user + sys CPU seconds of the pytest process and everything it waited for
 (``os.wait4`` rusage; the PostgreSQL server's own CPU is not included), plus the wall time.
-Prints each run, then per variant the median CPU seconds and its ratio to off's median;
+``--logs DIR`` keeps each run's output. Prints each run, then per variant the median CPU seconds and its ratio to off's median;
 ``--json`` also writes them. A run whose exit code differs from off's first run is reported
 (the comparison is then meaningless). Exit code 0.
 """
@@ -36,12 +36,14 @@ VARIANTS = {
 }
 
 
-def run_once(command: list[str], extra: list[str]) -> tuple[float, float, int]:
-    """(user + sys CPU seconds, wall seconds, exit code) of one run of ``command + extra``."""
-    with tempfile.TemporaryDirectory() as tmp:
+def run_once(command: list[str], extra: list[str], log: str | None = None) -> tuple[float, float, int]:
+    """(user + sys CPU seconds, wall seconds, exit code) of one run of ``command + extra``.
+
+    ``log``: a file for the run's output (else it is discarded)."""
+    with tempfile.TemporaryDirectory() as tmp, open(log or os.devnull, "w") as out:
         args = [a.format(json=os.path.join(tmp, "run.json")) for a in extra]
         start = time.perf_counter()
-        proc = subprocess.Popen(command + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(command + args, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -54,9 +56,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json")
+    parser.add_argument("--logs", help="directory for each run's output (RUN-VARIANT.txt)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
+    if ns.logs:
+        os.makedirs(ns.logs, exist_ok=True)
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
     codes: dict[str, list[int]] = {v: [] for v in VARIANTS}
@@ -65,7 +70,8 @@ def main(argv: list[str]) -> int:
             run_once(command, extra)
     for i in range(ns.runs):
         for name, extra in VARIANTS.items():
-            c, w, code = run_once(command, extra)
+            log = os.path.join(ns.logs, f"{i + 1}-{name}.txt") if ns.logs else None
+            c, w, code = run_once(command, extra, log)
             cpu[name].append(c)
             wall[name].append(w)
             codes[name].append(code)
