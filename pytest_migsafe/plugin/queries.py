@@ -278,7 +278,15 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
             stop()
 
     item.obj = counted  # type: ignore[attr-defined]
-    phase._restore = lambda: setattr(item, "obj", method)
+    # on the instance too: pytest-django runs a Django test case as testcase(result=...), and
+    # unittest then looks the method up on the instance, not on the item
+    setattr(instance, name, counted)
+
+    def restore() -> None:
+        item.obj = method  # type: ignore[attr-defined]
+        instance.__dict__.pop(name, None)
+
+    phase._restore = restore
     return True
 
 

@@ -73,7 +73,7 @@ class RepeatTracker:
     """Collects the evidence of one counter (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.statements: dict[tuple[str, Any], StatementGroup] = {}
+        self.statements: dict[tuple[str, Any, Any], StatementGroup] = {}
         self.loads: dict[tuple[str, str, Any], LoadGroup] = {}
 
     def statement(self, sql: str, shape: str, origin: Origin) -> None:
@@ -81,7 +81,10 @@ class RepeatTracker:
         loop = origin.loop
         if loop is None:
             return  # the test's own arrangement, or no user frame at all
-        key = (shape, origin.function)
+        # per application function and per line of the test that called in: separate calls
+        # of one function from different lines of the test (ten requests through the same
+        # middleware) are not one loop
+        key = (shape, origin.function, origin.test)
         group = self.statements.get(key)
         if group is None:
             group = self.statements[key] = StatementGroup(shape, sql, inner=origin.inner)

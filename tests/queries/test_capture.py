@@ -302,3 +302,17 @@ def test_every_module_of_the_package_is_library_code_for_call_sites() -> None:
     modules = sorted(package.rglob("*.py"))
     assert len({m.parent for m in modules}) > 1  # subpackages exist
     assert [str(m) for m in modules if is_user_file(str(m))] == []
+
+
+def test_separate_calls_of_one_function_from_different_test_lines_are_not_one_loop() -> None:
+    eng = create_engine("sqlite://")
+    with eng.connect() as conn, count_queries() as counter:
+        run_statements(conn, "SELECT :i", 4)  # one loop of 4 ...
+        run_statements(conn, "SELECT :i", 4)  # ... and another call, from another line
+        run_statements(conn, "SELECT :i", 4)
+    assert counter.count == 12
+    assert counter.n_plus_one(threshold=10) == []
+    with eng.connect() as conn, count_queries() as looped:
+        for _ in range(3):  # the same line of the test, three times: one pattern of 12
+            run_statements(conn, "SELECT :i", 4)
+    assert [s.count for s in looped.n_plus_one(threshold=10)] == [12]

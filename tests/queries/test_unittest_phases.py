@@ -193,3 +193,43 @@ def test_a_statement_no_user_code_sent_is_named_for_the_framework_that_sent_it()
             thread.join()
     (query,) = counter.queries
     assert query.call_site == "<unittest.case.TestCase.doCleanups>"
+
+
+RUNS_THE_CASE_ITSELF = """
+import pytest
+
+@pytest.fixture(autouse=True)
+def run_the_case_itself(request):
+    # what pytest-django does for Django test cases: call the TestCase directly, so unittest
+    # looks the test method up on the instance, not on the item
+    item = request.node
+    if getattr(item, "instance", None) is not None:
+        item.runtest = lambda: item.instance(result=item)
+"""
+
+
+def test_a_test_case_run_by_its_instance_counts_its_method(pytester: pytest.Pytester) -> None:
+    tag = f"inst{uuid.uuid4().hex[:12]}"
+    marker_tables(f"setup_{tag}", f"method_{tag}")
+    pytester.makeconftest(RECORDS + RUNS_THE_CASE_ITSELF)
+    pytester.makepyfile(test_instance=textwrap.dedent(f"""
+        import unittest
+        import psycopg
+
+        DSN = {DSN!r}
+
+        class TestByInstance(unittest.TestCase):
+            def setUp(self):
+                self.conn = psycopg.connect(DSN, autocommit=True)
+                self.conn.execute("SELECT count(*) FROM setup_{tag}")
+
+            def tearDown(self):
+                self.conn.close()
+
+            def test_method(self):
+                self.conn.execute("SELECT count(*) FROM method_{tag}")
+    """))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    counts = json.loads((pytester.path / "counts.json").read_text())
+    assert counts["test_method"]["count"] == server_calls(f"method_{tag}") == 1
