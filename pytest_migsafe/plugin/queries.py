@@ -7,6 +7,7 @@ call (one hook for all parts). The logic lives in :mod:`pytest_migsafe.queries` 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import sys
@@ -36,6 +37,7 @@ from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
 from pytest_migsafe.queries.callsite import set_test_files
 from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.queries.repeats import describe as describe_suspects
+from pytest_migsafe.queries.repeats import rule_matches
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
 
 if TYPE_CHECKING:
@@ -121,6 +123,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     parsed.setdefault(name, value)  # the closest marker wins
         if parsed:
             item.stash[_MARKERS] = parsed
+    _warn_marker_typos(config, items)
+
+
+MIGSAFE_MARKERS = ("max_queries", "no_n_plus_one", "allow_n_plus_one", "pool", "min_cache_hit_rate",
+                   "no_seq_scan")
+
+
+def _warn_marker_typos(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An unknown marker close to one of migsafe's is a warning naming the right one (once per name)."""
+    registered = {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}
+    seen: set[str] = set()
+    for item in items:
+        for mark in marks_of(item):
+            if mark in registered or mark in seen or mark in MIGSAFE_MARKERS:
+                continue
+            seen.add(mark)
+            close = difflib.get_close_matches(mark, MIGSAFE_MARKERS, n=1, cutoff=0.75)
+            if close:
+                notify(pytest.PytestWarning(
+                    f"migsafe: @pytest.mark.{mark} (on {item.nodeid}) is not a marker migsafe knows: "
+                    f"did you mean @pytest.mark.{close[0]}? As written it checks nothing."),
+                    str(item.path), 0)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -224,8 +248,16 @@ class QueryPhase:
         if raised:
             return []
         record = existing_record(self.item)
-        suspects = ([s for s in record.queries.n_plus_one if not s.allowed]
-                    if counter.count and record is not None and record.queries is not None else [])
+        found = (record.queries.n_plus_one
+                 if counter.count and record is not None and record.queries is not None else [])
+        for rule, limit in self.markers.get("allow_n_plus_one", []):
+            if not any(rule_matches(rule, suspect, None) for suspect in found):
+                shown = f"re.compile({rule.pattern!r})" if hasattr(rule, "pattern") else repr(rule)
+                notify(pytest.PytestWarning(
+                    f"migsafe: @pytest.mark.allow_n_plus_one({shown}, {limit}) matched no N+1 suspect of "
+                    f"{self.item.nodeid}: copy the relationship name or the shape from the N+1 message"),
+                    str(self.item.path), 0)
+        suspects = [s for s in found if not s.allowed]
         if suspects:
             text = describe_suspects(suspects, self.threshold)
             if "no_n_plus_one" in self.markers:

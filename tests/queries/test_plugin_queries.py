@@ -280,3 +280,33 @@ def test_unreachable_postgres_url_is_a_clear_error_with_the_password_masked(
     assert "app:***@127.0.0.1:1/app" in output
     assert "hunter2" not in output
     assert "Traceback" not in output
+
+
+def test_a_marker_typo_close_to_a_migsafe_marker_is_a_warning_naming_the_right_one(app: pytest.Pytester) -> None:
+    app.makepyfile(test_typo="""
+        import pytest
+        from app import run
+
+        @pytest.mark.max_query(1)
+        def test_typo():
+            run(3)
+    """)
+    result = app.runpytest()
+    result.assert_outcomes(passed=1)  # a notice, never a failure
+    result.stdout.fnmatch_lines(["*@pytest.mark.max_query (on test_typo.py::test_typo) is not a marker migsafe "
+                                 "knows: did you mean @pytest.mark.max_queries?*"])
+
+
+def test_an_allow_rule_that_matched_no_suspect_is_a_warning(app: pytest.Pytester) -> None:
+    app.makepyfile(test_unused="""
+        import pytest
+        from app import run
+
+        @pytest.mark.allow_n_plus_one("SELECT ... FROM addresses", 12)
+        def test_unused_rule():
+            run(12)
+    """)
+    result = app.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*allow_n_plus_one('SELECT ... FROM addresses', 12) matched no N+1 suspect of "
+                                 "test_unused.py::test_unused_rule*"])
