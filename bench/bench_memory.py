@@ -111,7 +111,7 @@ def test_2_measured():
         else:
             with conn.cursor() as cur:
                 cur.executemany("INSERT INTO bench_t (id, v) VALUES (%s, %s)",
-                                ((i, PAD) for i in range(ROWS)))
+                                ((i, f"{i:010d}{PAD[10:]}") for i in range(ROWS)))  # 1 kB each, distinct
 '''
 
 
