@@ -154,7 +154,16 @@ def _chain(first: str, inner: list[Position]) -> list[str]:
 
 
 def fix_for(kind: str, attribute: str, direction: str | None) -> str:
-    """The code that loads ``attribute`` with its parents, to paste into the query."""
+    """The code that loads ``attribute`` with its parents, to paste into the query.
+
+    Django's loads come with a ``DJANGO_*`` direction and get Django's fix
+    (``select_related`` / ``prefetch_related`` / ``.only()``); SQLAlchemy's get
+    ``joinedload`` (many-to-one), ``selectinload`` or ``undefer``.
+    """
+    if direction is not None and direction.startswith("DJANGO"):
+        from pytest_migsafe.queries import django
+
+        return django.fix_for(kind, attribute, direction)
     if kind == "deferred_column":
         cls, _, columns = attribute.partition(".")
         first = columns.split(",")[0].strip()

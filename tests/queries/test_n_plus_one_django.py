@@ -672,12 +672,6 @@ def scenario_run(pytester: pytest.Pytester, _runs: dict[str, Run]) -> Run:
     return _runs["run"]
 
 
-# what the statement-shape rule of repeats.py does not tell apart yet (see SHAPE_RULE)
-SHAPE_RULE = ("repeats.py counts one function's statements across every test line that calls it: "
-              "11 save() calls from 11 lines of a test add up to a repeat of 11")
-_PENDING = {"test_save_override_called_from_11_lines_of_the_test_is_fine": SHAPE_RULE}
-
-
 def test_orm_first_imported_inside_a_test_is_watched_from_then_on(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     if not os.environ.get("MIGSAFE_POSTGRES_URL"):
@@ -693,9 +687,7 @@ def test_orm_first_imported_inside_a_test_is_watched_from_then_on(
     assert (suspect["kind"], suspect["relationship"], suspect["parents"]) == ("lazy_load", "Order.customer", 3)
 
 
-@pytest.mark.parametrize("test", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=_PENDING[name])) if name in _PENDING else name
-    for name in sorted(EXPECTED)])
+@pytest.mark.parametrize("test", sorted(EXPECTED))
 def test_each_scenario_is_flagged_exactly_when_it_is_an_n_plus_one(scenario_run: Run, test: str) -> None:
     suspects = scenario_run["suspects"]
     assert test in suspects, scenario_run["output"][-3000:]
@@ -734,8 +726,6 @@ def test_parents_call_sites_and_the_loading_query_are_exact(scenario_run: Run) -
     assert raw["count"] == 20 and raw["chain"][0].startswith(os.path.join("shop", "services.py") + ":"), raw
 
 
-@pytest.mark.xfail(strict=True, reason="repeats.fix_for hands DJANGO_* directions to queries.django.fix_for "
-                                        "once the lead adds it (see the report)")
 def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) -> None:
     suspects = scenario_run["suspects"]
     expected = {

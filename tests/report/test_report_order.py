@@ -117,7 +117,7 @@ WAYS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "reversed": (("-p", "no:xdist"), {"MIGSAFE_TEST_REVERSED": "1"}),
 }
 
-ORDER_DEPENDENT = {"created"}  # connections a warm pool did not need to open: the order's
+ORDER_DEPENDENT = {"created", "cold_start_created", "hold_times"}  # connections a warm pool did not need to open: the order's
 
 
 def comparable(data: Any) -> Any:
