@@ -20,9 +20,11 @@ Each load is reported to every active counter through ``counter._orm_load(load, 
 loaded, origin, direction)`` (:meth:`pytest_migsafe.queries.repeats.RepeatTracker.load`),
 and the statement it sends is tagged with :data:`pytest_migsafe.queries.orm.orm_load` so that
 the statement-shape rule does not count it a second time. ``loaded`` names the query that
-loaded the parent: every row a ``ModelIterable`` (or ``RawModelIterable``) yields is noted
-with the number of its run and where it ran (``path:line``), and so are the rows joined in
-by ``select_related``; the parents of one run are the rows of one query.
+loaded the parent: while a counter is active, every row a ``ModelIterable`` (or
+``RawModelIterable``) yields is noted with the number of its run and where it ran
+(``path:line``), and so are the rows joined in by ``select_related``; the parents of one
+run are the rows of one query. The note is the one attribute this module writes on objects
+it does not own: ``_migsafe_query`` in the row's ``ModelState`` (it pickles as False).
 
 Directions (the fix to paste, see :func:`fix_for`): :data:`SELECT_RELATED` for forward
 foreign keys and one-to-ones and reverse one-to-ones, :data:`PREFETCH_RELATED` for reverse
@@ -45,7 +47,7 @@ import sys
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-from pytest_migsafe.queries import dispatch, orm
+from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import call_site, origin_of
 
 SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
@@ -53,13 +55,7 @@ PREFETCH_RELATED = "DJANGO_REVERSE"  # reverse FK, many-to-many: .prefetch_relat
 DEFERRED = "DJANGO_DEFERRED"  # a field left out by .only() / .defer()
 
 _TAG = "_migsafe_relation_load"  # the key of the mark in a Query's __dict__ (copied by Query.clone)
-_NOTES_MAX = 100_000  # loaded rows remembered; past that the notes start afresh
-
-# id(model instance) -> [run number, where the run was iterated (None until its second row)];
-# like orm.py's, by identity: the latest run wins (an id reused by an object no query loaded
-# keeps a stale note: its loads are grouped with that run's, where no note would group them
-# with the unknown). One list is shared by the rows of a run.
-_loaded_by: dict[int, list[Any]] = {}
+_NOTE = "_migsafe_query"  # the attribute of a row's ModelState that holds its _Note
 _runs = itertools.count(1)
 _installed_for: Any = None
 _undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
@@ -82,64 +78,58 @@ def fix_for(kind: str, attribute: str, direction: str | None) -> str:
     return f'{model}.objects.prefetch_related("{name}")'
 
 
-def forget() -> None:
-    """Drop what was learnt about loaded rows."""
-    _loaded_by.clear()
-
-
 # -- which query loaded a row ------------------------------------------------------------
-def _loaded(instance: Any) -> list[Any] | None:
-    """The note ``[run, where it ran]`` of the query that loaded ``instance``, if it was noted."""
-    return _loaded_by.get(id(instance))
+class _Note:
+    """Which query loaded a row: its run number and where it ran (``path:line``, set at its first row).
+
+    Shared by the rows of one run. A pickled row (a cache) drops it: it unpickles as False.
+    """
+
+    __slots__ = ("run", "site")
+
+    def __init__(self, run: int) -> None:
+        self.run = run
+        self.site: str | None = None
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return bool, ()
 
 
-def _note_joined(obj: Any, note: list[Any], depth: int = 0) -> None:
-    """Note the rows ``select_related`` joined into ``obj`` (not those already known)."""
-    state = getattr(obj, "_state", None)
-    cache = getattr(state, "__dict__", {}).get("fields_cache")
+def _loaded(instance: Any) -> _Note | None:
+    """The note of the query that loaded ``instance``, if one was noted."""
+    return getattr(getattr(instance, "_state", None), _NOTE, None) or None
+
+
+def _note_joined(obj: Any, note: _Note, depth: int = 0) -> None:
+    """Note the rows ``select_related`` joined into ``obj`` (not those another query loaded)."""
+    cache = obj._state.__dict__.get("fields_cache")
     if not cache or depth > 8:
         return
     for related in cache.values():
-        if related is None or not hasattr(related, "_state") or id(related) in _loaded_by:
-            continue  # nothing there, or a row another query loaded (a known related object)
-        _loaded_by[id(related)] = note
+        state = getattr(related, "_state", None)
+        if state is None or state.__dict__.get(_NOTE):
+            continue  # nothing there, or a row a query loaded (this one, or a known related object)
+        state.__dict__[_NOTE] = note
         _note_joined(related, note, depth + 1)
-
-
-_END = object()
 
 
 def _noting(rows: Generator[Any, None, None], joined: bool) -> Iterator[Any]:
     """Yield Django's rows, noting each (and, with ``joined``, the rows select_related put in it).
 
-    Where the query runs is looked up at its second row (the frame that resumes this
-    generator is then the one that iterates): a one-row query (``get()``, ``first()``) can
-    never be the query of two parents, and a look-up walks the stack.
+    The note is kept on the row's own ``ModelState`` (Django makes one per row): a row
+    another query loads later gets that query's note, and an object no query loaded has none.
     """
-    loaded_by = _loaded_by
-    if len(loaded_by) >= _NOTES_MAX:
-        loaded_by.clear()
-    note: list[Any] = [next(_runs), None]
+    note = _Note(next(_runs))
     try:
-        obj = next(rows, _END)
-        if obj is _END:
-            return
-        loaded_by[id(obj)] = note
-        if joined:
-            _note_joined(obj, note)
-        yield obj
-        obj = next(rows, _END)
-        if obj is _END:
-            return
-        note[1] = call_site(sys._getframe(1))
-        while True:
-            loaded_by[id(obj)] = note
+        for obj in rows:
+            if note.site is None:
+                # the rows arrive right after their statement ran: its call site (the last one
+                # this thread recorded) is where they were loaded, with no walk of the stack
+                note.site = callsite.last_site() or call_site(sys._getframe(1))
+            obj._state.__dict__[_NOTE] = note
             if joined:
                 _note_joined(obj, note)
             yield obj
-            obj = next(rows, _END)
-            if obj is _END:
-                return
     finally:
         rows.close()  # a .iterator() left early: Django's generator closes its server-side cursor now
 
@@ -165,7 +155,7 @@ class _Load:
 
     __slots__ = ("direction", "load", "loaded", "parent")
 
-    def __init__(self, load: tuple[str, str], parent: int, loaded: list[Any] | None, direction: str) -> None:
+    def __init__(self, load: tuple[str, str], parent: int, loaded: _Note | None, direction: str) -> None:
         self.load = load
         self.parent = parent
         self.loaded = loaded
@@ -188,10 +178,10 @@ def _mark(queryset: Any, attribute: str, parent: Any, direction: str) -> None:
         query.__dict__[_TAG] = _Load(("lazy_load", attribute), id(parent), _loaded(parent), direction)
 
 
-def _report(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: list[Any] | None,
+def _report(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: _Note | None,
             direction: str, frame: Any) -> None:
     origin = origin_of(frame)
-    loaded = (note[0], note[1]) if note is not None else None  # (run, where it ran)
+    loaded = (note.run, note.site) if note is not None else None
     for counter in counters:
         record = getattr(counter, "_orm_load", None)
         if record is not None:
@@ -430,4 +420,3 @@ def uninstall() -> None:
         owner, name, original = _undo.pop()
         setattr(owner, name, original)
     _installed_for = None
-    _loaded_by.clear()
