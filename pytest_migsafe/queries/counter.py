@@ -217,6 +217,7 @@ class QueryCounter:
             budget=budget,
             shapes=[s.figure() for s in self.summary()],
             n_plus_one=self.n_plus_one(threshold, allow),
+            round_trips=trips if (trips := dispatch.round_trips(self)) != self.count else None,
         )
 
     def describe(self, limit: int | None = 10, width: int = 120) -> str:

@@ -60,3 +60,17 @@ def test_using_takes_a_django_database_alias() -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT, url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_round_trips_are_a_figure_of_their_own_when_a_string_holds_several_statements() -> None:
+    import psycopg
+
+    with psycopg.connect(os.environ["MIGSAFE_TEST_POSTGRES_DSN"], autocommit=True) as conn:
+        with count_queries() as counter:
+            conn.execute("SELECT 1; SELECT 2; SELECT 3")
+            conn.execute("SELECT 4")
+    figures = counter.figures()
+    assert (figures.count, figures.round_trips) == (4, 2)
+    with count_queries() as single:
+        pass
+    assert single.figures().round_trips is None
