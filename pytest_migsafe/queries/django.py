@@ -178,14 +178,27 @@ def _mark(queryset: Any, attribute: str, parent: Any, direction: str) -> None:
         query.__dict__[_TAG] = _Load(("lazy_load", attribute), id(parent), _loaded(parent), direction)
 
 
-def _report(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: _Note | None,
-            direction: str, frame: Any) -> None:
-    origin = origin_of(frame)
-    loaded = (note.run, note.site) if note is not None else None
-    for counter in counters:
-        record = getattr(counter, "_orm_load", None)
-        if record is not None:
-            record(load, parent, loaded, origin, direction)
+def _sent_as_load(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: _Note | None,
+                  direction: str, frame: Any, send: Callable[[], Any]) -> Any:
+    """``send()`` the statements of one load, tagged as that load; then report it to the counters.
+
+    The load's origin is the one its statement's capture found (one walk of the stack for
+    both, see :func:`pytest_migsafe.queries.callsite.origin_for`); a walk from ``frame`` if
+    no statement was recorded (it failed, or Django sent none).
+    """
+    before = callsite.last_site()
+    token = orm.orm_load.set(load)
+    try:
+        return send()
+    finally:
+        orm.orm_load.reset(token)
+        after = callsite.last_site()
+        origin = callsite.origin_for(after, frame) if after is not None and after is not before else origin_of(frame)
+        loaded = (note.run, note.site) if note is not None else None
+        for counter in counters:
+            record = getattr(counter, "_orm_load", None)
+            if record is not None:
+                record(load, parent, loaded, origin, direction)
 
 
 def _mark_of(compiler: Any, writes: tuple[type, ...]) -> _Load | None:
@@ -198,12 +211,6 @@ def _mark_of(compiler: Any, writes: tuple[type, ...]) -> _Load | None:
     if not mark or isinstance(compiler, writes) or query.is_empty():
         return None
     return mark  # type: ignore[no-any-return]
-
-
-def _begin_load(counters: tuple[Any, ...], mark: _Load, frame: Any) -> Any:
-    """Report the load; tag the statements sent until the token returned is reset."""
-    _report(counters, mark.load, mark.parent, mark.loaded, mark.direction, frame)
-    return orm.orm_load.set(mark.load)
 
 
 _EXECUTE_SQL = ("self", "result_type", "chunked_fetch", "chunk_size")  # Django 4.2 to 5.2
@@ -227,11 +234,8 @@ def _wrap_execute_sql(original: Callable[..., Any], writes: tuple[type, ...]) ->
         mark = _mark_of(self, writes)
         if mark is None:
             return original(self, result_type, chunked_fetch, chunk_size)
-        token = _begin_load(counters, mark, sys._getframe(1))
-        try:
-            return original(self, result_type, chunked_fetch, chunk_size)
-        finally:
-            orm.orm_load.reset(token)
+        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction, sys._getframe(1),
+                             lambda: original(self, result_type, chunked_fetch, chunk_size))
 
     return execute_sql
 
@@ -247,11 +251,8 @@ def _wrap_execute_sql_any(original: Callable[..., Any], writes: tuple[type, ...]
         mark = _mark_of(self, writes)
         if mark is None:
             return original(self, *args, **kwargs)
-        token = _begin_load(counters, mark, sys._getframe(1))
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            orm.orm_load.reset(token)
+        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction, sys._getframe(1),
+                             lambda: original(self, *args, **kwargs))
 
     return execute_sql
 
@@ -348,12 +349,8 @@ def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
             load = ("deferred_column", f"{field.model.__name__}.{field.name}")
         except Exception:  # FieldDoesNotExist: a name Django will reject itself
             return original(self, *args, **kwargs)
-        _report(counters, load, id(self), _loaded(self), DEFERRED, frame)
-        token = orm.orm_load.set(load)
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            orm.orm_load.reset(token)
+        return _sent_as_load(counters, load, id(self), _loaded(self), DEFERRED, frame,
+                             lambda: original(self, *args, **kwargs))
 
     return refresh_from_db
 
