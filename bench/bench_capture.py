@@ -18,6 +18,7 @@ whatever the machine's load; it prints the instructions migsafe adds per stateme
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -144,69 +145,72 @@ def workload(name: str, url: str | None) -> Callable[[int], None]:
     return run
 
 
-def run_one(mode: str, n: int, name: str = "sqlite-core", url: str | None = None) -> None:
-    """Run ``n`` statements of workload ``name`` in one mode (the process callgrind counts)."""
-    if name != "sqlite-core" or mode != "naive":
-        work = workload(name, url)
-        work(200)  # the same warm-up in every mode and size: it cancels out
-        if mode == "migsafe":
-            with capture.count_queries() as counter:
-                work(n)
-            assert counter.count == n, counter.count
-        else:
-            work(n)
-        return
-    engine = create_engine("sqlite://")
-    loop(engine, 200)()
-    seen: list[str] = []
+_TEST_FILE = """\
+import os, sys
+sys.path.insert(0, {bench_dir!r})
+from bench_capture import workload
 
-    def naive(conn, cursor, statement, parameters, context, executemany):
-        seen.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", naive)
-    loop(engine, n)()
+WORK = workload(os.environ["BENCH_WORKLOAD"], os.environ.get("BENCH_URL") or None)
+WORK(200)  # warm-up at collection: the same in every mode and size, it cancels out
 
 
-def instructions(mode: str, n: int, name: str = "sqlite-core", url: str | None = None) -> int:
-    """Instructions of one ``run_one`` process, counted by callgrind (the client side only)."""
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-               __file__, "--one", mode, "--statements", str(n), "--workload", name]
-    if url:
-        command += ["--postgres-url", url]
-    done = subprocess.run(command, capture_output=True, text=True)
+def test_loop():
+    WORK(int(os.environ["BENCH_N"]))  # the loop lives in an application module, as in a real suite
+"""
+
+
+def instructions(mode: str, n: int, name: str, url: str | None, python: str, tmp: Path) -> int:
+    """Instructions of one pytest process running ``n`` statements of workload ``name`` in a
+    test, with the plugin on at its defaults (``mode="migsafe"``) or ``-p no:migsafe``
+    (``"none"``), counted by callgrind (the client side only)."""
+    test_file = tmp / "test_bench_loop.py"
+    if not test_file.exists():
+        test_file.write_text(_TEST_FILE.format(bench_dir=str(Path(__file__).resolve().parent)))
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-m", "pytest",
+               "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(test_file)]
+    if mode == "none":
+        command[-1:-1] = ["-p", "no:migsafe"]  # as its own word: pytest reads "-p" before parsing options
+    env = {**os.environ, "BENCH_N": str(n), "BENCH_WORKLOAD": name, "BENCH_URL": url or "",
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=env)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed: {done.stderr[-2000:]}")
+        raise SystemExit(f"callgrind run failed ({mode}, {name}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
     return int(found.group(1))
 
 
-def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = None) -> None:
+def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = None,
+                       python: str = sys.executable, workloads: tuple[str, ...] = WORKLOADS) -> None:
     """Instructions migsafe adds per statement on the four workloads (target <= 40,000 each).
 
-    Each figure is ``(I(large) - I(small)) / (large - small)`` for the plugin's capture with a
-    counter active minus the same without any hook: start-up and warm-up cancel out, and
-    the count is the same whatever the machine's load. On PostgreSQL only the client's
-    instructions are counted (the server's are not in this process).
+    Each workload's loop runs in a test of a pytest run, with the plugin at its defaults and
+    with ``-p no:migsafe``; each figure is ``(I(large) - I(small)) / (large - small)``, so
+    start-up, collection and warm-up cancel out, and the count is the same whatever the
+    machine's load. On PostgreSQL only the client's instructions are counted (the server's
+    are not in this process). ``python``: the interpreter of the venv to measure in.
     """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
     server = None
-    if url is None:
+    tmp = Path(tempfile.mkdtemp(prefix="migsafe-bench-"))
+    if url is None and any(name.startswith("postgres") for name in workloads):
         from pytest_migsafe.servers import start_postgres
 
-        tmp = tempfile.mkdtemp(prefix="migsafe-bench-")
-        server = start_postgres(Path(tmp))
+        server = start_postgres(tmp / "pg")
         url = server.url
+    print(f"venv: {python}", flush=True)
     try:
-        for name in WORKLOADS:
-            per = {mode: (instructions(mode, large, name, url) - instructions(mode, small, name, url))
-                   / (large - small) for mode in ("none", "migsafe")}
+        for name in workloads:
+            per = {mode: (instructions(mode, large, name, url, python, tmp)
+                          - instructions(mode, small, name, url, python, tmp)) / (large - small)
+                   for mode in ("none", "migsafe")}
             added = per["migsafe"] - per["none"]
             print(f"{name}: none {per['none']:.0f}, migsafe {per['migsafe']:.0f} instructions per statement; "
                   f"migsafe adds {added:.0f} (target <= 40000), {per['migsafe'] / per['none']:.3f}x", flush=True)
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -217,14 +221,14 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions with callgrind on SQLite instead (deterministic, a few minutes)")
-    parser.add_argument("--one", choices=("none", "naive", "migsafe"), help=argparse.SUPPRESS)
-    parser.add_argument("--workload", choices=WORKLOADS, default="sqlite-core", help=argparse.SUPPRESS)
+    parser.add_argument("--python", default=sys.executable,
+                        help="with --instructions: the interpreter of the venv to measure in (default: this one)")
+    parser.add_argument("--workload", choices=WORKLOADS, action="append",
+                        help="with --instructions: only this workload (repeatable)")
     args = parser.parse_args()
-    if args.one:
-        run_one(args.one, args.statements, args.workload, args.postgres_url)
-        return
     if args.instructions:
-        bench_instructions(url=args.postgres_url)
+        bench_instructions(url=args.postgres_url, python=args.python,
+                           workloads=tuple(args.workload or WORKLOADS))
         return
 
     sqlite = create_engine("sqlite://")

@@ -9,7 +9,9 @@ Three wrappers add what events cannot tell:
 - ``pool.base._finalize_fairy`` tells a checkin made by the garbage collector (a
   connection dropped without ``close()``) from an explicit one;
 - ``Engine.__init__`` remembers each engine's URL (password masked) to name its pool
-  (an engine created before the hooks is named at its next ``engine_connect`` event).
+  (an engine created before the hooks, which the import watcher installs as soon as
+  SQLAlchemy is imported, keeps the pool class's name: no Engine event is listened to,
+  since one listener makes SQLAlchemy dispatch its events on every statement).
 """
 
 from __future__ import annotations
@@ -105,11 +107,6 @@ def _on_detach(dbapi_connection: Any, record: Any) -> None:
     if pool is not None:
         _detached[id(dbapi_connection)] = pool
         observed.connection_closed(pool, observed=False)  # no longer the pool's
-
-
-def _on_engine_connect(connection: Any) -> None:
-    if connection.dialect not in _engine_names:
-        remember_engine(connection.engine)
 
 
 def _on_session_begin(session: Any, transaction: Any, connection: Any) -> None:
@@ -281,9 +278,9 @@ def install(import_missing: bool = True) -> bool:
     pool_base._finalize_fairy = _finalize_fairy
     _originals["engine_init"] = Engine.__init__
     Engine.__init__ = _engine_init  # type: ignore[method-assign]
-    # engines created before the hooks are named at their next connect (never by scanning
-    # the heap, which would evaluate objects migsafe does not own, such as lazy settings)
-    event.listen(Engine, "engine_connect", _on_engine_connect)
+    # engines are named when made (never by scanning the heap, which would evaluate objects
+    # migsafe does not own, such as lazy settings); no Engine event is listened to: one
+    # listener makes SQLAlchemy dispatch its events on every statement of every engine
     installed = True
     _install_orm()
     return True

@@ -31,10 +31,47 @@ def _library_prefixes() -> tuple[str, ...]:
 
 
 _PREFIXES = _library_prefixes()
-UNIT_OF_WORK_CODES: set[CodeType] = set()  # code objects of ORM flushes (SQLAlchemy's Session._flush)
 _SITE_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 # file name -> display text ("app/views.py") for user files, None for library files
 _verdicts: dict[str, str | None] = {}
+
+# What the walks need to know of a frame's code, looked up by ``id(code)`` (an int hashes
+# in nanoseconds; a code object hashes its constants every time): (shown path or None for
+# library code, kind, the code itself, which also keeps the id from being reused).
+APP, TEST, LIBRARY, FLUSH = 0, 1, 2, 3
+_codes: dict[int, tuple[str | None, int, CodeType]] = {}
+_unit_of_work: set[int] = set()  # ids of the ORM flushes' code objects (SQLAlchemy's Session._flush)
+_library: set[int] = set()  # ids of library code objects that are not a flush: the walks step over them
+# (id(code), f_lasti) -> "path:line" (a frame's f_lineno scans the line table each time)
+_lines: dict[tuple[int, int], str] = {}
+
+
+def add_unit_of_work(code: CodeType) -> None:
+    """Mark ``code`` (an ORM flush, e.g. ``Session._flush.__code__``) as a unit of work: the
+    statements sent below it are the flush's rows, not the user's loop."""
+    _unit_of_work.add(id(code))
+    _codes.pop(id(code), None)
+    _library.discard(id(code))
+    _keep_alive.append(code)
+
+
+_keep_alive: list[CodeType] = []
+
+
+def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
+    filename = code.co_filename
+    if filename in _verdicts:
+        shown = _verdicts[filename]
+    else:
+        shown = _verdicts[filename] = _classify(filename)
+    if shown is None:
+        kind = FLUSH if id(code) in _unit_of_work else LIBRARY
+        if kind == LIBRARY:
+            _library.add(id(code))
+    else:
+        kind = TEST if _test_file(filename) else APP
+    entry = _codes[id(code)] = (shown, kind, code)
+    return entry
 
 
 def _classify(filename: str) -> str | None:
@@ -65,25 +102,35 @@ def call_site(frame: FrameType | None = None) -> str:
     needs the frames above the user's first one): one walk of the stack serves both.
     """
     f: FrameType | None = frame if frame is not None else sys._getframe(1)
-    verdicts = _verdicts
-    units = UNIT_OF_WORK_CODES
+    codes = _codes
+    library = _library
     flush = None
     while f is not None:
         code = f.f_code
-        filename = code.co_filename
+        key = id(code)
+        if key in library:
+            f = f.f_back
+            continue
         try:
-            shown = verdicts[filename]
+            shown, kind, _ = codes[key]
         except KeyError:
-            shown = verdicts[filename] = _classify(filename)
-        if shown is not None:
-            site = f"{shown}:{f.f_lineno}"
-            last = _last
-            last.site = site
+            shown, kind, _ = _learn(code)
+        if kind >= LIBRARY:  # seen for the first time just now, or an ORM flush
+            if kind == FLUSH:
+                flush = id(f)
+            f = f.f_back
+            continue
+        lasti = f.f_lasti
+        site = _lines.get((key, lasti))
+        if site is None:
+            site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
+        last = _last
+        last.site = site
+        if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
+            last.origin = Origin([], None, True, flush, (str(shown), key, lasti))
+        else:
             last.origin = origin_of(f, flush)
-            return site
-        if units and code in units:
-            flush = id(f)
-        f = f.f_back
+        return site
     greenlet = sys.modules.get("greenlet")
     if greenlet is not None:  # SQLAlchemy's asyncio layer: the user's frames are in the parent greenlet
         parent = greenlet.getcurrent().parent
@@ -93,6 +140,82 @@ def call_site(frame: FrameType | None = None) -> str:
     _last.site = site
     _last.origin = _NO_ORIGIN
     return site
+
+
+# The path of the last walk a driver hook asked for: (index of the library frame right
+# below the user's frame, 0 being the hook's caller; id of that frame's code; id of the
+# user frame's code), or None. A loop sends its statements through the same path: the
+# next walk jumps there in one C call (sys._getframe materializes that frame alone) and
+# checks both codes before trusting it; anything else walks.
+_path: tuple[int, int, int] | None = None
+
+
+def call_site_of_caller(hook_depth: int = 1) -> str:
+    """:func:`call_site` of the frame ``hook_depth`` above the caller (1: the caller of the
+    driver hook that calls this), the hooks' way: a statement sent through the same path
+    as the last one costs one jump instead of a walk of the driver's frames.
+
+    The path is trusted only when the frame right below the user's frame and the user's
+    frame run the same code as last time at the same depth; a path through an ORM flush
+    is never remembered (the flush's frame is part of the statement's origin).
+    """
+    path = _path
+    if path is not None:
+        try:
+            below = sys._getframe(path[0] + hook_depth + 1)
+        except ValueError:  # a shallower stack (another thread, a greenlet)
+            below = None
+        if below is not None and id(below.f_code) == path[1]:
+            f = below.f_back
+            user_code = path[2]
+            if f is not None and id(f.f_code) == user_code:
+                shown, kind, _ = _codes[user_code]
+                lasti = f.f_lasti
+                site = _lines.get((user_code, lasti))
+                if site is None:
+                    site = _lines[(user_code, lasti)] = f"{shown}:{f.f_lineno}"
+                last = _last
+                last.site = site
+                if kind == TEST:
+                    last.origin = Origin([], None, True, None, (str(shown), user_code, lasti))
+                    return site
+                parent = f.f_back  # the common case: an application function a test called
+                if parent is not None:
+                    entry = _codes.get(id(parent.f_code))
+                    if entry is not None and entry[1] == TEST:
+                        last.origin = Origin([(str(shown), user_code, lasti)], user_code, False, None,
+                                             (str(entry[0]), id(parent.f_code), parent.f_lasti))
+                        return site
+                last.origin = origin_of(f, None)
+                return site
+    return _walk(sys._getframe(hook_depth + 1))
+
+
+def _walk(start: FrameType) -> str:
+    """:func:`call_site` from ``start`` (the hook's caller); remembers the path when it is plain."""
+    global _path
+    f: FrameType | None = start
+    library = _library
+    below = None
+    index = 0
+    while f is not None:
+        code = f.f_code
+        key = id(code)
+        if key not in library:
+            try:
+                kind = _codes[key][1]
+            except KeyError:
+                kind = _learn(code)[1]
+            if kind == FLUSH:
+                return call_site(start)  # never remembered: the flush is part of the origin
+            if kind != LIBRARY:
+                if below is not None:
+                    _path = (index - 1, below, key)
+                return call_site(f)
+        below = key
+        f = f.f_back
+        index += 1
+    return call_site(start)
 
 
 class _Last(threading.local):
@@ -155,6 +278,8 @@ def set_test_files(patterns: list[str]) -> None:
     """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one."""
     TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
     _is_test.clear()
+    _codes.clear()
+    _library.clear()
 
 
 def _test_file(filename: str) -> bool:
@@ -165,14 +290,18 @@ def _test_file(filename: str) -> bool:
     return verdict
 
 
-Position = tuple[str, CodeType, int]  # (shown path, code object, f_lasti): a line, computed when shown
+# (shown path, id of the code object, f_lasti): a line, computed when shown; hashes fast
+Position = tuple[str, int, int]
 
 
 def line_of(position: Position) -> str:
     """``path:line`` of a :data:`Position` (the line is looked up only here, off the hot path)."""
-    shown, code, lasti = position
+    shown, code_id, lasti = position
+    site = _lines.get((code_id, lasti))
+    if site is not None:
+        return site
     line = 0
-    for start, end, number in code.co_lines():
+    for start, end, number in _codes[code_id][2].co_lines():
         if start <= lasti < end and number is not None:
             line = number
             break
@@ -193,16 +322,21 @@ class Origin:
     of the test module or conftest line that called in, if one did.
     """
 
-    __slots__ = ("function", "inner", "loop", "test", "test_own", "unit_of_work")
+    __slots__ = ("function", "loop", "positions", "test", "test_own", "unit_of_work")
 
-    def __init__(self, positions: list[Position], function: CodeType | None, test_own: bool,
+    def __init__(self, positions: list[Position], function: int | None, test_own: bool,
                  unit_of_work: int | None = None, test: Position | None = None) -> None:
+        self.positions = positions  # innermost first
         self.loop = positions[-1] if positions else None
-        self.inner = positions[-2::-1] if len(positions) > 1 else []
         self.function = function
         self.test_own = test_own
         self.unit_of_work = unit_of_work
         self.test = test
+
+    @property
+    def inner(self) -> list[Position]:
+        """The application positions below :attr:`loop`, outermost first."""
+        return self.positions[-2::-1]
 
     @property
     def looping(self) -> str | None:
@@ -237,34 +371,34 @@ def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
     positions: list[Position] = []
     function = None
     test = None
-    verdicts = _verdicts
-    units = UNIT_OF_WORK_CODES
+    codes = _codes
     f = frame
     while f is not None:
         code = f.f_code
-        filename = code.co_filename
+        key = id(code)
         try:
-            shown = verdicts[filename]
+            shown, kind, _ = codes[key]
         except KeyError:
-            shown = verdicts[filename] = _classify(filename)
-        if shown is not None:
-            if _test_file(filename):
-                test = (shown, code, f.f_lasti)
-                break  # the test (or a fixture) called into the application here
-            positions.append((shown, code, f.f_lasti))
-            function = code
-        elif units and code in units:
+            shown, kind, _ = _learn(code)
+        if kind == APP:
+            function = key
+            positions.append((shown, key, f.f_lasti))  # type: ignore[arg-type]
+        elif kind == TEST:
+            test = (str(shown), key, f.f_lasti)
+            break  # the test (or a fixture) called into the application here
+        elif kind == FLUSH:
             flush = id(f)
         f = f.f_back
-    if f is None and not positions and "greenlet" in sys.modules:
-        # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
-        # coroutine frames are on the stack of the greenlet that switched to it
-        parent = sys.modules["greenlet"].getcurrent().parent
-        if parent is not None and parent.gr_frame is not None:
-            return origin_of(parent.gr_frame)
+    else:
+        if not positions and "greenlet" in sys.modules:
+            # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
+            # coroutine frames are on the stack of the greenlet that switched to it
+            parent = sys.modules["greenlet"].getcurrent().parent
+            if parent is not None and parent.gr_frame is not None:
+                return origin_of(parent.gr_frame)
     if len(positions) > MAX_CHAIN:  # keep the innermost (the sender) and the outermost (the loop)
         positions = positions[: MAX_CHAIN // 2] + positions[-(MAX_CHAIN // 2):]
-    return Origin(positions, function, test_own=not positions and f is not None, unit_of_work=flush, test=test)
+    return Origin(positions, function, not positions and f is not None, flush, test)
 
 
 _NO_ORIGIN = Origin([], None, test_own=False)

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.queries import dispatch, orm
-from pytest_migsafe.queries.callsite import origin_for
+from pytest_migsafe.queries import callsite, dispatch, orm
+from pytest_migsafe.queries.callsite import origin_of
 from pytest_migsafe.queries.dispatch import settings, start, stop
 from pytest_migsafe.queries.drivers import install
 from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker
@@ -116,9 +116,6 @@ class QueryCounter:
             else include_transaction_control
         )
         self.keep = settings.keep if keep is None else keep
-        self.count = 0
-        self.executions = 0
-        self.total_seconds = 0.0
         self.omitted = 0
         self._kept: list[tuple[Any, ...]] = []
         self._shapes: dict[str, ShapeStats] = {}
@@ -150,6 +147,22 @@ class QueryCounter:
             ("ignore", self.ignore.pattern if self.ignore else None), ("using", self.using)) if value]
         return ", ".join(parts)
 
+    # -- totals (summed from the shapes when read: the hot path keeps per-shape figures only) --
+    @property
+    def count(self) -> int:
+        """Statements counted (the server's count: a text of several statements counts each)."""
+        return sum(stats.count for stats in self._shapes.values())
+
+    @property
+    def executions(self) -> int:
+        """Executions: ``count`` with the rows of each ``executemany`` batch counted one by one."""
+        return sum(stats.executions for stats in self._shapes.values())
+
+    @property
+    def total_seconds(self) -> float:
+        """Seconds the driver spent on the statements counted (s), summed."""
+        return sum(stats.total_seconds for stats in self._shapes.values())
+
     # -- the hot path ----------------------------------------------------------
     def _accepts(self, sql: str, target: str) -> bool:
         self.offered += 1
@@ -161,9 +174,6 @@ class QueryCounter:
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
-        self.count += 1
-        self.executions += batch_size
-        self.total_seconds += seconds
         stats = self._shapes.get(shape)
         if stats is None:
             stats = self._shapes[shape] = ShapeStats(shape)
@@ -176,10 +186,13 @@ class QueryCounter:
         sites[site] = sites.get(site, 0) + 1
         repeats = self._repeats
         if repeats is not None and orm.orm_load.get() is None:  # ORM loads are counted by their event
-            repeats.statement(sql, shape, origin_for(site, sys._getframe(1)))
-        if len(self._kept) < self.keep:
+            last = callsite._last  # the origin call_site found on its walk for this very site
+            origin = last.origin if last.site is site and last.origin is not None else origin_of(sys._getframe(1))
+            repeats.statement(sql, shape, origin)
+        kept = self._kept
+        if len(kept) < self.keep:
             # a plain tuple here; CapturedQuery objects are built only when read
-            self._kept.append((sql, shape, seconds, site, target, batch_size, params))
+            kept.append((sql, shape, seconds, site, target, batch_size, params))
         else:
             self.omitted += 1
 

@@ -10,7 +10,7 @@ statements the way the ORM itself knows it:
   events carry the query's context); the statement it sends is tagged, so that the
   statement-shape rule does not count it a second time;
 - statements sent inside one ``Session.flush()`` (the ORM's unit of work) are told apart by
-  the flush's frame on the stack (``UNIT_OF_WORK_CODES``), so that the INSERTs of many rows
+  the flush's frame on the stack (:func:`~pytest_migsafe.queries.callsite.add_unit_of_work`), so that the INSERTs of many rows
   in one flush are not the user's loop.
 
 Nothing here runs while no counter is active, beyond one tuple read per event.
@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch
-from pytest_migsafe.queries.callsite import UNIT_OF_WORK_CODES, call_site, origin_of
+from pytest_migsafe.queries.callsite import add_unit_of_work, call_site, origin_of
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
@@ -134,7 +134,7 @@ def install() -> bool:
     event.listen(orm.Session, "do_orm_execute", _on_orm_execute)
     flush = getattr(orm.Session, "_flush", None)
     if flush is not None:
-        UNIT_OF_WORK_CODES.add(flush.__code__)
+        add_unit_of_work(flush.__code__)
     event.listen(orm.Mapper, "load", _on_load)
     _installed_for = orm
     return True

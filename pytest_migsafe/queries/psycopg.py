@@ -39,7 +39,7 @@ from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.queries import dispatch as capture
-from pytest_migsafe.queries.callsite import call_site
+from pytest_migsafe.queries.callsite import call_site_of_caller
 
 _PATCHED_FLAG = "__migsafe_original__"
 _PIPELINE_STATE = "_migsafe_calls"
@@ -304,7 +304,7 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return original(self, *args, **kwargs)  # the driver names the missing argument
         sql = _text(query, self)
-        site = call_site(sys._getframe(1))
+        site = call_site_of_caller(1)
         pipeline = self._conn._pipeline
         if pipeline is not None:
             call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
@@ -348,7 +348,7 @@ def _wrap_executemany_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return original(self, *args, **kwargs)
         sql = _text(query, self)
-        site = call_site(sys._getframe(1))
+        site = call_site_of_caller(1)
         params = _rows_of(args, kwargs)
         pipeline = self._conn._pipeline
         if pipeline is not None:
@@ -383,7 +383,7 @@ def _wrap_server_execute_sync(original: Callable[..., Any]) -> Callable[..., Any
         if query is _MISSING:
             return original(self, *args, **kwargs)
         sql = _text(query, self)
-        site = call_site(sys._getframe(1))
+        site = call_site_of_caller(1)
         t0 = perf_counter()
         result = original(self, *args, **kwargs)
         capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
@@ -406,7 +406,7 @@ def _wrap_stream_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return rows  # type: ignore[no-any-return]
         return _observe_stream(rows, self, _text(query, self), _params_of(args, kwargs, "params"),
-                               call_site(sys._getframe(1)))
+                               call_site_of_caller(1))
 
     setattr(stream, _PATCHED_FLAG, original)
     return stream
@@ -458,7 +458,7 @@ def _wrap_copy_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if statement is _MISSING:
             return cm
         return _CopyContext(cm, self, _text(statement, self), _params_of(args, kwargs, "params"),
-                            call_site(sys._getframe(1)))
+                            call_site_of_caller(1))
 
     setattr(copy, _PATCHED_FLAG, original)
     return copy
@@ -474,7 +474,7 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return await original(self, *args, **kwargs)
         sql = _text(query, self)
-        site = call_site(sys._getframe(1))
+        site = call_site_of_caller(1)
         pipeline = self._conn._pipeline
         if pipeline is not None:
             call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
@@ -518,7 +518,7 @@ def _wrap_executemany_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return await original(self, *args, **kwargs)
         sql = _text(query, self)
-        site = call_site(sys._getframe(1))
+        site = call_site_of_caller(1)
         params = _rows_of(args, kwargs)
         pipeline = self._conn._pipeline
         if pipeline is not None:
@@ -553,7 +553,7 @@ def _wrap_server_execute_async(original: Callable[..., Any]) -> Callable[..., An
         if query is _MISSING:
             return await original(self, *args, **kwargs)
         sql = _text(query, self)
-        site = call_site(sys._getframe(1))
+        site = call_site_of_caller(1)
         t0 = perf_counter()
         result = await original(self, *args, **kwargs)
         capture.record_statement(sql, perf_counter() - t0, target_of(self._conn), 1,
@@ -574,7 +574,7 @@ def _wrap_stream_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return rows  # type: ignore[no-any-return]
         return _observe_stream_async(rows, self, _text(query, self), _params_of(args, kwargs, "params"),
-                                     call_site(sys._getframe(1)))
+                                     call_site_of_caller(1))
 
     setattr(stream, _PATCHED_FLAG, original)
     return stream
@@ -630,7 +630,7 @@ def _wrap_copy_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if statement is _MISSING:
             return cm
         return _AsyncCopyContext(cm, self, _text(statement, self), _params_of(args, kwargs, "params"),
-                                 call_site(sys._getframe(1)))
+                                 call_site_of_caller(1))
 
     setattr(copy, _PATCHED_FLAG, original)
     return copy

@@ -1,24 +1,40 @@
 """Capture statements sent through any SQLAlchemy Engine (AsyncEngine included).
 
-One pair of ``before_cursor_execute`` / ``after_cursor_execute`` listeners on the Engine
-class sees every engine, any dialect. Engines whose driver is psycopg 3 are skipped
-here once the psycopg hooks are installed, so their statements are counted once, by
-:mod:`pytest_migsafe.queries.psycopg`. Statements SQLAlchemy sends on its own through a
-cursor (the dialect's checks at first connect, ``pool_pre_ping``) reach the server and
-are counted like any other.
+SQLAlchemy hands every statement it sends to the driver to its dialect:
+``Dialect.do_execute(cursor, statement, parameters, context)``, ``do_execute_no_params``
+and ``do_executemany``. Those three methods are wrapped on the dialect classes (every
+dialect at once, any driver): a statement is recorded when the driver's call returns,
+with the text exactly as sent (after any ``before_cursor_execute`` listener of the user's
+rewrote it) and the time the driver took. No engine event is listened to: an Engine
+listener, even one that does nothing, makes SQLAlchemy dispatch its events on every
+statement of every engine, which costs more than the capture itself.
+
+Dialect classes defined after :func:`install` (a third-party dialect imported later) are
+wrapped when their first instance is made (``DefaultDialect.__init__``), before any
+statement. An override that calls ``super()`` is recorded once, by its own wrapper.
+
+Engines whose driver is psycopg 3 are skipped here once the psycopg hooks are installed,
+so their statements are counted once, by :mod:`pytest_migsafe.queries.psycopg`.
+Statements SQLAlchemy sends on its own through the dialect (its checks at first connect)
+reach the server and are counted like any other.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries import psycopg as capture_psycopg
-from pytest_migsafe.queries.callsite import call_site
+from pytest_migsafe.queries.callsite import call_site_of_caller
 
-_HOOKED_FLAG = "_migsafe_hooked"
+_WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
+_METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
+_state: dict[str, Any] = {}  # "base": the DefaultDialect class hooked last
+# id(cursor) -> depth while an override's wrapper runs: its super() call is the same statement
+_inside: dict[int, int] = {}
 
 
 def target_of(engine: Any) -> str:
@@ -35,75 +51,191 @@ def target_of(engine: Any) -> str:
     return target
 
 
+def _target(dialect: Any, context: Any) -> str:
+    """The target of the engine a statement went through (cached on its dialect: one per engine)."""
+    try:
+        return dialect._migsafe_target  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    try:
+        target = target_of(context.root_connection.engine)
+    except AttributeError:  # no execution context: the dialect's own call
+        return f"{getattr(dialect, 'name', '?')}://?"
+    dialect._migsafe_target = target
+    return target
+
+
 def _skipped(dialect: Any) -> bool:
     """True for psycopg 3 dialects while the psycopg hooks count their statements."""
+    skip = getattr(dialect, "driver", None) in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
+    dialect._migsafe_skip = skip
+    return skip
+
+
+def _wrap(name: str, original: Any, override: bool) -> Any:
+    """The wrapper of one of the dialect's three methods, with the method's exact signature."""
+    if name == "do_execute":
+        def do_execute(self: Any, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> Any:
+            if not capture._active or (_inside and id(cursor) in _inside):
+                return original(self, cursor, statement, parameters, context)
+            try:
+                skip = self._migsafe_skip
+            except AttributeError:
+                skip = _skipped(self)
+            if skip:
+                return original(self, cursor, statement, parameters, context)
+            if override:
+                return _guarded(original, self, cursor, statement, parameters, context, 1)
+            t0 = perf_counter()
+            result = original(self, cursor, statement, parameters, context)
+            seconds = perf_counter() - t0
+            try:
+                target = self._migsafe_target
+            except AttributeError:
+                target = _target(self, context)
+            # frame 1: SQLAlchemy's _exec_single_context (or the like), which called the dialect
+            capture.record_statement(statement, seconds, target, 1, parameters, call_site_of_caller(1))
+            return result
+        wrapper: Any = do_execute
+    elif name == "do_execute_no_params":
+        def do_execute_no_params(self: Any, cursor: Any, statement: Any, context: Any = None) -> Any:
+            if not capture._active or (_inside and id(cursor) in _inside):
+                return original(self, cursor, statement, context)
+            try:
+                skip = self._migsafe_skip
+            except AttributeError:
+                skip = _skipped(self)
+            if skip:
+                return original(self, cursor, statement, context)
+            if override:
+                return _guarded(lambda s, c, st, p, ctx: original(s, c, st, ctx), self, cursor, statement, None,
+                                context, 1)
+            t0 = perf_counter()
+            result = original(self, cursor, statement, context)
+            seconds = perf_counter() - t0
+            try:
+                target = self._migsafe_target
+            except AttributeError:
+                target = _target(self, context)
+            capture.record_statement(statement, seconds, target, 1, None, call_site_of_caller(1))
+            return result
+        wrapper = do_execute_no_params
+    else:
+        def do_executemany(self: Any, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> Any:
+            if not capture._active or (_inside and id(cursor) in _inside):
+                return original(self, cursor, statement, parameters, context)
+            try:
+                skip = self._migsafe_skip
+            except AttributeError:
+                skip = _skipped(self)
+            if skip:
+                return original(self, cursor, statement, parameters, context)
+            batch = len(parameters) if hasattr(parameters, "__len__") else 1
+            return _guarded(original, self, cursor, statement, parameters, context, batch)
+        wrapper = do_executemany
+    functools.update_wrapper(wrapper, original)
+    setattr(wrapper, _WRAPS, original)
+    return wrapper
+
+
+def _guarded(original: Any, dialect: Any, cursor: Any, statement: Any, parameters: Any, context: Any,
+             batch: int) -> Any:
+    """Run ``original`` with the cursor marked, so that a ``super()`` call inside is not a second record."""
+    key = id(cursor)
+    _inside[key] = _inside.get(key, 0) + 1
+    t0 = perf_counter()
     try:
-        return dialect._migsafe_skip  # type: ignore[no-any-return]
+        result = original(dialect, cursor, statement, parameters, context)
+    finally:
+        seconds = perf_counter() - t0
+        depth = _inside.pop(key) - 1
+        if depth:
+            _inside[key] = depth
+    try:
+        target = dialect._migsafe_target
     except AttributeError:
-        skip = dialect.driver in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
-        dialect._migsafe_skip = skip
-        return skip
+        target = _target(dialect, context)
+    capture.record_statement(statement, seconds, target, batch, parameters, call_site_of_caller(2))
+    return result
 
 
-def _before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-            executemany: bool) -> tuple[str, Any]:
-    # listened with retval=True (and returning what it got), which spares SQLAlchemy's
-    # wrapper call around a retval=False listener: this runs for every statement
-    if capture._active and context is not None:
-        dialect = conn.dialect
-        try:
-            skip = dialect._migsafe_skip
-        except AttributeError:
-            skip = _skipped(dialect)
-        if not skip:
-            context._migsafe_t0 = perf_counter()
-    return statement, parameters
+def _hook_class(cls: type, base: type) -> None:
+    """Wrap the methods ``cls`` defines itself (idempotent); ``base``: SQLAlchemy's DefaultDialect."""
+    for name in _METHODS:
+        original = cls.__dict__.get(name)
+        if original is None or hasattr(original, _WRAPS) or not callable(original):
+            continue
+        setattr(cls, name, _wrap(name, original, override=cls is not base))
 
 
-def _after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
-           executemany: bool) -> None:
-    end = perf_counter()
-    if not capture._active:
-        return
-    dialect = conn.dialect
-    try:
-        skip = dialect._migsafe_skip
-    except AttributeError:
-        skip = _skipped(dialect)
-    if skip:
-        return
-    try:
-        seconds = end - context._migsafe_t0
-    except AttributeError:  # no context, or the counter started mid-statement
-        seconds = 0.0
-    batch = len(parameters) if executemany and hasattr(parameters, "__len__") else 1
-    capture.record_statement(statement, seconds, target_of(conn.engine), batch, parameters,
-                             call_site(sys._getframe(1)))
+def _hook_tree(cls: type) -> None:
+    """Wrap ``cls`` and every subclass of it defined so far."""
+    seen: set[type] = set()
+    todo = [cls]
+    while todo:
+        one = todo.pop()
+        if one in seen:
+            continue
+        seen.add(one)
+        _hook_class(one, cls)
+        todo.extend(one.__subclasses__())
+
+
+def _hook_init(base: type, init: Any) -> Any:
+    """``base.__init__`` that also wraps the methods of a dialect class defined after install()."""
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        cls = type(self)
+        if not cls.__dict__.get("_migsafe_hooked_class"):
+            for one in cls.__mro__:
+                if issubclass(one, base):
+                    _hook_class(one, base)
+            cls._migsafe_hooked_class = True  # type: ignore[attr-defined]
+
+    setattr(__init__, _WRAPS, init)
+    return __init__
 
 
 def install(import_missing: bool = True) -> bool:
-    """Listen on every Engine; False when SQLAlchemy is not (yet) importable."""
+    """Wrap every SQLAlchemy dialect's execute methods; False when SQLAlchemy is not (yet) importable."""
     if "sqlalchemy" not in sys.modules and not import_missing:
         return False
     try:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
+        from sqlalchemy.engine.default import DefaultDialect
     except ImportError:
         return False
     # the flag lives on the class: a re-imported SQLAlchemy (pytester) is hooked anew
-    if not Engine.__dict__.get(_HOOKED_FLAG):
-        event.listen(Engine, "before_cursor_execute", _before, retval=True)
-        event.listen(Engine, "after_cursor_execute", _after)
-        setattr(Engine, _HOOKED_FLAG, True)
+    if _state.get("base") is DefaultDialect and DefaultDialect.__dict__.get("_migsafe_hooked_tree"):
+        return True
+    _state["base"] = DefaultDialect
+    _hook_tree(DefaultDialect)
+    init = DefaultDialect.__dict__["__init__"]
+    if not hasattr(init, _WRAPS):
+        DefaultDialect.__init__ = _hook_init(DefaultDialect, init)  # type: ignore[method-assign]
+    DefaultDialect._migsafe_hooked_tree = True  # type: ignore[attr-defined]
     return True
 
 
 def uninstall() -> None:
-    """Remove the listeners (for benchmarks and tests)."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    if Engine.__dict__.get(_HOOKED_FLAG):
-        event.remove(Engine, "before_cursor_execute", _before)
-        event.remove(Engine, "after_cursor_execute", _after)
-        setattr(Engine, _HOOKED_FLAG, False)
+    """Restore the dialects' methods (for benchmarks and tests)."""
+    base = _state.get("base")
+    if base is None:
+        return
+    seen: set[type] = set()
+    todo = [base]
+    while todo:
+        one = todo.pop()
+        if one in seen:
+            continue
+        seen.add(one)
+        for name in (*_METHODS, "__init__"):
+            current = one.__dict__.get(name)
+            original = getattr(current, _WRAPS, None)
+            if original is not None:
+                setattr(one, name, original)
+        for flag in ("_migsafe_hooked_tree", "_migsafe_hooked_class"):
+            if flag in one.__dict__:
+                delattr(one, flag)
+        todo.extend(one.__subclasses__())
+    _state.clear()

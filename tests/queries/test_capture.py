@@ -316,3 +316,73 @@ def test_separate_calls_of_one_function_from_different_test_lines_are_not_one_lo
         for _ in range(3):  # the same line of the test, three times: one pattern of 12
             run_statements(conn, "SELECT :i", 4)
     assert [s.count for s in looped.n_plus_one(threshold=10)] == [12]
+
+
+# -- SQLAlchemy is hooked at its dialect, not through Engine events ---------------------
+def test_the_capture_listens_to_no_engine_event() -> None:
+    """One Engine listener makes SQLAlchemy dispatch its events on every statement of every
+    engine (more than the capture itself costs): the capture wraps the dialect instead."""
+    from pytest_migsafe.queries import drivers
+
+    drivers.install()
+    engine = create_engine("sqlite://")
+    with count_queries() as counter, engine.connect() as conn:
+        conn.execute(text("select 1"))
+    assert counter.count == 1
+    assert not Engine._has_events and not engine._has_events  # no ConnectionEvents listener, anywhere
+
+
+def test_a_dialect_class_defined_later_and_an_override_calling_super_count_once() -> None:
+    from sqlalchemy.dialects import registry
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+    class LateDialect(SQLiteDialect_pysqlite):  # defined after the hooks, as a third-party dialect would be
+        calls = 0
+        supports_statement_cache = True
+
+        def do_execute(self, cursor, statement, parameters, context=None):  # type: ignore[no-untyped-def]
+            LateDialect.calls += 1
+            super().do_execute(cursor, statement, parameters, context)
+
+        def do_executemany(self, cursor, statement, parameters, context=None):  # type: ignore[no-untyped-def]
+            super().do_executemany(cursor, statement, parameters, context)
+
+    registry.register("sqlite.migsafe_late", __name__, "LateDialect")
+    globals()["LateDialect"] = LateDialect
+    engine = create_engine("sqlite+migsafe_late://")
+    with engine.begin() as conn:
+        conn.execute(text("create table late (n int)"))
+    with count_queries() as counter, engine.begin() as conn:
+        conn.execute(text("insert into late values (:n)"), [{"n": 1}, {"n": 2}, {"n": 3}])
+        conn.execute(text("select n from late"))
+    assert LateDialect.calls >= 1
+    assert counter.count == 2  # the batch once (3 executions), the select once
+    assert counter.executions == 4
+    assert [q.call_site.rsplit(":", 1)[0] for q in counter.queries] == ["tests/queries/test_capture.py"] * 2
+
+
+def helper_sends(conn: object) -> None:
+    conn.execute(text("select 2"))  # type: ignore[attr-defined]  # HELPER
+
+
+def test_call_sites_stay_exact_when_paths_alternate() -> None:
+    """The hooks remember the last path through the driver's frames; a statement sent
+    through another path, or from another frame, still gets its own line."""
+    import inspect
+
+    engine = create_engine("sqlite://")
+    source, first = inspect.getsourcelines(test_call_sites_stay_exact_when_paths_alternate)
+    line = {marker: first + i for i, text_line in enumerate(source) for marker in ("# A", "# C")
+            if text_line.rstrip().endswith(marker)}
+    helper_source, helper_first = inspect.getsourcelines(helper_sends)
+    helper_line = helper_first + next(i for i, t in enumerate(helper_source) if t.rstrip().endswith("# HELPER"))
+    with count_queries() as counter, engine.connect() as conn:
+        for _ in range(3):
+            conn.execute(text("select 1"))  # A
+            helper_sends(conn)
+            conn.exec_driver_sql("select 3")  # C
+    sites = {(q.sql, q.call_site) for q in counter.queries}
+    here = "tests/queries/test_capture.py"
+    assert sites == {("select 1", f"{here}:{line['# A']}"), ("select 2", f"{here}:{helper_line}"),
+                     ("select 3", f"{here}:{line['# C']}")}
+    assert counter.count == 9
