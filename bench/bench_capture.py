@@ -7,12 +7,16 @@ to a list (the yardstick), and migsafe's capture with a counter active. The medi
 ratios are printed. Targets: migsafe / naive <= 1.05 on PostgreSQL, <= 1.15 on SQLite.
 
 ``--instructions`` counts instructions with valgrind's callgrind instead, on four workloads
-(SQLite ORM, SQLite Core ``text()``, PostgreSQL ORM, PostgreSQL Core): each mode runs in its
-own process at two workload sizes, and the difference is the per-statement cost, the same
-whatever the machine's load; it prints the instructions migsafe adds per statement
-(target <= 40,000 on each). On PostgreSQL only the client's instructions are counted.
+(SQLite ORM, SQLite Core ``text()``, PostgreSQL ORM, PostgreSQL Core): each workload's loop,
+in this (application) module, is called from a test of a pytest run, with the plugin at its
+defaults and with ``-p no:migsafe``, at two workload sizes; the difference is the
+per-statement cost, the same whatever the machine's load. It prints the instructions the
+plugin adds per statement (target <= 40,000 on each). On PostgreSQL only the client's
+instructions are counted. ``--python`` measures in another venv (one with the base install
+only, say) where this tree is installed.
 
-    python bench/bench_capture.py [--rounds 15] [--statements 2000] [--postgres-url URL] [--instructions]
+    python bench/bench_capture.py [--rounds 15] [--statements 2000] [--postgres-url URL]
+    python bench/bench_capture.py --instructions [--python VENV/bin/python] [--workload sqlite-orm ...]
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from pytest_migsafe.plugin.stash import (
 from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries import drivers
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
-from pytest_migsafe.queries.callsite import set_test_files
+from pytest_migsafe.queries.callsite import mark_test_code, set_test_files
 from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
@@ -190,6 +190,7 @@ class QueryPhase:
 
     def __init__(self, item: pytest.Item, markers: dict[str, Any]) -> None:
         drivers.install(import_missing=False)
+        mark_test_code(getattr(item, "obj", None))  # an inherited test method is test code too
         self.item = item
         self.markers = markers
         self.budget = budget = markers.get("max_queries")

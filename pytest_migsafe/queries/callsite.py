@@ -8,6 +8,7 @@ lookup costs one dict access per frame walked.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import os
 import sys
 import sysconfig
@@ -280,6 +281,23 @@ def set_test_files(patterns: list[str]) -> None:
     _is_test.clear()
     _codes.clear()
     _library.clear()
+
+
+def mark_test_code(function: object) -> None:
+    """Treat the code of ``function`` (the test about to run) as test code wherever its file
+    is: a test method inherited from a base class in a module not named like a test module
+    (``tests/base.py``, a mixin) is the test's own code, not the application's. Decorated
+    functions are unwrapped; library code (a test shipped in an installed package) is left."""
+    function = getattr(function, "__func__", function)
+    function = inspect.unwrap(function) if callable(function) else function  # type: ignore[arg-type]
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, CodeType):
+        return
+    entry = _codes.get(id(code))
+    if entry is None:
+        entry = _learn(code)
+    if entry[0] is not None and entry[1] != TEST:
+        _codes[id(code)] = (entry[0], TEST, code)
 
 
 def _test_file(filename: str) -> bool:

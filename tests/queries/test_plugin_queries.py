@@ -310,3 +310,28 @@ def test_an_allow_rule_that_matched_no_suspect_is_a_warning(app: pytest.Pytester
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*allow_n_plus_one('SELECT ... FROM addresses', 12) matched no N+1 suspect of "
                                  "test_unused.py::test_unused_rule*"])
+
+
+def test_a_test_method_inherited_from_a_module_not_named_like_a_test_is_the_tests_own_code(
+        app: pytest.Pytester) -> None:
+    """A shared base class of test methods (``tests/base.py``, a mixin module) holds test code:
+    its loop of statements is the test's own arrangement, not an N+1 of the application."""
+    app.makepyfile(checks_base="""
+        from sqlalchemy import text
+        from app import engine
+
+        class SharedChecks:
+            def test_inserts_rows_one_by_one(self):
+                with engine.connect() as conn:
+                    for i in range(15):
+                        conn.execute(text("SELECT :i"), {"i": i})
+    """)
+    app.makepyfile(test_inherits="""
+        from checks_base import SharedChecks
+
+        class TestInherited(SharedChecks):
+            pass
+    """)
+    result = app.runpytest("-p", "no:randomly", "-W", "error::UserWarning")
+    result.assert_outcomes(passed=1)
+    assert "N+1" not in result.stdout.str()
