@@ -169,8 +169,9 @@ def call_site_of_caller(hook_depth: int = 1) -> str:
         if below is not None and id(below.f_code) == path[1]:
             f = below.f_back
             user_code = path[2]
-            if f is not None and id(f.f_code) == user_code:
-                shown, kind, _ = _codes[user_code]
+            entry = _codes.get(user_code)
+            if f is not None and id(f.f_code) == user_code and entry is not None:
+                shown, kind, _ = entry
                 lasti = f.f_lasti
                 site = _lines.get((user_code, lasti))
                 if site is None:
@@ -277,8 +278,12 @@ _is_test: dict[str, bool] = {}
 
 def set_test_files(patterns: list[str]) -> None:
     """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one."""
+    global _path
     TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
     _is_test.clear()
+    # every cache keyed by a code object's id goes with the references that kept the id unique
+    _path = None
+    _lines.clear()
     _codes.clear()
     _library.clear()
 
