@@ -1,24 +1,28 @@
-"""SQLAlchemy ORM loader events: lazy loads and deferred-column loads, per parent row.
+"""SQLAlchemy ORM loads, per parent row: lazy loads and deferred-column loads.
 
-Listeners on the ORM ``Session`` class (``do_orm_execute``) and on ``Mapper`` (``load``) tell an N+1 apart from other
-statements the way the ORM itself knows it:
+The ORM's own loaders are wrapped, so that nothing runs for a statement that is not a
+per-row load (an ORM-wide ``do_orm_execute`` listener would make SQLAlchemy build an
+execute state for every ORM statement, which costs more than the capture itself):
 
-- a relationship lazy load (``ORMExecuteState.is_relationship_load`` with
-  ``lazy_loaded_from``, the parent row's state) or a deferred/expired column load
-  (``is_column_load``) is reported to every active counter with its relationship
-  (``Order.customer``), its parent and the query that loaded the parent (``Mapper.load``
-  events carry the query's context); the statement it sends is tagged, so that the
-  statement-shape rule does not count it a second time;
+- ``LazyLoader._emit_lazyload`` (a relationship lazy-loaded for one parent row: called
+  only when the load sends a statement, not when the identity map has the object) and
+  ``loading._load_scalar_attributes`` (a deferred or expired column loaded for one row)
+  report the load to every active counter with its attribute (``Order.customer``), its
+  parent and the query that loaded the parent; the statements they send are tagged, so
+  that the statement-shape rule does not count them a second time;
+- ``loading.instances`` (once per ORM query whose rows are loaded) notes where that query
+  ran, under the ORM's number for it (``InstanceState.runid`` of its rows);
 - statements sent inside one ``Session.flush()`` (the ORM's unit of work) are told apart by
-  the flush's frame on the stack (:func:`~pytest_migsafe.queries.callsite.add_unit_of_work`), so that the INSERTs of many rows
-  in one flush are not the user's loop.
+  the flush's frame on the stack (:func:`~pytest_migsafe.queries.callsite.add_unit_of_work`),
+  so that the INSERTs of many rows in one flush are not the user's loop.
 
-Nothing here runs while no counter is active, beyond one tuple read per event.
+Nothing here runs while no counter is active, beyond one tuple read per load.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import sys
 from typing import Any
 
@@ -29,112 +33,132 @@ from pytest_migsafe.queries.callsite import add_unit_of_work, call_site, origin_
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
 # the ORM's number of each query that loaded rows (InstanceState.runid) -> where it ran; cleared by forget()
 _query_sites: dict[int, str] = {}
-_last_query = [0]
 _installed_for: Any = None
+_WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
 
 
 def forget() -> None:
     """Drop what was learnt about loaded rows (called when the last counter stops)."""
     _query_sites.clear()
-    _last_query[0] = 0
 
 
-# -- listeners ----------------------------------------------------------------------
-def _on_load(target: Any, context: Any) -> None:
-    """A row was loaded: note where its query ran, once per query (rows of one query come together)."""
-    if not dispatch._active:
-        return
-    runid = getattr(context, "runid", None)
-    if runid is not None and runid != _last_query[0]:
-        _last_query[0] = runid
-        # the rows arrive right after their statement ran: its call site is where they were
-        # loaded (the last one this thread recorded), with no second walk of the stack
-        _query_sites[runid] = callsite.last_site() or call_site(sys._getframe(1))
-
-
-def _attribute_of(execute_state: Any) -> str | None:
-    """``Class.attribute`` of a relationship load, from the loader path's last property."""
-    path = execute_state.loader_strategy_path
-    try:
-        prop = path[-1]
-        parent = prop.parent.class_.__name__
-        return f"{parent}.{prop.key}"
-    except (AttributeError, IndexError, TypeError, KeyError):
-        return None
-
-
-def _columns_of(execute_state: Any, parent_state: Any) -> str | None:
-    """``Class.column[, column]`` of a deferred/expired column load."""
-    try:
-        cls = parent_state.class_.__name__
-    except AttributeError:
-        return None
-    # SQLAlchemy 2.x keeps the columns to load in the statement's compile options (None: every expired one)
-    options = getattr(execute_state.statement, "_compile_options", None)
-    keys = getattr(options, "_only_load_props", None)
-    if keys:
-        return f"{cls}." + ", ".join(sorted(str(k) for k in keys))
-    return f"{cls}.<expired columns>"
-
-
-def _on_orm_execute(execute_state: Any) -> Any:
+# -- the wrapped loaders ------------------------------------------------------------
+def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: Any) -> Any:
+    """Report ``load`` of the row ``parent`` to every active counter, then ``run()`` it tagged."""
     counters = dispatch._active
-    if not counters:
-        return None
-    # the cheap way to the loader's options: a plain query has none of its own
-    options = execute_state.execution_options.get("_sa_orm_load_options")
-    if options is None:
-        return None
-    load: tuple[str, str] | None = None
-    parent = getattr(options, "_lazy_loaded_from", None)
-    if parent is not None:  # a lazy load (selectin/subquery loads have no single parent: the fix itself)
-        attribute = _attribute_of(execute_state)
-        if attribute is not None:
-            load = ("lazy_load", attribute)
-    else:
-        parent = getattr(options, "_refresh_state", None)
-        if parent is not None and execute_state.is_column_load:
-            attribute = _columns_of(execute_state, parent)
-            if attribute is not None:
-                load = ("deferred_column", attribute)
-    if load is None:
-        return None
-    origin = origin_of(sys._getframe(1))
+    origin = origin_of(sys._getframe(2))
     runid = getattr(parent, "runid", None)
     loaded = (runid, _query_sites.get(runid)) if runid is not None else None
     for counter in counters:
         record = getattr(counter, "_orm_load", None)
         if record is not None:
-            record(load, id(parent), loaded, origin, _direction(execute_state))
+            record(load, id(parent), loaded, origin, direction)
     token = orm_load.set(load)
     try:
-        return execute_state.invoke_statement()
+        return run()
     finally:
         orm_load.reset(token)
 
 
-def _direction(execute_state: Any) -> str | None:
-    """The relationship's direction name (``MANYTOONE``, ``ONETOMANY``, ``MANYTOMANY``), if known."""
-    try:
-        return str(execute_state.loader_strategy_path[-1].direction.name)
-    except (AttributeError, IndexError, TypeError, KeyError):
-        return None
+def _wrap_emit_lazyload(original: Any) -> Any:
+    @functools.wraps(original)
+    def _emit_lazyload(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not dispatch._active:
+            return original(self, *args, **kwargs)
+        parent = args[1] if len(args) > 1 else kwargs.get("state")
+        try:
+            prop = self.parent_property
+            attribute = f"{prop.parent.class_.__name__}.{prop.key}"
+            direction: str | None = str(prop.direction.name)
+        except AttributeError:
+            return original(self, *args, **kwargs)
+        return _observed(("lazy_load", attribute), parent, direction, lambda: original(self, *args, **kwargs))
+
+    setattr(_emit_lazyload, _WRAPS, original)
+    return _emit_lazyload
+
+
+def _wrap_load_scalar_attributes(original: Any) -> Any:
+    @functools.wraps(original)
+    def load_scalar_attributes(mapper: Any, state: Any, attribute_names: Any, passive: Any) -> Any:
+        if not dispatch._active:
+            return original(mapper, state, attribute_names, passive)
+        try:
+            cls = state.class_.__name__
+        except AttributeError:
+            return original(mapper, state, attribute_names, passive)
+        columns = ", ".join(sorted(str(k) for k in attribute_names)) if attribute_names else "<expired columns>"
+        return _observed(("deferred_column", f"{cls}.{columns}"), state, None,
+                         lambda: original(mapper, state, attribute_names, passive))
+
+    setattr(load_scalar_attributes, _WRAPS, original)
+    return load_scalar_attributes
+
+
+def _wrap_instances(original: Any) -> Any:
+    @functools.wraps(original)
+    def instances(cursor: Any, context: Any) -> Any:
+        result = original(cursor, context)
+        if dispatch._active:
+            runid = getattr(context, "runid", None)
+            if runid is not None:
+                # the rows' statement has just run: its call site is where they were
+                # loaded (the last one this thread recorded), with no walk of the stack
+                _query_sites[runid] = callsite.last_site() or call_site(sys._getframe(1))
+        return result
+
+    setattr(instances, _WRAPS, original)
+    return instances
+
+
+def _patch(owner: Any, name: str, wrap: Any) -> None:
+    current = getattr(owner, name, None)
+    if current is None or hasattr(current, _WRAPS):
+        return
+    setattr(owner, name, wrap(current))
+
+
+def _patch_mappers(wrapper: Any) -> None:
+    """Point the expired-column loader of every mapper made so far at ``wrapper``."""
+    original = getattr(wrapper, _WRAPS, None)
+    if original is None:
+        return
+    from sqlalchemy.orm import mapperlib
+
+    for registry in list(getattr(mapperlib, "_mapper_registries", ())):
+        for mapper in list(getattr(registry, "mappers", ())):
+            manager: Any = getattr(mapper, "class_manager", None)
+            loader = getattr(manager, "expired_attribute_loader", None)
+            if isinstance(loader, functools.partial) and loader.func is original:
+                manager.expired_attribute_loader = functools.partial(wrapper, *loader.args, **loader.keywords)
 
 
 def install() -> bool:
-    """Listen on the ORM once ``sqlalchemy.orm`` is imported; False before that. Idempotent."""
+    """Wrap the ORM's loaders once ``sqlalchemy.orm`` is imported; False before that. Idempotent.
+
+    Mappers keep their own reference to the column loader (their class manager's
+    ``expired_attribute_loader``): those mapped before this call (models a conftest
+    imported before the plugin was configured) are pointed at the wrapper too.
+    """
     global _installed_for
     orm = sys.modules.get("sqlalchemy.orm")
     if orm is None:
         return False
     if _installed_for is orm:
         return True
-    from sqlalchemy import event
+    from sqlalchemy.orm import loading, strategies
 
-    event.listen(orm.Session, "do_orm_execute", _on_orm_execute)
+    # SQLAlchemy 2.1 names the class _LazyLoader, 2.0 LazyLoader
+    lazy = getattr(strategies, "_LazyLoader", None) or getattr(strategies, "LazyLoader", None)
+    if lazy is not None:
+        _patch(lazy, "_emit_lazyload", _wrap_emit_lazyload)
+    # SQLAlchemy 2.1 names it _load_scalar_attributes, 2.0 load_scalar_attributes
+    for name in ("_load_scalar_attributes", "load_scalar_attributes"):
+        _patch(loading, name, _wrap_load_scalar_attributes)
+        _patch_mappers(getattr(loading, name, None))
+    _patch(loading, "instances", _wrap_instances)
     flush = getattr(orm.Session, "_flush", None)
     if flush is not None:
         add_unit_of_work(flush.__code__)
-    event.listen(orm.Mapper, "load", _on_load)
     _installed_for = orm
     return True
