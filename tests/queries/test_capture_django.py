@@ -81,3 +81,98 @@ def test_count_equals_djangos_capture_queries_context() -> None:
     # by default the plugin leaves out the savepoints too: SAVEPOINT/RELEASE of two atomic blocks
     assert figures["control"] == 4
     assert figures["default"] == figures["every"] - figures["control"] == 9
+
+
+WHAT_DJANGO_MISSES = textwrap.dedent("""
+    import json, sys, threading
+    from urllib.parse import parse_qs, urlsplit
+
+    import django
+    import psycopg
+    from django.conf import settings
+
+    url = urlsplit(sys.argv[1])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    settings.configure(
+        INSTALLED_APPS=["django.contrib.contenttypes"],
+        DATABASES={"default": {
+            "ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
+            "USER": url.username or "postgres", "PASSWORD": url.password or "",
+            "HOST": query.get("host", url.hostname or ""), "PORT": query.get("port", url.port or ""),
+        }},
+        USE_TZ=True,
+    )
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, connections, transaction
+    from django.test.utils import CaptureQueriesContext
+    from django.contrib.contenttypes.models import ContentType
+
+    from pytest_migsafe import count_queries
+
+    # the server's own count, read below the hooks (psycopg's libpq wrapper): neither side sees it
+    server = psycopg.pq.PGconn.connect(sys.argv[2].encode())
+    SERVER_CALLS = (b"SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+                    b" WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_statements%'"
+                    b" AND s.query !~* '^\\\\s*(begin|commit|rollback|savepoint|release|start transaction|end)'")
+
+    def server_calls():
+        return int(server.exec_(SERVER_CALLS).get_value(0, 0))
+
+    call_command("migrate", "contenttypes", verbosity=0)
+    connection.ensure_connection()
+
+    def in_another_thread():
+        with connections["default"].cursor() as cursor:  # this thread's own Django connection
+            cursor.execute("SELECT 'threaded'")
+        connections.close_all()
+
+    before = server_calls()
+    with CaptureQueriesContext(connection) as django_log, count_queries() as plugin:
+        with transaction.atomic():
+            ContentType.objects.count()
+            with transaction.atomic():  # a savepoint: Django logs it, the plugin leaves it out
+                ContentType.objects.filter(pk=0).exists()
+        with connection.connection.cursor() as raw:  # psycopg's cursor under Django's wrapper
+            raw.execute("SELECT 42")
+        thread = threading.Thread(target=in_another_thread)
+        thread.start()
+        thread.join()
+    after = server_calls()
+    print(json.dumps({
+        "django_sql": [q["sql"] for q in django_log.captured_queries],
+        "plugin_sql": [q.sql for q in plugin.queries],
+        "plugin": plugin.count,
+        "server": after - before,
+    }))
+""")
+
+
+def test_what_djangos_log_and_the_plugin_count_differently_each_kind(pg_dsn: str) -> None:
+    """Savepoints and the driver-level BEGIN/COMMIT: in Django's log, not in the plugin's count
+    (nor the server's, transaction control excluded); a raw psycopg cursor and another
+    thread's connection: in the plugin's count and the server's, not in Django's log."""
+    import json
+
+    url = os.environ["MIGSAFE_POSTGRES_URL"].replace("postgresql+psycopg://", "postgresql://")
+    out = subprocess.run([sys.executable, "-c", WHAT_DJANGO_MISSES, url, pg_dsn], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    django_sql, plugin_sql = figures["django_sql"], figures["plugin_sql"]
+    assert figures["plugin"] == figures["server"], figures  # the server's own count is the truth
+    # transaction control: Django logs BEGIN/COMMIT (sent through the driver) and the
+    # savepoint pair; the plugin and the server's count (transaction control excluded) do not
+    control = [sql for sql in django_sql if sql.split()[0].upper() in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]
+    assert len(control) == 4, django_sql
+    assert not any(sql.split()[0].upper() in ("SAVEPOINT", "RELEASE") for sql in plugin_sql)
+    # the raw cursor and the other thread: counted by the plugin (and the server), not by Django
+    assert "SELECT 42" in plugin_sql and "SELECT 42" not in django_sql
+    assert "SELECT 'threaded'" in plugin_sql and "SELECT 'threaded'" not in django_sql
+    # nor the statement Django sends to set up a connection it opens (the other thread's)
+    set_up = [sql for sql in plugin_sql if "set_config('TimeZone'" in sql]
+    assert len(set_up) == 1 and not any("set_config" in sql for sql in django_sql)
+    # everything else is the same statements (Django logs them with the parameters filled in)
+    others = [sql for sql in plugin_sql if sql not in ("SELECT 42", "SELECT 'threaded'", *set_up)]
+    assert len(others) == len(django_sql) - len(control), (django_sql, plugin_sql)
+
