@@ -269,6 +269,15 @@ class QueryPhase:
         return failures
 
 
+def _unittest_items() -> tuple[type, ...]:
+    """pytest's item class for unittest-style tests (its private module; () if it moved)."""
+    try:
+        from _pytest.unittest import TestCaseFunction
+    except ImportError:  # pragma: no cover - a pytest without it: every item is checked by its class
+        return (pytest.Item,)
+    return (TestCaseFunction,)
+
+
 def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: Callable[[], None],
                             phase: QueryPhase) -> bool:
     """For a unittest-style test, count the test method alone; False for any other test.
@@ -281,8 +290,10 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
     and stop when it returns.
     """
     unittest = sys.modules.get("unittest")
+    if unittest is None or not isinstance(item, _unittest_items()):
+        return False  # the common case, told cheaply (pytest collects unittest classes as TestCaseFunction)
     cls = getattr(item, "cls", None)
-    if unittest is None or cls is None or not issubclass(cls, unittest.TestCase):
+    if cls is None or not issubclass(cls, unittest.TestCase):
         return False
     instance = getattr(item, "instance", None)
     name = getattr(item, "name", None)

@@ -294,7 +294,8 @@ def mark_test_code(function: object) -> None:
     (``tests/base.py``, a mixin) is the test's own code, not the application's. Decorated
     functions are unwrapped; library code (a test shipped in an installed package) is left."""
     function = getattr(function, "__func__", function)
-    function = inspect.unwrap(function) if callable(function) else function  # type: ignore[arg-type]
+    if hasattr(function, "__wrapped__") and callable(function):
+        function = inspect.unwrap(function)
     code = getattr(function, "__code__", None)
     if not isinstance(code, CodeType):
         return
