@@ -150,7 +150,7 @@ def workload(name: str, url: str | None) -> Callable[[int], None]:
 
 
 _TEST_FILE = """\
-import os, sys
+import gc, os, sys
 sys.path.insert(0, {bench_dir!r})
 from bench_capture import workload
 
@@ -159,6 +159,11 @@ WORK(200)  # warm-up at collection: the same in every mode and size, it cancels 
 
 
 def test_loop():
+    # a full collection of the heap (pytest's, every plugin's) landing in one run size and not
+    # the other would be counted as thousands of instructions a statement, more in a venv with
+    # fewer objects: the heap so far is frozen, the loop's own garbage is still collected
+    gc.collect()
+    gc.freeze()
     WORK(int(os.environ["BENCH_N"]))  # the loop lives in an application module, as in a real suite
 """
 
