@@ -96,6 +96,30 @@ def is_user_file(filename: str) -> bool:
     return verdict is not None
 
 
+def _found(f: FrameType, key: int, shown: str, kind: int, flush: int | None) -> str:
+    """The call site of the user's frame ``f`` (code id ``key``); leaves its :class:`Origin` for
+    :func:`origin_for`. The common shapes are built here without a walk: a statement sent
+    straight from a test, or from an application function a test called."""
+    lasti = f.f_lasti
+    site = _lines.get((key, lasti))
+    if site is None:
+        site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
+    last = _last
+    last.site = site
+    if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
+        last.origin = Origin([], None, True, flush, (shown, key, lasti))
+        return site
+    parent = f.f_back
+    if parent is not None:
+        entry = _codes.get(id(parent.f_code))
+        if entry is not None and entry[1] == TEST:
+            last.origin = Origin([(shown, key, lasti)], key, False, flush,
+                                 (str(entry[0]), id(parent.f_code), parent.f_lasti))
+            return site
+    last.origin = origin_of(f, flush)
+    return site
+
+
 def call_site(frame: FrameType | None = None) -> str:
     """``path:line`` of the innermost user frame at or above ``frame`` (default: caller).
 
@@ -121,17 +145,7 @@ def call_site(frame: FrameType | None = None) -> str:
                 flush = id(f)
             f = f.f_back
             continue
-        lasti = f.f_lasti
-        site = _lines.get((key, lasti))
-        if site is None:
-            site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
-        last = _last
-        last.site = site
-        if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
-            last.origin = Origin([], None, True, flush, (str(shown), key, lasti))
-        else:
-            last.origin = origin_of(f, flush)
-        return site
+        return _found(f, key, shown, kind, flush)  # type: ignore[arg-type]
     greenlet = sys.modules.get("greenlet")
     if greenlet is not None:  # SQLAlchemy's asyncio layer: the user's frames are in the parent greenlet
         parent = greenlet.getcurrent().parent
@@ -171,25 +185,7 @@ def call_site_of_caller(hook_depth: int = 1) -> str:
             user_code = path[2]
             entry = _codes.get(user_code)
             if f is not None and id(f.f_code) == user_code and entry is not None:
-                shown, kind, _ = entry
-                lasti = f.f_lasti
-                site = _lines.get((user_code, lasti))
-                if site is None:
-                    site = _lines[(user_code, lasti)] = f"{shown}:{f.f_lineno}"
-                last = _last
-                last.site = site
-                if kind == TEST:
-                    last.origin = Origin([], None, True, None, (str(shown), user_code, lasti))
-                    return site
-                parent = f.f_back  # the common case: an application function a test called
-                if parent is not None:
-                    entry = _codes.get(id(parent.f_code))
-                    if entry is not None and entry[1] == TEST:
-                        last.origin = Origin([(str(shown), user_code, lasti)], user_code, False, None,
-                                             (str(entry[0]), id(parent.f_code), parent.f_lasti))
-                        return site
-                last.origin = origin_of(f, None)
-                return site
+                return _found(f, user_code, entry[0], entry[1], None)  # type: ignore[arg-type]
     return _walk(sys._getframe(hook_depth + 1))
 
 

@@ -72,9 +72,19 @@ def _skipped(dialect: Any) -> bool:
     return skip
 
 
+def _passes_through(dialect: Any, cursor: Any) -> bool:
+    """True when a call is not recorded here: no counter, inside an override's own record, or psycopg's."""
+    if not capture._active or (_inside and id(cursor) in _inside):
+        return True
+    try:
+        return dialect._migsafe_skip  # type: ignore[no-any-return]
+    except AttributeError:
+        return _skipped(dialect)
+
+
 def _wrap(name: str, original: Any, override: bool) -> Any:
     """The wrapper of one of the dialect's three methods, with the method's exact signature."""
-    if name == "do_execute":
+    if name == "do_execute":  # the hot path, inline: every statement with parameters comes here
         def do_execute(self: Any, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> Any:
             if not capture._active or (_inside and id(cursor) in _inside):
                 return original(self, cursor, statement, parameters, context)
@@ -97,38 +107,16 @@ def _wrap(name: str, original: Any, override: bool) -> Any:
             capture.record_statement(statement, seconds, target, 1, parameters, call_site_of_caller(1))
             return result
         wrapper: Any = do_execute
-    elif name == "do_execute_no_params":
+    elif name == "do_execute_no_params":  # sent only with the no_parameters execution option
         def do_execute_no_params(self: Any, cursor: Any, statement: Any, context: Any = None) -> Any:
-            if not capture._active or (_inside and id(cursor) in _inside):
+            if _passes_through(self, cursor):
                 return original(self, cursor, statement, context)
-            try:
-                skip = self._migsafe_skip
-            except AttributeError:
-                skip = _skipped(self)
-            if skip:
-                return original(self, cursor, statement, context)
-            if override:
-                return _guarded(lambda s, c, st, p, ctx: original(s, c, st, ctx), self, cursor, statement, None,
-                                context, 1)
-            t0 = perf_counter()
-            result = original(self, cursor, statement, context)
-            seconds = perf_counter() - t0
-            try:
-                target = self._migsafe_target
-            except AttributeError:
-                target = _target(self, context)
-            capture.record_statement(statement, seconds, target, 1, None, call_site_of_caller(1))
-            return result
+            return _guarded(lambda s, c, st, p, ctx: original(s, c, st, ctx), self, cursor, statement, None,
+                            context, 1)
         wrapper = do_execute_no_params
     else:
         def do_executemany(self: Any, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> Any:
-            if not capture._active or (_inside and id(cursor) in _inside):
-                return original(self, cursor, statement, parameters, context)
-            try:
-                skip = self._migsafe_skip
-            except AttributeError:
-                skip = _skipped(self)
-            if skip:
+            if _passes_through(self, cursor):
                 return original(self, cursor, statement, parameters, context)
             batch = len(parameters) if hasattr(parameters, "__len__") else 1
             return _guarded(original, self, cursor, statement, parameters, context, batch)
@@ -168,17 +156,16 @@ def _hook_class(cls: type, base: type) -> None:
         setattr(cls, name, _wrap(name, original, override=cls is not base))
 
 
-def _hook_tree(cls: type) -> None:
-    """Wrap ``cls`` and every subclass of it defined so far."""
-    seen: set[type] = set()
+def _tree(cls: type) -> list[type]:
+    """``cls`` and every subclass of it defined so far."""
+    seen: list[type] = []
     todo = [cls]
     while todo:
         one = todo.pop()
-        if one in seen:
-            continue
-        seen.add(one)
-        _hook_class(one, cls)
-        todo.extend(one.__subclasses__())
+        if one not in seen:
+            seen.append(one)
+            todo.extend(one.__subclasses__())
+    return seen
 
 
 def _hook_init(base: type, init: Any) -> Any:
@@ -209,7 +196,8 @@ def install(import_missing: bool = True) -> bool:
     if _state.get("base") is DefaultDialect and DefaultDialect.__dict__.get("_migsafe_hooked_tree"):
         return True
     _state["base"] = DefaultDialect
-    _hook_tree(DefaultDialect)
+    for one in _tree(DefaultDialect):
+        _hook_class(one, DefaultDialect)
     init = DefaultDialect.__dict__["__init__"]
     if not hasattr(init, _WRAPS):
         DefaultDialect.__init__ = _hook_init(DefaultDialect, init)  # type: ignore[method-assign]
@@ -222,13 +210,7 @@ def uninstall() -> None:
     base = _state.get("base")
     if base is None:
         return
-    seen: set[type] = set()
-    todo = [base]
-    while todo:
-        one = todo.pop()
-        if one in seen:
-            continue
-        seen.add(one)
+    for one in _tree(base):
         for name in (*_METHODS, "__init__"):
             current = one.__dict__.get(name)
             original = getattr(current, _WRAPS, None)
@@ -237,5 +219,4 @@ def uninstall() -> None:
         for flag in ("_migsafe_hooked_tree", "_migsafe_hooked_class"):
             if flag in one.__dict__:
                 delattr(one, flag)
-        todo.extend(one.__subclasses__())
     _state.clear()

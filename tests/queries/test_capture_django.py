@@ -16,7 +16,8 @@ import pytest
 
 pytest.importorskip("django")
 
-SCRIPT = textwrap.dedent("""
+# Django configured on the test server from the URL in argv[1] (once per process)
+DJANGO_SETUP = textwrap.dedent("""
     import json, sys
     from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +36,9 @@ SCRIPT = textwrap.dedent("""
         USE_TZ=True,
     )
     django.setup()
+""")
+
+SCRIPT = DJANGO_SETUP + textwrap.dedent("""
     from django.core.management import call_command
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
@@ -83,26 +87,10 @@ def test_count_equals_djangos_capture_queries_context() -> None:
     assert figures["default"] == figures["every"] - figures["control"] == 9
 
 
-WHAT_DJANGO_MISSES = textwrap.dedent("""
-    import json, sys, threading
-    from urllib.parse import parse_qs, urlsplit
+WHAT_DJANGO_MISSES = DJANGO_SETUP + textwrap.dedent("""
+    import threading
 
-    import django
     import psycopg
-    from django.conf import settings
-
-    url = urlsplit(sys.argv[1])
-    query = {k: v[0] for k, v in parse_qs(url.query).items()}
-    settings.configure(
-        INSTALLED_APPS=["django.contrib.contenttypes"],
-        DATABASES={"default": {
-            "ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
-            "USER": url.username or "postgres", "PASSWORD": url.password or "",
-            "HOST": query.get("host", url.hostname or ""), "PORT": query.get("port", url.port or ""),
-        }},
-        USE_TZ=True,
-    )
-    django.setup()
     from django.core.management import call_command
     from django.db import connection, connections, transaction
     from django.test.utils import CaptureQueriesContext
