@@ -229,6 +229,15 @@ def last_site() -> str | None:
     return _last.site
 
 
+def remember(site: str, origin: Origin) -> None:
+    """Make ``(site, origin)`` the last call site found in this thread: a hook recording a
+    statement later than it was sent (psycopg's pipeline mode) hands the counters the
+    origin of where it was sent."""
+    last = _last
+    last.site = site
+    last.origin = origin
+
+
 def origin_for(site: str, frame: FrameType | None) -> Origin:
     """The :class:`Origin` of the statement whose call site :func:`call_site` just returned as
     ``site`` (the same string object), else a fresh walk from ``frame``."""

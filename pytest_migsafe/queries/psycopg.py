@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from time import perf_counter
 from typing import Any
 
+from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller
 
@@ -201,13 +202,16 @@ def _observe_fetch(gen: Generator[Any, Any, Any], watch: _Stream) -> Generator[A
 class _PipelineCall:
     """A call made in pipeline mode: the result-queue positions that may be its, what ran."""
 
-    __slots__ = ("cursor_id", "end", "many", "params", "ran", "site", "sql", "start", "t0",
+    __slots__ = ("cursor_id", "end", "many", "origin", "params", "ran", "site", "sql", "start", "t0",
                  "t_last", "target")
 
     def __init__(self, cursor: Any, sql: str, site: str, params: Any, many: bool) -> None:
         self.cursor_id = id(cursor)
         self.sql = sql
         self.site = site
+        # the N+1 rule's origin of where it was sent (call_site just found it): its results
+        # arrive later, wherever the pipeline syncs
+        self.origin = callsite.origin_for(site, None) if callsite.last_site() is site else None
         self.params = params
         self.many = many
         self.target = target_of(cursor._conn)
@@ -219,6 +223,8 @@ class _PipelineCall:
     def record(self) -> None:
         if not self.ran:
             return
+        if self.origin is not None:  # the counters read the statement's origin from here
+            callsite.remember(self.site, self.origin)
         seconds = self.t_last - self.t0
         if self.many:
             capture.record_statement(self.sql, seconds, self.target, self.ran, self.params, self.site)

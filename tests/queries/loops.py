@@ -12,3 +12,10 @@ def run_statements(conn: Any, sql: str, n: int) -> None:
     """Send ``sql`` ``n`` times through a SQLAlchemy connection, with ``:i`` bound to 0..n-1."""
     for i in range(n):
         conn.execute(text(sql), {"i": i})
+
+
+def queue_lookups(conn: Any, n: int) -> None:
+    """Queue ``n`` lookups on a psycopg connection (in the caller's pipeline: their results
+    arrive when the caller's pipeline syncs, outside this function)."""
+    for i in range(n):
+        conn.execute("SELECT %s::int AS n", (i,))

@@ -386,3 +386,20 @@ def test_call_sites_stay_exact_when_paths_alternate() -> None:
     assert sites == {("select 1", f"{here}:{line['# A']}"), ("select 2", f"{here}:{helper_line}"),
                      ("select 3", f"{here}:{line['# C']}")}
     assert counter.count == 9
+
+
+def test_a_pipelined_loop_is_attributed_to_where_it_was_sent_not_where_results_arrived(pg_dsn: str) -> None:
+    """The results of statements queued in an application loop arrive when the test's
+    pipeline block ends: the N+1 rule still sees the application's loop (and the count is
+    the server's)."""
+    from loops import queue_lookups
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        before = server_calls(pg_dsn)
+        with count_queries() as counter:
+            with conn.pipeline():
+                queue_lookups(conn, 12)
+                conn.execute("SELECT 0")  # the test's own, sent last: its results arrive with the others
+        assert counter.count == server_calls(pg_dsn) - before == 13
+    suspects = counter.n_plus_one(threshold=10)
+    assert [(s.count, s.call_site.rsplit(":", 1)[0]) for s in suspects] == [(12, "tests/queries/loops.py")]
