@@ -302,8 +302,8 @@ def mark_test_code(function: object) -> None:
     if hasattr(function, "__wrapped__") and callable(function):
         function = inspect.unwrap(function)
     code = getattr(function, "__code__", None)
-    if not isinstance(code, CodeType):
-        return
+    if not isinstance(code, CodeType) or _test_file(code.co_filename):
+        return  # the common case: a test in a test module is test code already
     entry = _codes.get(id(code))
     if entry is None:
         entry = _learn(code)
