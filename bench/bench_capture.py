@@ -168,7 +168,7 @@ def test_loop():
 """
 
 
-def instructions(mode: str, n: int, name: str, url: str | None, python: str, tmp: Path) -> int:
+def instructions(mode: str, n: int, name: str, url: str | None, python: str, tmp: Path, seed: int = 0) -> int:
     """Instructions of one pytest process running ``n`` statements of workload ``name`` in a
     test, with the plugin on at its defaults (``mode="migsafe"``) or ``-p no:migsafe``
     (``"none"``), counted by callgrind (the client side only)."""
@@ -180,7 +180,7 @@ def instructions(mode: str, n: int, name: str, url: str | None, python: str, tmp
     if mode == "none":
         command[-1:-1] = ["-p", "no:migsafe"]  # as its own word: pytest reads "-p" before parsing options
     env = {**os.environ, "BENCH_N": str(n), "BENCH_WORKLOAD": name, "BENCH_URL": url or "",
-           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+           "PYTHONHASHSEED": str(seed), "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=env)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -189,7 +189,8 @@ def instructions(mode: str, n: int, name: str, url: str | None, python: str, tmp
 
 
 def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = None,
-                       python: str = sys.executable, workloads: tuple[str, ...] = WORKLOADS) -> None:
+                       python: str = sys.executable, workloads: tuple[str, ...] = WORKLOADS,
+                       seeds: tuple[int, ...] = (0,)) -> None:
     """Instructions migsafe adds per statement on the four workloads (target <= 40,000 each).
 
     Each workload's loop runs in a test of a pytest run, with the plugin at its defaults and
@@ -197,6 +198,11 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
     start-up, collection and warm-up cancel out, and the count is the same whatever the
     machine's load. On PostgreSQL only the client's instructions are counted (the server's
     are not in this process). ``python``: the interpreter of the venv to measure in.
+
+    ``seeds``: hash seeds (``PYTHONHASHSEED``) to measure under, the median printed last.
+    CPython's string-keyed dict lookups cost what their probe chains cost, which depends on
+    every key each dict holds: the same loop moves by tens of thousands of instructions a
+    statement between venvs or seeds, with or without the plugin (see the README).
     """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
@@ -210,12 +216,18 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
     print(f"venv: {python}", flush=True)
     try:
         for name in workloads:
-            per = {mode: (instructions(mode, large, name, url, python, tmp)
-                          - instructions(mode, small, name, url, python, tmp)) / (large - small)
-                   for mode in ("none", "migsafe")}
-            added = per["migsafe"] - per["none"]
-            print(f"{name}: none {per['none']:.0f}, migsafe {per['migsafe']:.0f} instructions per statement; "
-                  f"migsafe adds {added:.0f} (target <= 40000), {per['migsafe'] / per['none']:.3f}x", flush=True)
+            added = []
+            for seed in seeds:
+                per = {mode: (instructions(mode, large, name, url, python, tmp, seed)
+                              - instructions(mode, small, name, url, python, tmp, seed)) / (large - small)
+                       for mode in ("none", "migsafe")}
+                added.append(per["migsafe"] - per["none"])
+                print(f"{name} (hash seed {seed}): none {per['none']:.0f}, migsafe {per['migsafe']:.0f} "
+                      f"instructions per statement; migsafe adds {added[-1]:.0f}, "
+                      f"{per['migsafe'] / per['none']:.3f}x", flush=True)
+            if len(seeds) > 1:
+                print(f"{name}: migsafe adds {statistics.median(added):.0f} instructions per statement, "
+                      f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
     finally:
         if server is not None:
             server.stop()
@@ -234,10 +246,12 @@ def main() -> None:
                         help="with --instructions: the interpreter of the venv to measure in (default: this one)")
     parser.add_argument("--workload", choices=WORKLOADS, action="append",
                         help="with --instructions: only this workload (repeatable)")
+    parser.add_argument("--seeds", default="0",
+                        help="with --instructions: hash seeds to measure under, comma-separated (median printed)")
     args = parser.parse_args()
     if args.instructions:
-        bench_instructions(url=args.postgres_url, python=args.python,
-                           workloads=tuple(args.workload or WORKLOADS))
+        bench_instructions(url=args.postgres_url, python=args.python, workloads=tuple(args.workload or WORKLOADS),
+                           seeds=tuple(int(seed) for seed in args.seeds.split(",")))
         return
 
     sqlite = create_engine("sqlite://")
