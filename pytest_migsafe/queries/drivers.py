@@ -35,7 +35,7 @@ def install(import_missing: bool = True) -> None:
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
     capture_psycopg.install(import_missing)
     capture_sqlalchemy.install(import_missing)
-    orm.install()  # the ORM's loader events, once sqlalchemy.orm is imported
+    orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
 
 

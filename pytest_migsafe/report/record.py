@@ -49,7 +49,7 @@ class NPlusOne:
     """An N+1 suspect of one test's call phase.
 
     ``kind``: ``"lazy_load"`` (an ORM relationship lazy-loaded for a second parent of one
-    query: SQLAlchemy's loader events, Django's related descriptors), ``"deferred_column"``
+    query: SQLAlchemy's lazy and column loaders, Django's related descriptors), ``"deferred_column"``
     (a deferred or expired column loaded per row), or ``"repeated_statement"`` (one statement
     shape repeated at least the N+1 threshold from one application function: Core, ``text()``,
     raw psycopg and raw Django SQL, where no ORM knows what a row is).
