@@ -1,8 +1,11 @@
-"""Find the first stack frame in the user's own code, cheaply.
+"""Find the first stack frame in the user's own code, cheaply, and where a statement came from.
 
 "Library" code is anything under site-packages or dist-packages, the standard library,
-and pytest_migsafe itself. The verdict is cached per file name, so after warm-up a
-lookup costs one dict access per frame walked.
+and pytest_migsafe itself. What a frame's code is (library, application, test, an ORM
+flush) is cached by the code object's id, so after warm-up a frame walked costs one set or
+dict lookup; ``path:line`` is cached per (code, instruction offset). The driver hooks
+(:func:`call_site_of_caller`) remember the last path through the driver's frames and jump
+straight to the user's frame when the next statement comes the same way.
 """
 
 from __future__ import annotations
