@@ -342,7 +342,7 @@ def test_a_dialect_class_defined_later_and_an_override_calling_super_count_once(
 
         def do_execute(self, cursor, statement, parameters, context=None):  # type: ignore[no-untyped-def]
             LateDialect.calls += 1
-            super().do_execute(cursor, statement, parameters, context)
+            cursor.execute(statement, parameters)  # its own, no super(): seen only if this class is hooked
 
         def do_executemany(self, cursor, statement, parameters, context=None):  # type: ignore[no-untyped-def]
             super().do_executemany(cursor, statement, parameters, context)
@@ -365,6 +365,10 @@ def helper_sends(conn: object) -> None:
     conn.execute(text("select 2"))  # type: ignore[attr-defined]  # HELPER
 
 
+def other_helper_sends(conn: object) -> None:  # the same depth and driver path as helper_sends
+    conn.execute(text("select 4"))  # type: ignore[attr-defined]  # OTHER
+
+
 def test_call_sites_stay_exact_when_paths_alternate() -> None:
     """The hooks remember the last path through the driver's frames; a statement sent
     through another path, or from another frame, still gets its own line."""
@@ -376,16 +380,19 @@ def test_call_sites_stay_exact_when_paths_alternate() -> None:
             if text_line.rstrip().endswith(marker)}
     helper_source, helper_first = inspect.getsourcelines(helper_sends)
     helper_line = helper_first + next(i for i, t in enumerate(helper_source) if t.rstrip().endswith("# HELPER"))
+    other_source, other_first = inspect.getsourcelines(other_helper_sends)
+    other_line = other_first + next(i for i, t in enumerate(other_source) if t.rstrip().endswith("# OTHER"))
     with count_queries() as counter, engine.connect() as conn:
         for _ in range(3):
             conn.execute(text("select 1"))  # A
             helper_sends(conn)
+            other_helper_sends(conn)
             conn.exec_driver_sql("select 3")  # C
     sites = {(q.sql, q.call_site) for q in counter.queries}
     here = "tests/queries/test_capture.py"
     assert sites == {("select 1", f"{here}:{line['# A']}"), ("select 2", f"{here}:{helper_line}"),
-                     ("select 3", f"{here}:{line['# C']}")}
-    assert counter.count == 9
+                     ("select 4", f"{here}:{other_line}"), ("select 3", f"{here}:{line['# C']}")}
+    assert counter.count == 12
 
 
 def test_a_pipelined_loop_is_attributed_to_where_it_was_sent_not_where_results_arrived(pg_dsn: str) -> None:
