@@ -215,27 +215,14 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
     nothing: the server runs nothing for it. The counters receive :func:`kept_text` of
     each text. For a round trip the server ran only partly, see :func:`record_entry`.
     """
-    counters = _active
-    if not counters:
+    if not _active:
         return
     entry = _shapes.get(sql)
     if entry is None:
         entry = entry_of(sql)
-    shape, control, parts = entry
     if site is None:
         site = call_site(sys._getframe(1))
-    kept = params if settings.capture_params else None
-    if parts is not None:
-        _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, None)
-        return
-    text = sql if len(sql) <= KEEP_TEXT_CHARS else kept_text(sql)
-    with _lock:
-        for counter in counters:
-            if control and not counter.include_transaction_control:
-                continue
-            if counter._filtered and not counter._accepts(sql, target):
-                continue
-            counter._add(text, shape, seconds, site, target, batch_size, kept)
+    record_entry(sql, entry, seconds, target, batch_size, params, site)
 
 
 def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size: int,
