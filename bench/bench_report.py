@@ -77,6 +77,66 @@ def make_suite(root: Path, tests: int, imports: str = "") -> None:
         (root / f"test_trivial_{index:03}.py").write_text(body)
 
 
+REALISTIC_CONFTEST = """
+import os
+
+import psycopg_pool
+import pytest
+from sqlalchemy import Integer, String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Session, mapped_column
+
+URL = os.environ["BENCH_PG_URL"]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "bench_report_items"
+    id = mapped_column(Integer, primary_key=True)
+    name = mapped_column(String(40))
+
+
+ENGINE = create_engine(URL, pool_size=2)
+Base.metadata.drop_all(ENGINE)
+Base.metadata.create_all(ENGINE)
+POOL = psycopg_pool.ConnectionPool(URL.replace("postgresql+psycopg://", "postgresql://"), min_size=1,
+                                   max_size=2, open=True)
+
+
+@pytest.fixture
+def session():
+    with Session(ENGINE) as one:
+        yield one
+        one.rollback()
+
+
+def work(session, n):
+    session.add(Item(id=n, name=f"item {n}"))
+    session.flush()
+    found = session.scalars(select(Item).where(Item.id == n)).one()
+    with POOL.connection() as conn:
+        (count,) = conn.execute("SELECT count(*) FROM bench_report_items WHERE id <= %s", (n,)).fetchone()
+    return found.name, count
+"""
+
+
+def make_realistic_suite(root: Path, tests: int) -> None:
+    """``tests`` tests that each use an ORM Session (a pool checkout, an INSERT, a SELECT) and
+    a psycopg_pool connection (a SELECT), on PostgreSQL (``BENCH_PG_URL``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pytest.ini").write_text(INI)
+    (root / "conftest.py").write_text(REALISTIC_CONFTEST)
+    files = (tests + TESTS_PER_FILE - 1) // TESTS_PER_FILE
+    for index in range(files):
+        count = min(TESTS_PER_FILE, tests - index * TESTS_PER_FILE)
+        body = "from conftest import work\n\n" + "".join(
+            f"def test_{n}(session):\n    assert work(session, {index * TESTS_PER_FILE + n})[0]\n\n"
+            for n in range(count))
+        (root / f"test_db_{index:03}.py").write_text(body)
+
+
 def run_pytest(root: Path, *args: str) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of one pytest subprocess in ``root``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -154,20 +214,39 @@ def instructions(root: Path, *args: str) -> int:
     return int(found.group(1))
 
 
-def bench_instructions(tests: int, imports: str = "", small: int = 200, large: int = 1400) -> None:
-    """Fixed and per-test instructions of each variant, from two suite sizes; the ratio at ``tests``."""
+def bench_instructions(tests: int, imports: str = "", small: int = 200, large: int = 1400,
+                       realistic: bool = False) -> None:
+    """Fixed and per-test instructions of each variant, from two suite sizes; the ratio at ``tests``.
+
+    ``realistic``: tests that use an ORM Session and a psycopg_pool connection on the plugin's
+    own PostgreSQL (the client's instructions only), instead of trivial tests.
+    """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
     variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
     counts: dict[str, dict[int, int]] = {name: {} for name in variants}
+    server = None
     with tempfile.TemporaryDirectory(prefix="migsafe-bench-cg-") as tmp:
-        for size in (small, large):
-            root = Path(tmp) / str(size)
-            make_suite(root, size, imports)
-            for name, args in variants.items():
-                counts[name][size] = instructions(root, *args)
+        try:
+            if realistic:
+                from pytest_migsafe.servers import start_postgres
+
+                server = start_postgres(Path(tmp) / "pg")
+                ENV["BENCH_PG_URL"] = server.url
+            for size in (small, large):
+                root = Path(tmp) / str(size)
+                if realistic:
+                    make_realistic_suite(root, size)
+                else:
+                    make_suite(root, size, imports)
+                for name, args in variants.items():
+                    counts[name][size] = instructions(root, *args)
+        finally:
+            if server is not None:
+                server.stop()
+    kind = "tests using an ORM Session and a psycopg_pool connection on PostgreSQL" if realistic else "trivial tests"
     where = f" (conftest imports {imports})" if imports else ""
-    print(f"instructions (callgrind), suites of {small} and {large} trivial tests{where}, projected to {tests}:")
+    print(f"instructions (callgrind), suites of {small} and {large} {kind}{where}, projected to {tests}:")
     base = None
     for name in variants:
         per_test = (counts[name][large] - counts[name][small]) / (large - small)
@@ -193,9 +272,15 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions with valgrind's callgrind (slow, about 10 minutes; "
                              "deterministic where wall and CPU times are noisy)")
+    parser.add_argument("--realistic", action="store_true",
+                        help="with --instructions: tests that use an ORM Session and a psycopg_pool connection on "
+                             "the plugin's PostgreSQL (suites of 100 and 300), instead of trivial tests")
     args = parser.parse_args()
     if args.instructions:
-        bench_instructions(args.tests, args.imports)
+        if args.realistic:
+            bench_instructions(args.tests, small=100, large=300, realistic=True)
+        else:
+            bench_instructions(args.tests, args.imports)
     if not args.skip_time:
         bench_time(args.tests, args.rounds, args.imports)
     if not args.skip_memory:

@@ -193,30 +193,38 @@ def call_site_of_caller(hook_depth: int = 1) -> str:
 
 
 def _walk(start: FrameType) -> str:
-    """:func:`call_site` from ``start`` (the hook's caller); remembers the path when it is plain."""
+    """:func:`call_site` from ``start`` (the hook's caller), in one pass; remembers the path
+    when it is plain (no ORM flush on the way: the flush's frame is part of the origin)."""
     global _path
     f: FrameType | None = start
+    codes = _codes
     library = _library
     below = None
     index = 0
+    flush = None
     while f is not None:
         code = f.f_code
         key = id(code)
-        if key not in library:
-            try:
-                kind = _codes[key][1]
-            except KeyError:
-                kind = _learn(code)[1]
+        if key in library:
+            below = key
+            f = f.f_back
+            index += 1
+            continue
+        try:
+            shown, kind, _ = codes[key]
+        except KeyError:
+            shown, kind, _ = _learn(code)
+        if kind >= LIBRARY:  # seen for the first time just now, or an ORM flush
             if kind == FLUSH:
-                return call_site(start)  # never remembered: the flush is part of the origin
-            if kind != LIBRARY:
-                if below is not None:
-                    _path = (index - 1, below, key)
-                return call_site(f)
-        below = key
-        f = f.f_back
-        index += 1
-    return call_site(start)
+                flush = id(f)
+            below = key
+            f = f.f_back
+            index += 1
+            continue
+        if below is not None and flush is None:
+            _path = (index - 1, below, key)
+        return _found(f, key, shown, kind, flush)  # type: ignore[arg-type]
+    return call_site(start)  # no user frame here: another greenlet's, or a framework's
 
 
 class _Last(threading.local):

@@ -223,14 +223,15 @@ class QueryCounter:
     def figures(self, *, budget: int | None = None, threshold: int = 10,
                 allow: Iterable[AllowRule] = ()) -> QueryFigures:
         """The JSON-able record of this counter for the report."""
+        count = self.count
         return QueryFigures(
-            count=self.count,
+            count=count,
             executions=self.executions,
             total_ms=round(self.total_seconds * 1000, 3),
             budget=budget,
             shapes=[s.figure() for s in self.summary()],
             n_plus_one=self.n_plus_one(threshold, allow),
-            round_trips=trips if (trips := dispatch.round_trips(self)) != self.count else None,
+            round_trips=trips if (trips := dispatch.round_trips(self)) != count else None,
         )
 
     def describe(self, limit: int | None = 10, width: int = 120) -> str:
