@@ -269,6 +269,7 @@ class QueryPhase:
         return failures
 
 
+@functools.cache
 def _unittest_items() -> tuple[type, ...]:
     """pytest's item class for unittest-style tests (its private module; () if it moved)."""
     try:
