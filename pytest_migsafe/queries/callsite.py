@@ -160,42 +160,43 @@ def call_site(frame: FrameType | None = None) -> str:
     return site
 
 
-# The path of the last walk a driver hook asked for: (index of the library frame right
-# below the user's frame, 0 being the hook's caller; id of that frame's code; id of the
-# user frame's code), or None. A loop sends its statements through the same path: the
-# next walk jumps there in one C call (sys._getframe materializes that frame alone) and
-# checks both codes before trusting it; anything else walks.
-_path: tuple[int, int, int] | None = None
+# The paths of the last walks driver hooks asked for, most recent first: (index of the
+# library frame right below the user's frame, 0 being the hook's caller; id of that frame's
+# code; id of the user frame's code). A test sends its statements through a few paths (an
+# ORM query, a flush, a raw cursor...): the next statement jumps straight to the user's
+# frame with one C call (sys._getframe materializes that frame alone) along the first
+# remembered path whose two codes match; anything else walks.
+_PATHS_KEPT = 4
+_paths: tuple[tuple[int, int, int], ...] = ()
 
 
 def call_site_of_caller(hook_depth: int = 1) -> str:
     """:func:`call_site` of the frame ``hook_depth`` above the caller (1: the caller of the
-    driver hook that calls this), the hooks' way: a statement sent through the same path
-    as the last one costs one jump instead of a walk of the driver's frames.
+    driver hook that calls this), the hooks' way: a statement sent through one of the last
+    few paths costs one jump instead of a walk of the driver's frames.
 
-    The path is trusted only when the frame right below the user's frame and the user's
-    frame run the same code as last time at the same depth; a path through an ORM flush
+    A path is trusted only when the frame right below the user's frame and the user's frame
+    run the same code as when it was walked, at the same depth; a path through an ORM flush
     is never remembered (the flush's frame is part of the statement's origin).
     """
-    path = _path
-    if path is not None:
+    for depth, below_code, user_code in _paths:
         try:
-            below = sys._getframe(path[0] + hook_depth + 1)
+            below = sys._getframe(depth + hook_depth + 1)
         except ValueError:  # a shallower stack (another thread, a greenlet)
-            below = None
-        if below is not None and id(below.f_code) == path[1]:
-            f = below.f_back
-            user_code = path[2]
-            entry = _codes.get(user_code)
-            if f is not None and id(f.f_code) == user_code and entry is not None:
-                return _found(f, user_code, entry[0], entry[1], None)  # type: ignore[arg-type]
+            continue
+        if id(below.f_code) != below_code:
+            continue
+        f = below.f_back
+        entry = _codes.get(user_code)
+        if f is not None and id(f.f_code) == user_code and entry is not None:
+            return _found(f, user_code, entry[0], entry[1], None)  # type: ignore[arg-type]
     return _walk(sys._getframe(hook_depth + 1))
 
 
 def _walk(start: FrameType) -> str:
     """:func:`call_site` from ``start`` (the hook's caller), in one pass; remembers the path
     when it is plain (no ORM flush on the way: the flush's frame is part of the origin)."""
-    global _path
+    global _paths
     f: FrameType | None = start
     codes = _codes
     library = _library
@@ -222,7 +223,7 @@ def _walk(start: FrameType) -> str:
             index += 1
             continue
         if below is not None and flush is None:
-            _path = (index - 1, below, key)
+            _paths = ((index - 1, below, key), *_paths[:_PATHS_KEPT - 1])
         return _found(f, key, shown, kind, flush)  # type: ignore[arg-type]
     return call_site(start)  # no user frame here: another greenlet's, or a framework's
 
@@ -294,11 +295,11 @@ _is_test: dict[str, bool] = {}
 
 def set_test_files(patterns: list[str]) -> None:
     """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one."""
-    global _path
+    global _paths
     TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
     _is_test.clear()
     # every cache keyed by a code object's id goes with the references that kept the id unique
-    _path = None
+    _paths = ()
     _lines.clear()
     _codes.clear()
     _library.clear()
