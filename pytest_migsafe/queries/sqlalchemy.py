@@ -10,8 +10,9 @@ listener, even one that does nothing, makes SQLAlchemy dispatch its events on ev
 statement of every engine, which costs more than the capture itself.
 
 Dialect classes defined after :func:`install` (a third-party dialect imported later) are
-wrapped when their first instance is made (``DefaultDialect.__init__``), before any
-statement. An override that calls ``super()`` is recorded once, by its own wrapper.
+wrapped when they are defined (``DefaultDialect.__init_subclass__``), before any statement;
+``__init__`` is left alone, since SQLAlchemy reads the keyword arguments a dialect accepts
+from it. An override that calls ``super()`` is recorded once, by its own wrapper.
 
 Engines whose driver is psycopg 3 are skipped here once the psycopg hooks are installed,
 so their statements are counted once, by :mod:`pytest_migsafe.queries.psycopg`.
@@ -168,20 +169,22 @@ def _tree(cls: type) -> list[type]:
     return seen
 
 
-def _hook_init(base: type, init: Any) -> Any:
-    """``base.__init__`` that also wraps the methods of a dialect class defined after install()."""
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        cls = type(self)
-        if not cls.__dict__.get("_migsafe_hooked_class"):
-            for one in cls.__mro__:
-                if issubclass(one, base):
-                    _hook_class(one, base)
-            cls._migsafe_hooked_class = True  # type: ignore[attr-defined]
+def _hook_subclasses(base: type) -> Any:
+    """``base.__init_subclass__`` that wraps the methods of each dialect class defined after
+    install(). (Not ``__init__``: SQLAlchemy reads a dialect's accepted keyword arguments from
+    its ``__init__``'s code, so a wrapper there would make ``create_engine(url, isolation_level=...)``
+    a TypeError.)"""
+    inherited = base.__dict__.get("__init_subclass__")
 
-    setattr(__init__, _WRAPS, init)
-    return __init__
+    def __init_subclass__(cls: type, **kwargs: Any) -> None:
+        if inherited is not None:
+            inherited.__func__(cls, **kwargs)
+        else:
+            super(base, cls).__init_subclass__(**kwargs)  # type: ignore[arg-type, misc]
+        _hook_class(cls, base)
+
+    setattr(__init_subclass__, _WRAPS, inherited)
+    return classmethod(__init_subclass__)
 
 
 def install(import_missing: bool = True) -> bool:
@@ -198,9 +201,9 @@ def install(import_missing: bool = True) -> bool:
     _state["base"] = DefaultDialect
     for one in _tree(DefaultDialect):
         _hook_class(one, DefaultDialect)
-    init = DefaultDialect.__dict__["__init__"]
-    if not hasattr(init, _WRAPS):
-        DefaultDialect.__init__ = _hook_init(DefaultDialect, init)  # type: ignore[method-assign]
+    current = DefaultDialect.__dict__.get("__init_subclass__")
+    if not hasattr(getattr(current, "__func__", None), _WRAPS):
+        DefaultDialect.__init_subclass__ = _hook_subclasses(DefaultDialect)  # type: ignore[assignment]
     DefaultDialect._migsafe_hooked_tree = True  # type: ignore[attr-defined]
     return True
 
@@ -211,12 +214,19 @@ def uninstall() -> None:
     if base is None:
         return
     for one in _tree(base):
-        for name in (*_METHODS, "__init__"):
+        for name in _METHODS:
             current = one.__dict__.get(name)
             original = getattr(current, _WRAPS, None)
             if original is not None:
                 setattr(one, name, original)
-        for flag in ("_migsafe_hooked_tree", "_migsafe_hooked_class"):
+        hook: Any = one.__dict__.get("__init_subclass__")
+        if hasattr(getattr(hook, "__func__", None), _WRAPS):
+            inherited = getattr(hook.__func__, _WRAPS)
+            if inherited is None:
+                delattr(one, "__init_subclass__")
+            else:
+                one.__init_subclass__ = inherited  # type: ignore[method-assign]
+        for flag in ("_migsafe_hooked_tree",):
             if flag in one.__dict__:
                 delattr(one, flag)
     _state.clear()

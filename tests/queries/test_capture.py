@@ -410,3 +410,16 @@ def test_a_pipelined_loop_is_attributed_to_where_it_was_sent_not_where_results_a
         assert counter.count == server_calls(pg_dsn) - before == 13
     suspects = counter.n_plus_one(threshold=10)
     assert [(s.count, s.call_site.rsplit(":", 1)[0]) for s in suspects] == [(12, "tests/queries/loops.py")]
+
+
+def test_create_engine_still_takes_the_dialects_keyword_arguments() -> None:
+    """SQLAlchemy reads the keyword arguments a dialect accepts from its ``__init__``: the
+    hooks must leave it as it is (a wrapper there made these a TypeError)."""
+    from pytest_migsafe.queries import drivers
+
+    drivers.install()
+    engine = create_engine("sqlite://", label_length=30, isolation_level="AUTOCOMMIT", paramstyle="qmark")
+    assert engine.dialect.label_length == 30
+    with count_queries() as counter, engine.connect() as conn:
+        conn.execute(text("select 1"))
+    assert counter.count == 1
