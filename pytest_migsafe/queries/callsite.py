@@ -129,32 +129,18 @@ def call_site(frame: FrameType | None = None) -> str:
     It also leaves the statement's :class:`Origin` for :func:`origin_for` (the N+1 rule
     needs the frames above the user's first one): one walk of the stack serves both.
     """
-    f: FrameType | None = frame if frame is not None else sys._getframe(1)
-    codes = _codes
-    library = _library
-    flush = None
-    while f is not None:
-        code = f.f_code
-        key = id(code)
-        if key in library:
-            f = f.f_back
-            continue
-        try:
-            shown, kind, _ = codes[key]
-        except KeyError:
-            shown, kind, _ = _learn(code)
-        if kind >= LIBRARY:  # seen for the first time just now, or an ORM flush
-            if kind == FLUSH:
-                flush = id(f)
-            f = f.f_back
-            continue
-        return _found(f, key, shown, kind, flush)  # type: ignore[arg-type]
+    return _walk(frame if frame is not None else sys._getframe(1), remember=False)
+
+
+def _no_user_frame(start: FrameType) -> str:
+    """The call site of a statement with no user frame above ``start``: the user's frames in
+    the parent greenlet (SQLAlchemy's asyncio layer), else the framework that sent it."""
     greenlet = sys.modules.get("greenlet")
-    if greenlet is not None:  # SQLAlchemy's asyncio layer: the user's frames are in the parent greenlet
+    if greenlet is not None:
         parent = greenlet.getcurrent().parent
         if parent is not None and parent.gr_frame is not None:
             return call_site(parent.gr_frame)
-    site = framework_site(frame if frame is not None else sys._getframe(1))
+    site = framework_site(start)
     _last.site = site
     _last.origin = _NO_ORIGIN
     return site
@@ -193,9 +179,10 @@ def call_site_of_caller(hook_depth: int = 1) -> str:
     return _walk(sys._getframe(hook_depth + 1))
 
 
-def _walk(start: FrameType) -> str:
-    """:func:`call_site` from ``start`` (the hook's caller), in one pass; remembers the path
-    when it is plain (no ORM flush on the way: the flush's frame is part of the origin)."""
+def _walk(start: FrameType, remember: bool = True) -> str:
+    """:func:`call_site` from ``start`` in one pass; with ``remember`` (``start`` is a driver
+    hook's caller) the path is remembered when it is plain (no ORM flush on the way: the
+    flush's frame is part of the origin)."""
     global _paths
     f: FrameType | None = start
     codes = _codes
@@ -222,10 +209,10 @@ def _walk(start: FrameType) -> str:
             f = f.f_back
             index += 1
             continue
-        if below is not None and flush is None:
+        if remember and below is not None and flush is None:
             _paths = ((index - 1, below, key), *_paths[:_PATHS_KEPT - 1])
         return _found(f, key, shown, kind, flush)  # type: ignore[arg-type]
-    return call_site(start)  # no user frame here: another greenlet's, or a framework's
+    return _no_user_frame(start)
 
 
 class _Last(threading.local):
