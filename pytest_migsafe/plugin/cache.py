@@ -14,7 +14,7 @@ Fixtures:
   ``client`` defaults to ``migsafe_redis``, failing the test with the step that failed.
 
 Every test that uses ``migsafe_redis`` gets its call phase's hits and misses recorded
-(``record_of(item).cache``); a test that only uses ``cache_stats`` blocks gets their sum.
+(``record.cache``, through :func:`~pytest_migsafe.plugin.stash.add_to_record`); a test that only uses ``cache_stats`` blocks gets their sum.
 A test whose hit rate is not a workload's (it used ``assert_cache_aside``, or read fewer
 than ini ``migsafe_hit_rate_min_reads`` times, default 10; no ``min_cache_hit_rate``
 marker) is recorded without an alert line, so the report does not rate it
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import add_call_phase, marks_of, record_of, run_report
+from pytest_migsafe.plugin.stash import add_call_phase, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
 
 if TYPE_CHECKING:
@@ -192,8 +192,9 @@ class CachePhase:
         blocks = self.item.stash.get(_BLOCKS, None)
         if self.stats is not None or blocks:
             self.figures = _figures(self.item, self.stats, blocks or [])
-        if self.figures is not None:
-            record_of(self.item).cache = self.figures
+        figures = self.figures
+        if figures is not None:
+            add_to_record(self.item, lambda record: setattr(record, "cache", figures))
 
     def failures(self) -> list[str]:
         """The ``min_cache_hit_rate`` marker's verdict."""

@@ -44,6 +44,7 @@ MARKER_HELP = (
 _MODE = pytest.StashKey[str]()
 _EXPLAINER = pytest.StashKey["Explainer"]()
 _OPTIONS = pytest.StashKey["ExplainOptions | None"]()
+_PHASE_ADDED = pytest.StashKey[bool]()  # added for the marked tests of a session whose mode is off
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,13 +63,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker, read the mode, add the call phase (after every other part's)."""
     config.addinivalue_line("markers", MARKER_HELP)
-    config.stash[_MODE] = get_setting(config, option="migsafe_explain", env="MIGSAFE_EXPLAIN",
-                                      ini="migsafe_explain", parse=parse_mode, default="off")
-    add_call_phase(config, ExplainPhase.start, order=4)
+    config.stash[_MODE] = mode = get_setting(config, option="migsafe_explain", env="MIGSAFE_EXPLAIN",
+                                             ini="migsafe_explain", parse=parse_mode, default="off")
+    if mode != "off":
+        add_call_phase(config, ExplainPhase.start, order=4)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check every ``no_seq_scan`` marker's arguments before any test runs."""
+    """Check every ``no_seq_scan`` marker's arguments before any test runs; with the mode
+    off, the call phase is added only when a test has the marker (the others pay nothing)."""
+    marked = False
     for item in items:
         marks = marks_of(item).get(MARKER)
         if not marks:
@@ -80,6 +84,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             text = str(exc).replace("no_seq_scan_signature()", MARKER)
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
                                     f"{MARKER_HELP.split(':')[0]}") from None
+        marked = True
+    if marked and config.stash[_MODE] == "off" and not config.stash.get(_PHASE_ADDED, False):
+        config.stash[_PHASE_ADDED] = True
+        add_call_phase(config, ExplainPhase.start, order=4)
 
 
 def explainer_of(config: pytest.Config) -> Explainer:

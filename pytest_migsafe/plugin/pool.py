@@ -17,8 +17,8 @@ from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
+    add_to_record,
     marks_of,
-    record_of,
     wake_current_call,
     watch_imports,
 )
@@ -31,6 +31,7 @@ from pytest_migsafe.values import parse_bool, positive_number
 if TYPE_CHECKING:
     from pytest_migsafe.pool import sizing
     from pytest_migsafe.pool import warm as pool_warm
+    from pytest_migsafe.report.record import TestRecord
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -77,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker and read the settings."""
     metrics.listen()  # the Prometheus counter counts new connections (if prometheus_client is there)
     watch_imports(config, LIBRARIES, _pool_library_imported)
+    targets.install(import_missing=False)  # drivers imported before (an initial conftest); later ones by the watcher
     config.addinivalue_line("markers", MARKER_HELP)
     hold = config.getoption("migsafe_hold_ms", default=None)
     peak = config.getoption("migsafe_peak_rps", default=None)
@@ -134,12 +136,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         item.stash[LIMITS_KEY] = _limits_of(item)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Install the pool hooks before fixtures create engines (only for drivers already imported)."""
-    targets.install(import_missing=False)
-
-
 class PoolPhase:
     """Every pool used in one test's call phase: leaks and the ``pool`` marker's limits."""
 
@@ -157,35 +153,38 @@ class PoolPhase:
         targets.install(import_missing=False)
         self.item = item
         self.limits = limits
-        self.active = False
+        self.settings = item.config.stash[SETTINGS_KEY]
         self.observation = pool.PoolObservation().start()
 
     def stop(self) -> None:
         """Stop observing; record the figures of a test in which a pool did anything."""
         # a full garbage collection (to tell a dropped Session from a live one) only where
         # the test asked for a leak check: it costs about 0.1 s in a large application
-        asked = (self.limits is not None and self.limits.leaks is not None) or \
-            self.item.config.stash[SETTINGS_KEY].fail_on_leaks
+        settings = self.settings
+        asked = (self.limits is not None and self.limits.leaks is not None) or settings.fail_on_leaks
         self.observation.stop(settle=asked)
-        self.active = self.observation.has_activity()
-        if self.active:
+        sizing_session = self.item.config.stash.get(SIZING_KEY, None) if settings.peak_rps is not None else None
+        junit = settings.junit
+        if (sizing_session is not None or junit) and self.observation.has_activity():
             figures = self.observation.snapshot()
-            record_of(self.item).pool = figures.record()
-            config = self.item.config
-            sizing_session = config.stash.get(SIZING_KEY, None)
             if sizing_session is not None:
                 sizing_session.inputs.add_pool(figures)
-            if config.stash[SETTINGS_KEY].junit:
+            if junit:
                 self.item.user_properties.extend(junit_properties(figures))
+        add_to_record(self.item, self._fill_record)
+
+    def _fill_record(self, record: TestRecord) -> None:
+        if self.observation.has_activity():
+            record.pool = self.observation.snapshot().record()
 
     def failures(self) -> list[str]:
         """Exceeded limits; leaks fail with ``migsafe_fail_on_leaks = true`` or a ``pool(leaks=N)``
         marker, and are warnings otherwise (the default: the user did not ask)."""
         item, limits = self.item, self.limits
-        if not self.active and limits is None:
-            return []  # a test that used no pool has nothing to check
+        if limits is None and not self.observation.leaked:
+            return []  # the common case: no limit to check, no leak to tell (no figures worked out)
         figures = self.observation.snapshot()
-        settings = item.config.stash[SETTINGS_KEY]
+        settings = self.settings
         problems = pool_limits.exceeded(figures, limits) if limits is not None else []
         if figures.leaks and (limits is None or limits.leaks is None):
             if settings.fail_on_leaks:

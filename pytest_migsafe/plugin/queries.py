@@ -13,7 +13,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,11 +22,10 @@ from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
+    add_to_record,
     begin_call,
     end_call,
-    existing_record,
     marks_of,
-    record_of,
     run_report,
     wake_current_call,
     watch_imports,
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
+    from pytest_migsafe.report.record import NPlusOne, TestRecord
     from pytest_migsafe.servers import RunningPostgres
 
 
@@ -200,6 +200,7 @@ class QueryPhase:
             self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
                                                        using=budget["using"], track_repeats=False)
         self._restore: Callable[[], None] | None = None
+        self.suspects: list[NPlusOne] = []
         if not _count_test_method_only(item, self._start_counting, self._stop_counting, self):
             self._start_counting()
 
@@ -218,15 +219,22 @@ class QueryPhase:
         self._stop_counting()
         if self._restore is not None:
             self._restore()
-        if self.counter.count or self.budget is not None:
-            record_of(self.item).queries = self.counter.figures(
-                budget=self.budget["n"] if self.budget else None, threshold=self.threshold,
-                allow=self.markers.get("allow_n_plus_one", []))
+        counter = self.counter
+        if counter.count:
+            self.suspects = counter.n_plus_one(self.threshold, self.markers.get("allow_n_plus_one", []))
+        elif self.budget is None:
+            return  # a test without SQL or budget: nothing to record
+        add_to_record(self.item, self._fill_record)
+
+    def _fill_record(self, record: TestRecord) -> None:
+        record.queries = self.counter.figures(budget=self.budget["n"] if self.budget else None,
+                                              threshold=self.threshold, n_plus_one=self.suspects)
 
     @property
     def threshold(self) -> int:
         """Repeats that make an N+1 suspect for this test."""
-        return cast(int, self.markers.get("no_n_plus_one") or self.item.config.stash[_THRESHOLD])
+        threshold: int = self.markers.get("no_n_plus_one") or self.item.config.stash[_THRESHOLD]
+        return threshold
 
     def failures(self, raised: bool = False) -> list[str]:
         """The exceeded budget; N+1 suspects (failures with ``no_n_plus_one``, else a warning).
@@ -248,9 +256,7 @@ class QueryPhase:
                 failures.append(message)
         if raised:
             return []
-        record = existing_record(self.item)
-        found = (record.queries.n_plus_one
-                 if counter.count and record is not None and record.queries is not None else [])
+        found = self.suspects
         for rule, limit in self.markers.get("allow_n_plus_one", []):
             if not any(rule_matches(rule, suspect, None) for suspect in found):
                 shown = f"re.compile({rule.pattern!r})" if hasattr(rule, "pattern") else repr(rule)

@@ -14,7 +14,7 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_migsafe.plugin.stash import existing_record
+from pytest_migsafe.plugin.stash import existing_record, want_records
 from pytest_migsafe.report.render import DEFAULT_HEAVIEST
 from pytest_migsafe.values import argument_type, parse_tolerance
 
@@ -65,10 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "migsafe_sarif")) or bool(config.getini("migsafe_sarif"))
     if config.getoption("xmlpath", None):
         config.pluginmanager.register(JunitProperties(), "migsafe-junit")
+        want_records(config)
     if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
         config.pluginmanager.register(HtmlColumns(), "migsafe-html")
+        want_records(config)
     if not wanted:
         return
+    want_records(config)
     from pytest_migsafe.plugin.report_session import ReportSession, XdistReport, read_settings
 
     session = ReportSession(config, read_settings(config))

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import add_call_phase, record_of
+from pytest_migsafe.plugin.stash import add_call_phase, add_to_record
 from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
 from pytest_migsafe.values import argument_type
 
@@ -118,7 +118,8 @@ class ShadowPhase:
 
     def stop(self) -> None:
         """Record every experiment that ran."""
-        record_of(self.item).shadows.extend(self.lab.figures())
+        figures = self.lab.figures()
+        add_to_record(self.item, lambda record: record.shadows.extend(figures))
 
     def failures(self) -> list[str]:
         """Warnings for experiments in observe mode; the mismatches that fail the test."""

@@ -21,6 +21,7 @@ RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()
 CALL_PHASES_KEY = pytest.StashKey["list[tuple[int, Callable[[pytest.Item], CallPhase | None]]]"]()
 MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
+DEFERRED_KEY = pytest.StashKey["list[Callable[[TestRecord], None]]"]()
 
 
 class CallPhase(Protocol):
@@ -57,6 +58,7 @@ class CallInProgress:
         self.item = item
         self.phases: list[CallPhase] = []
         self.waiting: list[Callable[[pytest.Item], CallPhase | None]] = []
+        self.fills: list[Callable[[TestRecord], None]] = []  # see add_to_record
 
     def start(self) -> None:
         """Start every part's phase; remember the parts that returned None (nothing to measure)."""
@@ -111,10 +113,15 @@ def begin_call(item: pytest.Item) -> CallInProgress:
 
 def end_call(call: CallInProgress) -> None:
     """Stop the phases of the call, last started first."""
-    if call in _calls:
-        _calls.remove(call)
-    for phase in reversed(call.phases):
-        phase.stop()
+    try:
+        for phase in reversed(call.phases):
+            phase.stop()
+    finally:
+        if call in _calls:
+            _calls.remove(call)
+        if call.fills:
+            fills = call.item.stash.get(DEFERRED_KEY, None)
+            call.item.stash[DEFERRED_KEY] = call.fills if fills is None else [*fills, *call.fills]
 
 
 def wake_current_call(name: str = "") -> None:
@@ -134,6 +141,49 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
     return marks
 
 
+_records_wanted = False  # for the session running now (see want_records)
+
+
+def want_records(config: pytest.Config) -> None:
+    """Something reads the test records (the report, JUnit properties, pytest-html columns):
+    the parts fill each test's record as its call ends, and the records join the run report.
+
+    For ``config``'s session (a module flag read on every test, put back as it was when
+    the session ends: pytester runs a session inside a test of another)."""
+    global _records_wanted
+    before, _records_wanted = _records_wanted, True
+
+    def restore() -> None:
+        global _records_wanted
+        _records_wanted = before
+
+    config.add_cleanup(restore)
+
+
+def add_to_record(item: pytest.Item, fill: Callable[[TestRecord], None]) -> None:
+    """Have ``fill(record)`` put a part's figures into ``item``'s test record.
+
+    Run now when the records are wanted (:func:`want_records`); otherwise (the plugin at its
+    defaults, where nothing reads them) kept and run only if the record is read
+    (:func:`existing_record`, :func:`record_of`): a test then pays no figures it does not show.
+    """
+    if _records_wanted:
+        fill(record_of(item))
+    elif _calls and _calls[-1].item is item:  # a phase stopping: kept with its call until the call ends
+        _calls[-1].fills.append(fill)
+    else:
+        item.stash[DEFERRED_KEY] = [*item.stash.get(DEFERRED_KEY, []), fill]
+
+
+def _fill_deferred(item: pytest.Item, record: TestRecord) -> TestRecord:
+    fills = item.stash.get(DEFERRED_KEY, None)
+    if fills:
+        item.stash[DEFERRED_KEY] = []
+        for fill in fills:
+            fill(record)
+    return record
+
+
 def record_of(item: pytest.Item) -> TestRecord:
     """The test record of ``item``, created on first use (pending until the test's teardown
     report: see :mod:`~pytest_migsafe.plugin.record_keeper`)."""
@@ -141,12 +191,17 @@ def record_of(item: pytest.Item) -> TestRecord:
     if record is None:
         record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
         record_keeper(item.config).pending[item.nodeid] = record
-    return record
+    return _fill_deferred(item, record)
 
 
 def existing_record(item: pytest.Item) -> TestRecord | None:
-    """The test record of ``item`` if a part of the plugin made one, else None."""
-    return item.stash.get(RECORD_KEY, None)
+    """The test record of ``item`` if a part of the plugin measured something, else None."""
+    record = item.stash.get(RECORD_KEY, None)
+    if record is None:
+        if not item.stash.get(DEFERRED_KEY, None):
+            return None
+        record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
+    return _fill_deferred(item, record)
 
 
 def run_report(config: pytest.Config) -> RunReport:

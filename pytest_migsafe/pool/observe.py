@@ -120,6 +120,17 @@ class ObservedFigures(PoolFigures):
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(PoolFigures))
+
+
+class _Capture:
+    """What a pool observation reads at its stop, before anything else can change it: the
+    checkouts that leaked, and each psycopg pool's counters (pool, at the start, at the stop)."""
+
+    __slots__ = ("leaked", "psycopg")
+
+    def __init__(self, leaked: list[Checkout], psycopg: list[tuple[Any, dict[str, int], dict[str, int]]]) -> None:
+        self.leaked = leaked
+        self.psycopg = psycopg
 _QUIET = ObservedFigures()  # the frozen figures of every observation in which nothing happened
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,6 +196,7 @@ class PoolObservation:
         self._was_quiet = False
         self._warned = False
         self._frozen: ObservedFigures | None = None
+        self._end: _Capture | None = None  # the state read at the stop (figures not worked out yet)
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> PoolObservation:
@@ -236,7 +248,10 @@ class PoolObservation:
             events._observers = tuple(obs for obs in events._observers if obs is not self)
             self._active = False
             self._was_quiet = self._quiet()
-            self._frozen = _QUIET if self._was_quiet else self._compute()
+            if self._was_quiet:
+                self._frozen = _QUIET
+            else:  # what changes after the stop is read now; the figures are worked out when read
+                self._end = self._capture()
             if not events._observers:
                 events._dropped.clear()
 
@@ -260,12 +275,21 @@ class PoolObservation:
         return hit[1]
 
     # -- figures -----------------------------------------------------------------
-    def _psycopg_deltas(self) -> dict[str, int]:
+    def _psycopg_ends(self) -> list[tuple[Any, dict[str, int], dict[str, int]]]:
+        """Each watched psycopg pool, its counters at the start and now."""
+        if not self._psycopg_base:
+            return []
+        from pytest_migsafe.pool import psycopg as pool_psycopg
+
+        return [(psycopg_pool, base, pool_psycopg.stats_of(psycopg_pool))
+                for psycopg_pool, base in list(self._psycopg_base.values())]
+
+    def _psycopg_deltas(self, ends: list[tuple[Any, dict[str, int], dict[str, int]]] | None = None) -> dict[str, int]:
         from pytest_migsafe.pool import psycopg as pool_psycopg
 
         totals: dict[str, int] = {}
-        for psycopg_pool, base in list(self._psycopg_base.values()):
-            delta = pool_psycopg.delta(base, pool_psycopg.stats_of(psycopg_pool))
+        for psycopg_pool, base, end in self._psycopg_ends() if ends is None else ends:
+            delta = pool_psycopg.delta(base, end)
             if any(delta.values()):
                 self._seen[id(psycopg_pool)] = psycopg_pool
             for key, value in delta.items():
@@ -279,13 +303,30 @@ class PoolObservation:
                     if entry.seq > self._start_seq and not entry.dropped and self._wants(entry.pool)
                     and (owned or not entry.owned())]
 
-    def _leaks(self) -> list[Leak]:
+    def _leaked(self) -> list[Checkout]:
+        """The checkouts that leaked so far: still out (no Session holds them), or dropped."""
         with events._lock:
             gone = [entry for entry in events._dropped
                     if entry.seq > self._start_seq and self._wants(entry.pool)]
-        entries = sorted([*self._open(), *gone], key=lambda entry: entry.seq)
-        return [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
-                     dropped=entry.dropped) for entry in entries]
+            out = self._open() if events._out else []
+        if not gone and not out:
+            return []
+        return sorted([*out, *gone], key=lambda entry: entry.seq)
+
+    def _capture(self) -> _Capture:
+        return _Capture(self._leaked(), self._psycopg_ends())
+
+    @property
+    def leaked(self) -> int:
+        """Connections leaked: checked out while active and not returned (or dropped).
+
+        Cheaper than :attr:`leaks` (no figures are worked out); live while active."""
+        end = self._end
+        if end is not None:
+            return len(end.leaked)
+        if self._frozen is not None or not self._started:
+            return len(self.snapshot().leaks)
+        return len(self._leaked())
 
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database): skip the sums."""
@@ -293,11 +334,14 @@ class PoolObservation:
                 and not (self._created or self._closed or self._invalidated or self._checkins
                          or self._timeouts) and not events._dropped)
 
-    def _compute(self) -> ObservedFigures:
+    def _compute(self, end: _Capture | None = None) -> ObservedFigures:
         with events._lock:
-            psy = self._psycopg_deltas()
+            if end is None:
+                end = self._capture()
+            psy = self._psycopg_deltas(end.psycopg)
             waits = sorted(self._waits)
-            leaks = self._leaks()
+            leaks = [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
+                          dropped=entry.dropped) for entry in end.leaked]
             sizes = {}
             servers = {}
             for pool in self._seen.values():
@@ -344,6 +388,10 @@ class PoolObservation:
             return self._frozen
         if not self._started:
             return _QUIET
+        if self._end is not None:  # stopped: the figures are worked out once, from the state at the stop
+            self._frozen = self._compute(self._end)
+            self._end = None
+            return self._frozen
         return self._compute()
 
     def figures(self) -> ObservedFigures:

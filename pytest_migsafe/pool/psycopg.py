@@ -26,7 +26,7 @@ from pytest_migsafe.pool import events as observed
 
 installed = False
 _patched: Any = None  # the psycopg_pool module whose classes are wrapped
-_pools: weakref.WeakSet[Any] = weakref.WeakSet()
+_pools: dict[int, weakref.ReferenceType[Any]] = {}  # id(pool) -> a weak reference to it
 _PATCHED_FLAG = "__migsafe_original__"
 COUNTERS = ("connections_num", "connections_errors", "connections_lost", "returns_bad",
             "requests_num", "requests_errors")
@@ -51,7 +51,7 @@ def name_of(pool: Any) -> str:
 
 
 def stats_of(pool: Any) -> dict[str, int]:
-    """The pool's counters now, those it has not started yet read as 0."""
+    """The pool's counters now (``get_stats()``: those it has not started yet are missing, read as 0 by :func:`delta`)."""
     for _ in range(5):
         try:
             stats = pool.get_stats()
@@ -60,29 +60,42 @@ def stats_of(pool: Any) -> dict[str, int]:
             continue
     else:
         stats = {}
-    return {key: int(stats.get(key, 0)) for key in COUNTERS}
+    return stats  # the pool's own copy (read through COUNTERS by delta(): no second copy per test)
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """``after - before`` per counter; a counter reset by ``pop_stats()`` counts from 0."""
     result = {}
     for key in COUNTERS:
-        old, new = before.get(key, 0), after.get(key, 0)
+        old, new = int(before.get(key, 0)), int(after.get(key, 0))
         result[key] = new - old if new >= old else new
     return result
 
 
 def registered() -> list[Any]:
     """Every live psycopg pool known to migsafe."""
-    return list(_pools) if _pools else []
+    return [pool for ref in list(_pools.values()) if (pool := ref()) is not None] if _pools else []
+
+
+def _known(pool: Any) -> bool:
+    ref = _pools.get(id(pool))
+    return ref is not None and ref() is pool
+
+
+def _forget(key: int) -> Callable[[Any], None]:
+    def forget(ref: Any) -> None:
+        if _pools.get(key) is ref:
+            del _pools[key]
+
+    return forget
 
 
 def register(pool: Any, fresh: bool) -> None:
     """Know ``pool``; ``fresh`` when it was just created (every counter of it is new)."""
     with observed._lock:
-        known = pool in _pools
-        _pools.add(pool)
+        known = _known(pool)
         if not known:
+            _pools[id(pool)] = weakref.ref(pool, _forget(id(pool)))
             for obs in observed._observers:
                 obs.psycopg_pool_added(pool, fresh)
 
@@ -114,7 +127,8 @@ def _after_getconn(pool: Any, conn: Any) -> None:
 def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self not in _pools:  # a pool opened before the hooks: known from its first checkout
+        ref = _pools.get(id(self))
+        if ref is None or ref() is not self:  # a pool opened before the hooks: known from its first checkout
             register(self, fresh=False)
         if not observed._observers:
             conn = original(self, *args, **kwargs)
@@ -134,7 +148,8 @@ def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self not in _pools:  # a pool opened before the hooks: known from its first checkout
+        ref = _pools.get(id(self))
+        if ref is None or ref() is not self:  # a pool opened before the hooks: known from its first checkout
             register(self, fresh=False)
         if not observed._observers:
             conn = await original(self, *args, **kwargs)

@@ -221,8 +221,9 @@ class QueryCounter:
         return self._repeats.suspects(threshold, list(allow))
 
     def figures(self, *, budget: int | None = None, threshold: int = 10,
-                allow: Iterable[AllowRule] = ()) -> QueryFigures:
-        """The JSON-able record of this counter for the report."""
+                allow: Iterable[AllowRule] = (), n_plus_one: list[NPlusOne] | None = None) -> QueryFigures:
+        """The JSON-able record of this counter for the report (``n_plus_one``: the suspects
+        :meth:`n_plus_one` already gave for ``threshold`` and ``allow``, not worked out again)."""
         count = self.count
         return QueryFigures(
             count=count,
@@ -230,7 +231,7 @@ class QueryCounter:
             total_ms=round(self.total_seconds * 1000, 3),
             budget=budget,
             shapes=[s.figure() for s in self.summary()],
-            n_plus_one=self.n_plus_one(threshold, allow),
+            n_plus_one=self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
             round_trips=trips if (trips := dispatch.round_trips(self)) != count else None,
         )
 

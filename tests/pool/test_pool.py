@@ -354,6 +354,32 @@ def test_psycopg_pool_leak_and_close(postgres: RunningPostgres) -> None:
     assert (closing.closed, closing.created, closing.checkouts) == (2, 0, 0)
 
 
+def test_figures_read_after_the_stop_are_those_of_the_stop(postgres: RunningPostgres,
+                                                          make_engine: Callable[..., Engine],
+                                                          request: pytest.FixtureRequest) -> None:
+    """The figures are worked out when first read (the plugin at its defaults reads none), but
+    from what the pools said at the stop: what they do afterwards changes nothing."""
+    from psycopg_pool import ConnectionPool
+
+    app = _app_name(request)[:59]  # the server keeps 63 characters of a name
+    engine = make_engine(connect_args={"application_name": app + "-sa"})
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=3, open=False, timeout=10,
+                        kwargs={"application_name": app}) as psycopg_pool:
+        psycopg_pool.wait()
+        stats = pool_stats(engine, psycopg_pool)
+        with stats:
+            held = [psycopg_pool.getconn() for _ in range(2)]  # the pool grows by one
+            leaked = engine.connect()
+        opened_by_then = (_backends(postgres.dsn, app) - 1) + _backends(postgres.dsn, app + "-sa")
+        held.append(psycopg_pool.getconn())  # after the stop: the pool grows again
+        leaked.close()
+        for conn in held:
+            psycopg_pool.putconn(conn)
+        assert opened_by_then == 2 and _backends(postgres.dsn, app) == 3
+        assert (stats.created, stats.checkouts, stats.checkins) == (opened_by_then, 3, 0)
+        assert len(stats.leaks) == 3  # out at the stop, returned only after it
+
+
 def test_watching_every_pool_counts_a_psycopg_pool_opened_before_the_observation(
         postgres: RunningPostgres) -> None:
     from psycopg_pool import ConnectionPool
