@@ -4,12 +4,13 @@
 and pytest_migsafe itself. What a frame's code is (library, application, test, an ORM
 flush) is cached by the code object's id, so after warm-up a frame walked costs one set or
 dict lookup; ``path:line`` is cached per (code, instruction offset). The driver hooks
-(:func:`call_site_of_caller`) remember the last path through the driver's frames and jump
-straight to the user's frame when the next statement comes the same way.
+(:func:`call_site_of_caller`) remember the last few paths through the driver's frames and
+jump straight to the user's frame when the next statement comes the same way.
 """
 
 from __future__ import annotations
 
+import contextvars
 import fnmatch
 import inspect
 import os
@@ -42,24 +43,18 @@ _verdicts: dict[str, str | None] = {}
 # What the walks need to know of a frame's code, looked up by ``id(code)`` (an int hashes
 # in nanoseconds; a code object hashes its constants every time): (shown path or None for
 # library code, kind, the code itself, which also keeps the id from being reused).
-APP, TEST, LIBRARY, FLUSH = 0, 1, 2, 3
+APP, TEST, LIBRARY = 0, 1, 2
 _codes: dict[int, tuple[str | None, int, CodeType]] = {}
-_unit_of_work: set[int] = set()  # ids of the ORM flushes' code objects (SQLAlchemy's Session._flush)
-_library: set[int] = set()  # ids of library code objects that are not a flush: the walks step over them
+_library: set[int] = set()  # ids of library code objects: the walks step over them
 # (id(code), f_lasti) -> "path:line" (a frame's f_lineno scans the line table each time)
 _lines: dict[tuple[int, int], str] = {}
 
 
-def add_unit_of_work(code: CodeType) -> None:
-    """Mark ``code`` (an ORM flush, e.g. ``Session._flush.__code__``) as a unit of work: the
-    statements sent below it are the flush's rows, not the user's loop."""
-    _unit_of_work.add(id(code))
-    _codes.pop(id(code), None)
-    _library.discard(id(code))
-    _keep_alive.append(code)
-
-
-_keep_alive: list[CodeType] = []
+#: The ORM flush (unit of work) running in this context: a number the ORM hook gives each
+#: ``Session.flush()`` (:mod:`pytest_migsafe.queries.orm`), None outside a flush. The
+#: statements of one flush are its rows, not the user's loop.
+unit_of_work: contextvars.ContextVar[int | None] = contextvars.ContextVar("migsafe_unit_of_work", default=None)
+_current_unit = unit_of_work.get
 
 
 def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
@@ -69,9 +64,8 @@ def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
     else:
         shown = _verdicts[filename] = _classify(filename)
     if shown is None:
-        kind = FLUSH if id(code) in _unit_of_work else LIBRARY
-        if kind == LIBRARY:
-            _library.add(id(code))
+        kind = LIBRARY
+        _library.add(id(code))
     else:
         kind = TEST if _test_file(filename) else APP
     entry = _codes[id(code)] = (shown, kind, code)
@@ -99,7 +93,7 @@ def is_user_file(filename: str) -> bool:
     return verdict is not None
 
 
-def _found(f: FrameType, key: int, shown: str, kind: int, flush: int | None) -> str:
+def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
     """The call site of the user's frame ``f`` (code id ``key``); leaves its :class:`Origin` for
     :func:`origin_for`. The common shapes are built here without a walk: a statement sent
     straight from a test, or from an application function a test called."""
@@ -109,6 +103,7 @@ def _found(f: FrameType, key: int, shown: str, kind: int, flush: int | None) -> 
         site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
     last = _last
     last.site = site
+    flush = _current_unit()
     if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
         last.origin = Origin([], None, True, flush, (shown, key, lasti))
         return site
@@ -129,7 +124,7 @@ def call_site(frame: FrameType | None = None) -> str:
     It also leaves the statement's :class:`Origin` for :func:`origin_for` (the N+1 rule
     needs the frames above the user's first one): one walk of the stack serves both.
     """
-    return _walk(frame if frame is not None else sys._getframe(1), remember=False)
+    return _walk(frame if frame is not None else sys._getframe(1))
 
 
 def _no_user_frame(start: FrameType) -> str:
@@ -148,24 +143,27 @@ def _no_user_frame(start: FrameType) -> str:
 
 # The paths of the last walks driver hooks asked for, most recent first: (index of the
 # library frame right below the user's frame, 0 being the hook's caller; id of that frame's
-# code; id of the user frame's code). A test sends its statements through a few paths (an
-# ORM query, a flush, a raw cursor...): the next statement jumps straight to the user's
-# frame with one C call (sys._getframe materializes that frame alone) along the first
-# remembered path whose two codes match; anything else walks.
+# code; id of the user frame's code). A test sends its statements and checks its connections
+# out through a few paths (an ORM query, a flush, a raw cursor, a pool checkout...): the
+# next one jumps straight to the user's frame with one C call (sys._getframe materializes
+# that frame alone) along the first remembered path whose codes match; anything else walks.
+# Each kind of hook keeps its own paths (slot STATEMENT: the statement hooks; CHECKOUT: the
+# pool checkout events), so that a statement never tries a checkout's path first.
 _PATHS_KEPT = 4
-_paths: tuple[tuple[int, int, int], ...] = ()
+STATEMENT, CHECKOUT = 0, 1
+_paths: list[tuple[tuple[int, int, int], ...]] = [(), ()]
 
 
-def call_site_of_caller(hook_depth: int = 1) -> str:
+def call_site_of_caller(hook_depth: int = 1, slot: int = STATEMENT) -> str:
     """:func:`call_site` of the frame ``hook_depth`` above the caller (1: the caller of the
     driver hook that calls this), the hooks' way: a statement sent through one of the last
     few paths costs one jump instead of a walk of the driver's frames.
 
     A path is trusted only when the frame right below the user's frame and the user's frame
-    run the same code as when it was walked, at the same depth; a path through an ORM flush
-    is never remembered (the flush's frame is part of the statement's origin).
+    run the same code as when it was walked, at the same depth.
+    ``slot``: the kind of hook asking (:data:`STATEMENT` or :data:`CHECKOUT`), whose paths are tried.
     """
-    for depth, below_code, user_code in _paths:
+    for depth, below_code, user_code in _paths[slot]:
         try:
             below = sys._getframe(depth + hook_depth + 1)
         except ValueError:  # a shallower stack (another thread, a greenlet)
@@ -174,22 +172,20 @@ def call_site_of_caller(hook_depth: int = 1) -> str:
             continue
         f = below.f_back
         entry = _codes.get(user_code)
-        if f is not None and id(f.f_code) == user_code and entry is not None:
-            return _found(f, user_code, entry[0], entry[1], None)  # type: ignore[arg-type]
-    return _walk(sys._getframe(hook_depth + 1))
+        if f is None or id(f.f_code) != user_code or entry is None:
+            continue
+        return _found(f, user_code, entry[0], entry[1])  # type: ignore[arg-type]
+    return _walk(sys._getframe(hook_depth + 1), slot)
 
 
-def _walk(start: FrameType, remember: bool = True) -> str:
-    """:func:`call_site` from ``start`` in one pass; with ``remember`` (``start`` is a driver
-    hook's caller) the path is remembered when it is plain (no ORM flush on the way: the
-    flush's frame is part of the origin)."""
-    global _paths
+def _walk(start: FrameType, slot: int | None = None) -> str:
+    """:func:`call_site` from ``start`` in one pass; with a ``slot`` (``start`` is a driver
+    hook's caller) the path is remembered there for :func:`call_site_of_caller`."""
     f: FrameType | None = start
     codes = _codes
     library = _library
     below = None
     index = 0
-    flush = None
     while f is not None:
         code = f.f_code
         key = id(code)
@@ -202,16 +198,14 @@ def _walk(start: FrameType, remember: bool = True) -> str:
             shown, kind, _ = codes[key]
         except KeyError:
             shown, kind, _ = _learn(code)
-        if kind >= LIBRARY:  # seen for the first time just now, or an ORM flush
-            if kind == FLUSH:
-                flush = id(f)
+        if kind == LIBRARY:  # seen for the first time just now
             below = key
             f = f.f_back
             index += 1
             continue
-        if remember and below is not None and flush is None:
-            _paths = ((index - 1, below, key), *_paths[:_PATHS_KEPT - 1])
-        return _found(f, key, shown, kind, flush)  # type: ignore[arg-type]
+        if slot is not None and below is not None:
+            _paths[slot] = ((index - 1, below, key), *_paths[slot][:_PATHS_KEPT - 1])
+        return _found(f, key, shown, kind)  # type: ignore[arg-type]
     return _no_user_frame(start)
 
 
@@ -282,11 +276,10 @@ _is_test: dict[str, bool] = {}
 
 def set_test_files(patterns: list[str]) -> None:
     """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one."""
-    global _paths
     TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
     _is_test.clear()
     # every cache keyed by a code object's id goes with the references that kept the id unique
-    _paths = ()
+    _paths[:] = [(), ()]
     _lines.clear()
     _codes.clear()
     _library.clear()
@@ -394,8 +387,10 @@ MAX_CHAIN = 12
 def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
     """The :class:`Origin` of a statement sent at ``frame`` (walks up to the test's frame).
 
-    ``flush``: the ORM flush already seen below ``frame``, if any.
+    ``flush``: the ORM flush it was sent in (default: the one running, :data:`unit_of_work`).
     """
+    if flush is None:
+        flush = _current_unit()
     positions: list[Position] = []
     function = None
     test = None
@@ -414,8 +409,6 @@ def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
         elif kind == TEST:
             test = (str(shown), key, f.f_lasti)
             break  # the test (or a fixture) called into the application here
-        elif kind == FLUSH:
-            flush = id(f)
         f = f.f_back
     else:
         if not positions and "greenlet" in sys.modules:

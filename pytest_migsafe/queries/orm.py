@@ -12,9 +12,11 @@ execute state for every ORM statement, which costs more than the capture itself)
   that the statement-shape rule does not count them a second time;
 - ``loading.instances`` (once per ORM query whose rows are loaded) notes where that query
   ran, under the ORM's number for it (``InstanceState.runid`` of its rows);
-- statements sent inside one ``Session.flush()`` (the ORM's unit of work) are told apart by
-  the flush's frame on the stack (:func:`~pytest_migsafe.queries.callsite.add_unit_of_work`),
-  so that the INSERTs of many rows in one flush are not the user's loop.
+- ``Session._flush`` (the ORM's unit of work) gives each flush a number, which the
+  statements sent inside it carry (:data:`~pytest_migsafe.queries.callsite.unit_of_work`),
+  so that the INSERTs of many rows in one flush are not the user's loop, while a flush per
+  row from a loop still is (a frame's identity would not do: the next flush's frame often
+  reuses the last one's memory).
 
 Nothing here runs while no counter is active, beyond one tuple read per load.
 """
@@ -23,11 +25,12 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import itertools
 import sys
 from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch
-from pytest_migsafe.queries.callsite import add_unit_of_work, call_site, origin_of
+from pytest_migsafe.queries.callsite import call_site, origin_of, unit_of_work
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
@@ -111,6 +114,24 @@ def _wrap_instances(original: Any) -> Any:
     return instances
 
 
+_flushes = itertools.count(1)
+
+
+def _wrap_flush(original: Any) -> Any:
+    @functools.wraps(original)
+    def _flush(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not dispatch._active:
+            return original(self, *args, **kwargs)
+        token = unit_of_work.set(next(_flushes))
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            unit_of_work.reset(token)
+
+    setattr(_flush, _WRAPS, original)
+    return _flush
+
+
 def _patch(owner: Any, name: str, wrap: Any) -> None:
     current = getattr(owner, name, None)
     if current is None or hasattr(current, _WRAPS):
@@ -157,8 +178,6 @@ def install() -> bool:
         _patch(loading, name, _wrap_load_scalar_attributes)
         _patch_mappers(getattr(loading, name, None))
     _patch(loading, "instances", _wrap_instances)
-    flush = getattr(orm.Session, "_flush", None)
-    if flush is not None:
-        add_unit_of_work(flush.__code__)
+    _patch(orm.Session, "_flush", _wrap_flush)
     _installed_for = orm
     return True

@@ -144,6 +144,27 @@ def add_customers_in_one_flush(n):
         session.rollback()
 
 
+# no batched INSERT on this engine: a flush sends one INSERT per new row
+ROW_BY_ROW = create_engine("sqlite://", poolclass=StaticPool, use_insertmanyvalues=False,
+                           connect_args={"check_same_thread": False})
+Base.metadata.create_all(ROW_BY_ROW)
+
+
+def add_customers_in_one_flush_row_by_row(n):
+    with Session(ROW_BY_ROW) as session:
+        session.add_all([Customer(name=f"one{i}") for i in range(n)])
+        session.flush()
+        session.rollback()
+
+
+def flush_each_new_customer(n):
+    with Session(ROW_BY_ROW) as session:
+        for i in range(n):
+            session.add(Customer(name=f"each{i}"))
+            session.flush()
+        session.rollback()
+
+
 def rename_row_by_row(n):
     with ENGINE.begin() as conn:
         for i in range(n):
@@ -278,6 +299,14 @@ def test_one_flush_of_many_rows_is_fine():
     app.add_customers_in_one_flush(40)
 
 
+def test_one_flush_sending_one_insert_per_row_is_fine():
+    app.add_customers_in_one_flush_row_by_row(40)
+
+
+def test_a_flush_per_row_from_an_application_loop():
+    app.flush_each_new_customer(12)
+
+
 def test_row_by_row_writes_from_an_application_loop():
     app.seed(3)
     app.rename_row_by_row(12)
@@ -363,6 +392,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_set_up_loop_in_the_test_body_is_fine": [],
     "test_one_flush_of_many_rows_is_fine": [],
     "test_row_by_row_writes_from_an_application_loop": [("repeated_statement", "UPDATE customers")],
+    "test_one_flush_sending_one_insert_per_row_is_fine": [],
+    "test_a_flush_per_row_from_an_application_loop": [("repeated_statement", "INSERT INTO customers")],
     "test_async_lazy_load_over_3_parents": [("lazy_load", "Order.customer")],
     "test_allowed_by_relationship_name": [("lazy_load", "Order.customer")],
     "test_allowed_relationship_over_its_ceiling_fails": [("lazy_load", "Order.customer")],
@@ -408,6 +439,8 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
         (suspect,) = suspects[test]
         assert (suspect["parents"], suspect["count"]) == (parents, parents), suspect
         assert suspect["site"].startswith("shop_app.py:"), suspect
+    (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
+    assert flushes["count"] == 12  # each flush is its own unit of work, however the frames are reused
     (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
     assert two_loops["count"] == 12
     assert two_loops["chain"][0].count("shop_app.py:") == 2  # both loop lines of the function
