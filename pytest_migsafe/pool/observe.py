@@ -38,7 +38,7 @@ What each figure means, exactly:
   by its end, each with the call site of its checkout; also those returned only by the
   garbage collector (dropped without ``close()``), marked ``dropped``.
 
-Figures of :class:`ObservedFigures`, beyond the record's (:class:`PoolFigures`):
+Figures added later to the record (:class:`PoolFigures`), beyond the ones above:
 
 - ``created_beyond_warm``: connections opened that a pool already warm would have had to
   open too: beyond what the pool keeps between checkouts (QueuePool overflow; every
@@ -75,11 +75,12 @@ import sys
 import warnings
 from array import array
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.pool import events
+from pytest_migsafe.pool import psycopg as pool_psycopg
 from pytest_migsafe.pool.events import Checkout
 from pytest_migsafe.pool.holds import HoldTimes
 from pytest_migsafe.pool.targets import classify, configured_size, describe_pool, server_kind
@@ -89,37 +90,19 @@ from pytest_migsafe.report.record import Leak, PoolFigures
 
 @dataclass
 class ObservedFigures(PoolFigures):
-    """:class:`PoolFigures` plus the figures the run report does not carry yet (see the
-    module docstring for each): ``cold_start_created``, ``created_beyond_warm``,
-    ``peak_checked_out_own``, ``held_at_peak_own`` (counts), ``hold_ms_p50`` /
-    ``hold_ms_p95`` / ``hold_ms_p99`` / ``hold_ms_max`` (ms), ``hold_times`` (the
-    histogram's JSON form), ``servers`` (``{pool name: server kind}``).
+    """The figures of a pool observation: :class:`PoolFigures` (see the module docstring for
+    each), with the hold-time histogram at hand (:meth:`holds`).
 
-    :meth:`record` gives the :class:`PoolFigures` a test record holds: each of these
-    figures goes with it once :class:`PoolFigures` has a field of that name.
+    :meth:`record` gives the plain :class:`PoolFigures` a test record holds.
     """
-
-    cold_start_created: int = 0
-    created_beyond_warm: int = 0
-    peak_checked_out_own: int = 0
-    held_at_peak_own: int = 0
-    hold_ms_p50: float = 0.0
-    hold_ms_p95: float = 0.0
-    hold_ms_p99: float = 0.0
-    hold_ms_max: float = 0.0
-    hold_times: dict[str, Any] = field(default_factory=dict)
-    servers: dict[str, str] = field(default_factory=dict)
 
     def holds(self) -> HoldTimes:
         """The hold-time histogram (:class:`~pytest_migsafe.pool.holds.HoldTimes`)."""
         return HoldTimes.from_dict(self.hold_times) if self.hold_times else HoldTimes()
 
     def record(self) -> PoolFigures:
-        """The :class:`PoolFigures` of a test record: every field that class has, valued as here."""
-        return PoolFigures(**{name: getattr(self, name) for name in _RECORD_FIELDS})
-
-
-_RECORD_FIELDS = tuple(f.name for f in fields(PoolFigures))
+        """The :class:`PoolFigures` of a test record, valued as here."""
+        return PoolFigures(**self.__dict__)
 
 
 class _Capture:
@@ -209,11 +192,8 @@ class PoolObservation:
         """Begin receiving pool events (the driver hooks must be installed: see :func:`~pytest_migsafe.pool.targets.install`)."""
         if self._active or self._frozen is not None:
             raise RuntimeError("a PoolObservation can be started once")
-        psycopg: Any = sys.modules.get("pytest_migsafe.pool.psycopg")  # imported by install() if in use
+        psycopg = pool_psycopg
         if self._psycopg_given:
-            from pytest_migsafe.pool import psycopg as pool_psycopg
-
-            psycopg = pool_psycopg
             for psycopg_pool in self._psycopg_given:
                 psycopg.register(psycopg_pool, fresh=False)
         with events._lock:
@@ -221,7 +201,7 @@ class PoolObservation:
             if events._out:
                 self._current = sum(1 for entry in events._out.values() if self._wants(entry.pool))
                 self._peak = self._current
-            pools = (psycopg.registered() if psycopg is not None else []) if self._all else self._psycopg_given
+            pools = psycopg.registered() if self._all else self._psycopg_given
             for psycopg_pool in pools:
                 self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, psycopg.stats_of(psycopg_pool))
             self._active = self._started = True
@@ -257,8 +237,6 @@ class PoolObservation:
 
     def psycopg_pool_added(self, psycopg_pool: Any, fresh: bool) -> None:
         """A psycopg pool became known while active: count it from now (or from its creation)."""
-        from pytest_migsafe.pool import psycopg as pool_psycopg
-
         if (self._all or self._wants(psycopg_pool)) and id(psycopg_pool) not in self._psycopg_base:
             base = {} if fresh else pool_psycopg.stats_of(psycopg_pool)
             self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, base)
@@ -279,14 +257,10 @@ class PoolObservation:
         """Each watched psycopg pool, its counters at the start and now."""
         if not self._psycopg_base:
             return []
-        from pytest_migsafe.pool import psycopg as pool_psycopg
-
         return [(psycopg_pool, base, pool_psycopg.stats_of(psycopg_pool))
                 for psycopg_pool, base in list(self._psycopg_base.values())]
 
     def _psycopg_deltas(self, ends: list[tuple[Any, dict[str, int], dict[str, int]]] | None = None) -> dict[str, int]:
-        from pytest_migsafe.pool import psycopg as pool_psycopg
-
         totals: dict[str, int] = {}
         for psycopg_pool, base, end in self._psycopg_ends() if ends is None else ends:
             delta = pool_psycopg.delta(base, end)

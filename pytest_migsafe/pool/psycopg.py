@@ -67,7 +67,7 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """``after - before`` per counter; a counter reset by ``pop_stats()`` counts from 0."""
     result = {}
     for key in COUNTERS:
-        old, new = int(before.get(key, 0)), int(after.get(key, 0))
+        old, new = before.get(key, 0), after.get(key, 0)
         result[key] = new - old if new >= old else new
     return result
 

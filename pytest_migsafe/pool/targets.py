@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pytest_migsafe.pool import events
+from pytest_migsafe.pool import psycopg as pool_psycopg
+from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
+
 ACCEPTS = ("a SQLAlchemy Engine, AsyncEngine or Pool, or a psycopg_pool ConnectionPool "
            "or AsyncConnectionPool")
 
@@ -16,9 +20,6 @@ def classify(target: Any) -> tuple[str, Any]:
 
     Raises TypeError naming what is accepted for anything else.
     """
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
     kind = pool_sqlalchemy.classify(target) or pool_psycopg.classify(target)
     if kind is None:
         raise TypeError(f"pool_stats() accepts {ACCEPTS}; got {type(target).__name__}")
@@ -27,9 +28,6 @@ def classify(target: Any) -> tuple[str, Any]:
 
 def describe_pool(pool: Any) -> str:
     """A readable pool name: the engine URL (password masked) and pool class, or the psycopg pool name."""
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
     if pool_psycopg.is_pool(pool):
         return pool_psycopg.name_of(pool)
     return pool_sqlalchemy.name_of(pool)
@@ -37,9 +35,6 @@ def describe_pool(pool: Any) -> str:
 
 def configured_size(pool: Any) -> int | None:
     """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
     if pool_psycopg.is_pool(pool):
         return int(pool.max_size)
     return pool_sqlalchemy.size_of(pool)
@@ -48,8 +43,6 @@ def configured_size(pool: Any) -> int | None:
 def server_kind(pool: Any) -> str | None:
     """Where ``pool``'s server is (:mod:`pytest_migsafe.pool.locality`: ``"unix socket"``,
     ``"loopback"``, ``"in-process"``, ``"network"``), None until it opened a connection."""
-    from pytest_migsafe.pool import events
-
     try:
         return events.servers.get(pool)
     except TypeError:  # a pool that cannot be weakly referenced
@@ -66,9 +59,6 @@ def install(import_missing: bool = True) -> None:
     loaded = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
     if loaded == _installed_for and (not import_missing or None not in loaded[:2]):
         return  # the same libraries as last time, already hooked: the per-test fast path
-    from pytest_migsafe.pool import psycopg as pool_psycopg
-    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-
     pool_sqlalchemy.install(import_missing)
     pool_psycopg.install(import_missing)
     _installed_for = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
