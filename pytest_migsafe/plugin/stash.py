@@ -103,8 +103,14 @@ def watch_imports(config: pytest.Config, names: tuple[str, ...], callback: Calla
 _calls: list[CallInProgress] = []  # innermost last (a pytester run inside a test nests one)
 
 
+_kept_for: list[pytest.Item] = []  # the last test whose unread figures are kept (see add_to_record)
+
+
 def begin_call(item: pytest.Item) -> CallInProgress:
-    """Start the phases of ``item``'s call (see :class:`CallInProgress`)."""
+    """Start the phases of ``item``'s call (see :class:`CallInProgress`); the figures the
+    last test kept unread are let go (its reports are written)."""
+    if _kept_for and not _calls:
+        _kept_for.pop().stash[DEFERRED_KEY] = []
     call = CallInProgress(item)
     _calls.append(call)
     call.start()
@@ -122,6 +128,8 @@ def end_call(call: CallInProgress) -> None:
         if call.fills:
             fills = call.item.stash.get(DEFERRED_KEY, None)
             call.item.stash[DEFERRED_KEY] = call.fills if fills is None else [*fills, *call.fills]
+            if not _calls:
+                _kept_for[:] = [call.item]
 
 
 def wake_current_call(name: str = "") -> None:
@@ -165,7 +173,8 @@ def add_to_record(item: pytest.Item, fill: Callable[[TestRecord], None]) -> None
 
     Run now when the records are wanted (:func:`want_records`); otherwise (the plugin at its
     defaults, where nothing reads them) kept and run only if the record is read
-    (:func:`existing_record`, :func:`record_of`): a test then pays no figures it does not show.
+    (:func:`existing_record`, :func:`record_of`) before the next test's call begins: a test
+    then pays no figures it does not show, and a long suite keeps no test's measurements.
     """
     if _records_wanted:
         fill(record_of(item))

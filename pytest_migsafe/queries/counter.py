@@ -66,7 +66,13 @@ class CapturedQuery:
 
 @dataclass
 class ShapeStats:
-    """Aggregate of every statement of one shape: exact at any count."""
+    """Aggregate of every statement of one shape: exact at any count.
+
+    ``shape``: the readable shape (:func:`~pytest_migsafe.queries.normalize.normalize`) in
+    what :meth:`QueryCounter.summary` gives; ``count``: statements; ``executions``: with the
+    rows of ``executemany`` batches; ``total_seconds`` / ``max_seconds``: driver time (s);
+    ``call_sites``: ``{path:line: statements}``; ``sample``: one text of the shape as kept.
+    """
 
     shape: str
     count: int = 0
@@ -74,6 +80,16 @@ class ShapeStats:
     total_seconds: float = 0.0
     max_seconds: float = 0.0
     call_sites: dict[str, int] = field(default_factory=dict)
+    sample: str = field(default="", repr=False, compare=False)
+
+    def merge(self, other: ShapeStats) -> None:
+        """Add the statements of ``other`` (another text of the same readable shape)."""
+        self.count += other.count
+        self.executions += other.executions
+        self.total_seconds += other.total_seconds
+        self.max_seconds = max(self.max_seconds, other.max_seconds)
+        for site, n in other.call_sites.items():
+            self.call_sites[site] = self.call_sites.get(site, 0) + n
 
     def figure(self) -> ShapeFigure:
         """The JSON-able figure of this shape for the report."""
@@ -174,9 +190,9 @@ class QueryCounter:
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
-        stats = self._shapes.get(shape)
+        stats = self._shapes.get(shape)  # shape: the shape key (dispatch.shape_key)
         if stats is None:
-            stats = self._shapes[shape] = ShapeStats(shape)
+            stats = self._shapes[shape] = ShapeStats(shape, sample=sql)
         stats.count += 1
         stats.executions += batch_size
         stats.total_seconds += seconds
@@ -199,12 +215,25 @@ class QueryCounter:
     # -- reading ---------------------------------------------------------------
     @property
     def queries(self) -> list[CapturedQuery]:
-        """The first ``keep`` statements, in the order they completed."""
-        return [CapturedQuery(*row) for row in self._kept]
+        """The first ``keep`` statements, in the order they completed (with readable shapes)."""
+        readable = dispatch.readable_shape
+        return [CapturedQuery(sql, readable(key, sql), *rest) for sql, key, *rest in self._kept]
 
     def summary(self) -> list[ShapeStats]:
-        """Per-shape aggregates, most frequent first (then slowest)."""
-        return sorted(self._shapes.values(), key=lambda s: (-s.count, -s.total_seconds, s.shape))
+        """Per-shape aggregates, most frequent first (then slowest), by readable shape.
+
+        The statements are grouped by shape key as they run (no parser on the hot path);
+        the readable shapes are worked out here, and keys of one readable shape merged."""
+        merged: dict[str, ShapeStats] = {}
+        for stats in self._shapes.values():
+            shape = dispatch.readable_shape(stats.shape, stats.sample)
+            one = merged.get(shape)
+            if one is None:
+                merged[shape] = ShapeStats(shape, stats.count, stats.executions, stats.total_seconds,
+                                           stats.max_seconds, dict(stats.call_sites), stats.sample)
+            else:
+                one.merge(stats)
+        return sorted(merged.values(), key=lambda s: (-s.count, -s.total_seconds, s.shape))
 
     def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
         """The N+1 suspects (see :mod:`pytest_migsafe.queries.repeats`), most repeats first.

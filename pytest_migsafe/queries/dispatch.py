@@ -105,11 +105,41 @@ def kept_text(sql: str) -> str:
 #: (first in, first out: a hit moves nothing).
 SHAPES_BYTES = 16 * 1024 * 1024
 
-# One part of a string of several statements: (start, end, shape, is transaction control).
+# One part of a string of several statements: (start, end, shape key, is transaction control).
 Part = tuple[int, int, str, bool]
-# (shape, is transaction control, parts): parts is None for a text holding one
+# (shape key, is transaction control, parts): parts is None for a text holding one
 # statement, () for one holding none (blank or comments), else one Part per statement.
+# The shape key is what statements are grouped by: see shape_key() and readable_shape().
 Entry = tuple[str, bool, tuple[Part, ...] | None]
+
+
+class ReadableShape(str):
+    """A shape key that is the readable shape already (that of a text longer than
+    ``KEEP_TEXT_CHARS``, which the counters keep cut: their text cannot be shaped again)."""
+
+    __slots__ = ()
+
+
+def shape_key(text: str) -> str:
+    """What statements are grouped by: the tokenizer's shape
+    (:func:`~pytest_migsafe.queries.normalize.quick_shape`), which needs no parser; for a
+    text longer than ``KEEP_TEXT_CHARS``, its readable shape (a :class:`ReadableShape`)."""
+    from pytest_migsafe.queries.normalize import normalize, quick_shape
+
+    if len(text) > KEEP_TEXT_CHARS:
+        return ReadableShape(normalize(text))
+    return quick_shape(text)
+
+
+def readable_shape(key: str, text: str) -> str:
+    """The shape to show for the statements of shape key ``key``, one of whose texts (as the
+    counters keep it) is ``text``: :func:`~pytest_migsafe.queries.normalize.normalize`'s,
+    worked out only here, when a shape is shown (sqlglot is imported at the first)."""
+    if type(key) is ReadableShape:
+        return str(key)
+    from pytest_migsafe.queries.normalize import normalize
+
+    return normalize(text)
 
 # text (or digest of a long text) -> Entry; a hit is one lookup in a plain dict
 _shapes: dict[str | bytes, Entry] = {}
@@ -120,10 +150,10 @@ _ENTRY_OVERHEAD = 200  # the entry tuple, the dict slots, the cost record: rough
 
 
 def entry_of(sql: str) -> Entry:
-    """``(shape, is transaction control, parts)`` of a SQL text; see ``Entry``.
+    """``(shape key, is transaction control, parts)`` of a SQL text; see ``Entry``.
 
-    From the cache after the first time; a miss normalizes the text (and each of its
-    statements when it holds several). A text longer than ``normalize.DIGEST_KEY_CHARS``
+    From the cache after the first time; a miss gives the text (and each of its statements
+    when it holds several) its :func:`shape_key`. A text longer than ``normalize.DIGEST_KEY_CHARS``
     costs a digest (about 1 us per kB) on every call.
     """
     entry = _shapes.get(sql)
@@ -131,7 +161,6 @@ def entry_of(sql: str) -> Entry:
         return entry
     from pytest_migsafe.queries.normalize import (  # loaded at the first statement
         is_transaction_control,
-        normalize,
         statement_spans,
         text_key,
     )
@@ -143,7 +172,7 @@ def entry_of(sql: str) -> Entry:
             return entry
     spans = statement_spans(sql)
     if len(spans) == 1:
-        entry = (normalize(sql), is_transaction_control(sql), None)
+        entry = (shape_key(sql), is_transaction_control(sql), None)
         cost = sys.getsizeof(entry[0])
     elif not spans:
         entry = ("", False, ())
@@ -152,7 +181,7 @@ def entry_of(sql: str) -> Entry:
         parts = []
         for start, end in spans:
             text = sql[start:end]
-            parts.append((start, end, normalize(text), is_transaction_control(text)))
+            parts.append((start, end, shape_key(text), is_transaction_control(text)))
         entry = ("; ".join(p[2] for p in parts), all(p[3] for p in parts), tuple(parts))
         cost = sys.getsizeof(entry[0]) + sum(sys.getsizeof(p[2]) + 120 for p in parts)
     _remember(key, entry, cost + sys.getsizeof(key) + _ENTRY_OVERHEAD)
@@ -192,9 +221,9 @@ def clear_shapes() -> None:
 
 
 def shape_of(sql: str) -> tuple[str, bool]:
-    """``(shape, is transaction control)`` of a statement, from the cache after the first time."""
+    """``(readable shape, is transaction control)`` of a statement."""
     entry = entry_of(sql)
-    return entry[0], entry[1]
+    return readable_shape(entry[0], sql), entry[1]
 
 
 def parts_of(sql: str) -> tuple[Part, ...] | None:

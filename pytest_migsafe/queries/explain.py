@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from pytest_migsafe.queries import dispatch
 from pytest_migsafe.queries.counter import QueryCounter
 from pytest_migsafe.text import plural, shorten
 
@@ -596,6 +597,7 @@ class SelectStatement:
     sql: str
     params: Any = None
     source: ConnectionSource | None = None
+    key: str = ""  # the shape key the counter groups its statements by (dispatch.shape_key)
 
 
 class SelectCollector(QueryCounter):
@@ -625,17 +627,17 @@ class SelectCollector(QueryCounter):
             self._other.add(shape)
             return
         params = rest[1] if len(rest) > 1 else None
-        self.statements[key] = SelectStatement(target, shape, sql, params,
-                                               _source_from_stack(sys._getframe(1)))
+        self.statements[key] = SelectStatement(target, dispatch.readable_shape(shape, sql), sql, params,
+                                               _source_from_stack(sys._getframe(1)), key=shape)
 
-    def call_sites(self, shape: str) -> dict[str, int]:
-        """``{path:line: statements}`` of one shape (every database together)."""
-        stats = self._shapes.get(shape)
+    def call_sites(self, key: str) -> dict[str, int]:
+        """``{path:line: statements}`` of one shape key (every database together)."""
+        stats = self._shapes.get(key)
         return dict(stats.call_sites) if stats is not None else {}
 
-    def runs(self, shape: str) -> int:
-        """Statements of this shape counted."""
-        stats = self._shapes.get(shape)
+    def runs(self, key: str) -> int:
+        """Statements of this shape key counted."""
+        stats = self._shapes.get(key)
         return stats.count if stats is not None else 0
 
 
@@ -843,8 +845,8 @@ class Explainer:
                         continue
                     result.findings.append(SeqScanFinding(
                         candidate.schema, candidate.table, candidate.keys, candidate.predicate, rows,
-                        statement.shape, statement.target, collector.runs(statement.shape),
-                        collector.call_sites(statement.shape)))
+                        statement.shape, statement.target, collector.runs(statement.key),
+                        collector.call_sites(statement.key)))
         finally:
             for link in links.values():
                 if isinstance(link, _Link):

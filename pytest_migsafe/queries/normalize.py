@@ -57,6 +57,7 @@ __all__ = [
     "clear_caches",
     "is_transaction_control",
     "normalize",
+    "quick_shape",
     "statement_kind",
     "statement_spans",
     "tables_read",
@@ -329,24 +330,45 @@ _TOKEN_RE = re.compile(
 _EXTRA_KEYWORDS = frozenset(
     ["ADD", "BY", "CASCADE", "CAST", "CHECK", "CONFLICT", "DO", "FOREIGN", "GROUP", "IF", "KEY", "LAST", "LOCKED", "NOTHING", "NOWAIT", "NULLS", "OF", "ONLY", "ORDER", "PRIMARY", "RESTRICT", "SHARE", "SKIP", "TO", "ABORT", "ANALYZE", "BEGIN", "CALL", "CHECKPOINT", "CLUSTER", "COMMIT", "CONFLICT", "COPY", "DEALLOCATE", "DISCARD", "DO", "END", "EXCLUDED", "EXPLAIN", "FETCH", "GRANT", "IMMEDIATE", "DEFERRED", "EXCLUSIVE", "LISTEN", "LOCK", "MOVE", "NOTIFY", "NOTHING", "PRAGMA", "PREPARE", "PREPARED", "REINDEX", "RELEASE", "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT", "SHOW", "START", "TRANSACTION", "UNLISTEN", "VACUUM", "WORK"]
 )
-_keywords: frozenset | None = None
+# The words of sqlglot's tokenizer (``Tokenizer.KEYWORDS``, sqlglot 30.30) that are words,
+# written out so that the tokenizer never imports sqlglot (and gives the same shapes whatever
+# sqlglot version is installed). Regenerate with:
+#   python -c "from sqlglot.tokens import Tokenizer as T; print(sorted({k for k in T.KEYWORDS
+#              if k.replace('_', '').isalpha()}))"
+_TOKENIZER_KEYWORDS = frozenset([
+    "ALL", "ALTER", "ANALYZE", "AND", "ANTI", "ANY", "APPLY", "ARRAY", "AS", "ASC", "ASOF",
+    "AUTOINCREMENT", "AUTO_INCREMENT", "BEGIN", "BETWEEN", "BIGDECIMAL", "BIGINT", "BIGNUM",
+    "BIGNUMERIC", "BINARY", "BIT", "BLOB", "BOOL", "BOOLEAN", "BPCHAR", "BYTE", "BYTEA", "CACHE",
+    "CALL", "CASE", "CHAR", "CHARACTER", "CLOB", "COLLATE", "COLUMN", "COMMENT", "COMMIT", "CONSTRAINT",
+    "COPY", "CREATE", "CROSS", "CUBE", "CURRENT_CATALOG", "CURRENT_DATE", "CURRENT_SCHEMA",
+    "CURRENT_TIME", "CURRENT_TIMESTAMP", "CURRENT_USER", "DATABASE", "DATE", "DATEMULTIRANGE",
+    "DATERANGE", "DATETIME", "DEC", "DECFLOAT", "DECIMAL", "DEFAULT", "DELETE", "DESC", "DESCRIBE",
+    "DISTINCT", "DIV", "DOUBLE", "DROP", "ELSE", "END", "ENUM", "ESCAPE", "EXCEPT", "EXECUTE", "EXISTS",
+    "EXPLAIN", "FALSE", "FETCH", "FILE", "FILTER", "FIRST", "FIXED", "FLOAT", "FOR", "FORMAT", "FROM",
+    "FULL", "FUNCTION", "GEOGRAPHY", "GEOMETRY", "GLOB", "GRANT", "HAVING", "HUGEINT", "ILIKE", "IN",
+    "INDEX", "INET", "INNER", "INSERT", "INT", "INTEGER", "INTERSECT", "INTERVAL", "INTO", "IS",
+    "ISNULL", "JOIN", "JSON", "JSONB", "KEEP", "KILL", "LATERAL", "LEFT", "LIKE", "LIMIT", "LIST",
+    "LOAD", "LOCALTIME", "LOCALTIMESTAMP", "LOCK", "LONG", "LONGBLOB", "LONGTEXT", "LONGVARCHAR", "MAP",
+    "MEDIUMBLOB", "MEDIUMINT", "MEDIUMTEXT", "MERGE", "NAMESPACE", "NATURAL", "NCHAR", "NEXT", "NOT",
+    "NOTNULL", "NULL", "NULLABLE", "NUMBER", "NUMERIC", "NUMMULTIRANGE", "NUMRANGE", "NVARCHAR",
+    "OBJECT", "OFFSET", "ON", "OPERATOR", "OPTIMIZE", "OR", "ORDINALITY", "OUT", "OUTER", "OVER",
+    "OVERLAPS", "OVERWRITE", "PARTITION", "PARTITIONED_BY", "PERCENT", "PIVOT", "PRAGMA", "PREPARE",
+    "PROCEDURE", "QUALIFY", "RANGE", "REAL", "RECURSIVE", "REF", "REFERENCES", "REGEXP", "RENAME",
+    "REPLACE", "RETURNING", "REVOKE", "RIGHT", "RLIKE", "ROLLBACK", "ROLLUP", "ROW", "ROWS", "SCHEMA",
+    "SELECT", "SEMI", "SEQUENCE", "SESSION", "SESSION_USER", "SET", "SETTINGS", "SHORT", "SHOW",
+    "SMALLINT", "SOME", "STR", "STRAIGHT_JOIN", "STRING", "STRUCT", "TABLE", "TABLESAMPLE", "TEMP",
+    "TEMPORARY", "TEXT", "THEN", "TIME", "TIMESTAMP", "TIMESTAMPLTZ", "TIMESTAMPNTZ", "TIMESTAMPTZ",
+    "TIMESTAMP_LTZ", "TIMESTAMP_NTZ", "TIMETZ", "TIME_NS", "TINYBLOB", "TINYINT", "TINYTEXT", "TRIGGER",
+    "TRUE", "TRUNCATE", "TSMULTIRANGE", "TSRANGE", "TSTZMULTIRANGE", "TSTZRANGE", "UHUGEINT", "UINT",
+    "UNCACHE", "UNION", "UNIQUE", "UNKNOWN", "UNNEST", "UNPIVOT", "UPDATE", "USE", "USING", "UUID",
+    "VACUUM", "VALUES", "VARBINARY", "VARCHAR", "VARIANT", "VECTOR", "VIEW", "VOLATILE", "WHEN",
+    "WHERE", "WINDOW", "WITH", "XOR"
+])
+_KEYWORDS = _TOKENIZER_KEYWORDS | _EXTRA_KEYWORDS
 
 
 def _keyword_set() -> frozenset:
-    global _keywords
-    if _keywords is None:
-        try:
-            from sqlglot.tokens import Tokenizer
-
-            words = {
-                k
-                for k in Tokenizer.KEYWORDS
-                if k.isalpha() or k.replace("_", "").isalpha()
-            }
-        except Exception:  # pragma: no cover - sqlglot missing/broken
-            words = set()
-        _keywords = frozenset(words | _EXTRA_KEYWORDS)
-    return _keywords
+    return _KEYWORDS
 
 
 _VALUE_END = frozenset({"?", ")", "]"})
@@ -876,6 +898,31 @@ def normalize(sql: str) -> str:
     return _analyze(sql)[0]  # type: ignore[no-any-return]
 
 
+@_cached()
+def quick_shape(sql: str) -> str:
+    """The tokenizer's shape of ``sql``, without the parser: what the capture groups
+    statements by.
+
+    Two texts that differ only in literal values and placeholders, list lengths, comments,
+    whitespace or keyword case get the same quick shape, as they get the same
+    :func:`normalize` shape; it costs a fraction of a parse and never imports sqlglot. It is
+    not the readable shape (function names keep their case, casts their syntax):
+    :func:`normalize` gives that, when a shape is shown. A text longer than
+    ``MAX_SHAPE_CHARS`` gets its :func:`normalize` shape (made by the tokenizer too). Never
+    raises; cached per distinct SQL text, bounded by bytes.
+    """
+    if len(sql) > MAX_SHAPE_CHARS:
+        return _analyze(sql)[0]  # type: ignore[no-any-return]
+    try:
+        collapsed = _precollapse(sql)
+    except Exception:  # pragma: no cover - regex failure is not expected
+        collapsed = sql
+    try:
+        return _fallback_normalize(collapsed)
+    except Exception:  # pragma: no cover - last resort, never raise
+        return " ".join(sql.split())
+
+
 normalize.cache_info = _analyze.cache_info  # type: ignore[attr-defined]
 normalize.cache_clear = _analyze.cache_clear  # type: ignore[attr-defined]
 normalize.cache = _analyze.cache  # type: ignore[attr-defined]
@@ -1015,5 +1062,5 @@ def tables_written(sql: str) -> tuple[str, ...]:
 
 def clear_caches() -> None:
     """Empty every cache of this module (for tests and long-lived processes)."""
-    for func in (_analyze, is_transaction_control, statement_kind):
+    for func in (_analyze, quick_shape, is_transaction_control, statement_kind):
         func.cache_clear()  # type: ignore[union-attr]

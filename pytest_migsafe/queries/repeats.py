@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.queries.callsite import Origin, Position, line_of
+from pytest_migsafe.queries.dispatch import readable_shape
 from pytest_migsafe.report.record import NPlusOne
 
 AllowRule = tuple["re.Pattern[str] | str", int]
@@ -40,7 +41,8 @@ def is_pagination(shape: str) -> bool:
 
 @dataclass
 class StatementGroup:
-    """Statements of one shape from one application function (the looping frame's)."""
+    """Statements of one shape key (:func:`~pytest_migsafe.queries.dispatch.shape_key`) from
+    one application function (the looping frame's); ``sample_sql``: the first one's text."""
 
     shape: str
     sample_sql: str
@@ -113,6 +115,28 @@ class RepeatTracker:
         group.loaded_at.setdefault(context, loaded_at)
         group.lines[where] = group.lines.get(where, 0) + 1
 
+    def _repeated(self, threshold: int) -> list[tuple[str, StatementGroup]]:
+        """``(readable shape, group)`` of each shape repeated ``threshold`` times or more from
+        one function (and test line): the groups of one readable shape are merged. A shape is
+        worked out only for a function that sent ``threshold`` statements or more at all."""
+        totals: dict[tuple[Any, Any], int] = {}
+        for (_, function, test), group in self.statements.items():
+            totals[(function, test)] = totals.get((function, test), 0) + group.count
+        merged: dict[tuple[str, Any, Any], StatementGroup] = {}
+        for (key, function, test), group in self.statements.items():
+            if totals[(function, test)] < threshold:
+                continue
+            shape = readable_shape(key, group.sample_sql)
+            one = merged.get((shape, function, test))
+            if one is None:
+                merged[(shape, function, test)] = StatementGroup(shape, group.sample_sql, group.count,
+                                                                 dict(group.lines), group.inner)
+            else:
+                one.count += group.count
+                for position, n in group.lines.items():
+                    one.lines[position] = one.lines.get(position, 0) + n
+        return [(shape, group) for (shape, _, _), group in merged.items() if group.count >= threshold]
+
     def suspects(self, threshold: int, allow: list[AllowRule]) -> list[NPlusOne]:
         """The N+1 suspects, most repeats first; those an allow rule covers are marked allowed."""
         found = []
@@ -129,8 +153,8 @@ class RepeatTracker:
             suspect.allowed = any(rule_matches(rule, suspect, group.attribute) and suspect.parents <= limit
                                   for rule, limit in allow)
             found.append(suspect)
-        for repeated in self.statements.values():
-            if repeated.count < threshold or is_pagination(repeated.shape):
+        for _, repeated in self._repeated(threshold):
+            if is_pagination(repeated.shape):
                 continue
             site = line_of(max(repeated.lines.items(), key=lambda kv: kv[1])[0])
             lines = sorted({line_of(position) for position in repeated.lines})

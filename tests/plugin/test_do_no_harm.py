@@ -272,3 +272,29 @@ def test_lazy_objects_in_the_heap_are_never_evaluated(pytester: pytest.Pytester)
     """)
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(passed=1)
+
+
+def test_the_sql_parser_loads_only_when_a_shape_is_shown(pytester: pytest.Pytester) -> None:
+    """Statements are grouped without a parser: at the defaults, a suite that runs SQL and
+    shows no shape never imports sqlglot (about 0.1 s and a larger heap); the report does."""
+    pytester.makeconftest("""
+        import sys
+
+        def pytest_sessionfinish(session):
+            print("sqlglot imported:", "sqlglot" in sys.modules)
+    """)
+    pytester.makepyfile(test_sql="""
+        from sqlalchemy import create_engine, text
+
+        def test_reads():
+            engine = create_engine("sqlite://")
+            with engine.connect() as conn:
+                for i in range(3):
+                    conn.execute(text(f"SELECT {i} + 1"))
+    """)
+    at_defaults = pytester.runpytest_subprocess("-p", "no:randomly", "-s")
+    at_defaults.assert_outcomes(passed=1)
+    at_defaults.stdout.fnmatch_lines(["*sqlglot imported: False*"])
+    with_report = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "--migsafe-report")
+    with_report.assert_outcomes(passed=1)
+    with_report.stdout.fnmatch_lines(["*sqlglot imported: True*"])

@@ -57,6 +57,27 @@ def test_sqlalchemy_on_psycopg_counts_each_statement_once(engine: Engine) -> Non
     assert [q.shape for q in counter.queries] == [counter.queries[0].shape] * 3
 
 
+def test_texts_of_one_shape_are_one_shape_however_they_are_written(engine: Engine, pg_dsn: str) -> None:
+    """Statements are grouped as they run by a key made without a parser, and shown by their
+    readable shape: texts differing in literals, list lengths, case, spacing and comments are
+    one shape, counted as often as the server ran them."""
+    from pytest_migsafe.queries.normalize import normalize
+
+    texts = ["SELECT count(*) FROM cap_items WHERE n IN (1, 2) AND id = 1::int",
+             "select COUNT(*) from cap_items where n in (3, 4, 5) and id = 2::INT",
+             "SELECT count(*)\n  FROM cap_items WHERE n IN (6) -- one\n AND id = CAST(3 AS int)"]
+    before = server_calls(pg_dsn)
+    with engine.connect() as conn, count_queries() as counter:
+        for sql in texts:
+            conn.execute(text(sql))
+    ran = server_calls(pg_dsn) - before
+    assert len(counter._shapes) == 2  # the cast's two spellings: two keys, merged when shown
+    (stats,) = counter.summary()
+    assert stats.count == counter.count == ran == 3
+    assert stats.shape == normalize(texts[0]) == "SELECT COUNT(*) FROM cap_items WHERE n IN (?) AND id = CAST(? AS INT)"
+    assert {q.shape for q in counter.queries} == {stats.shape}
+
+
 def test_raw_psycopg_sync_counts_cursor_and_connection_execute(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn) as conn, count_queries() as counter:
         conn.execute("SELECT 1")
