@@ -19,6 +19,7 @@ from pytest_migsafe.plugin.stash import (
     add_call_phase,
     add_to_record,
     marks_of,
+    records_wanted,
     wake_current_call,
     watch_imports,
 )
@@ -31,7 +32,7 @@ from pytest_migsafe.values import parse_bool, positive_number
 if TYPE_CHECKING:
     from pytest_migsafe.pool import sizing
     from pytest_migsafe.pool import warm as pool_warm
-    from pytest_migsafe.report.record import TestRecord
+    from pytest_migsafe.report.record import Leak, TestRecord
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -137,7 +138,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 class PoolPhase:
-    """Every pool used in one test's call phase: leaks and the ``pool`` marker's limits."""
+    """Every pool used in one test's call phase: leaks and the ``pool`` marker's limits.
+
+    The figures (a :class:`~pytest_migsafe.pool.observe.PoolObservation`) are taken when
+    something reads them: a ``pool`` marker, ``migsafe_fail_on_leaks``, the report, JUnit
+    XML, pool sizing; otherwise the test gets the leak check alone (its record has no pool
+    figures)."""
 
     @classmethod
     def start(cls, item: pytest.Item) -> PoolPhase | None:
@@ -153,13 +159,23 @@ class PoolPhase:
         targets.install(import_missing=False)
         self.item = item
         self.limits = limits
-        self.settings = item.config.stash[SETTINGS_KEY]
-        self.observation = pool.PoolObservation().start()
+        self.settings = settings = item.config.stash[SETTINGS_KEY]
+        # the figures only when something reads them: at the defaults, the leak check alone
+        # (pool.LeakWatch: no observer, so a pool event costs what it costs unobserved)
+        self.watch: pool.LeakWatch | None = None
+        if (limits is None and not settings.fail_on_leaks and not settings.junit and settings.peak_rps is None
+                and not records_wanted()):
+            self.watch = pool.LeakWatch()
+        else:
+            self.observation = pool.PoolObservation().start()
 
     def stop(self) -> None:
         """Stop observing; record the figures of a test in which a pool did anything."""
         # a full garbage collection (to tell a dropped Session from a live one) only where
         # the test asked for a leak check: it costs about 0.1 s in a large application
+        if self.watch is not None:
+            self.watch.stop()  # nothing is recorded: nothing reads a record at the defaults
+            return
         settings = self.settings
         asked = (self.limits is not None and self.limits.leaks is not None) or settings.fail_on_leaks
         self.observation.stop(settle=asked)
@@ -181,6 +197,10 @@ class PoolPhase:
         """Exceeded limits; leaks fail with ``migsafe_fail_on_leaks = true`` or a ``pool(leaks=N)``
         marker, and are warnings otherwise (the default: the user did not ask)."""
         item, limits = self.item, self.limits
+        if self.watch is not None:
+            for leak in self.watch.leaks:
+                _warn_leak(item, leak)
+            return []
         if limits is None and not self.observation.leaked:
             return []  # the common case: no limit to check, no leak to tell (no figures worked out)
         figures = self.observation.snapshot()
@@ -192,13 +212,18 @@ class PoolPhase:
                                 f"{plural(len(figures.leaks), 'connection')} leaked")
             else:
                 for leak in figures.leaks:
-                    filename, _, line = leak.call_site.rpartition(":")
-                    notify(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)),
-                           filename or str(item.path), int(line) if line.isdigit() else 0)
+                    _warn_leak(item, leak)
         if not problems:
             return []
         verbose = item.config.get_verbosity() > 0
         return [pool_limits.failure_message(problems, figures, None if verbose else 10)]
+
+
+def _warn_leak(item: pytest.Item, leak: Leak) -> None:
+    """A leak nobody asked to fail on: a warning at its checkout (never an error)."""
+    filename, _, line = leak.call_site.rpartition(":")
+    notify(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)),
+           filename or str(item.path), int(line) if line.isdigit() else 0)
 
 
 def junit_properties(figures: pool.ObservedFigures) -> list[tuple[str, object]]:

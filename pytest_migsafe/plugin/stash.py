@@ -168,6 +168,11 @@ def want_records(config: pytest.Config) -> None:
     config.add_cleanup(restore)
 
 
+def records_wanted() -> bool:
+    """True when the session running now reads the test records (see :func:`want_records`)."""
+    return _records_wanted
+
+
 def add_to_record(item: pytest.Item, fill: Callable[[TestRecord], None]) -> None:
     """Have ``fill(record)`` put a part's figures into ``item``'s test record.
 

@@ -41,6 +41,7 @@ _lock = threading.RLock()
 _observers: tuple[PoolObservation, ...] = ()
 _out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
 _dropped: list[Checkout] = []  # returned by the garbage collector while observed
+_leak_watches = 0  # active observe.LeakWatch-es: checkouts need their call site, dropped ones are kept
 _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
 created_listeners: list[Callable[[Any], None]] = []  # called with the pool of every new connection
 # pool -> [connections open now, the most ever open]: kept for the process, observed or not
@@ -193,7 +194,7 @@ def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
     """A connection (``key``: id of its record or connection) left ``pool``."""
     global _seq
     site = None
-    if _observers:
+    if _observers or _leak_watches:
         site = call_site_of_caller(1, CHECKOUT)
         if site == "<unknown>":
             site = _site_outside_greenlet()
@@ -265,7 +266,7 @@ def dropped(key: int, gone: bool = False) -> None:
         if entry is None:
             return
         entry.dropped = True
-        if _observers:
+        if _observers or _leak_watches:
             _dropped.append(entry)
         if gone:
             for obs in _observers:

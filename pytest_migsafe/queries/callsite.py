@@ -93,6 +93,15 @@ def is_user_file(filename: str) -> bool:
     return verdict is not None
 
 
+def _site_of(f: FrameType, key: int, shown: str) -> str:
+    """``path:line`` of the user's frame ``f`` (code id ``key``), cached per instruction."""
+    lasti = f.f_lasti
+    site = _lines.get((key, lasti))
+    if site is None:
+        site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
+    return site
+
+
 def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
     """The call site of the user's frame ``f`` (code id ``key``); leaves its :class:`Origin` for
     :func:`origin_for`. The common shapes are built here without a walk: a statement sent
@@ -174,6 +183,8 @@ def call_site_of_caller(hook_depth: int = 1, slot: int = STATEMENT) -> str:
         entry = _codes.get(user_code)
         if f is None or id(f.f_code) != user_code or entry is None:
             continue
+        if slot == CHECKOUT:  # a checkout needs its site only (for a leak), no statement origin
+            return _site_of(f, user_code, entry[0])  # type: ignore[arg-type]
         return _found(f, user_code, entry[0], entry[1])  # type: ignore[arg-type]
     return _walk(sys._getframe(hook_depth + 1), slot)
 

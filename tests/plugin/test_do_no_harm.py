@@ -92,9 +92,10 @@ SESSION_OWNERS = {
 }
 
 
+@pytest.mark.parametrize("asked", [True, False], ids=["leak check asked", "defaults"])
 @pytest.mark.parametrize("owner", sorted(SESSION_OWNERS))
 def test_a_session_that_outlives_the_test_holds_its_connection_without_a_leak(
-        pytester: pytest.Pytester, owner: str) -> None:
+        pytester: pytest.Pytester, owner: str, asked: bool) -> None:
     pytester.makepyfile(test_owner=HEADER + textwrap.dedent(SESSION_OWNERS[owner]) + textwrap.dedent("""
         class TestInOrder:
             def test_first(self, db):
@@ -103,8 +104,10 @@ def test_a_session_that_outlives_the_test_holds_its_connection_without_a_leak(
             def test_second(self, db):
                 db.commit()                    # ... which happens here, in the next test
     """))
-    # the leak check asked for explicitly: a connection a live Session holds is not a leak
-    result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", "migsafe_fail_on_leaks=true", "-W", "error")
+    # asked for (a pool observation) or at the defaults (the leak watch alone): a connection
+    # a live Session holds is not a leak
+    asking = ("-o", "migsafe_fail_on_leaks=true") if asked else ()
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *asking, "-W", "error")
     result.assert_outcomes(passed=2)
     assert "leaked" not in result.stdout.str()
 
