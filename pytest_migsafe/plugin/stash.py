@@ -2,9 +2,11 @@
 
 The per-test :class:`~pytest_migsafe.report.record.TestRecord` lives on the item; the
 :class:`~pytest_migsafe.report.record.RunReport` of the session lives on the config. Every
-``pytest_migsafe.plugin`` module fills its own part of the test record through :func:`record_of`,
-from the :class:`CallPhase` it adds with :func:`add_call_phase`: ``plugin/queries.py`` runs every
-part's phase around a test's call in one hook, so a test costs one hook, not one per part.
+``pytest_migsafe.plugin`` module fills its own part of the test record through
+:func:`add_to_record` (at once when something reads the records, else only if a record is
+read), from the :class:`CallPhase` it adds with :func:`add_call_phase`: ``plugin/queries.py``
+runs every part's phase around a test's call in one hook, so a test costs one hook, not one
+per part.
 """
 
 from __future__ import annotations
