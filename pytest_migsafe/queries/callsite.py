@@ -4,8 +4,8 @@
 and pytest_migsafe itself. What a frame's code is (library, application, test, an ORM
 flush) is cached by the code object's id, so after warm-up a frame walked costs one set or
 dict lookup; ``path:line`` is cached per (code, instruction offset). The driver hooks
-(:func:`call_site_of_caller`) remember the last few paths through the driver's frames and
-jump straight to the user's frame when the next statement comes the same way.
+(:func:`call_site_of_caller`) walk every time: nothing short of the whole walk tells a
+library frame from a user frame between the hook and the first user frame.
 """
 
 from __future__ import annotations
@@ -150,72 +150,45 @@ def _no_user_frame(start: FrameType) -> str:
     return site
 
 
-# The paths of the last walks driver hooks asked for, most recent first: (index of the
-# library frame right below the user's frame, 0 being the hook's caller; id of that frame's
-# code; id of the user frame's code). A test sends its statements and checks its connections
-# out through a few paths (an ORM query, a flush, a raw cursor, a pool checkout...): the
-# next one jumps straight to the user's frame with one C call (sys._getframe materializes
-# that frame alone) along the first remembered path whose codes match; anything else walks.
-# Each kind of hook keeps its own paths (slot STATEMENT: the statement hooks; CHECKOUT: the
-# pool checkout events), so that a statement never tries a checkout's path first.
-_PATHS_KEPT = 4
+# What the driver hooks ask for: a statement's call site and origin, or a pool checkout's
+# call site alone (for a leak).
 STATEMENT, CHECKOUT = 0, 1
-_paths: list[tuple[tuple[int, int, int], ...]] = [(), ()]
 
 
 def call_site_of_caller(hook_depth: int = 1, slot: int = STATEMENT) -> str:
     """:func:`call_site` of the frame ``hook_depth`` above the caller (1: the caller of the
-    driver hook that calls this), the hooks' way: a statement sent through one of the last
-    few paths costs one jump instead of a walk of the driver's frames.
+    driver hook that calls this). ``slot``: :data:`STATEMENT` (the site, and the statement's
+    :class:`Origin` for :func:`origin_for`) or :data:`CHECKOUT` (the site alone).
 
-    A path is trusted only when the frame right below the user's frame and the user's frame
-    run the same code as when it was walked, at the same depth.
-    ``slot``: the kind of hook asking (:data:`STATEMENT` or :data:`CHECKOUT`), whose paths are tried.
+    Every call walks the frames: a path remembered from an earlier walk (same depth, same
+    code below the user's frame and in it) was once trusted here, and gave a wrong site when
+    user code sat between (a user context manager around ``engine.connect()`` where the
+    remembered path had ``Engine.begin()``; a library calling back into user code).
     """
-    for depth, below_code, user_code in _paths[slot]:
-        try:
-            below = sys._getframe(depth + hook_depth + 1)
-        except ValueError:  # a shallower stack (another thread, a greenlet)
-            continue
-        if id(below.f_code) != below_code:
-            continue
-        f = below.f_back
-        entry = _codes.get(user_code)
-        if f is None or id(f.f_code) != user_code or entry is None:
-            continue
-        if slot == CHECKOUT:  # a checkout needs its site only (for a leak), no statement origin
-            return _site_of(f, user_code, entry[0])  # type: ignore[arg-type]
-        return _found(f, user_code, entry[0], entry[1])  # type: ignore[arg-type]
-    return _walk(sys._getframe(hook_depth + 1), slot)
+    return _walk(sys._getframe(hook_depth + 1), slot == STATEMENT)
 
 
-def _walk(start: FrameType, slot: int | None = None) -> str:
-    """:func:`call_site` from ``start`` in one pass; with a ``slot`` (``start`` is a driver
-    hook's caller) the path is remembered there for :func:`call_site_of_caller`."""
+def _walk(start: FrameType, origin: bool = True) -> str:
+    """:func:`call_site` from ``start`` in one pass (``origin``: leave the statement's
+    :class:`Origin` too)."""
     f: FrameType | None = start
     codes = _codes
     library = _library
-    below = None
-    index = 0
     while f is not None:
         code = f.f_code
         key = id(code)
         if key in library:
-            below = key
             f = f.f_back
-            index += 1
             continue
         try:
             shown, kind, _ = codes[key]
         except KeyError:
             shown, kind, _ = _learn(code)
         if kind == LIBRARY:  # seen for the first time just now
-            below = key
             f = f.f_back
-            index += 1
             continue
-        if slot is not None and below is not None:
-            _paths[slot] = ((index - 1, below, key), *_paths[slot][:_PATHS_KEPT - 1])
+        if not origin:
+            return _site_of(f, key, shown)  # type: ignore[arg-type]
         return _found(f, key, shown, kind)  # type: ignore[arg-type]
     return _no_user_frame(start)
 
@@ -290,7 +263,6 @@ def set_test_files(patterns: list[str]) -> None:
     TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
     _is_test.clear()
     # every cache keyed by a code object's id goes with the references that kept the id unique
-    _paths[:] = [(), ()]
     _lines.clear()
     _codes.clear()
     _library.clear()

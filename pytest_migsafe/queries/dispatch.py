@@ -109,26 +109,28 @@ SHAPES_BYTES = 16 * 1024 * 1024
 Part = tuple[int, int, str, bool]
 # (shape key, is transaction control, parts): parts is None for a text holding one
 # statement, () for one holding none (blank or comments), else one Part per statement.
-# The shape key is what statements are grouped by: see shape_key() and readable_shape().
+# The shape key is what statements are grouped by as they run: see shape_key() and readable_shape().
 Entry = tuple[str, bool, tuple[Part, ...] | None]
 
 
 class ReadableShape(str):
-    """A shape key that is the readable shape already (that of a text longer than
-    ``KEEP_TEXT_CHARS``, which the counters keep cut: their text cannot be shaped again)."""
+    """A shape key that is the readable shape already (that of a long text: see :func:`shape_key`)."""
 
     __slots__ = ()
 
 
 def shape_key(text: str) -> str:
-    """What statements are grouped by: the tokenizer's shape
-    (:func:`~pytest_migsafe.queries.normalize.quick_shape`), which needs no parser; for a
-    text longer than ``KEEP_TEXT_CHARS``, its readable shape (a :class:`ReadableShape`)."""
-    from pytest_migsafe.queries.normalize import normalize, quick_shape
+    """What statements are grouped by as they run: the text itself (no parser; a loop of
+    parametrized statements sends one text), or for a text longer than
+    ``normalize.DIGEST_KEY_CHARS`` its readable shape (a :class:`ReadableShape`: the shape
+    cache keeps no long text alive, and the counters keep a text over ``KEEP_TEXT_CHARS``
+    cut). Never coarser than the readable shape: texts that differ only in their literal
+    values are merged when shown (see :func:`readable_shape`), never two statements that differ."""
+    from pytest_migsafe.queries.normalize import DIGEST_KEY_CHARS, normalize
 
-    if len(text) > KEEP_TEXT_CHARS:
+    if len(text) > DIGEST_KEY_CHARS:
         return ReadableShape(normalize(text))
-    return quick_shape(text)
+    return text
 
 
 def readable_shape(key: str, text: str) -> str:

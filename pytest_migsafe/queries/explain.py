@@ -58,7 +58,7 @@ from types import FrameType
 from typing import Any
 
 from pytest_migsafe.queries import dispatch
-from pytest_migsafe.queries.counter import QueryCounter
+from pytest_migsafe.queries.counter import QueryCounter, ShapeStats
 from pytest_migsafe.text import plural, shorten
 
 MODES = ("off", "warn", "fail")
@@ -613,31 +613,39 @@ class SelectCollector(QueryCounter):
         super().__init__(using=using, track_repeats=False, keep=0)
         self.statements: dict[tuple[str, str], SelectStatement] = {}
         self.result: ExplainResult | None = None
-        self._other: set[str] = set()  # shapes that are not SELECTs
+        self._looked_at: set[tuple[str, str]] = set()  # (database, shape key) of every statement seen
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,  # type: ignore[override]
              *rest: Any) -> None:
         super()._add(sql, shape, seconds, site, target, *rest)
-        key = (target, shape)
-        if key in self.statements or shape in self._other or not target.startswith("postgresql://"):
+        seen = (target, shape)  # shape: the shape key (the text itself, for most)
+        if seen in self._looked_at or not target.startswith("postgresql://"):
             return
+        self._looked_at.add(seen)
         from pytest_migsafe.queries.normalize import statement_kind
 
         if statement_kind(sql) != "select":
-            self._other.add(shape)
+            return
+        readable = dispatch.readable_shape(shape, sql)
+        key = (target, readable)
+        if key in self.statements:
             return
         params = rest[1] if len(rest) > 1 else None
-        self.statements[key] = SelectStatement(target, dispatch.readable_shape(shape, sql), sql, params,
+        self.statements[key] = SelectStatement(target, readable, sql, params,
                                                _source_from_stack(sys._getframe(1)), key=shape)
 
-    def call_sites(self, key: str) -> dict[str, int]:
-        """``{path:line: statements}`` of one shape key (every database together)."""
-        stats = self._shapes.get(key)
+    def _by_shape(self) -> dict[str, ShapeStats]:
+        # the statements by readable shape: every text of one shape together
+        return {stats.shape: stats for stats in self.summary()}
+
+    def call_sites(self, shape: str) -> dict[str, int]:
+        """``{path:line: statements}`` of one readable shape (every database together)."""
+        stats = self._by_shape().get(shape)
         return dict(stats.call_sites) if stats is not None else {}
 
-    def runs(self, key: str) -> int:
-        """Statements of this shape key counted."""
-        stats = self._shapes.get(key)
+    def runs(self, shape: str) -> int:
+        """Statements of this readable shape counted."""
+        stats = self._by_shape().get(shape)
         return stats.count if stats is not None else 0
 
 
@@ -845,8 +853,8 @@ class Explainer:
                         continue
                     result.findings.append(SeqScanFinding(
                         candidate.schema, candidate.table, candidate.keys, candidate.predicate, rows,
-                        statement.shape, statement.target, collector.runs(statement.key),
-                        collector.call_sites(statement.key)))
+                        statement.shape, statement.target, collector.runs(statement.shape),
+                        collector.call_sites(statement.shape)))
         finally:
             for link in links.values():
                 if isinstance(link, _Link):

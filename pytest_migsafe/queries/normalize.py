@@ -57,7 +57,6 @@ __all__ = [
     "clear_caches",
     "is_transaction_control",
     "normalize",
-    "quick_shape",
     "statement_kind",
     "statement_spans",
     "tables_read",
@@ -898,31 +897,6 @@ def normalize(sql: str) -> str:
     return _analyze(sql)[0]  # type: ignore[no-any-return]
 
 
-@_cached()
-def quick_shape(sql: str) -> str:
-    """The tokenizer's shape of ``sql``, without the parser: what the capture groups
-    statements by.
-
-    Two texts that differ only in literal values and placeholders, list lengths, comments,
-    whitespace or keyword case get the same quick shape, as they get the same
-    :func:`normalize` shape; it costs a fraction of a parse and never imports sqlglot. It is
-    not the readable shape (function names keep their case, casts their syntax):
-    :func:`normalize` gives that, when a shape is shown. A text longer than
-    ``MAX_SHAPE_CHARS`` gets its :func:`normalize` shape (made by the tokenizer too). Never
-    raises; cached per distinct SQL text, bounded by bytes.
-    """
-    if len(sql) > MAX_SHAPE_CHARS:
-        return _analyze(sql)[0]  # type: ignore[no-any-return]
-    try:
-        collapsed = _precollapse(sql)
-    except Exception:  # pragma: no cover - regex failure is not expected
-        collapsed = sql
-    try:
-        return _fallback_normalize(collapsed)
-    except Exception:  # pragma: no cover - last resort, never raise
-        return " ".join(sql.split())
-
-
 normalize.cache_info = _analyze.cache_info  # type: ignore[attr-defined]
 normalize.cache_clear = _analyze.cache_clear  # type: ignore[attr-defined]
 normalize.cache = _analyze.cache  # type: ignore[attr-defined]
@@ -1062,5 +1036,5 @@ def tables_written(sql: str) -> tuple[str, ...]:
 
 def clear_caches() -> None:
     """Empty every cache of this module (for tests and long-lived processes)."""
-    for func in (_analyze, quick_shape, is_transaction_control, statement_kind):
+    for func in (_analyze, is_transaction_control, statement_kind):
         func.cache_clear()  # type: ignore[union-attr]

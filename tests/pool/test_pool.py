@@ -164,6 +164,32 @@ def _connect_and_drop(engine: Engine, sites: list[str]) -> None:
     backend_pid(conn)  # conn is dropped here without close()
 
 
+def test_a_leak_through_a_users_context_manager_names_its_own_line(make_engine: Callable[..., Engine]) -> None:
+    """``engine.begin()`` and a user context manager around ``engine.connect()`` reach the pool
+    at the same depth, under the same test line's ``__enter__``: the leak is the context
+    manager's line (a remembered path once named the test's)."""
+    from contextlib import contextmanager
+
+    engine = make_engine()
+    held = []
+    sites = []
+
+    @contextmanager
+    def unit() -> Iterator[Any]:
+        sites.append(next_line())
+        conn = engine.connect()
+        held.append(conn)
+        yield conn
+
+    with pool_stats(engine) as stats:
+        with engine.begin() as conn:
+            conn.execute(text("select 1"))
+        with unit() as conn:
+            conn.execute(text("select 2"))
+    assert [leak.call_site for leak in stats.leaks] == sites
+    held[0].close()
+
+
 @pytest.mark.pool(leaks=1)  # the plugin sees this test's dropped connection too
 def test_connection_dropped_without_close_is_a_leak(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine(pool_size=2)

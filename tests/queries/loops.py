@@ -19,3 +19,9 @@ def queue_lookups(conn: Any, n: int) -> None:
     arrive when the caller's pipeline syncs, outside this function)."""
     for i in range(n):
         conn.execute("SELECT %s::int AS n", (i,))
+
+
+def run_driver_sql(conn: Any, sql: str, n: int) -> None:
+    """Send ``sql`` ``n`` times through ``Connection.exec_driver_sql`` (no bound parameters)."""
+    for _ in range(n):
+        conn.exec_driver_sql(sql)

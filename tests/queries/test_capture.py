@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import threading
 from collections.abc import Iterator
 
+import loops
 import psycopg
 import pytest
-from loops import run_statements
+from loops import run_driver_sql, run_statements
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -71,11 +73,59 @@ def test_texts_of_one_shape_are_one_shape_however_they_are_written(engine: Engin
         for sql in texts:
             conn.execute(text(sql))
     ran = server_calls(pg_dsn) - before
-    assert len(counter._shapes) == 2  # the cast's two spellings: two keys, merged when shown
+    assert len(counter._shapes) == 3  # grouped by text as they ran, merged when shown
     (stats,) = counter.summary()
     assert stats.count == counter.count == ran == 3
     assert stats.shape == normalize(texts[0]) == "SELECT COUNT(*) FROM cap_items WHERE n IN (?) AND id = CAST(? AS INT)"
     assert {q.shape for q in counter.queries} == {stats.shape}
+
+
+@pytest.mark.parametrize("first, second", [
+    ("SELECT '{}'::jsonb ->> 'email' WHERE :i >= 0", "SELECT '{}'::jsonb ->> 'name' WHERE :i >= 0"),
+    (r"SELECT name FROM cap_items WHERE name LIKE 'a\_%' ESCAPE '\' AND n > :i",
+     r"SELECT name FROM cap_items WHERE name LIKE 'a\_%' ESCAPE '\' ORDER BY n DESC LIMIT :i"),
+    ("SELECT now() - interval '1 day' WHERE :i >= 0", "SELECT now() - interval '2 hours' WHERE :i >= 0"),
+], ids=["json keys", "backslash strings", "interval units"])
+def test_statements_that_differ_are_never_one_shape(engine: Engine, first: str, second: str) -> None:
+    """Two statements whose readable shapes differ stay apart (a grouping key coarser than the
+    readable shape once merged them: a false N+1 of 10 from two loops of 5, and a SELECT the
+    index check never planned)."""
+    with engine.connect() as conn, count_queries() as counter:
+        run_statements(conn, first, 5)
+        run_statements(conn, second, 5)
+    assert sorted(stats.count for stats in counter.summary()) == [5, 5]
+    assert counter.n_plus_one(10) == []
+
+
+def test_a_call_site_is_the_user_frame_whatever_the_library_frames_below_it(
+        tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library that calls back into user code, at the depth where a statement came from the
+    library alone before: the statements of the callback are the callback's (a remembered path
+    once put them at the test's line, where they made no N+1 suspect)."""
+    import functools
+    import importlib
+    import pathlib
+
+    library = pathlib.Path(str(tmp_path)) / "site-packages"
+    library.mkdir()
+    (library / "migsafe_probe_lib.py").write_text(
+        "def call(conn, callback, pad):\n"
+        "    return _step(conn, callback, pad)\n\n\n"
+        "def _step(conn, callback, pad):\n"
+        "    if pad:\n"
+        "        return _step(conn, callback, pad - 1)\n"
+        "    if callback is not None:\n"
+        "        return callback(conn)\n"
+        "    return conn.exec_driver_sql('select 1')\n")
+    monkeypatch.syspath_prepend(str(library))
+    lib = importlib.import_module("migsafe_probe_lib")
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn, count_queries() as counter:
+        lib.call(conn, None, 5)
+        lib.call(conn, functools.partial(run_driver_sql, sql="select 3", n=12), 4)
+    (suspect,) = counter.n_plus_one(10)
+    loop_line = inspect.getsourcelines(run_driver_sql)[1] + 3
+    assert (suspect.count, suspect.call_site) == (12, f"{os.path.relpath(loops.__file__)}:{loop_line}"), suspect
 
 
 def test_raw_psycopg_sync_counts_cursor_and_connection_execute(pg_dsn: str) -> None:
