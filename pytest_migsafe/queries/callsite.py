@@ -1,8 +1,8 @@
 """Find the first stack frame in the user's own code, cheaply, and where a statement came from.
 
 "Library" code is anything under site-packages or dist-packages, the standard library,
-and pytest_migsafe itself. What a frame's code is (library, application, test, an ORM
-flush) is cached by the code object's id, so after warm-up a frame walked costs one set or
+and pytest_migsafe itself. What a frame's code is (library, application, test) is
+cached by the code object's id, so after warm-up a frame walked costs one set or
 dict lookup; ``path:line`` is cached per (code, instruction offset). The driver hooks
 (:func:`call_site_of_caller`) walk every time: nothing short of the whole walk tells a
 library frame from a user frame between the hook and the first user frame.
@@ -155,17 +155,17 @@ def _no_user_frame(start: FrameType) -> str:
 STATEMENT, CHECKOUT = 0, 1
 
 
-def call_site_of_caller(hook_depth: int = 1, slot: int = STATEMENT) -> str:
+def call_site_of_caller(hook_depth: int = 1, purpose: int = STATEMENT) -> str:
     """:func:`call_site` of the frame ``hook_depth`` above the caller (1: the caller of the
-    driver hook that calls this). ``slot``: :data:`STATEMENT` (the site, and the statement's
-    :class:`Origin` for :func:`origin_for`) or :data:`CHECKOUT` (the site alone).
+    driver hook that calls this). ``purpose``: :data:`STATEMENT` (the site, and the
+    statement's :class:`Origin` for :func:`origin_for`) or :data:`CHECKOUT` (the site alone).
 
     Every call walks the frames: a path remembered from an earlier walk (same depth, same
     code below the user's frame and in it) was once trusted here, and gave a wrong site when
     user code sat between (a user context manager around ``engine.connect()`` where the
     remembered path had ``Engine.begin()``; a library calling back into user code).
     """
-    return _walk(sys._getframe(hook_depth + 1), slot == STATEMENT)
+    return _walk(sys._getframe(hook_depth + 1), purpose == STATEMENT)
 
 
 def _walk(start: FrameType, origin: bool = True) -> str:
