@@ -634,19 +634,10 @@ class SelectCollector(QueryCounter):
         self.statements[key] = SelectStatement(target, readable, sql, params,
                                                _source_from_stack(sys._getframe(1)), key=shape)
 
-    def _by_shape(self) -> dict[str, ShapeStats]:
-        # the statements by readable shape: every text of one shape together
+    def by_shape(self) -> dict[str, ShapeStats]:
+        """The statements counted, by readable shape (every text and database of one shape
+        together): ``{shape: ShapeStats}`` with counts and ``{path:line: statements}``."""
         return {stats.shape: stats for stats in self.summary()}
-
-    def call_sites(self, shape: str) -> dict[str, int]:
-        """``{path:line: statements}`` of one readable shape (every database together)."""
-        stats = self._by_shape().get(shape)
-        return dict(stats.call_sites) if stats is not None else {}
-
-    def runs(self, shape: str) -> int:
-        """Statements of this readable shape counted."""
-        stats = self._by_shape().get(shape)
-        return stats.count if stats is not None else 0
 
 
 # -- talking to the server ----------------------------------------------------------------
@@ -820,6 +811,7 @@ class Explainer:
         options = options or ExplainOptions()
         result = ExplainResult()
         links: dict[str, _Link | _SqlError | Exception] = {}
+        by_shape: dict[str, ShapeStats] | None = None
         try:
             for statement in collector.statements.values():
                 if options.using is not None and statement.target.rsplit("/", 1)[-1] != options.using:
@@ -851,10 +843,13 @@ class Explainer:
                         continue
                     if options.min_rows and (rows is None or rows < options.min_rows):
                         continue
+                    if by_shape is None:  # the collector's statements by readable shape, once per check
+                        by_shape = collector.by_shape()
+                    stats = by_shape.get(statement.shape)
                     result.findings.append(SeqScanFinding(
                         candidate.schema, candidate.table, candidate.keys, candidate.predicate, rows,
-                        statement.shape, statement.target, collector.runs(statement.shape),
-                        collector.call_sites(statement.shape)))
+                        statement.shape, statement.target, stats.count if stats is not None else 0,
+                        dict(stats.call_sites) if stats is not None else {}))
         finally:
             for link in links.values():
                 if isinstance(link, _Link):

@@ -366,17 +366,13 @@ _TOKENIZER_KEYWORDS = frozenset([
 _KEYWORDS = _TOKENIZER_KEYWORDS | _EXTRA_KEYWORDS
 
 
-def _keyword_set() -> frozenset:
-    return _KEYWORDS
-
-
 _VALUE_END = frozenset({"?", ")", "]"})
 _LIST_OPENERS = {"(": ")", "[": "]"}
 
 
 def _fallback_tokens(sql: str) -> list[list[str]]:
     """Tokenize into statements of normalized tokens (literals -> ``?``)."""
-    keywords = _keyword_set()
+    keywords = _KEYWORDS
     statements: list[list[str]] = []
     out: list[str] = []
     append = out.append
@@ -544,7 +540,7 @@ def _render_tokens(tokens: Sequence[str], keywords: frozenset) -> str:
 
 def _fallback_normalize(sql: str) -> str:
     """Tokenizer-based normalization used when the parser cannot help."""
-    keywords = _keyword_set()
+    keywords = _KEYWORDS
     return "; ".join(
         _render_tokens(_collapse_tokens(stmt), keywords)
         for stmt in _fallback_tokens(sql)
@@ -759,7 +755,7 @@ def _prefix_shape(sql: str) -> str:
     """The tokenizer's shape of the first ``SHAPE_PREFIX_CHARS`` characters,
     cut clean (the last token, which the cut may have split, is dropped), then
     ``" ..."``."""
-    keywords = _keyword_set()
+    keywords = _KEYWORDS
     statements = _fallback_tokens(sql[:SHAPE_PREFIX_CHARS])
     if statements:
         statements[-1] = _close_cut(statements[-1][:-1])
