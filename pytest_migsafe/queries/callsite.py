@@ -1,10 +1,10 @@
 """Find the first stack frame in the user's own code, cheaply, and where a statement came from.
 
 "Library" code is anything under site-packages or dist-packages, the standard library,
-and pytest_migsafe itself. What a frame's code is (library, application, test) is
-cached by the code object's id, so after warm-up a frame walked costs one set or
-dict lookup; ``path:line`` is cached per (code, instruction offset). The driver hooks
-(:func:`call_site_of_caller`) walk every time: nothing short of the whole walk tells a
+and pytest_migsafe itself. A library frame is stepped over by its code's file name (one
+set lookup of a string whose hash is cached); what a user frame's code is (application
+or test) is cached by the code object's id; ``path:line`` is cached per (code, instruction
+offset). The driver hooks (:func:`call_site_of_caller`) walk every time: nothing short of the whole walk tells a
 library frame from a user frame between the hook and the first user frame.
 """
 
@@ -45,7 +45,9 @@ _verdicts: dict[str, str | None] = {}
 # library code, kind, the code itself, which also keeps the id from being reused).
 APP, TEST, LIBRARY = 0, 1, 2
 _codes: dict[int, tuple[str | None, int, CodeType]] = {}
-_library: set[int] = set()  # ids of library code objects: the walks step over them
+# file names of library code: the walks step over a frame whose code's file is one (a
+# string's hash is cached, so a step costs one set lookup and no call)
+_library_files: set[str] = set()
 # (id(code), f_lasti) -> "path:line" (a frame's f_lineno scans the line table each time)
 _lines: dict[tuple[int, int], str] = {}
 
@@ -63,12 +65,10 @@ def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
         shown = _verdicts[filename]
     else:
         shown = _verdicts[filename] = _classify(filename)
-    if shown is None:
-        kind = LIBRARY
-        _library.add(id(code))
-    else:
-        kind = TEST if _test_file(filename) else APP
-    entry = _codes[id(code)] = (shown, kind, code)
+    if shown is None:  # stepped over by its file name from now on: no entry (keeps no code alive)
+        _library_files.add(filename)
+        return (None, LIBRARY, code)
+    entry = _codes[id(code)] = (shown, TEST if _test_file(filename) else APP, code)
     return entry
 
 
@@ -172,25 +172,26 @@ def _walk(start: FrameType, origin: bool = True) -> str:
     """:func:`call_site` from ``start`` in one pass (``origin``: leave the statement's
     :class:`Origin` too)."""
     f: FrameType | None = start
+    library = _library_files
     codes = _codes
-    library = _library
-    while f is not None:
-        code = f.f_code
+    while True:
+        try:
+            while f.f_code.co_filename in library:  # type: ignore[union-attr]
+                f = f.f_back  # type: ignore[union-attr]
+        except AttributeError:  # f is None: the stack ended with no user frame
+            return _no_user_frame(start)
+        code = f.f_code  # type: ignore[union-attr]
         key = id(code)
-        if key in library:
-            f = f.f_back
-            continue
         try:
             shown, kind, _ = codes[key]
         except KeyError:
             shown, kind, _ = _learn(code)
         if kind == LIBRARY:  # seen for the first time just now
-            f = f.f_back
+            f = f.f_back  # type: ignore[union-attr]
             continue
         if not origin:
             return _site_of(f, key, shown)  # type: ignore[arg-type]
         return _found(f, key, shown, kind)  # type: ignore[arg-type]
-    return _no_user_frame(start)
 
 
 class _Last(threading.local):
@@ -265,7 +266,6 @@ def set_test_files(patterns: list[str]) -> None:
     # every cache keyed by a code object's id goes with the references that kept the id unique
     _lines.clear()
     _codes.clear()
-    _library.clear()
 
 
 def mark_test_code(function: object) -> None:
@@ -378,9 +378,13 @@ def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
     function = None
     test = None
     codes = _codes
+    library = _library_files
     f = frame
     while f is not None:
         code = f.f_code
+        if code.co_filename in library:
+            f = f.f_back
+            continue
         key = id(code)
         try:
             shown, kind, _ = codes[key]
