@@ -133,7 +133,7 @@ def call_site(frame: FrameType | None = None) -> str:
     It also leaves the statement's :class:`Origin` for :func:`origin_for` (the N+1 rule
     needs the frames above the user's first one): one walk of the stack serves both.
     """
-    return _walk(frame if frame is not None else sys._getframe(1))
+    return site_from(frame if frame is not None else sys._getframe(1))
 
 
 def _no_user_frame(start: FrameType) -> str:
@@ -165,12 +165,13 @@ def call_site_of_caller(hook_depth: int = 1, purpose: int = STATEMENT) -> str:
     user code sat between (a user context manager around ``engine.connect()`` where the
     remembered path had ``Engine.begin()``; a library calling back into user code).
     """
-    return _walk(sys._getframe(hook_depth + 1), purpose == STATEMENT)
+    return site_from(sys._getframe(hook_depth + 1), purpose == STATEMENT)
 
 
-def _walk(start: FrameType, origin: bool = True) -> str:
-    """:func:`call_site` from ``start`` in one pass (``origin``: leave the statement's
-    :class:`Origin` too)."""
+def site_from(start: FrameType, origin: bool = True) -> str:
+    """:func:`call_site` from the frame ``start`` in one pass (``origin``: leave the
+    statement's :class:`Origin` too): what :func:`call_site_of_caller` calls, for the hot
+    driver hooks to call with ``sys._getframe(1)`` themselves (one Python call less)."""
     f: FrameType | None = start
     library = _library_files
     codes = _codes

@@ -40,7 +40,7 @@ from typing import Any
 
 from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
-from pytest_migsafe.queries.callsite import call_site_of_caller
+from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
 
 _PATCHED_FLAG = "__migsafe_original__"
 _PIPELINE_STATE = "_migsafe_calls"
@@ -302,6 +302,8 @@ def _hook_process_results(original: Callable[..., Any]) -> Callable[..., Any]:
 
 # -- the public methods, sync ----------------------------------------------------------
 def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    shapes = capture._shapes  # the shape cache (never rebound: emptied in place)
+
     @functools.wraps(original)
     def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not capture._active:
@@ -309,9 +311,11 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         query = args[0] if args else kwargs.get("query", _MISSING)
         if query is _MISSING:
             return original(self, *args, **kwargs)  # the driver names the missing argument
-        sql = _text(query, self)
-        site = call_site_of_caller(1)
-        pipeline = self._conn._pipeline
+        # the hot path, inline: every statement of psycopg (and of SQLAlchemy on psycopg) comes here
+        sql = query if type(query) is str else _text(query, self)
+        site = site_from(sys._getframe(1))  # call_site_of_caller(1), one call less
+        conn = self._conn
+        pipeline = conn._pipeline
         if pipeline is not None:
             call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
             _pipeline_begin(pipeline, call)
@@ -319,13 +323,17 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
                 return original(self, *args, **kwargs)
             finally:
                 _pipeline_end(pipeline, call)
-        entry = capture._shapes.get(sql) or capture.entry_of(sql)
+        entry = shapes.get(sql) or capture.entry_of(sql)
         if entry[2] is None:  # one statement: it ran if the call returned
             t0 = perf_counter()
             result = original(self, *args, **kwargs)
             seconds = perf_counter() - t0
             params = _params_of(args, kwargs, "params") if capture.settings.capture_params else None
-            capture.record_entry(sql, entry, seconds, target_of(self._conn), 1, params, site)
+            try:
+                target = conn._migsafe_target
+            except AttributeError:
+                target = target_of(conn)
+            capture.record_entry(sql, entry, seconds, target, 1, params, site)
             return result
         watch = _Results()
         key = id(self)

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries import psycopg as capture_psycopg
-from pytest_migsafe.queries.callsite import call_site_of_caller
+from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
 
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
@@ -67,9 +68,20 @@ def _target(dialect: Any, context: Any) -> str:
 
 
 def _skipped(dialect: Any) -> bool:
-    """True for psycopg 3 dialects while the psycopg hooks count their statements."""
+    """True for psycopg 3 dialects while the psycopg hooks count their statements.
+
+    Such a dialect's ``do_execute``, when its class does not override it, is bound on the
+    instance to SQLAlchemy's own: its statements skip this module's wrapper altogether (one
+    Python call less on every statement; the psycopg hook records them)."""
     skip = getattr(dialect, "driver", None) in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
     dialect._migsafe_skip = skip
+    if skip:
+        method = getattr(type(dialect), "do_execute", None)
+        base = _state.get("base")
+        if method is not None and base is not None and method is base.__dict__.get("do_execute"):
+            original = getattr(method, _WRAPS, None)
+            if original is not None:
+                dialect.do_execute = types.MethodType(original, dialect)
     return skip
 
 
@@ -105,7 +117,7 @@ def _wrap(name: str, original: Any, override: bool) -> Any:
             except AttributeError:
                 target = _target(self, context)
             # frame 1: SQLAlchemy's _exec_single_context (or the like), which called the dialect
-            capture.record_statement(statement, seconds, target, 1, parameters, call_site_of_caller(1))
+            capture.record_statement(statement, seconds, target, 1, parameters, site_from(sys._getframe(1)))
             return result
         wrapper: Any = do_execute
     elif name == "do_execute_no_params":  # sent only with the no_parameters execution option

@@ -432,6 +432,46 @@ def test_a_dialect_class_defined_later_and_an_override_calling_super_count_once(
     assert [q.call_site.rsplit(":", 1)[0] for q in counter.queries] == ["tests/queries/test_capture.py"] * 2
 
 
+def test_a_psycopg_dialect_counts_once_with_or_without_an_override_of_its_own(engine: Engine) -> None:
+    """A psycopg engine's statements are recorded by the psycopg hook alone (its dialect's
+    ``do_execute`` is bound past the dialect wrapper); a subclass that overrides
+    ``do_execute`` keeps its override, and each statement still counts once."""
+    from sqlalchemy.dialects import registry
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    class AuditingDialect(PGDialect_psycopg):
+        calls = 0
+        supports_statement_cache = True
+
+        def do_execute(self, cursor, statement, parameters, context=None):  # type: ignore[no-untyped-def]
+            AuditingDialect.calls += 1
+            super().do_execute(cursor, statement, parameters, context)  # OVERRIDE
+
+    registry.register("postgresql.migsafe_auditing", __name__, "AuditingDialect")
+    globals()["AuditingDialect"] = AuditingDialect
+    audited = create_engine(str(engine.url.set(drivername="postgresql+migsafe_auditing")
+                                .render_as_string(hide_password=False)))
+    try:
+        with audited.connect():  # its first connection's own checks, before counting
+            pass
+        source = inspect.getsource(inspect.getmodule(helper_sends)).splitlines()  # type: ignore[arg-type]
+        sent, override = (next(i for i, t in enumerate(source, 1) if t.endswith(marker))
+                          for marker in ("# SENT", "# OVERRIDE"))
+        # the innermost user frame: the test's line, or the user's own dialect's
+        for one, calls, line in ((engine, 0, sent), (audited, 3, override)):
+            before = AuditingDialect.calls
+            with count_queries() as counter, one.connect() as conn:
+                for n in range(3):
+                    conn.execute(text("select :n"), {"n": n})  # SENT
+            assert AuditingDialect.calls - before == calls
+            # bound past the wrapper on the plain dialect only; the override stays the class's
+            assert ("do_execute" in vars(one.dialect)) is (one is engine)
+            assert counter.count == 3
+            assert {q.call_site for q in counter.queries} == {f"tests/queries/test_capture.py:{line}"}
+    finally:
+        audited.dispose()
+
+
 def helper_sends(conn: object) -> None:
     conn.execute(text("select 2"))  # type: ignore[attr-defined]  # HELPER
 
