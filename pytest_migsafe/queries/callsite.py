@@ -25,8 +25,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 def _library_prefixes() -> tuple[str, ...]:
     paths = {_PACKAGE_DIR}
+    scheme = sysconfig.get_paths()  # once: each call expands the whole install scheme again
     for name in ("stdlib", "platstdlib", "purelib", "platlib", "scripts"):  # scripts: the pytest launcher
-        path = sysconfig.get_paths().get(name)
+        path = scheme.get(name)
         if path:
             paths.add(os.path.abspath(path) + os.sep)
     for path in sys.path:

@@ -45,6 +45,7 @@ steps after a test's call phase:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -227,14 +228,23 @@ class ScanCandidate:
         return " and ".join(text for text in (self.join_condition, self.filter) if text)
 
 
-_TOKEN_RE = re.compile(
+# compiled at the first use, not at import: its identifier classes span \x80-\uffff, whose
+# charset sre builds byte by byte (about 20 ms, in every session, for a check that is off
+# unless asked for)
+_TOKEN_PATTERN = (
     r"""(?P<str>'(?:[^']|'')*')"""
     r"""|(?P<ident>(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*)"""
     r"""(?:\.(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*))*)"""
     r"""|(?P<param>\$\d+)|(?P<num>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|(?P<cast>::)"""
-    r"""|(?P<open>[(\[])|(?P<close>[)\]])|(?P<comma>,)|(?P<op>[+\-*/<>=~!@#%^&|`?]+)|(?P<ws>\s+)|(?P<other>.)""",
-    re.DOTALL,
+    r"""|(?P<open>[(\[])|(?P<close>[)\]])|(?P<comma>,)|(?P<op>[+\-*/<>=~!@#%^&|`?]+)|(?P<ws>\s+)|(?P<other>.)"""
 )
+
+
+@functools.cache
+def _token_re() -> re.Pattern[str]:
+    return re.compile(_TOKEN_PATTERN, re.DOTALL)
+
+
 _IDENT_PART_RE = re.compile(r'"(?:[^"]|"")*"|[^."]+')
 _RANGE_OPS = ("<", "<=", ">", ">=")
 
@@ -249,7 +259,7 @@ class _Token:
 
 def _tokens(text: str) -> list[_Token]:
     out = []
-    for m in _TOKEN_RE.finditer(text):
+    for m in _token_re().finditer(text):
         kind = m.lastgroup or "other"
         if kind != "ws":
             out.append(_Token(kind, m.group(0), m.start(), m.end()))
