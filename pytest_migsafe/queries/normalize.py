@@ -244,7 +244,9 @@ _ITEM = (
 _ITEM_NOGROUPS = re.sub(r"\(\?P<\w+>", "(?:", _ITEM)
 _LIST = r"\(\s*" + _ITEM_NOGROUPS + r"(?:\s*,\s*" + _ITEM_NOGROUPS + r")*\s*\)"
 
-_PRECOLLAPSE_RE = re.compile(
+# The three patterns below are compiled when a readable shape is first worked out (sre takes
+# about 6 ms to compile them): a session that shows no shape never pays for them.
+_PRECOLLAPSE_PATTERN = (
     r"(?P<skip>" + _SKIP + r")"
     r"|(?P<in>\bIN\s*" + _LIST + r")"
     r"|(?P<values>\bVALUES\s*" + _LIST + r"(?:\s*,\s*" + _LIST + r")+)"
@@ -252,11 +254,25 @@ _PRECOLLAPSE_RE = re.compile(
     + _ITEM_NOGROUPS
     + r"(?:\s*,\s*"
     + _ITEM_NOGROUPS
-    + r")*\s*\])",
-    re.IGNORECASE | re.DOTALL,
+    + r")*\s*\])"
 )
-_ITEM_RE = re.compile(_ITEM, re.IGNORECASE | re.DOTALL)
-_ROW_RE = re.compile(_LIST, re.IGNORECASE | re.DOTALL)
+
+
+@functools.cache
+def _precollapse_re() -> re.Pattern[str]:
+    return re.compile(_PRECOLLAPSE_PATTERN, re.IGNORECASE | re.DOTALL)
+
+
+@functools.cache
+def _item_re() -> re.Pattern[str]:
+    return re.compile(_ITEM, re.IGNORECASE | re.DOTALL)
+
+
+@functools.cache
+def _row_re() -> re.Pattern[str]:
+    return re.compile(_LIST, re.IGNORECASE | re.DOTALL)
+
+
 _WS_RE = re.compile(r"\s+")
 
 
@@ -273,7 +289,7 @@ def _item_key(m: re.Match[str]) -> str:
 
 def _item_keys(text: str) -> list[str]:
     """Shapes of the items of a literal list, deduplicated and sorted."""
-    return sorted({_item_key(m) for m in _ITEM_RE.finditer(text)})
+    return sorted({_item_key(m) for m in _item_re().finditer(text)})
 
 
 def _precollapse_sub(m: re.Match[str]) -> str:
@@ -286,9 +302,9 @@ def _precollapse_sub(m: re.Match[str]) -> str:
     if kind == "values":
         rows = {
             "("
-            + ", ".join(_item_key(item) for item in _ITEM_RE.finditer(row.group(0)))
+            + ", ".join(_item_key(item) for item in _item_re().finditer(row.group(0)))
             + ")"
-            for row in _ROW_RE.finditer(text)
+            for row in _row_re().finditer(text)
         }
         return "VALUES " + ", ".join(sorted(rows))
     return text  # string / comment / quoted identifier: untouched
@@ -298,7 +314,7 @@ def _precollapse(sql: str) -> str:
     """Collapse IN/ARRAY/VALUES lists of plain literals and placeholders with
     one regex pass (strings, comments and quoted identifiers are skipped), so
     a 10,000-item IN list does not reach the parser."""
-    return _PRECOLLAPSE_RE.sub(_precollapse_sub, sql)
+    return _precollapse_re().sub(_precollapse_sub, sql)
 
 
 _PYFORMAT_RE = re.compile(r"(?P<skip>" + _SKIP + r")|%\(\w+\)s|%s|\?\d+", re.DOTALL)
