@@ -65,7 +65,7 @@ class CapturedQuery:
     params: Any = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ShapeStats:
     """Aggregate of every statement of one shape: exact at any count.
 
