@@ -43,6 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         base = Path(tempfile.mkdtemp(prefix="migsafe-tests-"))
     config.stash[_BASE] = base
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        return  # pytest-xdist's controller runs no test: each worker starts servers of its own,
+        # so that one worker's tables, pg_stat_statements and INFO stats are not another's
     if not os.environ.get("MIGSAFE_POSTGRES_URL"):
         server = start_postgres(base / "pg")
         _started.append(server)
@@ -65,10 +68,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _loop_scope_for_pytester_runs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give in-process runs pytest-asyncio's loop-scope setting, whatever ini they write."""
+    """Give in-process runs pytest-asyncio's loop-scope setting, whatever ini they write; and,
+    when this suite runs under pytest-xdist, take the worker's variables away from them (a
+    run inside a worker is not one of its workers: it would name its database after it)."""
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when created
         monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+        for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+            monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
