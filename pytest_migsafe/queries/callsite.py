@@ -111,19 +111,20 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
     site = _lines.get((key, lasti))
     if site is None:
         site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
-    global _last
+    last = _last
+    last.site = site
     flush = _current_unit()
     if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
-        _last = (_ident(), site, Origin([], None, True, flush, (shown, key, lasti)))
+        last.origin = Origin([], None, True, flush, (shown, key, lasti))
         return site
     parent = f.f_back
     if parent is not None:
         entry = _codes.get(id(parent.f_code))
         if entry is not None and entry[1] == TEST:
-            _last = (_ident(), site, Origin([(shown, key, lasti)], key, False, flush,
-                                            (str(entry[0]), id(parent.f_code), parent.f_lasti)))
+            last.origin = Origin([(shown, key, lasti)], key, False, flush,
+                                 (str(entry[0]), id(parent.f_code), parent.f_lasti))
             return site
-    _last = (_ident(), site, origin_of(f, flush))
+    last.origin = origin_of(f, flush)
     return site
 
 
@@ -144,9 +145,9 @@ def _no_user_frame(start: FrameType) -> str:
         parent = greenlet.getcurrent().parent
         if parent is not None and parent.gr_frame is not None:
             return call_site(parent.gr_frame)
-    global _last
     site = framework_site(start)
-    _last = (_ident(), site, _NO_ORIGIN)
+    _last.site = site
+    _last.origin = _NO_ORIGIN
     return site
 
 
@@ -195,34 +196,34 @@ def site_from(start: FrameType, origin: bool = True) -> str:
         return _found(f, key, shown, kind)  # type: ignore[arg-type]
 
 
-_ident = threading.get_ident
-# (thread, site, origin): the call site a walk found last, in whichever thread, and the
-# statement's Origin. One tuple, replaced whole (never half of one walk's and half of
-# another's); a reader in another thread sees another thread's ident and walks again.
-# (A threading.local cost five attribute accesses a statement, about 45 ns each.)
-_last: tuple[int, str | None, Origin | None] = (0, None, None)
+class _Last(threading.local):
+    site: str | None = None
+    origin: Origin | None = None
+
+
+_last = _Last()  # per thread: the site call_site returned last, and the statement's origin
 
 
 def last_site() -> str | None:
-    """The call site :func:`call_site` returned last, if it was in this thread (else None)."""
-    last = _last
-    return last[1] if last[0] == _ident() else None
+    """The call site :func:`call_site` returned last in this thread (None before any)."""
+    return _last.site
 
 
 def remember(site: str, origin: Origin) -> None:
     """Make ``(site, origin)`` the last call site found in this thread: a hook recording a
     statement later than it was sent (psycopg's pipeline mode) hands the counters the
     origin of where it was sent."""
-    global _last
-    _last = (_ident(), site, origin)
+    last = _last
+    last.site = site
+    last.origin = origin
 
 
 def origin_for(site: str, frame: FrameType | None) -> Origin:
     """The :class:`Origin` of the statement whose call site :func:`call_site` just returned as
     ``site`` (the same string object), else a fresh walk from ``frame``."""
     last = _last
-    if last[1] is site and last[2] is not None and last[0] == _ident():
-        return last[2]
+    if last.site is site and last.origin is not None:
+        return last.origin
     return origin_of(frame)
 
 

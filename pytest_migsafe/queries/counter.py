@@ -16,7 +16,6 @@ import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from threading import get_ident as _ident
 from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch, orm
@@ -204,8 +203,7 @@ class QueryCounter:
         repeats = self._repeats
         if repeats is not None and orm.orm_load.get() is None:  # ORM loads are counted by their event
             last = callsite._last  # the origin call_site found on its walk for this very site
-            origin = (last[2] if last[1] is site and last[2] is not None and last[0] == _ident()
-                      else origin_of(sys._getframe(1)))
+            origin = last.origin if last.site is site and last.origin is not None else origin_of(sys._getframe(1))
             repeats.statement(sql, shape, origin)
         kept = self._kept
         if len(kept) < self.keep:

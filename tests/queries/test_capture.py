@@ -472,32 +472,6 @@ def test_a_psycopg_dialect_counts_once_with_or_without_an_override_of_its_own(en
         audited.dispose()
 
 
-def _site_here() -> str:
-    from pytest_migsafe.queries import callsite
-
-    return callsite.call_site()  # one line for every caller: one site string
-
-
-def test_a_walk_in_another_thread_never_lends_its_origin() -> None:
-    """The last walk's (site, origin) is kept once for all threads: a statement recorded in
-    one thread never takes the origin another thread's walk left for the same line."""
-    from pytest_migsafe.queries import callsite
-
-    mine = _site_here()
-    theirs: list[object] = []
-
-    def other() -> None:
-        site = _site_here()
-        theirs.extend([site, callsite.origin_for(site, None)])
-
-    worker = threading.Thread(target=other)
-    worker.start()
-    worker.join()
-    assert theirs[0] is mine  # the same line: the same string, so identity alone cannot tell
-    assert callsite.origin_for(mine, None) is not theirs[1]
-    assert callsite.last_site() is None  # the last walk was the other thread's
-
-
 def helper_sends(conn: object) -> None:
     conn.execute(text("select 2"))  # type: ignore[attr-defined]  # HELPER
 
