@@ -64,7 +64,7 @@ class CapturedQuery:
     params: Any = None
 
 
-@dataclass(slots=True)
+@dataclass
 class ShapeStats:
     """Aggregate of every statement of one shape: exact at any count.
 
