@@ -25,3 +25,9 @@ def run_driver_sql(conn: Any, sql: str, n: int) -> None:
     """Send ``sql`` ``n`` times through ``Connection.exec_driver_sql`` (no bound parameters)."""
     for _ in range(n):
         conn.exec_driver_sql(sql)
+
+
+def stream_rows(cursor: Any, n: int) -> Any:
+    """A psycopg ``stream()`` of ``n`` rows, returned unread: the statement is recorded when the
+    caller has read it all, outside this function."""
+    return cursor.stream("SELECT generate_series(1, %s::int)", (n,))

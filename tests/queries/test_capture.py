@@ -472,6 +472,40 @@ def test_a_psycopg_dialect_counts_once_with_or_without_an_override_of_its_own(en
         audited.dispose()
 
 
+def test_a_statement_recorded_after_another_threads_walk_keeps_its_own_origin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A psycopg stream is recorded when the caller has read it, after its call site was
+    found; another thread walking meanwhile (its own statements) must not change the
+    stream's origin (the application function that sent it), nor make it the test's own.
+    (A single slot shared by all threads did: 151 of 200 streams became the test's own.)"""
+    from pytest_migsafe.queries import repeats
+
+    origins: list[tuple[str | None, bool]] = []
+    original = repeats.RepeatTracker.statement
+
+    def spy(self: repeats.RepeatTracker, sql: str, shape: str, origin: object) -> None:
+        if "generate_series" in sql:
+            origins.append((origin.looping, origin.test_own))  # type: ignore[attr-defined]
+        original(self, sql, shape, origin)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repeats.RepeatTracker, "statement", spy)
+
+    def other_thread() -> None:
+        with create_engine("sqlite://").connect() as conn:
+            conn.execute(text("select 1"))
+
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        with count_queries():
+            rows = loops.stream_rows(conn.cursor(), 3)
+            worker = threading.Thread(target=other_thread)
+            worker.start()
+            worker.join()
+            assert [row[0] for row in rows] == [1, 2, 3]
+    line = next(i for i, t in enumerate(inspect.getsource(loops).splitlines(), 1) if "generate_series" in t)
+    # one per active counter (this one, and the plugin's for the test)
+    assert origins and set(origins) == {(f"tests/queries/loops.py:{line}", False)}
+
+
 def helper_sends(conn: object) -> None:
     conn.execute(text("select 2"))  # type: ignore[attr-defined]  # HELPER
 
