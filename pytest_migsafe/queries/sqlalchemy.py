@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import types
 from time import perf_counter
 from typing import Any
 
@@ -70,18 +69,11 @@ def _target(dialect: Any, context: Any) -> str:
 def _skipped(dialect: Any) -> bool:
     """True for psycopg 3 dialects while the psycopg hooks count their statements.
 
-    Such a dialect's ``do_execute``, when its class does not override it, is bound on the
-    instance to SQLAlchemy's own: its statements skip this module's wrapper altogether (one
-    Python call less on every statement; the psycopg hook records them)."""
+    (Nothing is bound on the dialect instance to skip the wrapper: a method there would hide
+    a later patch of the class, ``mock.patch.object(PGDialect_psycopg, "do_execute", ...)``,
+    and could replace one the user put on the instance.)"""
     skip = getattr(dialect, "driver", None) in ("psycopg", "psycopg_async") and capture_psycopg.is_installed()
     dialect._migsafe_skip = skip
-    if skip:
-        method = getattr(type(dialect), "do_execute", None)
-        base = _state.get("base")
-        if method is not None and base is not None and method is base.__dict__.get("do_execute"):
-            original = getattr(method, _WRAPS, None)
-            if original is not None:
-                dialect.do_execute = types.MethodType(original, dialect)
     return skip
 
 

@@ -433,9 +433,8 @@ def test_a_dialect_class_defined_later_and_an_override_calling_super_count_once(
 
 
 def test_a_psycopg_dialect_counts_once_with_or_without_an_override_of_its_own(engine: Engine) -> None:
-    """A psycopg engine's statements are recorded by the psycopg hook alone (its dialect's
-    ``do_execute`` is bound past the dialect wrapper); a subclass that overrides
-    ``do_execute`` keeps its override, and each statement still counts once."""
+    """A psycopg engine's statements are recorded by the psycopg hook alone; a subclass that
+    overrides ``do_execute`` keeps its override, and each statement still counts once."""
     from sqlalchemy.dialects import registry
     from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
@@ -464,12 +463,40 @@ def test_a_psycopg_dialect_counts_once_with_or_without_an_override_of_its_own(en
                 for n in range(3):
                     conn.execute(text("select :n"), {"n": n})  # SENT
             assert AuditingDialect.calls - before == calls
-            # bound past the wrapper on the plain dialect only; the override stays the class's
-            assert ("do_execute" in vars(one.dialect)) is (one is engine)
+            assert "do_execute" not in vars(one.dialect)  # nothing of the plugin's on the instance
             assert counter.count == 3
             assert {q.call_site for q in counter.queries} == {f"tests/queries/test_capture.py:{line}"}
     finally:
         audited.dispose()
+
+
+def test_a_patch_of_the_dialect_after_its_first_statement_is_honoured(engine: Engine) -> None:
+    """Patches a test makes to simulate an outage, on the dialect's class or on the engine's
+    dialect instance, take effect after statements have run (nothing the plugin sets on the
+    instance hides the class's method or replaces the user's)."""
+    from unittest import mock
+
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    def outage(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("simulated outage")
+
+    fresh = create_engine(engine.url.render_as_string(hide_password=False))
+    try:
+        with fresh.connect() as conn:
+            conn.execute(text("select 1"))
+            conn.execute(text("select 1"), [{"n": 1}, {"n": 2}])  # executemany: another wrapper
+            with mock.patch.object(PGDialect_psycopg, "do_execute", outage):
+                with pytest.raises(ConnectionError, match="simulated outage"):
+                    conn.execute(text("select :n"), {"n": 1})
+            seen: list[str] = []
+            with mock.patch.object(fresh.dialect, "do_execute",
+                                   lambda cursor, statement, *rest: seen.append(statement)):
+                conn.execute(text("select 2"))
+                conn.execute(text("select 3"), [{"n": 1}, {"n": 2}])
+            assert seen == ["select 2"]
+    finally:
+        fresh.dispose()
 
 
 def test_a_statement_recorded_after_another_threads_walk_keeps_its_own_origin(
