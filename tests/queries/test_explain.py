@@ -248,6 +248,23 @@ def test_each_shape_is_planned_once_per_explainer(server: RunningPostgres) -> No
             assert check.result.findings[0].runs == 2
 
 
+@pytest.mark.parametrize("kept", [
+    ("""('{"a": 1, "b": 2}'::jsonb ->> 'a') IS NOT NULL""", """('{"a": 1, "b": 2}'::jsonb ->> 'b') IS NOT NULL"""),
+    ("now() - interval '1 day' < now()", "now() - interval '1 hour' < now()"),
+], ids=["json key", "interval unit"])
+def test_selects_whose_shapes_keep_a_literal_apart_are_each_planned(server: RunningPostgres,
+                                                                    kept: tuple[str, str]) -> None:
+    """Two SELECTs whose readable shapes differ only where the shape keeps a literal (a JSON
+    key after ->>, an interval's unit) are two shapes: each is planned and judged (a coarser
+    grouping once planned the first alone and gave it both statements' runs)."""
+    with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound), assert_no_seq_scan() as check:
+        for condition in kept:
+            conn.execute(f"SELECT id FROM ex_users WHERE name = %s AND {condition}", ["name5"]).fetchall()
+    assert check.result is not None
+    assert check.result.explained == 2
+    assert [finding.runs for finding in check.result.findings] == [1, 1]
+
+
 def test_a_table_created_in_the_uncommitted_transaction_is_planned_in_a_savepoint(
         server: RunningPostgres) -> None:
     with psycopg.connect(server.dsn) as conn:
