@@ -4,8 +4,9 @@
 and pytest_migsafe itself. A library frame is stepped over by its code's file name (one
 set lookup of a string whose hash is cached); what a user frame's code is (application
 or test) is cached by the code object's id; ``path:line`` is cached per (code, instruction
-offset). The driver hooks (:func:`call_site_of_caller`) walk every time: nothing short of the whole walk tells a
-library frame from a user frame between the hook and the first user frame.
+offset). The driver hooks (:func:`call_site_of_caller`, :func:`site_from`) walk every time:
+nothing short of the whole walk tells a library frame from a user frame between the hook
+and the first user frame.
 """
 
 from __future__ import annotations
