@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -177,6 +178,17 @@ def test_loop():
 """
 
 
+def _postgres_if_needed(workloads: tuple[str, ...], url: str | None, tmp: Path) -> tuple[Any, str | None]:
+    """``(server started here or None, url)``: the plugin's PostgreSQL in ``tmp`` when a
+    PostgreSQL workload is asked for and no ``url`` is given."""
+    if url is not None or not any(name.startswith("postgres") for name in workloads):
+        return None, url
+    from pytest_migsafe.servers import start_postgres
+
+    server = start_postgres(tmp / "pg")
+    return server, server.url
+
+
 _warmed: set[tuple[str, str, int]] = set()  # (python, workload, hash seed) run once, unmeasured
 
 
@@ -224,13 +236,8 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
     """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
-    server = None
     tmp = Path(tempfile.mkdtemp(prefix="migsafe-bench-"))
-    if url is None and any(name.startswith("postgres") for name in workloads):
-        from pytest_migsafe.servers import start_postgres
-
-        server = start_postgres(tmp / "pg")
-        url = server.url
+    server, url = _postgres_if_needed(workloads, url, tmp)
     print(f"venv: {python}", flush=True)
     try:
         for name in workloads:
@@ -301,13 +308,8 @@ def bench_opcodes(url: str | None = None, python: str = sys.executable,
                   workloads: tuple[str, ...] = WORKLOADS, small: int = 200, large: int = 600) -> None:
     """Python opcodes the plugin's own code runs per statement on each workload, and the whole
     loop's opcodes per statement with the plugin on (``(large - small)`` difference)."""
-    server = None
     tmp = Path(tempfile.mkdtemp(prefix="migsafe-bench-ops-"))
-    if url is None and any(name.startswith("postgres") for name in workloads):
-        from pytest_migsafe.servers import start_postgres
-
-        server = start_postgres(tmp / "pg")
-        url = server.url
+    server, url = _postgres_if_needed(workloads, url, tmp)
     print(f"venv: {python}", flush=True)
     try:
         for name in workloads:
