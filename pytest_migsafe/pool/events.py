@@ -152,7 +152,7 @@ def connection_created(pool: Any, capacity: float | None = None, observed: bool 
                 elif opened_before < warm and obs._lost.get(key, 0) > 0:
                     obs._lost[key] -= 1  # replaces one invalidated while observed
                     obs._beyond += 1
-                obs._seen[key] = pool
+                obs._see(pool)
 
 
 def connection_closed(pool: Any, observed: bool = True, left_pool: bool = True) -> None:
@@ -172,7 +172,7 @@ def connection_closed(pool: Any, observed: bool = True, left_pool: bool = True) 
         for obs in _observers:
             if obs._all or obs._wants(pool):
                 obs._closed += 1
-                obs._seen[id(pool)] = pool
+                obs._see(pool)
 
 
 def connection_invalidated(pool: Any) -> None:
@@ -187,7 +187,7 @@ def connection_invalidated(pool: Any) -> None:
                 key = id(pool)
                 obs._invalidated += 1
                 obs._lost[key] = obs._lost.get(key, 0) + 1
-                obs._seen[key] = pool
+                obs._see(pool)
 
 
 def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
@@ -218,7 +218,7 @@ def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
                 if obs._own_current > obs._own_peak:
                     obs._own_peak = obs._own_current
                     obs._held_at_own_peak = obs._current - obs._own_current
-                obs._seen[id(pool)] = pool
+                obs._see(pool)
 
 
 def checked_in(key: int, pool: Any, counted: bool = True) -> None:
@@ -253,7 +253,7 @@ def checked_in(key: int, pool: Any, counted: bool = True) -> None:
 
                                 holds = obs._holds = HoldTimes()
                             holds.add(held)
-                obs._seen[id(pool)] = pool
+                obs._see(pool)
 
 
 def dropped(key: int, gone: bool = False) -> None:

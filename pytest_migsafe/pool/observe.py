@@ -73,6 +73,7 @@ import gc
 import os
 import sys
 import warnings
+import weakref
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -142,6 +143,30 @@ def _reader_frame() -> tuple[str, int]:
     return (frame.f_code.co_filename, frame.f_lineno)
 
 
+class _SeenPool:
+    """A pool an observation saw do something: held weakly (an observation must not keep a
+    disposed engine's pool, and with it the engine, alive until the test ends), with its
+    name, size and server kind as first seen, for a pool gone by the time figures are read."""
+
+    __slots__ = ("kind", "name", "ref", "size")
+
+    def __init__(self, pool: Any) -> None:
+        try:
+            self.ref: Callable[[], Any] = weakref.ref(pool)
+        except TypeError:  # a pool that cannot be weakly referenced is held
+            self.ref = lambda: pool
+        self.name = describe_pool(pool)
+        self.size = configured_size(pool)
+        self.kind = server_kind(pool)
+
+    def facts(self) -> tuple[str, int | None, str | None]:
+        """``(name, configured size, server kind)``, read now if the pool is still alive."""
+        pool = self.ref()
+        if pool is None:
+            return self.name, self.size, self.kind
+        return describe_pool(pool), configured_size(pool), server_kind(pool)
+
+
 class PoolObservation:
     """Pool figures for one stretch of time; a context manager (see :func:`pool_stats`).
 
@@ -171,7 +196,7 @@ class PoolObservation:
         self._holds: HoldTimes | None = None  # made at the first hold: most tests have none
         self._waits = array("d")
         self._overflow: dict[int, int] = {}
-        self._seen: dict[int, Any] = {}
+        self._seen: dict[int, _SeenPool] = {}  # id(pool) -> the pool, weakly, with its name and size
         self._psycopg_base: dict[int, tuple[Any, dict[str, int]]] = {}
         self._start_seq = 0
         self._started = False
@@ -265,7 +290,7 @@ class PoolObservation:
         for psycopg_pool, base, end in self._psycopg_ends() if ends is None else ends:
             delta = pool_psycopg.delta(base, end)
             if any(delta.values()):
-                self._seen[id(psycopg_pool)] = psycopg_pool
+                self._see(psycopg_pool)
             for key, value in delta.items():
                 totals[key] = totals.get(key, 0) + value
         return totals
@@ -302,6 +327,13 @@ class PoolObservation:
             return len(self.snapshot().leaks)
         return len(self._leaked())
 
+    def _see(self, pool: Any) -> None:
+        """Note that ``pool`` did something while active (called under ``events._lock``)."""
+        key = id(pool)
+        seen = self._seen.get(key)
+        if seen is None or seen.ref() is not pool:  # new, or another pool at a reused id
+            self._seen[key] = _SeenPool(pool)
+
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database): skip the sums."""
         return (events._seq == self._start_seq and not self._psycopg_base and not self._seen and not self._waits
@@ -318,12 +350,10 @@ class PoolObservation:
                           dropped=entry.dropped) for entry in end.leaked]
             sizes = {}
             servers = {}
-            for pool in self._seen.values():
-                name = describe_pool(pool)
-                size = configured_size(pool)
+            for seen in self._seen.values():
+                name, size, kind = seen.facts()
                 if size is not None:
                     sizes[name] = size
-                kind = server_kind(pool)
                 if kind is not None:
                     servers[name] = kind
             holds = self._holds or HoldTimes()

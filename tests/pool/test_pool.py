@@ -552,3 +552,28 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([3.0], 99) == 3.0
     assert percentile([], 50) == 0.0
     assert percentile([1.0, 2.0], 50) == 1.0
+
+
+def _use_once(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("select 1"))
+
+
+def test_an_observation_keeps_no_disposed_engine_alive_and_still_names_its_pool(
+        postgres: RunningPostgres) -> None:
+    """A test may dispose an engine and check that it was collected (a weak reference):
+    the observation (every pool, as with the report) holds the pools it saw weakly, and
+    still names and sizes a pool that is gone by the time its figures are read."""
+    import weakref
+
+    with pool_stats() as stats:
+        engine = create_engine(postgres.url, pool_size=2)
+        _use_once(engine)
+        name = describe_pool(engine.pool)
+        engine.dispose()
+        gone = weakref.ref(engine)
+        del engine
+        gc.collect()
+        assert gone() is None
+    assert stats.figures().pool_sizes == {name: 2}
+    assert stats.checkouts == 1 and stats.created == 1
