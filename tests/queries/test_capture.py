@@ -476,8 +476,6 @@ def test_a_patch_of_the_dialect_after_its_first_statement_is_honoured(engine: En
     instance hides the class's method or replaces the user's)."""
     from unittest import mock
 
-    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-
     def outage(*args: object, **kwargs: object) -> None:
         raise ConnectionError("simulated outage")
 
@@ -486,7 +484,11 @@ def test_a_patch_of_the_dialect_after_its_first_statement_is_honoured(engine: En
         with fresh.connect() as conn:
             conn.execute(text("select 1"))
             conn.execute(text("select 1"), [{"n": 1}, {"n": 2}])  # executemany: another wrapper
-            with mock.patch.object(PGDialect_psycopg, "do_execute", outage):
+            # the engine's own dialect class (an in-process pytester run of this session may have
+            # imported SQLAlchemy anew since this module bound create_engine)
+            dialect_class = type(fresh.dialect)
+            assert dialect_class.__name__ == "PGDialect_psycopg"
+            with mock.patch.object(dialect_class, "do_execute", outage):
                 with pytest.raises(ConnectionError, match="simulated outage"):
                     conn.execute(text("select :n"), {"n": 1})
             seen: list[str] = []
