@@ -108,13 +108,15 @@ class ObservedFigures(PoolFigures):
 
 class _Capture:
     """What a pool observation reads at its stop, before anything else can change it: the
-    checkouts that leaked, and each psycopg pool's counters (pool, at the start, at the stop)."""
+    checkouts that leaked, and each psycopg pool's counters (the pool as watched, at the start,
+    at the stop)."""
 
     __slots__ = ("leaked", "psycopg")
 
-    def __init__(self, leaked: list[Checkout], psycopg: list[tuple[Any, dict[str, int], dict[str, int]]]) -> None:
+    def __init__(self, leaked: list[Checkout], psycopg: list[PsycopgEnd]) -> None:
         self.leaked = leaked
         self.psycopg = psycopg
+
 _QUIET = ObservedFigures()  # the frozen figures of every observation in which nothing happened
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,6 +169,37 @@ class _SeenPool:
         return describe_pool(pool), configured_size(pool), server_kind(pool)
 
 
+class _WatchedPsycopgPool:
+    """A psycopg pool an observation counts: held weakly (a test that drops its pool and checks
+    that it was collected must see it collected), with its counters at the start. psycopg_pool
+    keeps its counters in a plain ``Counter`` of the pool (``_stats``, cleared in place by
+    ``pop_stats()``); that object alone is held, so a pool collected before the stop still gives
+    its last counts."""
+
+    __slots__ = ("base", "counters", "seen")
+
+    def __init__(self, pool: Any, base: dict[str, int]) -> None:
+        self.seen = _SeenPool(pool)
+        self.base = base
+        counters = getattr(pool, "_stats", None)
+        self.counters: dict[str, int] | None = counters if isinstance(counters, dict) else None
+
+    def alive(self) -> Any:
+        """The pool, or None once it was collected."""
+        return self.seen.ref()
+
+    def now(self) -> dict[str, int]:
+        """The pool's counters now; its last ones if it was collected (the start's when unknown)."""
+        pool = self.seen.ref()
+        if pool is not None:
+            return pool_psycopg.stats_of(pool)
+        return dict(self.counters) if self.counters is not None else self.base
+
+
+# (the pool as watched, its counters at the start, at the stop)
+PsycopgEnd = tuple[_WatchedPsycopgPool, dict[str, int], dict[str, int]]
+
+
 class PoolObservation:
     """Pool figures for one stretch of time; a context manager (see :func:`pool_stats`).
 
@@ -197,7 +230,8 @@ class PoolObservation:
         self._waits = array("d")
         self._overflow: dict[int, int] = {}
         self._seen: dict[int, _SeenPool] = {}  # id(pool) -> the pool, weakly, with its name and size
-        self._psycopg_base: dict[int, tuple[Any, dict[str, int]]] = {}
+        self._psycopg_base: dict[int, _WatchedPsycopgPool] = {}  # id(pool) -> the pool, weakly, and its counters
+        self._psycopg_gone: list[_WatchedPsycopgPool] = []  # watched pools collected whose id was reused
         self._start_seq = 0
         self._started = False
         self._active = False
@@ -228,7 +262,7 @@ class PoolObservation:
                 self._peak = self._current
             pools = psycopg.registered() if self._all else self._psycopg_given
             for psycopg_pool in pools:
-                self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, psycopg.stats_of(psycopg_pool))
+                self._watch_psycopg(psycopg_pool, psycopg.stats_of(psycopg_pool))
             self._active = self._started = True
             events._observers = (*events._observers, self)
         return self
@@ -262,9 +296,18 @@ class PoolObservation:
 
     def psycopg_pool_added(self, psycopg_pool: Any, fresh: bool) -> None:
         """A psycopg pool became known while active: count it from now (or from its creation)."""
-        if (self._all or self._wants(psycopg_pool)) and id(psycopg_pool) not in self._psycopg_base:
-            base = {} if fresh else pool_psycopg.stats_of(psycopg_pool)
-            self._psycopg_base[id(psycopg_pool)] = (psycopg_pool, base)
+        if not (self._all or self._wants(psycopg_pool)):
+            return
+        watched = self._psycopg_base.get(id(psycopg_pool))
+        if watched is None or watched.alive() is not psycopg_pool:
+            self._watch_psycopg(psycopg_pool, {} if fresh else pool_psycopg.stats_of(psycopg_pool))
+
+    def _watch_psycopg(self, psycopg_pool: Any, base: dict[str, int]) -> None:
+        key = id(psycopg_pool)
+        earlier = self._psycopg_base.get(key)
+        if earlier is not None and earlier.alive() is not psycopg_pool:
+            self._psycopg_gone.append(earlier)  # a collected pool whose id the new one took
+        self._psycopg_base[key] = _WatchedPsycopgPool(psycopg_pool, base)
 
     # -- matching ----------------------------------------------------------------
     def _wants(self, pool: Any) -> bool:
@@ -278,19 +321,19 @@ class PoolObservation:
         return hit[1]
 
     # -- figures -----------------------------------------------------------------
-    def _psycopg_ends(self) -> list[tuple[Any, dict[str, int], dict[str, int]]]:
+    def _psycopg_ends(self) -> list[PsycopgEnd]:
         """Each watched psycopg pool, its counters at the start and now."""
         if not self._psycopg_base:
             return []
-        return [(psycopg_pool, base, pool_psycopg.stats_of(psycopg_pool))
-                for psycopg_pool, base in list(self._psycopg_base.values())]
+        return [(watched, watched.base, watched.now())
+                for watched in [*self._psycopg_gone, *self._psycopg_base.values()]]
 
-    def _psycopg_deltas(self, ends: list[tuple[Any, dict[str, int], dict[str, int]]] | None = None) -> dict[str, int]:
+    def _psycopg_deltas(self, ends: list[PsycopgEnd] | None = None) -> dict[str, int]:
         totals: dict[str, int] = {}
-        for psycopg_pool, base, end in self._psycopg_ends() if ends is None else ends:
+        for watched, base, end in self._psycopg_ends() if ends is None else ends:
             delta = pool_psycopg.delta(base, end)
             if any(delta.values()):
-                self._see(psycopg_pool)
+                self._see_psycopg(watched)
             for key, value in delta.items():
                 totals[key] = totals.get(key, 0) + value
         return totals
@@ -333,6 +376,14 @@ class PoolObservation:
         seen = self._seen.get(key)
         if seen is None or seen.ref() is not pool:  # new, or another pool at a reused id
             self._seen[key] = _SeenPool(pool)
+
+    def _see_psycopg(self, watched: _WatchedPsycopgPool) -> None:
+        """:meth:`_see` of a watched psycopg pool, alive or collected (then as it was watched)."""
+        pool = watched.alive()
+        if pool is not None:
+            self._see(pool)
+        elif watched.seen not in self._seen.values():
+            self._seen[id(watched)] = watched.seen
 
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database): skip the sums."""

@@ -577,3 +577,32 @@ def test_an_observation_keeps_no_disposed_engine_alive_and_still_names_its_pool(
         assert gone() is None
     assert stats.figures().pool_sizes == {name: 2}
     assert stats.checkouts == 1 and stats.created == 1
+
+
+def test_an_observation_keeps_no_closed_psycopg_pool_alive_and_still_counts_it(
+        postgres: RunningPostgres) -> None:
+    """The same for psycopg_pool: a pool closed and dropped inside the observation is collected,
+    and its connections and checkouts still count (the server's sessions are the truth)."""
+    import uuid
+    import weakref
+
+    from psycopg_pool import ConnectionPool
+
+    app = f"migsafe-gone-{uuid.uuid4().hex[:8]}"
+    with pool_stats() as stats:
+        psycopg_pool = ConnectionPool(postgres.dsn, min_size=2, max_size=2, open=False,
+                                      kwargs={"application_name": app})
+        psycopg_pool.open(wait=True)
+        for _ in range(3):
+            with psycopg_pool.connection() as conn:
+                conn.execute("select 1")
+        sessions = _backends(postgres.dsn, app)
+        name = describe_pool(psycopg_pool)
+        psycopg_pool.close()
+        gone = weakref.ref(psycopg_pool)
+        del psycopg_pool, conn
+        gc.collect()
+        assert gone() is None
+    assert sessions == 2
+    assert stats.created == sessions and stats.checkouts == 3
+    assert stats.figures().pool_sizes == {name: 2}
