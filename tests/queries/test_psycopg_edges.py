@@ -20,6 +20,8 @@ from pytest_migsafe import count_queries
 from pytest_migsafe.queries import dispatch
 from pytest_migsafe.queries.counter import QueryCounter
 
+PSYCOPG = tuple(int(part) for part in psycopg.__version__.split(".")[:2])
+
 
 @pytest.fixture
 def table(pg_dsn: str) -> Iterator[str]:
@@ -104,7 +106,8 @@ def test_pipeline_statement_is_recorded_when_its_result_arrives(pg_dsn: str, tab
                 before_sync = (counter.count, counter.executions)
                 pipeline.sync()
                 after_sync = (counter.count, counter.executions)
-                assert cur.fetchone() == ("b",)
+                if PSYCOPG >= (3, 2):  # psycopg 3.1 gives no result to fetch here (with or without migsafe)
+                    assert cur.fetchone() == ("b",)
             conn.execute(f"DELETE FROM {table} WHERE id = 3")
         ran = server_calls(pg_dsn, table) - before
     assert before_sync == (0, 0)
@@ -252,7 +255,9 @@ def test_executemany_of_generators_by_keyword_counts_every_row(pg_dsn: str, tabl
             cur.executemany(query=f"INSERT INTO {table} (id, v) VALUES (%s, %s)",
                             params_seq=((i, "x") for i in range(1, 41)))
             cur.executemany(f"SELECT v FROM {table} WHERE id = %s", ((i,) for i in range(1, 6)), returning=True)
-            fetched = [c.fetchone() for c in cur.results()]
+            fetched = [cur.fetchone()]
+            while cur.nextset():  # (psycopg 3.2's cur.results() in psycopg 3.1's words)
+                fetched.append(cur.fetchone())
         ran = server_calls(pg_dsn, table) - before
     assert fetched == [("x",)] * 5
     assert ran == 45
