@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_migsafe.report.nodeids import recorded_id
 from pytest_migsafe.report.record import RunReport, TestRecord
 
 KEEPER_NAME = "migsafe-records"
@@ -37,10 +38,11 @@ class RecordKeeper:
         nodeid, when = report.nodeid, report.when
         outcomes = self.outcomes
         if outcomes is not None:
+            key = recorded_id(nodeid)
             if when == "call" or (when == "setup" and not report.passed):
-                outcomes[nodeid] = "error" if when == "setup" and report.failed else report.outcome
-            elif when == "teardown" and report.failed and outcomes.get(nodeid) == "passed":
-                outcomes[nodeid] = "error"
+                outcomes[key] = "error" if when == "setup" and report.failed else report.outcome
+            elif when == "teardown" and report.failed and outcomes.get(key) == "passed":
+                outcomes[key] = "error"
         record = self.pending.get(nodeid)
         if record is None:  # a test in which nothing was measured (or the xdist controller)
             return

@@ -42,6 +42,7 @@ from pytest_migsafe.report.files import (
     report_document,
     write_json_atomic,
 )
+from pytest_migsafe.report.nodeids import recorded_id
 from pytest_migsafe.report.record import RunReport
 from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
 from pytest_migsafe.report.render import (
@@ -164,7 +165,7 @@ class ReportSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Remember every collected test, before ``-k`` / ``-m`` deselect any (for removed tests)."""
-        self.collected.update(item.nodeid for item in items)
+        self.collected.update(recorded_id(item.nodeid) for item in items)
 
     def add_worker_output(self, payload: dict[str, Any]) -> None:
         """Fold one xdist worker's figures into the run report."""

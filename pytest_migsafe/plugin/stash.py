@@ -17,6 +17,7 @@ from typing import Protocol
 import pytest
 
 from pytest_migsafe.plugin.record_keeper import KEEPER_NAME, RecordKeeper
+from pytest_migsafe.report.nodeids import recorded_id
 from pytest_migsafe.report.record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
@@ -205,7 +206,7 @@ def record_of(item: pytest.Item) -> TestRecord:
     report: see :mod:`~pytest_migsafe.plugin.record_keeper`)."""
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
-        record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
+        record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.nodeid))
         record_keeper(item.config).pending[item.nodeid] = record
     return _fill_deferred(item, record)
 
@@ -216,7 +217,7 @@ def existing_record(item: pytest.Item) -> TestRecord | None:
     if record is None:
         if not item.stash.get(DEFERRED_KEY, None):
             return None
-        record = item.stash[RECORD_KEY] = TestRecord(nodeid=item.nodeid)
+        record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.nodeid))
     return _fill_deferred(item, record)
 
 
