@@ -26,6 +26,7 @@ from pytest_migsafe.plugin.stash import (
     begin_call,
     end_call,
     marks_of,
+    records_wanted,
     run_report,
     wake_current_call,
     watch_imports,
@@ -194,7 +195,11 @@ class QueryPhase:
         self.item = item
         self.markers = markers
         self.budget = budget = markers.get("max_queries")
-        self.counter = capture.QueryCounter()
+        # the figures only when something reads them (a budget's message, a record): at the
+        # defaults the N+1 rule's evidence alone
+        self.figures = budget is not None or records_wanted()
+        self.counter: capture.QueryCounter | capture.NPlusOneCounter = (
+            capture.QueryCounter() if self.figures else capture.NPlusOneCounter())
         self.budget_counter = None
         if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
             self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
@@ -224,11 +229,14 @@ class QueryPhase:
             self.suspects = counter.n_plus_one(self.threshold, self.markers.get("allow_n_plus_one", []))
         elif self.budget is None:
             return  # a test without SQL or budget: nothing to record
-        add_to_record(self.item, self._fill_record)
+        if self.figures:
+            add_to_record(self.item, self._fill_record)
 
     def _fill_record(self, record: TestRecord) -> None:
-        record.queries = self.counter.figures(budget=self.budget["n"] if self.budget else None,
-                                              threshold=self.threshold, n_plus_one=self.suspects)
+        counter = self.counter
+        assert isinstance(counter, capture.QueryCounter)  # (self.figures)
+        record.queries = counter.figures(budget=self.budget["n"] if self.budget else None,
+                                         threshold=self.threshold, n_plus_one=self.suspects)
 
     @property
     def threshold(self) -> int:
@@ -248,6 +256,7 @@ class QueryPhase:
         failures = []
         if budget is not None:
             measured = self.budget_counter or counter
+            assert isinstance(measured, capture.QueryCounter)  # a budget has the figures
             if measured.count > budget["n"]:
                 verbose = self.item.config.get_verbosity() > 0
                 message = budget_message("max_queries", budget["n"], measured, verbose=verbose)

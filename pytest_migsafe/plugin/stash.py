@@ -183,6 +183,8 @@ def add_to_record(item: pytest.Item, fill: Callable[[TestRecord], None]) -> None
     defaults, where nothing reads them) kept and run only if the record is read
     (:func:`existing_record`, :func:`record_of`) before the next test's call begins: a test
     then pays no figures it does not show, and a long suite keeps no test's measurements.
+    At the defaults the query part measures no figures at all (the N+1 rule's evidence
+    alone): code that reads records calls :func:`want_records` at configure time.
     """
     if _records_wanted:
         fill(record_of(item))

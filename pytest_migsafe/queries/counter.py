@@ -281,6 +281,41 @@ class QueryCounter:
         return "\n".join(lines)
 
 
+class NPlusOneCounter:
+    """Counts statements and collects the N+1 rule's evidence, and nothing else: what the
+    plugin measures a test with when nothing reads the test's figures (no ``max_queries``
+    budget, no report, JUnit XML or pytest-html). It keeps no shapes, timings, call-site
+    counts or statements: a statement costs an increment and the N+1 rule's bookkeeping.
+
+    Receives statements like a :class:`QueryCounter` (:func:`dispatch.start
+    <pytest_migsafe.queries.dispatch.start>`); ``count`` (statements, exact: a text of several
+    counts each) and :meth:`n_plus_one` read as :class:`QueryCounter`'s do.
+    """
+
+    _filtered = False  # no match=/ignore=/using= filter
+
+    def __init__(self) -> None:
+        self.include_transaction_control = settings.include_transaction_control
+        self.count = 0
+        self._repeats = RepeatTracker()
+        self._orm_load = self._repeats.load
+
+    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
+             batch_size: int, params: Any) -> None:
+        self.count += 1
+        if orm.orm_load.get() is None:  # ORM loads are counted by their event
+            last = callsite._last  # the origin call_site found on its walk for this very site
+            origin = last.origin if last.site is site and last.origin is not None else origin_of(sys._getframe(1))
+            self._repeats.statement(sql, shape, origin)
+
+    def _accepts(self, sql: str, target: str) -> bool:
+        return True  # (never asked: no filter)
+
+    def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
+        """:meth:`QueryCounter.n_plus_one`: the N+1 suspects, most repeats first."""
+        return self._repeats.suspects(threshold, list(allow))
+
+
 def count_queries(
     *,
     match: str | None = None,

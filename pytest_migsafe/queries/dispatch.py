@@ -23,12 +23,28 @@ import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pytest_migsafe.queries.callsite import call_site
 
-if TYPE_CHECKING:
-    from pytest_migsafe.queries.counter import QueryCounter
+
+class StatementReceiver(Protocol):
+    """What receives statements while active: a :class:`~pytest_migsafe.queries.counter.QueryCounter`
+    or the plugin's :class:`~pytest_migsafe.queries.counter.NPlusOneCounter`."""
+
+    include_transaction_control: bool
+    _filtered: bool
+
+    @property
+    def count(self) -> int:
+        """Statements received."""
+
+    def _accepts(self, sql: str, target: str) -> bool:
+        """Whether a filtered receiver takes the statement (called only when ``_filtered``)."""
+
+    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
+             batch_size: int, params: Any) -> None:
+        """Receive one statement."""
 
 
 @dataclass
@@ -45,17 +61,17 @@ settings = CaptureSettings()
 
 # -- the registry of active counters ------------------------------------------------
 _lock = threading.Lock()
-_active: tuple[QueryCounter, ...] = ()
+_active: tuple[StatementReceiver, ...] = ()
 
 
-def start(counter: QueryCounter) -> None:
+def start(counter: StatementReceiver) -> None:
     """Make ``counter`` receive statements (the caller installs the driver hooks)."""
     global _active
     with _lock:
         _active = (*_active, counter)
 
 
-def stop(counter: QueryCounter) -> None:
+def stop(counter: StatementReceiver) -> None:
     """Stop ``counter`` from receiving statements."""
     global _active
     with _lock:
@@ -70,10 +86,10 @@ def is_active() -> bool:
 # -- round trips --------------------------------------------------------------------
 # statements a counter received beyond the first of their round trip (strings of
 # several statements only: the per-statement path never touches this)
-_extra_statements: weakref.WeakKeyDictionary[QueryCounter, int] = weakref.WeakKeyDictionary()
+_extra_statements: weakref.WeakKeyDictionary[StatementReceiver, int] = weakref.WeakKeyDictionary()
 
 
-def round_trips(counter: QueryCounter) -> int:
+def round_trips(counter: StatementReceiver) -> int:
     """Round trips that brought ``counter`` at least one statement.
 
     Equal to ``counter.count`` except for strings of several statements, which the
@@ -283,7 +299,7 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
 
 
 def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str, batch_size: int,
-                  kept: Any, site: str, counters: tuple[QueryCounter, ...], ran: int | None) -> None:
+                  kept: Any, site: str, counters: tuple[StatementReceiver, ...], ran: int | None) -> None:
     n = len(parts) if ran is None else ran
     if n <= 0 or not parts:
         return

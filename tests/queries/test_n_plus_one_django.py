@@ -225,7 +225,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pytest_migsafe.plugin.stash import existing_record
+from pytest_migsafe.plugin.stash import existing_record, want_records
 
 URL = os.environ["MIGSAFE_POSTGRES_URL"].replace("postgresql+psycopg://", "postgresql://")
 DATABASE = f"migsafe_django_{uuid.uuid4().hex[:12]}"
@@ -236,6 +236,7 @@ LATE = bool(os.environ.get("SHOP_DJANGO_IN_TEST"))  # the test itself imports Dj
 
 
 def pytest_configure(config):
+    want_records(config)  # this conftest reads the records (at the defaults nothing does)
     from django.conf import settings
 
     parts = urlsplit(URL)

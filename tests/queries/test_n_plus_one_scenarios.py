@@ -8,6 +8,7 @@ and each test's suspects are compared with what the scenario is: an N+1 or not.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -346,9 +347,12 @@ def test_budget_counts_lazy_loads():
 CONFTEST = '''
 import json
 import pytest
-from pytest_migsafe.plugin.stash import existing_record
+from pytest_migsafe.plugin.stash import existing_record, want_records
 
 SUSPECTS = {}
+
+def pytest_configure(config):
+    want_records(config)  # this conftest reads the records (at the defaults nothing does)
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
@@ -402,21 +406,44 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]], str]:
-    """Run the scenario suite once in a subprocess; its suspects per test and its output."""
+def _run_scenarios(root: Path, conftest: str) -> str:
+    """Run the scenario suite in ``root`` in a subprocess with ``conftest``; its output."""
     import subprocess
     import sys
 
-    root = tmp_path_factory.mktemp("n_plus_one_scenarios")
     (root / "shop_app.py").write_text(APP)
     (root / "test_scenarios.py").write_text(TESTS)
-    (root / "conftest.py").write_text(CONFTEST)
+    (root / "conftest.py").write_text(conftest)
     (root / "pytest.ini").write_text("[pytest]\n")
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider",
                            "-W", "ignore::DeprecationWarning"],
                           cwd=root, capture_output=True, text=True, timeout=300)
-    return json.loads((root / "suspects.json").read_text()), done.stdout
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]], str]:
+    """Run the scenario suite once in a subprocess, reading each test's record; its suspects
+    per test and its output."""
+    root = tmp_path_factory.mktemp("n_plus_one_scenarios")
+    output = _run_scenarios(root, CONFTEST)
+    return json.loads((root / "suspects.json").read_text()), output
+
+
+def test_the_defaults_flag_what_the_records_hold(scenario_run: tuple[dict[str, list[dict]], str],
+                                                 tmp_path: Path) -> None:
+    """At the defaults (nothing reads a record) a test keeps only the N+1 rule's evidence: the
+    same suite then warns and fails exactly as when its records are read."""
+    _, with_records = scenario_run
+    at_defaults = _run_scenarios(tmp_path, "")
+
+    def verdicts(output: str) -> list[str]:
+        keep = ("FAILED ", "shop_app.py:", "NPlusOneWarning", "test_scenarios.py::")
+        return [line.rstrip() for line in output.splitlines() if line.lstrip().startswith(keep)
+                or "NPlusOneWarning" in line]
+
+    assert verdicts(at_defaults) == verdicts(with_records)
+    assert sum("NPlusOneWarning" in line for line in verdicts(at_defaults)) >= 10
 
 
 @pytest.mark.parametrize("test", sorted(EXPECTED))

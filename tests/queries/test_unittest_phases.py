@@ -21,9 +21,12 @@ URL = os.environ["MIGSAFE_POSTGRES_URL"]
 RECORDS = '''
 import json
 import pytest
-from pytest_migsafe.plugin.stash import existing_record
+from pytest_migsafe.plugin.stash import existing_record, want_records
 
 COUNTS = {}
+
+def pytest_configure(config):
+    want_records(config)  # this conftest reads the records (at the defaults nothing does)
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item):
