@@ -52,6 +52,9 @@ _codes: dict[int, tuple[str | None, int, CodeType]] = {}
 _library_files: set[str] = set()
 # (id(code), f_lasti) -> "path:line" (a frame's f_lineno scans the line table each time)
 _lines: dict[tuple[int, int], str] = {}
+# (id(code), f_lasti) -> the Origin of a statement a test module or conftest sends there
+# outside an ORM flush (Origins are never changed once made)
+_test_origins: dict[tuple[int, int], Origin] = {}
 
 
 #: The ORM flush (unit of work) running in this context: a number the ORM hook gives each
@@ -116,7 +119,13 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
     last.site = site
     flush = _current_unit()
     if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
-        last.origin = Origin([], None, True, flush, (shown, key, lasti))
+        if flush is None:  # the same for every statement from this instruction: made once
+            origin = _test_origins.get((key, lasti))
+            if origin is None:
+                origin = _test_origins[(key, lasti)] = Origin([], None, True, None, (shown, key, lasti))
+            last.origin = origin
+        else:
+            last.origin = Origin([], None, True, flush, (shown, key, lasti))
         return site
     parent = f.f_back
     if parent is not None:
@@ -268,6 +277,7 @@ def set_test_files(patterns: list[str]) -> None:
     _is_test.clear()
     # every cache keyed by a code object's id goes with the references that kept the id unique
     _lines.clear()
+    _test_origins.clear()
     _codes.clear()
 
 
