@@ -172,28 +172,47 @@ class _SeenPool:
 class _WatchedPsycopgPool:
     """A psycopg pool an observation counts: held weakly (a test that drops its pool and checks
     that it was collected must see it collected), with its counters at the start. psycopg_pool
-    keeps its counters in a plain ``Counter`` of the pool (``_stats``, cleared in place by
-    ``pop_stats()``); that object alone is held, so a pool collected before the stop still gives
-    its last counts."""
+    keeps its counters in a plain ``Counter`` of the pool (``_stats``); that object alone is
+    held, so a pool collected before the stop still gives its last counts. ``pop_stats()``
+    hands the counters out and starts a new ``Counter``: what it handed out is carried here
+    (:meth:`popped`), so the counts run on across the reset."""
 
-    __slots__ = ("base", "counters", "seen")
+    __slots__ = ("base", "carried", "counters", "seen")
 
     def __init__(self, pool: Any, base: dict[str, int]) -> None:
         self.seen = _SeenPool(pool)
         self.base = base
+        self.carried: dict[str, int] = {}
+        self.counters = self._counters_of(pool)
+
+    @staticmethod
+    def _counters_of(pool: Any) -> dict[str, int] | None:
         counters = getattr(pool, "_stats", None)
-        self.counters: dict[str, int] | None = counters if isinstance(counters, dict) else None
+        return counters if isinstance(counters, dict) else None
 
     def alive(self) -> Any:
         """The pool, or None once it was collected."""
         return self.seen.ref()
 
+    def popped(self, pool: Any, stats: dict[str, int]) -> None:
+        """``pool.pop_stats()`` just returned ``stats`` and reset the pool's counters."""
+        for key in pool_psycopg.COUNTERS:
+            self.carried[key] = self.carried.get(key, 0) + stats.get(key, 0)
+        self.counters = self._counters_of(pool)
+
     def now(self) -> dict[str, int]:
-        """The pool's counters now; its last ones if it was collected (the start's when unknown)."""
+        """The pool's counters now (with those ``pop_stats()`` handed out since the start); its
+        last ones if it was collected (the start's when unknown)."""
         pool = self.seen.ref()
         if pool is not None:
-            return pool_psycopg.stats_of(pool)
-        return dict(self.counters) if self.counters is not None else self.base
+            stats = pool_psycopg.stats_of(pool)
+        elif self.counters is not None:
+            stats = dict(self.counters)
+        else:
+            return self.base
+        if self.carried:
+            stats = {**stats, **{key: stats.get(key, 0) + n for key, n in self.carried.items()}}
+        return stats
 
 
 # (the pool as watched, its counters at the start, at the stop)
@@ -301,6 +320,12 @@ class PoolObservation:
         watched = self._psycopg_base.get(id(psycopg_pool))
         if watched is None or watched.alive() is not psycopg_pool:
             self._watch_psycopg(psycopg_pool, {} if fresh else pool_psycopg.stats_of(psycopg_pool))
+
+    def psycopg_stats_popped(self, psycopg_pool: Any, stats: dict[str, int]) -> None:
+        """``psycopg_pool.pop_stats()`` reset the pool's counters (called under ``events._lock``)."""
+        watched = self._psycopg_base.get(id(psycopg_pool))
+        if watched is not None and watched.alive() is psycopg_pool:
+            watched.popped(psycopg_pool, stats)
 
     def _watch_psycopg(self, psycopg_pool: Any, base: dict[str, int]) -> None:
         key = id(psycopg_pool)

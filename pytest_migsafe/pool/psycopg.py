@@ -10,7 +10,9 @@ inherit them) add what the stats cannot tell:
 - ``getconn`` / ``putconn`` track each connection out of its pool (peak, leaks with the
   call site) and time every ``getconn`` (the checkout wait);
 - ``_close_connection`` counts the connections the pool closes; ``_connect`` feeds
-  the Prometheus counter of new connections.
+  the Prometheus counter of new connections;
+- ``pop_stats`` (on psycopg_pool's ``BasePool``) tells the observations what it reset:
+  it hands out the counters and starts the pool on a new, empty ``Counter``.
 """
 
 from __future__ import annotations
@@ -243,6 +245,20 @@ def _wrap_aconnect(original: Callable[..., Any]) -> Callable[..., Any]:
     return _connect
 
 
+def _wrap_pop_stats(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def pop_stats(self: Any) -> dict[str, int]:
+        stats: dict[str, int] = original(self)  # (outside the lock: the pool's own code runs here)
+        if observed._observers:
+            with observed._lock:
+                for obs in observed._observers:
+                    obs.psycopg_stats_popped(self, stats)
+        return stats
+
+    setattr(pop_stats, _PATCHED_FLAG, original)
+    return pop_stats
+
+
 _SYNC = {"__init__": _wrap_init, "getconn": _wrap_getconn, "putconn": _wrap_putconn,
          "_close_connection": _wrap_close, "_connect": _wrap_connect}
 _ASYNC = {"__init__": _wrap_init, "getconn": _wrap_agetconn, "putconn": _wrap_aputconn,
@@ -264,7 +280,12 @@ def install(import_missing: bool = True) -> bool:
     except ImportError:
         return False
     _patched = psycopg_pool  # imported afresh (a pytester run restored sys.modules): wrap again
-    for cls, wrappers in ((psycopg_pool.ConnectionPool, _SYNC), (psycopg_pool.AsyncConnectionPool, _ASYNC)):
+    classes: list[tuple[Any, dict[str, Callable[..., Any]]]] = [
+        (psycopg_pool.ConnectionPool, _SYNC), (psycopg_pool.AsyncConnectionPool, _ASYNC)]
+    base = getattr(sys.modules.get("psycopg_pool.base"), "BasePool", None)
+    if base is not None:
+        classes.append((base, {"pop_stats": _wrap_pop_stats}))
+    for cls, wrappers in classes:
         for name, wrap in wrappers.items():
             method = vars(cls).get(name)
             if method is not None and not hasattr(method, _PATCHED_FLAG):

@@ -606,3 +606,37 @@ def test_an_observation_keeps_no_closed_psycopg_pool_alive_and_still_counts_it(
     assert sessions == 2
     assert stats.created == sessions and stats.checkouts == 3
     assert stats.figures().pool_sizes == {name: 2}
+
+
+@pytest.mark.parametrize("dropped", [False, True], ids=["kept", "dropped"])
+def test_pop_stats_inside_an_observation_loses_no_count(postgres: RunningPostgres, dropped: bool) -> None:
+    """``pop_stats()`` (a metrics exporter's call) hands the pool's counters out and starts new
+    ones: the observation counts across the reset, for a pool kept or closed and collected."""
+    import weakref
+
+    from psycopg_pool import ConnectionPool
+
+    psycopg_pool = ConnectionPool(postgres.dsn, min_size=1, max_size=1, open=False)
+    psycopg_pool.open(wait=True)
+    with psycopg_pool.connection() as conn:
+        conn.execute("select 1")
+    handed_out = []
+    with pool_stats() as stats:
+        for round_ in range(2):
+            for _ in range(2 + round_):
+                with psycopg_pool.connection() as conn:
+                    conn.execute("select 1")
+            handed_out.append(psycopg_pool.pop_stats().get("requests_num", 0))
+        with psycopg_pool.connection() as conn:
+            conn.execute("select 1")
+        if dropped:
+            psycopg_pool.close()
+            gone = weakref.ref(psycopg_pool)
+            del psycopg_pool, conn
+            gc.collect()
+            assert gone() is None
+    # the pool's own word: 1 before, 2 + 3 in the two rounds (handed out), 1 after
+    assert handed_out == [1 + 2, 3]
+    assert stats.checkouts == 2 + 3 + 1
+    if not dropped:
+        psycopg_pool.close()
