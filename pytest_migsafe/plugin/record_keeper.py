@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_migsafe.report.nodeids import recorded_id
 from pytest_migsafe.report.record import RunReport, TestRecord
 
 KEEPER_NAME = "migsafe-records"
@@ -22,8 +21,9 @@ KEEPER_NAME = "migsafe-records"
 class RecordKeeper:
     """The ``pytest_runtest_logreport`` side of the records (see the module docstring)."""
 
-    def __init__(self, report: RunReport) -> None:
+    def __init__(self, report: RunReport, renamed: dict[str, str]) -> None:
         self.report = report  # the session's run report, which finished records join
+        self.renamed = renamed  # node id as run -> as recorded (see stash.recorded_id)
         self.pending: dict[str, TestRecord] = {}
         self.outcomes: dict[str, str] | None = None
 
@@ -38,7 +38,7 @@ class RecordKeeper:
         nodeid, when = report.nodeid, report.when
         outcomes = self.outcomes
         if outcomes is not None:
-            key = recorded_id(nodeid)
+            key = self.renamed.get(nodeid, nodeid)
             if when == "call" or (when == "setup" and not report.passed):
                 outcomes[key] = "error" if when == "setup" and report.failed else report.outcome
             elif when == "teardown" and report.failed and outcomes.get(key) == "passed":

@@ -14,7 +14,7 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_migsafe.plugin.stash import existing_record, want_records
+from pytest_migsafe.plugin.stash import existing_record, note_loadgroup_renames, want_records
 from pytest_migsafe.report.render import DEFAULT_HEAVIEST
 from pytest_migsafe.values import argument_type, parse_tolerance
 
@@ -78,6 +78,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "migsafe-report")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """After pytest-xdist's own hook: the tests it renamed for ``--dist loadgroup``."""
+    note_loadgroup_renames(config, items)
 
 
 class JunitProperties:

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import record_keeper, run_report
+from pytest_migsafe.plugin.stash import RENAMED_KEY, note_renames, record_keeper, run_report
 from pytest_migsafe.report.baseline import (
     DEFAULT_BASELINE_PATH,
     Baseline,
@@ -42,7 +42,6 @@ from pytest_migsafe.report.files import (
     report_document,
     write_json_atomic,
 )
-from pytest_migsafe.report.nodeids import recorded_id
 from pytest_migsafe.report.record import RunReport
 from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
 from pytest_migsafe.report.render import (
@@ -165,24 +164,29 @@ class ReportSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Remember every collected test, before ``-k`` / ``-m`` deselect any (for removed tests)."""
-        self.collected.update(recorded_id(item.nodeid) for item in items)
+        self.collected.update(item.nodeid for item in items)  # (before pytest-xdist renames any)
 
     def add_worker_output(self, payload: dict[str, Any]) -> None:
         """Fold one xdist worker's figures into the run report."""
         run_report(self.config).merge(RunReport.from_dict(payload))
         self.collected.update(payload.get("collected", []))
+        note_renames(self.config, payload.get("renamed", {}))
 
     # -- at the end -----------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Workers send their figures; the controller compares, writes and sets the exit status."""
         report = run_report(self.config)
+        renamed = self.config.stash.get(RENAMED_KEY, None)
+        if renamed:  # the outcomes the controller read from the workers' reports, under the ids recorded
+            self.outcomes = {renamed.get(nodeid, nodeid): outcome for nodeid, outcome in self.outcomes.items()}
         for nodeid, outcome in self.outcomes.items():
             if nodeid not in report.tests:
                 report.unmeasured[nodeid] = outcome
         if is_worker(self.config):
             payload = report.to_dict()
             payload["collected"] = sorted(self.collected)
+            payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
         if exitstatus == pytest.ExitCode.INTERRUPTED:

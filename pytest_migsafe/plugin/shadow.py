@@ -12,7 +12,7 @@ import pytest
 
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import add_call_phase, add_to_record
+from pytest_migsafe.plugin.stash import add_call_phase, add_to_record, recorded_id
 from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
 from pytest_migsafe.values import argument_type
 
@@ -87,7 +87,7 @@ def shadow(request: pytest.FixtureRequest) -> Shadow:
     if "migsafe_redis" in request.fixturenames:
         cache = redis_client(request.getfixturevalue("migsafe_redis"))
     seed = config.stash[SEED_KEY]
-    lab = Shadow(seed=seed, label=request.node.nodeid, mode=config.stash[MODE_KEY],
+    lab = Shadow(seed=seed, label=recorded_id(config, request.node.nodeid), mode=config.stash[MODE_KEY],
                  session=session, flush=cache, cache=cache, hint=_hint(seed))
     request.node.stash[LAB_KEY] = lab
     return lab

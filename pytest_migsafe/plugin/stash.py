@@ -17,7 +17,7 @@ from typing import Protocol
 import pytest
 
 from pytest_migsafe.plugin.record_keeper import KEEPER_NAME, RecordKeeper
-from pytest_migsafe.report.nodeids import recorded_id
+from pytest_migsafe.report.nodeids import without_loadgroup_suffix
 from pytest_migsafe.report.record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
@@ -25,6 +25,7 @@ RUN_REPORT_KEY = pytest.StashKey[RunReport]()
 CALL_PHASES_KEY = pytest.StashKey["list[tuple[int, Callable[[pytest.Item], CallPhase | None]]]"]()
 MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
 DEFERRED_KEY = pytest.StashKey["list[Callable[[TestRecord], None]]"]()
+RENAMED_KEY = pytest.StashKey["dict[str, str]"]()
 
 
 class CallPhase(Protocol):
@@ -208,7 +209,7 @@ def record_of(item: pytest.Item) -> TestRecord:
     report: see :mod:`~pytest_migsafe.plugin.record_keeper`)."""
     record = item.stash.get(RECORD_KEY, None)
     if record is None:
-        record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.nodeid))
+        record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.config, item.nodeid))
         record_keeper(item.config).pending[item.nodeid] = record
     return _fill_deferred(item, record)
 
@@ -219,7 +220,7 @@ def existing_record(item: pytest.Item) -> TestRecord | None:
     if record is None:
         if not item.stash.get(DEFERRED_KEY, None):
             return None
-        record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.nodeid))
+        record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.config, item.nodeid))
     return _fill_deferred(item, record)
 
 
@@ -236,6 +237,40 @@ def record_keeper(config: pytest.Config) -> RecordKeeper:
     with pytest on first use."""
     keeper = config.pluginmanager.get_plugin(KEEPER_NAME)
     if keeper is None:
-        keeper = RecordKeeper(run_report(config))
+        keeper = RecordKeeper(run_report(config), _renamed(config))
         config.pluginmanager.register(keeper, KEEPER_NAME)
     return keeper
+
+
+def _renamed(config: pytest.Config) -> dict[str, str]:
+    return config.stash.setdefault(RENAMED_KEY, {})
+
+
+def note_loadgroup_renames(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a pytest-xdist worker, after its collection hook: remember each test it renamed
+    for ``--dist loadgroup`` (pytest < 9: ``test_x@group``), so that the test is recorded
+    under the id it has in a serial run (:func:`recorded_id`)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # nothing renames tests
+    renamed = _renamed(config)
+    for item in items:
+        marks = list(item.iter_markers("xdist_group"))
+        if not marks:
+            continue
+        groups = [str(mark.args[0] if mark.args else mark.kwargs.get("name", "default")) for mark in marks]
+        plain = without_loadgroup_suffix(item.nodeid, groups)
+        if plain != item.nodeid:
+            renamed[item.nodeid] = plain
+
+
+def note_renames(config: pytest.Config, renamed: dict[str, str]) -> None:
+    """Add a worker's renames (``{id as run: id as recorded}``) to the controller's."""
+    if renamed:
+        _renamed(config).update(renamed)
+
+
+def recorded_id(config: pytest.Config, nodeid: str) -> str:
+    """The id the test ``nodeid`` is recorded under: as in a serial run (see
+    :func:`note_loadgroup_renames`)."""
+    renamed = config.stash.get(RENAMED_KEY, None)
+    return renamed.get(nodeid, nodeid) if renamed else nodeid

@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.report.files import ReportFileError, read_json_object, write_json_atomic
-from pytest_migsafe.report.nodeids import recorded_id
 from pytest_migsafe.report.record import RunReport, TestRecord
 from pytest_migsafe.report.shapekey import KEY_VERSION, shape_key
 
@@ -273,8 +272,7 @@ class Baseline:
         if not isinstance(tests, dict):
             raise ValueError("'tests': expected an object mapping test ids to figures")
         rekey = data.get("shape_key") != KEY_VERSION
-        # (a baseline written by xdist workers with pytest < 9 may hold ids with an @group suffix)
-        return cls({recorded_id(nodeid): BaselineEntry.from_dict(entry, f"tests[{nodeid!r}]", rekey)
+        return cls({nodeid: BaselineEntry.from_dict(entry, f"tests[{nodeid!r}]", rekey)
                     for nodeid, entry in tests.items()})
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
-def recorded_id(nodeid: str) -> str:
-    """``nodeid`` without the ``@group`` suffix pytest-xdist's ``--dist loadgroup`` adds.
 
-    With pytest before 9, ``--dist loadgroup`` renames every test that has an
-    ``xdist_group`` marker: ``tests/test_cache.py::test_hits`` becomes
-    ``tests/test_cache.py::test_hits@redis`` (groups joined by ``_``). A baseline written
-    serially would then share no id with one written by workers, and every such test would
-    read as removed and new. The suffix is the part of the last ``::`` name from an ``@``
-    after its parameter id (an ``@`` inside ``[...]`` belongs to the parameter id and stays).
+def without_loadgroup_suffix(nodeid: str, groups: Sequence[str]) -> str:
+    """``nodeid`` without the suffix pytest-xdist's ``--dist loadgroup`` adds to a test marked
+    ``xdist_group`` with the names ``groups`` (closest marker first).
+
+    With pytest before 9, ``--dist loadgroup`` renames such a test on its worker:
+    ``tests/test_cache.py::test_hits`` becomes ``tests/test_cache.py::test_hits@redis``, so a
+    baseline written by workers would share no id with one written serially. The suffix is
+    ``@`` and the group names, sorted and joined by ``_`` (pytest-xdist 3.6 and later), or the
+    closest name alone (earlier); ``nodeid`` is returned unchanged when it ends in neither
+    (an ``@`` that is part of the test's own name or parameter id stays).
     """
-    head, sep, name = nodeid.rpartition("::")
-    at = name.find("@", name.rfind("]") + 1)
-    if at == -1 or not sep:  # (no "::": a file, not a test function xdist renames)
+    if not groups:
         return nodeid
-    return f"{head}{sep}{name[:at]}"
+    for suffix in ("@" + "_".join(sorted(set(groups))), "@" + groups[0]):
+        if nodeid.endswith(suffix) and len(nodeid) > len(suffix):
+            return nodeid[: -len(suffix)]
+    return nodeid
