@@ -161,6 +161,14 @@ class _SeenPool:
         self.size = configured_size(pool)
         self.kind = server_kind(pool)
 
+    @classmethod
+    def gone(cls, name: str, size: int | None) -> _SeenPool:
+        """A pool collected before it was seen: its name and size as known (server kind unknown)."""
+        seen = cls.__new__(cls)
+        seen.ref = lambda: None
+        seen.name, seen.size, seen.kind = name, size, None
+        return seen
+
     def facts(self) -> tuple[str, int | None, str | None]:
         """``(name, configured size, server kind)``, read now if the pool is still alive."""
         pool = self.ref()
@@ -177,10 +185,13 @@ class _WatchedPsycopgPool:
     hands the counters out and starts a new ``Counter``: what it handed out is carried here
     (:meth:`popped`), so the counts run on across the reset."""
 
-    __slots__ = ("base", "carried", "counters", "seen")
+    __slots__ = ("base", "carried", "counters", "name", "ref", "size")
 
     def __init__(self, pool: Any, base: dict[str, int]) -> None:
-        self.seen = _SeenPool(pool)
+        self.ref = weakref.ref(pool)
+        # for a pool collected before the figures are read (plain attributes: cheap per test)
+        self.name = pool_psycopg.name_of(pool)
+        self.size = int(pool.max_size)
         self.base = base
         self.carried: dict[str, int] = {}
         self.counters = self._counters_of(pool)
@@ -192,7 +203,7 @@ class _WatchedPsycopgPool:
 
     def alive(self) -> Any:
         """The pool, or None once it was collected."""
-        return self.seen.ref()
+        return self.ref()
 
     def popped(self, pool: Any, stats: dict[str, int]) -> None:
         """``pool.pop_stats()`` just returned ``stats`` and reset the pool's counters."""
@@ -203,7 +214,7 @@ class _WatchedPsycopgPool:
     def now(self) -> dict[str, int]:
         """The pool's counters now (with those ``pop_stats()`` handed out since the start); its
         last ones if it was collected (the start's when unknown)."""
-        pool = self.seen.ref()
+        pool = self.ref()
         if pool is not None:
             stats = pool_psycopg.stats_of(pool)
         elif self.counters is not None:
@@ -407,8 +418,8 @@ class PoolObservation:
         pool = watched.alive()
         if pool is not None:
             self._see(pool)
-        elif watched.seen not in self._seen.values():
-            self._seen[id(watched)] = watched.seen
+        elif id(watched) not in self._seen:
+            self._seen[id(watched)] = _SeenPool.gone(watched.name, watched.size)
 
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database): skip the sums."""
