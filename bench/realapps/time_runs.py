@@ -4,8 +4,9 @@ Usage: ``python bench/realapps/time_runs.py [--runs 3] [--warmup 1] [--json OUT]
 
 Runs ``PYTEST_COMMAND`` (e.g. ``python -m pytest -q -p no:cacheprovider tests/``) with, in
 turn, ``-p no:migsafe`` (off), nothing added (defaults) and ``--migsafe-report
---migsafe-report-json=<temp file>`` (report): off, defaults, report, then again, ``--runs``
-times, so that a slow spell of a noisy machine falls on every variant alike, after
+--migsafe-report-json=<temp file>`` (report), ``--runs`` rounds, each starting one variant
+later (off, defaults, report; defaults, report, off; ...), so that a slow spell of a noisy
+machine, or a database the suite grows run after run, falls on every variant alike, after
 ``--warmup`` uncounted rounds of the three (bytecode caches written, files in the page
 cache). Run it with bytecode writing on (no ``PYTHONDONTWRITEBYTECODE``; ``run.sh`` sets
 ``PYTHONPYCACHEPREFIX`` to a scratch directory): otherwise every run compiles the plugin's
@@ -51,7 +52,7 @@ def run_once(command: list[str], extra: list[str], log: str | None = None) -> tu
 
 
 def main(argv: list[str]) -> int:
-    """Run the variants alternately and print medians and ratios; returns 0."""
+    """Run the variants alternately, in a rotating order, and print medians and ratios; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -68,8 +69,13 @@ def main(argv: list[str]) -> int:
     for _ in range(ns.warmup):
         for extra in VARIANTS.values():
             run_once(command, extra)
+    names = list(VARIANTS)
     for i in range(ns.runs):
-        for name, extra in VARIANTS.items():
+        # each round starts one variant later (off, defaults, report; then defaults, report, off;
+        # ...): a suite whose database grows run after run (app A adds users every run) slows
+        # every later run, which a fixed order charged to the plugin's variants
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            extra = VARIANTS[name]
             log = os.path.join(ns.logs, f"{i + 1}-{name}.txt") if ns.logs else None
             c, w, code = run_once(command, extra, log)
             cpu[name].append(c)
