@@ -52,9 +52,15 @@ _codes: dict[int, tuple[str | None, int, CodeType]] = {}
 _library_files: set[str] = set()
 # (id(code), f_lasti) -> "path:line" (a frame's f_lineno scans the line table each time)
 _lines: dict[tuple[int, int], str] = {}
+#: Origins kept for reuse in each of the two caches below (a few hundred bytes each); past
+#: it, an Origin is made per statement as before
+ORIGINS_KEPT = 20_000
 # (id(code), f_lasti) -> the Origin of a statement a test module or conftest sends there
 # outside an ORM flush (Origins are never changed once made)
 _test_origins: dict[tuple[int, int], Origin] = {}
+# (id(code), f_lasti, id(the test's code), its f_lasti) -> the Origin of a statement an
+# application function sends there when a test module or conftest called it, outside a flush
+_called_origins: dict[tuple[int, int, int, int], Origin] = {}
 
 
 #: The ORM flush (unit of work) running in this context: a number the ORM hook gives each
@@ -122,17 +128,30 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
         if flush is None:  # the same for every statement from this instruction: made once
             origin = _test_origins.get((key, lasti))
             if origin is None:
-                origin = _test_origins[(key, lasti)] = Origin([], None, True, None, (shown, key, lasti))
+                origin = Origin([], None, True, None, (shown, key, lasti))
+                if len(_test_origins) < ORIGINS_KEPT:
+                    _test_origins[(key, lasti)] = origin
             last.origin = origin
         else:
             last.origin = Origin([], None, True, flush, (shown, key, lasti))
         return site
     parent = f.f_back
     if parent is not None:
-        entry = _codes.get(id(parent.f_code))
-        if entry is not None and entry[1] == TEST:
-            last.origin = Origin([(shown, key, lasti)], key, False, flush,
-                                 (str(entry[0]), id(parent.f_code), parent.f_lasti))
+        parent_key = id(parent.f_code)
+        entry = _codes.get(parent_key)
+        if entry is not None and entry[1] == TEST:  # an application function a test called
+            parent_lasti = parent.f_lasti
+            if flush is None:  # the same for every statement from these two instructions: made once
+                called = (key, lasti, parent_key, parent_lasti)
+                origin = _called_origins.get(called)
+                if origin is None:
+                    origin = Origin([(shown, key, lasti)], key, False, None, (str(entry[0]), parent_key, parent_lasti))
+                    if len(_called_origins) < ORIGINS_KEPT:
+                        _called_origins[called] = origin
+                last.origin = origin
+            else:
+                last.origin = Origin([(shown, key, lasti)], key, False, flush,
+                                     (str(entry[0]), parent_key, parent_lasti))
             return site
     last.origin = origin_of(f, flush)
     return site
@@ -278,6 +297,7 @@ def set_test_files(patterns: list[str]) -> None:
     # every cache keyed by a code object's id goes with the references that kept the id unique
     _lines.clear()
     _test_origins.clear()
+    _called_origins.clear()
     _codes.clear()
 
 
