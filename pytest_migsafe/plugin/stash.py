@@ -250,8 +250,8 @@ def note_loadgroup_renames(config: pytest.Config, items: list[pytest.Item]) -> N
     """On a pytest-xdist worker, after its collection hook: remember each test it renamed
     for ``--dist loadgroup`` (pytest < 9: ``test_x@group``), so that the test is recorded
     under the id it has in a serial run (:func:`recorded_id`)."""
-    if not _records_wanted or not config.pluginmanager.hasplugin("xdist"):
-        return  # nothing reads the records, or nothing renames tests
+    if not getattr(config.option, "loadgroup", False):
+        return  # not a worker of --dist loadgroup (pytest-xdist sets this on its workers): nothing renamed
     renamed = _renamed(config)
     for item in items:
         marks = list(item.iter_markers("xdist_group"))

@@ -45,6 +45,9 @@ def test_plain():
 RENAMES_AS_XDIST_DOES = """
 import pytest
 
+def pytest_configure(config):
+    config.option.loadgroup = True  # what pytest-xdist sets on a worker of --dist loadgroup
+
 def pytest_collection_modifyitems(items):  # a plain hook, as pytest-xdist's
     # what pytest-xdist's --dist loadgroup does on a worker with pytest < 9
     for item in items:
