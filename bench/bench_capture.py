@@ -39,9 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -178,15 +178,24 @@ def test_loop():
 """
 
 
-def _postgres_if_needed(workloads: tuple[str, ...], url: str | None, tmp: Path) -> tuple[Any, str | None]:
-    """``(server started here or None, url)``: the plugin's PostgreSQL in ``tmp`` when a
-    PostgreSQL workload is asked for and no ``url`` is given."""
-    if url is not None or not any(name.startswith("postgres") for name in workloads):
-        return None, url
-    from pytest_migsafe.servers import start_postgres
+@contextmanager
+def _scratch(prefix: str, workloads: tuple[str, ...], url: str | None) -> Iterator[tuple[Path, str | None]]:
+    """``(scratch directory, url)`` for a benchmark run, both gone afterwards: the plugin's
+    PostgreSQL is started in the directory when a PostgreSQL workload is asked for and no
+    ``url`` is given."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    server = None
+    try:
+        if url is None and any(name.startswith("postgres") for name in workloads):
+            from pytest_migsafe.servers import start_postgres
 
-    server = start_postgres(tmp / "pg")
-    return server, server.url
+            server = start_postgres(tmp / "pg")
+            url = server.url
+        yield tmp, url
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _warmed: set[tuple[str, str, int]] = set()  # (python, workload, hash seed) run once, unmeasured
@@ -236,10 +245,8 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
     """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
-    tmp = Path(tempfile.mkdtemp(prefix="migsafe-bench-"))
-    server, url = _postgres_if_needed(workloads, url, tmp)
-    print(f"venv: {python}", flush=True)
-    try:
+    with _scratch("migsafe-bench-", workloads, url) as (tmp, url):
+        print(f"venv: {python}", flush=True)
         for name in workloads:
             added = []
             for seed in seeds:
@@ -253,10 +260,6 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
             if len(seeds) > 1:
                 print(f"{name}: migsafe adds {statistics.median(added):.0f} instructions per statement, "
                       f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _OPCODE_CONFTEST = """\
@@ -308,10 +311,8 @@ def bench_opcodes(url: str | None = None, python: str = sys.executable,
                   workloads: tuple[str, ...] = WORKLOADS, small: int = 200, large: int = 600) -> None:
     """Python opcodes the plugin's own code runs per statement on each workload, and the whole
     loop's opcodes per statement with the plugin on (``(large - small)`` difference)."""
-    tmp = Path(tempfile.mkdtemp(prefix="migsafe-bench-ops-"))
-    server, url = _postgres_if_needed(workloads, url, tmp)
-    print(f"venv: {python}", flush=True)
-    try:
+    with _scratch("migsafe-bench-ops-", workloads, url) as (tmp, url):
+        print(f"venv: {python}", flush=True)
         for name in workloads:
             where = tmp / name
             where.mkdir()
@@ -321,10 +322,6 @@ def bench_opcodes(url: str | None = None, python: str = sys.executable,
             whole = (all_large - all_small) / (large - small)
             print(f"{name}: the plugin runs {mine:.0f} opcodes per statement, the whole loop {whole:.0f} "
                   f"({mine / whole:.1%})", flush=True)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
