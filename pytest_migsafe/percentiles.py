@@ -14,10 +14,19 @@ def percentile(samples: Sequence[float], p: float) -> float:
     pool waits, milliseconds for shadow durations). Raises ``ValueError`` for ``p``
     outside (0, 100].
     """
-    if not 0 < p <= 100:
-        raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
-    if not samples:
-        return 0.0
+    return percentiles(samples, (p,))[0]
+
+
+def percentiles(samples: Sequence[float], ps: tuple[float, ...]) -> list[float]:
+    """:func:`percentile` of ``samples`` for each of ``ps``, sorting the samples once.
+
+    Raises ``ValueError`` for any ``p`` outside (0, 100].
+    """
+    for p in ps:
+        if not 0 < p <= 100:
+            raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
+    if len(samples) <= 1:  # no sample, or one: it is every percentile
+        return [float(samples[0]) if samples else 0.0] * len(ps)
     ordered = sorted(samples)
-    rank = max(1, math.ceil(p * len(ordered) / 100 - 1e-9))
-    return float(ordered[rank - 1])
+    n = len(ordered)
+    return [float(ordered[max(1, math.ceil(p * n / 100 - 1e-9)) - 1]) for p in ps]

@@ -83,21 +83,42 @@ class HoldTimes:
         The upper bound of the bucket holding the ``ceil(p/100 x count)``-th smallest
         sample, capped at the exact maximum. ValueError for ``p`` outside (0, 100].
         """
-        if not 0 < p <= 100:
-            raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
-        if not self.count:
-            return 0
-        rank = max(1, math.ceil(p * self.count / 100 - 1e-9))
+        return self.percentiles_us((p,))[0]
+
+    def percentiles_us(self, ps: tuple[float, ...]) -> list[int]:
+        """:meth:`percentile_us` of each of ``ps``, in their order, from one pass over the
+        buckets. ValueError for any ``p`` outside (0, 100]."""
+        for p in ps:
+            if not 0 < p <= 100:
+                raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
+        count, top = self.count, self.max_us
+        if not count:
+            return [0] * len(ps)
+        buckets = self.buckets
+        if len(buckets) == 1:  # every rank falls in the one bucket (a test's one or few holds)
+            for key in buckets:
+                return [min(key, top)] * len(ps)
+        # (rank, position in ps), smallest rank first
+        wanted = sorted((max(1, math.ceil(p * count / 100 - 1e-9)), i) for i, p in enumerate(ps))
+        found = [top] * len(ps)
         seen = 0
-        for key in sorted(self.buckets):
-            seen += self.buckets[key]
-            if seen >= rank:
-                return min(key, self.max_us)
-        return self.max_us
+        next_one = 0
+        for key in sorted(buckets):
+            seen += buckets[key]
+            while next_one < len(wanted) and seen >= wanted[next_one][0]:
+                found[wanted[next_one][1]] = min(key, top)
+                next_one += 1
+            if next_one == len(wanted):
+                break
+        return found
 
     def percentile_ms(self, p: float) -> float:
         """:meth:`percentile_us` in milliseconds, rounded to 0.001 ms."""
         return round(self.percentile_us(p) / 1000, 3)
+
+    def percentiles_ms(self, ps: tuple[float, ...]) -> list[float]:
+        """:meth:`percentile_ms` of each of ``ps``, in their order (one pass: :meth:`percentiles_us`)."""
+        return [round(us / 1000, 3) for us in self.percentiles_us(ps)]
 
     @property
     def max_ms(self) -> float:

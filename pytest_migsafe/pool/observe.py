@@ -79,12 +79,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_migsafe.percentiles import percentile
+from pytest_migsafe.percentiles import percentiles
 from pytest_migsafe.pool import events
 from pytest_migsafe.pool import psycopg as pool_psycopg
 from pytest_migsafe.pool.events import Checkout
 from pytest_migsafe.pool.holds import HoldTimes
-from pytest_migsafe.pool.targets import classify, configured_size, describe_pool, server_kind
+from pytest_migsafe.pool.targets import classify, configured_size, describe_pool, pool_facts, server_kind
 from pytest_migsafe.pool.targets import install as install_hooks
 from pytest_migsafe.report.record import Leak, PoolFigures
 
@@ -102,8 +102,10 @@ class ObservedFigures(PoolFigures):
         return HoldTimes.from_dict(self.hold_times) if self.hold_times else HoldTimes()
 
     def record(self) -> PoolFigures:
-        """The :class:`PoolFigures` of a test record, valued as here."""
-        return PoolFigures(**self.__dict__)
+        """The :class:`PoolFigures` of a test record, valued as here (sharing the lists and dicts)."""
+        figures = PoolFigures.__new__(PoolFigures)  # the fields as they are: no second __init__ of 24 fields
+        figures.__dict__.update(self.__dict__)
+        return figures
 
 
 class _Capture:
@@ -157,9 +159,7 @@ class _SeenPool:
             self.ref: Callable[[], Any] = weakref.ref(pool)
         except TypeError:  # a pool that cannot be weakly referenced is held
             self.ref = lambda: pool
-        self.name = describe_pool(pool)
-        self.size = configured_size(pool)
-        self.kind = server_kind(pool)
+        self.name, self.size, self.kind = pool_facts(pool)
 
     @classmethod
     def gone(cls, name: str, size: int | None) -> _SeenPool:
@@ -170,11 +170,15 @@ class _SeenPool:
         return seen
 
     def facts(self) -> tuple[str, int | None, str | None]:
-        """``(name, configured size, server kind)``, read now if the pool is still alive."""
+        """``(name, configured size, server kind)``: the size read now if the pool is still alive
+        (psycopg_pool's ``resize()`` changes it), the server kind once known (at the pool's
+        first connection); the name as first seen (a pool keeps its name)."""
         pool = self.ref()
         if pool is None:
             return self.name, self.size, self.kind
-        return describe_pool(pool), configured_size(pool), server_kind(pool)
+        if self.kind is None:
+            self.kind = server_kind(pool)
+        return self.name, configured_size(pool), self.kind
 
 
 class _WatchedPsycopgPool:
@@ -367,8 +371,8 @@ class PoolObservation:
     def _psycopg_deltas(self, ends: list[PsycopgEnd] | None = None) -> dict[str, int]:
         totals: dict[str, int] = {}
         for watched, base, end in self._psycopg_ends() if ends is None else ends:
-            delta = pool_psycopg.delta(base, end)
-            if any(delta.values()):
+            delta = pool_psycopg.delta(base, end)  # the counters that moved
+            if delta:
                 self._see_psycopg(watched)
             for key, value in delta.items():
                 totals[key] = totals.get(key, 0) + value
@@ -432,7 +436,7 @@ class PoolObservation:
             if end is None:
                 end = self._capture()
             psy = self._psycopg_deltas(end.psycopg)
-            waits = sorted(self._waits)
+            wait_p50, wait_p99, wait_max = percentiles(self._waits, (50, 99, 100))
             leaks = [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
                           dropped=entry.dropped) for entry in end.leaked]
             sizes = {}
@@ -444,6 +448,7 @@ class PoolObservation:
                 if kind is not None:
                     servers[name] = kind
             holds = self._holds or HoldTimes()
+            hold_p50, hold_p95, hold_p99 = holds.percentiles_ms((50, 95, 99))
             created = self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0)
             beyond = min(self._beyond, created)
             return ObservedFigures(
@@ -454,9 +459,9 @@ class PoolObservation:
                 checkins=self._checkins,
                 peak_checked_out=self._peak,
                 overflow_used=sum(max(0, value) for value in self._overflow.values()),
-                wait_ms_p50=round(percentile(waits, 50) * 1000, 3),
-                wait_ms_p99=round(percentile(waits, 99) * 1000, 3),
-                wait_ms_max=round((waits[-1] if waits else 0.0) * 1000, 3),
+                wait_ms_p50=round(wait_p50 * 1000, 3),
+                wait_ms_p99=round(wait_p99 * 1000, 3),
+                wait_ms_max=round(wait_max * 1000, 3),
                 timeouts=self._timeouts + psy.get("requests_errors", 0),
                 leaks=leaks,
                 pool_sizes=sizes,
@@ -464,9 +469,9 @@ class PoolObservation:
                 created_beyond_warm=beyond,
                 peak_checked_out_own=self._own_peak,
                 held_at_peak_own=self._held_at_own_peak,
-                hold_ms_p50=holds.percentile_ms(50),
-                hold_ms_p95=holds.percentile_ms(95),
-                hold_ms_p99=holds.percentile_ms(99),
+                hold_ms_p50=hold_p50,
+                hold_ms_p95=hold_p95,
+                hold_ms_p99=hold_p99,
                 hold_ms_max=holds.max_ms,
                 hold_times=holds.to_dict() if holds.count else {},
                 servers=servers,

@@ -66,11 +66,16 @@ def stats_of(pool: Any) -> dict[str, int]:
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """``after - before`` per counter; a counter reset by ``pop_stats()`` counts from 0."""
+    """``after - before`` of each counter that moved (read the others as 0, with ``.get(key, 0)``);
+    a counter reset by ``pop_stats()`` counts from 0."""
     result = {}
     for key in COUNTERS:
-        old, new = before.get(key, 0), after.get(key, 0)
-        result[key] = new - old if new >= old else new
+        new = after.get(key, 0)
+        old = before.get(key, 0)
+        if new != old:
+            moved = new - old if new > old else new
+            if moved:
+                result[key] = moved
     return result
 
 

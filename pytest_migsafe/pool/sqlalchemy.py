@@ -28,7 +28,7 @@ from pytest_migsafe.pool import events as observed
 
 installed = False
 _originals: dict[str, Any] = {}
-_queue_classes: dict[type, bool] = {}
+_pool_kinds: dict[type, str] = {}  # pool class -> what _kind_of_class says
 _engine_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # dialect -> name
 _pool_numbers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _numbers = itertools.count(1)
@@ -41,13 +41,22 @@ def _pool_of(record: Any) -> Any:
 
 
 def _is_queue(pool: Any) -> bool:
-    cls = type(pool)
-    verdict = _queue_classes.get(cls)
-    if verdict is None:
-        from sqlalchemy.pool import QueuePool
+    return _kind_of_class(type(pool)) == "queue"
 
-        verdict = _queue_classes[cls] = issubclass(cls, QueuePool)
-    return verdict
+
+def _kind_of_class(cls: type) -> str:
+    """What a pool class is, for its size and capacity: ``"queue"`` (QueuePool), ``"null"``
+    (NullPool), ``"one"`` (StaticPool, AssertionPool), ``"singleton"`` (SingletonThreadPool)
+    or ``"unknown"``; cached per class (no import on the way: it runs for every observed pool)."""
+    known = _pool_kinds.get(cls)
+    if known is None:
+        from sqlalchemy.pool import AssertionPool, NullPool, QueuePool, SingletonThreadPool, StaticPool
+
+        known = _pool_kinds[cls] = (
+            "queue" if issubclass(cls, QueuePool) else "null" if issubclass(cls, NullPool)
+            else "one" if issubclass(cls, (StaticPool, AssertionPool))
+            else "singleton" if issubclass(cls, SingletonThreadPool) else "unknown")
+    return known
 
 
 # -- listeners ----------------------------------------------------------------------
@@ -55,15 +64,7 @@ def capacity_of(pool: Any) -> float | None:
     """The connections ``pool`` keeps between checkouts: QueuePool ``pool_size`` (no limit for
     0 or less), 0 for NullPool, 1 for StaticPool and AssertionPool, SingletonThreadPool's
     ``pool_size``; None (no known limit) for any other pool class."""
-    cls = type(pool)
-    known = _capacity_kinds.get(cls)
-    if known is None:
-        from sqlalchemy.pool import AssertionPool, NullPool, SingletonThreadPool, StaticPool
-
-        known = _capacity_kinds[cls] = (
-            "queue" if _is_queue(pool) else "null" if issubclass(cls, NullPool)
-            else "one" if issubclass(cls, (StaticPool, AssertionPool))
-            else "singleton" if issubclass(cls, SingletonThreadPool) else "unknown")
+    known = _kind_of_class(type(pool))
     if known == "queue":
         size = pool.size()
         return float(size) if size > 0 else math.inf
@@ -74,9 +75,6 @@ def capacity_of(pool: Any) -> float | None:
     if known == "singleton":
         return float(getattr(pool, "size", 0)) or None
     return None
-
-
-_capacity_kinds: dict[type, str] = {}
 
 
 def _on_connect(dbapi_connection: Any, record: Any) -> None:
@@ -223,13 +221,10 @@ def name_of(pool: Any) -> str:
 
 def size_of(pool: Any) -> int | None:
     """QueuePool ``pool_size``, 0 for NullPool, None for pools without a size."""
-    from sqlalchemy.pool import NullPool
-
-    if _is_queue(pool):
+    known = _kind_of_class(type(pool))
+    if known == "queue":
         return int(pool.size())
-    if isinstance(pool, NullPool):
-        return 0
-    return None
+    return 0 if known == "null" else None
 
 
 def classify(target: Any) -> tuple[str, Any] | None:

@@ -40,6 +40,14 @@ def configured_size(pool: Any) -> int | None:
     return pool_sqlalchemy.size_of(pool)
 
 
+def pool_facts(pool: Any) -> tuple[str, int | None, str | None]:
+    """``(describe_pool(pool), configured_size(pool), server_kind(pool))``, telling the pool's
+    library once (what an observation reads of every pool it saw)."""
+    if pool_psycopg.is_pool(pool):
+        return pool_psycopg.name_of(pool), int(pool.max_size), server_kind(pool)
+    return pool_sqlalchemy.name_of(pool), pool_sqlalchemy.size_of(pool), server_kind(pool)
+
+
 def server_kind(pool: Any) -> str | None:
     """Where ``pool``'s server is (:mod:`pytest_migsafe.pool.locality`: ``"unix socket"``,
     ``"loopback"``, ``"in-process"``, ``"network"``), None until it opened a connection."""

@@ -8,6 +8,7 @@ wall time measured around the whole ``with`` block bounds it from above.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Iterator
 from time import perf_counter
@@ -18,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from pytest_migsafe.percentiles import percentile
-from pytest_migsafe.pool.holds import HoldTimes, bucket_of
+from pytest_migsafe.percentiles import percentile, percentiles
+from pytest_migsafe.pool.holds import HoldTimes, bucket_of, to_microseconds
 from pytest_migsafe.pool.locality import kind_of_host
 from pytest_migsafe.pool.observe import pool_stats
 from pytest_migsafe.servers import RunningPostgres
@@ -137,6 +138,31 @@ def test_percentiles_never_fall_below_the_true_sample_and_stop_at_the_max() -> N
     assert HoldTimes().percentile_ms(95) == 0.0
     with pytest.raises(ValueError, match="0 < p <= 100"):
         holds.percentile_us(0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 40])
+def test_several_percentiles_at_once_are_each_nearest_rank_over_the_buckets(size: int) -> None:
+    # one pass for p50/p95/p99 (what a test's figures read), and the one bucket of a test's few holds
+    rng = random.Random(size)
+    for _ in range(50):
+        samples = [rng.choice([rng.uniform(0, 0.0001), rng.uniform(0.001, 0.05)]) for _ in range(size)]
+        holds = HoldTimes.of(samples)
+        bucketed = sorted(bucket_of(to_microseconds(s)) for s in samples)
+        top = max(to_microseconds(s) for s in samples)
+        ps = (99, 50, 95, 100, 1)  # any order
+        expected = [min(bucketed[max(1, math.ceil(p * size / 100 - 1e-9)) - 1], top) for p in ps]
+        assert holds.percentiles_us(ps) == expected
+        assert holds.percentiles_ms(ps) == [round(us / 1000, 3) for us in expected]
+        assert [holds.percentile_us(p) for p in ps] == expected
+        exact = sorted(samples)
+        assert percentiles(samples, ps) == [exact[max(1, math.ceil(p * size / 100 - 1e-9)) - 1] for p in ps]
+    assert HoldTimes().percentiles_ms((50, 99)) == [0.0, 0.0]
+    assert percentiles([], (50, 99)) == [0.0, 0.0]
+    for bad in (0, 101, float("nan")):
+        with pytest.raises(ValueError, match="0 < p <= 100"):
+            holds.percentiles_us((50, bad))
+        with pytest.raises(ValueError, match="0 < p <= 100"):
+            percentiles([1.0], (bad,))
 
 
 def test_histograms_merge_exactly_whatever_the_split() -> None:
