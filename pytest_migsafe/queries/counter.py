@@ -102,6 +102,18 @@ class ShapeStats:
         )
 
 
+def _most_first(item: tuple[str, list[ShapeStats]]) -> tuple[int, float, str]:
+    """The sort key of a readable shape's group: most statements, then most time, then the shape."""
+    shape, group = item
+    if len(group) == 1:
+        return -group[0].count, -group[0].total_seconds, shape
+    count, seconds = 0, 0.0
+    for stats in group:
+        count += stats.count
+        seconds += stats.total_seconds
+    return -count, -seconds, shape
+
+
 class QueryCounter:
     """Counts the statements run while it is active; a context manager.
 
@@ -135,6 +147,7 @@ class QueryCounter:
         self.omitted = 0
         self._kept: list[tuple[Any, ...]] = []
         self._shapes: dict[str, ShapeStats] = {}
+        self._count = 0  # the shapes' counts summed as they grow (read several times a test)
         self._filtered = bool(self.match or self.ignore or using)
         self._databases = _database_names(using) if using is not None else None
         self.offered = 0  # statements a filtered counter was offered (matched or not)
@@ -167,7 +180,7 @@ class QueryCounter:
     @property
     def count(self) -> int:
         """Statements counted (the server's count: a text of several statements counts each)."""
-        return sum(stats.count for stats in self._shapes.values())
+        return self._count
 
     @property
     def executions(self) -> int:
@@ -194,6 +207,7 @@ class QueryCounter:
         if stats is None:
             stats = self._shapes[shape] = ShapeStats(shape, sample=sql)
         stats.count += 1
+        self._count += 1
         stats.executions += batch_size
         stats.total_seconds += seconds
         if seconds > stats.max_seconds:
@@ -224,16 +238,48 @@ class QueryCounter:
 
         The statements are grouped by shape key as they run (no parser on the hot path);
         the readable shapes are worked out here, and keys of one readable shape merged."""
-        merged: dict[str, ShapeStats] = {}
+        merged = []
+        for shape, group in self._by_readable_shape():
+            first = group[0]
+            one = ShapeStats(shape, first.count, first.executions, first.total_seconds, first.max_seconds,
+                             dict(first.call_sites), first.sample)
+            for stats in group[1:]:
+                one.merge(stats)
+            merged.append(one)
+        return merged
+
+    def _by_readable_shape(self) -> list[tuple[str, list[ShapeStats]]]:
+        """``(readable shape, the ShapeStats of its keys)``, most statements first (then the
+        most time, then the shape): the order of :meth:`summary`."""
+        groups: dict[str, list[ShapeStats]] = {}
         for stats in self._shapes.values():
             shape = dispatch.readable_shape(stats.shape, stats.sample)
-            one = merged.get(shape)
-            if one is None:
-                merged[shape] = ShapeStats(shape, stats.count, stats.executions, stats.total_seconds,
-                                           stats.max_seconds, dict(stats.call_sites), stats.sample)
+            group = groups.get(shape)
+            if group is None:
+                groups[shape] = [stats]
             else:
-                one.merge(stats)
-        return sorted(merged.values(), key=lambda s: (-s.count, -s.total_seconds, s.shape))
+                group.append(stats)
+        if len(groups) == 1:
+            return list(groups.items())
+        return sorted(groups.items(), key=_most_first)
+
+    def _shape_figures(self) -> list[ShapeFigure]:
+        """The report's figure of each readable shape, in :meth:`summary`'s order (no
+        ShapeStats copies on the way)."""
+        figures = []
+        for shape, group in self._by_readable_shape():
+            if len(group) == 1:
+                one = group[0]
+                figures.append(ShapeFigure(shape=shape, count=one.count,
+                                           total_ms=round(one.total_seconds * 1000, 3),
+                                           max_ms=round(one.max_seconds * 1000, 3),
+                                           call_sites=dict(one.call_sites)))
+            else:
+                merged = ShapeStats(shape)
+                for stats in group:
+                    merged.merge(stats)
+                figures.append(merged.figure())
+        return figures
 
     def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
         """The N+1 suspects (see :mod:`pytest_migsafe.queries.repeats`), most repeats first.
@@ -259,7 +305,7 @@ class QueryCounter:
             executions=self.executions,
             total_ms=round(self.total_seconds * 1000, 3),
             budget=budget,
-            shapes=[s.figure() for s in self.summary()],
+            shapes=self._shape_figures(),
             n_plus_one=self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
             round_trips=trips if (trips := dispatch.round_trips(self)) != count else None,
         )
