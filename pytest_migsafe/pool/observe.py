@@ -674,15 +674,21 @@ class LeakWatch:
         if not self._active:
             return self.leaks
         start = self._start_seq
-        if settle and any(entry.seq > start and not entry.dropped for entry in list(events._out.values())):
+        checked_out = events._seq != start  # else no checkout since the start: nothing can have leaked
+        if settle and checked_out and any(entry.seq > start and not entry.dropped
+                                          for entry in list(events._out.values())):
             gc.collect()
         with events._lock:
             self._active = False
             events._leak_watches -= 1
-            leaked = [entry for entry in events._out.values()
-                      if entry.seq > start and not entry.dropped and not entry.owned()] if events._out else []
-            leaked += [entry for entry in events._dropped if entry.seq > start]
-            if not events._observers and not events._leak_watches:
+            leaked = []
+            if events._seq != start:  # (read again under the lock)
+                if events._out:
+                    leaked = [entry for entry in events._out.values()
+                              if entry.seq > start and not entry.dropped and not entry.owned()]
+                if events._dropped:
+                    leaked += [entry for entry in events._dropped if entry.seq > start]
+            if events._dropped and not events._observers and not events._leak_watches:
                 events._dropped.clear()
         if leaked:
             leaked.sort(key=lambda entry: entry.seq)
