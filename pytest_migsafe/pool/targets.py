@@ -62,17 +62,25 @@ def install(import_missing: bool = True) -> None:
 
     Idempotent and cheap once both drivers are hooked.
     """
-    global _installed_for
+    global _installed_for, _modules_seen
     modules = sys.modules
+    if not import_missing and len(modules) == _modules_seen:
+        return  # no module imported (or removed) since the last look: the per-test fast path
+    seen = len(modules)
     loaded = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
     if loaded == _installed_for and (not import_missing or None not in loaded[:2]):
-        return  # the same libraries as last time, already hooked: the per-test fast path
+        _modules_seen = seen
+        return  # the same libraries as last time, already hooked
     pool_sqlalchemy.install(import_missing)
     pool_psycopg.install(import_missing)
     _installed_for = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
+    _modules_seen = -1  # (installing may have imported more: look again next time)
 
 
 _installed_for: tuple[Any, Any, Any] = (False, False, False)
+# len(sys.modules) when install(import_missing=False) last found nothing left to hook (see
+# pytest_migsafe.queries.drivers: the same look, for the pool libraries)
+_modules_seen = -1
 
 
 def drivers_loaded() -> bool:

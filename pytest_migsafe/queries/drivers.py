@@ -9,6 +9,10 @@ from pytest_migsafe.queries import django as django_orm
 from pytest_migsafe.queries import orm
 
 _installed_for: tuple[Any, Any, Any] = (False, False, False)
+# len(sys.modules) when install(import_missing=False) last found nothing left to hook: while it
+# is the same, no driver can have been imported since (-1: look next time). Drivers imported
+# later are hooked by the plugin's import watcher too; this look is for those imported before it.
+_modules_seen = -1
 
 
 def drivers_loaded() -> bool:
@@ -23,12 +27,17 @@ def install(import_missing: bool = True) -> None:
     Idempotent and cheap, so the plugin calls it before every test without importing
     SQLAlchemy or psycopg into a suite that never uses them.
     """
-    global _installed_for
-    django_orm.install()  # Django's ORM (related objects, deferred fields), once django.db.models is imported
+    global _installed_for, _modules_seen
     modules = sys.modules
+    if not import_missing and len(modules) == _modules_seen:
+        return  # no module imported (or removed) since the last look: the per-test fast path
+    seen = len(modules)
+    if not django_orm.install() and "django.db.models" in modules:
+        seen = -1  # Django's models still being imported: look again next time
     loaded = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     if loaded == _installed_for and (not import_missing or None not in loaded[:2]):
-        return  # the same drivers as last time, already hooked: the per-test fast path
+        _modules_seen = seen
+        return  # the same drivers as last time, already hooked
     from pytest_migsafe.queries import psycopg as capture_psycopg
     from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
 
@@ -37,14 +46,16 @@ def install(import_missing: bool = True) -> None:
     capture_sqlalchemy.install(import_missing)
     orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
+    _modules_seen = -1  # (installing may have imported more: look again next time)
 
 
 def uninstall() -> None:
     """Remove the driver hooks (benchmarks and tests; the plugin never does)."""
-    global _installed_for
+    global _installed_for, _modules_seen
     from pytest_migsafe.queries import psycopg as capture_psycopg
     from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
 
     capture_sqlalchemy.uninstall()
     capture_psycopg.uninstall()
     _installed_for = (False, False, False)
+    _modules_seen = -1
