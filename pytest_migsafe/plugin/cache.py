@@ -58,6 +58,9 @@ HIT_RATE_LINES = pytest.StashKey[HitRateLines]()
 MIN_READS = pytest.StashKey[int]()
 _RATE_MARKER = pytest.StashKey["tuple[float, str | None]"]()
 _BLOCKS = pytest.StashKey["list[CacheStats]"]()
+# the process has set a _RATE_MARKER or _BLOCKS on some item: until then no item has either,
+# and a test's call skips looking (two stash reads a test)
+_stashed = False
 _ASIDE = pytest.StashKey[bool]()  # the test ran assert_cache_aside
 
 
@@ -151,6 +154,7 @@ def _redis_mode(config: pytest.Config) -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every min_cache_hit_rate marker's arguments before any test runs."""
+    global _stashed
     from pytest_migsafe.cache.stats import min_cache_hit_rate_signature
 
     for item in items:
@@ -158,6 +162,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not marks:
             continue
         mark = marks[0]
+        _stashed = True
         try:
             item.stash[_RATE_MARKER] = min_cache_hit_rate_signature(*mark.args, **mark.kwargs)
         except (TypeError, ValueError) as exc:
@@ -183,7 +188,7 @@ class CachePhase:
     def start(cls, item: pytest.Item) -> CachePhase | None:
         """A phase for a test that uses ``migsafe_redis``, ``cache_stats`` or the marker, else None."""
         client = getattr(item, "funcargs", {}).get("migsafe_redis")
-        if client is None and _BLOCKS not in item.stash and _RATE_MARKER not in item.stash:
+        if client is None and (not _stashed or (_BLOCKS not in item.stash and _RATE_MARKER not in item.stash)):
             return None
         return cls(item, client)
 
@@ -352,6 +357,8 @@ def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheSt
     (client: migsafe_redis; key_patterns: ini migsafe_cache_key_pattern)."""
     from pytest_migsafe.cache.stats import CacheStats
 
+    global _stashed
+    _stashed = True
     blocks = request.node.stash.setdefault(_BLOCKS, [])
 
     def make(client: Any = None, *, warmup: Callable[[], Any] | None = None,

@@ -7,6 +7,7 @@ the logic lives in :mod:`pytest_migsafe.pool.observe`, :mod:`pytest_migsafe.pool
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,15 +86,15 @@ def pytest_configure(config: pytest.Config) -> None:
     peak = config.getoption("migsafe_peak_rps", default=None)
     if hold is not None and peak is None:
         raise pytest.UsageError("--migsafe-hold-ms (--migsafe-avg-query-ms) needs --migsafe-peak-rps")
-    add_call_phase(config, PoolPhase.start, order=1)
     pool.notice = _notice  # a pool_stats() that saw nothing warns, never failing a test
-    config.stash[SETTINGS_KEY] = PoolSettings(
+    settings = config.stash[SETTINGS_KEY] = PoolSettings(
         fail_on_leaks=get_setting(config, env="MIGSAFE_FAIL_ON_LEAKS", ini="migsafe_fail_on_leaks",
                                   parse=parse_bool, default=False),
         peak_rps=peak,
         hold_ms=hold,
         junit=bool(config.getoption("xmlpath", default=None)),
     )
+    add_call_phase(config, functools.partial(PoolPhase.start, settings=settings), order=1)
     if peak is not None:
         sizing_session = SizingSession(config, config.stash[SETTINGS_KEY])
         config.stash[SIZING_KEY] = sizing_session
@@ -146,20 +147,21 @@ class PoolPhase:
     figures)."""
 
     @classmethod
-    def start(cls, item: pytest.Item) -> PoolPhase | None:
-        """A phase for a test with a ``pool`` marker or with a pool library loaded, else None."""
+    def start(cls, item: pytest.Item, settings: PoolSettings) -> PoolPhase | None:
+        """A phase for a test with a ``pool`` marker or with a pool library loaded, else None
+        (``settings``: the session's, given by the starter :func:`pytest_configure` adds)."""
         limits = item.stash.get(LIMITS_KEY, _UNPARSED)
         if limits is _UNPARSED:  # an item added after collection
             limits = _limits_of(item)
         if limits is None and not targets.drivers_loaded():
             return None  # no pool can exist yet
-        return cls(item, limits)
+        return cls(item, limits, settings)
 
-    def __init__(self, item: pytest.Item, limits: pool_limits.PoolLimits | None) -> None:
+    def __init__(self, item: pytest.Item, limits: pool_limits.PoolLimits | None, settings: PoolSettings) -> None:
         targets.install(import_missing=False)
         self.item = item
         self.limits = limits
-        self.settings = settings = item.config.stash[SETTINGS_KEY]
+        self.settings = settings
         # the figures only when something reads them: at the defaults, the leak check alone
         # (pool.LeakWatch: no observer, so a pool event costs what it costs unobserved)
         self.watch: pool.LeakWatch | None = None

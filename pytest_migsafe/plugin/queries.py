@@ -104,10 +104,14 @@ def _driver_imported(name: str) -> None:
 
 _THRESHOLD = pytest.StashKey[int]()
 _MARKERS = pytest.StashKey[dict[str, Any]]()
+# some item of this process has query markers: until then a test's call skips the stash read
+# (a miss raises and catches a KeyError inside pytest's Stash)
+_markers_stashed = False
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every query marker's arguments before any test runs."""
+    global _markers_stashed
     names = ("max_queries", "no_n_plus_one", "allow_n_plus_one")
     for item in items:
         parsed: dict[str, Any] = {}
@@ -123,6 +127,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 else:
                     parsed.setdefault(name, value)  # the closest marker wins
         if parsed:
+            _markers_stashed = True
             item.stash[_MARKERS] = parsed
     _warn_marker_typos(config, items)
 
@@ -184,7 +189,7 @@ class QueryPhase:
     @classmethod
     def start(cls, item: pytest.Item) -> QueryPhase | None:
         """A phase for a test with a budget or with a database driver loaded, else None."""
-        markers = item.stash.get(_MARKERS, None)
+        markers = item.stash.get(_MARKERS, None) if _markers_stashed else None
         if (markers is None or "max_queries" not in markers) and not drivers.drivers_loaded():
             return None  # nothing could send SQL through a hooked driver
         return cls(item, markers or {})

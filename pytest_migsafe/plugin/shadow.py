@@ -19,6 +19,7 @@ from pytest_migsafe.values import argument_type
 SEED_KEY = pytest.StashKey[int]()
 MODE_KEY = pytest.StashKey[str]()
 LAB_KEY = pytest.StashKey[Shadow]()
+_labs_made = False  # the shadow fixture has run in this process: until then no item has a LAB_KEY
 _WORKER_SEED = "migsafe_shadow_seed"
 
 
@@ -89,6 +90,8 @@ def shadow(request: pytest.FixtureRequest) -> Shadow:
     seed = config.stash[SEED_KEY]
     lab = Shadow(seed=seed, label=recorded_id(config, request.node.nodeid), mode=config.stash[MODE_KEY],
                  session=session, flush=cache, cache=cache, hint=_hint(seed))
+    global _labs_made
+    _labs_made = True
     request.node.stash[LAB_KEY] = lab
     return lab
 
@@ -113,7 +116,7 @@ class ShadowPhase:
     @classmethod
     def start(cls, item: pytest.Item) -> ShadowPhase | None:
         """A phase for a test that uses the ``shadow`` fixture, else None."""
-        lab = item.stash.get(LAB_KEY, None)
+        lab = item.stash.get(LAB_KEY, None) if _labs_made else None
         return None if lab is None else cls(item, lab)
 
     def stop(self) -> None:

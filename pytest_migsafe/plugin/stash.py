@@ -22,7 +22,6 @@ from pytest_migsafe.report.record import RunReport, TestRecord
 
 RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()
-CALL_PHASES_KEY = pytest.StashKey["list[tuple[int, Callable[[pytest.Item], CallPhase | None]]]"]()
 MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
 DEFERRED_KEY = pytest.StashKey["list[Callable[[TestRecord], None]]"]()
 RENAMED_KEY = pytest.StashKey["dict[str, str]"]()
@@ -38,21 +37,33 @@ class CallPhase(Protocol):
         """Messages that fail the test (a passing one); warnings are issued here too."""
 
 
-def add_call_phase(config: pytest.Config, start: Callable[[pytest.Item], CallPhase | None],
-                   order: int) -> None:
+PhaseStarter = Callable[[pytest.Item], "CallPhase | None"]  # see add_call_phase
+# config -> its phase starters, by order: read at every test's call (a plain dict read; the
+# config's stash costs a few Python calls a read), dropped when the config is cleaned up
+_starters: dict[pytest.Config, list[tuple[int, PhaseStarter]]] = {}
+
+
+def add_call_phase(config: pytest.Config, start: PhaseStarter, order: int) -> None:
     """Have ``start(item)`` called as every test's call begins (None: nothing to measure).
 
     Phases start, and their failures are listed, by ``order``: queries 0, pools 1, cache 2,
     shadow experiments 3 (whatever order pytest configures the parts in).
     """
-    phases = config.stash.setdefault(CALL_PHASES_KEY, [])
+    phases = _starters.get(config)
+    if phases is None:
+        phases = _starters[config] = []
+
+        def forget() -> None:
+            _starters.pop(config, None)
+
+        config.add_cleanup(forget)
     phases.append((order, start))
     phases.sort(key=lambda entry: entry[0])
 
 
-def call_phases(config: pytest.Config) -> list[tuple[int, Callable[[pytest.Item], CallPhase | None]]]:
+def call_phases(config: pytest.Config) -> list[tuple[int, PhaseStarter]]:
     """The phase starters added so far, by order."""
-    return config.stash.get(CALL_PHASES_KEY, [])
+    return _starters.get(config, [])
 
 
 class CallInProgress:
@@ -61,7 +72,7 @@ class CallInProgress:
     def __init__(self, item: pytest.Item) -> None:
         self.item = item
         self.phases: list[CallPhase] = []
-        self.waiting: list[Callable[[pytest.Item], CallPhase | None]] = []
+        self.waiting: list[PhaseStarter] = []
         self.fills: list[Callable[[TestRecord], None]] = []  # see add_to_record
 
     def start(self) -> None:
