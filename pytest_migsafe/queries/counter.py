@@ -327,6 +327,10 @@ class QueryCounter:
         return "\n".join(lines)
 
 
+_orm_load_now = orm.orm_load.get  # (bound once: the lean counter's hot path)
+_last_walk = callsite._last  # the per-thread slot of the last call-site walk (never rebound)
+
+
 class NPlusOneCounter:
     """Counts statements and collects the N+1 rule's evidence, and nothing else: what the
     plugin measures a test with when nothing reads the test's figures (no ``max_queries``
@@ -343,16 +347,18 @@ class NPlusOneCounter:
     def __init__(self) -> None:
         self.include_transaction_control = settings.include_transaction_control
         self.count = 0
-        self._repeats = RepeatTracker()
-        self._orm_load = self._repeats.load
+        self._repeats = repeats = RepeatTracker()
+        self._orm_load = repeats.load
+        self._statement = repeats.statement
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
         self.count += 1
-        if orm.orm_load.get() is None:  # ORM loads are counted by their event
-            last = callsite._last  # the origin call_site found on its walk for this very site
+        if _orm_load_now() is None:  # ORM loads are counted by their event
+            last = _last_walk  # the origin call_site found on its walk for this very site
             origin = last.origin if last.site is site and last.origin is not None else origin_of(sys._getframe(1))
-            self._repeats.statement(sql, shape, origin)
+            if origin.loop is not None:  # else the test's own arrangement: never a suspect
+                self._statement(sql, shape, origin)
 
     def _accepts(self, sql: str, target: str) -> bool:
         return True  # (never asked: no filter)
