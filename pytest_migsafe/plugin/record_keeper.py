@@ -35,11 +35,14 @@ class RecordKeeper:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """The call report gives the outcome; a failed teardown makes it an error."""
-        nodeid, when = report.nodeid, report.when
+        when = report.when
+        if when == "setup" and report.passed:
+            return  # nothing to note: the call report brings the outcome
+        nodeid = report.nodeid
         outcomes = self.outcomes
         if outcomes is not None:
             key = self.renamed.get(nodeid, nodeid)
-            if when == "call" or (when == "setup" and not report.passed):
+            if when != "teardown":  # the call, or a setup that did not pass
                 outcomes[key] = "error" if when == "setup" and report.failed else report.outcome
             elif when == "teardown" and report.failed and outcomes.get(key) == "passed":
                 outcomes[key] = "error"

@@ -254,25 +254,25 @@ class PoolObservation:
                 if kind == "psycopg":
                     self._psycopg_given.append(obj)
         self._wanted: dict[int, tuple[Any, bool]] = {}
-        self._created = self._closed = self._invalidated = 0
-        self._checkouts = self._checkins = self._timeouts = 0
-        self._current = self._peak = 0
-        self._own_current = self._own_peak = self._held_at_own_peak = 0
-        self._beyond = 0
         self._lost: dict[int, int] = {}  # id(pool) -> connections closed below its warm size while active
-        self._holds: HoldTimes | None = None  # made at the first hold: most tests have none
         self._waits = array("d")
         self._overflow: dict[int, int] = {}
         self._seen: dict[int, _SeenPool] = {}  # id(pool) -> the pool, weakly, with its name and size
         self._psycopg_base: dict[int, _WatchedPsycopgPool] = {}  # id(pool) -> the pool, weakly, and its counters
         self._psycopg_gone: list[_WatchedPsycopgPool] = []  # watched pools collected whose id was reused
-        self._start_seq = 0
-        self._started = False
-        self._active = False
-        self._was_quiet = False
-        self._warned = False
-        self._frozen: ObservedFigures | None = None
-        self._end: _Capture | None = None  # the state read at the stop (figures not worked out yet)
+
+    # The counts and states start at these class-level values (one observation a test: an
+    # instance stores its own only as it changes them)
+    _created = _closed = _invalidated = 0
+    _checkouts = _checkins = _timeouts = 0
+    _current = _peak = 0
+    _own_current = _own_peak = _held_at_own_peak = 0
+    _beyond = 0
+    _start_seq = 0
+    _started = _active = _was_quiet = _warned = False
+    _holds: HoldTimes | None = None  # made at the first hold: most tests have none
+    _frozen: ObservedFigures | None = None
+    _end: _Capture | None = None  # the state read at the stop (figures not worked out yet)
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> PoolObservation:

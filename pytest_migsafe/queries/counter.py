@@ -11,6 +11,7 @@ thread or asyncio task. Usable without pytest::
 
 from __future__ import annotations
 
+import operator
 import re
 import sys
 import warnings
@@ -102,16 +103,11 @@ class ShapeStats:
         )
 
 
-def _most_first(item: tuple[str, list[ShapeStats]]) -> tuple[int, float, str]:
-    """The sort key of a readable shape's group: most statements, then most time, then the shape."""
-    shape, group = item
-    if len(group) == 1:
-        return -group[0].count, -group[0].total_seconds, shape
-    count, seconds = 0, 0.0
-    for stats in group:
-        count += stats.count
-        seconds += stats.total_seconds
-    return -count, -seconds, shape
+# the totals are summed from the shapes when read (C-level: no generator frame); the hot
+# path keeps per-shape figures only
+_COUNT = operator.attrgetter("count")
+_EXECUTIONS = operator.attrgetter("executions")
+_SECONDS = operator.attrgetter("total_seconds")
 
 
 class QueryCounter:
@@ -147,7 +143,6 @@ class QueryCounter:
         self.omitted = 0
         self._kept: list[tuple[Any, ...]] = []
         self._shapes: dict[str, ShapeStats] = {}
-        self._count = 0  # the shapes' counts summed as they grow (read several times a test)
         self._filtered = bool(self.match or self.ignore or using)
         self._databases = _database_names(using) if using is not None else None
         self.offered = 0  # statements a filtered counter was offered (matched or not)
@@ -180,17 +175,17 @@ class QueryCounter:
     @property
     def count(self) -> int:
         """Statements counted (the server's count: a text of several statements counts each)."""
-        return self._count
+        return sum(map(_COUNT, self._shapes.values()))
 
     @property
     def executions(self) -> int:
         """Executions: ``count`` with the rows of each ``executemany`` batch counted one by one."""
-        return sum(stats.executions for stats in self._shapes.values())
+        return sum(map(_EXECUTIONS, self._shapes.values()))
 
     @property
     def total_seconds(self) -> float:
         """Seconds the driver spent on the statements counted (s), summed."""
-        return sum(stats.total_seconds for stats in self._shapes.values())
+        return sum(map(_SECONDS, self._shapes.values()))
 
     # -- the hot path ----------------------------------------------------------
     def _accepts(self, sql: str, target: str) -> bool:
@@ -207,7 +202,6 @@ class QueryCounter:
         if stats is None:
             stats = self._shapes[shape] = ShapeStats(shape, sample=sql)
         stats.count += 1
-        self._count += 1
         stats.executions += batch_size
         stats.total_seconds += seconds
         if seconds > stats.max_seconds:
@@ -251,17 +245,18 @@ class QueryCounter:
     def _by_readable_shape(self) -> list[tuple[str, list[ShapeStats]]]:
         """``(readable shape, the ShapeStats of its keys)``, most statements first (then the
         most time, then the shape): the order of :meth:`summary`."""
-        groups: dict[str, list[ShapeStats]] = {}
+        # readable shape -> [-statements, -seconds, the shape, its ShapeStats]: sorted as it stands
+        # (the shapes are unique, so the lists of ShapeStats are never compared)
+        groups: dict[str, list[Any]] = {}
         for stats in self._shapes.values():
             shape = dispatch.readable_shape(stats.shape, stats.sample)
-            group = groups.get(shape)
-            if group is None:
-                groups[shape] = [stats]
-            else:
-                group.append(stats)
-        if len(groups) == 1:
-            return list(groups.items())
-        return sorted(groups.items(), key=_most_first)
+            entry = groups.get(shape)
+            if entry is None:
+                entry = groups[shape] = [0, 0.0, shape, []]
+            entry[0] -= stats.count
+            entry[1] -= stats.total_seconds
+            entry[3].append(stats)
+        return [(shape, group) for _, _, shape, group in sorted(groups.values())]
 
     def _shape_figures(self) -> list[ShapeFigure]:
         """The report's figure of each readable shape, in :meth:`summary`'s order (no
