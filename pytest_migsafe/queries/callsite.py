@@ -166,15 +166,31 @@ def call_site(frame: FrameType | None = None) -> str:
     return site_from(frame if frame is not None else sys._getframe(1))
 
 
-def _no_user_frame(start: FrameType) -> str:
-    """The call site of a statement with no user frame above ``start``: the user's frames in
-    the parent greenlet (SQLAlchemy's asyncio layer), else the framework that sent it."""
+#: What :func:`site_from` returns, with ``greenlets=False``, for a stack without a user frame
+#: (compared by identity)
+_NOT_FOUND = "<no user frame>"
+
+
+def _no_user_frame(start: FrameType, origin: bool = True) -> str:
+    """The call site of a statement with no user frame above ``start``: the first user frame
+    on the stack of an ancestor greenlet (SQLAlchemy's asyncio layer runs the driver in a
+    child greenlet), each ancestor looked at once; else the framework that sent it (an
+    asyncio task made from a library coroutine, ``asyncio.gather(session.scalar(...))``,
+    has no user frame on any stack)."""
     greenlet = sys.modules.get("greenlet")
-    if greenlet is not None:
-        parent = greenlet.getcurrent().parent
-        if parent is not None and parent.gr_frame is not None:
-            return call_site(parent.gr_frame)
-    site = framework_site(start)
+    try:
+        if greenlet is not None:
+            parent = greenlet.getcurrent().parent
+            while parent is not None:
+                frame = parent.gr_frame
+                if frame is not None:
+                    site = site_from(frame, origin, greenlets=False)
+                    if site is not _NOT_FOUND:
+                        return site
+                parent = parent.parent
+        site = framework_site(start)
+    except Exception:  # a greenlet or frame in a state not foreseen: a site unknown, never the user's error
+        site = "<unknown>"
     _last.site = site
     _last.origin = _NO_ORIGIN
     return site
@@ -198,10 +214,12 @@ def call_site_of_caller(hook_depth: int = 1, purpose: int = STATEMENT) -> str:
     return site_from(sys._getframe(hook_depth + 1), purpose == STATEMENT)
 
 
-def site_from(start: FrameType, origin: bool = True) -> str:
+def site_from(start: FrameType, origin: bool = True, greenlets: bool = True) -> str:
     """:func:`call_site` from the frame ``start`` in one pass (``origin``: leave the
     statement's :class:`Origin` too): what :func:`call_site_of_caller` calls, for the hot
-    driver hooks to call with ``sys._getframe(1)`` themselves (one Python call less)."""
+    driver hooks to call with ``sys._getframe(1)`` themselves (one Python call less).
+    ``greenlets=False``: :data:`_NOT_FOUND` for a stack without a user frame (no look at the
+    ancestor greenlets' stacks)."""
     f: FrameType | None = start
     library = _library_files
     codes = _codes
@@ -210,7 +228,7 @@ def site_from(start: FrameType, origin: bool = True) -> str:
             while f.f_code.co_filename in library:  # type: ignore[union-attr]
                 f = f.f_back  # type: ignore[union-attr]
         except AttributeError:  # f is None: the stack ended with no user frame
-            return _no_user_frame(start)
+            return _no_user_frame(start, origin) if greenlets else _NOT_FOUND
         code = f.f_code  # type: ignore[union-attr]
         key = id(code)
         try:
@@ -400,10 +418,12 @@ class Origin:
 MAX_CHAIN = 12
 
 
-def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
+def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool = True) -> Origin:
     """The :class:`Origin` of a statement sent at ``frame`` (walks up to the test's frame).
 
     ``flush``: the ORM flush it was sent in (default: the one running, :data:`unit_of_work`).
+    A stack without a user frame: the first ancestor greenlet's stack that has one (each
+    looked at once; ``greenlets=False``: none).
     """
     if flush is None:
         flush = _current_unit()
@@ -431,12 +451,16 @@ def origin_of(frame: FrameType | None, flush: int | None = None) -> Origin:
             break  # the test (or a fixture) called into the application here
         f = f.f_back
     else:
-        if not positions and "greenlet" in sys.modules:
+        if not positions and greenlets and "greenlet" in sys.modules:
             # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
             # coroutine frames are on the stack of the greenlet that switched to it
             parent = sys.modules["greenlet"].getcurrent().parent
-            if parent is not None and parent.gr_frame is not None:
-                return origin_of(parent.gr_frame)
+            while parent is not None:
+                if parent.gr_frame is not None:
+                    found = origin_of(parent.gr_frame, flush, greenlets=False)
+                    if found.positions or found.test is not None:
+                        return found
+                parent = parent.parent
     if len(positions) > MAX_CHAIN:  # keep the innermost (the sender) and the outermost (the loop)
         positions = positions[: MAX_CHAIN // 2] + positions[-(MAX_CHAIN // 2):]
     return Origin(positions, function, not positions and f is not None, flush, test)

@@ -62,6 +62,7 @@ __all__ = [
     "tables_read",
     "tables_written",
     "text_key",
+    "token_shape",
 ]
 
 #: Texts longer than this (after long lists have been collapsed) skip the
@@ -940,6 +941,23 @@ _TXN_FIRST = frozenset(
     {"BEGIN", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"}
 )
 _TXN_NEEDS_TRANSACTION = frozenset({"START", "PREPARE"})
+
+
+@_cached()
+def token_shape(sql: str) -> str:
+    """The tokenizer's shape of ``sql``, without the parser (sqlglot is not imported): like
+    :func:`normalize` for the texts of one statement that differ in their literal values,
+    placeholders, ``IN``/``ARRAY``/``VALUES`` list lengths, comments, whitespace or keyword case
+    (about 30 us a text against 1-3 ms for a parse; cached per text). It may tell apart texts
+    :func:`normalize` merges when they are spelled differently (``x::int`` and ``CAST(x AS
+    INT)``). A text longer than ``MAX_SHAPE_CHARS`` is shaped from its first
+    ``SHAPE_PREFIX_CHARS`` characters. Never raises."""
+    try:
+        if len(sql) > MAX_SHAPE_CHARS:
+            return _fallback_normalize(sql[:SHAPE_PREFIX_CHARS]) + " ..."
+        return _fallback_normalize(sql)
+    except Exception:  # pragma: no cover - the tokenizer is not expected to fail
+        return sql
 
 
 @_cached(digest_long=False)

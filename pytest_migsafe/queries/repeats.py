@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.queries.callsite import Origin, Position, line_of
-from pytest_migsafe.queries.dispatch import readable_shape
+from pytest_migsafe.queries.dispatch import ReadableShape, readable_shape
 from pytest_migsafe.report.record import NPlusOne
 
 AllowRule = tuple["re.Pattern[str] | str", int]
@@ -117,14 +117,34 @@ class RepeatTracker:
 
     def _repeated(self, threshold: int) -> list[tuple[str, StatementGroup]]:
         """``(readable shape, group)`` of each shape repeated ``threshold`` times or more from
-        one function (and test line): the groups of one readable shape are merged. A shape is
-        worked out only for a function that sent ``threshold`` statements or more at all."""
+        one function (and test line): the groups of one readable shape are merged.
+
+        The readable shape (the parser's, sqlglot imported at the first) is worked out only
+        for the statements that could make a suspect: from a function that sent ``threshold``
+        statements or more, whose texts alike but for their literal values
+        (:func:`~pytest_migsafe.queries.normalize.token_shape`, no parser) number
+        ``threshold`` or more. A function sending ten different statements costs no parse."""
         totals: dict[tuple[Any, Any], int] = {}
         for (_, function, test), group in self.statements.items():
             totals[(function, test)] = totals.get((function, test), 0) + group.count
+        candidates = [(key, function, test, group) for (key, function, test), group in self.statements.items()
+                      if totals[(function, test)] >= threshold]
+        if not candidates:
+            return []
+        from pytest_migsafe.queries.normalize import token_shape
+
+        alike: dict[tuple[str, Any, Any], int] = {}
+        tokens: list[str | None] = []
+        for key, function, test, group in candidates:
+            if type(key) is ReadableShape:  # its readable shape is known already: no parse to spare
+                tokens.append(None)
+                continue
+            token = token_shape(group.sample_sql)
+            tokens.append(token)
+            alike[(token, function, test)] = alike.get((token, function, test), 0) + group.count
         merged: dict[tuple[str, Any, Any], StatementGroup] = {}
-        for (key, function, test), group in self.statements.items():
-            if totals[(function, test)] < threshold:
+        for (key, function, test, group), shown_alike in zip(candidates, tokens):
+            if shown_alike is not None and alike[(shown_alike, function, test)] < threshold:
                 continue
             shape = readable_shape(key, group.sample_sql)
             one = merged.get((shape, function, test))

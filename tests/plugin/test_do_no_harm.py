@@ -286,18 +286,67 @@ def test_the_sql_parser_loads_only_when_a_shape_is_shown(pytester: pytest.Pytest
         def pytest_sessionfinish(session):
             print("sqlglot imported:", "sqlglot" in sys.modules)
     """)
+    pytester.makepyfile(dashboard="""
+        from sqlalchemy import text
+
+        def dashboard(conn):  # ten statements from one function, each of its own shape: no N+1
+            for name in "abcdefghij":
+                conn.execute(text(f"SELECT 1 AS {name}_col"))
+    """)
     pytester.makepyfile(test_sql="""
         from sqlalchemy import create_engine, text
+        from dashboard import dashboard
 
         def test_reads():
             engine = create_engine("sqlite://")
             with engine.connect() as conn:
                 for i in range(3):
                     conn.execute(text(f"SELECT {i} + 1"))
+
+        def test_dashboard():
+            with create_engine("sqlite://").connect() as conn:
+                dashboard(conn)
     """)
     at_defaults = pytester.runpytest_subprocess("-p", "no:randomly", "-s")
-    at_defaults.assert_outcomes(passed=1)
+    at_defaults.assert_outcomes(passed=2)
     at_defaults.stdout.fnmatch_lines(["*sqlglot imported: False*"])
     with_report = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "--migsafe-report")
-    with_report.assert_outcomes(passed=1)
+    with_report.assert_outcomes(passed=2)
     with_report.stdout.fnmatch_lines(["*sqlglot imported: True*"])
+
+
+def test_statements_in_tasks_without_a_user_frame_change_no_outcome(pytester: pytest.Pytester) -> None:
+    """An asyncio task made from a library coroutine (``asyncio.gather(session.scalar(...))``)
+    has no user frame on its stack, nor on its greenlets' stacks: the call-site walk once
+    recursed there until RecursionError, failing the test. Now its site is the framework's."""
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_tasks=f"""
+        import asyncio
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        async def test_gathered_session_queries():
+            engine = create_async_engine({URL!r})
+            try:
+                async with AsyncSession(engine) as first, AsyncSession(engine) as second:
+                    values = await asyncio.gather(first.scalar(text("SELECT 1")),
+                                                  second.scalar(text("SELECT 2")))
+                assert values == [1, 2]
+            finally:
+                await engine.dispose()
+
+        async def test_a_task_on_a_checked_out_connection():
+            engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+            try:
+                async with engine.connect() as conn:
+                    assert await asyncio.create_task(conn.scalar(text("SELECT 1"))) == 1
+            finally:
+                await engine.dispose()
+    """)
+    result = same_outcomes_with_and_without(pytester)
+    result.assert_outcomes(passed=2)
+    report = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report")
+    report.assert_outcomes(passed=2)
+    # counted, at the framework's frame (no user frame sent them)
+    report.stdout.fnmatch_lines(["*test_gathered_session_queries*x2 SELECT ? at <*>*",
+                                 "*test_a_task_on_a_checked_out_connection*x1 SELECT ? at <*>*"])

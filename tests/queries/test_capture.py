@@ -168,6 +168,34 @@ def test_sqlalchemy_async_engine_counts_once_with_user_call_site() -> None:
     assert all(q.call_site.startswith("tests/queries/test_capture.py:") for q in counter.queries)
 
 
+_LIBRARY_CODE = """
+import sys
+import greenlet
+from pytest_migsafe.queries import callsite
+
+def child():
+    here = sys._getframe()
+    return callsite.site_from(here), callsite.origin_of(here)
+
+def parent():  # a greenlet whose stack holds library code only
+    return greenlet.greenlet(child).switch()
+"""
+
+
+def test_a_greenlet_stack_without_user_frames_passes_to_the_next_ancestor() -> None:
+    # child greenlet -> parent greenlet (library frames only) -> this test's greenlet: the walk
+    # once went back to the parent's stack again and again (RecursionError in the user's call)
+    import greenlet
+
+    namespace: dict[str, object] = {}
+    exec(compile(_LIBRARY_CODE, os.path.join(os.sep, "nowhere", "site-packages", "fake_lib.py"), "exec"),
+         namespace)
+    site, origin = greenlet.greenlet(namespace["parent"]).switch()
+    line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+    assert site == f"tests/queries/test_capture.py:{line}"
+    assert origin.test_site == site
+
+
 def test_statements_in_other_threads_count(engine: Engine) -> None:
     def work() -> None:
         with engine.connect() as conn:
