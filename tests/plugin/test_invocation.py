@@ -38,3 +38,24 @@ def test_the_space_form_with_a_path_that_moves_nothing_still_works(project: pyte
     (project.path / "reports" / "migsafe.json").write_text("{}")
     result = project.runpytest_subprocess("--migsafe-report-json", "reports/migsafe.json")
     result.assert_outcomes(passed=1)
+
+
+def test_every_part_registers_in_order_and_a_blocked_part_is_left_out(pytester: pytest.Pytester) -> None:
+    """The entry module registers its parts itself (pytest_plugins would make pytest 9 scan
+    every installed distribution's entry points once per part): all of them, in order, and
+    ``-p no:PART`` leaves one out as it would with ``pytest_plugins``."""
+    from pytest_migsafe.plugin import PARTS
+
+    pytester.makeconftest("""
+        def pytest_configure(config):
+            names = [name for name, plugin in config.pluginmanager.list_name_plugin() if plugin is not None]
+            print("parts:", [name for name in names if name.startswith("pytest_migsafe.plugin.")])
+    """)
+    pytester.makepyfile(test_uses_shadow="def test_lab(shadow):\n    assert shadow.run('x', lambda: 1, lambda: 1) == 1\n")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"parts: {list(PARTS)}"])
+    blocked = pytester.runpytest_subprocess("-s", "-p", "no:randomly", "-p", "no:pytest_migsafe.plugin.shadow")
+    blocked.assert_outcomes(errors=1)  # the shadow fixture is that part's
+    blocked.stdout.fnmatch_lines([f"parts: {[name for name in PARTS if not name.endswith('.shadow')]}",
+                                  "*fixture 'shadow' not found*"])
