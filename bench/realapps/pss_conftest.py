@@ -19,9 +19,16 @@ Django's per-test fixture handling, the window is the test method alone, as the 
 ``runtest`` calls the instance's method), and the wrapper calls the method as it was
 before any other plugin wrapped it. Transaction control (``BEGIN``, ``START
 TRANSACTION``, ``COMMIT``, ``END``, ``ROLLBACK``, ``ABORT``, ``SAVEPOINT``, ``RELEASE``,
-``ROLLBACK TO``) excluded, as the plugin excludes it by default. The reads go through
-``psycopg.pq.PGconn`` directly (no ``Connection``/``Cursor``), on their own connection
-to another database, so neither the plugin nor the count sees them.
+``ROLLBACK TO``) excluded, as the plugin excludes it by default. The test's teardown
+phase is read too, on its own (reset after the call phase's read): ``"teardown":
+{"calls": int, "statements": [...]}`` beside the call phase's figures. PostgreSQL records
+a statement sent with the extended protocol (psycopg's, with parameters) when its portal
+closes: at that connection's next statement or at the end of its transaction. A statement
+that a session left idle in a transaction at the end of the call phase (a fixture's
+session, closed at teardown) is therefore recorded in the teardown window, not the
+call's (``explain_counts.py``). The reads go through ``psycopg.pq.PGconn`` directly (no
+``Connection``/``Cursor``), on their own connection to another database, so neither the
+plugin nor the count sees them.
 """
 
 from __future__ import annotations
@@ -67,10 +74,14 @@ class _ServerCounts:
     def reset(self) -> None:
         self._exec(b"SELECT pg_stat_statements_reset()")
 
-    def read(self, nodeid: str) -> None:
+    def read(self, nodeid: str, phase: str = "call") -> None:
         rows = [(q, int(c)) for q, c in self._exec(_READ, [self.dbname])]
         kept = sorted(((q, c) for q, c in rows if not _TRANSACTION_CONTROL.match(q)), key=lambda r: -r[1])
-        self.results[nodeid] = {"calls": sum(c for _, c in kept), "statements": [list(r) for r in kept]}
+        figures = {"calls": sum(c for _, c in kept), "statements": [list(r) for r in kept]}
+        if phase == "call":
+            self.results[nodeid] = figures
+        else:
+            self.results.setdefault(nodeid, {"calls": 0, "statements": []})[phase] = figures
 
 
 _KEY = pytest.StashKey[_ServerCounts]()
@@ -131,6 +142,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
             counts.read(item.nodeid)
         else:
             undo()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    counts = item.config.stash[_KEY]
+    measured = item.nodeid in counts.results  # the call phase ran (not for a failed set-up)
+    if measured:
+        counts.reset()
+    try:
+        yield
+    finally:
+        if measured:
+            counts.read(item.nodeid, "teardown")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run one real application's own test suite without and with the plugin (after setup.sh).
 #
-#   bash bench/realapps/run.sh fastapi|allauth WORK [outcomes] [counts] [timing] [werror]
+#   bash bench/realapps/run.sh fastapi|allauth|async WORK [outcomes] [counts] [timing] [werror]
 #
 # Starts the plugin's own PostgreSQL (pg_server.py: TCP on 127.0.0.1, random password,
 # pg_stat_statements) for the run and stops it at the end; results go to WORK/results/APP-*.
@@ -10,10 +10,10 @@
 #             compared test by test (compare_outcomes.py)
 #   counts    the suite with --migsafe-report --migsafe-report-json and pss_conftest.py (the
 #             server's pg_stat_statements around each test's call phase), compared per test
-#             (compare_counts.py). Nothing else may use this server meanwhile (the reset is global).
+#             (compare_counts.py, then explain_counts.py). Nothing else may use this server meanwhile (the reset is global).
 #   timing    user+sys CPU of off / defaults / report, 3 runs each, alternating (time_runs.py)
-#   werror    -W error (plus, for allauth, ignores of the warnings its suite emits without
-#             the plugin), off and defaults, compared test by test
+#   werror    -W error (plus, for allauth and async, ignores of the warnings their suites emit
+#             without the plugin), off and defaults, compared test by test
 set -euo pipefail
 app=$1 work=$(realpath "$2"); shift 2
 steps=${*:-outcomes counts timing werror}
@@ -22,7 +22,8 @@ out=$work/results; mkdir -p "$out"
 . "$work/venv-$app/bin/activate"
 export PYTHONPATH=$here
 
-python "$here/pg_server.py" "$work/pg-$app" app allauth >"$out/$app-pg.log" 2>&1 &
+dbs=(app allauth); [ "$app" = async ] && dbs=(conduit)
+python "$here/pg_server.py" "$work/pg-$app" "${dbs[@]}" >"$out/$app-pg.log" 2>&1 &
 pg_pid=$!
 trap 'kill $pg_pid; wait $pg_pid || true' EXIT
 for _ in $(seq 60); do [ -s "$work/pg-$app/pg.env" ] && grep -q TCP "$out/$app-pg.log" && break; sleep 1; done
@@ -41,6 +42,16 @@ case $app in
     export POSTGRES_DB=allauth PSS_DBNAME=test_allauth
     pytest=(python -m pytest -p no:cacheprovider --ds=allauth_pg_settings tests/)
     ;;
+  async)
+    cd "$work/async"
+    # its settings (app/core/config.py, pydantic-settings) read DB_HOST/PORT/USERNAME/PASSWORD/
+    # DATABASE from the environment before .env.testing; URL postgresql+psycopg:// (async engine)
+    export DB_HOST=$POSTGRES_SERVER DB_PORT=$POSTGRES_PORT DB_USERNAME=$POSTGRES_USER \
+      DB_PASSWORD=$POSTGRES_PASSWORD DB_DATABASE=conduit PSS_DBNAME=conduit
+    # its CI's build step (mise.toml) before the tests; tests/conftest.py then create_all()s
+    PYTHON_ENVIRONNEMENT=testing alembic upgrade head
+    pytest=(python -m pytest -p no:cacheprovider tests/)
+    ;;
 esac
 echo "plugin tree $(git -C "$repo" rev-parse HEAD)$(git -C "$repo" diff --quiet HEAD -- pytest_migsafe || echo ' (with uncommitted changes)')" | tee "$out/$app-rev.txt"
 
@@ -55,6 +66,7 @@ for step in $steps; do
       PSS_OUT="$out/$app-pss.json" "${pytest[@]}" -p pss_conftest -q --migsafe-report \
         --migsafe-report-json="$out/$app-report.json" >"$out/$app-counts-run.txt" 2>&1 || true
       python "$here/compare_counts.py" "$out/$app-report.json" "$out/$app-pss.json" | tee "$out/$app-counts.txt"
+      python "$here/explain_counts.py" "$out/$app-report.json" "$out/$app-pss.json" | tee "$out/$app-explain.txt"
       ;;
     timing)
       # bytecode caches on, outside the tree (see time_runs.py)
@@ -75,6 +87,11 @@ PY
         export SECRET_KEY FIRST_SUPERUSER_PASSWORD
         alembic upgrade head >/dev/null && python app/initial_data.py >/dev/null 2>&1
         w=(-W error)
+      elif [ "$app" = async ]; then
+        # no filterwarnings of its own: error, except the two deprecations its suite emits
+        # without the plugin (passlib imports crypt; Starlette's HTTP_422_UNPROCESSABLE_ENTITY)
+        w=(-W error -W "ignore:'crypt' is deprecated:DeprecationWarning"
+           -W "ignore:'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated:DeprecationWarning")
       else
         # allauth has no filterwarnings of its own: error, except each warning its suite (and
         # its dependencies at import) emits without the plugin, as a project would list them
