@@ -18,6 +18,7 @@ digest of its text, so the cache never keeps a long SQL text alive.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 import weakref
@@ -133,23 +134,35 @@ Entry = tuple[str, bool, tuple[Part, ...] | None]
 
 
 class ReadableShape(str):
-    """A shape key that is the readable shape already (that of a long text: see :func:`shape_key`)."""
+    """A shape key that is the readable shape already (that of a text longer than
+    ``KEEP_TEXT_CHARS``: see :func:`shape_key`)."""
+
+    __slots__ = ()
+
+
+class TextDigest(str):
+    """The shape key of a text longer than ``normalize.DIGEST_KEY_CHARS`` and kept whole by the
+    counters (up to ``KEEP_TEXT_CHARS``): the hex BLAKE2b digest of the text (see :func:`shape_key`)."""
 
     __slots__ = ()
 
 
 def shape_key(text: str) -> str:
-    """What statements are grouped by as they run: the text itself (no parser; a loop of
-    parametrized statements sends one text), or for a text longer than
-    ``normalize.DIGEST_KEY_CHARS`` its readable shape (a :class:`ReadableShape`: the shape
-    cache keeps no long text alive, and the counters keep a text over ``KEEP_TEXT_CHARS``
-    cut). Never coarser than the readable shape: texts that differ only in their literal
+    """What statements are grouped by as they run, without a parser: the text itself (a loop
+    of parametrized statements sends one text); for a text longer than
+    ``normalize.DIGEST_KEY_CHARS``, the digest of the text (a :class:`TextDigest`: the shape
+    cache keeps no long text alive; the counters keep the text, whole, and its readable shape
+    is worked out when shown, like a short one's); for a text longer than ``KEEP_TEXT_CHARS``,
+    which the counters keep cut, its readable shape (a :class:`ReadableShape`, the parser run
+    now). Never coarser than the readable shape: texts that differ only in their literal
     values are merged when shown (see :func:`readable_shape`), never two statements that differ."""
     from pytest_migsafe.queries.normalize import DIGEST_KEY_CHARS, normalize
 
-    if len(text) > DIGEST_KEY_CHARS:
-        return ReadableShape(normalize(text))
-    return text
+    if len(text) <= DIGEST_KEY_CHARS:
+        return text
+    if len(text) <= KEEP_TEXT_CHARS:
+        return TextDigest(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest())
+    return ReadableShape(normalize(text))
 
 
 def readable_shape(key: str, text: str) -> str:

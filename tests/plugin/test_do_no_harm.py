@@ -306,12 +306,18 @@ def test_the_sql_parser_loads_only_when_a_shape_is_shown(pytester: pytest.Pytest
         def test_dashboard():
             with create_engine("sqlite://").connect() as conn:
                 dashboard(conn)
+
+        def test_a_long_batched_insert():  # over 4 kB: grouped by its digest, not its parsed shape
+            rows = ", ".join(f"({i}, 'name {i}')" for i in range(300))
+            with create_engine("sqlite://").connect() as conn:
+                conn.execute(text("CREATE TABLE items (id INTEGER, name TEXT)"))
+                conn.execute(text(f"INSERT INTO items (id, name) VALUES {rows}"))
     """)
     at_defaults = pytester.runpytest_subprocess("-p", "no:randomly", "-s")
-    at_defaults.assert_outcomes(passed=2)
+    at_defaults.assert_outcomes(passed=3)
     at_defaults.stdout.fnmatch_lines(["*sqlglot imported: False*"])
     with_report = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "--migsafe-report")
-    with_report.assert_outcomes(passed=2)
+    with_report.assert_outcomes(passed=3)
     with_report.stdout.fnmatch_lines(["*sqlglot imported: True*"])
 
 

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from pytest_migsafe import count_queries
+from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries import dispatch, normalize
 from pytest_migsafe.queries import psycopg as capture_psycopg
 
@@ -120,6 +121,25 @@ def test_shape_cache_keys_a_long_text_by_digest() -> None:
     assert dispatch.entry_of(text) is entry
     assert not any(isinstance(key, str) and len(key) > normalize.DIGEST_KEY_CHARS for key in dispatch._shapes)
     assert dispatch.shapes_bytes() < len(text) / 10
+
+
+def test_a_long_text_is_grouped_by_its_exact_text_and_shown_with_its_parsed_shape() -> None:
+    # between DIGEST_KEY_CHARS and KEEP_TEXT_CHARS: keyed by a digest (no parser as it runs),
+    # merged by the readable shape when shown, as short texts are; never merged with a text
+    # that differs in more than its literal values (a JSON key after ->>)
+    rows = ", ".join(f"({i}, 'name {i}')" for i in range(300))
+    first, second = (f"INSERT INTO items (id, name) VALUES {rows}", f"INSERT INTO items (id, name) VALUES {rows}, (1, 'x')")
+    other = f"SELECT data->>'email' FROM items WHERE id IN ({', '.join(map(str, range(900)))})"
+    assert all(normalize.DIGEST_KEY_CHARS < len(text) <= dispatch.KEEP_TEXT_CHARS for text in (first, second, other))
+    keys = [dispatch.shape_key(text) for text in (first, second, other)]
+    assert len(set(keys)) == 3 and all(type(key) is dispatch.TextDigest for key in keys)
+    assert dispatch.shape_key(first) == keys[0]
+    counter = capture.QueryCounter()
+    for text in (first, second, first, other):
+        counter._add(text, dispatch.shape_key(text), 0.001, "app.py:1", "db", 1, None)
+    shapes = {stats.shape: stats.count for stats in counter.summary()}
+    assert shapes == {normalize.normalize(first): 3, normalize.normalize(other): 1}
+    assert normalize.normalize(first) == "INSERT INTO items (id, name) VALUES (?, ?)"
 
 
 # -- after a test, through the plugin ---------------------------------------------------
