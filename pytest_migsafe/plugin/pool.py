@@ -113,7 +113,7 @@ def _notice(warning: Warning, filename: str, lineno: int) -> None:
 
 def _pool_library_imported(name: str) -> None:
     """SQLAlchemy or psycopg_pool was just imported: hook its pools, observe the running test from now."""
-    targets.install(import_missing=False)
+    targets.install(import_missing=False, just_imported=True)
     wake_current_call(name)
 
 

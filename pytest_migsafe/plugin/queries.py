@@ -98,7 +98,7 @@ DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg", "django.db.models")
 
 def _driver_imported(name: str) -> None:
     """SQLAlchemy or psycopg was just imported: hook it, and count the running test from now."""
-    drivers.install(import_missing=False)
+    drivers.install(import_missing=False, just_imported=True)
     wake_current_call(name)
 
 

@@ -57,14 +57,15 @@ def server_kind(pool: Any) -> str | None:
         return None
 
 
-def install(import_missing: bool = True) -> None:
+def install(import_missing: bool = True, just_imported: bool = False) -> None:
     """Install the pool hooks; with ``import_missing=False`` only for drivers already imported.
 
-    Idempotent and cheap once both drivers are hooked.
+    Idempotent and cheap once both drivers are hooked. ``just_imported``: as for
+    :func:`pytest_migsafe.queries.drivers.install`.
     """
     global _installed_for, _modules_seen
     modules = sys.modules
-    if not import_missing and len(modules) == _modules_seen:
+    if not import_missing and not just_imported and len(modules) == _modules_seen:
         return  # no module imported (or removed) since the last look: the per-test fast path
     seen = len(modules)
     loaded = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))

@@ -21,15 +21,17 @@ def drivers_loaded() -> bool:
     return "sqlalchemy" in modules or "psycopg" in modules
 
 
-def install(import_missing: bool = True) -> None:
+def install(import_missing: bool = True, just_imported: bool = False) -> None:
     """Install the driver hooks; with ``import_missing=False`` only for drivers already imported.
 
     Idempotent and cheap, so the plugin calls it before every test without importing
-    SQLAlchemy or psycopg into a suite that never uses them.
+    SQLAlchemy or psycopg into a suite that never uses them. ``just_imported``: a driver
+    module was just imported (the import watcher): look whatever ``len(sys.modules)`` says
+    (a module set restored and imported again has the same length and new classes).
     """
     global _installed_for, _modules_seen
     modules = sys.modules
-    if not import_missing and len(modules) == _modules_seen:
+    if not import_missing and not just_imported and len(modules) == _modules_seen:
         return  # no module imported (or removed) since the last look: the per-test fast path
     seen = len(modules)
     if not django_orm.install() and "django.db.models" in modules:

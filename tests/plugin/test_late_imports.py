@@ -86,3 +86,55 @@ def test_a_pool_imported_in_the_first_test_is_checked_by_its_marker(pytester: py
     result = pytester.runpytest_subprocess(*ISOLATED)
     result.assert_outcomes(failed=2, passed=1)
     assert result.stdout.str().count("max_checked_out=1") >= 2
+
+
+def test_a_driver_imported_again_with_as_many_modules_loaded_is_hooked_again(pytester: pytest.Pytester) -> None:
+    """A module set restored and imported again (a test that reloads SQLAlchemy; pytester's
+    in-process runs, which restore sys.modules after each run) has as many modules loaded as
+    before, and new driver classes: they are hooked (the per-test look that skips while
+    ``len(sys.modules)`` is unchanged must not hide them)."""
+    pytester.makeconftest("import sqlalchemy\n")
+    pytester.makepyfile(test_reimport="""
+        import sys
+        import pytest
+
+        def test_first():
+            pass
+
+        @pytest.mark.max_queries(0)
+        def test_fresh_sqlalchemy(monkeypatch):
+            for name in [n for n in sys.modules if n == "sqlalchemy" or n.startswith("sqlalchemy.")]:
+                monkeypatch.delitem(sys.modules, name)
+            import sqlalchemy as sa
+            with sa.create_engine("sqlite://").connect() as conn:
+                conn.execute(sa.text("select 1"))
+    """)
+    result = pytester.runpytest_subprocess(*ISOLATED)
+    result.assert_outcomes(passed=1, failed=1)
+    assert "max_queries: expected at most 0 queries, 1 ran" in failures(result)
+
+
+def test_repeated_in_process_runs_each_count_their_statements(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nested="""
+        import sys
+        pytest_plugins = ["pytester"]
+        INNER = '''
+        import pytest
+        import sqlalchemy as sa
+
+        @pytest.mark.max_queries(0)
+        def test_inner():
+            with sa.create_engine("sqlite://").connect() as conn:
+                conn.execute(sa.text("select 1"))
+        '''
+
+        def test_three_runs(pytester):
+            assert "sqlalchemy" not in sys.modules
+            pytester.makepyfile(test_inner=INNER)
+            runs = [pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider").parseoutcomes()
+                    for _ in range(3)]
+            assert runs == [{"failed": 1}] * 3, runs
+    """)
+    # (pytest-postgresql left on, as in a plugin's own suite: what it imports sets the module count)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
