@@ -136,7 +136,9 @@ class RepeatTracker:
         alike: dict[tuple[str, Any, Any], int] = {}
         tokens: list[str | None] = []
         for key, function, test, group in candidates:
-            if type(key) is ReadableShape:  # its readable shape is known already: no parse to spare
+            # a text over KEEP_TEXT_CHARS, kept cut: its key is its readable shape already (the
+            # shape of its first 4 kB, ending " ...": it merges only with such texts)
+            if type(key) is ReadableShape:
                 tokens.append(None)
                 continue
             token = token_shape(group.sample_sql)

@@ -97,6 +97,14 @@ def names_text(n):
         return [_name_of(conn, i) for i in range(n)]
 
 
+def names_by_id_lists(sizes):
+    # one loop, one statement: an IN list of literals whose length varies, some texts over
+    # 4 kB (keyed by a digest of the text) and some short
+    with ENGINE.connect() as conn:
+        return [conn.execute(text(f"SELECT name FROM customers WHERE id IN ({', '.join(map(str, range(n)))})")).all()
+                for n in sizes]
+
+
 def names_in_two_loops(n):
     with ENGINE.connect() as conn:
         first = [_name_of(conn, i) for i in range(n)]
@@ -255,6 +263,11 @@ def test_text_loop_of_20():
     app.names_text(20)
 
 
+def test_id_list_loop_of_12_with_short_and_long_lists():
+    app.seed(3)
+    app.names_by_id_lists([10, 20, 30, 40, 50, 60, 70, 1500, 1600, 1700, 1800, 1900])
+
+
 def test_core_loop_of_3_is_below_the_default_threshold():
     app.seed(3)
     app.names_core(3)
@@ -387,6 +400,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_deferred_column_over_3_rows": [("deferred_column", "Order.note")],
     "test_core_loop_of_20": [("repeated_statement", "customers")],
     "test_text_loop_of_20": [("repeated_statement", "customers")],
+    "test_id_list_loop_of_12_with_short_and_long_lists": [("repeated_statement", "customers")],
     "test_core_loop_of_3_is_below_the_default_threshold": [],
     "test_core_loop_of_3_with_threshold_3": [("repeated_statement", "customers")],
     "test_two_loops_of_6_through_a_helper_in_one_function": [("repeated_statement", "customers")],
