@@ -84,7 +84,7 @@ from pytest_migsafe.pool import events
 from pytest_migsafe.pool import psycopg as pool_psycopg
 from pytest_migsafe.pool.events import Checkout
 from pytest_migsafe.pool.holds import HoldTimes
-from pytest_migsafe.pool.targets import classify, configured_size, describe_pool, pool_facts, server_kind
+from pytest_migsafe.pool.targets import classify, describe_pool, pool_facts
 from pytest_migsafe.pool.targets import install as install_hooks
 from pytest_migsafe.report.record import Leak, PoolFigures
 
@@ -170,15 +170,12 @@ class _SeenPool:
         return seen
 
     def facts(self) -> tuple[str, int | None, str | None]:
-        """``(name, configured size, server kind)``: the size read now if the pool is still alive
-        (psycopg_pool's ``resize()`` changes it), the server kind once known (at the pool's
-        first connection); the name as first seen (a pool keeps its name)."""
+        """``(name, configured size, server kind)``, read now if the pool is still alive (an
+        engine named after the pool was first seen, a ``resize()``, the first connection)."""
         pool = self.ref()
         if pool is None:
             return self.name, self.size, self.kind
-        if self.kind is None:
-            self.kind = server_kind(pool)
-        return self.name, configured_size(pool), self.kind
+        return pool_facts(pool)
 
 
 class _WatchedPsycopgPool:
