@@ -96,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     add_call_phase(config, functools.partial(PoolPhase.start, settings=settings), order=1)
     if peak is not None:
-        sizing_session = SizingSession(config, config.stash[SETTINGS_KEY])
+        sizing_session = SizingSession(config, settings)
         config.stash[SIZING_KEY] = sizing_session
         config.pluginmanager.register(sizing_session, "migsafe-pool-sizing")
         if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):

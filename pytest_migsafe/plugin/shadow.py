@@ -82,6 +82,7 @@ def shadow(request: pytest.FixtureRequest) -> Shadow:
     ``migsafe_redis`` flushed and measured (when the test uses it). A mismatch fails the
     test after its body has run; ``shadow.mode = "observe"`` only reports.
     """
+    global _labs_made
     config = request.config
     session = request.getfixturevalue("migsafe_db") if "migsafe_db" in request.fixturenames else None
     cache = None
@@ -90,7 +91,6 @@ def shadow(request: pytest.FixtureRequest) -> Shadow:
     seed = config.stash[SEED_KEY]
     lab = Shadow(seed=seed, label=recorded_id(config, request.node.nodeid), mode=config.stash[MODE_KEY],
                  session=session, flush=cache, cache=cache, hint=_hint(seed))
-    global _labs_made
     _labs_made = True
     request.node.stash[LAB_KEY] = lab
     return lab

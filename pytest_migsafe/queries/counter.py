@@ -92,10 +92,11 @@ class ShapeStats:
         for site, n in other.call_sites.items():
             self.call_sites[site] = self.call_sites.get(site, 0) + n
 
-    def figure(self) -> ShapeFigure:
-        """The JSON-able figure of this shape for the report."""
+    def figure(self, shape: str | None = None) -> ShapeFigure:
+        """The JSON-able figure of this shape for the report (``shape``: the shape to show, if
+        not :attr:`shape`)."""
         return ShapeFigure(
-            shape=self.shape,
+            shape=self.shape if shape is None else shape,
             count=self.count,
             total_ms=round(self.total_seconds * 1000, 3),
             max_ms=round(self.max_seconds * 1000, 3),
@@ -234,10 +235,8 @@ class QueryCounter:
         the readable shapes are worked out here, and keys of one readable shape merged."""
         merged = []
         for shape, group in self._by_readable_shape():
-            first = group[0]
-            one = ShapeStats(shape, first.count, first.executions, first.total_seconds, first.max_seconds,
-                             dict(first.call_sites), first.sample)
-            for stats in group[1:]:
+            one = ShapeStats(shape, sample=group[0].sample)
+            for stats in group:
                 one.merge(stats)
             merged.append(one)
         return merged
@@ -264,11 +263,7 @@ class QueryCounter:
         figures = []
         for shape, group in self._by_readable_shape():
             if len(group) == 1:
-                one = group[0]
-                figures.append(ShapeFigure(shape=shape, count=one.count,
-                                           total_ms=round(one.total_seconds * 1000, 3),
-                                           max_ms=round(one.max_seconds * 1000, 3),
-                                           call_sites=dict(one.call_sites)))
+                figures.append(group[0].figure(shape))
             else:
                 merged = ShapeStats(shape)
                 for stats in group:
