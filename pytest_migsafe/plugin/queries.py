@@ -85,10 +85,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config, option="migsafe_include_tc", ini="migsafe_include_transaction_control",
         parse=parse_bool, default=False))
     capture.settings.capture_params = bool(config.getoption("migsafe_capture_params"))
-    config.stash[_THRESHOLD] = get_setting(config, option="migsafe_n_plus_one_threshold",
+    threshold = config.stash[_THRESHOLD] = get_setting(config, option="migsafe_n_plus_one_threshold",
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
-    add_call_phase(config, QueryPhase.start, order=0)
+    add_call_phase(config, functools.partial(QueryPhase.start, threshold=threshold), order=0)
     set_test_files(list(config.getini("python_files")))  # the test's own statements make no N+1 suspect
     watch_imports(config, DRIVERS, _driver_imported)
 
@@ -187,18 +187,20 @@ class QueryPhase:
     """The statements of one test's call phase: its budget and the N+1 rule."""
 
     @classmethod
-    def start(cls, item: pytest.Item) -> QueryPhase | None:
-        """A phase for a test with a budget or with a database driver loaded, else None."""
+    def start(cls, item: pytest.Item, threshold: int) -> QueryPhase | None:
+        """A phase for a test with a budget or with a database driver loaded, else None
+        (``threshold``: the session's N+1 threshold, given by the starter :func:`pytest_configure` adds)."""
         markers = item.stash.get(_MARKERS, None) if _markers_stashed else None
         if (markers is None or "max_queries" not in markers) and not drivers.drivers_loaded():
             return None  # nothing could send SQL through a hooked driver
-        return cls(item, markers or {})
+        return cls(item, markers or {}, threshold)
 
-    def __init__(self, item: pytest.Item, markers: dict[str, Any]) -> None:
+    def __init__(self, item: pytest.Item, markers: dict[str, Any], threshold: int) -> None:
         drivers.install(import_missing=False)
         mark_test_code(getattr(item, "obj", None))  # an inherited test method is test code too
         self.item = item
         self.markers = markers
+        self._session_threshold = threshold
         self.budget = budget = markers.get("max_queries")
         # the figures only when something reads them (a budget's message, a record): at the
         # defaults the N+1 rule's evidence alone
@@ -246,7 +248,7 @@ class QueryPhase:
     @property
     def threshold(self) -> int:
         """Repeats that make an N+1 suspect for this test."""
-        threshold: int = self.markers.get("no_n_plus_one") or self.item.config.stash[_THRESHOLD]
+        threshold: int = self.markers.get("no_n_plus_one") or self._session_threshold
         return threshold
 
     def failures(self, raised: bool = False) -> list[str]:
