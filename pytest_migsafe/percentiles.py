@@ -22,11 +22,16 @@ def percentiles(samples: Sequence[float], ps: tuple[float, ...]) -> list[float]:
 
     Raises ``ValueError`` for any ``p`` outside (0, 100].
     """
-    for p in ps:
-        if not 0 < p <= 100:
-            raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
+    check_percentiles(ps)
     if len(samples) <= 1:  # no sample, or one: it is every percentile
         return [float(samples[0]) if samples else 0.0] * len(ps)
     ordered = sorted(samples)
     n = len(ordered)
     return [float(ordered[max(1, math.ceil(p * n / 100 - 1e-9)) - 1]) for p in ps]
+
+
+def check_percentiles(ps: tuple[float, ...]) -> None:
+    """Raise ``ValueError`` for any ``p`` of ``ps`` outside (0, 100] (NaN included)."""
+    for p in ps:
+        if not 0 < p <= 100:
+            raise ValueError(f"percentile expects 0 < p <= 100, got {p}")

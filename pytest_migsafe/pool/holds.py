@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_migsafe.percentiles import check_percentiles
+
 _EXACT_BELOW = 128  # microseconds counted one by one
 _MANTISSA_BITS = 7  # 64 buckets for each power of two above that
 
@@ -88,9 +90,7 @@ class HoldTimes:
     def percentiles_us(self, ps: tuple[float, ...]) -> list[int]:
         """:meth:`percentile_us` of each of ``ps``, in their order, from one pass over the
         buckets. ValueError for any ``p`` outside (0, 100]."""
-        for p in ps:
-            if not 0 < p <= 100:
-                raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
+        check_percentiles(ps)
         count, top = self.count, self.max_us
         if not count:
             return [0] * len(ps)

@@ -18,7 +18,6 @@ digest of its text, so the cache never keeps a long SQL text alive.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import threading
 import weakref
@@ -156,12 +155,12 @@ def shape_key(text: str) -> str:
     which the counters keep cut, its readable shape (a :class:`ReadableShape`, the parser run
     now). Never coarser than the readable shape: texts that differ only in their literal
     values are merged when shown (see :func:`readable_shape`), never two statements that differ."""
-    from pytest_migsafe.queries.normalize import DIGEST_KEY_CHARS, normalize
+    from pytest_migsafe.queries.normalize import DIGEST_KEY_CHARS, normalize, text_key
 
     if len(text) <= DIGEST_KEY_CHARS:
         return text
     if len(text) <= KEEP_TEXT_CHARS:
-        return TextDigest(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest())
+        return TextDigest(text_key(text).hex())  # type: ignore[union-attr]  # (bytes: a long text's digest)
     return ReadableShape(normalize(text))
 
 
