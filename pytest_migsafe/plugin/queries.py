@@ -32,12 +32,13 @@ from pytest_migsafe.plugin.stash import (
     watch_imports,
 )
 from pytest_migsafe.queries import counter as capture
-from pytest_migsafe.queries import drivers
+from pytest_migsafe.queries import drivers, shape_store
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
 from pytest_migsafe.queries.callsite import mark_test_code, set_test_files
 from pytest_migsafe.queries.counter import NPlusOneWarning
 from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
+from pytest_migsafe.queries.shape_store import ShapeStore
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("migsafe_n_plus_one_threshold", "repeats that make an N+1 suspect.", default="10")
     parser.addini("migsafe_include_transaction_control", "count transaction control statements.",
                   default="false")
+    parser.addini("migsafe_shape_cache", "keep readable SQL shapes between runs in pytest's cache "
+                  "directory (digests and shapes, never a text as sent).", default="true")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -91,6 +94,40 @@ def pytest_configure(config: pytest.Config) -> None:
     add_call_phase(config, functools.partial(QueryPhase.start, threshold=threshold), order=0)
     set_test_files(list(config.getini("python_files")))  # the test's own statements make no N+1 suspect
     watch_imports(config, DRIVERS, _driver_imported)
+    _use_shape_store(config)
+
+
+_STORES = pytest.StashKey[tuple[ShapeStore, Any]]()  # this session's store, the one it replaced
+
+
+def _use_shape_store(config: pytest.Config) -> None:
+    """Read and save readable shapes in pytest's cache directory (``shape_store``): only with
+    pytest's cache plugin on (not with ``-p no:cacheprovider``) and ``migsafe_shape_cache`` true."""
+    cache = getattr(config, "cache", None)
+    if cache is None or not get_setting(config, ini="migsafe_shape_cache", parse=parse_bool, default=True):
+        return
+    store = ShapeStore(lambda: cache.mkdir("migsafe") / "shapes.json")
+    config.stash[_STORES] = (store, shape_store.use(store))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Save the shapes this session worked out (also after Ctrl-C); a directory that cannot be
+    written loses the cache, never the run."""
+    stores = session.config.stash.get(_STORES, None)
+    if stores is not None:
+        try:
+            stores[0].save()
+        except OSError:
+            pass
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Put back the shape store that was in use before this session (pytester runs in-process)."""
+    stores = config.stash.get(_STORES, None)
+    if stores is not None:
+        shape_store.use(stores[1])
+        del config.stash[_STORES]
 
 
 DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg", "django.db.models")

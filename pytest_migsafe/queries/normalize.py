@@ -45,6 +45,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+from pytest_migsafe.queries import shape_store
+
 __all__ = [
     "CACHE_BYTES",
     "CACHE_ENTRIES",
@@ -863,11 +865,31 @@ def _is_blank(sql: str, start: int, end: int) -> bool:
 def _analyze(sql: str) -> _Analysis:
     if len(sql) > MAX_SHAPE_CHARS:
         return _analyze_long(sql)
+    store = shape_store.current
+    if store is None:
+        return _analyze_short(sql)[0]
+    try:
+        found = store.get(sql)
+    except Exception:  # a store never breaks a shape
+        found = None
+    if found is not None:
+        return found
+    analysis, shaped = _analyze_short(sql)
+    if shaped and _sqlglot is not None:  # the parser ran (a text it could not read, too): worth keeping
+        try:
+            store.put(sql, analysis)
+        except Exception:  # a store never breaks a shape
+            pass
+    return analysis
+
+
+def _analyze_short(sql: str) -> tuple[_Analysis, bool]:
+    """``(analysis, shaped)`` of a text up to ``MAX_SHAPE_CHARS``: ``shaped`` is False for the last
+    resort (the text with its literals, never to be saved)."""
     try:
         collapsed = _precollapse(sql)
     except Exception:  # pragma: no cover - regex failure is not expected
         collapsed = sql
-    parsed = None
     try:
         parsed = _parse(collapsed)
         if parsed is not None:
@@ -879,13 +901,13 @@ def _analyze(sql: str) -> _Analysis:
                 read.update(dict.fromkeys(r))
                 written.update(dict.fromkeys(w))
             shape = "; ".join(_shape_tree(tree, dialect) for tree in trees)
-            return shape, tuple(read), tuple(written)
+            return (shape, tuple(read), tuple(written)), True
     except Exception:
         pass
     try:
-        return _fallback_normalize(collapsed), (), ()
+        return (_fallback_normalize(collapsed), (), ()), True
     except Exception:  # pragma: no cover - last resort, never raise
-        return " ".join(sql.split()), (), ()
+        return (" ".join(sql.split()), (), ()), False
 
 
 # ---------------------------------------------------------------------------

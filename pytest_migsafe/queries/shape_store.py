@@ -1,0 +1,148 @@
+"""Readable shapes kept between runs: the parser's work on a SQL text, saved in a file.
+
+Working out a text's readable shape (:func:`pytest_migsafe.queries.normalize.normalize`)
+parses it with sqlglot: 1-10 ms a text, and importing sqlglot costs about 0.1 s. A suite
+runs the same texts run after run, so the plugin keeps what the parser found (the shape and
+the tables read and written) in pytest's cache directory (``.pytest_cache/d/migsafe/shapes.json``)
+and reads it back at the first shape the next run needs: a run whose texts are all known
+neither parses nor imports sqlglot.
+
+What the file holds: for each text, the 32-hex-digit BLAKE2b digest of the text and its
+analysis. Never a text as sent (its literals can be personal data or secrets): a shape has
+every literal and parameter as ``?``. The file is tagged with the version of the code that
+worked the shapes out (a digest of ``normalize.py`` and sqlglot's version): a file of another
+version is not read. Writes go to a temporary file renamed over the old one (a reader never
+sees half a file; concurrent writers, such as pytest-xdist workers, lose at most each other's
+additions). At most :data:`MAX_ENTRIES` analyses are kept, this run's first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+Analysis = tuple[str, tuple[str, ...], tuple[str, ...]]  # (shape, tables read, tables written)
+
+MAX_ENTRIES = 20_000  # about 3 MB of JSON at 150 bytes an analysis
+FORMAT = 1  # of the file itself
+
+
+current: ShapeStore | None = None  # the store normalize reads and fills (set by the plugin)
+
+
+def use(store: ShapeStore | None) -> ShapeStore | None:
+    """Make ``store`` the one :mod:`~pytest_migsafe.queries.normalize` reads before parsing and
+    gives what it parses (None: none); returns the store used until now, to put back."""
+    global current
+    previous, current = current, store
+    return previous
+
+
+def code_version() -> str:
+    """The version a saved analysis is valid for: ``normalize.py``'s source digest and sqlglot's
+    version (``"none"`` when it is not installed). Costs a read of one file and of sqlglot's
+    installed metadata (no import of sqlglot, nor of normalize)."""
+    source = (Path(__file__).parent / "normalize.py").read_bytes()
+    try:
+        parser = metadata.version("sqlglot")
+    except metadata.PackageNotFoundError:
+        parser = "none"
+    return f"{FORMAT}:{hashlib.blake2b(source, digest_size=8).hexdigest()}:sqlglot-{parser}"
+
+
+def text_digest(sql: str) -> str:
+    """The key of ``sql`` in the file: its 16-byte BLAKE2b digest, in hex."""
+    return hashlib.blake2b(sql.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+class ShapeStore:
+    """The analyses saved by earlier runs, and those worked out in this one.
+
+    ``locate()`` returns the file's path (called at the first :meth:`get`, and at :meth:`save`:
+    a run that needs no shape never touches the disk). ``version`` defaults to
+    :func:`code_version`. An unreadable, malformed or other-version file reads as empty.
+    """
+
+    def __init__(self, locate: Callable[[], Path], version: str | None = None,
+                 max_entries: int = MAX_ENTRIES) -> None:
+        self._locate = locate
+        self._version = version
+        self.max_entries = max_entries
+        self._saved: dict[str, list[Any]] | None = None  # read at the first get()
+        self._used: dict[str, list[Any]] = {}  # this run's: found in the file, or worked out
+        self.added = 0  # analyses worked out in this run (what save() has to write)
+        self.hits = 0
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            self._version = code_version()
+        return self._version
+
+    def get(self, sql: str) -> Analysis | None:
+        """The saved analysis of ``sql``, or None."""
+        if self._saved is None:
+            self._saved = self._read()
+        key = text_digest(sql)
+        found = self._saved.get(key)
+        if found is None:
+            return None
+        self._used[key] = found
+        self.hits += 1
+        shape, read, written = found
+        return shape, tuple(read), tuple(written)
+
+    def put(self, sql: str, analysis: Analysis) -> None:
+        """Keep ``analysis`` of ``sql``, worked out in this run, for :meth:`save`."""
+        shape, read, written = analysis
+        self._used[text_digest(sql)] = [shape, list(read), list(written)]
+        self.added += 1
+
+    def save(self) -> bool:
+        """Write this run's analyses with the file's others (up to ``max_entries``, this run's
+        first), atomically; False when there was nothing new to write. Raises ``OSError``
+        when the directory cannot be written."""
+        if not self.added:
+            return False
+        path = self._locate()
+        merged = dict(list(self._used.items())[: self.max_entries])
+        for key, value in self._read(path).items():  # as the file is now: another process may have added
+            if len(merged) >= self.max_entries:
+                break
+            merged.setdefault(key, value)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".shapes-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump({"version": self.version, "analyses": merged}, out, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.added = 0
+        return True
+
+    def _read(self, path: Path | None = None) -> dict[str, list[Any]]:
+        try:
+            path = path or self._locate()
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != self.version:
+            return {}
+        analyses = data.get("analyses")
+        if not isinstance(analyses, dict):
+            return {}
+        return {key: value for key, value in analyses.items() if _well_formed(value)}
+
+
+def _well_formed(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str)
+            and all(isinstance(tables, list) and all(isinstance(t, str) for t in tables)
+                    for tables in value[1:]))

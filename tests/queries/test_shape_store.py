@@ -1,0 +1,218 @@
+"""Readable shapes kept between runs (``queries/shape_store.py``, ini ``migsafe_shape_cache``).
+
+The store is checked against the parser itself: a shape read back from the file equals the
+one sqlglot works out for the same text, and a run whose texts are all known does not import
+sqlglot (checked in a fresh interpreter, pytester's subprocess runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_migsafe.queries import normalize, shape_store
+from pytest_migsafe.queries.shape_store import ShapeStore, code_version, text_digest
+
+SQL = "SELECT orders.id, orders.total FROM orders JOIN customers ON customers.id = orders.customer_id WHERE customers.email = 'topsecret@example.com' AND orders.total > 10"
+
+
+@pytest.fixture
+def fresh_normalize():
+    """normalize with empty in-memory caches and no store, put back as found."""
+    normalize.clear_caches()
+    previous = shape_store.use(None)
+    yield
+    shape_store.use(previous)
+    normalize.clear_caches()
+
+
+def _store(path: Path, **kwargs) -> ShapeStore:
+    return ShapeStore(lambda: path, **kwargs)
+
+
+def test_a_saved_analysis_is_read_back_equal_to_the_parsers(tmp_path: Path, fresh_normalize) -> None:
+    path = tmp_path / "shapes.json"
+    expected = normalize._analyze.__wrapped__(SQL)  # the parser, no cache, no store
+    first = _store(path)
+    shape_store.use(first)
+    assert normalize._analyze(SQL) == expected
+    assert first.added == 1 and first.save()
+    normalize.clear_caches()
+    second = _store(path)
+    shape_store.use(second)
+    assert normalize._analyze(SQL) == expected
+    assert (second.hits, second.added) == (1, 0)
+    assert second.save() is False  # nothing new: the file is not rewritten
+
+
+def test_a_known_text_is_not_parsed(tmp_path: Path, fresh_normalize, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "shapes.json"
+    shape_store.use(_store(path))
+    shape = normalize.normalize(SQL)
+    shape_store.current.save()  # type: ignore[union-attr]
+    normalize.clear_caches()
+    shape_store.use(_store(path))
+
+    def no_parser(sql: str):
+        raise AssertionError("parsed a text the store knows")
+
+    monkeypatch.setattr(normalize, "_parse", no_parser)
+    assert normalize.normalize(SQL) == shape
+
+
+def test_the_file_holds_digests_and_shapes_never_the_text(tmp_path: Path, fresh_normalize) -> None:
+    path = tmp_path / "shapes.json"
+    shape_store.use(_store(path))
+    normalize.normalize(SQL)
+    shape_store.current.save()  # type: ignore[union-attr]
+    written = path.read_text()
+    assert "topsecret" not in written and text_digest(SQL) in written
+    assert json.loads(written)["version"] == code_version()
+
+
+@pytest.mark.parametrize("content", [
+    "{not json",
+    json.dumps({"version": "0:other:sqlglot-1", "analyses": {text_digest(SQL): ["SELECT stale", [], []]}}),
+    json.dumps([1, 2]),
+    json.dumps({"version": "<this>", "analyses": {text_digest(SQL): ["shape", "not a list", []]}}),
+    json.dumps({"version": "<this>", "analyses": [1]}),
+])
+def test_a_malformed_or_other_version_file_reads_as_empty(tmp_path: Path, fresh_normalize, content: str) -> None:
+    path = tmp_path / "shapes.json"
+    path.write_text(content.replace("<this>", code_version()))
+    expected = normalize._analyze.__wrapped__(SQL)[0]  # the parser, no store yet
+    store = _store(path)
+    shape_store.use(store)
+    assert normalize.normalize(SQL) == expected
+    assert (store.hits, store.added) == (0, 1)
+
+
+def test_save_keeps_this_runs_first_and_what_another_process_added(tmp_path: Path) -> None:
+    path = tmp_path / "shapes.json"
+    old = _store(path, version="v")
+    for i in range(5):
+        old.put(f"SELECT {i}", (f"old {i}", (), ()))
+    old.save()
+    mine = _store(path, version="v", max_entries=4)
+    assert mine.get("SELECT 0") == ("old 0", (), ())
+    other = _store(path, version="v")  # another process saves in between
+    other.put("SELECT other", ("other", ("t",), ()))
+    other.save()
+    mine.put("SELECT new", ("new", (), ("t",)))
+    mine.save()
+    kept = json.loads(path.read_text())["analyses"]
+    assert len(kept) == 4
+    assert kept[text_digest("SELECT 0")] == ["old 0", [], []] and kept[text_digest("SELECT new")] == ["new", [], ["t"]]
+    assert [p.name for p in tmp_path.iterdir()] == ["shapes.json"]  # no temporary file left
+
+
+def test_concurrent_saves_leave_a_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "shapes.json"
+    errors: list[BaseException] = []
+
+    def save(n: int) -> None:
+        try:
+            for round_ in range(20):
+                store = _store(path, version="v")
+                store.put(f"SELECT {n}, {round_}", (f"shape {n}", (), ()))
+                store.save()
+        except BaseException as exc:  # pragma: no cover - the failure shown
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert json.loads(path.read_text())["version"] == "v"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes.json"]
+
+
+def test_an_unwritable_directory_raises_oserror_and_leaves_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    store = _store(blocker / "shapes.json", version="v")  # a directory under a file
+    store.put("SELECT 1", ("SELECT ?", (), ()))
+    with pytest.raises(OSError):
+        store.save()
+
+
+# -- through pytest --------------------------------------------------------------------
+APP = """
+from sqlalchemy import create_engine, text
+
+engine = create_engine("sqlite://")
+
+def run():
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS t (id INTEGER, secret TEXT)"))
+        conn.execute(text("SELECT id FROM t WHERE secret = 'hunter2-literal' AND id > :i"), {"i": 1})
+        conn.execute(text("SELECT count(*) FROM t JOIN t AS u ON u.id = t.id"))
+        conn.execute(text("REINDEX t"))  # the parser reads it as a command: shaped by the fallback
+"""
+TESTS = """
+from app import run
+
+def test_statements():
+    run()
+"""
+CONFTEST = """
+import sys
+
+def pytest_sessionfinish(session):
+    with open("sqlglot_imported.txt", "w") as out:
+        out.write(str("sqlglot" in sys.modules))
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(app=APP, test_app=TESTS, conftest=CONFTEST)
+    return pytester
+
+
+def _run(suite: pytest.Pytester, *args: str) -> tuple[bool, dict]:
+    result = suite.runpytest_subprocess("--migsafe-report", "--migsafe-report-json=out.json", *args)
+    result.assert_outcomes(passed=1)
+    data = json.loads((suite.path / "out.json").read_text())
+    return (suite.path / "sqlglot_imported.txt").read_text() == "True", data
+
+
+def _shapes(report: dict) -> list[str]:
+    return sorted(shape["shape"] for test in report["tests"].values() for shape in test["queries"]["shapes"])
+
+
+def test_a_second_run_reads_the_shapes_and_does_not_import_the_parser(suite: pytest.Pytester) -> None:
+    imported, first = _run(suite)
+    assert imported  # the first run parsed
+    saved = suite.path / ".pytest_cache" / "d" / "migsafe" / "shapes.json"
+    assert "hunter2" not in saved.read_text()
+    imported, second = _run(suite)
+    assert not imported
+    assert _shapes(second) == _shapes(first) and len(_shapes(first)) == 4
+
+
+@pytest.mark.parametrize("off", [("-p", "no:cacheprovider"), ("-o", "migsafe_shape_cache=false")])
+def test_the_cache_is_off_without_the_cache_plugin_or_by_the_ini_key(suite: pytest.Pytester, off: tuple[str, str]) -> None:
+    _, first = _run(suite, *off)
+    imported, second = _run(suite, *off)
+    assert imported and _shapes(second) == _shapes(first)
+    assert not (suite.path / ".pytest_cache" / "d" / "migsafe").exists()
+
+
+def test_a_bad_ini_value_names_the_key(suite: pytest.Pytester) -> None:
+    result = suite.runpytest("-o", "migsafe_shape_cache=maybe")
+    result.stderr.fnmatch_lines(["*migsafe_shape_cache*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_an_in_process_run_puts_back_the_store_it_found(suite: pytest.Pytester) -> None:
+    before = shape_store.current
+    suite.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+    assert shape_store.current is before
+    assert os.path.exists(suite.path / ".pytest_cache")
