@@ -162,10 +162,11 @@ def test_statements():
     run()
 """
 CONFTEST = """
-import sys
+import os, sys
 
 def pytest_sessionfinish(session):
-    with open("sqlglot_imported.txt", "w") as out:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    with open(f"sqlglot_imported{worker}.txt", "w") as out:
         out.write(str("sqlglot" in sys.modules))
 """
 
@@ -216,3 +217,16 @@ def test_an_in_process_run_puts_back_the_store_it_found(suite: pytest.Pytester) 
     suite.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
     assert shape_store.current is before
     assert os.path.exists(suite.path / ".pytest_cache")
+
+
+def test_pytest_xdist_workers_read_and_save_the_shapes(suite: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    suite.makepyfile(test_more=TESTS.replace("test_statements", "test_the_same_statements"))
+
+    def run() -> list[bool]:
+        result = suite.runpytest_subprocess("-n", "2", "--migsafe-report", "-p", "no:randomly")
+        result.assert_outcomes(passed=2)
+        return [(suite.path / f"sqlglot_imported{w}.txt").read_text() == "True" for w in ("gw0", "gw1")]
+
+    assert run() == [True, True]  # each worker parsed
+    assert run() == [False, False]  # each worker read what the first run's workers saved
