@@ -113,12 +113,12 @@ def _use_shape_store(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Save the shapes this session worked out (also after Ctrl-C); a directory that cannot be
-    written loses the cache, never the run."""
+    written, or a file that cannot be read, loses the cache, never the run."""
     stores = session.config.stash.get(_STORES, None)
     if stores is not None:
         try:
             stores[0].save()
-        except OSError:
+        except Exception:
             pass
 
 

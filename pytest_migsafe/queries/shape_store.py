@@ -30,6 +30,7 @@ from typing import Any
 Analysis = tuple[str, tuple[str, ...], tuple[str, ...]]  # (shape, tables read, tables written)
 
 MAX_ENTRIES = 20_000  # about 3 MB of JSON at 150 bytes an analysis
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a bigger file is not this module's: not read
 FORMAT = 1  # of the file itself
 
 
@@ -131,8 +132,10 @@ class ShapeStore:
     def _read(self, path: Path | None = None) -> dict[str, list[Any]]:
         try:
             path = path or self._locate()
+            if path.stat().st_size > MAX_FILE_BYTES:
+                return {}
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except Exception:  # missing, unreadable, not JSON, nested too deep: a cache, read as empty
             return {}
         if not isinstance(data, dict) or data.get("version") != self.version:
             return {}

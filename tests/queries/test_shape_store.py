@@ -80,6 +80,7 @@ def test_the_file_holds_digests_and_shapes_never_the_text(tmp_path: Path, fresh_
     json.dumps([1, 2]),
     json.dumps({"version": "<this>", "analyses": {text_digest(SQL): ["shape", "not a list", []]}}),
     json.dumps({"version": "<this>", "analyses": [1]}),
+    "[" * 100_000 + "]" * 100_000,  # json raises RecursionError, not ValueError
 ])
 def test_a_malformed_or_other_version_file_reads_as_empty(tmp_path: Path, fresh_normalize, content: str) -> None:
     path = tmp_path / "shapes.json"
@@ -230,3 +231,21 @@ def test_pytest_xdist_workers_read_and_save_the_shapes(suite: pytest.Pytester) -
 
     assert run() == [True, True]  # each worker parsed
     assert run() == [False, False]  # each worker read what the first run's workers saved
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, "{broken"])
+def test_a_bad_file_changes_no_outcome_and_is_replaced(suite: pytest.Pytester, content: str) -> None:
+    saved = suite.path / ".pytest_cache" / "d" / "migsafe" / "shapes.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(content)
+    result = suite.runpytest_subprocess("--migsafe-report")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    assert json.loads(saved.read_text())["version"] == code_version()
+
+
+def test_a_cache_directory_that_cannot_be_written_changes_no_outcome(suite: pytest.Pytester) -> None:
+    (suite.path / "blocker").write_text("")  # a file where the cache directory would be
+    result = suite.runpytest_subprocess("--migsafe-report", "-o", "cache_dir=blocker/cache")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
