@@ -11,7 +11,7 @@
 #   counts    the suite with --migsafe-report --migsafe-report-json and pss_conftest.py (the
 #             server's pg_stat_statements around each test's call phase), compared per test
 #             (compare_counts.py, then explain_counts.py). Nothing else may use this server meanwhile (the reset is global).
-#   timing    user+sys CPU of off / defaults / report, 3 runs each, alternating (time_runs.py)
+#   timing    user+sys CPU of off / defaults / report / report-kept, 3 runs each, alternating (time_runs.py)
 #   werror    -W error (plus, for allauth and async, ignores of the warnings their suites emit
 #             without the plugin), off and defaults, compared test by test
 set -euo pipefail

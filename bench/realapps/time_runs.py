@@ -3,8 +3,9 @@
 Usage: ``python bench/realapps/time_runs.py [--runs 3] [--warmup 1] [--json OUT] -- PYTEST_COMMAND...``
 
 Runs ``PYTEST_COMMAND`` (e.g. ``python -m pytest -q -p no:cacheprovider tests/``) with, in
-turn, ``-p no:migsafe`` (off), nothing added (defaults) and ``--migsafe-report
---migsafe-report-json=<temp file>`` (report), ``--runs`` rounds, each starting one variant
+turn, ``-p no:migsafe`` (off), nothing added (defaults), ``--migsafe-report
+--migsafe-report-json=<temp file>`` (report) and the same with pytest's cache plugin on in a
+cache directory kept across runs (report-kept: the shapes saved by the run before), ``--runs`` rounds, each starting one variant
 later (off, defaults, report; defaults, report, off; ...), so that a slow spell of a noisy
 machine, or a database the suite grows run after run, falls on every variant alike, after
 ``--warmup`` uncounted rounds of the three (bytecode caches written, files in the page
@@ -34,15 +35,23 @@ VARIANTS = {
     "off": ["-p", "no:migsafe"],
     "defaults": [],
     "report": ["--migsafe-report", "--migsafe-report-json={json}"],
+    # the report with pytest's cache plugin back on (run.sh's commands turn it off) in a cache
+    # directory kept across this variant's runs: the readable shapes saved by the run before
+    # (queries/shape_store.py), as on a developer's second run; also pays the cache plugin's
+    # own work (its lastfailed file), which off does not
+    "report-kept": ["--migsafe-report", "--migsafe-report-json={json}", "-p", "cacheprovider",
+                    "-o", "cache_dir={cache}"],
 }
 
 
-def run_once(command: list[str], extra: list[str], log: str | None = None) -> tuple[float, float, int]:
+def run_once(command: list[str], extra: list[str], log: str | None = None,
+             cache: str = "") -> tuple[float, float, int]:
     """(user + sys CPU seconds, wall seconds, exit code) of one run of ``command + extra``.
 
-    ``log``: a file for the run's output (else it is discarded)."""
+    ``log``: a file for the run's output (else it is discarded); ``cache``: the directory
+    ``{cache}`` stands for in ``extra``."""
     with tempfile.TemporaryDirectory() as tmp, open(log or os.devnull, "w") as out:
-        args = [a.format(json=os.path.join(tmp, "run.json")) for a in extra]
+        args = [a.format(json=os.path.join(tmp, "run.json"), cache=cache) for a in extra]
         start = time.perf_counter()
         proc = subprocess.Popen(command + args, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -66,9 +75,11 @@ def main(argv: list[str]) -> int:
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     wall: dict[str, list[float]] = {v: [] for v in VARIANTS}
     codes: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    kept = tempfile.TemporaryDirectory(prefix="pytest-cache-")  # report-kept's, across its runs
+    cache = os.path.join(kept.name, "cache")
     for _ in range(ns.warmup):
         for extra in VARIANTS.values():
-            run_once(command, extra)
+            run_once(command, extra, cache=cache)
     names = list(VARIANTS)
     for i in range(ns.runs):
         # each round starts one variant later (off, defaults, report; then defaults, report, off;
@@ -77,24 +88,25 @@ def main(argv: list[str]) -> int:
         for name in names[i % len(names):] + names[:i % len(names)]:
             extra = VARIANTS[name]
             log = os.path.join(ns.logs, f"{i + 1}-{name}.txt") if ns.logs else None
-            c, w, code = run_once(command, extra, log)
+            c, w, code = run_once(command, extra, log, cache)
             cpu[name].append(c)
             wall[name].append(w)
             codes[name].append(code)
-            print(f"run {i + 1} {name:8} cpu {c:8.2f} s  wall {w:8.2f} s  exit {code}", flush=True)
+            print(f"run {i + 1} {name:11} cpu {c:8.2f} s  wall {w:8.2f} s  exit {code}", flush=True)
     base = statistics.median(cpu["off"])
     summary = {}
     for name in VARIANTS:
         med = statistics.median(cpu[name])
         summary[name] = {"cpu_s": cpu[name], "wall_s": wall[name], "exit": codes[name],
                          "median_cpu_s": med, "ratio": med / base}
-        print(f"{name:8} median cpu {med:8.2f} s  ratio {med / base:.3f}  "
+        print(f"{name:11} median cpu {med:8.2f} s  ratio {med / base:.3f}  "
               f"median wall {statistics.median(wall[name]):8.2f} s  exits {codes[name]}")
     if any(c != codes["off"][0] for v in codes.values() for c in v):
         print("WARNING: exit codes differ between runs")
     if ns.json:
         with open(ns.json, "w") as out:
             json.dump(summary, out, indent=1)
+    kept.cleanup()
     return 0
 
 
