@@ -297,7 +297,7 @@ class ReportSession:
         if not text:
             return
         try:
-            with path.open("a", encoding="utf-8") as stream:
+            with path.open("a", encoding="utf-8", errors="backslashreplace") as stream:  # (lone surrogates)
                 stream.write(text)
         except OSError as exc:
             self.errors.append(f"error: GITHUB_STEP_SUMMARY {path} could not be written: "

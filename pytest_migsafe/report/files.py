@@ -42,7 +42,8 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     Creates missing parent directories, writes a temporary file beside the target, flushes
     it to disk (``fsync``) and renames it over the target with :func:`os.replace`; on any
     error the temporary file is removed and the error (``OSError``, ``TypeError`` for data
-    JSON cannot hold) propagates, leaving the old file whole. The file gets the mode a
+    JSON cannot hold) propagates, leaving the old file whole. A lone surrogate in a string is
+    written as its JSON escape (read back as the same string). The file gets the mode a
     plain ``open(path, "w")`` would give it (``0o666`` less the umask), not the temporary
     file's 0600.
     """
@@ -52,7 +53,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(handle, 0o666 & ~current_umask())
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+        # a lone surrogate (a SQL text read from bytes with surrogateescape, a quoted identifier
+        # of such a text in a shape) has no UTF-8 form: written as its JSON escape, ``\\udc80``
+        with os.fdopen(handle, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())

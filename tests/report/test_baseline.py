@@ -129,6 +129,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "ok.json"]
 
 
+def test_a_lone_surrogate_is_written_as_its_escape_and_read_back_the_same(tmp_path: Path) -> None:
+    # a shape's quoted identifier can hold one (a text decoded with surrogateescape); UTF-8
+    # cannot: the report and the baseline failed with UnicodeEncodeError, losing the file
+    path = tmp_path / "r.json"
+    data = {"shape": 'SELECT "\udc80x" FROM users', "é": "ü"}
+    write_json_atomic(path, data)
+    assert json.loads(path.read_text(encoding="utf-8")) == data
+    entries = {'t.py::test_\udcff': BaselineEntry(queries=2)}
+    write_baseline(tmp_path / "b.json", Baseline(entries))
+    assert read_baseline(tmp_path / "b.json").tests == entries
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
