@@ -8,20 +8,29 @@ and reads it back at the first shape the next run needs: a run whose texts are a
 neither parses nor imports sqlglot.
 
 What the file holds: for each text, the 32-hex-digit BLAKE2b digest of the text and its
-analysis. Never a text as sent (its literals can be personal data or secrets): a shape has
-every literal and parameter as ``?``. The file is tagged with the version of the code that
-worked the shapes out (a digest of ``normalize.py`` and sqlglot's version): a file of another
-version is not read. Writes go to a temporary file renamed over the old one (a reader never
-sees half a file; concurrent writers, such as pytest-xdist workers, lose at most each other's
-additions). At most :data:`MAX_ENTRIES` analyses are kept, this run's first.
+analysis. Only texts without literals are kept (:func:`storable`: values sent as parameters,
+as ORMs send them): a text with a literal can hold personal data or a secret, which its shape
+could show (a parser's misreading) and its digest would let anyone with the file guess
+offline (the shape gives the rest of the text). The file is tagged with the version of the
+code that worked the shapes out (a digest of ``normalize.py``, sqlglot's version, Python's and
+its Unicode database's): a file of another version is not read. Writes go to a temporary file
+renamed over the old one (a reader never sees half a file; concurrent writers, such as
+pytest-xdist workers, lose at most each other's additions). At most :data:`MAX_ENTRIES`
+analyses and about :data:`MAX_SAVED_BYTES` are kept, this run's first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import re
+import stat
+import sys
 import tempfile
+import time
+import unicodedata
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -30,8 +39,29 @@ from typing import Any
 Analysis = tuple[str, tuple[str, ...], tuple[str, ...]]  # (shape, tables read, tables written)
 
 MAX_ENTRIES = 20_000  # about 3 MB of JSON at 150 bytes an analysis
+MAX_SAVED_BYTES = 16 * 1024 * 1024  # what save() writes at most (roughly: the shapes' characters)
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a bigger file is not this module's: not read
-FORMAT = 1  # of the file itself
+STALE_TEMPORARY_S = 3600  # a temporary file this old was left by a killed writer: removed
+FORMAT = 2  # of the file itself
+
+# what may stand in a text kept in the file: quoted identifiers, placeholders, words (whose
+# digits are part of a name), a LIMIT or OFFSET count (Django writes them in the text)
+_HARMLESS = re.compile(
+    r'"(?:[^"]|"")*"|`[^`]*`'
+    r"|%\(\w+\)s|%s|\$\d+|\?\d*|(?<![:\w]):[^\W\d]\w*"
+    r"|\b(?:LIMIT|OFFSET)\s+\d+\b"
+    r"|[^\W\d][\w$]*",
+    re.IGNORECASE,
+)
+# what is left may not hold a string, dollar-quoted or number literal, nor a comment
+_LITERAL_OR_COMMENT = re.compile(r"['$\d]|--|/\*")
+
+
+def storable(sql: str) -> bool:
+    """True when ``sql`` holds no literal and no comment, so that neither its shape nor its
+    digest can give a value away: every value is a placeholder (``%s``, ``%(name)s``, ``$1``,
+    ``:name``, ``?``), digits only inside names or as a ``LIMIT``/``OFFSET`` count."""
+    return _LITERAL_OR_COMMENT.search(_HARMLESS.sub(" ", sql)) is None
 
 
 current: ShapeStore | None = None  # the store normalize reads and fills (set by the plugin)
@@ -54,7 +84,9 @@ def code_version() -> str:
         parser = metadata.version("sqlglot")
     except metadata.PackageNotFoundError:
         parser = "none"
-    return f"{FORMAT}:{hashlib.blake2b(source, digest_size=8).hexdigest()}:sqlglot-{parser}"
+    python = "{}.{}".format(*sys.version_info[:2])  # a tox run shares one cache directory between Pythons
+    return (f"{FORMAT}:{hashlib.blake2b(source, digest_size=8).hexdigest()}:sqlglot-{parser}"
+            f":python-{python}:unicode-{unicodedata.unidata_version}")
 
 
 def text_digest(sql: str) -> str:
@@ -87,7 +119,9 @@ class ShapeStore:
         return self._version
 
     def get(self, sql: str) -> Analysis | None:
-        """The saved analysis of ``sql``, or None."""
+        """The saved analysis of ``sql``, or None (always for a text that is not :func:`storable`)."""
+        if not storable(sql):
+            return None
         if self._saved is None:
             self._saved = self._read()
         key = text_digest(sql)
@@ -100,7 +134,10 @@ class ShapeStore:
         return shape, tuple(read), tuple(written)
 
     def put(self, sql: str, analysis: Analysis) -> None:
-        """Keep ``analysis`` of ``sql``, worked out in this run, for :meth:`save`."""
+        """Keep ``analysis`` of ``sql``, worked out in this run, for :meth:`save` (not for a text
+        that is not :func:`storable`)."""
+        if not storable(sql):
+            return
         shape, read, written = analysis
         self._used[text_digest(sql)] = [shape, list(read), list(written)]
         self.added += 1
@@ -112,12 +149,17 @@ class ShapeStore:
         if not self.added:
             return False
         path = self._locate()
-        merged = dict(list(self._used.items())[: self.max_entries])
-        for key, value in self._read(path).items():  # as the file is now: another process may have added
-            if len(merged) >= self.max_entries:
+        merged: dict[str, list[Any]] = {}
+        size = 0
+        # this run's first, then the file's as it is now (another process may have added)
+        for key, value in itertools.chain(self._used.items(), self._read(path).items()):
+            if len(merged) >= self.max_entries or size >= MAX_SAVED_BYTES:
                 break
-            merged.setdefault(key, value)
+            if key not in merged:
+                merged[key] = value
+                size += 48 + len(value[0]) + sum(len(t) + 3 for t in value[1]) + sum(len(t) + 3 for t in value[2])
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=".shapes-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -132,8 +174,9 @@ class ShapeStore:
     def _read(self, path: Path | None = None) -> dict[str, list[Any]]:
         try:
             path = path or self._locate()
-            if path.stat().st_size > MAX_FILE_BYTES:
-                return {}
+            status = path.stat()
+            if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_FILE_BYTES:
+                return {}  # (a FIFO would block the read for ever)
             data = json.loads(path.read_text(encoding="utf-8"))
         except Exception:  # missing, unreadable, not JSON, nested too deep: a cache, read as empty
             return {}
@@ -143,6 +186,21 @@ class ShapeStore:
         if not isinstance(analyses, dict):
             return {}
         return {key: value for key, value in analyses.items() if _well_formed(value)}
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Remove the temporary files of writers killed before their rename (SIGKILL, SIGTERM with
+    no handler) once they are an hour old: a live writer's is seconds old."""
+    now = time.time()
+    try:
+        for leftover in directory.glob(".shapes-*.tmp"):
+            try:
+                if now - leftover.stat().st_mtime > STALE_TEMPORARY_S:
+                    leftover.unlink()
+            except OSError:
+                pass
+    except OSError:
+        pass
 
 
 def _well_formed(value: Any) -> bool:
