@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from pytest_migsafe.plugin.options import get_setting
+from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import add_call_phase, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
 
@@ -100,13 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("migsafe_redis_server", "redis-server to start Redis with.", default="")
     parser.addini("migsafe_redis", "real or fake: which Redis migsafe_redis gives.", default="")
     parser.addini("migsafe_hit_rate_target", "the cache hit rate each test should reach (0 to 1).",
-                  default="0.8")
+                  default="0.8", type=ini_type(float))
     parser.addini("migsafe_hit_rate_alert", "the report marks tests whose cache hit rate is under "
-                                            "this line (0 to 1).", default="0.7")
+                                            "this line (0 to 1).", default="0.7", type=ini_type(float))
     parser.addini("migsafe_hit_rate_min_reads", "reads a test needs for its hit rate to be rated (marked "
                                                 "under the alert line, counted in the run's rate); tests "
                                                 "using assert_cache_aside or shadow experiments are never "
-                                                "rated (default 10).", default="10")
+                                                "rated (default 10).", default="10", type=ini_type(int))
     parser.addini("migsafe_cache_key_pattern", "regular expressions with a named group 'prefix' that find "
                                                "a cache key's prefix (one per line, first match wins); "
                                                "Django's KEY_PREFIX:VERSION: keys are understood without one.",

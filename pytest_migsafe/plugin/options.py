@@ -16,6 +16,19 @@ import pytest
 
 T = TypeVar("T")
 
+# pytest 9.2 takes a type expression as addini's type (a union accepts any member's value)
+_TYPE_EXPRESSIONS = tuple(int(part) for part in pytest.__version__.split(".")[:2] if part.isdigit()) >= (9, 2)
+
+
+def ini_type(kind: type) -> Any:
+    """``addini``'s ``type`` for a key whose value is a ``kind`` (bool, int or float).
+
+    On pytest >= 9.2, ``kind | str``: a TOML configuration (``[tool.pytest]``, pytest 9's native
+    mode) may write ``true`` or ``5`` unquoted (a plain string key rejects them: "expects a
+    string, got bool"), and any text still reaches :func:`get_setting`'s own check, whose
+    message names the key. On older pytest None (a string; its TOML values are strings)."""
+    return kind | str if _TYPE_EXPRESSIONS else None
+
 
 def get_setting(
     config: pytest.Config,
@@ -44,6 +57,8 @@ def get_setting(
     if ini is not None:
         raw = config.getini(ini)
         if raw not in (None, "", []):
+            if isinstance(raw, (bool, int, float)):  # a TOML value, or an ini text pytest typed (ini_type)
+                raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
             if isinstance(raw, str):
                 try:
                     return parse(raw)

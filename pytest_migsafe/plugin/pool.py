@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_migsafe.plugin.notices import notify
-from pytest_migsafe.plugin.options import get_setting
+from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
     add_to_record,
@@ -73,7 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "measured p95 hold time, checkout to checkin); --migsafe-avg-query-ms is its old name")
     parser.addini("migsafe_fail_on_leaks", default="",
                   help="fail a test that leaves a pooled connection checked out (default false: "
-                       "a leak is a warning and a report line; env MIGSAFE_FAIL_ON_LEAKS)")
+                       "a leak is a warning and a report line; env MIGSAFE_FAIL_ON_LEAKS)", type=ini_type(bool))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_threshold
 from pytest_migsafe.plugin.notices import notify
-from pytest_migsafe.plugin.options import get_setting
+from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
     add_to_record,
@@ -70,12 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("migsafe_postgres_url", "URL of an existing PostgreSQL server to use.", default="")
     parser.addini("migsafe_pg_ctl", "pg_ctl to start PostgreSQL with.", default="")
     parser.addini("migsafe_keep_queries", "statements kept per test for messages (counts stay exact).",
-                  default="10000")
-    parser.addini("migsafe_n_plus_one_threshold", "repeats that make an N+1 suspect.", default="10")
+                  default="10000", type=ini_type(int))
+    parser.addini("migsafe_n_plus_one_threshold", "repeats that make an N+1 suspect.", default="10", type=ini_type(int))
     parser.addini("migsafe_include_transaction_control", "count transaction control statements.",
-                  default="false")
+                  default="false", type=ini_type(bool))
     parser.addini("migsafe_shape_cache", "keep readable SQL shapes between runs in pytest's cache "
-                  "directory (digests and shapes, never a text as sent).", default="true")
+                  "directory (digests and shapes, never a text as sent).", default="true", type=ini_type(bool))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -103,8 +103,9 @@ _STORES = pytest.StashKey[tuple[ShapeStore, Any]]()  # this session's store, the
 def _use_shape_store(config: pytest.Config) -> None:
     """Read and save readable shapes in pytest's cache directory (``shape_store``): only with
     pytest's cache plugin on (not with ``-p no:cacheprovider``) and ``migsafe_shape_cache`` true."""
+    wanted = get_setting(config, ini="migsafe_shape_cache", parse=parse_bool, default=True)  # checked first
     cache = getattr(config, "cache", None)
-    if cache is None or not get_setting(config, ini="migsafe_shape_cache", parse=parse_bool, default=True):
+    if cache is None or not wanted:
         return
     store = ShapeStore(lambda: cache.mkdir("migsafe") / "shapes.json")
     config.stash[_STORES] = (store, shape_store.use(store))

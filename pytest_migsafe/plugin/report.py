@@ -14,6 +14,7 @@ from collections.abc import Generator
 
 import pytest
 
+from pytest_migsafe.plugin.options import ini_type
 from pytest_migsafe.plugin.stash import existing_record, note_loadgroup_renames, want_records
 from pytest_migsafe.report.render import DEFAULT_HEAVIEST
 from pytest_migsafe.values import argument_type, parse_tolerance
@@ -49,13 +50,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("migsafe_baseline", "the baseline file, relative to the ini file "
                                       "(default .migsafe/baseline.json in the rootdir).", default="")
     parser.addini("migsafe_query_tolerance", "extra queries per test that are not a regression "
-                                             "(default 0).", default="0")
+                                             "(default 0).", default="0", type=ini_type(int))
     parser.addini("migsafe_hit_rate_tolerance", "fall of a test's cache hit rate that is not a "
-                                                "regression (default 0.05).", default="0.05")
+                                                "regression (default 0.05).", default="0.05", type=ini_type(float))
     parser.addini("migsafe_sarif", "write the SARIF 2.1.0 findings to this file, relative to the ini "
                                    "file (default: none).", default="")
     parser.addini("migsafe_heaviest", f"tests listed as heaviest by statements when there is no "
-                                      f"baseline (default {DEFAULT_HEAVIEST}).", default=str(DEFAULT_HEAVIEST))
+                                      f"baseline (default {DEFAULT_HEAVIEST}).", default=str(DEFAULT_HEAVIEST), type=ini_type(int))
 
 
 def pytest_configure(config: pytest.Config) -> None:

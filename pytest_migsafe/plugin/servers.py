@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_migsafe.plugin.options import ini_type
 from pytest_migsafe.values import parse_bool
 
 if TYPE_CHECKING:
@@ -48,9 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "private unix socket, before conftest files are imported (also ini "
                          "migsafe_redis_tcp).")
     parser.addini("migsafe_postgres_tcp", "true: PostgreSQL listens on 127.0.0.1 (see --migsafe-postgres-tcp).",
-                  default="false")
+                  default="false", type=ini_type(bool))
     parser.addini("migsafe_redis_tcp", "true: Redis listens on 127.0.0.1 (see --migsafe-redis-tcp).",
-                  default="false")
+                  default="false", type=ini_type(bool))
     parser.addini("migsafe_export_postgres",
                   "environment variables to set from the session's PostgreSQL before conftest files "
                   "are imported, as VARIABLE=field (url, libpq_url, dsn, host, port, user, password, dbname).",
