@@ -226,7 +226,7 @@ def _cached(digest_long: bool = True) -> Callable[[_F], _F]:
 # String literal; backslash escapes are honoured (MySQL, E'' strings), doubled
 # quotes too.  An unterminated string runs to the end of the text.
 _STR = r"(?:[eEnNbBxX]|[uU]&)?'(?:[^'\\]|\\.|'')*(?:'|\Z)"
-_DOLLAR = r"\$(?P<dtag>(?:[A-Za-z_]\w*)?)\$.*?(?:\$(?P=dtag)\$|\Z)"
+_DOLLAR = r"\$(?P<dtag>(?:[^\W\d]\w*)?)\$.*?(?:\$(?P=dtag)\$|\Z)"  # a tag may be any letters (PostgreSQL)
 _QIDENT = r"\"(?:[^\"]|\"\")*(?:\"|\Z)|`[^`]*(?:`|\Z)"
 _LINE_COMMENT = r"--[^\n]*"
 _BLOCK_COMMENT = r"/\*.*?(?:\*/|\Z)"
@@ -258,6 +258,10 @@ _PRECOLLAPSE_PATTERN = (
     + r"(?:\s*,\s*"
     + _ITEM_NOGROUPS
     + r")*\s*\])"
+    # PostgreSQL 16's number forms (1_000_000, 0o17, 0b101, 0x_ff), which the parser and the
+    # fallback read as a number and a name: a plain 0, to be shaped as every number is
+    r"|(?P<num>(?<![\w$.])(?:0x(?:_?[0-9a-f])+|0o(?:_?[0-7])+|0b(?:_?[01])+"
+    r"|\d+(?:_\d+)+(?:\.\d+(?:_\d+)*)?(?:e[+-]?\d+)?)(?![\w$]))"
 )
 
 
@@ -310,6 +314,8 @@ def _precollapse_sub(m: re.Match[str]) -> str:
             for row in _row_re().finditer(text)
         }
         return "VALUES " + ", ".join(sorted(rows))
+    if kind == "num":
+        return "0"
     return text  # string / comment / quoted identifier: untouched
 
 

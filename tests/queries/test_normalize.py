@@ -53,6 +53,25 @@ def test_string_contents_do_not_leak() -> None:
     assert shape == "SELECT * FROM t WHERE a = ? AND b = ?"
 
 
+@pytest.mark.parametrize(("sql", "secret"), [
+    # PostgreSQL 16's number forms: read as a number and a name before, kept in the shape
+    ("UPDATE cards SET pan = 4111_1111_1111_1111 WHERE id = 1", "4111"),
+    ("UPDATE accounts SET balance = 1_000_000.50 WHERE id = %s", "000"),
+    ("SELECT 0o7654321, 0b1010_1010, 0x_dead_beef FROM t", "7654321"),
+    # a dollar quote's tag may be any letters: the password was kept with a non-ASCII tag
+    ("CREATE ROLE bob LOGIN PASSWORD $é$hunter28$é$", "hunter28"),
+    ("ALTER ROLE bob PASSWORD $pässwort$hunter29$pässwort$", "hunter29"),
+])
+def test_literals_of_every_postgresql_form_do_not_leak(sql: str, secret: str) -> None:
+    shape = normalize(sql)
+    assert secret not in shape and "?" in shape
+
+
+def test_numbers_with_underscores_inside_names_are_names() -> None:
+    assert normalize('SELECT t_1_000, "x1_0", a$1_0 FROM t WHERE b IN (1_000, 2_000)') == \
+        'SELECT t_1_000, "x1_0", a$1_0 FROM t WHERE b IN (?)'
+
+
 def test_limit_offset_become_placeholders() -> None:
     assert normalize("SELECT a FROM t LIMIT 10 OFFSET 20") == normalize(
         "select a from t limit %s offset %s"
