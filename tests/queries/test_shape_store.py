@@ -105,7 +105,7 @@ def test_storable_texts_hold_no_literal_and_no_comment(sql: str, kept: bool) -> 
     json.dumps({"version": "<this>", "analyses": {text_digest(SQL): ["shape", "not a list", []]}}),
     json.dumps({"version": "<this>", "analyses": [1]}),
     "[" * 100_000 + "]" * 100_000,  # json raises RecursionError, not ValueError
-])
+], ids=["not-json", "other-version", "a-list", "bad-entry", "bad-analyses", "too-deep"])
 def test_a_malformed_or_other_version_file_reads_as_empty(tmp_path: Path, fresh_normalize, content: str) -> None:
     path = tmp_path / "shapes.json"
     path.write_text(content.replace("<this>", code_version()))
@@ -257,7 +257,7 @@ def test_pytest_xdist_workers_read_and_save_the_shapes(suite: pytest.Pytester) -
     assert run() == [False, False]  # each worker read what the first run's workers saved
 
 
-@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, "{broken"])
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, "{broken"], ids=["too-deep", "broken"])
 def test_a_bad_file_changes_no_outcome_and_is_replaced(suite: pytest.Pytester, content: str) -> None:
     saved = suite.path / ".pytest_cache" / "d" / "migsafe" / "shapes.json"
     saved.parent.mkdir(parents=True)
