@@ -76,8 +76,10 @@ def use(store: ShapeStore | None) -> ShapeStore | None:
 
 
 def code_version() -> str:
-    """The version a saved analysis is valid for: ``normalize.py``'s source digest and sqlglot's
-    version (``"none"`` when it is not installed). Costs a read of one file and of sqlglot's
+    """The version a saved analysis is valid for, a string such as
+    ``"2:<16 hex digits>:sqlglot-30.30.0:python-3.11:unicode-14.0.0"``: the file format,
+    ``normalize.py``'s source digest, sqlglot's installed version (``none`` when it is not
+    installed), Python's and its Unicode database's. Costs a read of one file and of sqlglot's
     installed metadata (no import of sqlglot, nor of normalize)."""
     source = (Path(__file__).parent / "normalize.py").read_bytes()
     try:
@@ -114,6 +116,7 @@ class ShapeStore:
 
     @property
     def version(self) -> str:
+        """The version this store reads and writes (:func:`code_version`, worked out once)."""
         if self._version is None:
             self._version = code_version()
         return self._version
