@@ -23,10 +23,12 @@ out=$work/results; mkdir -p "$out"
 export PYTHONPATH=$here
 
 dbs=(app allauth); [ "$app" = async ] && dbs=(conduit)
+rm -f "$work/pg-$app/pg.env"  # a run before left its server's: never read a stale one
 python "$here/pg_server.py" "$work/pg-$app" "${dbs[@]}" >"$out/$app-pg.log" 2>&1 &
 pg_pid=$!
 trap 'kill $pg_pid; wait $pg_pid || true' EXIT
-for _ in $(seq 60); do [ -s "$work/pg-$app/pg.env" ] && grep -q TCP "$out/$app-pg.log" && break; sleep 1; done
+for _ in $(seq 300); do [ -s "$work/pg-$app/pg.env" ] && grep -q TCP "$out/$app-pg.log" && break; sleep 1; done
+[ -s "$work/pg-$app/pg.env" ] || { echo "PostgreSQL did not start in 300 s: $out/$app-pg.log" >&2; exit 1; }
 . "$work/pg-$app/pg.env"
 
 case $app in
