@@ -57,11 +57,34 @@ _HARMLESS = re.compile(
 _LITERAL_OR_COMMENT = re.compile(r"['$\d]|--|/\*")
 
 
+# the last item of a row: SQLAlchemy's insertmanyvalues ends each VALUES row with its counter
+_ROW_END = re.compile(r",\s*(\d+)\s*\)")
+
+
 def storable(sql: str) -> bool:
     """True when ``sql`` holds no literal and no comment, so that neither its shape nor its
     digest can give a value away: every value is a placeholder (``%s``, ``%(name)s``, ``$1``,
-    ``:name``, ``?``), digits only inside names or as a ``LIMIT``/``OFFSET`` count."""
+    ``:name``, ``?``), digits only inside names, as a ``LIMIT``/``OFFSET`` count, or as the
+    row counters of SQLAlchemy's insertmanyvalues (``... AS imp_sen(p0, sen_counter)`` over
+    ``VALUES (%(a__0)s, 0), (%(a__1)s, 1), ...``: numbered from 0, in order, known from the
+    text's own form)."""
+    if "sen_counter" in sql:
+        sql = _without_row_counters(sql)
     return _LITERAL_OR_COMMENT.search(_HARMLESS.sub(" ", sql)) is None
+
+
+def _without_row_counters(sql: str) -> str:
+    """``sql`` less the numbers that end rows as counters 0, 1, 2... in order (any other number,
+    out of that sequence, is left for :func:`storable` to refuse)."""
+    parts = []
+    start = expected = 0
+    for match in _ROW_END.finditer(sql):
+        if match.group(1) == str(expected):
+            parts.append(sql[start:match.start(1)])
+            start = match.end(1)
+            expected += 1
+    parts.append(sql[start:])
+    return "".join(parts)
 
 
 current: ShapeStore | None = None  # the store normalize reads and fills (set by the plugin)

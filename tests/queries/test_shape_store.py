@@ -93,6 +93,12 @@ def test_the_file_holds_digests_and_shapes_never_a_text_with_literals(tmp_path: 
     ("UPDATE t SET a = :a /* hunter */", False),
     ("SELECT a FROM t -- hunter", False),
     ("SELECT 0x1F, .5, 1_000", False),
+    # SQLAlchemy's insertmanyvalues: its row counters are the text's form, not values
+    ("INSERT INTO t (name) SELECT p0::VARCHAR FROM (VALUES (%(name__0)s::VARCHAR, 0), (%(name__1)s::VARCHAR, 1), "
+     "(%(name__2)s::VARCHAR, 2)) AS imp_sen(p0, sen_counter) ORDER BY sen_counter RETURNING t.id, t.id AS id__1", True),
+    ("INSERT INTO t (name, pin) SELECT p0, p1 FROM (VALUES (%(name__0)s, 4821, 0), (%(name__1)s, 4821, 1)) "
+     "AS imp_sen(p0, p1, sen_counter) ORDER BY sen_counter", False),
+    ("INSERT INTO t (pin) SELECT p0 FROM (VALUES (%(pin__0)s, 4821)) AS imp_sen(p0, sen_counter)", False),
 ])
 def test_storable_texts_hold_no_literal_and_no_comment(sql: str, kept: bool) -> None:
     assert storable(sql) is kept
