@@ -45,11 +45,12 @@ STALE_TEMPORARY_S = 3600  # a temporary file this old was left by a killed write
 FORMAT = 2  # of the file itself
 
 # what may stand in a text kept in the file: quoted identifiers, placeholders, words (whose
-# digits are part of a name), a LIMIT or OFFSET count (Django writes them in the text)
+# digits are part of a name), a LIMIT or OFFSET count (Django writes them in the text), the 1
+# of SELECT 1 (SQLAlchemy's and Django's EXISTS subqueries, Django's exists())
 _HARMLESS = re.compile(
     r'"(?:[^"]|"")*"|`[^`]*`'
     r"|%\(\w+\)s|%s|\$\d+|\?\d*|(?<![:\w]):[^\W\d]\w*"
-    r"|\b(?:LIMIT|OFFSET)\s+\d+\b"
+    r"|\b(?:LIMIT|OFFSET)\s+\d+\b|\bSELECT\s+1\b(?!\s*[.\d])"  # the constant of EXISTS (SELECT 1 ...)
     r"|[^\W\d][\w$]*",
     re.IGNORECASE,
 )
@@ -64,7 +65,8 @@ _ROW_END = re.compile(r",\s*(\d+)\s*\)")
 def storable(sql: str) -> bool:
     """True when ``sql`` holds no literal and no comment, so that neither its shape nor its
     digest can give a value away: every value is a placeholder (``%s``, ``%(name)s``, ``$1``,
-    ``:name``, ``?``), digits only inside names, as a ``LIMIT``/``OFFSET`` count, or as the
+    ``:name``, ``?``), digits only inside names, as a ``LIMIT``/``OFFSET`` count, the ``1`` of
+    ``SELECT 1`` (an ``EXISTS`` subquery's constant), or as the
     row counters of SQLAlchemy's insertmanyvalues (``... AS imp_sen(p0, sen_counter)`` over
     ``VALUES (%(a__0)s, 0), (%(a__1)s, 1), ...``: numbered from 0, in order, known from the
     text's own form)."""

@@ -93,6 +93,10 @@ def test_the_file_holds_digests_and_shapes_never_a_text_with_literals(tmp_path: 
     ("UPDATE t SET a = :a /* hunter */", False),
     ("SELECT a FROM t -- hunter", False),
     ("SELECT 0x1F, .5, 1_000", False),
+    ("SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id AND u.name ILIKE %(name_4)s)", True),
+    ('SELECT 1 AS "a" FROM t WHERE t.b = %s LIMIT 1', True),  # Django's exists()
+    ("SELECT 1.5 FROM t", False),
+    ("SELECT 12 FROM t", False),
     # SQLAlchemy's insertmanyvalues: its row counters are the text's form, not values
     ("INSERT INTO t (name) SELECT p0::VARCHAR FROM (VALUES (%(name__0)s::VARCHAR, 0), (%(name__1)s::VARCHAR, 1), "
      "(%(name__2)s::VARCHAR, 2)) AS imp_sen(p0, sen_counter) ORDER BY sen_counter RETURNING t.id, t.id AS id__1", True),
