@@ -126,7 +126,13 @@ def check_space_form_paths(config: pytest.Config, value_options: set[str]) -> No
     if expected is None or expected == config.inipath:
         return
     flag, value = taken[0]
+    ini = flag.lstrip("-").replace("-", "_")
+    try:
+        config.getini(ini)
+        instead = f", or set ini {ini} = {value}"
+    except ValueError:  # this option has no ini key
+        instead = ""
     raise pytest.UsageError(
         f"migsafe: {flag} {value}: pytest took {value!r} for a test path when it looked for its "
         f"configuration, so it did not read {expected} (rootdir became {config.rootpath}). "
-        f"Write {flag}={value} (with '='), or set the option in the ini file.")
+        f"Write {flag}={value} (with '='){instead}.")
