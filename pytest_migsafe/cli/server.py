@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     servers: list[Any] = []
     try:
         try:
-            servers.append(start_postgres(base / "postgres", pg_ctl=args.pg_ctl, dbname=args.dbname, tcp=args.tcp))
+            servers.append(start_postgres(base / "postgres", pg_ctl=args.pg_ctl, dbname=args.dbname, tcp=args.tcp,
+                                          fallback=args.pg_ctl is None))
             if args.redis:
                 servers.append(start_redis(base / "redis", redis_server=args.redis_server, tcp=args.tcp))
         except (NoPostgresAvailable, NoRedisAvailable) as exc:

@@ -411,7 +411,8 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
     pg_ctl = get_setting(pytestconfig, option="migsafe_pg_ctl", env="MIGSAFE_PG_CTL", ini="migsafe_pg_ctl")
     try:
         base_dir = tmp_path_factory.mktemp("migsafe-postgres")
-        server = start_postgres(base_dir, url=url, pg_ctl=pg_ctl)
+        # a pg_ctl the user named is used or is an error, never silently replaced by another server
+        server = start_postgres(base_dir, url=url, pg_ctl=pg_ctl, fallback=pg_ctl is None)
     except NoPostgresAvailable as exc:
         message: str | None = str(exc)
     else:

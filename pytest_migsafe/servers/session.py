@@ -54,7 +54,8 @@ class SessionServers:
         On a worker (``worker`` = ``"gw0"``...) with a URL, the exported values point at
         database ``<dbname>_<worker>``, created if missing. Raises NoPostgresAvailable.
         """
-        server = start_postgres(self.base_dir / "postgres", url=url, pg_ctl=pg_ctl, tcp=tcp)
+        server = start_postgres(self.base_dir / "postgres", url=url, pg_ctl=pg_ctl, tcp=tcp,
+                                fallback=pg_ctl is None)  # a named pg_ctl: that one or an error
         if not url:
             self.started.append(server)
             self.setenv({POSTGRES_URL_VARIABLE: server.url})

