@@ -320,7 +320,7 @@ class QueryPhase:
                     str(self.item.path), 0)
         suspects = [s for s in found if not s.allowed]
         if suspects:
-            text = describe_suspects(suspects, self.threshold)
+            text = describe_suspects(suspects, self.threshold, allow=self.markers.get("allow_n_plus_one", []))
             if "no_n_plus_one" in self.markers:
                 failures.append(text)
             else:

@@ -20,6 +20,7 @@ with ``OFFSET``, or ``LIMIT`` with ``ORDER BY`` and a range bound: keyset pagina
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,10 +244,13 @@ def rule_matches(rule: re.Pattern[str] | str, suspect: NPlusOne, sql: str | None
     return any(pattern.search(text) for text in (suspect.shape, sql or "", suspect.relationship or ""))
 
 
-def describe(suspects: list[NPlusOne], threshold: int, width: int = 160) -> str:
+def describe(suspects: list[NPlusOne], threshold: int, width: int = 160,
+             allow: Sequence[AllowRule] = ()) -> str:
     """The N+1 message: one block per suspect, what repeated, where, the fix, an allow line.
 
-    ``threshold``: the repeats that make a statement-shape suspect (named in the heading).
+    ``threshold``: the repeats that make a statement-shape suspect (named in the heading);
+    ``allow``: the test's ``allow_n_plus_one`` rules: a suspect one of them matches but does not
+    cover (more repeats, or parent rows, than its ceiling) says so.
     """
     from pytest_migsafe.text import shorten
 
@@ -265,14 +269,28 @@ def describe(suspects: list[NPlusOne], threshold: int, width: int = 160) -> str:
             if s.parents <= 3:
                 lines.append("  (little data in this test: assert_constant_queries proves how the count grows)")
             lines.append(f'  or accept it: @pytest.mark.allow_n_plus_one("{s.relationship}", {s.parents})')
+            lines += _over_ceiling(s, allow, s.parents, "parent rows")
         else:
             lines = [f"N+1 suspected: a statement repeated {s.count} times from one function (threshold {threshold})",
                      f"  {shorten(s.shape, width)}",
                      f"  at {where}{below}",
                      "  fix: load the rows in one statement (a JOIN, or WHERE ... IN (...)) outside the loop",
                      f"  or accept it: @pytest.mark.allow_n_plus_one(re.compile({_regex_for(s.shape)!r}), {s.count})"]
+            lines += _over_ceiling(s, allow, s.count, "repeats")
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
+
+
+def _over_ceiling(suspect: NPlusOne, allow: Sequence[AllowRule], measured: int, unit: str) -> list[str]:
+    """The line saying which allow rule matched ``suspect`` but is exceeded (none if none)."""
+    if suspect.allowed:
+        return []
+    for rule, limit in allow:
+        if rule_matches(rule, suspect, None) and measured > limit:
+            shown = f"re.compile({rule.pattern!r})" if hasattr(rule, "pattern") else repr(rule)
+            return [f"  over its allowance: @pytest.mark.allow_n_plus_one({shown}, {limit}) allows up to "
+                    f"{limit} {unit}, this test has {measured}"]
+    return []
 
 
 def _regex_for(shape: str) -> str:

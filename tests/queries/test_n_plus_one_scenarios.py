@@ -498,4 +498,7 @@ def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: tuple[dict[st
                     "test_budget_counts_lazy_loads"):
         assert f"FAILED test_scenarios.py::{failing}" in output
     assert output.count("FAILED test_scenarios.py::") == 3, output[-3000:]
+    # the failure names the rule it went over (before: only a generic "or accept it" line)
+    assert ('over its allowance: @pytest.mark.allow_n_plus_one(\'Order.customer\', 2) allows up to 2 '
+            'parent rows, this test has 3') in output
     assert "fix: select(Order).options(joinedload(Order.customer))" in output
