@@ -197,7 +197,10 @@ def remember_engine(engine: Any) -> None:
         dialect = engine.dialect
         if dialect in _engine_names:
             return
-        url = engine.url.render_as_string(hide_password=True)
+        from pytest_migsafe.servers.masking import mask_text  # (once per engine)
+
+        # SQLAlchemy hides a user:password@ password only, not ?password= in the query
+        url = mask_text(engine.url.render_as_string(hide_password=True))
     except Exception:
         return
     count = _url_counts[url] = _url_counts.get(url, 0) + 1
