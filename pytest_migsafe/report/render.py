@@ -14,6 +14,7 @@ durations milliseconds. The JSON file and the baseline are written by
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -571,8 +572,32 @@ def junit_properties(record: TestRecord) -> list[tuple[str, object]]:
                   ("migsafe_pool_peak_checked_out", record.pool.peak_checked_out),
                   ("migsafe_pool_leaks", len(record.pool.leaks))]
     for shadow in record.shadows:
-        props.append((f"migsafe_shadow_{shadow.name}", shadow.result))
+        props.append((f"migsafe_shadow_{_property_name(shadow.name)}", shadow.result))
     return props
+
+
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _property_name(name: str) -> str:
+    """``name`` as a JUnit property name: pytest escapes property values, not names, so a
+    control character made the XML ill-formed and a lone surrogate crashed its writer. Other
+    characters become ``_``, and a name that changed ends with 6 hex digits of its digest (two
+    experiments never share a property)."""
+    safe = _NOT_NAME.sub("_", name)
+    if safe == name:
+        return name
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=3).hexdigest()
+    return f"{safe}_{digest}"
+
+
+def _cell(text: str) -> str:
+    """``text`` for a Markdown table cell: one line (a newline ended the table), no pipe or backquote."""
+    text = " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
+    return _CONTROL.sub(" ", text).replace("|", "\\|").replace("`", "'")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
 def html_cells(record: TestRecord) -> dict[str, str]:
@@ -608,12 +633,9 @@ def html_shapes(record: TestRecord) -> str:
             + "".join(rows) + "</table></div>")
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("`", "'")
-
-
 def _chart_label(nodeid: str) -> str:
     name = nodeid.rsplit("::", 1)[-1]
+    name = _CONTROL.sub(" ", name)  # a Mermaid label is one line
     name = name if len(name) <= 24 else name[:21] + "..."
     return name.replace('"', "'")
 

@@ -474,3 +474,34 @@ def test_bad_tolerances_are_usage_errors(lab: pytest.Pytester, ini: str, message
     result = lab.runpytest("--migsafe-report")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+ODD_SHADOWS = """
+import pytest
+
+@pytest.mark.parametrize("name", ["nul\\x00x", "esc\\x1b[31m", "nl\\nx\\r\\ny", "sur\\udc80", "plain_name"])
+def test_odd_experiment_names(shadow, name):
+    assert shadow.run(name, lambda: 1, lambda: 1) == 1
+"""
+
+
+def test_odd_experiment_names_keep_junit_xml_whole(pytester: pytest.Pytester) -> None:
+    # pytest escapes a property's value, not its name: control characters made the XML
+    # ill-formed and a lone surrogate crashed pytest's writer at the end (exit 1, empty file)
+    pytester.makepyfile(test_odd=ODD_SHADOWS)
+    result = pytester.runpytest_subprocess("--junitxml=junit.xml", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    assert result.ret == 0
+    names = [p.get("name") for p in ET.parse(pytester.path / "junit.xml").iter("property")]
+    assert len(names) == len(set(names)) == 5 and "migsafe_shadow_plain_name" in names
+    assert all(re.fullmatch(r"migsafe_shadow_[A-Za-z0-9_.-]+", name) for name in names), names
+
+
+@pytest.mark.parametrize("text", ["nl\nx\r\ny", "nul\x00x", "esc\x1b[31m|`", "line\u2028sep"])
+def test_a_markdown_cell_and_a_chart_label_stay_on_one_line(text: str) -> None:
+    # a newline in a cell ended the step summary's table; a control character in a label broke the chart
+    from pytest_migsafe.report.render import _cell, _chart_label
+
+    for shown in (_cell(text), _chart_label(f"t.py::test[{text}]")):
+        assert not re.search(r"[\x00-\x1f\x7f\u2028\u2029]", shown), repr(shown)
+    assert "|" not in _cell(text).replace("\\|", "")
