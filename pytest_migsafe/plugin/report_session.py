@@ -143,6 +143,8 @@ class ReportSession:
         self.compared = 0
         self.not_compared: dict[str, str] = {}
         self.baseline: Baseline | None = None
+        self.worker_of: dict[str, str] = {}  # node id -> the xdist worker that ran it (controller)
+        self.lost_workers: set[str] = set()  # xdist workers whose figures never arrived
         self.previous_sigterm: Any = None
         if not is_worker(config) and (settings.json_path is not None or settings.sarif_path is not None):
             self.previous_sigterm = interrupt_on_sigterm()
@@ -183,6 +185,8 @@ class ReportSession:
         for nodeid, outcome in self.outcomes.items():
             if nodeid not in report.tests:
                 report.unmeasured[nodeid] = outcome
+        if self.lost_workers:
+            self.mark_lost(report, renamed or {})
         if is_worker(self.config):
             payload = report.to_dict()
             payload["collected"] = sorted(self.collected)
@@ -211,6 +215,21 @@ class ReportSession:
             self.write_step_summary(report, Path(os.environ["GITHUB_STEP_SUMMARY"]))
         if self.errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def mark_lost(self, report: RunReport, renamed: dict[str, str]) -> None:
+        """Tests run by an xdist worker whose figures never arrived (it crashed, or was killed)
+        are not "ran no SQL": their outcome becomes ``"<outcome>; figures lost"``, so that the
+        baseline keeps their old figures and they are not compared."""
+        lost = 0
+        for nodeid, worker in self.worker_of.items():
+            key = renamed.get(nodeid, nodeid)
+            if worker in self.lost_workers and key in report.unmeasured:
+                report.unmeasured[key] = f"{report.unmeasured[key]}; figures lost"
+                lost += 1
+        if lost:
+            workers = ", ".join(sorted(self.lost_workers))
+            report.note(f"{plural(lost, 'test')} run by xdist worker {workers} lost {'its' if lost == 1 else 'their'} "
+                        "figures: not compared, and the baseline keeps the old ones")
 
     def update_baseline(self, report: RunReport, exitstatus: int, removed: list[str]) -> None:
         """Write the updated baseline, unless the run was interrupted or broken."""
@@ -393,6 +412,12 @@ class XdistReport:
     def __init__(self, session: ReportSession) -> None:
         self.session = session
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Note which worker ran each test (its figures arrive with that worker's)."""
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        if gateway is not None:
+            self.session.worker_of[report.nodeid] = gateway.id
+
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """Merge a finished worker's figures; a worker that sent none is an error."""
         worker = getattr(node, "gateway", None)
@@ -400,7 +425,9 @@ class XdistReport:
         payload = getattr(node, "workeroutput", {}).get(WORKER_KEY)
         if payload is not None:
             self.session.add_worker_output(payload)
-        elif error is None:
+            return
+        self.session.lost_workers.add(name)
+        if error is None:
             self.session.errors.append(f"error: xdist worker {name} sent no migsafe figures: "
                                        "its tests are missing from the report")
         else:

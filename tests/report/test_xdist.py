@@ -144,3 +144,44 @@ def test_only_the_controller_writes(pytester: pytest.Pytester) -> None:
     assert (pytester.path / ".migsafe" / "baseline.json").exists()
     assert result.stdout.str().count("baseline written:") == 1
     assert len(list(pytester.path.glob("worker-*.txt"))) == 2
+
+
+CRASHING = """
+import os
+import pytest
+from app import run
+
+@pytest.mark.parametrize("i", range(6))
+def test_a(i):
+    run(5)
+
+def test_crash():
+    if os.environ.get("CRASH"):
+        os._exit(3)  # the worker dies: the figures of every test it ran never reach the controller
+"""
+
+
+def test_a_crashed_workers_tests_keep_their_baseline_figures(pytester: pytest.Pytester,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: they were written to the baseline as "ran no SQL" (queries 0) and reported as
+    # improvements, and the next clean run failed with as many regressions
+    pytester.makepyfile(test_suite=CRASHING, app=APP)
+    pytester.runpytest_subprocess("--migsafe-update-baseline", "-p", "no:randomly").assert_outcomes(passed=7)
+    baseline = json.loads((pytester.path / ".migsafe" / "baseline.json").read_text())["tests"]
+    assert {nodeid: entry["queries"] for nodeid, entry in baseline.items() if "test_a" in nodeid} == {
+        f"test_suite.py::test_a[{i}]": 5 for i in range(6)}
+    monkeypatch.setenv("CRASH", "1")
+    result = pytester.runpytest_subprocess("-n", "2", "--migsafe-report", "--migsafe-update-baseline", "--migsafe-report-json=out.json",
+                                           "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["*xdist worker gw* lost * figures: not compared, and the baseline keeps the old ones*"])
+    after = json.loads((pytester.path / ".migsafe" / "baseline.json").read_text())["tests"]
+    assert {nodeid: entry["queries"] for nodeid, entry in after.items() if "test_a" in nodeid} == {
+        f"test_suite.py::test_a[{i}]": 5 for i in range(6)}
+    data = json.loads((pytester.path / "out.json").read_text())
+    assert data["improvements"] == [] and data["regressions"] == []
+    lost = [nodeid for nodeid, outcome in data["unmeasured"].items() if outcome.endswith("; figures lost")]
+    assert lost and all(nodeid in data["unmeasured"] for nodeid in lost)
+    monkeypatch.delenv("CRASH")
+    clean = pytester.runpytest_subprocess("-n", "2", "--migsafe-fail-on-regression", "-p", "no:randomly")
+    clean.assert_outcomes(passed=7)
+    assert clean.ret == 0
