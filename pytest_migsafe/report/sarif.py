@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pytest_migsafe import __version__
 from pytest_migsafe.report.record import RunReport
@@ -130,7 +131,8 @@ def sarif_document(report: RunReport, comparison: Comparison | None) -> dict[str
         "level": finding.level,
         "message": {"text": finding.message},
         "locations": [{"physicalLocation": {
-            "artifactLocation": {"uri": finding.path, "uriBaseId": "%SRCROOT%"},
+            # a relative URI reference (SARIF 2.1.0 3.10): "#", "%", spaces... percent-encoded
+            "artifactLocation": {"uri": quote(finding.path, safe="/"), "uriBaseId": "%SRCROOT%"},
             "region": {"startLine": finding.line},
         }}],
     } for finding in findings(report, comparison)]

@@ -219,4 +219,4 @@ def shape_key(shape: str) -> str:
     (:func:`canonical_tokens`) joined by spaces. Equal for the renderings of one statement
     by every sqlglot version the rules cover; cached per shape. Never raises."""
     text = " ".join(canonical_tokens(shape))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # (a lone surrogate: hashed, never an error)

@@ -176,3 +176,48 @@ def test_the_console_script_runs_the_subcommands(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == f"migsafe: {tmp_path / 'missing.json'}: no such file\n"
     assert done.stdout == ""
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "migsafe" in done.stdout
+
+
+def test_a_lone_surrogate_in_a_report_is_printed_escaped_under_a_strict_utf8_stdout(tmp_path: Path) -> None:
+    # a test id or shape holding one (a text decoded with surrogateescape): the diff crashed
+    # with UnicodeEncodeError under a strict UTF-8 stdout
+    import os
+
+    from pytest_migsafe.report.files import report_document, write_json_atomic
+    from pytest_migsafe.report.record import QueryFigures, RunReport, ShapeFigure, TestRecord
+
+    paths = []
+    for name, count in (("a.json", 1), ("b.json", 2)):
+        shape = ShapeFigure(shape='SELECT "\udc80" FROM t', count=count, total_ms=0.1, max_ms=0.1,
+                            call_sites={"app.py:1": count})
+        record = TestRecord("t.py::test_\udc80", queries=QueryFigures(count=count, executions=count, total_ms=0.1,
+                                                                      shapes=[shape]))
+        path = tmp_path / name
+        write_json_atomic(path, report_document(RunReport(tests={record.nodeid: record})))
+        paths.append(str(path))
+    done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli", "report", "diff", "-v", *paths],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert done.returncode == 1, done.stderr.decode("utf-8", "replace")  # 1 -> 2 queries: a regression
+    assert b"FAILED: 1 regression" in done.stdout and b"\\udc80" in done.stdout and not done.stderr
+
+
+def test_a_sarif_location_is_a_percent_encoded_uri_reference() -> None:
+    # "#" started a fragment and "%20" decoded to a space: readers resolved another file
+    from urllib.parse import unquote
+
+    from pytest_migsafe.report.record import NPlusOne, QueryFigures, RunReport, TestRecord
+    from pytest_migsafe.report.sarif import sarif_document
+
+    path = "my lib#1%20\U0001f600/app.py"
+    suspect = NPlusOne(shape="SELECT ? FROM t", call_site=f"{path}:3", count=12)
+    record = TestRecord("t.py::test_a", queries=QueryFigures(count=12, executions=12, total_ms=1.0, n_plus_one=[suspect]))
+    document = sarif_document(RunReport(tests={record.nodeid: record}), None)
+    (result,) = document["runs"][0]["results"]
+    uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert unquote(uri) == path and not set(uri) & set(" #%\U0001f600") - {"%"}
+    assert "#" not in uri and " " not in uri
