@@ -889,6 +889,44 @@ def _analyze(sql: str) -> _Analysis:
     return analysis
 
 
+# a literal (string or dollar-quoted), or what may hold a quote without being one
+_LITERAL_SCAN = re.compile(
+    r"(?P<lit>" + _STR + "|" + _DOLLAR + ")|" + _QIDENT + "|" + _LINE_COMMENT + "|" + _BLOCK_COMMENT, re.DOTALL)
+_WORDS = re.compile(r"\w+")
+# literals the parser keeps on purpose, as part of what a statement is: date and time units
+# (date_trunc('day', x), date_part('year', x), interval '5 days'); JSON keys after -> / ->>
+# and JSON paths ('$.key') are recognised by their place
+_TIME_UNITS = frozenset(
+    unit + plural for unit in ("microsecond", "millisecond", "second", "minute", "hour", "day", "week", "month",
+                               "quarter", "year", "decade", "min", "sec", "mon", "hr", "yr", "msec", "usec")
+    for plural in ("", "s")) | {"century", "centuries", "millennium", "millennia", "epoch", "dow", "doy", "isodow",
+                                "isoyear", "timezone", "timezone_hour", "timezone_minute", "julian"}
+
+
+def _keeps_a_literal(text: str, shape: str) -> bool:
+    """True when ``shape`` (the parser's, of ``text``) still holds a word of one of the text's
+    string or dollar-quoted literals that the text has nowhere else: sqlglot reads some strings as
+    names (``COPY ... TO PROGRAM 'cmd --password=x'``, a function's ``$$ body $$``), and the
+    shape, printed and written to files, showed them."""
+    shape_words = set(_WORDS.findall(shape.lower()))
+    outside: list[str] = []
+    literals: list[str] = []
+    position = 0
+    for match in _LITERAL_SCAN.finditer(text):
+        outside.append(text[position:match.start()])
+        position = match.end()
+        literal = match.group("lit")
+        if literal is None:
+            continue  # a quoted name or a comment
+        if text[:match.start()].rstrip().endswith(("->", "->>")) or literal.lstrip("eEnN'").startswith("$."):
+            continue  # a JSON key or path: part of the statement
+        literals.append(literal)
+    outside.append(text[position:])
+    outside_words = set(_WORDS.findall(" ".join(outside).lower()))
+    return any(len(word) >= 3 and word in shape_words and word not in outside_words and word not in _TIME_UNITS
+               for literal in literals for word in _WORDS.findall(literal.lower()))
+
+
 def _analyze_short(sql: str) -> tuple[_Analysis, bool]:
     """``(analysis, shaped)`` of a text up to ``MAX_SHAPE_CHARS``: ``shaped`` is False for the last
     resort (the text with its literals, never to be saved)."""
@@ -907,6 +945,8 @@ def _analyze_short(sql: str) -> tuple[_Analysis, bool]:
                 read.update(dict.fromkeys(r))
                 written.update(dict.fromkeys(w))
             shape = "; ".join(_shape_tree(tree, dialect) for tree in trees)
+            if ("'" in collapsed or "$" in collapsed) and _keeps_a_literal(collapsed, shape):
+                shape = _fallback_normalize(collapsed)  # the parser misread a literal as a name
             return (shape, tuple(read), tuple(written)), True
     except Exception:
         pass

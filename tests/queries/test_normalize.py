@@ -67,6 +67,27 @@ def test_literals_of_every_postgresql_form_do_not_leak(sql: str, secret: str) ->
     assert secret not in shape and "?" in shape
 
 
+@pytest.mark.parametrize(("sql", "secret"), [
+    # strings the parser reads as names: shown (terminal, JSON, baseline, SARIF) before
+    ("COPY (SELECT 1) TO PROGRAM 'cat > /dev/null # password=hunter2'", "hunter2"),
+    ("COPY t FROM PROGRAM 'curl -H token:hunter15 https://example.com/x.csv'", "hunter15"),
+    ("CREATE FUNCTION f() RETURNS int AS $$ SELECT hunter_secret FROM vault $$ LANGUAGE sql", "hunter_secret"),
+])
+def test_a_literal_the_parser_reads_as_a_name_does_not_leak(sql: str, secret: str) -> None:
+    shape = normalize(sql)
+    assert secret not in shape and "?" in shape
+
+
+@pytest.mark.parametrize(("sql", "kept"), [
+    ("SELECT date_trunc('day', created) FROM t", "'DAY'"),
+    ("SELECT x FROM t WHERE d > now() - interval '5 days'", "DAYS"),
+    ("SELECT data->>'email' FROM t", "'email'"),
+    ("SELECT json_extract(x, '$.key') FROM t", "'key'"),
+])
+def test_literals_that_are_part_of_what_a_statement_is_stay(sql: str, kept: str) -> None:
+    assert kept in normalize(sql)
+
+
 def test_numbers_with_underscores_inside_names_are_names() -> None:
     assert normalize('SELECT t_1_000, "x1_0", a$1_0 FROM t WHERE b IN (1_000, 2_000)') == \
         'SELECT t_1_000, "x1_0", a$1_0 FROM t WHERE b IN (?)'
