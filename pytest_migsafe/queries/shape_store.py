@@ -21,6 +21,7 @@ analyses and about :data:`MAX_SAVED_BYTES` are kept, this run's first.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -30,7 +31,6 @@ import stat
 import sys
 import tempfile
 import time
-import unicodedata
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -47,19 +47,22 @@ FORMAT = 2  # of the file itself
 # what may stand in a text kept in the file: quoted identifiers, placeholders, words (whose
 # digits are part of a name), a LIMIT or OFFSET count (Django writes them in the text), the 1
 # of SELECT 1 (SQLAlchemy's and Django's EXISTS subqueries, Django's exists())
-_HARMLESS = re.compile(
+_HARMLESS = (
     r'"(?:[^"]|"")*"|`[^`]*`'
     r"|%\(\w+\)s|%s|\$\d+|\?\d*|(?<![:\w]):[^\W\d]\w*"
     r"|\b(?:LIMIT|OFFSET)\s+\d+\b|\bSELECT\s+1\b(?!\s*[.\d])"  # the constant of EXISTS (SELECT 1 ...)
-    r"|[^\W\d][\w$]*",
-    re.IGNORECASE,
+    r"|[^\W\d][\w$]*"
 )
 # what is left may not hold a string, dollar-quoted or number literal, nor a comment
-_LITERAL_OR_COMMENT = re.compile(r"['$\d]|--|/\*")
-
-
+_LITERAL_OR_COMMENT = r"['$\d]|--|/\*"
 # the last item of a row: SQLAlchemy's insertmanyvalues ends each VALUES row with its counter
-_ROW_END = re.compile(r",\s*(\d+)\s*\)")
+_ROW_END = r",\s*(\d+)\s*\)"
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """The three patterns, compiled at the first text a store sees (not at start-up)."""
+    return (re.compile(_HARMLESS, re.IGNORECASE), re.compile(_LITERAL_OR_COMMENT), re.compile(_ROW_END))
 
 
 def storable(sql: str) -> bool:
@@ -70,9 +73,10 @@ def storable(sql: str) -> bool:
     row counters of SQLAlchemy's insertmanyvalues (``... AS imp_sen(p0, sen_counter)`` over
     ``VALUES (%(a__0)s, 0), (%(a__1)s, 1), ...``: numbered from 0, in order, known from the
     text's own form)."""
+    harmless, literal_or_comment, _ = _patterns()
     if "sen_counter" in sql:
         sql = _without_row_counters(sql)
-    return _LITERAL_OR_COMMENT.search(_HARMLESS.sub(" ", sql)) is None
+    return literal_or_comment.search(harmless.sub(" ", sql)) is None
 
 
 def _without_row_counters(sql: str) -> str:
@@ -80,7 +84,7 @@ def _without_row_counters(sql: str) -> str:
     out of that sequence, is left for :func:`storable` to refuse)."""
     parts = []
     start = expected = 0
-    for match in _ROW_END.finditer(sql):
+    for match in _patterns()[2].finditer(sql):
         if match.group(1) == str(expected):
             parts.append(sql[start:match.start(1)])
             start = match.end(1)
@@ -111,6 +115,8 @@ def code_version() -> str:
         parser = metadata.version("sqlglot")
     except metadata.PackageNotFoundError:
         parser = "none"
+    import unicodedata
+
     python = "{}.{}".format(*sys.version_info[:2])  # a tox run shares one cache directory between Pythons
     return (f"{FORMAT}:{hashlib.blake2b(source, digest_size=8).hexdigest()}:sqlglot-{parser}"
             f":python-{python}:unicode-{unicodedata.unidata_version}")
