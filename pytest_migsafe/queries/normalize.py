@@ -890,8 +890,12 @@ def _analyze(sql: str) -> _Analysis:
 
 
 # a literal (string or dollar-quoted), or what may hold a quote without being one
+# (a backslash escapes only in an E'' string: in a plain one it is a character, as PostgreSQL
+# reads it with standard_conforming_strings, its default)
+_STANDARD_STR = r"(?<![\w$])(?:[eE]'(?:[^'\\]|\\.|'')*|(?:[nNbBxX]|[uU]&)?'[^']*(?:''[^']*)*)(?:'|\Z)"
 _LITERAL_SCAN = re.compile(
-    r"(?P<lit>" + _STR + "|" + _DOLLAR + ")|" + _QIDENT + "|" + _LINE_COMMENT + "|" + _BLOCK_COMMENT, re.DOTALL)
+    r"(?P<lit>" + _STANDARD_STR + "|" + _DOLLAR + ")|" + _QIDENT + "|" + _LINE_COMMENT + "|" + _BLOCK_COMMENT,
+    re.DOTALL)
 _WORDS = re.compile(r"\w+")
 # literals the parser keeps on purpose, as part of what a statement is: date and time units
 # (date_trunc('day', x), date_part('year', x), interval '5 days'); JSON keys after -> / ->>
