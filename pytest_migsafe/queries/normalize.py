@@ -922,7 +922,8 @@ def _keeps_a_literal(text: str, shape: str) -> bool:
         literal = match.group("lit")
         if literal is None:
             continue  # a quoted name or a comment
-        if text[:match.start()].rstrip().endswith(("->", "->>")) or literal.lstrip("eEnN'").startswith("$."):
+        if (text[max(0, match.start() - 16):match.start()].rstrip().endswith(("->", "->>"))
+                or literal.lstrip("eEnN'").startswith("$.")):
             continue  # a JSON key or path: part of the statement
         literals.append(literal)
     outside.append(text[position:])
