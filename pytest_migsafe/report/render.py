@@ -591,13 +591,13 @@ def _property_name(name: str) -> str:
     return f"{safe}_{digest}"
 
 
+# line breaks and other control characters: a newline ended a Markdown table, broke a chart label
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _cell(text: str) -> str:
-    """``text`` for a Markdown table cell: one line (a newline ended the table), no pipe or backquote."""
-    text = " ".join(text.splitlines()) if ("\n" in text or "\r" in text) else text
+    """``text`` for a Markdown table cell: one line, no pipe or backquote."""
     return _CONTROL.sub(" ", text).replace("|", "\\|").replace("`", "'")
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
 def html_cells(record: TestRecord) -> dict[str, str]:
