@@ -115,7 +115,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; read and check the hit-rate lines and the Redis mode."""
-    from pytest_migsafe.cache.stats import MIN_HIT_RATE_HELP
+    from pytest_migsafe.cache.marker import MIN_HIT_RATE_HELP
 
     config.addinivalue_line("markers", MIN_HIT_RATE_HELP)
     target = get_setting(config, ini="migsafe_hit_rate_target", parse=parse_rate, default=0.8)
@@ -155,7 +155,7 @@ def _redis_mode(config: pytest.Config) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every min_cache_hit_rate marker's arguments before any test runs."""
     global _stashed
-    from pytest_migsafe.cache.stats import min_cache_hit_rate_signature
+    from pytest_migsafe.cache.marker import min_cache_hit_rate_signature
 
     for item in items:
         marks = marks_of(item).get(MARKER)

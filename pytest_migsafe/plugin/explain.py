@@ -20,18 +20,13 @@ from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, marks_of
 from pytest_migsafe.queries import dispatch, drivers
-from pytest_migsafe.queries.explain import (
-    ExplainOptions,
-    ExplainSkippedWarning,
-    SeqScanWarning,
-    no_seq_scan_signature,
-    parse_mode,
-    seq_scan_message,
-)
 from pytest_migsafe.values import argument_type
 
 if TYPE_CHECKING:
-    from pytest_migsafe.queries.explain import Explainer, SelectCollector
+    from pytest_migsafe.queries.explain import Explainer, ExplainOptions, SelectCollector
+
+# pytest_migsafe.queries.explain is imported where it is needed (a marker, the mode on): a
+# session that never checks plans does not pay its import at start-up
 
 MARKER = "no_seq_scan"
 MARKER_HELP = (
@@ -45,6 +40,13 @@ _MODE = pytest.StashKey[str]()
 _EXPLAINER = pytest.StashKey["Explainer"]()
 _OPTIONS = pytest.StashKey["ExplainOptions | None"]()
 _PHASE_ADDED = pytest.StashKey[bool]()  # added for the marked tests of a session whose mode is off
+
+
+def parse_mode(text: str) -> str:
+    """``off``, ``warn`` or ``fail`` (:func:`pytest_migsafe.queries.explain.parse_mode`)."""
+    from pytest_migsafe.queries.explain import parse_mode as parse
+
+    return parse(text)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -78,6 +80,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not marks:
             continue
         mark = marks[0]  # the closest marker wins
+        from pytest_migsafe.queries.explain import no_seq_scan_signature
+
         try:
             item.stash[_OPTIONS] = no_seq_scan_signature(*mark.args, **mark.kwargs)
         except (TypeError, ValueError) as exc:
@@ -111,7 +115,11 @@ class ExplainPhase:
         mode = "fail" if options is not None else item.config.stash.get(_MODE, "off")
         if mode == "off" or not drivers.drivers_loaded():
             return None
-        return cls(item, options or ExplainOptions(), mode)
+        if options is None:
+            from pytest_migsafe.queries.explain import ExplainOptions
+
+            options = ExplainOptions()
+        return cls(item, options, mode)
 
     def __init__(self, item: pytest.Item, options: ExplainOptions, mode: str) -> None:
         from pytest_migsafe.queries.explain import SelectCollector
@@ -131,6 +139,8 @@ class ExplainPhase:
         """Plan the new shapes; the message in fail mode, a warning in warn mode; notes as warnings."""
         if not self.collector.statements:
             return []
+        from pytest_migsafe.queries.explain import ExplainSkippedWarning, SeqScanWarning, seq_scan_message
+
         result = explainer_of(self.item.config).check(self.collector, self.options,
                                                       fallback=self._server_conninfo)
         filename, lineno = str(self.item.path), (self.item.location[1] or 0) + 1

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_migsafe.plugin.options import ini_type
 from pytest_migsafe.plugin.stash import existing_record, note_loadgroup_renames, want_records
-from pytest_migsafe.report.render import DEFAULT_HEAVIEST
+from pytest_migsafe.report import DEFAULT_HEAVIEST
 from pytest_migsafe.values import argument_type, parse_tolerance
 
 

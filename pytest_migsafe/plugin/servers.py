@@ -94,11 +94,18 @@ def _flag(config: pytest.Config, name: str) -> bool:
     return bool(value)
 
 
-def _exports(config: pytest.Config, ini: str, fields: dict[str, str]) -> list[tuple[str, str]]:
-    from pytest_migsafe.servers.exports import parse_exports
+def _exports(config: pytest.Config, ini: str, server: str) -> list[tuple[str, str]]:
+    """The ``VARIABLE=field`` lines of the ini key ``ini``, checked against the fields of
+    ``server`` (``"postgres"`` or ``"redis"``); the servers package is imported only when
+    there are lines."""
+    lines = config.getini(ini)
+    if not lines:
+        return []  # the common case: nothing to export, nothing imported
+    from pytest_migsafe.servers import exports
 
     try:
-        return parse_exports(config.getini(ini), fields)
+        fields = exports.POSTGRES_FIELDS if server == "postgres" else exports.REDIS_FIELDS
+        return exports.parse_exports(lines, fields)
     except ValueError as exc:
         raise pytest.UsageError(f"migsafe: ini option {ini}: {exc}") from None
 
@@ -110,10 +117,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     namespace = config.known_args_namespace
     if getattr(namespace, "help", False) or getattr(namespace, "version", False):
         return
-    from pytest_migsafe.servers.exports import POSTGRES_FIELDS, REDIS_FIELDS
-
-    pg_exports = _exports(config, "migsafe_export_postgres", POSTGRES_FIELDS)
-    redis_exports = _exports(config, "migsafe_export_redis", REDIS_FIELDS)
+    pg_exports = _exports(config, "migsafe_export_postgres", "postgres")
+    redis_exports = _exports(config, "migsafe_export_redis", "redis")
     pg_tcp, redis_tcp = _flag(config, "migsafe_postgres_tcp"), _flag(config, "migsafe_redis_tcp")
     if not (pg_exports or redis_exports or pg_tcp or redis_tcp):
         return  # nothing asked for: nothing started, nothing imported

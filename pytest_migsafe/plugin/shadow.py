@@ -6,19 +6,25 @@ the verdict comes after the call phase, so every experiment in the test is recor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, add_to_record, recorded_id
-from pytest_migsafe.shadow.experiment import MODES, Shadow, ShadowMismatchWarning, check_mode, new_seed
+from pytest_migsafe.shadow.modes import MODES, check_mode, new_seed
 from pytest_migsafe.values import argument_type
+
+if TYPE_CHECKING:
+    from pytest_migsafe.shadow.experiment import Shadow
+
+# pytest_migsafe.shadow.experiment is imported by the fixture (and a verdict): a session
+# without a shadow experiment does not pay its import at start-up
 
 SEED_KEY = pytest.StashKey[int]()
 MODE_KEY = pytest.StashKey[str]()
-LAB_KEY = pytest.StashKey[Shadow]()
+LAB_KEY = pytest.StashKey["Shadow"]()
 _labs_made = False  # the shadow fixture has run in this process: until then no item has a LAB_KEY
 _WORKER_SEED = "migsafe_shadow_seed"
 
@@ -83,6 +89,8 @@ def shadow(request: pytest.FixtureRequest) -> Shadow:
     test after its body has run; ``shadow.mode = "observe"`` only reports.
     """
     global _labs_made
+    from pytest_migsafe.shadow.experiment import Shadow
+
     config = request.config
     session = request.getfixturevalue("migsafe_db") if "migsafe_db" in request.fixturenames else None
     cache = None
@@ -127,6 +135,8 @@ class ShadowPhase:
     def failures(self) -> list[str]:
         """Warnings for experiments in observe mode; the mismatches that fail the test."""
         lab = self.lab
+        from pytest_migsafe.shadow.experiment import ShadowMismatchWarning
+
         for experiment in lab.observed():
             notify(ShadowMismatchWarning("observe mode: " + experiment.describe(failing_only=False, hint=lab.hint)),
                    str(self.item.path), 0)

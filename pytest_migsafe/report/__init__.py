@@ -15,3 +15,8 @@
 
 Renderers read records only; they never reach back into capture.
 """
+
+#: Statements the terminal summary shows per heaviest test (``--migsafe-heaviest``, ini
+#: ``migsafe_heaviest``): here, not in :mod:`~pytest_migsafe.report.render`, so that the
+#: option's help text does not import the renderers at start-up
+DEFAULT_HEAVIEST = 5

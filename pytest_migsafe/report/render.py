@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_migsafe.report import DEFAULT_HEAVIEST
 from pytest_migsafe.report.record import NPlusOne, RunReport, TestRecord
 from pytest_migsafe.report.regressions import Change, Comparison
 from pytest_migsafe.text import plural, shorten
@@ -28,7 +29,6 @@ ROWS_WITHOUT_VERBOSE = 10
 SHAPE_WIDTH = 90
 TABLE_SHAPE_WIDTH = 60
 SHAPE_DELTAS_WITHOUT_VERBOSE = 3
-DEFAULT_HEAVIEST = 5
 DEFAULT_HIT_RATE_ALERT = 0.7
 NO_CACHE_READS = "no cache reads"
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import inspect
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
@@ -43,9 +42,9 @@ from typing import Any
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.report.record import ShadowFigures
 from pytest_migsafe.shadow.diff import describe_error, indent, outcome_diff, shorten_repr
+from pytest_migsafe.shadow.modes import MODES, check_mode, new_seed  # noqa: F401 (re-exported)
 from pytest_migsafe.shadow.state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
 
-MODES = ("fail", "observe")
 SHOWN_RUNS = 3  # mismatched runs shown per experiment in a failure message unless verbose
 
 Compare = Callable[[Any, Any], bool]
@@ -59,19 +58,6 @@ class ShadowMismatchWarning(UserWarning):
 class ShadowRegression(AssertionError):
     """The candidate is slower (p99) or fails more often than the control, beyond the
     tolerance (an ``AssertionError``, so pytest shows it as a failure)."""
-
-
-def new_seed() -> int:
-    """A fresh random seed for the order of the paths: an int in [0, 2**32), from :mod:`secrets`."""
-    return secrets.randbelow(2**32)
-
-
-def check_mode(mode: str) -> str:
-    """``mode`` if it is one of :data:`MODES` (``"fail"``, ``"observe"``), else a ``ValueError``
-    naming them."""
-    if mode not in MODES:
-        raise ValueError(f"shadow mode expects one of {', '.join(map(repr, MODES))}, got {mode!r}")
-    return mode
 
 
 # -- what one path did ------------------------------------------------------------------

@@ -321,6 +321,48 @@ def test_the_sql_parser_loads_only_when_a_shape_is_shown(pytester: pytest.Pytest
     with_report.stdout.fnmatch_lines(["*sqlglot imported: True*"])
 
 
+# the parts a session loads only when it uses them (a marker, an option, a fixture)
+OPTIONAL_MODULES = ("pytest_migsafe.queries.explain", "pytest_migsafe.report.render",
+                    "pytest_migsafe.report.regressions", "pytest_migsafe.report.baseline",
+                    "pytest_migsafe.shadow.experiment", "pytest_migsafe.cache.stats",
+                    "pytest_migsafe.servers.postgres", "pytest_migsafe.servers.redis")
+
+
+def test_parts_a_session_does_not_use_are_not_imported_at_start_up(pytester: pytest.Pytester) -> None:
+    """Start-up cost: a session with SQL but no index check, report, shadow experiment, cache
+    figures or server imports none of their modules (about 14 ms of imports and 80 M
+    instructions a session once); each loads when asked for."""
+    pytester.makeconftest(f"""
+        import sys
+
+        OPTIONAL = {OPTIONAL_MODULES!r}
+
+        def pytest_sessionfinish(session):
+            print("optional imported:", sorted(name for name in OPTIONAL if name in sys.modules))
+    """)
+    pytester.makepyfile(test_sql="""
+        import pytest
+        from sqlalchemy import create_engine, text
+
+        def test_reads():
+            with create_engine("sqlite://").connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        @pytest.mark.min_cache_hit_rate(0.5)
+        def test_a_marker_checked_at_collection_only():
+            pass
+    """)
+    plain = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "-k", "reads")
+    plain.assert_outcomes(passed=1)
+    plain.stdout.fnmatch_lines(["*optional imported: []*"])
+    asked = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "-k", "reads", "--migsafe-report",
+                                          "--migsafe-explain=warn")
+    asked.assert_outcomes(passed=1)
+    asked.stdout.fnmatch_lines(["*optional imported: [[]'pytest_migsafe.queries.explain', "
+                                "'pytest_migsafe.report.baseline', 'pytest_migsafe.report.regressions', "
+                                "'pytest_migsafe.report.render'[]]*"])
+
+
 def test_statements_in_tasks_without_a_user_frame_change_no_outcome(pytester: pytest.Pytester) -> None:
     """An asyncio task made from a library coroutine (``asyncio.gather(session.scalar(...))``)
     has no user frame on its stack, nor on its greenlets' stacks: the call-site walk once

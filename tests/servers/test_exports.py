@@ -351,3 +351,20 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*--migsafe-postgres-tcp*", "*--migsafe-redis-tcp*",
                                  "*migsafe_export_postgres*", "*migsafe_export_redis*"])
+
+
+def test_every_public_name_of_the_servers_package_is_there_when_read() -> None:
+    """The package imports its modules when a name is first read (the plugin masks with
+    ``servers.masking`` in every session without starting the server modules): every name
+    of ``__all__`` resolves, to the object of its module, and an unknown one is an AttributeError."""
+    import importlib
+
+    import pytest_migsafe.servers as servers
+
+    for name in servers.__all__:
+        value = getattr(servers, name)
+        module = importlib.import_module(servers._MODULE_OF[name], "pytest_migsafe.servers")
+        assert value is getattr(module, name)
+    assert set(servers.__all__) <= set(dir(servers))
+    with pytest.raises(AttributeError, match="no attribute 'start_mysql'"):
+        servers.start_mysql  # noqa: B018
