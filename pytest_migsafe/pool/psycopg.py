@@ -9,8 +9,11 @@ inherit them) add what the stats cannot tell:
   evaluate objects migsafe does not own, such as Django's lazy settings);
 - ``getconn`` / ``putconn`` track each connection out of its pool (peak, leaks with the
   call site) and time every ``getconn`` (the checkout wait);
-- ``_close_connection`` counts the connections the pool closes; ``_connect`` feeds
-  the Prometheus counter of new connections;
+- ``_close_connection`` counts the connections the pool closes, except those it closes
+  while resetting a returned connection (``_reset_connection``: a ``reset=`` callback that
+  raised, a failed rollback, a connection returned mid-operation): the pool then finds
+  them closed and counts them itself (``returns_bad``, or ``connections_lost``), which
+  ``closed`` already adds; ``_connect`` feeds the Prometheus counter of new connections;
 - ``pop_stats`` (on psycopg_pool's ``BasePool``) tells the observations what it reset:
   it hands out the counters and starts the pool on a new, empty ``Counter``.
 """
@@ -203,11 +206,50 @@ def capacity_of(pool: Any) -> float:
     return float(pool.max_size)
 
 
+# ids of the connections a pool is resetting now (see the module docstring): a close during
+# the reset is counted by the pool's own stats, as the connection comes back closed
+_resetting: set[int] = set()
+
+
+def _wrap_reset(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _reset_connection(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        key = id(conn)
+        _resetting.add(key)
+        try:
+            return original(self, conn, *args, **kwargs)
+        finally:
+            _resetting.discard(key)
+
+    setattr(_reset_connection, _PATCHED_FLAG, original)
+    return _reset_connection
+
+
+def _wrap_areset(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def _reset_connection(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        key = id(conn)
+        _resetting.add(key)
+        try:
+            return await original(self, conn, *args, **kwargs)
+        finally:
+            _resetting.discard(key)
+
+    setattr(_reset_connection, _PATCHED_FLAG, original)
+    return _reset_connection
+
+
+def _counted_by_stats(conn: Any) -> bool:
+    """The pool's stats count this close: the connection is closed already (lost), or it is
+    being reset, after which the pool finds it closed (``returns_bad`` / ``connections_lost``)."""
+    return bool(conn.closed) or id(conn) in _resetting
+
+
 def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _close_connection(self: Any, conn: Any) -> None:
-        # a connection already closed (lost) was counted by get_stats(); its pool shrinks all the same
-        observed.connection_closed(self, observed=not conn.closed)
+        # counted here unless get_stats() counts it; its pool shrinks all the same
+        observed.connection_closed(self, observed=not _counted_by_stats(conn))
         return original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -217,7 +259,7 @@ def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def _close_connection(self: Any, conn: Any) -> None:
-        observed.connection_closed(self, observed=not conn.closed)
+        observed.connection_closed(self, observed=not _counted_by_stats(conn))
         return await original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -265,9 +307,9 @@ def _wrap_pop_stats(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _SYNC = {"__init__": _wrap_init, "getconn": _wrap_getconn, "putconn": _wrap_putconn,
-         "_close_connection": _wrap_close, "_connect": _wrap_connect}
+         "_close_connection": _wrap_close, "_reset_connection": _wrap_reset, "_connect": _wrap_connect}
 _ASYNC = {"__init__": _wrap_init, "getconn": _wrap_agetconn, "putconn": _wrap_aputconn,
-          "_close_connection": _wrap_aclose, "_connect": _wrap_aconnect}
+          "_close_connection": _wrap_aclose, "_reset_connection": _wrap_areset, "_connect": _wrap_aconnect}
 
 
 def install(import_missing: bool = True) -> bool:

@@ -591,6 +591,57 @@ def test_an_observation_keeps_no_disposed_engine_alive_and_still_names_its_pool(
     assert stats.checkouts == 1 and stats.created == 1
 
 
+def _until_no_backend(dsn: str, app: str, timeout: float = 30.0) -> None:
+    """Wait (polling the server) until no backend of ``app`` is left: a backend ends a moment
+    after its client closed the connection."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while _backends(dsn, app):
+        assert time.monotonic() < deadline, f"backends of {app} still there after {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("why", ["reset-raises", "returned-active"])
+def test_a_connection_the_pool_closes_while_resetting_it_counts_once(
+        postgres: RunningPostgres, request: pytest.FixtureRequest, why: str) -> None:
+    """psycopg_pool closes a returned connection it cannot reset (a ``reset=`` callback that
+    raises; a connection returned mid-statement) and then finds it closed and counts it in
+    its own stats (``returns_bad``): it was counted twice in ``closed`` (7 against the
+    server's 4). The truth: the backends the server started (each new connection's pid) all
+    ended once the pool closed."""
+    from psycopg_pool import ConnectionPool
+
+    app = _app_name(request)
+    pids: set[int] = set()
+
+    def configure(conn: Any) -> None:
+        pids.add(conn.info.backend_pid)
+
+    def reset(conn: Any) -> None:
+        raise RuntimeError("reset failed")
+
+    psycopg_pool = ConnectionPool(postgres.dsn, min_size=1, max_size=1, open=False, configure=configure,
+                                  reset=reset if why == "reset-raises" else None,
+                                  kwargs={"application_name": app})
+    with pool_stats(psycopg_pool) as stats:
+        psycopg_pool.open(wait=True)
+        for _ in range(3):
+            conn = psycopg_pool.getconn()
+            if why == "reset-raises":
+                conn.execute("SELECT 1")
+            else:
+                rows = conn.cursor().stream("SELECT generate_series(1, 100000)")
+                next(rows)  # the connection is ACTIVE when it goes back
+            psycopg_pool.putconn(conn)
+            psycopg_pool.wait()  # the replacement is open
+        psycopg_pool.close()
+    _until_no_backend(postgres.dsn, app)
+    assert len(pids) == 4  # the first connection and three replacements
+    assert (stats.created, stats.closed) == (len(pids), len(pids))
+    assert stats.invalidated == 3  # the three the pool discarded as bad
+
+
 def test_an_observation_keeps_no_closed_psycopg_pool_alive_and_still_counts_it(
         postgres: RunningPostgres) -> None:
     """The same for psycopg_pool: a pool closed and dropped inside the observation is collected,
