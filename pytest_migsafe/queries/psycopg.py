@@ -25,7 +25,9 @@ psycopg 3.1 to 3.3 have them, and without them psycopg is not hooked at all):
 - ``stream``: recorded when the server finished it: at the end of the rows, or, for a
   stream closed early, if psycopg's clean-up found it finished rather than cancelled.
   A stream never iterated sends nothing and counts nothing.
-- ``copy``: one statement when the ``with`` block ends without error.
+- ``copy``: one statement when the ``with`` block ends without error and the COPY completed
+  (a ``COPY ... TO STDOUT`` block left before its last row, by ``break``, is not counted:
+  psycopg neither finishes nor cancels it).
 - server-side cursors: one statement per ``execute`` that succeeded (the ``DECLARE``).
 """
 
@@ -441,22 +443,33 @@ def _observe_stream(rows: Iterator[Any], cursor: Any, sql: str, params: Any,
             capture.record_statement(sql, watch.end - t0, target_of(cursor._conn), 1, params, site)
 
 
-class _CopyContext:
-    """psycopg's ``copy()`` context manager, recording the COPY when the block ends cleanly."""
+def _copy_completed(copy: Any) -> bool:
+    """The COPY of psycopg's ``Copy`` object ``copy`` completed, its block having ended without
+    an error: a ``COPY ... FROM STDIN`` is finished by the block's end; a ``COPY ... TO STDOUT``
+    only if its rows were read to the end (a block left early, by ``break``, neither finishes
+    nor cancels it, and the server counts it only if it ever completes)."""
+    return bool(getattr(copy, "_finished", True))
 
-    __slots__ = ("_cm", "_cursor", "_params", "_site", "_sql", "_t0")
+
+class _CopyContext:
+    """psycopg's ``copy()`` context manager, recording the COPY when the block ends cleanly
+    and the COPY completed (:func:`_copy_completed`)."""
+
+    __slots__ = ("_cm", "_copy", "_cursor", "_params", "_site", "_sql", "_t0")
 
     def __init__(self, cm: Any, cursor: Any, sql: str, params: Any, site: str) -> None:
         self._cm, self._cursor, self._sql, self._params, self._site = cm, cursor, sql, params, site
         self._t0 = 0.0
+        self._copy: Any = None
 
     def __enter__(self) -> Any:
         self._t0 = perf_counter()
-        return self._cm.__enter__()
+        self._copy = self._cm.__enter__()
+        return self._copy
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         suppress = self._cm.__exit__(exc_type, exc, tb)
-        if exc_type is None:  # completed: the server counted it
+        if exc_type is None and _copy_completed(self._copy):  # completed: the server counted it
             capture.record_statement(self._sql, perf_counter() - self._t0, target_of(self._cursor._conn),
                                      1, self._params, self._site)
         return suppress
@@ -614,21 +627,24 @@ async def _observe_stream_async(rows: Any, cursor: Any, sql: str, params: Any,
 
 
 class _AsyncCopyContext:
-    """psycopg's async ``copy()`` context manager, recording the COPY when the block ends cleanly."""
+    """psycopg's async ``copy()`` context manager, recording the COPY when the block ends
+    cleanly and the COPY completed (:func:`_copy_completed`)."""
 
-    __slots__ = ("_cm", "_cursor", "_params", "_site", "_sql", "_t0")
+    __slots__ = ("_cm", "_copy", "_cursor", "_params", "_site", "_sql", "_t0")
 
     def __init__(self, cm: Any, cursor: Any, sql: str, params: Any, site: str) -> None:
         self._cm, self._cursor, self._sql, self._params, self._site = cm, cursor, sql, params, site
         self._t0 = 0.0
+        self._copy: Any = None
 
     async def __aenter__(self) -> Any:
         self._t0 = perf_counter()
-        return await self._cm.__aenter__()
+        self._copy = await self._cm.__aenter__()
+        return self._copy
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         suppress = await self._cm.__aexit__(exc_type, exc, tb)
-        if exc_type is None:
+        if exc_type is None and _copy_completed(self._copy):
             capture.record_statement(self._sql, perf_counter() - self._t0, target_of(self._cursor._conn),
                                      1, self._params, self._site)
         return suppress

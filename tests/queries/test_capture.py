@@ -377,6 +377,66 @@ def test_copy_counts_once_and_matches_the_server(pg_dsn: str) -> None:
     assert after - before == counter.count
 
 
+@pytest.mark.parametrize("read", ["all", "left-early"])
+def test_copy_to_counts_when_its_rows_were_read_to_the_end(pg_dsn: str, read: str) -> None:
+    """A ``COPY ... TO STDOUT`` counts when its rows were read to the end. A block left early
+    (``break``) on a large output neither finishes nor cancels it in psycopg: the server never
+    completes it (nothing in pg_stat_statements), and it was counted as run."""
+    rows = 1_000 if read == "all" else 3_000_000
+    before = server_calls(pg_dsn)
+    with count_queries() as counter:
+        conn = psycopg.connect(pg_dsn, autocommit=True)
+        with conn.cursor() as cur, cur.copy(f"COPY (SELECT g FROM generate_series(1, {rows}) g) TO STDOUT") as copy:
+            for _ in copy:
+                if read == "left-early":
+                    break
+        conn.close()
+    after = server_calls(pg_dsn)
+    assert counter.count == (1 if read == "all" else 0)
+    assert after - before == counter.count
+
+
+def _deallocate_calls(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (calls,) = conn.execute(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = current_database() AND s.query ILIKE 'deallocate%'").fetchone()
+    return int(calls)
+
+
+def test_psycopgs_deallocate_after_a_rollback_is_the_drivers_upkeep_not_counted(pg_dsn: str) -> None:
+    """README: psycopg prepares a statement at its 5th run and, at a rollback, sends
+    ``DEALLOCATE ALL`` through the driver (not a cursor). PostgreSQL 17 and later record it
+    in pg_stat_statements (earlier ones skip DEALLOCATE); the plugin, as for ``rollback()``
+    itself, does not: every other statement is counted."""
+    before, deallocated = server_calls(pg_dsn), _deallocate_calls(pg_dsn)
+    with psycopg.connect(pg_dsn) as conn, count_queries() as counter:
+        for i in range(6):
+            conn.execute("SELECT %s::int", (i,))
+        conn.rollback()
+        recorded = 1 if conn.info.server_version >= 170000 else 0
+    assert counter.count == 6
+    assert _deallocate_calls(pg_dsn) - deallocated == recorded
+    assert server_calls(pg_dsn) - before == counter.count + recorded
+
+
+def test_async_copy_to_left_early_is_not_counted(pg_dsn: str) -> None:
+    """The async twin of the COPY TO left early: the server never completes it."""
+    async def main() -> int:
+        conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True)
+        with count_queries() as counter:
+            async with conn.cursor() as cur, cur.copy(
+                    "COPY (SELECT g FROM generate_series(1, 3000000) g) TO STDOUT") as copy:
+                async for _ in copy:
+                    break
+        await conn.close()
+        return counter.count
+
+    before = server_calls(pg_dsn)
+    assert asyncio.run(main()) == 0
+    assert server_calls(pg_dsn) - before == 0
+
+
 def test_async_copy_counts_once(pg_dsn: str) -> None:
     async def main() -> int:
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:

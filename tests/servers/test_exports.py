@@ -367,4 +367,4 @@ def test_every_public_name_of_the_servers_package_is_there_when_read() -> None:
         assert value is getattr(module, name)
     assert set(servers.__all__) <= set(dir(servers))
     with pytest.raises(AttributeError, match="no attribute 'start_mysql'"):
-        servers.start_mysql  # noqa: B018
+        servers.start_mysql
