@@ -23,7 +23,9 @@ own key specifications and measured with ``INFO stats``); the server's version i
 once per pool (``INFO server``). Replies that cannot tell a hit from a miss
 (:mod:`pytest_migsafe.cache.rules`) are resolved with a probe Redis does not count in
 ``INFO stats``: ``MEMORY USAGE key`` (``EXISTS`` on fakeredis, which keeps no statistics),
-sent on the pipeline's own connection or a pooled one.
+sent on the pipeline's own connection or a pooled one, before the command runs (it may
+delete or create a key it reads); in a pipeline or MULTI/EXEC, before the batch for the keys
+no earlier command of the batch names (:func:`batch_probes`), after it for the others.
 
 What the hooks count is the client side's view of ``INFO stats`` ``keyspace_hits`` /
 ``keyspace_misses``, and the source of the per-prefix and per-command breakdowns. They
@@ -316,6 +318,8 @@ def entries_for(plan: Plan, reply: Any, known: Sequence[bool | None] | None = No
         if "WRONGTYPE" in text:
             return [(read, keys[0], True, number)] if len(keys) == 1 else []
         if command_table.error_after_lookup(read, text):
+            if known is not None and len(known) == len(keys):
+                return [(read, key, verdict, number) for key, verdict in zip(keys, known)]
             return [(read, key, None, number) for key in keys]
         return []
     if plan.rule is not None:
@@ -327,11 +331,67 @@ def entries_for(plan: Plan, reply: Any, known: Sequence[bool | None] | None = No
 
 
 def probe_first(plan: Plan) -> bool:
-    """True when a command's keys must be probed before it runs: it has no reply rule and
-    may create or delete a key it reads (PFMERGE's destination), so a probe after it would
-    answer for the new state. Only single commands are probed first; in a pipeline the
-    probe comes after the batch."""
-    return plan.rule is None and plan.read.changes_existence
+    """True when a command's keys must be probed before it runs: it has no reply rule, so a
+    probe decides, and a probe after it would answer for the state it left (PFMERGE creates
+    the key it reads, GETDEL deletes it, SDIFFSTORE deletes its destination when that is one
+    of its sources and the result is empty), not the one the server looked up. In a pipeline
+    see :func:`batch_probes`."""
+    return plan.rule is None and not plan.read.scripting
+
+
+# Commands that may create or delete keys they do not name: a batch's reads after one are
+# probed after the batch (see batch_probes)
+_BARRIERS = frozenset({"FLUSHDB", "FLUSHALL", "SWAPDB", "SELECT"})
+
+
+def _named(value: Any) -> Any:
+    """A command argument as the server sees it, for comparing keys with arguments."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (int, float)):
+        return repr(value).encode()
+    return value if getattr(type(value), "__hash__", None) else id(value)
+
+
+def batch_probes(commands: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[Plan | None], list[tuple[int, int, Any]]]:
+    """Each command's :class:`Plan` (None: reads nothing), and the lookups of a pipeline
+    (or MULTI/EXEC) to probe before it runs: ``(command index, key index, key)`` of each key a
+    command without a reply rule reads that no earlier command of the batch names (nor any
+    script or keyspace-wide command such as FLUSHDB runs before it), so the state before the
+    batch is the state the server looked up. The others are probed after the batch, which
+    is right unless the batch itself changed whether they exist."""
+    plans: list[Plan | None] = []
+    wanted: list[tuple[int, int, Any]] = []
+    named: set[Any] = set()
+    barrier = False
+    for index, (args, _options) in enumerate(commands):
+        plan = plan_for(args)
+        plans.append(plan)
+        if plan is not None and not barrier and probe_first(plan):
+            for position, key in enumerate(command_table.keys_of(plan.read, plan.whole)):
+                if _named(key) not in named:
+                    wanted.append((index, position, key))
+        if not barrier:
+            name = str(args[0]).upper() if args else ""
+            barrier = (plan is not None and plan.read.scripting) or name in _BARRIERS
+            named.update(_named(arg) for arg in args)
+    return plans, wanted
+
+
+def _known_before(plans: Sequence[Plan | None], wanted: Sequence[tuple[int, int, Any]],
+                  answers: Sequence[bool | None]) -> list[list[bool | None] | None]:
+    """Per command, whether each of its keys existed before the batch (None: not probed then)."""
+    known: list[list[bool | None] | None] = [None] * len(plans)
+    for (index, position, _key), answer in zip(wanted, answers):
+        plan = plans[index]
+        assert plan is not None
+        row = known[index]
+        if row is None:
+            row = known[index] = [None] * len(command_table.keys_of(plan.read, plan.whole))
+        row[position] = answer
+    return known
 
 
 def _is_response_error(error: BaseException) -> bool:
@@ -444,14 +504,6 @@ def _fake_socket_class() -> type | None:
     return None
 
 
-def _scripts_in(commands: Sequence[tuple[Sequence[Any], Any]]) -> bool:
-    for args, _options in commands:
-        plan = plan_for(args)
-        if plan is not None and plan.read.scripting:
-            return True
-    return False
-
-
 # -- sync probes and hooks ---------------------------------------------------------
 def _probe_sync(pool: Any, keys: Sequence[Any], fake: bool, connection: Any = None) -> list[bool | None]:
     from redis.exceptions import RedisError, ResponseError
@@ -510,13 +562,21 @@ def _account_sync(pool: Any, entries: list[Entry], connection: Any = None) -> No
     deliver(listeners, entries, answers, version)
 
 
-def _probe_before_sync(pool: Any, plan: Plan) -> list[bool | None] | None:
+def _probe_before_sync(pool: Any, plan: Plan, connection: Any = None) -> list[bool | None] | None:
     if not probe_first(plan):
         return None
     listeners, fake = _targets(pool)
     if not listeners:
         return None
-    return _probe_sync(pool, command_table.keys_of(plan.read, plan.whole), fake)
+    return _probe_sync(pool, command_table.keys_of(plan.read, plan.whole), fake, connection)
+
+
+def _probe_batch_sync(pool: Any, commands: Any, connection: Any) -> tuple[list[Plan | None],
+                                                                         list[list[bool | None] | None]]:
+    plans, wanted = batch_probes(commands)
+    listeners, fake = _targets(pool) if wanted else ((), False)
+    answers = _probe_sync(pool, [key for _, _, key in wanted], fake, connection) if listeners else []
+    return plans, _known_before(plans, wanted if listeners else [], answers)
 
 
 def _run_script_sync(pool: Any, call: Any, connection: Any = None) -> Any:
@@ -559,7 +619,7 @@ def _hook_execute_command(original: Any) -> Any:
         try:
             reply = original(self, *args, **options)
         except Exception as exc:
-            _account_sync(self.connection_pool, entries_for(plan, exc))
+            _account_sync(self.connection_pool, entries_for(plan, exc, known))
             raise
         _account_sync(self.connection_pool, entries_for(plan, reply, known))
         return reply
@@ -577,24 +637,25 @@ def _hook_immediate(original: Any) -> Any:
             return original(self, *args, **options)
         if plan.read.scripting:
             return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
+        known = _probe_before_sync(self.connection_pool, plan, self.connection)
         try:
             reply = original(self, *args, **options)
         except Exception as exc:
-            _account_sync(self.connection_pool, entries_for(plan, exc), self.connection)
+            _account_sync(self.connection_pool, entries_for(plan, exc, known), self.connection)
             raise
-        _account_sync(self.connection_pool, entries_for(plan, reply), self.connection)
+        _account_sync(self.connection_pool, entries_for(plan, reply, known), self.connection)
         return reply
 
     immediate_execute_command.__wrapped__ = original  # type: ignore[attr-defined]
     return immediate_execute_command
 
 
-def _pipeline_entries(commands: Sequence[tuple[Sequence[Any], dict[str, Any]]], replies: Sequence[Any]) -> list[Entry]:
+def _pipeline_entries(plans: Sequence[Plan | None], replies: Sequence[Any],
+                      known: Sequence[list[bool | None] | None]) -> list[Entry]:
     entries: list[Entry] = []
-    for (args, _options), reply in zip(commands, replies):
-        plan = plan_for(args)
+    for plan, reply, before in zip(plans, replies, known):
         if plan is not None:
-            entries.extend(entries_for(plan, reply))
+            entries.extend(entries_for(plan, reply, before))
     return entries
 
 
@@ -602,12 +663,13 @@ def _hook_batch(original: Any) -> Any:
     def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
             return original(self, connection, commands, raise_on_error)
-        if _scripts_in(commands):
+        plans, known = _probe_batch_sync(self.connection_pool, commands, connection)
+        if any(plan is not None and plan.read.scripting for plan in plans):
             replies = _run_script_sync(self.connection_pool,
                                        lambda: original(self, connection, commands, False), connection)
         else:
             replies = original(self, connection, commands, False)
-        _account_sync(self.connection_pool, _pipeline_entries(commands, replies), connection)
+        _account_sync(self.connection_pool, _pipeline_entries(plans, replies, known), connection)
         if raise_on_error:
             self.raise_first_error(commands, replies)
         return replies
@@ -658,13 +720,21 @@ async def _account_async(pool: Any, entries: list[Entry], connection: Any = None
     deliver(listeners, entries, answers, version)
 
 
-async def _probe_before_async(pool: Any, plan: Plan) -> list[bool | None] | None:
+async def _probe_before_async(pool: Any, plan: Plan, connection: Any = None) -> list[bool | None] | None:
     if not probe_first(plan):
         return None
     listeners, fake = _targets(pool)
     if not listeners:
         return None
-    return await _probe_async(pool, command_table.keys_of(plan.read, plan.whole), fake)
+    return await _probe_async(pool, command_table.keys_of(plan.read, plan.whole), fake, connection)
+
+
+async def _probe_batch_async(pool: Any, commands: Any, connection: Any) -> tuple[list[Plan | None],
+                                                                                list[list[bool | None] | None]]:
+    plans, wanted = batch_probes(commands)
+    listeners, fake = _targets(pool) if wanted else ((), False)
+    answers = await _probe_async(pool, [key for _, _, key in wanted], fake, connection) if listeners else []
+    return plans, _known_before(plans, wanted if listeners else [], answers)
 
 
 async def _run_script_async(pool: Any, call: Any, connection: Any = None) -> Any:
@@ -693,11 +763,11 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
             return await original(self, *args, **options)
         if plan.read.scripting:
             return await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
-        known = await _probe_before_async(self.connection_pool, plan) if not pinned else None
+        known = await _probe_before_async(self.connection_pool, plan, _pinned(self, pinned))
         try:
             reply = await original(self, *args, **options)
         except Exception as exc:
-            await _account_async(self.connection_pool, entries_for(plan, exc), _pinned(self, pinned))
+            await _account_async(self.connection_pool, entries_for(plan, exc, known), _pinned(self, pinned))
             raise
         await _account_async(self.connection_pool, entries_for(plan, reply, known), _pinned(self, pinned))
         return reply
@@ -710,12 +780,13 @@ def _hook_async_batch(original: Any) -> Any:
     async def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
             return await original(self, connection, commands, raise_on_error)
-        if _scripts_in(commands):
+        plans, known = await _probe_batch_async(self.connection_pool, commands, connection)
+        if any(plan is not None and plan.read.scripting for plan in plans):
             replies = await _run_script_async(self.connection_pool,
                                               lambda: original(self, connection, commands, False), connection)
         else:
             replies = await original(self, connection, commands, False)
-        await _account_async(self.connection_pool, _pipeline_entries(commands, replies), connection)
+        await _account_async(self.connection_pool, _pipeline_entries(plans, replies, known), connection)
         if raise_on_error:
             self.raise_first_error(commands, replies)
         return replies
