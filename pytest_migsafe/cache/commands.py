@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -196,7 +196,43 @@ def classify(args: Sequence[Any]) -> tuple[Read, list[Any]] | None:
         return None
     if read.variable and not variable_reads(name, whole):
         return None
+    if name == "PFCOUNT" and len(whole) == 2:
+        return _before_7(read, "PFCOUNT/1"), whole
+    if name == "SORT" and _sort_stores(whole):
+        return _before_7(read, "SORT/STORE"), whole
     return read, whole
+
+
+def _sort_stores(whole: Sequence[Any]) -> bool:
+    """SORT's arguments (name first) have a STORE destination (a GET or BY pattern may itself
+    be the word ``store``: the options are read in order)."""
+    i = 2
+    while i < len(whole):
+        word = _word(whole[i])
+        if word == "STORE":
+            return True
+        i += 3 if word == "LIMIT" else 2 if word in ("BY", "GET") else 1
+    return False
+
+
+_WRITE_FORMS: dict[str, tuple[Read, Read]] = {}  # form name -> (the table's Read, the form's)
+
+
+def _before_7(read: Read, form: str) -> Read:
+    """``read`` counting nothing before Redis 7.0, for a form of the command the server looks
+    its keys up for writing, which ``INFO stats`` counted only from 7.0 (measured on 6.2.14:
+    ``PFCOUNT h`` and ``SORT ids BY w_* STORE out`` add nothing to keyspace_hits /
+    keyspace_misses, where ``PFCOUNT h1 h2`` and ``SORT ids BY w_*`` count each key): PFCOUNT
+    of one key (it may cache the cardinality in the key), SORT with STORE (its key and its
+    pattern keys). The table measures the other form; from 7.0 the counts are the table's."""
+    known = _WRITE_FORMS.get(form)
+    if known is not None and known[0] is read:
+        return known[1]
+    counts = {version: (NO_COUNT if _version_key(version) < (7, 0) else value)
+              for version, value in read.counts.items()}
+    made = replace(read, counts=counts)
+    _WRITE_FORMS[form] = (read, made)
+    return made
 
 
 SET_GET = Read(name="SET", label="SET", specs=({"flags": ["RW", "access"], "begin": ["index", 1],

@@ -28,10 +28,11 @@ delete or create a key it reads); in a pipeline or MULTI/EXEC, before the batch 
 no earlier command of the batch names (:func:`batch_probes`), after it for the others.
 
 What the hooks count is the client side's view of ``INFO stats`` ``keyspace_hits`` /
-``keyspace_misses``, and the source of the per-prefix and per-command breakdowns. They
-cannot see the reads of a Lua script on a real Redis (the server runs it), the lookups of
-SORT's BY/GET patterns, nor the reads of clients in other processes: ``INFO stats`` counts
-those, the breakdowns do not. A hook never swallows an error: the command's own exception
+``keyspace_misses``, and the source of the per-prefix and per-command breakdowns. On a real
+Redis they cannot see the reads of a Lua script (the server runs it) nor the lookups of
+SORT's BY/GET patterns (fakeredis, in-process, shows both: its command dispatch and its SORT
+pattern lookup, ``_lookup_key``, are hooked), nor the reads of clients in other processes:
+``INFO stats`` counts those, the breakdowns do not. A hook never swallows an error: the command's own exception
 is accounted (a ``WRONGTYPE`` reply to a one-key read is a hit, as Redis counts it) and
 re-raised.
 """
@@ -452,6 +453,13 @@ _script_context: contextvars.ContextVar[tuple[tuple[Listener, ...], str] | None]
     contextvars.ContextVar("migsafe_script_context", default=None)
 
 
+# The SORT (or SORT_RO) fakeredis is running in this context, classified (its form: with
+# STORE it counts as a write on Redis 6.2), for its pattern lookups (see _hook_fake_lookup_key)
+_SORTS = frozenset({"SORT", "SORT_RO"})
+_sort_running: contextvars.ContextVar[tuple[command_table.Read, list[Any]] | None] = \
+    contextvars.ContextVar("migsafe_sort_running", default=None)
+
+
 def _error_text(result: Any) -> str | None:
     if type(result).__name__ == "SimpleError":
         return str(getattr(result, "value", result))
@@ -466,11 +474,24 @@ def _hook_fake_run_command(original: Any) -> Any:
     is read from the fake database just before the command runs (fakeredis has no keyspace
     counters and no probe is needed in-process)."""
     def _run_command(self: Any, func: Any, sig: Any, args: Any, from_script: bool) -> Any:
-        context = _script_context.get() if from_script else None
+        context = _script_context.get()
         if context is None:
             return original(self, func, sig, args, from_script)
+        name = str(getattr(sig, "name", ""))
+        if name.upper() not in _SORTS:
+            return _run_watched(self, func, sig, args, from_script, name, context)
+        token = _sort_running.set(command_table.classify([name, *args]))  # for its pattern lookups
+        try:
+            return _run_watched(self, func, sig, args, from_script, name, context)
+        finally:
+            _sort_running.reset(token)
+
+    def _run_watched(self: Any, func: Any, sig: Any, args: Any, from_script: bool, name: str,
+                     context: tuple[tuple[Listener, ...], str]) -> Any:
+        if not from_script:  # a client's own command: its hook counts it
+            return original(self, func, sig, args, from_script)
         listeners, version = context
-        found = command_table.classify([str(getattr(sig, "name", "")), *args])
+        found = command_table.classify([name, *args])
         if found is None or found[0].scripting:
             return original(self, func, sig, args, from_script)
         read, whole = found
@@ -487,6 +508,38 @@ def _hook_fake_run_command(original: Any) -> Any:
 
     _run_command.__wrapped__ = original  # type: ignore[attr-defined]
     return _run_command
+
+
+def _hook_fake_lookup_key(original: Any) -> Any:
+    """Wrap fakeredis's SORT pattern lookup (``_lookup_key``, its ``lookupKeyByPattern``):
+    each BY or GET pattern key SORT looks up is a keyspace hit or miss on Redis, which the
+    client side cannot see; fakeredis, in-process, tells which key and whether it exists. A
+    pattern that is ``#`` or has no ``*`` looks nothing up, as in Redis."""
+    def _lookup_key(self: Any, key: bytes, pattern: bytes) -> Any:
+        context = _script_context.get()
+        sort = _sort_running.get()
+        if context is None or sort is None or pattern == b"#" or b"*" not in pattern:
+            return original(self, key, pattern)
+        listeners, version = context
+        star = pattern.find(b"*")
+        suffix = pattern[star + 1:]
+        arrow = suffix.find(b"->", 0, -1)
+        looked_up = pattern[:star] + key + (suffix[:arrow] if arrow != -1 else suffix)
+        exists = looked_up in self._db
+        deliver(listeners, [(sort[0], looked_up, exists, next(_numbers))], [], version)  # counted as the SORT's form
+        return original(self, key, pattern)
+
+    _lookup_key.__wrapped__ = original  # type: ignore[attr-defined]
+    return _lookup_key
+
+
+def _fake_sort_class() -> type | None:
+    """The fakeredis class with SORT's pattern lookup ``_lookup_key(key, pattern)``, or None."""
+    try:
+        from fakeredis.commands_mixins.generic_mixin import GenericCommandsMixin
+    except ImportError:
+        return None
+    return GenericCommandsMixin if "_lookup_key" in GenericCommandsMixin.__dict__ else None
 
 
 def _fake_socket_class() -> type | None:
@@ -580,7 +633,8 @@ def _probe_batch_sync(pool: Any, commands: Any, connection: Any) -> tuple[list[P
 
 
 def _run_script_sync(pool: Any, call: Any, connection: Any = None) -> Any:
-    """Run ``call()`` (a script command on ``pool``) with its fakeredis script reads watched."""
+    """Run ``call()`` (a script command on ``pool``, or a SORT) with what fakeredis looks up
+    inside it watched (the script's commands; SORT's BY/GET pattern keys)."""
     listeners, fake = _targets(pool)
     if not (fake and listeners):
         return call()
@@ -617,7 +671,10 @@ def _hook_execute_command(original: Any) -> Any:
             return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
         known = _probe_before_sync(self.connection_pool, plan)
         try:
-            reply = original(self, *args, **options)
+            if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
+                reply = _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
+            else:
+                reply = original(self, *args, **options)
         except Exception as exc:
             _account_sync(self.connection_pool, entries_for(plan, exc, known))
             raise
@@ -639,7 +696,11 @@ def _hook_immediate(original: Any) -> Any:
             return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
         known = _probe_before_sync(self.connection_pool, plan, self.connection)
         try:
-            reply = original(self, *args, **options)
+            if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
+                reply = _run_script_sync(self.connection_pool, lambda: original(self, *args, **options),
+                                         self.connection)
+            else:
+                reply = original(self, *args, **options)
         except Exception as exc:
             _account_sync(self.connection_pool, entries_for(plan, exc, known), self.connection)
             raise
@@ -664,7 +725,7 @@ def _hook_batch(original: Any) -> Any:
         if not _listeners:
             return original(self, connection, commands, raise_on_error)
         plans, known = _probe_batch_sync(self.connection_pool, commands, connection)
-        if any(plan is not None and plan.read.scripting for plan in plans):
+        if any(plan is not None and (plan.read.scripting or plan.read.incomplete) for plan in plans):
             replies = _run_script_sync(self.connection_pool,
                                        lambda: original(self, connection, commands, False), connection)
         else:
@@ -765,7 +826,10 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
             return await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
         known = await _probe_before_async(self.connection_pool, plan, _pinned(self, pinned))
         try:
-            reply = await original(self, *args, **options)
+            if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
+                reply = await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
+            else:
+                reply = await original(self, *args, **options)
         except Exception as exc:
             await _account_async(self.connection_pool, entries_for(plan, exc, known), _pinned(self, pinned))
             raise
@@ -781,7 +845,7 @@ def _hook_async_batch(original: Any) -> Any:
         if not _listeners:
             return await original(self, connection, commands, raise_on_error)
         plans, known = await _probe_batch_async(self.connection_pool, commands, connection)
-        if any(plan is not None and plan.read.scripting for plan in plans):
+        if any(plan is not None and (plan.read.scripting or plan.read.incomplete) for plan in plans):
             replies = await _run_script_async(self.connection_pool,
                                               lambda: original(self, connection, commands, False), connection)
         else:
@@ -826,6 +890,9 @@ def install() -> None:
     fake_socket = _fake_socket_class()
     if fake_socket is not None:
         plan.append((fake_socket, "_run_command", _hook_fake_run_command))
+    fake_sort = _fake_sort_class()
+    if fake_sort is not None:
+        plan.append((fake_sort, "_lookup_key", _hook_fake_lookup_key))
     for cls, name, hook in plan:
         original = cls.__dict__[name]
         _installed.append((cls, name, original))

@@ -246,6 +246,49 @@ def test_a_probed_read_in_a_pipeline_counts_the_keys_as_they_were_when_read(
     assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
 
 
+@pytest.mark.parametrize("keys", [["h:1"], ["h:missing"], ["h:1", "h:2"], ["h:1", "h:missing"]],
+                         ids=["one", "one-missing", "two", "two-one-missing"])
+def test_pfcount_counts_each_form_as_the_server_does(real: redis.Redis, fake: redis.Redis, keys: list[str]) -> None:
+    """PFCOUNT of one key is a write lookup before Redis 7.0 (``INFO stats`` counts nothing),
+    of several keys a read lookup each: the table measured the second form only, and the
+    first showed a hit the server did not count."""
+    for client in (real, fake):
+        client.pfadd("h:1", "a")
+        client.pfadd("h:2", "b")
+    real_stats, info, _ = measure(real, ["PFCOUNT", *keys], real=True)
+    assert (real_stats.client_hits, real_stats.client_misses) == info
+    fake_stats, _, _ = measure(fake, ["PFCOUNT", *keys], real=False)
+    assert (fake_stats.hits, fake_stats.misses) == info
+
+
+@pytest.mark.parametrize("command", [
+    ["SORT", "ids", "BY", "w_*", "GET", "n_*"],
+    ["SORT", "ids", "BY", "w_*", "GET", "#", "GET", "h_*->name", "LIMIT", "1", "2"],
+    ["SORT", "ids", "BY", "nosort", "GET", "n_*"],
+    ["SORT", "ids", "BY", "w_*", "ALPHA", "DESC", "STORE", "out"],
+    ["SORT_RO", "ids", "BY", "w_*", "GET", "n_*"],
+], ids=["by-get", "get-hash-limit", "nosort-get", "alpha-store", "sort-ro"])
+def test_sort_pattern_lookups_count_on_fakeredis_as_on_the_server(real: redis.Redis, fake: redis.Redis,
+                                                                   server_version: tuple[int, ...],
+                                                                   command: list[str]) -> None:
+    """SORT looks up every BY and GET pattern key (a hit or a miss each); fakeredis's totals
+    had only the sorted key (1 hit where the server counted 3 hits and 2 misses). With STORE,
+    Redis 6.2 counts none of its lookups (write lookups)."""
+    if command[0] == "SORT_RO" and server_version < (7, 0):
+        pytest.skip("SORT_RO is Redis 7.0's")
+    for client in (real, fake):
+        client.rpush("ids", "1", "2", "3")
+        client.set("w_1", "3")
+        client.set("w_2", "1")  # w_3 missing
+        client.set("n_2", "two")
+        client.set("n_3", "three")  # n_1 missing
+        client.hset("h_1", "name", "one")
+    _, info, real_reply = measure(real, command, real=True)
+    fake_stats, _, fake_reply = measure(fake, command, real=False)
+    assert fake_reply == real_reply
+    assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_prefix
+
+
 @pytest.mark.parametrize("name", ["SDIFFSTORE", "ZDIFFSTORE"])
 def test_a_store_command_whose_destination_is_a_source_counts_the_sources_as_they_were(name: str) -> None:
     """``SDIFFSTORE s:1 s:1 s:2`` with an empty result deletes ``s:1``, a key it read: a probe
