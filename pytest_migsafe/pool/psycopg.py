@@ -206,50 +206,19 @@ def capacity_of(pool: Any) -> float:
     return float(pool.max_size)
 
 
-# ids of the connections a pool is resetting now (see the module docstring): a close during
-# the reset is counted by the pool's own stats, as the connection comes back closed
-_resetting: set[int] = set()
-
-
-def _wrap_reset(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def _reset_connection(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        key = id(conn)
-        _resetting.add(key)
-        try:
-            return original(self, conn, *args, **kwargs)
-        finally:
-            _resetting.discard(key)
-
-    setattr(_reset_connection, _PATCHED_FLAG, original)
-    return _reset_connection
-
-
-def _wrap_areset(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    async def _reset_connection(self: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        key = id(conn)
-        _resetting.add(key)
-        try:
-            return await original(self, conn, *args, **kwargs)
-        finally:
-            _resetting.discard(key)
-
-    setattr(_reset_connection, _PATCHED_FLAG, original)
-    return _reset_connection
-
-
-def _counted_by_stats(conn: Any) -> bool:
-    """The pool's stats count this close: the connection is closed already (lost), or it is
-    being reset, after which the pool finds it closed (``returns_bad`` / ``connections_lost``)."""
-    return bool(conn.closed) or id(conn) in _resetting
+def _counted_by_stats(conn: Any, caller: Any) -> bool:
+    """The pool's stats count this close: the connection is closed already (lost), or the pool
+    is closing it from ``_reset_connection`` (``caller``, the calling frame), after which it
+    finds it closed and counts it (``returns_bad`` / ``connections_lost``). Told by the caller's
+    code name, not a wrapper around every reset: a close is rare, a return is not."""
+    return bool(conn.closed) or (caller is not None and caller.f_code.co_name == "_reset_connection")
 
 
 def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def _close_connection(self: Any, conn: Any) -> None:
         # counted here unless get_stats() counts it; its pool shrinks all the same
-        observed.connection_closed(self, observed=not _counted_by_stats(conn))
+        observed.connection_closed(self, observed=not _counted_by_stats(conn, sys._getframe(1)))
         return original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -259,7 +228,7 @@ def _wrap_close(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     async def _close_connection(self: Any, conn: Any) -> None:
-        observed.connection_closed(self, observed=not _counted_by_stats(conn))
+        observed.connection_closed(self, observed=not _counted_by_stats(conn, sys._getframe(1)))
         return await original(self, conn)  # type: ignore[no-any-return]
 
     setattr(_close_connection, _PATCHED_FLAG, original)
@@ -307,9 +276,9 @@ def _wrap_pop_stats(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _SYNC = {"__init__": _wrap_init, "getconn": _wrap_getconn, "putconn": _wrap_putconn,
-         "_close_connection": _wrap_close, "_reset_connection": _wrap_reset, "_connect": _wrap_connect}
+         "_close_connection": _wrap_close, "_connect": _wrap_connect}
 _ASYNC = {"__init__": _wrap_init, "getconn": _wrap_agetconn, "putconn": _wrap_aputconn,
-          "_close_connection": _wrap_aclose, "_reset_connection": _wrap_areset, "_connect": _wrap_aconnect}
+          "_close_connection": _wrap_aclose, "_connect": _wrap_aconnect}
 
 
 def install(import_missing: bool = True) -> bool:

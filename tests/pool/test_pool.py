@@ -642,6 +642,38 @@ def test_a_connection_the_pool_closes_while_resetting_it_counts_once(
     assert stats.invalidated == 3  # the three the pool discarded as bad
 
 
+def test_an_async_pool_closing_a_connection_it_cannot_reset_counts_it_once(
+        postgres: RunningPostgres, request: pytest.FixtureRequest) -> None:
+    """The same for ``AsyncConnectionPool``: its reset closes the connection from a coroutine."""
+    from psycopg_pool import AsyncConnectionPool
+
+    app = _app_name(request)
+    pids: set[int] = set()
+
+    async def configure(conn: Any) -> None:
+        pids.add(conn.info.backend_pid)
+
+    async def reset(conn: Any) -> None:
+        raise RuntimeError("reset failed")
+
+    async def main() -> Any:
+        psycopg_pool = AsyncConnectionPool(postgres.dsn, min_size=1, max_size=1, open=False,
+                                           configure=configure, reset=reset, kwargs={"application_name": app})
+        with pool_stats(psycopg_pool) as stats:
+            await psycopg_pool.open(wait=True)
+            for _ in range(3):
+                async with psycopg_pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+                await psycopg_pool.wait()
+            await psycopg_pool.close()
+        return stats
+
+    stats = asyncio.run(main())
+    _until_no_backend(postgres.dsn, app)
+    assert len(pids) == 4
+    assert (stats.created, stats.closed) == (len(pids), len(pids))
+
+
 def test_an_observation_keeps_no_closed_psycopg_pool_alive_and_still_counts_it(
         postgres: RunningPostgres) -> None:
     """The same for psycopg_pool: a pool closed and dropped inside the observation is collected,
