@@ -251,7 +251,8 @@ class QueryPhase:
                                                        using=budget["using"], track_repeats=False)
         self._restore: Callable[[], None] | None = None
         self.suspects: list[NPlusOne] = []
-        if not _count_test_method_only(item, self._start_counting, self._stop_counting, self):
+        if not (isinstance(item, _unittest_items())  # (told here: most tests are not unittest-style)
+                and _count_test_method_only(item, self._start_counting, self._stop_counting, self)):
             self._start_counting()
 
     def _start_counting(self) -> None:

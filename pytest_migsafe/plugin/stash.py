@@ -41,6 +41,7 @@ PhaseStarter = Callable[[pytest.Item], "CallPhase | None"]  # see add_call_phase
 # config -> its phase starters, by order: read at every test's call (a plain dict read; the
 # config's stash costs a few Python calls a read), dropped when the config is cleaned up
 _starters: dict[pytest.Config, list[tuple[int, PhaseStarter]]] = {}
+_starter_calls: dict[pytest.Config, tuple[PhaseStarter, ...]] = {}  # the same, the starters alone
 
 
 def add_call_phase(config: pytest.Config, start: PhaseStarter, order: int) -> None:
@@ -55,10 +56,12 @@ def add_call_phase(config: pytest.Config, start: PhaseStarter, order: int) -> No
 
         def forget() -> None:
             _starters.pop(config, None)
+            _starter_calls.pop(config, None)
 
         config.add_cleanup(forget)
     phases.append((order, start))
     phases.sort(key=lambda entry: entry[0])
+    _starter_calls[config] = tuple(starter for _, starter in phases)
 
 
 def call_phases(config: pytest.Config) -> list[tuple[int, PhaseStarter]]:
@@ -69,6 +72,8 @@ def call_phases(config: pytest.Config) -> list[tuple[int, PhaseStarter]]:
 class CallInProgress:
     """The phases of the test whose call is running, and the parts that had nothing to measure yet."""
 
+    __slots__ = ("fills", "item", "phases", "waiting")
+
     def __init__(self, item: pytest.Item) -> None:
         self.item = item
         self.phases: list[CallPhase] = []
@@ -77,12 +82,13 @@ class CallInProgress:
 
     def start(self) -> None:
         """Start every part's phase; remember the parts that returned None (nothing to measure)."""
-        for _, start in call_phases(self.item.config):
-            phase = start(self.item)
+        item, phases, waiting = self.item, self.phases, self.waiting
+        for start in _starter_calls.get(item.config, ()):
+            phase = start(item)
             if phase is None:
-                self.waiting.append(start)
+                waiting.append(start)
             else:
-                self.phases.append(phase)
+                phases.append(phase)
 
     def wake(self) -> None:
         """Start the waiting parts that now have something to measure (a driver was just imported)."""
@@ -128,7 +134,13 @@ def begin_call(item: pytest.Item) -> CallInProgress:
         _kept_for.pop().stash[DEFERRED_KEY] = []
     call = CallInProgress(item)
     _calls.append(call)
-    call.start()
+    phases, waiting = call.phases, call.waiting
+    for start in _starter_calls.get(item.config, ()):  # call.start(), inline: once a test
+        phase = start(item)
+        if phase is None:
+            waiting.append(start)
+        else:
+            phases.append(phase)
     return call
 
 
@@ -138,7 +150,9 @@ def end_call(call: CallInProgress) -> None:
         for phase in reversed(call.phases):
             phase.stop()
     finally:
-        if call in _calls:
+        if _calls and _calls[-1] is call:  # the common case: the innermost call ends
+            _calls.pop()
+        elif call in _calls:
             _calls.remove(call)
         if call.fills:
             fills = call.item.stash.get(DEFERRED_KEY, None)

@@ -324,6 +324,9 @@ def mark_test_code(function: object) -> None:
     is: a test method inherited from a base class in a module not named like a test module
     (``tests/base.py``, a mixin) is the test's own code, not the application's. Decorated
     functions are unwrapped; library code (a test shipped in an installed package) is left."""
+    code = getattr(function, "__code__", None)
+    if code is not None and _is_test.get(code.co_filename) and not hasattr(function, "__wrapped__"):
+        return  # the common case, told without a call: a plain test in a test module (seen before)
     function = getattr(function, "__func__", function)
     if hasattr(function, "__wrapped__") and callable(function):
         function = inspect.unwrap(function)
