@@ -3,6 +3,7 @@
 Plain script, not part of the test suite::
 
     python bench/bench_report.py [--tests 5000] [--rounds 5] [--queries 1000000] [--instructions]
+    python bench/bench_report.py --startup [--import "sqlalchemy, psycopg, psycopg_pool"]
 
 1. Time: a generated suite of ``--tests`` trivial tests run with ``-p no:migsafe``, with the
    plugin on and with ``--migsafe-report``, alternating, ``--rounds`` times each, in fresh
@@ -16,6 +17,8 @@ Plain script, not part of the test suite::
    of 200 and 1,400 tests, which splits each variant's instruction count into a fixed part
    (start-up, imports) and a per-test part, projected to ``--tests``. Instruction counts
    do not move with the machine's load, so this is the figure to trust on a busy machine.
+4. With ``--startup`` (alone): instructions of a session of one trivial test, the three
+   variants: what a run pays once (imports, hooks, configure), however few tests it selects.
 
 The suites run with bytecode caches written (``PYTHONDONTWRITEBYTECODE`` is dropped for
 them): otherwise the plugin's modules, installed editable, would be compiled on every
@@ -272,6 +275,23 @@ def bench_instructions(tests: int, imports: str = "", small: int = 200, large: i
     print("  target: --migsafe-report at most 1.05x of -p no:migsafe")
 
 
+def bench_startup(imports: str) -> None:
+    """Instructions of a one-test session with the plugin off, on and with the report: its
+    start-up cost (imports, hooks, configure) as one run pays it, whatever the suite's size."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--startup needs valgrind (Debian package valgrind)")
+    with tempfile.TemporaryDirectory(prefix="migsafe-bench-start-") as tmp:
+        root = Path(tmp)
+        make_suite(root, 1, imports)
+        counts = {name: instructions(root, *args) for name, args in
+                  {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}.items()}
+    base = counts["-p no:migsafe"]
+    where = f", conftest imports {imports}" if imports else ""
+    print(f"start-up (callgrind), a session of one trivial test{where}:")
+    for name, count in counts.items():
+        print(f"  {name:22} {count / 1e6:8.0f} M ({(count - base) / 1e6:+.0f} M, {count / base:.3f}x)")
+
+
 def main() -> None:
     """Run both benchmarks and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -289,7 +309,13 @@ def main() -> None:
     parser.add_argument("--realistic", action="store_true",
                         help="with --instructions: tests that use an ORM Session and a psycopg_pool connection on "
                              "the plugin's PostgreSQL (suites of 100 and 300), instead of trivial tests")
+    parser.add_argument("--startup", action="store_true",
+                        help="only the start-up cost: instructions of a one-test session (with --import, "
+                             "a conftest importing those modules), plugin off, on and with the report")
     args = parser.parse_args()
+    if args.startup:
+        bench_startup(args.imports)
+        return
     if args.instructions:
         if args.realistic:
             bench_instructions(args.tests, small=100, large=300, realistic=True)
