@@ -107,6 +107,14 @@ def _prepare(client: redis.Redis, name: str, row: dict[str, Any], kind: str) -> 
             client.execute_command(*_fill(step, name))
 
 
+def _prepare_fake(fake: redis.Redis, name: str, row: dict[str, Any], kind: str) -> None:
+    """:func:`_prepare` on fakeredis; the test is skipped when fakeredis cannot run the set-up."""
+    try:
+        _prepare(fake, name, row, kind)
+    except redis.ResponseError as exc:
+        pytest.skip(f"fakeredis cannot set up {name}: {exc}")
+
+
 def _run(client: redis.Redis, command: Sequence[str]) -> Any:
     try:
         return client.execute_command(*command)
@@ -193,10 +201,7 @@ def test_fakeredis_accounting_equals_the_real_servers_info_stats(real: redis.Red
         pytest.skip(f"this Redis has no {name.replace('|', ' ')} (since {row.get('since') or '?'})")
     _prepare(real, name, row, kind)
     real_stats, info, real_reply = measure(real, command, real=True)
-    try:
-        _prepare(fake, name, row, kind)
-    except redis.ResponseError as exc:
-        pytest.skip(f"fakeredis cannot set up {name}: {exc}")
+    _prepare_fake(fake, name, row, kind)
     fake_stats, _, reply = measure(fake, command, real=False)
     _skip_unknown(reply, f"fakeredis {fakeredis.__version__}", name)
     _skip_if_errors_differ(real_reply, reply, name)
@@ -235,10 +240,7 @@ def test_a_probed_read_in_a_pipeline_counts_the_keys_as_they_were_when_read(
     _prepare(real, name, row, kind)
     real_stats, info = _pipeline_then_delete(real, command, name)
     assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
-    try:
-        _prepare(fake, name, row, kind)
-    except redis.ResponseError as exc:
-        pytest.skip(f"fakeredis cannot set up {name}: {exc}")
+    _prepare_fake(fake, name, row, kind)
     reply = _run(fake, command)
     _skip_unknown(reply, f"fakeredis {fakeredis.__version__}", name)
     _prepare(fake, name, row, kind)
@@ -322,10 +324,7 @@ def test_reads_inside_a_lua_script_count_on_fakeredis_as_on_the_server(real: red
     _prepare(real, name, row, kind)
     real_stats, info, _ = measure(real, script, real=True)
     assert (real_stats.hits, real_stats.misses) == info
-    try:
-        _prepare(fake, name, row, kind)
-    except redis.ResponseError as exc:
-        pytest.skip(f"fakeredis cannot set up {name}: {exc}")
+    _prepare_fake(fake, name, row, kind)
     probe = _run(fake, echo)
     _skip_unknown(probe, f"fakeredis {fakeredis.__version__}", name)
     _skip_if_errors_differ(real_reply, probe, name)
