@@ -375,7 +375,8 @@ def batch_probes(commands: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[Pl
                 if _named(key) not in named:
                     wanted.append((index, position, key))
         if not barrier:
-            name = str(args[0]).upper() if args else ""
+            first = args[0] if args else b""
+            name = (first.decode("latin-1") if isinstance(first, bytes) else str(first)).upper()
             barrier = (plan is not None and plan.read.scripting) or name in _BARRIERS
             named.update(_named(arg) for arg in args)
     return plans, wanted

@@ -350,3 +350,18 @@ def test_the_shipped_table_is_what_the_generator_makes_on_this_server(redis_serv
         assert row["specs"] == TABLE[name]["specs"], name
         assert row.get("example") == TABLE[name].get("example"), name
         assert row["counts"].get(version) == TABLE[name]["counts"].get(version), name
+
+
+def test_a_batch_probes_first_only_the_keys_nothing_earlier_in_it_may_have_changed() -> None:
+    """batch_probes: a key an earlier command of the batch names (as str or bytes), or any key
+    after FLUSHDB (told by its name as str or bytes) or a script, is probed after the batch."""
+    from pytest_migsafe.cache.hooks import batch_probes
+
+    def probed(commands: list[tuple[Any, ...]]) -> list[tuple[int, int, Any]]:
+        return batch_probes([(command, {}) for command in commands])[1]
+
+    assert probed([("PFCOUNT", "h:1", "h:2"), ("DEL", "h:1")]) == [(0, 0, "h:1"), (0, 1, "h:2")]
+    assert probed([("PFADD", b"h:1", "a"), ("PFCOUNT", "h:1", "h:2")]) == [(1, 1, "h:2")]
+    assert probed([(b"FLUSHDB",), ("PFCOUNT", "h:1")]) == []
+    assert probed([("EVAL", "return 1", "0"), ("XLEN", "s")]) == []
+    assert probed([("GET", "a"), ("XLEN", "s")]) == [(1, 0, "s")]  # GET has a reply rule: never probed
