@@ -64,11 +64,6 @@ def add_call_phase(config: pytest.Config, start: PhaseStarter, order: int) -> No
     _starter_calls[config] = tuple(starter for _, starter in phases)
 
 
-def call_phases(config: pytest.Config) -> list[tuple[int, PhaseStarter]]:
-    """The phase starters added so far, by order."""
-    return _starters.get(config, [])
-
-
 class CallInProgress:
     """The phases of the test whose call is running, and the parts that had nothing to measure yet."""
 
@@ -79,16 +74,6 @@ class CallInProgress:
         self.phases: list[CallPhase] = []
         self.waiting: list[PhaseStarter] = []
         self.fills: list[Callable[[TestRecord], None]] = []  # see add_to_record
-
-    def start(self) -> None:
-        """Start every part's phase; remember the parts that returned None (nothing to measure)."""
-        item, phases, waiting = self.item, self.phases, self.waiting
-        for start in _starter_calls.get(item.config, ()):
-            phase = start(item)
-            if phase is None:
-                waiting.append(start)
-            else:
-                phases.append(phase)
 
     def wake(self) -> None:
         """Start the waiting parts that now have something to measure (a driver was just imported)."""
@@ -128,14 +113,15 @@ _kept_for: list[pytest.Item] = []  # the last test whose unread figures are kept
 
 
 def begin_call(item: pytest.Item) -> CallInProgress:
-    """Start the phases of ``item``'s call (see :class:`CallInProgress`); the figures the
-    last test kept unread are let go (its reports are written)."""
+    """Start the phases of ``item``'s call (see :class:`CallInProgress`): every part's, by
+    order, remembering the parts that returned None (nothing to measure yet); the figures
+    the last test kept unread are let go (its reports are written)."""
     if _kept_for and not _calls:
         _kept_for.pop().stash[DEFERRED_KEY] = []
     call = CallInProgress(item)
     _calls.append(call)
     phases, waiting = call.phases, call.waiting
-    for start in _starter_calls.get(item.config, ()):  # call.start(), inline: once a test
+    for start in _starter_calls.get(item.config, ()):  # every part's, by order
         phase = start(item)
         if phase is None:
             waiting.append(start)
