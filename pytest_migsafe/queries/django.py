@@ -15,6 +15,9 @@ module only tells which of them are per-row loads, and of what:
   its parent. Updates and deletes through a related manager are not loads.
 - **deferred fields**: a field left out by ``.only()`` / ``.defer()`` that Django loads on
   first access (``DeferredAttribute.__get__`` calls ``refresh_from_db(fields=[name])``).
+- **bulk writes**: ``QuerySet.bulk_create`` and ``bulk_update`` send their batches
+  (``batch_size=``) as one unit of work (:func:`pytest_migsafe.queries.orm.wrap_one_unit`):
+  one call is not the user's loop, a loop of calls still is.
 
 Each load is reported to every active counter through ``counter._orm_load(load, parent,
 loaded, origin, direction)`` (:meth:`pytest_migsafe.queries.repeats.RepeatTracker.load`),
@@ -49,6 +52,7 @@ from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import call_site, origin_of
+from pytest_migsafe.queries.rows import row_number
 
 SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
 PREFETCH_RELATED = "DJANGO_REVERSE"  # reverse FK, many-to-many: .prefetch_related()
@@ -175,7 +179,7 @@ def _mark(queryset: Any, attribute: str, parent: Any, direction: str) -> None:
     """Mark ``queryset`` (made for the row ``parent``) as a load of ``attribute``."""
     query = getattr(queryset, "_query", None)  # not .query: that would apply a deferred filter
     if query is not None and parent is not None:
-        query.__dict__[_TAG] = _Load(("lazy_load", attribute), id(parent), _loaded(parent), direction)
+        query.__dict__[_TAG] = _Load(("lazy_load", attribute), row_number(parent), _loaded(parent), direction)
 
 
 def _sent_as_load(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: _Note | None,
@@ -349,7 +353,7 @@ def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
             load = ("deferred_column", f"{field.model.__name__}.{field.name}")
         except Exception:  # FieldDoesNotExist: a name Django will reject itself
             return original(self, *args, **kwargs)
-        return _sent_as_load(counters, load, id(self), _loaded(self), DEFERRED, frame,
+        return _sent_as_load(counters, load, row_number(self), _loaded(self), DEFERRED, frame,
                              lambda: original(self, *args, **kwargs))
 
     return refresh_from_db
@@ -402,6 +406,10 @@ def install() -> bool:
     _patch(descriptors.ReverseOneToOneDescriptor, "get_queryset",
            lambda f: _wrap_descriptor_queryset(f, _reverse_one_name))
     _patch(models.Model, "refresh_from_db", _wrap_refresh)
+    # one call sent in batches (batch_size=), or one UPDATE ... CASE per batch: one unit of work
+    for name in ("bulk_create", "bulk_update"):
+        if name in query.QuerySet.__dict__:
+            _patch(query.QuerySet, name, orm.wrap_one_unit)
     _deferred_get = query_utils.DeferredAttribute.__get__.__code__
     _patch(descriptors, "create_reverse_many_to_one_manager", lambda f: _wrap_factory(f, reverse_fk=True))
     _patch(descriptors, "create_forward_many_to_many_manager", lambda f: _wrap_factory(f, reverse_fk=False))

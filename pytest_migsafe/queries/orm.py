@@ -16,7 +16,9 @@ execute state for every ORM statement, which costs more than the capture itself)
   statements sent inside it carry (:data:`~pytest_migsafe.queries.callsite.unit_of_work`),
   so that the INSERTs of many rows in one flush are not the user's loop, while a flush per
   row from a loop still is (a frame's identity would not do: the next flush's frame often
-  reuses the last one's memory).
+  reuses the last one's memory). The same for one ``execute`` of many rows that SQLAlchemy
+  sends in batches (``Connection._exec_insertmany_context``: ``insert(...).returning(...)``
+  with a list of rows) and one ``selectinload`` sent in chunks of 500 keys.
 
 Nothing here runs while no counter is active, beyond one tuple read per load.
 """
@@ -31,6 +33,7 @@ from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch
 from pytest_migsafe.queries.callsite import call_site, origin_of, unit_of_work
+from pytest_migsafe.queries.rows import row_number
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
@@ -55,7 +58,7 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
     for counter in counters:
         record = getattr(counter, "_orm_load", None)
         if record is not None:
-            record(load, id(parent), loaded, origin, direction)
+            record(load, row_number(parent), loaded, origin, direction)
     token = orm_load.set(load)
     try:
         return run()
@@ -117,9 +120,15 @@ def _wrap_instances(original: Any) -> Any:
 _flushes = itertools.count(1)
 
 
-def _wrap_flush(original: Any) -> Any:
+def wrap_one_unit(original: Any) -> Any:
+    """Wrap a method of the ORM or engine whose statements are one unit of work, however many
+    it sends: a flush, one ``execute`` of many rows sent in batches (insertmanyvalues), one
+    eager load sent in chunks of keys (selectinload); Django's ``bulk_create`` and
+    ``bulk_update`` in batches (:mod:`pytest_migsafe.queries.django`). Each call gets its own
+    number (:data:`~pytest_migsafe.queries.callsite.unit_of_work`), so that its statements are
+    not the user's loop; a loop of such calls still is."""
     @functools.wraps(original)
-    def _flush(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def one_unit(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not dispatch._active:
             return original(self, *args, **kwargs)
         token = unit_of_work.set(next(_flushes))
@@ -128,8 +137,8 @@ def _wrap_flush(original: Any) -> Any:
         finally:
             unit_of_work.reset(token)
 
-    setattr(_flush, _WRAPS, original)
-    return _flush
+    setattr(one_unit, _WRAPS, original)
+    return one_unit
 
 
 def _patch(owner: Any, name: str, wrap: Any) -> None:
@@ -178,6 +187,14 @@ def install() -> bool:
         _patch(loading, name, _wrap_load_scalar_attributes)
         _patch_mappers(getattr(loading, name, None))
     _patch(loading, "instances", _wrap_instances)
-    _patch(orm.Session, "_flush", _wrap_flush)
+    _patch(orm.Session, "_flush", wrap_one_unit)
+    # one execute of many rows, sent as INSERT ... VALUES batches (SQLAlchemy 2.0+)
+    from sqlalchemy.engine.base import Connection
+
+    _patch(Connection, "_exec_insertmany_context", wrap_one_unit)
+    # one selectinload, sent as IN (...) statements of 500 keys; 2.1 names it _SelectInLoader
+    selectin = getattr(strategies, "_SelectInLoader", None) or getattr(strategies, "SelectInLoader", None)
+    if selectin is not None:
+        _patch(selectin, "_load_for_path", wrap_one_unit)
     _installed_for = orm
     return True

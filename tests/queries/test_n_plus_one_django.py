@@ -213,6 +213,23 @@ def names_raw(n):
 def add_orders_in_bulk(n):
     customer = Customer.objects.create(name="bulk")
     return len(Order.objects.bulk_create([Order(customer=customer) for _ in range(n)]))
+
+
+def add_orders_in_batches(n, batch_size):
+    customer = Customer.objects.create(name="bulk")
+    return len(Order.objects.bulk_create([Order(customer=customer) for _ in range(n)], batch_size=batch_size))
+
+
+def rename_customers_in_batches(batch_size):
+    customers = list(Customer.objects.all())
+    for customer in customers:
+        customer.name = customer.name.upper()
+    return Customer.objects.bulk_update(customers, ["name"], batch_size=batch_size)
+
+
+def customer_names_streamed():
+    # rows in chunks of 2, each Order dropped as the loop goes on: CPython reuses their memory
+    return [order.customer.name for order in Order.objects.order_by("id").iterator(chunk_size=2)]
 '''
 
 CONFTEST = '''
@@ -550,6 +567,20 @@ def test_bulk_create_of_many_rows_is_fine():
     assert app.add_orders_in_bulk(500) == 500
 
 
+def test_bulk_create_in_batches_is_fine():
+    assert app.add_orders_in_batches(150, batch_size=10) == 150
+
+
+def test_bulk_update_in_batches_is_fine():
+    app.seed(120)
+    app.rename_customers_in_batches(batch_size=10)
+
+
+def test_forward_fk_over_12_streamed_parents():
+    app.seed(12)
+    app.customer_names_streamed()
+
+
 @pytest.mark.no_n_plus_one
 @pytest.mark.allow_n_plus_one("Order.customer", 3)
 def test_allowed_by_relationship_name():
@@ -596,6 +627,9 @@ def test_first_import_of_the_orm_inside_the_test():
 EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_forward_fk_over_2_parents": [("lazy_load", "Order.customer")],
     "test_forward_fk_over_3_parents": [("lazy_load", "Order.customer")],
+    "test_forward_fk_over_12_streamed_parents": [("lazy_load", "Order.customer")],
+    "test_bulk_create_in_batches_is_fine": [],
+    "test_bulk_update_in_batches_is_fine": [],
     "test_forward_fk_over_50_parents": [("lazy_load", "Order.customer")],
     "test_reverse_fk_all_over_3_parents": [("lazy_load", "Customer.orders")],
     "test_reverse_fk_count_over_3_parents": [("lazy_load", "Customer.orders")],
@@ -713,6 +747,7 @@ def test_suspect_counts_are_the_statements_the_server_ran(scenario_run: Run) -> 
 def test_parents_call_sites_and_the_loading_query_are_exact(scenario_run: Run) -> None:
     suspects = scenario_run["suspects"]
     for test, parents in (("test_forward_fk_over_2_parents", 2), ("test_forward_fk_over_3_parents", 3),
+                          ("test_forward_fk_over_12_streamed_parents", 12),
                           ("test_reverse_fk_all_over_3_parents", 3), ("test_many_to_many_over_3_parents", 3),
                           ("test_reverse_many_to_many_over_2_parents", 2),
                           ("test_reverse_one_to_one_over_3_parents", 3), ("test_deferred_field_over_3_rows", 3),

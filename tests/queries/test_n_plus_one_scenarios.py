@@ -68,6 +68,27 @@ def customer_names_joined():
         return [order.customer.name for order in orders]
 
 
+def customer_names_streamed():
+    # rows in chunks of 2, each Order dropped as the loop goes on: CPython reuses their memory
+    with Session(ENGINE) as session:
+        return [order.customer.name for order in session.scalars(select(Order).execution_options(yield_per=2))]
+
+
+def add_customers_in_one_bulk_insert(n):
+    # one call; SQLAlchemy sends it as INSERT ... RETURNING batches (insertmanyvalues), 1000 rows each
+    with Session(ENGINE) as session:
+        ids = session.scalars(insert(Customer).returning(Customer.id), [{"name": f"b{i}"} for i in range(n)]).all()
+        session.rollback()
+        return ids
+
+
+def customer_names_selectin_in_chunks():
+    # selectinload loads the customers of 5,500 orders in eleven IN (...) statements of 500 keys
+    with Session(ENGINE) as session:
+        orders = session.scalars(select(Order).options(selectinload(Order.customer))).all()
+        return [order.customer.name for order in orders]
+
+
 def order_counts():
     with Session(ENGINE) as session:
         return [len(customer.orders) for customer in session.scalars(select(Customer))]
@@ -225,6 +246,20 @@ def test_lazy_load_over_50_parents():
 def test_one_to_many_lazy_load_over_3_parents():
     app.seed(3)
     app.order_counts()
+
+
+def test_lazy_load_over_12_streamed_parents():
+    app.seed(12)
+    app.customer_names_streamed()
+
+
+def test_one_bulk_insert_sent_in_batches_is_fine():
+    app.add_customers_in_one_bulk_insert(12_000)
+
+
+def test_selectinload_in_chunks_is_fine():
+    app.seed(5500)
+    app.customer_names_selectin_in_chunks()
 
 
 def test_lazy_load_of_one_parent_is_fine():
@@ -393,6 +428,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_lazy_load_over_3_parents": [("lazy_load", "Order.customer")],
     "test_lazy_load_over_50_parents": [("lazy_load", "Order.customer")],
     "test_one_to_many_lazy_load_over_3_parents": [("lazy_load", "Customer.orders")],
+    "test_lazy_load_over_12_streamed_parents": [("lazy_load", "Order.customer")],
+    "test_one_bulk_insert_sent_in_batches_is_fine": [],
+    "test_selectinload_in_chunks_is_fine": [],
     "test_lazy_load_of_one_parent_is_fine": [],
     "test_two_single_lookups_are_fine": [],
     "test_selectinload_fix_is_fine": [],
@@ -476,7 +514,8 @@ def test_each_scenario_is_flagged_exactly_when_it_is_an_n_plus_one(
 def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dict]], str]) -> None:
     suspects, _ = scenario_run
     for test, parents in (("test_lazy_load_over_2_parents", 2), ("test_lazy_load_over_3_parents", 3),
-                          ("test_lazy_load_over_50_parents", 50), ("test_async_lazy_load_over_3_parents", 3)):
+                          ("test_lazy_load_over_50_parents", 50), ("test_async_lazy_load_over_3_parents", 3),
+                          ("test_lazy_load_over_12_streamed_parents", 12)):
         (suspect,) = suspects[test]
         assert (suspect["parents"], suspect["count"]) == (parents, parents), suspect
         assert suspect["site"].startswith("shop_app.py:"), suspect
