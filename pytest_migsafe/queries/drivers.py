@@ -46,6 +46,7 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
     capture_psycopg.install(import_missing)
     capture_sqlalchemy.install(import_missing)
+    orm.install_engine()  # one execute sent in INSERT batches is one unit of work
     orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)

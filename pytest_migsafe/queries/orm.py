@@ -163,6 +163,17 @@ def _patch_mappers(wrapper: Any) -> None:
                 manager.expired_attribute_loader = functools.partial(wrapper, *loader.args, **loader.keywords)
 
 
+def install_engine() -> bool:
+    """Make one ``execute`` of many rows that SQLAlchemy sends as INSERT batches
+    (insertmanyvalues, ``Connection._exec_insertmany_context``, 2.0+) one unit of work, with
+    or without the ORM imported; False before SQLAlchemy is. Idempotent."""
+    base = sys.modules.get("sqlalchemy.engine.base")
+    if base is None:
+        return False
+    _patch(base.Connection, "_exec_insertmany_context", wrap_one_unit)
+    return True
+
+
 def install() -> bool:
     """Wrap the ORM's loaders once ``sqlalchemy.orm`` is imported; False before that. Idempotent.
 
@@ -188,10 +199,7 @@ def install() -> bool:
         _patch_mappers(getattr(loading, name, None))
     _patch(loading, "instances", _wrap_instances)
     _patch(orm.Session, "_flush", wrap_one_unit)
-    # one execute of many rows, sent as INSERT ... VALUES batches (SQLAlchemy 2.0+)
-    from sqlalchemy.engine.base import Connection
-
-    _patch(Connection, "_exec_insertmany_context", wrap_one_unit)
+    install_engine()
     # one selectinload, sent as IN (...) statements of 500 keys; 2.1 names it _SelectInLoader
     selectin = getattr(strategies, "_SelectInLoader", None) or getattr(strategies, "SelectInLoader", None)
     if selectin is not None:

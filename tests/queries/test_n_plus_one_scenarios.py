@@ -541,3 +541,36 @@ def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: tuple[dict[st
     assert ('over its allowance: @pytest.mark.allow_n_plus_one(\'Order.customer\', 2) allows up to 2 '
             'parent rows, this test has 3') in output
     assert "fix: select(Order).options(joinedload(Order.customer))" in output
+
+
+def test_one_core_insert_sent_in_batches_is_one_unit_without_the_orm(pytester: pytest.Pytester) -> None:
+    """insertmanyvalues batches of one Core ``execute`` are one unit of work also when
+    ``sqlalchemy.orm`` is never imported (the hook was installed with the ORM's loaders)."""
+    pytester.makepyfile(core_app="""
+        from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert
+
+        ENGINE = create_engine("sqlite://")
+        META = MetaData()
+        ITEMS = Table("items", META, Column("id", Integer, primary_key=True), Column("name", String))
+        META.create_all(ENGINE)
+
+
+        def add_items(n):
+            with ENGINE.begin() as conn:
+                return conn.execute(insert(ITEMS).returning(ITEMS.c.id), [{"name": str(i)} for i in range(n)]).all()
+    """)
+    pytester.makepyfile(test_core="""
+        import sys
+
+        import pytest
+
+        import core_app
+
+
+        @pytest.mark.no_n_plus_one
+        def test_one_bulk_insert():
+            assert len(core_app.add_items(12_000)) == 12_000
+            assert "sqlalchemy.orm" not in sys.modules
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
