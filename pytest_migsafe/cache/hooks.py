@@ -25,7 +25,9 @@ once per pool (``INFO server``). Replies that cannot tell a hit from a miss
 ``INFO stats``: ``MEMORY USAGE key`` (``EXISTS`` on fakeredis, which keeps no statistics),
 sent on the pipeline's own connection or a pooled one, before the command runs (it may
 delete or create a key it reads); in a pipeline or MULTI/EXEC, before the batch for the keys
-no earlier command of the batch names (:func:`batch_probes`), after it for the others.
+no earlier command of the batch names (:func:`batch_probes`), after it for the others, and
+after it for every read of a pipeline that WATCHes keys (a probe that failed before the batch
+would drop its connection, and the WATCH with it).
 
 What the hooks count is the client side's view of ``INFO stats`` ``keyspace_hits`` /
 ``keyspace_misses``, and the source of the per-prefix and per-command breakdowns. On a real
@@ -616,18 +618,23 @@ def _account_sync(pool: Any, entries: list[Entry], connection: Any = None) -> No
     deliver(listeners, entries, answers, version)
 
 
-def _probe_before_sync(pool: Any, plan: Plan, connection: Any = None) -> list[bool | None] | None:
+def _probe_before_sync(pool: Any, plan: Plan) -> list[bool | None] | None:
     if not probe_first(plan):
         return None
     listeners, fake = _targets(pool)
     if not listeners:
         return None
-    return _probe_sync(pool, command_table.keys_of(plan.read, plan.whole), fake, connection)
+    return _probe_sync(pool, command_table.keys_of(plan.read, plan.whole), fake)
 
 
-def _probe_batch_sync(pool: Any, commands: Any, connection: Any) -> tuple[list[Plan | None],
-                                                                         list[list[bool | None] | None]]:
+def _probe_batch_sync(pool: Any, commands: Any, connection: Any, watching: bool) -> tuple[
+        list[Plan | None], list[list[bool | None] | None]]:
+    """The batch's plans and what its probes before it found (see :func:`batch_probes`), on
+    the batch's own connection. Not while the pipeline WATCHes keys: a probe that failed would
+    drop the connection (and with it the WATCH) before the batch; those reads are probed after."""
     plans, wanted = batch_probes(commands)
+    if watching:
+        wanted = []
     listeners, fake = _targets(pool) if wanted else ((), False)
     answers = _probe_sync(pool, [key for _, _, key in wanted], fake, connection) if listeners else []
     return plans, _known_before(plans, wanted if listeners else [], answers)
@@ -695,7 +702,7 @@ def _hook_immediate(original: Any) -> Any:
             return original(self, *args, **options)
         if plan.read.scripting:
             return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
-        known = _probe_before_sync(self.connection_pool, plan, self.connection)
+        known = None  # a WATCHing pipeline's command: probed after it, on its own connection
         try:
             if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
                 reply = _run_script_sync(self.connection_pool, lambda: original(self, *args, **options),
@@ -725,7 +732,8 @@ def _hook_batch(original: Any) -> Any:
     def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
             return original(self, connection, commands, raise_on_error)
-        plans, known = _probe_batch_sync(self.connection_pool, commands, connection)
+        plans, known = _probe_batch_sync(self.connection_pool, commands, connection,
+                                         bool(getattr(self, "watching", False)))
         if any(plan is not None and (plan.read.scripting or plan.read.incomplete) for plan in plans):
             replies = _run_script_sync(self.connection_pool,
                                        lambda: original(self, connection, commands, False), connection)
@@ -782,18 +790,21 @@ async def _account_async(pool: Any, entries: list[Entry], connection: Any = None
     deliver(listeners, entries, answers, version)
 
 
-async def _probe_before_async(pool: Any, plan: Plan, connection: Any = None) -> list[bool | None] | None:
+async def _probe_before_async(pool: Any, plan: Plan) -> list[bool | None] | None:
     if not probe_first(plan):
         return None
     listeners, fake = _targets(pool)
     if not listeners:
         return None
-    return await _probe_async(pool, command_table.keys_of(plan.read, plan.whole), fake, connection)
+    return await _probe_async(pool, command_table.keys_of(plan.read, plan.whole), fake)
 
 
-async def _probe_batch_async(pool: Any, commands: Any, connection: Any) -> tuple[list[Plan | None],
-                                                                                list[list[bool | None] | None]]:
+async def _probe_batch_async(pool: Any, commands: Any, connection: Any, watching: bool) -> tuple[
+        list[Plan | None], list[list[bool | None] | None]]:
+    """:func:`_probe_batch_sync` for an asyncio pipeline."""
     plans, wanted = batch_probes(commands)
+    if watching:
+        wanted = []
     listeners, fake = _targets(pool) if wanted else ((), False)
     answers = await _probe_async(pool, [key for _, _, key in wanted], fake, connection) if listeners else []
     return plans, _known_before(plans, wanted if listeners else [], answers)
@@ -825,7 +836,8 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
             return await original(self, *args, **options)
         if plan.read.scripting:
             return await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
-        known = await _probe_before_async(self.connection_pool, plan, _pinned(self, pinned))
+        # a WATCHing pipeline's command is probed after it, on its own connection
+        known = await _probe_before_async(self.connection_pool, plan) if not pinned else None
         try:
             if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
                 reply = await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
@@ -845,7 +857,8 @@ def _hook_async_batch(original: Any) -> Any:
     async def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
             return await original(self, connection, commands, raise_on_error)
-        plans, known = await _probe_batch_async(self.connection_pool, commands, connection)
+        plans, known = await _probe_batch_async(self.connection_pool, commands, connection,
+                                                bool(getattr(self, "watching", False)))
         if any(plan is not None and (plan.read.scripting or plan.read.incomplete) for plan in plans):
             replies = await _run_script_async(self.connection_pool,
                                               lambda: original(self, connection, commands, False), connection)

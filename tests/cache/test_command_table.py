@@ -365,3 +365,36 @@ def test_a_batch_probes_first_only_the_keys_nothing_earlier_in_it_may_have_chang
     assert probed([(b"FLUSHDB",), ("PFCOUNT", "h:1")]) == []
     assert probed([("EVAL", "return 1", "0"), ("XLEN", "s")]) == []
     assert probed([("GET", "a"), ("XLEN", "s")]) == [(1, 0, "s")]  # GET has a reply rule: never probed
+
+
+def test_a_watching_pipeline_is_not_probed_before_its_batch(real: redis.Redis) -> None:
+    """A probe before a batch goes on the batch's own connection; if it failed it would drop
+    that connection, and a WATCH with it (EXEC would then run unguarded on a new one): a
+    pipeline that WATCHes keys is probed after its batch only. Checked with a connection that
+    records what is sent on it."""
+    from pytest_migsafe.cache.hooks import _probe_batch_sync
+
+    class Recording:
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        def pack_commands(self, commands: Any) -> Any:
+            return commands
+
+        def send_packed_command(self, packed: Any) -> None:
+            self.sent.append(packed)
+
+        def read_response(self) -> Any:
+            return 1
+
+        def disconnect(self) -> None:
+            self.sent.append("disconnect")
+
+    commands = [(("PFCOUNT", "h:1"), {}), (("DEL", "h:1"), {})]
+    with cache_stats(real):
+        watching = Recording()
+        _, known = _probe_batch_sync(real.connection_pool, commands, watching, True)
+        plain = Recording()
+        _, known_plain = _probe_batch_sync(real.connection_pool, commands, plain, False)
+    assert watching.sent == [] and known == [None, None]
+    assert len(plain.sent) == 1 and known_plain[0] == [True]
