@@ -117,7 +117,7 @@ def _wrap_instances(original: Any) -> Any:
     return instances
 
 
-_flushes = itertools.count(1)
+_units = itertools.count(1)  # the numbers of units of work (see wrap_one_unit)
 
 
 def wrap_one_unit(original: Any) -> Any:
@@ -131,7 +131,7 @@ def wrap_one_unit(original: Any) -> Any:
     def one_unit(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not dispatch._active:
             return original(self, *args, **kwargs)
-        token = unit_of_work.set(next(_flushes))
+        token = unit_of_work.set(next(_units))
         try:
             return original(self, *args, **kwargs)
         finally:
@@ -199,7 +199,6 @@ def install() -> bool:
         _patch_mappers(getattr(loading, name, None))
     _patch(loading, "instances", _wrap_instances)
     _patch(orm.Session, "_flush", wrap_one_unit)
-    install_engine()
     # one selectinload, sent as IN (...) statements of 500 keys; 2.1 names it _SelectInLoader
     selectin = getattr(strategies, "_SelectInLoader", None) or getattr(strategies, "SelectInLoader", None)
     if selectin is not None:
