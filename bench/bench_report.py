@@ -19,6 +19,15 @@ Plain script, not part of the test suite::
    do not move with the machine's load, so this is the figure to trust on a busy machine.
 4. With ``--startup`` (alone): instructions of a session of one trivial test, the three
    variants: what a run pays once (imports, hooks, configure), however few tests it selects.
+5. With ``--opcodes`` (alone; with ``--realistic`` on the realistic suite, else on trivial
+   tests, ``--import`` as above): the Python opcodes a test runs, from collection's end on,
+   from suites of 100 and 300 tests under a ``sys.settrace`` opcode tracer, the three
+   variants: the whole test's and the plugin's own share, and the ratio to the plugin off.
+   The per-test difference does not move with the machine, the memory layout or
+   psycopg_pool's threads (the per-test instruction figure moves by +-50-100 k between runs
+   of the realistic suite), so it is the figure to compare two trees by; an opcode costs
+   about 100 instructions here on average (C work done inside one, such as a frame object
+   made by ``f_back``, is not an opcode).
 
 The suites run with bytecode caches written (``PYTHONDONTWRITEBYTECODE`` is dropped for
 them): otherwise the plugin's modules, installed editable, would be compiled on every
@@ -28,6 +37,7 @@ run while site-packages' are not, and a one-time compile would look like a per-t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -275,6 +285,86 @@ def bench_instructions(tests: int, imports: str = "", small: int = 200, large: i
     print("  target: --migsafe-report at most 1.05x of -p no:migsafe")
 
 
+OPCODE_TRACER = """
+import json, os, sys
+
+_counts = {}
+
+
+def _tracer(frame, event, arg):
+    frame.f_trace_opcodes = True
+    frame.f_trace_lines = False
+    if event == "opcode":
+        name = frame.f_code.co_filename
+        _counts[name] = _counts.get(name, 0) + 1
+    return _tracer
+
+
+def pytest_collection_finish(session):
+    sys.settrace(_tracer)
+
+
+def pytest_sessionfinish(session):
+    sys.settrace(None)
+    with open(os.environ["BENCH_OPCODES_OUT"], "w") as out:
+        json.dump(_counts, out)
+"""
+
+
+def traced_opcodes(root: Path, *args: str) -> tuple[int, int]:
+    """``(opcodes in all, opcodes in pytest_migsafe's files)`` of one pytest run in ``root``
+    under the opcode tracer (:data:`OPCODE_TRACER`, from collection's end on)."""
+    run_pytest(root, *args)  # bytecode caches first
+    out = root / "opcodes.json"
+    env = {**ENV, "BENCH_OPCODES_OUT": str(out), "PYTHONPATH": str(root / "tracer")}
+    done = subprocess.run([sys.executable, "-m", "pytest", *COMMON, "-p", "bench_opcode_tracer", *args],
+                          cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0 or not out.exists():
+        raise SystemExit(f"traced pytest {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    counts = json.loads(out.read_text())
+    package = os.sep + "pytest_migsafe" + os.sep
+    return sum(counts.values()), sum(v for k, v in counts.items() if package in k)
+
+
+def bench_opcodes(imports: str = "", realistic: bool = False, small: int = 100, large: int = 300) -> None:
+    """Python opcodes a test runs (all, and the plugin's own), each variant, from two suite
+    sizes; the ratio of each variant's per-test opcodes to the plugin off's."""
+    variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
+    counts: dict[str, dict[int, tuple[int, int]]] = {name: {} for name in variants}
+    server = None
+    with tempfile.TemporaryDirectory(prefix="migsafe-bench-ops-") as tmp:
+        try:
+            if realistic:
+                from pytest_migsafe.servers import start_postgres
+
+                server = start_postgres(Path(tmp) / "pg")
+                ENV["BENCH_PG_URL"] = server.url
+            for size in (small, large):
+                root = Path(tmp) / str(size)
+                if realistic:
+                    make_realistic_suite(root, size)
+                else:
+                    make_suite(root, size, imports)
+                (root / "tracer").mkdir()
+                (root / "tracer" / "bench_opcode_tracer.py").write_text(OPCODE_TRACER)
+                for name, args in variants.items():
+                    counts[name][size] = traced_opcodes(root, *args)
+        finally:
+            if server is not None:
+                server.stop()
+    kind = "tests using an ORM Session and a psycopg_pool connection on PostgreSQL" if realistic else "trivial tests"
+    where = f" (conftest imports {imports})" if imports else ""
+    print(f"opcodes (sys.settrace), suites of {small} and {large} {kind}{where}, per test:")
+    base = None
+    for name in variants:
+        whole = (counts[name][large][0] - counts[name][small][0]) / (large - small)
+        mine = (counts[name][large][1] - counts[name][small][1]) / (large - small)
+        base = base or whole
+        print(f"  {name:22} {whole:9.0f} opcodes a test ({whole - base:+.0f}), the plugin's own {mine:6.0f}   "
+              f"{whole / base:.3f}x")
+    print("  targets (issue 8, realistic suite): at most 1.03x at the defaults, 1.05x with --migsafe-report")
+
+
 def bench_startup(imports: str) -> None:
     """Instructions of a one-test session with the plugin off, on and with the report: its
     start-up cost (imports, hooks, configure) as one run pays it, whatever the suite's size."""
@@ -307,12 +397,18 @@ def main() -> None:
                         help="also count instructions with valgrind's callgrind (slow, about 10 minutes; "
                              "deterministic where wall and CPU times are noisy)")
     parser.add_argument("--realistic", action="store_true",
-                        help="with --instructions: tests that use an ORM Session and a psycopg_pool connection on "
+                        help="with --instructions or --opcodes: tests that use an ORM Session and a psycopg_pool connection on "
                              "the plugin's PostgreSQL (suites of 100 and 300), instead of trivial tests")
     parser.add_argument("--startup", action="store_true",
                         help="only the start-up cost: instructions of a one-test session (with --import, "
                              "a conftest importing those modules), plugin off, on and with the report")
+    parser.add_argument("--opcodes", action="store_true",
+                        help="only the Python opcodes a test runs, the three variants (deterministic; with "
+                             "--realistic on the realistic suite, else on trivial tests; about 2 minutes)")
     args = parser.parse_args()
+    if args.opcodes:
+        bench_opcodes(args.imports, args.realistic)
+        return
     if args.startup:
         bench_startup(args.imports)
         return
