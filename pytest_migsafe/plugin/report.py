@@ -77,8 +77,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = ReportSession(config, read_settings(config))
     config.pluginmanager.register(session, "migsafe-report")
-    if config.pluginmanager.hasplugin("xdist"):
+    if _distributing(config):
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")
+
+
+def _distributing(config: pytest.Config) -> bool:
+    """True on a pytest-xdist controller that sends tests to workers (``-n N``, ``--tx``): the
+    only session whose reports come from workers. pytest-xdist installed but not used (no
+    ``-n``, ``-n 0``), or a worker, pays no per-test hook for it."""
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
 
 @pytest.hookimpl(trylast=True)

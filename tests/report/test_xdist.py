@@ -185,3 +185,20 @@ def test_a_crashed_workers_tests_keep_their_baseline_figures(pytester: pytest.Py
     clean = pytester.runpytest_subprocess("-n", "2", "--migsafe-fail-on-regression", "-p", "no:randomly")
     clean.assert_outcomes(passed=7)
     assert clean.ret == 0
+
+
+@pytest.mark.parametrize("args, registered", [((), False), (("-n0",), False), (("-n", "2"), True)])
+def test_the_workers_hooks_are_registered_only_on_a_controller_that_distributes(
+        pytester: pytest.Pytester, args: tuple[str, ...], registered: bool) -> None:
+    """pytest-xdist installed but not distributing: no per-test hook of the report's xdist part
+    (three calls a test, for reports that would never come from a worker)."""
+    pytester.makeconftest("""
+        def pytest_sessionfinish(session):
+            if not hasattr(session.config, "workerinput"):
+                has = session.config.pluginmanager.has_plugin("migsafe-report-xdist")
+                print(f"XDIST-PART {has}")
+    """)
+    pytester.makepyfile("def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--migsafe-report", "-s", *args)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([f"*XDIST-PART {registered}*"])
