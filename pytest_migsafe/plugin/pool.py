@@ -189,7 +189,8 @@ class PoolPhase:
                 sizing_session.inputs.add_pool(figures)
             if junit:
                 self.item.user_properties.extend(junit_properties(figures))
-        add_to_record(self.item, self._fill_record)
+        if not self.observation.was_quiet:  # (a test without pool events has no pool figure)
+            add_to_record(self.item, self._fill_record)
 
     def _fill_record(self, record: TestRecord) -> None:
         if self.observation.has_activity():

@@ -496,6 +496,13 @@ class PoolObservation:
             notice(NothingObservedWarning(self._nothing_message()), filename, lineno)
         return self.snapshot()
 
+    @property
+    def was_quiet(self) -> bool:
+        """True once stopped if nothing at all happened while it was active: no event of any
+        pool, no psycopg pool watched (its figures are all zero, worked out with no look).
+        False while active, and after a stop that saw anything (then see :meth:`has_activity`)."""
+        return self._was_quiet
+
     def has_activity(self) -> bool:
         """True when any watched pool did anything while this observation was active."""
         if self._was_quiet or not self._started:
