@@ -32,6 +32,13 @@ def percentiles(samples: Sequence[float], ps: tuple[float, ...]) -> list[float]:
 
 def check_percentiles(ps: tuple[float, ...]) -> None:
     """Raise ``ValueError`` for any ``p`` of ``ps`` outside (0, 100] (NaN included)."""
+    if type(ps) is tuple and ps in _VALID:
+        return  # (the pool figures ask for the same two tuples for every test)
     for p in ps:
         if not 0 < p <= 100:
             raise ValueError(f"percentile expects 0 < p <= 100, got {p}")
+    if type(ps) is tuple and len(_VALID) < 64:
+        _VALID.add(ps)
+
+
+_VALID: set[tuple[float, ...]] = set()  # tuples found valid (a few: the callers' constants)
