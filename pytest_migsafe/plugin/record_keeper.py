@@ -35,24 +35,25 @@ class RecordKeeper:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """The call report gives the outcome; a failed teardown makes it an error."""
-        when = report.when
-        if when == "setup" and report.passed:
+        # (the outcome attribute read as it is: report.passed and report.failed are properties)
+        when, outcome = report.when, report.outcome
+        if when == "setup" and outcome == "passed":
             return  # nothing to note: the call report brings the outcome
         nodeid = report.nodeid
         outcomes = self.outcomes
         if outcomes is not None:
             key = self.renamed.get(nodeid, nodeid)
             if when != "teardown":  # the call, or a setup that did not pass
-                outcomes[key] = "error" if when == "setup" and report.failed else report.outcome
-            elif when == "teardown" and report.failed and outcomes.get(key) == "passed":
+                outcomes[key] = "error" if when == "setup" and outcome == "failed" else outcome
+            elif outcome == "failed" and outcomes.get(key) == "passed":
                 outcomes[key] = "error"
         record = self.pending.get(nodeid)
         if record is None:  # a test in which nothing was measured (or the xdist controller)
             return
         if when == "call":
-            record.outcome = report.outcome
+            record.outcome = outcome
         elif when == "teardown":
-            if report.failed and record.outcome == "passed":
+            if outcome == "failed" and record.outcome == "passed":
                 record.outcome = "error"
             del self.pending[nodeid]
             if record.queries or record.cache or record.pool or record.shadows:
