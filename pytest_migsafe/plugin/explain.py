@@ -145,7 +145,7 @@ class ExplainPhase:
                                                       fallback=self._server_conninfo)
         filename, lineno = str(self.item.path), (self.item.location[1] or 0) + 1
         for note in result.notes:
-            notify(ExplainSkippedWarning(f"migsafe index check: {note}"), filename, lineno)
+            notify(ExplainSkippedWarning(f"migsafe index check: {note}"), filename, lineno, self.item)
         if not result.findings:
             return []
         verbose = self.item.config.get_verbosity() > 0
@@ -154,7 +154,7 @@ class ExplainPhase:
         site = next(iter(result.findings[0].call_sites), "")
         path, _, line = site.rpartition(":")
         notify(SeqScanWarning(seq_scan_message("migsafe explain", result.findings, verbose=verbose)),
-               path or filename, int(line) if line.isdigit() else lineno)
+               path or filename, int(line) if line.isdigit() else lineno, self.item)
         return []
 
     def _server_conninfo(self, target: str) -> str | None:

@@ -226,7 +226,7 @@ def _warn_leak(item: pytest.Item, leak: Leak) -> None:
     """A leak nobody asked to fail on: a warning at its checkout (never an error)."""
     filename, _, line = leak.call_site.rpartition(":")
     notify(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)),
-           filename or str(item.path), int(line) if line.isdigit() else 0)
+           filename or str(item.path), int(line) if line.isdigit() else 0, item)
 
 
 def junit_properties(figures: pool.ObservedFigures) -> list[tuple[str, object]]:

@@ -318,7 +318,7 @@ class QueryPhase:
                 notify(pytest.PytestWarning(
                     f"migsafe: @pytest.mark.allow_n_plus_one({shown}, {limit}) matched no N+1 suspect of "
                     f"{self.item.nodeid}: copy the relationship name or the shape from the N+1 message"),
-                    str(self.item.path), 0)
+                    str(self.item.path), 0, self.item)
         suspects = [s for s in found if not s.allowed]
         if suspects:
             text = describe_suspects(suspects, self.threshold, allow=self.markers.get("allow_n_plus_one", []))
@@ -326,7 +326,7 @@ class QueryPhase:
                 failures.append(text)
             else:
                 filename, _, line = suspects[0].call_site.rpartition(":")
-                notify(NPlusOneWarning(text), filename, int(line) if line.isdigit() else 0)
+                notify(NPlusOneWarning(text), filename, int(line) if line.isdigit() else 0, self.item)
         return failures
 
 

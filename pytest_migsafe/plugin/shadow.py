@@ -139,7 +139,7 @@ class ShadowPhase:
 
         for experiment in lab.observed():
             notify(ShadowMismatchWarning("observe mode: " + experiment.describe(failing_only=False, hint=lab.hint)),
-                   str(self.item.path), 0)
+                   str(self.item.path), 0, self.item)
         message = lab.failure_message(verbose=self.item.config.get_verbosity() > 0)
         return [] if message is None else [message]
 

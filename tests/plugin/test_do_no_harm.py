@@ -190,6 +190,45 @@ def test_unasked_notices_never_fail_under_warnings_as_errors(pytester: pytest.Py
     result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 suspected*", "*connection leaked*"])
 
 
+STRICT_RECORDERS = """
+    import warnings
+
+    @pytest.fixture
+    def no_warnings_at_all(recwarn):
+        yield
+        assert not recwarn.list, [str(w.message) for w in recwarn.list]
+
+    @pytest.fixture
+    def own_recorder():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            yield
+        assert not seen, [str(w.message) for w in seen]
+
+    def test_loops_under_recwarn(no_warnings_at_all):
+        per_row(ENGINE, 12)
+
+    def test_loops_under_a_recorder(own_recorder):
+        per_row(ENGINE, 12)
+
+    def test_leaks_under_recwarn(no_warnings_at_all):
+        HELD.append(ENGINE.connect())
+"""
+
+
+@pytest.mark.parametrize("extra", [(), ("-p", "no:warnings"), ("-n", "2")])
+def test_a_fixture_that_records_warnings_never_sees_the_notices(pytester: pytest.Pytester,
+                                                                extra: tuple[str, ...]) -> None:
+    """A test's own warning recorder (``recwarn``, ``catch_warnings(record=True)``) asserting at
+    its teardown that nothing was warned passes: the notices go to pytest's summary alone."""
+    pytester.makepyfile(app_loops="from sqlalchemy import text\n" + APP_LOOP)
+    pytester.makepyfile(test_strict=HEADER + "from app_loops import per_row\nHELD = []\n"
+                        + textwrap.dedent(STRICT_RECORDERS))
+    result = same_outcomes_with_and_without(pytester, *extra)
+    result.assert_outcomes(passed=3, warnings=3)
+    result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 suspected*", "*connection leaked*"])
+
+
 def test_a_project_filter_that_ignores_the_notice_is_respected(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(app_loops="from sqlalchemy import text\n" + APP_LOOP)
     pytester.makepyfile(test_noticed=HEADER + textwrap.dedent(N_PLUS_ONE))
