@@ -146,9 +146,15 @@ def containers() -> frozenset[str]:
 
 
 def _text(value: Any) -> str:
+    """A command word as text, calling none of the argument's own methods but what redis-py
+    calls to send it (``repr`` of a number); "" for a type redis-py refuses."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("ascii", "replace")
-    return str(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return ""
 
 
 def split_name(args: Sequence[Any]) -> tuple[str, list[Any]]:

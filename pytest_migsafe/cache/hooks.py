@@ -350,12 +350,12 @@ _BARRIERS = frozenset({"FLUSHDB", "FLUSHALL", "SWAPDB", "SELECT"})
 def _named(value: Any) -> Any:
     """A command argument as the server sees it, for comparing keys with arguments."""
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        return str.encode(value, "utf-8", "surrogatepass")  # (not a subclass's own encode)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, (int, float)):
-        return repr(value).encode()
-    return value if getattr(type(value), "__hash__", None) else id(value)
+        return repr(value).encode()  # as redis-py sends it
+    return ("object", id(value))  # a type redis-py refuses: never hashed or compared
 
 
 def batch_probes(commands: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[Plan | None], list[tuple[int, int, Any]]]:
@@ -378,7 +378,8 @@ def batch_probes(commands: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[Pl
                     wanted.append((index, position, key))
         if not barrier:
             first = args[0] if args else b""
-            name = (first.decode("latin-1") if isinstance(first, bytes) else str(first)).upper()
+            name = (first.decode("latin-1") if isinstance(first, bytes)
+                    else str.__str__(first) if isinstance(first, str) else "").upper()
             barrier = (plan is not None and plan.read.scripting) or name in _BARRIERS
             named.update(_named(arg) for arg in args)
     return plans, wanted
@@ -657,7 +658,8 @@ def _hook_execute_command(original: Any) -> Any:
     def execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return original(self, *args, **options)
-        fast = _FAST.get(args[0]) if args else None
+        # (a command name of the user's own str class is never hashed: plan_for reads it as text)
+        fast = _FAST.get(args[0]) if args and type(args[0]) is str else None
         if fast is not None and fast.rule is VALUE:  # the common case (GET), kept lean
             try:
                 reply = original(self, *args, **options)

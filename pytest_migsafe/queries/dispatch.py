@@ -111,6 +111,19 @@ KEEP_TEXT_CHARS = 65_536
 KEPT_PREFIX_CHARS = 4_096
 
 
+def exact_text(statement: object) -> str:
+    """A statement as a plain ``str``, worked out without calling any method the statement's
+    own class defines (the plugin never evaluates objects it does not own: a ``str``
+    subclass whose ``__hash__``, ``__eq__`` or ``__str__`` raise is sent by the driver all
+    the same): a ``str`` subclass copied as ``str``, ``bytes`` decoded as UTF-8 (errors
+    replaced), anything else ``<TypeName statement>``."""
+    if isinstance(statement, str):
+        return str.__str__(statement)  # (an exact str: a subclass's data, copied)
+    if isinstance(statement, (bytes, bytearray, memoryview)):
+        return bytes(statement).decode("utf-8", "replace")
+    return f"<{type(statement).__name__} statement>"
+
+
 def kept_text(sql: str) -> str:
     """``sql`` as the counters keep it: whole up to ``KEEP_TEXT_CHARS``, else its first
     ``KEPT_PREFIX_CHARS`` characters and ``" ... (N characters)"`` (N: the whole length)."""
@@ -279,6 +292,8 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
     """
     if not _active:
         return
+    if type(sql) is not str:  # a str subclass, bytes, ...: never hashed or compared as given
+        sql = exact_text(sql)
     entry = _shapes.get(sql)
     if entry is None:
         entry = entry_of(sql)

@@ -82,14 +82,19 @@ def target_of(conn: Any) -> str:
 
 
 def _text(query: Any, cursor: Any) -> str:
-    if isinstance(query, str):
-        return query
-    if isinstance(query, bytes):
-        return query.decode("utf-8", "replace")
-    try:
-        return str(query.as_string(cursor))
-    except Exception:
-        return str(query)
+    """The text of a query psycopg accepts, as an exact ``str`` (see
+    :func:`~pytest_migsafe.queries.dispatch.exact_text`): a ``psycopg.sql`` composable as
+    psycopg renders it for ``cursor``; none of the query's own methods is called otherwise."""
+    if isinstance(query, (str, bytes, bytearray, memoryview)):
+        return capture.exact_text(query)
+    composable = getattr(sys.modules.get("psycopg.sql"), "Composable", None)
+    if composable is not None and isinstance(query, composable):
+        try:
+            text = query.as_string(cursor)
+        except Exception:
+            return capture.exact_text(query)
+        return capture.exact_text(text)
+    return capture.exact_text(query)
 
 
 def _params_of(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> Any:

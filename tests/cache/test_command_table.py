@@ -398,3 +398,32 @@ def test_a_watching_pipeline_is_not_probed_before_its_batch(real: redis.Redis) -
         _, known_plain = _probe_batch_sync(real.connection_pool, commands, plain, False)
     assert watching.sent == [] and known == [None, None]
     assert len(plain.sent) == 1 and known_plain[0] == [True]
+
+
+class HostileKey(str):
+    """A key whose class's own methods raise: redis-py sends its characters (``str.encode``)
+    all the same; the accounting must not hash, compare or ``str()`` it."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hashed")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() called")
+
+
+def test_keys_of_the_users_own_str_class_are_counted_without_calling_their_methods(real: redis.Redis) -> None:
+    real.set("hk:1", "1")
+    before = server_counts(real)
+    with cache_stats(real) as stats:
+        assert real.get(HostileKey("hk:1")) == b"1"
+        assert real.execute_command(HostileKey("GET"), HostileKey("hk:missing")) is None
+        pipe = real.pipeline()
+        pipe.get(HostileKey("hk:1"))
+        pipe.hget(HostileKey("hk:missing"), HostileKey("f"))  # a read probed before the batch
+        pipe.execute_command("SORT", HostileKey("hk:missing"))  # (redis-py compares a pipeline's command names)
+        assert pipe.execute() == [b"1", None, []]
+    after = server_counts(real)
+    assert (stats.client_hits, stats.client_misses) == (after[0] - before[0], after[1] - before[1]) == (2, 3)

@@ -111,6 +111,39 @@ def _in_pipeline_sync(conn: psycopg.Connection[Any]) -> list[Any]:
         return cur.execute(query=f"SELECT count(*) FROM {T}", params=None).fetchall()
 
 
+class HostileText(str):
+    """A query text whose class's own methods raise: psycopg sends its characters all the
+    same, and the plugin must not hash, compare or ``str()`` it (it does not own it)."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hashed")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() called")
+
+
+class HostileBytes(bytes):
+    """The same for a bytes query (psycopg sends bytes as they are)."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
+        raise RuntimeError("decoded")
+
+    __hash__ = bytes.__hash__
+
+
+H = HostileText
+
+
+def _in_pipeline_hostile(conn: psycopg.Connection[Any]) -> list[Any]:
+    with conn.pipeline():
+        return conn.execute(H("SELECT 6")).fetchall()
+
 SYNC_CALLS: dict[str, Callable[[Any], Any]] = {  # Any: some calls are wrong on purpose
     "execute(query, params)": lambda c: c.cursor().execute("SELECT %s::int + 1", (1,)).fetchall(),
     "execute(query=, params=, prepare=, binary=)": lambda c: c.cursor().execute(
@@ -158,6 +191,15 @@ SYNC_CALLS: dict[str, Callable[[Any], Any]] = {  # Any: some calls are wrong on 
     "ServerCursor.execute(query, params, binary) positional": lambda c: c.cursor("sig_named").execute(
         "SELECT 1", None, True),
     "pipeline: execute(query=, params=) and executemany(query=, params_seq=)": _in_pipeline_sync,
+    "execute(str subclass)": lambda c: c.cursor().execute(H("SELECT %s::int + 1"), (1,)).fetchall(),
+    "execute(bytes subclass)": lambda c: c.cursor().execute(HostileBytes(b"SELECT 5")).fetchall(),
+    "executemany(str subclass)": lambda c: c.cursor().executemany(H(f"INSERT INTO {T} VALUES (%s)"), [(1,)]),
+    "stream(str subclass)": lambda c: list(c.cursor().stream(H("SELECT generate_series(1, %s)"), (2,))),
+    "copy(str subclass)": lambda c: _copy_out(c.cursor(), H("COPY (SELECT %s::int) TO STDOUT"), (9,)),
+    "Connection.execute(str subclass)": lambda c: c.execute(H("SELECT 4")).fetchall(),
+    "ServerCursor.execute(str subclass)": lambda c: (
+        lambda cur: (cur.execute(H("SELECT generate_series(1, 3)")), cur.fetchall()))(c.cursor("sig_h"))[1],
+    "pipeline: execute(str subclass)": _in_pipeline_hostile,
 }
 
 
@@ -245,6 +287,10 @@ ASYNC_CALLS: dict[str, Callable[[Any], Any]] = {
         query="SELECT %s::int", params=(5,), prepare=True, binary=True)),
     "AsyncServerCursor.execute(query=, params=, binary=, scrollable=)": _server_cursor,
     "pipeline: execute(query=, params=) and executemany(query=, params_seq=)": _in_pipeline,
+    "execute(str subclass)": lambda c: _fetchall(c.cursor().execute(H("SELECT %s::int + 1"), (1,))),
+    "executemany(str subclass)": lambda c: c.cursor().executemany(H(f"INSERT INTO {T} VALUES (%s)"), [(1,)]),
+    "stream(str subclass)": lambda c: _rows(c.cursor().stream(H("SELECT generate_series(1, %s)"), (2,))),
+    "copy(str subclass)": lambda c: _acopy_out(c.cursor(), H("COPY (SELECT %s::int) TO STDOUT"), (9,)),
 }
 
 
@@ -261,3 +307,35 @@ def test_executemany_by_keyword_counts_each_row(pg_dsn: str) -> None:
             cur.executemany(query=f"INSERT INTO {T} VALUES (%s)", params_seq=((i,) for i in range(6)))
         assert cur.execute(f"SELECT count(*) FROM {T}").fetchone() == (6,)
     assert (counter.count, counter.executions) == (1, 6)
+
+
+def test_a_query_object_of_the_users_is_counted_by_its_text_without_calling_its_methods(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, count_queries() as counter:
+        conn.execute(H("SELECT 41 + 1"))
+        conn.execute(HostileBytes(b"SELECT 43"))
+    assert [query.sql for query in counter.queries] == ["SELECT 41 + 1", "SELECT 43"]
+    assert all(type(query.sql) is str for query in counter.queries)
+
+
+class ComparedText(str):
+    """A text whose ``__eq__`` and ``__str__`` raise (hashable: sqlite3 caches statements by hash)."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    def __str__(self) -> str:
+        raise RuntimeError("str() called")
+
+    __hash__ = str.__hash__
+
+
+def test_a_statement_object_through_sqlalchemy_is_counted_by_its_text() -> None:
+    """SQLAlchemy's own hook (sqlite3 here): the same text already in the shape cache would
+    be compared with the object's ``__eq__`` on lookup."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn, count_queries() as counter:
+        assert conn.exec_driver_sql("SELECT 7").scalar() == 7
+        assert conn.exec_driver_sql(ComparedText("SELECT 7")).scalar() == 7
+    assert [query.sql for query in counter.queries] == ["SELECT 7", "SELECT 7"]
