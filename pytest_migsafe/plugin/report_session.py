@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,7 @@ class ReportSession:
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
-        if exitstatus == pytest.ExitCode.INTERRUPTED:
+        if exitstatus == pytest.ExitCode.INTERRUPTED or _ending_on_an_interrupt():
             report.interrupted = True
         removed: list[str] = []
         if self.baseline is not None and not report.interrupted:
@@ -404,6 +405,15 @@ def not_compared(baseline: Baseline, measured: Baseline, report: RunReport, coll
         else:
             result[nodeid] = "not collected"
     return result
+
+
+def _ending_on_an_interrupt() -> bool:
+    """True when the session ends on a Ctrl-C (or SIGTERM) that pytest never turned into its
+    exit status: a second one that landed inside pytest's handling of the first, before it
+    set ``session.exitstatus``. pytest then calls ``pytest_sessionfinish`` from its
+    ``finally`` clause with the status still 0, while that KeyboardInterrupt propagates
+    (``sys.exc_info()`` names it there)."""
+    return isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit))
 
 
 class XdistReport:

@@ -270,3 +270,24 @@ def test_an_interrupted_run_never_writes_the_baseline(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(["baseline not written: the run was interrupted (.migsafe/baseline.json is unchanged)"])
     assert baseline_file(pytester).read_text() == before
     assert sorted(p.name for p in baseline_file(pytester).parent.iterdir()) == ["baseline.json"]
+
+
+def test_a_second_ctrl_c_inside_pytests_handling_of_the_first_writes_no_baseline(pytester: pytest.Pytester) -> None:
+    """A second Ctrl-C that lands while pytest handles the first (here: in a
+    ``pytest_keyboard_interrupt`` hook, as it would between pytest catching the first and
+    setting the exit status) leaves the session's exit status 0: the run is still interrupted,
+    the baseline is not written and the JSON says so."""
+    suite(pytester)
+    pytester.runpytest("--migsafe-update-baseline")
+    before = baseline_file(pytester).read_text()
+    pytester.makeconftest("""
+        def pytest_keyboard_interrupt(excinfo):
+            raise KeyboardInterrupt  # the second Ctrl-C
+    """)
+    pytester.makepyfile(test_suite=SUITE.replace("ONE", "8"),
+                        test_zz_stop="def test_stop():\n    raise KeyboardInterrupt\n")
+    result = pytester.runpytest_subprocess("--migsafe-update-baseline", "--migsafe-report",
+                                           "--migsafe-report-json=run.json")
+    result.stdout.fnmatch_lines(["baseline not written: the run was interrupted (.migsafe/baseline.json is unchanged)"])
+    assert baseline_file(pytester).read_text() == before
+    assert json.loads((pytester.path / "run.json").read_text())["interrupted"] is True
