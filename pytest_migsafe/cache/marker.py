@@ -20,7 +20,7 @@ def min_cache_hit_rate_signature(rate: float, prefix: str | None = None) -> tupl
     ``TypeError`` for a missing or unknown argument)."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)):
         raise TypeError(f"rate expects a number between 0 and 1, got {rate!r}")
-    if not 0.0 <= float(rate) <= 1.0:
+    if not 0 <= rate <= 1:  # (compared as given: float() of a huge int overflows)
         raise ValueError(f"rate expects a number between 0 and 1, got {rate!r}")
     if prefix is not None and not isinstance(prefix, str):
         raise TypeError(f"prefix expects a key prefix such as 'user' (the part before the first ':'), "

@@ -55,10 +55,14 @@ def _report_holds(path: Path) -> tuple[sizing.MeasuredHold, int, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CommandError(f"cannot read report {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path} is not UTF-8 text (byte {exc.start}): not a migsafe report") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise CommandError(f"{path}: JSON nested too deeply to be a migsafe report") from None
     if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
         raise CommandError(f"{path} is not a migsafe report (no 'tests'); write one with --migsafe-report-json")
     version = data.get("schema_version")

@@ -92,10 +92,10 @@ def run_merge(args: argparse.Namespace) -> int:
     for index, path in enumerate(args.reports):
         document = _read_report(path)
         shard = _run_report(document, path)
-        for nodeid in merged.merge(shard):
+        for nodeid in merged.merge(shard):  # (measured or not: a test that ran no SQL too)
             print(f"migsafe: warning: {nodeid} is in {args.reports[owner[nodeid]]} and {path}: "
                   f"keeping {path}", file=sys.stderr)
-        owner.update(dict.fromkeys(shard.tests, index))
+        owner.update(dict.fromkeys([*shard.tests, *shard.unmeasured], index))
         for key in ("regressions", "improvements"):
             changes += [(index, key, change) for change in document.get(key, [])]
         removed.update(document.get("removed", []))

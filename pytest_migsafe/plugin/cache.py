@@ -161,14 +161,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marks = marks_of(item).get(MARKER)
         if not marks:
             continue
-        mark = marks[0]
         _stashed = True
-        try:
-            item.stash[_RATE_MARKER] = min_cache_hit_rate_signature(*mark.args, **mark.kwargs)
-        except (TypeError, ValueError) as exc:
-            text = str(exc).replace("min_cache_hit_rate_signature()", MARKER)
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
-                                    f"{MARKER}(rate, prefix=None) with rate between 0 and 1") from None
+        for mark in reversed(marks):  # every one is checked (a class's or module's too); the closest wins
+            try:
+                item.stash[_RATE_MARKER] = min_cache_hit_rate_signature(*mark.args, **mark.kwargs)
+            except (TypeError, ValueError) as exc:
+                text = str(exc).replace("min_cache_hit_rate_signature()", MARKER)
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
+                                        f"{MARKER}(rate, prefix=None) with rate between 0 and 1") from None
 
 
 class CachePhase:

@@ -79,15 +79,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marks = marks_of(item).get(MARKER)
         if not marks:
             continue
-        mark = marks[0]  # the closest marker wins
         from pytest_migsafe.queries.explain import no_seq_scan_signature
 
-        try:
-            item.stash[_OPTIONS] = no_seq_scan_signature(*mark.args, **mark.kwargs)
-        except (TypeError, ValueError) as exc:
-            text = str(exc).replace("no_seq_scan_signature()", MARKER)
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
-                                    f"{MARKER_HELP.split(':')[0]}") from None
+        for mark in reversed(marks):  # every one is checked (a class's or module's too); the closest wins
+            try:
+                item.stash[_OPTIONS] = no_seq_scan_signature(*mark.args, **mark.kwargs)
+            except (TypeError, ValueError) as exc:
+                text = str(exc).replace("no_seq_scan_signature()", MARKER)
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
+                                        f"{MARKER_HELP.split(':')[0]}") from None
         marked = True
     if marked and config.stash[_MODE] == "off" and not config.stash.get(_PHASE_ADDED, False):
         config.stash[_PHASE_ADDED] = True

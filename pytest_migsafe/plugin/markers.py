@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_migsafe.queries.budgets import check_budget
+from pytest_migsafe.queries.counter import sql_regex
 
 MARKER_HELP = {
     "max_queries": "max_queries(n, *, match=None, ignore=None, using=None): fail the test if its "
@@ -32,8 +33,10 @@ def max_queries_signature(n: int, *, match: str | None = None, ignore: str | Non
     for name, pattern in (("match", match), ("ignore", ignore)):
         if pattern is not None:
             try:
-                re.compile(pattern)
-            except (re.error, TypeError) as exc:
+                sql_regex(pattern, name)
+            except TypeError as exc:
+                raise ValueError(str(exc)) from exc
+            except re.error as exc:
                 raise ValueError(f"{name}= expects a regular expression, got {pattern!r}: {exc}") from exc
     if using is not None and not isinstance(using, str):
         raise ValueError(f"using= expects a database name, got {using!r}")
@@ -52,6 +55,9 @@ def allow_n_plus_one_signature(shape: str | re.Pattern[str], max_repeats: int) -
     """allow_n_plus_one(shape, max_repeats)."""
     if not isinstance(shape, (str, re.Pattern)) or not (shape.pattern if isinstance(shape, re.Pattern) else shape):
         raise ValueError(f"shape expects SQL text or re.compile(...), got {shape!r}")
+    if isinstance(shape, re.Pattern) and not isinstance(shape.pattern, str):
+        raise ValueError(f"shape expects SQL text or re.compile(...) of a str pattern (the SQL is text), "
+                         f"got a bytes pattern {shape.pattern!r}")
     if isinstance(max_repeats, bool) or not isinstance(max_repeats, int) or max_repeats < 1:
         raise ValueError(f"max_repeats expects a whole number >= 1, got {max_repeats!r}")
     return shape, max_repeats

@@ -121,14 +121,16 @@ def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
     marks = marks_of(item).get(MARKER)
     if not marks:
         return None
-    marker = marks[0]
-    try:
-        return pool_limits.pool_limits(*marker.args, **marker.kwargs)
-    except (TypeError, ValueError) as exc:
-        message = str(exc).replace("pool_limits()", "pool()")
-        raise pytest.UsageError(
-            f"{item.nodeid}: @pytest.mark.pool: {message}; expected any of "
-            f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0") from None
+    checked = []
+    for marker in marks:  # every one is checked (a class's or module's too); the closest wins
+        try:
+            checked.append(pool_limits.pool_limits(*marker.args, **marker.kwargs))
+        except (TypeError, ValueError) as exc:
+            message = str(exc).replace("pool_limits()", "pool()")
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.pool: {message}; expected any of "
+                f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0") from None
+    return checked[0]
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,

@@ -245,7 +245,8 @@ class ReportSession:
         new = updated_baseline(self.baseline, report, removed)
         path = self.settings.baseline_path
         try:
-            unchanged = path.exists() and path.read_text(encoding="utf-8") == dumps_stable(new.to_dict())
+            unchanged = path.exists() and path.read_bytes() == dumps_stable(new.to_dict()).encode(
+                "utf-8", "backslashreplace")  # (as written: bytes, whatever the file holds)
             if not unchanged:
                 write_baseline(path, new)
         except OSError as exc:

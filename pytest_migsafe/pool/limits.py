@@ -32,10 +32,16 @@ def pool_limits(*, max_created: Any = None, max_checked_out: Any = None,
                         ("leaks", leaks)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
-    if max_wait_ms is not None and (
-            isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float))
-            or not math.isfinite(max_wait_ms) or max_wait_ms < 0):
-        raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
+    if max_wait_ms is not None:
+        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)):
+            raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
+        try:
+            wait = float(max_wait_ms)
+        except OverflowError:  # an int too large for a float: no wait is that long
+            raise ValueError("max_wait_ms must be a number >= 0 (milliseconds) a float can hold, "
+                             f"got an integer of {int(max_wait_ms).bit_length()} bits") from None
+        if not math.isfinite(wait) or wait < 0:
+            raise ValueError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
     return PoolLimits(max_created, max_checked_out, max_wait_ms, leaks)
 
 

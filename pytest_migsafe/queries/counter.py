@@ -15,7 +15,7 @@ import operator
 import re
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,29 @@ _EXECUTIONS = operator.attrgetter("executions")
 _SECONDS = operator.attrgetter("total_seconds")
 
 
+def _warn_plainly(warning: Warning, filename: str, lineno: int) -> None:
+    warnings.warn_explicit(warning, type(warning), filename, lineno)
+
+
+#: Issues a :class:`FilterMatchedNothingWarning` at ``(filename, lineno)`` of the ``with``
+#: statement; the pytest plugin replaces it with one that never fails a test.
+notice: Callable[[Warning, str, int], None] = _warn_plainly
+
+
+def sql_regex(pattern: str | re.Pattern[str], name: str) -> re.Pattern[str]:
+    """``pattern`` (a regex on the SQL text, or a compiled one) compiled; ``TypeError`` naming
+    ``name`` for anything else, a bytes pattern included (the SQL is text); ``re.error`` for
+    a malformed one."""
+    if isinstance(pattern, re.Pattern):
+        if not isinstance(pattern.pattern, str):
+            raise TypeError(f"{name}= expects a regular expression on the SQL text (str), "
+                            f"got a bytes pattern {pattern.pattern!r}")
+        return pattern
+    if not isinstance(pattern, str):
+        raise TypeError(f"{name}= expects a regular expression on the SQL text (str), got {pattern!r}")
+    return re.compile(pattern)
+
+
 class QueryCounter:
     """Counts the statements run while it is active; a context manager.
 
@@ -132,8 +155,8 @@ class QueryCounter:
         keep: int | None = None,
         track_repeats: bool = True,
     ) -> None:
-        self.match = re.compile(match) if match else None
-        self.ignore = re.compile(ignore) if ignore else None
+        self.match = sql_regex(match, "match") if match else None
+        self.ignore = sql_regex(ignore, "ignore") if ignore else None
         self.using = using
         self.include_transaction_control = (
             settings.include_transaction_control
@@ -161,10 +184,12 @@ class QueryCounter:
         if not dispatch._active:
             orm.forget()
         if self._filtered and self.offered and not self.count and exc[0] is None:
-            warnings.warn(FilterMatchedNothingWarning(
+            caller = sys._getframe(1)  # the with statement
+            notice(FilterMatchedNothingWarning(
                 f"count_queries({self._filter_text()}) matched none of the {self.offered} statements "
                 f"that ran in the block: is the filter right? (using= takes a database name or a "
-                f"Django alias; match=/ignore= are regexes searched in the SQL as sent)"), stacklevel=2)
+                f"Django alias; match=/ignore= are regexes searched in the SQL as sent)"),
+                caller.f_code.co_filename, caller.f_lineno)
 
     def _filter_text(self) -> str:
         parts = [f"{name}={value!r}" for name, value in (

@@ -97,10 +97,14 @@ def read_json_object(path: str | os.PathLike[str], kind: str,
         raise ReportFileError(f"{path}: no such file") from None
     except OSError as exc:
         raise ReportFileError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ReportFileError(f"{path}: not UTF-8 text (byte {exc.start}): not a {kind} file") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise ReportFileError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ReportFileError(f"{path}: JSON nested too deeply to be a {kind} file") from None
     if not isinstance(data, dict):
         raise ReportFileError(f"{path}: expected a JSON object, found {type(data).__name__}")
     found_kind = data.get("kind")
@@ -120,7 +124,7 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
     """The ``kind`` of the migsafe JSON file at ``path`` (None when it has none or is unreadable)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (a decoding error is a ValueError)
         return None
     return data.get("kind") if isinstance(data, dict) else None
 

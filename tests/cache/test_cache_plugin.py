@@ -148,6 +148,7 @@ def test_a_failing_test_keeps_its_own_failure(pytester: pytest.Pytester) -> None
     ("", "missing 1 required positional argument: 'rate'"),
     ("0.5, prefix=3", "prefix expects a key prefix such as 'user'"),
     ("0.5, typo=1", "got an unexpected keyword argument 'typo'"),
+    ("10**400", "rate expects a number between 0 and 1, got 1000000*"),
 ])
 def test_bad_marker_arguments_are_a_usage_error_at_collection(pytester: pytest.Pytester, args: str,
                                                               expected: str) -> None:

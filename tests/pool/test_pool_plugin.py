@@ -102,6 +102,8 @@ def test_marker_limits_pass_and_fail_naming_each_figure(pytester: pytest.Pyteste
     ("pool(max_wait_ms=-0.5)", "max_wait_ms must be a number >= 0, got -0.5;*"),
     ("pool(leaks='none')", "leaks must be a whole number >= 0, got 'none';*"),
     ("pool(3)", "pool() takes 0 positional arguments but 1 was given;*"),
+    ("pool(max_wait_ms=10**400)", "max_wait_ms must be a number >= 0 (milliseconds) a float can hold, "
+                                  "got an integer of 1329 bits;*"),
 ])
 def test_bad_marker_is_a_usage_error_at_collection(pytester: pytest.Pytester, marker: str, message: str) -> None:
     pytester.makepyfile(test_marks=f'''

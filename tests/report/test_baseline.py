@@ -291,3 +291,15 @@ def test_a_second_ctrl_c_inside_pytests_handling_of_the_first_writes_no_baseline
     result.stdout.fnmatch_lines(["baseline not written: the run was interrupted (.migsafe/baseline.json is unchanged)"])
     assert baseline_file(pytester).read_text() == before
     assert json.loads((pytester.path / "run.json").read_text())["interrupted"] is True
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b"[" * 100_000 + b"]" * 100_000],
+                         ids=["not UTF-8", "nested too deeply"])
+def test_a_baseline_that_is_no_json_text_is_a_usage_error_before_any_test(pytester: pytest.Pytester,
+                                                                         content: bytes) -> None:
+    suite(pytester)
+    (pytester.path / "c9.json").write_bytes(content)
+    result = pytester.runpytest("--migsafe-report", "--migsafe-baseline=c9.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*c9.json: *"])
+    result.stdout.no_fnmatch_line("*passed*")

@@ -221,3 +221,40 @@ def test_a_sarif_location_is_a_percent_encoded_uri_reference() -> None:
     uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
     assert unquote(uri) == path and not set(uri) & set(" #%\U0001f600") - {"%"}
     assert "#" not in uri and " " not in uri
+
+
+NOT_READABLE_AS_JSON = {
+    "not UTF-8": (b"\xff\xfe{}", "not UTF-8 text"),
+    "nested too deeply": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_READABLE_AS_JSON))
+@pytest.mark.parametrize("command", ["merge", "diff", "pool-size"])
+def test_a_file_that_is_no_json_text_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            name: str, command: str) -> None:
+    content, message = NOT_READABLE_AS_JSON[name]
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    good = tmp_path / "good.json"
+    good.write_text('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}')
+    argv = {"merge": ["report", "merge", str(good), str(bad), "-o", str(tmp_path / "out.json")],
+            "diff": ["report", "diff", str(good), str(bad)],
+            "pool-size": ["pool-size", "--peak-rps", "10", "--from-report", str(bad)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_merge_of_shards_sharing_a_test_that_ran_no_sql_warns_and_keeps_the_last(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    """A test both shards ran without a statement (an unmeasured outcome) once made merge end
+    in a KeyError: the warning names the shard that had it first."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_quiet="def test_quiet():\n    pass\n")
+    first = shard(pytester, "a.json", "--migsafe-report")
+    out = pytester.path / "all.json"
+    assert main(["report", "merge", str(first), str(first), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"migsafe: warning: test_quiet.py::test_quiet is in {first} and {first}: keeping {first}" in err
+    assert json.loads(out.read_text())["unmeasured"] == {"test_quiet.py::test_quiet": "passed"}

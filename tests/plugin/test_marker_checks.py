@@ -1,0 +1,67 @@
+"""Every migsafe marker on a test, its class or its module is checked at collection: a bad
+argument is a usage error naming the test and the marker, before any test runs."""
+
+from __future__ import annotations
+
+import pytest
+
+OUTER_BAD = {
+    "pool": ("pool(max_created=-1)", "pool(max_created=3)"),
+    "min_cache_hit_rate": ("min_cache_hit_rate(5)", "min_cache_hit_rate(0.5)"),
+    "no_seq_scan": ("no_seq_scan(bogus=1)", "no_seq_scan()"),
+    "max_queries": ("max_queries('x')", "max_queries(3)"),
+}
+
+
+@pytest.mark.parametrize("name", list(OUTER_BAD))
+def test_a_bad_marker_on_the_class_is_an_error_even_under_a_good_one_on_the_method(
+        pytester: pytest.Pytester, name: str) -> None:
+    outer, inner = OUTER_BAD[name]
+    pytester.makepyfile(test_marks=f"""
+        import pytest
+
+        @pytest.mark.{outer}
+        class TestMarked:
+            @pytest.mark.{inner}
+            def test_inner(self):
+                pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_marks.py::TestMarked::test_inner: @pytest.mark.{name}: *"])
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+@pytest.mark.parametrize("marker", [
+    "max_queries(100, match=b'SELECT')",
+    "max_queries(100, ignore=re.compile(b'SELECT'))",
+    "allow_n_plus_one(re.compile(b'SELECT'), 3)",
+])
+def test_a_bytes_pattern_is_an_error_at_collection(pytester: pytest.Pytester, marker: str) -> None:
+    """The SQL is text: a bytes pattern passed the check and raised TypeError in the test."""
+    pytester.makepyfile(test_marks=f"""
+        import re
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_marked():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: test_marks.py::test_marked: @pytest.mark.*: *SQL text*"])
+
+
+def test_a_filter_that_matched_nothing_never_fails_a_test_under_warnings_as_errors(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_filter="""
+        from sqlalchemy import create_engine, text
+
+        def test_filtered(assert_num_queries):
+            engine = create_engine("sqlite://")
+            with engine.connect() as conn, assert_num_queries(0, match="zzz"):
+                conn.execute(text("select 1"))
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*FilterMatchedNothingWarning: count_queries(match='zzz') matched none*"])
