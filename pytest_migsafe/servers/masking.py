@@ -25,11 +25,14 @@ MASK = "***"
 _URL_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][\w+.-]*://[^\s:/@?#\"'<>]*:)(?P<secret>[^\s\"'<>]*)@")
 # ?password=... or &password=... in a URL's query string
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:ssl)?password=)(?P<secret>[^&#\s\"'<>]*)", re.IGNORECASE)
-# password=... in a key/value DSN: quoted ('it\'s') or up to whitespace
+# password=... in a key/value DSN: quoted ('it\'s') or up to whitespace, a backslash escaping
+# the next character there as libpq reads it (password=two\ words)
 _DSN_PASSWORD = re.compile(
-    r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?|[^\s'\"]+)", re.IGNORECASE
+    r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?|(?:\\.|[^\s'\"\\])+\\?)",
+    re.IGNORECASE,
 )
 _QUOTED = re.compile(r"\"([^\"]*)\"")
+_QUOTED_EITHER = re.compile(r"(\"[^\"]*\"|'[^']*')")  # "libpq's" or 'Python's repr' quoting
 # a whole string that is one URL: its password runs to the last "@" before the query (a space too)
 _WHOLE_URL = re.compile(r"^(?P<head>\s*[A-Za-z][\w+.-]*://[^\s:/@?#]*:)(?P<secret>[^?#]*)@")
 
@@ -70,7 +73,8 @@ def passwords_in(given: str) -> list[str]:
             secret = match["secret"]
             if len(secret) >= 2 and secret[0] == "'" and secret[-1] == "'":
                 secret = secret[1:-1]
-            for value in (secret, unquote(secret)):
+            unescaped = re.sub(r"\\(.)", r"\1", secret)  # as libpq reads a DSN value (two\ words)
+            for value in (secret, unquote(secret), unescaped):
                 if value and value not in found:
                     found.append(value)
     return found
@@ -110,6 +114,30 @@ def error_message(error: BaseException, given: str | None = None) -> str:
     authentication failed) only get :func:`mask_text`.
     """
     text = str(error).strip() or type(error).__name__
-    if given and type(error).__name__ == "ProgrammingError":
-        return mask_parse_error(text, passwords_in(given))
+    if not given:
+        return mask_text(text)
+    secrets = passwords_in(given)
+    if type(error).__name__ == "ProgrammingError":
+        return mask_parse_error(text, secrets)
+    fragments = [fragment for secret in secrets for fragment in misread_fragments(secret)]
+    if fragments:  # a password libpq split: its tail quoted as a host name, say
+        patterns = [_bounded(f) for f in sorted(set(fragments), key=len, reverse=True)]
+
+        def piece(match: re.Match[str]) -> str:
+            inner = match[1]
+            for pattern in patterns:
+                inner = pattern.sub(MASK, inner)
+            return inner
+
+        text = _QUOTED_EITHER.sub(piece, text)
     return mask_text(text)
+
+
+def misread_fragments(secret: str) -> list[str]:
+    """The pieces of a password that a URL parser reads as another field when the password
+    holds an unencoded ``@``: libpq takes the userinfo to the first ``@``, so what follows
+    each ``@`` of the password starts the host (``u:Wrong@Pw7777@h`` -> host
+    ``Pw7777@h``), which connection errors quote. Empty for a password without ``@``."""
+    parts = secret.split("@")
+    return ["@".join(parts[i:]) for i in range(1, len(parts)) if "@".join(parts[i:])] + \
+        [part for part in parts[1:] if part]

@@ -57,6 +57,8 @@ def tcp_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRedis
         ("dsn host=h password=pw dbname=d", "dsn host=h password=*** dbname=d"),
         ("host=h password = 'it\\'s x' dbname=d", "host=h password = *** dbname=d"),
         ("host=h sslpassword=k", "host=h sslpassword=***"),
+        ("host=h password=Wrong\\ Pw7777 dbname=d", "host=h password=*** dbname=d"),
+        ("host=h password=a\\ b\\ c", "host=h password=***"),
         ("no secret: postgresql://u@h/db, old_password=x", "no secret: postgresql://u@h/db, old_password=x"),
         ("connection failed: connection to server at \"127.0.0.1\", port 1 failed",
          "connection failed: connection to server at \"127.0.0.1\", port 1 failed"),
@@ -95,6 +97,18 @@ def test_a_password_quoted_by_a_parse_error_is_masked(tmp_path: Path) -> None:
     message = str(info.value)
     assert "top secret" not in message and "secret" not in message
     assert 'unexpected spaces found in "***"' in message
+
+
+@pytest.mark.parametrize("given", [
+    "postgresql://postgres:Wrong@Pw7777@127.0.0.1:1/postgres",  # an unencoded "@": libpq's host is "Pw7777@127.0.0.1"
+    "host=127.0.0.1 port=1 user=postgres password=Wrong\\ Pw7777 dbname=postgres",  # libpq's escaped space
+], ids=["unencoded @", "escaped space"])
+def test_no_piece_of_a_password_libpq_read_another_way_is_shown(tmp_path: Path, given: str) -> None:
+    with pytest.raises(NoPostgresAvailable) as info:
+        start_postgres(tmp_path, url=given)
+    leaked = _holding("Pw7777", message=str(info.value))
+    assert leaked == []
+    assert "Wrong" not in str(info.value)
 
 
 def test_parse_error_masking_keeps_other_quoted_words() -> None:
