@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,6 +99,14 @@ def _ini_above(start: Path) -> Path | None:
     return None
 
 
+def _env_addopts() -> list[str]:
+    """``PYTEST_ADDOPTS`` split as pytest splits it ([] when unset or not splittable)."""
+    try:
+        return shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    except ValueError:  # an unclosed quote: pytest itself reports it
+        return []
+
+
 def check_space_form_paths(config: pytest.Config, value_options: set[str]) -> None:
     """Refuse ``--migsafe-OPTION PATH`` (space form) when it moved pytest's rootdir.
 
@@ -108,7 +117,9 @@ def check_space_form_paths(config: pytest.Config, value_options: set[str]) -> No
     :class:`pytest.UsageError` saying what to write instead.
     """
     params = config.invocation_params
-    args = list(params.args)
+    # PYTEST_ADDOPTS goes before the command line's arguments when pytest looks for its rootdir
+    from_env = _env_addopts()
+    args = [*from_env, *params.args]
     if any(arg in ("-c", "--rootdir", "--config-file") or arg.startswith(("--rootdir=", "--config-file="))
            for arg in args):
         return  # the user named the rootdir or the ini file: nothing was guessed
@@ -126,6 +137,7 @@ def check_space_form_paths(config: pytest.Config, value_options: set[str]) -> No
     if expected is None or expected == config.inipath:
         return
     flag, value = taken[0]
+    where = " (in PYTEST_ADDOPTS)" if (flag, value) in itertools.pairwise(from_env) else ""
     ini = flag.lstrip("-").replace("-", "_")
     try:
         config.getini(ini)
@@ -133,6 +145,6 @@ def check_space_form_paths(config: pytest.Config, value_options: set[str]) -> No
     except ValueError:  # this option has no ini key
         instead = ""
     raise pytest.UsageError(
-        f"migsafe: {flag} {value}: pytest took {value!r} for a test path when it looked for its "
+        f"migsafe: {flag} {value}{where}: pytest took {value!r} for a test path when it looked for its "
         f"configuration, so it did not read {expected} (rootdir became {config.rootpath}). "
         f"Write {flag}={value} (with '='){instead}.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,12 @@ def read_settings(config: pytest.Config) -> ReportSettings:
         hit_rate=get_setting(config, ini="migsafe_hit_rate_tolerance", parse=parse_rate, default=0.05),
         hit_rate_alert=hit_rate_alert(config),
     )
+    if not is_worker(config):  # (a worker writes nothing: its controller does)
+        for option, path, wanted in (("--migsafe-report-json", here / json_path if json_path else None, True),
+                                     ("--migsafe-sarif", sarif_path, True),
+                                     ("--migsafe-baseline", baseline, config.getoption("migsafe_update_baseline"))):
+            if wanted and path is not None:
+                check_writable(path, option)
     return ReportSettings(
         show=config.getoption("migsafe_report"),
         baseline_path=baseline,
@@ -107,6 +114,28 @@ def read_settings(config: pytest.Config) -> ReportSettings:
         heaviest=get_setting(config, option="migsafe_heaviest", ini="migsafe_heaviest", parse=parse_tolerance,
                              default=DEFAULT_HEAVIEST),
     )
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Raise ``pytest.UsageError`` naming ``option`` when ``path`` cannot be written at the
+    end of the run: a directory, under a file, or where no file can be created (a read-only
+    or special file system, no permission); checked before any test runs, so that a run is
+    never lost to its output path. The check creates an unnamed temporary file in the
+    nearest existing directory on the way (removed at once), nothing else."""
+    if path.is_dir():
+        raise pytest.UsageError(f"{option}={path}: is a directory; expected the path of a file to write")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise pytest.UsageError(f"{option}={path}: {ancestor} is not a directory; expected the path of a "
+                                "file to write")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise pytest.UsageError(f"{option}={path}: no file can be written in {ancestor} "
+                                f"({exc.strerror or exc}); expected the path of a file to write") from None
 
 
 def hit_rate_alert(config: pytest.Config) -> float:

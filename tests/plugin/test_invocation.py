@@ -27,6 +27,19 @@ def test_an_existing_path_outside_the_project_in_the_space_form_is_a_usage_error
                                  f"Write {option}={outside} (with '='){instead}."])
 
 
+def test_the_space_form_in_pytest_addopts_is_a_usage_error_too(
+        project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest puts PYTEST_ADDOPTS before the command line when it looks for its rootdir."""
+    outside = tmp_path_factory.mktemp("outside") / "migsafe.json"
+    outside.write_text("{}")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"-o asyncio_default_fixture_loop_scope=function "
+                                         f"--migsafe-report-json {outside}")
+    result = project.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*migsafe: --migsafe-report-json {outside} (in PYTEST_ADDOPTS): pytest took *"
+                                 f"Write --migsafe-report-json={outside} (with '=')."])
+
+
 def test_the_equals_form_keeps_the_project_ini(project: pytest.Pytester,
                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     outside = tmp_path_factory.mktemp("outside") / "migsafe.json"

@@ -505,3 +505,22 @@ def test_a_markdown_cell_and_a_chart_label_stay_on_one_line(text: str) -> None:
     for shown in (_cell(text), _chart_label(f"t.py::test[{text}]")):
         assert not re.search(r"[\x00-\x1f\x7f\u2028\u2029]", shown), repr(shown)
     assert "|" not in _cell(text).replace("\\|", "")
+
+
+@pytest.mark.parametrize("option, target", [
+    ("--migsafe-report-json", "{tmp}"),  # a directory
+    ("--migsafe-sarif", "/proc/migsafe.sarif"),  # a file system where no file can be made
+    ("--migsafe-report-json", "{tmp}/a_file/report.json"),  # under a file
+    ("--migsafe-baseline", "{tmp}/a_file/baseline.json"),
+])
+def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
+        pytester: pytest.Pytester, option: str, target: str) -> None:
+    """Found after the whole run, the report was lost: now the run does not start."""
+    (pytester.path / "a_file").write_text("")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    path = target.format(tmp=pytester.path)
+    extra = ("--migsafe-update-baseline",) if option == "--migsafe-baseline" else ()
+    result = pytester.runpytest_subprocess(f"{option}={path}", *extra)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{option}={path}: *expected the path of a file to write*"])
+    result.stdout.no_fnmatch_line("*passed*")
