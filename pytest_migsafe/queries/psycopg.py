@@ -43,6 +43,7 @@ from typing import Any
 from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
+from pytest_migsafe.queries.exact import with_signature_of
 
 _PATCHED_FLAG = "__migsafe_original__"
 _PIPELINE_STATE = "_migsafe_calls"
@@ -180,17 +181,20 @@ def _hook_check_results(original: Callable[..., Any]) -> Callable[..., Any]:
     return _check_results
 
 
-def _hook_stream_fetchone(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def _stream_fetchone_gen(self: Any, first: bool) -> Any:
-        if _streaming:
-            watch = _streaming.get(id(self))
-            if watch is not None:
-                return _observe_fetch(original(self, first), watch)
-        return original(self, first)
+_FETCHONE_BODY = """\
+    if _streaming:
+        watch = _streaming.get(id(self))
+        if watch is not None:
+            return (yield from _observe_fetch({call}, watch))
+    return (yield from {call})
+"""
 
-    setattr(_stream_fetchone_gen, _PATCHED_FLAG, original)
-    return _stream_fetchone_gen
+
+def _hook_stream_fetchone(original: Callable[..., Any]) -> Callable[..., Any]:
+    # a generator function like the driver's (see _wrap_stream_sync)
+    fetch = with_signature_of(original, _FETCHONE_BODY, {"_streaming": _streaming, "_observe_fetch": _observe_fetch})
+    setattr(fetch, _PATCHED_FLAG, original)
+    return fetch
 
 
 def _observe_fetch(gen: Generator[Any, Any, Any], watch: _Stream) -> Generator[Any, Any, Any]:
@@ -415,22 +419,28 @@ def _wrap_server_execute_sync(original: Callable[..., Any]) -> Callable[..., Any
     return execute
 
 
-def _wrap_stream_sync(original: Callable[..., Any]) -> Callable[..., Any]:
-    # a plain function returning a generator: the driver binds the arguments (and
-    # rejects bad ones) when stream() is called, as without the wrapper
-    @functools.wraps(original)
-    def stream(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        rows = original(self, *args, **kwargs)
-        if not capture._active:
-            return rows  # type: ignore[no-any-return]
-        query = args[0] if args else kwargs.get("query", _MISSING)
-        if query is _MISSING:
-            return rows  # type: ignore[no-any-return]
-        return _observe_stream(rows, self, _text(query, self), _params_of(args, kwargs, "params"),
-                               call_site_of_caller(1))
+_STREAM_BODY = """\
+    rows = {call}
+    return (yield from _observed_rows(rows, self, query, params))
+"""
 
+
+def _wrap_stream_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    # a generator function like the driver's, with its exact parameters: the arguments are
+    # bound (and bad ones rejected) when stream() is called, as without the wrapper
+    stream = with_signature_of(original, _STREAM_BODY, {"_observed_rows": _observed_rows})
     setattr(stream, _PATCHED_FLAG, original)
     return stream
+
+
+def _observed_rows(rows: Iterator[Any], cursor: Any, query: Any, params: Any) -> Iterator[Any]:
+    """``rows`` (psycopg's stream, not started yet) as the wrapper yields them: observed while
+    a counter is active. Called at the first ``next()``, from the wrapper's generator: the
+    call site is the frame that asked for the first row."""
+    if not capture._active:
+        return rows
+    kept = params if capture.settings.capture_params else None
+    return _observe_stream(rows, cursor, _text(query, cursor), kept, site_from(sys._getframe(1)))
 
 
 def _observe_stream(rows: Iterator[Any], cursor: Any, sql: str, params: Any,
@@ -596,20 +606,30 @@ def _wrap_server_execute_async(original: Callable[..., Any]) -> Callable[..., An
     return execute
 
 
-def _wrap_stream_async(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def stream(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        rows = original(self, *args, **kwargs)
-        if not capture._active:
-            return rows  # type: ignore[no-any-return]
-        query = args[0] if args else kwargs.get("query", _MISSING)
-        if query is _MISSING:
-            return rows  # type: ignore[no-any-return]
-        return _observe_stream_async(rows, self, _text(query, self), _params_of(args, kwargs, "params"),
-                                     call_site_of_caller(1))
+_ASYNC_STREAM_BODY = """\
+    rows = _observed_rows_async({call}, self, query, params)
+    try:
+        async for row in rows:
+            yield row
+    finally:
+        await rows.aclose()
+"""
 
+
+def _wrap_stream_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    # an async generator function like the driver's, with its exact parameters (see the sync one)
+    stream = with_signature_of(original, _ASYNC_STREAM_BODY, {"_observed_rows_async": _observed_rows_async},
+                               kind="async def")
     setattr(stream, _PATCHED_FLAG, original)
     return stream
+
+
+def _observed_rows_async(rows: Any, cursor: Any, query: Any, params: Any) -> Any:
+    """:func:`_observed_rows` of psycopg's async stream."""
+    if not capture._active:
+        return rows
+    kept = params if capture.settings.capture_params else None
+    return _observe_stream_async(rows, cursor, _text(query, cursor), kept, site_from(sys._getframe(1)))
 
 
 async def _observe_stream_async(rows: Any, cursor: Any, sql: str, params: Any,

@@ -3,6 +3,7 @@ test's own arrangement and make no N+1 suspect, so the loops under test live her
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from sqlalchemy import text
@@ -28,6 +29,8 @@ def run_driver_sql(conn: Any, sql: str, n: int) -> None:
 
 
 def stream_rows(cursor: Any, n: int) -> Any:
-    """A psycopg ``stream()`` of ``n`` rows, returned unread: the statement is recorded when the
-    caller has read it all, outside this function."""
-    return cursor.stream("SELECT generate_series(1, %s::int)", (n,))
+    """A psycopg ``stream()`` of ``n`` rows, started here (its first row read: psycopg sends the
+    statement then, and its call site is this line), the rest returned unread: the statement
+    is recorded when the caller has read it all, outside this function."""
+    rows = cursor.stream("SELECT generate_series(1, %s::int)", (n,))
+    return itertools.chain([next(rows)], rows)  # STARTED

@@ -90,6 +90,25 @@ def test_wrapped_method_has_the_drivers_signature_and_names(cls: type, name: str
     assert (method.__name__, method.__qualname__, method.__doc__, method.__module__) == (
         original.__name__, original.__qualname__, original.__doc__, original.__module__)
     assert inspect.iscoroutinefunction(method) == inspect.iscoroutinefunction(original)
+    assert inspect.isgeneratorfunction(method) == inspect.isgeneratorfunction(original)
+    assert inspect.isasyncgenfunction(method) == inspect.isasyncgenfunction(original)
+
+
+@pytest.mark.parametrize(("cls", "name"), [(psycopg.Cursor, "stream"), (psycopg.AsyncCursor, "stream"),
+                                           (psycopg.Cursor, "_stream_fetchone_gen")],
+                         ids=["Cursor.stream", "AsyncCursor.stream", "Cursor._stream_fetchone_gen"])
+def test_a_wrapped_generator_function_is_one_with_the_drivers_own_parameters(cls: type, name: str) -> None:
+    """``inspect.isgeneratorfunction(psycopg.Cursor.stream)`` was False once wrapped."""
+    capture_psycopg.install()
+    owner = next(klass for klass in cls.__mro__ if name in vars(klass))  # (a private one is a base's)
+    method = vars(owner)[name]
+    original = getattr(method, FLAG)
+    assert inspect.isgeneratorfunction(method) == inspect.isgeneratorfunction(original)
+    assert inspect.isasyncgenfunction(method) == inspect.isasyncgenfunction(original)
+    assert inspect.signature(method, follow_wrapped=False).parameters.keys() == \
+        inspect.signature(original).parameters.keys()
+    assert [p.default for p in inspect.signature(method, follow_wrapped=False).parameters.values()] == \
+        [p.default for p in inspect.signature(original).parameters.values()]
 
 
 # -- sync calls -----------------------------------------------------------------------
