@@ -138,6 +138,22 @@ def _noting(rows: Generator[Any, None, None], joined: bool) -> Iterator[Any]:
         rows.close()  # a .iterator() left early: Django's generator closes its server-side cursor now
 
 
+def _wrap_do_insert(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Model._do_insert``: a row the code creates (``save()``, ``objects.create()``) is noted as
+    loaded by a query of its own (its INSERT), like a row fetched by its own query: rows
+    created one by one in a loop are no one query's rows, and their lazy loads no N+1."""
+    @functools.wraps(original)
+    def _do_insert(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if dispatch._active:
+            note = _Note(next(_runs))
+            note.site = callsite.last_site()
+            self._state.__dict__[_NOTE] = note
+        return result
+
+    return _do_insert
+
+
 def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callable[[Any], Iterator[Any]]:
     @functools.wraps(original)
     def __iter__(self: Any) -> Iterator[Any]:
@@ -406,6 +422,8 @@ def install() -> bool:
     _patch(descriptors.ReverseOneToOneDescriptor, "get_queryset",
            lambda f: _wrap_descriptor_queryset(f, _reverse_one_name))
     _patch(models.Model, "refresh_from_db", _wrap_refresh)
+    if "_do_insert" in models.Model.__dict__:
+        _patch(models.Model, "_do_insert", _wrap_do_insert)
     # one call sent in batches (batch_size=), or one UPDATE ... CASE per batch: one unit of work
     for name in ("bulk_create", "bulk_update"):
         if name in query.QuerySet.__dict__:

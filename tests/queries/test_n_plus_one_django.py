@@ -110,6 +110,12 @@ def one_customer_name(order_id):
     return Order.objects.get(pk=order_id).customer.name
 
 
+def create_and_read_customers(n):
+    for i in range(n):
+        customer = Customer.objects.create(name=f"made{i}")
+        list(customer.orders.all())
+
+
 def order_ids():
     return [[order.id for order in customer.orders.all()] for customer in Customer.objects.all()]
 
@@ -567,6 +573,17 @@ def test_bulk_create_of_many_rows_is_fine():
     assert app.add_orders_in_bulk(500) == 500
 
 
+def test_rows_created_one_by_one_each_loading_its_relation_are_fine():
+    """Each row made by its own INSERT, as a row fetched by its own query: not one query's rows
+    (healthchecks' suite: a Check created per request, its channels read, flagged for 3 rows)."""
+    app.create_and_read_customers(3)
+
+
+def test_rows_created_then_loaded_by_one_query_are_an_n_plus_one():
+    app.create_and_read_customers(3)
+    app.order_ids()
+
+
 def test_bulk_create_in_batches_is_fine():
     assert app.add_orders_in_batches(150, batch_size=10) == 150
 
@@ -662,6 +679,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_set_up_loop_in_the_test_body_is_fine": [],
     "test_save_override_called_from_11_lines_of_the_test_is_fine": [],
     "test_bulk_create_of_many_rows_is_fine": [],
+    "test_rows_created_one_by_one_each_loading_its_relation_are_fine": [],
+    "test_rows_created_then_loaded_by_one_query_are_an_n_plus_one": [("lazy_load", "Customer.orders")],
     "test_allowed_by_relationship_name": [("lazy_load", "Order.customer")],
     "test_allowed_relationship_over_its_ceiling_fails": [("lazy_load", "Order.customer")],
     "test_allowed_by_a_lowercase_regex_on_the_sql": [("repeated_statement", "shop_customer")],
