@@ -363,6 +363,18 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
     method = getattr(item, "obj", None)
     if instance is None or name is None or method is None:
         return False
+    given = method
+    # what another plugin or hook put on the instance is wrapped, not replaced (and put back)
+    held = instance.__dict__.get(name) if hasattr(instance, "__dict__") else None
+    if held is not None:
+        method = held
+
+    def put_back() -> None:
+        if held is None:
+            instance.__dict__.pop(name, None)
+        else:
+            instance.__dict__[name] = held
+
     if inspect.iscoroutinefunction(method):
         @functools.wraps(method)
         async def counted_async(*args: Any, **kwargs: Any) -> Any:
@@ -373,7 +385,7 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
                 stop()
 
         setattr(instance, name, counted_async)
-        phase._restore = lambda: instance.__dict__.pop(name, None)
+        phase._restore = put_back
         return True
 
     @functools.wraps(method)
@@ -390,8 +402,8 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
     setattr(instance, name, counted)
 
     def restore() -> None:
-        item.obj = method  # type: ignore[attr-defined]
-        instance.__dict__.pop(name, None)
+        item.obj = given  # type: ignore[attr-defined]
+        put_back()
 
     phase._restore = restore
     return True

@@ -236,3 +236,49 @@ def test_a_test_case_run_by_its_instance_counts_its_method(pytester: pytest.Pyte
     result.assert_outcomes(passed=1)
     counts = json.loads((pytester.path / "counts.json").read_text())
     assert counts["test_method"]["count"] == server_calls(f"method_{tag}") == 1
+
+
+def test_a_wrapper_another_hook_put_on_the_instance_still_runs(pytester: pytest.Pytester) -> None:
+    """A hook running before migsafe's (another plugin measuring the method, say) puts its own
+    wrapper on the test case instance; migsafe wrapped the item's method instead and replaced
+    it, so that wrapper never ran (async methods: unittest looks them up on the instance)."""
+    pytester.makeconftest("""
+        import functools, inspect
+        import pytest
+
+        RAN = []
+
+        @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+        def pytest_runtest_call(item):
+            instance, method = item.instance, item.obj
+            if inspect.iscoroutinefunction(method):
+                @functools.wraps(method)
+                async def theirs(*args, **kwargs):
+                    RAN.append(item.name)
+                    return await method(*args, **kwargs)
+            else:
+                @functools.wraps(method)
+                def theirs(*args, **kwargs):
+                    RAN.append(item.name)
+                    return method(*args, **kwargs)
+            instance.__dict__[item.name] = theirs
+            yield
+            assert instance.__dict__[item.name] is theirs  # put back as it was
+            del instance.__dict__[item.name]
+
+        def pytest_sessionfinish(session):
+            print("RAN", sorted(RAN))
+    """)
+    pytester.makepyfile(test_cases="""
+        import unittest
+
+        class TestBoth(unittest.IsolatedAsyncioTestCase):
+            async def test_async(self):
+                pass
+
+            def test_sync(self):
+                pass
+    """)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    assert "RAN ['test_async', 'test_sync']" in result.stdout.str()
