@@ -10,6 +10,12 @@ Causes, each taken out in turn (README, "What is counted"):
 - the plugin counts an ``executemany`` as one statement and keeps its executions
   (``queries.executions`` in the report); the server counts each execution: the
   plugin's ``executions`` is compared instead of its ``count``;
+- PostgreSQL runs a foreign key's check itself (``SELECT 1 FROM ONLY "t" x WHERE ... FOR KEY
+  SHARE OF x``, the RI trigger), and a key declared ``DEFERRABLE INITIALLY DEFERRED`` (every
+  Django foreign key) is checked at the commit: outside any statement the client sent, so
+  ``pg_stat_statements`` records it as a top-level statement (a ``TransactionTestCase`` or
+  an autocommit connection commits inside the test). The client never sent it: those
+  server entries are subtracted;
 - PostgreSQL records a statement sent with the extended protocol (psycopg's, with
   parameters) when its portal closes, at that connection's next statement or transaction
   end: a statement on a session left idle in a transaction at the end of the call phase (a
@@ -21,9 +27,10 @@ Causes, each taken out in turn (README, "What is counted"):
   window at least as often, and the server's call window has nothing the plugin lacks.
 
 Prints, for each test: tests equal as they are, equal once FETCH/CLOSE are taken out, equal
-once ``executemany`` counts each execution, explained by late recording, tests measured only
-by the server (the plugin recorded no statement), and the tests still unexplained with their
-statements. Exit code 0.
+once ``executemany`` counts each execution, explained by late recording, equal once the
+server's foreign-key checks are taken out, tests measured only by the server (the plugin
+recorded no statement) or only by the plugin (the server side did not measure them), and
+the tests still unexplained with their statements. Exit code 0.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from collections import Counter
 from pathlib import Path
 
 _CURSOR_TRAFFIC = re.compile(r"^\s*(FETCH|CLOSE)\b", re.IGNORECASE)
+# the query PostgreSQL's referential-integrity trigger runs for a foreign key (ri_triggers.c)
+_KEY_CHECK = re.compile(r"^\s*SELECT \S+ FROM ONLY \S+ x WHERE .+ FOR KEY SHARE OF x\s*$", re.IGNORECASE | re.DOTALL)
 # the plugin's shapes write a bound parameter CAST(? AS TYPE); the server's normalized text
 # writes $n::TYPE (PostgreSQL's type names, TIMESTAMP WITHOUT TIME ZONE included)
 _PLUGIN_PARAM = re.compile(r"cast\(\?\s+as\s+[a-z_ ]+(\(\d+(,\s*\d+)?\))?\)")
@@ -82,6 +91,7 @@ def main(argv: list[str]) -> int:
     many: list[tuple[str, int, int]] = []
     late: list[tuple[str, int, int]] = []
     only_server: list[tuple[str, int]] = []
+    key_checks: list[tuple[str, int]] = []
     zero_both: list[tuple[str, int]] = []
     rest: list[tuple[str, int, int, int]] = []
     for nodeid, s in sorted(server.items()):
@@ -89,12 +99,17 @@ def main(argv: list[str]) -> int:
         mine = (p or {}).get("queries", {}).get("count", 0) if p else 0
         executions = (p or {}).get("queries", {}).get("executions", mine) if p else 0
         traffic = sum(c for q, c in s["statements"] if _CURSOR_TRAFFIC.match(q))
-        if p is None:
-            (zero_both if s["calls"] == 0 else only_server).append((nodeid, s["calls"]))
+        checks = sum(c for q, c in s["statements"] if _KEY_CHECK.match(q))
+        if p is None and s["calls"] == checks:
+            (zero_both if s["calls"] == 0 else key_checks).append((nodeid, checks))
+        elif p is None:
+            only_server.append((nodeid, s["calls"]))
         elif mine == s["calls"]:
             equal.append(nodeid)
         elif mine == s["calls"] - traffic:
             cursor.append((nodeid, traffic))
+        elif checks and mine in (s["calls"] - checks, s["calls"] - checks - traffic):
+            key_checks.append((nodeid, checks))
         elif executions != mine and executions in (s["calls"], s["calls"] - traffic):
             many.append((nodeid, mine, executions))
         elif executions > s["calls"] and _late(p, s):
@@ -110,11 +125,18 @@ def main(argv: list[str]) -> int:
           f"transaction at the end of the call): {len(late)} ({sum(m - c for _, m, c in late)} statements)")
     for nodeid, mine, calls in late:
         print(f"   {nodeid}: plugin {mine}, server {calls} in the call, the rest at teardown")
+    print(f"equal once the server's own foreign-key checks (run at a commit for deferred keys) are taken "
+          f"out: {len(key_checks)} ({sum(c for _, c in key_checks)} checks)")
     print(f"no statement on either side: {len(zero_both)}")
     print(f"statements on the server, none recorded by the plugin: {len(only_server)} "
           f"({sum(c for _, c in only_server)} calls)")
     for nodeid, calls in only_server:
         print(f"   {nodeid}: server {calls}")
+    only_plugin = [(nodeid, p["queries"]["count"]) for nodeid, p in sorted(plugin.items())
+                   if nodeid not in server and (p.get("queries") or {}).get("count")]
+    print(f"statements recorded by the plugin in tests the server side never measured: {len(only_plugin)}")
+    for nodeid, mine in only_plugin:
+        print(f"   {nodeid}: plugin {mine}")
     print(f"unexplained: {len(rest)}")
     for nodeid, mine, calls, traffic in rest:
         print(f"   {nodeid}: plugin {mine}, server {calls} (FETCH/CLOSE {traffic})")
