@@ -1,6 +1,6 @@
 """healthchecks' settings for pytest-django: hc.settings plus what its own test runner
 (hc.api.tests.CustomRunner, settings.TEST_RUNNER of `manage.py test`) sets before the run."""
-from hc.settings import *  # noqa: F401,F403
+from hc.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ("django.contrib.auth.hashers.MD5PasswordHasher",)
 BLOCKING_EMAILS = True
