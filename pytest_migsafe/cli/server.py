@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -67,6 +66,7 @@ def _lines(server: Any, show: bool) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Start the servers, print them, wait for Ctrl-C/SIGTERM or a server's death, stop them."""
     from pytest_migsafe.servers import NoPostgresAvailable, NoRedisAvailable, start_postgres, start_redis
+    from pytest_migsafe.servers._process import session_temp_dir
 
     stop = threading.Event()
 
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     # Our own handlers, installed before any server starts: SIGTERM then ends this command
     # normally (servers stopped in the finally below) instead of killing it.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    base = args.base_dir or Path(tempfile.mkdtemp(prefix="migsafe-server-"))
+    # named with this pid (migsafe-server-PID-...): a later session reaps it if this one is killed
+    base = args.base_dir or session_temp_dir("server")
     servers: list[Any] = []
     try:
         try:

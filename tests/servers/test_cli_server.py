@@ -172,3 +172,29 @@ def test_printed_url_passes_pydantic(args: list[str]) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+def test_the_work_dir_of_a_killed_command_is_reaped_by_the_next_session() -> None:
+    """SIGKILL leaves ``migsafe server``'s temporary directory behind (the servers themselves
+    stop: they watch their parent); it is named with the command's pid, so the next session
+    that starts a server removes it."""
+    import tempfile
+
+    proc, _ = _start()
+    try:
+        found = list(Path(tempfile.gettempdir()).glob(f"migsafe-server-{proc.pid}-*"))
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(found) == 1, "the work dir is not named with the command's pid"
+    work = found[0]
+    assert work.exists()
+    reaper = subprocess.run([sys.executable, "-c",
+                             "from pytest_migsafe.servers._process import session_temp_dir; "
+                             "import shutil; shutil.rmtree(session_temp_dir('probe'))"],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert reaper.returncode == 0, reaper.stderr
+    deadline = time.monotonic() + 15
+    while work.exists() and time.monotonic() < deadline:  # (rmtree races the server's own exit)
+        time.sleep(0.1)
+    assert not work.exists()
