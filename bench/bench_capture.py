@@ -262,30 +262,7 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
                       f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
 
 
-_OPCODE_CONFTEST = """\
-import json, os, sys
-
-_counts = {}
-
-
-def _tracer(frame, event, arg):
-    frame.f_trace_opcodes = True
-    frame.f_trace_lines = False
-    if event == "opcode":
-        name = frame.f_code.co_filename
-        _counts[name] = _counts.get(name, 0) + 1
-    return _tracer
-
-
-def pytest_collection_finish(session):
-    sys.settrace(_tracer)
-
-
-def pytest_sessionfinish(session):
-    sys.settrace(None)
-    with open(os.environ["BENCH_OPCODES_OUT"], "w") as out:
-        json.dump(_counts, out)
-"""
+_OPCODE_CONFTEST = (Path(__file__).resolve().parent / "opcode_tracer.py").read_text()
 
 
 def opcodes(n: int, name: str, url: str | None, python: str, tmp: Path) -> tuple[int, int]:

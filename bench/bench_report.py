@@ -48,11 +48,15 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 TESTS_PER_FILE = 100
 OFF = ("-p", "no:migsafe")
 ON = ("--migsafe-report",)
+VARIANTS = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
 COMMON = ("-q", "-p", "no:cacheprovider", "-p", "no:randomly")
 # bytecode caches written whatever this shell says (see the module docstring)
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
@@ -180,7 +184,7 @@ def run_pytest(root: Path, *args: str) -> tuple[float, float]:
 
 def bench_time(tests: int, rounds: int, imports: str = "") -> None:
     """Median wall and CPU time of each variant, alternating, and the ratios to the plugin off."""
-    variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
+    variants = VARIANTS
     with tempfile.TemporaryDirectory(prefix="migsafe-bench-") as tmp:
         root = Path(tmp)
         make_suite(root, tests, imports)
@@ -241,19 +245,14 @@ def instructions(root: Path, *args: str) -> int:
     return int(found.group(1))
 
 
-def bench_instructions(tests: int, imports: str = "", small: int = 200, large: int = 1400,
-                       realistic: bool = False) -> None:
-    """Fixed and per-test instructions of each variant, from two suite sizes; the ratio at ``tests``.
-
-    ``realistic``: tests that use an ORM Session and a psycopg_pool connection on the plugin's
-    own PostgreSQL (the client's instructions only), instead of trivial tests.
-    """
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
-    variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
-    counts: dict[str, dict[int, int]] = {name: {} for name in variants}
+def measure_suites(prefix: str, measure: Callable[..., T], imports: str, realistic: bool, small: int,
+                   large: int) -> dict[str, dict[int, T]]:
+    """``measure(root, *args)`` of each variant on suites of ``small`` and ``large`` tests
+    (realistic ones on the plugin's own PostgreSQL, started here, or trivial ones with a
+    conftest importing ``imports``): ``{variant: {size: figure}}``."""
+    counts: dict[str, dict[int, T]] = {name: {} for name in VARIANTS}
     server = None
-    with tempfile.TemporaryDirectory(prefix="migsafe-bench-cg-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         try:
             if realistic:
                 from pytest_migsafe.servers import start_postgres
@@ -266,16 +265,29 @@ def bench_instructions(tests: int, imports: str = "", small: int = 200, large: i
                     make_realistic_suite(root, size)
                 else:
                     make_suite(root, size, imports)
-                for name, args in variants.items():
-                    counts[name][size] = instructions(root, *args)
+                for name, args in VARIANTS.items():
+                    counts[name][size] = measure(root, *args)
         finally:
             if server is not None:
                 server.stop()
+    return counts
+
+
+def bench_instructions(tests: int, imports: str = "", small: int = 200, large: int = 1400,
+                       realistic: bool = False) -> None:
+    """Fixed and per-test instructions of each variant, from two suite sizes; the ratio at ``tests``.
+
+    ``realistic``: tests that use an ORM Session and a psycopg_pool connection on the plugin's
+    own PostgreSQL (the client's instructions only), instead of trivial tests.
+    """
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    counts = measure_suites("migsafe-bench-cg-", instructions, imports, realistic, small, large)
     kind = "tests using an ORM Session and a psycopg_pool connection on PostgreSQL" if realistic else "trivial tests"
     where = f" (conftest imports {imports})" if imports else ""
     print(f"instructions (callgrind), suites of {small} and {large} {kind}{where}, projected to {tests}:")
     base = None
-    for name in variants:
+    for name in VARIANTS:
         per_test = (counts[name][large] - counts[name][small]) / (large - small)
         fixed = counts[name][small] - per_test * small
         total = fixed + per_test * tests
@@ -285,39 +297,13 @@ def bench_instructions(tests: int, imports: str = "", small: int = 200, large: i
     print("  target: --migsafe-report at most 1.05x of -p no:migsafe")
 
 
-OPCODE_TRACER = """
-import json, os, sys
-
-_counts = {}
-
-
-def _tracer(frame, event, arg):
-    frame.f_trace_opcodes = True
-    frame.f_trace_lines = False
-    if event == "opcode":
-        name = frame.f_code.co_filename
-        _counts[name] = _counts.get(name, 0) + 1
-    return _tracer
-
-
-def pytest_collection_finish(session):
-    sys.settrace(_tracer)
-
-
-def pytest_sessionfinish(session):
-    sys.settrace(None)
-    with open(os.environ["BENCH_OPCODES_OUT"], "w") as out:
-        json.dump(_counts, out)
-"""
-
-
 def traced_opcodes(root: Path, *args: str) -> tuple[int, int]:
     """``(opcodes in all, opcodes in pytest_migsafe's files)`` of one pytest run in ``root``
-    under the opcode tracer (:data:`OPCODE_TRACER`, from collection's end on)."""
+    under the opcode tracer (``bench/opcode_tracer.py``, from collection's end on)."""
     run_pytest(root, *args)  # bytecode caches first
     out = root / "opcodes.json"
-    env = {**ENV, "BENCH_OPCODES_OUT": str(out), "PYTHONPATH": str(root / "tracer")}
-    done = subprocess.run([sys.executable, "-m", "pytest", *COMMON, "-p", "bench_opcode_tracer", *args],
+    env = {**ENV, "BENCH_OPCODES_OUT": str(out), "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    done = subprocess.run([sys.executable, "-m", "pytest", *COMMON, "-p", "opcode_tracer", *args],
                           cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"traced pytest {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -329,34 +315,12 @@ def traced_opcodes(root: Path, *args: str) -> tuple[int, int]:
 def bench_opcodes(imports: str = "", realistic: bool = False, small: int = 100, large: int = 300) -> None:
     """Python opcodes a test runs (all, and the plugin's own), each variant, from two suite
     sizes; the ratio of each variant's per-test opcodes to the plugin off's."""
-    variants = {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}
-    counts: dict[str, dict[int, tuple[int, int]]] = {name: {} for name in variants}
-    server = None
-    with tempfile.TemporaryDirectory(prefix="migsafe-bench-ops-") as tmp:
-        try:
-            if realistic:
-                from pytest_migsafe.servers import start_postgres
-
-                server = start_postgres(Path(tmp) / "pg")
-                ENV["BENCH_PG_URL"] = server.url
-            for size in (small, large):
-                root = Path(tmp) / str(size)
-                if realistic:
-                    make_realistic_suite(root, size)
-                else:
-                    make_suite(root, size, imports)
-                (root / "tracer").mkdir()
-                (root / "tracer" / "bench_opcode_tracer.py").write_text(OPCODE_TRACER)
-                for name, args in variants.items():
-                    counts[name][size] = traced_opcodes(root, *args)
-        finally:
-            if server is not None:
-                server.stop()
+    counts = measure_suites("migsafe-bench-ops-", traced_opcodes, imports, realistic, small, large)
     kind = "tests using an ORM Session and a psycopg_pool connection on PostgreSQL" if realistic else "trivial tests"
     where = f" (conftest imports {imports})" if imports else ""
     print(f"opcodes (sys.settrace), suites of {small} and {large} {kind}{where}, per test:")
     base = None
-    for name in variants:
+    for name in VARIANTS:
         whole = (counts[name][large][0] - counts[name][small][0]) / (large - small)
         mine = (counts[name][large][1] - counts[name][small][1]) / (large - small)
         base = base or whole
@@ -373,8 +337,7 @@ def bench_startup(imports: str) -> None:
     with tempfile.TemporaryDirectory(prefix="migsafe-bench-start-") as tmp:
         root = Path(tmp)
         make_suite(root, 1, imports)
-        counts = {name: instructions(root, *args) for name, args in
-                  {"-p no:migsafe": OFF, "plugin on, no report": (), "--migsafe-report": ON}.items()}
+        counts = {name: instructions(root, *args) for name, args in VARIANTS.items()}
     base = counts["-p no:migsafe"]
     where = f", conftest imports {imports}" if imports else ""
     print(f"start-up (callgrind), a session of one trivial test{where}:")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+from pytest_migsafe.plugin.markers import closest_checked
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import add_call_phase, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
@@ -162,13 +163,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not marks:
             continue
         _stashed = True
-        for mark in reversed(marks):  # every one is checked (a class's or module's too); the closest wins
-            try:
-                item.stash[_RATE_MARKER] = min_cache_hit_rate_signature(*mark.args, **mark.kwargs)
-            except (TypeError, ValueError) as exc:
-                text = str(exc).replace("min_cache_hit_rate_signature()", MARKER)
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
-                                        f"{MARKER}(rate, prefix=None) with rate between 0 and 1") from None
+        item.stash[_RATE_MARKER] = closest_checked(item, MARKER, marks, min_cache_hit_rate_signature,
+                                                   f"{MARKER}(rate, prefix=None) with rate between 0 and 1")
 
 
 class CachePhase:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_migsafe.plugin.markers import closest_checked
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, marks_of
@@ -81,13 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         from pytest_migsafe.queries.explain import no_seq_scan_signature
 
-        for mark in reversed(marks):  # every one is checked (a class's or module's too); the closest wins
-            try:
-                item.stash[_OPTIONS] = no_seq_scan_signature(*mark.args, **mark.kwargs)
-            except (TypeError, ValueError) as exc:
-                text = str(exc).replace("no_seq_scan_signature()", MARKER)
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {text}; expected "
-                                        f"{MARKER_HELP.split(':')[0]}") from None
+        item.stash[_OPTIONS] = closest_checked(item, MARKER, marks, no_seq_scan_signature,
+                                               MARKER_HELP.split(":")[0])
         marked = True
     if marked and config.stash[_MODE] == "off" and not config.stash.get(_PHASE_ADDED, False):
         config.stash[_PHASE_ADDED] = True

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pytest
+
 from pytest_migsafe.queries.budgets import check_budget
 from pytest_migsafe.queries.counter import sql_regex
 
@@ -84,4 +86,19 @@ def parse_threshold(text: str) -> int:
     value = int(text)
     if value < 2:
         raise ValueError(f"expected a whole number >= 2, got {text}")
+    return value
+
+
+def closest_checked(item: pytest.Item, name: str, marks: list[pytest.Mark], signature: Callable[..., Any],
+                    expected: str) -> Any:
+    """``signature(*mark.args, **mark.kwargs)`` of every ``name`` marker of ``item`` (``marks``,
+    closest first: a class's or a module's is checked too), the closest one's value returned.
+    A bad one is a ``pytest.UsageError`` naming the test and the marker, then ``expected``."""
+    value = None
+    for mark in reversed(marks):
+        try:
+            value = signature(*mark.args, **mark.kwargs)
+        except (TypeError, ValueError) as exc:
+            text = str(exc).replace(f"{signature.__name__}()", name)
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {text}; expected {expected}") from None
     return value
