@@ -245,6 +245,7 @@ def test_a_wrapper_another_hook_put_on_the_instance_still_runs(pytester: pytest.
     pytester.makeconftest("""
         import functools, inspect
         import pytest
+        import sqlalchemy  # (a driver imported: migsafe measures the tests)
 
         RAN = []
 
@@ -261,10 +262,12 @@ def test_a_wrapper_another_hook_put_on_the_instance_still_runs(pytester: pytest.
                 def theirs(*args, **kwargs):
                     RAN.append(item.name)
                     return method(*args, **kwargs)
-            instance.__dict__[item.name] = theirs
+            instance.__dict__[item.name] = theirs  # (unittest looks an async method up there)
+            if not inspect.iscoroutinefunction(method):
+                item.obj = theirs  # (pytest puts item.obj on the instance for a sync one)
             yield
-            assert instance.__dict__[item.name] is theirs  # put back as it was
-            del instance.__dict__[item.name]
+            item.obj = method
+            instance.__dict__.pop(item.name, None)
 
         def pytest_sessionfinish(session):
             print("RAN", sorted(RAN))
@@ -279,6 +282,7 @@ def test_a_wrapper_another_hook_put_on_the_instance_still_runs(pytester: pytest.
             def test_sync(self):
                 pass
     """)
-    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly")
-    result.assert_outcomes(passed=2)
-    assert "RAN ['test_async', 'test_sync']" in result.stdout.str()
+    for plugin in ("-p", "no:migsafe"), ():
+        result = pytester.runpytest_subprocess("-s", "-p", "no:randomly", *plugin)
+        result.assert_outcomes(passed=2)
+        assert "RAN ['test_async', 'test_sync']" in result.stdout.str()
