@@ -137,15 +137,15 @@ class BaselineEntry:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, where: str, rekey: bool = False) -> BaselineEntry:
+    def from_dict(cls, data: Any, where: str, rekey: bool = False, schema: int = 1) -> BaselineEntry:
         """Rebuild from :meth:`to_dict` output (or a schema 1 entry); ``where`` names the
         entry in error messages; ``rekey`` derives every shape key again from its display
         shape (a file written under other key rules).
 
         Raises ``ValueError`` for a non-object, an unknown figure, a count that is not a
         whole number >= 0, a rate outside [0, 1], N+1 shapes that are neither a list of
-        strings (schema 1) nor an object of strings, malformed shapes, or a shadow result
-        other than matched / mismatched / ignored.
+        strings (``schema`` 1 only) nor an object of strings, malformed shapes, or a shadow
+        result other than matched / mismatched / ignored.
         """
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected an object, got {_kind(data)}")
@@ -153,7 +153,7 @@ class BaselineEntry:
         if unknown:
             raise ValueError(f"{where}: unknown figure {sorted(unknown)[0]!r}")
         suspects = data.get("n_plus_one", {})
-        if isinstance(suspects, list) and all(isinstance(s, str) for s in suspects):
+        if isinstance(suspects, list) and schema == 1 and all(isinstance(s, str) for s in suspects):
             suspects = {shape_key(s): s for s in suspects}  # schema 1: display shapes only
         elif isinstance(suspects, dict) and all(isinstance(s, str) for s in suspects.values()):
             if rekey:
@@ -272,7 +272,8 @@ class Baseline:
         if not isinstance(tests, dict):
             raise ValueError("'tests': expected an object mapping test ids to figures")
         rekey = data.get("shape_key") != KEY_VERSION
-        return cls({nodeid: BaselineEntry.from_dict(entry, f"tests[{nodeid!r}]", rekey)
+        schema = data.get("schema_version", 1)  # (a list of N+1 shapes is schema 1's form only)
+        return cls({nodeid: BaselineEntry.from_dict(entry, f"tests[{nodeid!r}]", rekey, schema)
                     for nodeid, entry in tests.items()})
 
 

@@ -155,6 +155,10 @@ def test_a_lone_surrogate_is_written_as_its_escape_and_read_back_the_same(tmp_pa
      "tests['t::x'].shadows"),
     ('{"kind": "migsafe-baseline", "schema_version": 1, "tests": {"t::x": {"querys": 1}}}',
      "unknown figure 'querys'"),
+    # a list of N+1 shapes is schema 1's form: in a schema 2 file it was read as one and its
+    # entry showed as 2 regressions
+    ('{"kind": "migsafe-baseline", "schema_version": 2, "tests": {"t::x": {"n_plus_one": ["a"]}}}',
+     "tests['t::x'].n_plus_one: expected statement shapes by key"),
 ])
 def test_an_unreadable_baseline_is_an_error_naming_the_file(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "baseline.json"
