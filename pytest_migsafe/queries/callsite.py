@@ -352,6 +352,19 @@ def _test_file(filename: str) -> bool:
 Position = tuple[str, int, int]
 
 
+def holds_line(position: Position, site: str) -> bool:
+    """True when ``site`` (``path:line``) is a line of the function of ``position`` (the same
+    shown path, a line of the same code object): the same function, at another line."""
+    path, _, line = site.rpartition(":")
+    if path != position[0] or not line.isdigit():
+        return False
+    entry = _codes.get(position[1])
+    if entry is None:
+        return False
+    number = int(line)
+    return any(found == number for _, _, found in entry[2].co_lines())
+
+
 def line_of(position: Position) -> str:
     """``path:line`` of a :data:`Position` (the line is looked up only here, off the hot path)."""
     shown, code_id, lasti = position

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.queries.callsite import Origin, Position, line_of
+from pytest_migsafe.queries.callsite import Origin, Position, holds_line, line_of
 from pytest_migsafe.queries.dispatch import ReadableShape, readable_shape
 from pytest_migsafe.report.record import NPlusOne
 
@@ -169,11 +169,13 @@ class RepeatTracker:
             parents, loaded_at = group.most_parents()
             if parents < 2:
                 continue
-            site = line_of(max(group.lines.items(), key=lambda kv: kv[1])[0])
+            positions = [max(group.lines.items(), key=lambda kv: kv[1])[0], *group.inner]
+            positions = _from_the_parents_function(positions, loaded_at)
+            site = line_of(positions[0])
             shape = f"{group.attribute} ({group.kind.replace('_', ' ')})"
             suspect = NPlusOne(shape=shape, call_site=site, count=group.count, kind=group.kind,
                                relationship=group.attribute, parents=parents,
-                               chain=_chain(site, group.inner), loaded_at=loaded_at,
+                               chain=_chain(site, positions[1:]), loaded_at=loaded_at,
                                fix=fix_for(group.kind, group.attribute, group.direction))
             suspect.allowed = any(rule_matches(rule, suspect, group.attribute) and suspect.parents <= limit
                                   for rule, limit in allow)
@@ -190,6 +192,20 @@ class RepeatTracker:
             found.append(suspect)
         found.sort(key=lambda s: (-s.count, s.shape, s.call_site))
         return found
+
+
+def _from_the_parents_function(positions: list[Position], loaded_at: str | None) -> list[Position]:
+    """``positions`` (the outermost application frame, then the chain below it) from the frame
+    of the function that ran the parents' query (``loaded_at``), when one is on the chain: the
+    function that loaded the rows and goes over them (a view rendering them, a command looping
+    over them) is the frame that loops, not a middleware or a dispatcher above it that every
+    request passes through. The deepest such frame; ``positions`` as they are if none."""
+    if loaded_at is None:
+        return positions
+    for index in range(len(positions) - 1, -1, -1):
+        if holds_line(positions[index], loaded_at):
+            return positions[index:]
+    return positions
 
 
 def _chain(first: str, inner: list[Position]) -> list[str]:

@@ -110,6 +110,16 @@ def one_customer_name(order_id):
     return Order.objects.get(pk=order_id).customer.name
 
 
+def through_middleware(view):
+    """Application code every request passes through (a middleware's get_response)."""
+    return view()  # MIDDLEWARE
+
+
+def customer_names_view():
+    orders = list(Order.objects.order_by("id"))  # VIEW-QUERY
+    return [order.customer.name for order in orders]  # VIEW-LOOP
+
+
 def create_and_read_customers(n):
     for i in range(n):
         customer = Customer.objects.create(name=f"made{i}")
@@ -573,6 +583,11 @@ def test_bulk_create_of_many_rows_is_fine():
     assert app.add_orders_in_bulk(500) == 500
 
 
+def test_forward_fk_in_a_view_behind_a_middleware():
+    app.seed(3)
+    app.through_middleware(app.customer_names_view)
+
+
 def test_rows_created_one_by_one_each_loading_its_relation_are_fine():
     """Each row made by its own INSERT, as a row fetched by its own query: not one query's rows
     (healthchecks' suite: a Check created per request, its channels read, flagged for 3 rows)."""
@@ -679,6 +694,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_set_up_loop_in_the_test_body_is_fine": [],
     "test_save_override_called_from_11_lines_of_the_test_is_fine": [],
     "test_bulk_create_of_many_rows_is_fine": [],
+    "test_forward_fk_in_a_view_behind_a_middleware": [("lazy_load", "Order.customer")],
     "test_rows_created_one_by_one_each_loading_its_relation_are_fine": [],
     "test_rows_created_then_loaded_by_one_query_are_an_n_plus_one": [("lazy_load", "Customer.orders")],
     "test_allowed_by_relationship_name": [("lazy_load", "Order.customer")],
@@ -779,6 +795,21 @@ def test_parents_call_sites_and_the_loading_query_are_exact(scenario_run: Run) -
         assert suspect["loaded_at"] == suspect["site"], suspect
     (raw,) = suspects["test_raw_sql_loop_of_20"]
     assert raw["count"] == 20 and raw["chain"][0].startswith(os.path.join("shop", "services.py") + ":"), raw
+
+
+def test_a_load_in_a_view_is_reported_at_the_view_not_the_middleware_above_it(scenario_run: Run) -> None:
+    """The outermost application frame is the middleware every request passes through (app D,
+    healthchecks: three N+1s all reported at its get_response line); the function that loaded
+    the parents and goes over them is the frame that loops."""
+    (suspect,) = scenario_run["suspects"]["test_forward_fk_in_a_view_behind_a_middleware"]
+    lines = SERVICES.splitlines()
+    services = os.path.join("shop", "services.py")
+
+    def line(tag: str) -> str:
+        return f"{services}:{next(n for n, text in enumerate(lines, 1) if tag in text)}"
+
+    assert (suspect["site"], suspect["loaded_at"]) == (line("VIEW-LOOP"), line("VIEW-QUERY")), suspect
+    assert line("MIDDLEWARE") not in suspect["chain"], suspect
 
 
 def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) -> None:

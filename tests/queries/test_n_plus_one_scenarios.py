@@ -56,6 +56,17 @@ def customer_names():
         return [order.customer.name for order in session.scalars(select(Order))]
 
 
+def through_middleware(view):
+    """Application code every request passes through (a middleware)."""
+    return view()  # MIDDLEWARE
+
+
+def customer_names_view():
+    with Session(ENGINE) as session:
+        orders = session.scalars(select(Order)).all()  # VIEW-QUERY
+        return [order.customer.name for order in orders]  # VIEW-LOOP
+
+
 def customer_names_selectin():
     with Session(ENGINE) as session:
         orders = session.scalars(select(Order).options(selectinload(Order.customer)))
@@ -231,6 +242,11 @@ import shop_app as app
 def test_lazy_load_over_2_parents():
     app.seed(2)
     app.customer_names()
+
+
+def test_lazy_load_in_a_view_behind_a_middleware():
+    app.seed(3)
+    app.through_middleware(app.customer_names_view)
 
 
 def test_lazy_load_over_3_parents():
@@ -415,7 +431,7 @@ def pytest_runtest_teardown(item):
     found = record.queries.n_plus_one if record is not None and record.queries is not None else []
     SUSPECTS[item.name] = [{"kind": s.kind, "relationship": s.relationship, "count": s.count,
                             "parents": s.parents, "allowed": s.allowed, "site": s.call_site,
-                            "chain": s.chain, "shape": s.shape} for s in found]
+                            "chain": s.chain, "shape": s.shape, "loaded_at": s.loaded_at} for s in found]
 
 def pytest_sessionfinish(session):
     with open("suspects.json", "w") as f:
@@ -426,6 +442,7 @@ def pytest_sessionfinish(session):
 EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_lazy_load_over_2_parents": [("lazy_load", "Order.customer")],
     "test_lazy_load_over_3_parents": [("lazy_load", "Order.customer")],
+    "test_lazy_load_in_a_view_behind_a_middleware": [("lazy_load", "Order.customer")],
     "test_lazy_load_over_50_parents": [("lazy_load", "Order.customer")],
     "test_one_to_many_lazy_load_over_3_parents": [("lazy_load", "Customer.orders")],
     "test_lazy_load_over_12_streamed_parents": [("lazy_load", "Order.customer")],
@@ -525,6 +542,19 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
     assert two_loops["count"] == 12
     assert two_loops["chain"][0].count("shop_app.py:") == 2  # both loop lines of the function
     assert two_loops["chain"][1].startswith("shop_app.py:")  # via the helper
+
+
+def test_a_load_in_a_view_is_reported_at_the_view_not_the_middleware_above_it(
+        scenario_run: tuple[dict[str, list[dict]], str]) -> None:
+    suspects, _ = scenario_run
+    (suspect,) = suspects["test_lazy_load_in_a_view_behind_a_middleware"]
+    lines = APP.splitlines()
+
+    def line(tag: str) -> str:
+        return f"shop_app.py:{next(n for n, text in enumerate(lines, 1) if tag in text)}"
+
+    assert (suspect["site"], suspect["loaded_at"]) == (line("VIEW-LOOP"), line("VIEW-QUERY")), suspect
+    assert line("MIDDLEWARE") not in suspect["chain"], suspect
 
 
 def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: tuple[dict[str, list[dict]], str]) -> None:
