@@ -86,15 +86,12 @@ def _text(query: Any, cursor: Any) -> str:
     """The text of a query psycopg accepts, as an exact ``str`` (see
     :func:`~pytest_migsafe.queries.dispatch.exact_text`): a ``psycopg.sql`` composable as
     psycopg renders it for ``cursor``; none of the query's own methods is called otherwise."""
-    if isinstance(query, (str, bytes, bytearray, memoryview)):
-        return capture.exact_text(query)
     composable = getattr(sys.modules.get("psycopg.sql"), "Composable", None)
     if composable is not None and isinstance(query, composable):
         try:
-            text = query.as_string(cursor)
-        except Exception:
-            return capture.exact_text(query)
-        return capture.exact_text(text)
+            query = query.as_string(cursor)
+        except Exception:  # (rendered as a placeholder below)
+            pass
     return capture.exact_text(query)
 
 

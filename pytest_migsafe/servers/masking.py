@@ -31,7 +31,7 @@ _DSN_PASSWORD = re.compile(
     r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?|(?:\\.|[^\s'\"\\])+\\?)",
     re.IGNORECASE,
 )
-_QUOTED = re.compile(r"\"([^\"]*)\"")
+_QUOTED = re.compile(r"(\"[^\"]*\")")  # libpq's quoting
 _QUOTED_EITHER = re.compile(r"(\"[^\"]*\"|'[^']*')")  # "libpq's" or 'Python's repr' quoting
 # a whole string that is one URL: its password runs to the last "@" before the query (a space too)
 _WHOLE_URL = re.compile(r"^(?P<head>\s*[A-Za-z][\w+.-]*://[^\s:/@?#]*:)(?P<secret>[^?#]*)@")
@@ -94,15 +94,21 @@ def mask_parse_error(message: str, secrets: Iterable[str]) -> str:
     in :func:`mask_text`. Text outside quotes is left alone. Use it only for parse errors:
     a server's message quotes user names (``for user "postgres"``), never passwords.
     """
+    return mask_text(_mask_quoted(message, secrets, _QUOTED))
+
+
+def _mask_quoted(text: str, secrets: Iterable[str], quoted: re.Pattern[str]) -> str:
+    """``text`` with every whole-token occurrence of one of ``secrets`` inside the pieces
+    ``quoted`` finds (quotes included in its group 1) replaced by ``***``; the rest as it is."""
     patterns = [_bounded(s) for s in sorted(set(secrets), key=len, reverse=True) if s]
 
     def piece(match: re.Match[str]) -> str:
         inner = match[1]
         for pattern in patterns:
             inner = pattern.sub(MASK, inner)
-        return f'"{inner}"'
+        return inner
 
-    return mask_text(_QUOTED.sub(piece, message))
+    return quoted.sub(piece, text) if patterns else text
 
 
 def error_message(error: BaseException, given: str | None = None) -> str:
@@ -111,7 +117,8 @@ def error_message(error: BaseException, given: str | None = None) -> str:
     ``given`` is the URL or DSN the failing call was handed: when ``error`` is a psycopg
     ``ProgrammingError`` (libpq could not parse it), the quoted pieces of the message are
     masked too (:func:`mask_parse_error`). Other errors (connection refused, password
-    authentication failed) only get :func:`mask_text`.
+    authentication failed) get :func:`mask_text`, and the pieces of a password libpq read as
+    another field (:func:`misread_fragments`) masked where the message quotes them.
     """
     text = str(error).strip() or type(error).__name__
     if not given:
@@ -119,18 +126,9 @@ def error_message(error: BaseException, given: str | None = None) -> str:
     secrets = passwords_in(given)
     if type(error).__name__ == "ProgrammingError":
         return mask_parse_error(text, secrets)
+    # a password libpq split at an unencoded "@": its tail quoted as a host name, say
     fragments = [fragment for secret in secrets for fragment in misread_fragments(secret)]
-    if fragments:  # a password libpq split: its tail quoted as a host name, say
-        patterns = [_bounded(f) for f in sorted(set(fragments), key=len, reverse=True)]
-
-        def piece(match: re.Match[str]) -> str:
-            inner = match[1]
-            for pattern in patterns:
-                inner = pattern.sub(MASK, inner)
-            return inner
-
-        text = _QUOTED_EITHER.sub(piece, text)
-    return mask_text(text)
+    return mask_text(_mask_quoted(text, fragments, _QUOTED_EITHER))
 
 
 def misread_fragments(secret: str) -> list[str]:
@@ -139,5 +137,5 @@ def misread_fragments(secret: str) -> list[str]:
     each ``@`` of the password starts the host (``u:Wrong@Pw7777@h`` -> host
     ``Pw7777@h``), which connection errors quote. Empty for a password without ``@``."""
     parts = secret.split("@")
-    return ["@".join(parts[i:]) for i in range(1, len(parts)) if "@".join(parts[i:])] + \
-        [part for part in parts[1:] if part]
+    pieces = ["@".join(parts[i:]) for i in range(1, len(parts))] + parts[1:]
+    return [piece for piece in pieces if piece]
