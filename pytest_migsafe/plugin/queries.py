@@ -286,7 +286,9 @@ class QueryPhase:
             self._restore()
         counter = self.counter
         if counter.count:
-            self.suspects = counter.n_plus_one(self.threshold, self.markers.get("allow_n_plus_one", []))
+            repeats = counter._repeats
+            if repeats is not None and (repeats.statements or repeats.loads):  # else no suspect can be
+                self.suspects = counter.n_plus_one(self.threshold, self.markers.get("allow_n_plus_one", []))
         elif self.budget is None:
             return  # a test without SQL or budget: nothing to record
         if self.figures:
@@ -311,8 +313,8 @@ class QueryPhase:
         raised after exceeding its query budget" (N+1 suspects of a test that failed are
         not news)."""
         counter, budget = self.counter, self.budget
-        if not counter.count and budget is None:
-            return []  # the common case of a test without SQL
+        if budget is None and (not counter.count or not (self.suspects or self.markers)):
+            return []  # the common cases: a test without SQL; no marker and no suspect
         failures = []
         if budget is not None:
             measured = self.budget_counter or counter

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from pytest_migsafe.queries.callsite import CHECKOUT, call_site, call_site_of_caller
+from pytest_migsafe.queries.callsite import call_site, site_from
 
 if TYPE_CHECKING:
     from pytest_migsafe.pool.observe import PoolObservation
@@ -195,7 +195,7 @@ def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
     global _seq
     site = None
     if _observers or _leak_watches:
-        site = call_site_of_caller(1, CHECKOUT)
+        site = site_from(sys._getframe(2), False)  # call_site_of_caller(1, CHECKOUT), one call less
         if site == "<unknown>":
             site = _site_outside_greenlet()
     with _lock:

@@ -55,12 +55,12 @@ _lines: dict[tuple[int, int], str] = {}
 #: Origins kept for reuse in each of the two caches below (a few hundred bytes each); past
 #: it, an Origin is made per statement as before
 ORIGINS_KEPT = 20_000
-# (id(code), f_lasti) -> the Origin of a statement a test module or conftest sends there
-# outside an ORM flush (Origins are never changed once made)
-_test_origins: dict[tuple[int, int], Origin] = {}
-# (id(code), f_lasti, id(the test's code), its f_lasti) -> the Origin of a statement an
-# application function sends there when a test module or conftest called it, outside a flush
-_called_origins: dict[tuple[int, int, int, int], Origin] = {}
+# (id(code), f_lasti) -> (call site, Origin) of a statement a test module or conftest sends
+# there outside an ORM flush (Origins are never changed once made)
+_test_origins: dict[tuple[int, int], tuple[str, Origin]] = {}
+# (id(code), f_lasti, id(the test's code), its f_lasti) -> (call site, Origin) of a statement
+# an application function sends there when a test module or conftest called it, outside a flush
+_called_origins: dict[tuple[int, int, int, int], tuple[str, Origin]] = {}
 
 
 #: The ORM flush (unit of work) running in this context: a number the ORM hook gives each
@@ -114,46 +114,43 @@ def _site_of(f: FrameType, key: int, shown: str) -> str:
 
 
 def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
-    """The call site of the user's frame ``f`` (code id ``key``); leaves its :class:`Origin` for
-    :func:`origin_for`. The common shapes are built here without a walk: a statement sent
-    straight from a test, or from an application function a test called."""
+    """The call site of the user's frame ``f`` (code id ``key``); leaves it with its
+    :class:`Origin` for :func:`origin_for`. The common shapes are built here without a walk,
+    once for each place (one dict lookup then): a statement sent straight from a test, or
+    from an application function a test called."""
     lasti = f.f_lasti
-    site = _lines.get((key, lasti))
-    if site is None:
-        site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
-    last = _last
-    last.site = site
     flush = _current_unit()
     if kind == TEST:  # sent straight from a test module or conftest: the test's own arrangement
         if flush is None:  # the same for every statement from this instruction: made once
-            origin = _test_origins.get((key, lasti))
-            if origin is None:
-                origin = Origin([], None, True, None, (shown, key, lasti))
+            found = _test_origins.get((key, lasti))
+            if found is None:
+                found = (_site_of(f, key, shown), Origin([], None, True, None, (shown, key, lasti)))
                 if len(_test_origins) < ORIGINS_KEPT:
-                    _test_origins[(key, lasti)] = origin
-            last.origin = origin
+                    _test_origins[(key, lasti)] = found
         else:
-            last.origin = Origin([], None, True, flush, (shown, key, lasti))
-        return site
+            found = (_site_of(f, key, shown), Origin([], None, True, flush, (shown, key, lasti)))
+        _last.found = found
+        return found[0]
     parent = f.f_back
     if parent is not None:
         parent_key = id(parent.f_code)
+        parent_lasti = parent.f_lasti
+        if flush is None:  # the same for every statement from these two instructions: made once
+            called = (key, lasti, parent_key, parent_lasti)
+            found = _called_origins.get(called)  # (kept only where the caller is test code)
+            if found is not None:
+                _last.found = found
+                return found[0]
         entry = _codes.get(parent_key)
         if entry is not None and entry[1] == TEST:  # an application function a test called
-            parent_lasti = parent.f_lasti
-            if flush is None:  # the same for every statement from these two instructions: made once
-                called = (key, lasti, parent_key, parent_lasti)
-                origin = _called_origins.get(called)
-                if origin is None:
-                    origin = Origin([(shown, key, lasti)], key, False, None, (str(entry[0]), parent_key, parent_lasti))
-                    if len(_called_origins) < ORIGINS_KEPT:
-                        _called_origins[called] = origin
-                last.origin = origin
-            else:
-                last.origin = Origin([(shown, key, lasti)], key, False, flush,
-                                     (str(entry[0]), parent_key, parent_lasti))
-            return site
-    last.origin = origin_of(f, flush)
+            found = (_site_of(f, key, shown),
+                     Origin([(shown, key, lasti)], key, False, flush, (str(entry[0]), parent_key, parent_lasti)))
+            if flush is None and len(_called_origins) < ORIGINS_KEPT:
+                _called_origins[called] = found
+            _last.found = found
+            return found[0]
+    site = _site_of(f, key, shown)
+    _last.found = (site, origin_of(f, flush))
     return site
 
 
@@ -191,8 +188,7 @@ def _no_user_frame(start: FrameType, origin: bool = True) -> str:
         site = framework_site(start)
     except Exception:  # a greenlet or frame in a state not foreseen: a site unknown, never the user's error
         site = "<unknown>"
-    _last.site = site
-    _last.origin = _NO_ORIGIN
+    _last.found = (site, _NO_ORIGIN)
     return site
 
 
@@ -244,33 +240,32 @@ def site_from(start: FrameType, origin: bool = True, greenlets: bool = True) -> 
 
 
 class _Last(threading.local):
-    site: str | None = None
-    origin: Origin | None = None
+    # the site call_site returned last and the statement's origin: one attribute, one
+    # thread-local write a statement
+    found: tuple[str | None, Origin | None] = (None, None)
 
 
-_last = _Last()  # per thread: the site call_site returned last, and the statement's origin
+_last = _Last()  # per thread
 
 
 def last_site() -> str | None:
     """The call site :func:`call_site` returned last in this thread (None before any)."""
-    return _last.site
+    return _last.found[0]
 
 
 def remember(site: str, origin: Origin) -> None:
     """Make ``(site, origin)`` the last call site found in this thread: a hook recording a
     statement later than it was sent (psycopg's pipeline mode) hands the counters the
     origin of where it was sent."""
-    last = _last
-    last.site = site
-    last.origin = origin
+    _last.found = (site, origin)
 
 
 def origin_for(site: str, frame: FrameType | None) -> Origin:
     """The :class:`Origin` of the statement whose call site :func:`call_site` just returned as
     ``site`` (the same string object), else a fresh walk from ``frame``."""
-    last = _last
-    if last.site is site and last.origin is not None:
-        return last.origin
+    found = _last.found
+    if found[0] is site and found[1] is not None:
+        return found[1]
     return origin_of(frame)
 
 

@@ -236,8 +236,8 @@ class QueryCounter:
         sites[site] = sites.get(site, 0) + 1
         repeats = self._repeats
         if repeats is not None and orm.orm_load.get() is None:  # ORM loads are counted by their event
-            last = callsite._last  # the origin call_site found on its walk for this very site
-            origin = last.origin if last.site is site and last.origin is not None else origin_of(sys._getframe(1))
+            found = callsite._last.found  # the origin call_site found on its walk for this very site
+            origin = found[1] if found[0] is site and found[1] is not None else origin_of(sys._getframe(1))
             repeats.statement(sql, shape, origin)
         kept = self._kept
         if len(kept) < self.keep:
@@ -370,8 +370,8 @@ class NPlusOneCounter:
              batch_size: int, params: Any) -> None:
         self.count += 1
         if _orm_load_now() is None:  # ORM loads are counted by their event
-            last = _last_walk  # the origin call_site found on its walk for this very site
-            origin = last.origin if last.site is site and last.origin is not None else origin_of(sys._getframe(1))
+            found = _last_walk.found  # the origin call_site found on its walk for this very site
+            origin = found[1] if found[0] is site and found[1] is not None else origin_of(sys._getframe(1))
             if origin.loop is not None:  # else the test's own arrangement: never a suspect
                 self._statement(sql, shape, origin)
 
