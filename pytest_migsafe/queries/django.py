@@ -63,7 +63,10 @@ _NOTE = "_migsafe_query"  # the attribute of a row's ModelState that holds its _
 _runs = itertools.count(1)
 _installed_for: Any = None
 _undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
-_deferred_get: Any = None  # DeferredAttribute.__get__'s code: the caller of a deferred load
+# the code of what calls refresh_from_db(fields=[name]) for a deferred field:
+# DeferredAttribute.__get__ (Django 5), and its fetch_one (Django 6.1 and on: __get__ calls
+# the instance's fetch mode, whose FETCH_ONE calls fetch_one)
+_deferred_getters: tuple[Any, ...] = ()
 
 
 def fix_for(kind: str, attribute: str, direction: str | None) -> str:
@@ -72,13 +75,20 @@ def fix_for(kind: str, attribute: str, direction: str | None) -> str:
     ``direction``: :data:`SELECT_RELATED`, :data:`PREFETCH_RELATED` or :data:`DEFERRED`, as
     this module reports it; ``kind``: ``lazy_load`` or ``deferred_column`` (a deferred
     column gets the ``.only()`` advice whatever the direction, any other load
-    ``prefetch_related`` unless the direction is :data:`SELECT_RELATED`).
+    ``prefetch_related`` unless the direction is :data:`SELECT_RELATED`). With Django 6.1 and
+    later, the advice for a deferred column or a :data:`SELECT_RELATED` relation names
+    ``.fetch_mode(models.FETCH_PEERS)`` too (a reverse foreign key or many-to-many is not
+    loaded through a fetch mode).
     """
     model, _, name = attribute.partition(".")
+    models = sys.modules.get("django.db.models")
+    # Django 6.1 and on: a queryset's fetch mode loads a deferred field, or a forward or
+    # one-to-one relation, for every row it fetched at the first access (one query)
+    peers = ", or .fetch_mode(models.FETCH_PEERS) on the query" if hasattr(models, "FETCH_PEERS") else ""
     if direction == DEFERRED or kind == "deferred_column":
-        return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...)'
+        return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...){peers}'
     if direction == SELECT_RELATED:
-        return f'{model}.objects.select_related("{name}")'
+        return f'{model}.objects.select_related("{name}"){peers}'
     return f'{model}.objects.prefetch_related("{name}")'
 
 
@@ -343,12 +353,15 @@ def _wrap_factory(original: Callable[..., Any], reverse_fk: bool) -> Callable[..
 
 # -- deferred fields -----------------------------------------------------------------------
 def _called_by_deferred_get(frame: Any) -> bool:
-    """True when ``DeferredAttribute.__get__`` is ``frame`` or one of the two frames above it
-    (a model's own ``refresh_from_db`` that calls ``super()`` sits in between)."""
+    """True when Django's deferred-field getter (:data:`_deferred_getters`) is ``frame`` or one
+    of the two frames above it (a model's own ``refresh_from_db`` that calls ``super()`` sits
+    in between)."""
+    getters = _deferred_getters
     for _ in range(3):
         if frame is None:
             return False
-        if frame.f_code is _deferred_get:
+        code = frame.f_code
+        if any(code is getter for getter in getters):
             return True
         frame = frame.f_back
     return False
@@ -400,7 +413,7 @@ def _patch_existing_managers(descriptors: Any) -> None:
 
 def install() -> bool:
     """Patch Django's ORM once ``django.db.models`` is imported; False before that. Idempotent."""
-    global _installed_for, _deferred_get
+    global _installed_for, _deferred_getters
     models = sys.modules.get("django.db.models")
     if models is None or _installed_for is models:
         return models is not None
@@ -428,7 +441,9 @@ def install() -> bool:
     for name in ("bulk_create", "bulk_update"):
         if name in query.QuerySet.__dict__:
             _patch(query.QuerySet, name, orm.wrap_one_unit)
-    _deferred_get = query_utils.DeferredAttribute.__get__.__code__
+    deferred = query_utils.DeferredAttribute
+    _deferred_getters = tuple(getattr(deferred, name).__code__ for name in ("__get__", "fetch_one")
+                              if hasattr(getattr(deferred, name, None), "__code__"))
     _patch(descriptors, "create_reverse_many_to_one_manager", lambda f: _wrap_factory(f, reverse_fk=True))
     _patch(descriptors, "create_forward_many_to_many_manager", lambda f: _wrap_factory(f, reverse_fk=False))
     _patch_existing_managers(descriptors)

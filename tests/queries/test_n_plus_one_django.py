@@ -98,6 +98,18 @@ def customer_names():
     return [order.customer.name for order in Order.objects.order_by("id")]
 
 
+def customer_names_fetching_peers():
+    from django.db.models import FETCH_PEERS  # Django 6.1: one query loads the relation for every peer row
+
+    return [order.customer.name for order in Order.objects.fetch_mode(FETCH_PEERS).order_by("id")]
+
+
+def notes_fetching_peers():
+    from django.db.models import FETCH_PEERS
+
+    return [order.note for order in Order.objects.fetch_mode(FETCH_PEERS).only("id").order_by("id")]
+
+
 def customer_names_selected():
     return [order.customer.name for order in Order.objects.select_related("customer")]
 
@@ -371,6 +383,7 @@ TESTS = '''
 import re
 
 import pytest
+from django.db import models
 
 from shop import services as app
 from shop.models import Customer, Note, Order
@@ -493,6 +506,16 @@ def test_related_manager_that_sends_nothing_is_not_a_load():
 def test_updates_through_a_related_manager_are_not_loads():
     app.seed(3)
     app.mark_orders()
+
+
+if hasattr(models, "FETCH_PEERS"):
+    def test_fetch_peers_fix_of_a_forward_fk_is_fine():
+        app.seed(3)
+        app.customer_names_fetching_peers()
+
+    def test_fetch_peers_fix_of_a_deferred_field_is_fine():
+        app.seed(3)
+        app.notes_fetching_peers()
 
 
 def test_deferred_field_over_3_rows():
@@ -703,6 +726,17 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_budget_counts_lazy_loads": [("lazy_load", "Order.customer")],
 }
 
+def _fetch_modes() -> bool:
+    """Django 6.1 and later: ``QuerySet.fetch_mode(FETCH_PEERS)``, the scenarios of its fixes."""
+    from django.db import models
+
+    return hasattr(models, "FETCH_PEERS")
+
+
+if _fetch_modes():  # one query loads the relation (or the field) for every row of the queryset
+    EXPECTED.update({"test_fetch_peers_fix_of_a_forward_fk_is_fine": [],
+                     "test_fetch_peers_fix_of_a_deferred_field_is_fine": []})
+
 FAILING = ("test_allowed_relationship_over_its_ceiling_fails", "test_budget_counts_lazy_loads")
 Run = dict[str, Any]
 
@@ -824,18 +858,22 @@ def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) 
         "test_deferred_field_over_3_rows": 'load "note" with the Order rows: add it to .only(...), '
                                            'or take it out of .defer(...)',
     }
+    if _fetch_modes():  # Django 6.1: a fetch mode fixes a deferred field or a forward / one-to-one relation
+        expected = {test: fix if "prefetch_related" in fix else f"{fix}, or .fetch_mode(models.FETCH_PEERS) on the query"
+                    for test, fix in expected.items()}
     assert {test: suspects[test][0]["fix"] for test in expected} == expected
 
 
 def test_django_fix_text_for_each_direction() -> None:
     from pytest_migsafe.queries import django as django_orm
 
+    peers = ", or .fetch_mode(models.FETCH_PEERS) on the query" if _fetch_modes() else ""
     assert django_orm.fix_for("lazy_load", "Order.customer", django_orm.SELECT_RELATED) == \
-        'Order.objects.select_related("customer")'
+        'Order.objects.select_related("customer")' + peers
     assert django_orm.fix_for("lazy_load", "Customer.orders", django_orm.PREFETCH_RELATED) == \
         'Customer.objects.prefetch_related("orders")'
     assert django_orm.fix_for("deferred_column", "Order.note", django_orm.DEFERRED) == \
-        'load "note" with the Order rows: add it to .only(...), or take it out of .defer(...)'
+        'load "note" with the Order rows: add it to .only(...), or take it out of .defer(...)' + peers
 
 
 def test_execute_sql_of_another_signature_is_wrapped_as_it_is() -> None:
