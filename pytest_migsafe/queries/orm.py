@@ -41,6 +41,7 @@ orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVa
 _query_sites: dict[int, str] = {}
 _installed_for: Any = None
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
+_last_walk = callsite._last  # the per-thread slot of the last call-site walk (callsite.last_site, one call less)
 
 
 def forget() -> None:
@@ -110,7 +111,7 @@ def _wrap_instances(original: Any) -> Any:
             if runid is not None:
                 # the rows' statement has just run: its call site is where they were
                 # loaded (the last one this thread recorded), with no walk of the stack
-                _query_sites[runid] = callsite.last_site() or call_site(sys._getframe(1))
+                _query_sites[runid] = _last_walk.found[0] or call_site(sys._getframe(1))
         return result
 
     setattr(instances, _WRAPS, original)

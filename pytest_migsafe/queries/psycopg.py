@@ -34,6 +34,7 @@ psycopg 3.1 to 3.3 have them, and without them psycopg is not hooked at all):
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -309,9 +310,91 @@ def _hook_process_results(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- the public methods, sync ----------------------------------------------------------
-def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
-    shapes = capture._shapes  # the shape cache (never rebound: emptied in place)
+# Cursor.execute's parameters (psycopg 3.1 to 3.3). A wrapper that takes them as they are
+# packs nothing into *args / **kwargs on the hot path, and its own signature is the
+# driver's even to inspect.signature(..., follow_wrapped=False); a psycopg whose execute
+# takes other parameters gets the wrapper that passes any arguments on.
+_P = inspect.Parameter
+_EXECUTE_PARAMETERS = (("self", _P.POSITIONAL_OR_KEYWORD, _P.empty), ("query", _P.POSITIONAL_OR_KEYWORD, _P.empty),
+                       ("params", _P.POSITIONAL_OR_KEYWORD, None), ("prepare", _P.KEYWORD_ONLY, None),
+                       ("binary", _P.KEYWORD_ONLY, None))
 
+
+def _takes(original: Callable[..., Any], parameters: tuple[tuple[str, Any, Any], ...]) -> bool:
+    """True when ``original``'s parameters are ``parameters`` (name, kind, default), exactly."""
+    try:
+        found = inspect.signature(original).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return tuple((p.name, p.kind, p.default) for p in found) == parameters
+
+
+def _execute_in_pipeline(pipeline: Any, cursor: Any, sql: str, site: str, params: Any,
+                         run: Callable[[], Any]) -> Any:
+    """``run()`` (the driver's execute) in pipeline mode: recorded when its results arrive."""
+    call = _PipelineCall(cursor, sql, site, params if capture.settings.capture_params else None, False)
+    _pipeline_begin(pipeline, call)
+    try:
+        return run()
+    finally:
+        _pipeline_end(pipeline, call)
+
+
+def _execute_several(cursor: Any, sql: str, entry: Any, site: str, params: Any, run: Callable[[], Any]) -> Any:
+    """``run()`` of a text of several statements: those the server ran are recorded."""
+    watch = _Results()
+    key = id(cursor)
+    _checking[key] = watch
+    t0 = perf_counter()
+    try:
+        return run()
+    finally:
+        seconds = perf_counter() - t0
+        _checking.pop(key, None)
+        ran = _ran(watch.results) if watch.results is not None else 0
+        if ran:
+            capture.record_entry(sql, entry, seconds, target_of(cursor._conn), 1,
+                                 params if capture.settings.capture_params else None, site, ran)
+
+
+def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    if not _takes(original, _EXECUTE_PARAMETERS):
+        return _wrap_execute_any_sync(original)
+    shapes = capture._shapes  # the shape cache (never rebound: emptied in place)
+    record_entry = capture.record_entry
+
+    @functools.wraps(original)
+    def execute(self: Any, query: Any, params: Any = None, *, prepare: Any = None, binary: Any = None) -> Any:
+        if not capture._active:
+            return original(self, query, params, prepare=prepare, binary=binary)
+        # the hot path, inline: every statement of psycopg (and of SQLAlchemy on psycopg) comes here
+        sql = query if type(query) is str else _text(query, self)
+        site = site_from(sys._getframe(1))  # call_site_of_caller(1), one call less
+        conn = self._conn
+        pipeline = conn._pipeline
+        if pipeline is not None:
+            return _execute_in_pipeline(pipeline, self, sql, site, params,
+                                        lambda: original(self, query, params, prepare=prepare, binary=binary))
+        entry = shapes.get(sql) or capture.entry_of(sql)
+        if entry[2] is not None:
+            return _execute_several(self, sql, entry, site, params,
+                                    lambda: original(self, query, params, prepare=prepare, binary=binary))
+        t0 = perf_counter()  # one statement: it ran if the call returned
+        result = original(self, query, params, prepare=prepare, binary=binary)
+        seconds = perf_counter() - t0
+        try:
+            target = conn._migsafe_target
+        except AttributeError:
+            target = target_of(conn)
+        record_entry(sql, entry, seconds, target, 1, params if capture.settings.capture_params else None, site)
+        return result
+
+    setattr(execute, _PATCHED_FLAG, original)
+    return execute
+
+
+def _wrap_execute_any_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The wrapper of an execute whose parameters are not psycopg 3.1-3.3's: any arguments."""
     @functools.wraps(original)
     def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not capture._active:
@@ -319,43 +402,20 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         query = args[0] if args else kwargs.get("query", _MISSING)
         if query is _MISSING:
             return original(self, *args, **kwargs)  # the driver names the missing argument
-        # the hot path, inline: every statement of psycopg (and of SQLAlchemy on psycopg) comes here
         sql = query if type(query) is str else _text(query, self)
-        site = site_from(sys._getframe(1))  # call_site_of_caller(1), one call less
-        conn = self._conn
-        pipeline = conn._pipeline
+        site = site_from(sys._getframe(1))
+        params = args[1] if len(args) > 1 else kwargs.get("params")
+        pipeline = self._conn._pipeline
         if pipeline is not None:
-            call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
-            _pipeline_begin(pipeline, call)
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                _pipeline_end(pipeline, call)
-        entry = shapes.get(sql) or capture.entry_of(sql)
-        if entry[2] is None:  # one statement: it ran if the call returned
-            t0 = perf_counter()
-            result = original(self, *args, **kwargs)
-            seconds = perf_counter() - t0
-            params = _params_of(args, kwargs, "params") if capture.settings.capture_params else None
-            try:
-                target = conn._migsafe_target
-            except AttributeError:
-                target = target_of(conn)
-            capture.record_entry(sql, entry, seconds, target, 1, params, site)
-            return result
-        watch = _Results()
-        key = id(self)
-        _checking[key] = watch
+            return _execute_in_pipeline(pipeline, self, sql, site, params, lambda: original(self, *args, **kwargs))
+        entry = capture._shapes.get(sql) or capture.entry_of(sql)
+        if entry[2] is not None:
+            return _execute_several(self, sql, entry, site, params, lambda: original(self, *args, **kwargs))
         t0 = perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            seconds = perf_counter() - t0
-            _checking.pop(key, None)
-            ran = _ran(watch.results) if watch.results is not None else 0
-            if ran:
-                capture.record_entry(sql, entry, seconds, target_of(self._conn), 1,
-                                     _params_of(args, kwargs, "params"), site, ran)
+        result = original(self, *args, **kwargs)
+        capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1,
+                             params if capture.settings.capture_params else None, site)
+        return result
 
     setattr(execute, _PATCHED_FLAG, original)
     return execute

@@ -111,6 +111,39 @@ def test_a_wrapped_generator_function_is_one_with_the_drivers_own_parameters(cls
         [p.default for p in inspect.signature(original).parameters.values()]
 
 
+def test_cursor_execute_wrapper_takes_the_drivers_parameters_itself() -> None:
+    """The hot path's wrapper is not ``(self, *args, **kwargs)``: its own signature (not only
+    the one ``__wrapped__`` gives) is the driver's, names, kinds and default values."""
+    capture_psycopg.install()
+    method = vars(psycopg.Cursor)["execute"]
+    own = inspect.signature(method, follow_wrapped=False).parameters.values()
+    driver = inspect.signature(getattr(method, FLAG)).parameters.values()
+    assert [(p.name, p.kind, p.default) for p in own] == [(p.name, p.kind, p.default) for p in driver]
+
+
+def test_an_execute_of_other_parameters_is_wrapped_to_take_any_and_still_counted(pg_dsn: str) -> None:
+    """A psycopg whose ``Cursor.execute`` takes other parameters (a future one, say) gets the
+    wrapper that passes any arguments on: its statements are still counted, its arguments
+    reach the driver as given."""
+    received: list[tuple[Any, ...]] = []
+
+    def execute(self: Any, query: Any, params: Any = None, *, prepare: Any = None, binary: Any = None,
+                returning: bool = False) -> Any:
+        received.append((query, params, returning))
+        driver = getattr(psycopg.Cursor.execute, FLAG, psycopg.Cursor.execute)
+        return driver(self, query, params, prepare=prepare, binary=binary)
+
+    wrapped = capture_psycopg._wrap_execute_sync(execute)
+    assert "args" in inspect.signature(wrapped, follow_wrapped=False).parameters  # the generic wrapper
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, count_queries() as counter:
+        cur = conn.cursor()
+        assert wrapped(cur, "SELECT %s", (1,), returning=True).fetchone() == (1,)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+            wrapped(cur, "SELECT 1", nope=1)
+    assert received == [("SELECT %s", (1,), True)]
+    assert counter.count == 1
+
+
 # -- sync calls -----------------------------------------------------------------------
 def _copy_in(cur: psycopg.Cursor[Any], **kwargs: Any) -> int:
     with cur.copy(**kwargs) as copy:
