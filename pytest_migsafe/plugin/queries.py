@@ -12,7 +12,7 @@ import functools
 import inspect
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +238,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 class QueryPhase:
     """The statements of one test's call phase: its budget and the N+1 rule."""
 
+    # what most tests keep as it is (no filtered budget, nothing to put back, no suspect):
+    # class-level values, which an instance sets only when it has its own
+    budget_counter: capture.QueryCounter | None = None
+    _restore: Callable[[], None] | None = None
+    suspects: Sequence[NPlusOne] = ()
+
     @classmethod
     def start(cls, item: pytest.Item, threshold: int) -> QueryPhase | None:
         """A phase for a test with a budget or with a database driver loaded, else None
@@ -259,13 +265,13 @@ class QueryPhase:
         self.figures = budget is not None or records_wanted()
         self.counter: capture.QueryCounter | capture.NPlusOneCounter = (
             capture.QueryCounter() if self.figures else capture.NPlusOneCounter())
-        self.budget_counter = None
         if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
             self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
                                                        using=budget["using"], track_repeats=False)
-        self._restore: Callable[[], None] | None = None
-        self.suspects: list[NPlusOne] = []
-        if not (isinstance(item, _unittest_items())  # (told here: most tests are not unittest-style)
+        unittest_style = _unittest_style.get(type(item))
+        if unittest_style is None:
+            unittest_style = _unittest_style[type(item)] = isinstance(item, _unittest_items())
+        if not (unittest_style  # (told here by the item's class: most tests are not unittest-style)
                 and _count_test_method_only(item, self._start_counting, self._stop_counting, self)):
             self._start_counting()
 
@@ -298,7 +304,7 @@ class QueryPhase:
         counter = self.counter
         assert isinstance(counter, capture.QueryCounter)  # (self.figures)
         record.queries = counter.figures(budget=self.budget["n"] if self.budget else None,
-                                         threshold=self.threshold, n_plus_one=self.suspects)
+                                         threshold=self.threshold, n_plus_one=list(self.suspects))
 
     @property
     def threshold(self) -> int:
@@ -344,6 +350,9 @@ class QueryPhase:
                 filename, _, line = suspects[0].call_site.rpartition(":")
                 notify(NPlusOneWarning(text), filename, int(line) if line.isdigit() else 0, self.item)
         return failures
+
+
+_unittest_style: dict[type, bool] = {}  # item class -> is pytest's unittest-style item (or a subclass)
 
 
 @functools.cache
