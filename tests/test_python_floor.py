@@ -40,7 +40,7 @@ def test_requires_python_admits_no_version_the_package_cannot_import_on() -> Non
                                              f"Python {needed[0]}.{needed[1]}: requires-python admits {floor}")
 
 
-def test_classifiers_name_exactly_the_versions_from_the_floor_up() -> None:
+def test_the_lowest_python_classifier_is_the_floor() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     named = sorted(tuple(int(n) for n in c.rsplit(":: ", 1)[1].split(".")) for c in project["classifiers"]
                    if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c))
