@@ -322,7 +322,8 @@ def not_compared_lines(not_compared: Mapping[str, str], verbose: bool) -> list[s
 def heaviest_lines(report: RunReport, count: int) -> list[str]:
     """The ``count`` tests that ran the most statements (like pytest's ``--durations``):
     a head line, then ``queries  test  top shape xN at call site`` rows, heaviest first
-    (ties by node id); [] when ``count`` is 0 or no test ran a statement."""
+    (ties by node id; ``(+N other sites)`` after the site when the top shape was sent from
+    more than one line); [] when ``count`` is 0 or no test ran a statement."""
     heavy = sorted(((record.queries.count, nodeid) for nodeid, record in report.tests.items()
                     if record.queries is not None and record.queries.count),
                    key=lambda item: (-item[0], item[1]))[:count]
@@ -335,7 +336,9 @@ def heaviest_lines(report: RunReport, count: int) -> list[str]:
         top = ""
         if figures.shapes:
             shape = max(figures.shapes, key=lambda s: (s.count, s.shape))
-            top = f"x{shape.count} {elide_shape(shape.shape, TABLE_SHAPE_WIDTH)} at {shape.top_site}"
+            others = len(shape.call_sites) - 1
+            elsewhere = f" (+{plural(others, 'other site')})" if others > 0 else ""
+            top = f"x{shape.count} {elide_shape(shape.shape, TABLE_SHAPE_WIDTH)} at {shape.top_site}{elsewhere}"
         rows.append([plural(queries, "query", "queries"), nodeid, top])
     return [f"heaviest {plural(len(rows), 'test')} by statements (--migsafe-heaviest):"] + aligned(rows)
 

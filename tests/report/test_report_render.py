@@ -7,10 +7,11 @@ from pytest_migsafe.report.record import (
     NPlusOne,
     QueryFigures,
     RunReport,
+    ShapeFigure,
     TestRecord,
 )
 from pytest_migsafe.report.regressions import Change, Comparison
-from pytest_migsafe.report.render import Totals, markdown_summary, summary_lines
+from pytest_migsafe.report.render import Totals, heaviest_lines, markdown_summary, summary_lines
 
 
 def report_with(*records: TestRecord, notes: tuple[str, ...] = ()) -> RunReport:
@@ -77,3 +78,18 @@ def test_shadow_experiments_show_both_paths_queries_and_p99() -> None:
     assert row[:4] == ["t::a", "user-directory", "matched", "1"]
     assert "33 -> 2" in lines[2] and "13.5 -> 3.25" in lines[2] and lines[2].endswith("42")
     assert "shadow: 1 matched, 0 mismatched" in lines
+
+
+def test_the_heaviest_row_says_when_its_shape_came_from_other_lines_too() -> None:
+    def record(nodeid: str, sites: dict[str, int]) -> TestRecord:
+        count = sum(sites.values())
+        shape = ShapeFigure("SELECT users.id FROM users WHERE users.id = ?", count, 1.0, 0.5, sites)
+        return TestRecord(nodeid, queries=QueryFigures(count, count, 1.0, shapes=[shape]))
+
+    report = report_with(record("t::one_line", {"shop/views.py:33": 3}),
+                         record("t::two_lines", {"shop/views.py:33": 1, "shop/views.py:25": 1}),
+                         record("t::three_lines", {"a.py:1": 2, "a.py:2": 1, "a.py:3": 1}))
+    rows = heaviest_lines(report, 3)
+    assert rows[1].endswith("x4 SELECT users.id FROM users WHERE users.id = ? at a.py:1 (+2 other sites)")
+    assert rows[2].endswith("x3 SELECT users.id FROM users WHERE users.id = ? at shop/views.py:33")
+    assert rows[3].endswith("x2 SELECT users.id FROM users WHERE users.id = ? at shop/views.py:33 (+1 other site)")
