@@ -50,7 +50,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 TESTS_PER_FILE = 100
@@ -168,16 +168,101 @@ def make_realistic_suite(root: Path, tests: int) -> None:
         (root / f"test_db_{index:03}.py").write_text(body)
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SHOP_CONFTEST = """
+import os
+import sys
+
+sys.path.insert(0, os.environ["BENCH_EXAMPLES"])
+
+import psycopg_pool
+import pytest
+import redis
+from shop.models import Address, Base, User
+from shop.seed import add_users
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+URL = os.environ["BENCH_PG_URL"]
+ENGINE = create_engine(URL, pool_size=5, max_overflow=2)
+Base.metadata.drop_all(ENGINE)
+Base.metadata.create_all(ENGINE)
+with Session(ENGINE) as seeding:
+    add_users(seeding, 20, start=1)
+    seeding.commit()
+POOL = psycopg_pool.ConnectionPool(URL.replace("postgresql+psycopg://", "postgresql://"), min_size=1,
+                                   max_size=2, open=True)
+CACHE = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+
+
+@pytest.fixture
+def session():
+    # the usual test isolation: the test's session in a transaction rolled back at its end
+    with ENGINE.connect() as conn:
+        outer = conn.begin()
+        with Session(bind=conn, join_transaction_mode="create_savepoint") as one:
+            yield one
+        outer.rollback()
+
+
+@pytest.fixture
+def cache():
+    yield CACHE
+    CACHE.flushdb()
+
+
+def add_address(session, user_id, n):
+    session.add(Address(user_id=user_id, city=f"City {n}"))
+    session.flush()
+    return session.scalars(select(Address).where(Address.city == f"City {n}")).one()
+"""
+# the shop's read and write paths, one kind a test in turn (examples/shop)
+SHOP_TESTS = (
+    "def test_directory_{n}(session):\n    rows = user_directory(session)\n    assert len(rows) == 20\n",
+    "def test_profile_{n}(session, cache):\n    first = cached_user_profile(session, cache, {uid})\n"
+    "    assert cached_user_profile(session, cache, {uid}) == first\n",
+    "def test_change_email_{n}(session, cache):\n"
+    "    change_email_and_invalidate(session, cache, {uid}, 'new{n}@example.com')\n"
+    "    assert cached_user_profile(session, cache, {uid})['email'] == 'new{n}@example.com'\n",
+    "def test_request_{n}():\n    assert handle_request(ENGINE, {uid}) == 'user{uid}'\n",
+    "def test_orders_total_{n}():\n    with POOL.connection() as conn:\n"
+    "        (total,) = conn.execute('SELECT sum(total) FROM orders WHERE user_id = %s', ({uid},)).fetchone()\n"
+    "    assert total == {uid} + 10\n",
+    "def test_new_address_{n}(session):\n    assert add_address(session, {uid}, {n}).user.id == {uid}\n",
+)
+
+
+def make_shop_suite(root: Path, tests: int) -> None:
+    """``tests`` tests of the examples app (``examples/shop``) on PostgreSQL (``BENCH_PG_URL``)
+    and Redis (``BENCH_REDIS_URL``), the kinds of ``SHOP_TESTS`` in turn: a directory read
+    (20 users and their addresses, two statements), a cache-aside profile read (a miss, then
+    a hit), a write with its cache invalidation, a request on the pooled engine, a raw
+    psycopg_pool read and an ORM insert; each test's session rolled back at its end."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pytest.ini").write_text(INI)
+    (root / "conftest.py").write_text(SHOP_CONFTEST + FREEZE_HEAP)
+    head = ("from conftest import CACHE, ENGINE, POOL, add_address\n"
+            "from shop.cache import cached_user_profile, change_email_and_invalidate\n"
+            "from shop.pooling import handle_request\n"
+            "from shop.views import user_directory\n\n\n")
+    files = (tests + TESTS_PER_FILE - 1) // TESTS_PER_FILE
+    for index in range(files):
+        numbers = range(index * TESTS_PER_FILE, min(tests, (index + 1) * TESTS_PER_FILE))
+        body = "\n\n".join(SHOP_TESTS[n % len(SHOP_TESTS)].format(n=n, uid=1 + n % 20) for n in numbers)
+        (root / f"test_shop_{index:03}.py").write_text(head + body)
+
+
 def run_pytest(root: Path, *args: str) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of one pytest subprocess in ``root``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytest", *COMMON, *args], cwd=root, env=ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise SystemExit(f"pytest {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        raise SystemExit(f"pytest {' '.join(args)} failed ({done.returncode}): "
+                         f"{done.stdout[-3000:]}{done.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return elapsed, cpu
 
@@ -245,45 +330,58 @@ def instructions(root: Path, *args: str) -> int:
     return int(found.group(1))
 
 
-def measure_suites(prefix: str, measure: Callable[..., T], imports: str, realistic: bool, small: int,
+SUITES = {
+    "trivial": "trivial tests",
+    "realistic": "tests using an ORM Session and a psycopg_pool connection on PostgreSQL",
+    "shop": "tests of the examples app (examples/shop) on PostgreSQL and Redis",
+}
+
+
+def measure_suites(prefix: str, measure: Callable[..., T], imports: str, suite: str, small: int,
                    large: int) -> dict[str, dict[int, T]]:
     """``measure(root, *args)`` of each variant on suites of ``small`` and ``large`` tests
-    (realistic ones on the plugin's own PostgreSQL, started here, or trivial ones with a
-    conftest importing ``imports``): ``{variant: {size: figure}}``."""
+    of ``suite`` (a key of :data:`SUITES`; realistic and shop ones on the plugin's own
+    PostgreSQL and, for the shop, Redis, started here; trivial ones with a conftest importing
+    ``imports``): ``{variant: {size: figure}}``."""
     counts: dict[str, dict[int, T]] = {name: {} for name in VARIANTS}
-    server = None
+    servers: list[Any] = []
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         try:
-            if realistic:
-                from pytest_migsafe.servers import start_postgres
+            if suite != "trivial":
+                from pytest_migsafe.servers import start_postgres, start_redis
 
-                server = start_postgres(Path(tmp) / "pg")
-                ENV["BENCH_PG_URL"] = server.url
+                servers.append(start_postgres(Path(tmp) / "pg"))
+                ENV["BENCH_PG_URL"] = servers[-1].url
+                if suite == "shop":
+                    servers.append(start_redis(Path(tmp) / "redis"))
+                    ENV["BENCH_REDIS_URL"] = servers[-1].url
+                    ENV["BENCH_EXAMPLES"] = str(EXAMPLES)
             for size in (small, large):
                 root = Path(tmp) / str(size)
-                if realistic:
+                if suite == "realistic":
                     make_realistic_suite(root, size)
+                elif suite == "shop":
+                    make_shop_suite(root, size)
                 else:
                     make_suite(root, size, imports)
                 for name, args in VARIANTS.items():
                     counts[name][size] = measure(root, *args)
         finally:
-            if server is not None:
+            for server in servers:
                 server.stop()
     return counts
 
 
 def bench_instructions(tests: int, imports: str = "", small: int = 200, large: int = 1400,
-                       realistic: bool = False) -> None:
+                       suite: str = "trivial") -> None:
     """Fixed and per-test instructions of each variant, from two suite sizes; the ratio at ``tests``.
 
-    ``realistic``: tests that use an ORM Session and a psycopg_pool connection on the plugin's
-    own PostgreSQL (the client's instructions only), instead of trivial tests.
+    ``suite``: a key of :data:`SUITES` (on PostgreSQL and Redis: the client's instructions only).
     """
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
-    counts = measure_suites("migsafe-bench-cg-", instructions, imports, realistic, small, large)
-    kind = "tests using an ORM Session and a psycopg_pool connection on PostgreSQL" if realistic else "trivial tests"
+    counts = measure_suites("migsafe-bench-cg-", instructions, imports, suite, small, large)
+    kind = SUITES[suite]
     where = f" (conftest imports {imports})" if imports else ""
     print(f"instructions (callgrind), suites of {small} and {large} {kind}{where}, projected to {tests}:")
     base = None
@@ -312,11 +410,11 @@ def traced_opcodes(root: Path, *args: str) -> tuple[int, int]:
     return sum(counts.values()), sum(v for k, v in counts.items() if package in k)
 
 
-def bench_opcodes(imports: str = "", realistic: bool = False, small: int = 100, large: int = 300) -> None:
+def bench_opcodes(imports: str = "", suite: str = "trivial", small: int = 100, large: int = 300) -> None:
     """Python opcodes a test runs (all, and the plugin's own), each variant, from two suite
     sizes; the ratio of each variant's per-test opcodes to the plugin off's."""
-    counts = measure_suites("migsafe-bench-ops-", traced_opcodes, imports, realistic, small, large)
-    kind = "tests using an ORM Session and a psycopg_pool connection on PostgreSQL" if realistic else "trivial tests"
+    counts = measure_suites("migsafe-bench-ops-", traced_opcodes, imports, suite, small, large)
+    kind = SUITES[suite]
     where = f" (conftest imports {imports})" if imports else ""
     print(f"opcodes (sys.settrace), suites of {small} and {large} {kind}{where}, per test:")
     base = None
@@ -326,7 +424,7 @@ def bench_opcodes(imports: str = "", realistic: bool = False, small: int = 100, 
         base = base or whole
         print(f"  {name:22} {whole:9.0f} opcodes a test ({whole - base:+.0f}), the plugin's own {mine:6.0f}   "
               f"{whole / base:.3f}x")
-    print("  targets (issue 8, realistic suite): at most 1.03x at the defaults, 1.05x with --migsafe-report")
+    print("  targets (issue 8, realistic and shop suites): at most 1.03x at the defaults, 1.05x with --migsafe-report")
 
 
 def bench_startup(imports: str) -> None:
@@ -362,6 +460,10 @@ def main() -> None:
     parser.add_argument("--realistic", action="store_true",
                         help="with --instructions or --opcodes: tests that use an ORM Session and a psycopg_pool connection on "
                              "the plugin's PostgreSQL (suites of 100 and 300), instead of trivial tests")
+    parser.add_argument("--shop", action="store_true",
+                        help="with --instructions or --opcodes: tests of the examples app (examples/shop: "
+                             "directory reads, cache-aside profile reads on Redis, writes, pooled requests, "
+                             "psycopg_pool reads; suites of 100 and 300), instead of trivial tests")
     parser.add_argument("--startup", action="store_true",
                         help="only the start-up cost: instructions of a one-test session (with --import, "
                              "a conftest importing those modules), plugin off, on and with the report")
@@ -369,15 +471,16 @@ def main() -> None:
                         help="only the Python opcodes a test runs, the three variants (deterministic; with "
                              "--realistic on the realistic suite, else on trivial tests; about 2 minutes)")
     args = parser.parse_args()
+    suite = "shop" if args.shop else "realistic" if args.realistic else "trivial"
     if args.opcodes:
-        bench_opcodes(args.imports, args.realistic)
+        bench_opcodes(args.imports, suite)
         return
     if args.startup:
         bench_startup(args.imports)
         return
     if args.instructions:
-        if args.realistic:
-            bench_instructions(args.tests, small=100, large=300, realistic=True)
+        if suite != "trivial":
+            bench_instructions(args.tests, small=100, large=300, suite=suite)
         else:
             bench_instructions(args.tests, args.imports)
     if not args.skip_time:
