@@ -16,7 +16,11 @@ execute state for every ORM statement, which costs more than the capture itself)
   statements sent inside it carry (:data:`~pytest_migsafe.queries.callsite.unit_of_work`),
   so that the INSERTs of many rows in one flush are not the user's loop, while a flush per
   row from a loop still is (a frame's identity would not do: the next flush's frame often
-  reuses the last one's memory). The same for one ``execute`` of many rows that SQLAlchemy
+  reuses the last one's memory). It also keeps the rows each flush inserted until the
+  application's next ORM query: a row that no query loaded has no ``runid``, like a row a
+  query returned from the identity map, but a row inserted with no ORM query run since
+  cannot have been returned by one, so its loads are grouped by the flush that made it
+  (objects created one by one, each reading a relationship, are not one query's rows). The same for one ``execute`` of many rows that SQLAlchemy
   sends in batches (``Connection._exec_insertmany_context``: ``insert(...).returning(...)``
   with a list of rows) and one ``selectinload`` sent in chunks of 500 keys.
 
@@ -39,6 +43,15 @@ from pytest_migsafe.queries.rows import row_number
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
 # the ORM's number of each query that loaded rows (InstanceState.runid) -> where it ran; cleared by forget()
 _query_sites: dict[int, str] = {}
+# the rows (InstanceStates) each flush inserted while counting since the application's last
+# ORM query: (the flush's unit of work number, its rows); emptied by the next such query
+_fresh_flushes: list[tuple[int, list[Any]]] = []
+# id(InstanceState) -> unit of work number, of those rows, indexed when a load asks (their
+# states move to _fresh_held, which keeps each id from being reused meanwhile)
+_fresh_rows: dict[int, int] = {}
+_fresh_held: list[list[Any]] = []
+#: Rows of one flush kept for that (past it, its rows' loads count as before: one unknown query's)
+FRESH_ROWS_KEPT = 10_000
 _installed_for: Any = None
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
 _last_walk = callsite._last  # the per-thread slot of the last call-site walk (callsite.last_site, one call less)
@@ -47,6 +60,25 @@ _last_walk = callsite._last  # the per-thread slot of the last call-site walk (c
 def forget() -> None:
     """Drop what was learnt about loaded rows (called when the last counter stops)."""
     _query_sites.clear()
+    _forget_fresh()
+
+
+def _forget_fresh() -> None:
+    _fresh_flushes.clear()
+    _fresh_rows.clear()
+    _fresh_held.clear()
+
+
+def _inserted_by(state: Any) -> int | None:
+    """The unit of work number of the flush that inserted ``state`` since the application's
+    last ORM query, else None."""
+    while _fresh_flushes:
+        unit, states = _fresh_flushes.pop()
+        _fresh_held.append(states)
+        for one in states:
+            _fresh_rows[id(one)] = unit
+    found = _fresh_rows.get(id(state))
+    return found if found is not None and state.key is not None else None
 
 
 # -- the wrapped loaders ------------------------------------------------------------
@@ -54,12 +86,19 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
     """Report ``load`` of the row ``parent`` to every active counter, then ``run()`` it tagged."""
     counters = dispatch._active
     origin = origin_of(sys._getframe(2))
+    row = row_number(parent)
     runid = getattr(parent, "runid", None)
-    loaded = (runid, _query_sites.get(runid)) if runid is not None else None
+    loaded: tuple[Any, str | None] | None = None
+    if runid is not None:
+        loaded = (runid, _query_sites.get(runid))
+    elif _fresh_flushes or _fresh_rows:  # no query loaded the row: a flush may have inserted it
+        unit = _inserted_by(parent)
+        if unit is not None:
+            loaded = (("inserted by flush", unit), None)
     for counter in counters:
         record = getattr(counter, "_orm_load", None)
         if record is not None:
-            record(load, row_number(parent), loaded, origin, direction)
+            record(load, row, loaded, origin, direction)
     token = orm_load.set(load)
     try:
         return run()
@@ -107,6 +146,8 @@ def _wrap_instances(original: Any) -> Any:
     def instances(cursor: Any, context: Any) -> Any:
         result = original(cursor, context)
         if dispatch._active:
+            if (_fresh_flushes or _fresh_rows) and orm_load.get() is None:
+                _forget_fresh()  # a query of the application's, not a per-row load: it may return them
             runid = getattr(context, "runid", None)
             if runid is not None:
                 # the rows' statement has just run: its call site is where they were
@@ -140,6 +181,29 @@ def wrap_one_unit(original: Any) -> Any:
 
     setattr(one_unit, _WRAPS, original)
     return one_unit
+
+
+def _wrap_flush(original: Any) -> Any:
+    """``Session._flush``: one unit of work (see :func:`wrap_one_unit`) that also keeps the
+    rows it inserted (the session's pending rows before it) in ``_fresh_flushes``."""
+    @functools.wraps(original)
+    def _flush(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not dispatch._active:
+            return original(self, *args, **kwargs)
+        pending = getattr(self, "_new", None)  # {InstanceState: object}, emptied by the flush
+        rows = list(pending) if pending and len(pending) <= FRESH_ROWS_KEPT else None
+        unit = next(_units)
+        token = unit_of_work.set(unit)
+        try:
+            result = original(self, *args, **kwargs)
+        finally:
+            unit_of_work.reset(token)
+        if rows is not None:
+            _fresh_flushes.append((unit, rows))
+        return result
+
+    setattr(_flush, _WRAPS, original)
+    return _flush
 
 
 def _patch(owner: Any, name: str, wrap: Any) -> None:
@@ -199,7 +263,7 @@ def install() -> bool:
         _patch(loading, name, _wrap_load_scalar_attributes)
         _patch_mappers(getattr(loading, name, None))
     _patch(loading, "instances", _wrap_instances)
-    _patch(orm.Session, "_flush", wrap_one_unit)
+    _patch(orm.Session, "_flush", _wrap_flush)
     # one selectinload, sent as IN (...) statements of 500 keys; 2.1 names it _SelectInLoader
     selectin = getattr(strategies, "_SelectInLoader", None) or getattr(strategies, "SelectInLoader", None)
     if selectin is not None:

@@ -99,7 +99,7 @@ class RepeatTracker:
         group.count += 1
         group.lines[loop] = group.lines.get(loop, 0) + 1
 
-    def load(self, load: tuple[str, str], parent: int, loaded: tuple[int, str] | None,
+    def load(self, load: tuple[str, str], parent: int, loaded: tuple[Any, str | None] | None,
              origin: Origin, direction: str | None) -> None:
         """One ORM load of ``load = (kind, "Class.attribute")`` for the row ``parent``."""
         where = origin.loop or origin.test

@@ -206,6 +206,44 @@ def flush_each_new_customer(n):
         session.rollback()
 
 
+def orders_made_one_by_one(n, commit=False):
+    # each order created, flushed (or committed), then its customer read: no query returned
+    # these rows, each lazy load is for a row of its own flush (not an N+1 of a query)
+    with Session(ENGINE) as session:
+        names = []
+        for customer_id in session.scalars(select(Customer.id)).all()[:n]:
+            order = Order(customer_id=customer_id)
+            session.add(order)
+            session.commit() if commit else session.flush()
+            names.append((order.customer.name, order.note))
+        session.rollback()
+        return names
+
+
+def orders_made_one_by_one_then_listed(n):
+    # the same rows, then a query returns them (from the identity map) and a loop reads each
+    # one's customer: an N+1 of that query
+    with Session(ENGINE) as session:
+        session.execute(text("DELETE FROM orders"))
+        for customer_id in session.scalars(select(Customer.id)).all()[:n]:
+            session.add(Order(customer_id=customer_id))
+            session.flush()
+        names = [order.customer.name for order in session.scalars(select(Order)).all()]
+        session.rollback()
+        return names
+
+
+def orders_made_in_one_flush_then_read(n):
+    # rows of one flush, then a loop reads each one's customer: one lazy load per row of a set
+    with Session(ENGINE) as session:
+        orders = [Order(customer_id=customer_id) for customer_id in session.scalars(select(Customer.id)).all()[:n]]
+        session.add_all(orders)
+        session.flush()
+        names = [order.customer.name for order in orders]
+        session.rollback()
+        return names
+
+
 def rename_row_by_row(n):
     with ENGINE.begin() as conn:
         for i in range(n):
@@ -372,6 +410,26 @@ def test_a_flush_per_row_from_an_application_loop():
     app.flush_each_new_customer(12)
 
 
+def test_objects_made_one_by_one_each_reading_its_relation_are_fine():
+    app.seed(3)
+    app.orders_made_one_by_one(3)
+
+
+def test_objects_committed_one_by_one_each_reading_its_relation_are_fine():
+    app.seed(3)
+    app.orders_made_one_by_one(3, commit=True)
+
+
+def test_objects_made_one_by_one_then_listed_by_a_query():
+    app.seed(3)
+    app.orders_made_one_by_one_then_listed(3)
+
+
+def test_objects_of_one_flush_each_reading_its_relation():
+    app.seed(3)
+    app.orders_made_in_one_flush_then_read(3)
+
+
 def test_row_by_row_writes_from_an_application_loop():
     app.seed(3)
     app.rename_row_by_row(12)
@@ -465,6 +523,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_set_up_loop_in_the_test_body_is_fine": [],
     "test_one_flush_of_many_rows_is_fine": [],
     "test_row_by_row_writes_from_an_application_loop": [("repeated_statement", "UPDATE customers")],
+    "test_objects_made_one_by_one_each_reading_its_relation_are_fine": [],
+    "test_objects_committed_one_by_one_each_reading_its_relation_are_fine": [],
+    "test_objects_made_one_by_one_then_listed_by_a_query": [("lazy_load", "Order.customer")],
+    "test_objects_of_one_flush_each_reading_its_relation": [("lazy_load", "Order.customer")],
     "test_one_flush_sending_one_insert_per_row_is_fine": [],
     "test_a_flush_per_row_from_an_application_loop": [("repeated_statement", "INSERT INTO customers")],
     "test_async_lazy_load_over_3_parents": [("lazy_load", "Order.customer")],
