@@ -217,7 +217,7 @@ class _WatchedPsycopgPool:
         last ones if it was collected (the start's when unknown)."""
         pool = self.ref()
         if pool is not None:
-            stats = pool_psycopg.stats_of(pool)
+            stats = pool_psycopg.counters_of(pool)
         elif self.counters is not None:
             stats = dict(self.counters)
         else:
@@ -293,7 +293,7 @@ class PoolObservation:
                 self._peak = self._current
             pools = psycopg.registered() if self._all else self._psycopg_given
             for psycopg_pool in pools:
-                self._watch_psycopg(psycopg_pool, psycopg.stats_of(psycopg_pool))
+                self._watch_psycopg(psycopg_pool, psycopg.counters_of(psycopg_pool))
             self._active = self._started = True
             events._observers = (*events._observers, self)
         return self
@@ -331,7 +331,7 @@ class PoolObservation:
             return
         watched = self._psycopg_base.get(id(psycopg_pool))
         if watched is None or watched.alive() is not psycopg_pool:
-            self._watch_psycopg(psycopg_pool, {} if fresh else pool_psycopg.stats_of(psycopg_pool))
+            self._watch_psycopg(psycopg_pool, {} if fresh else pool_psycopg.counters_of(psycopg_pool))
 
     def psycopg_stats_popped(self, psycopg_pool: Any, stats: dict[str, int]) -> None:
         """``psycopg_pool.pop_stats()`` reset the pool's counters (called under ``events._lock``)."""

@@ -68,9 +68,26 @@ def stats_of(pool: Any) -> dict[str, int]:
     return stats  # the pool's own copy (read through COUNTERS by delta(): no second copy per test)
 
 
+def counters_of(pool: Any) -> dict[str, int]:
+    """A copy of the pool's counters now (those of :data:`COUNTERS` among them): its
+    ``_stats`` mapping, which ``get_stats()`` copies too, without the measures
+    ``get_stats()`` reads under the pool's lock (a psycopg_pool without it: :func:`stats_of`)."""
+    counters = getattr(pool, "_stats", None)
+    if not isinstance(counters, dict):
+        return stats_of(pool)
+    for _ in range(5):
+        try:
+            return dict(counters)
+        except RuntimeError:  # a worker added a counter while we copied them
+            continue
+    return stats_of(pool)
+
+
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """``after - before`` of each counter that moved (read the others as 0, with ``.get(key, 0)``);
     a counter reset by ``pop_stats()`` counts from 0."""
+    if after == before:  # the common case: the pool did nothing
+        return {}
     result = {}
     for key in COUNTERS:
         new = after.get(key, 0)
