@@ -46,10 +46,10 @@ _query_sites: dict[int, str] = {}
 # the rows (InstanceStates) each flush inserted while counting since the application's last
 # ORM query: (the flush's unit of work number, its rows); emptied by the next such query
 _fresh_flushes: list[tuple[int, list[Any]]] = []
-# id(InstanceState) -> unit of work number, of those rows, indexed when a load asks (their
-# states move to _fresh_held, which keeps each id from being reused meanwhile)
+# id(InstanceState) -> unit of work number, of the rows of the first _fresh_indexed[0]
+# flushes there, indexed when a load asks (held there, so an id is not reused meanwhile)
 _fresh_rows: dict[int, int] = {}
-_fresh_held: list[list[Any]] = []
+_fresh_indexed = [0]
 #: Rows of one flush kept for that (past it, its rows' loads count as before: one unknown query's)
 FRESH_ROWS_KEPT = 10_000
 _installed_for: Any = None
@@ -66,17 +66,16 @@ def forget() -> None:
 def _forget_fresh() -> None:
     _fresh_flushes.clear()
     _fresh_rows.clear()
-    _fresh_held.clear()
+    _fresh_indexed[0] = 0
 
 
 def _inserted_by(state: Any) -> int | None:
     """The unit of work number of the flush that inserted ``state`` since the application's
     last ORM query, else None."""
-    while _fresh_flushes:
-        unit, states = _fresh_flushes.pop()
-        _fresh_held.append(states)
+    for unit, states in _fresh_flushes[_fresh_indexed[0]:]:
         for one in states:
             _fresh_rows[id(one)] = unit
+    _fresh_indexed[0] = len(_fresh_flushes)
     found = _fresh_rows.get(id(state))
     return found if found is not None and state.key is not None else None
 
@@ -91,7 +90,7 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
     loaded: tuple[Any, str | None] | None = None
     if runid is not None:
         loaded = (runid, _query_sites.get(runid))
-    elif _fresh_flushes or _fresh_rows:  # no query loaded the row: a flush may have inserted it
+    elif _fresh_flushes:  # no query loaded the row: a flush may have inserted it
         unit = _inserted_by(parent)
         if unit is not None:
             loaded = (("inserted by flush", unit), None)
@@ -146,7 +145,7 @@ def _wrap_instances(original: Any) -> Any:
     def instances(cursor: Any, context: Any) -> Any:
         result = original(cursor, context)
         if dispatch._active:
-            if (_fresh_flushes or _fresh_rows) and orm_load.get() is None:
+            if _fresh_flushes and orm_load.get() is None:
                 _forget_fresh()  # a query of the application's, not a per-row load: it may return them
             runid = getattr(context, "runid", None)
             if runid is not None:
