@@ -21,6 +21,7 @@ inherit them) add what the stats cannot tell:
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import weakref
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.pool import events as observed
+from pytest_migsafe.queries.exact import exact_async, with_signature_of
 
 installed = False
 _patched: Any = None  # the psycopg_pool module whose classes are wrapped
@@ -129,13 +131,21 @@ def register(pool: Any, fresh: bool) -> None:
 
 # -- wrappers -----------------------------------------------------------------------
 def _wrap_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The pool's ``__init__``, then :func:`register`: with ``__init__``'s own parameters
+    (names, kinds, defaults), as code that reads a constructor's parameters finds them."""
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         register(self, fresh=True)
 
-    setattr(__init__, _PATCHED_FLAG, original)
-    return __init__
+    try:
+        pool = next(iter(inspect.signature(original).parameters))  # (self)
+        exact = with_signature_of(original, f"    {{call}}\n    _register({pool}, fresh=True)\n",
+                                  {"_register": register})
+    except (ValueError, StopIteration):
+        exact = __init__
+    setattr(exact, _PATCHED_FLAG, original)
+    return exact
 
 
 def _gone(key: int) -> Callable[[Any], None]:
@@ -189,8 +199,9 @@ def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
         _after_getconn(self, conn)
         return conn
 
-    setattr(getconn, _PATCHED_FLAG, original)
-    return getconn
+    exact = exact_async(original, getconn)
+    setattr(exact, _PATCHED_FLAG, original)
+    return exact
 
 
 def _wrap_putconn(original: Callable[..., Any]) -> Callable[..., Any]:

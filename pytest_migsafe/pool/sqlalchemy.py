@@ -11,11 +11,15 @@ Three wrappers add what events cannot tell:
 - ``Engine.__init__`` remembers each engine's URL (password masked) to name its pool
   (an engine created before the hooks, which the import watcher installs as soon as
   SQLAlchemy is imported, keeps the pool class's name: no Engine event is listened to,
-  since one listener makes SQLAlchemy dispatch its events on every statement).
+  since one listener makes SQLAlchemy dispatch its events on every statement). Its wrapper
+  has ``Engine.__init__``'s own parameters: ``create_engine()`` reads which keyword
+  arguments are the engine's (``echo``, ``logging_name``, ``execution_options``, ...) from
+  that function's code.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import sys
@@ -25,6 +29,7 @@ from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.pool import events as observed
+from pytest_migsafe.queries.exact import with_signature_of
 
 installed = False
 _originals: dict[str, Any] = {}
@@ -185,9 +190,17 @@ def _finalize_fairy(*args: Any, **kwargs: Any) -> Any:
     return _originals["finalize"](*args, **kwargs)
 
 
-def _engine_init(self: Any, *args: Any, **kwargs: Any) -> None:
-    _originals["engine_init"](self, *args, **kwargs)
-    remember_engine(self)
+_WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
+
+
+def _wrap_engine_init(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Engine.__init__`` that names the engine's pool after its URL, with the same parameters
+    (names, kinds, defaults) in its code, which ``create_engine()`` reads."""
+    engine = next(iter(inspect.signature(original).parameters))  # (self)
+    wrapper = with_signature_of(original, f"    {{call}}\n    _remember({engine})\n",
+                                {"_remember": remember_engine})
+    setattr(wrapper, _WRAPS, original)
+    return wrapper
 
 
 # -- names and sizes ----------------------------------------------------------------
@@ -274,8 +287,8 @@ def install(import_missing: bool = True) -> bool:
     record_class.checkout = classmethod(_timed_checkout)  # type: ignore[method-assign, assignment]
     _originals["finalize"] = pool_base._finalize_fairy
     pool_base._finalize_fairy = _finalize_fairy
-    _originals["engine_init"] = Engine.__init__
-    Engine.__init__ = _engine_init  # type: ignore[method-assign]
+    if not hasattr(Engine.__init__, _WRAPS):
+        Engine.__init__ = _wrap_engine_init(Engine.__init__)  # type: ignore[method-assign]
     # engines are named when made (never by scanning the heap, which would evaluate objects
     # migsafe does not own, such as lazy settings); no Engine event is listened to: one
     # listener makes SQLAlchemy dispatch its events on every statement of every engine

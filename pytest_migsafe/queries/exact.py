@@ -22,20 +22,21 @@ _KINDS = inspect.Parameter
 
 
 def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[str, Any],
-                      *, kind: str = "def") -> Callable[..., Any]:
+                      *, kind: str = "def", target: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """A function with ``original``'s parameters whose body is ``body``.
 
     ``body``: Python source of the statements (indented by 4 spaces), which may use every
     parameter by name, the names in ``namespace``, ``_original`` and ``{call}``: the call of
     ``_original`` with every parameter passed on as it was bound (positional ones by
     position, keyword-only ones by keyword, ``*args`` / ``**kwargs`` spread). ``kind``:
-    ``"def"`` or ``"async def"``. The result carries ``original``'s name, qualified name,
+    ``"def"`` or ``"async def"``. ``target``: what ``{call}`` calls instead of ``original``
+    (a wrapper taking any arguments, put behind the exact ones). The result carries ``original``'s name, qualified name,
     docstring, module and ``__wrapped__`` (``functools.update_wrapper``); its code's file
     name is ``<migsafe ...>``, which the call-site walk steps over as library code.
     Raises ``ValueError`` for a signature that cannot be read.
     """
     signature = inspect.signature(original)
-    scope = {**namespace, "_original": original}
+    scope = {**namespace, "_original": original if target is None else target}
     params: list[str] = []
     call: list[str] = []
     previous = None
@@ -71,3 +72,16 @@ def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[s
     wrapper: Callable[..., Any] = scope[name]
     functools.update_wrapper(wrapper, original)
     return wrapper
+
+
+def exact_async(original: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """``wrapper`` (an ``async def`` that takes any arguments and passes them on to the
+    driver's coroutine function ``original``) behind an ``async def`` with ``original``'s own
+    parameters: a bad argument raises ``TypeError`` at the call, before any ``await``, as it
+    does without the plugin (with ``*args`` it surfaced only when awaited, and a test of
+    ``pytest.raises(TypeError)`` around the bare call failed). ``wrapper`` itself when
+    ``original``'s signature cannot be read."""
+    try:
+        return with_signature_of(original, "    return await {call}\n", {}, kind="async def", target=wrapper)
+    except ValueError:
+        return wrapper

@@ -44,7 +44,7 @@ from typing import Any
 from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
-from pytest_migsafe.queries.exact import with_signature_of
+from pytest_migsafe.queries.exact import exact_async, with_signature_of
 
 _PATCHED_FLAG = "__migsafe_original__"
 _PIPELINE_STATE = "_migsafe_calls"
@@ -604,8 +604,9 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
                 capture.record_entry(sql, entry, seconds, target_of(self._conn), 1,
                                      _params_of(args, kwargs, "params"), site, ran)
 
-    setattr(execute, _PATCHED_FLAG, original)
-    return execute
+    exact = exact_async(original, execute)
+    setattr(exact, _PATCHED_FLAG, original)
+    return exact
 
 
 def _wrap_executemany_async(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -639,8 +640,9 @@ def _wrap_executemany_async(original: Callable[..., Any]) -> Callable[..., Any]:
             if watch.rows:
                 capture.record_statement(sql, seconds, target_of(self._conn), watch.rows, params, site)
 
-    setattr(executemany, _PATCHED_FLAG, original)
-    return executemany
+    exact = exact_async(original, executemany)
+    setattr(exact, _PATCHED_FLAG, original)
+    return exact
 
 
 def _wrap_server_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -659,8 +661,9 @@ def _wrap_server_execute_async(original: Callable[..., Any]) -> Callable[..., An
                                  _params_of(args, kwargs, "params"), site)
         return result
 
-    setattr(execute, _PATCHED_FLAG, original)
-    return execute
+    exact = exact_async(original, execute)
+    setattr(exact, _PATCHED_FLAG, original)
+    return exact
 
 
 _ASYNC_STREAM_BODY = """\

@@ -111,6 +111,20 @@ def test_a_wrapped_generator_function_is_one_with_the_drivers_own_parameters(cls
         [p.default for p in inspect.signature(original).parameters.values()]
 
 
+@pytest.mark.parametrize(("cls", "name"), [(psycopg.AsyncCursor, "execute"), (psycopg.AsyncCursor, "executemany"),
+                                           (psycopg.AsyncServerCursor, "execute")],
+                         ids=["AsyncCursor.execute", "AsyncCursor.executemany", "AsyncServerCursor.execute"])
+def test_an_async_wrapper_takes_the_drivers_parameters_itself(cls: type, name: str) -> None:
+    """An ``async def (self, *args, **kwargs)`` wrapper took any argument at the call and
+    raised only when awaited: its own parameters are the driver's."""
+    capture_psycopg.install()
+    method = vars(cls)[name]
+    own = inspect.signature(method, follow_wrapped=False).parameters.values()
+    driver = inspect.signature(getattr(method, FLAG)).parameters.values()
+    assert [(p.name, p.kind, p.default) for p in own] == [(p.name, p.kind, p.default) for p in driver]
+    assert inspect.iscoroutinefunction(method)
+
+
 def test_cursor_execute_wrapper_takes_the_drivers_parameters_itself() -> None:
     """The hot path's wrapper is not ``(self, *args, **kwargs)``: its own signature (not only
     the one ``__wrapped__`` gives) is the driver's, names, kinds and default values."""
@@ -309,6 +323,14 @@ async def _stream_not_iterated(conn: Any) -> None:
     conn.cursor().stream("SELECT 1", bogus=1)
 
 
+async def _not_awaited(call: Callable[[], Any]) -> str:
+    """Make the coroutine without awaiting it: the driver's coroutine function binds its
+    arguments at the call, so a bad one raises here."""
+    coroutine = call()
+    coroutine.close()
+    return "made"
+
+
 ASYNC_CALLS: dict[str, Callable[[Any], Any]] = {
     "execute(query, params)": lambda c: _fetchall(c.cursor().execute("SELECT %s::int + 1", (1,))),
     "execute(query=, params=, prepare=, binary=)": lambda c: _fetchall(c.cursor().execute(
@@ -316,6 +338,12 @@ ASYNC_CALLS: dict[str, Callable[[Any], Any]] = {
     "execute(query, params, prepare) positional": lambda c: _none(c.cursor().execute("SELECT 1", None, True)),
     "execute(query, bogus=)": lambda c: _none(c.cursor().execute("SELECT 1", bogus=1)),
     "execute()": lambda c: _none(c.cursor().execute()),
+    "execute(query, bogus=) not awaited": lambda c: _not_awaited(lambda: c.cursor().execute("SELECT 1", bogus=1)),
+    "execute() not awaited": lambda c: _not_awaited(lambda: c.cursor().execute()),
+    "executemany(query, bogus=) not awaited": lambda c: _not_awaited(
+        lambda: c.cursor().executemany("SELECT 1", [()], bogus=1)),
+    "AsyncServerCursor.execute(query, bogus=) not awaited": lambda c: _not_awaited(
+        lambda: c.cursor("sig_bogus").execute("SELECT 1", bogus=1)),
     "execute of a syntax error": lambda c: _none(c.cursor().execute("SELEC 1")),
     "executemany(query, params_seq)": lambda c: c.cursor().executemany(
         f"INSERT INTO {T} VALUES (%s)", [(1,), (2,)]),
