@@ -54,22 +54,31 @@ class StatementGroup:
 
 
 @dataclass
+class QueryLoads:
+    """The loads of one :class:`LoadGroup` for the rows of one query: the rows (``parents``),
+    the loads, the lines they came from and the chain below the first one."""
+
+    loaded_at: str | None  # where the query ran (None: unknown)
+    inner: list[Position]
+    count: int = 0
+    parents: set[int] = field(default_factory=set)
+    lines: dict[Position, int] = field(default_factory=dict)  # the looping frame's position -> loads
+
+
+@dataclass
 class LoadGroup:
-    """ORM loads of one attribute from one application function, by the query that loaded the parents."""
+    """ORM loads of one attribute from one application function, by the query that loaded the
+    parents (its figures are those of one query's rows: single-row loads of other queries in
+    the same function neither add to its count nor move its call site)."""
 
     kind: str  # lazy_load / deferred_column
     attribute: str  # Order.customer
     direction: str | None
-    count: int = 0
-    parents: dict[Any, set[int]] = field(default_factory=dict)  # query context (None: unknown) -> parent rows
-    loaded_at: dict[Any, str | None] = field(default_factory=dict)  # query context -> where it loaded them
-    lines: dict[Position, int] = field(default_factory=dict)
-    inner: list[Position] = field(default_factory=list)
+    by_query: dict[Any, QueryLoads] = field(default_factory=dict)  # query context (None: unknown) -> its loads
 
-    def most_parents(self) -> tuple[int, str | None]:
-        """The most parent rows of one query that were loaded one by one, and where that query ran."""
-        context = max(self.parents, key=lambda c: len(self.parents[c]))
-        return len(self.parents[context]), self.loaded_at.get(context)
+    def busiest(self) -> QueryLoads:
+        """The loads of the query whose rows were loaded one by one the most (the first such query on a tie)."""
+        return max(self.by_query.values(), key=lambda loads: len(loads.parents))
 
 
 class RepeatTracker:
@@ -110,11 +119,13 @@ class RepeatTracker:
         key = (load[0], load[1], origin.function or where[1])
         group = self.loads.get(key)
         if group is None:
-            group = self.loads[key] = LoadGroup(load[0], load[1], direction, inner=origin.inner)
-        group.count += 1
-        group.parents.setdefault(context, set()).add(parent)
-        group.loaded_at.setdefault(context, loaded_at)
-        group.lines[where] = group.lines.get(where, 0) + 1
+            group = self.loads[key] = LoadGroup(load[0], load[1], direction)
+        loads = group.by_query.get(context)
+        if loads is None:
+            loads = group.by_query[context] = QueryLoads(loaded_at, origin.inner)
+        loads.count += 1
+        loads.parents.add(parent)
+        loads.lines[where] = loads.lines.get(where, 0) + 1
 
     def _repeated(self, threshold: int) -> list[tuple[str, StatementGroup]]:
         """``(readable shape, group)`` of each shape repeated ``threshold`` times or more from
@@ -166,14 +177,15 @@ class RepeatTracker:
             return []  # the common case: statements from the test's own code, no ORM load
         found = []
         for group in self.loads.values():
-            parents, loaded_at = group.most_parents()
+            loads = group.busiest()
+            parents, loaded_at = len(loads.parents), loads.loaded_at
             if parents < 2:
                 continue
-            positions = [max(group.lines.items(), key=lambda kv: kv[1])[0], *group.inner]
+            positions = [max(loads.lines.items(), key=lambda kv: kv[1])[0], *loads.inner]
             positions = _from_the_parents_function(positions, loaded_at)
             site = line_of(positions[0])
             shape = f"{group.attribute} ({group.kind.replace('_', ' ')})"
-            suspect = NPlusOne(shape=shape, call_site=site, count=group.count, kind=group.kind,
+            suspect = NPlusOne(shape=shape, call_site=site, count=loads.count, kind=group.kind,
                                relationship=group.attribute, parents=parents,
                                chain=_chain(site, positions[1:]), loaded_at=loaded_at,
                                fix=fix_for(group.kind, group.attribute, group.direction))

@@ -206,6 +206,14 @@ def flush_each_new_customer(n):
         session.rollback()
 
 
+def one_order(session, order_id):
+    return session.get(Order, order_id)
+
+
+def all_orders(session):
+    return session.scalars(select(Order)).all()
+
+
 def orders_made_one_by_one(n, commit=False):
     # each order created, flushed (or committed), then its customer read: no query returned
     # these rows, each lazy load is for a row of its own flush (not an N+1 of a query)
@@ -269,6 +277,7 @@ async def customer_names_async(url):
 TESTS = '''
 import asyncio
 import re
+from operator import attrgetter
 
 import pytest
 from sqlalchemy import text
@@ -410,6 +419,17 @@ def test_a_flush_per_row_from_an_application_loop():
     app.flush_each_new_customer(12)
 
 
+def test_single_row_loads_beside_a_list_count_apart():
+    # the relation read by library code (no application frame: a serializer, say), first for
+    # one row at a time, then for the rows of one query: the suspect is that query's rows
+    app.seed(2)
+    with Session(app.ENGINE) as session:
+        for order_id in session.execute(text("SELECT id FROM orders")).scalars().all():
+            list(map(attrgetter("customer"), [app.one_order(session, order_id)]))  # ONE-ROW
+            session.expunge_all()
+        list(map(attrgetter("customer"), app.all_orders(session)))  # LIST
+
+
 def test_objects_made_one_by_one_each_reading_its_relation_are_fine():
     app.seed(3)
     app.orders_made_one_by_one(3)
@@ -523,6 +543,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_set_up_loop_in_the_test_body_is_fine": [],
     "test_one_flush_of_many_rows_is_fine": [],
     "test_row_by_row_writes_from_an_application_loop": [("repeated_statement", "UPDATE customers")],
+    "test_single_row_loads_beside_a_list_count_apart": [("lazy_load", "Order.customer")],
     "test_objects_made_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_committed_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_made_one_by_one_then_listed_by_a_query": [("lazy_load", "Order.customer")],
@@ -598,6 +619,9 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
         (suspect,) = suspects[test]
         assert (suspect["parents"], suspect["count"]) == (parents, parents), suspect
         assert suspect["site"].startswith("shop_app.py:"), suspect
+    (listed,) = suspects["test_single_row_loads_beside_a_list_count_apart"]
+    list_line = TESTS.split("\n").index(next(line for line in TESTS.split("\n") if line.endswith("# LIST"))) + 1
+    assert (listed["parents"], listed["count"], listed["site"]) == (2, 2, f"test_scenarios.py:{list_line}"), listed
     (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
     assert flushes["count"] == 12  # each flush is its own unit of work, however the frames are reused
     (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
