@@ -82,8 +82,11 @@ def check_marker(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
 
 
 def parse_threshold(text: str) -> int:
-    """The N+1 threshold from the ini file: a whole number >= 2."""
-    value = int(text)
+    """The N+1 threshold from the ini file: a whole number >= 2 (ValueError saying so)."""
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number >= 2, got {text!r}") from None
     if value < 2:
         raise ValueError(f"expected a whole number >= 2, got {text}")
     return value

@@ -95,9 +95,18 @@ def pytest_configure(config: pytest.Config) -> None:
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
     add_call_phase(config, functools.partial(QueryPhase.start, threshold=threshold), order=0)
-    set_test_files(list(config.getini("python_files")))  # the test's own statements make no N+1 suspect
+    set_test_files(_python_files(config))  # the test's own statements make no N+1 suspect
     watch_imports(config, DRIVERS, _driver_imported)
     _use_shape_store(config)
+
+
+def _python_files(config: pytest.Config) -> list[str]:
+    """pytest's ``python_files`` patterns; pytest's defaults when its python plugin is off
+    (``-p no:python``: the ini key is not registered then, and reading it raises)."""
+    try:
+        return list(config.getini("python_files"))
+    except ValueError:
+        return ["test_*.py", "*_test.py"]
 
 
 _STORES = pytest.StashKey[tuple[ShapeStore, Any]]()  # this session's store, the one it replaced

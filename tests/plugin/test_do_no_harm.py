@@ -437,3 +437,17 @@ def test_statements_in_tasks_without_a_user_frame_change_no_outcome(pytester: py
     # counted, at the framework's frame (no user frame sent them)
     report.stdout.fnmatch_lines(["*test_gathered_session_queries*x2 SELECT ? at <*>*",
                                  "*test_a_task_on_a_checked_out_connection*x1 SELECT ? at <*>*"])
+
+
+@pytest.mark.parametrize("core_plugin", ["python", "terminal", "logging", "junitxml", "unittest", "skipping"])
+def test_a_core_pytest_plugin_turned_off_changes_no_outcome(pytester: pytest.Pytester, core_plugin: str) -> None:
+    """``-p no:python`` (a suite of doctests alone) was an INTERNALERROR: the plugin read the
+    ``python_files`` ini key, which only pytest's python plugin registers."""
+    pytester.makefile(".txt", doc=">>> 1 + 1\n2\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    args = ("-p", f"no:{core_plugin}", "--doctest-glob=*.txt", "-p", "no:randomly")
+    off = pytester.runpytest_subprocess("-p", "no:migsafe", *args)
+    for extra in ((), ("--migsafe-report",)):
+        on = pytester.runpytest_subprocess(*args, *extra)
+        assert on.ret == off.ret == pytest.ExitCode.OK, on.stdout.str() + on.stderr.str()
+        assert "INTERNALERROR" not in on.stdout.str() + on.stderr.str()

@@ -530,6 +530,7 @@ def test_an_output_path_that_cannot_be_written_is_a_usage_error_before_any_test(
     ("migsafe_query_tolerance", "-1", "expected a whole number of at least 0, got -1"),
     ("migsafe_hit_rate_tolerance", "x", "expected a rate between 0 and 1, got 'x'"),
     ("migsafe_heaviest", "x", "expected a whole number of at least 0, got 'x'"),
+    ("migsafe_n_plus_one_threshold", "abc", "expected a whole number >= 2, got 'abc'"),
 ])
 def test_a_bad_report_ini_value_is_an_error_with_no_report_asked_for(pytester: pytest.Pytester, key: str,
                                                                     value: str, expected: str) -> None:
