@@ -176,6 +176,7 @@ class ReportSession:
         self.worker_of: dict[str, str] = {}  # node id -> the xdist worker that ran it (controller)
         self.lost_workers: set[str] = set()  # xdist workers whose figures never arrived
         self.previous_sigterm: Any = None
+        self.exited = False  # the run ended on a Ctrl-C or pytest.exit() (see pytest_keyboard_interrupt)
         if not is_worker(config) and (settings.json_path is not None or settings.sarif_path is not None):
             self.previous_sigterm = interrupt_on_sigterm()
         if not is_worker(config) and settings.baseline_path.exists():
@@ -204,6 +205,11 @@ class ReportSession:
         self.collected.update(payload.get("collected", []))
         note_renames(self.config, payload.get("renamed", {}))
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """pytest calls it for a Ctrl-C and for ``pytest.exit()``: whatever exit code the latter
+        sets (``pytest.exit(reason, returncode=7)``), the run did not finish."""
+        self.exited = True
+
     # -- at the end -----------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -223,7 +229,7 @@ class ReportSession:
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
-        if exitstatus == pytest.ExitCode.INTERRUPTED or _ending_on_an_interrupt():
+        if exitstatus == pytest.ExitCode.INTERRUPTED or self.exited or _ending_on_an_interrupt():
             report.interrupted = True
         removed: list[str] = []
         if self.baseline is not None and not report.interrupted:

@@ -380,6 +380,19 @@ def test_json_is_written_and_marked_when_the_run_is_interrupted(lab: pytest.Pyte
     assert data["tests"]["test_shop.py::test_orders"]["queries"]["count"] == 5
 
 
+def test_a_run_ended_by_pytest_exit_with_its_own_code_is_interrupted(lab: pytest.Pytester) -> None:
+    """``pytest.exit(reason, returncode=7)`` set exit status 7, and the JSON said the run was
+    complete (``"interrupted": false``) though the tests after it never ran."""
+    write_suite(lab)
+    lab.makepyfile(test_zz_stop="import pytest\n\ndef test_stop():\n    pytest.exit('enough', returncode=7)\n")
+    result = lab.runpytest_subprocess("--migsafe-report-json=out.json", "--migsafe-update-baseline")
+    assert result.ret == 7
+    data = json.loads((lab.path / "out.json").read_text())
+    assert data["interrupted"] is True
+    assert data["tests"]["test_shop.py::test_orders"]["queries"]["count"] == 5
+    assert not (lab.path / ".migsafe" / "baseline.json").exists()  # an interrupted run writes none
+
+
 def test_json_is_written_when_tests_fail_and_error(lab: pytest.Pytester) -> None:
     lab.makepyfile(test_bad="""
         import pytest
