@@ -184,6 +184,8 @@ class CachePhase:
     def start(cls, item: pytest.Item) -> CachePhase | None:
         """A phase for a test that uses ``migsafe_redis``, ``cache_stats`` or the marker, else None."""
         client = getattr(item, "funcargs", {}).get("migsafe_redis")
+        if client is not None and not any(client is own for own in _own_clients):
+            client = None  # a fixture of the project's own by that name: its object is not ours to measure
         if client is None and (not _stashed or (_BLOCKS not in item.stash and _RATE_MARKER not in item.stash)):
             return None
         return cls(item, client)
@@ -328,15 +330,22 @@ def migsafe_redis_server(tmp_path_factory: pytest.TempPathFactory,
         endpoint.stop()
 
 
+# the clients _migsafe_redis_client made (a project may define a fixture named migsafe_redis
+# of its own: a test's hits are measured on migsafe_redis only when it is one of these)
+_own_clients: list[Any] = []
+
+
 @pytest.fixture(scope="session")
 def _migsafe_redis_client(migsafe_redis_server: RedisEndpoint) -> Iterator[Any]:
     client = migsafe_redis_server.client()
     client.migsafe_url = migsafe_redis_server.url
     client.migsafe_masked_url = migsafe_redis_server.masked_url
     client.migsafe_backend = migsafe_redis_server.backend
+    _own_clients.append(client)
     try:
         yield client
     finally:
+        _own_clients[:] = [own for own in _own_clients if own is not client]
         client.close()
 
 

@@ -435,3 +435,32 @@ def test_xdist_workers_sharing_a_url_get_a_note(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=2)
     assert any(note.startswith("Redis: pytest-xdist workers share the --migsafe-redis-url server")
                for note in report(pytester)["notes"])
+
+
+def test_a_projects_own_migsafe_redis_fixture_is_not_measured(pytester: pytest.Pytester,
+                                                              redis_server: RunningRedis) -> None:
+    """A project fixture named ``migsafe_redis`` (an asyncio client, a string, a mock) failed
+    its tests: the plugin measured whatever object it returned, and called into a mock."""
+    pytester.makeconftest(f"""
+        import pytest, redis.asyncio
+        from unittest import mock
+
+        MOCK = mock.MagicMock()
+
+        @pytest.fixture(params=["asyncio", "text", "mock"])
+        def migsafe_redis(request):
+            if request.param == "asyncio":
+                return redis.asyncio.Redis.from_url({redis_server.url!r})
+            return "not a client" if request.param == "text" else MOCK
+    """)
+    pytester.makepyfile(test_own="""
+        from conftest import MOCK
+
+        def test_uses_it(migsafe_redis):
+            assert migsafe_redis is not None
+
+        def test_the_mock_was_not_called_by_the_plugin():
+            assert MOCK.mock_calls == []
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report")
+    result.assert_outcomes(passed=4)
