@@ -35,7 +35,7 @@ import pytest
 
 from pytest_migsafe.plugin.markers import closest_checked
 from pytest_migsafe.plugin.options import get_setting, ini_type
-from pytest_migsafe.plugin.stash import add_call_phase, add_to_record, marks_of, run_report
+from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
 
 if TYPE_CHECKING:
@@ -129,6 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                           default=10)
     _key_patterns(config)
     add_call_phase(config, CachePhase.start, order=2)
+    add_marker_parser(config, _parse_marker)
     _redis_mode(config)  # a bad ini value is reported now, not at the first test
 
 
@@ -155,16 +156,20 @@ def _redis_mode(config: pytest.Config) -> str | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every min_cache_hit_rate marker's arguments before any test runs."""
+    for item in items:
+        _parse_marker(item)
+
+
+def _parse_marker(item: pytest.Item) -> None:
     global _stashed
+    marks = marks_of(item).get(MARKER)
+    if not marks:
+        return
     from pytest_migsafe.cache.marker import min_cache_hit_rate_signature
 
-    for item in items:
-        marks = marks_of(item).get(MARKER)
-        if not marks:
-            continue
-        _stashed = True
-        item.stash[_RATE_MARKER] = closest_checked(item, MARKER, marks, min_cache_hit_rate_signature,
-                                                   f"{MARKER}(rate, prefix=None) with rate between 0 and 1")
+    _stashed = True
+    item.stash[_RATE_MARKER] = closest_checked(item, MARKER, marks, min_cache_hit_rate_signature,
+                                               f"{MARKER}(rate, prefix=None) with rate between 0 and 1")
 
 
 class CachePhase:

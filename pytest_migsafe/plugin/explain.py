@@ -19,7 +19,7 @@ import pytest
 from pytest_migsafe.plugin.markers import closest_checked
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import add_call_phase, marks_of
+from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, marks_of
 from pytest_migsafe.queries import dispatch, drivers
 from pytest_migsafe.values import argument_type
 
@@ -70,22 +70,25 @@ def pytest_configure(config: pytest.Config) -> None:
                                              ini="migsafe_explain", parse=parse_mode, default="off")
     if mode != "off":
         add_call_phase(config, ExplainPhase.start, order=4)
+    add_marker_parser(config, _parse_marker)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every ``no_seq_scan`` marker's arguments before any test runs; with the mode
     off, the call phase is added only when a test has the marker (the others pay nothing)."""
-    marked = False
     for item in items:
-        marks = marks_of(item).get(MARKER)
-        if not marks:
-            continue
-        from pytest_migsafe.queries.explain import no_seq_scan_signature
+        _parse_marker(item)
 
-        item.stash[_OPTIONS] = closest_checked(item, MARKER, marks, no_seq_scan_signature,
-                                               MARKER_HELP.split(":")[0])
-        marked = True
-    if marked and config.stash[_MODE] == "off" and not config.stash.get(_PHASE_ADDED, False):
+
+def _parse_marker(item: pytest.Item) -> None:
+    marks = marks_of(item).get(MARKER)
+    if not marks:
+        return
+    from pytest_migsafe.queries.explain import no_seq_scan_signature
+
+    item.stash[_OPTIONS] = closest_checked(item, MARKER, marks, no_seq_scan_signature, MARKER_HELP.split(":")[0])
+    config = item.config
+    if config.stash[_MODE] == "off" and not config.stash.get(_PHASE_ADDED, False):
         config.stash[_PHASE_ADDED] = True
         add_call_phase(config, ExplainPhase.start, order=4)
 

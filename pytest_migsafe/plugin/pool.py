@@ -18,6 +18,7 @@ from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
+    add_marker_parser,
     add_to_record,
     marks_of,
     records_wanted,
@@ -95,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         junit=bool(config.getoption("xmlpath", default=None)),
     )
     add_call_phase(config, functools.partial(PoolPhase.start, settings=settings), order=1)
+    add_marker_parser(config, _parse_markers)
     if peak is not None:
         sizing_session = SizingSession(config, settings)
         config.stash[SIZING_KEY] = sizing_session
@@ -137,7 +139,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     """Validate every ``pool`` marker at collection (a usage error names the test)."""
     for item in items:
-        item.stash[LIMITS_KEY] = _limits_of(item)
+        _parse_markers(item)
+
+
+def _parse_markers(item: pytest.Item) -> None:
+    item.stash[LIMITS_KEY] = _limits_of(item)
 
 
 class PoolPhase:

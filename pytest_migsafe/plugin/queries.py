@@ -23,6 +23,7 @@ from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
+    add_marker_parser,
     add_to_record,
     begin_call,
     end_call,
@@ -95,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                            ini="migsafe_n_plus_one_threshold",
                                            parse=parse_threshold, default=10)
     add_call_phase(config, functools.partial(QueryPhase.start, threshold=threshold), order=0)
+    add_marker_parser(config, _parse_markers)
     set_test_files(_python_files(config))  # the test's own statements make no N+1 suspect
     watch_imports(config, DRIVERS, _driver_imported)
     _use_shape_store(config)
@@ -161,25 +163,30 @@ _markers_stashed = False
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Check every query marker's arguments before any test runs."""
-    global _markers_stashed
-    names = ("max_queries", "no_n_plus_one", "allow_n_plus_one")
     for item in items:
-        parsed: dict[str, Any] = {}
-        marks = marks_of(item)
-        for name in names:
-            for mark in marks.get(name, ()):
-                try:
-                    value = check_marker(name, mark.args, mark.kwargs)
-                except ValueError as exc:
-                    raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {exc}") from None
-                if name == "allow_n_plus_one":
-                    parsed.setdefault(name, []).append(value)
-                else:
-                    parsed.setdefault(name, value)  # the closest marker wins
-        if parsed:
-            _markers_stashed = True
-            item.stash[_MARKERS] = parsed
+        _parse_markers(item)
     _warn_marker_typos(config, items)
+
+
+def _parse_markers(item: pytest.Item) -> None:
+    """Check ``item``'s query markers and keep them parsed (``pytest.UsageError`` naming the
+    test and the marker)."""
+    global _markers_stashed
+    parsed: dict[str, Any] = {}
+    marks = marks_of(item)
+    for name in ("max_queries", "no_n_plus_one", "allow_n_plus_one"):
+        for mark in marks.get(name, ()):
+            try:
+                value = check_marker(name, mark.args, mark.kwargs)
+            except ValueError as exc:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {exc}") from None
+            if name == "allow_n_plus_one":
+                parsed.setdefault(name, []).append(value)
+            else:
+                parsed.setdefault(name, value)  # the closest marker wins
+    if parsed:
+        _markers_stashed = True
+        item.stash[_MARKERS] = parsed
 
 
 def _check_pg_ctl(config: pytest.Config) -> None:

@@ -23,6 +23,7 @@ from pytest_migsafe.report.record import RunReport, TestRecord
 RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()
 MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
+_OWN_MARKS_KEY = pytest.StashKey[int]()  # len(item.own_markers) when MARKS_KEY was filled
 DEFERRED_KEY = pytest.StashKey["list[Callable[[TestRecord], None]]"]()
 RENAMED_KEY = pytest.StashKey["dict[str, str]"]()
 
@@ -62,6 +63,40 @@ def add_call_phase(config: pytest.Config, start: PhaseStarter, order: int) -> No
     phases.append((order, start))
     phases.sort(key=lambda entry: entry[0])
     _starter_calls[config] = tuple(starter for _, starter in phases)
+
+
+MarkerParser = Callable[[pytest.Item], None]  # see add_marker_parser
+_parsers: dict[pytest.Config, list[MarkerParser]] = {}
+
+
+def add_marker_parser(config: pytest.Config, parse: MarkerParser) -> None:
+    """Have ``parse(item)`` (a part's check of its markers, which stores what it parsed on
+    the item and raises ``pytest.UsageError`` naming the test and the marker) run again at a
+    test's call when markers were added to the test since collection (a fixture's
+    ``request.applymarker(...)``, a plugin's ``item.add_marker(...)``). The part calls it at
+    collection itself."""
+    parsers = _parsers.get(config)
+    if parsers is None:
+        parsers = _parsers[config] = []
+
+        def forget() -> None:
+            _parsers.pop(config, None)
+
+        config.add_cleanup(forget)
+    parsers.append(parse)
+
+
+def _markers_added(item: pytest.Item) -> None:
+    """Parse ``item``'s markers again, every part's: a bad one fails the test, naming it."""
+    del item.stash[MARKS_KEY]
+    error = None
+    try:
+        for parse in _parsers.get(item.config, ()):
+            parse(item)
+    except pytest.UsageError as exc:
+        error = str(exc)
+    if error is not None:
+        pytest.fail(f"{error} (a marker added while the test ran)", pytrace=False)
 
 
 class CallInProgress:
@@ -118,6 +153,9 @@ def begin_call(item: pytest.Item) -> CallInProgress:
     the last test kept unread are let go (its reports are written)."""
     if _kept_for and not _calls:
         _kept_for.pop().stash[DEFERRED_KEY] = []
+    seen = item.stash.get(_OWN_MARKS_KEY, None)
+    if seen is not None and seen != len(item.own_markers):
+        _markers_added(item)
     call = CallInProgress(item)
     _calls.append(call)
     phases, waiting = call.phases, call.waiting
@@ -161,6 +199,7 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
         for mark in item.iter_markers():
             marks.setdefault(mark.name, []).append(mark)
         item.stash[MARKS_KEY] = marks
+        item.stash[_OWN_MARKS_KEY] = len(item.own_markers)
     return marks
 
 
