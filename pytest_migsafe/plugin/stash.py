@@ -23,7 +23,9 @@ from pytest_migsafe.report.record import RunReport, TestRecord
 RECORD_KEY = pytest.StashKey[TestRecord]()
 RUN_REPORT_KEY = pytest.StashKey[RunReport]()
 MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
-_OWN_MARKS_KEY = pytest.StashKey[int]()  # len(item.own_markers) when MARKS_KEY was filled
+# id(item) -> len(item.own_markers) when its MARKS_KEY was filled (a plain dict read at every
+# call; an id a collected item left and another took only makes that one parsed again)
+_own_marks: dict[int, int] = {}
 DEFERRED_KEY = pytest.StashKey["list[Callable[[TestRecord], None]]"]()
 RENAMED_KEY = pytest.StashKey["dict[str, str]"]()
 
@@ -153,7 +155,7 @@ def begin_call(item: pytest.Item) -> CallInProgress:
     the last test kept unread are let go (its reports are written)."""
     if _kept_for and not _calls:
         _kept_for.pop().stash[DEFERRED_KEY] = []
-    seen = item.stash.get(_OWN_MARKS_KEY, None)
+    seen = _own_marks.get(id(item))
     if seen is not None and seen != len(item.own_markers):
         _markers_added(item)
     call = CallInProgress(item)
@@ -199,7 +201,7 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
         for mark in item.iter_markers():
             marks.setdefault(mark.name, []).append(mark)
         item.stash[MARKS_KEY] = marks
-        item.stash[_OWN_MARKS_KEY] = len(item.own_markers)
+        _own_marks[id(item)] = len(item.own_markers)
     return marks
 
 
