@@ -61,6 +61,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the report machinery when one of its options is given."""
+    for option, name in (("--migsafe-report-json", "migsafe_report_json"), ("--migsafe-sarif", "migsafe_sarif"),
+                         ("--migsafe-baseline", "migsafe_baseline")):
+        given = config.getoption(name)
+        if given is not None and not str(given).strip():  # (an empty value would be read as not given)
+            raise pytest.UsageError(f"{option}= is empty; expected the path of a file to write")
     wanted = any(config.getoption(name) for name in (
         "migsafe_report", "migsafe_update_baseline", "migsafe_fail_on_regression", "migsafe_report_json",
         "migsafe_sarif")) or bool(config.getini("migsafe_sarif"))

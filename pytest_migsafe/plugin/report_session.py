@@ -98,6 +98,14 @@ def read_settings(config: pytest.Config) -> ReportSettings:
         hit_rate_alert=hit_rate_alert(config),
     )
     if not is_worker(config):  # (a worker writes nothing: its controller does)
+        outputs = {"--migsafe-report-json": here / json_path if json_path else None, "--migsafe-sarif": sarif_path,
+                   "--migsafe-baseline": baseline if config.getoption("migsafe_update_baseline") else None}
+        named = [(option, path.resolve()) for option, path in outputs.items() if path is not None]
+        for index, (option, path) in enumerate(named):
+            for other, other_path in named[index + 1:]:
+                if path == other_path:
+                    raise pytest.UsageError(f"{option} and {other} name the same file ({path}); expected "
+                                            "a file of its own for each (one would overwrite the other)")
         for option, path, wanted in (("--migsafe-report-json", here / json_path if json_path else None, True),
                                      ("--migsafe-sarif", sarif_path, True),
                                      ("--migsafe-baseline", baseline, config.getoption("migsafe_update_baseline"))):

@@ -554,3 +554,23 @@ def test_a_bad_report_ini_value_is_an_error_with_no_report_asked_for(pytester: p
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: migsafe: ini option {key} = '{value}': {expected}"])
     result.stdout.no_fnmatch_line("*passed*")
+
+
+@pytest.mark.parametrize("option", ["--migsafe-report-json", "--migsafe-sarif", "--migsafe-baseline"])
+def test_an_empty_output_path_is_a_usage_error(pytester: pytest.Pytester, option: str) -> None:
+    """``--migsafe-report-json=`` was read as not given: no report, and no word of it."""
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess(f"{option}=")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {option}= is empty; expected the path of a file to write"])
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_two_outputs_naming_one_file_are_a_usage_error(pytester: pytest.Pytester) -> None:
+    """The JSON and the SARIF findings given one path: the one written last replaced the other."""
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("--migsafe-report-json=out.json", "--migsafe-sarif=./out.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --migsafe-report-json and --migsafe-sarif name the same file (*out.json); "
+                                 "expected a file of its own for each (one would overwrite the other)"])
+    result.stdout.no_fnmatch_line("*passed*")
