@@ -56,8 +56,10 @@ class NPlusOne:
     ``shape``: the statement shape (for ORM suspects, ``"Order.customer (lazy load)"``: stable
     across SQL renderings); ``call_site``: ``path:line`` of the frame that loops (the
     outermost application frame); ``chain``: the application frames from there down to the
-    one that sent the statement (``path:line``, outermost first); ``count``: statements (or
-    lazy loads) in the group; ``parents``: distinct parent rows lazy-loaded (ORM kinds);
+    one that sent the statement (``path:line``, outermost first); ``count``: statements in
+    the group (ORM kinds: the loads for the rows of the one query whose rows were loaded one
+    by one the most, the same code run again over other queries not added); ``parents``:
+    distinct parent rows of that query lazy-loaded (ORM kinds);
     ``relationship``: ``"Order.customer"`` (ORM kinds); ``loaded_at``: where the parents were
     loaded (``path:line``), if seen; ``fix``: the code that avoids it (ORM kinds);
     ``allowed``: True when an ``allow_n_plus_one`` rule covers it (reported, not failed).
