@@ -30,6 +30,7 @@ from typing import Any
 
 from pytest_migsafe.pool import events as observed
 from pytest_migsafe.queries.exact import with_signature_of
+from pytest_migsafe.queries.library_frames import relabelled
 
 installed = False
 _originals: dict[str, Any] = {}
@@ -284,9 +285,10 @@ def install(import_missing: bool = True) -> bool:
         event.listen(Pool, name, listener)
     record_class = pool_base._ConnectionRecord
     _originals["checkout"] = record_class.__dict__["checkout"].__func__
-    record_class.checkout = classmethod(_timed_checkout)  # type: ignore[method-assign, assignment]
+    # (frames SQLAlchemy's warnings step over, as its own: see queries.library_frames)
+    record_class.checkout = classmethod(relabelled(_timed_checkout, pool_base.__name__))  # type: ignore[method-assign, assignment]
     _originals["finalize"] = pool_base._finalize_fairy
-    pool_base._finalize_fairy = _finalize_fairy
+    pool_base._finalize_fairy = relabelled(_finalize_fairy, pool_base.__name__)
     if not hasattr(Engine.__init__, _WRAPS):
         Engine.__init__ = _wrap_engine_init(Engine.__init__)  # type: ignore[method-assign]
     # engines are named when made (never by scanning the heap, which would evaluate objects

@@ -37,6 +37,7 @@ from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch
 from pytest_migsafe.queries.callsite import call_site, origin_of, unit_of_work
+from pytest_migsafe.queries.library_frames import relabelled
 from pytest_migsafe.queries.rows import row_number
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
@@ -209,7 +210,9 @@ def _patch(owner: Any, name: str, wrap: Any) -> None:
     current = getattr(owner, name, None)
     if current is None or hasattr(current, _WRAPS):
         return
-    setattr(owner, name, wrap(current))
+    # (a frame SQLAlchemy's warnings step over, as its own: see library_frames)
+    module = getattr(current, "__module__", None) or "sqlalchemy.orm"
+    setattr(owner, name, relabelled(wrap(current), module, _observed=_observed))
 
 
 def _patch_mappers(wrapper: Any) -> None:

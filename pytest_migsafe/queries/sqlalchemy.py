@@ -30,6 +30,7 @@ from typing import Any
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries import psycopg as capture_psycopg
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
+from pytest_migsafe.queries.library_frames import relabelled
 
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
@@ -158,7 +159,10 @@ def _hook_class(cls: type, base: type) -> None:
         original = cls.__dict__.get(name)
         if original is None or hasattr(original, _WRAPS) or not callable(original):
             continue
-        setattr(cls, name, _wrap(name, original, override=cls is not base))
+        # (a frame SQLAlchemy's warnings step over, as its own: see library_frames)
+        wrapper = relabelled(_wrap(name, original, override=cls is not base),
+                             getattr(original, "__module__", None) or "sqlalchemy.engine", _guarded=_guarded)
+        setattr(cls, name, wrapper)
 
 
 def _tree(cls: type) -> list[type]:
