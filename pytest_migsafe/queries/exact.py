@@ -30,13 +30,17 @@ def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[s
     ``_original`` with every parameter passed on as it was bound (positional ones by
     position, keyword-only ones by keyword, ``*args`` / ``**kwargs`` spread). ``kind``:
     ``"def"`` or ``"async def"``. ``target``: what ``{call}`` calls instead of ``original``
-    (a wrapper taking any arguments, put behind the exact ones). The result carries ``original``'s name, qualified name,
-    docstring, module and ``__wrapped__`` (``functools.update_wrapper``); its code's file
-    name is ``<migsafe ...>``, which the call-site walk steps over as library code.
+    (a wrapper taking any arguments, put behind the exact ones). The result carries
+    ``original``'s name, qualified name, docstring, module and ``__wrapped__``
+    (``functools.update_wrapper``); its code's file name is ``<migsafe ...>``, which the
+    call-site walk steps over as library code, and its globals' ``__name__`` is
+    ``original``'s module, which SQLAlchemy's warnings read to step over their own frames
+    (see :mod:`~pytest_migsafe.queries.library_frames`).
     Raises ``ValueError`` for a signature that cannot be read.
     """
     signature = inspect.signature(original)
-    scope = {**namespace, "_original": original if target is None else target}
+    scope = {"__name__": getattr(original, "__module__", None) or "", **namespace,
+             "_original": original if target is None else target}
     params: list[str] = []
     call: list[str] = []
     previous = None
