@@ -21,8 +21,9 @@ execute state for every ORM statement, which costs more than the capture itself)
   query returned from the identity map, but a row inserted with no ORM query run since
   cannot have been returned by one, so its loads are grouped by the flush that made it
   (objects created one by one, each reading a relationship, are not one query's rows).
-  The same for one ``execute`` of many rows that SQLAlchemy sends in batches (``Connection._exec_insertmany_context``: ``insert(...).returning(...)``
-  with a list of rows) and one ``selectinload`` sent in chunks of 500 keys.
+  The same for one ``execute`` of many rows that SQLAlchemy sends in batches
+  (``Connection._exec_insertmany_context``: ``insert(...).returning(...)`` with a list of
+  rows) and one ``selectinload`` sent in chunks of 500 keys.
 
 Nothing here runs while no counter is active, beyond one tuple read per load.
 """
