@@ -32,6 +32,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from pytest_migsafe.pool.holds import HoldTimes
 from pytest_migsafe.queries.callsite import call_site, site_from
 
 if TYPE_CHECKING:
@@ -249,8 +250,6 @@ def checked_in(key: int, pool: Any, counted: bool = True) -> None:
                         if not entry.dropped:  # a hold that only the garbage collector ended is no hold
                             holds = obs._holds
                             if holds is None:
-                                from pytest_migsafe.pool.holds import HoldTimes
-
                                 holds = obs._holds = HoldTimes()
                             holds.add(held)
                 obs._see(pool)

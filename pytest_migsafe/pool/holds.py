@@ -113,17 +113,18 @@ class HoldTimes:
         return found
 
     def percentile_ms(self, p: float) -> float:
-        """:meth:`percentile_us` in milliseconds, rounded to 0.001 ms."""
-        return round(self.percentile_us(p) / 1000, 3)
+        """:meth:`percentile_us` in milliseconds (whole microseconds: exact to 0.001 ms)."""
+        return self.percentile_us(p) / 1000
 
     def percentiles_ms(self, ps: tuple[float, ...]) -> list[float]:
         """:meth:`percentile_ms` of each of ``ps``, in their order (one pass: :meth:`percentiles_us`)."""
-        return [round(us / 1000, 3) for us in self.percentiles_us(ps)]
+        # (whole microseconds over 1000: the float nearest each value to 0.001 ms, no rounding)
+        return [us / 1000 for us in self.percentiles_us(ps)]
 
     @property
     def max_ms(self) -> float:
         """The longest hold in milliseconds (exact to the microsecond)."""
-        return round(self.max_us / 1000, 3)
+        return self.max_us / 1000
 
     @property
     def mean_ms(self) -> float:

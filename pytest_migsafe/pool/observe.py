@@ -87,6 +87,7 @@ from pytest_migsafe.pool.holds import HoldTimes
 from pytest_migsafe.pool.targets import classify, describe_pool, pool_facts
 from pytest_migsafe.pool.targets import install as install_hooks
 from pytest_migsafe.report.record import Leak, PoolFigures
+from pytest_migsafe.units import milliseconds
 
 
 @dataclass
@@ -119,6 +120,7 @@ class _Capture:
         self.leaked = leaked
         self.psycopg = psycopg
 
+_NO_WAITS = (0.0, 0.0, 0.0)  # the wait percentiles of an observation in which no checkout waited
 _QUIET = ObservedFigures()  # the frozen figures of every observation in which nothing happened
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -433,9 +435,10 @@ class PoolObservation:
             if end is None:
                 end = self._capture()
             psy = self._psycopg_deltas(end.psycopg)
-            wait_p50, wait_p99, wait_max = percentiles(self._waits, (50, 99, 100))
+            waits = self._waits
+            wait_p50, wait_p99, wait_max = percentiles(waits, (50, 99, 100)) if waits else _NO_WAITS
             leaks = [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
-                          dropped=entry.dropped) for entry in end.leaked]
+                          dropped=entry.dropped) for entry in end.leaked] if end.leaked else []
             sizes = {}
             servers = {}
             for seen in self._seen.values():
@@ -444,22 +447,37 @@ class PoolObservation:
                     sizes[name] = size
                 if kind is not None:
                     servers[name] = kind
-            holds = self._holds or HoldTimes()
-            hold_p50, hold_p95, hold_p99 = holds.percentiles_ms((50, 95, 99))
-            created = self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0)
+            holds = self._holds
+            if holds is None:  # no connection returned while active
+                hold_p50 = hold_p95 = hold_p99 = hold_max = 0.0
+                hold_times: dict[str, Any] = {}
+            else:
+                hold_p50, hold_p95, hold_p99 = holds.percentiles_ms((50, 95, 99))
+                hold_max = holds.max_ms
+                hold_times = holds.to_dict() if holds.count else {}
+            if psy:  # a psycopg pool's counters moved
+                moved = psy.get
+                psy_created = moved("connections_num", 0) - moved("connections_errors", 0)
+                psy_closed = moved("connections_lost", 0) + moved("returns_bad", 0)
+                psy_checkouts = moved("requests_num", 0) - moved("requests_errors", 0)
+                psy_timeouts = moved("requests_errors", 0)
+            else:
+                psy_created = psy_closed = psy_checkouts = psy_timeouts = 0
+            created = self._created + psy_created
             beyond = min(self._beyond, created)
+            overflow = self._overflow
             return ObservedFigures(
-                created=self._created + psy.get("connections_num", 0) - psy.get("connections_errors", 0),
-                closed=self._closed + psy.get("connections_lost", 0) + psy.get("returns_bad", 0),
-                invalidated=self._invalidated + psy.get("connections_lost", 0) + psy.get("returns_bad", 0),
-                checkouts=self._checkouts + psy.get("requests_num", 0) - psy.get("requests_errors", 0),
+                created=created,
+                closed=self._closed + psy_closed,
+                invalidated=self._invalidated + psy_closed,
+                checkouts=self._checkouts + psy_checkouts,
                 checkins=self._checkins,
                 peak_checked_out=self._peak,
-                overflow_used=sum(max(0, value) for value in self._overflow.values()),
-                wait_ms_p50=round(wait_p50 * 1000, 3),
-                wait_ms_p99=round(wait_p99 * 1000, 3),
-                wait_ms_max=round(wait_max * 1000, 3),
-                timeouts=self._timeouts + psy.get("requests_errors", 0),
+                overflow_used=sum([max(0, value) for value in overflow.values()]) if overflow else 0,
+                wait_ms_p50=milliseconds(wait_p50),
+                wait_ms_p99=milliseconds(wait_p99),
+                wait_ms_max=milliseconds(wait_max),
+                timeouts=self._timeouts + psy_timeouts,
                 leaks=leaks,
                 pool_sizes=sizes,
                 cold_start_created=created - beyond,
@@ -469,8 +487,8 @@ class PoolObservation:
                 hold_ms_p50=hold_p50,
                 hold_ms_p95=hold_p95,
                 hold_ms_p99=hold_p99,
-                hold_ms_max=holds.max_ms,
-                hold_times=holds.to_dict() if holds.count else {},
+                hold_ms_max=hold_max,
+                hold_times=hold_times,
                 servers=servers,
             )
 

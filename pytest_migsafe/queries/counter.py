@@ -26,6 +26,7 @@ from pytest_migsafe.queries.drivers import install
 from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker
 from pytest_migsafe.report.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
+from pytest_migsafe.units import milliseconds
 
 
 class FilterMatchedNothingWarning(UserWarning):
@@ -98,8 +99,8 @@ class ShapeStats:
         return ShapeFigure(
             shape=self.shape if shape is None else shape,
             count=self.count,
-            total_ms=round(self.total_seconds * 1000, 3),
-            max_ms=round(self.max_seconds * 1000, 3),
+            total_ms=milliseconds(self.total_seconds),
+            max_ms=milliseconds(self.max_seconds),
             call_sites=dict(self.call_sites),
         )
 
@@ -318,7 +319,7 @@ class QueryCounter:
         return QueryFigures(
             count=count,
             executions=self.executions,
-            total_ms=round(self.total_seconds * 1000, 3),
+            total_ms=milliseconds(self.total_seconds),
             budget=budget,
             shapes=self._shape_figures(),
             n_plus_one=self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,

@@ -22,6 +22,7 @@ import sys
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -181,11 +182,18 @@ def readable_shape(key: str, text: str) -> str:
     """The shape to show for the statements of shape key ``key``, one of whose texts (as the
     counters keep it) is ``text``: :func:`~pytest_migsafe.queries.normalize.normalize`'s,
     worked out only here, when a shape is shown (sqlglot is imported at the first)."""
+    global _normalize
     if type(key) is ReadableShape:
         return str(key)
-    from pytest_migsafe.queries.normalize import normalize
+    if _normalize is None:  # the first shape shown: the module imported here, once (an import
+        # statement run per call costs the import machinery's look-up each time)
+        from pytest_migsafe.queries.normalize import normalize
 
-    return normalize(text)
+        _normalize = normalize
+    return _normalize(text)
+
+
+_normalize: Callable[[str], str] | None = None  # normalize.normalize, once readable_shape loaded it
 
 # text (or digest of a long text) -> Entry; a hit is one lookup in a plain dict
 _shapes: dict[str | bytes, Entry] = {}
