@@ -29,6 +29,12 @@ Plain script, not part of the test suite::
    about 100 instructions here on average (C work done inside one, such as a frame object
    made by ``f_back``, is not an opcode).
 
+With ``--shapes-kept`` (with ``--instructions`` or ``--opcodes``): pytest's cache plugin on in
+every variant, each run after ``--cache-clear``, and a fourth variant, ``--migsafe-report`` in
+a run after one that kept the readable shapes in pytest's cache (``migsafe_shape_cache``, on by
+default): a second run of a suite, which neither imports sqlglot (about 470 M instructions)
+nor parses a statement text.
+
 The suites run with bytecode caches written (``PYTHONDONTWRITEBYTECODE`` is dropped for
 them): otherwise the plugin's modules, installed editable, would be compiled on every
 run while site-packages' are not, and a one-time compile would look like a per-test cost.
@@ -94,6 +100,18 @@ PEAK_RSS = textwrap.dedent("""
         sys.exit(f"pytest failed ({done.returncode}): {done.stderr[-2000:]}")
     print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """)
+
+
+def keep_shapes() -> None:
+    """The variants of ``--shapes-kept``: pytest's cache plugin on in all of them, and
+    ``--migsafe-report`` measured twice, in a first run (the cache cleared: sqlglot imported,
+    each distinct statement text parsed) and in a run after one that kept the readable
+    shapes (the warm-up run of :func:`instructions` and :func:`traced_opcodes` keeps them)."""
+    global COMMON, VARIANTS
+    COMMON = ("-q", "-p", "no:randomly")
+    clear = ("--cache-clear",)
+    VARIANTS = {"-p no:migsafe": OFF + clear, "plugin on, no report": clear, "--migsafe-report": ON + clear,
+                "report, shapes kept": ON}
 
 
 def make_suite(root: Path, tests: int, imports: str = "") -> None:
@@ -467,11 +485,21 @@ def main() -> None:
     parser.add_argument("--startup", action="store_true",
                         help="only the start-up cost: instructions of a one-test session (with --import, "
                              "a conftest importing those modules), plugin off, on and with the report")
+    parser.add_argument("--shapes-kept", action="store_true",
+                        help="with --instructions or --opcodes: pytest's cache plugin on in every variant (each "
+                             "run after a --cache-clear), and a fourth variant, --migsafe-report on the readable "
+                             "shapes the run before kept in pytest's cache (migsafe_shape_cache, the default): "
+                             "a second run, which neither imports sqlglot nor parses a statement")
+    parser.add_argument("--sizes", default=None, metavar="SMALL,LARGE",
+                        help="with --instructions on --realistic or --shop: the two suite sizes (default 100,300; "
+                             "larger ones spread the run-to-run noise of the fixed part over more tests)")
     parser.add_argument("--opcodes", action="store_true",
                         help="only the Python opcodes a test runs, the three variants (deterministic; with "
                              "--realistic on the realistic suite, else on trivial tests; about 2 minutes)")
     args = parser.parse_args()
     suite = "shop" if args.shop else "realistic" if args.realistic else "trivial"
+    if args.shapes_kept:
+        keep_shapes()
     if args.opcodes:
         bench_opcodes(args.imports, suite)
         return
@@ -480,7 +508,8 @@ def main() -> None:
         return
     if args.instructions:
         if suite != "trivial":
-            bench_instructions(args.tests, small=100, large=300, suite=suite)
+            small, large = (int(size) for size in (args.sizes or "100,300").split(","))
+            bench_instructions(args.tests, small=small, large=large, suite=suite)
         else:
             bench_instructions(args.tests, args.imports)
     if not args.skip_time:
