@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
+from pytest_migsafe.cache import rating
 from pytest_migsafe.plugin.markers import closest_checked
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, add_to_record, marks_of, run_report
@@ -72,9 +74,7 @@ def hit_rate_lines(config: pytest.Config) -> HitRateLines:
 
 def min_rated_reads(config: pytest.Config) -> int:
     """Ini ``migsafe_hit_rate_min_reads``: the reads a test needs for its hit rate to be rated."""
-    from pytest_migsafe.cache.rating import DEFAULT_MIN_READS
-
-    return config.stash.get(MIN_READS, DEFAULT_MIN_READS)
+    return config.stash.get(MIN_READS, rating.DEFAULT_MIN_READS)
 
 
 def _mode_arg(text: str) -> str:
@@ -180,9 +180,7 @@ class CachePhase:
         self.stats: CacheStats | None = None
         self.figures: CacheFigures | None = None
         if client is not None:
-            from pytest_migsafe.cache.stats import CacheStats
-
-            self.stats = CacheStats(client)
+            self.stats = _cache_stats().CacheStats(client)
             self.stats.__enter__()
 
     @classmethod
@@ -209,18 +207,29 @@ class CachePhase:
         rate_marker = self.item.stash.get(_RATE_MARKER, None)
         if rate_marker is None:
             return []
-        from pytest_migsafe.cache.stats import hit_rate_failure
-
-        message = hit_rate_failure(self.figures, *rate_marker)
+        message = _cache_stats().hit_rate_failure(self.figures, *rate_marker)
         return [] if message is None else [message]
+
+
+_stats_module: ModuleType | None = None
+
+
+def _cache_stats() -> ModuleType:
+    """:mod:`pytest_migsafe.cache.stats`, imported at the first test that measures Redis (it
+    loads the client hooks) and kept here: an import statement run per test costs the import
+    machinery's look-up each time."""
+    global _stats_module
+    if _stats_module is None:
+        from pytest_migsafe.cache import stats
+
+        _stats_module = stats
+    return _stats_module
 
 
 def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:
     """The test's figures, with the marker's rate, the ini lines and the rating decision
     (:mod:`pytest_migsafe.cache.rating`)."""
-    from pytest_migsafe.cache import rating
-    from pytest_migsafe.cache.stats import sum_figures
-
+    sum_figures = _cache_stats().sum_figures
     lines = hit_rate_lines(item.config)
     rate, prefix = item.stash.get(_RATE_MARKER, (None, None))
     if stats is not None:
