@@ -229,14 +229,13 @@ def _cache_stats() -> ModuleType:
 def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:
     """The test's figures, with the marker's rate, the ini lines and the rating decision
     (:mod:`pytest_migsafe.cache.rating`)."""
-    sum_figures = _cache_stats().sum_figures
     lines = hit_rate_lines(item.config)
     rate, prefix = item.stash.get(_RATE_MARKER, (None, None))
     if stats is not None:
         stats.__exit__(None, None, None)
         figures: CacheFigures | None = stats.figures()
     else:
-        figures = sum_figures([block.figures() for block in blocks if block.entered])
+        figures = _cache_stats().sum_figures([block.figures() for block in blocks if block.entered])
     if figures is None:
         return None
     figures.min_hit_rate, figures.min_hit_rate_prefix = rate, prefix
