@@ -817,20 +817,24 @@ def _analyze_long(sql: str) -> _Analysis:
 # Everything up to the next semicolon that ends a statement: runs of ordinary
 # characters, then strings ('' doubled quotes; backslash escapes in E'' strings
 # only), quoted identifiers, comments and dollar quotes, each consumed whole
-# (an unterminated one runs to the end of the text). Possessive, so linear.
+# (an unterminated one runs to the end of the text). Atomic, so linear: each
+# ``(?>X*)`` is what ``X*+`` means, written as an atomic group because CPython's
+# possessive repeats before 3.11.5 mis-match (gh-106052, gh-100061) and, on this
+# pattern, grew memory without bound (Debian 12's Python 3.11.2: a MemoryError at
+# any string of several statements).
 _STATEMENT_RE = re.compile(
-    r"""(?:[^;'"$/-]++"""
-    r"""|(?<=[eE])(?<![\w$][eE])'[^'\\]*+(?:(?:\\.|'')[^'\\]*+)*+(?:'|\Z)"""
-    r"""|'[^']*+(?:''[^']*+)*+(?:'|\Z)"""
-    r"""|"[^"]*+(?:""[^"]*+)*+(?:"|\Z)"""
-    r"""|--[^\n]*+"""
-    r"""|/\*[^*]*+(?:\*(?!/)[^*]*+)*+(?:\*/|\Z)"""
+    r"""(?>(?:(?>[^;'"$/-]+)"""
+    r"""|(?<=[eE])(?<![\w$][eE])'(?>[^'\\]*)(?>(?:(?:\\.|'')(?>[^'\\]*))*)(?:'|\Z)"""
+    r"""|'(?>[^']*)(?>(?:''(?>[^']*))*)(?:'|\Z)"""
+    r"""|"(?>[^"]*)(?>(?:""(?>[^"]*))*)(?:"|\Z)"""
+    r"""|--(?>[^\n]*)"""
+    r"""|/\*(?>[^*]*)(?>(?:\*(?!/)(?>[^*]*))*)(?:\*/|\Z)"""
     r"""|(?<![\w$])\$(?P<tag>(?:[^\W\d]\w*)?)\$(?:.*?\$(?P=tag)\$|.*\Z)"""
-    r"""|[$/-])*+""",
+    r"""|[$/-])*)""",
     re.DOTALL,
 )
 # whitespace and comments only: a part the server does not count
-_BLANK_RE = re.compile(r"(?:\s++|--[^\n]*+|/\*[^*]*+(?:\*(?!/)[^*]*+)*+(?:\*/|\Z))*+")
+_BLANK_RE = re.compile(r"(?>(?:(?>\s+)|--(?>[^\n]*)|/\*(?>[^*]*)(?>(?:\*(?!/)(?>[^*]*))*)(?:\*/|\Z))*)")
 
 
 def statement_spans(sql: str) -> tuple[tuple[int, int], ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pytest_migsafe.queries import normalize as nz
@@ -408,3 +410,49 @@ def test_clear_caches() -> None:
     normalize("SELECT 42")
     nz.clear_caches()
     assert normalize.cache_info().currsize == 0  # type: ignore[attr-defined]
+
+
+def _possessive_repeats(pattern: re.Pattern[str]) -> int:
+    """POSSESSIVE_REPEAT nodes in ``pattern``'s parse tree (``x*+``, ``x++``, ``x?+``, ``x{m,n}+``)."""
+    from re import _constants, _parser  # type: ignore[attr-defined]
+
+    def count(items: object) -> int:
+        found = 0
+        for op, av in items:  # type: ignore[attr-defined]
+            if op is _constants.POSSESSIVE_REPEAT:
+                found += 1
+            for part in av if isinstance(av, (list, tuple)) else ():
+                if isinstance(part, _parser.SubPattern):
+                    found += count(part)
+                elif isinstance(part, (list, tuple)):
+                    found += sum(count(sub) for sub in part if isinstance(sub, _parser.SubPattern))
+        return found
+
+    return count(_parser.parse(pattern.pattern, pattern.flags))
+
+
+def test_no_regex_of_the_package_uses_a_possessive_repeat() -> None:
+    """CPython's possessive repeats mis-match before 3.11.5 (gh-106052, gh-100061), and the
+    statement splitter's ran out of memory on Debian 12's Python 3.11.2 at any string of
+    several statements: the package writes ``(?>x*)``, the atomic group they stand for."""
+    import importlib
+    import pkgutil
+
+    import pytest_migsafe
+    from pytest_migsafe.queries import normalize as module
+
+    patterns: dict[str, re.Pattern[str]] = {}
+    for info in pkgutil.walk_packages(pytest_migsafe.__path__, "pytest_migsafe."):
+        if info.name.endswith(".__main__"):
+            continue  # (runs the command line)
+        try:
+            loaded = importlib.import_module(info.name)
+        except ImportError:  # an optional extra not installed
+            continue
+        for name, value in vars(loaded).items():
+            if isinstance(value, re.Pattern):
+                patterns[f"{info.name}.{name}"] = value
+    for factory in (module._precollapse_re, module._item_re, module._row_re):
+        patterns[f"{factory.__module__}.{factory.__name__}()"] = factory()
+    assert "pytest_migsafe.queries.normalize._STATEMENT_RE" in patterns
+    assert {name: n for name, pattern in patterns.items() if (n := _possessive_repeats(pattern))} == {}
