@@ -439,7 +439,6 @@ def test_no_regex_of_the_package_uses_a_possessive_repeat() -> None:
     import pkgutil
 
     import pytest_migsafe
-    from pytest_migsafe.queries import normalize as module
 
     patterns: dict[str, re.Pattern[str]] = {}
     for info in pkgutil.walk_packages(pytest_migsafe.__path__, "pytest_migsafe."):
@@ -452,7 +451,7 @@ def test_no_regex_of_the_package_uses_a_possessive_repeat() -> None:
         for name, value in vars(loaded).items():
             if isinstance(value, re.Pattern):
                 patterns[f"{info.name}.{name}"] = value
-    for factory in (module._precollapse_re, module._item_re, module._row_re):
+    for factory in (nz._precollapse_re, nz._item_re, nz._row_re):
         patterns[f"{factory.__module__}.{factory.__name__}()"] = factory()
     assert "pytest_migsafe.queries.normalize._STATEMENT_RE" in patterns
     assert {name: n for name, pattern in patterns.items() if (n := _possessive_repeats(pattern))} == {}
