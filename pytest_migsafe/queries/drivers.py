@@ -60,5 +60,6 @@ def uninstall() -> None:
 
     capture_sqlalchemy.uninstall()
     capture_psycopg.uninstall()
+    orm.uninstall()
     _installed_for = (False, False, False)
     _modules_seen = -1

@@ -55,6 +55,8 @@ _fresh_indexed = [0]
 #: Rows of one flush kept for that (past it, its rows' loads count as before: one unknown query's)
 FRESH_ROWS_KEPT = 10_000
 _installed_for: Any = None
+# (owner, name, the original) of each loader wrapped, for uninstall()
+_patched: list[tuple[Any, str, Any]] = []
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
 _last_walk = callsite._last  # the per-thread slot of the last call-site walk (callsite.last_site, one call less)
 
@@ -214,13 +216,18 @@ def _patch(owner: Any, name: str, wrap: Any) -> None:
     # (a frame SQLAlchemy's warnings step over, as its own: see library_frames)
     module = getattr(current, "__module__", None) or "sqlalchemy.orm"
     setattr(owner, name, relabelled(wrap(current), module, _observed=_observed))
+    _patched.append((owner, name, current))
 
 
-def _patch_mappers(wrapper: Any) -> None:
-    """Point the expired-column loader of every mapper made so far at ``wrapper``."""
-    original = getattr(wrapper, _WRAPS, None)
+def _patch_mappers(wrapper: Any, original: Any = None) -> None:
+    """Point the expired-column loader of every mapper made so far at ``wrapper``, from the
+    function it wraps (or from ``original``'s wrapper back to ``original``: uninstall)."""
     if original is None:
-        return
+        original = getattr(wrapper, _WRAPS, None)
+        if original is None:
+            return
+    else:
+        wrapper, original = original, wrapper
     from sqlalchemy.orm import mapperlib
 
     for registry in list(getattr(mapperlib, "_mapper_registries", ())):
@@ -273,3 +280,17 @@ def install() -> bool:
         _patch(selectin, "_load_for_path", wrap_one_unit)
     _installed_for = orm
     return True
+
+
+def uninstall() -> None:
+    """Restore every loader :func:`install` and :func:`install_engine` wrapped, the mappers'
+    column loaders too (for benchmarks and tests; the plugin never does)."""
+    global _installed_for
+    while _patched:
+        owner, name, original = _patched.pop()
+        current = getattr(owner, name, None)
+        if getattr(current, _WRAPS, None) is original:
+            setattr(owner, name, original)
+            if name in ("_load_scalar_attributes", "load_scalar_attributes"):
+                _patch_mappers(current, original=original)
+    _installed_for = None
