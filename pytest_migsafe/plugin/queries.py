@@ -309,7 +309,7 @@ class QueryPhase:
         counter = self.counter
         if counter.count:
             repeats = counter._repeats
-            if repeats is not None and (repeats.statements or repeats.loads):  # else no suspect can be
+            if repeats is not None and repeats.has_evidence():  # else no suspect can be
                 self.suspects = counter.n_plus_one(self.threshold, self.markers.get("allow_n_plus_one", []))
         elif self.budget is None:
             return  # a test without SQL or budget: nothing to record

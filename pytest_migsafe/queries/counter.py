@@ -366,6 +366,7 @@ class NPlusOneCounter:
         self._repeats = repeats = RepeatTracker()
         self._orm_load = repeats.load
         self._statement = repeats.statement
+        self._tally = repeats.tally  # (never rebound: emptied in place by fold)
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
@@ -374,7 +375,11 @@ class NPlusOneCounter:
             found = _last_walk.found  # the origin call_site found on its walk for this very site
             origin = found[1] if found[0] is site and found[1] is not None else origin_of(sys._getframe(1))
             if origin.loop is not None:  # else the test's own arrangement: never a suspect
-                self._statement(sql, shape, origin)
+                seen = self._tally.get((shape, origin))  # RepeatTracker.statement, inline on a repeat
+                if seen is None:
+                    self._statement(sql, shape, origin)
+                else:
+                    seen[1] += 1
 
     def _accepts(self, sql: str, target: str) -> bool:
         return True  # (never asked: no filter)

@@ -81,32 +81,68 @@ class LoadGroup:
         return max(self.by_query.values(), key=lambda loads: len(loads.parents))
 
 
+#: Distinct (shape, origin) pairs a tracker tallies before grouping them (a bound on its memory:
+#: a statement sent from a stack no origin is kept for makes a new pair every time)
+TALLY_KEPT = 4096
+
+
 class RepeatTracker:
-    """Collects the evidence of one counter (see the module docstring)."""
+    """Collects the evidence of one counter (see the module docstring).
+
+    A statement costs a tally of its ``(shape key, origin)`` (origins are shared by the
+    statements of one call site); the tally is grouped per shape, application function and
+    test line (:attr:`statements`) by :meth:`fold`, when read or every :data:`TALLY_KEPT`
+    pairs, with the figures a statement-by-statement grouping would give."""
 
     def __init__(self) -> None:
         self.statements: dict[tuple[str, Any, Any], StatementGroup] = {}
         self.loads: dict[tuple[str, str, Any], LoadGroup] = {}
+        # (shape key, origin) -> [the first statement's text, statements], in the order first seen
+        self.tally: dict[tuple[str, Origin], list[Any]] = {}
 
     def statement(self, sql: str, shape: str, origin: Origin) -> None:
         """One statement that is not an ORM load (those come through :meth:`load`)."""
-        loop = origin.loop
-        if loop is None:
+        if origin.loop is None:
             return  # the test's own arrangement, or no user frame at all
-        # per application function and per line of the test that called in: separate calls
-        # of one function from different lines of the test (ten requests through the same
-        # middleware) are not one loop
-        key = (shape, origin.function, origin.test)
-        group = self.statements.get(key)
-        if group is None:
-            group = self.statements[key] = StatementGroup(shape, sql, inner=origin.inner)
-        flush = origin.unit_of_work
-        if flush is not None:
-            if flush in group.flushes:
-                return  # one flush sends one statement per row: its unit of work, not a loop
-            group.flushes.add(flush)
-        group.count += 1
-        group.lines[loop] = group.lines.get(loop, 0) + 1
+        tally = self.tally
+        seen = tally.get((shape, origin))
+        if seen is None:
+            if len(tally) >= TALLY_KEPT:
+                self.fold()
+            tally[(shape, origin)] = [sql, 1]
+        else:
+            seen[1] += 1
+
+    def fold(self) -> None:
+        """Group the statements tallied so far into :attr:`statements` (and empty the tally)."""
+        tally = self.tally
+        if not tally:
+            return
+        groups = self.statements
+        for (shape, origin), (sql, n) in tally.items():
+            loop = origin.loop
+            if loop is None:  # (statement() tallies none such)
+                continue
+            # per application function and per line of the test that called in: separate calls
+            # of one function from different lines of the test (ten requests through the same
+            # middleware) are not one loop
+            key = (shape, origin.function, origin.test)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = StatementGroup(shape, sql, inner=origin.inner)
+            flush = origin.unit_of_work
+            if flush is not None:
+                if flush in group.flushes:
+                    continue  # one flush sends one statement per row: its unit of work, not a loop
+                group.flushes.add(flush)
+                n = 1
+            group.count += n
+            group.lines[loop] = group.lines.get(loop, 0) + n
+        tally.clear()
+
+    def has_evidence(self) -> bool:
+        """True once a statement or an ORM load could make a suspect."""
+        return bool(self.tally or self.statements or self.loads)
 
     def load(self, load: tuple[str, str], parent: int, loaded: tuple[Any, str | None] | None,
              origin: Origin, direction: str | None) -> None:
@@ -136,6 +172,7 @@ class RepeatTracker:
         statements or more, whose texts alike but for their literal values
         (:func:`~pytest_migsafe.queries.normalize.token_shape`, no parser) number
         ``threshold`` or more. A function sending ten different statements costs no parse."""
+        self.fold()
         totals: dict[tuple[Any, Any], int] = {}
         for (_, function, test), group in self.statements.items():
             totals[(function, test)] = totals.get((function, test), 0) + group.count
@@ -173,7 +210,7 @@ class RepeatTracker:
 
     def suspects(self, threshold: int, allow: list[AllowRule]) -> list[NPlusOne]:
         """The N+1 suspects, most repeats first; those an allow rule covers are marked allowed."""
-        if not self.loads and not self.statements:
+        if not self.loads and not self.statements and not self.tally:
             return []  # the common case: statements from the test's own code, no ORM load
         found = []
         for group in self.loads.values():
