@@ -262,6 +262,96 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
                       f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
 
 
+_IN_PROCESS_TEST_FILE = """\
+import gc, json, os, sys
+sys.path.insert(0, {bench_dir!r})
+from bench_capture import workload
+from pytest_migsafe.queries import drivers
+
+WORK = workload(os.environ["BENCH_WORKLOAD"], os.environ.get("BENCH_URL") or None)
+WORK(200)
+
+
+def test_loop():
+    gc.collect()
+    gc.freeze()
+    plan = []
+    for mode in ("none", "migsafe", "migsafe", "none"):  # ABBA: a drift over the run cancels out
+        drivers.uninstall() if mode == "none" else drivers.install()
+        WORK(200)  # the classes just changed: the interpreter's caches settle again, unmeasured
+        for n in ({small}, {large}):
+            os.getppid()  # a marker: callgrind dumps its counts on entering os.getppid
+            WORK(n)
+            os.getppid()
+            plan.append([mode, n])
+    with open(os.environ["BENCH_PLAN_OUT"], "w") as out:
+        json.dump(plan, out)
+"""
+
+
+def instructions_in_process(name: str, url: str | None, python: str, tmp: Path, seed: int,
+                            small: int, large: int) -> dict[str, float]:
+    """Instructions per statement of workload ``name`` with the plugin's statement capture off
+    (its driver hooks removed: SQLAlchemy's and psycopg's own functions) and on (its defaults),
+    both in one pytest process under callgrind, so that both run with the same memory layout.
+
+    The process runs each mode twice (none, migsafe, migsafe, none), each at ``small`` and
+    ``large`` statements; callgrind dumps its counts at each ``os.getppid()`` marker around a
+    loop, and each mode's figure is the mean of its two ``(large - small)`` differences."""
+    where = tmp / f"in-process-{name}-{seed}"
+    where.mkdir(exist_ok=True)
+    (where / "test_bench_loop.py").write_text(_IN_PROCESS_TEST_FILE.format(
+        bench_dir=str(Path(__file__).resolve().parent), small=small, large=large))
+    out, plan_file = where / "callgrind.out", where / "plan.json"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-before=os_getppid",
+               python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "test_bench_loop.py"]
+    env = {**os.environ, "BENCH_WORKLOAD": name, "BENCH_URL": url or "", "BENCH_PLAN_OUT": str(plan_file),
+           "PYTHONHASHSEED": str(seed), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=where, env=env)
+    if done.returncode != 0 or not plan_file.exists():
+        raise SystemExit(f"callgrind run failed ({name}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    plan = json.loads(plan_file.read_text())
+    parts = {}
+    for dump in where.glob("callgrind.out.*"):
+        text = dump.read_text(errors="replace")
+        number, total = re.search(r"^part: (\d+)", text, re.M), re.search(r"^totals: (\d+)", text, re.M)
+        if number and total:
+            parts[int(number.group(1))] = int(total.group(1))
+    if len(parts) != 2 * len(plan):  # each loop's two markers, nothing else calling os.getppid
+        raise SystemExit(f"callgrind run ({name}): {len(parts)} dumps for {len(plan)} loops")
+    loops = [parts[2 * i + 2] for i in range(len(plan))]  # the dump at a loop's closing marker
+    per: dict[str, list[float]] = {"none": [], "migsafe": []}
+    for i in range(0, len(plan), 2):
+        (mode, n_small), (_, n_large) = plan[i], plan[i + 1]
+        per[mode].append((loops[i + 1] - loops[i]) / (n_large - n_small))
+    return {mode: statistics.mean(values) for mode, values in per.items()}
+
+
+def bench_instructions_in_process(url: str | None = None, python: str = sys.executable,
+                                  workloads: tuple[str, ...] = WORKLOADS, seeds: tuple[int, ...] = (0,),
+                                  small: int = 500, large: int = 1500) -> None:
+    """Instructions migsafe adds per statement on the four workloads (target <= 40,000 each),
+    its capture off and on in one process (see :func:`instructions_in_process`): unlike two
+    processes, one with ``-p no:migsafe``, the two modes share the memory layout, whose
+    string-keyed dict probes and type-attribute-cache collisions move a statement's count
+    by tens of thousands of instructions from one process to the next."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian package valgrind)")
+    with _scratch("migsafe-bench-", workloads, url) as (tmp, url):
+        print(f"venv: {python} (capture off and on in one process)", flush=True)
+        for name in workloads:
+            added = []
+            for seed in seeds:
+                per = instructions_in_process(name, url, python, tmp, seed, small, large)
+                added.append(per["migsafe"] - per["none"])
+                print(f"{name} (hash seed {seed}): capture off {per['none']:.0f}, on {per['migsafe']:.0f} "
+                      f"instructions per statement; migsafe adds {added[-1]:.0f}, "
+                      f"{per['migsafe'] / per['none']:.3f}x", flush=True)
+            if len(seeds) > 1:
+                print(f"{name}: migsafe adds {statistics.median(added):.0f} instructions per statement, "
+                      f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
+
+
 _OPCODE_CONFTEST = (Path(__file__).resolve().parent / "opcode_tracer.py").read_text()
 
 
@@ -319,9 +409,17 @@ def main() -> None:
                         help="with --instructions or --opcodes: only this workload (repeatable)")
     parser.add_argument("--seeds", default="0",
                         help="with --instructions: hash seeds to measure under, comma-separated (median printed)")
+    parser.add_argument("--separate-processes", action="store_true",
+                        help="with --instructions: the plugin off (-p no:migsafe) and on in two pytest processes, "
+                             "at 1,000 and 3,000 statements, instead of its capture off and on in one")
     args = parser.parse_args()
     if args.opcodes:
         bench_opcodes(url=args.postgres_url, python=args.python, workloads=tuple(args.workload or WORKLOADS))
+        return
+    if args.instructions and not args.separate_processes:
+        bench_instructions_in_process(url=args.postgres_url, python=args.python,
+                                      workloads=tuple(args.workload or WORKLOADS),
+                                      seeds=tuple(int(seed) for seed in args.seeds.split(",")))
         return
     if args.instructions:
         bench_instructions(url=args.postgres_url, python=args.python, workloads=tuple(args.workload or WORKLOADS),
