@@ -62,6 +62,9 @@ settings = CaptureSettings()
 
 # -- the registry of active counters ------------------------------------------------
 _lock = threading.Lock()
+#: Held while statements are handed to the counters: a reader that groups a counter's
+#: evidence while other threads may still send statements to it holds it too
+recording = _lock
 _active: tuple[StatementReceiver, ...] = ()
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.queries.callsite import Origin, Position, holds_line, line_of
-from pytest_migsafe.queries.dispatch import ReadableShape, readable_shape
+from pytest_migsafe.queries.dispatch import ReadableShape, readable_shape, recording
 from pytest_migsafe.report.record import NPlusOne
 
 AllowRule = tuple["re.Pattern[str] | str", int]
@@ -114,7 +114,10 @@ class RepeatTracker:
             seen[1] += 1
 
     def fold(self) -> None:
-        """Group the statements tallied so far into :attr:`statements` (and empty the tally)."""
+        """Group the statements tallied so far into :attr:`statements` (and empty the tally).
+
+        Run under :data:`~pytest_migsafe.queries.dispatch.recording`, as :meth:`statement` is
+        (a fold while another thread increments an entry it has read would lose the increment)."""
         tally = self.tally
         if not tally:
             return
@@ -172,11 +175,13 @@ class RepeatTracker:
         statements or more, whose texts alike but for their literal values
         (:func:`~pytest_migsafe.queries.normalize.token_shape`, no parser) number
         ``threshold`` or more. A function sending ten different statements costs no parse."""
-        self.fold()
+        with recording:  # (another thread may be tallying: the counter may still be active)
+            self.fold()
+            groups = list(self.statements.items())
         totals: dict[tuple[Any, Any], int] = {}
-        for (_, function, test), group in self.statements.items():
+        for (_, function, test), group in groups:
             totals[(function, test)] = totals.get((function, test), 0) + group.count
-        candidates = [(key, function, test, group) for (key, function, test), group in self.statements.items()
+        candidates = [(key, function, test, group) for (key, function, test), group in groups
                       if totals[(function, test)] >= threshold]
         if not candidates:
             return []

@@ -5,12 +5,18 @@ here), whatever the order, the flushes, and however often the tally is folded mi
 from __future__ import annotations
 
 import random
+import sys
+import threading
 from typing import Any
 
+import loops
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import StaticPool
 
 from pytest_migsafe.queries import repeats
 from pytest_migsafe.queries.callsite import Origin
+from pytest_migsafe.queries.counter import count_queries
 
 
 def _grouped_one_by_one(statements: list[tuple[str, str, Origin]]) -> dict[Any, tuple[Any, ...]]:
@@ -70,3 +76,33 @@ def test_the_tally_groups_as_one_statement_at_a_time(monkeypatch: pytest.MonkeyP
     expected = _grouped_one_by_one(statements)
     assert expected  # (the scenario has groups)
     assert _grouped_by_tracker(tracker) == expected
+
+
+def _send(engine: Any, n: int) -> None:
+    """An application loop (one call site: its statements share one origin, tallied)."""
+    with engine.connect() as conn:
+        loops.run_statements(conn, "SELECT :i", n)
+
+
+def test_reading_the_suspects_of_a_counter_other_threads_still_feed_loses_no_statement() -> None:
+    """n_plus_one() on an active counter groups the tally while threads add to it: every
+    statement must end up in the group once (a fold outside the capture's lock lost the
+    increments made on a tally entry it had just read)."""
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    workers, per_worker = 2, 3000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        with count_queries() as counter:
+            threads = [threading.Thread(target=_send, args=(engine, per_worker)) for _ in range(workers)]
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                counter.n_plus_one(threshold=1)
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    suspects = [s for s in counter.n_plus_one(threshold=1) if "SELECT" in s.shape]
+    assert counter.count == workers * per_worker
+    assert sum(s.count for s in suspects) == workers * per_worker
