@@ -248,18 +248,26 @@ def bench_instructions(small: int = 1000, large: int = 3000, url: str | None = N
     with _scratch("migsafe-bench-", workloads, url) as (tmp, url):
         print(f"venv: {python}", flush=True)
         for name in workloads:
-            added = []
-            for seed in seeds:
-                per = {mode: (instructions(mode, large, name, url, python, tmp, seed)
-                              - instructions(mode, small, name, url, python, tmp, seed)) / (large - small)
-                       for mode in ("none", "migsafe")}
-                added.append(per["migsafe"] - per["none"])
-                print(f"{name} (hash seed {seed}): none {per['none']:.0f}, migsafe {per['migsafe']:.0f} "
-                      f"instructions per statement; migsafe adds {added[-1]:.0f}, "
-                      f"{per['migsafe'] / per['none']:.3f}x", flush=True)
-            if len(seeds) > 1:
-                print(f"{name}: migsafe adds {statistics.median(added):.0f} instructions per statement, "
-                      f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
+            _print_added(name, seeds, ("none", "migsafe"), lambda seed, name=name, tmp=tmp, url=url: {
+                mode: (instructions(mode, large, name, url, python, tmp, seed)
+                       - instructions(mode, small, name, url, python, tmp, seed)) / (large - small)
+                for mode in ("none", "migsafe")})
+
+
+def _print_added(name: str, seeds: tuple[int, ...], labels: tuple[str, str],
+                 measure: Callable[[int], dict[str, float]]) -> None:
+    """Print, for each hash seed, ``measure(seed)``'s instructions per statement (``"none"``
+    and ``"migsafe"``, shown as ``labels``) and what migsafe adds, then the median added."""
+    added = []
+    for seed in seeds:
+        per = measure(seed)
+        added.append(per["migsafe"] - per["none"])
+        print(f"{name} (hash seed {seed}): {labels[0]} {per['none']:.0f}, {labels[1]} {per['migsafe']:.0f} "
+              f"instructions per statement; migsafe adds {added[-1]:.0f}, "
+              f"{per['migsafe'] / per['none']:.3f}x", flush=True)
+    if len(seeds) > 1:
+        print(f"{name}: migsafe adds {statistics.median(added):.0f} instructions per statement, "
+              f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
 
 
 _IN_PROCESS_TEST_FILE = """\
@@ -340,16 +348,8 @@ def bench_instructions_in_process(url: str | None = None, python: str = sys.exec
     with _scratch("migsafe-bench-", workloads, url) as (tmp, url):
         print(f"venv: {python} (capture off and on in one process)", flush=True)
         for name in workloads:
-            added = []
-            for seed in seeds:
-                per = instructions_in_process(name, url, python, tmp, seed, small, large)
-                added.append(per["migsafe"] - per["none"])
-                print(f"{name} (hash seed {seed}): capture off {per['none']:.0f}, on {per['migsafe']:.0f} "
-                      f"instructions per statement; migsafe adds {added[-1]:.0f}, "
-                      f"{per['migsafe'] / per['none']:.3f}x", flush=True)
-            if len(seeds) > 1:
-                print(f"{name}: migsafe adds {statistics.median(added):.0f} instructions per statement, "
-                      f"median of {len(seeds)} hash seeds (target <= 40000)", flush=True)
+            _print_added(name, seeds, ("capture off", "on"), lambda seed, name=name, tmp=tmp, url=url:
+                         instructions_in_process(name, url, python, tmp, seed, small, large))
 
 
 _OPCODE_CONFTEST = (Path(__file__).resolve().parent / "opcode_tracer.py").read_text()

@@ -310,22 +310,7 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
         entry = entry_of(sql)
     if site is None:
         site = call_site(sys._getframe(1))
-    shape, control, parts = entry
-    kept = params if settings.capture_params else None
-    counters = _active
-    if parts is not None:
-        if counters:
-            _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, None)
-        return
-    # record_entry's loop, inline: one Python call less on every statement
-    text = sql if len(sql) <= KEEP_TEXT_CHARS else kept_text(sql)
-    with _lock:
-        for counter in counters:
-            if control and not counter.include_transaction_control:
-                continue
-            if counter._filtered and not counter._accepts(sql, target):
-                continue
-            counter._add(text, shape, seconds, site, target, batch_size, kept)
+    record_entry(sql, entry, seconds, target, batch_size, params, site)
 
 
 def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size: int,

@@ -90,6 +90,8 @@ def _passes_through(dialect: Any, cursor: Any) -> bool:
 
 def _wrap(name: str, original: Any, override: bool) -> Any:
     """The wrapper of one of the dialect's three methods, with the method's exact signature."""
+    shapes = capture._shapes  # the shape cache (never rebound: emptied in place)
+    record_entry = capture.record_entry
     if name == "do_execute":  # the hot path, inline: every statement with parameters comes here
         def do_execute(self: Any, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> Any:
             if not capture._active or (_inside and id(cursor) in _inside):
@@ -110,7 +112,12 @@ def _wrap(name: str, original: Any, override: bool) -> Any:
             except AttributeError:
                 target = _target(self, context)
             # frame 1: SQLAlchemy's _exec_single_context (or the like), which called the dialect
-            capture.record_statement(statement, seconds, target, 1, parameters, site_from(sys._getframe(1)))
+            site = site_from(sys._getframe(1))
+            entry = shapes.get(statement) if type(statement) is str else None
+            if entry is None:  # a new text, or not a str: record_statement works its entry out
+                capture.record_statement(statement, seconds, target, 1, parameters, site)
+            else:  # (record_statement's work for a known text: one Python call less a statement)
+                record_entry(statement, entry, seconds, target, 1, parameters, site)
             return result
         wrapper: Any = do_execute
     elif name == "do_execute_no_params":  # sent only with the no_parameters execution option
