@@ -219,23 +219,23 @@ def _patch(owner: Any, name: str, wrap: Any) -> None:
     _patched.append((owner, name, current))
 
 
-def _patch_mappers(wrapper: Any, original: Any = None) -> None:
-    """Point the expired-column loader of every mapper made so far at ``wrapper``, from the
-    function it wraps (or from ``original``'s wrapper back to ``original``: uninstall)."""
-    if original is None:
-        original = getattr(wrapper, _WRAPS, None)
-        if original is None:
-            return
-    else:
-        wrapper, original = original, wrapper
+def _patch_mappers(wrapper: Any) -> None:
+    """Point the expired-column loader of every mapper made so far at ``wrapper``."""
+    original = getattr(wrapper, _WRAPS, None)
+    if original is not None:
+        _repoint_mappers(original, wrapper)
+
+
+def _repoint_mappers(old: Any, new: Any) -> None:
+    """Point the expired-column loader of every mapper made so far from ``old`` to ``new``."""
     from sqlalchemy.orm import mapperlib
 
     for registry in list(getattr(mapperlib, "_mapper_registries", ())):
         for mapper in list(getattr(registry, "mappers", ())):
             manager: Any = getattr(mapper, "class_manager", None)
             loader = getattr(manager, "expired_attribute_loader", None)
-            if isinstance(loader, functools.partial) and loader.func is original:
-                manager.expired_attribute_loader = functools.partial(wrapper, *loader.args, **loader.keywords)
+            if isinstance(loader, functools.partial) and loader.func is old:
+                manager.expired_attribute_loader = functools.partial(new, *loader.args, **loader.keywords)
 
 
 def install_engine() -> bool:
@@ -292,5 +292,5 @@ def uninstall() -> None:
         if getattr(current, _WRAPS, None) is original:
             setattr(owner, name, original)
             if name in ("_load_scalar_attributes", "load_scalar_attributes"):
-                _patch_mappers(current, original=original)
+                _repoint_mappers(current, original)
     _installed_for = None
