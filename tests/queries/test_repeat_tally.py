@@ -12,7 +12,6 @@ from typing import Any
 import loops
 import pytest
 from sqlalchemy import create_engine
-from sqlalchemy.pool import StaticPool
 
 from pytest_migsafe.queries import repeats
 from pytest_migsafe.queries.callsite import Origin
@@ -88,7 +87,7 @@ def test_reading_the_suspects_of_a_counter_other_threads_still_feed_loses_no_sta
     """n_plus_one() on an active counter groups the tally while threads add to it: every
     statement must end up in the group once (a fold outside the capture's lock lost the
     increments made on a tally entry it had just read)."""
-    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    engine = create_engine("sqlite://")  # (in memory: a connection of its own for each thread)
     workers, per_worker = 2, 3000
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
