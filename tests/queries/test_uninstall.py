@@ -65,7 +65,9 @@ def test_uninstall_restores_every_sqlalchemy_function_and_install_hooks_them_aga
             assert session.scalars(select(Note)).one().body == "a"  # a query and a deferred load
     finally:
         drivers.install()
-    assert "sqlalchemy.orm.loading._load_scalar_attributes" in _wrapped_in_sqlalchemy()
+    # (SQLAlchemy 2.1 names it _load_scalar_attributes, 2.0 load_scalar_attributes)
+    assert {"sqlalchemy.orm.loading._load_scalar_attributes",
+            "sqlalchemy.orm.loading.load_scalar_attributes"} & set(_wrapped_in_sqlalchemy())
     assert "Note's expired_attribute_loader" in _wrapped_in_sqlalchemy()
     with count_queries() as counter, Session(engine) as session:
         assert session.scalars(select(Note)).one().body == "a"
