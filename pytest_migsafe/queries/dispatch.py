@@ -313,6 +313,20 @@ def record_statement(sql: str, seconds: float, target: str, batch_size: int = 1,
     record_entry(sql, entry, seconds, target, batch_size, params, site)
 
 
+def record_load(counters: tuple[StatementReceiver, ...], load: tuple[str, str], parent: int, loaded: Any,
+                origin: Any, direction: str | None) -> None:
+    """Hand one ORM load (``load = (kind, "Class.attribute")`` of the row numbered ``parent``,
+    :mod:`~pytest_migsafe.queries.orm` and :mod:`~pytest_migsafe.queries.django`) to those of
+    ``counters`` that collect the N+1 rule's evidence (``_orm_load``), under :data:`recording`
+    as statements are: a reader of the suspects on another thread (``n_plus_one()`` of a
+    counter still active) sees whole loads and no dictionary growing under it."""
+    with _lock:
+        for counter in counters:
+            record = getattr(counter, "_orm_load", None)
+            if record is not None:
+                record(load, parent, loaded, origin, direction)
+
+
 def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size: int,
                  params: Any, site: str, ran: int | None = None) -> None:
     """:func:`record_statement` for a caller that already has ``entry = entry_of(sql)``

@@ -225,10 +225,7 @@ def _sent_as_load(counters: tuple[Any, ...], load: tuple[str, str], parent: int,
         after = callsite.last_site()
         origin = callsite.origin_for(after, frame) if after is not None and after is not before else origin_of(frame)
         loaded = (note.run, note.site) if note is not None else None
-        for counter in counters:
-            record = getattr(counter, "_orm_load", None)
-            if record is not None:
-                record(load, parent, loaded, origin, direction)
+        dispatch.record_load(counters, load, parent, loaded, origin, direction)
 
 
 def _mark_of(compiler: Any, writes: tuple[type, ...]) -> _Load | None:

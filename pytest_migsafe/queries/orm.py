@@ -98,10 +98,7 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
         unit = _inserted_by(parent)
         if unit is not None:
             loaded = (("inserted by flush", unit), None)
-    for counter in counters:
-        record = getattr(counter, "_orm_load", None)
-        if record is not None:
-            record(load, row, loaded, origin, direction)
+    dispatch.record_load(counters, load, row, loaded, origin, direction)
     token = orm_load.set(load)
     try:
         return run()

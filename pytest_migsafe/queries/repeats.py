@@ -64,6 +64,10 @@ class QueryLoads:
     parents: set[int] = field(default_factory=set)
     lines: dict[Position, int] = field(default_factory=dict)  # the looping frame's position -> loads
 
+    def copy(self) -> QueryLoads:
+        """A copy that later loads leave as it is."""
+        return QueryLoads(self.loaded_at, self.inner, self.count, set(self.parents), dict(self.lines))
+
 
 @dataclass
 class LoadGroup:
@@ -175,9 +179,10 @@ class RepeatTracker:
         statements or more, whose texts alike but for their literal values
         (:func:`~pytest_migsafe.queries.normalize.token_shape`, no parser) number
         ``threshold`` or more. A function sending ten different statements costs no parse."""
-        with recording:  # (another thread may be tallying: the counter may still be active)
+        with recording:  # (another thread may be tallying, and folding: the counter may still be active)
             self.fold()
-            groups = list(self.statements.items())
+            groups = [(key, StatementGroup(group.shape, group.sample_sql, group.count, dict(group.lines), group.inner))
+                      for key, group in self.statements.items()]
         totals: dict[tuple[Any, Any], int] = {}
         for (_, function, test), group in groups:
             totals[(function, test)] = totals.get((function, test), 0) + group.count
@@ -217,9 +222,10 @@ class RepeatTracker:
         """The N+1 suspects, most repeats first; those an allow rule covers are marked allowed."""
         if not self.loads and not self.statements and not self.tally:
             return []  # the common case: statements from the test's own code, no ORM load
+        with recording:  # (another thread may be lazy-loading: the counter may still be active)
+            busiest = [(group, group.busiest().copy()) for group in self.loads.values()]
         found = []
-        for group in self.loads.values():
-            loads = group.busiest()
+        for group, loads in busiest:
             parents, loaded_at = len(loads.parents), loads.loaded_at
             if parents < 2:
                 continue

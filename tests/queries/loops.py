@@ -34,3 +34,9 @@ def stream_rows(cursor: Any, n: int) -> Any:
     is recorded when the caller has read it all, outside this function."""
     rows = cursor.stream("SELECT generate_series(1, %s::int)", (n,))
     return itertools.chain([next(rows)], rows)  # STARTED
+
+
+def load_each(rows: Any, attribute: str) -> None:
+    """Read ``attribute`` of each row: a lazy load per row (an ORM N+1)."""
+    for row in rows:
+        getattr(row, attribute)

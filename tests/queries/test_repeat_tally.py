@@ -11,7 +11,8 @@ from typing import Any
 
 import loops
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import ForeignKey, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from pytest_migsafe.queries import repeats
 from pytest_migsafe.queries.callsite import Origin
@@ -105,3 +106,62 @@ def test_reading_the_suspects_of_a_counter_other_threads_still_feed_loses_no_sta
     suspects = [s for s in counter.n_plus_one(threshold=1) if "SELECT" in s.shape]
     assert counter.count == workers * per_worker
     assert sum(s.count for s in suspects) == workers * per_worker
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Parent(_Base):
+    __tablename__ = "parents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    children: Mapped[list[_Child]] = relationship(back_populates="parent")
+
+
+class _Child(_Base):
+    __tablename__ = "children"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("parents.id"))
+    parent: Mapped[_Parent] = relationship(back_populates="children")
+
+
+def _lazy_loads(engine: Any, queries: int) -> None:
+    """An application loop: ``queries`` times, the parents read, then their children one by one."""
+    for _ in range(queries):
+        with Session(engine) as session:
+            loops.load_each(session.scalars(select(_Parent)).all(), "children")
+
+
+@pytest.mark.allow_n_plus_one("_Parent.children", 5)  # (the N+1 is the point: the session's own counter sees it too)
+def test_reading_the_suspects_while_other_threads_lazy_load(tmp_path: Any) -> None:
+    """n_plus_one() on an active counter while threads lazy-load: the ORM loads are handed to
+    the counter under the capture's lock and read under it, so the read neither raises
+    ("dictionary changed size during iteration": loads were recorded outside the lock) nor
+    sees half a load; the suspect is that of one query's rows."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    _Base.metadata.create_all(engine)
+    parents = 5
+    with Session(engine) as session:
+        session.add_all(_Parent(children=[_Child()]) for _ in range(parents))
+        session.commit()
+    workers, queries = 2, 200
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with count_queries() as counter:
+            threads = [threading.Thread(target=_lazy_loads, args=(engine, queries)) for _ in range(workers)]
+            for thread in threads:
+                thread.start()
+            reads = 0
+            while any(thread.is_alive() for thread in threads):
+                counter.n_plus_one(threshold=1)
+                reads += 1
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+        engine.dispose()
+    assert reads > 0
+    assert counter.count == workers * queries * (1 + parents)
+    (suspect,) = [s for s in counter.n_plus_one() if s.relationship]
+    assert (suspect.relationship, suspect.parents, suspect.count) == ("_Parent.children", parents, parents)
