@@ -16,7 +16,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch, orm
@@ -92,6 +92,10 @@ class ShapeStats:
         self.max_seconds = max(self.max_seconds, other.max_seconds)
         for site, n in other.call_sites.items():
             self.call_sites[site] = self.call_sites.get(site, 0) + n
+
+    def copy(self) -> ShapeStats:
+        """A copy that later statements leave as it is."""
+        return replace(self, call_sites=dict(self.call_sites))
 
     def figure(self, shape: str | None = None) -> ShapeFigure:
         """The JSON-able figure of this shape for the report (``shape``: the shape to show, if
@@ -202,17 +206,26 @@ class QueryCounter:
     @property
     def count(self) -> int:
         """Statements counted (the server's count: a text of several statements counts each)."""
-        return sum(map(_COUNT, self._shapes.values()))
+        return sum(map(_COUNT, self._shape_stats()))
 
     @property
     def executions(self) -> int:
         """Executions: ``count`` with the rows of each ``executemany`` batch counted one by one."""
-        return sum(map(_EXECUTIONS, self._shapes.values()))
+        return sum(map(_EXECUTIONS, self._shape_stats()))
 
     @property
     def total_seconds(self) -> float:
         """Seconds the driver spent on the statements counted (s), summed."""
-        return sum(map(_SECONDS, self._shapes.values()))
+        return sum(map(_SECONDS, self._shape_stats()))
+
+    def _shape_stats(self, copies: bool = False) -> list[ShapeStats]:
+        """The :class:`ShapeStats` of each shape key. While the counter is active (other threads
+        may still add to it) they are taken under the capture's lock, as ``copies`` if asked
+        (for a reader that goes on to read their call sites), else the counter's own."""
+        if self in dispatch._active:
+            with dispatch.recording:
+                return [stats.copy() for stats in self._shapes.values()] if copies else list(self._shapes.values())
+        return list(self._shapes.values())
 
     # -- the hot path ----------------------------------------------------------
     def _accepts(self, sql: str, target: str) -> bool:
@@ -273,7 +286,7 @@ class QueryCounter:
         # readable shape -> [-statements, -seconds, the shape, its ShapeStats]: sorted as it stands
         # (the shapes are unique, so the lists of ShapeStats are never compared)
         groups: dict[str, list[Any]] = {}
-        for stats in self._shapes.values():
+        for stats in self._shape_stats(copies=True):
             shape = dispatch.readable_shape(stats.shape, stats.sample)
             entry = groups.get(shape)
             if entry is None:

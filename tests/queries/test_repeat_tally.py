@@ -165,3 +165,41 @@ def test_reading_the_suspects_while_other_threads_lazy_load(tmp_path: Any) -> No
     assert counter.count == workers * queries * (1 + parents)
     (suspect,) = [s for s in counter.n_plus_one() if s.relationship]
     assert (suspect.relationship, suspect.parents, suspect.count) == ("_Parent.children", parents, parents)
+
+
+def _send_shapes(engine: Any, n: int, tag: str) -> None:
+    """``n`` statements of ``n`` shapes (a new column name each), from two lines."""
+    with engine.connect() as conn:
+        for i in range(n):
+            loops.run_statements(conn, f"SELECT {i} AS {tag}{i}", 1)
+            loops.run_driver_sql(conn, f"SELECT {i} AS {tag}{i}", 1)
+
+
+def test_reading_the_figures_of_a_counter_other_threads_still_feed() -> None:
+    """summary(), describe() and figures() of an active counter while threads add shapes and
+    call sites: read from copies taken under the capture's lock (the shapes' dictionary grew
+    under the reader: "dictionary changed size during iteration")."""
+    engine = create_engine("sqlite://")  # (in memory: a connection of its own for each thread)
+    workers, per_worker = 2, 1500
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with count_queries() as counter:
+            threads = [threading.Thread(target=_send_shapes, args=(engine, per_worker, f"w{k}_"))
+                       for k in range(workers)]
+            for thread in threads:
+                thread.start()
+            reads = 0
+            while any(thread.is_alive() for thread in threads):
+                counter.summary()
+                counter.describe(limit=None)
+                counter.figures()
+                reads += 1
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert reads > 0
+    assert counter.count == 2 * workers * per_worker
+    assert sum(stats.count for stats in counter.summary()) == 2 * workers * per_worker
+
