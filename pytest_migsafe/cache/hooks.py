@@ -73,7 +73,9 @@ class Listener(Protocol):
         False for a keyspace miss. Called under the registry lock; must not raise."""
 
 
-_lock = threading.Lock()
+# re-entrant: a finalizer that the garbage collector runs during a hand-over, on the same
+# thread, may read a key (it is counted, not hung on the lock)
+_lock = threading.RLock()
 _listeners: tuple[Listener, ...] = ()
 _generation = 0  # bumped on every start/stop, so per-pool listener caches know they are stale
 _POOL_CACHE = "_migsafe_listeners"  # attribute on a pool: (generation, listeners, is_fakeredis)

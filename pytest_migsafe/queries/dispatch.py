@@ -61,7 +61,9 @@ settings = CaptureSettings()
 
 
 # -- the registry of active counters ------------------------------------------------
-_lock = threading.Lock()
+# re-entrant: a finalizer that the garbage collector runs during a hand-over, on the same
+# thread, may send a statement (it is recorded, not hung on the lock)
+_lock = threading.RLock()
 #: Held while statements are handed to the counters: a reader that groups a counter's
 #: evidence while other threads may still send statements to it holds it too
 recording = _lock

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from pytest_migsafe.cache import hooks as cache_hooks
 from pytest_migsafe.cache.hooks import probe_exists
 from pytest_migsafe.cache.stats import (
     CacheStats,
@@ -464,3 +466,42 @@ def test_backend_and_source(real: redis.Redis, fake: redis.Redis, tmp_path: Path
     with cache_stats(real) as stats:
         pass
     assert stats.source == "server"
+
+
+class _ReadsFromInside:
+    """A listener that reads a key on the same thread while a lookup is handed to it, as a
+    finalizer the garbage collector runs there may."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.identity = cache_hooks.pool_identity(client.connection_pool)[0]
+        self.seen: list[tuple[str, Any, bool]] = []
+
+    def add(self, command: str, key: Any, hit: bool) -> None:
+        self.seen.append((command, key, hit))
+        if len(self.seen) == 1:
+            self.client.get("inner")
+
+
+def test_a_read_during_a_hand_over_on_the_same_thread_is_counted_not_hung() -> None:
+    """The hooks' lock is re-entrant: with a plain lock the inner read waited, forever, for the
+    lock its own thread held (the pool's events and the query capture use re-entrant ones too)."""
+    client = fakeredis.FakeRedis()
+    listener = _ReadsFromInside(client)
+    thread = threading.Thread(target=_read_once, args=(client, listener), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    hung = thread.is_alive()
+    if hung:  # (a plain lock, which any thread may release: free the thread, and the next tests)
+        cache_hooks._lock.release()
+        thread.join(timeout=30)
+    assert not hung, "the read made during the hand-over hung on the cache hooks' lock"
+    assert [key for _, key, _ in listener.seen] == ["outer", "inner"]
+
+
+def _read_once(client: redis.Redis, listener: _ReadsFromInside) -> None:
+    cache_hooks.start(listener)
+    try:
+        client.get("outer")
+    finally:
+        cache_hooks.stop(listener)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import ForeignKey, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from pytest_migsafe.queries import repeats
+from pytest_migsafe.queries import dispatch, repeats
 from pytest_migsafe.queries.callsite import Origin
 from pytest_migsafe.queries.counter import count_queries
 
@@ -203,3 +203,53 @@ def test_reading_the_figures_of_a_counter_other_threads_still_feed() -> None:
     assert counter.count == 2 * workers * per_worker
     assert sum(stats.count for stats in counter.summary()) == 2 * workers * per_worker
 
+
+class _SendsFromInside:
+    """A receiver that sends a statement on the same thread while one is handed to it, as a
+    finalizer the garbage collector runs there may (a ``__del__`` that writes to the database)."""
+
+    include_transaction_control = False
+    _filtered = False
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.received: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.received)
+
+    def _accepts(self, sql: str, target: str) -> bool:
+        return True
+
+    def _add(self, sql: str, *rest: Any) -> None:
+        self.received.append(sql)
+        if len(self.received) == 1:
+            self.conn.exec_driver_sql("SELECT 2")
+
+
+def test_a_statement_sent_during_a_hand_over_on_the_same_thread_is_recorded_not_hung() -> None:
+    """The capture's lock is re-entrant: with a plain lock the inner statement waited for the
+    lock its own thread held, forever."""
+    engine = create_engine("sqlite://")
+    received: list[str] = []
+    thread = threading.Thread(target=_send_once, args=(engine, received), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    hung = thread.is_alive()
+    if hung:  # (a plain lock, which any thread may release: free the thread, and the next tests)
+        dispatch._lock.release()
+        thread.join(timeout=30)
+    assert not hung, "the statement sent during the hand-over hung on the capture's lock"
+    assert received == ["SELECT 1", "SELECT 2"]
+
+
+def _send_once(engine: Any, received: list[str]) -> None:
+    with count_queries(), engine.connect() as conn:  # (count_queries: the driver hooks installed)
+        receiver = _SendsFromInside(conn)
+        receiver.received = received
+        dispatch.start(receiver)
+        try:
+            conn.exec_driver_sql("SELECT 1")
+        finally:
+            dispatch.stop(receiver)
