@@ -234,7 +234,7 @@ class QueryCounter:
             return False
         if self.ignore is not None and self.ignore.search(sql) is not None:
             return False
-        return not (self._databases is not None and target.rsplit("/", 1)[-1] not in self._databases)
+        return self._databases is None or dispatch.names_database(self._databases, target)
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
@@ -422,7 +422,8 @@ def count_queries(
 
 
 def database_of_engine(engine: Any) -> str:
-    """The database name that statements through ``engine`` are recorded under."""
+    """The database name that statements through ``engine`` are recorded under (a SQLite file's
+    path as its URL gives it)."""
     url = getattr(engine, "url", None)
     if url is None:
         raise TypeError(f"expected a SQLAlchemy Engine or AsyncEngine, got {type(engine).__name__}")

@@ -60,6 +60,19 @@ class CaptureSettings:
 settings = CaptureSettings()
 
 
+def target_database(target: str) -> str:
+    """The database of a statement's target (``backend://host:port/database``): a name, or a
+    SQLite file's path as the engine's URL gives it (``/tmp/shop.db``)."""
+    return target.split("/", 3)[-1]
+
+
+def names_database(names: set[str] | frozenset[str], target: str) -> bool:
+    """True when one of ``names`` is ``target``'s database: its name, a SQLite file's path, or
+    that file's name alone (``shop.db``)."""
+    database = target_database(target)
+    return database in names or database.rsplit("/", 1)[-1] in names
+
+
 # -- the registry of active counters ------------------------------------------------
 # re-entrant: a finalizer that the garbage collector runs during a hand-over, on the same
 # thread, may send a statement (it is recorded, not hung on the lock)

@@ -824,7 +824,7 @@ class Explainer:
         by_shape: dict[str, ShapeStats] | None = None
         try:
             for statement in collector.statements.values():
-                if options.using is not None and statement.target.rsplit("/", 1)[-1] != options.using:
+                if options.using is not None and not dispatch.names_database({options.using}, statement.target):
                     continue
                 key = (statement.target, statement.shape)
                 with self._lock:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -74,3 +75,18 @@ def test_round_trips_are_a_figure_of_their_own_when_a_string_holds_several_state
     with count_queries() as single:
         pass
     assert single.figures().round_trips is None
+
+
+def test_engine_and_using_pick_a_sqlite_file_by_its_path_or_its_name(tmp_path: Path) -> None:
+    """A file-based SQLite engine's database is its path: ``engine=`` (which passes the path)
+    counted none of its statements, the path being compared with the file's name alone."""
+    shop = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    other = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    with shop.connect() as a, other.connect() as b:
+        with count_queries(engine=shop) as by_engine, count_queries(using=str(tmp_path / "shop.db")) as by_path, \
+                count_queries(using="shop.db") as by_name, count_queries() as everything:
+            a.execute(text("SELECT 1"))
+            a.execute(text("SELECT 2"))
+            b.execute(text("SELECT 3"))
+    assert everything.count == 3
+    assert (by_engine.count, by_path.count, by_name.count) == (2, 2, 2)
