@@ -227,6 +227,15 @@ class QueryCounter:
                 return [stats.copy() for stats in self._shapes.values()] if copies else list(self._shapes.values())
         return list(self._shapes.values())
 
+    def _snapshot(self) -> tuple[list[ShapeStats], int]:
+        """Copies of the :class:`ShapeStats` and the statements beyond one of each round trip
+        (:func:`~pytest_migsafe.queries.dispatch.extra_statements`), of one moment: taken under
+        the capture's lock while the counter is active."""
+        if self in dispatch._active:
+            with dispatch.recording:
+                return [stats.copy() for stats in self._shapes.values()], dispatch.extra_statements(self)
+        return list(self._shapes.values()), dispatch.extra_statements(self)
+
     # -- the hot path ----------------------------------------------------------
     def _accepts(self, sql: str, target: str) -> bool:
         self.offered += 1
@@ -280,13 +289,14 @@ class QueryCounter:
             merged.append(one)
         return merged
 
-    def _by_readable_shape(self) -> list[tuple[str, list[ShapeStats]]]:
+    def _by_readable_shape(self, shapes: list[ShapeStats] | None = None) -> list[tuple[str, list[ShapeStats]]]:
         """``(readable shape, the ShapeStats of its keys)``, most statements first (then the
-        most time, then the shape): the order of :meth:`summary`."""
+        most time, then the shape): the order of :meth:`summary` (``shapes``: a snapshot's,
+        by default the counter's now)."""
         # readable shape -> [-statements, -seconds, the shape, its ShapeStats]: sorted as it stands
         # (the shapes are unique, so the lists of ShapeStats are never compared)
         groups: dict[str, list[Any]] = {}
-        for stats in self._shape_stats(copies=True):
+        for stats in self._shape_stats(copies=True) if shapes is None else shapes:
             shape = dispatch.readable_shape(stats.shape, stats.sample)
             entry = groups.get(shape)
             if entry is None:
@@ -296,11 +306,11 @@ class QueryCounter:
             entry[3].append(stats)
         return [(shape, group) for _, _, shape, group in sorted(groups.values())]
 
-    def _shape_figures(self) -> list[ShapeFigure]:
-        """The report's figure of each readable shape, in :meth:`summary`'s order (no
-        ShapeStats copies on the way)."""
+    def _shape_figures(self, shapes: list[ShapeStats]) -> list[ShapeFigure]:
+        """The report's figure of each readable shape of ``shapes`` (a snapshot's), in
+        :meth:`summary`'s order (no ShapeStats copies on the way)."""
         figures = []
-        for shape, group in self._by_readable_shape():
+        for shape, group in self._by_readable_shape(shapes):
             if len(group) == 1:
                 figures.append(group[0].figure(shape))
             else:
@@ -327,16 +337,18 @@ class QueryCounter:
     def figures(self, *, budget: int | None = None, threshold: int = 10,
                 allow: Iterable[AllowRule] = (), n_plus_one: list[NPlusOne] | None = None) -> QueryFigures:
         """The JSON-able record of this counter for the report (``n_plus_one``: the suspects
-        :meth:`n_plus_one` already gave for ``threshold`` and ``allow``, not worked out again)."""
-        count = self.count
+        :meth:`n_plus_one` already gave for ``threshold`` and ``allow``, not worked out again).
+        The counts, times, shapes and round trips are of one moment (:meth:`_snapshot`)."""
+        shapes, extra = self._snapshot()
+        count = sum(map(_COUNT, shapes))
         return QueryFigures(
             count=count,
-            executions=self.executions,
-            total_ms=milliseconds(self.total_seconds),
+            executions=sum(map(_EXECUTIONS, shapes)),
+            total_ms=milliseconds(sum(map(_SECONDS, shapes))),
             budget=budget,
-            shapes=self._shape_figures(),
+            shapes=self._shape_figures(shapes),
             n_plus_one=self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
-            round_trips=trips if (trips := dispatch.round_trips(self)) != count else None,
+            round_trips=count - extra if extra else None,
         )
 
     def describe(self, limit: int | None = 10, width: int = 120) -> str:

@@ -118,7 +118,14 @@ def round_trips(counter: StatementReceiver) -> int:
     server runs (and ``count`` counts) as several statements sent in one round trip.
     An ``executemany`` is one statement and one round trip.
     """
-    return int(counter.count) - _extra_statements.get(counter, 0)
+    with _lock:  # (the count and the extras of one moment: another thread may be adding to both)
+        return int(counter.count) - _extra_statements.get(counter, 0)
+
+
+def extra_statements(counter: StatementReceiver) -> int:
+    """Statements ``counter`` received beyond the first of each round trip (the rest of the
+    strings of several statements): ``counter.count - round_trips(counter)``."""
+    return _extra_statements.get(counter, 0)
 
 
 # -- shapes -------------------------------------------------------------------------

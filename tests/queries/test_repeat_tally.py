@@ -253,3 +253,49 @@ def _send_once(engine: Any, received: list[str]) -> None:
             conn.exec_driver_sql("SELECT 1")
         finally:
             dispatch.stop(receiver)
+
+
+def _send_pairs(dsn: str, n: int) -> None:
+    """``n`` round trips of two statements each (a string of two, through psycopg)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cursor:
+        for _ in range(n):
+            cursor.execute("SELECT 1; SELECT 2")
+
+
+def test_the_figures_of_an_active_counter_are_of_one_moment(pg_dsn: str) -> None:
+    """figures() and round_trips() read while threads send strings of two statements: the
+    count, the shapes and the round trips are of one moment (count = 2 x round trips, the
+    shapes summing to the count), as a reader gets them from copies taken under the lock."""
+    pytest.importorskip("psycopg")
+    from pytest_migsafe.queries import dispatch
+
+    workers, per_worker = 2, 1500
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    torn: list[tuple[int, ...]] = []
+    try:
+        with count_queries() as counter:
+            threads = [threading.Thread(target=_send_pairs, args=(pg_dsn, per_worker)) for _ in range(workers)]
+            for thread in threads:
+                thread.start()
+            reads = 0
+            while any(thread.is_alive() for thread in threads):
+                figures = counter.figures()
+                trips = figures.round_trips or 0
+                if figures.count != 2 * trips or figures.count != sum(shape.count for shape in figures.shapes):
+                    torn.append((figures.count, trips, sum(shape.count for shape in figures.shapes)))
+                before = counter.count
+                trips_after = dispatch.round_trips(counter)  # never fewer than half a count read before it
+                if 2 * trips_after < before:
+                    torn.append((before, trips_after))
+                reads += 1
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert reads > 0
+    assert torn == []
+    assert counter.count == 2 * workers * per_worker
+    assert dispatch.round_trips(counter) == workers * per_worker
