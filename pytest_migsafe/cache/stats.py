@@ -280,13 +280,19 @@ class CacheStats:
         Raises ``RuntimeError`` when read inside the ``async with`` block of an asyncio
         client on real Redis (known only after the block).
         """
+        return self._totals_and_slices()[0]
+
+    def _totals_and_slices(self) -> tuple[tuple[int, int], list[tuple[str, Any, bool, int]]]:
+        """:meth:`totals` and the client-side accounting's slices of one moment: ``INFO stats``
+        read first, then the slices (a read the server counted is in them, unless its reply is
+        still on its way to a thread of this process), the client-side totals from those slices."""
         delta = self._server_delta()
-        if delta is not None:
-            return delta
-        if self.is_async and self._active and self.backend == "redis":
+        if delta is None and self.is_async and self._active and self.backend == "redis":
             raise RuntimeError("the figures of an asyncio client are known after the `async with` block")
         slices = self._slices()
-        return (sum(n for _, _, hit, n in slices if hit), sum(n for _, _, hit, n in slices if not hit))
+        if delta is not None:
+            return delta, slices
+        return (sum(n for _, _, hit, n in slices if hit), sum(n for _, _, hit, n in slices if not hit)), slices
 
     @property
     def hits(self) -> int:
@@ -314,16 +320,17 @@ class CacheStats:
         """Client-side hits and misses per key prefix (:mod:`pytest_migsafe.cache.keys`: the
         part before the first ``:`` once a framework's own prefix is taken off, or a
         ``key_patterns`` match): ``{prefix: Tally}``, sorted by prefix."""
-        return self._grouped(lambda command, prefix: key_text(prefix))
+        return self._grouped(_prefix_of)
 
     @property
     def by_command(self) -> dict[str, Tally]:
         """Client-side hits and misses per command: ``{"GET": Tally, ...}``, sorted by name."""
-        return self._grouped(lambda command, prefix: command)
+        return self._grouped(_command_of)
 
-    def _grouped(self, group: Callable[[str, Any], str]) -> dict[str, Tally]:
+    def _grouped(self, group: Callable[[str, Any], str],
+                 slices: list[tuple[str, Any, bool, int]] | None = None) -> dict[str, Tally]:
         merged: dict[str, Tally] = {}
-        for command, prefix, hit, n in self._slices():
+        for command, prefix, hit, n in self._slices() if slices is None else slices:
             tally = merged.setdefault(group(command, prefix), Tally())
             if hit:
                 tally.hits += n
@@ -348,13 +355,15 @@ class CacheStats:
         :meth:`totals` (and its ``RuntimeError``); ``by_prefix`` / ``by_command`` become
         ``{name: [hits, misses]}``.
         """
-        hits, misses = self.totals()
+        (hits, misses), slices = self._totals_and_slices()  # (of one moment: other threads may be reading)
+        by_prefix = self._grouped(_prefix_of, slices)
+        by_command = self._grouped(_command_of, slices)
         return CacheFigures(
             hits=hits,
             misses=misses,
             backend=self.backend,
-            by_prefix={name: [t.hits, t.misses] for name, t in self.by_prefix.items()},
-            by_command={name: [t.hits, t.misses] for name, t in self.by_command.items()},
+            by_prefix={name: [t.hits, t.misses] for name, t in by_prefix.items()},
+            by_command={name: [t.hits, t.misses] for name, t in by_command.items()},
             min_hit_rate=min_hit_rate,
             min_hit_rate_prefix=prefix,
             source=self.source,
@@ -370,6 +379,14 @@ class CacheStats:
     def __repr__(self) -> str:
         hits, misses = self.totals()
         return f"<CacheStats {self.backend} hits={hits} misses={misses} source={self.source}>"
+
+
+def _prefix_of(command: str, prefix: Any) -> str:
+    return key_text(prefix)  # (a slice's group in by_prefix)
+
+
+def _command_of(command: str, prefix: Any) -> str:
+    return command  # (a slice's group in by_command)
 
 
 def cache_stats(client: Any, *, warmup: Callable[[], Any] | None = None,
@@ -405,7 +422,10 @@ def unseen_reads(figures: CacheFigures) -> tuple[int, int]:
     """``(hits, misses)`` that ``INFO stats`` counted and the client-side accounting did not
     see: reads inside Lua scripts on a real server, SORT's BY/GET lookups, clients in other
     processes (or, on a shared server, other users). ``(0, 0)`` when the totals are the
-    client side's own (``source == "client"``)."""
+    client side's own (``source == "client"``). Exact for a block that ended; of figures read
+    inside the block while threads of this process still read keys, it also holds the reads
+    whose replies were on their way back (the server counted them, the client side had not
+    yet: at most one a thread reading)."""
     if figures.source == "client":
         return 0, 0
     seen_hits, seen_misses = client_totals(figures)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -505,3 +506,40 @@ def _read_once(client: redis.Redis, listener: _ReadsFromInside) -> None:
         client.get("outer")
     finally:
         cache_hooks.stop(listener)
+
+
+def _reads(client: redis.Redis, n: int) -> None:
+    for j in range(n):
+        client.get("a:1" if j % 2 else f"b:{j}")
+
+
+def test_the_figures_of_an_active_block_are_of_one_moment() -> None:
+    """figures() read while threads read keys: its totals and its breakdowns come from one
+    reading of the client-side accounting (they were read under three acquisitions of the
+    hooks' lock, and disagreed: hits/misses (8, 9) beside a by_command of (33, 33))."""
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    client.set("a:1", "v")
+    workers, per_worker = 2, 3000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    torn = []
+    try:
+        with cache_stats(client) as stats:
+            threads = [threading.Thread(target=_reads, args=(client, per_worker)) for _ in range(workers)]
+            for thread in threads:
+                thread.start()
+            reads = 0
+            while any(thread.is_alive() for thread in threads):
+                figures = stats.figures()
+                by_command = tuple(map(sum, zip(*figures.by_command.values()))) or (0, 0)
+                by_prefix = tuple(map(sum, zip(*figures.by_prefix.values()))) or (0, 0)
+                if not by_command == by_prefix == (figures.hits, figures.misses):
+                    torn.append(((figures.hits, figures.misses), by_command, by_prefix))
+                reads += 1
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert reads > 0
+    assert torn == []
+    assert stats.totals() == (workers * per_worker // 2, workers * per_worker // 2)
