@@ -21,8 +21,9 @@ What each figure means, exactly:
   psycopg_pool: ``get_stats()`` deltas (``connections_num - connections_errors``;
   invalidated = ``connections_lost + returns_bad``), closed = connections the pool closed.
 - ``checkouts`` / ``checkins``: SQLAlchemy ``checkout``/``checkin`` events (a checkin
-  made by the garbage collector counts); psycopg_pool ``requests_num - requests_errors``
-  and ``putconn()`` calls.
+  made by the garbage collector counts); psycopg_pool: the connections ``getconn()``
+  handed out (a request still waiting in the queue is none yet: ``requests_num`` counts it
+  from its start) and ``putconn()`` calls.
 - ``peak_checked_out``: the most connections out of the watched pools at once, counting
   those already out when the observation started. A connection counts as out from its
   checkout event (the return of ``getconn()``) to its checkin event (the call of
@@ -459,10 +460,9 @@ class PoolObservation:
                 moved = psy.get
                 psy_created = moved("connections_num", 0) - moved("connections_errors", 0)
                 psy_closed = moved("connections_lost", 0) + moved("returns_bad", 0)
-                psy_checkouts = moved("requests_num", 0) - moved("requests_errors", 0)
                 psy_timeouts = moved("requests_errors", 0)
             else:
-                psy_created = psy_closed = psy_checkouts = psy_timeouts = 0
+                psy_created = psy_closed = psy_timeouts = 0
             created = self._created + psy_created
             beyond = min(self._beyond, created)
             overflow = self._overflow
@@ -470,7 +470,7 @@ class PoolObservation:
                 created=created,
                 closed=self._closed + psy_closed,
                 invalidated=self._invalidated + psy_closed,
-                checkouts=self._checkouts + psy_checkouts,
+                checkouts=self._checkouts,
                 checkins=self._checkins,
                 peak_checked_out=self._peak,
                 overflow_used=sum([max(0, value) for value in overflow.values()]) if overflow else 0,

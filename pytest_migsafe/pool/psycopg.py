@@ -7,8 +7,10 @@ inherit them) add what the stats cannot tell:
 - ``__init__`` registers every pool created, in a WeakSet; a pool created before the
   hooks is registered at its first ``getconn`` (never by scanning the heap, which would
   evaluate objects migsafe does not own, such as Django's lazy settings);
-- ``getconn`` / ``putconn`` track each connection out of its pool (peak, leaks with the
-  call site) and time every ``getconn`` (the checkout wait);
+- ``getconn`` / ``putconn`` count each checkout when ``getconn()`` hands the connection
+  out (not ``requests_num``, which counts a request still waiting in the queue) and each
+  checkin, track each connection out of its pool (peak, leaks with the call site) and
+  time every ``getconn`` (the checkout wait);
 - ``_close_connection`` counts the connections the pool closes, except those it closes
   while resetting a returned connection (``_reset_connection``: a ``reset=`` callback that
   raised, a failed rollback, a connection returned mid-operation): the pool then finds
@@ -154,7 +156,7 @@ def _gone(key: int) -> Callable[[Any], None]:
 
 def _after_getconn(pool: Any, conn: Any) -> None:
     key = id(conn)
-    observed.checked_out(key, weakref.ref(conn, _gone(key)), pool, counted=False)
+    observed.checked_out(key, weakref.ref(conn, _gone(key)), pool)  # a checkout: getconn() handed it out
     if observed._observers:
         size = getattr(pool, "_nconns", None)  # connections in the pool, out, or being made
         if size is not None:

@@ -350,6 +350,55 @@ def _backends(dsn: str, app: str) -> int:
     return int(row[0])
 
 
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (polled; fails after 30 s)."""
+    for _ in range(3000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the condition never held")
+
+
+def test_a_psycopg_pool_request_still_waiting_is_no_checkout(postgres: RunningPostgres) -> None:
+    """A checkout is a connection getconn() handed out: a request still queued on an exhausted
+    pool is none (psycopg_pool's requests_num counts it from its start, and was read as one:
+    checkouts 2 with one connection out; a request left waiting at the block's end, which timed
+    out after it, stayed a checkout of the block)."""
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=1, open=False, timeout=30) as psycopg_pool:
+        psycopg_pool.wait()
+        waiting = lambda: psycopg_pool.get_stats().get("requests_waiting", 0) == 1  # noqa: E731
+        with pool_stats(psycopg_pool) as stats:
+            held = psycopg_pool.getconn()
+            second = threading.Thread(target=lambda: psycopg_pool.putconn(psycopg_pool.getconn()))
+            second.start()
+            _until(waiting)
+            assert (stats.figures().checkouts, stats.figures().checkins) == (1, 0)
+            psycopg_pool.putconn(held)
+            second.join(timeout=30)
+        assert (stats.checkouts, stats.checkins, stats.timeouts) == (2, 2, 0)
+
+        held = psycopg_pool.getconn()
+        timed_out: list[bool] = []
+
+        def give_up() -> None:
+            try:
+                psycopg_pool.putconn(psycopg_pool.getconn(timeout=1))
+            except PoolTimeout:
+                timed_out.append(True)
+
+        with pool_stats(psycopg_pool) as stats:
+            third = threading.Thread(target=give_up)
+            third.start()
+            _until(waiting)
+        third.join(timeout=30)
+        psycopg_pool.putconn(held)
+        assert timed_out == [True]
+        with pytest.warns(NothingObservedWarning, match="saw nothing"):  # (a request that only waited)
+            assert (stats.checkouts, stats.checkins, stats.timeouts) == (0, 0, 0)
+
+
 def test_psycopg_pool_growth_checkouts_and_timeout(postgres: RunningPostgres,
                                                    request: pytest.FixtureRequest) -> None:
     from psycopg_pool import ConnectionPool, PoolTimeout
