@@ -9,10 +9,9 @@ This module starts its own redis-server so that no other test shares its INFO co
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import fakeredis
 import pytest
 import redis
 import redis.asyncio
+from threaded import hangs, read_while_running
 
 from pytest_migsafe.cache import hooks as cache_hooks
 from pytest_migsafe.cache.hooks import probe_exists
@@ -489,14 +489,8 @@ def test_a_read_during_a_hand_over_on_the_same_thread_is_counted_not_hung() -> N
     lock its own thread held (the pool's events and the query capture use re-entrant ones too)."""
     client = fakeredis.FakeRedis()
     listener = _ReadsFromInside(client)
-    thread = threading.Thread(target=_read_once, args=(client, listener), daemon=True)
-    thread.start()
-    thread.join(timeout=30)
-    hung = thread.is_alive()
-    if hung:  # (a plain lock, which any thread may release: free the thread, and the next tests)
-        cache_hooks._lock.release()
-        thread.join(timeout=30)
-    assert not hung, "the read made during the hand-over hung on the cache hooks' lock"
+    assert not hangs(functools.partial(_read_once, client, listener), cache_hooks._lock), \
+        "the read made during the hand-over hung on the cache hooks' lock"
     assert [key for _, key, _ in listener.seen] == ["outer", "inner"]
 
 
@@ -520,26 +514,17 @@ def test_the_figures_of_an_active_block_are_of_one_moment() -> None:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     client.set("a:1", "v")
     workers, per_worker = 2, 3000
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     torn = []
-    try:
-        with cache_stats(client) as stats:
-            threads = [threading.Thread(target=_reads, args=(client, per_worker)) for _ in range(workers)]
-            for thread in threads:
-                thread.start()
-            reads = 0
-            while any(thread.is_alive() for thread in threads):
-                figures = stats.figures()
-                by_command = tuple(map(sum, zip(*figures.by_command.values()))) or (0, 0)
-                by_prefix = tuple(map(sum, zip(*figures.by_prefix.values()))) or (0, 0)
-                if not by_command == by_prefix == (figures.hits, figures.misses):
-                    torn.append(((figures.hits, figures.misses), by_command, by_prefix))
-                reads += 1
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+
+    def read() -> None:
+        figures = stats.figures()
+        by_command = tuple(map(sum, zip(*figures.by_command.values()))) or (0, 0)
+        by_prefix = tuple(map(sum, zip(*figures.by_prefix.values()))) or (0, 0)
+        if not by_command == by_prefix == (figures.hits, figures.misses):
+            torn.append(((figures.hits, figures.misses), by_command, by_prefix))
+
+    with cache_stats(client) as stats:
+        reads = read_while_running([functools.partial(_reads, client, per_worker)] * workers, read)
     assert reads > 0
     assert torn == []
     assert stats.totals() == (workers * per_worker // 2, workers * per_worker // 2)

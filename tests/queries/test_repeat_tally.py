@@ -4,15 +4,15 @@ here), whatever the order, the flushes, and however often the tally is folded mi
 
 from __future__ import annotations
 
+import functools
 import random
-import sys
-import threading
 from typing import Any
 
 import loops
 import pytest
 from sqlalchemy import ForeignKey, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from threaded import hangs, read_while_running
 
 from pytest_migsafe.queries import dispatch, repeats
 from pytest_migsafe.queries.callsite import Origin
@@ -90,19 +90,9 @@ def test_reading_the_suspects_of_a_counter_other_threads_still_feed_loses_no_sta
     increments made on a tally entry it had just read)."""
     engine = create_engine("sqlite://")  # (in memory: a connection of its own for each thread)
     workers, per_worker = 2, 3000
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
-    try:
-        with count_queries() as counter:
-            threads = [threading.Thread(target=_send, args=(engine, per_worker)) for _ in range(workers)]
-            for thread in threads:
-                thread.start()
-            while any(thread.is_alive() for thread in threads):
-                counter.n_plus_one(threshold=1)
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+    with count_queries() as counter:
+        read_while_running([functools.partial(_send, engine, per_worker)] * workers,
+                           lambda: counter.n_plus_one(threshold=1))
     suspects = [s for s in counter.n_plus_one(threshold=1) if "SELECT" in s.shape]
     assert counter.count == workers * per_worker
     assert sum(s.count for s in suspects) == workers * per_worker
@@ -145,22 +135,10 @@ def test_reading_the_suspects_while_other_threads_lazy_load(tmp_path: Any) -> No
         session.add_all(_Parent(children=[_Child()]) for _ in range(parents))
         session.commit()
     workers, queries = 2, 200
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        with count_queries() as counter:
-            threads = [threading.Thread(target=_lazy_loads, args=(engine, queries)) for _ in range(workers)]
-            for thread in threads:
-                thread.start()
-            reads = 0
-            while any(thread.is_alive() for thread in threads):
-                counter.n_plus_one(threshold=1)
-                reads += 1
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(interval)
-        engine.dispose()
+    with count_queries() as counter:
+        reads = read_while_running([functools.partial(_lazy_loads, engine, queries)] * workers,
+                                   lambda: counter.n_plus_one(threshold=1))
+    engine.dispose()
     assert reads > 0
     assert counter.count == workers * queries * (1 + parents)
     (suspect,) = [s for s in counter.n_plus_one() if s.relationship]
@@ -181,24 +159,15 @@ def test_reading_the_figures_of_a_counter_other_threads_still_feed() -> None:
     under the reader: "dictionary changed size during iteration")."""
     engine = create_engine("sqlite://")  # (in memory: a connection of its own for each thread)
     workers, per_worker = 2, 1500
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        with count_queries() as counter:
-            threads = [threading.Thread(target=_send_shapes, args=(engine, per_worker, f"w{k}_"))
-                       for k in range(workers)]
-            for thread in threads:
-                thread.start()
-            reads = 0
-            while any(thread.is_alive() for thread in threads):
-                counter.summary()
-                counter.describe(limit=None)
-                counter.figures()
-                reads += 1
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+
+    def read() -> None:
+        counter.summary()
+        counter.describe(limit=None)
+        counter.figures()
+
+    with count_queries() as counter:
+        reads = read_while_running([functools.partial(_send_shapes, engine, per_worker, f"w{k}_")
+                                    for k in range(workers)], read)
     assert reads > 0
     assert counter.count == 2 * workers * per_worker
     assert sum(stats.count for stats in counter.summary()) == 2 * workers * per_worker
@@ -233,14 +202,8 @@ def test_a_statement_sent_during_a_hand_over_on_the_same_thread_is_recorded_not_
     lock its own thread held, forever."""
     engine = create_engine("sqlite://")
     received: list[str] = []
-    thread = threading.Thread(target=_send_once, args=(engine, received), daemon=True)
-    thread.start()
-    thread.join(timeout=30)
-    hung = thread.is_alive()
-    if hung:  # (a plain lock, which any thread may release: free the thread, and the next tests)
-        dispatch._lock.release()
-        thread.join(timeout=30)
-    assert not hung, "the statement sent during the hand-over hung on the capture's lock"
+    assert not hangs(functools.partial(_send_once, engine, received), dispatch._lock), \
+        "the statement sent during the hand-over hung on the capture's lock"
     assert received == ["SELECT 1", "SELECT 2"]
 
 
@@ -272,29 +235,20 @@ def test_the_figures_of_an_active_counter_are_of_one_moment(pg_dsn: str) -> None
     from pytest_migsafe.queries import dispatch
 
     workers, per_worker = 2, 1500
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
     torn: list[tuple[int, ...]] = []
-    try:
-        with count_queries() as counter:
-            threads = [threading.Thread(target=_send_pairs, args=(pg_dsn, per_worker)) for _ in range(workers)]
-            for thread in threads:
-                thread.start()
-            reads = 0
-            while any(thread.is_alive() for thread in threads):
-                figures = counter.figures()
-                trips = figures.round_trips or 0
-                if figures.count != 2 * trips or figures.count != sum(shape.count for shape in figures.shapes):
-                    torn.append((figures.count, trips, sum(shape.count for shape in figures.shapes)))
-                before = counter.count
-                trips_after = dispatch.round_trips(counter)  # never fewer than half a count read before it
-                if 2 * trips_after < before:
-                    torn.append((before, trips_after))
-                reads += 1
-            for thread in threads:
-                thread.join()
-    finally:
-        sys.setswitchinterval(interval)
+
+    def read() -> None:
+        figures = counter.figures()
+        trips = figures.round_trips or 0
+        if figures.count != 2 * trips or figures.count != sum(shape.count for shape in figures.shapes):
+            torn.append((figures.count, trips, sum(shape.count for shape in figures.shapes)))
+        before = counter.count
+        trips_after = dispatch.round_trips(counter)  # never fewer than half a count read before it
+        if 2 * trips_after < before:
+            torn.append((before, trips_after))
+
+    with count_queries() as counter:
+        reads = read_while_running([functools.partial(_send_pairs, pg_dsn, per_worker)] * workers, read)
     assert reads > 0
     assert torn == []
     assert counter.count == 2 * workers * per_worker
