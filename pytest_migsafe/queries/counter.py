@@ -206,34 +206,28 @@ class QueryCounter:
     @property
     def count(self) -> int:
         """Statements counted (the server's count: a text of several statements counts each)."""
-        return sum(map(_COUNT, self._shape_stats()))
+        return sum(map(_COUNT, self._snapshot(copies=False)[0]))
 
     @property
     def executions(self) -> int:
         """Executions: ``count`` with the rows of each ``executemany`` batch counted one by one."""
-        return sum(map(_EXECUTIONS, self._shape_stats()))
+        return sum(map(_EXECUTIONS, self._snapshot(copies=False)[0]))
 
     @property
     def total_seconds(self) -> float:
         """Seconds the driver spent on the statements counted (s), summed."""
-        return sum(map(_SECONDS, self._shape_stats()))
+        return sum(map(_SECONDS, self._snapshot(copies=False)[0]))
 
-    def _shape_stats(self, copies: bool = False) -> list[ShapeStats]:
-        """The :class:`ShapeStats` of each shape key. While the counter is active (other threads
-        may still add to it) they are taken under the capture's lock, as ``copies`` if asked
-        (for a reader that goes on to read their call sites), else the counter's own."""
+    def _snapshot(self, copies: bool = True) -> tuple[list[ShapeStats], int]:
+        """The :class:`ShapeStats` of each shape key and the statements beyond one of each round
+        trip (:func:`~pytest_migsafe.queries.dispatch.extra_statements`), of one moment. While
+        the counter is active (other threads may still add to it) they are taken under the
+        capture's lock, as ``copies`` if asked (for a reader that goes on to read their call
+        sites); else the counter's own."""
         if self in dispatch._active:
             with dispatch.recording:
-                return [stats.copy() for stats in self._shapes.values()] if copies else list(self._shapes.values())
-        return list(self._shapes.values())
-
-    def _snapshot(self) -> tuple[list[ShapeStats], int]:
-        """Copies of the :class:`ShapeStats` and the statements beyond one of each round trip
-        (:func:`~pytest_migsafe.queries.dispatch.extra_statements`), of one moment: taken under
-        the capture's lock while the counter is active."""
-        if self in dispatch._active:
-            with dispatch.recording:
-                return [stats.copy() for stats in self._shapes.values()], dispatch.extra_statements(self)
+                shapes = [stats.copy() for stats in self._shapes.values()] if copies else list(self._shapes.values())
+                return shapes, dispatch.extra_statements(self)
         return list(self._shapes.values()), dispatch.extra_statements(self)
 
     # -- the hot path ----------------------------------------------------------
@@ -296,7 +290,7 @@ class QueryCounter:
         # readable shape -> [-statements, -seconds, the shape, its ShapeStats]: sorted as it stands
         # (the shapes are unique, so the lists of ShapeStats are never compared)
         groups: dict[str, list[Any]] = {}
-        for stats in self._shape_stats(copies=True) if shapes is None else shapes:
+        for stats in self._snapshot()[0] if shapes is None else shapes:
             shape = dispatch.readable_shape(stats.shape, stats.sample)
             entry = groups.get(shape)
             if entry is None:
