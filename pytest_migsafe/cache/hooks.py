@@ -427,7 +427,7 @@ def _needs_version(entries: Iterable[Entry]) -> bool:
 
 def deliver(listeners: Sequence[Listener], entries: Sequence[Entry], answers: Sequence[bool | None],
             version: str | None) -> None:
-    """Count ``entries`` for ``listeners``: each unknown verdict takes the next of ``answers``
+    """Count ``entries`` for those of ``listeners`` still started: each unknown verdict takes the next of ``answers``
     (a key the probe could not tell is not counted); each key counts the lookups the command
     table gives for ``version`` (existing / missing); after a missing key, a command that
     stops there (XREADGROUP) counts nothing more."""
@@ -439,6 +439,10 @@ def deliver(listeners: Sequence[Listener], entries: Sequence[Entry], answers: Se
         resolved.append((read, key, verdict, number))
     stopped: set[int] = set()
     with _lock:
+        # of ``listeners``, those still started, read under the lock as stop() changes them: one
+        # stopped since the hook looked them up counts nothing after its stop() returned
+        started = _listeners
+        listeners = [listener for listener in listeners if any(listener is one for one in started)]
         for read, key, verdict, number in resolved:
             if verdict is None or number in stopped:
                 continue
@@ -668,12 +672,14 @@ def _hook_execute_command(original: Any) -> Any:
             except Exception as exc:
                 _account_sync(self.connection_pool, entries_for(Plan(fast.read, list(args)), exc))
                 raise
-            listeners = _targets(self.connection_pool)[0]
-            if listeners:
+            pool = self.connection_pool
+            if _targets(pool)[0]:
                 hit = reply is not None
                 label = fast.read.label
                 with _lock:
-                    for listener in listeners:
+                    # the listeners started now, read under the lock as stop() changes them:
+                    # one stopped since the read above counts nothing after its stop() returned
+                    for listener in _targets(pool)[0]:
                         listener.add(label, args[1], hit)
             return reply
         plan = Plan(fast.read, list(args)) if fast is not None else plan_for(args)

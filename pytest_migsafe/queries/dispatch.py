@@ -339,11 +339,15 @@ def record_load(counters: tuple[StatementReceiver, ...], load: tuple[str, str], 
                 origin: Any, direction: str | None) -> None:
     """Hand one ORM load (``load = (kind, "Class.attribute")`` of the row numbered ``parent``,
     :mod:`~pytest_migsafe.queries.orm` and :mod:`~pytest_migsafe.queries.django`) to those of
-    ``counters`` that collect the N+1 rule's evidence (``_orm_load``), under :data:`recording`
-    as statements are: a reader of the suspects on another thread (``n_plus_one()`` of a
-    counter still active) sees whole loads and no dictionary growing under it."""
+    ``counters`` (those active as the load began) that collect the N+1 rule's evidence
+    (``_orm_load``) and are still active, under :data:`recording` as statements are: a reader
+    of the suspects on another thread (``n_plus_one()`` of a counter still active) sees whole
+    loads and no dictionary growing under it, and a counter stopped meanwhile gets nothing."""
     with _lock:
+        active = _active  # (read under the lock: a counter stopped since the load began gets nothing)
         for counter in counters:
+            if counter not in active:
+                continue
             record = getattr(counter, "_orm_load", None)
             if record is not None:
                 record(load, parent, loaded, origin, direction)
@@ -357,17 +361,19 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
     ``ran``: of a text of several statements, how many the server ran, the first ones
     (default: all of them); ignored for a text of one statement (which ran).
     """
-    counters = _active
-    if not counters:
+    if not _active:
         return
     shape, control, parts = entry
     kept = params if settings.capture_params else None
     if parts is not None:
-        _record_parts(sql, parts, seconds, target, batch_size, kept, site, counters, ran)
+        _record_parts(sql, parts, seconds, target, batch_size, kept, site, ran)
         return
     text = sql if len(sql) <= KEEP_TEXT_CHARS else kept_text(sql)
     with _lock:
-        for counter in counters:
+        # the counters active now, read under the lock as stop() changes them: a counter that
+        # stopped since the read above receives nothing after its stop() returned (its
+        # figures, which its readers then take without the lock, never change again)
+        for counter in _active:
             if control and not counter.include_transaction_control:
                 continue
             if counter._filtered and not counter._accepts(sql, target):
@@ -376,7 +382,7 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
 
 
 def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str, batch_size: int,
-                  kept: Any, site: str, counters: tuple[StatementReceiver, ...], ran: int | None) -> None:
+                  kept: Any, site: str, ran: int | None) -> None:
     n = len(parts) if ran is None else ran
     if n <= 0 or not parts:
         return
@@ -386,7 +392,7 @@ def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str
     texts = [sql[start:end] for start, end, _, _ in chosen]
     share = seconds / n
     with _lock:
-        for counter in counters:
+        for counter in _active:  # (read under the lock: see record_entry)
             added = 0
             for text, (_, _, shape, control) in zip(texts, chosen):
                 if control and not counter.include_transaction_control:

@@ -21,7 +21,7 @@ import fakeredis
 import pytest
 import redis
 import redis.asyncio
-from threaded import hangs, read_while_running
+from threaded import hangs, read_while_running, waiting_at
 
 from pytest_migsafe.cache import hooks as cache_hooks
 from pytest_migsafe.cache.hooks import probe_exists
@@ -528,3 +528,24 @@ def test_the_figures_of_an_active_block_are_of_one_moment() -> None:
     assert reads > 0
     assert torn == []
     assert stats.totals() == (workers * per_worker // 2, workers * per_worker // 2)
+
+
+@pytest.mark.parametrize("command", ["get", "mget"])  # the lean path (GET) and the general one (deliver)
+def test_an_ended_block_counts_no_read_after_its_stop_returned(real: redis.Redis, command: str) -> None:
+    """A block's figures are final once it ended: a read whose hand-over looked up the started
+    blocks just before the block stopped (and then waited for the hooks' lock, which stop()
+    took first) counts nothing for it afterwards (its by_command grew by the read after the
+    block: figures of an ended block changed under readers that no longer take the lock)."""
+    read = functools.partial(real.get, "gone") if command == "get" else functools.partial(real.mget, "gone", "away")
+    read()  # (the command's path warmed: no lock taken before the hand-over's own)
+    stats = cache_stats(real)
+    stats.__enter__()  # (the hooks installed: the hook's own execute_command is looked up below)
+    where = redis.Redis.execute_command if command == "get" else cache_hooks.deliver
+    with cache_hooks._lock:
+        thread = waiting_at(read, where, "with _lock:")
+        stats.__exit__(None, None, None)
+        at_stop = stats.figures()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert stats.figures() == at_stop
+    assert at_stop.by_command == {}

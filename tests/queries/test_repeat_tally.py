@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 from typing import Any
 
 import loops
 import pytest
 from sqlalchemy import ForeignKey, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-from threaded import hangs, read_while_running
+from threaded import hangs, read_while_running, wait_until_at, waiting_at
 
 from pytest_migsafe.queries import dispatch, repeats
 from pytest_migsafe.queries.callsite import Origin
@@ -253,3 +254,60 @@ def test_the_figures_of_an_active_counter_are_of_one_moment(pg_dsn: str) -> None
     assert torn == []
     assert counter.count == 2 * workers * per_worker
     assert dispatch.round_trips(counter) == workers * per_worker
+
+
+def _send_one(engine: Any) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 7")
+
+
+def test_a_counter_receives_no_statement_after_its_stop_returned() -> None:
+    """stop() leaves a counter's figures final: a statement whose hand-over read the active
+    counters just before stop() and then waited for the capture's lock (which stop() took
+    first) is not delivered to it once stop() returned (it was: the count went from 0 to 1
+    after the block, under readers that no longer take the lock)."""
+    engine = create_engine("sqlite://")  # (in memory: a connection of its own for each thread)
+    _send_one(engine)  # its shape cached: the worker's hand-over takes no lock before its own
+    counter = count_queries()
+    counter.__enter__()
+    with dispatch.recording:
+        thread = waiting_at(functools.partial(_send_one, engine), dispatch.record_entry, "with _lock:")
+        counter.__exit__(None, None, None)
+        at_stop = counter.count
+    thread.join(30)
+    assert not thread.is_alive()
+    assert (at_stop, counter.count, counter.n_plus_one(threshold=1)) == (0, 0, [])
+
+
+def test_a_counter_receives_no_orm_load_after_its_stop_returned(tmp_path: Any) -> None:
+    """The same for an ORM lazy load: one whose hand-over began while the counter was active
+    (the loader read the active counters) and reached the lock after stop() is not recorded
+    as the stopped counter's evidence."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    _Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(_Parent(children=[_Child()]))
+        session.commit()
+    _lazy_loads(engine, 1)  # its statements' shapes cached (no lock taken before the load's own)
+    ready, go = threading.Event(), threading.Event()
+
+    def load_later() -> None:
+        with Session(engine) as session:
+            parents = session.scalars(select(_Parent)).all()  # (before the lock is held)
+            ready.set()
+            go.wait(30)
+            loops.load_each(parents, "children")
+
+    thread = threading.Thread(target=load_later, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    counter = count_queries()
+    counter.__enter__()
+    with dispatch.recording:
+        go.set()
+        wait_until_at(thread, dispatch.record_load, "with _lock:")
+        counter.__exit__(None, None, None)
+    thread.join(30)
+    engine.dispose()
+    assert not thread.is_alive()
+    assert counter._repeats is not None and counter._repeats.loads == {}
