@@ -180,6 +180,15 @@ class RepeatTracker:
         (:func:`~pytest_migsafe.queries.normalize.token_shape`, no parser) number
         ``threshold`` or more. A function sending ten different statements costs no parse."""
         with recording:  # (another thread may be tallying, and folding: the counter may still be active)
+            # fewer statements than the threshold in all (the tally's and the groups', an upper
+            # bound of any group's count): no group can make a suspect, nothing is grouped
+            total = 0
+            for entry in self.tally.values():
+                total += entry[1]
+            for group in self.statements.values():
+                total += group.count
+            if total < threshold:
+                return []
             self.fold()
             groups = [(key, StatementGroup(group.shape, group.sample_sql, group.count, dict(group.lines), group.inner))
                       for key, group in self.statements.items()]
@@ -222,13 +231,15 @@ class RepeatTracker:
         """The N+1 suspects, most repeats first; those an allow rule covers are marked allowed."""
         if not self.loads and not self.statements and not self.tally:
             return []  # the common case: statements from the test's own code, no ORM load
+        busiest = []
         with recording:  # (another thread may be lazy-loading: the counter may still be active)
-            busiest = [(group, group.busiest().copy()) for group in self.loads.values()]
+            for group in self.loads.values():
+                loads = group.busiest()
+                if len(loads.parents) >= 2:  # (a load of one row is no N+1: not copied)
+                    busiest.append((group, loads.copy()))
         found = []
         for group, loads in busiest:
             parents, loaded_at = len(loads.parents), loads.loaded_at
-            if parents < 2:
-                continue
             positions = [max(loads.lines.items(), key=lambda kv: kv[1])[0], *loads.inner]
             positions = _from_the_parents_function(positions, loaded_at)
             site = line_of(positions[0])
