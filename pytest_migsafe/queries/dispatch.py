@@ -109,6 +109,9 @@ def is_active() -> bool:
 # statements a counter received beyond the first of their round trip (strings of
 # several statements only: the per-statement path never touches this)
 _extra_statements: weakref.WeakKeyDictionary[StatementReceiver, int] = weakref.WeakKeyDictionary()
+# no counter ever received one (the common case): read as 0 without a look-up (a weak
+# dictionary's get() makes a weak reference, in Python, at every figure read)
+_no_extra_statements = True
 
 
 def round_trips(counter: StatementReceiver) -> int:
@@ -119,12 +122,14 @@ def round_trips(counter: StatementReceiver) -> int:
     An ``executemany`` is one statement and one round trip.
     """
     with _lock:  # (the count and the extras of one moment: another thread may be adding to both)
-        return int(counter.count) - _extra_statements.get(counter, 0)
+        return int(counter.count) - extra_statements(counter)
 
 
 def extra_statements(counter: StatementReceiver) -> int:
     """Statements ``counter`` received beyond the first of each round trip (the rest of the
     strings of several statements): ``counter.count - round_trips(counter)``."""
+    if _no_extra_statements:
+        return 0
     return _extra_statements.get(counter, 0)
 
 
@@ -383,6 +388,7 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
 
 def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str, batch_size: int,
                   kept: Any, site: str, ran: int | None) -> None:
+    global _no_extra_statements
     n = len(parts) if ran is None else ran
     if n <= 0 or not parts:
         return
@@ -403,3 +409,4 @@ def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str
                 added += 1
             if added > 1:
                 _extra_statements[counter] = _extra_statements.get(counter, 0) + added - 1
+                _no_extra_statements = False
