@@ -406,8 +406,10 @@ def interrupt_on_sigterm() -> Any:
     """Make SIGTERM interrupt the run like Ctrl-C (a ``KeyboardInterrupt`` in the main
     thread, so pytest finishes the session, interrupted, and the files are written); a
     second SIGTERM kills at once. Only in the main thread and when SIGTERM has its default
-    handler (a handler the user installed is left alone). Returns the handler to put back
-    at the end, or None when nothing was changed."""
+    handler (a handler the user installed is left alone). A process a test forks inherits
+    the handler: there a SIGTERM ends the process by the signal, as the default handler
+    does (``Process.terminate()`` gives exit code ``-SIGTERM``, no ``KeyboardInterrupt``).
+    Returns the handler to put back at the end, or None when nothing was changed."""
     if threading.current_thread() is not threading.main_thread():
         return None
     try:
@@ -416,9 +418,13 @@ def interrupt_on_sigterm() -> Any:
         return None
     if previous is not signal.SIG_DFL:
         return None
+    owner = os.getpid()
 
     def interrupt(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != owner:  # a child a test forked (multiprocessing's fork, os.fork) inherited
+            os.kill(os.getpid(), signal.SIGTERM)  # this handler: it dies by the signal, as by default
+            return
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, interrupt)

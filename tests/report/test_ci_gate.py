@@ -269,6 +269,57 @@ def test_sigterm_still_writes_the_json_report(lab: pytest.Pytester) -> None:
     assert json.loads((lab.path / "out.sarif").read_text())["version"] == "2.1.0"
 
 
+FORKING_SUITE = """
+import multiprocessing, os, signal, threading
+
+def _wait():
+    # SIGTERM was blocked across the fork (it arrives here, not while the child is still
+    # in the fork's own code: there an exception would let the child run on as pytest)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    threading.Event().wait()  # until terminated
+
+def _forked(start):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+def test_a_forked_child_ends_by_sigterm():
+    child = multiprocessing.get_context("fork").Process(target=_wait)
+    _forked(child.start)
+    child.terminate()
+    child.join(60)
+    assert child.exitcode == -signal.SIGTERM
+
+def _fork_waiting():
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            _wait()
+        finally:
+            os._exit(3)
+    return pid
+
+def test_an_os_fork_child_ends_by_sigterm():
+    pid = _forked(_fork_waiting)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, status
+"""
+
+
+@pytest.mark.parametrize("report", ["--migsafe-report-json=out.json", "--migsafe-sarif=out.sarif", None])
+def test_a_child_a_test_forks_ends_by_sigterm_as_without_the_plugin(lab: pytest.Pytester, report: str | None) -> None:
+    """The report's SIGTERM handler (the run is interrupted and its files written) is
+    inherited by a process a test forks: there a SIGTERM ends the process by the signal, as
+    by default (it raised KeyboardInterrupt in the child: exit code 1, not -SIGTERM)."""
+    lab.makepyfile(test_forks=FORKING_SUITE)
+    args = ["-p", "no:randomly", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    result = lab.runpytest_subprocess(*args, *([report] if report else ["-p", "no:migsafe"]), timeout=300)
+    result.assert_outcomes(passed=2)
+
+
 # -- 5. outputs CI tools read -----------------------------------------------------------
 SARIF_REQUIRED = {
     "log": {"version", "runs"},
