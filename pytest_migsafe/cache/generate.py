@@ -33,7 +33,8 @@ and its figures, and counts nothing at run time until someone looks. Commands th
 run on one server alone (MIGRATE) are written with ``"unmeasured"`` and the reason.
 
 Plain code; imports redis-py. Errors: ``SystemExit`` with a message for a server older
-than 7.0 or one that cannot be reached or started.
+than 7.0, one that cannot be reached or started, or a URL redis-py cannot parse (its
+password masked, pieces of it the parser quotes too).
 """
 
 from __future__ import annotations
@@ -466,12 +467,15 @@ def _version_key(version: str) -> tuple[int, ...]:
 def _clients(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     import redis
 
-    from pytest_migsafe.servers import NoRedisAvailable, start_redis
+    from pytest_migsafe.servers import NoRedisAvailable, error_message, mask_url, start_redis
 
     clients, started = [], []
     for spec in args.server:
         if "://" in spec:
-            clients.append(redis.Redis.from_url(spec, decode_responses=True))
+            try:
+                clients.append(redis.Redis.from_url(spec, decode_responses=True))
+            except ValueError as exc:  # redis-py's message may quote a piece of the password
+                raise SystemExit(f"bad Redis URL {mask_url(spec)}: {error_message(exc, given=spec)}") from None
             continue
         try:
             server = start_redis(Path(tempfile.mkdtemp(prefix="migsafe-generate-")), redis_server=spec)

@@ -301,6 +301,7 @@ def _fake_endpoint(source: str) -> RedisEndpoint:
 def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     """The session's Redis from the settings: real, fake, or real falling back to fake."""
     from pytest_migsafe.servers import NoRedisAvailable, start_redis, url_with_database
+    from pytest_migsafe.servers.masking import mask_message
 
     mode = _redis_mode(config)
     if mode == "fake":
@@ -310,6 +311,7 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     url = get_setting(config, option="migsafe_redis_url", env="MIGSAFE_REDIS_URL", ini="migsafe_redis_url")
     binary = get_setting(config, option="migsafe_redis_server", env="MIGSAFE_REDIS_SERVER",
                          ini="migsafe_redis_server")
+    given = url  # as the user wrote it: the pieces of its password a parser misreads are masked
     worker = getattr(config, "workerinput", {}).get("workerid")
     if url and worker:
         # each worker gets its own database on the shared server, so one worker's FLUSHDB
@@ -323,13 +325,18 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     try:
         server = start_redis(base_dir, url=url or None, redis_server=binary or None)
     except NoRedisAvailable as exc:
-        reason = str(exc).splitlines()[0].rstrip(":")
-        if mode == "real":
-            pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {exc}", pytrace=False)
-        run_report(config).note(f"Redis: no real server ({reason}); fakeredis used, hit rates come "
-                                "from client-side accounting")
-        return _fake_endpoint(f"fakeredis (no real Redis: {reason})")
-    return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server)
+        # the message quotes redis-py's error, which may quote a piece of the password it
+        # read as a port or a host (redis://:head#tail@h -> "... as 'head'")
+        message = mask_message(str(exc), given)
+    else:
+        return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server)
+    # out of the except block: a failure here must not show the unmasked error it handled
+    if mode == "real":
+        pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {message}", pytrace=False)
+    reason = message.splitlines()[0].rstrip(":")
+    run_report(config).note(f"Redis: no real server ({reason}); fakeredis used, hit rates come "
+                            "from client-side accounting")
+    return _fake_endpoint(f"fakeredis (no real Redis: {reason})")
 
 
 @pytest.fixture(scope="session")

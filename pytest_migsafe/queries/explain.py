@@ -519,9 +519,9 @@ class ConnectionSource:
         return conn
 
     def __repr__(self) -> str:
-        from pytest_migsafe.servers.masking import mask_text
+        from pytest_migsafe.servers.masking import mask_url
 
-        return f"ConnectionSource({mask_text(self._conninfo)!r})"
+        return f"ConnectionSource({mask_url(self._conninfo)!r})"
 
 
 _LIBPQ_KEYWORDS: frozenset[str] | None = None

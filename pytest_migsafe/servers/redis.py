@@ -183,7 +183,7 @@ def _use_url(url: str) -> RunningRedis:
         finally:
             client.close()
     except Exception as exc:
-        raise NoRedisAvailable(f"cannot connect to Redis at {mask_url(url)}: {error_message(exc)}") from None
+        raise NoRedisAvailable(f"cannot connect to Redis at {mask_url(url)}: {error_message(exc, given=url)}") from None
     return RunningRedis(url=url, source=f"url ({mask_url(url)})", version=_server_version(url),
                         origin=f"URL {mask_url(url)}")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from pytest_migsafe.servers import (
     NoPostgresAvailable,
@@ -16,6 +17,7 @@ from pytest_migsafe.servers import (
     RunningRedis,
     error_message,
     mask_text,
+    mask_url,
     start_postgres,
     start_redis,
 )
@@ -179,3 +181,124 @@ def test_no_password_in_the_traceback_of_a_failing_test(pytester: pytest.Pyteste
     assert "RunningRedis(url='redis://:***@127.0.0.1:" in output
     leaked = _holding(tcp_pg.password, output=output) + _holding(tcp_redis.password, output=output)
     assert leaked == []
+
+
+# Passwords written into a URL or DSN as the user typed them, each made of distinctive
+# pieces (Sx1q, Zk9w, Yv3m, Qp5r) joined by characters at which some parser cuts a URL: no
+# piece may reach a message, whatever the driver reads it as (a port, a host, a database).
+_PIECES = ("Sx1q", "Zk9w", "Yv3m", "Qp5r")
+_MALFORMED_POSTGRES = [
+    "postgresql://postgres:Sx1q Zk9w#Yv3m@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q Zk9w?Yv3m@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q#Zk9w@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q/Zk9w@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q@Zk9w/Yv3m@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q@Zk9w:12@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q/Zk9w@Yv3m#Qp5r@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q%zz/Zk9w@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q@[Zk9w@127.0.0.1:1/migsafe",
+    "postgresql://postgres:Sx1q\"Zk9w 'Yv3m@127.0.0.1:1/migsafe",
+    "postgresql://postgres@127.0.0.1:1/migsafe?password=Sx1q Zk9w#Yv3m&sslmode=disable",
+    "host=127.0.0.1 port=1 user=postgres password=Sx1q Zk9w dbname=migsafe",
+    "host=127.0.0.1 port=1 user=postgres password=Sx1q Zk9w",
+    "host=127.0.0.1 port=1 user=postgres password='Sx1q Zk9w",
+]
+_MALFORMED_REDIS = [
+    "redis://:Sx1q#Zk9w@127.0.0.1:1/0",
+    "redis://:Sx1q?Zk9w@127.0.0.1:1/0",
+    "redis://:Sx1q/Zk9w@127.0.0.1:1/0",
+    "redis://:Sx1q Zk9w#Yv3m@127.0.0.1:1/0",
+    "redis://:Sx1q:Zk9w#Yv3m@127.0.0.1:1/0",
+    "redis://:Sx1q\\Zk9w#Yv3m@127.0.0.1:1/0",
+    "redis://:Sx1q@Zk9w/Yv3m@127.0.0.1:1/0",
+    "redis://:Sx1q@Zk9w:12#Yv3m@127.0.0.1:1/0",
+    "redis://user:Sx1q'Zk9w?Yv3m@127.0.0.1:1/0",
+    "unix://:Sx1q@Zk9w/Yv3m@/nonexistent/redis.sock",
+]
+
+
+@pytest.mark.parametrize("given", _MALFORMED_POSTGRES)
+def test_no_piece_of_a_malformed_postgres_password_is_shown(tmp_path: Path, given: str) -> None:
+    """The message of start_postgres names the URL (masked) and what libpq or psycopg said."""
+    with pytest.raises(NoPostgresAvailable) as info:
+        start_postgres(tmp_path, url=given)
+    message = str(info.value)
+    leaked = [piece for piece in _PIECES if piece.lower() in message.lower()]
+    assert leaked == [], message
+    assert "cannot connect to PostgreSQL at " in message
+
+
+@pytest.mark.parametrize("given", _MALFORMED_REDIS)
+def test_no_piece_of_a_malformed_redis_password_is_shown(given: str) -> None:
+    """redis-py reads a password cut at "#", "/" or "?" as a port or a host and quotes that piece."""
+    with pytest.raises((ValueError, redis.RedisError)) as info:
+        redis.Redis.from_url(given, socket_connect_timeout=1).ping()
+    assert any(piece.lower() in str(info.value).lower() for piece in _PIECES) or "Error" in str(info.value)
+    message = f"{mask_url(given)}: {error_message(info.value, given=given)}"
+    leaked = [piece for piece in _PIECES if piece.lower() in message.lower()]
+    assert leaked == [], message
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://postgres:sec ret#x@127.0.0.1:1/migsafe", "postgresql://postgres:***@127.0.0.1:1/migsafe"),
+        ("postgresql://postgres:sec ret?x@127.0.0.1:1/migsafe", "postgresql://postgres:***@127.0.0.1:1/migsafe"),
+        ("redis://:Secr3tPart#rest@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("redis://:a/b?c#d@e f'g\"h:i@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("redis://us/er:pw@127.0.0.1:1/0", "redis://us/er:***@127.0.0.1:1/0"),
+        ("postgresql://u@h/db?password=sec ret#x&sslmode=disable", "postgresql://u@h/db?password=***&sslmode=disable"),
+        ("postgresql://u@h/db?sslmode=disable&password=sec ret#x", "postgresql://u@h/db?sslmode=disable&password=***"),
+        ("host=h password=sec ret dbname=d", "host=h password=*** dbname=d"),
+        ("host=h password=sec ret", "host=h password=***"),
+        ("host=h password='sec ret' dbname=d", "host=h password=*** dbname=d"),
+        ("host=h password='it\\'s x", "host=h password=***"),
+        ("postgresql+psycopg://postgres@localhost:5432/migsafe?host=/tmp/pg", "postgresql+psycopg://postgres@localhost:5432/migsafe?host=/tmp/pg"),
+        ("unix:///tmp/redis.sock?db=0", "unix:///tmp/redis.sock?db=0"),
+        ("redis://:@127.0.0.1:1/0", "redis://:@127.0.0.1:1/0"),
+    ],
+)
+def test_mask_url_masks_the_password_as_written(url: str, masked: str) -> None:
+    """The whole string is one URL or DSN: its password is everything the user wrote for it."""
+    assert mask_url(url) == masked
+
+
+def test_a_one_letter_piece_is_masked_where_quoted_only() -> None:
+    """Password ``e#x``: redis-py quotes ``'e'`` as the port; the words of its message stay whole."""
+    given = "redis://:e#x@127.0.0.1:1/0"
+    with pytest.raises(ValueError) as info:
+        redis.Redis.from_url(given)
+    assert str(info.value) == "Port could not be cast to integer value as 'e'"  # what redis-py says
+    assert error_message(info.value, given=given) == "Port could not be cast to integer value as '***'"
+
+
+def test_a_password_cut_where_libpq_reads_it_whole_leaves_the_user_name(tcp_pg: RunningPostgres,
+                                                                         tmp_path: Path) -> None:
+    """``postgres#x`` for user postgres: libpq reads the password whole, the server names the user."""
+    url = f"postgresql://postgres:postgres#x@127.0.0.1:{tcp_pg.port}/{tcp_pg.dbname}"
+    with pytest.raises(NoPostgresAvailable) as info:
+        start_postgres(tmp_path, url=url)
+    message = str(info.value)
+    assert 'password authentication failed for user "postgres"' in message
+    assert f"postgresql://postgres:***@127.0.0.1:{tcp_pg.port}/" in message
+
+
+@pytest.mark.parametrize("given", _MALFORMED_REDIS)
+def test_start_redis_shows_no_piece_of_a_malformed_password(tmp_path: Path, given: str) -> None:
+    """The message of start_redis(url=...) names the URL (masked) and what redis-py said, with
+    no piece of the password redis-py read as a host or a port (``connecting to zk9w:6379``)."""
+    with pytest.raises(NoRedisAvailable) as info:
+        start_redis(tmp_path, url=given)
+    message = str(info.value)
+    leaked = [piece for piece in _PIECES if piece.lower() in message.lower()]
+    assert leaked == [], message
+    assert "cannot connect to Redis at " in message
+
+
+@pytest.mark.parametrize("conninfo", ["host=h password=Sx1q Zk9w dbname=d", "postgresql://u:Sx1q Zk9w#Yv3m@h/db"])
+def test_the_repr_of_an_index_check_connection_source_shows_no_piece_of_the_password(conninfo: str) -> None:
+    """The index check keeps a conninfo in memory; its repr masks the password as written."""
+    from pytest_migsafe.queries.explain import ConnectionSource
+
+    shown = repr(ConnectionSource(conninfo))
+    assert [piece for piece in _PIECES if piece in shown] == [], shown
