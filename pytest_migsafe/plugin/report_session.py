@@ -45,7 +45,7 @@ from pytest_migsafe.report.files import (
     write_json_atomic,
 )
 from pytest_migsafe.report.record import RunReport
-from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, removed_tests
+from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, file_of, removed_tests
 from pytest_migsafe.report.render import (
     DEFAULT_HEAVIEST,
     DEFAULT_HIT_RATE_ALERT,
@@ -241,7 +241,12 @@ class ReportSession:
             report.interrupted = True
         removed: list[str] = []
         if self.baseline is not None and not report.interrupted:
-            removed = removed_tests(self.baseline.tests, self.collected, narrowed_files(self.config),
+            narrowed = narrowed_files(self.config)
+            if self.config.getoption("lf", False):  # --lf: pytest's cache plugin drops the passed tests
+                # of a file it runs again as it collects the file, unseen (no deselection): every
+                # file collected is collected in part
+                narrowed |= {file_of(nodeid) for nodeid in self.collected}
+            removed = removed_tests(self.baseline.tests, self.collected, narrowed,
                                     lambda path: (self.config.rootpath / path).exists())
         if self.baseline is not None:
             measured = baseline_of_run(report)

@@ -320,6 +320,42 @@ def test_a_child_a_test_forks_ends_by_sigterm_as_without_the_plugin(lab: pytest.
     result.assert_outcomes(passed=2)
 
 
+LAST_FAILED_SUITE = """
+import os, pytest
+from app import run
+
+def test_a1():
+    run(1)
+
+def test_a2():
+    run(2)
+    assert os.environ.get("FIXED")
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a3(n):
+    run(n)
+"""
+
+
+def test_a_last_failed_run_removes_no_baseline_test_of_the_files_it_runs_again(lab: pytest.Pytester,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--lf runs a file's failed tests again and drops its passed ones as it collects the file,
+    without deselecting them: they still exist, and stay in the baseline (they were reported
+    as "no longer exist" and dropped by --migsafe-update-baseline)."""
+    lab.makepyfile(test_a=LAST_FAILED_SUITE, test_b="from app import run\n\ndef test_b1():\n    run(1)\n")
+    baseline = lab.path / ".migsafe" / "baseline.json"
+    first = lab.runpytest_subprocess("-p", "no:randomly", "-p", "no:xdist", "--migsafe-update-baseline")
+    first.assert_outcomes(passed=4, failed=1)
+    before = set(json.loads(baseline.read_text())["tests"])
+    assert before == {"test_a.py::test_a1", "test_a.py::test_a3[1]", "test_a.py::test_a3[2]", "test_b.py::test_b1"}
+    monkeypatch.setenv("FIXED", "1")
+    again = lab.runpytest_subprocess("-p", "no:randomly", "-p", "no:xdist", "--lf", "--migsafe-update-baseline",
+                                     "--migsafe-report")
+    again.assert_outcomes(passed=1)
+    assert "no longer exist" not in again.stdout.str()
+    assert set(json.loads(baseline.read_text())["tests"]) == before | {"test_a.py::test_a2"}
+
+
 # -- 5. outputs CI tools read -----------------------------------------------------------
 SARIF_REQUIRED = {
     "log": {"version", "runs"},
