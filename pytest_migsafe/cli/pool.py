@@ -20,6 +20,7 @@ from typing import Any
 
 from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.pool import sizing
+from pytest_migsafe.report.files import ReportFileError, read_regular_bytes
 from pytest_migsafe.report.record import SCHEMA_VERSION
 from pytest_migsafe.values import positive_number
 
@@ -52,7 +53,9 @@ def register(subparsers: Any) -> None:
 def _report_holds(path: Path) -> tuple[sizing.MeasuredHold, int, str]:
     """The measured hold of a report file, the tests it came from, and the file's description."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_bytes(path, "migsafe-report").decode("utf-8")  # (no pipe, device or huge file)
+    except ReportFileError as exc:
+        raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot read report {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -91,8 +94,10 @@ def _report_holds(path: Path) -> tuple[sizing.MeasuredHold, int, str]:
 def run(args: argparse.Namespace) -> int:
     """Print the recommended size (connections), its arithmetic, where the hold time came
     from, and a warning when it was measured against a local database; returns 0. Raises
-    ``CommandError`` when ``--from-report`` cannot be read, is not JSON or not a migsafe
-    report, has a newer schema_version, has malformed pool figures, or records no hold time."""
+    ``CommandError`` when ``--from-report`` cannot be read, is no regular file (a named pipe,
+    a device) or is larger than :data:`~pytest_migsafe.report.files.MAX_JSON_BYTES`, is not
+    JSON or not a migsafe report, has a newer schema_version, has malformed pool figures, or
+    records no hold time."""
     warning = None
     if args.from_report is not None:
         measured, tests, where = _report_holds(args.from_report)

@@ -4,7 +4,10 @@
 (a test in two shards: the later file wins, with a warning). ``diff BASELINE NEW``
 compares two files (a baseline or a run report each) and prints the regression summary
 that ``--migsafe-report`` prints; it exits 1 when there are regressions (unless
-``--no-fail-on-regression``), 2 when a file is missing, corrupt or of another schema.
+``--no-fail-on-regression``), 2 when a file is missing, corrupt or of another schema, has
+a malformed field (a count that is a string, NaN, notes that are no list: the message names
+the file and the field's path, ``tests["t.py::a"].queries.count``), or is no regular file
+(a named pipe, a device, more than 1 GB: refused before reading).
 
 Tolerances of ``diff`` are those of the pytest options: ``--query-tolerance`` in
 statements, ``--hit-rate-tolerance`` and ``--hit-rate-alert`` as fractions from 0 to 1.
@@ -81,8 +84,10 @@ def run_merge(args: argparse.Namespace) -> int:
     <pytest_migsafe.report.record.RunReport.merge>` (a test in two shards: the later file
     wins, with a warning on stderr); each regression or improvement stays with the shard
     whose record won; ``removed`` drops tests present in the merge; errors are kept once.
-    Raises ``CommandError`` when a report cannot be read or is malformed, or the output
-    cannot be written (it is written atomically).
+    Raises ``CommandError`` when a report cannot be read or is malformed (any field: see
+    :func:`~pytest_migsafe.report.files.read_report_document` and
+    :func:`~pytest_migsafe.report.files.run_report_of`; nothing is written then), or the
+    output cannot be written (it is written atomically, through a symlink).
     """
     merged = RunReport()
     owner: dict[str, int] = {}
@@ -123,7 +128,8 @@ def run_diff(args: argparse.Namespace) -> int:
     figures). Prints the summary of ``--migsafe-report`` (``migsafe: no change`` when
     empty) and lists baseline tests missing from ``NEW``. Returns 1 when there are
     regressions and ``--fail-on-regression`` is on (the default), else 0. Raises
-    ``CommandError`` for a missing, corrupt or other-schema file.
+    ``CommandError`` for a missing, corrupt, other-schema or malformed file, or one that is
+    no regular file.
     """
     before = _figures(args.baseline)
     after_report, after = _run_and_figures(args.new)

@@ -193,7 +193,8 @@ class ReportSession:
             except ReportFileError as exc:
                 raise pytest.UsageError(
                     f"migsafe: cannot use the baseline: {exc}\n"
-                    "Fix or delete the file: migsafe never overwrites a baseline it cannot read."
+                    "Fix or delete the file, or name another with --migsafe-baseline=PATH (ini "
+                    "migsafe_baseline): migsafe never overwrites a baseline it cannot read."
                 ) from None
 
     @property

@@ -9,14 +9,187 @@ Units: durations are milliseconds (``*_ms``, rounded to 0.001 ms), hit rates fra
 from 0 to 1, everything else a count. A call site is ``path:line`` of the first frame in
 the user's code (:func:`pytest_migsafe.queries.callsite.call_site`). :data:`SCHEMA_VERSION`
 is the version of the JSON form, checked when a run report file is read.
+
+``from_dict`` checks every field it reads (a run report file can be edited by hand, and
+``migsafe report diff`` is a CI gate): counts are whole numbers >= 0 and not true or false,
+durations and rates finite numbers (no NaN or infinity), strings strings, lists lists,
+objects objects; a malformed field raises ``ValueError`` whose message starts with its path
+in the JSON, such as ``tests["t.py::a"].queries.count: expected a whole number >= 0, got 'x'``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+import json
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+Check = Callable[[Any, str], Any]  # (value, its path in the JSON) -> the value, or ValueError
+
+
+# -- the checks of from_dict (the public ones also check the rest of a run report file, in
+# pytest_migsafe.report.files): each takes a value and its path in the JSON (``tests["t.py::a"]
+# .queries.count``), returns the value, and raises ValueError "<path>: expected ..., got ...".
+# A file is read by json.loads, which lets NaN, Infinity and 1e999 through as floats: the
+# number checks refuse them.
+def shown(value: Any) -> str:
+    """A value as an error message shows it: JSON's names for null, true and false, a
+    string quoted (cut after 60 characters), a number as Python writes it (``nan``,
+    ``inf``), a list or an object by its kind (``a list of 2``)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:60]) + "..."
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return f"a list of {len(value)}" if value else "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _key(where: str, key: str) -> str:
+    """The path of an object's member: ``tests["t.py::a"]``, the key as JSON writes it."""
+    return f"{where}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _member(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or a finite float (not a bool, not NaN or an infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A check of one JSON value: ``accepts`` it or raises ``ValueError("<where>: expected
+    <expected>, got <value>")``; the value is returned as it is (an int ``total_ms`` stays
+    an int, so a file read and written back is the same)."""
+
+    expected: str
+    accepts: Callable[[Any], bool]
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not self.accepts(value):
+            raise ValueError(f"{where}: expected {self.expected}, got {shown(value)}")
+        return value
+
+    def or_null(self) -> Scalar:
+        """The same check, letting null (None) through."""
+        return Scalar(f"{self.expected} or null", lambda value: value is None or self.accepts(value))
+
+
+_count = Scalar("a whole number >= 0", lambda value: _is_whole(value) and value >= 0)
+_whole = Scalar("a whole number", _is_whole)
+_ms = Scalar("a number >= 0", lambda value: is_finite_number(value) and value >= 0)
+_rate = Scalar("a rate between 0 and 1", lambda value: is_finite_number(value) and 0 <= value <= 1)
+_text = Scalar("a string", lambda value: isinstance(value, str))
+_flag = Scalar("true or false", lambda value: isinstance(value, bool))
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected an object, got {shown(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list, got {shown(value)}")
+    return value
+
+
+def list_of(check: Check) -> Check:
+    """A list whose every item passes ``check`` (as ``where[index]``); a new list."""
+    def checked(value: Any, where: str) -> list[Any]:
+        return [check(item, f"{where}[{index}]") for index, item in enumerate(_list(value, where))]
+    return checked
+
+
+def _object_of(check: Check) -> Check:
+    """An object whose every value passes ``check`` (as ``where["key"]``); a new dict."""
+    def checked(value: Any, where: str) -> dict[str, Any]:
+        return {key: check(item, _key(where, key)) for key, item in _object(value, where).items()}
+    return checked
+
+
+def _tally(value: Any, where: str) -> list[int]:
+    """``[hits, misses]``, two whole numbers >= 0."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"{where}: expected [hits, misses], got {shown(value)}")
+    return [_count(value[0], f"{where}[0]"), _count(value[1], f"{where}[1]")]
+
+
+def _hold_times(value: Any, where: str) -> dict[str, Any]:
+    """The hold-time histogram of :meth:`pytest_migsafe.pool.holds.HoldTimes.to_dict`:
+    ``buckets`` (``{"<bound in us>": count}``), ``count``, ``total_us``, ``max_us``, each
+    present or not (an empty object: no histogram); other keys are kept unread."""
+    data = dict(_object(value, where))
+    if "buckets" in data:
+        buckets = _object(data["buckets"], f"{where}.buckets")
+        for bound, count in buckets.items():
+            if not (bound.isascii() and bound.isdigit()):
+                raise ValueError(f"{_key(where + '.buckets', bound)}: expected a bound in whole microseconds, "
+                                 f"got {shown(bound)}")
+            _count(count, _key(f"{where}.buckets", bound))
+    for name in ("count", "total_us", "max_us"):
+        if name in data:
+            _count(data[name], f"{where}.{name}")
+    return data
+
+
+def _object_or_null(build: Callable[[Any, str], T]) -> Callable[[Any, str], T | None]:
+    """``build`` (a ``from_dict(data, where)``) for an object, None for null; ``ValueError``
+    for anything else."""
+    def checked(value: Any, where: str) -> T | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object or null, got {shown(value)}")
+        return build(value, where)
+    return checked
+
+
+_SHADOW_RESULT = Scalar("'matched', 'mismatched' or 'ignored'",
+                        lambda value: value in ("matched", "mismatched", "ignored"))
+
+
+def object_fields(data: Any, where: str, checks: dict[str, Check], required: tuple[str, ...] = (), *,
+                  unknown: bool = False) -> dict[str, Any]:
+    """The members of the JSON object ``data`` named in ``checks``, each checked with its
+    check (as ``where.name``) and returned as the check returned it.
+
+    Raises ``ValueError`` naming ``where`` for a ``data`` that is no object, a missing
+    ``required`` member, or (unless ``unknown``: such keys are then ignored) a key that is
+    not in ``checks``."""
+    data = _object(data, where)
+    if not unknown:
+        for key in data:
+            if key not in checks:
+                raise ValueError(f"{where}: unknown key {key!r}")
+    for name in required:
+        if name not in data:
+            raise ValueError(f"{where}: missing {name!r}")
+    return {name: check(data[name], _member(where, name)) for name, check in checks.items() if name in data}
+
+
+def fields_of(cls: type, data: Any, where: str, checks: dict[str, Check], *,
+              unknown: bool = False) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` (a dataclass; ``checks`` has a check for each of its
+    fields) from the JSON object ``data``: :func:`object_fields`, the fields without a
+    default required, a missing one with a default left to it."""
+    required = tuple(item.name for item in fields(cls)
+                     if item.default is MISSING and item.default_factory is MISSING)
+    return object_fields(data, where, checks, required, unknown=unknown)
 
 
 @dataclass
@@ -42,6 +215,15 @@ class ShapeFigure:
         if not self.call_sites:
             return "<unknown>"
         return max(self.call_sites.items(), key=lambda item: item[1])[0]
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "shape") -> ShapeFigure:
+        """Rebuild from :func:`asdict` output; ``ValueError`` naming ``where`` (the shape's
+        path in the JSON) for a missing or unknown key or a value of the wrong type (see
+        :func:`fields_of`)."""
+        return cls(**fields_of(cls, data, where, {
+            "shape": _text, "count": _count, "total_ms": _ms, "max_ms": _ms, "call_sites": _object_of(_count),
+        }))
 
 
 @dataclass
@@ -76,6 +258,16 @@ class NPlusOne:
     loaded_at: str | None = None
     fix: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "n_plus_one") -> NPlusOne:
+        """Rebuild from :func:`asdict` output; ``ValueError`` naming ``where`` for a missing
+        or unknown key or a value of the wrong type (see :func:`fields_of`)."""
+        return cls(**fields_of(cls, data, where, {
+            "shape": _text, "call_site": _text, "count": _count, "allowed": _flag, "kind": _text,
+            "relationship": _text.or_null(), "parents": _count, "chain": list_of(_text),
+            "loaded_at": _text.or_null(), "fix": _text.or_null(),
+        }))
+
 
 @dataclass
 class QueryFigures:
@@ -101,18 +293,15 @@ class QueryFigures:
     round_trips: int | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QueryFigures:
-        """Rebuild from :func:`asdict` output; ``KeyError`` for a missing ``count``,
-        ``executions`` or ``total_ms``, ``TypeError`` for a malformed shape or suspect."""
-        return cls(
-            count=data["count"],
-            executions=data["executions"],
-            total_ms=data["total_ms"],
-            budget=data.get("budget"),
-            shapes=[ShapeFigure(**s) for s in data.get("shapes", [])],
-            n_plus_one=[NPlusOne(**n) for n in data.get("n_plus_one", [])],
-            round_trips=data.get("round_trips"),
-        )
+    def from_dict(cls, data: Any, where: str = "queries") -> QueryFigures:
+        """Rebuild from :func:`asdict` output (unknown keys are ignored); ``ValueError``
+        naming the field's path under ``where`` for a missing ``count``, ``executions`` or
+        ``total_ms``, a value of the wrong type, or a malformed shape or suspect."""
+        return cls(**fields_of(cls, data, where, {
+            "count": _count, "executions": _count, "total_ms": _ms, "budget": _count.or_null(),
+            "shapes": list_of(ShapeFigure.from_dict), "n_plus_one": list_of(NPlusOne.from_dict),
+            "round_trips": _count.or_null(),
+        }, unknown=True))
 
 
 @dataclass
@@ -164,11 +353,16 @@ class CacheFigures:
         return self.target is not None and rate is not None and rate < self.target
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CacheFigures:
+    def from_dict(cls, data: Any, where: str = "cache") -> CacheFigures:
         """Rebuild from :func:`asdict` output (unknown keys, such as ``hit_rate``, are ignored);
-        ``TypeError`` when ``hits``, ``misses`` or ``backend`` is missing."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        ``ValueError`` naming the field's path under ``where`` when ``hits``, ``misses`` or
+        ``backend`` is missing or a value has the wrong type (rates: fractions 0..1)."""
+        return cls(**fields_of(cls, data, where, {
+            "hits": _count, "misses": _count, "backend": _text, "by_prefix": _object_of(_tally),
+            "by_command": _object_of(_tally), "min_hit_rate": _rate.or_null(),
+            "min_hit_rate_prefix": _text.or_null(), "source": _text, "target": _rate.or_null(),
+            "alert": _rate.or_null(),
+        }, unknown=True))
 
 
 @dataclass
@@ -185,6 +379,12 @@ class Leak:
     pool: str
     call_site: str
     dropped: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "leak") -> Leak:
+        """Rebuild from :func:`asdict` output; ``ValueError`` naming ``where`` for a missing
+        or unknown key or a value of the wrong type."""
+        return cls(**fields_of(cls, data, where, {"pool": _text, "call_site": _text, "dropped": _flag}))
 
 
 @dataclass
@@ -231,12 +431,16 @@ class PoolFigures:
     servers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PoolFigures:
-        """Rebuild from :func:`asdict` output; ``TypeError`` for an unknown key or a
-        malformed leak."""
-        data = dict(data)
-        data["leaks"] = [Leak(**leak) for leak in data.get("leaks", [])]
-        return cls(**data)
+    def from_dict(cls, data: Any, where: str = "pool") -> PoolFigures:
+        """Rebuild from :func:`asdict` output (a missing figure: its default); ``ValueError``
+        naming the field's path under ``where`` for an unknown key, a value of the wrong
+        type, a malformed leak or hold-time histogram."""
+        checks: dict[str, Check] = {item.name: _count for item in fields(cls)}
+        checks.update(dict.fromkeys(("wait_ms_p50", "wait_ms_p99", "wait_ms_max", "hold_ms_p50", "hold_ms_p95",
+                                     "hold_ms_p99", "hold_ms_max"), _ms))
+        checks.update(leaks=list_of(Leak.from_dict), pool_sizes=_object_of(_whole), hold_times=_hold_times,
+                      servers=_object_of(_text))
+        return cls(**fields_of(cls, data, where, checks))
 
 
 @dataclass
@@ -273,6 +477,18 @@ class ShadowFigures:
     control_cache_misses: int | None = None
     candidate_cache_hits: int | None = None
     candidate_cache_misses: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "shadow") -> ShadowFigures:
+        """Rebuild from :func:`asdict` output (a missing figure with a default: its default);
+        ``ValueError`` naming the field's path under ``where`` for a missing or unknown key,
+        a value of the wrong type, or a ``result`` other than matched / mismatched / ignored."""
+        checks: dict[str, Check] = {item.name: _count for item in fields(cls)}
+        checks.update(dict.fromkeys(("control_p99_ms", "candidate_p99_ms", "control_p50_ms", "candidate_p50_ms"), _ms))
+        checks.update(dict.fromkeys(("control_cache_hits", "control_cache_misses", "candidate_cache_hits",
+                                     "candidate_cache_misses"), _count.or_null()))
+        checks.update(name=_text, result=_SHADOW_RESULT, seed=_whole, mode=_text)
+        return cls(**fields_of(cls, data, where, checks))
 
 
 @dataclass
@@ -311,17 +527,16 @@ class TestRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TestRecord:
-        """Rebuild from :meth:`to_dict` output; ``KeyError`` / ``TypeError`` for a malformed
-        record."""
-        return cls(
-            nodeid=data["nodeid"],
-            outcome=data.get("outcome", "passed"),
-            queries=QueryFigures.from_dict(data["queries"]) if data.get("queries") else None,
-            cache=CacheFigures.from_dict(data["cache"]) if data.get("cache") else None,
-            pool=PoolFigures.from_dict(data["pool"]) if data.get("pool") else None,
-            shadows=[ShadowFigures(**s) for s in data.get("shadows", [])],
-        )
+    def from_dict(cls, data: Any, where: str = "record") -> TestRecord:
+        """Rebuild from :meth:`to_dict` output (unknown keys are ignored; ``queries``,
+        ``cache``, ``pool`` may be null); ``ValueError`` naming the field's path under
+        ``where`` (``tests["t.py::a"].queries.count: expected a whole number >= 0, got 'x'``)
+        for a missing ``nodeid``, a value of the wrong type or a malformed part."""
+        return cls(**fields_of(cls, data, where, {
+            "nodeid": _text, "outcome": _text, "queries": _object_or_null(QueryFigures.from_dict),
+            "cache": _object_or_null(CacheFigures.from_dict), "pool": _object_or_null(PoolFigures.from_dict),
+            "shadows": list_of(ShadowFigures.from_dict),
+        }, unknown=True))
 
 
 @dataclass
@@ -379,12 +594,27 @@ class RunReport:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+    def from_dict(cls, data: Any) -> RunReport:
         """Rebuild from :meth:`to_dict` output (the caller checks schema_version); missing
-        keys read as empty; ``KeyError`` / ``TypeError`` for a malformed test record."""
-        return cls(
-            tests={k: TestRecord.from_dict(v) for k, v in data.get("tests", {}).items()},
-            notes=list(data.get("notes", [])),
-            interrupted=bool(data.get("interrupted", False)),
-            unmeasured=dict(data.get("unmeasured", {})),
-        )
+        keys read as empty, unknown ones are ignored (an xdist worker's payload carries more).
+
+        Every field is checked: ints are whole numbers (not true or false), durations finite
+        numbers >= 0 (no NaN or infinity), rates fractions 0..1, strings strings, lists lists,
+        objects objects, and each record's ``nodeid`` is its key in ``tests``. Raises
+        ``ValueError`` whose message starts with the field's path in the JSON:
+        ``tests["t.py::a"].queries.count: expected a whole number >= 0, got 'x'``,
+        ``notes: expected a list, got 'abc'``.
+        """
+        arguments = fields_of(cls, data, "", {
+            "tests": _object, "notes": list_of(_text), "interrupted": _flag, "unmeasured": _object_of(_text),
+        }, unknown=True)
+        tests = {}
+        for nodeid, raw in arguments.get("tests", {}).items():
+            where = _key("tests", nodeid)
+            record = TestRecord.from_dict(raw, where)
+            if record.nodeid != nodeid:
+                raise ValueError(f"{where}.nodeid: expected {json.dumps(nodeid, ensure_ascii=False)}, the key of "
+                                 f"its record, got {shown(record.nodeid)}")
+            tests[nodeid] = record
+        arguments["tests"] = tests
+        return cls(**arguments)

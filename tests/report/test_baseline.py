@@ -307,3 +307,42 @@ def test_a_baseline_that_is_no_json_text_is_a_usage_error_before_any_test(pytest
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*c9.json: *"])
     result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_update_through_a_symlinked_baseline_rewrites_the_shared_file_and_keeps_the_link(
+        pytester: pytest.Pytester) -> None:
+    suite(pytester)
+    shared = pytester.path / "shared" / "base.json"
+    assert pytester.runpytest("--migsafe-update-baseline", "--migsafe-baseline=shared/base.json").ret == 0
+    shared.chmod(0o640)
+    baseline_file(pytester).parent.mkdir()
+    baseline_file(pytester).symlink_to(Path("..") / "shared" / "base.json")
+    suite(pytester, one=5)
+    assert pytester.runpytest("--migsafe-update-baseline").ret == 0
+    assert baseline_file(pytester).is_symlink()
+    assert json.loads(shared.read_text())["tests"]["test_suite.py::test_one"]["queries"] == 5
+    assert shared.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["base.json"]
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "character device"])
+def test_a_baseline_that_is_no_regular_file_is_a_usage_error_before_any_test(pytester: pytest.Pytester,
+                                                                            kind: str) -> None:
+    import os
+
+    suite(pytester)
+    if kind == "named pipe":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes on this platform")
+        os.mkfifo(pytester.path / "pipe.json")  # no one writes to it: a read would wait forever
+        path = "pipe.json"
+    else:
+        if not Path("/dev/zero").exists():
+            pytest.skip("no /dev/zero")
+        path = "/dev/zero"  # endless: a read would fill the memory
+    result = pytester.runpytest("--migsafe-report", f"--migsafe-baseline={path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*cannot use the baseline: *{path}: is a {kind}; "
+                                 "expected a regular JSON file (a migsafe-baseline file)*",
+                                 "*name another with --migsafe-baseline=PATH*"])
+    result.stdout.no_fnmatch_line("*passed*")

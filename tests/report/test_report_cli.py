@@ -258,3 +258,97 @@ def test_merge_of_shards_sharing_a_test_that_ran_no_sql_warns_and_keeps_the_last
     err = capsys.readouterr().err
     assert f"migsafe: warning: test_quiet.py::test_quiet is in {first} and {first}: keeping {first}" in err
     assert json.loads(out.read_text())["unmeasured"] == {"test_quiet.py::test_quiet": "passed"}
+
+
+# (where in a real run's report file, the value a hand edit put there, what the error says of it)
+HAND_EDITS = [
+    (("queries", "count"), "x", "queries.count: expected a whole number >= 0, got 'x'"),
+    (("queries", "count"), None, "queries.count: expected a whole number >= 0, got null"),
+    (("queries", "count"), float("nan"), "queries.count: expected a whole number >= 0, got nan"),
+    (("queries", "count"), float("inf"), "queries.count: expected a whole number >= 0, got inf"),
+    (("queries", "n_plus_one"), [1], "queries.n_plus_one[0]: expected an object, got 1"),
+    (("pool", "created"), "x", "pool.created: expected a whole number >= 0, got 'x'"),
+    (("pool", "wait_ms_p99"), float("nan"), "pool.wait_ms_p99: expected a number >= 0, got nan"),
+    (("outcome",), 3, "outcome: expected a string, got 3"),
+    ((), "abc", "expected an object, got 'abc'"),
+]
+
+
+@pytest.mark.parametrize(("where", "value", "message"), HAND_EDITS,
+                         ids=[f"{'.'.join(w) or 'record'}={v!r}" for w, v, _ in HAND_EDITS])
+@pytest.mark.parametrize("command", ["merge", "diff"])
+def test_a_hand_edited_test_record_is_one_line_naming_the_file_and_the_field_and_exit_2(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], command: str,
+        where: tuple[str, ...], value: object, message: str) -> None:
+    suite(pytester)
+    good = shard(pytester, "good.json")
+    document = json.loads(good.read_text())
+    nodeid = "test_shard.py::test_alpha"
+    record = document["tests"][nodeid]
+    assert record["queries"] is not None and record["pool"] is not None  # (what the edits change is there)
+    *parents, last = (nodeid, *where)
+    place = document["tests"]
+    for key in parents:
+        place = place[key]
+    place[last] = value
+    bad = pytester.path / "bad.json"
+    bad.write_text(json.dumps(document))  # (NaN and Infinity written as such: json.dumps allows them)
+    out = pytester.path / "all.json"
+    argv = ["report", "merge", str(good), str(bad), "-o", str(out)] if command == "merge" \
+        else ["report", "diff", str(good), str(bad)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (f"migsafe: {bad}: a test record is malformed: tests[{json.dumps(nodeid)}]"
+                            f"{'.' if where else ': '}{message}\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("notes", "abc", "notes: expected a list, got 'abc'"),
+    ("unmeasured", {"t.py::x": 5}, 'unmeasured["t.py::x"]: expected a string, got 5'),
+    ("interrupted", "no", "interrupted: expected true or false, got 'no'"),
+    ("regressions", [5], "regressions[0]: expected an object, got 5"),
+    ("improvements", [{"nodeid": 1, "figure": "queries", "before": 1, "after": 2}],
+     "improvements[0].nodeid: expected a string, got 1"),
+    ("removed", [None], "removed[0]: expected a string, got null"),
+], ids=["notes", "unmeasured", "interrupted", "regressions", "improvements", "removed"])
+@pytest.mark.parametrize("command", ["merge", "diff"])
+def test_a_hand_edited_report_field_is_one_line_naming_the_file_and_the_field_and_exit_2(
+        pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], command: str, key: str, value: object,
+        message: str) -> None:
+    suite(pytester)
+    good = shard(pytester, "good.json")
+    document = json.loads(good.read_text())
+    document[key] = value
+    bad = pytester.path / "bad.json"
+    bad.write_text(json.dumps(document))
+    out = pytester.path / "all.json"
+    argv = ["report", "merge", str(good), str(bad), "-o", str(out)] if command == "merge" \
+        else ["report", "diff", str(good), str(bad)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"migsafe: {bad}: {message}\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["merge", "diff-new", "diff-baseline", "pool-size"])
+def test_a_named_pipe_or_a_device_given_as_a_file_is_one_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    import os
+
+    if not hasattr(os, "mkfifo") or not Path("/dev/zero").exists():
+        pytest.skip("no named pipes or no /dev/zero on this platform")
+    good = tmp_path / "good.json"
+    good.write_text('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}')
+    pipe = tmp_path / "pipe.json"
+    os.mkfifo(pipe)  # no one writes to it: a read would wait forever
+    for bad, what in ((pipe, "is a named pipe"), (Path("/dev/zero"), "is a character device")):
+        argv = {"merge": ["report", "merge", str(good), str(bad), "-o", str(tmp_path / "out.json")],
+                "diff-new": ["report", "diff", str(good), str(bad)],
+                "diff-baseline": ["report", "diff", str(bad), str(good)],
+                "pool-size": ["pool-size", "--peak-rps", "10", "--from-report", str(bad)]}[command]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"migsafe: {bad}: {what}; expected a regular JSON file") and err.count("\n") == 1, err
+    assert not (tmp_path / "out.json").exists()
