@@ -40,7 +40,7 @@ def max_queries_signature(n: int, *, match: str | None = None, ignore: str | Non
                 raise ValueError(str(exc)) from exc
             except re.error as exc:
                 raise ValueError(f"{name}= expects a regular expression, got {pattern!r}: {exc}") from exc
-    if using is not None and not isinstance(using, str):
+    if using is not None and (not isinstance(using, str) or not using):
         raise ValueError(f"using= expects a database name, got {using!r}")
     return {"n": n, "match": match, "ignore": ignore, "using": using}
 

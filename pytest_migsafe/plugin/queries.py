@@ -37,7 +37,7 @@ from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries import drivers, shape_store
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
 from pytest_migsafe.queries.callsite import mark_test_code, set_test_files
-from pytest_migsafe.queries.counter import NPlusOneWarning
+from pytest_migsafe.queries.counter import FilterMatchedNothingWarning, NPlusOneWarning
 from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
 from pytest_migsafe.queries.shape_store import ShapeStore
@@ -347,6 +347,14 @@ class QueryPhase:
                 if raised:
                     return [f"the test raised after exceeding its query budget: {message}"]
                 failures.append(message)
+            elif not raised and measured is self.budget_counter and measured.offered and not measured.count:
+                # a filter that matched nothing the test ran (a misspelt database or pattern): the
+                # budget holds whatever ran, so say so, as count_queries() does (never failing)
+                notify(FilterMatchedNothingWarning(
+                    f"migsafe: @pytest.mark.max_queries({budget['n']}, {measured._filter_text()}) of "
+                    f"{self.item.nodeid} matched none of the {measured.offered} statements the test ran: "
+                    "is the filter right? (using= takes a database name or a Django alias; match=/ignore= "
+                    "are regexes searched in the SQL as sent)"), str(self.item.path), 0, self.item)
         if raised:
             return []
         found = self.suspects

@@ -11,7 +11,9 @@ thread or asyncio task. Usable without pytest::
 
 from __future__ import annotations
 
+import getpass
 import operator
+import os
 import re
 import sys
 import warnings
@@ -428,11 +430,27 @@ def count_queries(
 
 
 def database_of_engine(engine: Any) -> str:
-    """The database name that statements through ``engine`` are recorded under (a SQLite file's
-    path as its URL gives it)."""
+    """The database name that statements through ``engine`` are recorded under: the URL's
+    database (a SQLite file's path as the URL gives it; ``:memory:`` for SQLite without one).
+    A PostgreSQL URL without a database in its path names it as libpq finds it: a ``dbname``
+    (or ``database``) query parameter, else ``$PGDATABASE``, else the user name (the URL's,
+    ``$PGUSER``, the user running the tests): ``postgresql+psycopg://app@/?host=/run/pg&dbname=shop``
+    is ``shop``. Raises ``TypeError`` for an object without a SQLAlchemy ``url``."""
     url = getattr(engine, "url", None)
     if url is None:
         raise TypeError(f"expected a SQLAlchemy Engine or AsyncEngine, got {type(engine).__name__}")
-    return url.database or ":memory:"
+    if url.database:
+        return str(url.database)
+    if url.get_backend_name() != "postgresql":
+        return ":memory:"
+    query = url.query
+    for key in ("dbname", "database"):
+        value = query.get(key)
+        if value:  # (a key given twice is a tuple: libpq takes the last)
+            return str(value if isinstance(value, str) else value[-1])
+    user = query.get("user")
+    user = user if isinstance(user, str) or not user else user[-1]
+    return (os.environ.get("PGDATABASE") or url.username or user or os.environ.get("PGUSER")
+            or getpass.getuser())
 
 

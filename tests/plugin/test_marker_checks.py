@@ -65,3 +65,53 @@ def test_a_filter_that_matched_nothing_never_fails_a_test_under_warnings_as_erro
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*FilterMatchedNothingWarning: count_queries(match='zzz') matched none*"])
+
+
+def test_a_budget_filter_that_matched_nothing_is_a_warning_naming_the_test(pytester: pytest.Pytester) -> None:
+    """@pytest.mark.max_queries(0, using="shpo.db") (a misspelt database) holds whatever the
+    test runs: it passed without a word; now a warning in the summary (never failing the test,
+    even under -W error) names the test and the filter, as count_queries() does. A filter
+    that matched something, or a test that ran nothing, says nothing."""
+    pytester.makepyfile(test_filter="""
+        import pytest
+        from sqlalchemy import create_engine, text
+
+        @pytest.mark.max_queries(0, using="shpo.db")
+        def test_misspelt(tmp_path):
+            engine = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+                conn.execute(text("select 2"))
+            engine.dispose()
+
+        @pytest.mark.max_queries(5, using="shop.db")
+        def test_right(tmp_path):
+            engine = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+            engine.dispose()
+
+        @pytest.mark.max_queries(0, match="zzz")
+        def test_nothing_ran():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error")
+    result.assert_outcomes(passed=3, warnings=1)
+    result.stdout.fnmatch_lines(["*FilterMatchedNothingWarning: migsafe: @pytest.mark.max_queries(0, using='shpo.db') "
+                                 "of test_filter.py::test_misspelt matched none of the 2 statements the test ran*"])
+
+
+def test_an_empty_database_name_in_a_budget_is_an_error_at_collection(pytester: pytest.Pytester) -> None:
+    """using="" named no database and filtered nothing (every statement counted); no_seq_scan
+    already refused it."""
+    pytester.makepyfile(test_marks="""
+        import pytest
+
+        @pytest.mark.max_queries(3, using="")
+        def test_marked():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: test_marks.py::test_marked: @pytest.mark.max_queries: "
+                                 "using= expects a database name, got ''*"])

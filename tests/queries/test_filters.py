@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -90,3 +91,33 @@ def test_engine_and_using_pick_a_sqlite_file_by_its_path_or_its_name(tmp_path: P
             b.execute(text("SELECT 3"))
     assert everything.count == 3
     assert (by_engine.count, by_path.count, by_name.count) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("form", ["query", "environment"])
+def test_engine_of_a_postgres_url_without_a_database_in_its_path_counts_its_statements(
+        postgres: Any, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """A PostgreSQL URL may name its database in a ``dbname`` parameter, or leave it to
+    ``$PGDATABASE``: ``engine=`` took such an engine's database for ``:memory:``, counted
+    none of its statements, and a budget on it passed whatever ran."""
+    from sqlalchemy.engine import URL, make_url
+
+    from pytest_migsafe.queries.budgets import QueryBudgetExceeded, assert_max_queries
+
+    given = make_url(postgres.url)
+    url = URL.create(given.drivername, given.username, given.password, given.host, given.port, None, given.query)
+    if form == "query":
+        url = url.update_query_dict({"dbname": given.database})
+    else:
+        monkeypatch.setenv("PGDATABASE", str(given.database))
+    assert url.database is None
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            with count_queries(engine=engine) as counted, count_queries() as everything:
+                conn.execute(text("SELECT 1"))
+                conn.execute(text("SELECT 2"))
+            assert (counted.count, everything.count) == (2, 2)
+            with pytest.raises(QueryBudgetExceeded), assert_max_queries(0, engine=engine):
+                conn.execute(text("SELECT 3"))
+    finally:
+        engine.dispose()
