@@ -43,6 +43,7 @@ from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.report.record import ShadowFigures
 from pytest_migsafe.shadow.diff import describe_error, indent, outcome_diff, shorten_repr
 from pytest_migsafe.shadow.modes import MODES, check_mode, new_seed  # noqa: F401 (re-exported)
+from pytest_migsafe.shadow.snapshot import taken
 from pytest_migsafe.shadow.state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
 
 SHOWN_RUNS = 3  # mismatched runs shown per experiment in a failure message unless verbose
@@ -562,7 +563,9 @@ def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
     ``path`` is ``"control"`` or ``"candidate"``; ``options`` carries ``session``,
     ``flush``, ``cache``, ``before_each`` and ``after_each`` (see :class:`Shadow`).
     Returns an :class:`Observation`; an ``Exception`` from ``fn`` is stored in it, not
-    raised. Errors of the state handling itself propagate
+    raised. Its value is the one ``fn`` returned with the SQLAlchemy ORM objects in it copied
+    as they were when ``fn`` returned (:func:`~pytest_migsafe.shadow.snapshot.taken`), before
+    the savepoint is rolled back. Errors of the state handling itself propagate
     (:class:`~pytest_migsafe.shadow.state.ShadowIsolationError`, ``TypeError`` for a bad
     session).
     """
@@ -579,6 +582,9 @@ def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
             except Exception as exc:
                 observation.error = exc
             observation.seconds = time.perf_counter() - start
+            # the ORM objects it returned as they are now: the rollback below expires them (and
+            # both paths get the same identity-map objects from a shared Session)
+            observation.value = taken(observation.value)
         observation.queries = counter.count
         observation.shapes = {s.shape: s.count for s in counter.summary()}
         if cache is not None:

@@ -10,7 +10,7 @@ import fakeredis
 import psycopg
 import pytest
 import redis as redis_py
-from sqlalchemy import Engine, ForeignKey, String, text
+from sqlalchemy import Engine, ForeignKey, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from pytest_migsafe.report import record as records
@@ -600,6 +600,43 @@ def test_objects_loaded_by_one_path_are_not_served_to_the_other(db: Session) -> 
     trials = lab.experiments["get"].trials
     assert both_orders(lab, "get") == {True, False}
     assert [(t.control.queries, t.candidate.queries) for t in trials] == [(1, 1)] * 6
+
+
+def rename(session: Session, name: str) -> Author:
+    author = session.get(Author, 1)
+    author.name = name
+    session.flush()
+    return author
+
+
+def renamed_authors(session: Session, shout: bool) -> list[Author]:
+    """Every author, renamed in memory only (no flush) when ``shout``."""
+    authors = list(session.scalars(select(Author).order_by(Author.id)))
+    for author in authors:
+        author.name = author.name.upper() if shout else author.name
+    return authors
+
+
+def test_orm_objects_are_compared_as_each_path_left_them(db: Session) -> None:
+    """Both paths share the Session, so they return the same identity-map object, which the
+    rollback after each path expires: compared afterwards, both showed the rolled-back row and
+    a candidate writing another value matched (the paths' own reads of .name, the control of
+    this test, mismatched). Each value is now copied as its path left it; its diff shows the
+    rows, and a compare= written for the objects reads the copies' attributes."""
+    lab = Shadow(seed=1, session=db, mode="observe")
+    for _ in range(4):  # (each order of the paths)
+        lab.run("rename", lambda: rename(db, "Ann"), lambda: rename(db, "ANN"))
+        lab.run("rename-name", lambda: rename(db, "Ann").name, lambda: rename(db, "ANN").name)
+        lab.run("rename-same", lambda: rename(db, "Ann"), lambda: rename(db, "Ann"))
+        lab.run("list", lambda: renamed_authors(db, False), lambda: renamed_authors(db, True))
+        lab.run("by-id", lambda: rename(db, "Ann"), lambda: rename(db, "ANN"), compare=lambda a, b: a.id == b.id)
+    assert both_orders(lab, "rename") == {True, False}
+    results = {name: {trial.result for trial in experiment.trials} for name, experiment in lab.experiments.items()}
+    assert results == {"rename": {"mismatched"}, "rename-name": {"mismatched"}, "rename-same": {"matched"},
+                       "list": {"mismatched"}, "by-id": {"matched"}}
+    diff = lab.experiments["rename"].trials[0].diff()
+    assert "-Author(id=1, name='Ann')" in diff and "+Author(id=1, name='ANN')" in diff
+    assert db.get(Author, 1).name == "Ada"  # (both paths undone)
 
 
 # -- the cache --------------------------------------------------------------------------------------
