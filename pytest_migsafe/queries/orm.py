@@ -54,6 +54,13 @@ _fresh_rows: dict[int, int] = {}
 _fresh_indexed = [0]
 #: Rows of one flush kept for that (past it, its rows' loads count as before: one unknown query's)
 FRESH_ROWS_KEPT = 10_000
+# id(InstanceState) -> (runid, the state) of the latest query that refreshed a row in part
+# while counting: SQLAlchemy stamps a row with a query's runid only when the query loads the
+# row whole; a row already in the identity map (held by a fixture, expired by a commit)
+# that a query returns is refreshed in part (its "refresh" event, raw: the state, which
+# refers to its object weakly). Bounded by REFRESHED_KEPT, emptied by forget().
+_refreshed: dict[int, tuple[int, Any]] = {}
+REFRESHED_KEPT = 10_000
 _installed_for: Any = None
 # (owner, name, the original) of each loader wrapped, for uninstall()
 _patched: list[tuple[Any, str, Any]] = []
@@ -64,6 +71,7 @@ _last_walk = callsite._last  # the per-thread slot of the last call-site walk (c
 def forget() -> None:
     """Drop what was learnt about loaded rows (called when the last counter stops)."""
     _query_sites.clear()
+    _refreshed.clear()
     _forget_fresh()
 
 
@@ -91,6 +99,10 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
     origin = origin_of(sys._getframe(2))
     row = row_number(parent)
     runid = getattr(parent, "runid", None)
+    if _refreshed:  # a later query may have returned the row, refreshed in part
+        refreshed = _refreshed.get(id(parent))
+        if refreshed is not None and refreshed[1] is parent and (runid is None or refreshed[0] > runid):
+            runid = refreshed[0]
     loaded: tuple[Any, str | None] | None = None
     if runid is not None:
         loaded = (runid, _query_sites.get(runid))
@@ -104,6 +116,18 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
         return run()
     finally:
         orm_load.reset(token)
+
+
+def _on_refresh(state: Any, context: Any, attrs: Any) -> None:
+    """A query refreshed the row ``state`` in part (SQLAlchemy's raw "refresh" event): note the
+    query's runid, for the row's loads (see ``_refreshed``)."""
+    if not dispatch._active:
+        return
+    runid = getattr(context, "runid", None)
+    if runid is not None:
+        if len(_refreshed) >= REFRESHED_KEPT:
+            _refreshed.clear()
+        _refreshed[id(state)] = (runid, state)
 
 
 def _wrap_emit_lazyload(original: Any) -> Any:
@@ -275,6 +299,10 @@ def install() -> bool:
     selectin = getattr(strategies, "_SelectInLoader", None) or getattr(strategies, "SelectInLoader", None)
     if selectin is not None:
         _patch(selectin, "_load_for_path", wrap_one_unit)
+    from sqlalchemy import event
+
+    if not event.contains(orm.Mapper, "refresh", _on_refresh):  # (every mapper, those made later too)
+        event.listen(orm.Mapper, "refresh", _on_refresh, raw=True)
     _installed_for = orm
     return True
 
@@ -290,4 +318,10 @@ def uninstall() -> None:
             setattr(owner, name, original)
             if name in ("_load_scalar_attributes", "load_scalar_attributes"):
                 _repoint_mappers(current, original)
+    orm = sys.modules.get("sqlalchemy.orm")
+    if orm is not None:
+        from sqlalchemy import event
+
+        if event.contains(orm.Mapper, "refresh", _on_refresh):
+            event.remove(orm.Mapper, "refresh", _on_refresh)
     _installed_for = None

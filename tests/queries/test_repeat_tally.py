@@ -311,3 +311,33 @@ def test_a_counter_receives_no_orm_load_after_its_stop_returned(tmp_path: Any) -
     engine.dispose()
     assert not thread.is_alive()
     assert counter._repeats is not None and counter._repeats.loads == {}
+
+
+@pytest.mark.allow_n_plus_one("_Parent.children", 5)  # (the N+1 is the point: the session's own counter sees it too)
+@pytest.mark.parametrize("held", [0, 1, 5])
+def test_lazy_loads_of_rows_the_session_already_held_are_those_of_the_query_that_returned_them(
+        tmp_path: Any, held: int) -> None:
+    """A query returning rows the Session still holds (made and committed by it, expired by the
+    commit; a fixture keeps some) refreshes them in part, and SQLAlchemy stamps them with no
+    runid: their lazy loads were counted under an unknown query, apart from the other rows'
+    (a loop over 5 authors said 4 rows, 4 statements). The expected count is SQLAlchemy's own:
+    the statements its cursor events saw, less the parents' query."""
+    from sqlalchemy import event
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'shop.db'}")
+    _Base.metadata.create_all(engine)
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
+    with Session(engine) as session:
+        parents = [_Parent(id=i, children=[_Child(), _Child()]) for i in range(1, 6)]
+        session.add_all(parents)
+        session.commit()  # (every row expired)
+        kept = parents[:held]  # rows a fixture holds: still in the identity map, refreshed in part
+        del parents
+        sent.clear()
+        with count_queries() as counter:
+            loops.load_each(session.scalars(select(_Parent)).all(), "children")
+        assert len(kept) == held
+    engine.dispose()
+    (suspect,) = [s for s in counter.n_plus_one() if s.relationship]
+    assert (suspect.parents, suspect.count) == (5, len(sent) - 1) == (5, 5)
