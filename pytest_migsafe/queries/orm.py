@@ -43,8 +43,13 @@ from pytest_migsafe.queries.rows import row_number
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)
-# the ORM's number of each query that loaded rows (InstanceState.runid) -> where it ran; cleared by forget()
+# the ORM's number of each query that loaded rows (InstanceState.runid) -> where it ran; cleared by
+# forget(), and bounded by QUERY_SITES_KEPT (the plugin's counter of each test
+# never calls forget(): a suite's every ORM query would be kept until the session ends)
 _query_sites: dict[int, str] = {}
+#: Query sites kept (past it, checked every 1,024 queries, only the newer half of this many is
+#: kept: a load of a row so old says its query's site is unknown)
+QUERY_SITES_KEPT = 20_000
 # the rows (InstanceStates) each flush inserted while counting since the application's last
 # ORM query: (the flush's unit of work number, its rows); emptied by the next such query
 _fresh_flushes: list[tuple[int, list[Any]]] = []
@@ -165,6 +170,16 @@ def _wrap_load_scalar_attributes(original: Any) -> Any:
     return load_scalar_attributes
 
 
+def _bound_query_sites() -> None:
+    """Past :data:`QUERY_SITES_KEPT`, keep the newer half of that many query sites (dicts keep
+    insertion order: runids rise). Called every 1,024 queries. (A module function: the
+    wrappers run with a copy of this module's globals, see ``library_frames.relabelled``,
+    which a changed bound would miss.)"""
+    if len(_query_sites) > QUERY_SITES_KEPT:
+        for runid in list(itertools.islice(_query_sites, len(_query_sites) - QUERY_SITES_KEPT // 2)):
+            del _query_sites[runid]
+
+
 def _wrap_instances(original: Any) -> Any:
     @functools.wraps(original)
     def instances(cursor: Any, context: Any) -> Any:
@@ -177,6 +192,8 @@ def _wrap_instances(original: Any) -> Any:
                 # the rows' statement has just run: its call site is where they were
                 # loaded (the last one this thread recorded), with no walk of the stack
                 _query_sites[runid] = _last_walk.found[0] or call_site(sys._getframe(1))
+                if not runid % 1024:  # (now and then: checked in this module's own globals)
+                    _bound_query_sites()
         return result
 
     setattr(instances, _WRAPS, original)

@@ -341,3 +341,32 @@ def test_lazy_loads_of_rows_the_session_already_held_are_those_of_the_query_that
     engine.dispose()
     (suspect,) = [s for s in counter.n_plus_one() if s.relationship]
     assert (suspect.parents, suspect.count) == (5, len(sent) - 1) == (5, 5)
+
+
+def test_the_query_sites_kept_for_lazy_loads_are_bounded_over_a_suite(pytester: pytest.Pytester) -> None:
+    """Where each ORM query ran is kept for its rows' later loads; the plugin's counter of each
+    test never empties it, so a suite kept every ORM query's entry until it ended (3,000 after
+    300 tests of 10 queries): bounded by QUERY_SITES_KEPT (checked every 1,024 queries)."""
+    pytester.makepyfile(test_queries="""
+        from sqlalchemy import create_engine, select
+        from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+        from pytest_migsafe.queries import orm
+
+        class Base(DeclarativeBase):
+            pass
+
+        class Row(Base):
+            __tablename__ = "rows"
+            id: Mapped[int] = mapped_column(primary_key=True)
+
+        def test_queries(monkeypatch):
+            monkeypatch.setattr(orm, "QUERY_SITES_KEPT", 100, raising=False)
+            engine = create_engine("sqlite://")
+            Base.metadata.create_all(engine)
+            with Session(engine) as session:
+                for _ in range(1_300):
+                    session.scalars(select(Row)).all()
+            assert len(orm._query_sites) < 1_000
+    """)
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
