@@ -31,7 +31,15 @@ it does not own: ``_migsafe_query`` in the row's ``ModelState`` (it pickles as F
 
 Directions (the fix to paste, see :func:`fix_for`): :data:`SELECT_RELATED` for forward
 foreign keys and one-to-ones and reverse one-to-ones, :data:`PREFETCH_RELATED` for reverse
-foreign keys and many-to-many, :data:`DEFERRED` for deferred fields.
+foreign keys and many-to-many, :data:`DEFERRED` for deferred fields. A related manager's load
+is told apart further, since ``prefetch_related`` fixes only the manager's own queryset
+(``.all()``, ``.count()``, ``.exists()`` read the prefetched rows): a queryset made from it per
+row (``.filter()``, ``.exclude()``, ``.order_by()``, ``.annotate()``, a slice: any method that
+chains a new queryset, :meth:`_Load.chain`) runs a query per row even on a prefetched
+relation, so its rows get :data:`PER_ROW_QUERYSET` (a ``Prefetch`` with that queryset and a
+``to_attr``) and its ``.count()`` / ``.exists()`` / ``.aggregate()`` :data:`PER_ROW_AGGREGATE`
+(``annotate(Count(...))``); a load of a relation prefetched on its parent gets
+:data:`PREFETCHED` appended (the advice says why the prefetch did not serve it).
 
 Every patch is made on a class, once (:func:`install`), keeps the patched function's
 signature (``functools.wraps``), and costs one tuple read (``dispatch._active``) when no
@@ -57,6 +65,12 @@ from pytest_migsafe.queries.rows import row_number
 SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
 PREFETCH_RELATED = "DJANGO_REVERSE"  # reverse FK, many-to-many: .prefetch_related()
 DEFERRED = "DJANGO_DEFERRED"  # a field left out by .only() / .defer()
+# the rows of a queryset made from a related manager per row (.filter(), .order_by(), ...):
+# Prefetch(name, queryset=..., to_attr=...)
+PER_ROW_QUERYSET = "DJANGO_REVERSE_QUERYSET"
+# .count() / .exists() / .aggregate() of such a queryset: annotate(Count(...)) on the parents
+PER_ROW_AGGREGATE = "DJANGO_REVERSE_AGGREGATE"
+PREFETCHED = "_PREFETCHED"  # appended to a related manager's direction: the parent had the relation prefetched
 
 _TAG = "_migsafe_relation_load"  # the key of the mark in a Query's __dict__ (copied by Query.clone)
 _NOTE = "_migsafe_query"  # the attribute of a row's ModelState that holds its _Note
@@ -78,7 +92,12 @@ def fix_for(kind: str, attribute: str, direction: str | None) -> str:
     ``prefetch_related`` unless the direction is :data:`SELECT_RELATED`). With Django 6.1 and
     later, the advice for a deferred column or a :data:`SELECT_RELATED` relation names
     ``.fetch_mode(models.FETCH_PEERS)`` too (a reverse foreign key or many-to-many is not
-    loaded through a fetch mode).
+    loaded through a fetch mode). A queryset made per row from a related manager
+    (:data:`PER_ROW_QUERYSET`) gets a ``Prefetch`` with a queryset and a ``to_attr``, and a
+    ``.count()`` / ``.exists()`` of one (:data:`PER_ROW_AGGREGATE`) ``annotate(Count(...))``,
+    with the related model and the lookup name from Django's app registry (see
+    :func:`_relation`); with :data:`PREFETCHED` the advice says why the prefetch did not serve
+    the load.
     """
     model, _, name = attribute.partition(".")
     models = sys.modules.get("django.db.models")
@@ -89,7 +108,48 @@ def fix_for(kind: str, attribute: str, direction: str | None) -> str:
         return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...){peers}'
     if direction == SELECT_RELATED:
         return f'{model}.objects.select_related("{name}"){peers}'
-    return f'{model}.objects.prefetch_related("{name}")'
+    prefetched = direction is not None and direction.endswith(PREFETCHED)
+    per_row = direction[:-len(PREFETCHED)] if prefetched and direction is not None else direction
+    if per_row not in (PER_ROW_QUERYSET, PER_ROW_AGGREGATE):
+        if prefetched:  # the manager's own rows, fetched again: .iterator() reads no prefetch cache
+            return (f"read {model.lower()}.{name}.all() (the prefetched rows): .iterator() on a prefetched "
+                    "relation runs a query per row")
+        return f'{model}.objects.prefetch_related("{name}")'
+    related, lookup = _relation(model, name) or ("<related model>", name)
+    row = model.lower()
+    to_attr = f"selected_{name}"
+    prefetch = f'Prefetch("{name}", queryset={related}.objects.filter(...), to_attr="{to_attr}")'
+    if per_row == PER_ROW_AGGREGATE:
+        return (f'{model}.objects.annotate({name}_count=Count("{lookup}", filter=Q({lookup}__...))), then read '
+                f"{row}.{name}_count (or len() of a {prefetch}): .count() / .exists() / .aggregate() of a "
+                f".filter() (.exclude(), ...) on {row}.{name} runs a query per row, even on a prefetched relation")
+    why = ("on a prefetched relation runs a query per row" if prefetched
+           else f'on {row}.{name} runs a query per row, even with prefetch_related("{name}")')
+    return (f"{model}.objects.prefetch_related({prefetch}), then read {row}.{to_attr}: .filter() {why} "
+            "(so do .exclude(), .order_by(), .annotate() and slices): move them into the Prefetch queryset")
+
+
+def _relation(model: str, accessor: str) -> tuple[str, str] | None:
+    """``(related model, lookup name)`` of the relation ``model.accessor`` (``("Order", "orders")``
+    for ``Customer.orders``; a reverse foreign key without a related_name: ``("Order", "order")``
+    for ``Customer.order_set``), from Django's app registry; None when it is not loaded or the
+    name is not found (or is ambiguous: two models of that name with that relation)."""
+    registry = getattr(sys.modules.get("django.apps"), "apps", None)
+    if registry is None or not registry.models_ready:
+        return None
+    from django.db.models import ForeignObjectRel
+
+    found = set()
+    for cls in registry.get_models():
+        if cls.__name__ != model:
+            continue
+        for field in cls._meta.get_fields():
+            if not field.is_relation or field.related_model is None:
+                continue
+            name = field.get_accessor_name() if isinstance(field, ForeignObjectRel) else field.name
+            if name == accessor:
+                found.add((field.related_model.__name__, field.name))
+    return found.pop() if len(found) == 1 else None
 
 
 # -- which query loaded a row ------------------------------------------------------------
@@ -180,16 +240,37 @@ def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callabl
 class _Load:
     """The mark of a query made for one parent row (kept in the query's ``__dict__``).
 
+    ``prefetched``: a related manager's queryset read from its parent's prefetch cache;
+    ``chained``: the mark of a queryset chained from the marked one (see :meth:`chain`).
     A pickled query (a cached queryset) drops it: it unpickles as False.
     """
 
-    __slots__ = ("direction", "load", "loaded", "parent")
+    __slots__ = ("chained", "direction", "load", "loaded", "parent", "prefetched")
 
-    def __init__(self, load: tuple[str, str], parent: int, loaded: _Note | None, direction: str) -> None:
+    def __init__(self, load: tuple[str, str], parent: int, loaded: _Note | None, direction: str,
+                 prefetched: bool = False, chained: bool = False) -> None:
         self.load = load
         self.parent = parent
         self.loaded = loaded
         self.direction = direction
+        self.prefetched = prefetched
+        self.chained = chained
+
+    def chain(self) -> _Load:
+        """The mark of a queryset chained from this one (``.filter()``, ``.order_by()``, a slice:
+        Django's ``Query.chain``): a related manager's such queryset is one no prefetch serves."""
+        return _Load(self.load, self.parent, self.loaded, self.direction, self.prefetched, chained=True)
+
+    def direction_of(self, result_type: Any) -> str:
+        """The direction to report for a statement of this query sent for ``result_type``
+        (Django's ``"multi"`` for rows, ``"single"`` for ``.count()`` / ``.exists()`` /
+        ``.aggregate()``): a related manager's is told apart (see the module docstring)."""
+        direction = self.direction
+        if direction != PREFETCH_RELATED:
+            return direction
+        if self.chained:
+            direction = PER_ROW_AGGREGATE if result_type == "single" else PER_ROW_QUERYSET
+        return direction + PREFETCHED if self.prefetched else direction
 
     def __reduce__(self) -> tuple[type, tuple[()]]:
         return bool, ()
@@ -201,11 +282,12 @@ class _Load:
         return self
 
 
-def _mark(queryset: Any, attribute: str, parent: Any, direction: str) -> None:
+def _mark(queryset: Any, attribute: str, parent: Any, direction: str, prefetched: bool = False) -> None:
     """Mark ``queryset`` (made for the row ``parent``) as a load of ``attribute``."""
     query = getattr(queryset, "_query", None)  # not .query: that would apply a deferred filter
     if query is not None and parent is not None:
-        query.__dict__[_TAG] = _Load(("lazy_load", attribute), row_number(parent), _loaded(parent), direction)
+        query.__dict__[_TAG] = _Load(("lazy_load", attribute), row_number(parent), _loaded(parent), direction,
+                                     prefetched)
 
 
 def _sent_as_load(counters: tuple[Any, ...], load: tuple[str, str], parent: int, note: _Note | None,
@@ -261,8 +343,8 @@ def _wrap_execute_sql(original: Callable[..., Any], writes: tuple[type, ...]) ->
         mark = _mark_of(self, writes)
         if mark is None:
             return original(self, result_type, chunked_fetch, chunk_size)
-        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction, sys._getframe(1),
-                             lambda: original(self, result_type, chunked_fetch, chunk_size))
+        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction_of(result_type),
+                             sys._getframe(1), lambda: original(self, result_type, chunked_fetch, chunk_size))
 
     return execute_sql
 
@@ -278,10 +360,28 @@ def _wrap_execute_sql_any(original: Callable[..., Any], writes: tuple[type, ...]
         mark = _mark_of(self, writes)
         if mark is None:
             return original(self, *args, **kwargs)
-        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction, sys._getframe(1),
-                             lambda: original(self, *args, **kwargs))
+        result_type = args[0] if args else kwargs.get("result_type", "multi")
+        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction_of(result_type),
+                             sys._getframe(1), lambda: original(self, *args, **kwargs))
 
     return execute_sql
+
+
+def _wrap_chain(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Query.chain``: the copy of a marked query made for a chained queryset (``.filter()``,
+    ``.order_by()``, a slice, ``.aggregate()``) gets the mark's :meth:`_Load.chain` (a plain
+    copy keeps the mark itself: ``.count()`` and ``.exists()`` of the manager's own queryset)."""
+
+    @functools.wraps(original)
+    def chain(self: Any, *args: Any, **kwargs: Any) -> Any:
+        obj = original(self, *args, **kwargs)
+        if dispatch._active:
+            mark = obj.__dict__.get(_TAG)
+            if mark and not mark.chained:
+                obj.__dict__[_TAG] = mark.chain()
+        return obj
+
+    return chain
 
 
 def _wrap_descriptor_queryset(original: Callable[..., Any], name_of: Callable[[Any], str]) -> Callable[..., Any]:
@@ -324,7 +424,9 @@ def _patch_manager(cls: Any, attribute: str) -> None:
     def get_queryset(self: Any) -> Any:
         queryset = original(self)
         if dispatch._active:
-            _mark(queryset, attribute, self.instance, PREFETCH_RELATED)
+            # the parent's prefetch cache holds a queryset whose rows are in (a fresh one has none)
+            prefetched = getattr(queryset, "_result_cache", None) is not None
+            _mark(queryset, attribute, self.instance, PREFETCH_RELATED, prefetched)
         return queryset
 
     get_queryset._migsafe_wraps = True  # type: ignore[attr-defined]
@@ -420,11 +522,13 @@ def install() -> bool:
     import django.db.models.query as query
     import django.db.models.query_utils as query_utils
     import django.db.models.sql.compiler as compiler
+    import django.db.models.sql.query as sql_query
 
     uninstall()
     writes = (compiler.SQLUpdateCompiler, compiler.SQLDeleteCompiler, compiler.SQLInsertCompiler)
     _patch(compiler.SQLCompiler, "execute_sql", lambda f: _wrap_execute_sql(f, writes))
     _patch(query.ModelIterable, "__iter__", _wrap_iter)
+    _patch(sql_query.Query, "chain", _wrap_chain)
     if "__iter__" in getattr(query, "RawModelIterable", object).__dict__:
         _patch(query.RawModelIterable, "__iter__", _wrap_iter)
     _patch(descriptors.ForwardManyToOneDescriptor, "get_queryset",

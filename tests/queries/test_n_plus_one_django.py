@@ -164,6 +164,55 @@ def filtered_after_prefetch():
     return [list(customer.orders.filter(note="n")) for customer in customers]
 
 
+def filtered_without_prefetch():
+    return [list(customer.orders.filter(note="n")) for customer in Customer.objects.all()]
+
+
+def excluded_after_prefetch():
+    customers = Customer.objects.prefetch_related("orders")
+    return [list(customer.orders.exclude(note="x")) for customer in customers]
+
+
+def ordered_after_prefetch():
+    customers = Customer.objects.prefetch_related("orders")
+    return [[order.id for order in customer.orders.order_by("-id")] for customer in customers]
+
+
+def filtered_tags_after_prefetch():
+    customers = Customer.objects.prefetch_related("tags")
+    return [list(customer.tags.filter(name="t0")) for customer in customers]
+
+
+def filtered_counts_after_prefetch():
+    customers = Customer.objects.prefetch_related("orders")
+    return [customer.orders.filter(note="n").count() for customer in customers]
+
+
+def filtered_exists_after_prefetch():
+    customers = Customer.objects.prefetch_related("orders")
+    return [customer.orders.filter(note="n").exists() for customer in customers]
+
+
+def streamed_after_prefetch():
+    customers = Customer.objects.prefetch_related("orders")
+    return [[order.id for order in customer.orders.iterator()] for customer in customers]
+
+
+def filtered_with_a_prefetch_object():
+    from django.db.models import Prefetch
+
+    customers = Customer.objects.prefetch_related(
+        Prefetch("orders", queryset=Order.objects.filter(note="n"), to_attr="selected_orders"))
+    return [[order.id for order in customer.selected_orders] for customer in customers]
+
+
+def filtered_counts_annotated():
+    from django.db.models import Count, Q
+
+    customers = Customer.objects.annotate(orders_count=Count("orders", filter=Q(orders__note="n")))
+    return [customer.orders_count for customer in customers]
+
+
 def orders_by_code():
     return [list(customer.orders_by_code.all()) for customer in Customer.objects.all()]
 
@@ -498,6 +547,54 @@ def test_filter_after_prefetch_is_a_load_per_row():
     app.filtered_after_prefetch()
 
 
+def test_filter_without_prefetch_is_a_load_per_row():
+    app.seed(3)
+    app.filtered_without_prefetch()
+
+
+def test_exclude_after_prefetch_is_a_load_per_row():
+    app.seed(3)
+    app.excluded_after_prefetch()
+
+
+def test_order_by_after_prefetch_is_a_load_per_row():
+    app.seed(3)
+    app.ordered_after_prefetch()
+
+
+def test_many_to_many_filter_after_prefetch_is_a_load_per_row():
+    app.seed(3, tags=2)
+    app.filtered_tags_after_prefetch()
+
+
+def test_filtered_count_after_prefetch_is_a_load_per_row(server_calls):
+    app.seed(3)
+    filtered = 'FROM "shop_order" WHERE ("shop_order"."customer_id" = '  # and its note
+    before = server_calls(filtered)
+    app.filtered_counts_after_prefetch()
+    server_calls.record(server_calls(filtered) - before)
+
+
+def test_filtered_exists_after_prefetch_is_a_load_per_row():
+    app.seed(3)
+    app.filtered_exists_after_prefetch()
+
+
+def test_iterator_after_prefetch_is_a_load_per_row():
+    app.seed(3)
+    app.streamed_after_prefetch()
+
+
+def test_prefetch_object_fix_of_a_filter_is_fine():
+    app.seed(50)
+    app.filtered_with_a_prefetch_object()
+
+
+def test_annotated_count_fix_of_a_filtered_count_is_fine():
+    app.seed(50)
+    app.filtered_counts_annotated()
+
+
 def test_related_manager_that_sends_nothing_is_not_a_load():
     app.seed(3)  # no customer has a code: Django answers customer.orders_by_code.all() without SQL
     app.orders_by_code()
@@ -553,14 +650,16 @@ def test_patches_keep_signatures_and_install_once():
     from django.db.models.fields.related_descriptors import ForwardManyToOneDescriptor
     from django.db.models.query import ModelIterable
     from django.db.models.sql.compiler import SQLCompiler
+    from django.db.models.sql.query import Query
 
     from pytest_migsafe.queries import django as django_orm
 
     patched = (SQLCompiler.execute_sql, ModelIterable.__iter__, ForwardManyToOneDescriptor.get_queryset,
-               Model.refresh_from_db, Customer.orders.related_manager_cls.get_queryset)
+               Model.refresh_from_db, Customer.orders.related_manager_cls.get_queryset, Query.chain)
     assert all(hasattr(f, "__wrapped__") for f in patched)
     assert list(inspect.signature(SQLCompiler.execute_sql).parameters) == [
         "self", "result_type", "chunked_fetch", "chunk_size"]
+    assert list(inspect.signature(Query.chain).parameters) == ["self", "klass"]
     assert "fields" in inspect.signature(Model.refresh_from_db).parameters
     assert django_orm.install() is True
     assert SQLCompiler.execute_sql is patched[0]  # a second install patches nothing again
@@ -703,6 +802,15 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_prefetch_related_fix_of_many_to_many_is_fine": [],
     "test_select_related_fix_of_reverse_one_to_one_is_fine": [],
     "test_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_filter_without_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_exclude_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_order_by_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_many_to_many_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.tags")],
+    "test_filtered_count_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_filtered_exists_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_iterator_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_prefetch_object_fix_of_a_filter_is_fine": [],
+    "test_annotated_count_fix_of_a_filtered_count_is_fine": [],
     "test_related_manager_that_sends_nothing_is_not_a_load": [],
     "test_updates_through_a_related_manager_are_not_loads": [],
     "test_deferred_field_over_3_rows": [("deferred_column", "Order.note")],
@@ -807,7 +915,8 @@ def test_each_scenario_is_flagged_exactly_when_it_is_an_n_plus_one(scenario_run:
 
 def test_suspect_counts_are_the_statements_the_server_ran(scenario_run: Run) -> None:
     suspects, truth = scenario_run["suspects"], scenario_run["truth"]
-    for test in ("test_forward_fk_over_50_parents", "test_reverse_fk_count_over_3_parents"):
+    for test in ("test_forward_fk_over_50_parents", "test_reverse_fk_count_over_3_parents",
+                 "test_filtered_count_after_prefetch_is_a_load_per_row"):
         (suspect,) = suspects[test]
         assert truth[test] > 0, truth  # pg_stat_statements saw the loads
         assert suspect["count"] == suspect["parents"] == truth[test], (suspect, truth)
@@ -864,6 +973,43 @@ def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) 
     assert {test: suspects[test][0]["fix"] for test in expected} == expected
 
 
+def test_fixes_name_a_prefetch_object_where_the_related_manager_is_narrowed_per_row(scenario_run: Run) -> None:
+    """A queryset made per row from a related manager (.filter(), .exclude(), .order_by()) runs
+    a query per row whether or not the relation is prefetched: prefetch_related("orders") is no
+    fix (the code may have it already); a Prefetch with the queryset and a to_attr is, and the
+    advice says why. A per-row count or exists of one: annotate(Count(...)), or the Prefetch."""
+    suspects = scenario_run["suspects"]
+    prefetch = ('Customer.objects.prefetch_related(Prefetch("orders", queryset=Order.objects.filter(...), '
+                'to_attr="selected_orders")), then read customer.selected_orders')
+    prefetched = (': .filter() on a prefetched relation runs a query per row (so do .exclude(), .order_by(), '
+                  '.annotate() and slices): move them into the Prefetch queryset')
+    count = ('Customer.objects.annotate(orders_count=Count("orders", filter=Q(orders__...))), then read '
+             'customer.orders_count (or len() of a Prefetch("orders", queryset=Order.objects.filter(...), '
+             'to_attr="selected_orders")): .count() / .exists() / .aggregate() of a .filter() (.exclude(), ...) '
+             'on customer.orders runs a query per row, even on a prefetched relation')
+    expected = {
+        "test_filter_after_prefetch_is_a_load_per_row": prefetch + prefetched,
+        "test_exclude_after_prefetch_is_a_load_per_row": prefetch + prefetched,
+        "test_order_by_after_prefetch_is_a_load_per_row": prefetch + prefetched,
+        "test_many_to_many_filter_after_prefetch_is_a_load_per_row":
+            'Customer.objects.prefetch_related(Prefetch("tags", queryset=Tag.objects.filter(...), '
+            'to_attr="selected_tags")), then read customer.selected_tags' + prefetched,
+        "test_filter_without_prefetch_is_a_load_per_row":
+            prefetch + ': .filter() on customer.orders runs a query per row, even with prefetch_related("orders") '
+            '(so do .exclude(), .order_by(), .annotate() and slices): move them into the Prefetch queryset',
+        "test_filtered_count_after_prefetch_is_a_load_per_row": count,
+        "test_filtered_exists_after_prefetch_is_a_load_per_row": count,
+        "test_iterator_after_prefetch_is_a_load_per_row":
+            'read customer.orders.all() (the prefetched rows): .iterator() on a prefetched relation runs '
+            'a query per row',
+    }
+    assert {test: suspects[test][0]["fix"] for test in expected} == expected
+    # every one of them one query per parent row, as the server counted it
+    for test in expected:
+        (suspect,) = suspects[test]
+        assert (suspect["parents"], suspect["count"]) == (3, 3), suspect
+
+
 def test_django_fix_text_for_each_direction() -> None:
     from pytest_migsafe.queries import django as django_orm
 
@@ -874,6 +1020,12 @@ def test_django_fix_text_for_each_direction() -> None:
         'Customer.objects.prefetch_related("orders")'
     assert django_orm.fix_for("deferred_column", "Order.note", django_orm.DEFERRED) == \
         'load "note" with the Order rows: add it to .only(...), or take it out of .defer(...)' + peers
+    # no app registry to name the related model (Django not set up in this process)
+    assert django_orm.fix_for("lazy_load", "Customer.orders", django_orm.PER_ROW_QUERYSET).startswith(
+        'Customer.objects.prefetch_related(Prefetch("orders", queryset=<related model>.objects.filter(...), '
+        'to_attr="selected_orders")), then read customer.selected_orders: .filter() on customer.orders runs')
+    assert django_orm.fix_for("lazy_load", "Customer.orders", django_orm.PER_ROW_AGGREGATE).startswith(
+        'Customer.objects.annotate(orders_count=Count("orders", filter=Q(orders__...)))')
 
 
 def test_execute_sql_of_another_signature_is_wrapped_as_it_is() -> None:
