@@ -193,8 +193,8 @@ class PoolPhase:
         junit = settings.junit
         if (sizing_session is not None or junit) and self.observation.has_activity():
             figures = self.observation.snapshot()
-            if sizing_session is not None:
-                sizing_session.inputs.add_pool(figures)
+            if sizing_session is not None:  # with what each pool can open (overflow, no limit)
+                sizing_session.inputs.add_pool(figures, targets.pool_capacities(figures.pool_sizes))
             if junit:
                 self.item.user_properties.extend(junit_properties(figures))
         if not self.observation.was_quiet:  # (a test without pool events has no pool figure)
@@ -289,7 +289,8 @@ WORKER_KEY = "migsafe_pool_sizing"
 
 class SizingSession:
     """Collects the sizing inputs of the run (every xdist worker's too) for the summary:
-    each measured test's pool sizes, hold times and server kinds, from its observation.
+    each measured test's pool sizes and capacities (steady size and the most each pool can
+    open at once), hold times and server kinds, from its observation.
 
     Registered only with ``--migsafe-peak-rps``.
     """
@@ -322,7 +323,8 @@ class SizingSession:
         self.from_workers.merge(sizing.SizingInputs.from_dict(payload))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        """Warn about observed pools smaller than the size ``--migsafe-peak-rps`` needs."""
+        """Warn about observed pools that cannot open the connections ``--migsafe-peak-rps``
+        needs at once; note those that can only beyond the connections they keep."""
         from pytest_migsafe.pool import sizing
 
         if hasattr(self.config, "workerinput"):

@@ -11,6 +11,13 @@ a float), so 800 x 0.012 x 1.3 = 12.48 gives 13 and 100 x 0.1 x 1.0 = 10 gives 1
 
 Hold times measured against a local database (unix socket, loopback, SQLite) lack the
 network round trips and the load of production: the sizing lines say so.
+
+The need is compared with what each pool can open at once (its
+:class:`~pytest_migsafe.pool.targets.Capacity`): a QueuePool's ``pool_size + max_overflow``
+(no limit for ``max_overflow=-1`` or ``pool_size=0``), none for a NullPool, a psycopg_pool's
+``max_size``. A pool that can open the need only beyond the connections it keeps
+(QueuePool overflow, opened and closed per burst; NullPool; psycopg_pool above ``min_size``)
+gets a note saying both figures, not a warning.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from typing import Any
 
 from pytest_migsafe.pool.holds import HoldTimes
 from pytest_migsafe.pool.locality import LOCAL_KINDS
+from pytest_migsafe.pool.targets import Capacity
 from pytest_migsafe.report.record import RunReport
+from pytest_migsafe.text import plural
 
 DEFAULT_HEADROOM = 1.3
 _EXACT = Context(prec=200)  # enough digits that no product of three inputs is rounded
@@ -173,7 +182,10 @@ class SizingInputs:
     checkout's hold time (:class:`~pytest_migsafe.pool.holds.HoldTimes`); ``servers``:
     ``{pool name: server kind}`` (:mod:`pytest_migsafe.pool.locality`); ``query_count`` /
     ``query_total_ms`` / ``query_tests``: statements, their summed duration in ms and the
-    tests that ran them (for :meth:`average`, no longer what sizes a pool).
+    tests that ran them (for :meth:`average`, no longer what sizes a pool);
+    ``capacities``: ``{pool name: {capacity: tests that used a pool of that name and
+    capacity}}`` (:class:`~pytest_migsafe.pool.targets.Capacity`; several when pools of one
+    name differ, as the same name on two xdist workers or two psycopg pools named alike may).
     """
 
     pool_sizes: dict[str, int] = field(default_factory=dict)
@@ -182,6 +194,7 @@ class SizingInputs:
     query_tests: int = 0
     holds: HoldTimes = field(default_factory=HoldTimes)
     servers: dict[str, str] = field(default_factory=dict)
+    capacities: dict[str, dict[Capacity, int]] = field(default_factory=dict)
 
     @classmethod
     def of_report(cls, report: RunReport) -> SizingInputs:
@@ -198,12 +211,23 @@ class SizingInputs:
                 inputs.query_tests += 1
         return inputs
 
-    def add_pool(self, figures: Any) -> None:
+    def add_pool(self, figures: Any, capacities: dict[str, Capacity] | None = None) -> None:
         """Add one test's pool figures: a record's ``PoolFigures``, an observation's
-        ``ObservedFigures``, or their JSON dict (``pool_sizes``, ``hold_times``, ``servers``;
-        a missing one is skipped)."""
+        ``ObservedFigures``, or their JSON dict (``pool_sizes``, ``hold_times``, ``servers``,
+        ``pool_capacities``; a missing one is skipped), and ``capacities``: the
+        :class:`~pytest_migsafe.pool.targets.Capacity` of its pools by name
+        (:func:`~pytest_migsafe.pool.targets.pool_capacities`); each pool named in its
+        ``pool_sizes`` counts one test for its capacity."""
         get = figures.get if isinstance(figures, dict) else (lambda name: getattr(figures, name, None))
-        self.add_sizes(dict(get("pool_sizes") or {}))
+        sizes = dict(get("pool_sizes") or {})
+        self.add_sizes(sizes)
+        known = {str(k): Capacity.from_dict(v) for k, v in dict(get("pool_capacities") or {}).items()}
+        known.update(capacities or {})
+        for name in sizes:
+            capacity = known.get(name)
+            if capacity is not None:
+                uses = self.capacities.setdefault(name, {})
+                uses[capacity] = uses.get(capacity, 0) + 1
         hold_times = get("hold_times")
         if hold_times:
             self.holds.merge(HoldTimes.from_dict(hold_times))
@@ -222,6 +246,10 @@ class SizingInputs:
         self.query_tests += other.query_tests
         self.holds.merge(other.holds)
         self.servers.update(other.servers)
+        for name, seen in other.capacities.items():
+            uses = self.capacities.setdefault(name, {})
+            for capacity, tests in seen.items():
+                uses[capacity] = uses.get(capacity, 0) + tests
 
     def average(self) -> MeasuredAverage | None:
         """Total query time over total statements; None without timed queries."""
@@ -243,18 +271,40 @@ class SizingInputs:
         return {name: kind for name, kind in sorted(self.servers.items()) if kind in LOCAL_KINDS}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (the query total as a decimal string, exact)."""
+        """A JSON-able dict (the query total as a decimal string, exact); ``pool_capacities``:
+        ``{pool name: [{kind, size, most, tests}, ...]}``."""
         return {"pool_sizes": dict(self.pool_sizes), "query_count": self.query_count,
                 "query_total_ms": str(self.query_total_ms), "query_tests": self.query_tests,
-                "holds": self.holds.to_dict(), "servers": dict(self.servers)}
+                "holds": self.holds.to_dict(), "servers": dict(self.servers),
+                "pool_capacities": {name: [{**capacity.to_dict(), "tests": tests} for capacity, tests in seen.items()]
+                                    for name, seen in self.capacities.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SizingInputs:
         """Rebuild from :meth:`to_dict` output (missing keys read as empty)."""
+        capacities: dict[str, dict[Capacity, int]] = {}
+        for name, seen in dict(data.get("pool_capacities") or {}).items():
+            uses = capacities.setdefault(str(name), {})
+            for entry in seen:
+                capacity = Capacity.from_dict(entry)
+                uses[capacity] = uses.get(capacity, 0) + int(entry.get("tests", 1))
         return cls({str(k): int(v) for k, v in data.get("pool_sizes", {}).items()},
                    int(data.get("query_count", 0)), Decimal(str(data.get("query_total_ms", "0"))),
                    int(data.get("query_tests", 0)), HoldTimes.from_dict(data.get("holds") or {}),
-                   {str(k): str(v) for k, v in data.get("servers", {}).items()})
+                   {str(k): str(v) for k, v in data.get("servers", {}).items()}, capacities)
+
+    def capacity_of(self, name: str) -> tuple[Capacity, int, list[tuple[Capacity, int]]]:
+        """The capacity sizing judges pool ``name`` by, the tests it was seen in, and the other
+        capacities seen under that name with theirs: the one used in the most tests (a tie: the
+        smaller), so a small pool of the same name (an admin engine numbered alike on another
+        xdist worker, a psycopg pool given the same name) does not hide the one the tests
+        used most. Without a recorded capacity (a run report): what ``pool_sizes`` tells."""
+        seen = self.capacities.get(name)
+        if not seen:
+            return Capacity.of_size(self.pool_sizes[name]), 0, []
+        ranked = sorted(seen.items(), key=lambda item: (-item[1], _most(item[0]), _kept(item[0])))
+        (chosen, tests), others = ranked[0], ranked[1:]
+        return chosen, tests, others
 
 
 @dataclass(frozen=True)
@@ -291,26 +341,80 @@ def configured_sizes(report: RunReport) -> dict[str, int]:
     return SizingInputs.of_report(report).pool_sizes
 
 
-def _warnings(sizes: dict[str, int], advice: Recommendation) -> list[str]:
+def _most(capacity: Capacity) -> float:
+    """The most connections ``capacity`` opens at once, infinite for no limit."""
+    return math.inf if capacity.most is None else capacity.most
+
+
+def _kept(capacity: Capacity) -> float:
+    """The connections ``capacity`` keeps between checkouts, infinite for no limit."""
+    return math.inf if capacity.size is None else capacity.size
+
+
+@dataclass(frozen=True)
+class PoolAdvice:
+    """What sizing says of the observed pools: ``warnings`` (pools that cannot open the
+    connections needed at once) and ``notes`` (pools that can, but only beyond the
+    connections they keep, or several pools under one name), one line each, by pool name."""
+
+    warnings: list[str]
+    notes: list[str]
+
+
+def pool_advice(inputs: SizingInputs, advice: Recommendation) -> PoolAdvice:
+    """Each observed pool's capacity against ``advice.size`` (connections needed at once)."""
+    needed = advice.size
     ms = _plain(_EXACT.multiply(advice.hold_seconds, Decimal(1000)))
-    return [f"{name}: pool size {size} is below the {advice.size} needed for "
-            f"{_plain(advice.peak_rps)} requests/s holding a connection {ms} ms each "
+    need = (f"the {needed} needed for {_plain(advice.peak_rps)} requests/s holding a connection {ms} ms each "
             f"(ceil({_plain(advice.peak_rps)} x {_plain(advice.hold_seconds)} s x "
-            f"{_plain(advice.headroom)}) = {advice.size})"
-            for name, size in sorted(sizes.items()) if size < advice.size]
+            f"{_plain(advice.headroom)}) = {needed})")
+    warnings, notes = [], []
+    for name in sorted(inputs.pool_sizes):
+        capacity, tests, others = inputs.capacity_of(name)
+        suffix = ""
+        if others:
+            total = tests + sum(count for _, count in others)
+            short = f", below the {needed} needed"
+            also = "; ".join(f"{other.describe()}{short if _most(other) < needed else ''}, in {plural(count, 'test')}"
+                             for other, count in others)
+            suffix = f" (the pool of this name in {tests} of {total} tests; also seen under this name: {also})"
+        described = capacity.describe()
+        if _most(capacity) < needed:
+            warnings.append(f"{name}: {described} is below {need}{suffix}")
+        elif _kept(capacity) >= needed:
+            if suffix:
+                notes.append(f"{name}: {described} covers the {needed} needed{suffix}")
+        elif capacity.kind == "null":
+            notes.append(f"{name}: NullPool keeps no connection: each of the {needed} needed at once is a new "
+                         f"connection, closed when returned{suffix}")
+        elif capacity.kind == "psycopg":
+            notes.append(f"{name}: {described} covers the {needed} needed above its min_size: it opens up to "
+                         f"{needed - int(_kept(capacity))} more at a burst and closes them after max_idle{suffix}")
+        else:
+            kept = int(_kept(capacity))
+            notes.append(f"{name}: {described} covers the {needed} needed only with overflow: {needed - kept} "
+                         f"connections beyond the {kept} it keeps are opened at a burst and closed when "
+                         f"returned{suffix}")
+    return PoolAdvice(warnings, notes)
 
 
 def pool_size_warnings(run_report: RunReport, peak_rps: float, hold_seconds: float | Decimal,
                        headroom: float = DEFAULT_HEADROOM) -> list[str]:
-    """One line per observed pool configured below the size ``peak_rps`` needs, by pool name
-    (``hold_seconds``: the time a request holds a connection, in seconds)."""
+    """One line per observed pool that cannot open the connections ``peak_rps`` needs at
+    once, by pool name (``hold_seconds``: the time a request holds a connection, in seconds).
+
+    A run report records each pool's configured size, not its overflow: a size of 0 is no
+    limit (NullPool, ``pool_size=0``), any other is compared as it is and the line says the
+    overflow is not recorded."""
     advice = recommend(peak_rps, hold_seconds, headroom)
-    return _warnings(configured_sizes(run_report), advice)
+    return pool_advice(SizingInputs.of_report(run_report), advice).warnings
 
 
 def summary_lines(inputs: SizingInputs, peak_rps: float, hold_seconds: float | Decimal | None = None,
                   headroom: float = DEFAULT_HEADROOM) -> list[str]:
-    """The pool-sizing lines of the end-of-run summary; empty when no sized pool was observed.
+    """The pool-sizing lines of the end-of-run summary; empty when no sized pool was observed:
+    the recommendation, a ``WARNING`` for each pool that cannot open the connections needed
+    at once, a ``note`` for each that can only beyond what it keeps (both figures said).
 
     Without ``hold_seconds`` (seconds) the run's measured p95 hold time is used, with a
     warning when it was measured against a local database.
@@ -334,8 +438,11 @@ def summary_lines(inputs: SizingInputs, peak_rps: float, hold_seconds: float | D
     ms = _plain(_EXACT.multiply(advice.hold_seconds, Decimal(1000)))
     lines.insert(0, f"recommended pool size {advice.size} for {_plain(advice.peak_rps)} requests/s "
                     f"holding a connection {ms} ms each ({source}), headroom {_plain(advice.headroom)}")
-    warnings = _warnings(inputs.pool_sizes, advice)
-    lines.extend(f"WARNING {line}" for line in warnings)
-    if not warnings:
-        lines.append(f"every observed pool is at least {advice.size}")
+    judged = pool_advice(inputs, advice)
+    lines.extend(f"WARNING {line}" for line in judged.warnings)
+    lines.extend(f"note {line}" for line in judged.notes)
+    if not judged.warnings:
+        steady = all(_kept(inputs.capacity_of(name)[0]) >= advice.size for name in inputs.pool_sizes)
+        lines.append(f"every observed pool is at least {advice.size}" if steady else
+                     f"every observed pool can open the {advice.size} needed at once")
     return lines

@@ -1,9 +1,11 @@
 """What a pool observation can watch: engines and pools of SQLAlchemy and psycopg_pool,
-their names and sizes, and the hooks that make them report events."""
+their names, sizes and capacities, and the hooks that make them report events."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pytest_migsafe.pool import events
@@ -34,18 +36,129 @@ def describe_pool(pool: Any) -> str:
 
 
 def configured_size(pool: Any) -> int | None:
-    """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None."""
+    """The configured size: QueuePool ``pool_size``, NullPool 0, psycopg ``max_size``; else None
+    (what a pool can open beyond it: :func:`capacity_of`)."""
     if pool_psycopg.is_pool(pool):
         return int(pool.max_size)
     return pool_sqlalchemy.size_of(pool)
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """How many connections a pool keeps and how many it can have open at once.
+
+    ``kind``: ``"queue"`` (SQLAlchemy QueuePool, AsyncAdaptedQueuePool), ``"null"`` (NullPool),
+    ``"psycopg"`` (psycopg_pool), ``"unknown"`` (a configured size alone, as a run report
+    records it). ``size``: connections kept open between checkouts (QueuePool ``pool_size``,
+    psycopg_pool ``min_size``, 0 for NullPool), None for no limit (QueuePool ``pool_size=0``).
+    ``most``: connections open at once at the most (QueuePool ``pool_size + max_overflow``,
+    psycopg_pool ``max_size``), None for no limit (``max_overflow=-1``, ``pool_size=0``,
+    NullPool: a new connection per checkout).
+    """
+
+    kind: str
+    size: int | None
+    most: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict: ``kind``, ``size``, ``most`` (null for no limit)."""
+        return {"kind": self.kind, "size": self.size, "most": self.most}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Capacity:
+        """Rebuild from :meth:`to_dict` output."""
+        size, most = data.get("size"), data.get("most")
+        return cls(str(data.get("kind", "unknown")), None if size is None else int(size),
+                   None if most is None else int(most))
+
+    @classmethod
+    def of_size(cls, size: int) -> Capacity:
+        """What a configured size alone tells (a run report's ``pool_sizes``): 0 is no limit
+        (SQLAlchemy's NullPool or ``pool_size=0``; psycopg_pool has no ``max_size`` 0), any other
+        size is both kept and the most, burst capacity unknown."""
+        return cls("unknown", None, None) if size <= 0 else cls("unknown", size, size)
+
+    def describe(self) -> str:
+        """What the pool can hold, in its library's terms: ``pool size 2 (+20 overflow: up to
+        22)``, ``pool size 2 (no overflow limit)``, ``min_size 1, max_size 4``, ..."""
+        size, most = self.size, self.most
+        if self.kind == "null":
+            return "NullPool (no limit, keeps none)"
+        if self.kind == "psycopg":
+            return f"min_size {size}, max_size {most}"
+        if size is None:
+            return "pool size 0 (no limit)"
+        if self.kind == "unknown":
+            return f"pool size {size} (its overflow is not recorded)"
+        if most is None:
+            return f"pool size {size} (no overflow limit)"
+        if most == size:
+            return f"pool size {size} (no overflow: up to {most})"
+        return f"pool size {size} (+{most - size} overflow: up to {most})"
+
+
+def capacity_of(pool: Any) -> Capacity | None:
+    """``pool``'s :class:`Capacity` as its library counts it; None for a pool without a
+    configured size (StaticPool, AssertionPool, SingletonThreadPool, other classes).
+
+    SQLAlchemy: ``pool.size() + max_overflow`` for a QueuePool (``max_overflow=-1``, and
+    ``pool_size=0``, for which SQLAlchemy sets it, mean no limit); psycopg_pool: ``min_size``
+    kept, ``max_size`` at the most.
+    """
+    if pool_psycopg.is_pool(pool):
+        return Capacity("psycopg", int(pool.min_size), int(pool.max_size))
+    size = pool_sqlalchemy.size_of(pool)
+    if size is None:
+        return None
+    if not _is_queue_class(type(pool)):
+        return Capacity("null", 0, None)  # (size_of sizes QueuePool and NullPool alone)
+    if size <= 0:
+        return Capacity("queue", None, None)
+    overflow = getattr(pool, "_max_overflow", None)  # SQLAlchemy has no public accessor
+    if not isinstance(overflow, int):
+        return Capacity("unknown", size, size)
+    return Capacity("queue", size, None if overflow < 0 else size + overflow)
+
+
+_queue_classes: dict[type, bool] = {}  # SQLAlchemy pool class -> a QueuePool (AsyncAdaptedQueuePool too)?
+
+
+def _is_queue_class(cls: type) -> bool:
+    """``cls`` is a QueuePool; cached per class (no import on the way: it runs for every observed pool)."""
+    known = _queue_classes.get(cls)
+    if known is None:
+        from sqlalchemy.pool import QueuePool  # (imported: the pool is SQLAlchemy's)
+
+        known = _queue_classes[cls] = issubclass(cls, QueuePool)
+    return known
+
+
+# {pool name: capacity} of the pools pool_facts() described, the last of each name (a pool
+# described again after a resize() or dispose() is up to date)
+_capacities: dict[str, Capacity] = {}
+
+
+def pool_capacities(names: Iterable[str]) -> dict[str, Capacity]:
+    """The :class:`Capacity` of each pool of ``names`` an observation described (those of a
+    test's ``pool_sizes``, just read); a name without one is left out."""
+    known = _capacities
+    return {name: known[name] for name in names if name in known}
+
+
 def pool_facts(pool: Any) -> tuple[str, int | None, str | None]:
     """``(describe_pool(pool), configured_size(pool), server_kind(pool))``, telling the pool's
-    library once (what an observation reads of every pool it saw)."""
+    library once (what an observation reads of every pool it saw); the pool's
+    :class:`Capacity` is kept for :func:`pool_capacities`."""
+    size: int | None
     if pool_psycopg.is_pool(pool):
-        return pool_psycopg.name_of(pool), int(pool.max_size), server_kind(pool)
-    return pool_sqlalchemy.name_of(pool), pool_sqlalchemy.size_of(pool), server_kind(pool)
+        name, size = pool_psycopg.name_of(pool), int(pool.max_size)
+    else:
+        name, size = pool_sqlalchemy.name_of(pool), pool_sqlalchemy.size_of(pool)
+    if size is not None:
+        capacity = capacity_of(pool)
+        if capacity is not None:
+            _capacities[name] = capacity
+    return name, size, server_kind(pool)
 
 
 def server_kind(pool: Any) -> str | None:

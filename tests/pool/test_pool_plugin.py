@@ -367,8 +367,8 @@ def test_sizing_summary_warns_about_small_pools(pytester: pytest.Pytester, write
     result.stdout.fnmatch_lines([
         "*- migsafe pool sizing -*",
         "recommended pool size 13 for 800 requests/s holding a connection 12 ms each (as given), headroom 1.3",
-        ("WARNING postgresql+psycopg://*(QueuePool): pool size 2 is below the 13 needed for 800 "
-        "requests/s holding a connection 12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
+        ("WARNING postgresql+psycopg://*(QueuePool): pool size 2 (+10 overflow: up to 12) is below the 13 "
+         "needed for 800 requests/s holding a connection 12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
     ])
     result.stdout.no_fnmatch_line("*local database*")  # a hold time as given is not measured here
     result = run(pytester, "--migsafe-peak-rps", "10")
@@ -387,7 +387,60 @@ def test_sizing_summary_under_xdist_prints_once(pytester: pytest.Pytester, write
                                 "--migsafe-avg-query-ms", "12")  # the old name of --migsafe-hold-ms
     result.assert_outcomes(passed=2)
     assert result.stdout.str().count("migsafe pool sizing") == 1
-    result.stdout.fnmatch_lines(["WARNING *(QueuePool): pool size 2 is below the 13 needed*"])
+    result.stdout.fnmatch_lines(["WARNING *(QueuePool): pool size 2 (+10 overflow: up to 12) is below the 13 needed*"])
+
+
+OVERFLOWING = '''
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import QueuePool
+
+    # made at import, in the same order on every xdist worker: each has the same name on each
+    OVERFLOW = create_engine(URL, pool_size=2, max_overflow=20)  # SQLAlchemy: up to 22 connections
+    UNLIMITED = create_engine(URL, pool_size=2, max_overflow=-1)  # no limit
+    NULL = create_engine(URL, poolclass=NullPool)  # no limit: a new connection per checkout
+    TOO_SMALL = create_engine(URL, poolclass=QueuePool, pool_size=2, max_overflow=3)  # up to 5
+    ASYNC = create_async_engine(URL, pool_size=2, max_overflow=20)
+
+    def use(engine):
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def test_overflow():
+        use(OVERFLOW)
+
+    def test_unlimited_overflow():
+        use(UNLIMITED)
+
+    def test_nullpool():
+        use(NULL)
+
+    def test_too_small():
+        use(TOO_SMALL)
+
+    async def test_async_overflow():
+        async with ASYNC.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        await ASYNC.dispose()
+'''
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_sizing_summary_compares_the_need_with_what_each_pool_can_open(pytester: pytest.Pytester, write,  # type: ignore[no-untyped-def]
+                                                                       xdist: list[str]) -> None:
+    write(OVERFLOWING)
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    result = run(pytester, *xdist, "--migsafe-peak-rps", "100", "--migsafe-hold-ms", "50")
+    result.assert_outcomes(passed=5)
+    output = result.stdout.str()
+    warnings = [line for line in output.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, output  # only the pool that cannot open 7 connections
+    assert "(QueuePool): pool size 2 (+3 overflow: up to 5) is below the 7 needed" in warnings[0]
+    result.stdout.fnmatch_lines_random([
+        "note *(QueuePool): pool size 2 (+20 overflow: up to 22) covers the 7 needed only with overflow: *",
+        "note *(QueuePool): pool size 2 (no overflow limit) covers the 7 needed only with overflow: *",
+        "note *(NullPool): NullPool keeps no connection: *",
+        "note *(AsyncAdaptedQueuePool): pool size 2 (+20 overflow: up to 22) covers the 7 needed only with *",
+    ])
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg_pool
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool, QueuePool
 
 from pytest_migsafe.cli import main as cli
 from pytest_migsafe.pool import sizing
+from pytest_migsafe.pool import targets as pool_targets
 from pytest_migsafe.pool.holds import HoldTimes
+from pytest_migsafe.pool.observe import pool_stats
 from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings
+from pytest_migsafe.pool.targets import describe_pool
 from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
+from pytest_migsafe.servers import RunningPostgres
 
 
 @pytest.mark.parametrize(("rps", "seconds", "headroom", "expected"), [
@@ -114,18 +124,15 @@ def test_average_query_time_is_weighted_by_count() -> None:
     assert sizing.average_query_time(RunReport()) is None
 
 
-def test_pool_size_warnings_name_each_small_pool() -> None:
+def test_pool_size_warnings_of_a_report_name_each_small_pool_and_no_unlimited_one() -> None:
+    # a run report records configured sizes: 0 is a NullPool's (or pool_size=0): no limit
     report = _report(("t1", 1, 1.0, {"app (QueuePool)": 5, "big (QueuePool)": 20}),
                      ("t2", 1, 1.0, {"app (QueuePool)": 5, "none (NullPool)": 0}))
     assert pool_size_warnings(report, 800, 0.012) == [
-        ("app (QueuePool): pool size 5 is below the 13 needed for 800 requests/s holding a connection "
-        "12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
-        ("none (NullPool): pool size 0 is below the 13 needed for 800 requests/s holding a connection "
-        "12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
+        ("app (QueuePool): pool size 5 (its overflow is not recorded) is below the 13 needed for 800 requests/s "
+         "holding a connection 12 ms each (ceil(800 x 0.012 s x 1.3) = 13)"),
     ]
-    assert pool_size_warnings(report, 10, 0.012) == [("none (NullPool): pool size 0 is below the 1 needed "
-                                                     "for 10 requests/s holding a connection 12 ms each "
-                                                     "(ceil(10 x 0.012 s x 1.3) = 1)")]
+    assert pool_size_warnings(report, 10, 0.012) == []
     with pytest.raises(ValueError, match="peak_rps"):
         pool_size_warnings(report, 0, 0.012)
 
@@ -253,3 +260,107 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--peak-rps", "--hold-ms", "--avg-query-ms", "--from-report", "--headroom"):
         assert flag in out
+
+
+# -- what a pool can open: steady size and burst capacity ----------------------------
+def _observed(*targets: Any) -> sizing.SizingInputs:
+    """The sizing inputs of one observation of ``targets`` (engines or pools), each used once,
+    as the plugin adds a test's: its figures and the capacities of the pools they name."""
+    pool_targets.install()
+    inputs = sizing.SizingInputs()
+    with pool_stats(*targets) as stats:
+        for target in targets:
+            if isinstance(target, Engine):
+                with target.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            else:  # a psycopg_pool pool
+                with target.connection() as conn:
+                    conn.execute("SELECT 1")
+    figures = stats.snapshot()
+    inputs.add_pool(figures, pool_targets.pool_capacities(figures.pool_sizes))
+    return inputs
+
+
+NEEDED_7 = "the 7 needed for 100 requests/s holding a connection 50 ms each (ceil(100 x 0.05 s x 1.3) = 7)"
+
+
+def test_summary_lines_compare_the_need_with_what_a_queuepool_can_open(tmp_path: Path) -> None:
+    def engine(name: str, **kwargs: Any) -> Any:
+        return create_engine(f"sqlite:///{tmp_path / name}.db", **kwargs)
+
+    overflow = engine("overflow", poolclass=QueuePool, pool_size=2, max_overflow=20)  # SQLAlchemy: up to 22
+    unlimited = engine("unlimited", poolclass=QueuePool, pool_size=2, max_overflow=-1)  # no limit
+    null = engine("null", poolclass=NullPool)  # no limit: a new connection per checkout
+    small = engine("small", poolclass=QueuePool, pool_size=2, max_overflow=3)  # up to 5 < 7
+    big = engine("big", poolclass=QueuePool, pool_size=8, max_overflow=0)  # keeps 8 >= 7
+    engines = (overflow, unlimited, null, small, big)
+    try:
+        inputs = _observed(*engines)
+        lines = sizing.summary_lines(inputs, 100, 0.05)
+    finally:
+        for each in engines:
+            each.dispose()
+    name = {each: describe_pool(each.pool) for each in engines}
+    warnings = [line for line in lines if line.startswith("WARNING")]
+    assert warnings == [f"WARNING {name[small]}: pool size 2 (+3 overflow: up to 5) is below {NEEDED_7}"]
+    notes = "\n".join(lines)
+    assert f"note {name[overflow]}: pool size 2 (+20 overflow: up to 22) covers the 7 needed only with overflow" \
+        in notes
+    assert f"note {name[unlimited]}: pool size 2 (no overflow limit) covers the 7 needed only with overflow" in notes
+    assert f"note {name[null]}: NullPool keeps no connection" in notes
+    assert name[big] not in notes  # its steady size covers the need: nothing to say
+
+
+def test_summary_lines_size_an_async_engine_by_its_overflow_too(tmp_path: Path) -> None:
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a'}.db", pool_size=2, max_overflow=20)
+    pool = async_engine.sync_engine.pool
+    try:
+        assert type(pool).__name__ == "AsyncAdaptedQueuePool"
+        assert pool_targets.capacity_of(pool) == pool_targets.Capacity("queue", 2, pool.size() + 20)
+        inputs = sizing.SizingInputs()
+        name = describe_pool(pool)
+        inputs.add_pool({"pool_sizes": {name: pool.size()}}, {name: pool_targets.capacity_of(pool)})
+        lines = sizing.summary_lines(inputs, 100, 0.05)
+    finally:
+        asyncio.run(async_engine.dispose())
+    assert not [line for line in lines if line.startswith("WARNING")]
+    assert f"note {name}: pool size 2 (+20 overflow: up to 22) covers the 7 needed only with overflow" in lines[1]
+
+
+def test_summary_lines_compare_the_need_with_a_psycopg_pools_max_size(postgres: RunningPostgres) -> None:
+    small = psycopg_pool.ConnectionPool(postgres.dsn, min_size=1, max_size=4, name="small", open=False)
+    grows = psycopg_pool.ConnectionPool(postgres.dsn, min_size=1, max_size=10, name="grows", open=False)
+    kept = psycopg_pool.ConnectionPool(postgres.dsn, min_size=7, max_size=7, name="kept", open=False)
+    pools = (small, grows, kept)
+    for pool in pools:
+        pool.open(wait=True)
+    try:
+        lines = sizing.summary_lines(_observed(*pools), 100, 0.05)
+    finally:
+        for pool in pools:
+            pool.close()
+    assert [line for line in lines if line.startswith("WARNING")] == [
+        f"WARNING small (ConnectionPool): min_size 1, max_size 4 is below {NEEDED_7}"]
+    notes = [line for line in lines if line.startswith("note")]
+    assert notes == [("note grows (ConnectionPool): min_size 1, max_size 10 covers the 7 needed above its "
+                      "min_size: it opens up to 6 more at a burst and closes them after max_idle")]
+
+
+def test_a_small_pool_of_the_same_name_does_not_hide_the_one_used_most(postgres: RunningPostgres) -> None:
+    app = psycopg_pool.ConnectionPool(postgres.dsn, min_size=1, max_size=10, name="app", open=False)
+    admin = psycopg_pool.ConnectionPool(postgres.dsn, min_size=1, max_size=1, name="app", open=False)
+    for pool in (app, admin):
+        pool.open(wait=True)
+    try:
+        inputs = _observed(app)
+        for observed in (_observed(app), _observed(admin), _observed(app)):  # as each test adds its own
+            inputs.merge(sizing.SizingInputs.from_dict(json.loads(json.dumps(observed.to_dict()))))
+        lines = sizing.summary_lines(inputs, 100, 0.05)
+    finally:
+        for pool in (app, admin):
+            pool.close()
+    assert inputs.pool_sizes == {"app (ConnectionPool)": 1}  # the field keeps its meaning: the smallest
+    assert not [line for line in lines if line.startswith("WARNING")]
+    assert ("note app (ConnectionPool): min_size 1, max_size 10 covers the 7 needed above its min_size: it opens "
+            "up to 6 more at a burst and closes them after max_idle (the pool of this name in 3 of 4 tests; "
+            "also seen under this name: min_size 1, max_size 1, below the 7 needed, in 1 test)") in lines
