@@ -4,6 +4,7 @@ their names, sizes and capacities, and the hooks that make them report events.""
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -135,14 +136,16 @@ def _is_queue_class(cls: type) -> bool:
 
 # {pool name: capacity} of the pools pool_facts() described, the last of each name (a pool
 # described again after a resize() or dispose() is up to date)
-_capacities: dict[str, Capacity] = {}
+# pool name -> (the pool, weakly; its configured size; its Capacity): worked out once per pool
+# and size (a psycopg pool's resize() changes it), not at every test that uses the pool
+_capacities: dict[str, tuple[Any, int, Capacity]] = {}
 
 
 def pool_capacities(names: Iterable[str]) -> dict[str, Capacity]:
     """The :class:`Capacity` of each pool of ``names`` an observation described (those of a
     test's ``pool_sizes``, just read); a name without one is left out."""
     known = _capacities
-    return {name: known[name] for name in names if name in known}
+    return {name: known[name][2] for name in names if name in known}
 
 
 def pool_facts(pool: Any) -> tuple[str, int | None, str | None]:
@@ -155,9 +158,14 @@ def pool_facts(pool: Any) -> tuple[str, int | None, str | None]:
     else:
         name, size = pool_sqlalchemy.name_of(pool), pool_sqlalchemy.size_of(pool)
     if size is not None:
-        capacity = capacity_of(pool)
-        if capacity is not None:
-            _capacities[name] = capacity
+        known = _capacities.get(name)
+        if known is None or known[1] != size or known[0]() is not pool:
+            capacity = capacity_of(pool)
+            if capacity is not None:
+                try:
+                    _capacities[name] = (weakref.ref(pool), size, capacity)
+                except TypeError:  # a pool that cannot be weakly referenced: worked out each time
+                    _capacities[name] = (lambda: None, size, capacity)
     return name, size, server_kind(pool)
 
 
