@@ -23,7 +23,12 @@ steps after a test's call phase:
    The EXPLAIN runs on a separate connection (with ``pg_stat_statements.track = none``
    when the role may set it, so that nothing lands in ``pg_stat_statements``), in a
    read-only transaction that is rolled back, with ``lock_timeout`` 100 ms and
-   ``statement_timeout`` 5 s; where that connection cannot see a table (created in the
+   ``statement_timeout`` 5 s, under the ``search_path`` of the connection that ran the
+   statement: on PostgreSQL 18 and later the server reports it to the client, and the
+   collector reads libpq's copy as the statement runs (no statement sent); before 18, only
+   when a table the plan reads has a namesake in another schema, a ``SHOW search_path`` on
+   the application's connection once the block is over (when it is idle or in a healthy
+   transaction; else the shape is a note, never judged on the wrong table); where that connection cannot see a table (created in the
    test's uncommitted transaction), on the connection that ran the statement, inside a
    savepoint rolled back at once. Every command goes through libpq directly
    (``pgconn.exec_``), under no driver hook: no query counter ever sees it.
@@ -33,14 +38,24 @@ steps after a test's call phase:
    meets another one in a ``Hash Cond`` / ``Merge Cond`` / ``Join Filter`` while the other
    side is restricted (it has a filter or an index condition), is a candidate with those
    index keys (equality keys first, then one range key).
-4. A candidate is a :class:`SeqScanFinding` when no valid index of the table starts with
+4. A column under casts is settled against the catalogs (``pg_cast``, ``pg_proc``): a
+   cast PostgreSQL only relabels (``varchar`` -> ``text``) keeps the column as the key; a
+   conversion (``int`` -> ``text``, ``timestamp`` -> ``date``) makes the key an expression,
+   served only by an expression index on it; a cast that depends on settings
+   (``timestamptz`` -> ``date``), which no index can hold, is no key.
+5. A candidate is a :class:`SeqScanFinding` when no valid index of the table starts with
    one of its filter keys (its equality keys, when it has any), or with one of its join
-   keys (``pg_index``, ``pg_get_indexdef``); the index to create covers the group(s) no index serves. Where
-   an index serves each group, the scan is the planner's choice for a small table, not a
-   missing index. The judgement
-   reads no row counts, so it holds on a test database's few rows; ``min_rows`` skips
-   tables the planner estimates smaller (``pg_class.reltuples``, or the planner's
-   estimate when the table was never analyzed).
+   keys (``pg_index``, ``pg_get_indexdef``); a partial index counts only when each
+   conjunct of its predicate is one of the scan's filter. The index to create covers the
+   group(s) no index serves, its table named by the server's ``quote_ident`` (qualified
+   unless it is the only one of its name, in ``public``). Where an index serves each group,
+   the scan is the planner's choice for a small table, not a missing index. The judgement
+   reads no row counts, so it holds on a test database's few rows, and it does not know
+   which values the application looks up: where ``pg_stats`` shows one value of a key
+   shared by half the rows or more, the message says so (the planner reads the whole
+   table for that value, index or not). ``min_rows`` skips tables the planner estimates
+   smaller (``pg_class.reltuples``, or the planner's estimate when the table was never
+   analyzed).
 """
 
 from __future__ import annotations
@@ -54,7 +69,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -186,11 +201,16 @@ def numbered_placeholders(sql: str) -> tuple[str, int]:
 class IndexKey:
     """One key an index would need: a column name as PostgreSQL quotes it (``email``,
     ``"userId"``) or an expression (``lower((email)::text)``); ``equality`` for ``=`` and
-    ``= ANY``, False for a range comparison."""
+    ``= ANY``, False for a range comparison. A column under casts (``(created)::date``) is an
+    expression with its ``column`` and ``casts`` set, until the catalogs tell whether each
+    cast is a relabelling PostgreSQL sees through (then the key is the column) or a
+    conversion (then only an expression index on the same expression serves it)."""
 
     text: str
     expression: bool = False
     equality: bool = True
+    column: str = ""  # for a column under casts: the column (as quoted in the plan) ...
+    casts: tuple[str, ...] = ()  # ... and the types it is cast to, innermost first
 
     @property
     def ddl(self) -> str:
@@ -206,7 +226,7 @@ class ScanCandidate:
     ``schema``/``table``: the relation scanned; ``alias``: its name in the plan;
     ``join_keys`` / ``filter_keys``: the keys of each kind (filter: equality keys, then one
     range key); ``join_condition`` / ``filter``: the plan's conditions they came from, as
-    printed ("" when none).
+    printed ("" when none); ``scan_filter``: the scan's own ``Filter`` ("" when none).
     """
 
     schema: str
@@ -216,6 +236,7 @@ class ScanCandidate:
     filter_keys: tuple[IndexKey, ...] = ()
     join_condition: str = ""
     filter: str = ""
+    scan_filter: str = ""  # the scan's whole Filter (what a partial index's predicate must follow from)
 
     @property
     def keys(self) -> tuple[IndexKey, ...]:
@@ -307,10 +328,12 @@ def _split_top(tokens: list[_Token], word: str) -> list[list[_Token]]:
     return parts
 
 
-def _strip_casts(tokens: list[_Token]) -> list[_Token]:
-    """Drop a trailing ``::type`` (type names may be several words, with a typmod or ``[]``)."""
+def _cast_chain(tokens: list[_Token], source: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(column, types)`` when ``tokens`` are one column under one or more ``::type`` casts
+    (``((t.created)::date)``: the column as quoted, the types innermost first), else None."""
+    types: list[str] = []
     tokens = _strip_parens(tokens)
-    while True:
+    while not (len(tokens) == 1 and tokens[0].kind == "ident"):
         depth = 0
         cut = None
         for i, tok in enumerate(tokens):
@@ -320,12 +343,16 @@ def _strip_casts(tokens: list[_Token]) -> list[_Token]:
                 depth -= 1
             elif depth == 0 and tok.kind == "cast":
                 cut = i
-        if cut is None:
-            return tokens
+        if cut is None or cut == len(tokens) - 1:
+            return None
         rest = tokens[cut + 1:]
-        if not rest or any(t.kind not in ("ident", "open", "close", "num", "comma") for t in rest):
-            return tokens
+        if any(t.kind not in ("ident", "open", "close", "num", "comma") for t in rest):
+            return None
+        types.insert(0, source[rest[0].start:rest[-1].end])
         tokens = _strip_parens(tokens[:cut])
+        if not tokens:
+            return None
+    return (_ident_parts(tokens[0].text)[-1], tuple(types)) if types else None
 
 
 def _column_refs(tokens: list[_Token]) -> list[tuple[str, str, _Token]]:
@@ -381,9 +408,10 @@ def _key_of(side: list[_Token], source: str, alias: str) -> IndexKey | None:
     refs = _column_refs(side)
     if not refs or any(q != alias for q, _, _ in refs):
         return None
-    bare = _strip_casts(side)
+    bare = _strip_parens(side)
     if len(bare) == 1 and bare[0].kind == "ident":
         return IndexKey(_ident_parts(bare[0].text)[-1])
+    chain = _cast_chain(side, source)  # settled against the catalogs by _settle_casts
     side = _strip_parens(side)
     if any(t.kind == "param" or t.text in ("SubPlan", "InitPlan") for t in side):
         return None  # not an expression an index can hold
@@ -394,6 +422,8 @@ def _key_of(side: list[_Token], source: str, alias: str) -> IndexKey | None:
         pieces.append(column)
         at = tok.end
     pieces.append(source[at:end])
+    if chain is not None:
+        return IndexKey("".join(pieces), expression=True, column=chain[0], casts=chain[1])
     return IndexKey("".join(pieces), expression=True)
 
 
@@ -412,7 +442,7 @@ def _keys_from(condition: str, alias: str, *, join: bool) -> list[IndexKey]:
             if other and other[0].kind == "ident" and other[0].text.upper() == "ALL":
                 continue
             equality = op == "="
-            keys.append(IndexKey(key.text, key.expression, equality))
+            keys.append(IndexKey(key.text, key.expression, equality, key.column, key.casts))
             break
     return keys
 
@@ -446,7 +476,9 @@ def seq_scan_candidates(plan: Any) -> list[ScanCandidate]:
     ``plan`` is the JSON document (a list holding one ``{"Plan": ...}``, or that dict, or
     a plan node). A candidate needs an indexable predicate on its table (see the module
     doc, step 3); scans of ``pg_catalog``, ``information_schema`` and ``pg_toast`` are
-    left out. Plans without ``VERBOSE`` (unqualified columns) give none.
+    left out. Plans without ``VERBOSE`` (unqualified columns) give none. A column under
+    casts is an expression key with its ``column`` and ``casts`` (whether PostgreSQL only
+    relabels it, ``varchar`` -> ``text``, is for the catalogs to say: the check settles it).
     """
     if isinstance(plan, list):
         plan = plan[0] if plan else {}
@@ -472,7 +504,8 @@ def seq_scan_candidates(plan: Any) -> list[ScanCandidate]:
                 if join_keys or filter_keys:
                     found.append(ScanCandidate(
                         schema, str(node["Relation Name"]), alias, _ordered(join_keys), _ordered(filter_keys),
-                        " and ".join(joined), str(node["Filter"]) if filter_keys else ""))
+                        " and ".join(joined), str(node["Filter"]) if filter_keys else "",
+                        str(node.get("Filter") or "")))
         children = [c for c in node.get("Plans", ()) if isinstance(c, Mapping)]
         conditions = [str(node[key]) for key in _JOIN_CONDITIONS if node.get(key)]
         sides = [c for c in children if c.get("Parent Relationship") in ("Outer", "Inner")]
@@ -517,6 +550,18 @@ class ConnectionSource:
         if conn is None or psycopg is None or not isinstance(conn, psycopg.Connection) or conn.closed:
             return None
         return conn
+
+    def reported_search_path(self) -> str | None:
+        """The connection's ``search_path`` as the server last reported it (PostgreSQL 18 and
+        later report it with every change; None before 18, or without a psycopg connection).
+
+        Read from libpq's copy: no statement is sent.
+        """
+        conn = self._ref() if self._ref is not None else None
+        try:
+            return None if conn is None or conn.closed else conn.info.parameter_status("search_path")
+        except Exception:
+            return None
 
     def __repr__(self) -> str:
         from pytest_migsafe.servers.masking import mask_url
@@ -599,8 +644,9 @@ def _source_from_stack(frame: FrameType | None) -> ConnectionSource | None:
 @dataclass
 class SelectStatement:
     """The first statement of one SELECT shape on one database: its text as sent, its
-    parameters (only with ``capture_params``), and where to reach the database (None when
-    the driver's connection could not be read)."""
+    parameters (only with ``capture_params``), where to reach the database (None when
+    the driver's connection could not be read) and the connection's ``search_path`` when it
+    ran (PostgreSQL 18 and later report it to the client; None before, or unknown)."""
 
     target: str
     shape: str
@@ -608,6 +654,7 @@ class SelectStatement:
     params: Any = None
     source: ConnectionSource | None = None
     key: str = ""  # the shape key the counter groups its statements by (dispatch.shape_key)
+    search_path: str | None = None  # the connection's as it ran, where the server reports it (18+)
 
 
 class SelectCollector(QueryCounter):
@@ -641,8 +688,9 @@ class SelectCollector(QueryCounter):
         if key in self.statements:
             return
         params = rest[1] if len(rest) > 1 else None
-        self.statements[key] = SelectStatement(target, readable, sql, params,
-                                               _source_from_stack(sys._getframe(1)), key=shape)
+        source = _source_from_stack(sys._getframe(1))
+        self.statements[key] = SelectStatement(target, readable, sql, params, source, key=shape,
+                                               search_path=source.reported_search_path() if source else None)
 
     def by_shape(self) -> dict[str, ShapeStats]:
         """The statements counted, by readable shape (every text and database of one shape
@@ -665,6 +713,7 @@ class _Link:
         self.own = own
         self.encoding = conn.info.encoding or "utf-8"
         self.version = int(conn.info.server_version)
+        self.search_path: str | None = None  # own connection: the search_path to plan under (None: its own)
 
     def run(self, sql: str, params: list[str] | None = None) -> list[tuple[str | None, ...]]:
         from psycopg import pq
@@ -689,7 +738,8 @@ class _Link:
 
     @contextmanager
     def sandbox(self) -> Iterator[None]:
-        """A transaction (own connection, read only) or a savepoint (the application's), rolled back.
+        """A transaction (own connection, read only, under ``search_path`` when set) or a
+        savepoint (the application's), rolled back.
 
         On the application's connection, ``SAVEPOINT``, the ``SET LOCAL`` that stops
         ``pg_stat_statements`` tracking and the final ``RELEASE`` are recorded by
@@ -697,6 +747,8 @@ class _Link:
         """
         if self.own:
             self.run("BEGIN READ ONLY")
+            if self.search_path is not None:  # the application's, for this transaction only
+                self.run("SELECT set_config('search_path', $1, true)", [self.search_path])
         else:
             self.run("SAVEPOINT migsafe_explain")
             try:  # what follows stays out of pg_stat_statements where the role may ask that
@@ -715,8 +767,35 @@ class _Link:
                 self.run("RELEASE SAVEPOINT migsafe_explain")
 
 
+# PostgreSQL's keywords it will not take as a bare name (``SELECT word FROM pg_get_keywords()
+# WHERE catcode <> 'U'`` on 18): what ``quote_ident()`` quotes. Used only where no server is at hand.
+_KEYWORDS = frozenset((
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "authorization", "between",
+    "bigint", "binary", "bit", "boolean", "both", "case", "cast", "char", "character", "check", "coalesce",
+    "collate", "collation", "column", "concurrently", "constraint", "create", "cross", "current_catalog",
+    "current_date", "current_role", "current_schema", "current_time", "current_timestamp", "current_user", "dec",
+    "decimal", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "exists", "extract",
+    "false", "fetch", "float", "for", "foreign", "freeze", "from", "full", "grant", "greatest", "group", "grouping",
+    "having", "ilike", "in", "initially", "inner", "inout", "int", "integer", "intersect", "interval", "into", "is",
+    "isnull", "join", "json", "json_array", "json_arrayagg", "json_exists", "json_object", "json_objectagg",
+    "json_query", "json_scalar", "json_serialize", "json_table", "json_value", "lateral", "leading", "least",
+    "left", "like", "limit", "localtime", "localtimestamp", "merge_action", "national", "natural", "nchar", "none",
+    "normalize", "not", "notnull", "null", "nullif", "numeric", "offset", "on", "only", "or", "order", "out",
+    "outer", "overlaps", "overlay", "placing", "position", "precision", "primary", "real", "references",
+    "returning", "right", "row", "select", "session_user", "setof", "similar", "smallint", "some", "substring",
+    "symmetric", "system_user", "table", "tablesample", "then", "time", "timestamp", "to", "trailing", "treat",
+    "trim", "true", "union", "unique", "user", "using", "values", "varchar", "variadic", "verbose", "when", "where",
+    "window", "with", "xmlattributes", "xmlconcat", "xmlelement", "xmlexists", "xmlforest", "xmlnamespaces",
+    "xmlparse", "xmlpi", "xmlroot", "xmlserialize", "xmltable",
+))
+
+
 def _quote_ident(name: str) -> str:
-    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else '"' + name.replace('"', '""') + '"'
+    """``name`` as an SQL identifier, quoted as PostgreSQL's ``quote_ident()`` would (the
+    server's own is used wherever a server is at hand)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) and name not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _connect(conninfo: str) -> Any:
@@ -744,7 +823,10 @@ class SeqScanFinding:
     (``$n`` are parameters); ``rows``: the planner's estimate of the table's rows
     (``pg_class.reltuples``; None when unknown); ``shape``/``target``: the statement shape
     and ``postgresql://host:port/db`` it ran on; ``runs``: its statements in the block;
-    ``call_sites``: ``{path:line: statements}``.
+    ``call_sites``: ``{path:line: statements}``; ``relation``: the table as written in the
+    ``CREATE INDEX`` (quoted by the server's ``quote_ident``; schema-qualified unless it is
+    the only table of that name and in ``public``; "" to quote it here); ``common``: the keys
+    of which one value holds at least half of the rows, with that share (``pg_stats``).
     """
 
     schema: str
@@ -756,12 +838,14 @@ class SeqScanFinding:
     target: str
     runs: int = 0
     call_sites: Mapping[str, int] = field(default_factory=dict)
+    relation: str = ""
+    common: tuple[tuple[str, float], ...] = ()
 
     @property
     def create_index(self) -> str:
         """The statement that creates the missing index: ``CREATE INDEX ON table (keys);``."""
-        name = _quote_ident(self.table) if self.schema == "public" else \
-            f"{_quote_ident(self.schema)}.{_quote_ident(self.table)}"
+        name = self.relation or (_quote_ident(self.table) if self.schema == "public" else
+                                 f"{_quote_ident(self.schema)}.{_quote_ident(self.table)}")
         return f"CREATE INDEX ON {name} ({', '.join(k.ddl for k in self.keys)});"
 
 
@@ -778,10 +862,22 @@ class ExplainResult:
 
 
 @dataclass(frozen=True)
-class _Verdict:
-    """A planned shape's candidates that no index serves: (candidate, table rows)."""
+class _Facts:
+    """What the catalogs say about a flagged table: its rows (planner's estimate), its name as
+    written in SQL, and the keys one value of which most rows share (column, share)."""
 
-    missing: tuple[tuple[ScanCandidate, float | None], ...]
+    rows: float | None
+    relation: str
+    common: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """A planned shape's candidates that no index serves, with their tables' facts;
+    ``portable``: the verdict holds whatever the search_path (it may be cached)."""
+
+    missing: tuple[tuple[ScanCandidate, _Facts], ...]
+    portable: bool = True
 
 
 class _Unplannable(Exception):
@@ -805,7 +901,7 @@ class Explainer:
                  capture_params: bool = False) -> None:
         self.fallback = fallback
         self.capture_params = capture_params
-        self._verdicts: dict[tuple[str, str], _Verdict] = {}
+        self._verdicts: dict[tuple[str, str, str | None], _Verdict] = {}  # (target, shape, search_path)
         self._noted: set[str] = set()
         self._lock = threading.Lock()
         self._prepared = 0
@@ -826,7 +922,7 @@ class Explainer:
             for statement in collector.statements.values():
                 if options.using is not None and not dispatch.names_database({options.using}, statement.target):
                     continue
-                key = (statement.target, statement.shape)
+                key = (statement.target, statement.shape, statement.search_path)
                 with self._lock:
                     verdict = self._verdicts.get(key)
                 if verdict is not None:
@@ -845,10 +941,12 @@ class Explainer:
                                            f"{mask_text(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}",
                                    once=f"explain {statement.target} {statement.shape}")
                         continue
-                    with self._lock:
-                        self._verdicts[key] = verdict
+                    if verdict.portable:
+                        with self._lock:
+                            self._verdicts[key] = verdict
                     result.explained += 1
-                for candidate, rows in verdict.missing:
+                for candidate, facts in verdict.missing:
+                    rows = facts.rows
                     if not options.covers(candidate.schema, candidate.table):
                         continue
                     if options.min_rows and (rows is None or rows < options.min_rows):
@@ -859,7 +957,7 @@ class Explainer:
                     result.findings.append(SeqScanFinding(
                         candidate.schema, candidate.table, candidate.keys, candidate.predicate, rows,
                         statement.shape, statement.target, stats.count if stats is not None else 0,
-                        dict(stats.call_sites) if stats is not None else {}))
+                        dict(stats.call_sites) if stats is not None else {}, facts.relation, facts.common))
         finally:
             for link in links.values():
                 if isinstance(link, _Link):
@@ -900,8 +998,9 @@ class Explainer:
             raise _Unplannable(f"cannot connect to {statement.target} to EXPLAIN its SELECTs: "
                                f"{mask_text(str(link).strip().splitlines()[0] if str(link).strip() else type(link).__name__)}",
                                once=f"connect {statement.target}")
+        link.search_path = statement.search_path
         try:
-            return self._plan_on(link, statement)
+            return self._plan_on(link, statement, resolve_path=True)
         except _SqlError as exc:
             app = statement.source.connection() if statement.source is not None else None
             if exc.sqlstate in _UNSEEN and app is not None:
@@ -915,18 +1014,49 @@ class Explainer:
             raise _Unplannable(f"cannot EXPLAIN {short} on {statement.target}: {exc}",
                                once=f"explain {statement.target} {statement.shape}") from None
 
-    def _plan_on(self, link: _Link, statement: SelectStatement) -> _Verdict:
+    def _plan_on(self, link: _Link, statement: SelectStatement, *, resolve_path: bool = False) -> _Verdict:
+        """Plan and judge ``statement`` on ``link``. ``resolve_path`` (the check's own
+        connection): when the server did not report the application's search_path (before
+        18) and a table the plan reads has a namesake in another schema, read it from the
+        application's connection and plan again under it (a verdict that is not cached)."""
         plan = self._explain(link, statement)
+        portable = True
+        if resolve_path and link.own and statement.search_path is None and _ambiguous(link, plan):
+            link.search_path = self._app_search_path(statement)
+            plan = self._explain(link, statement)
+            portable = False
         candidates = seq_scan_candidates(plan)
-        missing: list[tuple[ScanCandidate, float | None]] = []
+        missing: list[tuple[ScanCandidate, _Facts]] = []
         if candidates:
             with link.sandbox():
                 for candidate in candidates:
-                    rows, leading = _table_facts(link, candidate.schema, candidate.table)
-                    unserved = _unserved(candidate, leading)
+                    settled = _settle_casts(link, candidate)
+                    if settled is None:
+                        continue
+                    facts, leading = _table_facts(link, settled)
+                    unserved = _unserved(settled, leading)
                     if unserved is not None:
-                        missing.append((unserved, rows))
-        return _Verdict(tuple(missing))
+                        missing.append((unserved, replace(facts, common=_common_values(link, unserved))))
+        return _Verdict(tuple(missing), portable)
+
+    @staticmethod
+    def _app_search_path(statement: SelectStatement) -> str:
+        """``SHOW search_path`` on the application's connection, when it is idle or in a healthy
+        transaction (one utility statement, which pg_stat_statements records); else
+        :class:`_Unplannable`: better no verdict than one on another schema's table."""
+        app = statement.source.connection() if statement.source is not None else None
+        why = "its connection could not be read"
+        if app is not None:
+            try:
+                with _borrowed(app) as borrowed:
+                    return borrowed.run("SHOW search_path")[0][0] or ""
+            except _Busy:
+                why = "its connection was busy"
+            except _SqlError as exc:
+                why = str(exc)
+        raise _Unplannable(f"cannot EXPLAIN {shorten(statement.shape, 100)} on {statement.target}: a table it "
+                           f"reads has a namesake in another schema and the search_path it ran under is "
+                           f"unknown ({why})", once=f"explain {statement.target} {statement.shape}")
 
     def _explain(self, link: _Link, statement: SelectStatement) -> Any:
         sql = statement.sql.strip().rstrip(";")
@@ -1004,22 +1134,163 @@ def _borrowed(conn: Any) -> Iterator[_Link]:
         conn.lock.release()
 
 
-def _table_facts(link: _Link, schema: str, table: str) -> tuple[float | None, list[str]]:
-    """(planner's row estimate, first key of each valid index) of one table."""
+_OTHER_SCHEMAS = ("AND m.nspname NOT LIKE 'pg\\_%' AND m.nspname <> 'information_schema' "
+                  "AND o.relkind IN ('r', 'p', 'v', 'm', 'f')")
+
+
+def _relation_names(plan: Any) -> set[str]:
+    """The names of the tables a plan reads (outside the system schemas)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, Mapping):
+            if node.get("Relation Name") and str(node.get("Schema") or "public") not in _SYSTEM_SCHEMAS:
+                names.add(str(node["Relation Name"]))
+            for key in ("Plan", "Plans"):
+                if key in node:
+                    walk(node[key])
+
+    walk(plan)
+    return names
+
+
+def _ambiguous(link: _Link, plan: Any) -> bool:
+    """True when a table the plan reads has a namesake in another schema: the search_path
+    decides which one a statement means."""
+    names = sorted(_relation_names(plan))
+    if not names:
+        return False
+    with link.sandbox():
+        return bool(link.run(
+            "SELECT 1 FROM pg_class o JOIN pg_namespace m ON m.oid = o.relnamespace "
+            f"WHERE o.relname IN (SELECT json_array_elements_text($1::json)) {_OTHER_SCHEMAS} "
+            "GROUP BY o.relname HAVING count(*) > 1 LIMIT 1", [json.dumps(names)]))
+
+
+_CAST_SQL = (
+    "SELECT t.oid, s.oid = t.oid OR s.typbasetype = t.oid OR coalesce(k.castmethod = 'b', false), "
+    "CASE WHEN t.typtype = 'd' THEN NULL "
+    "WHEN k.castmethod = 'f' THEN (SELECT p.provolatile::text FROM pg_proc p WHERE p.oid = k.castfunc) "
+    "WHEN k.castmethod = 'i' OR (k.oid IS NULL AND 'S' IN (s.typcategory, t.typcategory)) THEN "
+    "CASE WHEN (SELECT o.provolatile FROM pg_proc o WHERE o.oid = s.typoutput) = 'i' "
+    "AND (SELECT i.provolatile FROM pg_proc i WHERE i.oid = t.typinput) = 'i' THEN 'i' ELSE 's' END END "
+    "FROM pg_type s JOIN pg_type t ON t.oid = to_regtype($2) "
+    "LEFT JOIN pg_cast k ON k.castsource = s.oid AND k.casttarget = t.oid WHERE s.oid = $1::oid")
+
+
+def _cast_kind(link: _Link, schema: str, table: str, column: str, casts: tuple[str, ...]) -> str | None:
+    """How PostgreSQL casts ``column`` through ``casts``: ``"relabel"`` when each cast only
+    relabels the value (binary-coercible, ``varchar`` -> ``text``, a domain to its base type:
+    an index on the column serves it), ``"immutable"`` when an expression index can hold it,
+    None when none can (a cast that depends on settings, e.g. ``timestamptz`` -> ``date``) or
+    the catalogs cannot tell."""
     rows = link.run(
-        "SELECT c.reltuples::float8, pg_get_indexdef(i.indexrelid, 1, true) "
+        "SELECT a.atttypid FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 "
+        "AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped", [schema, table, _unquote(column)])
+    if not rows or rows[0][0] is None:
+        return None
+    source, kind = rows[0][0], "relabel"
+    for target in casts:
+        found = link.run(_CAST_SQL, [source, target])
+        if not found or found[0][0] is None:
+            return None
+        target_oid, relabel, volatility = found[0]
+        if relabel == "t" and "(" not in target:  # a typmod is a length coercion, not a relabelling
+            pass
+        elif volatility == "i":
+            kind = "immutable"
+        else:
+            return None
+        source = str(target_oid)
+    return kind
+
+
+def _settle_casts(link: _Link, candidate: ScanCandidate) -> ScanCandidate | None:
+    """The candidate with each key under casts settled (see :func:`_cast_kind`): the column
+    for a relabelling, the expression for an immutable conversion, left out when no index can
+    hold it; None when no key is left."""
+    def settle(key: IndexKey) -> IndexKey | None:
+        if not key.casts:
+            return key
+        kind = _cast_kind(link, candidate.schema, candidate.table, key.column, key.casts)
+        if kind == "relabel":
+            return IndexKey(key.column, equality=key.equality)
+        return key if kind == "immutable" else None
+
+    if not any(key.casts for key in (*candidate.join_keys, *candidate.filter_keys)):
+        return candidate
+    join = _ordered([k for k in map(settle, candidate.join_keys) if k is not None])
+    where = _ordered([k for k in map(settle, candidate.filter_keys) if k is not None])
+    if not join and not where:
+        return None
+    return replace(candidate, join_keys=join, filter_keys=where,
+                   join_condition=candidate.join_condition if join else "", filter=candidate.filter if where else "")
+
+
+def _table_facts(link: _Link, candidate: ScanCandidate) -> tuple[_Facts, list[str]]:
+    """(the table's facts, first key of each valid index that can serve the candidate: not
+    partial, or partial with a predicate its scan's filter states, conjunct by conjunct)."""
+    rows = link.run(
+        "SELECT c.reltuples::float8, pg_get_indexdef(i.indexrelid, 1, false), pg_get_expr(i.indpred, i.indrelid), "
+        "quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+        "CASE WHEN n.nspname = 'public' AND NOT EXISTS (SELECT FROM pg_class o JOIN pg_namespace m "
+        f"ON m.oid = o.relnamespace WHERE o.relname = c.relname AND o.oid <> c.oid {_OTHER_SCHEMAS}) "
+        "THEN quote_ident(c.relname) ELSE quote_ident(n.nspname) || '.' || quote_ident(c.relname) END "
         "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisvalid "
-        "WHERE n.nspname = $1 AND c.relname = $2", [schema, table])
+        "WHERE n.nspname = $1 AND c.relname = $2", [candidate.schema, candidate.table])
     if not rows:
-        return None, []
+        return _Facts(None, f"{_quote_ident(candidate.schema)}.{_quote_ident(candidate.table)}"), []
     estimate = float(rows[0][0]) if rows[0][0] is not None else -1.0
-    leading = [r[1] for r in rows if r[1] is not None]
+    leading = [r[1] for r in rows if r[1] is not None and (r[2] is None or _implied(r[2], candidate))]
     if estimate < 0:  # never analyzed: the planner's own estimate from the table's size
-        plan = json.loads(link.run(
-            f"EXPLAIN (FORMAT JSON) SELECT * FROM {_quote_ident(schema)}.{_quote_ident(table)}")[0][0] or "[]")
+        plan = json.loads(link.run(f"EXPLAIN (FORMAT JSON) SELECT * FROM {rows[0][3]}")[0][0] or "[]")
         estimate = float(plan[0]["Plan"]["Plan Rows"]) if plan else -1.0
-    return (estimate if estimate >= 0 else None), leading
+    return _Facts(estimate if estimate >= 0 else None, str(rows[0][4])), leading
+
+
+def _conjuncts(text: str) -> set[str]:
+    """The top-level AND conjuncts of a condition, each without outer parentheses and spaces."""
+    return {"".join(t.text for t in _strip_parens(part))
+            for part in _split_top(_strip_parens(_tokens(text)), "AND") if part}
+
+
+def _unqualified(text: str, alias: str) -> str:
+    """``text`` with the columns of ``alias`` unqualified (``t.deleted`` -> ``deleted``)."""
+    pieces, at = [], 0
+    for qualifier, column, tok in _column_refs(_tokens(text)):
+        if qualifier == alias:
+            pieces += [text[at:tok.start], column]
+            at = tok.end
+    return "".join(pieces) + text[at:]
+
+
+def _implied(predicate: str, candidate: ScanCandidate) -> bool:
+    """True when each conjunct of a partial index's predicate is a conjunct of the scan's
+    filter (then every row the query wants is in the index); False when that cannot be told."""
+    have = _conjuncts(_unqualified(candidate.scan_filter, candidate.alias))
+    return bool(have) and _conjuncts(predicate) <= have
+
+
+def _common_values(link: _Link, candidate: ScanCandidate) -> tuple[tuple[str, float], ...]:
+    """The candidate's equality columns one value of which holds at least half of the table's
+    rows, with that share (``pg_stats.most_common_freqs``, as of the last ANALYZE)."""
+    columns = [key.text for key in candidate.keys if key.equality and not key.expression]
+    if not columns:
+        return ()
+    rows = link.run(
+        "SELECT attname, most_common_freqs[1]::float8 FROM pg_stats WHERE schemaname = $1 AND tablename = $2 "
+        "AND attname IN (SELECT json_array_elements_text($3::json)) ORDER BY inherited",
+        [candidate.schema, candidate.table, json.dumps([_unquote(c) for c in columns])])
+    share: dict[str, float] = {}
+    for name, freq in rows:
+        if name is not None and freq is not None:
+            share.setdefault(name, float(freq))
+    return tuple((c, share[_unquote(c)]) for c in columns if share.get(_unquote(c), 0.0) >= 0.5)
 
 
 def _unserved(candidate: ScanCandidate, leading: list[str]) -> ScanCandidate | None:
@@ -1034,9 +1305,10 @@ def _unserved(candidate: ScanCandidate, leading: list[str]) -> ScanCandidate | N
     filter_open = bool(candidate.filter_keys) and not served(candidate.filter_keys)
     if not (join_open or filter_open):
         return None
-    return ScanCandidate(candidate.schema, candidate.table, candidate.alias,
-                         candidate.join_keys if join_open else (), candidate.filter_keys if filter_open else (),
-                         candidate.join_condition if join_open else "", candidate.filter if filter_open else "")
+    return replace(candidate, join_keys=candidate.join_keys if join_open else (),
+                   filter_keys=candidate.filter_keys if filter_open else (),
+                   join_condition=candidate.join_condition if join_open else "",
+                   filter=candidate.filter if filter_open else "")
 
 
 def _same_key(key: str, first: str) -> bool:
@@ -1071,6 +1343,9 @@ def seq_scan_message(what: str, findings: list[SeqScanFinding], *, verbose: bool
         rows = f" (~{plural(round(first.rows), 'row')})" if first.rows is not None else ""
         lines.append(f"  Seq Scan on {first.schema}.{first.table}{rows} for {shorten(first.predicate, width)}")
         lines.append(f"    {first.create_index}")
+        for column, share in first.common:
+            lines.append(f"    {share:.1%} of rows have one value of {column} (pg_stats): "
+                         "the index serves only the rarer values")
         seen = set()
         for finding in group:
             if finding.shape in seen:

@@ -364,10 +364,234 @@ def test_candidates_from_a_hand_written_plan_need_a_restricted_other_side() -> N
             {"Node Type": "Hash", "Parent Relationship": "Inner", "Plans": [
                 {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Relation Name": "users",
                  "Schema": "public", "Alias": "u", "Filter": "((u.email)::text = $1)"}]}]}}]
-    found = {(c.table, tuple(k.text for k in c.keys)) for c in seq_scan_candidates(plan)}
-    assert found == {("orders", ("user_id",)), ("users", ("email",))}
+    found = {(c.table, tuple((k.text, k.column, k.casts) for k in c.keys)) for c in seq_scan_candidates(plan)}
+    # a column under a cast: an expression until the catalogs say whether the cast only relabels it
+    assert found == {("orders", (("user_id", "", ()),)), ("users", (("(email)::text", "email", ("text",)),))}
     del plan[0]["Plan"]["Plans"][1]["Plans"][0]["Filter"]
     assert seq_scan_candidates(plan) == []
+
+
+def printed_create_index(message: str) -> list[str]:
+    """The CREATE INDEX statements a failure message gives, as printed."""
+    return [line.strip() for line in message.splitlines() if line.strip().startswith("CREATE INDEX")]
+
+
+def run_as_printed(dsn: str, statements: list[str], *tables: str) -> None:
+    """Run each advised statement exactly as printed (on a connection with the default search_path)."""
+    assert statements
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        for table in tables:
+            conn.execute(f"ANALYZE {table}")
+
+
+def plan_on(conn: psycopg.Connection, sql: str) -> str:
+    """The server's plan of ``sql`` (literal values) on ``conn`` (its search_path), as text."""
+    return "\n".join(row[0] for row in conn.execute(f"EXPLAIN {sql}"))
+
+
+@pytest.fixture
+def tenant(server: RunningPostgres) -> Iterator[str]:
+    """ex_tenant.ex_items with an index on email and a twin public.ex_items without one."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS ex_tenant CASCADE")
+        conn.execute("DROP TABLE IF EXISTS public.ex_items")
+        conn.execute("CREATE SCHEMA ex_tenant")
+        for schema in ("public", "ex_tenant"):
+            conn.execute(f"CREATE TABLE {schema}.ex_items (id int PRIMARY KEY, email text)")
+            conn.execute(f"INSERT INTO {schema}.ex_items SELECT g, 'u' || g FROM generate_series(1, {USERS}) g")
+        conn.execute("CREATE INDEX ex_tenant_email ON ex_tenant.ex_items (email)")
+        conn.execute("ANALYZE public.ex_items")
+        conn.execute("ANALYZE ex_tenant.ex_items")
+    yield "ex_tenant"
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA ex_tenant CASCADE")
+        conn.execute("DROP TABLE public.ex_items")
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["idle", "in a transaction"])
+def test_a_select_is_planned_under_the_search_path_of_its_connection(server: RunningPostgres, tenant: str,
+                                                                     autocommit: bool) -> None:
+    """The app's connection reads ex_tenant.ex_items (indexed), not public.ex_items (no index)."""
+    with psycopg.connect(server.dsn, autocommit=autocommit) as conn:
+        conn.execute(f"SET {'' if autocommit else 'LOCAL '}search_path TO {tenant}")
+        assert "Index" in plan_on(conn, "SELECT id FROM ex_items WHERE email = 'u5'")  # the server's verdict
+        with assert_no_seq_scan(explainer=Explainer()) as check:
+            conn.execute("SELECT id FROM ex_items WHERE email = %s", ["u5"]).fetchall()
+        assert check.result is not None
+        assert (check.result.explained, check.result.findings, check.result.notes) == (1, [], [])
+        # the app's connection is as it was: same transaction state, same search_path
+        expected = psycopg.pq.TransactionStatus.IDLE if autocommit else psycopg.pq.TransactionStatus.INTRANS
+        assert conn.info.transaction_status == expected
+        assert conn.execute("SHOW search_path").fetchone() == (tenant,)
+
+
+def test_a_search_path_that_cannot_be_read_is_a_note_not_a_verdict_on_another_table(
+        server: RunningPostgres, tenant: str) -> None:
+    """Before 18 the server does not report search_path, and a failed transaction takes no
+    SHOW: the shape is skipped with a note (18 reported it as the statement ran)."""
+    with psycopg.connect(server.dsn) as conn:
+        conn.execute(f"SET LOCAL search_path TO {tenant}")
+        with assert_no_seq_scan(explainer=Explainer()) as check:
+            conn.execute("SELECT id FROM ex_items WHERE email = %s", ["u5"]).fetchall()
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1 / 0")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR  # left as it was
+        conn.rollback()
+    assert check.result is not None and check.result.findings == []
+    if version_of(server.dsn) >= 180000:
+        assert (check.result.explained, check.result.notes) == (1, [])
+    else:
+        assert check.result.explained == 0 and len(check.result.notes) == 1
+        assert "the search_path it ran under is unknown (its connection was busy)" in check.result.notes[0]
+
+
+def test_the_advice_names_the_schema_the_search_path_led_to(server: RunningPostgres, tenant: str) -> None:
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute(f"DROP INDEX {tenant}.ex_tenant_email")
+        conn.execute(f"SET search_path TO {tenant}")
+        assert "Index" not in plan_on(conn, "SELECT id FROM ex_items WHERE email = 'u5'")
+        with pytest.raises(SeqScanFound) as caught, assert_no_seq_scan(explainer=Explainer()):
+            conn.execute("SELECT id FROM ex_items WHERE email = %s", ["u5"]).fetchall()
+        advice = printed_create_index(str(caught.value))
+        assert advice == [f"CREATE INDEX ON {tenant}.ex_items (email);"]
+        run_as_printed(server.dsn, advice, f"{tenant}.ex_items")
+        assert "Index" in plan_on(conn, "SELECT id FROM ex_items WHERE email = 'u5'")
+    with psycopg.connect(server.dsn, autocommit=True) as conn:  # the default search_path: the public twin
+        assert "Index" not in plan_on(conn, "SELECT id FROM ex_items WHERE email = 'u5'")
+        with pytest.raises(SeqScanFound) as caught, assert_no_seq_scan(explainer=Explainer()):
+            conn.execute("SELECT id FROM ex_items WHERE email = %s", ["u5"]).fetchall()
+        # two tables of that name: the advice says which one, whatever the search_path it is pasted under
+        assert printed_create_index(str(caught.value)) == ["CREATE INDEX ON public.ex_items (email);"]
+
+
+@pytest.fixture
+def events(server: RunningPostgres) -> Iterator[str]:
+    """ex_events with an index on code (int); created is a timestamp, created_tz a timestamptz."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ex_events")
+        conn.execute("CREATE TABLE ex_events (id int PRIMARY KEY, created timestamp, created_tz timestamptz, "
+                     "code int)")
+        conn.execute(f"INSERT INTO ex_events SELECT g, '2020-01-01'::timestamp - g * interval '1 hour', "
+                     f"'2020-01-01'::timestamptz - g * interval '1 hour', g FROM generate_series(1, {USERS}) g")
+        conn.execute("CREATE INDEX ON ex_events (code)")
+        conn.execute("ANALYZE ex_events")
+    yield "ex_events"
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE ex_events")
+
+
+@pytest.mark.parametrize(("where", "value"), [("code::text = %s", "5"), ("created::date = %s", "2019-06-01")],
+                         ids=["int as text", "timestamp as date"])
+def test_a_cast_that_changes_the_type_asks_for_an_expression_index(server: RunningPostgres, events: str,
+                                                                   where: str, value: str) -> None:
+    """An index on the column cannot serve a filter on its cast (the server's plans say so); the
+    advised expression index can."""
+    sql, literal = f"SELECT id FROM ex_events WHERE {where}", f"SELECT id FROM ex_events WHERE {where % repr(value)}"
+    with psycopg.connect(server.dsn) as conn:
+        assert "Seq Scan" in plan_on(conn, literal)
+        with pytest.raises(SeqScanFound) as caught, assert_no_seq_scan(explainer=Explainer()):
+            conn.execute(sql, [value]).fetchall()
+    advice = printed_create_index(str(caught.value))
+    assert len(advice) == 1 and advice[0].startswith("CREATE INDEX ON ex_events ((")  # an expression index
+    run_as_printed(server.dsn, advice, "ex_events")
+    with psycopg.connect(server.dsn) as conn:
+        assert "Index" in plan_on(conn, literal)
+        with assert_no_seq_scan(explainer=Explainer()) as check:
+            conn.execute(sql, [value]).fetchall()
+    assert check.result is not None and check.result.findings == []
+
+
+def test_a_cast_no_index_can_hold_is_not_given_an_index_that_cannot_be_created(server: RunningPostgres,
+                                                                               events: str) -> None:
+    """timestamptz -> date depends on TimeZone (not immutable): the server refuses the expression
+    index, so no CREATE INDEX is advised for it."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidObjectDefinition):
+            conn.execute("CREATE INDEX ON ex_events ((created_tz::date))")
+        with assert_no_seq_scan(explainer=Explainer()) as check:
+            conn.execute("SELECT id FROM ex_events WHERE created_tz::date = %s", ["2019-06-01"]).fetchall()
+    assert check.result is not None and check.result.findings == []
+
+
+@pytest.fixture
+def keyword_tables(server: RunningPostgres) -> Iterator[None]:
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute('DROP TABLE IF EXISTS "user", "group"')
+        conn.execute('CREATE TABLE "user" (id int PRIMARY KEY, email text, "order" int)')
+        conn.execute('CREATE TABLE "group" (id int PRIMARY KEY, "select" text)')
+        conn.execute(f"""INSERT INTO "user" SELECT g, 'u' || g, g FROM generate_series(1, {USERS}) g""")
+        conn.execute(f"""INSERT INTO "group" SELECT g, 's' || g FROM generate_series(1, {USERS}) g""")
+        conn.execute('ANALYZE "user"')
+        conn.execute('ANALYZE "group"')
+    yield
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute('DROP TABLE "user", "group"')
+
+
+@pytest.mark.parametrize(("sql", "value", "literal"), [
+    ('SELECT id FROM "user" WHERE email = %s', "u5", """SELECT id FROM "user" WHERE email = 'u5'"""),
+    ('SELECT id FROM "user" WHERE "order" = %s', 5, 'SELECT id FROM "user" WHERE "order" = 5'),
+    ('SELECT id FROM "group" WHERE "select" = %s', "s5", """SELECT id FROM "group" WHERE "select" = 's5'"""),
+], ids=["table user", "column order", "table group, column select"])
+def test_the_advice_for_names_that_are_keywords_runs_as_printed(server: RunningPostgres, keyword_tables: None,
+                                                                sql: str, value: object, literal: str) -> None:
+    with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught:
+        with assert_no_seq_scan(explainer=Explainer()):
+            conn.execute(sql, [value]).fetchall()
+    assert not plan_uses_index(server.dsn, literal)
+    run_as_printed(server.dsn, printed_create_index(str(caught.value)), '"user"', '"group"')
+    assert plan_uses_index(server.dsn, literal)
+
+
+def test_a_partial_index_serves_only_a_filter_that_implies_its_predicate(server: RunningPostgres) -> None:
+    """ex_users (email) WHERE id < 0 cannot serve email = $1: the server reads the whole table."""
+    with indexed(server.dsn, "CREATE INDEX ex_probe_idx ON ex_users (email) WHERE id < 0"):
+        assert not plan_uses_index(server.dsn, "SELECT id FROM ex_users WHERE email = 'user5@example.com'")
+        with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught:
+            with assert_no_seq_scan(explainer=Explainer()):
+                conn.execute("SELECT id FROM ex_users WHERE email = %s", ["user5@example.com"]).fetchall()
+        assert printed_create_index(str(caught.value)) == ["CREATE INDEX ON ex_users (email);"]
+    # a small table the server scans whole even with a partial index its filter implies: not missing
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ex_small")
+        conn.execute("CREATE TABLE ex_small (id int, code text)")
+        conn.execute("INSERT INTO ex_small SELECT g, 'c' || g FROM generate_series(1, 50) g")
+        conn.execute("CREATE INDEX ON ex_small (code) WHERE id > 0")
+        conn.execute("ANALYZE ex_small")
+    try:
+        assert not plan_uses_index(server.dsn, "SELECT id FROM ex_small WHERE code = 'c5' AND id > 0")
+        with psycopg.connect(server.dsn) as conn, assert_no_seq_scan(explainer=Explainer()) as check:
+            conn.execute("SELECT id FROM ex_small WHERE code = %s AND id > 0", ["c5"]).fetchall()
+        assert check.result is not None and check.result.explained == 1 and check.result.findings == []
+    finally:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE ex_small")
+
+
+def test_a_value_most_rows_share_is_named_in_the_message(server: RunningPostgres) -> None:
+    """The check judges plans and indexes, not values: the message says when PostgreSQL's own
+    statistics show that most rows share one value of a key, for which the index goes unused."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ex_flags")
+        conn.execute("CREATE TABLE ex_flags (id int PRIMARY KEY, deleted bool)")
+        conn.execute(f"INSERT INTO ex_flags SELECT g, g % 1000 = 0 FROM generate_series(1, {USERS}) g")
+        conn.execute("ANALYZE ex_flags")
+        share = conn.execute("SELECT most_common_freqs[1] FROM pg_stats WHERE tablename = 'ex_flags' "
+                             "AND attname = 'deleted'").fetchone()[0]
+    try:
+        with psycopg.connect(server.dsn) as conn, pytest.raises(SeqScanFound) as caught:
+            with assert_no_seq_scan(explainer=Explainer()):
+                conn.execute("SELECT id FROM ex_flags WHERE deleted = %s", [False]).fetchall()
+        message = str(caught.value)
+        assert f"{share:.1%} of rows have one value of deleted" in message
+        run_as_printed(server.dsn, printed_create_index(message), "ex_flags")
+        assert not plan_uses_index(server.dsn, "SELECT id FROM ex_flags WHERE deleted = false")  # the common one
+        assert plan_uses_index(server.dsn, "SELECT id FROM ex_flags WHERE deleted = true")  # the rare one
+    finally:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE ex_flags")
 
 
 # -- the plugin --------------------------------------------------------------------------------
