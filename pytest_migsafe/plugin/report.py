@@ -79,12 +79,14 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_settings(config)
         return
     want_records(config)
-    from pytest_migsafe.plugin.report_session import ReportSession, XdistReport, read_settings
+    from pytest_migsafe.plugin.report_session import ReportSession, WorkerRecords, XdistReport, read_settings
 
     session = ReportSession(config, read_settings(config))
     config.pluginmanager.register(session, "migsafe-report")
     if _distributing(config):
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")
+    elif hasattr(config, "workerinput"):  # a pytest-xdist worker: each test's record goes on its teardown report
+        config.pluginmanager.register(WorkerRecords(session), "migsafe-report-worker")
 
 
 def _check_settings(config: pytest.Config) -> None:

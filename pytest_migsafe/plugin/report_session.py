@@ -10,7 +10,9 @@ tests that did not pass keep their old figures. The JSON report and the SARIF fi
 written at session end whatever happened, interrupted runs included: a SIGTERM (what CI
 runners send on a timeout) interrupts the run the way Ctrl-C does, when no other handler
 was installed, so that the session still finishes and writes them. Under xdist, workers
-send their figures in ``workeroutput["migsafe"]`` and only the controller prints and
+send each test's record on its teardown report as the test finishes (so that a worker that
+crashes loses the figures of the test it was running, no others) and the rest (notes, the
+tests collected, renames) in ``workeroutput["migsafe"]``; only the controller prints and
 writes. On GitHub Actions (``GITHUB_ACTIONS=true``) the N+1 suspects and regressions are
 also printed as ``::warning`` / ``::error`` workflow commands at their call sites.
 """
@@ -22,14 +24,15 @@ import signal
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import RENAMED_KEY, note_renames, record_keeper, run_report
+from pytest_migsafe.plugin.stash import RENAMED_KEY, note_renames, record_keeper, recorded_id, run_report
 from pytest_migsafe.report.baseline import (
     DEFAULT_BASELINE_PATH,
     Baseline,
@@ -44,7 +47,7 @@ from pytest_migsafe.report.files import (
     report_document,
     write_json_atomic,
 )
-from pytest_migsafe.report.record import RunReport
+from pytest_migsafe.report.record import RunReport, TestRecord
 from pytest_migsafe.report.regressions import Comparison, Tolerances, compare, file_of, removed_tests
 from pytest_migsafe.report.render import (
     DEFAULT_HEAVIEST,
@@ -58,6 +61,8 @@ from pytest_migsafe.text import plural
 from pytest_migsafe.values import parse_rate, parse_tolerance
 
 WORKER_KEY = "migsafe"
+# the key of a worker's serialized teardown report that carries the test's record (TestRecord.to_dict())
+RECORD_FIELD = "migsafe_record"
 # exit statuses after which the tests' figures are trustworthy enough to write a baseline
 _COMPLETE_RUNS = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
@@ -182,7 +187,9 @@ class ReportSession:
         self.not_compared: dict[str, str] = {}
         self.baseline: Baseline | None = None
         self.worker_of: dict[str, str] = {}  # node id -> the xdist worker that ran it (controller)
-        self.lost_workers: set[str] = set()  # xdist workers whose figures never arrived
+        self.lost_workers: set[str] = set()  # xdist workers that crashed or sent no end payload
+        self.finished: set[str] = set()  # node ids whose teardown report came from a worker (controller)
+        self.sent: set[str] = set()  # records sent on teardown reports, left out of the end payload (worker)
         self.previous_sigterm: Any = None
         self.exited = False  # the run ended on a Ctrl-C or pytest.exit() (see pytest_keyboard_interrupt)
         if not is_worker(config) and (settings.json_path is not None or settings.sarif_path is not None):
@@ -209,7 +216,7 @@ class ReportSession:
         self.collected.update(item.nodeid for item in items)  # (before pytest-xdist renames any)
 
     def add_worker_output(self, payload: dict[str, Any]) -> None:
-        """Fold one xdist worker's figures into the run report."""
+        """Fold one xdist worker's end payload into the run report."""
         run_report(self.config).merge(RunReport.from_dict(payload))
         self.collected.update(payload.get("collected", []))
         note_renames(self.config, payload.get("renamed", {}))
@@ -233,7 +240,8 @@ class ReportSession:
         if self.lost_workers:
             self.mark_lost(report, renamed or {})
         if is_worker(self.config):
-            payload = report.to_dict()
+            unsent = {nodeid: record for nodeid, record in report.tests.items() if nodeid not in self.sent}
+            payload = replace(report, tests=unsent).to_dict()  # (the controller has the records sent)
             payload["collected"] = sorted(self.collected)
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
@@ -267,18 +275,21 @@ class ReportSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def mark_lost(self, report: RunReport, renamed: dict[str, str]) -> None:
-        """Tests run by an xdist worker whose figures never arrived (it crashed, or was killed)
-        are not "ran no SQL": their outcome becomes ``"<outcome>; figures lost"``, so that the
-        baseline keeps their old figures and they are not compared."""
-        lost = 0
+        """Tests that an xdist worker which crashed (or sent no end payload) did not finish
+        (no teardown report: its record, if any, never came) are not "ran no SQL": they go
+        to ``report.lost`` with the worker's name and their outcome becomes ``"<outcome>;
+        figures lost"``, so that the baseline keeps their old figures and they are not
+        compared; a note per worker gives their number."""
+        lost: dict[str, int] = {}
         for nodeid, worker in self.worker_of.items():
             key = renamed.get(nodeid, nodeid)
-            if worker in self.lost_workers and key in report.unmeasured:
+            if (worker in self.lost_workers and nodeid not in self.finished and key in report.unmeasured
+                    and key not in report.lost):
                 report.unmeasured[key] = f"{report.unmeasured[key]}; figures lost"
-                lost += 1
-        if lost:
-            workers = ", ".join(sorted(self.lost_workers))
-            report.note(f"{plural(lost, 'test')} run by xdist worker {workers} lost {'its' if lost == 1 else 'their'} "
+                report.lost[key] = worker
+                lost[worker] = lost.get(worker, 0) + 1
+        for worker, count in sorted(lost.items()):
+            report.note(f"{plural(count, 'test')} run by xdist worker {worker} lost {'its' if count == 1 else 'their'} "
                         "figures: not compared, and the baseline keeps the old ones")
 
     def update_baseline(self, report: RunReport, exitstatus: int, removed: list[str]) -> None:
@@ -444,13 +455,18 @@ def not_compared(baseline: Baseline, measured: Baseline, report: RunReport, coll
     Compared are the baseline's tests that passed (``measured``). The others: ``"failed"``,
     ``"errored"``, ``"skipped"`` from the test's outcome; ``"deselected"`` when collected
     but not run (``-k``, ``-m``, or a run stopped early); ``"not collected"`` when this run
-    did not collect it; removed tests (``removed``) are listed elsewhere and left out.
+    did not collect it; ``"figures lost with worker gw0"`` when its figures were lost with
+    the xdist worker that ran it (``report.lost``); removed tests (``removed``) are listed
+    elsewhere and left out.
     """
     reasons = {"failed": "failed", "error": "errored", "skipped": "skipped"}
     gone = set(removed)
     result = {}
     for nodeid in baseline.tests:
         if nodeid in measured.tests or nodeid in gone:
+            continue
+        if nodeid in report.lost:
+            result[nodeid] = f"figures lost with worker {report.lost[nodeid]}"
             continue
         record = report.tests.get(nodeid)
         outcome = record.outcome if record is not None else report.unmeasured.get(nodeid)
@@ -472,20 +488,70 @@ def _ending_on_an_interrupt() -> bool:
     return isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit))
 
 
-class XdistReport:
-    """pytest-xdist hooks, registered only when xdist is loaded: merge the workers' figures."""
+class WorkerRecords:
+    """On a pytest-xdist worker: each test's record travels on its teardown report.
+
+    pytest-xdist serializes every report with ``pytest_report_to_serializable`` as the test
+    goes; by then the record keeper has put the finished record (outcome final) in the run
+    report, so it is added to the teardown report's data under :data:`RECORD_FIELD`. The
+    end payload leaves those records out: each is sent once."""
 
     def __init__(self, session: ReportSession) -> None:
         self.session = session
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_to_serializable(
+        self, config: pytest.Config, report: Any
+    ) -> Generator[None, dict[str, Any] | None, dict[str, Any] | None]:
+        """Add the test's finished record to its serialized teardown report."""
+        data = yield
+        if data is not None and getattr(report, "when", None) == "teardown":
+            record = run_report(config).tests.get(recorded_id(config, report.nodeid))
+            if record is not None:  # (None: nothing measured, or not finished yet: then it goes at the end)
+                data[RECORD_FIELD] = record.to_dict()
+                self.session.sent.add(record.nodeid)
+        return data
+
+
+class XdistReport:
+    """pytest-xdist hooks on the controller, registered only when it distributes: take the
+    records that come on the workers' reports, merge their end payloads, and note the
+    tests whose figures were lost with a worker."""
+
+    def __init__(self, session: ReportSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_from_serializable(
+        self, config: pytest.Config, data: dict[str, Any]
+    ) -> Generator[None, Any, Any]:
+        """Take a test's record off its worker's teardown report (so that the report object,
+        which pytest keeps and other plugins may log, does not carry it) into the run report."""
+        raw = data.pop(RECORD_FIELD, None) if isinstance(data, dict) else None
+        report = yield
+        if raw is not None:
+            try:
+                record = TestRecord.from_dict(raw, f"the record of {data.get('nodeid')!r} from an xdist worker")
+            except ValueError as exc:
+                self.session.errors.append(f"error: {exc}")
+            else:
+                run_report(config).add(record)
+                nodeid = data.get("nodeid")
+                if isinstance(nodeid, str) and nodeid != record.nodeid:  # --dist loadgroup's renamed id
+                    note_renames(config, {nodeid: record.nodeid})
+        return report
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Note which worker ran each test (its figures arrive with that worker's)."""
+        """Note which worker ran each test, and which tests finished (their records, if any,
+        came on their teardown reports)."""
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         if gateway is not None:
             self.session.worker_of[report.nodeid] = gateway.id
+            if report.when == "teardown":
+                self.session.finished.add(report.nodeid)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """Merge a finished worker's figures; a worker that sent none is an error."""
+        """Merge a finished worker's end payload; a worker that sent none is an error."""
         worker = getattr(node, "gateway", None)
         name = getattr(worker, "id", "a worker")
         payload = getattr(node, "workeroutput", {}).get(WORKER_KEY)
@@ -494,11 +560,10 @@ class XdistReport:
             return
         self.session.lost_workers.add(name)
         if error is None:
-            self.session.errors.append(f"error: xdist worker {name} sent no migsafe figures: "
-                                       "its tests are missing from the report")
+            self.session.errors.append(f"error: xdist worker {name} sent no migsafe figures at its end: its "
+                                       "notes and the tests it collected are missing from the report")
         else:
-            run_report(self.session.config).note(
-                f"xdist worker {name} crashed: its tests' figures are missing")
+            run_report(self.session.config).note(f"xdist worker {name} crashed")
 
 
 def narrowed_files(config: pytest.Config) -> set[str]:

@@ -546,13 +546,18 @@ class RunReport:
     ``tests`` maps a node id to the :class:`TestRecord` of each test that measured
     something; ``unmeasured`` maps every other test that ran to its outcome (a passed test
     there ran its call phase with zero queries); ``notes`` is a list of strings, each once;
-    ``interrupted`` is True when the session was interrupted (or a merged part was).
+    ``interrupted`` is True when the session was interrupted (or a merged part was);
+    ``lost`` maps each test whose figures were lost with the pytest-xdist worker that ran it
+    (the worker crashed before the test finished) to that worker's name (``"gw0"``): such a
+    test is also in ``unmeasured``, its outcome followed by ``"; figures lost"``, and never in
+    ``tests``.
     """
 
     tests: dict[str, TestRecord] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
     unmeasured: dict[str, str] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
 
     def add(self, record: TestRecord) -> None:
         """Add or replace the record of one test (keyed by its node id)."""
@@ -567,30 +572,35 @@ class RunReport:
         """Fold another report (an xdist worker's or a CI shard's) into this one.
 
         A test in both keeps ``other``'s record (last wins); returns those test ids,
-        sorted. Notes are added once; ``interrupted`` if either was.
+        sorted. A test lost in one stays lost only if ``other`` has it lost or does not have
+        it. Notes are added once; ``interrupted`` if either was.
         """
         replaced = sorted(nodeid for nodeid in (*other.tests, *other.unmeasured)
                           if nodeid in self.tests or nodeid in self.unmeasured)
         for record in other.tests.values():
             self.unmeasured.pop(record.nodeid, None)
+            self.lost.pop(record.nodeid, None)
             self.add(record)
         for nodeid, outcome in other.unmeasured.items():
             self.tests.pop(nodeid, None)
+            self.lost.pop(nodeid, None)
             self.unmeasured[nodeid] = outcome
+        self.lost.update(other.lost)
         for text in other.notes:
             self.note(text)
         self.interrupted = self.interrupted or other.interrupted
         return replaced
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (``schema_version``, ``interrupted``, ``notes`` sorted, ``tests``
-        and ``unmeasured`` sorted by node id) so output is stable."""
+        """A JSON-able dict (``schema_version``, ``interrupted``, ``notes`` sorted, ``tests``,
+        ``unmeasured`` and ``lost`` sorted by node id) so output is stable."""
         return {
             "schema_version": SCHEMA_VERSION,
             "interrupted": self.interrupted,
             "notes": sorted(self.notes),
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
             "unmeasured": dict(sorted(self.unmeasured.items())),
+            "lost": dict(sorted(self.lost.items())),
         }
 
     @classmethod
@@ -600,14 +610,21 @@ class RunReport:
 
         Every field is checked: ints are whole numbers (not true or false), durations finite
         numbers >= 0 (no NaN or infinity), rates fractions 0..1, strings strings, lists lists,
-        objects objects, and each record's ``nodeid`` is its key in ``tests``. Raises
-        ``ValueError`` whose message starts with the field's path in the JSON:
-        ``tests["t.py::a"].queries.count: expected a whole number >= 0, got 'x'``,
+        objects objects, each record's ``nodeid`` is its key in ``tests``, and each test in
+        ``lost`` (a report written before that field reads as none lost) is in ``unmeasured``
+        and has no record. Raises ``ValueError`` whose message starts with the field's path in
+        the JSON: ``tests["t.py::a"].queries.count: expected a whole number >= 0, got 'x'``,
         ``notes: expected a list, got 'abc'``.
         """
         arguments = fields_of(cls, data, "", {
             "tests": _object, "notes": list_of(_text), "interrupted": _flag, "unmeasured": _object_of(_text),
+            "lost": _object_of(_text),
         }, unknown=True)
+        unmeasured = arguments.get("unmeasured", {})
+        for nodeid in arguments.get("lost", {}):
+            if nodeid not in unmeasured or nodeid in arguments.get("tests", {}):
+                raise ValueError(f"{_key('lost', nodeid)}: expected a test in unmeasured and not in tests (a test "
+                                 "whose figures were lost has an outcome and no record)")
         tests = {}
         for nodeid, raw in arguments.get("tests", {}).items():
             where = _key("tests", nodeid)

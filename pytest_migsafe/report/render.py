@@ -2,9 +2,10 @@
 
 Plain functions from records to lines of text; the pytest wiring prints them under
 ``terminalreporter.write_sep("-", "migsafe report")``. Order: regressions, improvements,
-removed tests, N+1 suspects, shadow experiments, totals, notes, the status lines, then
-the per-test table with ``-v``, and the messages last. Every section is left out when it
-is empty, and :func:`summary_lines` returns no line at all when there is nothing to say.
+removed tests, N+1 suspects, shadow experiments, totals, notes, the tests whose figures were
+lost with their xdist worker, the status lines, then the per-test table with ``-v``, and
+the messages last. Every section is left out when it is empty, and :func:`summary_lines`
+returns no line at all when there is nothing to say.
 Sections longer than :data:`ROWS_WITHOUT_VERBOSE` rows are cut unless verbose.
 
 Units as shown: hit rates are percentages with one decimal (stored as fractions 0..1),
@@ -44,7 +45,8 @@ class Totals:
     ``cache_misses``: tests with cache figures and their keyspace hits and misses
     (``INFO stats`` deltas on real Redis); ``pool_tests`` / ``connections_created``:
     tests with pool figures and the DBAPI connections their pools opened;
-    ``shadows_*``: shadow experiments by result.
+    ``shadows_*``: shadow experiments by result; ``lost``: ``{xdist worker: tests}`` whose
+    figures were lost with that worker (``RunReport.lost``), counted in ``tests_run``.
     """
 
     tests_measured: int = 0
@@ -63,6 +65,7 @@ class Totals:
     shadows_matched: int = 0
     shadows_mismatched: int = 0
     shadows_ignored: int = 0
+    lost: dict[str, int] = field(default_factory=dict)
 
     @property
     def hit_rate(self) -> float | None:
@@ -86,6 +89,9 @@ class Totals:
     def of(cls, report: RunReport) -> Totals:
         """The totals of ``report`` (tests without any figure are skipped)."""
         totals = cls(tests_run=len(report.tests) + len(report.unmeasured))
+        for nodeid, worker in report.lost.items():
+            if nodeid not in report.tests:  # (never, in a report that from_dict accepts)
+                totals.lost[worker] = totals.lost.get(worker, 0) + 1
         for record in report.tests.values():
             if not has_figures(record):
                 continue
@@ -416,13 +422,26 @@ def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
 def measured_text(totals: Totals) -> str:
     """``15 tests measured``, and when fewer tests were measured than ran, why the counts
     differ: ``15 tests measured (of 16 run: 1 ran no SQL and touched no observed cache,
-    pool or shadow)``, so that it reads right beside pytest's ``16 passed``."""
+    pool or shadow)``, so that it reads right beside pytest's ``16 passed``; tests whose
+    figures were lost with their xdist worker are counted apart, by worker:
+    ``(of 16 run: 1 ran no SQL ...; 2 lost with worker gw0)``."""
     text = f"{plural(totals.tests_measured, 'test')} measured"
-    idle = totals.tests_run - totals.tests_measured
-    if idle > 0:
-        text += (f" (of {totals.tests_run:,} run: {idle:,} ran no SQL and touched no observed "
-                 "cache, pool or shadow)")
+    lost = sum(totals.lost.values())
+    idle = totals.tests_run - totals.tests_measured - lost
+    reasons = [f"{idle:,} ran no SQL and touched no observed cache, pool or shadow"] if idle > 0 else []
+    reasons += [f"{count:,} lost with worker {worker}" for worker, count in sorted(totals.lost.items())]
+    if reasons:
+        text += f" (of {totals.tests_run:,} run: {'; '.join(reasons)})"
     return text
+
+
+def lost_lines(report: RunReport, verbose: bool) -> list[str]:
+    """The tests whose figures were lost with their xdist worker (``RunReport.lost``): a head
+    line, then ``node id  (worker gw0)`` rows by node id (10 unless ``verbose``); [] without any."""
+    if not report.lost:
+        return []
+    rows = aligned([[nodeid, f"(worker {worker})"] for nodeid, worker in sorted(report.lost.items())])
+    return [f"figures lost with their xdist worker: {plural(len(rows), 'test')}"] + _limited(rows, verbose)
 
 
 def _not_rated(totals: Totals) -> str:
@@ -543,6 +562,7 @@ def summary_lines(
         lines += shadow_lines(report, verbose)
         lines += heaviest_lines(report, heaviest)
         lines += totals_lines(Totals.of(report), report.notes)
+        lines += lost_lines(report, verbose)
         lines += list(status)
         lines += not_compared_lines(not_compared or {}, verbose)
         if verbose:
