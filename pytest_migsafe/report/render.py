@@ -24,7 +24,7 @@ from typing import Any
 from pytest_migsafe.report import DEFAULT_HEAVIEST
 from pytest_migsafe.report.record import NPlusOne, RunReport, TestRecord
 from pytest_migsafe.report.regressions import Change, Comparison
-from pytest_migsafe.text import plural, shorten
+from pytest_migsafe.text import display_width, plural, shorten
 
 ROWS_WITHOUT_VERBOSE = 10
 SHAPE_WIDTH = 90
@@ -244,13 +244,15 @@ def change_rows(changes: Sequence[Change]) -> list[list[str]]:
 
 def aligned(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
     """Rows (lists of strings, all of the same length) as lines with every column but the last
-    padded to a common width, two spaces apart, ``indent`` in front; [] for no rows."""
+    padded to a common width on screen (:func:`~pytest_migsafe.text.display_width`), two spaces
+    apart, ``indent`` in front; [] for no rows."""
     if not rows:
         return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        # (padded by the columns a cell takes on screen: a CJK character or an emoji takes two)
+        cells = [cell + " " * (widths[i] - display_width(cell)) for i, cell in enumerate(row[:-1])] + [row[-1]]
         lines.append((indent + "  ".join(cells)).rstrip())
     return lines
 

@@ -93,3 +93,22 @@ def test_the_heaviest_row_says_when_its_shape_came_from_other_lines_too() -> Non
     assert rows[1].endswith("x4 SELECT users.id FROM users WHERE users.id = ? at a.py:1 (+2 other sites)")
     assert rows[2].endswith("x3 SELECT users.id FROM users WHERE users.id = ? at shop/views.py:33")
     assert rows[3].endswith("x2 SELECT users.id FROM users WHERE users.id = ? at shop/views.py:33 (+1 other site)")
+
+
+def test_table_columns_line_up_on_screen_with_wide_characters() -> None:
+    """A node id with CJK characters or an emoji takes two columns a character on a terminal:
+    the cells after it started one column further for each (padded by len())."""
+    import unicodedata
+
+    from pytest_migsafe.report.render import aligned
+
+    rows = [["tests/test_a.py::test_plain", "3", "x"], ["tests/test_a.py::test_注文[顧客]", "12", "y"],
+            ["tests/test_a.py::test_🙂", "7", "z"], ["tests/test_a.py::test_café", "1", "w"]]
+    lines = aligned(rows)
+
+    def column_of(line: str, cell: str) -> int:  # the screen column a cell starts at
+        before = line[: line.rindex(cell)]
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+                   for c in before)
+
+    assert len({column_of(line, row[2]) for line, row in zip(lines, rows)}) == 1, lines
