@@ -312,7 +312,11 @@ def test_summary_lines_compare_the_need_with_what_a_queuepool_can_open(tmp_path:
 
 
 def test_summary_lines_size_an_async_engine_by_its_overflow_too(tmp_path: Path) -> None:
-    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a'}.db", pool_size=2, max_overflow=20)
+    from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+    # (the pool class named: SQLAlchemy 2.0's aiosqlite dialect defaults to NullPool)
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a'}.db", poolclass=AsyncAdaptedQueuePool,
+                                       pool_size=2, max_overflow=20)
     pool = async_engine.sync_engine.pool
     try:
         assert type(pool).__name__ == "AsyncAdaptedQueuePool"
