@@ -43,7 +43,7 @@ from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.report.record import ShadowFigures
 from pytest_migsafe.shadow.diff import describe_error, indent, outcome_diff, shorten_repr
 from pytest_migsafe.shadow.modes import MODES, check_mode, new_seed  # noqa: F401 (re-exported)
-from pytest_migsafe.shadow.snapshot import taken
+from pytest_migsafe.shadow.snapshot import ResultReadOnce, read_once, taken
 from pytest_migsafe.shadow.state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
 
 SHOWN_RUNS = 3  # mismatched runs shown per experiment in a failure message unless verbose
@@ -66,9 +66,11 @@ class ShadowRegression(AssertionError):
 class Observation:
     """What one path did in one run.
 
-    ``path``: ``"control"`` or ``"candidate"``; ``value`` / ``error``: its return value or
-    the ``Exception`` it raised; ``seconds``: ``time.perf_counter`` wall time of the call
-    alone, in seconds (not the savepoint or cache flush around it); ``queries``: SQL
+    ``path``: ``"control"`` or ``"candidate"``; ``value`` / ``error``: its return value as
+    compared (see :func:`observe`) or the ``Exception`` it raised; ``returned``: the value
+    as the test gets it (the path's own, or an equivalent of a result read once);
+    ``seconds``: ``time.perf_counter`` wall time of the call (and of reading a result read
+    once) alone, in seconds (not the savepoint or cache flush around it); ``queries``: SQL
     statements counted by :func:`~pytest_migsafe.queries.counter.count_queries` during
     the call; ``shapes``: ``{statement shape: count}``; ``cache_hits`` /
     ``cache_misses``: keyspace hits and misses of the experiment's ``cache`` client
@@ -84,6 +86,7 @@ class Observation:
     shapes: dict[str, int] = field(default_factory=dict)
     cache_hits: int | None = None
     cache_misses: int | None = None
+    returned: Any = None
 
     @property
     def outcome(self) -> Any:
@@ -365,6 +368,7 @@ _DEFAULT: Any = object()
 
 @dataclass
 class _Options:
+    name: str
     compare: Compare
     compare_errors: Compare
     ignore: tuple[IgnoreRule, ...]
@@ -439,7 +443,7 @@ class Shadow:
                             candidate_first=self.random.random() < 0.5)
         if trial.control.error is not None:
             raise trial.control.error
-        return trial.control.value
+        return trial.control.returned
 
     def run_many(self, name: str, control: Callable[..., Any], candidate: Callable[..., Any],
                  inputs: Iterable[Any], /, *, repeat: int = 1, warmup: int = 1,
@@ -501,6 +505,7 @@ class Shadow:
                 raise TypeError(f"shadow experiment {name!r}: ignore expects a callable "
                                 f"(control, candidate) -> bool or a list of them, got {rule!r}")
         return _Options(
+            name=name,
             compare=compare or same_value,
             compare_errors=compare_errors or same_error,
             ignore=rules,
@@ -562,12 +567,15 @@ def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
 
     ``path`` is ``"control"`` or ``"candidate"``; ``options`` carries ``session``,
     ``flush``, ``cache``, ``before_each`` and ``after_each`` (see :class:`Shadow`).
-    Returns an :class:`Observation`; an ``Exception`` from ``fn`` is stored in it, not
-    raised. Its value is the one ``fn`` returned with the SQLAlchemy ORM objects in it copied
-    as they were when ``fn`` returned (:func:`~pytest_migsafe.shadow.snapshot.taken`), before
-    the savepoint is rolled back. Errors of the state handling itself propagate
+    Returns an :class:`Observation`; an ``Exception`` from ``fn`` (or from reading its
+    result) is stored in it, not raised. A result read once (a generator or other iterator,
+    a SQLAlchemy ``Result``) is read as part of the path
+    (:func:`~pytest_migsafe.shadow.snapshot.read_once`). Its value is the one ``fn``
+    returned with the SQLAlchemy ORM objects in it copied as they were when ``fn`` returned
+    (:func:`~pytest_migsafe.shadow.snapshot.taken`), before the savepoint is rolled back.
+    Errors of the state handling itself propagate
     (:class:`~pytest_migsafe.shadow.state.ShadowIsolationError`, ``TypeError`` for a bad
-    session).
+    session, or for a result that cannot be given back once read, naming ``path``).
     """
     from pytest_migsafe.queries.counter import count_queries
 
@@ -577,14 +585,23 @@ def observe(path: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
             counter = meters.enter_context(count_queries())
             cache = meters.enter_context(cache_meter(options.cache)) if options.cache is not None else None
             start = time.perf_counter()
+            returned = value = None
             try:
-                observation.value = fn(*args, **kwargs)
+                returned = fn(*args, **kwargs)
             except Exception as exc:
                 observation.error = exc
+            else:
+                try:
+                    returned, value = read_once(returned)
+                except ResultReadOnce as exc:
+                    raise TypeError(f"shadow experiment {options.name!r}: the {path} path {exc}") from None
+                except Exception as exc:  # reading it ran the path's code: its error
+                    observation.error = exc
             observation.seconds = time.perf_counter() - start
             # the ORM objects it returned as they are now: the rollback below expires them (and
             # both paths get the same identity-map objects from a shared Session)
-            observation.value = taken(observation.value)
+            observation.returned = returned
+            observation.value = taken(value)
         observation.queries = counter.count
         observation.shapes = {s.shape: s.count for s in counter.summary()}
         if cache is not None:

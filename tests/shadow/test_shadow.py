@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -637,6 +640,90 @@ def test_orm_objects_are_compared_as_each_path_left_them(db: Session) -> None:
     diff = lab.experiments["rename"].trials[0].diff()
     assert "-Author(id=1, name='Ann')" in diff and "+Author(id=1, name='ANN')" in diff
     assert db.get(Author, 1).name == "Ada"  # (both paths undone)
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    author: Author
+    n: int
+
+
+Pair = collections.namedtuple("Pair", "author n")
+
+
+def test_orm_objects_in_any_container_are_compared_as_each_path_left_them(db: Session) -> None:
+    """Named tuples, OrderedDict, defaultdict and dataclass instances holding ORM objects were
+    compared as they were after the rollback (both paths' the same identity-map object):
+    a rename matched. Each is copied as its path left it, of its own type."""
+    lab = Shadow(seed=1, session=db, mode="observe")
+    wraps = {"pair": lambda a: Pair(a, 1), "ordered": lambda a: collections.OrderedDict(a=a),
+             "default": lambda a: collections.defaultdict(list, a=[a]), "dataclass": lambda a: Held(a, 1),
+             "list-subclass": lambda a: type("Authors", (list,), {})([a])}
+    for _ in range(4):  # (each order of the paths)
+        for name, wrap in wraps.items():
+            lab.run(name, lambda wrap=wrap: wrap(rename(db, "Ann")), lambda wrap=wrap: wrap(rename(db, "ANN")))
+            lab.run(f"{name}-same", lambda wrap=wrap: wrap(rename(db, "Ann")), lambda wrap=wrap: wrap(rename(db, "Ann")))
+    results = {name: {trial.result for trial in experiment.trials} for name, experiment in lab.experiments.items()}
+    assert results == {**{name: {"mismatched"} for name in wraps}, **{f"{name}-same": {"matched"} for name in wraps}}
+    compared = [lab.experiments[name].trials[0].control.value for name in ("pair", "ordered", "default", "dataclass")]
+    assert [type(value) for value in compared] == [Pair, collections.OrderedDict, collections.defaultdict, Held]
+    assert "+Pair(author=Author(id=1, name='ANN'), n=1)" in lab.experiments["pair"].trials[0].diff()
+
+
+def test_an_orm_object_expired_by_a_commit_in_the_path_is_compared_by_its_identity(db: Session) -> None:
+    """A commit inside a path expires every object: its copy held no loaded value, and two
+    copies of one class with no loaded value in common matched whatever rows they were (row 2
+    returned for row 1 matched). The copy keeps the object's identity (its primary key)."""
+    def get_then_commit(author_id: int) -> Author:
+        author = db.get(Author, author_id)
+        db.commit()  # (migsafe_db: a savepoint released; the path's own savepoint undoes it)
+        return author
+
+    lab = Shadow(seed=1, session=db, mode="observe")
+    for _ in range(4):
+        lab.run("wrong-row", lambda: db.get(Author, 1), lambda: get_then_commit(2))
+        lab.run("right-row", lambda: db.get(Author, 1), lambda: get_then_commit(1))
+    results = {name: {trial.result for trial in experiment.trials} for name, experiment in lab.experiments.items()}
+    assert results == {"wrong-row": {"mismatched"}, "right-row": {"matched"}}
+    assert "Author(<expired, identity (2,)>)" in lab.experiments["wrong-row"].trials[0].diff()
+
+
+def test_run_returns_the_control_s_own_orm_object(db: Session) -> None:
+    """run() returned the control's copy (an OrmSnapshot): the test could not delete it, test it
+    with isinstance() or read a relationship. It returns the object the control returned."""
+    lab = Shadow(seed=1, session=db)
+    author = lab.run("get", lambda: db.get(Author, 1), lambda: db.get(Author, 1))
+    assert type(author) is Author and author is db.get(Author, 1)
+    assert [book.title for book in db.scalars(select(Book).where(Book.author_id == author.id).order_by(Book.id))] == [
+        "Notes", "Sketch"]
+
+
+def test_results_read_once_are_read_as_part_of_their_path(db: Session) -> None:
+    """A path returning a generator or a SQLAlchemy Result always mismatched (two generator
+    objects are never equal), and a lazy generator ran after its path's rollback. Each is
+    read as part of its path: compared by its items, and the test gets an equivalent back."""
+    def names(shout: bool) -> Iterator[str]:
+        rename(db, "ANN" if shout else "Ada")
+        return (author.name for author in db.scalars(select(Author).order_by(Author.id)))
+
+    def rows() -> Any:
+        return db.execute(select(Author.id, Author.name).order_by(Author.id))
+
+    lab = Shadow(seed=1, session=db, mode="observe")
+    for _ in range(4):
+        same = lab.run("generator", lambda: names(False), lambda: names(False))
+        lab.run("generator-renamed", lambda: names(False), lambda: names(True))
+        result = lab.run("result", rows, rows)
+        lab.run("map", lambda: map(str.upper, ["a", "b"]), lambda: map(str.upper, ["a", "b"]))
+    results = {name: {trial.result for trial in experiment.trials} for name, experiment in lab.experiments.items()}
+    assert results == {"generator": {"matched"}, "generator-renamed": {"mismatched"}, "result": {"matched"},
+                       "map": {"matched"}}
+    assert isinstance(same, types.GeneratorType) and list(same) == ["Ada", "Grace"]
+    assert [tuple(row) for row in result.all()] == [(1, "Ada"), (2, "Grace")]
+    assert "+['ANN', 'Grace']" in lab.experiments["generator-renamed"].trials[0].diff()
+    with pytest.raises(TypeError, match=r"shadow experiment 'scalars': the (control|candidate) path returned a "
+                                        r"ScalarResult, .* return its rows \(\.all\(\)\) instead"):
+        lab.run("scalars", lambda: db.scalars(select(Author.id)), lambda: db.scalars(select(Author.id)))
 
 
 # -- the cache --------------------------------------------------------------------------------------
