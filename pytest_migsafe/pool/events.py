@@ -83,9 +83,18 @@ class Checkout:
         self.t0 = perf_counter()
 
     def owned(self) -> bool:
-        """True while a live ORM Session holds this connection (it returns it at its commit or close)."""
+        """True while a live ORM Session holds this connection: the transaction it began on it
+        has not ended. (A Session returns the connection it checked out at its commit or
+        close; one bound to a connection the code checked out, ``Session(bind=connection)``,
+        leaves it out after them: the code's own again.)"""
         owner = self.owner
-        return owner is not None and owner() is not None
+        session = owner() if owner is not None else None
+        if session is None:
+            return False
+        try:
+            return session.get_transaction() is not None
+        except Exception:  # a Session in a state not foreseen: taken as holding it (never a false leak)
+            return True
 
 
 # -- events, called by the driver hooks ---------------------------------------------
@@ -255,15 +264,20 @@ def checked_in(key: int, pool: Any, counted: bool = True) -> None:
                 obs._see(pool)
 
 
-def dropped(key: int, gone: bool = False) -> None:
+def dropped(key: int, gone: bool = False, holder: Any = None) -> None:
     """The connection ``key`` was dropped without being returned; the GC cleans it up.
 
-    ``gone=True`` when no checkin will follow (a psycopg connection that was collected).
+    ``gone=True`` when no checkin will follow (a psycopg connection, or a StaticPool
+    checkout's proxy, that was collected); ``holder``: only if the checkout out under
+    ``key`` is the one held by ``holder`` (a key is an ``id()``, which a later checkout
+    may have taken).
     """
     with _lock:
-        entry = _out.pop(key, None) if gone else _out.get(key)
-        if entry is None:
+        entry = _out.get(key)
+        if entry is None or (holder is not None and entry.holder is not holder):
             return
+        if gone:
+            del _out[key]
         entry.dropped = True
         if _observers or _leak_watches:
             _dropped.append(entry)

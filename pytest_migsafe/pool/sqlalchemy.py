@@ -19,6 +19,7 @@ Three wrappers add what events cannot tell:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -96,13 +97,33 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
 
 def _on_checkout(dbapi_connection: Any, record: Any, fairy: Any) -> None:
     pool = fairy._pool
+    kind = _kind_of_class(type(pool))
+    if kind == "one":  # StaticPool hands its one record to every checkout: each is its own
+        observed.checked_out(id(fairy), _shared_hold(fairy), pool)
+        return
     observed.checked_out(id(record), record, pool)
-    if observed._observers and _is_queue(pool):
+    if kind == "queue" and observed._observers:
         observed.overflow_seen(pool, pool.overflow())
 
 
+def _shared_hold(fairy: Any) -> weakref.ref[Any]:
+    """What holds a checkout of a pool that shares one record (StaticPool, AssertionPool),
+    keyed by its connection proxy: a weak reference whose callback reports the proxy dropped
+    without ``close()`` (SQLAlchemy reports no checkin for it: the record's weak reference
+    is the last checkout's alone)."""
+    key = id(fairy)
+
+    def gone(ref: weakref.ref[Any]) -> None:
+        observed.dropped(key, gone=True, holder=ref)
+
+    return weakref.ref(fairy, gone)
+
+
 def _on_checkin(dbapi_connection: Any, record: Any) -> None:
-    observed.checked_in(id(record), _pool_of(record))
+    pool = _pool_of(record)
+    if pool is not None and _kind_of_class(type(pool)) == "one":
+        return  # (its checkouts end at the proxy's close: _finalize_fairy)
+    observed.checked_in(id(record), pool)
 
 
 def _on_detach(dbapi_connection: Any, record: Any) -> None:
@@ -119,6 +140,7 @@ def _on_session_begin(session: Any, transaction: Any, connection: Any) -> None:
     record = getattr(fairy, "_connection_record", None)
     if record is not None:
         observed.owned_by(id(record), session)
+        observed.owned_by(id(fairy), session)  # (a StaticPool checkout is keyed by its proxy)
 
 
 def _on_close(dbapi_connection: Any, record: Any) -> None:
@@ -188,7 +210,15 @@ def _finalize_fairy(*args: Any, **kwargs: Any) -> Any:
     record = _dropped_record(args, kwargs)
     if record is not None:
         observed.dropped(id(record))
-    return _originals["finalize"](*args, **kwargs)
+        return _originals["finalize"](*args, **kwargs)
+    fairy = kwargs.get("fairy")  # a close(): SQLAlchemy passes the proxy (2.0 and 2.1)
+    try:
+        return _originals["finalize"](*args, **kwargs)
+    finally:
+        if fairy is not None:
+            pool = getattr(fairy, "_pool", None)
+            if pool is not None and _kind_of_class(type(pool)) == "one":
+                observed.checked_in(id(fairy), pool)
 
 
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
@@ -286,9 +316,12 @@ def install(import_missing: bool = True) -> bool:
     record_class = pool_base._ConnectionRecord
     _originals["checkout"] = record_class.__dict__["checkout"].__func__
     # (frames SQLAlchemy's warnings step over, as its own: see queries.library_frames)
-    record_class.checkout = classmethod(relabelled(_timed_checkout, pool_base.__name__))  # type: ignore[method-assign, assignment]
+    # (each wrapper names what it wraps: inspect.signature() shows SQLAlchemy's parameters)
+    record_class.checkout = classmethod(functools.update_wrapper(  # type: ignore[method-assign, assignment]
+        relabelled(_timed_checkout, pool_base.__name__), _originals["checkout"]))
     _originals["finalize"] = pool_base._finalize_fairy
-    pool_base._finalize_fairy = relabelled(_finalize_fairy, pool_base.__name__)
+    pool_base._finalize_fairy = functools.update_wrapper(
+        relabelled(_finalize_fairy, pool_base.__name__), pool_base._finalize_fairy)
     if not hasattr(Engine.__init__, _WRAPS):
         Engine.__init__ = _wrap_engine_init(Engine.__init__)  # type: ignore[method-assign]
     # engines are named when made (never by scanning the heap, which would evaluate objects

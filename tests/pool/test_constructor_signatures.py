@@ -36,6 +36,22 @@ def test_engine_init_is_wrapped_with_its_own_parameters() -> None:
     assert own_parameters(wrapped) == own_parameters(original)
 
 
+def test_wrapped_pool_internals_show_sqlalchemy_s_parameters() -> None:
+    """``inspect.signature()`` of the wrapped ``_finalize_fairy`` and
+    ``_ConnectionRecord.checkout`` showed ``(*args, **kwargs)`` and no annotations."""
+    from sqlalchemy.pool import base
+
+    from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
+
+    targets.install()
+    originals = pool_sqlalchemy._originals
+    assert base._finalize_fairy is not originals["finalize"]  # (wrapped)
+    assert inspect.signature(base._finalize_fairy) == inspect.signature(originals["finalize"])
+    assert "dbapi_connection" in inspect.signature(base._finalize_fairy).parameters
+    assert inspect.signature(base._ConnectionRecord.checkout) == inspect.signature(
+        classmethod(originals["checkout"]).__get__(None, base._ConnectionRecord))  # (pool: Pool) -> _ConnectionFairy
+
+
 @pytest.mark.parametrize("keyword", list(ENGINE_KEYWORDS))
 def test_create_engine_takes_every_engine_keyword(keyword: str) -> None:
     targets.install()

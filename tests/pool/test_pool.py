@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool, QueuePool, SingletonThreadPool, StaticPool
 
 from pytest_migsafe.percentiles import percentile
@@ -199,6 +200,62 @@ def test_connection_dropped_without_close_is_a_leak(make_engine: Callable[..., E
     assert stats.leaks == [Leak(pool=describe_pool(engine.pool), call_site=sites[0], dropped=True)]
     assert (stats.checkouts, stats.checkins) == (1, 1)  # the garbage collector checked it in
     assert engine.pool.checkedout() == 0
+
+
+def test_a_connection_left_out_after_its_session_ended_is_a_leak(make_engine: Callable[..., Engine]) -> None:
+    """A Session bound to a connection the test checked out (``Session(bind=connection)``)
+    holds it while its transaction runs; once the Session is closed (or committed), the
+    connection is the test's own again. The Session, still alive, counted as its holder to
+    the end: the leak was never reported. One whose Session is still in its transaction is
+    held, as before."""
+    engine = make_engine(pool_size=2)
+    with pool_stats(engine) as stats:
+        site = next_line()
+        left = engine.connect()
+        closed = Session(bind=left)
+        closed.execute(text("select 1"))
+        closed.close()
+        held = engine.connect()
+        holding = Session(bind=held)
+        holding.execute(text("select 2"))
+    try:
+        assert engine.pool.checkedout() == 2 and not left.closed and not held.closed  # SQLAlchemy's own view
+        assert holding.in_transaction() and not closed.in_transaction()
+        assert stats.leaks == [Leak(pool=describe_pool(engine.pool), call_site=site, dropped=False)]
+    finally:
+        holding.close()
+        held.close()
+        left.close()
+
+
+@pytest.mark.pool(leaks=1)  # (the plugin sees the dropped one too)
+def test_static_pool_checkouts_are_each_their_own(make_engine: Callable[..., Engine]) -> None:
+    """StaticPool hands its one record to every checkout, and SQLAlchemy reports a checkin only
+    for the record's last checkout: two connections out at once counted as one (peak 1), and
+    the first close() ended both, so the second, left out, was no leak. Each checkout is now
+    told by its own connection proxy: peak 2, the one left out a leak, one dropped without
+    close() a dropped leak."""
+    engine = make_engine(poolclass=StaticPool)
+    with pool_stats(engine) as stats:
+        first = engine.connect()
+        site = next_line()
+        second = engine.connect()
+        backend_pid(second)
+        first.close()
+    try:
+        assert first.closed and not second.closed  # SQLAlchemy's own view: one still out
+        assert (stats.checkouts, stats.checkins, stats.peak_checked_out) == (2, 1, 2)
+        assert stats.leaks == [Leak(pool=describe_pool(engine.pool), call_site=site, dropped=False)]
+    finally:
+        second.close()
+    sites: list[str] = []
+    with pool_stats(engine) as after:
+        with engine.connect() as conn:
+            backend_pid(conn)
+        _connect_and_drop(engine, sites)
+        gc.collect()
+    assert after.leaks == [Leak(pool=describe_pool(engine.pool), call_site=sites[0], dropped=True)]
+    assert (after.checkouts, after.peak_checked_out) == (2, 1)
 
 
 def test_checkout_timeout_is_counted(make_engine: Callable[..., Engine]) -> None:
