@@ -65,7 +65,7 @@ def exceeded(figures: PoolFigures, limits: PoolLimits) -> list[str]:
         problems.append(f"max_created={limits.max_created}, {plural(figures.created, 'connection')} created")
     own, held = own_peak(figures)
     if limits.max_checked_out is not None and own > limits.max_checked_out:
-        split = (f"{own + held} at once: {own} the test's own, {held} held since before the test (by a fixture)"
+        split = (f"{own + held} at once: {own} the test's own, {held} held since before the test (by a fixture, or left out by an earlier test)"
                  if held else f"{own} checked out at once")
         problems.append(f"max_checked_out={limits.max_checked_out}, {split}")
     if limits.max_wait_ms is not None and figures.wait_ms_max > limits.max_wait_ms:
