@@ -50,7 +50,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, cast
 
 from pytest_migsafe.cache import commands as command_table
-from pytest_migsafe.cache.rules import RULES, VALUE, judge
+from pytest_migsafe.cache.rules import ASK_EACH, COUNT, EACH, RULES, SHOWN_OR_ASK, VALUE, judge
 
 # One lookup of a key for reading, before the server version's counts are applied:
 # (the command's Read, the key, True if it existed / False if not / None to be probed,
@@ -328,7 +328,11 @@ def entries_for(plan: Plan, reply: Any, known: Sequence[bool | None] | None = No
             return [(read, key, None, number) for key in keys]
         return []
     if plan.rule is not None:
-        return [(read, key, verdict, number) for key, verdict in judge(plan.rule, whole, reply)]
+        verdicts = judge(plan.rule, whole, reply)
+        if known is not None and len(known) == len(verdicts):  # what a probe before the batch found
+            return [(read, key, known[index] if verdict is None else verdict, number)
+                    for index, (key, verdict) in enumerate(verdicts)]
+        return [(read, key, verdict, number) for key, verdict in verdicts]
     keys = command_table.keys_of(read, whole)
     if known is not None and len(known) == len(keys):
         return [(read, key, verdict, number) for key, verdict in zip(keys, known)]
@@ -360,30 +364,51 @@ def _named(value: Any) -> Any:
     return ("object", id(value))  # a type redis-py refuses: never hashed or compared
 
 
+# Reply rules whose reply may not tell (a verdict None): a probe decides
+_MAY_ASK = frozenset({EACH, COUNT, SHOWN_OR_ASK, ASK_EACH})
+
+
+def _is_barrier(args: Sequence[Any], plan: Plan | None) -> bool:
+    first = args[0] if args else b""
+    name = (first.decode("latin-1") if isinstance(first, bytes)
+            else str.__str__(first) if isinstance(first, str) else "").upper()
+    return (plan is not None and plan.read.scripting) or name in _BARRIERS
+
+
 def batch_probes(commands: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[Plan | None], list[tuple[int, int, Any]]]:
     """Each command's :class:`Plan` (None: reads nothing), and the lookups of a pipeline
-    (or MULTI/EXEC) to probe before it runs: ``(command index, key index, key)`` of each key a
-    command without a reply rule reads that no earlier command of the batch names (nor any
-    script or keyspace-wide command such as FLUSHDB runs before it), so the state before the
-    batch is the state the server looked up. The others are probed after the batch, which
-    is right unless the batch itself changed whether they exist."""
+    (or MULTI/EXEC) to probe before it runs: ``(command index, key index, key)`` of each key
+    that no earlier command of the batch names (nor any script or keyspace-wide command such
+    as FLUSHDB runs before it), so the state before the batch is the state the server looked
+    up: every key of a command without a reply rule, and each key of a command whose reply
+    may not tell (``HGET``, ``SUNION``, ...) that a later command names (or a later
+    keyspace-wide command may touch). The others are probed after the batch, which is right
+    unless the batch itself changed whether they exist before the read."""
     plans: list[Plan | None] = []
-    wanted: list[tuple[int, int, Any]] = []
-    named: set[Any] = set()
-    barrier = False
+    barriers: list[bool] = []
+    last: dict[Any, int] = {}  # each argument -> the index of the last command naming it
+    last_barrier = -1
     for index, (args, _options) in enumerate(commands):
         plan = plan_for(args)
         plans.append(plan)
-        if plan is not None and not barrier and probe_first(plan):
-            for position, key in enumerate(command_table.keys_of(plan.read, plan.whole)):
-                if _named(key) not in named:
-                    wanted.append((index, position, key))
-        if not barrier:
-            first = args[0] if args else b""
-            name = (first.decode("latin-1") if isinstance(first, bytes)
-                    else str.__str__(first) if isinstance(first, str) else "").upper()
-            barrier = (plan is not None and plan.read.scripting) or name in _BARRIERS
-            named.update(_named(arg) for arg in args)
+        barriers.append(_is_barrier(args, plan))
+        if barriers[-1]:
+            last_barrier = index
+        for arg in args:
+            last[_named(arg)] = index
+    wanted: list[tuple[int, int, Any]] = []
+    named: set[Any] = set()
+    for index, ((args, _options), plan) in enumerate(zip(commands, plans)):
+        if plan is not None and not plan.read.scripting:
+            first = probe_first(plan)
+            if first or plan.rule in _MAY_ASK:
+                for position, key in enumerate(command_table.keys_of(plan.read, plan.whole)):
+                    name = _named(key)
+                    if name not in named and (first or last[name] > index or last_barrier > index):
+                        wanted.append((index, position, key))
+        if barriers[index]:
+            break  # (past a barrier the state before the batch says nothing)
+        named.update(_named(arg) for arg in args)
     return plans, wanted
 
 

@@ -248,6 +248,77 @@ def test_a_probed_read_in_a_pipeline_counts_the_keys_as_they_were_when_read(
     assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
 
 
+BATCHES_CHANGING_WHAT_THEY_READ = {
+    # a read whose reply may not tell (a reply rule), then a write that changes whether its key exists
+    "hget-missing-field-then-hset": [("HGET", "h:absent", "name"), ("HSET", "h:absent", "name", "x")],
+    "hget-missing-field-then-del": [("HGET", "h:1", "nofield"), ("DEL", "h:1")],
+    "sismember-then-del": [("SISMEMBER", "s:1", "zz"), ("DEL", "s:1")],
+    "lrange-missing-then-rpush": [("LRANGE", "l:absent", "0", "-1"), ("RPUSH", "l:absent", "a")],
+    "sunion-del-sunion": [("SUNION", "s:1", "s:absent"), ("DEL", "s:1"), ("SUNION", "s:1", "s:2")],
+    "mget-then-flushdb": [("MGET", "str:1", "h:1"), ("FLUSHDB",)],
+    "exists-then-set": [("EXISTS", "str:1", "str:absent"), ("SET", "str:absent", "v")],
+}
+
+
+def _seed(client: Any) -> None:
+    client.hset("h:1", "name", "a")
+    client.sadd("s:1", "a")
+    client.sadd("s:2", "b")
+    client.set("str:1", "v")
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi-exec"])
+@pytest.mark.parametrize("name", list(BATCHES_CHANGING_WHAT_THEY_READ))
+def test_a_read_a_later_command_of_its_batch_changes_counts_the_key_as_it_was_when_read(
+        real: redis.Redis, fake: redis.Redis, name: str, transaction: bool) -> None:
+    """A read with a reply rule whose reply cannot tell (an HGET of a missing field: nil; an
+    empty LRANGE) was probed after its batch, which had created or deleted the key since: a
+    hit booked as a miss and the reverse, a prefix's hit rate wrong on real Redis and every
+    figure on fakeredis. Its keys that a later command names are probed before the batch."""
+    commands = BATCHES_CHANGING_WHAT_THEY_READ[name]
+    figures = []
+    for client in (real, fake):
+        client.flushall()
+        _seed(client)
+        before = server_counts(client) if client is real else (0, 0)
+        with cache_stats(client) as stats, client.pipeline(transaction=transaction) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute(raise_on_error=False)
+        after = server_counts(client) if client is real else (0, 0)
+        figures.append((stats, (after[0] - before[0], after[1] - before[1])))
+    (real_stats, info), (fake_stats, _) = figures
+    assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
+    assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
+
+
+def test_an_async_pipeline_counts_a_read_its_batch_changes_as_it_was_when_read(redis_server: RunningRedis) -> None:
+    """The asyncio client's pipelines share the batch probes: an HGET of a missing key then its
+    HSET was a hit (probed after the batch)."""
+    import asyncio
+
+    import redis.asyncio as redis_async
+
+    async def run() -> tuple[tuple[int, int], tuple[int, int]]:
+        client = redis_async.Redis.from_url(redis_server.url)
+        try:
+            await client.flushall()
+            before = await client.info("stats")
+            async with cache_stats(client) as stats:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.hget("h:absent", "name")
+                    pipe.hset("h:absent", "name", "x")
+                    await pipe.execute()
+            after = await client.info("stats")
+        finally:
+            await client.aclose()
+        info = (after["keyspace_hits"] - before["keyspace_hits"], after["keyspace_misses"] - before["keyspace_misses"])
+        return (stats.client_hits, stats.client_misses), info
+
+    client_side, info = asyncio.run(run())
+    assert client_side == info == (0, 1)
+
+
 @pytest.mark.parametrize("keys", [["h:1"], ["h:missing"], ["h:1", "h:2"], ["h:1", "h:missing"]],
                          ids=["one", "one-missing", "two", "two-one-missing"])
 def test_pfcount_counts_each_form_as_the_server_does(real: redis.Redis, fake: redis.Redis, keys: list[str]) -> None:
