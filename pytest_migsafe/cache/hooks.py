@@ -108,6 +108,75 @@ def is_active() -> bool:
     return bool(_listeners)
 
 
+# -- commands that change how reads are counted ---------------------------------------
+#: ``CONFIG RESETSTAT`` commands the hooks saw (any client, any server): ``INFO stats``
+#: deltas over a stretch in which this moved say nothing (see :func:`stat_resets`)
+_resets = 0
+# id(client) -> (a weak reference to it, the plans of the reads it queued): a client inside
+# a MULTI it sent by hand (execute_command("MULTI")), whose commands reply QUEUED until EXEC
+_by_hand: dict[int, tuple[weakref.ref[Any], list[Plan | None]]] = {}
+_NOTED = frozenset({"MULTI", "EXEC", "DISCARD", "CONFIG", "CONFIG RESETSTAT"})
+
+
+def stat_resets() -> int:
+    """How many ``CONFIG RESETSTAT`` commands the hooks saw while listening: a
+    :class:`~pytest_migsafe.cache.stats.CacheStats` whose block saw this move cannot read
+    its figures from ``INFO stats`` (the server's counters restarted from zero)."""
+    return _resets
+
+
+def _command_name(args: Sequence[Any]) -> str:
+    first = args[0] if args else ""
+    if isinstance(first, bytes):
+        first = first.decode("latin-1")
+    return str.__str__(first).upper() if isinstance(first, str) and len(first) <= 16 else ""
+
+
+def _note_unplanned(client: Any, args: Sequence[Any]) -> None:
+    """A command that reads no key, sent by ``client``'s ``execute_command``: a stats reset or
+    a MULTI sent by hand begins, and an EXEC or DISCARD ends, a stretch counted otherwise."""
+    global _resets
+    name = _command_name(args)
+    if name not in _NOTED:
+        return
+    if name.startswith("CONFIG"):
+        rest = name[6:].strip() or (_command_name(args[1:]) if len(args) > 1 else "")
+        if rest == "RESETSTAT":
+            with _lock:
+                _resets += 1
+    elif name == "MULTI":
+        try:
+            _by_hand[id(client)] = (weakref.ref(client), [])
+        except TypeError:  # (a client that cannot be weakly referenced: counted as before)
+            pass
+
+
+def _queued_by_hand(client: Any) -> list[Plan | None] | None:
+    """The plans queued so far by ``client`` inside a MULTI it sent by hand, else None."""
+    held = _by_hand.get(id(client))
+    if held is None:
+        return None
+    if held[0]() is not client:  # another client at a reused id
+        del _by_hand[id(client)]
+        return None
+    return held[1]
+
+
+def _exec_entries(client: Any, args: Sequence[Any], reply: Any) -> list[Entry] | None:
+    """The entries of the reads ``client`` queued by hand, once its EXEC (``reply``: the list of
+    their replies) or DISCARD ran; None when ``args`` is neither or the client sent no MULTI."""
+    name = _command_name(args)
+    if name not in ("EXEC", "DISCARD"):
+        return None
+    queued = _queued_by_hand(client)
+    if queued is None:
+        return None
+    del _by_hand[id(client)]
+    if name == "DISCARD" or not isinstance(reply, (list, tuple)) or len(reply) != len(queued):
+        return []  # discarded, or aborted by a WATCH: nothing was looked up
+    return _pipeline_entries(queued, reply, [None] * len(queued))
+
+
 # -- which server a pool talks to ----------------------------------------------------
 def pool_identity(pool: Any) -> tuple[tuple[Any, ...], bool]:
     """``(identity, is_fakeredis)`` of a redis-py connection pool; cached per pool.
@@ -689,6 +758,8 @@ def _hook_execute_command(original: Any) -> Any:
     def execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return original(self, *args, **options)
+        if _by_hand and id(self) in _by_hand:
+            return _by_hand_sync(self, original, args, options)
         # (a command name of the user's own str class is never hashed: plan_for reads it as text)
         fast = _FAST.get(args[0]) if args and type(args[0]) is str else None
         if fast is not None and fast.rule is VALUE:  # the common case (GET), kept lean
@@ -709,7 +780,9 @@ def _hook_execute_command(original: Any) -> Any:
             return reply
         plan = Plan(fast.read, list(args)) if fast is not None else plan_for(args)
         if plan is None:
-            return original(self, *args, **options)
+            reply = original(self, *args, **options)
+            _note_unplanned(self, args)
+            return reply
         if plan.read.scripting:
             return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
         known = _probe_before_sync(self.connection_pool, plan)
@@ -726,6 +799,23 @@ def _hook_execute_command(original: Any) -> Any:
 
     execute_command.__wrapped__ = original  # type: ignore[attr-defined]
     return execute_command
+
+
+def _by_hand_sync(client: Any, original: Any, args: Sequence[Any], options: dict[str, Any]) -> Any:
+    """A command of a client inside a MULTI it sent by hand: a read is queued (its reply is
+    QUEUED, which tells nothing), and counted from EXEC's reply, as a pipeline's are."""
+    queued = _queued_by_hand(client)
+    reply = original(client, *args, **options)
+    if queued is None:
+        return reply
+    plan = plan_for(args)
+    if plan is not None:
+        queued.append(None if plan.read.scripting else plan)
+        return reply
+    entries = _exec_entries(client, args, reply)
+    if entries:
+        _account_sync(client.connection_pool, entries)
+    return reply
 
 
 def _hook_immediate(original: Any) -> Any:
@@ -763,6 +853,13 @@ def _pipeline_entries(plans: Sequence[Plan | None], replies: Sequence[Any],
     return entries
 
 
+def _note_batch(pipeline: Any, commands: Any, plans: Sequence[Plan | None]) -> None:
+    """:func:`_note_unplanned` of a batch's stats resets (a MULTI in a batch is its own)."""
+    for (args, _options), plan in zip(commands, plans):
+        if plan is None and _command_name(args).startswith("CONFIG"):
+            _note_unplanned(pipeline, args)
+
+
 def _hook_batch(original: Any) -> Any:
     def execute_batch(self: Any, connection: Any, commands: Any, raise_on_error: bool) -> Any:
         if not _listeners:
@@ -774,6 +871,7 @@ def _hook_batch(original: Any) -> Any:
                                        lambda: original(self, connection, commands, False), connection)
         else:
             replies = original(self, connection, commands, False)
+        _note_batch(self, commands, plans)
         _account_sync(self.connection_pool, _pipeline_entries(plans, replies, known), connection)
         if raise_on_error:
             self.raise_first_error(commands, replies)
@@ -866,9 +964,23 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
     async def execute_command(self: Any, *args: Any, **options: Any) -> Any:
         if not _listeners:
             return await original(self, *args, **options)
+        if not pinned and _by_hand and id(self) in _by_hand:
+            queued = _queued_by_hand(self)
+            reply = await original(self, *args, **options)
+            plan = plan_for(args)
+            if queued is not None and plan is not None:
+                queued.append(None if plan.read.scripting else plan)
+            elif queued is not None:
+                entries = _exec_entries(self, args, reply)
+                if entries:
+                    await _account_async(self.connection_pool, entries)
+            return reply
         plan = plan_for(args)
         if plan is None:
-            return await original(self, *args, **options)
+            reply = await original(self, *args, **options)
+            if not pinned:
+                _note_unplanned(self, args)
+            return reply
         if plan.read.scripting:
             return await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
         # a WATCHing pipeline's command is probed after it, on its own connection
@@ -899,6 +1011,7 @@ def _hook_async_batch(original: Any) -> Any:
                                               lambda: original(self, connection, commands, False), connection)
         else:
             replies = await original(self, connection, commands, False)
+        _note_batch(self, commands, plans)
         await _account_async(self.connection_pool, _pipeline_entries(plans, replies, known), connection)
         if raise_on_error:
             self.raise_first_error(commands, replies)

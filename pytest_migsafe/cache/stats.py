@@ -127,6 +127,7 @@ class CacheStats:
         self._tracked = {key_text(key) for key in track_keys}
         self._start: tuple[int, int] | None = None
         self._end: tuple[int, int] | None = None
+        self._resets = 0  # cache_hooks.stat_resets() when the server's counters were first read
         self._server_error: str | None = None
         self._active = False
         self.entered = False  # True once the block has started
@@ -235,6 +236,8 @@ class CacheStats:
             return None
         from redis.exceptions import ResponseError
 
+        if self._start is None:
+            self._resets = cache_hooks.stat_resets()
         try:
             return server_counts(self.client)
         except (ResponseError, KeyError) as exc:  # INFO refused (ACL) or unusual server
@@ -246,6 +249,8 @@ class CacheStats:
             return None
         from redis.exceptions import ResponseError
 
+        if self._start is None:
+            self._resets = cache_hooks.stat_resets()
         try:
             return await server_counts_async(self.client)
         except (ResponseError, KeyError) as exc:
@@ -253,7 +258,8 @@ class CacheStats:
             return None
 
     def _server_delta(self) -> tuple[int, int] | None:
-        if self._start is None:
+        start = self._start
+        if start is None:
             return None
         end = self._end
         if end is None:
@@ -262,14 +268,26 @@ class CacheStats:
             end = self._read_server()
             if end is None:
                 return None
-        return end[0] - self._start[0], end[1] - self._start[1]
+        delta = end[0] - start[0], end[1] - start[1]
+        if cache_hooks.stat_resets() != self._resets or delta[0] < 0 or delta[1] < 0:
+            # the server's counters restarted from zero during the block (CONFIG RESETSTAT, here
+            # or, seen as a negative delta, from another process): its delta says nothing
+            self._server_error = "INFO stats was reset during the block (CONFIG RESETSTAT)"
+            self._start = None
+            return None
+        return delta
 
     # -- reading -------------------------------------------------------------------
     @property
     def source(self) -> str:
         """Where the totals come from: ``"server"`` (``INFO stats`` keyspace_hits /
-        keyspace_misses deltas) or ``"client"`` (the client-side accounting: fakeredis, or
-        a server whose ``INFO`` was refused)."""
+        keyspace_misses deltas) or ``"client"`` (the client-side accounting: fakeredis, a
+        server whose ``INFO`` was refused, or one whose statistics were reset during the
+        block by ``CONFIG RESETSTAT``)."""
+        if self._start is not None and self._end is not None:
+            self._server_delta()  # (an ended block's, no round trip: a reset found there falls back)
+        if self._start is not None and cache_hooks.stat_resets() != self._resets:
+            return "client"
         return "server" if self._start is not None else "client"
 
     def totals(self) -> tuple[int, int]:

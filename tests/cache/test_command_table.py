@@ -319,6 +319,63 @@ def test_an_async_pipeline_counts_a_read_its_batch_changes_as_it_was_when_read(r
     assert client_side == info == (0, 1)
 
 
+def test_a_stats_reset_during_a_block_falls_back_to_the_client_side(real: redis.Redis) -> None:
+    """``CONFIG RESETSTAT`` inside a block restarts the server's counters: the INFO delta went
+    negative (a test's row read -19/0 and its rate 100%) or too small. The block's figures
+    then come from the client-side accounting; the server's own, read around the reset,
+    agree."""
+    real.set("user:1", "x")
+    start = server_counts(real)
+    with cache_stats(real) as stats:
+        for n in range(3):
+            real.get(f"user:{n}")
+        before_reset = server_counts(real)
+        real.config_resetstat()
+        real.get("user:1")
+        real.get("user:9")
+    end = server_counts(real)  # (counted from the reset)
+    server = (before_reset[0] - start[0] + end[0], before_reset[1] - start[1] + end[1])
+    assert (stats.hits, stats.misses) == server == (2, 3)
+    assert stats.source == "client"
+    with cache_stats(real) as after:  # (a block after the reset reads the server again)
+        real.get("user:1")
+    assert (after.hits, after.misses, after.source) == (1, 0, "server")
+
+
+def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRedis, server_version: tuple[int, ...]) -> None:
+    """``execute_command("MULTI")`` on a client: its reads reply QUEUED until EXEC, and a GET's
+    QUEUED was taken for a value (2 hits where the server counted 2 misses). They are counted
+    from EXEC's replies (probed after it where a reply cannot tell), as a pipeline's; a
+    DISCARD counts nothing."""
+    real = redis.Redis.from_url(redis_server.url, single_connection_client=True)
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(version=server_version), single_connection_client=True)
+    figures = []
+    try:
+        for client in (real, fake):
+            client.flushall()
+            client.set("str:1", "v")
+            client.hset("h:1", "name", "a")
+            before = server_counts(client) if client is real else (0, 0)
+            with cache_stats(client) as stats:
+                client.execute_command("MULTI")
+                client.get("str:1")
+                client.get("str:absent")
+                client.hget("h:1", "nofield")
+                client.execute_command("EXEC")
+                client.execute_command("multi")
+                client.get("str:1")
+                client.execute_command("DISCARD")
+                client.get("str:absent")
+            after = server_counts(client) if client is real else (0, 0)
+            figures.append((stats, (after[0] - before[0], after[1] - before[1])))
+    finally:
+        real.close()
+    (real_stats, info), (fake_stats, _) = figures
+    assert info == (2, 2)
+    assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
+    assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
+
+
 @pytest.mark.parametrize("keys", [["h:1"], ["h:missing"], ["h:1", "h:2"], ["h:1", "h:missing"]],
                          ids=["one", "one-missing", "two", "two-one-missing"])
 def test_pfcount_counts_each_form_as_the_server_does(real: redis.Redis, fake: redis.Redis, keys: list[str]) -> None:
