@@ -109,15 +109,19 @@ class CacheStats:
     fakeredis one). ``backend`` is ``"redis"`` or ``"fakeredis"``; ``identity`` the server
     identity of :func:`pytest_migsafe.cache.hooks.client_identity`. When ``INFO`` is
     refused (ACL) or stops answering, the totals fall back to the client side
-    (``source == "client"``). Errors: ``TypeError`` for ``with`` on an asyncio client;
+    (``source == "client"``); so do they with ``server_totals=False`` (a server other
+    processes read at the same time, such as pytest-xdist workers sharing one: its
+    ``INFO stats`` are server-wide). Errors: ``TypeError`` for ``with`` on an asyncio client;
     ``ImportError`` on entering without redis-py installed;
     :class:`~pytest_migsafe.cache.keys.KeyPatternError` for a bad key pattern.
     """
 
     def __init__(self, client: Any, *, warmup: Callable[[], Any] | None = None,
                  track_keys: Iterable[Any] = (),
-                 key_patterns: Sequence[str | re.Pattern[str]] | None = None) -> None:
+                 key_patterns: Sequence[str | re.Pattern[str]] | None = None,
+                 server_totals: bool = True) -> None:
         self.client = client
+        self.server_totals = server_totals
         self.prefixes = default_prefixes() if key_patterns is None else KeyPrefixes(key_patterns)
         self._plain = False
         self.warmup = warmup
@@ -232,7 +236,7 @@ class CacheStats:
 
     # -- the server side -----------------------------------------------------------
     def _read_server(self) -> tuple[int, int] | None:
-        if self.backend != "redis":
+        if self.backend != "redis" or not self.server_totals:
             return None
         from redis.exceptions import ResponseError
 
@@ -245,7 +249,7 @@ class CacheStats:
             return None
 
     async def _read_server_async(self) -> tuple[int, int] | None:
-        if self.backend != "redis":
+        if self.backend != "redis" or not self.server_totals:
             return None
         from redis.exceptions import ResponseError
 

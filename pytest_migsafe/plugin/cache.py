@@ -180,7 +180,7 @@ class CachePhase:
         self.stats: CacheStats | None = None
         self.figures: CacheFigures | None = None
         if client is not None:
-            self.stats = _cache_stats().CacheStats(client)
+            self.stats = _cache_stats().CacheStats(client, server_totals=not _shared_server(client))
             self.stats.__enter__()
 
     @classmethod
@@ -212,6 +212,17 @@ class CachePhase:
 
 
 _stats_module: ModuleType | None = None
+# the server identity (cache.hooks.client_identity) of a session Redis pytest-xdist workers share
+_shared_identities: list[Any] = []
+
+
+def _shared_server(client: Any) -> bool:
+    """True when ``client`` talks to a session Redis other xdist workers read at the same time."""
+    if not _shared_identities:
+        return False
+    from pytest_migsafe.cache.hooks import client_identity
+
+    return client_identity(client)[0] in _shared_identities
 
 
 def _cache_stats() -> ModuleType:
@@ -255,6 +266,7 @@ class RedisEndpoint:
     source: str
     server: RunningRedis | None = None
     fake_server: Any = None
+    shared: bool = False  # a server pytest-xdist workers share (its INFO stats are server-wide)
 
     @property
     def masked_url(self) -> str:
@@ -319,9 +331,13 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
         from pytest_migsafe.servers import worker_database
 
         url = url_with_database(url, worker_database(worker))
-        run_report(config).note("Redis: pytest-xdist workers share the --migsafe-redis-url server, whose "
-                                "INFO stats are server-wide: per-test hit/miss totals include other "
-                                "workers' reads (without the URL each worker starts its own server)")
+        exported = bool(config.getini("migsafe_export_redis")) and not (
+            config.getoption("migsafe_redis_url", default=None) or config.getini("migsafe_redis_url"))
+        which = ("the Redis started for migsafe_export_redis" if exported
+                 else "the --migsafe-redis-url server")
+        run_report(config).note(f"Redis: pytest-xdist workers share {which}, whose INFO stats are "
+                                "server-wide: per-test hit/miss totals come from the client-side "
+                                "accounting (reads inside Lua scripts are not in them)")
     try:
         server = start_redis(base_dir, url=url or None, redis_server=binary or None)
     except NoRedisAvailable as exc:
@@ -329,7 +345,8 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
         # read as a port or a host (redis://:head#tail@h -> "... as 'head'")
         message = mask_message(str(exc), given)
     else:
-        return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server)
+        return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server,
+                             shared=bool(url and worker))
     # out of the except block: a failure here must not show the unmasked error it handled
     if mode == "real":
         pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {message}", pytrace=False)
@@ -362,10 +379,15 @@ def _migsafe_redis_client(migsafe_redis_server: RedisEndpoint) -> Iterator[Any]:
     client.migsafe_masked_url = migsafe_redis_server.masked_url
     client.migsafe_backend = migsafe_redis_server.backend
     _own_clients.append(client)
+    if migsafe_redis_server.shared:
+        from pytest_migsafe.cache.hooks import client_identity
+
+        _shared_identities.append(client_identity(client)[0])
     try:
         yield client
     finally:
         _own_clients[:] = [own for own in _own_clients if own is not client]
+        _shared_identities.clear()
         client.close()
 
 
@@ -390,7 +412,8 @@ def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheSt
              track_keys: Any = (), key_patterns: Any = None) -> CacheStats:
         if client is None:
             client = request.getfixturevalue("migsafe_redis")
-        stats = CacheStats(client, warmup=warmup, track_keys=track_keys, key_patterns=key_patterns)
+        stats = CacheStats(client, warmup=warmup, track_keys=track_keys, key_patterns=key_patterns,
+                           server_totals=not _shared_server(client))
         blocks.append(stats)
         return stats
 

@@ -423,18 +423,45 @@ def test_asyncio_client_from_the_session_server(pytester: pytest.Pytester) -> No
 
 
 
-def test_xdist_workers_sharing_a_url_get_a_note(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("shared", ["url", "export"])
+def test_xdist_workers_sharing_a_server_count_only_their_own_reads(pytester: pytest.Pytester,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    shared: str) -> None:
+    """Workers sharing one Redis (a URL given, or the server the controller started for
+    ``migsafe_export_redis``) took each test's totals from INFO stats, which are server-wide:
+    another worker's reads at the same time went into them (a test of 3 misses read 3/3), and
+    the note blamed a --migsafe-redis-url nobody gave. The two tests below read at the same
+    time (each waits for the other at both ends of its reads); each counts its own."""
+    if shared == "export":
+        monkeypatch.delenv("MIGSAFE_REDIS_URL")
+        pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+                         "migsafe_export_redis = REDIS_URL=url\n")
     pytester.makepyfile("""
-        import pytest
+        import pathlib, time, pytest
+
+        def meet(name, other):
+            pathlib.Path(name).touch()
+            for _ in range(3000):  # (until the other test got there: up to 30 s)
+                if pathlib.Path(other).exists():
+                    return
+                time.sleep(0.01)
+            raise AssertionError(f"{other} never came")
 
         @pytest.mark.parametrize("n", range(2))
         def test_worker(n, migsafe_redis):
-            migsafe_redis.get("user:1")
+            migsafe_redis.set("user:1", "x")
+            meet(f"start-{n}", f"start-{1 - n}")
+            for _ in range(3):
+                migsafe_redis.get("user:1" if n else "user:absent")
+            meet(f"done-{n}", f"done-{1 - n}")
     """)
     result = pytester.runpytest_subprocess("-n", "2", "--migsafe-report-json=report.json")
     result.assert_outcomes(passed=2)
-    assert any(note.startswith("Redis: pytest-xdist workers share the --migsafe-redis-url server")
-               for note in report(pytester)["notes"])
+    data = report(pytester)
+    counts = sorted((t["cache"]["hits"], t["cache"]["misses"], t["cache"]["source"]) for t in data["tests"].values())
+    assert counts == [(0, 3, "client"), (3, 0, "client")]
+    which = "the Redis started for migsafe_export_redis" if shared == "export" else "the --migsafe-redis-url server"
+    assert any(note.startswith(f"Redis: pytest-xdist workers share {which}") for note in data["notes"]), data["notes"]
 
 
 def test_a_projects_own_migsafe_redis_fixture_is_not_measured(pytester: pytest.Pytester,
