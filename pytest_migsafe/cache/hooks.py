@@ -805,7 +805,12 @@ def _by_hand_sync(client: Any, original: Any, args: Sequence[Any], options: dict
     """A command of a client inside a MULTI it sent by hand: a read is queued (its reply is
     QUEUED, which tells nothing), and counted from EXEC's reply, as a pipeline's are."""
     queued = _queued_by_hand(client)
-    reply = original(client, *args, **options)
+    try:
+        reply = original(client, *args, **options)
+    except Exception:
+        if _command_name(args) in ("EXEC", "DISCARD"):  # (the transaction is over either way)
+            _by_hand.pop(id(client), None)
+        raise
     if queued is None:
         return reply
     plan = plan_for(args)
@@ -966,7 +971,12 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
             return await original(self, *args, **options)
         if not pinned and _by_hand and id(self) in _by_hand:
             queued = _queued_by_hand(self)
-            reply = await original(self, *args, **options)
+            try:
+                reply = await original(self, *args, **options)
+            except Exception:
+                if _command_name(args) in ("EXEC", "DISCARD"):  # (the transaction is over either way)
+                    _by_hand.pop(id(self), None)
+                raise
             plan = plan_for(args)
             if queued is not None and plan is not None:
                 queued.append(None if plan.read.scripting else plan)

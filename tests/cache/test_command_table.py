@@ -346,7 +346,7 @@ def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRe
     """``execute_command("MULTI")`` on a client: its reads reply QUEUED until EXEC, and a GET's
     QUEUED was taken for a value (2 hits where the server counted 2 misses). They are counted
     from EXEC's replies (probed after it where a reply cannot tell), as a pipeline's; a
-    DISCARD counts nothing."""
+    DISCARD, or an EXEC the server refused, counts nothing and ends the transaction."""
     real = redis.Redis.from_url(redis_server.url, single_connection_client=True)
     fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(version=server_version), single_connection_client=True)
     figures = []
@@ -366,12 +366,18 @@ def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRe
                 client.get("str:1")
                 client.execute_command("DISCARD")
                 client.get("str:absent")
+                client.execute_command("MULTI")
+                with pytest.raises(redis.ResponseError):
+                    client.execute_command("GET")  # (an arity error: the transaction is aborted)
+                with pytest.raises(redis.ResponseError, match="(?i)discarded"):  # (EXECABORT)
+                    client.execute_command("EXEC")
+                client.get("str:absent")  # (counted again once the transaction is over)
             after = server_counts(client) if client is real else (0, 0)
             figures.append((stats, (after[0] - before[0], after[1] - before[1])))
     finally:
         real.close()
     (real_stats, info), (fake_stats, _) = figures
-    assert info == (2, 2)
+    assert info == (2, 3)
     assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
     assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
 
