@@ -17,6 +17,8 @@ Plain script, not part of the test suite::
    of 200 and 1,400 tests, which splits each variant's instruction count into a fixed part
    (start-up, imports) and a per-test part, projected to ``--tests``. Instruction counts
    do not move with the machine's load, so this is the figure to trust on a busy machine.
+   The main thread is counted (``--separate-threads``: psycopg_pool's threads run a few
+   million instructions a run, not a test), under one hash seed (``--seed``, default 0).
 4. With ``--startup`` (alone): instructions of a session of one trivial test, the three
    variants: what a run pays once (imports, hooks, configure), however few tests it selects.
 5. With ``--opcodes`` (alone; with ``--realistic`` on the realistic suite, else on trivial
@@ -336,16 +338,36 @@ def bench_memory(queries: int) -> None:
         print(f"  difference {(on - off) / 1024:.1f} MB  (target < 100 MB)")
 
 
+#: PYTHONHASHSEED of the runs under callgrind (--seed): a random seed per process moved the
+#: per-test figure of one tree by +-100 k between runs (dict and set layouts differ)
+HASH_SEED = "0"
+#: instructions of the threads other than the main one, per run (psycopg_pool's scheduler and
+#: workers): printed apart, as they do not grow with the tests
+OTHER_THREADS: dict[tuple[str, int], int] = {}
+
+
 def instructions(root: Path, *args: str) -> int:
-    """Instructions one pytest run executes, counted by callgrind (the same on a busy machine)."""
+    """Instructions the main thread of one pytest run executes, counted by callgrind (the same
+    on a busy machine), under the hash seed :data:`HASH_SEED`; the other threads' go to
+    :data:`OTHER_THREADS`."""
     run_pytest(root, *args)  # bytecode caches first
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                           sys.executable, "-m", "pytest", *COMMON, *args], cwd=root, env=ENV,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"valgrind pytest {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return int(found.group(1))
+    with tempfile.TemporaryDirectory(prefix="migsafe-cg-") as out:
+        done = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
+                               f"--callgrind-out-file={out}/cg.out", sys.executable, "-m", "pytest",
+                               *COMMON, *args], cwd=root, env={**ENV, "PYTHONHASHSEED": HASH_SEED},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"valgrind pytest {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+        threads = {}
+        for part in sorted(Path(out).glob("cg.out-*")):  # cg.out-01: the main thread
+            found = re.search(r"^(?:summary|totals): (\d+)", part.read_text(errors="replace"), re.M)
+            if found is not None:
+                threads[part.name] = int(found.group(1))
+    if "cg.out-01" not in threads:
+        raise SystemExit(f"valgrind pytest {' '.join(args)}: no main-thread count in {sorted(threads)}")
+    main = threads.pop("cg.out-01")
+    OTHER_THREADS[(" ".join(args), len(list(root.glob("test_*.py"))))] = sum(threads.values())
+    return main
 
 
 SUITES = {
@@ -410,6 +432,9 @@ def bench_instructions(tests: int, imports: str = "", small: int = 200, large: i
         base = base or (total, per_test, fixed)
         print(f"  {name:22} {per_test / 1e6:6.3f} M/test ({(per_test - base[1]) / 1e3:+.0f} k)   "
               f"fixed {fixed / 1e6:6.0f} M ({(fixed - base[2]) / 1e6:+.0f} M)   {total / base[0]:.3f}x")
+    others = sorted(OTHER_THREADS.values())
+    print(f"  (main thread, PYTHONHASHSEED={HASH_SEED}; the other threads ran {others[0] / 1e6:.1f} to "
+          f"{others[-1] / 1e6:.1f} M instructions a run, whatever the suite's size, not counted)")
     print("  target: --migsafe-report at most 1.05x of -p no:migsafe")
 
 
@@ -493,6 +518,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, metavar="SMALL,LARGE",
                         help="with --instructions on --realistic or --shop: the two suite sizes (default 100,300; "
                              "larger ones spread the run-to-run noise of the fixed part over more tests)")
+    parser.add_argument("--seed", default="0", metavar="N",
+                        help="with --instructions: PYTHONHASHSEED of the runs (default 0; the per-test "
+                             "figure of one tree moves by tens of thousands of instructions between seeds)")
     parser.add_argument("--opcodes", action="store_true",
                         help="only the Python opcodes a test runs, the three variants (deterministic; with "
                              "--realistic on the realistic suite, else on trivial tests; about 2 minutes)")
@@ -507,6 +535,8 @@ def main() -> None:
         bench_startup(args.imports)
         return
     if args.instructions:
+        global HASH_SEED
+        HASH_SEED = str(int(args.seed))
         if suite != "trivial":
             small, large = (int(size) for size in (args.sizes or "100,300").split(","))
             bench_instructions(args.tests, small=small, large=large, suite=suite)
