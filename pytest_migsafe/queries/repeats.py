@@ -31,12 +31,15 @@ from pytest_migsafe.report.record import NPlusOne
 AllowRule = tuple["re.Pattern[str] | str", int]
 
 _OFFSET = re.compile(r"\bOFFSET\b", re.I)
-_KEYSET = re.compile(r"\bORDER\s+BY\b.*\bLIMIT\b", re.I | re.S)
-_RANGE = re.compile(r"[<>]=?\s*(\?|%s|\$\d+|:\w+)")
+_KEYSET = re.compile(r"\bORDER\s+BY\b.*\b(LIMIT|FETCH\s+(FIRST|NEXT))\b", re.I | re.S)
+# a </> bound that is a parameter: bare (?, %s, %(name)s, $1, :name), cast (CAST(? AS INT),
+# ?::int: the psycopg dialect casts every bound), or in a row value ((a, id) > (?, ?))
+_RANGE = re.compile(r"[<>]=?\s*(\(\s*)?(CAST\s*\(\s*)?(\?|%s|%\(\w+\)s|\$\d+|:\w+)", re.I)
 
 
 def is_pagination(shape: str) -> bool:
-    """True for a paginated read: ``OFFSET``, or ``ORDER BY ... LIMIT`` with a ``<``/``>`` bound."""
+    """True for a paginated read: ``OFFSET``, or ``ORDER BY ... LIMIT`` (or ``FETCH FIRST``)
+    with a ``<``/``>`` bound that is a parameter (also cast, or in a row value: a keyset)."""
     return bool(_OFFSET.search(shape) or (_KEYSET.search(shape) and _RANGE.search(shape)))
 
 

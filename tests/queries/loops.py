@@ -40,3 +40,16 @@ def load_each(rows: Any, attribute: str) -> None:
     """Read ``attribute`` of each row: a lazy load per row (an ORM N+1)."""
     for row in rows:
         getattr(row, attribute)
+
+
+def keyset_pages(session: Any, statement_for: Any) -> list[Any]:
+    """Read every page of a keyset pagination: ``statement_for(last)`` is the statement of the
+    page after the key ``last`` (None first); ends at an empty page."""
+    out: list[Any] = []
+    last = None
+    while True:
+        page = session.execute(statement_for(last)).all()
+        if not page:
+            return out
+        out += page
+        last = page[-1]
