@@ -25,7 +25,9 @@ execute state for every ORM statement, which costs more than the capture itself)
   (``Connection._exec_insertmany_context``: ``insert(...).returning(...)`` with a list of
   rows) and one ``selectinload`` sent in chunks of 500 keys.
 
-Nothing here runs while no counter is active, beyond one tuple read per load.
+Nothing here runs while no counter is active, beyond one tuple read per load, except that
+a flush keeps the rows it inserted (a fixture's rows, made before a test's counter starts,
+are the test's to read) and an ORM query lets them go.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ _fresh_rows: dict[int, int] = {}
 _fresh_indexed = [0]
 #: Rows of one flush kept for that (past it, its rows' loads count as before: one unknown query's)
 FRESH_ROWS_KEPT = 10_000
+#: Flushes kept with no ORM query between (fixtures of a session may flush long before a test
+#: runs a query); past it, they are forgotten
+FRESH_FLUSHES_KEPT = 1_000
 # id(InstanceState) -> (runid, the state) of the latest query that refreshed a row in part
 # while counting: SQLAlchemy stamps a row with a query's runid only when the query loads the
 # row whole; a row already in the identity map (held by a fixture, expired by a commit)
@@ -74,10 +79,11 @@ _last_walk = callsite._last  # the per-thread slot of the last call-site walk (c
 
 
 def forget() -> None:
-    """Drop what was learnt about loaded rows (called when the last counter stops)."""
+    """Drop what was learnt about loaded rows (called when the last counter stops). The rows
+    flushes inserted are kept until the next ORM query: a fixture's, made before the next
+    test's counter starts, are that test's to read."""
     _query_sites.clear()
     _refreshed.clear()
-    _forget_fresh()
 
 
 def _forget_fresh() -> None:
@@ -162,7 +168,13 @@ def _wrap_load_scalar_attributes(original: Any) -> Any:
             cls = state.class_.__name__
         except AttributeError:
             return original(mapper, state, attribute_names, passive)
-        columns = ", ".join(sorted(str(k) for k in attribute_names)) if attribute_names else "<expired columns>"
+        expired = getattr(state, "expired_attributes", None)
+        if not attribute_names or (expired and not expired.isdisjoint(attribute_names)):
+            # a row expired (by a commit, expire_all()) loaded again, every attribute it had
+            # (relationships too): not a deferred column, whose fix would be undefer()
+            columns = "<expired columns>"
+        else:
+            columns = ", ".join(sorted(str(k) for k in attribute_names))
         return _observed(("deferred_column", f"{cls}.{columns}"), state, None,
                          lambda: original(mapper, state, attribute_names, passive))
 
@@ -184,9 +196,9 @@ def _wrap_instances(original: Any) -> Any:
     @functools.wraps(original)
     def instances(cursor: Any, context: Any) -> Any:
         result = original(cursor, context)
+        if _fresh_flushes and orm_load.get() is None:
+            _forget_fresh()  # a query of the application's (or a fixture's), not a per-row load: it may return them
         if dispatch._active:
-            if _fresh_flushes and orm_load.get() is None:
-                _forget_fresh()  # a query of the application's, not a per-row load: it may return them
             runid = getattr(context, "runid", None)
             if runid is not None:
                 # the rows' statement has just run: its call site is where they were
@@ -229,10 +241,13 @@ def _wrap_flush(original: Any) -> Any:
     rows it inserted (the session's pending rows before it) in ``_fresh_flushes``."""
     @functools.wraps(original)
     def _flush(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not dispatch._active:
-            return original(self, *args, **kwargs)
         pending = getattr(self, "_new", None)  # {InstanceState: object}, emptied by the flush
         rows = list(pending) if pending and len(pending) <= FRESH_ROWS_KEPT else None
+        if not dispatch._active:  # (a fixture's rows too: a test may read them)
+            result = original(self, *args, **kwargs)
+            if rows is not None:
+                _note_fresh(next(_units), rows)
+            return result
         unit = next(_units)
         token = unit_of_work.set(unit)
         try:
@@ -240,11 +255,19 @@ def _wrap_flush(original: Any) -> Any:
         finally:
             unit_of_work.reset(token)
         if rows is not None:
-            _fresh_flushes.append((unit, rows))
+            _note_fresh(unit, rows)
         return result
 
     setattr(_flush, _WRAPS, original)
     return _flush
+
+
+def _note_fresh(unit: int, rows: list[Any]) -> None:
+    """Keep the rows a flush inserted (until the application's next ORM query); past
+    :data:`FRESH_FLUSHES_KEPT` flushes with no query between, those kept are forgotten."""
+    if len(_fresh_flushes) >= FRESH_FLUSHES_KEPT:
+        _forget_fresh()
+    _fresh_flushes.append((unit, rows))
 
 
 def _patch(owner: Any, name: str, wrap: Any) -> None:

@@ -369,7 +369,7 @@ def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRe
                 client.execute_command("MULTI")
                 with pytest.raises(redis.ResponseError):
                     client.execute_command("GET")  # (an arity error: the transaction is aborted)
-                with pytest.raises(redis.ResponseError, match="(?i)discarded"):  # (EXECABORT)
+                with pytest.raises(redis.ResponseError, match=r"(?i)discarded"):  # (EXECABORT)
                     client.execute_command("EXEC")
                 client.get("str:absent")  # (counted again once the transaction is over)
             after = server_counts(client) if client is real else (0, 0)

@@ -228,6 +228,19 @@ def orders_made_one_by_one(n, commit=False):
         return names
 
 
+def customer_ids_after_commit():
+    # the rows of one query, expired by a commit, then read row by row: each row's expired
+    # attributes are loaded again, one statement per row
+    with Session(ENGINE) as session:
+        orders = session.scalars(select(Order)).all()
+        session.commit()
+        return [order.customer_id for order in orders]
+
+
+def customer_name_of(order):
+    return order.customer.name
+
+
 def orders_made_one_by_one_then_listed(n):
     # the same rows, then a query returns them (from the identity map) and a loop reads each
     # one's customer: an N+1 of that query
@@ -440,6 +453,30 @@ def test_objects_committed_one_by_one_each_reading_its_relation_are_fine():
     app.orders_made_one_by_one(3, commit=True)
 
 
+def test_rows_read_after_their_commit_expired_them():
+    app.seed(3)
+    app.customer_ids_after_commit()
+
+
+@pytest.fixture
+def orders_a_fixture_made_one_by_one():
+    app.seed(2)
+    with Session(app.ENGINE, expire_on_commit=False) as session:
+        made = []
+        for customer_id in session.scalars(app.select(app.Customer.id)).all():
+            order = app.Order(customer_id=customer_id)
+            session.add(order)
+            session.commit()
+            made.append(order)
+        yield made
+
+
+def test_rows_a_fixture_made_one_by_one_each_reading_its_relation_are_fine(orders_a_fixture_made_one_by_one):
+    first, second = orders_a_fixture_made_one_by_one
+    app.customer_name_of(first)
+    app.customer_name_of(second)
+
+
 def test_objects_made_one_by_one_then_listed_by_a_query():
     app.seed(3)
     app.orders_made_one_by_one_then_listed(3)
@@ -509,7 +546,8 @@ def pytest_runtest_teardown(item):
     found = record.queries.n_plus_one if record is not None and record.queries is not None else []
     SUSPECTS[item.name] = [{"kind": s.kind, "relationship": s.relationship, "count": s.count,
                             "parents": s.parents, "allowed": s.allowed, "site": s.call_site,
-                            "chain": s.chain, "shape": s.shape, "loaded_at": s.loaded_at} for s in found]
+                            "chain": s.chain, "shape": s.shape, "loaded_at": s.loaded_at,
+                            "fix": s.fix} for s in found]
 
 def pytest_sessionfinish(session):
     with open("suspects.json", "w") as f:
@@ -547,6 +585,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_objects_made_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_committed_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_made_one_by_one_then_listed_by_a_query": [("lazy_load", "Order.customer")],
+    "test_rows_read_after_their_commit_expired_them": [("deferred_column", "Order.<expired columns>")],
+    "test_rows_a_fixture_made_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_of_one_flush_each_reading_its_relation": [("lazy_load", "Order.customer")],
     "test_one_flush_sending_one_insert_per_row_is_fine": [],
     "test_a_flush_per_row_from_an_application_loop": [("repeated_statement", "INSERT INTO customers")],
@@ -622,6 +662,8 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
     (listed,) = suspects["test_single_row_loads_beside_a_list_count_apart"]
     list_line = TESTS.split("\n").index(next(line for line in TESTS.split("\n") if line.endswith("# LIST"))) + 1
     assert (listed["parents"], listed["count"], listed["site"]) == (2, 2, f"test_scenarios.py:{list_line}"), listed
+    (expired,) = suspects["test_rows_read_after_their_commit_expired_them"]
+    assert expired["fix"].startswith("select(Order) without expiring the rows first"), expired  # (not undefer())
     (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
     assert flushes["count"] == 12  # each flush is its own unit of work, however the frames are reused
     (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
