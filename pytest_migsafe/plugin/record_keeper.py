@@ -25,6 +25,7 @@ class RecordKeeper:
         self.report = report  # the session's run report, which finished records join
         self.renamed = renamed  # node id as run -> as recorded (see stash.recorded_id)
         self.pending: dict[str, TestRecord] = {}
+        self.called: set[str] = set()  # pending records whose call report came (their outcome is known)
         self.outcomes: dict[str, str] | None = None
 
     def track_outcomes(self) -> dict[str, str]:
@@ -52,10 +53,24 @@ class RecordKeeper:
             return
         if when == "call":
             record.outcome = outcome
+            self.called.add(nodeid)
         elif when == "teardown":
             if outcome == "failed" and record.outcome == "passed":
                 record.outcome = "error"
             del self.pending[nodeid]
+            self.called.discard(nodeid)
             if record.queries or record.cache or record.pool or record.shadows:
                 self.report.add(record)
+
+    def hand_over_pending(self) -> None:
+        """At the session's end, the records whose teardown report never came (the run was
+        interrupted, or pytest hit an internal error, in their teardown) go to the run report
+        too: with their call's outcome, or ``"interrupted"`` when the call did not end."""
+        for nodeid, record in list(self.pending.items()):
+            if nodeid not in self.called:
+                record.outcome = "interrupted"
+            if record.queries or record.cache or record.pool or record.shadows:
+                self.report.add(record)
+        self.pending.clear()
+        self.called.clear()
 

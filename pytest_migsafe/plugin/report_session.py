@@ -231,6 +231,7 @@ class ReportSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Workers send their figures; the controller compares, writes and sets the exit status."""
         report = run_report(self.config)
+        record_keeper(self.config).hand_over_pending()  # (tests whose teardown never ended)
         renamed = self.config.stash.get(RENAMED_KEY, None)
         if renamed:  # the outcomes the controller read from the workers' reports, under the ids recorded
             self.outcomes = {renamed.get(nodeid, nodeid): outcome for nodeid, outcome in self.outcomes.items()}
@@ -246,8 +247,9 @@ class ReportSession:
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
-        if exitstatus == pytest.ExitCode.INTERRUPTED or self.exited or _ending_on_an_interrupt():
-            report.interrupted = True
+        if (exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR) or self.exited
+                or _ending_on_an_interrupt()):
+            report.interrupted = True  # (an internal error ends the run as an interrupt does)
         removed: list[str] = []
         if self.baseline is not None and not report.interrupted:
             narrowed = narrowed_files(self.config)

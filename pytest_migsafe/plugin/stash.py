@@ -155,6 +155,8 @@ def begin_call(item: pytest.Item) -> CallInProgress:
     the last test kept unread are let go (its reports are written)."""
     if _kept_for and not _calls:
         _kept_for.pop().stash[DEFERRED_KEY] = []
+    if RECORD_KEY in item.stash:
+        _forget_handed_record(item)
     seen = _own_marks.get(id(item))
     if seen is not None and seen != len(item.own_markers):
         _markers_added(item)
@@ -168,6 +170,14 @@ def begin_call(item: pytest.Item) -> CallInProgress:
         else:
             phases.append(phase)
     return call
+
+
+def _forget_handed_record(item: pytest.Item) -> None:
+    """A test run again (pytest-rerunfailures): the record of its last run went to the run
+    report at that run's teardown; this run gets a record of its own (which replaces it there,
+    with this run's outcome), not the last run's, which nothing would hand over again."""
+    if item.nodeid not in record_keeper(item.config).pending:
+        del item.stash[RECORD_KEY]
 
 
 def end_call(call: CallInProgress) -> None:

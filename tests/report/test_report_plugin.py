@@ -393,6 +393,96 @@ def test_a_run_ended_by_pytest_exit_with_its_own_code_is_interrupted(lab: pytest
     assert not (lab.path / ".migsafe" / "baseline.json").exists()  # an interrupted run writes none
 
 
+def test_a_test_interrupted_in_its_teardown_keeps_its_figures(lab: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C (or SIGTERM) in a fixture's teardown: the test's record never reached the run
+    report (records go there at the teardown report), so a test that ran 5 statements was
+    "unmeasured, passed" (no SQL) and an improvement of 5 -> 0 against the baseline. It keeps
+    its call's figures and outcome; a test interrupted in its call is not compared."""
+    lab.makepyfile(test_stop="""
+        import os
+        import pytest
+        from conftest import run
+
+        @pytest.fixture
+        def stops_in_teardown():
+            yield
+            if os.environ.get("STOP"):
+                raise KeyboardInterrupt
+
+        def test_a(stops_in_teardown):
+            run(5)
+
+        def test_b():
+            run(1)
+            if os.environ.get("STOP_IN_CALL"):
+                raise KeyboardInterrupt
+    """)
+    lab.runpytest("--migsafe-update-baseline").assert_outcomes(passed=2)
+    monkeypatch.setenv("STOP", "1")
+    result = lab.runpytest("--migsafe-report", "--migsafe-report-json=out.json", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    data = json.loads((lab.path / "out.json").read_text())
+    assert data["interrupted"] is True
+    assert (data["tests"]["test_stop.py::test_a"]["outcome"], data["tests"]["test_stop.py::test_a"]["queries"]["count"]) == (
+        "passed", 5)
+    assert "test_stop.py::test_a" not in data["unmeasured"]
+    assert "improvements" not in result.stdout.str()
+    monkeypatch.delenv("STOP")
+    monkeypatch.setenv("STOP_IN_CALL", "1")
+    result = lab.runpytest("--migsafe-report", "--migsafe-report-json=out.json", no_reraise_ctrlc=True)
+    data = json.loads((lab.path / "out.json").read_text())
+    assert data["tests"]["test_stop.py::test_b"]["outcome"] == "interrupted"  # (its call never ended)
+
+
+def test_a_run_ended_by_an_internal_error_is_interrupted(lab: pytest.Pytester) -> None:
+    """INTERNALERROR (a conftest hook raising) ended the run with exit status 3, the tests after
+    it never ran, and the JSON said ``"interrupted": false``."""
+    write_suite(lab)
+    lab.makeconftest(FIGURES_CONFTEST + """
+def pytest_runtest_logreport(report):
+    if report.nodeid.endswith("test_lookup") and report.when == "call":
+        raise RuntimeError("a broken hook")
+""")
+    result = lab.runpytest_subprocess("--migsafe-report-json=out.json", "--migsafe-update-baseline")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    data = json.loads((lab.path / "out.json").read_text())
+    assert data["interrupted"] is True
+    assert not (lab.path / ".migsafe" / "baseline.json").exists()
+
+
+def test_a_test_run_again_by_rerunfailures_is_recorded_with_its_last_run(lab: pytest.Pytester) -> None:
+    """pytest-rerunfailures runs a failed test again: its record kept the first run's outcome
+    ("rerun") with the last run's figures, so a test that passed on its rerun was never
+    compared nor written to the baseline. Its record is its last run's: outcome and figures."""
+    pytest.importorskip("pytest_rerunfailures")
+    lab.makepyfile(test_flaky="""
+        import pytest
+        from conftest import run
+
+        RUNS = []
+
+        @pytest.mark.flaky(reruns=2)
+        def test_flaky():
+            RUNS.append(1)
+            if len(RUNS) == 1:
+                run(10)
+                assert False, "the first run fails"
+            run(QUERIES)
+    """.replace("QUERIES", "3"))
+    result = lab.runpytest("--migsafe-report", "--migsafe-update-baseline", "--migsafe-report-json=out.json")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    data = json.loads((lab.path / "out.json").read_text())
+    assert (data["tests"]["test_flaky.py::test_flaky"]["outcome"],
+            data["tests"]["test_flaky.py::test_flaky"]["queries"]["count"]) == ("passed", 3)
+    baseline = json.loads((lab.path / ".migsafe" / "baseline.json").read_text())
+    assert "test_flaky.py::test_flaky" in baseline["tests"]
+    lab.makepyfile(test_flaky=(lab.path / "test_flaky.py").read_text().replace("run(3)", "run(6)"))
+    result = lab.runpytest("--migsafe-report", "--migsafe-fail-on-regression")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "test_flaky.py::test_flaky" in result.stdout.str()
+
+
 def test_json_is_written_when_tests_fail_and_error(lab: pytest.Pytester) -> None:
     lab.makepyfile(test_bad="""
         import pytest
