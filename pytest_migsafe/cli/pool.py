@@ -14,14 +14,12 @@ below production's: the command says so.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.report.files import ReportFileError, read_regular_bytes
-from pytest_migsafe.report.record import SCHEMA_VERSION
+from pytest_migsafe.report.files import ReportFileError, read_report_document
 from pytest_migsafe.values import positive_number
 
 
@@ -53,25 +51,9 @@ def register(subparsers: Any) -> None:
 def _report_holds(path: Path) -> tuple[sizing.MeasuredHold, int, str]:
     """The measured hold of a report file, the tests it came from, and the file's description."""
     try:
-        text = read_regular_bytes(path, "migsafe-report").decode("utf-8")  # (no pipe, device or huge file)
+        data = read_report_document(path)  # (kind, schema version and fields checked; no pipe or huge file)
     except ReportFileError as exc:
         raise CommandError(str(exc)) from None
-    except OSError as exc:
-        raise CommandError(f"cannot read report {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise CommandError(f"{path} is not UTF-8 text (byte {exc.start}): not a migsafe report") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"{path} is not JSON: {exc}") from None
-    except RecursionError:
-        raise CommandError(f"{path}: JSON nested too deeply to be a migsafe report") from None
-    if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
-        raise CommandError(f"{path} is not a migsafe report (no 'tests'); write one with --migsafe-report-json")
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise CommandError(f"{path}: unsupported report schema_version {version!r} "
-                           f"(this migsafe reads up to {SCHEMA_VERSION})")
     inputs = sizing.SizingInputs()
     tests = 0
     for nodeid, record in data["tests"].items():

@@ -136,8 +136,17 @@ def run_diff(args: argparse.Namespace) -> int:
     tolerances = Tolerances(queries=args.query_tolerance, hit_rate=args.hit_rate_tolerance,
                             hit_rate_alert=args.hit_rate_alert)
     comparison = compare(before, after, tolerances)
-    missing = sorted(set(before.tests) - (set(after_report.tests) | set(after.tests)))
+    ran = set(after_report.tests) | set(after.tests) | set(after_report.unmeasured)
+    missing = sorted(set(before.tests) - ran)
     messages = []
+    skipped: dict[str, int] = {}  # baseline tests NEW ran but does not compare (not passed), by outcome
+    for nodeid in sorted((set(before.tests) & ran) - set(after.tests)):
+        record = after_report.tests.get(nodeid)
+        outcome = record.outcome if record is not None else after_report.unmeasured.get(nodeid, "passed")
+        skipped[outcome] = skipped.get(outcome, 0) + 1
+    if skipped:
+        messages.append(f"not compared: {', '.join(f'{n} {outcome}' for outcome, n in sorted(skipped.items()))} "
+                        f"in {args.new} (only passed tests are compared)")
     if missing:
         messages.append(f"not in {args.new}: {plural(len(missing), 'test')} of {args.baseline} "
                         "(removed, or not run)")

@@ -23,6 +23,7 @@ from pytest_migsafe.pool.holds import HoldTimes
 from pytest_migsafe.pool.observe import pool_stats
 from pytest_migsafe.pool.sizing import pool_size, pool_size_warnings
 from pytest_migsafe.pool.targets import describe_pool
+from pytest_migsafe.report.files import REPORT_KIND
 from pytest_migsafe.report.record import PoolFigures, QueryFigures, RunReport, TestRecord
 from pytest_migsafe.servers import RunningPostgres
 
@@ -104,7 +105,7 @@ def _report(*tests: tuple[str, int, float, dict[str, int] | None]) -> RunReport:
 def _report_json(*tests: tuple[str, list[float], dict[str, str]]) -> dict[str, Any]:
     """A run report's JSON whose tests each held connections for the given seconds, on
     pools with the given server kinds (the pool record's ``hold_times`` and ``servers``)."""
-    data = RunReport().to_dict()
+    data = {"kind": REPORT_KIND, **RunReport().to_dict()}  # (as --migsafe-report-json writes it)
     for nodeid, holds, servers in tests:
         data["tests"][nodeid] = {"nodeid": nodeid, "outcome": "passed", "queries": None, "cache": None,
                                  "shadows": [],
@@ -221,12 +222,17 @@ def test_cli_warns_when_the_holds_come_from_a_local_database(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "cannot read report"),
-    ("not json", "is not JSON"),
-    ("[1, 2]", "is not a migsafe report"),
-    ('{"schema_version": 999, "tests": {}}', "unsupported report schema_version 999"),
-    ('{"schema_version": 1, "tests": {}}', "records no connection hold times"),
-    ('{"schema_version": 1, "tests": {"t": {"pool": {"hold_times": {"buckets": {"x": 1}}}}}}',
+    (None, "no such file"),
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object, found list"),
+    ('{"kind": "migsafe-report", "schema_version": 999, "tests": {}}', "schema_version 999, this migsafe reads"),
+    # a baseline, or a file of no kind, was read as a report (a baseline's schema_version 2 was
+    # "unsupported": upgrade migsafe, it said; a file of no kind was used for sizing)
+    ('{"kind": "migsafe-baseline", "schema_version": 2, "tests": {}}',
+     "expected a migsafe-report file, found kind 'migsafe-baseline'"),
+    ('{"schema_version": 1, "tests": {"a": {"pool": {}}}}', "expected a migsafe-report file, found kind None"),
+    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}', "records no connection hold times"),
+    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {"t": {"pool": {"hold_times": {"buckets": {"x": 1}}}}}}',
      "the pool figures of t are malformed"),
 ])
 def test_cli_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],

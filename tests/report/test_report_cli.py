@@ -125,6 +125,37 @@ def test_diff_of_two_reports_compares_their_passed_tests(pytester: pytest.Pytest
     assert "  test_shard.py::test_gamma" in out
 
 
+def test_diff_names_the_baseline_tests_new_ran_but_does_not_compare(pytester: pytest.Pytester,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Baseline tests that failed or were skipped in NEW were "not in NEW (removed, or not
+    run)"; they ran, and are not compared because only passed tests are."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_z="""
+        import os, pytest
+
+        def test_zero():
+            assert not os.environ.get("FAIL")
+
+        def test_skipme():
+            if os.environ.get("FAIL"):
+                pytest.skip("not today")
+
+        def test_kept():
+            pass
+    """)
+    pytester.runpytest("--migsafe-update-baseline").assert_outcomes(passed=3)
+    monkeypatch.setenv("FAIL", "1")
+    new = shard(pytester, "new.json", "-k", "not kept")
+    baseline = pytester.path / ".migsafe" / "baseline.json"
+    capsys.readouterr()
+    assert main(["report", "diff", str(baseline), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert f"not compared: 1 failed, 1 skipped in {new} (only passed tests are compared)" in out
+    assert f"not in {new}: 1 test of {baseline} (removed, or not run)" in out  # (test_kept: deselected)
+    assert "  test_z.py::test_kept" in out and "  test_z.py::test_zero" not in out
+
+
 def test_diff_without_changes_says_so(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_plain="def test_a():\n    pass\n")
