@@ -252,7 +252,7 @@ class ReportSession:
             report.interrupted = True  # (an internal error ends the run as an interrupt does)
         removed: list[str] = []
         if self.baseline is not None and not report.interrupted:
-            narrowed = narrowed_files(self.config)
+            narrowed = narrowed_files(self.config, self.collected)
             if self.config.getoption("lf", False):  # --lf: pytest's cache plugin drops the passed tests
                 # of a file it runs again as it collects the file, unseen (no deselection): every
                 # file collected is collected in part
@@ -568,17 +568,27 @@ class XdistReport:
             run_report(self.session.config).note(f"xdist worker {name} crashed")
 
 
-def narrowed_files(config: pytest.Config) -> set[str]:
-    """Files (rootdir-relative) that the command line narrowed to some tests with ``::``."""
+def narrowed_files(config: pytest.Config, collected: set[str] | frozenset[str] = frozenset()) -> set[str]:
+    """Files (rootdir-relative, as node ids spell them) that the command line narrowed to some
+    tests with ``::``: the argument's path as written and as resolved (a symlinked directory:
+    node ids keep the path given), and the file of every collected test the argument names
+    (``--pyargs pkg.mod::test_x``, whose path is a module name)."""
     files = set()
+    here = config.invocation_params.dir
+    roots = {config.rootpath, config.rootpath.resolve()}
     for arg in config.args:
         if "::" not in arg:
             continue
-        path = (config.invocation_params.dir / arg.split("::", 1)[0]).resolve()
-        try:
-            files.add(path.relative_to(config.rootpath.resolve()).as_posix())
-        except ValueError:
-            continue
+        head, tail = arg.split("::", 1)
+        for path in {Path(os.path.normpath(here / head)), (here / head).resolve()}:
+            for root in roots:
+                try:
+                    files.add(path.relative_to(root).as_posix())
+                except ValueError:
+                    continue
+        ending = "::" + tail
+        files |= {file_of(nodeid) for nodeid in collected
+                  if nodeid.endswith(ending) or ending + "[" in nodeid}
     return files
 
 

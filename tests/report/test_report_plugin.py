@@ -301,6 +301,34 @@ def test_a_file_narrowed_on_the_command_line_removes_nothing(lab: pytest.Pyteste
     assert "removed" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("reached", ["symlink", "pyargs"])
+def test_a_file_narrowed_through_a_symlink_or_pyargs_removes_nothing(pytester: pytest.Pytester, reached: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A narrowed run whose path is a symlinked directory (node ids keep the path given, the
+    resolved path did not match them) or a --pyargs module name listed the file's other
+    tests as removed, and --migsafe-update-baseline dropped them."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pkg = pytester.path / "mypkg" / "tests"
+    pkg.mkdir(parents=True)
+    for folder in (pytester.path / "mypkg", pkg):
+        (folder / "__init__.py").write_text("")
+    (pkg / "test_mod.py").write_text("def test_x():\n    pass\n\ndef test_y():\n    pass\n")
+    if reached == "symlink":
+        (pytester.path / "linked").symlink_to(pkg, target_is_directory=True)
+        whole, narrowed = ["linked"], ["linked/test_mod.py::test_x"]
+    else:
+        monkeypatch.syspath_prepend(str(pytester.path))
+        whole, narrowed = ["mypkg"], ["--pyargs", "mypkg.tests.test_mod::test_x"]
+    pytester.runpytest(*whole, "--migsafe-update-baseline").assert_outcomes(passed=2)
+    baseline = pytester.path / ".migsafe" / "baseline.json"
+    before = set(json.loads(baseline.read_text())["tests"])
+    assert len(before) == 2
+    result = pytester.runpytest(*narrowed, "--migsafe-report", "--migsafe-update-baseline")
+    result.assert_outcomes(passed=1)
+    assert "no longer exist" not in result.stdout.str()
+    assert set(json.loads(baseline.read_text())["tests"]) == before
+
+
 def test_a_deleted_test_file_lists_its_tests_as_removed(lab: pytest.Pytester) -> None:
     with_baseline(lab)
     lab.makepyfile(test_new="def test_a():\n    pass\n")
