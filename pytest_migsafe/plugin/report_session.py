@@ -44,6 +44,8 @@ from pytest_migsafe.report.baseline import (
 from pytest_migsafe.report.files import (
     ReportFileError,
     dumps_stable,
+    final_target,
+    locked_directory,
     report_document,
     write_json_atomic,
 )
@@ -304,13 +306,16 @@ class ReportSession:
             self.messages.append(f"baseline not written: pytest exit status {int(exitstatus)} "
                                  f"({label} is unchanged)")
             return
-        new = updated_baseline(self.baseline, report, removed)
         path = self.settings.baseline_path
         try:
-            unchanged = path.exists() and path.read_bytes() == dumps_stable(new.to_dict()).encode(
-                "utf-8", "backslashreplace")  # (as written: bytes, whatever the file holds)
-            if not unchanged:
-                write_baseline(path, new)
+            # another run may have written the baseline since this one read it (two runs
+            # updating it at once): take turns, and update what the file holds now
+            with locked_directory(final_target(path).parent):
+                new = updated_baseline(self._baseline_now(path), report, removed)
+                unchanged = path.exists() and path.read_bytes() == dumps_stable(new.to_dict()).encode(
+                    "utf-8", "backslashreplace")  # (as written: bytes, whatever the file holds)
+                if not unchanged:
+                    write_baseline(path, new)
         except OSError as exc:
             self.errors.append(f"error: the baseline {label} could not be written: {exc.strerror or exc}")
             return
@@ -327,6 +332,15 @@ class ReportSession:
             verb = "has" if absent == 1 else "have"
             text += f"; {plural(absent, 'test')} that did not pass {verb} no figures in it yet"
         self.messages.append(text + ")")
+
+    def _baseline_now(self, path: Path) -> Baseline | None:
+        """The baseline as the file holds it now (the one read at the start when it cannot be read)."""
+        if not path.exists():
+            return self.baseline
+        try:
+            return read_baseline(path)
+        except ReportFileError:
+            return self.baseline
 
     def judge(self, session: pytest.Session) -> None:
         """Apply ``--migsafe-fail-on-regression``: say why the run fails."""

@@ -20,11 +20,13 @@ rates fractions from 0 to 1, as in :mod:`pytest_migsafe.report.record`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,32 @@ def final_target(path: str | os.PathLike[str]) -> Path:
             return target
         target = target.parent / os.readlink(target)  # (an absolute link replaces the whole path)
     raise OSError(errno.ELOOP, f"{os.strerror(errno.ELOOP)} (more than {MAX_SYMLINKS} links)", str(path))
+
+
+@contextlib.contextmanager
+def locked_directory(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (created if missing) for the block: two
+    processes updating one file in it (pytest runs writing one baseline) take turns, each
+    reading the file after the other wrote it. ``flock`` on the directory itself (no lock
+    file is left beside the baseline); where there is no ``fcntl`` (Windows) or the
+    directory cannot be opened, the block runs unlocked. ``OSError`` when the directory
+    cannot be created."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (closing releases the lock)
 
 
 def current_umask() -> int:

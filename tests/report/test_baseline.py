@@ -263,6 +263,39 @@ def test_a_baseline_of_another_schema_version_is_a_usage_error(pytester: pytest.
     result.stderr.fnmatch_lines(["*baseline.json: schema_version 3, this migsafe reads version 1 or 2*"])
 
 
+def test_two_runs_updating_one_baseline_at_once_keep_both_runs_tests(pytester: pytest.Pytester) -> None:
+    """Two runs that read the baseline before either wrote it (each of their tests waits for
+    the other's to start): the second to write replaced the first's entries with the
+    baseline it read at its start. Each now updates the file as it is when it writes."""
+    import subprocess
+    import sys
+
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    test = """
+import pathlib, time
+
+def meet(name, other):
+    pathlib.Path(name).touch()
+    for _ in range(3000):  # (until the other run's test started: up to 30 s)
+        if pathlib.Path(other).exists():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{other} never came")
+
+def test_NAME():
+    meet("NAME-started", "OTHER-started")
+"""
+    pytester.makepyfile(test_a=test.replace("NAME", "a").replace("OTHER", "b"),
+                        test_b=test.replace("NAME", "b").replace("OTHER", "a"))
+    runs = [subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider",
+                              f"test_{name}.py", "--migsafe-update-baseline"], cwd=pytester.path,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in "ab"]
+    outputs = [run.communicate(timeout=120)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    tests = json.loads(baseline_file(pytester).read_text())["tests"]
+    assert sorted(tests) == ["test_a.py::test_a", "test_b.py::test_b"]
+
+
 def test_an_interrupted_run_never_writes_the_baseline(pytester: pytest.Pytester) -> None:
     suite(pytester)
     pytester.runpytest("--migsafe-update-baseline")
