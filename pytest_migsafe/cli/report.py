@@ -139,6 +139,8 @@ def run_diff(args: argparse.Namespace) -> int:
     ran = set(after_report.tests) | set(after.tests) | set(after_report.unmeasured)
     missing = sorted(set(before.tests) - ran)
     messages = []
+    if after_report.interrupted:
+        messages.append(f"{args.new} is of an interrupted run: the tests it did not reach are not in it")
     skipped: dict[str, int] = {}  # baseline tests NEW ran but does not compare (not passed), by outcome
     for nodeid in sorted((set(before.tests) & ran) - set(after.tests)):
         record = after_report.tests.get(nodeid)

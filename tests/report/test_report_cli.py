@@ -154,6 +154,11 @@ def test_diff_names_the_baseline_tests_new_ran_but_does_not_compare(pytester: py
     assert f"not compared: 1 failed, 1 skipped in {new} (only passed tests are compared)" in out
     assert f"not in {new}: 1 test of {baseline} (removed, or not run)" in out  # (test_kept: deselected)
     assert "  test_z.py::test_kept" in out and "  test_z.py::test_zero" not in out
+    assert "interrupted" not in out
+    data = json.loads(new.read_text())
+    new.write_text(json.dumps({**data, "interrupted": True}))
+    assert main(["report", "diff", str(baseline), str(new)]) == 0
+    assert f"{new} is of an interrupted run: the tests it did not reach are not in it" in capsys.readouterr().out
 
 
 def test_diff_without_changes_says_so(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
