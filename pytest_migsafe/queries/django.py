@@ -83,8 +83,13 @@ _undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of e
 _deferred_getters: tuple[Any, ...] = ()
 
 
-def fix_for(kind: str, attribute: str, direction: str | None) -> str:
+def fix_for(kind: str, attribute: str, direction: str | None,
+            via: tuple[str, tuple[tuple[str, str], ...]] | None = None) -> str:
     """The Django code that loads ``attribute`` (``"Order.customer"``) with its parents.
+
+    ``via``: the parents were joined into their query by ``select_related`` (the query's
+    model, the relations on the way): the relation is loaded through them
+    (``Order.objects.select_related("customer__region")``, ``prefetch_related("customer__orders")``).
 
     ``direction``: :data:`SELECT_RELATED`, :data:`PREFETCH_RELATED` or :data:`DEFERRED`, as
     this module reports it; ``kind``: ``lazy_load`` or ``deferred_column`` (a deferred
@@ -106,15 +111,18 @@ def fix_for(kind: str, attribute: str, direction: str | None) -> str:
     peers = ", or .fetch_mode(models.FETCH_PEERS) on the query" if hasattr(models, "FETCH_PEERS") else ""
     if direction == DEFERRED or kind == "deferred_column":
         return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...){peers}'
+    owner, lookup = model, name
+    if via is not None and via[1]:
+        owner, lookup = via[0], "__".join([*(step for step, _ in via[1]), name])
     if direction == SELECT_RELATED:
-        return f'{model}.objects.select_related("{name}"){peers}'
+        return f'{owner}.objects.select_related("{lookup}"){peers}'
     prefetched = direction is not None and direction.endswith(PREFETCHED)
     per_row = direction[:-len(PREFETCHED)] if prefetched and direction is not None else direction
     if per_row not in (PER_ROW_QUERYSET, PER_ROW_AGGREGATE):
         if prefetched:  # the manager's own rows, fetched again: .iterator() reads no prefetch cache
             return (f"read {model.lower()}.{name}.all() (the prefetched rows): .iterator() on a prefetched "
                     "relation runs a query per row")
-        return f'{model}.objects.prefetch_related("{name}")'
+        return f'{owner}.objects.prefetch_related("{lookup}")'
     related, lookup = _relation(model, name) or ("<related model>", name)
     row = model.lower()
     to_attr = f"selected_{name}"
@@ -159,11 +167,14 @@ class _Note:
     Shared by the rows of one run. A pickled row (a cache) drops it: it unpickles as False.
     """
 
-    __slots__ = ("run", "site")
+    __slots__ = ("run", "site", "via")
 
     def __init__(self, run: int) -> None:
         self.run = run
         self.site: str | None = None
+        # a row select_related joined in: (the query's model, (("customer", SELECT_RELATED), ...)),
+        # the relations from the query's rows to it (see repeats.EagerPath)
+        self.via: tuple[str, tuple[tuple[str, str], ...]] | None = None
 
     def __reduce__(self) -> tuple[type, tuple[()]]:
         return bool, ()
@@ -174,17 +185,23 @@ def _loaded(instance: Any) -> _Note | None:
     return getattr(getattr(instance, "_state", None), _NOTE, None) or None
 
 
-def _note_joined(obj: Any, note: _Note, depth: int = 0) -> None:
-    """Note the rows ``select_related`` joined into ``obj`` (not those another query loaded)."""
+def _note_joined(obj: Any, note: _Note, depth: int = 0, root: str | None = None,
+                 path: tuple[tuple[str, str], ...] = ()) -> None:
+    """Note the rows ``select_related`` joined into ``obj`` (not those another query loaded),
+    each with the relations from the query's rows to it (its note's ``via``)."""
     cache = obj._state.__dict__.get("fields_cache")
     if not cache or depth > 8:
         return
-    for related in cache.values():
+    root = root or type(obj).__name__
+    for name, related in cache.items():
         state = getattr(related, "_state", None)
         if state is None or state.__dict__.get(_NOTE):
             continue  # nothing there, or a row a query loaded (this one, or a known related object)
-        state.__dict__[_NOTE] = note
-        _note_joined(related, note, depth + 1)
+        joined = _Note(note.run)  # (the query's: its loads group with the query's rows)
+        joined.site = note.site
+        joined.via = (root, (*path, (str(name), SELECT_RELATED)))
+        state.__dict__[_NOTE] = joined
+        _note_joined(related, note, depth + 1, root, joined.via[1])
 
 
 def _noting(rows: Generator[Any, None, None], joined: bool) -> Iterator[Any]:
@@ -306,7 +323,7 @@ def _sent_as_load(counters: tuple[Any, ...], load: tuple[str, str], parent: int,
         orm.orm_load.reset(token)
         after = callsite.last_site()
         origin = callsite.origin_for(after, frame) if after is not None and after is not before else origin_of(frame)
-        loaded = (note.run, note.site) if note is not None else None
+        loaded = (note.run, note.site, note.via) if note is not None else None
         dispatch.record_load(counters, load, parent, loaded, origin, direction)
 
 

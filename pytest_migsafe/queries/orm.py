@@ -114,9 +114,9 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
         refreshed = _refreshed.get(id(parent))
         if refreshed is not None and refreshed[1] is parent and (runid is None or refreshed[0] > runid):
             runid = refreshed[0]
-    loaded: tuple[Any, str | None] | None = None
+    loaded: tuple[Any, ...] | None = None
     if runid is not None:
-        loaded = (runid, _query_sites.get(runid))
+        loaded = (runid, _query_sites.get(runid), _eager_path(parent))
     elif _fresh_flushes:  # no query loaded the row: a flush may have inserted it
         unit = _inserted_by(parent)
         if unit is not None:
@@ -127,6 +127,20 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
         return run()
     finally:
         orm_load.reset(token)
+
+
+def _eager_path(state: Any) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """The eager loads that brought the row ``state`` into its query (its ``load_path``:
+    the query's entity, then each relationship and the entity it leads to), None for a row
+    of the query's own entity (or a path not understood)."""
+    try:
+        path = state.load_path.path
+        if len(path) < 3:
+            return None
+        steps = tuple((f"{prop.parent.class_.__name__}.{prop.key}", str(prop.direction.name)) for prop in path[1::2])
+        return (path[0].class_.__name__, steps)
+    except (AttributeError, TypeError):
+        return None
 
 
 def _on_refresh(state: Any, context: Any, attrs: Any) -> None:

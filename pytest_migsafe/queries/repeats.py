@@ -66,10 +66,17 @@ class QueryLoads:
     count: int = 0
     parents: set[int] = field(default_factory=set)
     lines: dict[Position, int] = field(default_factory=dict)  # the looping frame's position -> loads
+    via: EagerPath | None = None  # the eager loads that brought the parents into the query, if any
 
     def copy(self) -> QueryLoads:
         """A copy that later loads leave as it is."""
-        return QueryLoads(self.loaded_at, self.inner, self.count, set(self.parents), dict(self.lines))
+        return QueryLoads(self.loaded_at, self.inner, self.count, set(self.parents), dict(self.lines), self.via)
+
+
+#: How the parent rows of a load came into their query when an eager load brought them:
+#: ``(the query's entity class name, (("Book.author", "MANYTOONE"), ...))``, each relationship
+#: on the way with its direction (SQLAlchemy's ``InstanceState.load_path``)
+EagerPath = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @dataclass
@@ -160,7 +167,7 @@ class RepeatTracker:
         where = origin.loop or origin.test
         if where is None:
             return  # no user frame: a framework's own load
-        context, loaded_at = loaded if loaded is not None else (None, None)
+        context, loaded_at = (loaded[0], loaded[1]) if loaded is not None else (None, None)
         # a lazy load in the test's own code is still a per-row load (unlike arranging data)
         key = (load[0], load[1], origin.function or where[1])
         group = self.loads.get(key)
@@ -168,7 +175,8 @@ class RepeatTracker:
             group = self.loads[key] = LoadGroup(load[0], load[1], direction)
         loads = group.by_query.get(context)
         if loads is None:
-            loads = group.by_query[context] = QueryLoads(loaded_at, origin.inner)
+            via = loaded[2] if loaded is not None and len(loaded) > 2 else None
+            loads = group.by_query[context] = QueryLoads(loaded_at, origin.inner, via=via)
         loads.count += 1
         loads.parents.add(parent)
         loads.lines[where] = loads.lines.get(where, 0) + 1
@@ -250,7 +258,7 @@ class RepeatTracker:
             suspect = NPlusOne(shape=shape, call_site=site, count=loads.count, kind=group.kind,
                                relationship=group.attribute, parents=parents,
                                chain=_chain(site, positions[1:]), loaded_at=loaded_at,
-                               fix=fix_for(group.kind, group.attribute, group.direction))
+                               fix=fix_for(group.kind, group.attribute, group.direction, loads.via))
             suspect.allowed = any(rule_matches(rule, suspect, group.attribute) and suspect.parents <= limit
                                   for rule, limit in allow)
             found.append(suspect)
@@ -292,26 +300,35 @@ def _chain(first: str, inner: list[Position]) -> list[str]:
     return chain
 
 
-def fix_for(kind: str, attribute: str, direction: str | None) -> str:
+def _loader(direction: str | None) -> str:
+    return "joinedload" if direction == "MANYTOONE" else "selectinload"
+
+
+def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | None = None) -> str:
     """The code that loads ``attribute`` with its parents, to paste into the query.
 
     Django's loads come with a ``DJANGO_*`` direction and get Django's fix
     (``select_related`` / ``prefetch_related`` / ``.only()``); SQLAlchemy's get
-    ``joinedload`` (many-to-one), ``selectinload`` or ``undefer``.
+    ``joinedload`` (many-to-one), ``selectinload`` or ``undefer``, chained after the eager
+    loads that brought the parents into their query when ``via`` names them
+    (``select(Book).options(joinedload(Book.author).selectinload(Author.books))``).
     """
     if direction is not None and direction.startswith("DJANGO"):
         from pytest_migsafe.queries import django
 
-        return django.fix_for(kind, attribute, direction)
+        return django.fix_for(kind, attribute, direction, via)
+    cls = attribute.split(".", 1)[0]
+    root, chain = cls, ""
+    if via is not None and via[1]:
+        root = via[0]
+        chain = ".".join(f"{_loader(step)}({name})" for name, step in via[1]) + "."
     if kind == "deferred_column":
-        cls, _, columns = attribute.partition(".")
+        columns = attribute.partition(".")[2]
         first = columns.split(",")[0].strip()
         if first.startswith("<"):
             return f"select({cls}) without expiring the rows first (or session.refresh() once per batch)"
-        return f"select({cls}).options(undefer({cls}.{first}))"
-    cls = attribute.split(".", 1)[0]
-    loader = "joinedload" if direction == "MANYTOONE" else "selectinload"
-    return f"select({cls}).options({loader}({attribute}))"
+        return f"select({root}).options({chain}undefer({cls}.{first}))"
+    return f"select({root}).options({chain}{_loader(direction)}({attribute}))"
 
 
 def rule_matches(rule: re.Pattern[str] | str, suspect: NPlusOne, sql: str | None) -> bool:

@@ -250,6 +250,18 @@ def profile_owners():
     return [profile.customer.name for profile in Profile.objects.all()]
 
 
+def bios_of_joined_customers(fixed=False):
+    orders = Order.objects.select_related("customer__profile" if fixed else "customer")  # the fix advised
+    return [order.customer.profile.bio for order in orders]
+
+
+def order_ids_of_joined_customers(fixed=False):
+    orders = Order.objects.select_related("customer")
+    if fixed:
+        orders = orders.prefetch_related("customer__orders")  # the fix advised
+    return [[other.id for other in order.customer.orders.all()] for order in orders]
+
+
 def bio_of_order(order_id):
     return Order.objects.select_related("customer").get(pk=order_id).customer.profile.bio
 
@@ -541,6 +553,26 @@ def test_prefetch_related_fix_of_many_to_many_is_fine():
     app.tag_names_prefetched()
 
 
+def test_reverse_one_to_one_of_parents_select_related_joined():
+    app.seed(3, profiles=True)
+    app.bios_of_joined_customers()
+
+
+def test_chained_select_related_fix_is_fine():
+    app.seed(3, profiles=True)
+    app.bios_of_joined_customers(fixed=True)
+
+
+def test_reverse_fk_of_parents_select_related_joined():
+    app.seed(3)
+    app.order_ids_of_joined_customers()
+
+
+def test_chained_prefetch_related_fix_is_fine():
+    app.seed(3)
+    app.order_ids_of_joined_customers(fixed=True)
+
+
 def test_select_related_fix_of_reverse_one_to_one_is_fine():
     app.seed(20, profiles=True)
     app.profile_bios_selected()
@@ -817,6 +849,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_two_single_lookups_are_fine": [],
     "test_loads_from_rows_joined_by_two_single_lookups_are_fine": [],
     "test_select_related_fix_is_fine": [],
+    "test_reverse_one_to_one_of_parents_select_related_joined": [("lazy_load", "Customer.profile")],
+    "test_chained_select_related_fix_is_fine": [],
+    "test_reverse_fk_of_parents_select_related_joined": [("lazy_load", "Customer.orders")],
+    "test_chained_prefetch_related_fix_is_fine": [],
     "test_prefetch_related_of_a_forward_fk_is_fine": [],
     "test_prefetch_related_fix_is_fine": [],
     "test_prefetch_related_fix_of_per_row_count_is_fine": [],
@@ -986,6 +1022,10 @@ def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) 
         "test_reverse_fk_count_over_3_parents": 'Customer.objects.prefetch_related("orders")',
         "test_many_to_many_over_3_parents": 'Customer.objects.prefetch_related("tags")',
         "test_reverse_many_to_many_over_2_parents": 'Tag.objects.prefetch_related("customers")',
+        # parents select_related joined into another model's query: through them (the advice for
+        # the parents' own query, Customer.objects..., had no place in the code)
+        "test_reverse_one_to_one_of_parents_select_related_joined": 'Order.objects.select_related("customer__profile")',
+        "test_reverse_fk_of_parents_select_related_joined": 'Order.objects.prefetch_related("customer__orders")',
         "test_deferred_field_over_3_rows": 'load "note" with the Order rows: add it to .only(...), '
                                            'or take it out of .defer(...)',
     }

@@ -228,6 +228,16 @@ def orders_made_one_by_one(n, commit=False):
         return names
 
 
+def order_counts_of_joined_customers(fixed=False):
+    # the customers came in with their orders (joinedload): each one's orders lazy-loaded
+    option = joinedload(Order.customer)
+    if fixed:
+        option = joinedload(Order.customer).selectinload(Customer.orders)  # the fix the plugin advises
+    with Session(ENGINE) as session:
+        orders = session.scalars(select(Order).options(option)).unique().all()
+        return [len(order.customer.orders) for order in orders]
+
+
 def customer_ids_after_commit():
     # the rows of one query, expired by a commit, then read row by row: each row's expired
     # attributes are loaded again, one statement per row
@@ -453,6 +463,16 @@ def test_objects_committed_one_by_one_each_reading_its_relation_are_fine():
     app.orders_made_one_by_one(3, commit=True)
 
 
+def test_lazy_load_of_parents_an_eager_load_brought():
+    app.seed(3)
+    app.order_counts_of_joined_customers()
+
+
+def test_the_chained_fix_for_parents_an_eager_load_brought_is_fine():
+    app.seed(3)
+    app.order_counts_of_joined_customers(fixed=True)
+
+
 def test_rows_read_after_their_commit_expired_them():
     app.seed(3)
     app.customer_ids_after_commit()
@@ -586,6 +606,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_objects_committed_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_made_one_by_one_then_listed_by_a_query": [("lazy_load", "Order.customer")],
     "test_rows_read_after_their_commit_expired_them": [("deferred_column", "Order.<expired columns>")],
+    "test_lazy_load_of_parents_an_eager_load_brought": [("lazy_load", "Customer.orders")],
+    "test_the_chained_fix_for_parents_an_eager_load_brought_is_fine": [],
     "test_rows_a_fixture_made_one_by_one_each_reading_its_relation_are_fine": [],
     "test_objects_of_one_flush_each_reading_its_relation": [("lazy_load", "Order.customer")],
     "test_one_flush_sending_one_insert_per_row_is_fine": [],
@@ -662,6 +684,10 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
     (listed,) = suspects["test_single_row_loads_beside_a_list_count_apart"]
     list_line = TESTS.split("\n").index(next(line for line in TESTS.split("\n") if line.endswith("# LIST"))) + 1
     assert (listed["parents"], listed["count"], listed["site"]) == (2, 2, f"test_scenarios.py:{list_line}"), listed
+    (chained,) = suspects["test_lazy_load_of_parents_an_eager_load_brought"]
+    # (the fix the customers' own query would need, select(Customer)..., has no place in this code)
+    assert chained["fix"] == "select(Order).options(joinedload(Order.customer).selectinload(Customer.orders))", chained
+    assert "option = joinedload(Order.customer).selectinload(Customer.orders)" in APP  # (the fixed scenario: no suspect)
     (expired,) = suspects["test_rows_read_after_their_commit_expired_them"]
     assert expired["fix"].startswith("select(Order) without expiring the rows first"), expired  # (not undefer())
     (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
