@@ -52,6 +52,7 @@ whose statements run in a worker thread with no user frame on its stack.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import itertools
 import sys
@@ -75,6 +76,12 @@ PREFETCHED = "_PREFETCHED"  # appended to a related manager's direction: the par
 _TAG = "_migsafe_relation_load"  # the key of the mark in a Query's __dict__ (copied by Query.clone)
 _NOTE = "_migsafe_query"  # the attribute of a row's ModelState that holds its _Note
 _runs = itertools.count(1)
+# Eager path = (the query's model, ((relation, SELECT_RELATED or PREFETCH_RELATED), ...))
+EagerPath = tuple[str, tuple[tuple[str, str], ...]]
+# while prefetch_related_objects() runs: the model of the rows it prefetches for (the query's)
+_prefetch_root: contextvars.ContextVar[str | None] = contextvars.ContextVar("migsafe_prefetch_root", default=None)
+# while one level of a prefetch runs: how the rows it loads hang off the query's rows
+_prefetch_via: contextvars.ContextVar[EagerPath | None] = contextvars.ContextVar("migsafe_prefetch_via", default=None)
 _installed_for: Any = None
 _undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
 # the code of what calls refresh_from_db(fields=[name]) for a deferred field:
@@ -111,10 +118,11 @@ def fix_for(kind: str, attribute: str, direction: str | None,
     peers = ", or .fetch_mode(models.FETCH_PEERS) on the query" if hasattr(models, "FETCH_PEERS") else ""
     if direction == DEFERRED or kind == "deferred_column":
         return f'load "{name}" with the {model} rows: add it to .only(...), or take it out of .defer(...){peers}'
-    owner, lookup = model, name
+    owner, lookup, prefetch_on_the_way = model, name, False
     if via is not None and via[1]:
         owner, lookup = via[0], "__".join([*(step for step, _ in via[1]), name])
-    if direction == SELECT_RELATED:
+        prefetch_on_the_way = any(kind != SELECT_RELATED for _, kind in via[1])  # (no select_related through it)
+    if direction == SELECT_RELATED and not prefetch_on_the_way:
         return f'{owner}.objects.select_related("{lookup}"){peers}'
     prefetched = direction is not None and direction.endswith(PREFETCHED)
     per_row = direction[:-len(PREFETCHED)] if prefetched and direction is not None else direction
@@ -211,6 +219,7 @@ def _noting(rows: Generator[Any, None, None], joined: bool) -> Iterator[Any]:
     another query loads later gets that query's note, and an object no query loaded has none.
     """
     note = _Note(next(_runs))
+    note.via = _prefetch_via.get()  # (rows a prefetch_related query loads: through the query's rows)
     try:
         for obj in rows:
             if note.site is None:
@@ -239,6 +248,39 @@ def _wrap_do_insert(original: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return _do_insert
+
+
+def _wrap_prefetch_objects(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``prefetch_related_objects``: the rows it loads hang off the rows of ``model_instances``' model."""
+    @functools.wraps(original)
+    def prefetch_related_objects(model_instances: Any, *related_lookups: Any) -> Any:
+        if not dispatch._active or not model_instances:
+            return original(model_instances, *related_lookups)
+        token = _prefetch_root.set(type(model_instances[0]).__name__)
+        try:
+            return original(model_instances, *related_lookups)
+        finally:
+            _prefetch_root.reset(token)
+
+    return prefetch_related_objects
+
+
+def _wrap_prefetch_one_level(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``prefetch_one_level``: the rows of this level come through the lookup's relations so far."""
+    @functools.wraps(original)
+    def prefetch_one_level(instances: Any, prefetcher: Any, lookup: Any, level: Any) -> Any:
+        root = _prefetch_root.get()
+        through = getattr(lookup, "prefetch_through", None)
+        if root is None or not isinstance(through, str) or not isinstance(level, int):
+            return original(instances, prefetcher, lookup, level)
+        steps = tuple((name, PREFETCH_RELATED) for name in through.split("__")[: level + 1])
+        token = _prefetch_via.set((root, steps))
+        try:
+            return original(instances, prefetcher, lookup, level)
+        finally:
+            _prefetch_via.reset(token)
+
+    return prefetch_one_level
 
 
 def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callable[[Any], Iterator[Any]]:
@@ -562,6 +604,10 @@ def install() -> bool:
     deferred = query_utils.DeferredAttribute
     _deferred_getters = tuple(getattr(deferred, name).__code__ for name in ("__get__", "fetch_one")
                               if hasattr(getattr(deferred, name, None), "__code__"))
+    for name, wrap in (("prefetch_related_objects", _wrap_prefetch_objects),
+                       ("prefetch_one_level", _wrap_prefetch_one_level)):
+        if callable(getattr(query, name, None)):  # (module functions, called by their global names)
+            _patch(query, name, wrap)
     _patch(descriptors, "create_reverse_many_to_one_manager", lambda f: _wrap_factory(f, reverse_fk=True))
     _patch(descriptors, "create_forward_many_to_many_manager", lambda f: _wrap_factory(f, reverse_fk=False))
     _patch_existing_managers(descriptors)

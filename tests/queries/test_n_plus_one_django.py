@@ -262,6 +262,11 @@ def order_ids_of_joined_customers(fixed=False):
     return [[other.id for other in order.customer.orders.all()] for order in orders]
 
 
+def customers_of_prefetched_tags(fixed=False):
+    customers = Customer.objects.order_by("id").prefetch_related("tags__customers" if fixed else "tags")
+    return [[other.id for other in tag.customers.all()] for customer in customers for tag in customer.tags.all()]
+
+
 def bio_of_order(order_id):
     return Order.objects.select_related("customer").get(pk=order_id).customer.profile.bio
 
@@ -573,6 +578,16 @@ def test_chained_prefetch_related_fix_is_fine():
     app.order_ids_of_joined_customers(fixed=True)
 
 
+def test_many_to_many_of_parents_a_prefetch_loaded():
+    app.seed(3, tags=2)
+    app.customers_of_prefetched_tags()
+
+
+def test_chained_prefetch_fix_through_a_prefetch_is_fine():
+    app.seed(3, tags=2)
+    app.customers_of_prefetched_tags(fixed=True)
+
+
 def test_select_related_fix_of_reverse_one_to_one_is_fine():
     app.seed(20, profiles=True)
     app.profile_bios_selected()
@@ -853,6 +868,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_chained_select_related_fix_is_fine": [],
     "test_reverse_fk_of_parents_select_related_joined": [("lazy_load", "Customer.orders")],
     "test_chained_prefetch_related_fix_is_fine": [],
+    "test_many_to_many_of_parents_a_prefetch_loaded": [("lazy_load", "Tag.customers")],
+    "test_chained_prefetch_fix_through_a_prefetch_is_fine": [],
     "test_prefetch_related_of_a_forward_fk_is_fine": [],
     "test_prefetch_related_fix_is_fine": [],
     "test_prefetch_related_fix_of_per_row_count_is_fine": [],
@@ -1026,6 +1043,7 @@ def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) 
         # the parents' own query, Customer.objects..., had no place in the code)
         "test_reverse_one_to_one_of_parents_select_related_joined": 'Order.objects.select_related("customer__profile")',
         "test_reverse_fk_of_parents_select_related_joined": 'Order.objects.prefetch_related("customer__orders")',
+        "test_many_to_many_of_parents_a_prefetch_loaded": 'Customer.objects.prefetch_related("tags__customers")',
         "test_deferred_field_over_3_rows": 'load "note" with the Order rows: add it to .only(...), '
                                            'or take it out of .defer(...)',
     }
@@ -1114,3 +1132,17 @@ def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: Run) -> None:
         "*FAILED test_scenarios.py::test_budget_counts_lazy_loads*",
     ])
     assert "N+1 suspected: Order.customer lazy-loaded for 3 Order rows" in output
+
+
+def test_a_forward_relation_of_rows_a_prefetch_loaded_is_prefetched_through_it() -> None:
+    """No select_related goes through a prefetch: a forward FK of rows prefetch_related("lines")
+    loaded is advised prefetch_related("lines__product") (it was Line.objects.select_related(...),
+    with no place in the code)."""
+    from pytest_migsafe.queries import django as django_loads
+
+    via = ("Order", (("lines", django_loads.PREFETCH_RELATED),))
+    assert django_loads.fix_for("lazy_load", "Line.product", django_loads.SELECT_RELATED, via).startswith(
+        'Order.objects.prefetch_related("lines__product")')
+    joined = ("Order", (("customer", django_loads.SELECT_RELATED),))
+    assert django_loads.fix_for("lazy_load", "Customer.region", django_loads.SELECT_RELATED, joined).startswith(
+        'Order.objects.select_related("customer__region")')
