@@ -438,10 +438,7 @@ _MAY_ASK = frozenset({EACH, COUNT, SHOWN_OR_ASK, ASK_EACH})
 
 
 def _is_barrier(args: Sequence[Any], plan: Plan | None) -> bool:
-    first = args[0] if args else b""
-    name = (first.decode("latin-1") if isinstance(first, bytes)
-            else str.__str__(first) if isinstance(first, str) else "").upper()
-    return (plan is not None and plan.read.scripting) or name in _BARRIERS
+    return (plan is not None and plan.read.scripting) or _command_name(args) in _BARRIERS
 
 
 def batch_probes(commands: Sequence[tuple[Sequence[Any], Any]]) -> tuple[list[Plan | None], list[tuple[int, int, Any]]]:
