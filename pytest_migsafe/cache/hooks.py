@@ -799,25 +799,36 @@ def _hook_execute_command(original: Any) -> Any:
 
 
 def _by_hand_sync(client: Any, original: Any, args: Sequence[Any], options: dict[str, Any]) -> Any:
-    """A command of a client inside a MULTI it sent by hand: a read is queued (its reply is
-    QUEUED, which tells nothing), and counted from EXEC's reply, as a pipeline's are."""
+    """A command of a client inside a MULTI it sent by hand (see :func:`_by_hand_done`)."""
     queued = _queued_by_hand(client)
     try:
         reply = original(client, *args, **options)
     except Exception:
-        if _command_name(args) in ("EXEC", "DISCARD"):  # (the transaction is over either way)
-            _by_hand.pop(id(client), None)
+        _by_hand_failed(client, args)
         raise
-    if queued is None:
-        return reply
-    plan = plan_for(args)
-    if plan is not None:
-        queued.append(None if plan.read.scripting else plan)
-        return reply
-    entries = _exec_entries(client, args, reply)
+    entries = _by_hand_done(client, args, reply, queued)
     if entries:
         _account_sync(client.connection_pool, entries)
     return reply
+
+
+def _by_hand_failed(client: Any, args: Sequence[Any]) -> None:
+    """A command inside a MULTI sent by hand raised: an EXEC or DISCARD still ends it."""
+    if _command_name(args) in ("EXEC", "DISCARD"):
+        _by_hand.pop(id(client), None)
+
+
+def _by_hand_done(client: Any, args: Sequence[Any], reply: Any, queued: list[Plan | None] | None) -> list[Entry]:
+    """After a command of a client inside a MULTI it sent by hand (``queued``: its reads so far):
+    a read is queued (its reply, QUEUED, tells nothing); an EXEC gives the entries of the reads
+    queued, from its reply, as a pipeline's are counted; anything else counts nothing."""
+    if queued is None:
+        return []
+    plan = plan_for(args)
+    if plan is not None:
+        queued.append(None if plan.read.scripting else plan)
+        return []
+    return _exec_entries(client, args, reply) or []
 
 
 def _hook_immediate(original: Any) -> Any:
@@ -971,16 +982,11 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
             try:
                 reply = await original(self, *args, **options)
             except Exception:
-                if _command_name(args) in ("EXEC", "DISCARD"):  # (the transaction is over either way)
-                    _by_hand.pop(id(self), None)
+                _by_hand_failed(self, args)
                 raise
-            plan = plan_for(args)
-            if queued is not None and plan is not None:
-                queued.append(None if plan.read.scripting else plan)
-            elif queued is not None:
-                entries = _exec_entries(self, args, reply)
-                if entries:
-                    await _account_async(self.connection_pool, entries)
+            entries = _by_hand_done(self, args, reply, queued)
+            if entries:
+                await _account_async(self.connection_pool, entries)
             return reply
         plan = plan_for(args)
         if plan is None:

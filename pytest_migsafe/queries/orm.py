@@ -257,18 +257,14 @@ def _wrap_flush(original: Any) -> Any:
     def _flush(self: Any, *args: Any, **kwargs: Any) -> Any:
         pending = getattr(self, "_new", None)  # {InstanceState: object}, emptied by the flush
         rows = list(pending) if pending and len(pending) <= FRESH_ROWS_KEPT else None
-        if not dispatch._active:  # (a fixture's rows too: a test may read them)
-            result = original(self, *args, **kwargs)
-            if rows is not None:
-                _note_fresh(next(_units), rows)
-            return result
         unit = next(_units)
-        token = unit_of_work.set(unit)
+        token = unit_of_work.set(unit) if dispatch._active else None  # (its statements' unit of work)
         try:
             result = original(self, *args, **kwargs)
         finally:
-            unit_of_work.reset(token)
-        if rows is not None:
+            if token is not None:
+                unit_of_work.reset(token)
+        if rows is not None:  # (whatever is counting: a fixture's rows too, a test may read them)
             _note_fresh(unit, rows)
         return result
 
