@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import inspect
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -395,10 +394,12 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
 
     ``unittest.TestCase`` (and Django's ``TestCase``, ``TransactionTestCase``) run ``setUp``,
     ``tearDown``, cleanups and Django's fixture loading inside pytest's call phase; like
-    fixtures' set-up, they are not the test's statements. The test method is wrapped (on the
-    item, which pytest's unittest support binds to the instance; on the instance itself for
-    ``async def`` methods, which unittest looks up there) to start counting when it starts
-    and stop when it returns.
+    fixtures' set-up, they are not the test's statements. Counting starts and stops around
+    the call of the test method: unittest's own step ``TestCase._callTestMethod(method)``
+    (``IsolatedAsyncioTestCase`` runs an ``async def`` method to its end in it), wrapped on the
+    instance for this run and put back after. The test method itself is left as it is: the
+    test sees its own bound method (``getattr(self, self._testMethodName)``). A test case
+    class without that step (Python's before 3.8, or one that removed it) is counted whole.
     """
     unittest = sys.modules.get("unittest")
     if unittest is None or not isinstance(item, _unittest_items()):
@@ -407,53 +408,31 @@ def _count_test_method_only(item: pytest.Item, start: Callable[[], None], stop: 
     if cls is None or not issubclass(cls, unittest.TestCase):
         return False
     instance = getattr(item, "instance", None)
-    name = getattr(item, "name", None)
-    method = getattr(item, "obj", None)
-    if instance is None or name is None or method is None:
+    if instance is None or not hasattr(instance, "__dict__"):
         return False
-    given = method
-    # what another plugin or hook put on the instance is wrapped, not replaced (and put back)
-    held = instance.__dict__.get(name) if hasattr(instance, "__dict__") else None
-    if held is not None:
-        method = held
+    call_test_method = getattr(instance, "_callTestMethod", None)
+    if not callable(call_test_method):
+        return False
+    # what another plugin put on the instance is wrapped, not replaced (and put back)
+    held = instance.__dict__.get("_callTestMethod")
 
-    def put_back() -> None:
-        if held is None:
-            instance.__dict__.pop(name, None)
-        else:
-            instance.__dict__[name] = held
-
-    if inspect.iscoroutinefunction(method):
-        @functools.wraps(method)
-        async def counted_async(*args: Any, **kwargs: Any) -> Any:
-            start()
-            try:
-                return await method(*args, **kwargs)
-            finally:
-                stop()
-
-        setattr(instance, name, counted_async)
-        phase._restore = put_back
-        return True
-
-    @functools.wraps(method)
-    def counted(*args: Any, **kwargs: Any) -> Any:
+    @functools.wraps(call_test_method)
+    def counted(method: Any, *args: Any, **kwargs: Any) -> Any:
         start()
         try:
-            return method(*args, **kwargs)
+            return call_test_method(method, *args, **kwargs)
         finally:
             stop()
 
-    item.obj = counted  # type: ignore[attr-defined]
-    # on the instance too: pytest-django runs a Django test case as testcase(result=...), and
-    # unittest then looks the method up on the instance, not on the item
-    setattr(instance, name, counted)
+    instance._callTestMethod = counted
 
-    def restore() -> None:
-        item.obj = given  # type: ignore[attr-defined]
-        put_back()
+    def put_back() -> None:
+        if held is None:
+            instance.__dict__.pop("_callTestMethod", None)
+        else:
+            instance._callTestMethod = held
 
-    phase._restore = restore
+    phase._restore = put_back
     return True
 
 

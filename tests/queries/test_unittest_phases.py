@@ -286,3 +286,46 @@ def test_a_wrapper_another_hook_put_on_the_instance_still_runs(pytester: pytest.
         result = pytester.runpytest_subprocess("-s", "-p", "no:randomly", *plugin)
         result.assert_outcomes(passed=2)
         assert "RAN ['test_async', 'test_sync']" in result.stdout.str()
+
+
+def test_a_unittest_method_is_its_own_bound_method_while_counted(pytester: pytest.Pytester) -> None:
+    """The test method a unittest case looks up on itself is its own bound method, the class's
+    function, with the plugin as without it (the plugin once put a plain wrapper function on
+    the item and the instance: ``inspect.ismethod`` failed and ``__func__`` was missing); its
+    statements are still counted, setUp's not (the counts come from pg_stat_statements)."""
+    test_table, setup_table = (f"mu_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("test", "setup"))
+    marker_tables(test_table, setup_table)
+    pytester.makeconftest("import psycopg  # (a driver imported: migsafe measures the tests)\n" + RECORDS)
+    pytester.makepyfile(test_cases=f"""
+        import inspect, unittest
+        import psycopg
+
+        class TestSync(unittest.TestCase):
+            def setUp(self):
+                with psycopg.connect({DSN!r}) as conn:
+                    conn.execute("SELECT * FROM {setup_table}")
+
+            def test_bound(self):
+                method = getattr(self, self._testMethodName)
+                self.assertTrue(inspect.ismethod(method))
+                self.assertIs(method.__self__, self)
+                self.assertIs(type(self).__dict__[self._testMethodName], method.__func__)
+                with psycopg.connect({DSN!r}) as conn:
+                    conn.execute("SELECT * FROM {test_table}")
+
+        class TestAsync(unittest.IsolatedAsyncioTestCase):
+            async def test_async_bound(self):
+                method = getattr(self, self._testMethodName)
+                self.assertTrue(inspect.ismethod(method))
+                self.assertIs(type(self).__dict__[self._testMethodName], method.__func__)
+                async with await psycopg.AsyncConnection.connect({DSN!r}) as conn:
+                    await conn.execute("SELECT * FROM {test_table}")
+    """)
+    before = server_calls(test_table), server_calls(setup_table)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    test_calls = server_calls(test_table) - before[0]
+    assert (test_calls, server_calls(setup_table) - before[1]) == (2, 1)
+    counts = json.loads((pytester.path / "counts.json").read_text())
+    assert counts["test_bound"]["count"] + counts["test_async_bound"]["count"] == test_calls
+    assert pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:migsafe").ret == 0
