@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_migsafe.cache import rating
-from pytest_migsafe.plugin.markers import closest_checked
+from pytest_migsafe.plugin.markers import closest_checked, register_marker
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
@@ -118,7 +118,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; read and check the hit-rate lines and the Redis mode."""
     from pytest_migsafe.cache.marker import MIN_HIT_RATE_HELP
 
-    config.addinivalue_line("markers", MIN_HIT_RATE_HELP)
+    register_marker(config, MIN_HIT_RATE_HELP)
     target = get_setting(config, ini="migsafe_hit_rate_target", parse=parse_rate, default=0.8)
     alert = get_setting(config, ini="migsafe_hit_rate_alert", parse=parse_rate, default=0.7)
     if alert > target:

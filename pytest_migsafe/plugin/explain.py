@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_migsafe.plugin.markers import closest_checked
+from pytest_migsafe.plugin.markers import closest_checked, register_marker
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting
 from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, marks_of
@@ -65,7 +65,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker, read the mode, add the call phase (after every other part's)."""
-    config.addinivalue_line("markers", MARKER_HELP)
+    register_marker(config, MARKER_HELP)
     config.stash[_MODE] = mode = get_setting(config, option="migsafe_explain", env="MIGSAFE_EXPLAIN",
                                              ini="migsafe_explain", parse=parse_mode, default="off")
     if mode != "off":

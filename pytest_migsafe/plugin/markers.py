@@ -14,8 +14,20 @@ from typing import Any
 
 import pytest
 
+from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.queries.budgets import check_budget
 from pytest_migsafe.queries.counter import sql_regex
+
+#: The markers migsafe reads. Each is also read under the name ``migsafe_<name>``
+#: (``@pytest.mark.migsafe_pool(...)``): the name to use in a project that has a marker
+#: of its own called ``pool`` (or any other of these).
+MIGSAFE_MARKERS = ("max_queries", "no_n_plus_one", "allow_n_plus_one", "pool", "min_cache_hit_rate",
+                   "no_seq_scan")
+ALIAS_PREFIX = "migsafe_"
+#: ``migsafe_<name>`` -> ``<name>``
+ALIASES = {ALIAS_PREFIX + name: name for name in MIGSAFE_MARKERS}
+_OWN_LINES = pytest.StashKey["set[str]"]()  # the ``markers`` ini lines migsafe added
+_WARNED = pytest.StashKey["set[str]"]()  # the project's own markers already warned about
 
 MARKER_HELP = {
     "max_queries": "max_queries(n, *, match=None, ignore=None, using=None): fail the test if its "
@@ -92,16 +104,66 @@ def parse_threshold(text: str) -> int:
     return value
 
 
+def register_marker(config: pytest.Config, help_text: str) -> None:
+    """Register one of migsafe's markers (``help_text``: ``"name(args): what it does"``) and its
+    ``migsafe_<name>`` alias, and note both lines as migsafe's own."""
+    name = marker_name(help_text)
+    alias = f"{ALIAS_PREFIX}{name}: the same as @pytest.mark.{name} (for a project with a marker of its own named {name})"
+    config.addinivalue_line("markers", help_text)
+    config.addinivalue_line("markers", alias)
+    own = config.stash.get(_OWN_LINES, None)
+    if own is None:
+        own = config.stash[_OWN_LINES] = set()
+    own.update((help_text, alias))
+
+
+def marker_name(line: str) -> str:
+    """The marker's name in a ``markers`` ini line (``"pool(name): ..."`` -> ``"pool"``)."""
+    return line.split(":")[0].split("(")[0].strip()
+
+
+def project_registration(config: pytest.Config, name: str) -> str | None:
+    """The ``markers`` line by which the project (its ini file, or another plugin) registers a
+    marker ``name`` of its own, or None when only migsafe registers it."""
+    own = config.stash.get(_OWN_LINES, set())
+    for line in config.getini("markers"):
+        if line not in own and marker_name(line) == name:
+            return line
+    return None
+
+
+def refuse_marker(item: pytest.Item, name: str, mark: pytest.Mark, problem: str) -> None:
+    """A ``name`` marker of ``item`` that migsafe's signature refuses (``problem``: what is wrong
+    and what is expected): a ``pytest.UsageError`` naming the test and the marker, unless the
+    project registers a marker of that name of its own (and ``mark`` is not the
+    ``migsafe_<name>`` form): then the marker is the project's, left alone, with a warning
+    (once per marker name) saying so and how to write migsafe's."""
+    line = project_registration(item.config, name) if mark.name == name else None
+    if line is None:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{mark.name}: {problem}")
+    warned = item.config.stash.get(_WARNED, None)
+    if warned is None:
+        warned = item.config.stash[_WARNED] = set()
+    if name in warned:
+        return
+    warned.add(name)
+    notify(pytest.PytestWarning(
+        f"migsafe: @pytest.mark.{name} on {item.nodeid} is taken for the project's own marker (registered as "
+        f"{line!r}): its arguments are not migsafe's ({problem}), so migsafe leaves every such marker alone; "
+        f"for migsafe's check write @pytest.mark.{ALIAS_PREFIX}{name}(...)"), str(item.path), 0)
+
+
 def closest_checked(item: pytest.Item, name: str, marks: list[pytest.Mark], signature: Callable[..., Any],
                     expected: str) -> Any:
     """``signature(*mark.args, **mark.kwargs)`` of every ``name`` marker of ``item`` (``marks``,
     closest first: a class's or a module's is checked too), the closest one's value returned.
-    A bad one is a ``pytest.UsageError`` naming the test and the marker, then ``expected``."""
+    A bad one is a ``pytest.UsageError`` naming the test and the marker, then ``expected``
+    (:func:`refuse_marker`: the project's own marker of that name is left alone)."""
     value = None
     for mark in reversed(marks):
         try:
             value = signature(*mark.args, **mark.kwargs)
         except (TypeError, ValueError) as exc:
             text = str(exc).replace(f"{signature.__name__}()", name)
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {text}; expected {expected}") from None
+            refuse_marker(item, name, mark, f"{text}; expected {expected}")  # (returns for the project's own)
     return value

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_migsafe.plugin.markers import refuse_marker, register_marker
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
@@ -82,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
     metrics.listen()  # the Prometheus counter counts new connections (if prometheus_client is there)
     watch_imports(config, LIBRARIES, _pool_library_imported)
     targets.install(import_missing=False)  # drivers imported before (an initial conftest); later ones by the watcher
-    config.addinivalue_line("markers", MARKER_HELP)
+    register_marker(config, MARKER_HELP)
     hold = config.getoption("migsafe_hold_ms", default=None)
     peak = config.getoption("migsafe_peak_rps", default=None)
     if hold is not None and peak is None:
@@ -129,10 +130,9 @@ def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
             checked.append(pool_limits.pool_limits(*marker.args, **marker.kwargs))
         except (TypeError, ValueError) as exc:
             message = str(exc).replace("pool_limits()", "pool()")
-            raise pytest.UsageError(
-                f"{item.nodeid}: @pytest.mark.pool: {message}; expected any of "
-                f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0") from None
-    return checked[0]
+            refuse_marker(item, MARKER, marker, f"{message}; expected any of "
+                          f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0")
+    return checked[0] if checked else None  # (none: every one is the project's own marker)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,

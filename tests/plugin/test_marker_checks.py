@@ -115,3 +115,94 @@ def test_an_empty_database_name_in_a_budget_is_an_error_at_collection(pytester: 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: test_marks.py::test_marked: @pytest.mark.max_queries: "
                                  "using= expects a database name, got ''*"])
+
+
+PROJECT_OWN = {  # a project's own marker named like one of migsafe's, with arguments of its own
+    "pool": ('pool(name): tests that need the worker pool named NAME', 'pool("threads")'),
+    "max_queries": ("max_queries(kind): the project's query-plan fixture", 'max_queries("slow")'),
+    "min_cache_hit_rate": ("min_cache_hit_rate(service): the project's cache tests", 'min_cache_hit_rate("users")'),
+    "no_seq_scan": ("no_seq_scan(table): the project's own", 'no_seq_scan("t")'),
+    "allow_n_plus_one": ("allow_n_plus_one(ticket): the project's own", 'allow_n_plus_one("JIRA-1")'),
+}
+
+
+@pytest.mark.parametrize("name", list(PROJECT_OWN))
+def test_a_marker_the_project_registers_for_itself_is_left_alone(pytester: pytest.Pytester, name: str) -> None:
+    """A project that registers a marker of its own named like one of migsafe's (``pool`` for
+    its worker pools) runs as without the plugin, with a warning naming ``migsafe_<name>``
+    (the plugin once stopped the run at collection: ``pool() takes 0 positional arguments``);
+    without the project's registration the same marker is still a usage error."""
+    line, use = PROJECT_OWN[name]
+    pytester.makeini(f"[pytest]\nmarkers =\n    {line}\n")
+    pytester.makepyfile(test_own=f"""
+        import pytest
+
+        @pytest.mark.{use}
+        def test_marked():
+            pass
+
+        @pytest.mark.{use}
+        def test_marked_too():
+            pass
+
+        def test_other():
+            pass
+    """)
+    for plugin in ("-p", "no:migsafe"), ():
+        result = pytester.runpytest_subprocess("-p", "no:randomly", "--strict-markers", *plugin)
+        result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines([f"*migsafe: @pytest.mark.{name} on test_own.py::test_marked is taken for the "
+                                 f"project's own marker*write @pytest.mark.migsafe_{name}(...)*"])
+    assert result.stdout.str().count(f"migsafe: @pytest.mark.{name} on") == 1  # once per marker name
+    (pytester.path / "tox.ini").unlink()
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_own.py::test_marked*: @pytest.mark.{name}: *"])
+
+
+def test_migsafe_markers_work_under_their_migsafe_names(pytester: pytest.Pytester) -> None:
+    """``@pytest.mark.migsafe_<name>`` is migsafe's marker ``<name>`` (registered for
+    ``--strict-markers``), also beside a project's own ``pool`` and ``max_queries``: the
+    budget and the pool limit fail their tests; a bad argument under that name is an error."""
+    pytester.makeini("[pytest]\nmarkers =\n    pool(name): the project's worker pools\n"
+                     "    max_queries(kind): the project's own\n")
+    pytester.makepyfile(test_alias="""
+        import pytest
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import QueuePool
+
+        ENGINE = create_engine("sqlite://", poolclass=QueuePool)
+
+        @pytest.mark.pool("threads")
+        @pytest.mark.migsafe_max_queries(1)
+        def test_over_budget():
+            with ENGINE.connect() as conn:
+                conn.execute(text("select 1"))
+                conn.execute(text("select 2"))
+
+        @pytest.mark.max_queries("slow")
+        @pytest.mark.migsafe_pool(max_checked_out=0)
+        def test_over_pool_limit():
+            with ENGINE.connect() as conn:
+                conn.execute(text("select 1"))
+
+        @pytest.mark.migsafe_max_queries(2)
+        def test_within_budget():
+            with ENGINE.connect() as conn:
+                conn.execute(text("select 1"))
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--strict-markers", "-rf")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["max_queries: expected at most 1 query, 2 ran", "pool limits exceeded: max_checked_out=0*",
+                                 "FAILED test_alias.py::test_over_budget - *",
+                                 "FAILED test_alias.py::test_over_pool_limit - *"])
+    pytester.makepyfile(test_alias="""
+        import pytest
+
+        @pytest.mark.migsafe_pool("threads")
+        def test_bad():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: test_alias.py::test_bad: @pytest.mark.migsafe_pool: *"])
