@@ -17,6 +17,7 @@ import pytest
 from pytest_migsafe.plugin.markers import refuse_marker, register_marker
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
+from pytest_migsafe.plugin.report import junit_properties_wanted
 from pytest_migsafe.plugin.stash import (
     add_call_phase,
     add_marker_parser,
@@ -48,7 +49,7 @@ MARKER_HELP = (
 @dataclass(frozen=True)
 class PoolSettings:
     """The session's pool settings, read once at configure: ``peak_rps`` in requests/s,
-    ``hold_ms`` (the time a request holds a connection) in ms, ``junit`` True with ``--junitxml``."""
+    ``hold_ms`` (the time a request holds a connection) in ms, ``junit`` True when the figures go into the JUnit XML (``--junitxml`` with the report or ini ``migsafe_junit_properties``)."""
 
     fail_on_leaks: bool = False
     peak_rps: float | None = None
@@ -94,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                   parse=parse_bool, default=False),
         peak_rps=peak,
         hold_ms=hold,
-        junit=bool(config.getoption("xmlpath", default=None)),
+        junit=junit_properties_wanted(config),
     )
     add_call_phase(config, functools.partial(PoolPhase.start, settings=settings), order=1)
     add_marker_parser(config, _parse_markers)

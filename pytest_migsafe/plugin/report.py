@@ -4,7 +4,7 @@ Nothing is loaded unless asked for: :class:`~pytest_migsafe.plugin.report_sessio
 (summary, baseline, regressions, JSON, SARIF, GitHub annotations, xdist) only with one of
 ``--migsafe-report``, ``--migsafe-update-baseline``, ``--migsafe-fail-on-regression``,
 ``--migsafe-report-json`` or ``--migsafe-sarif`` (or its ini key); :class:`JunitProperties`
-only with ``--junitxml``; :class:`HtmlColumns` only when
+only with ``--junitxml`` and the report or ini ``migsafe_junit_properties``; :class:`HtmlColumns` only when
 pytest-html is loaded and writes a report (``--html``).
 """
 
@@ -17,7 +17,7 @@ import pytest
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import existing_record, note_loadgroup_renames, want_records
 from pytest_migsafe.report import DEFAULT_HEAVIEST
-from pytest_migsafe.values import argument_type, parse_rate, parse_tolerance
+from pytest_migsafe.values import argument_type, parse_bool, parse_rate, parse_tolerance
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                 "regression (default 0.05).", default="0.05", type=ini_type(float))
     parser.addini("migsafe_sarif", "write the SARIF 2.1.0 findings to this file, relative to the ini "
                                    "file (default: none).", default="")
+    parser.addini("migsafe_junit_properties", "with --junitxml, write each test's figures as JUnit XML "
+                  "properties (migsafe_queries, ...) when no report option asks for them too (default false: "
+                  "the plugin adds nothing to a test's user_properties unasked).", default="false",
+                  type=ini_type(bool))
     parser.addini("migsafe_heaviest", f"tests listed as heaviest by statements when there is no "
                                       f"baseline (default {DEFAULT_HEAVIEST}).", default=str(DEFAULT_HEAVIEST), type=ini_type(int))
 
@@ -66,10 +70,8 @@ def pytest_configure(config: pytest.Config) -> None:
         given = config.getoption(name)
         if given is not None and not str(given).strip():  # (an empty value would be read as not given)
             raise pytest.UsageError(f"{option}= is empty; expected the path of a file to write")
-    wanted = any(config.getoption(name) for name in (
-        "migsafe_report", "migsafe_update_baseline", "migsafe_fail_on_regression", "migsafe_report_json",
-        "migsafe_sarif")) or bool(config.getini("migsafe_sarif"))
-    if config.getoption("xmlpath", None):
+    wanted = report_wanted(config)
+    if junit_properties_wanted(config):
         config.pluginmanager.register(JunitProperties(), "migsafe-junit")
         want_records(config)
     if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
@@ -87,6 +89,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")
     elif hasattr(config, "workerinput"):  # a pytest-xdist worker: each test's record goes on its teardown report
         config.pluginmanager.register(WorkerRecords(session), "migsafe-report-worker")
+
+
+def report_wanted(config: pytest.Config) -> bool:
+    """True when an option (or ini key) asks for the report: ``--migsafe-report``,
+    ``--migsafe-update-baseline``, ``--migsafe-fail-on-regression``, ``--migsafe-report-json``,
+    ``--migsafe-sarif`` (ini ``migsafe_sarif``)."""
+    return any(config.getoption(name) for name in (
+        "migsafe_report", "migsafe_update_baseline", "migsafe_fail_on_regression", "migsafe_report_json",
+        "migsafe_sarif")) or bool(config.getini("migsafe_sarif"))
+
+
+def junit_properties_wanted(config: pytest.Config) -> bool:
+    """True when each test's figures go into the JUnit XML as properties: ``--junitxml`` with the
+    report asked for (:func:`report_wanted`) or ini ``migsafe_junit_properties = true``. Never
+    with ``--junitxml`` alone: the properties are entries of the test's ``user_properties``,
+    which the project's own code reads too. ``pytest.UsageError`` for a malformed ini value."""
+    if not config.getoption("xmlpath", None):
+        return False
+    if report_wanted(config):
+        return True
+    return bool(get_setting(config, ini="migsafe_junit_properties", parse=parse_bool, default=False))
 
 
 def _check_settings(config: pytest.Config) -> None:

@@ -451,3 +451,46 @@ def test_a_core_pytest_plugin_turned_off_changes_no_outcome(pytester: pytest.Pyt
         on = pytester.runpytest_subprocess(*args, *extra)
         assert on.ret == off.ret == pytest.ExitCode.OK, on.stdout.str() + on.stderr.str()
         assert "INTERNALERROR" not in on.stdout.str() + on.stderr.str()
+
+
+JUNIT_CONFTEST = """
+import pytest
+
+@pytest.fixture
+def ticket(request):
+    request.node.user_properties.append(("ticket", "ABC-1"))
+    yield
+    assert request.node.user_properties == [("ticket", "ABC-1")]
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        assert [name for name, _ in report.user_properties] == ["ticket"], report.user_properties
+"""
+
+
+def test_junitxml_alone_adds_nothing_to_a_tests_user_properties(pytester: pytest.Pytester) -> None:
+    """``--junitxml`` alone (no report asked for) leaves each test's ``user_properties`` as the
+    project made them (the plugin once added its ``migsafe_*`` figures there: a fixture
+    checking its own properties failed at teardown); the figures go into the XML when asked:
+    ini ``migsafe_junit_properties = true`` (or a report option)."""
+    import xml.etree.ElementTree as ET
+
+    pytester.makeconftest(JUNIT_CONFTEST)
+    pytester.makepyfile(test_props="""
+        from sqlalchemy import create_engine, text
+
+        def test_query(ticket):
+            with create_engine("sqlite://").connect() as conn:
+                assert conn.execute(text("select 1")).scalar() == 1
+    """)
+    for plugin in ("-p", "no:migsafe"), ():
+        result = pytester.runpytest_subprocess("-p", "no:randomly", "--junitxml=out.xml", *plugin)
+        result.assert_outcomes(passed=1)
+        names = [p.get("name") for p in ET.parse(pytester.path / "out.xml").iter("property")]
+        assert names == ["ticket"]
+    (pytester.path / "conftest.py").write_text(JUNIT_CONFTEST.replace("assert", "pass  #"))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--junitxml=out.xml",
+                                           "-o", "migsafe_junit_properties=true")
+    result.assert_outcomes(passed=1)
+    names = [p.get("name") for p in ET.parse(pytester.path / "out.xml").iter("property")]
+    assert names[0] == "ticket" and "migsafe_queries" in names and "migsafe_pool_peak_checked_out" in names

@@ -145,7 +145,8 @@ def test_connections_beyond_warm_are_the_same_under_any_order_selection_and_xdis
     created: dict[str, set[float]] = {}
     for label, args in runs.items():
         xml = suite.path / f"junit-{label.replace(' ', '_')}.xml"
-        result = suite.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", f"--junitxml={xml}", *args)
+        result = suite.runpytest("-p", "no:cacheprovider", "-p", "no:randomly", f"--junitxml={xml}",
+                                 "-o", "migsafe_junit_properties=true", *args)
         assert result.ret == 0, (label, result.stdout.str())
         seen = _figures(xml)
         assert seen and {name for name, _ in seen} <= set(TESTS), label

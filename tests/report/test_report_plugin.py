@@ -620,7 +620,8 @@ def test_odd_experiment_names_keep_junit_xml_whole(pytester: pytest.Pytester) ->
     # pytest escapes a property's value, not its name: control characters made the XML
     # ill-formed and a lone surrogate crashed pytest's writer at the end (exit 1, empty file)
     pytester.makepyfile(test_odd=ODD_SHADOWS)
-    result = pytester.runpytest_subprocess("--junitxml=junit.xml", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess("--junitxml=junit.xml", "-p", "no:randomly",
+                                           "-o", "migsafe_junit_properties=true")
     result.assert_outcomes(passed=5)
     assert result.ret == 0
     names = [p.get("name") for p in ET.parse(pytester.path / "junit.xml").iter("property")]
