@@ -254,10 +254,14 @@ class QueryCounter:
         sites = stats.call_sites
         sites[site] = sites.get(site, 0) + 1
         repeats = self._repeats
-        if repeats is not None and orm.orm_load.get() is None:  # ORM loads are counted by their event
-            found = callsite._last.found  # the origin call_site found on its walk for this very site
-            origin = found[1] if found[0] is site and found[1] is not None else origin_of(sys._getframe(1))
-            repeats.statement(sql, shape, origin)
+        if repeats is not None:
+            load = orm.orm_load.get()
+            if load is None:
+                found = callsite._last.found  # the origin call_site found on its walk for this very site
+                origin = found[1] if found[0] is site and found[1] is not None else origin_of(sys._getframe(1))
+                repeats.statement(sql, shape, origin)
+            elif load[1] not in repeats.load_sql:  # ORM loads are counted by their event; the SQL kept
+                repeats.load_sql[load[1]] = sql  # for allow rules
         kept = self._kept
         if len(kept) < self.keep:
             # a plain tuple here; CapturedQuery objects are built only when read
@@ -388,11 +392,13 @@ class NPlusOneCounter:
         self._orm_load = repeats.load
         self._statement = repeats.statement
         self._tally = repeats.tally  # (never rebound: emptied in place by fold)
+        self._load_sql = repeats.load_sql
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
         self.count += 1
-        if _orm_load_now() is None:  # ORM loads are counted by their event
+        load = _orm_load_now()
+        if load is None:  # ORM loads are counted by their event
             found = _last_walk.found  # the origin call_site found on its walk for this very site
             origin = found[1] if found[0] is site and found[1] is not None else origin_of(sys._getframe(1))
             if origin.loop is not None:  # else the test's own arrangement: never a suspect
@@ -401,6 +407,8 @@ class NPlusOneCounter:
                     self._statement(sql, shape, origin)
                 else:
                     seen[1] += 1
+        elif load[1] not in self._load_sql:
+            self._load_sql[load[1]] = sql  # (for allow rules)
 
     def _accepts(self, sql: str, target: str) -> bool:
         return True  # (never asked: no filter)

@@ -113,6 +113,8 @@ class RepeatTracker:
         self.loads: dict[tuple[str, str, Any], LoadGroup] = {}
         # (shape key, origin) -> [the first statement's text, statements], in the order first seen
         self.tally: dict[tuple[str, Origin], list[Any]] = {}
+        # "Class.attribute" -> the text of the first statement a load of it sent (for allow rules)
+        self.load_sql: dict[str, str] = {}
 
     def statement(self, sql: str, shape: str, origin: Origin) -> None:
         """One statement that is not an ORM load (those come through :meth:`load`)."""
@@ -259,7 +261,8 @@ class RepeatTracker:
                                relationship=group.attribute, parents=parents,
                                chain=_chain(site, positions[1:]), loaded_at=loaded_at,
                                fix=fix_for(group.kind, group.attribute, group.direction, loads.via))
-            suspect.allowed = any(rule_matches(rule, suspect, group.attribute) and suspect.parents <= limit
+            sql = self.load_sql.get(group.attribute)
+            suspect.allowed = any(rule_matches(rule, suspect, sql) and suspect.parents <= limit
                                   for rule, limit in allow)
             found.append(suspect)
         for _, repeated in self._repeated(threshold):
@@ -335,8 +338,9 @@ def rule_matches(rule: re.Pattern[str] | str, suspect: NPlusOne, sql: str | None
     """An allow rule matches a suspect by its relationship name, its shape or its SQL as sent.
 
     A string matches the relationship (``"Order.customer"``), or the shape or SQL text
-    exactly (keywords and spacing aside); a regex is searched in the shape and the SQL
-    text, case-insensitively.
+    exactly (keywords and spacing aside); a regex is searched in the shape, the SQL text and
+    the relationship name, case-insensitively. ``sql``: the statement's text as sent (for an
+    ORM load, the first load's of that relationship), None when unknown.
     """
     if isinstance(rule, str):
         if rule == suspect.relationship:
@@ -346,7 +350,8 @@ def rule_matches(rule: re.Pattern[str] | str, suspect: NPlusOne, sql: str | None
             return True
         from pytest_migsafe.queries.normalize import normalize
 
-        return normalize(rule) == suspect.shape
+        shape = normalize(rule)
+        return shape == suspect.shape or (sql is not None and shape == normalize(sql))
     pattern = rule if rule.flags & re.I else re.compile(rule.pattern, rule.flags | re.I)
     return any(pattern.search(text) for text in (suspect.shape, sql or "", suspect.relationship or ""))
 

@@ -537,6 +537,13 @@ def test_allowed_by_a_lowercase_regex_on_the_sql():
     app.names_text(20)
 
 
+@pytest.mark.no_n_plus_one
+@pytest.mark.allow_n_plus_one(re.compile(r"from customers\\s+where customers\\.id ="), 3)
+def test_lazy_load_allowed_by_a_regex_on_its_sql():
+    app.seed(3)
+    app.customer_names()
+
+
 @pytest.mark.max_queries(3)
 def test_budget_counts_lazy_loads():
     app.seed(3)
@@ -617,6 +624,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_allowed_relationship_over_its_ceiling_fails": [("lazy_load", "Order.customer")],
     "test_allowed_by_a_lowercase_regex_on_the_sql": [("repeated_statement", "customers")],
     "test_budget_counts_lazy_loads": [("lazy_load", "Order.customer")],
+    "test_lazy_load_allowed_by_a_regex_on_its_sql": [("lazy_load", "Order.customer")],
 }
 
 
@@ -716,6 +724,8 @@ def test_allow_rules_and_budgets_decide_the_outcomes(scenario_run: tuple[dict[st
     assert suspects["test_allowed_by_relationship_name"][0]["allowed"] is True
     assert suspects["test_allowed_relationship_over_its_ceiling_fails"][0]["allowed"] is False
     assert suspects["test_allowed_by_a_lowercase_regex_on_the_sql"][0]["allowed"] is True
+    # a regex on the SQL a lazy load sends (it was searched in the relationship's name alone)
+    assert suspects["test_lazy_load_allowed_by_a_regex_on_its_sql"][0]["allowed"] is True
     assert "PASSED" not in output  # -q run: only failures are named
     for failing in ("test_core_loop_of_3_with_threshold_3", "test_allowed_relationship_over_its_ceiling_fails",
                     "test_budget_counts_lazy_loads"):

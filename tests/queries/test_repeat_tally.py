@@ -370,3 +370,18 @@ def test_the_query_sites_kept_for_lazy_loads_are_bounded_over_a_suite(pytester: 
             assert len(orm._query_sites) < 1_000
     """)
     pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+def test_a_string_rule_matches_a_lazy_loads_sql_by_its_shape() -> None:
+    """``allow_n_plus_one("<the SQL>", n)`` matches a lazy-load suspect by the SQL it sends
+    (its literals and spacing aside), as it matches a repeated statement's (the rule was
+    compared with the relationship name and the suspect's label alone)."""
+    from pytest_migsafe.queries.repeats import rule_matches
+    from pytest_migsafe.report.record import NPlusOne
+
+    suspect = NPlusOne(shape="A.bs (lazy load)", call_site="app.py:3", count=6, kind="lazy_load",
+                       relationship="A.bs", parents=6)
+    sent = "SELECT b.id AS b_id FROM b, link WHERE ? = link.a_id AND b.id = link.b_id"
+    assert rule_matches("select b.id as b_id from b, link where 1 = link.a_id and b.id = link.b_id", suspect, sent)
+    assert not rule_matches("SELECT c.id FROM c WHERE c.a_id = 1", suspect, sent)
+    assert rule_matches("A.bs", suspect, None)
