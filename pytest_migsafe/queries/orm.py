@@ -183,17 +183,43 @@ def _wrap_load_scalar_attributes(original: Any) -> Any:
         except AttributeError:
             return original(mapper, state, attribute_names, passive)
         expired = getattr(state, "expired_attributes", None)
-        if not attribute_names or (expired and not expired.isdisjoint(attribute_names)):
+        hint = _column_load_hint(mapper, attribute_names) if attribute_names else None
+        if (not attribute_names or (expired and not expired.isdisjoint(attribute_names))) and (
+                hint is None or not hint.startswith("POLYMORPHIC:")):  # (a subclass's columns come as expired)
             # a row expired (by a commit, expire_all()) loaded again, every attribute it had
             # (relationships too): not a deferred column, whose fix would be undefer()
             columns = "<expired columns>"
+            hint = None
         else:
             columns = ", ".join(sorted(str(k) for k in attribute_names))
-        return _observed(("deferred_column", f"{cls}.{columns}"), state, None,
+        return _observed(("deferred_column", f"{cls}.{columns}"), state, hint,
                          lambda: original(mapper, state, attribute_names, passive))
 
     setattr(load_scalar_attributes, _WRAPS, original)
     return load_scalar_attributes
+
+
+def _column_load_hint(mapper: Any, names: Any) -> str | None:
+    """What the fix of a per-row load of the columns ``names`` of ``mapper`` must name, passed
+    as the load's ``direction``: ``"GROUP:<name>"`` when they are deferred columns of one
+    ``deferred_group`` (``undefer()`` of one column leaves the others of its group deferred),
+    ``"POLYMORPHIC:<Base>"`` when they are the columns of a joined-inheritance subclass's own
+    table that a query of the base class did not load (not deferred at all), else None."""
+    try:
+        props = [mapper.attrs[name] for name in names]
+        if all(getattr(prop, "deferred", False) for prop in props):
+            groups = {getattr(prop, "group", None) for prop in props}
+            if len(groups) == 1 and None not in groups:
+                return f"GROUP:{groups.pop()}"
+            return None
+        base = mapper.base_mapper
+        table = mapper.local_table
+        if mapper is not base and table is not base.local_table and all(
+                column.table is table for prop in props for column in getattr(prop, "columns", ())):
+            return f"POLYMORPHIC:{base.class_.__name__}"
+    except Exception:  # a mapper not understood: the plain undefer() fix
+        return None
+    return None
 
 
 def _bound_query_sites() -> None:

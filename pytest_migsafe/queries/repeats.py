@@ -312,7 +312,9 @@ def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | N
 
     Django's loads come with a ``DJANGO_*`` direction and get Django's fix
     (``select_related`` / ``prefetch_related`` / ``.only()``); SQLAlchemy's get
-    ``joinedload`` (many-to-one), ``selectinload`` or ``undefer``, chained after the eager
+    ``joinedload`` (many-to-one), ``selectinload``, ``undefer`` (``undefer_group`` for the
+    columns of one deferred group, ``direction`` ``"GROUP:<name>"``; ``selectin_polymorphic``
+    for a joined-inheritance subclass's columns, ``"POLYMORPHIC:<Base>"``), chained after the eager
     loads that brought the parents into their query when ``via`` names them
     (``select(Book).options(joinedload(Book.author).selectinload(Author.books))``).
     """
@@ -330,6 +332,11 @@ def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | N
         first = columns.split(",")[0].strip()
         if first.startswith("<"):
             return f"select({cls}) without expiring the rows first (or session.refresh() once per batch)"
+        if direction is not None and direction.startswith("GROUP:"):  # one deferred_group: all of it
+            return f"select({root}).options({chain}undefer_group({direction[6:]!r}))"
+        if direction is not None and direction.startswith("POLYMORPHIC:"):  # a subclass's own table
+            base = direction[12:]
+            return f"select({base}).options(selectin_polymorphic({base}, [{cls}]))"
         return f"select({root}).options({chain}undefer({cls}.{first}))"
     return f"select({root}).options({chain}{_loader(direction)}({attribute}))"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 APP = '''
-from sqlalchemy import ForeignKey, String, create_engine, insert, select, text, update
+from sqlalchemy import ForeignKey, String, create_engine, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncAttrs, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship,
                             selectinload)
@@ -39,8 +39,49 @@ class Order(Base):
     customer: Mapped[Customer] = relationship(back_populates="orders")
 
 
+class Profile(Base):
+    __tablename__ = "profiles"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bio: Mapped[str] = mapped_column(String(50), deferred=True, deferred_group="big", default="b")
+    notes: Mapped[str] = mapped_column(String(50), deferred=True, deferred_group="big", default="n")
+
+
+class Employee(Base):
+    __tablename__ = "employees"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "employee"}
+
+
+class Engineer(Employee):
+    __tablename__ = "engineers"
+    id: Mapped[int] = mapped_column(ForeignKey("employees.id"), primary_key=True)
+    language: Mapped[str] = mapped_column(String(20), default="py")
+    __mapper_args__ = {"polymorphic_identity": "engineer"}
+
+
 ENGINE = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
 Base.metadata.create_all(ENGINE)
+
+
+def seed_people(n):
+    with Session(ENGINE) as session:
+        for model in (Profile, Engineer, Employee):
+            session.execute(delete(model))
+        session.add_all([Profile() for _ in range(n)] + [Engineer() for _ in range(n)] + [Employee()])
+        session.commit()
+
+
+def profile_texts(option=None):
+    with Session(ENGINE) as session:
+        query = select(Profile) if option is None else select(Profile).options(option)
+        return [profile.bio + profile.notes for profile in session.scalars(query)]
+
+
+def engineer_languages(option=None):
+    with Session(ENGINE) as session:
+        query = select(Employee) if option is None else select(Employee).options(option)
+        return [e.language for e in session.scalars(query) if isinstance(e, Engineer)]
 
 
 def seed(n):
@@ -304,7 +345,7 @@ from operator import attrgetter
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectin_polymorphic, undefer_group
 
 import shop_app as app
 
@@ -544,6 +585,26 @@ def test_lazy_load_allowed_by_a_regex_on_its_sql():
     app.customer_names()
 
 
+def test_deferred_group_over_3_rows():
+    app.seed_people(3)
+    app.profile_texts()
+
+
+def test_the_undefer_group_fix_is_fine():
+    app.seed_people(3)
+    app.profile_texts(undefer_group("big"))
+
+
+def test_subclass_columns_over_3_rows():
+    app.seed_people(3)
+    app.engineer_languages()
+
+
+def test_the_selectin_polymorphic_fix_is_fine():
+    app.seed_people(3)
+    app.engineer_languages(selectin_polymorphic(app.Employee, [app.Engineer]))
+
+
 @pytest.mark.max_queries(3)
 def test_budget_counts_lazy_loads():
     app.seed(3)
@@ -625,6 +686,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_allowed_by_a_lowercase_regex_on_the_sql": [("repeated_statement", "customers")],
     "test_budget_counts_lazy_loads": [("lazy_load", "Order.customer")],
     "test_lazy_load_allowed_by_a_regex_on_its_sql": [("lazy_load", "Order.customer")],
+    "test_deferred_group_over_3_rows": [("deferred_column", "Profile.bio")],
+    "test_the_undefer_group_fix_is_fine": [],
+    "test_subclass_columns_over_3_rows": [("deferred_column", "Engineer.language")],
+    "test_the_selectin_polymorphic_fix_is_fine": [],
 }
 
 
@@ -698,6 +763,15 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
     assert "option = joinedload(Order.customer).selectinload(Customer.orders)" in APP  # (the fixed scenario: no suspect)
     (expired,) = suspects["test_rows_read_after_their_commit_expired_them"]
     assert expired["fix"].startswith("select(Order) without expiring the rows first"), expired  # (not undefer())
+    # the fix each advises is the option its fixed twin passes (no suspect there): undefer() of
+    # one column of a deferred group left the others deferred; a joined-inheritance subclass's
+    # columns were "expired rows" whose fix, select(Engineer), dropped every other Employee
+    (group,) = suspects["test_deferred_group_over_3_rows"]
+    assert group["fix"] == "select(Profile).options(undefer_group('big'))", group
+    (subclass,) = suspects["test_subclass_columns_over_3_rows"]
+    assert subclass["fix"] == "select(Employee).options(selectin_polymorphic(Employee, [Engineer]))", subclass
+    assert "app.profile_texts(undefer_group(\"big\"))" in TESTS
+    assert "app.engineer_languages(selectin_polymorphic(app.Employee, [app.Engineer]))" in TESTS
     (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
     assert flushes["count"] == 12  # each flush is its own unit of work, however the frames are reused
     (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
