@@ -68,6 +68,12 @@ _called_origins: dict[tuple[int, int, int, int], tuple[str, Origin]] = {}
 #: statements of one flush are its rows, not the user's loop.
 unit_of_work: contextvars.ContextVar[int | None] = contextvars.ContextVar("migsafe_unit_of_work", default=None)
 _current_unit = unit_of_work.get
+#: unit of work number of an ORM flush -> the position of the user's frame that ran it (the
+#: frame its own statements come from: a statement of the flush sent from another user frame,
+#: such as a mapper event listener's SELECT per row, is the user's own, counted as any other).
+#: Bounded: the newest :data:`FLUSH_SENDERS_KEPT` flushes.
+flush_senders: dict[int, Position | None] = {}
+FLUSH_SENDERS_KEPT = 1000
 
 
 def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
@@ -237,6 +243,23 @@ def site_from(start: FrameType, origin: bool = True, greenlets: bool = True) -> 
         if not origin:
             return _site_of(f, key, shown)  # type: ignore[arg-type]
         return _found(f, key, shown, kind)  # type: ignore[arg-type]
+
+
+def user_position(frame: FrameType | None) -> Position | None:
+    """The position ``(shown path, code id, instruction)`` of the innermost user frame at or
+    above ``frame`` (test code too), as :class:`Origin` keeps positions; None for none."""
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if code.co_filename not in _library_files:
+            key = id(code)
+            entry = _codes.get(key)
+            if entry is None:
+                entry = _learn(code)
+            if entry[1] != LIBRARY:
+                return (entry[0], key, f.f_lasti)  # type: ignore[return-value]
+        f = f.f_back
+    return None
 
 
 class _Last(threading.local):

@@ -284,7 +284,14 @@ def _wrap_flush(original: Any) -> Any:
         pending = getattr(self, "_new", None)  # {InstanceState: object}, emptied by the flush
         rows = list(pending) if pending and len(pending) <= FRESH_ROWS_KEPT else None
         unit = next(_units)
-        token = unit_of_work.set(unit) if dispatch._active else None  # (its statements' unit of work)
+        token = None
+        if dispatch._active:
+            token = unit_of_work.set(unit)  # (its statements' unit of work)
+            senders = callsite.flush_senders
+            if len(senders) >= callsite.FLUSH_SENDERS_KEPT:
+                for old in list(senders)[: len(senders) // 2]:
+                    del senders[old]
+            senders[unit] = callsite.user_position(sys._getframe(1))
         try:
             result = original(self, *args, **kwargs)
         finally:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_migsafe.queries.callsite import Origin, Position, holds_line, line_of
+from pytest_migsafe.queries.callsite import Origin, Position, flush_senders, holds_line, line_of
 from pytest_migsafe.queries.dispatch import ReadableShape, readable_shape, recording
 from pytest_migsafe.report.record import NPlusOne
 
@@ -100,6 +100,20 @@ class LoadGroup:
 TALLY_KEPT = 4096
 
 
+def _sent_by_the_unit(unit: int, origin: Origin) -> bool:
+    """True when a statement sent in the unit of work ``unit`` is the unit's own (the ORM's
+    row by row writes of a flush, a batch, a chunked eager load): sent from the user frame that
+    ran the flush. A statement a mapper event listener (user code the flush called) sends
+    from its own frame is not: a SELECT per row there is the user's loop."""
+    sender = flush_senders.get(unit, _NO_SENDER)
+    if sender is _NO_SENDER or sender is None:
+        return True  # not a flush (a batch, a chunked load), or a flush with no user frame
+    return bool(origin.positions) and origin.positions[0] == sender
+
+
+_NO_SENDER: Any = object()
+
+
 class RepeatTracker:
     """Collects the evidence of one counter (see the module docstring).
 
@@ -150,7 +164,7 @@ class RepeatTracker:
             if group is None:
                 group = groups[key] = StatementGroup(shape, sql, inner=origin.inner)
             flush = origin.unit_of_work
-            if flush is not None:
+            if flush is not None and _sent_by_the_unit(flush, origin):
                 if flush in group.flushes:
                     continue  # one flush sends one statement per row: its unit of work, not a loop
                 group.flushes.add(flush)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 APP = '''
-from sqlalchemy import ForeignKey, String, create_engine, delete, insert, select, text, update
+from sqlalchemy import ForeignKey, String, create_engine, delete, event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncAttrs, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship,
                             selectinload)
@@ -60,8 +60,28 @@ class Engineer(Employee):
     __mapper_args__ = {"polymorphic_identity": "engineer"}
 
 
+class Shipment(Base):
+    __tablename__ = "shipments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    label: Mapped[str] = mapped_column(String(50), default="")
+
+
+@event.listens_for(Shipment, "before_insert")
+def _label(mapper, connection, target):
+    """A mapper event listener reading a row per inserted row (its own loop: an N+1)."""
+    name = connection.execute(select(Customer.name).where(Customer.id == target.customer_id)).scalar()
+    target.label = f"for {name}"
+
+
 ENGINE = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
 Base.metadata.create_all(ENGINE)
+
+
+def ship_to_every_customer():
+    with Session(ENGINE) as session:
+        session.add_all([Shipment(customer_id=c.id) for c in session.scalars(select(Customer)).all()])
+        session.commit()
 
 
 def seed_people(n):
@@ -605,6 +625,11 @@ def test_the_selectin_polymorphic_fix_is_fine():
     app.engineer_languages(selectin_polymorphic(app.Employee, [app.Engineer]))
 
 
+def test_a_select_per_row_in_a_mapper_event_listener():
+    app.seed(12)
+    app.ship_to_every_customer()
+
+
 @pytest.mark.max_queries(3)
 def test_budget_counts_lazy_loads():
     app.seed(3)
@@ -690,6 +715,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_the_undefer_group_fix_is_fine": [],
     "test_subclass_columns_over_3_rows": [("deferred_column", "Engineer.language")],
     "test_the_selectin_polymorphic_fix_is_fine": [],
+    "test_a_select_per_row_in_a_mapper_event_listener": [("repeated_statement", "FROM customers")],
 }
 
 
