@@ -148,7 +148,8 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
                 _last.found = found
                 return found[0]
         entry = _codes.get(parent_key)
-        if entry is not None and entry[1] == TEST:  # an application function a test called
+        if entry is not None and entry[1] == TEST and not _called_by_test_code(parent.f_back):
+            # an application function a test called (not through a helper of the test's: see origin_of)
             found = (_site_of(f, key, shown),
                      Origin([(shown, key, lasti)], key, False, flush, (str(entry[0]), parent_key, parent_lasti)))
             if flush is None and len(_called_origins) < ORIGINS_KEPT:
@@ -158,6 +159,19 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
     site = _site_of(f, key, shown)
     _last.found = (site, origin_of(f, flush))
     return site
+
+
+def _called_by_test_code(frame: FrameType | None) -> bool:
+    """True when ``frame`` (the caller of a test-code frame) is test code too, a test module or
+    conftest: the test's own helper sits between the test and what it calls (its code is
+    learnt as needed)."""
+    if frame is None:
+        return False
+    code = frame.f_code
+    if code.co_filename in _library_files:
+        return False
+    entry = _codes.get(id(code)) or _learn(code)
+    return entry[1] == TEST
 
 
 def call_site(frame: FrameType | None = None) -> str:
@@ -481,8 +495,18 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
             function = key
             positions.append((shown, key, f.f_lasti))  # type: ignore[arg-type]
         elif kind == TEST:
-            test = (str(shown), key, f.f_lasti)
-            break  # the test (or a fixture) called into the application here
+            # the test (or a fixture) called into the application here: through a helper of its
+            # own (a test client's get() in a conftest), the test's line is the outermost of the
+            # test frames in a row, so that calls from different lines of the test count apart
+            top = f
+            while _called_by_test_code(top.f_back):
+                top = top.f_back  # type: ignore[assignment]
+            if top is f:
+                test = (str(shown), key, f.f_lasti)
+            else:
+                top_key = id(top.f_code)
+                test = (str(codes[top_key][0]), top_key, top.f_lasti)
+            break
         f = f.f_back
     else:
         if not positions and greenlets and "greenlet" in sys.modules:

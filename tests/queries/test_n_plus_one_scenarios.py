@@ -630,6 +630,20 @@ def test_a_select_per_row_in_a_mapper_event_listener():
     app.ship_to_every_customer()
 
 
+def get_name(customer_id):
+    """The test's own helper (a test client's get()): each call from its own line of the test."""
+    return app.one_customer_name(customer_id)
+
+
+@pytest.mark.no_n_plus_one(3)
+def test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine():
+    app.seed(4)
+    get_name(1)
+    get_name(2)
+    get_name(3)
+    get_name(4)
+
+
 @pytest.mark.max_queries(3)
 def test_budget_counts_lazy_loads():
     app.seed(3)
@@ -716,6 +730,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_subclass_columns_over_3_rows": [("deferred_column", "Engineer.language")],
     "test_the_selectin_polymorphic_fix_is_fine": [],
     "test_a_select_per_row_in_a_mapper_event_listener": [("repeated_statement", "FROM customers")],
+    "test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine": [],
 }
 
 
