@@ -407,6 +407,8 @@ class NPlusOneCounter:
                     self._statement(sql, shape, origin)
                 else:
                     seen[1] += 1
+                    if len(seen) > 2:  # a page-shaped text: its last parameters
+                        seen[3] = dispatch.statement_params
         elif load[1] not in self._load_sql:
             self._load_sql[load[1]] = sql  # (for allow rules)
 

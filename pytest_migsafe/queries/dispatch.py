@@ -358,6 +358,12 @@ def record_load(counters: tuple[StatementReceiver, ...], load: tuple[str, str], 
                 record(load, parent, loaded, origin, direction)
 
 
+#: The parameters of the statement being handed to the counters (under the capture's lock,
+#: None otherwise, whatever ``capture_params`` says): the N+1 rule reads those of a read shaped
+#: like a page, to tell pages (an OFFSET or keyset bound that moves on) from a per-row loop.
+statement_params: Any = None
+
+
 def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size: int,
                  params: Any, site: str, ran: int | None = None) -> None:
     """:func:`record_statement` for a caller that already has ``entry = entry_of(sql)``
@@ -374,7 +380,9 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
         _record_parts(sql, parts, seconds, target, batch_size, kept, site, ran)
         return
     text = sql if len(sql) <= KEEP_TEXT_CHARS else kept_text(sql)
+    global statement_params
     with _lock:
+        statement_params = params
         # the counters active now, read under the lock as stop() changes them: a counter that
         # stopped since the read above receives nothing after its stop() returned (its
         # figures, which its readers then take without the lock, never change again)
@@ -384,6 +392,7 @@ def record_entry(sql: str, entry: Entry, seconds: float, target: str, batch_size
             if counter._filtered and not counter._accepts(sql, target):
                 continue
             counter._add(text, shape, seconds, site, target, batch_size, kept)
+        statement_params = None
 
 
 def _record_parts(sql: str, parts: tuple[Part, ...], seconds: float, target: str, batch_size: int,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_migsafe.queries import dispatch
 from pytest_migsafe.queries.callsite import Origin, Position, flush_senders, holds_line, line_of
 from pytest_migsafe.queries.dispatch import ReadableShape, readable_shape, recording
 from pytest_migsafe.report.record import NPlusOne
@@ -38,9 +39,53 @@ _RANGE = re.compile(r"[<>]=?\s*(\(\s*)?(CAST\s*\(\s*)?(\?|%s|%\(\w+\)s|\$\d+|:\w
 
 
 def is_pagination(shape: str) -> bool:
-    """True for a paginated read: ``OFFSET``, or ``ORDER BY ... LIMIT`` (or ``FETCH FIRST``)
-    with a ``<``/``>`` bound that is a parameter (also cast, or in a row value: a keyset)."""
+    """True for a read shaped like a page: ``OFFSET``, or ``ORDER BY ... LIMIT`` (or ``FETCH
+    FIRST``) with a ``<``/``>`` bound that is a parameter (also cast, or in a row value: a
+    keyset). Whether its repeats are pages is :func:`pages_advance`'s question."""
     return bool(_OFFSET.search(shape) or (_KEYSET.search(shape) and _RANGE.search(shape)))
+
+
+# a placeholder: ? / %s (by position), %(name)s / :name (by name), $n (the n-th)
+_PLACEHOLDER = re.compile(r"\?|%s|%\((\w+)\)s|\$(\d+)|(?<![:\w]):(\w+)")
+# what comes just before a paging placeholder: OFFSET, or a < / > bound (cast, or a row value's first)
+_PAGING_BEFORE = re.compile(r"(?:\bOFFSET|[<>]=?)\s*(?:\(\s*)?(?:CAST\s*\(\s*)?$", re.I)
+
+
+def paging_values(sql: str, params: Any) -> list[Any] | None:
+    """The values ``params`` binds to the paging placeholders of ``sql`` (the OFFSET, the
+    keyset's ``<``/``>`` bounds), or None when they cannot be told (no parameters, a shape
+    of parameters not understood)."""
+    if params is None or isinstance(params, (str, bytes)):
+        return None
+    values = []
+    position = 0
+    try:
+        for found in _PLACEHOLDER.finditer(sql):
+            name = found.group(1) or found.group(3)
+            number = found.group(2)
+            if name is None and number is None:
+                index: Any = position
+                position += 1
+            else:
+                index = name if name is not None else int(number) - 1
+            if _PAGING_BEFORE.search(sql, max(0, found.start() - 40), found.start()):
+                values.append(params[index])
+    except (LookupError, TypeError, ValueError):
+        return None
+    return values or None
+
+
+def pages_advance(first: list[Any] | None, last: list[Any] | None) -> bool:
+    """True when repeats of a page-shaped read are pages: the paging values of the first and
+    the last differ (an OFFSET or a keyset bound moved on), or they are unknown. The same
+    values each time (``OFFSET 0``, ``amount > 100`` in a loop over parent rows, with the
+    rows' key in an equality) make a per-row loop, not pages."""
+    if first is None or last is None or len(first) != len(last):
+        return True
+    try:
+        return any(a is not b and bool(a != b) for a, b in zip(first, last))
+    except Exception:  # a value whose comparison is not a truth value: told as pages
+        return True
 
 
 @dataclass
@@ -54,6 +99,9 @@ class StatementGroup:
     lines: dict[Position, int] = field(default_factory=dict)  # the looping frame's position -> repeats
     inner: list[Position] = field(default_factory=list)  # the chain below the loop, first seen
     flushes: set[int] = field(default_factory=set)
+    # a page-shaped read's paging values (paging_values) of its first and its last statement
+    first_page: list[Any] | None = None
+    last_page: list[Any] | None = None
 
 
 @dataclass
@@ -131,7 +179,9 @@ class RepeatTracker:
         self.load_sql: dict[str, str] = {}
 
     def statement(self, sql: str, shape: str, origin: Origin) -> None:
-        """One statement that is not an ORM load (those come through :meth:`load`)."""
+        """One statement that is not an ORM load (those come through :meth:`load`). Of a text
+        shaped like a page, its parameters are kept too, the first and the last statement's
+        (:data:`~pytest_migsafe.queries.dispatch.statement_params`)."""
         if origin.loop is None:
             return  # the test's own arrangement, or no user frame at all
         tally = self.tally
@@ -139,9 +189,15 @@ class RepeatTracker:
         if seen is None:
             if len(tally) >= TALLY_KEPT:
                 self.fold()
-            tally[(shape, origin)] = [sql, 1]
+            if is_pagination(sql):
+                params = dispatch.statement_params
+                tally[(shape, origin)] = [sql, 1, params, params]
+            else:
+                tally[(shape, origin)] = [sql, 1]
         else:
             seen[1] += 1
+            if len(seen) > 2:
+                seen[3] = dispatch.statement_params
 
     def fold(self) -> None:
         """Group the statements tallied so far into :attr:`statements` (and empty the tally).
@@ -152,7 +208,8 @@ class RepeatTracker:
         if not tally:
             return
         groups = self.statements
-        for (shape, origin), (sql, n) in tally.items():
+        for (shape, origin), entry in tally.items():
+            sql, n = entry[0], entry[1]
             loop = origin.loop
             if loop is None:  # (statement() tallies none such)
                 continue
@@ -163,6 +220,10 @@ class RepeatTracker:
             group = groups.get(key)
             if group is None:
                 group = groups[key] = StatementGroup(shape, sql, inner=origin.inner)
+            if len(entry) > 2:  # a page-shaped text: the paging values of its first and last
+                if group.first_page is None:
+                    group.first_page = paging_values(sql, entry[2])
+                group.last_page = paging_values(sql, entry[3])
             flush = origin.unit_of_work
             if flush is not None and _sent_by_the_unit(flush, origin):
                 if flush in group.flushes:
@@ -217,7 +278,8 @@ class RepeatTracker:
             if total < threshold:
                 return []
             self.fold()
-            groups = [(key, StatementGroup(group.shape, group.sample_sql, group.count, dict(group.lines), group.inner))
+            groups = [(key, StatementGroup(group.shape, group.sample_sql, group.count, dict(group.lines), group.inner,
+                                           first_page=group.first_page, last_page=group.last_page))
                       for key, group in self.statements.items()]
         totals: dict[tuple[Any, Any], int] = {}
         for (_, function, test), group in groups:
@@ -247,9 +309,12 @@ class RepeatTracker:
             one = merged.get((shape, function, test))
             if one is None:
                 merged[(shape, function, test)] = StatementGroup(shape, group.sample_sql, group.count,
-                                                                 dict(group.lines), group.inner)
+                                                                 dict(group.lines), group.inner,
+                                                                 first_page=group.first_page,
+                                                                 last_page=group.last_page)
             else:
                 one.count += group.count
+                one.last_page = group.last_page
                 for position, n in group.lines.items():
                     one.lines[position] = one.lines.get(position, 0) + n
         return [(shape, group) for (shape, _, _), group in merged.items() if group.count >= threshold]
@@ -280,8 +345,8 @@ class RepeatTracker:
                                   for rule, limit in allow)
             found.append(suspect)
         for _, repeated in self._repeated(threshold):
-            if is_pagination(repeated.shape):
-                continue
+            if is_pagination(repeated.shape) and pages_advance(repeated.first_page, repeated.last_page):
+                continue  # pages of one read (its OFFSET or keyset bound moved on), not a per-row loop
             site = line_of(max(repeated.lines.items(), key=lambda kv: kv[1])[0])
             lines = sorted({line_of(position) for position in repeated.lines})
             suspect = NPlusOne(shape=repeated.shape, call_site=site, count=repeated.count,

@@ -227,6 +227,33 @@ def pages(page_size):
             offset += page_size
 
 
+def orm_pages(page_size):
+    out, offset = [], 0
+    with Session(ENGINE) as session:
+        while True:
+            rows = session.scalars(select(Customer).order_by(Customer.id).limit(page_size).offset(offset)).all()
+            if not rows:
+                return out
+            out += rows
+            offset += page_size
+
+
+def latest_order_per_customer(min_id):
+    """A page-shaped read (ORDER BY ... LIMIT, an id > bound) per customer: the bound never moves."""
+    with Session(ENGINE) as session:
+        return [session.scalars(select(Order).where(Order.customer_id == c.id, Order.id > min_id)
+                                .order_by(Order.id.desc()).limit(1)).first()
+                for c in session.scalars(select(Customer)).all()]
+
+
+def first_page_per_customer():
+    """OFFSET 0 per customer: a per-row loop, not pages."""
+    with Session(ENGINE) as session:
+        return [session.scalars(select(Order).where(Order.customer_id == c.id).order_by(Order.id)
+                                .limit(5).offset(0)).all()
+                for c in session.scalars(select(Customer)).all()]
+
+
 def keyset_pages(page_size):
     out, last = [], 0
     with ENGINE.connect() as conn:
@@ -477,6 +504,21 @@ def test_offset_pagination_is_fine():
     app.pages(3)
 
 
+def test_orm_offset_pagination_is_fine():
+    app.seed(50)
+    app.orm_pages(3)
+
+
+def test_a_page_shaped_read_per_parent_row():
+    app.seed(12)
+    app.latest_order_per_customer(0)
+
+
+def test_offset_0_per_parent_row():
+    app.seed(12)
+    app.first_page_per_customer()
+
+
 def test_keyset_pagination_is_fine():
     app.seed(50)
     app.keyset_pages(3)
@@ -705,6 +747,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_loops_of_6_in_two_functions_are_fine": [],
     "test_offset_pagination_is_fine": [],
     "test_keyset_pagination_is_fine": [],
+    "test_orm_offset_pagination_is_fine": [],
+    "test_a_page_shaped_read_per_parent_row": [("repeated_statement", "FROM orders")],
+    "test_offset_0_per_parent_row": [("repeated_statement", "FROM orders")],
     "test_set_up_loop_in_the_test_body_is_fine": [],
     "test_one_flush_of_many_rows_is_fine": [],
     "test_row_by_row_writes_from_an_application_loop": [("repeated_statement", "UPDATE customers")],

@@ -385,3 +385,33 @@ def test_a_string_rule_matches_a_lazy_loads_sql_by_its_shape() -> None:
     assert rule_matches("select b.id as b_id from b, link where 1 = link.a_id and b.id = link.b_id", suspect, sent)
     assert not rule_matches("SELECT c.id FROM c WHERE c.a_id = 1", suspect, sent)
     assert rule_matches("A.bs", suspect, None)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql+psycopg", "sqlite"])
+def test_paging_values_are_read_from_the_statement_as_the_dialect_sends_it(dialect: str) -> None:
+    """The values bound to a statement's OFFSET and keyset bound, found in the text and the
+    parameters as SQLAlchemy compiles them for psycopg (``%(name)s::INTEGER``) and SQLite
+    (``?``, by position): what tells pages (they move on) from a per-row loop (they do not)."""
+    from sqlalchemy import Column, Integer, MetaData, Table, select
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    from pytest_migsafe.queries.repeats import pages_advance, paging_values
+
+    orders = Table("orders", MetaData(), Column("id", Integer, primary_key=True), Column("customer_id", Integer))
+    engine_dialect = sqlite.dialect() if dialect == "sqlite" else psycopg.dialect()
+
+    def sent(customer: int, after: int, offset: int) -> tuple[str, object]:
+        stmt = (select(orders).where(orders.c.customer_id == customer, orders.c.id > after)
+                .order_by(orders.c.id).limit(5).offset(offset))
+        compiled = stmt.compile(dialect=engine_dialect)
+        params = compiled.params
+        if compiled.positiontup is not None:  # (a positional dialect sends a tuple)
+            params = tuple(params[name] for name in compiled.positiontup)
+        return str(compiled), params
+
+    first = paging_values(*sent(1, 100, 0))
+    assert first == [100, 0]
+    assert pages_advance(first, paging_values(*sent(1, 100, 5)))  # the OFFSET moved on: pages
+    assert pages_advance(first, paging_values(*sent(1, 105, 0)))  # the keyset bound moved on: pages
+    assert not pages_advance(first, paging_values(*sent(7, 100, 0)))  # another customer's first page
