@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import itertools
+import re
 import sys
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -91,7 +92,7 @@ _deferred_getters: tuple[Any, ...] = ()
 
 
 def fix_for(kind: str, attribute: str, direction: str | None,
-            via: tuple[str, tuple[tuple[str, str], ...]] | None = None) -> str:
+            via: tuple[str, tuple[tuple[str, str], ...]] | None = None, sql: str | None = None) -> str:
     """The Django code that loads ``attribute`` (``"Order.customer"``) with its parents.
 
     ``via``: the parents were joined into their query by ``select_related`` (the query's
@@ -135,6 +136,13 @@ def fix_for(kind: str, attribute: str, direction: str | None,
     row = model.lower()
     to_attr = f"selected_{name}"
     prefetch = f'Prefetch("{name}", queryset={related}.objects.filter(...), to_attr="{to_attr}")'
+    aggregate = _aggregate_of(sql) if per_row == PER_ROW_AGGREGATE else None
+    if aggregate is not None:  # .aggregate(Max("amount")) per row: the same aggregate, annotated
+        function, column = aggregate
+        alias = f"{name}_{function.lower()}"
+        return (f'{model}.objects.annotate({alias}={function}("{lookup}__{column}")), then read {row}.{alias}: '
+                f".aggregate() on {row}.{name} runs a query per row (add filter=Q({lookup}__...) to it for a "
+                f".filter() on {row}.{name})")
     if per_row == PER_ROW_AGGREGATE:
         return (f'{model}.objects.annotate({name}_count=Count("{lookup}", filter=Q({lookup}__...))), then read '
                 f"{row}.{name}_count (or len() of a {prefetch}): .count() / .exists() / .aggregate() of a "
@@ -143,6 +151,19 @@ def fix_for(kind: str, attribute: str, direction: str | None,
            else f'on {row}.{name} runs a query per row, even with prefetch_related("{name}")')
     return (f"{model}.objects.prefetch_related({prefetch}), then read {row}.{to_attr}: .filter() {why} "
             "(so do .exclude(), .order_by(), .annotate() and slices): move them into the Prefetch queryset")
+
+
+# the aggregate of a per-row .aggregate() as Django sends it: SELECT MAX("app_order"."amount") AS "m" ...
+_AGGREGATE = re.compile(r'^\s*SELECT\s+(MAX|MIN|SUM|AVG)\s*\(\s*(?:DISTINCT\s+)?(?:"?\w+"?\.)?"?(\w+)"?\s*\)', re.I)
+
+
+def _aggregate_of(sql: str | None) -> tuple[str, str] | None:
+    """``("Max", "amount")`` for a statement that aggregates one column with MAX, MIN, SUM or
+    AVG (a ``.count()`` / ``.exists()``, or anything else, is None)."""
+    found = _AGGREGATE.match(sql) if sql else None
+    if found is None:
+        return None
+    return found.group(1).capitalize(), found.group(2)
 
 
 def _relation(model: str, accessor: str) -> tuple[str, str] | None:

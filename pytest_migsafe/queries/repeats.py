@@ -339,7 +339,8 @@ class RepeatTracker:
             suspect = NPlusOne(shape=shape, call_site=site, count=loads.count, kind=group.kind,
                                relationship=group.attribute, parents=parents,
                                chain=_chain(site, positions[1:]), loaded_at=loaded_at,
-                               fix=fix_for(group.kind, group.attribute, group.direction, loads.via))
+                               fix=fix_for(group.kind, group.attribute, group.direction, loads.via,
+                                           self.load_sql.get(group.attribute)))
             sql = self.load_sql.get(group.attribute)
             suspect.allowed = any(rule_matches(rule, suspect, sql) and suspect.parents <= limit
                                   for rule, limit in allow)
@@ -386,7 +387,8 @@ def _loader(direction: str | None) -> str:
     return "joinedload" if direction == "MANYTOONE" else "selectinload"
 
 
-def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | None = None) -> str:
+def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | None = None,
+            sql: str | None = None) -> str:
     """The code that loads ``attribute`` with its parents, to paste into the query.
 
     Django's loads come with a ``DJANGO_*`` direction and get Django's fix
@@ -395,12 +397,13 @@ def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | N
     columns of one deferred group, ``direction`` ``"GROUP:<name>"``; ``selectin_polymorphic``
     for a joined-inheritance subclass's columns, ``"POLYMORPHIC:<Base>"``), chained after the eager
     loads that brought the parents into their query when ``via`` names them
-    (``select(Book).options(joinedload(Book.author).selectinload(Author.books))``).
+    (``select(Book).options(joinedload(Book.author).selectinload(Author.books))``). ``sql``:
+    the text a load sent (Django's per-row ``.aggregate()`` advice names its function).
     """
     if direction is not None and direction.startswith("DJANGO"):
         from pytest_migsafe.queries import django
 
-        return django.fix_for(kind, attribute, direction, via)
+        return django.fix_for(kind, attribute, direction, via, sql)
     cls = attribute.split(".", 1)[0]
     root, chain = cls, ""
     if via is not None and via[1]:

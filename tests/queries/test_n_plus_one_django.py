@@ -217,6 +217,18 @@ def filtered_counts_annotated():
     return [customer.orders_count for customer in customers]
 
 
+def newest_order_per_customer():
+    from django.db.models import Max
+
+    return [customer.orders.aggregate(newest=Max("id"))["newest"] for customer in Customer.objects.all()]
+
+
+def newest_order_annotated():
+    from django.db.models import Max
+
+    return [customer.orders_max for customer in Customer.objects.annotate(orders_max=Max("orders__id"))]
+
+
 def orders_by_code():
     return [list(customer.orders_by_code.all()) for customer in Customer.objects.all()]
 
@@ -646,6 +658,16 @@ def test_annotated_count_fix_of_a_filtered_count_is_fine():
     app.filtered_counts_annotated()
 
 
+def test_an_aggregate_per_row_is_a_load_per_row():
+    app.seed(3)
+    app.newest_order_per_customer()
+
+
+def test_annotated_aggregate_fix_of_an_aggregate_per_row_is_fine():
+    app.seed(50)
+    app.newest_order_annotated()
+
+
 def test_related_manager_that_sends_nothing_is_not_a_load():
     app.seed(3)  # no customer has a code: Django answers customer.orders_by_code.all() without SQL
     app.orders_by_code()
@@ -881,6 +903,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_order_by_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_many_to_many_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.tags")],
     "test_filtered_count_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_an_aggregate_per_row_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_annotated_aggregate_fix_of_an_aggregate_per_row_is_fine": [],
     "test_filtered_exists_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_iterator_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_prefetch_object_fix_of_a_filter_is_fine": [],
@@ -1078,6 +1102,11 @@ def test_fixes_name_a_prefetch_object_where_the_related_manager_is_narrowed_per_
             prefetch + ': .filter() on customer.orders runs a query per row, even with prefetch_related("orders") '
             '(so do .exclude(), .order_by(), .annotate() and slices): move them into the Prefetch queryset',
         "test_filtered_count_after_prefetch_is_a_load_per_row": count,
+        # .aggregate(Max("id")) per row: the same aggregate annotated (not a Count of a .filter())
+        "test_an_aggregate_per_row_is_a_load_per_row":
+            'Customer.objects.annotate(orders_max=Max("orders__id")), then read customer.orders_max: .aggregate() '
+            'on customer.orders runs a query per row (add filter=Q(orders__...) to it for a .filter() on '
+            'customer.orders)',
         "test_filtered_exists_after_prefetch_is_a_load_per_row": count,
         "test_iterator_after_prefetch_is_a_load_per_row":
             'read customer.orders.all() (the prefetched rows): .iterator() on a prefetched relation runs '
