@@ -172,6 +172,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         _parse_markers(item)
     _warn_marker_typos(config, items)
+    _warn_unmeasured_django_databases(config)
+
+
+def _warn_unmeasured_django_databases(config: pytest.Config) -> None:
+    """A Django database migsafe does not measure (SQLite, MySQL, PostgreSQL on psycopg2) is a
+    warning (and a report note) before any test runs: its tests' budgets would hold at 0 and
+    their N+1 loops go unseen, with nothing said."""
+    if "django.conf" not in sys.modules:
+        return
+    from pytest_migsafe.queries.django import unmeasured_databases
+
+    unmeasured = unmeasured_databases()
+    if not unmeasured:
+        return
+    names = ", ".join(f"{alias!r} ({engine})" for alias, engine in unmeasured)
+    several = len(unmeasured) > 1
+    text = (f"migsafe: Django's database{'s' if several else ''} {names} {'are' if several else 'is'} not "
+            "measured: migsafe counts Django's statements "
+            "sent through psycopg 3 (PostgreSQL) only, so its statements make no count, budget or N+1 suspect")
+    if records_wanted():
+        run_report(config).note(text)
+    notify(pytest.PytestWarning(text), str(config.rootpath), 0)
 
 
 def _parse_markers(item: pytest.Item) -> None:

@@ -166,6 +166,32 @@ def _aggregate_of(sql: str | None) -> tuple[str, str] | None:
     return found.group(1).capitalize(), found.group(2)
 
 
+def unmeasured_databases() -> list[tuple[str, str]]:
+    """``(alias, ENGINE)`` of each database in Django's ``DATABASES`` whose statements migsafe
+    does not see: a backend other than PostgreSQL's (SQLite, MySQL, Oracle: migsafe counts
+    Django's statements through psycopg 3), or PostgreSQL's on psycopg2. [] when Django's
+    settings are not configured (they are never evaluated here: a lazy settings object stays
+    lazy)."""
+    conf = sys.modules.get("django.conf")
+    if conf is None:
+        return []
+    try:
+        settings = conf.settings
+        if not settings.configured:
+            return []
+        databases = dict(settings.DATABASES)
+    except Exception:  # settings that cannot be read: nothing to say
+        return []
+    psycopg_any = sys.modules.get("django.db.backends.postgresql.psycopg_any")
+    on_psycopg2 = psycopg_any is not None and getattr(psycopg_any, "is_psycopg3", True) is False
+    unmeasured = []
+    for alias, database in databases.items():
+        engine = str(database.get("ENGINE", "")) if isinstance(database, dict) else ""
+        if not ("postgresql" in engine or "postgis" in engine) or on_psycopg2:
+            unmeasured.append((str(alias), engine or "<no ENGINE>"))
+    return unmeasured
+
+
 def _relation(model: str, accessor: str) -> tuple[str, str] | None:
     """``(related model, lookup name)`` of the relation ``model.accessor`` (``("Order", "orders")``
     for ``Customer.orders``; a reverse foreign key without a related_name: ``("Order", "order")``

@@ -164,3 +164,35 @@ def test_what_djangos_log_and_the_plugin_count_differently_each_kind(pg_dsn: str
     others = [sql for sql in plugin_sql if sql not in ("SELECT 42", "SELECT 'threaded'", *set_up)]
     assert len(others) == len(django_sql) - len(control), (django_sql, plugin_sql)
 
+
+
+def test_a_django_database_migsafe_does_not_measure_is_said_before_any_test(pytester: pytest.Pytester) -> None:
+    """Django on SQLite (its default test database): migsafe sees none of its statements, so a
+    ``max_queries(0)`` budget holds over statements that ran. That is a warning and a report
+    note before any test runs (it was said nowhere), and the outcome is the one without the plugin."""
+    pytester.makeconftest("""
+        import django
+        from django.conf import settings
+
+        settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+                                      "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+                           INSTALLED_APPS=[])
+        django.setup()
+    """)
+    pytester.makepyfile(test_sqlite="""
+        import pytest
+        from django.db import connection
+
+        @pytest.mark.max_queries(0)
+        def test_runs_sql():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+    """)
+    for plugin in ("-p", "no:migsafe"), ():
+        result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report" if not plugin else "-q",
+                                               *plugin)
+        result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "*migsafe: Django's databases 'default' (django.db.backends.sqlite3), 'other' "
+        "(django.db.backends.sqlite3) are not measured: migsafe counts Django's statements sent through psycopg 3*"])
+    assert result.stdout.str().count("are not measured") == 2  # the warning, and the report's note
