@@ -137,6 +137,8 @@ class LoadGroup:
     attribute: str  # Order.customer
     direction: str | None
     by_query: dict[Any, QueryLoads] = field(default_factory=dict)  # query context (None: unknown) -> its loads
+    # the test's line that called in (None: no test frame) -> [loads, the looping frame's position -> loads]
+    by_test: dict[Any, list[Any]] = field(default_factory=dict)
 
     def busiest(self) -> QueryLoads:
         """The loads of the query whose rows were loaded one by one the most (the first such query on a tie)."""
@@ -257,6 +259,11 @@ class RepeatTracker:
         loads.count += 1
         loads.parents.add(parent)
         loads.lines[where] = loads.lines.get(where, 0) + 1
+        by_test = group.by_test.get(origin.test)
+        if by_test is None:
+            by_test = group.by_test[origin.test] = [0, {}]
+        by_test[0] += 1
+        by_test[1][where] = by_test[1].get(where, 0) + 1
 
     def _repeated(self, threshold: int) -> list[tuple[str, StatementGroup]]:
         """``(readable shape, group)`` of each shape repeated ``threshold`` times or more from
@@ -324,12 +331,28 @@ class RepeatTracker:
         if not self.loads and not self.statements and not self.tally:
             return []  # the common case: statements from the test's own code, no ORM load
         busiest = []
+        one_by_one = []  # (group, loads, the loop's line): parents each fetched by a query of its own
         with recording:  # (another thread may be lazy-loading: the counter may still be active)
             for group in self.loads.values():
                 loads = group.busiest()
                 if len(loads.parents) >= 2:  # (a load of one row is no N+1: not copied)
                     busiest.append((group, loads.copy()))
+                elif len(group.by_query) >= threshold:
+                    count, lines = max(group.by_test.values(), key=lambda entry: entry[0])
+                    if count >= threshold:
+                        one_by_one.append((group, count, max(lines.items(), key=lambda kv: kv[1])[0]))
         found = []
+        for group, count, position in one_by_one:
+            # rows fetched by a query each (a get() per id), then each one's relation: one
+            # application loop loading row by row, at the statement rule's threshold
+            site = line_of(position)
+            suspect = NPlusOne(shape=f"{group.attribute} ({group.kind.replace('_', ' ')})", call_site=site,
+                               count=count, kind=group.kind, relationship=group.attribute, parents=count,
+                               chain=[site], loaded_at=None,
+                               fix=_one_query_fix(group.kind, group.attribute, group.direction))
+            sql = self.load_sql.get(group.attribute)
+            suspect.allowed = any(rule_matches(rule, suspect, sql) and count <= limit for rule, limit in allow)
+            found.append(suspect)
         for group, loads in busiest:
             parents, loaded_at = len(loads.parents), loads.loaded_at
             positions = [max(loads.lines.items(), key=lambda kv: kv[1])[0], *loads.inner]
@@ -421,6 +444,19 @@ def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | N
             return f"select({base}).options(selectin_polymorphic({base}, [{cls}]))"
         return f"select({root}).options({chain}undefer({cls}.{first}))"
     return f"select({root}).options({chain}{_loader(direction)}({attribute}))"
+
+
+def _one_query_fix(kind: str, attribute: str, direction: str | None) -> str:
+    """The fix of a relation (or column) loaded row by row for rows that each came from a query
+    of their own: one query for all the rows, loading it with them."""
+    cls = attribute.split(".", 1)[0]
+    fix = fix_for(kind, attribute, direction)
+    if fix.startswith(f"select({cls}).options(") and fix.endswith(")"):  # SQLAlchemy's loader option
+        option = fix[len(f"select({cls}).options("):-1]
+        return f"select({cls}).where({cls}.id.in_(...)).options({option}): one query for the rows, not one each"
+    if fix.startswith(f"{cls}.objects."):  # Django's
+        return f"{cls}.objects.filter(pk__in=...).{fix[len(cls) + 9:]}: one query for the rows, not one each"
+    return f"{fix} (the rows each came from a query of their own: fetch them in one query)"
 
 
 def rule_matches(rule: re.Pattern[str] | str, suspect: NPlusOne, sql: str | None) -> bool:

@@ -254,6 +254,11 @@ def first_page_per_customer():
                 for c in session.scalars(select(Customer)).all()]
 
 
+def customer_names_of(orders):
+    """An application loop over rows its caller fetched one by one."""
+    return [order.customer.name for order in orders]
+
+
 def keyset_pages(page_size):
     out, last = [], 0
     with ENGINE.connect() as conn:
@@ -519,6 +524,13 @@ def test_offset_0_per_parent_row():
     app.first_page_per_customer()
 
 
+def test_lazy_loads_over_rows_fetched_one_by_one():
+    app.seed(12)
+    with Session(app.ENGINE) as session:
+        orders = [session.get(app.Order, n) for n in range(1, 13)]
+        app.customer_names_of(orders)
+
+
 def test_keyset_pagination_is_fine():
     app.seed(50)
     app.keyset_pages(3)
@@ -748,6 +760,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_offset_pagination_is_fine": [],
     "test_keyset_pagination_is_fine": [],
     "test_orm_offset_pagination_is_fine": [],
+    "test_lazy_loads_over_rows_fetched_one_by_one": [("lazy_load", "Order.customer")],
     "test_a_page_shaped_read_per_parent_row": [("repeated_statement", "FROM orders")],
     "test_offset_0_per_parent_row": [("repeated_statement", "FROM orders")],
     "test_set_up_loop_in_the_test_body_is_fine": [],
@@ -858,6 +871,9 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
     assert subclass["fix"] == "select(Employee).options(selectin_polymorphic(Employee, [Engineer]))", subclass
     assert "app.profile_texts(undefer_group(\"big\"))" in TESTS
     assert "app.engineer_languages(selectin_polymorphic(app.Employee, [app.Engineer]))" in TESTS
+    (one_by_one,) = suspects["test_lazy_loads_over_rows_fetched_one_by_one"]
+    assert (one_by_one["count"], one_by_one["site"].startswith("shop_app.py:")) == (12, True), one_by_one
+    assert one_by_one["fix"].startswith("select(Order).where(Order.id.in_(...)).options(joinedload(Order.customer))")
     (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
     assert flushes["count"] == 12  # each flush is its own unit of work, however the frames are reused
     (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
