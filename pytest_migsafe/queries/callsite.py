@@ -509,6 +509,10 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
             break
         f = f.f_back
     else:
+        if positions and threading.get_ident() != _MAIN_THREAD:
+            # sent from another thread (a test client running the application in a worker
+            # thread): the test's line is where the main thread is, waiting for it
+            test = _test_line_of_main_thread()
         if not positions and greenlets and "greenlet" in sys.modules:
             # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
             # coroutine frames are on the stack of the greenlet that switched to it
@@ -525,3 +529,22 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
 
 
 _NO_ORIGIN = Origin([], None, test_own=False)
+_MAIN_THREAD = threading.main_thread().ident
+
+
+def _test_line_of_main_thread() -> Position | None:
+    """The position of the test's line the main thread is at (the outermost of its test frames
+    in a row: see :func:`origin_of`), None when it is in no test code."""
+    frame = sys._current_frames().get(_MAIN_THREAD)  # type: ignore[arg-type]
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename not in _library_files:
+            entry = _codes.get(id(code)) or _learn(code)
+            if entry[1] == TEST:
+                top = frame
+                while _called_by_test_code(top.f_back):
+                    top = top.f_back  # type: ignore[assignment]
+                key = id(top.f_code)
+                return (str(_codes[key][0]), key, top.f_lasti)
+        frame = frame.f_back
+    return None

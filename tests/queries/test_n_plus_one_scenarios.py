@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 APP = '''
+from concurrent.futures import ThreadPoolExecutor
+
 from sqlalchemy import ForeignKey, String, create_engine, delete, event, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncAttrs, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship,
@@ -252,6 +254,9 @@ def first_page_per_customer():
         return [session.scalars(select(Order).where(Order.customer_id == c.id).order_by(Order.id)
                                 .limit(5).offset(0)).all()
                 for c in session.scalars(select(Customer)).all()]
+
+
+POOL = ThreadPoolExecutor(2)  # a test client running the application in a worker thread
 
 
 def customer_names_of(orders):
@@ -531,6 +536,20 @@ def test_lazy_loads_over_rows_fetched_one_by_one():
         app.customer_names_of(orders)
 
 
+@pytest.mark.no_n_plus_one(3)
+def test_requests_in_a_worker_thread_from_separate_lines_are_fine():
+    app.seed(4)
+    app.POOL.submit(app.one_customer_name, 1).result()
+    app.POOL.submit(app.one_customer_name, 2).result()
+    app.POOL.submit(app.one_customer_name, 3).result()
+    app.POOL.submit(app.one_customer_name, 4).result()
+
+
+def test_a_core_loop_in_a_worker_thread():
+    app.seed(3)
+    app.POOL.submit(app.names_core, 20).result()
+
+
 def test_keyset_pagination_is_fine():
     app.seed(50)
     app.keyset_pages(3)
@@ -760,6 +779,8 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_offset_pagination_is_fine": [],
     "test_keyset_pagination_is_fine": [],
     "test_orm_offset_pagination_is_fine": [],
+    "test_requests_in_a_worker_thread_from_separate_lines_are_fine": [],
+    "test_a_core_loop_in_a_worker_thread": [("repeated_statement", "customers")],
     "test_lazy_loads_over_rows_fetched_one_by_one": [("lazy_load", "Order.customer")],
     "test_a_page_shaped_read_per_parent_row": [("repeated_statement", "FROM orders")],
     "test_offset_0_per_parent_row": [("repeated_statement", "FROM orders")],
