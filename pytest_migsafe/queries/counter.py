@@ -25,7 +25,7 @@ from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import origin_of
 from pytest_migsafe.queries.dispatch import settings, start, stop
 from pytest_migsafe.queries.drivers import install
-from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker
+from pytest_migsafe.queries.repeats import AllowRule, RepeatTracker, paging_values
 from pytest_migsafe.report.record import NPlusOne, QueryFigures, ShapeFigure
 from pytest_migsafe.text import shorten
 from pytest_migsafe.units import milliseconds
@@ -407,8 +407,8 @@ class NPlusOneCounter:
                     self._statement(sql, shape, origin)
                 else:
                     seen[1] += 1
-                    if len(seen) > 2:  # a page-shaped text: its last parameters
-                        seen[3] = dispatch.statement_params
+                    if len(seen) > 2:  # a page-shaped text: its paging values, read now
+                        seen[4] = paging_values(seen[2], dispatch.statement_params)
         elif load[1] not in self._load_sql:
             self._load_sql[load[1]] = sql  # (for allow rules)
 

@@ -332,7 +332,7 @@ def _takes(original: Callable[..., Any], parameters: tuple[tuple[str, Any, Any],
 def _execute_in_pipeline(pipeline: Any, cursor: Any, sql: str, site: str, params: Any,
                          run: Callable[[], Any]) -> Any:
     """``run()`` (the driver's execute) in pipeline mode: recorded when its results arrive."""
-    call = _PipelineCall(cursor, sql, site, params if capture.settings.capture_params else None, False)
+    call = _PipelineCall(cursor, sql, site, params, False)  # (kept by the counters only with capture_params)
     _pipeline_begin(pipeline, call)
     try:
         return run()
@@ -353,8 +353,7 @@ def _execute_several(cursor: Any, sql: str, entry: Any, site: str, params: Any, 
         _checking.pop(key, None)
         ran = _ran(watch.results) if watch.results is not None else 0
         if ran:
-            capture.record_entry(sql, entry, seconds, target_of(cursor._conn), 1,
-                                 params if capture.settings.capture_params else None, site, ran)
+            capture.record_entry(sql, entry, seconds, target_of(cursor._conn), 1, params, site, ran)
 
 
 def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -386,7 +385,9 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             target = conn._migsafe_target
         except AttributeError:
             target = target_of(conn)
-        record_entry(sql, entry, seconds, target, 1, params if capture.settings.capture_params else None, site)
+        # the parameters as given: the counters keep them only with capture_params (the N+1
+        # rule reads a page-shaped read's paging values from them, see dispatch.statement_params)
+        record_entry(sql, entry, seconds, target, 1, params, site)
         return result
 
     setattr(execute, _PATCHED_FLAG, original)
@@ -413,8 +414,7 @@ def _wrap_execute_any_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             return _execute_several(self, sql, entry, site, params, lambda: original(self, *args, **kwargs))
         t0 = perf_counter()
         result = original(self, *args, **kwargs)
-        capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1,
-                             params if capture.settings.capture_params else None, site)
+        capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1, params, site)
         return result
 
     setattr(execute, _PATCHED_FLAG, original)
@@ -587,7 +587,7 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
             t0 = perf_counter()
             result = await original(self, *args, **kwargs)
             seconds = perf_counter() - t0
-            params = _params_of(args, kwargs, "params") if capture.settings.capture_params else None
+            params = args[1] if len(args) > 1 else kwargs.get("params")  # (kept only with capture_params)
             capture.record_entry(sql, entry, seconds, target_of(self._conn), 1, params, site)
             return result
         watch = _Results()

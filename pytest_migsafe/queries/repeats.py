@@ -47,32 +47,64 @@ def is_pagination(shape: str) -> bool:
 
 # a placeholder: ? / %s (by position), %(name)s / :name (by name), $n (the n-th)
 _PLACEHOLDER = re.compile(r"\?|%s|%\((\w+)\)s|\$(\d+)|(?<![:\w]):(\w+)")
-# what comes just before a paging placeholder: OFFSET, or a < / > bound (cast, or a row value's first)
-_PAGING_BEFORE = re.compile(r"(?:\bOFFSET|[<>]=?)\s*(?:\(\s*)?(?:CAST\s*\(\s*)?$", re.I)
+_OFFSET_CLAUSE = re.compile(r"\bOFFSET\b", re.I)
+_CLAUSE_END = re.compile(r"\b(?:FETCH|FOR|LIMIT|UNION)\b|;", re.I)
+# a < / > bound (not <>, ->, ->>, <=>): then a row value "(", a CAST, or the bound itself
+_BOUND = re.compile(r"(?<![-<>=!])[<>]=?(?![<>])\s*(\()?", re.I)
+_paging_keys: dict[str, tuple[Any, ...] | None] = {}  # text -> its paging_keys (bounded)
+PAGING_KEYS_KEPT = 1024
 
 
-def paging_values(sql: str, params: Any) -> list[Any] | None:
-    """The values ``params`` binds to the paging placeholders of ``sql`` (the OFFSET, the
-    keyset's ``<``/``>`` bounds), or None when they cannot be told (no parameters, a shape
-    of parameters not understood)."""
-    if params is None or isinstance(params, (str, bytes)):
-        return None
-    values = []
+def paging_keys(sql: str) -> tuple[Any, ...] | None:
+    """Where a page-shaped text's paging values are in its parameters: the key (a position, or
+    a name) of each placeholder of its OFFSET clause (the whole expression: ``:size * (:page
+    - 1)``) and of each ``<``/``>`` bound (the first placeholder after it, or every one of a
+    row value ``(a, id) > (?, ?)``). None when it has none. Worked out once per text."""
+    if sql in _paging_keys:
+        return _paging_keys[sql]
+    spans = []
+    for found in _OFFSET_CLAUSE.finditer(sql):
+        ends = _CLAUSE_END.search(sql, found.end())
+        spans.append((found.end(), ends.start() if ends is not None else len(sql), True))
+    for found in _BOUND.finditer(sql):
+        if found.group(1) and not sql[found.end():found.end() + 4].upper().startswith("CAST"):
+            close = sql.find(")", found.end())
+            spans.append((found.end(), close if close >= 0 else len(sql), True))  # a row value: all of it
+        else:
+            spans.append((found.end(), min(len(sql), found.end() + 40), False))  # the bound: its first
+    keys: list[Any] = []
+    taken = set()
     position = 0
+    for found in _PLACEHOLDER.finditer(sql):
+        name = found.group(1) or found.group(3)
+        number = found.group(2)
+        if name is None and number is None:
+            key: Any = position
+            position += 1
+        else:
+            key = name if name is not None else int(number) - 1
+        for index, (start, end, every) in enumerate(spans):
+            if start <= found.start() < end and (every or index not in taken):
+                taken.add(index)
+                keys.append(key)
+                break
+    result = tuple(keys) or None
+    if len(_paging_keys) >= PAGING_KEYS_KEPT:
+        _paging_keys.clear()
+    _paging_keys[sql] = result
+    return result
+
+
+def paging_values(keys: tuple[Any, ...] | None, params: Any) -> list[Any] | None:
+    """The values ``params`` binds to the placeholders ``keys`` (:func:`paging_keys`), read now
+    (a parameters object the caller changes in place for the next page is read as it is
+    when the statement ran); None when they cannot be told."""
+    if keys is None or params is None or isinstance(params, (str, bytes)):
+        return None
     try:
-        for found in _PLACEHOLDER.finditer(sql):
-            name = found.group(1) or found.group(3)
-            number = found.group(2)
-            if name is None and number is None:
-                index: Any = position
-                position += 1
-            else:
-                index = name if name is not None else int(number) - 1
-            if _PAGING_BEFORE.search(sql, max(0, found.start() - 40), found.start()):
-                values.append(params[index])
+        return [params[key] for key in keys]
     except (LookupError, TypeError, ValueError):
         return None
-    return values or None
 
 
 def pages_advance(first: list[Any] | None, last: list[Any] | None) -> bool:
@@ -175,7 +207,8 @@ class RepeatTracker:
     def __init__(self) -> None:
         self.statements: dict[tuple[str, Any, Any], StatementGroup] = {}
         self.loads: dict[tuple[str, str, Any], LoadGroup] = {}
-        # (shape key, origin) -> [the first statement's text, statements], in the order first seen
+        # (shape key, origin) -> [the first statement's text, statements(, a page-shaped text's paging
+        # keys, first and last values)], in the order first seen
         self.tally: dict[tuple[str, Origin], list[Any]] = {}
         # "Class.attribute" -> the text of the first statement a load of it sent (for allow rules)
         self.load_sql: dict[str, str] = {}
@@ -191,15 +224,16 @@ class RepeatTracker:
         if seen is None:
             if len(tally) >= TALLY_KEPT:
                 self.fold()
-            if is_pagination(sql):
-                params = dispatch.statement_params
-                tally[(shape, origin)] = [sql, 1, params, params]
+            if is_pagination(sql):  # [text, statements, paging keys, first values, last values]
+                keys = paging_keys(sql)
+                values = paging_values(keys, dispatch.statement_params)
+                tally[(shape, origin)] = [sql, 1, keys, values, values]
             else:
                 tally[(shape, origin)] = [sql, 1]
         else:
             seen[1] += 1
             if len(seen) > 2:
-                seen[3] = dispatch.statement_params
+                seen[4] = paging_values(seen[2], dispatch.statement_params)
 
     def fold(self) -> None:
         """Group the statements tallied so far into :attr:`statements` (and empty the tally).
@@ -224,8 +258,8 @@ class RepeatTracker:
                 group = groups[key] = StatementGroup(shape, sql, inner=origin.inner)
             if len(entry) > 2:  # a page-shaped text: the paging values of its first and last
                 if group.first_page is None:
-                    group.first_page = paging_values(sql, entry[2])
-                group.last_page = paging_values(sql, entry[3])
+                    group.first_page = entry[3]
+                group.last_page = entry[4]
             flush = origin.unit_of_work
             if flush is not None and _sent_by_the_unit(flush, origin):
                 if flush in group.flushes:

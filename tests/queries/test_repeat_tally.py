@@ -396,10 +396,13 @@ def test_paging_values_are_read_from_the_statement_as_the_dialect_sends_it(diale
     from sqlalchemy.dialects import sqlite
     from sqlalchemy.dialects.postgresql import psycopg
 
-    from pytest_migsafe.queries.repeats import pages_advance, paging_values
+    from pytest_migsafe.queries.repeats import pages_advance, paging_keys, paging_values
 
     orders = Table("orders", MetaData(), Column("id", Integer, primary_key=True), Column("customer_id", Integer))
     engine_dialect = sqlite.dialect() if dialect == "sqlite" else psycopg.dialect()
+
+    def values(sql: str, params: object) -> list[object] | None:
+        return paging_values(paging_keys(sql), params)
 
     def sent(customer: int, after: int, offset: int) -> tuple[str, object]:
         stmt = (select(orders).where(orders.c.customer_id == customer, orders.c.id > after)
@@ -410,8 +413,25 @@ def test_paging_values_are_read_from_the_statement_as_the_dialect_sends_it(diale
             params = tuple(params[name] for name in compiled.positiontup)
         return str(compiled), params
 
-    first = paging_values(*sent(1, 100, 0))
+    first = values(*sent(1, 100, 0))
     assert first == [100, 0]
-    assert pages_advance(first, paging_values(*sent(1, 100, 5)))  # the OFFSET moved on: pages
-    assert pages_advance(first, paging_values(*sent(1, 105, 0)))  # the keyset bound moved on: pages
-    assert not pages_advance(first, paging_values(*sent(7, 100, 0)))  # another customer's first page
+    assert pages_advance(first, values(*sent(1, 100, 5)))  # the OFFSET moved on: pages
+    assert pages_advance(first, values(*sent(1, 105, 0)))  # the keyset bound moved on: pages
+    assert not pages_advance(first, values(*sent(7, 100, 0)))  # another customer's first page
+
+
+def test_paging_values_of_an_offset_expression_and_of_parameters_changed_in_place() -> None:
+    """Every placeholder of the OFFSET expression is a paging value (``:size * (:page - 1)``:
+    only ``:size``, which never moves, was compared, and real pages were a suspect); values are
+    read when the statement runs (a parameters dict the code changes in place for the next
+    page was read at the end, so its first and last pages looked alike)."""
+    from pytest_migsafe.queries.repeats import pages_advance, paging_keys, paging_values
+
+    sql = "SELECT id FROM items ORDER BY id LIMIT :size OFFSET :size * (:page - 1)"
+    keys = paging_keys(sql)
+    assert keys == ("size", "page")
+    params = {"size": 5, "page": 1}
+    first = paging_values(keys, params)
+    params["page"] = 4
+    assert pages_advance(first, paging_values(keys, params))
+    assert paging_keys("SELECT * FROM t WHERE data->>'x' > $1 AND a <> $2 ORDER BY id LIMIT $3 OFFSET $4") == (0, 3)
