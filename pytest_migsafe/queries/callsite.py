@@ -425,16 +425,25 @@ class Origin:
     of the test module or conftest line that called in, if one did.
     """
 
-    __slots__ = ("function", "loop", "positions", "test", "test_own", "unit_of_work")
+    __slots__ = ("function", "loop", "positions", "test", "test_chain", "test_own", "unit_of_work")
 
     def __init__(self, positions: list[Position], function: int | None, test_own: bool,
-                 unit_of_work: int | None = None, test: Position | None = None) -> None:
+                 unit_of_work: int | None = None, test: Position | None = None,
+                 test_chain: tuple[Position, ...] | None = None) -> None:
         self.positions = positions  # innermost first
         self.loop = positions[-1] if positions else None
         self.function = function
         self.test_own = test_own
         self.unit_of_work = unit_of_work
         self.test = test
+        self.test_chain = test_chain
+
+    @property
+    def test_key(self) -> Position | tuple[Position, ...] | None:
+        """What tells one call of the test's apart from another: the position of the test's
+        line that called in, or, through test code calling test code (a helper of the test's,
+        the test body inside a decorator's wrapper), every such line, innermost first."""
+        return self.test_chain or self.test
 
     @property
     def inner(self) -> list[Position]:
@@ -478,6 +487,7 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
     positions: list[Position] = []
     function = None
     test = None
+    chain = None
     codes = _codes
     library = _library_files
     f = frame
@@ -498,21 +508,15 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
             # the test (or a fixture) called into the application here: through a helper of its
             # own (a test client's get() in a conftest), the test's line is the outermost of the
             # test frames in a row, so that calls from different lines of the test count apart
-            top = f
-            while _called_by_test_code(top.f_back):
-                top = top.f_back  # type: ignore[assignment]
-            if top is f:
-                test = (str(shown), key, f.f_lasti)
-            else:
-                top_key = id(top.f_code)
-                test = (str(codes[top_key][0]), top_key, top.f_lasti)
+            test = (str(shown), key, f.f_lasti)
+            chain = _test_chain(f, test)
             break
         f = f.f_back
     else:
         if positions and threading.get_ident() != _MAIN_THREAD:
             # sent from another thread (a test client running the application in a worker
             # thread): the test's line is where the main thread is, waiting for it
-            test = _test_line_of_main_thread()
+            test, chain = _test_line_of_main_thread()
         if not positions and greenlets and "greenlet" in sys.modules:
             # SQLAlchemy's asyncio layer runs the driver in a child greenlet: the user's
             # coroutine frames are on the stack of the greenlet that switched to it
@@ -525,26 +529,38 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
                 parent = parent.parent
     if len(positions) > MAX_CHAIN:  # keep the innermost (the sender) and the outermost (the loop)
         positions = positions[: MAX_CHAIN // 2] + positions[-(MAX_CHAIN // 2):]
-    return Origin(positions, function, not positions and f is not None, flush, test)
+    return Origin(positions, function, not positions and f is not None, flush, test, chain)
+
+
+def _test_chain(frame: FrameType, innermost: Position) -> tuple[Position, ...] | None:
+    """The positions of ``frame`` (test code, at ``innermost``) and of the test code that called
+    it, up to the first caller that is not test code; None when the caller is not test code."""
+    above = frame.f_back
+    if not _called_by_test_code(above):
+        return None
+    chain = [innermost]
+    while above is not None and _called_by_test_code(above):
+        key = id(above.f_code)
+        chain.append((str(_codes[key][0]), key, above.f_lasti))
+        above = above.f_back
+    return tuple(chain)
 
 
 _NO_ORIGIN = Origin([], None, test_own=False)
 _MAIN_THREAD = threading.main_thread().ident
 
 
-def _test_line_of_main_thread() -> Position | None:
-    """The position of the test's line the main thread is at (the outermost of its test frames
-    in a row: see :func:`origin_of`), None when it is in no test code."""
+def _test_line_of_main_thread() -> tuple[Position | None, tuple[Position, ...] | None]:
+    """The position of the test's line the main thread is at, and its test chain (see
+    :func:`origin_of`); ``(None, None)`` when it is in no test code."""
     frame = sys._current_frames().get(_MAIN_THREAD)  # type: ignore[arg-type]
     while frame is not None:
         code = frame.f_code
         if code.co_filename not in _library_files:
             entry = _codes.get(id(code)) or _learn(code)
             if entry[1] == TEST:
-                top = frame
-                while _called_by_test_code(top.f_back):
-                    top = top.f_back  # type: ignore[assignment]
-                key = id(top.f_code)
-                return (str(_codes[key][0]), key, top.f_lasti)
+                key = id(code)
+                test = (str(entry[0]), key, frame.f_lasti)
+                return test, _test_chain(frame, test)  # type: ignore[arg-type]
         frame = frame.f_back
-    return None
+    return None, None

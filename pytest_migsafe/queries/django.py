@@ -224,7 +224,7 @@ class _Note:
 
     __slots__ = ("run", "site", "via")
 
-    def __init__(self, run: int) -> None:
+    def __init__(self, run: int | tuple[str, int]) -> None:
         self.run = run
         self.site: str | None = None
         # a row select_related joined in: (the query's model, (("customer", SELECT_RELATED), ...)),
@@ -289,7 +289,7 @@ def _wrap_do_insert(original: Callable[..., Any]) -> Callable[..., Any]:
     def _do_insert(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(self, *args, **kwargs)
         # (whatever is counting: a row a fixture made is the test's to read)
-        note = _Note(next(_runs))
+        note = _Note(("inserted", next(_runs)))  # (a query of its own, told apart from a read)
         note.site = callsite.last_site()
         self._state.__dict__[_NOTE] = note
         return result

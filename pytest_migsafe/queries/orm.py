@@ -49,6 +49,9 @@ orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVa
 # forget(), and bounded by QUERY_SITES_KEPT (the plugin's counter of each test
 # never calls forget(): a suite's every ORM query would be kept until the session ends)
 _query_sites: dict[int, str] = {}
+# the runids of those queries that an ORM load sent itself (the refresh of an expired row, a
+# lazy load): a row they read was not read by a query of the application's (bounded with them)
+_by_a_load: set[int] = set()
 #: Query sites kept (past it, checked every 1,024 queries, only the newer half of this many is
 #: kept: a load of a row so old says its query's site is unknown)
 QUERY_SITES_KEPT = 20_000
@@ -83,6 +86,7 @@ def forget() -> None:
     flushes inserted are kept until the next ORM query: a fixture's, made before the next
     test's counter starts, are that test's to read."""
     _query_sites.clear()
+    _by_a_load.clear()
     _refreshed.clear()
 
 
@@ -116,7 +120,10 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
             runid = refreshed[0]
     loaded: tuple[Any, ...] | None = None
     if runid is not None:
-        loaded = (runid, _query_sites.get(runid), _eager_path(parent))
+        # (a row an ORM load read again, a refresh of its expired columns: not a read of the
+        # application's, for the rule of rows each read by a query of their own)
+        loaded = (("read by a load", runid) if runid in _by_a_load else runid, _query_sites.get(runid),
+                  _eager_path(parent))
     elif _fresh_flushes:  # no query loaded the row: a flush may have inserted it
         unit = _inserted_by(parent)
         if unit is not None:
@@ -230,6 +237,7 @@ def _bound_query_sites() -> None:
     if len(_query_sites) > QUERY_SITES_KEPT:
         for runid in list(itertools.islice(_query_sites, len(_query_sites) - QUERY_SITES_KEPT // 2)):
             del _query_sites[runid]
+            _by_a_load.discard(runid)
 
 
 def _wrap_instances(original: Any) -> Any:
@@ -244,6 +252,8 @@ def _wrap_instances(original: Any) -> Any:
                 # the rows' statement has just run: its call site is where they were
                 # loaded (the last one this thread recorded), with no walk of the stack
                 _query_sites[runid] = _last_walk.found[0] or call_site(sys._getframe(1))
+                if orm_load.get() is not None:
+                    _by_a_load.add(runid)
                 if not runid % 1024:  # (now and then: checked in this module's own globals)
                     _bound_query_sites()
         return result

@@ -169,7 +169,8 @@ class LoadGroup:
     attribute: str  # Order.customer
     direction: str | None
     by_query: dict[Any, QueryLoads] = field(default_factory=dict)  # query context (None: unknown) -> its loads
-    # the test's line that called in (None: no test frame) -> [loads, the looping frame's position -> loads]
+    # Origin.test_key (None: no test frame) -> [loads of rows a query read, the looping frame's
+    # position -> loads, the queries that read them]
     by_test: dict[Any, list[Any]] = field(default_factory=dict)
 
     def busiest(self) -> QueryLoads:
@@ -252,7 +253,7 @@ class RepeatTracker:
             # per application function and per line of the test that called in: separate calls
             # of one function from different lines of the test (ten requests through the same
             # middleware) are not one loop
-            key = (shape, origin.function, origin.test)
+            key = (shape, origin.function, origin.test_key)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = StatementGroup(shape, sql, inner=origin.inner)
@@ -293,11 +294,16 @@ class RepeatTracker:
         loads.count += 1
         loads.parents.add(parent)
         loads.lines[where] = loads.lines.get(where, 0) + 1
-        by_test = group.by_test.get(origin.test)
-        if by_test is None:
-            by_test = group.by_test[origin.test] = [0, {}]
-        by_test[0] += 1
-        by_test[1][where] = by_test[1].get(where, 0) + 1
+        if context is not None and type(context) is not tuple:  # a row a query read (not one a flush
+            # or a save() inserted: rows made one by one are no one's loop), for the rule of rows
+            # each read by a query of their own
+            test_key = origin.test_key
+            by_test = group.by_test.get(test_key)
+            if by_test is None:
+                by_test = group.by_test[test_key] = [0, {}, set()]
+            by_test[0] += 1
+            by_test[1][where] = by_test[1].get(where, 0) + 1
+            by_test[2].add(context)
 
     def _repeated(self, threshold: int) -> list[tuple[str, StatementGroup]]:
         """``(readable shape, group)`` of each shape repeated ``threshold`` times or more from
@@ -371,9 +377,9 @@ class RepeatTracker:
                 loads = group.busiest()
                 if len(loads.parents) >= 2:  # (a load of one row is no N+1: not copied)
                     busiest.append((group, loads.copy()))
-                elif len(group.by_query) >= threshold:
-                    count, lines = max(group.by_test.values(), key=lambda entry: entry[0])
-                    if count >= threshold:
+                elif len(group.by_query) >= threshold and group.by_test:
+                    count, lines, queries = max(group.by_test.values(), key=lambda entry: entry[0])
+                    if count >= threshold and len(queries) >= threshold:
                         one_by_one.append((group, count, max(lines.items(), key=lambda kv: kv[1])[0]))
         found = []
         for group, count, position in one_by_one:

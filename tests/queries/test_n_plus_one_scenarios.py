@@ -397,11 +397,12 @@ async def customer_names_async(url):
 
 TESTS = '''
 import asyncio
+import functools
 import re
 from operator import attrgetter
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, selectin_polymorphic, undefer_group
 
 import shop_app as app
@@ -527,6 +528,22 @@ def test_a_page_shaped_read_per_parent_row():
 def test_offset_0_per_parent_row():
     app.seed(12)
     app.first_page_per_customer()
+
+
+@pytest.fixture
+def orders_committed_one_by_one():
+    app.seed(12)
+    with Session(app.ENGINE) as session:
+        orders = []
+        for customer_id in session.scalars(select(app.Customer.id)).all():
+            orders.append(app.Order(customer_id=customer_id))
+            session.add(orders[-1])
+            session.commit()
+        yield orders
+
+
+def test_rows_a_fixture_committed_one_by_one_read_in_an_application_loop_are_fine(orders_committed_one_by_one):
+    app.customer_names_of(orders_committed_one_by_one)
 
 
 def test_lazy_loads_over_rows_fetched_one_by_one():
@@ -708,6 +725,44 @@ def get_name(customer_id):
     return app.one_customer_name(customer_id)
 
 
+def with_tenant(test):
+    """A decorator of the test's own: the test body runs inside its wrapper."""
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return test(*args, **kwargs)
+    return wrapper
+
+
+@pytest.mark.no_n_plus_one(3)
+@with_tenant
+def test_separate_lines_of_a_decorated_test_are_fine():
+    app.seed(4)
+    app.one_customer_name(1)
+    app.one_customer_name(2)
+    app.one_customer_name(3)
+    app.one_customer_name(4)
+
+
+def run_steps():
+    """Steps of the test in a function of its module, each line once."""
+    app.one_customer_name(1)
+    app.one_customer_name(2)
+    app.one_customer_name(3)
+    app.one_customer_name(4)
+
+
+@pytest.mark.no_n_plus_one(3)
+def test_separate_lines_of_a_step_function_of_the_test_are_fine():
+    app.seed(4)
+    run_steps()
+
+
+def test_a_loop_in_the_test_through_its_helper():
+    app.seed(12)
+    for n in range(1, 13):
+        get_name(n)
+
+
 @pytest.mark.no_n_plus_one(3)
 def test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine():
     app.seed(4)
@@ -782,6 +837,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_requests_in_a_worker_thread_from_separate_lines_are_fine": [],
     "test_a_core_loop_in_a_worker_thread": [("repeated_statement", "customers")],
     "test_lazy_loads_over_rows_fetched_one_by_one": [("lazy_load", "Order.customer")],
+    "test_rows_a_fixture_committed_one_by_one_read_in_an_application_loop_are_fine": [],
     "test_a_page_shaped_read_per_parent_row": [("repeated_statement", "FROM orders")],
     "test_offset_0_per_parent_row": [("repeated_statement", "FROM orders")],
     "test_set_up_loop_in_the_test_body_is_fine": [],
@@ -810,6 +866,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_the_selectin_polymorphic_fix_is_fine": [],
     "test_a_select_per_row_in_a_mapper_event_listener": [("repeated_statement", "FROM customers")],
     "test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine": [],
+    "test_separate_lines_of_a_decorated_test_are_fine": [],
+    "test_separate_lines_of_a_step_function_of_the_test_are_fine": [],
+    "test_a_loop_in_the_test_through_its_helper": [("lazy_load", "Order.customer"),
+                                                   ("repeated_statement", "FROM orders")],
 }
 
 
