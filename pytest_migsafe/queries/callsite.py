@@ -259,9 +259,22 @@ def site_from(start: FrameType, origin: bool = True, greenlets: bool = True) -> 
         return _found(f, key, shown, kind)  # type: ignore[arg-type]
 
 
-def user_position(frame: FrameType | None) -> Position | None:
+def user_position(frame: FrameType | None, greenlets: bool = True) -> Position | None:
     """The position ``(shown path, code id, instruction)`` of the innermost user frame at or
-    above ``frame`` (test code too), as :class:`Origin` keeps positions; None for none."""
+    above ``frame`` (test code too), as :class:`Origin` keeps positions; on a stack with none,
+    the first ancestor greenlet's (SQLAlchemy's asyncio layer: an ``AsyncSession``'s flush runs
+    in a child greenlet); None for none."""
+    found = _user_position(frame)
+    if found is None and greenlets and "greenlet" in sys.modules:
+        parent = sys.modules["greenlet"].getcurrent().parent
+        while found is None and parent is not None:
+            if parent.gr_frame is not None:
+                found = _user_position(parent.gr_frame)
+            parent = parent.parent
+    return found
+
+
+def _user_position(frame: FrameType | None) -> Position | None:
     f = frame
     while f is not None:
         code = f.f_code

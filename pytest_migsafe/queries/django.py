@@ -139,6 +139,7 @@ def fix_for(kind: str, attribute: str, direction: str | None,
     aggregate = _aggregate_of(sql) if per_row == PER_ROW_AGGREGATE else None
     if aggregate is not None:  # .aggregate(Max("amount")) per row: the same aggregate, annotated
         function, column = aggregate
+        column = _field_of_column(related, column)  # (the SQL names the column: db_column="total_cents")
         alias = f"{name}_{function.lower()}"
         return (f'{model}.objects.annotate({alias}={function}("{lookup}__{column}")), then read {row}.{alias}: '
                 f".aggregate() on {row}.{name} runs a query per row (add filter=Q({lookup}__...) to it for a "
@@ -155,6 +156,22 @@ def fix_for(kind: str, attribute: str, direction: str | None,
 
 # the aggregate of a per-row .aggregate() as Django sends it: SELECT MAX("app_order"."amount") AS "m" ...
 _AGGREGATE = re.compile(r'^\s*SELECT\s+(MAX|MIN|SUM|AVG)\s*\(\s*(?:DISTINCT\s+)?(?:"?\w+"?\.)?"?(\w+)"?\s*\)', re.I)
+
+
+def _field_of_column(model: str, column: str) -> str:
+    """The name of the field of the model named ``model`` whose database column is ``column``
+    (a field with ``db_column=`` is named otherwise in a lookup); ``column`` when not found."""
+    try:
+        from django.apps import apps
+
+        for candidate in apps.get_models():
+            if candidate.__name__ == model:
+                for found in candidate._meta.concrete_fields:
+                    if found.column == column:
+                        return str(found.name)
+    except Exception:  # no app registry (Django not set up): the column's name
+        return column
+    return column
 
 
 def _aggregate_of(sql: str | None) -> tuple[str, str] | None:

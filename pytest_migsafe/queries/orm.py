@@ -108,9 +108,25 @@ def _inserted_by(state: Any) -> int | None:
 
 
 # -- the wrapped loaders ------------------------------------------------------------
+#: class name -> the attribute names of its primary key, as the ORM loads of its rows show it
+#: (the N+1 advice for rows each read by a query of their own names them)
+primary_keys: dict[str, tuple[str, ...]] = {}
+
+
+def _note_primary_key(name: str, state: Any) -> None:
+    try:
+        mapper = state.mapper
+        primary_keys[name] = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
+    except Exception:  # a mapper not understood: the advice says "id"
+        primary_keys[name] = ("id",)
+
+
 def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: Any) -> Any:
     """Report ``load`` of the row ``parent`` to every active counter, then ``run()`` it tagged."""
     counters = dispatch._active
+    owner = load[1].partition(".")[0]
+    if owner not in primary_keys:
+        _note_primary_key(owner, parent)
     origin = origin_of(sys._getframe(2))
     row = row_number(parent)
     runid = getattr(parent, "runid", None)
@@ -211,7 +227,8 @@ def _column_load_hint(mapper: Any, names: Any) -> str | None:
     as the load's ``direction``: ``"GROUP:<name>"`` when they are deferred columns of one
     ``deferred_group`` (``undefer()`` of one column leaves the others of its group deferred),
     ``"POLYMORPHIC:<Base>"`` when they are the columns of a joined-inheritance subclass's own
-    table that a query of the base class did not load (not deferred at all), else None."""
+    tables (its own and those between it and the base) that a query of the base class did not
+    load (not deferred at all), else None."""
     try:
         props = [mapper.attrs[name] for name in names]
         if all(getattr(prop, "deferred", False) for prop in props):
@@ -220,9 +237,11 @@ def _column_load_hint(mapper: Any, names: Any) -> str | None:
                 return f"GROUP:{groups.pop()}"
             return None
         base = mapper.base_mapper
-        table = mapper.local_table
-        if mapper is not base and table is not base.local_table and all(
-                column.table is table for prop in props for column in getattr(prop, "columns", ())):
+        # the tables of the subclass and of those between it and the base (joined inheritance
+        # over several levels), not the base's
+        tables = {level.local_table for level in mapper.iterate_to_root()} - {base.local_table}
+        if mapper is not base and tables and all(
+                column.table in tables for prop in props for column in getattr(prop, "columns", ())):
             return f"POLYMORPHIC:{base.class_.__name__}"
     except Exception:  # a mapper not understood: the plain undefer() fix
         return None

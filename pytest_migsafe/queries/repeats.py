@@ -492,8 +492,12 @@ def _one_query_fix(kind: str, attribute: str, direction: str | None) -> str:
     cls = attribute.split(".", 1)[0]
     fix = fix_for(kind, attribute, direction)
     if fix.startswith(f"select({cls}).options(") and fix.endswith(")"):  # SQLAlchemy's loader option
+        from pytest_migsafe.queries.orm import primary_keys
+
         option = fix[len(f"select({cls}).options("):-1]
-        return f"select({cls}).where({cls}.id.in_(...)).options({option}): one query for the rows, not one each"
+        keys = primary_keys.get(cls, ("id",))
+        key = f"{cls}.{keys[0]}" if len(keys) == 1 else f"tuple_({', '.join(f'{cls}.{k}' for k in keys)})"
+        return f"select({cls}).where({key}.in_(...)).options({option}): one query for the rows, not one each"
     if fix.startswith(f"{cls}.objects."):  # Django's
         return f"{cls}.objects.filter(pk__in=...).{fix[len(cls) + 9:]}: one query for the rows, not one each"
     return f"{fix} (the rows each came from a query of their own: fetch them in one query)"

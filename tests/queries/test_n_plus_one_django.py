@@ -44,6 +44,7 @@ class Tag(models.Model):
 class Order(models.Model):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="orders")
     note = models.CharField(max_length=50, default="n")
+    amount = models.IntegerField(default=1, db_column="amount_cents")
     coded_customer = models.ForeignKey(Customer, on_delete=models.CASCADE, to_field="code", null=True,
                                        related_name="orders_by_code")
 
@@ -221,6 +222,12 @@ def newest_order_per_customer():
     from django.db.models import Max
 
     return [customer.orders.aggregate(newest=Max("id"))["newest"] for customer in Customer.objects.all()]
+
+
+def order_totals_per_customer():
+    from django.db.models import Sum
+
+    return [customer.orders.aggregate(total=Sum("amount"))["total"] for customer in Customer.objects.all()]
 
 
 def newest_order_annotated():
@@ -663,6 +670,11 @@ def test_an_aggregate_per_row_is_a_load_per_row():
     app.newest_order_per_customer()
 
 
+def test_an_aggregate_of_a_renamed_column_per_row_is_a_load_per_row():
+    app.seed(3)
+    app.order_totals_per_customer()
+
+
 def test_annotated_aggregate_fix_of_an_aggregate_per_row_is_fine():
     app.seed(50)
     app.newest_order_annotated()
@@ -904,6 +916,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_many_to_many_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.tags")],
     "test_filtered_count_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_an_aggregate_per_row_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_an_aggregate_of_a_renamed_column_per_row_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_annotated_aggregate_fix_of_an_aggregate_per_row_is_fine": [],
     "test_filtered_exists_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_iterator_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
@@ -1105,6 +1118,11 @@ def test_fixes_name_a_prefetch_object_where_the_related_manager_is_narrowed_per_
         # .aggregate(Max("id")) per row: the same aggregate annotated (not a Count of a .filter())
         "test_an_aggregate_per_row_is_a_load_per_row":
             'Customer.objects.annotate(orders_max=Max("orders__id")), then read customer.orders_max: .aggregate() '
+            'on customer.orders runs a query per row (add filter=Q(orders__...) to it for a .filter() on '
+            'customer.orders)',
+        # the field's name, not its column's (db_column="amount_cents"): Sum("orders__amount")
+        "test_an_aggregate_of_a_renamed_column_per_row_is_a_load_per_row":
+            'Customer.objects.annotate(orders_sum=Sum("orders__amount")), then read customer.orders_sum: .aggregate() '
             'on customer.orders runs a query per row (add filter=Q(orders__...) to it for a .filter() on '
             'customer.orders)',
         "test_filtered_exists_after_prefetch_is_a_load_per_row": count,

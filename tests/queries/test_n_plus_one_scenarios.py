@@ -76,8 +76,65 @@ def _label(mapper, connection, target):
     target.label = f"for {name}"
 
 
+class Lead(Engineer):
+    """A second level of joined inheritance: its columns span the engineers' and the leads' tables."""
+    __tablename__ = "leads"
+    id: Mapped[int] = mapped_column(ForeignKey("engineers.id"), primary_key=True)
+    team: Mapped[str] = mapped_column(String(20), default="t")
+    __mapper_args__ = {"polymorphic_identity": "lead"}
+
+
+class Ticket(Base):
+    """A primary key not named id."""
+    __tablename__ = "tickets"
+    number: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    customer: Mapped[Customer] = relationship()
+
+
 ENGINE = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
 Base.metadata.create_all(ENGINE)
+
+
+def seed_leads(n):
+    with Session(ENGINE) as session:
+        for model in (Lead, Engineer, Employee):
+            session.execute(delete(model))
+        session.add_all([Lead() for _ in range(n)] + [Employee()])
+        session.commit()
+
+
+def lead_teams(option=None):
+    with Session(ENGINE) as session:
+        query = select(Employee) if option is None else select(Employee).options(option)
+        return [(e.team, e.language) for e in session.scalars(query) if isinstance(e, Lead)]
+
+
+def seed_tickets(n):
+    with Session(ENGINE) as session:
+        session.execute(delete(Ticket))
+        session.add_all([Ticket(number=100 + i, customer_id=c) for i, c in
+                         enumerate(session.scalars(select(Customer.id)).all()[:n])])
+        session.commit()
+
+
+def ticket_customers(tickets):
+    return [ticket.customer.name for ticket in tickets]
+
+
+async def ship_async(url):
+    """Shipments added through an AsyncSession: the before_insert listener reads a row per row."""
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    async with async_sessionmaker(engine)() as session:
+        session.add_all([Customer(name=f"s{i}") for i in range(12)])
+        await session.commit()
+    async with async_sessionmaker(engine)() as session:
+        customers = (await session.scalars(select(Customer))).all()
+        session.add_all([Shipment(customer_id=c.id) for c in customers])
+        await session.commit()
+    await engine.dispose()
 
 
 def ship_to_every_customer():
@@ -772,6 +829,27 @@ def test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine():
     get_name(4)
 
 
+def test_subclass_columns_of_two_levels_over_3_rows():
+    app.seed_leads(3)
+    app.lead_teams()
+
+
+def test_the_selectin_polymorphic_fix_of_two_levels_is_fine():
+    app.seed_leads(3)
+    app.lead_teams(selectin_polymorphic(app.Employee, [app.Lead]))
+
+
+def test_lazy_loads_over_rows_fetched_one_by_one_by_another_key():
+    app.seed(12)
+    app.seed_tickets(12)
+    with Session(app.ENGINE) as session:
+        app.ticket_customers([session.get(app.Ticket, 100 + n) for n in range(12)])
+
+
+def test_a_select_per_row_in_a_mapper_event_listener_of_an_async_flush(tmp_path):
+    asyncio.run(app.ship_async(f"sqlite+aiosqlite:///{tmp_path}/ship.db"))
+
+
 @pytest.mark.max_queries(3)
 def test_budget_counts_lazy_loads():
     app.seed(3)
@@ -865,6 +943,10 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_subclass_columns_over_3_rows": [("deferred_column", "Engineer.language")],
     "test_the_selectin_polymorphic_fix_is_fine": [],
     "test_a_select_per_row_in_a_mapper_event_listener": [("repeated_statement", "FROM customers")],
+    "test_subclass_columns_of_two_levels_over_3_rows": [("deferred_column", "Lead.")],
+    "test_the_selectin_polymorphic_fix_of_two_levels_is_fine": [],
+    "test_lazy_loads_over_rows_fetched_one_by_one_by_another_key": [("lazy_load", "Ticket.customer")],
+    "test_a_select_per_row_in_a_mapper_event_listener_of_an_async_flush": [("repeated_statement", "FROM customers")],
     "test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine": [],
     "test_separate_lines_of_a_decorated_test_are_fine": [],
     "test_separate_lines_of_a_step_function_of_the_test_are_fine": [],
@@ -955,6 +1037,10 @@ def test_parents_and_call_sites_are_exact(scenario_run: tuple[dict[str, list[dic
     (one_by_one,) = suspects["test_lazy_loads_over_rows_fetched_one_by_one"]
     assert (one_by_one["count"], one_by_one["site"].startswith("shop_app.py:")) == (12, True), one_by_one
     assert one_by_one["fix"].startswith("select(Order).where(Order.id.in_(...)).options(joinedload(Order.customer))")
+    (levels,) = suspects["test_subclass_columns_of_two_levels_over_3_rows"]
+    assert levels["fix"] == "select(Employee).options(selectin_polymorphic(Employee, [Lead]))", levels
+    (tickets,) = suspects["test_lazy_loads_over_rows_fetched_one_by_one_by_another_key"]
+    assert tickets["fix"].startswith("select(Ticket).where(Ticket.number.in_(...))"), tickets  # (it has no .id)
     (flushes,) = suspects["test_a_flush_per_row_from_an_application_loop"]
     assert flushes["count"] == 12  # each flush is its own unit of work, however the frames are reused
     (two_loops,) = suspects["test_two_loops_of_6_through_a_helper_in_one_function"]
