@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_migsafe.plugin.markers import (
+    ALIASES,
     MARKER_HELP,
     MIGSAFE_MARKERS,
     check_marker,
@@ -240,7 +241,7 @@ def _warn_marker_typos(config: pytest.Config, items: list[pytest.Item]) -> None:
             if mark in registered or mark in seen or mark in MIGSAFE_MARKERS:
                 continue
             seen.add(mark)
-            close = difflib.get_close_matches(mark, MIGSAFE_MARKERS, n=1, cutoff=0.75)
+            close = difflib.get_close_matches(mark, (*MIGSAFE_MARKERS, *ALIASES), n=1, cutoff=0.75)
             if close:
                 notify(pytest.PytestWarning(
                     f"migsafe: @pytest.mark.{mark} (on {item.nodeid}) is not a marker migsafe knows: "

@@ -290,11 +290,17 @@ def test_a_marker_typo_close_to_a_migsafe_marker_is_a_warning_naming_the_right_o
         @pytest.mark.max_query(1)
         def test_typo():
             run(3)
+
+        @pytest.mark.migsafe_max_querie(1)
+        def test_typo_of_the_migsafe_name():
+            run(3)
     """)
     result = app.runpytest()
-    result.assert_outcomes(passed=1)  # a notice, never a failure
+    result.assert_outcomes(passed=2)  # a notice, never a failure
     result.stdout.fnmatch_lines(["*@pytest.mark.max_query (on test_typo.py::test_typo) is not a marker migsafe "
                                  "knows: did you mean @pytest.mark.max_queries?*"])
+    result.stdout.fnmatch_lines(["*@pytest.mark.migsafe_max_querie (on test_typo.py::test_typo_of_the_migsafe_name) "
+                                 "is not a marker migsafe knows: did you mean @pytest.mark.migsafe_max_queries?*"])
 
 
 def test_an_allow_rule_that_matched_no_suspect_is_a_warning(app: pytest.Pytester) -> None:
