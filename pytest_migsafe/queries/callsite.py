@@ -147,9 +147,10 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
             if found is not None:
                 _last.found = found
                 return found[0]
-        entry = _codes.get(parent_key)
-        if entry is not None and entry[1] == TEST and not _called_by_test_code(parent.f_back):
-            # an application function a test called (not through a helper of the test's: see origin_of)
+        entry = _codes.get(parent_key) if parent_key == _running_test else None
+        if entry is not None and entry[1] == TEST:
+            # an application function the running test called straight from its body (not
+            # through a helper of its own, nor a fixture: origin_of tells those, see test_key)
             found = (_site_of(f, key, shown),
                      Origin([(shown, key, lasti)], key, False, flush, (str(entry[0]), parent_key, parent_lasti)))
             if flush is None and len(_called_origins) < ORIGINS_KEPT:
@@ -364,18 +365,27 @@ def set_test_files(patterns: list[str]) -> None:
     _codes.clear()
 
 
+#: id() of the code of the test function running now (unwrapped): what the call-site walk's
+#: shortcut for "an application function the test called" checks its caller against (a helper
+#: of the test's, called from elsewhere, must not be remembered as the test's own line)
+_running_test: int | None = None
+
+
 def mark_test_code(function: object) -> None:
     """Treat the code of ``function`` (the test about to run) as test code wherever its file
     is: a test method inherited from a base class in a module not named like a test module
     (``tests/base.py``, a mixin) is the test's own code, not the application's. Decorated
     functions are unwrapped; library code (a test shipped in an installed package) is left."""
+    global _running_test
     code = getattr(function, "__code__", None)
     if code is not None and _is_test.get(code.co_filename) and not hasattr(function, "__wrapped__"):
+        _running_test = id(code)
         return  # the common case, told without a call: a plain test in a test module (seen before)
     function = getattr(function, "__func__", function)
     if hasattr(function, "__wrapped__") and callable(function):
         function = inspect.unwrap(function)
     code = getattr(function, "__code__", None)
+    _running_test = id(code) if isinstance(code, CodeType) else None
     if not isinstance(code, CodeType) or _test_file(code.co_filename):
         return  # the common case: a test in a test module is test code already
     entry = _codes.get(id(code))

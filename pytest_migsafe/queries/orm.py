@@ -111,22 +111,27 @@ def _inserted_by(state: Any) -> int | None:
 #: class name -> the attribute names of its primary key, as the ORM loads of its rows show it
 #: (the N+1 advice for rows each read by a query of their own names them)
 primary_keys: dict[str, tuple[str, ...]] = {}
+_pk_classes: dict[str, Any] = {}  # class name -> the class whose key was noted last
 
 
 def _note_primary_key(name: str, state: Any) -> None:
     try:
         mapper = state.mapper
-        primary_keys[name] = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
-    except Exception:  # a mapper not understood: the advice says "id"
-        primary_keys[name] = ("id",)
+        keys = tuple(mapper.get_property_by_column(column).key for column in mapper.primary_key)
+    except Exception:  # a mapper not understood
+        keys = ("<primary key>",)
+    known = primary_keys.get(name)
+    # two mapped classes of one name (billing.Order, shop.Order) with other keys: not told apart
+    primary_keys[name] = keys if known is None or known == keys else ("<primary key>",)
 
 
 def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: Any) -> Any:
     """Report ``load`` of the row ``parent`` to every active counter, then ``run()`` it tagged."""
     counters = dispatch._active
     owner = load[1].partition(".")[0]
-    if owner not in primary_keys:
+    if primary_keys.get(owner) is None or _pk_classes.get(owner) is not getattr(parent, "class_", None):
         _note_primary_key(owner, parent)
+        _pk_classes[owner] = getattr(parent, "class_", None)
     origin = origin_of(sys._getframe(2))
     row = row_number(parent)
     runid = getattr(parent, "runid", None)

@@ -31,24 +31,36 @@ from pytest_migsafe.report.record import NPlusOne
 
 AllowRule = tuple["re.Pattern[str] | str", int]
 
-_OFFSET = re.compile(r"\bOFFSET\b", re.I)
+# OFFSET the keyword (not a column "offset" or t.offset)
+_OFFSET = re.compile(r"(?<![\"\w.`])OFFSET(?![\"\w`])", re.I)
 _KEYSET = re.compile(r"\bORDER\s+BY\b.*\b(LIMIT|FETCH\s+(FIRST|NEXT))\b", re.I | re.S)
 # a </> bound that is a parameter: bare (?, %s, %(name)s, $1, :name), cast (CAST(? AS INT),
-# ?::int: the psycopg dialect casts every bound), or in a row value ((a, id) > (?, ?))
-_RANGE = re.compile(r"[<>]=?\s*(\(\s*)?(CAST\s*\(\s*)?(\?|%s|%\(\w+\)s|\$\d+|:\w+)", re.I)
+# ?::int: the psycopg dialect casts every bound), or in a row value ((a, id) > (?, ?)); not
+# <> / != (not equal), ->, ->> (JSON paths)
+_RANGE = re.compile(r"(?<![-<>=!])[<>](?![<>])=?\s*(\(\s*)?(CAST\s*\(\s*)?(\?|%s|%\(\w+\)s|\$\d+|:\w+)", re.I)
+_page_shaped: dict[str, bool] = {}  # text -> is_pagination(text) (bounded: cleared past PAGE_SHAPES_KEPT)
+PAGE_SHAPES_KEPT = 4096
 
 
 def is_pagination(shape: str) -> bool:
     """True for a read shaped like a page: ``OFFSET``, or ``ORDER BY ... LIMIT`` (or ``FETCH
     FIRST``) with a ``<``/``>`` bound that is a parameter (also cast, or in a row value: a
-    keyset). Whether its repeats are pages is :func:`pages_advance`'s question."""
-    return bool(_OFFSET.search(shape) or (_KEYSET.search(shape) and _RANGE.search(shape)))
+    keyset). Whether its repeats are pages is :func:`pages_advance`'s question. Worked out once
+    per text (the scan of a long ORM text costs tens of microseconds)."""
+    found = _page_shaped.get(shape)
+    if found is None:
+        found = bool(_OFFSET.search(shape) or (_KEYSET.search(shape) and _RANGE.search(shape)))
+        if len(_page_shaped) >= PAGE_SHAPES_KEPT:
+            _page_shaped.clear()
+        _page_shaped[shape] = found
+    return found
 
 
 # a placeholder: ? / %s (by position), %(name)s / :name (by name), $n (the n-th)
 _PLACEHOLDER = re.compile(r"\?|%s|%\((\w+)\)s|\$(\d+)|(?<![:\w]):(\w+)")
-_OFFSET_CLAUSE = re.compile(r"\bOFFSET\b", re.I)
-_CLAUSE_END = re.compile(r"\b(?:FETCH|FOR|LIMIT|UNION)\b|;", re.I)
+_FORMAT_STYLE = re.compile(r"%s|%\((\w+)\)s|(?!x)x(\d)(\w)?")  # (groups as _PLACEHOLDER's; 2, 3 never match)
+_OFFSET_CLAUSE = _OFFSET
+_CLAUSE_END = re.compile(r"\b(?:FETCH|FOR|LIMIT|UNION|WHERE|AND|OR)\b|;|[()]", re.I)
 # a < / > bound (not <>, ->, ->>, <=>): then a row value "(", a CAST, or the bound itself
 _BOUND = re.compile(r"(?<![-<>=!])[<>]=?(?![<>])\s*(\()?", re.I)
 _paging_keys: dict[str, tuple[Any, ...] | None] = {}  # text -> its paging_keys (bounded)
@@ -64,8 +76,7 @@ def paging_keys(sql: str) -> tuple[Any, ...] | None:
         return _paging_keys[sql]
     spans = []
     for found in _OFFSET_CLAUSE.finditer(sql):
-        ends = _CLAUSE_END.search(sql, found.end())
-        spans.append((found.end(), ends.start() if ends is not None else len(sql), True))
+        spans.append((found.end(), _offset_end(sql, found.end()), True))
     for found in _BOUND.finditer(sql):
         if found.group(1) and not sql[found.end():found.end() + 4].upper().startswith("CAST"):
             close = sql.find(")", found.end())
@@ -75,7 +86,10 @@ def paging_keys(sql: str) -> tuple[Any, ...] | None:
     keys: list[Any] = []
     taken = set()
     position = 0
-    for found in _PLACEHOLDER.finditer(sql):
+    # one style of placeholders a text: psycopg's %s / %(name)s leave a ? (jsonb's operator) or
+    # a :name alone
+    style = _FORMAT_STYLE if "%s" in sql or "%(" in sql else _PLACEHOLDER
+    for found in style.finditer(sql):
         name = found.group(1) or found.group(3)
         number = found.group(2)
         if name is None and number is None:
@@ -93,6 +107,23 @@ def paging_keys(sql: str) -> tuple[Any, ...] | None:
         _paging_keys.clear()
     _paging_keys[sql] = result
     return result
+
+
+def _offset_end(sql: str, start: int) -> int:
+    """Where the OFFSET expression starting at ``start`` ends: at a clause keyword, a ``;`` or a
+    parenthesis closing what it is in (a CTE's, a subquery's), its own parentheses included."""
+    depth = 0
+    for found in _CLAUSE_END.finditer(sql, start):
+        token = found.group(0)
+        if token == "(":
+            depth += 1
+        elif token == ")":
+            if depth == 0:
+                return found.start()
+            depth -= 1
+        elif depth == 0:
+            return found.start()
+    return len(sql)
 
 
 def paging_values(keys: tuple[Any, ...] | None, params: Any) -> list[Any] | None:
@@ -294,9 +325,11 @@ class RepeatTracker:
         loads.count += 1
         loads.parents.add(parent)
         loads.lines[where] = loads.lines.get(where, 0) + 1
-        if context is not None and type(context) is not tuple:  # a row a query read (not one a flush
-            # or a save() inserted: rows made one by one are no one's loop), for the rule of rows
-            # each read by a query of their own
+        if context is not None and type(context) is not tuple and origin.loop is not None:
+            # a row a query read (not one a flush or a save() inserted: rows made one by one are
+            # no one's loop), loaded from application code (a loop of the test's own, checking
+            # its rows, is not the application's), for the rule of rows each read by a query of
+            # their own
             test_key = origin.test_key
             by_test = group.by_test.get(test_key)
             if by_test is None:

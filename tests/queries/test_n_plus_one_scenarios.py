@@ -316,6 +316,18 @@ def first_page_per_customer():
 POOL = ThreadPoolExecutor(2)  # a test client running the application in a worker thread
 
 
+def latest_other_order_per_customer():
+    """ORDER BY ... LIMIT 1 with a not-equal filter, per customer: a per-row loop (<> is no keyset bound)."""
+    with ENGINE.connect() as conn:
+        return [conn.execute(text("SELECT id FROM orders WHERE customer_id = :c AND note <> :n ORDER BY id DESC LIMIT 1"),
+                             {"c": c, "n": "x"}).first() for c in range(1, 13)]
+
+
+def for_each(ids, callback):
+    """Application code calling back a function it is given."""
+    return [callback(i) for i in ids]
+
+
 def customer_names_of(orders):
     """An application loop over rows its caller fetched one by one."""
     return [order.customer.name for order in orders]
@@ -820,6 +832,23 @@ def test_a_loop_in_the_test_through_its_helper():
         get_name(n)
 
 
+def test_a_helper_of_the_test_called_back_by_the_application():
+    app.seed(4)
+    app.for_each([1, 2], get_name)  # (its origin must not be remembered for the next test's lines)
+
+
+def test_a_not_equal_filter_with_order_by_limit_per_row():
+    app.seed(12)
+    app.latest_other_order_per_customer()
+
+
+def test_the_tests_own_loop_over_rows_it_fetched_one_by_one_is_fine():
+    app.seed(12)
+    with Session(app.ENGINE) as session:
+        orders = [session.get(app.Order, n) for n in range(1, 13)]
+        assert all(order.customer.name for order in orders)
+
+
 @pytest.mark.no_n_plus_one(3)
 def test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine():
     app.seed(4)
@@ -948,6 +977,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_lazy_loads_over_rows_fetched_one_by_one_by_another_key": [("lazy_load", "Ticket.customer")],
     "test_a_select_per_row_in_a_mapper_event_listener_of_an_async_flush": [("repeated_statement", "FROM customers")],
     "test_calls_through_a_helper_of_the_test_from_separate_lines_are_fine": [],
+    "test_a_helper_of_the_test_called_back_by_the_application": [],
+    "test_a_not_equal_filter_with_order_by_limit_per_row": [("repeated_statement", "FROM orders")],
+    "test_the_tests_own_loop_over_rows_it_fetched_one_by_one_is_fine": [],
     "test_separate_lines_of_a_decorated_test_are_fine": [],
     "test_separate_lines_of_a_step_function_of_the_test_are_fine": [],
     "test_a_loop_in_the_test_through_its_helper": [("lazy_load", "Order.customer"),

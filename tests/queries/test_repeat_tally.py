@@ -435,3 +435,44 @@ def test_paging_values_of_an_offset_expression_and_of_parameters_changed_in_plac
     params["page"] = 4
     assert pages_advance(first, paging_values(keys, params))
     assert paging_keys("SELECT * FROM t WHERE data->>'x' > $1 AND a <> $2 ORDER BY id LIMIT $3 OFFSET $4") == (0, 3)
+
+
+def test_paging_keys_read_one_placeholder_style_and_end_the_offset_clause() -> None:
+    """psycopg's %s texts leave jsonb's ? operator alone (it shifted the OFFSET's position past
+    the parameters: unknown values, taken for pages); an OFFSET inside a CTE ends at its
+    parenthesis (the row's key after it was read as a paging value); a column named "offset"
+    and a not-equal filter make no page shape."""
+    from pytest_migsafe.queries.repeats import is_pagination, paging_keys
+
+    assert paging_keys("SELECT id FROM o WHERE data ? 'vip' AND customer_id = %s ORDER BY id LIMIT 1 OFFSET %s") == (1,)
+    assert paging_keys("WITH recent AS (SELECT * FROM o ORDER BY created DESC OFFSET %s) "
+                       "SELECT id FROM recent WHERE customer_id = %s") == (0,)
+    assert not is_pagination('SELECT "offset" FROM orders WHERE customer_id = ?')
+    assert not is_pagination("SELECT id FROM o WHERE c = ? AND status <> ? ORDER BY created DESC LIMIT 1")
+    assert is_pagination("SELECT id FROM o WHERE id > ? ORDER BY id LIMIT 10")
+
+
+def test_primary_keys_of_two_classes_of_one_name_are_not_mixed_up() -> None:
+    """Two mapped classes named alike with other primary keys: the advice names neither's key
+    (it named the first one seen, which the other does not have)."""
+    from sqlalchemy import Integer, inspect
+    from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+    from pytest_migsafe.queries import orm
+
+    class BillingBase(DeclarativeBase):
+        pass
+
+    class ShopBase(DeclarativeBase):
+        pass
+
+    billing = type("Order", (BillingBase,), {"__tablename__": "billing_orders",
+                                             "id": mapped_column(Integer, primary_key=True)})
+    shop = type("Order", (ShopBase,), {"__tablename__": "shop_orders",
+                                       "number": mapped_column(Integer, primary_key=True)})
+    orm.primary_keys.pop("Order", None)
+    orm._note_primary_key("Order", inspect(shop()))
+    assert orm.primary_keys["Order"] == ("number",)
+    orm._note_primary_key("Order", inspect(billing()))
+    assert orm.primary_keys["Order"] == ("<primary key>",)
+    orm.primary_keys.pop("Order", None)
