@@ -247,7 +247,10 @@ def _column_load_hint(mapper: Any, names: Any) -> str | None:
         tables = {level.local_table for level in mapper.iterate_to_root()} - {base.local_table}
         if mapper is not base and tables and all(
                 column.table in tables for prop in props for column in getattr(prop, "columns", ())):
-            return f"POLYMORPHIC:{base.class_.__name__}"
+            # every class from the base's down to this one (SQLAlchemy 2.0 loads a middle
+            # level's table only when its class is named too)
+            levels = [level.class_.__name__ for level in reversed(list(mapper.iterate_to_root())) if level is not base]
+            return f"POLYMORPHIC:{base.class_.__name__}:{', '.join(levels)}"
     except Exception:  # a mapper not understood: the plain undefer() fix
         return None
     return None

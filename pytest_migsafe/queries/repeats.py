@@ -491,7 +491,8 @@ def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | N
     (``select_related`` / ``prefetch_related`` / ``.only()``); SQLAlchemy's get
     ``joinedload`` (many-to-one), ``selectinload``, ``undefer`` (``undefer_group`` for the
     columns of one deferred group, ``direction`` ``"GROUP:<name>"``; ``selectin_polymorphic``
-    for a joined-inheritance subclass's columns, ``"POLYMORPHIC:<Base>"``), chained after the eager
+    for a joined-inheritance subclass's columns, ``"POLYMORPHIC:<Base>:<Sub>"``; ``with_polymorphic``
+    over several levels, ``"POLYMORPHIC:<Base>:<Sub>, <Subsub>"``), chained after the eager
     loads that brought the parents into their query when ``via`` names them
     (``select(Book).options(joinedload(Book.author).selectinload(Author.books))``). ``sql``:
     the text a load sent (Django's per-row ``.aggregate()`` advice names its function).
@@ -512,9 +513,12 @@ def fix_for(kind: str, attribute: str, direction: str | None, via: EagerPath | N
             return f"select({cls}) without expiring the rows first (or session.refresh() once per batch)"
         if direction is not None and direction.startswith("GROUP:"):  # one deferred_group: all of it
             return f"select({root}).options({chain}undefer_group({direction[6:]!r}))"
-        if direction is not None and direction.startswith("POLYMORPHIC:"):  # a subclass's own table
-            base = direction[12:]
-            return f"select({base}).options(selectin_polymorphic({base}, [{cls}]))"
+        if direction is not None and direction.startswith("POLYMORPHIC:"):  # a subclass's own tables
+            base, _, levels = direction[12:].partition(":")
+            if "," in levels:  # several levels: one query joining their tables (SQLAlchemy 2.0's
+                # selectin_polymorphic leaves a middle level's columns to load row by row)
+                return f"select(with_polymorphic({base}, [{levels}]))"
+            return f"select({base}).options(selectin_polymorphic({base}, [{levels or cls}]))"
         return f"select({root}).options({chain}undefer({cls}.{first}))"
     return f"select({root}).options({chain}{_loader(direction)}({attribute}))"
 
