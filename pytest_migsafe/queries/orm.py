@@ -231,9 +231,9 @@ def _column_load_hint(mapper: Any, names: Any) -> str | None:
     """What the fix of a per-row load of the columns ``names`` of ``mapper`` must name, passed
     as the load's ``direction``: ``"GROUP:<name>"`` when they are deferred columns of one
     ``deferred_group`` (``undefer()`` of one column leaves the others of its group deferred),
-    ``"POLYMORPHIC:<Base>"`` when they are the columns of a joined-inheritance subclass's own
-    tables (its own and those between it and the base) that a query of the base class did not
-    load (not deferred at all), else None."""
+    ``"POLYMORPHIC:<Base>:<Sub>[, <Subsub>]"`` when they are the columns of a joined-inheritance
+    subclass's own tables (its own and those between it and the base) that a query of the base
+    class did not load (not deferred at all), else None."""
     try:
         props = [mapper.attrs[name] for name in names]
         if all(getattr(prop, "deferred", False) for prop in props):
@@ -247,8 +247,8 @@ def _column_load_hint(mapper: Any, names: Any) -> str | None:
         tables = {level.local_table for level in mapper.iterate_to_root()} - {base.local_table}
         if mapper is not base and tables and all(
                 column.table in tables for prop in props for column in getattr(prop, "columns", ())):
-            # every class from the base's down to this one (SQLAlchemy 2.0 loads a middle
-            # level's table only when its class is named too)
+            # every class from the base's down to this one (the advice names them all: over
+            # several levels it is with_polymorphic, see repeats.fix_for)
             levels = [level.class_.__name__ for level in reversed(list(mapper.iterate_to_root())) if level is not base]
             return f"POLYMORPHIC:{base.class_.__name__}:{', '.join(levels)}"
     except Exception:  # a mapper not understood: the plain undefer() fix
