@@ -31,7 +31,7 @@ from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.pool import events as observed
-from pytest_migsafe.queries.exact import exact_async, with_signature_of
+from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 
 installed = False
 _patched: Any = None  # the psycopg_pool module whose classes are wrapped
@@ -201,7 +201,7 @@ def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
         _after_getconn(self, conn)
         return conn
 
-    exact = exact_async(original, getconn)
+    exact = keep_signature(original, getconn)
     setattr(exact, _PATCHED_FLAG, original)
     return exact
 
@@ -335,6 +335,6 @@ def install(import_missing: bool = True) -> bool:
         for name, wrap in wrappers.items():
             method = vars(cls).get(name)
             if method is not None and not hasattr(method, _PATCHED_FLAG):
-                setattr(cls, name, wrap(method))
+                setattr(cls, name, keep_signature(method, wrap(method)))
     installed = True
     return True

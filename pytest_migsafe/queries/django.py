@@ -62,6 +62,7 @@ from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import call_site, origin_of
+from pytest_migsafe.queries.exact import keep_signature
 from pytest_migsafe.queries.rows import row_number
 
 SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
@@ -595,7 +596,7 @@ def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
         counters = dispatch._active
         if not counters:
             return original(self, *args, **kwargs)
-        fields = kwargs.get("fields")
+        fields = args[1] if len(args) > 1 else kwargs.get("fields")  # (self, using=None, fields=None, ...)
         frame = sys._getframe(1)
         if not fields or len(fields) != 1 or not _called_by_deferred_get(frame):
             return original(self, *args, **kwargs)  # an explicit refresh: the statement rule's
@@ -613,7 +614,7 @@ def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
 # -- installation -------------------------------------------------------------------------
 def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
     original = owner.__dict__[name]
-    setattr(owner, name, wrapper(original))
+    setattr(owner, name, keep_signature(original, wrapper(original)))
     _undo.append((owner, name, original))
 
 

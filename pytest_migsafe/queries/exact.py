@@ -22,7 +22,8 @@ _KINDS = inspect.Parameter
 
 
 def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[str, Any],
-                      *, kind: str = "def", target: Callable[..., Any] | None = None) -> Callable[..., Any]:
+                      *, kind: str = "def", target: Callable[..., Any] | None = None,
+                      follow_wrapped: bool = True) -> Callable[..., Any]:
     """A function with ``original``'s parameters whose body is ``body``.
 
     ``body``: Python source of the statements (indented by 4 spaces), which may use every
@@ -35,10 +36,11 @@ def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[s
     (``functools.update_wrapper``); its code's file name is ``<migsafe ...>``, which the
     call-site walk steps over as library code, and its globals' ``__name__`` is
     ``original``'s module, which SQLAlchemy's warnings read to step over their own frames
-    (see :mod:`~pytest_migsafe.queries.library_frames`).
+    (see :mod:`~pytest_migsafe.queries.library_frames`). ``follow_wrapped=False``: the
+    parameters of ``original`` itself, not of the function it wraps (``__wrapped__``).
     Raises ``ValueError`` for a signature that cannot be read.
     """
-    signature = inspect.signature(original)
+    signature = inspect.signature(original, follow_wrapped=follow_wrapped)
     scope = {"__name__": getattr(original, "__module__", None) or "", **namespace,
              "_original": original if target is None else target}
     params: list[str] = []
@@ -78,14 +80,43 @@ def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[s
     return wrapper
 
 
-def exact_async(original: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
-    """``wrapper`` (an ``async def`` that takes any arguments and passes them on to the
-    driver's coroutine function ``original``) behind an ``async def`` with ``original``'s own
-    parameters: a bad argument raises ``TypeError`` at the call, before any ``await``, as it
-    does without the plugin (with ``*args`` it surfaced only when awaited, and a test of
-    ``pytest.raises(TypeError)`` around the bare call failed). ``wrapper`` itself when
-    ``original``'s signature cannot be read."""
+def _form(function: Callable[..., Any]) -> tuple[Any, ...] | None:
+    """What a caller can tell of ``function`` without calling it: its own parameters (name,
+    kind, default value; not the function it wraps) and whether it is a coroutine, generator
+    or async generator function; None when its signature cannot be read."""
     try:
-        return with_signature_of(original, "    return await {call}\n", {}, kind="async def", target=wrapper)
-    except ValueError:
+        parameters = inspect.signature(function, follow_wrapped=False).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    return (tuple((p.name, p.kind, p.default) for p in parameters), inspect.iscoroutinefunction(function),
+            inspect.isgeneratorfunction(function), inspect.isasyncgenfunction(function))
+
+
+def keep_signature(original: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """``wrapper`` (a driver or ORM method's replacement, which takes its arguments as
+    ``*args, **kwargs`` or as the method takes them) as the method's callers see it:
+    ``wrapper`` itself when its own parameters and kind are ``original``'s (its :func:`_form`),
+    else ``wrapper`` behind a function generated with ``original``'s own parameters (its own:
+    ``inspect.signature(..., follow_wrapped=False)`` of the result equals the original's)
+    and of its kind (``async def``; a generator function, which delegates with ``yield from``
+    to what ``wrapper`` returns). The result carries ``wrapper``'s attributes (its
+    ``__wrapped__``, the marks of what it wraps). ``wrapper`` itself when ``original``'s
+    signature cannot be read."""
+    form = _form(original)
+    if form is None or _form(wrapper) == form:
         return wrapper
+    _, coroutine, generator, async_generator = form
+    if async_generator:  # (none of the wrapped methods is one: kept as it is)
+        return wrapper
+    if coroutine:
+        body, kind = "    return await {call}\n", "async def"
+    elif generator:
+        body, kind = "    return (yield from {call})\n", "def"
+    else:
+        body, kind = "    return {call}\n", "def"
+    try:
+        made = with_signature_of(original, body, {}, kind=kind, target=wrapper, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return wrapper
+    made.__dict__.update(wrapper.__dict__)
+    return made

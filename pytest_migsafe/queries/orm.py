@@ -40,6 +40,7 @@ from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch
 from pytest_migsafe.queries.callsite import call_site, origin_of, unit_of_work
+from pytest_migsafe.queries.exact import keep_signature
 from pytest_migsafe.queries.library_frames import relabelled
 from pytest_migsafe.queries.rows import row_number
 
@@ -356,7 +357,7 @@ def _patch(owner: Any, name: str, wrap: Any) -> None:
         return
     # (a frame SQLAlchemy's warnings step over, as its own: see library_frames)
     module = getattr(current, "__module__", None) or "sqlalchemy.orm"
-    setattr(owner, name, relabelled(wrap(current), module, _observed=_observed))
+    setattr(owner, name, keep_signature(current, relabelled(wrap(current), module, _observed=_observed)))
     _patched.append((owner, name, current))
 
 

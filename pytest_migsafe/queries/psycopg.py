@@ -33,6 +33,7 @@ psycopg 3.1 to 3.3 have them, and without them psycopg is not hooked at all):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
@@ -44,7 +45,7 @@ from typing import Any
 from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
-from pytest_migsafe.queries.exact import exact_async, with_signature_of
+from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 
 _PATCHED_FLAG = "__migsafe_original__"
 _PIPELINE_STATE = "_migsafe_calls"
@@ -547,6 +548,39 @@ class _CopyContext:
         return suppress
 
 
+_WITH_BODY = """\
+    with {call} as value:
+        yield value
+"""
+_ASYNC_WITH_BODY = """\
+    async with {call} as value:
+        yield value
+"""
+
+
+def _made_like(original: Callable[..., Any], copy: Callable[..., Any]) -> Callable[..., Any]:
+    """``copy`` (a wrapper returning a context manager) made as psycopg makes ``copy()``: with
+    ``contextlib.contextmanager`` (``asynccontextmanager``) over a generator with the parameters
+    of psycopg's own generator, so that ``cursor.copy(...)`` returns the context manager type
+    psycopg's does, and the method's own parameters are its; ``copy`` as it is for a psycopg
+    whose ``copy`` is made otherwise."""
+    inner = getattr(original, "__wrapped__", None)
+    make: Callable[[Any], Callable[..., Any]]
+    if inspect.isgeneratorfunction(inner):
+        body, kind, make = _WITH_BODY, "def", contextlib.contextmanager
+    elif inspect.isasyncgenfunction(inner):
+        body, kind, make = _ASYNC_WITH_BODY, "async def", contextlib.asynccontextmanager
+    else:
+        return copy
+    try:
+        generator = with_signature_of(inner, body, {}, kind=kind, target=copy)
+    except ValueError:
+        return copy
+    made = make(generator)
+    setattr(made, _PATCHED_FLAG, original)
+    return made
+
+
 def _wrap_copy_sync(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def copy(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -560,7 +594,7 @@ def _wrap_copy_sync(original: Callable[..., Any]) -> Callable[..., Any]:
                             call_site_of_caller(1))
 
     setattr(copy, _PATCHED_FLAG, original)
-    return copy
+    return _made_like(original, copy)
 
 
 # -- the public methods, async ---------------------------------------------------------
@@ -604,7 +638,7 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
                 capture.record_entry(sql, entry, seconds, target_of(self._conn), 1,
                                      _params_of(args, kwargs, "params"), site, ran)
 
-    exact = exact_async(original, execute)
+    exact = keep_signature(original, execute)
     setattr(exact, _PATCHED_FLAG, original)
     return exact
 
@@ -640,7 +674,7 @@ def _wrap_executemany_async(original: Callable[..., Any]) -> Callable[..., Any]:
             if watch.rows:
                 capture.record_statement(sql, seconds, target_of(self._conn), watch.rows, params, site)
 
-    exact = exact_async(original, executemany)
+    exact = keep_signature(original, executemany)
     setattr(exact, _PATCHED_FLAG, original)
     return exact
 
@@ -661,7 +695,7 @@ def _wrap_server_execute_async(original: Callable[..., Any]) -> Callable[..., An
                                  _params_of(args, kwargs, "params"), site)
         return result
 
-    exact = exact_async(original, execute)
+    exact = keep_signature(original, execute)
     setattr(exact, _PATCHED_FLAG, original)
     return exact
 
@@ -748,7 +782,7 @@ def _wrap_copy_async(original: Callable[..., Any]) -> Callable[..., Any]:
                                  call_site_of_caller(1))
 
     setattr(copy, _PATCHED_FLAG, original)
-    return copy
+    return _made_like(original, copy)
 
 
 # -- installing -----------------------------------------------------------------------
@@ -806,7 +840,7 @@ def install(import_missing: bool = True) -> bool:
     for cls, name, wrap in sorted(targets, key=lambda t: t[0] is psycopg.Cursor and t[1] == "execute"):
         original = vars(cls)[name]
         if not hasattr(original, _PATCHED_FLAG):
-            setattr(cls, name, wrap(original))
+            setattr(cls, name, keep_signature(original, wrap(original)))
     return True
 
 
