@@ -112,7 +112,7 @@ def is_active() -> bool:
 #: ``CONFIG RESETSTAT`` commands the hooks saw (any client, any server): ``INFO stats``
 #: deltas over a stretch in which this moved say nothing (see :func:`stat_resets`)
 _resets = 0
-# id(client) -> (a weak reference to it, the plans of the reads it queued): a client inside
+# id(client) -> (a weak reference to it, a slot per command it queued: the read's plan or None): a client inside
 # a MULTI it sent by hand (execute_command("MULTI")), whose commands reply QUEUED until EXEC
 _by_hand: dict[int, tuple[weakref.ref[Any], list[Plan | None]]] = {}
 _NOTED = frozenset({"MULTI", "EXEC", "DISCARD", "CONFIG", "CONFIG RESETSTAT"})
@@ -819,16 +819,20 @@ def _by_hand_failed(client: Any, args: Sequence[Any]) -> None:
 
 
 def _by_hand_done(client: Any, args: Sequence[Any], reply: Any, queued: list[Plan | None] | None) -> list[Entry]:
-    """After a command of a client inside a MULTI it sent by hand (``queued``: its reads so far):
-    a read is queued (its reply, QUEUED, tells nothing); an EXEC gives the entries of the reads
-    queued, from its reply, as a pipeline's are counted; anything else counts nothing."""
+    """After a command of a client inside a MULTI it sent by hand (``queued``: a slot for each
+    command queued so far, the read's plan or None): an EXEC gives the entries of the reads
+    queued, from its reply, as a pipeline's are counted; a DISCARD counts nothing; any other
+    command that returned (the server queued it: one it refuses replies with an error, which
+    redis-py raises) takes the next slot, so that each read meets its own reply in EXEC's,
+    which has one for every command queued, writes too. (Its reply, QUEUED, tells nothing, and
+    redis-py's reply callbacks may have turned it into something else: ``True`` for EXPIRE.)"""
     if queued is None:
         return []
+    if _command_name(args) in ("EXEC", "DISCARD"):
+        return _exec_entries(client, args, reply) or []
     plan = plan_for(args)
-    if plan is not None:
-        queued.append(None if plan.read.scripting else plan)
-        return []
-    return _exec_entries(client, args, reply) or []
+    queued.append(None if plan is None or plan.read.scripting else plan)
+    return []
 
 
 def _hook_immediate(original: Any) -> Any:

@@ -359,8 +359,11 @@ def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRe
             with cache_stats(client) as stats:
                 client.execute_command("MULTI")
                 client.get("str:1")
-                client.get("str:absent")
+                client.execute_command("EXPIRE", "str:1", "60")  # (writes queued between reads: each
+                client.get("str:absent")                         # command has its reply in EXEC's)
+                client.execute_command("HSET", "h:2", "name", "b")
                 client.hget("h:1", "nofield")
+                client.execute_command("INCR", "counter")
                 client.execute_command("EXEC")
                 client.execute_command("multi")
                 client.get("str:1")
