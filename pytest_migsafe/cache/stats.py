@@ -135,6 +135,7 @@ class CacheStats:
         self._server_error: str | None = None
         self._active = False
         self.entered = False  # True once the block has started
+        self._blocks: BlocksOfATest | None = None  # the test's blocks this one counts in, if any
         self._clear()
 
     # -- the listener side (called by the cache.hooks wrappers under their lock) ---
@@ -206,6 +207,8 @@ class CacheStats:
         self._clear_client()
         self._active = self.entered = True
         cache_hooks.start(self)
+        if self._blocks is not None:
+            self._blocks.started(self)
 
     def _finish(self, end: tuple[int, int] | None) -> None:
         cache_hooks.stop(self)
@@ -213,6 +216,8 @@ class CacheStats:
         self._end = end
         if end is None:  # the server stopped answering INFO: fall back to the client side
             self._start = None
+        if self._blocks is not None:
+            self._blocks.ended(self)
 
     def _clear_client(self) -> None:
         with cache_hooks._lock:
@@ -482,6 +487,51 @@ def describe_figures(figures: CacheFigures) -> str:
                      "misses) have no key or command: reads inside Lua scripts, SORT BY/GET lookups or "
                      "clients in another process")
     return "\n".join(lines)
+
+
+class BlocksOfATest:
+    """The cache figures of a test that measures with ``cache_stats`` blocks (no test-wide
+    client): the reads made while any of its blocks was active, each counted once.
+
+    Each block's figures are taken as it ends (a block entered twice gives two stretches, both
+    counted); a block entered while another block on the same server (its ``identity``) was
+    active is nested in it and left out, its reads being the outer block's already. (A block
+    entered inside another that ends first is left out whole: its reads after the outer
+    block's end are not counted.) Blocks join with :meth:`add` before they are entered.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[CacheStats] = []
+        self._open: dict[Any, int] = {}  # server identity -> blocks active on it now
+        self._nested: set[int] = set()  # id() of the blocks whose current stretch is nested
+        self._stretches: list[CacheFigures] = []
+
+    def add(self, stats: CacheStats) -> None:
+        """Count ``stats``'s blocks in the test's figures (before it is entered)."""
+        stats._blocks = self
+        self.blocks.append(stats)
+
+    def started(self, stats: CacheStats) -> None:
+        """``stats``'s block began (called by the block)."""
+        active = self._open.get(stats.identity, 0)
+        if active:
+            self._nested.add(id(stats))
+        else:
+            self._nested.discard(id(stats))
+        self._open[stats.identity] = active + 1
+
+    def ended(self, stats: CacheStats) -> None:
+        """``stats``'s block ended (called by the block, its end read): its stretch is kept
+        unless it was nested."""
+        self._open[stats.identity] = max(0, self._open.get(stats.identity, 0) - 1)
+        if id(stats) not in self._nested:
+            self._stretches.append(stats.figures())
+
+    def figures(self) -> CacheFigures | None:
+        """The test's figures (:func:`sum_figures` of the stretches, with those of outer blocks
+        still active, live); None when no block was entered."""
+        live = [stats.figures() for stats in self.blocks if stats._active and id(stats) not in self._nested]
+        return sum_figures([*self._stretches, *live])
 
 
 def sum_figures(parts: Sequence[CacheFigures]) -> CacheFigures | None:

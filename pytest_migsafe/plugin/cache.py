@@ -14,7 +14,7 @@ Fixtures:
   ``client`` defaults to ``migsafe_redis``, failing the test with the step that failed.
 
 Every test that uses ``migsafe_redis`` gets its call phase's hits and misses recorded
-(``record.cache``, through :func:`~pytest_migsafe.plugin.stash.add_to_record`); a test that only uses ``cache_stats`` blocks gets their sum.
+(``record.cache``, through :func:`~pytest_migsafe.plugin.stash.add_to_record`); a test that only uses ``cache_stats`` blocks gets the reads made while any of them was active, each once (:class:`~pytest_migsafe.cache.stats.BlocksOfATest`).
 A test whose hit rate is not a workload's (it used ``assert_cache_aside``, or read fewer
 than ini ``migsafe_hit_rate_min_reads`` times, default 10; no ``min_cache_hit_rate``
 marker) is recorded without an alert line, so the report does not rate it
@@ -41,7 +41,7 @@ from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, add_t
 from pytest_migsafe.values import parse_positive_int, parse_rate
 
 if TYPE_CHECKING:
-    from pytest_migsafe.cache.stats import CacheStats
+    from pytest_migsafe.cache.stats import BlocksOfATest, CacheStats
     from pytest_migsafe.report.record import CacheFigures
     from pytest_migsafe.servers import RunningRedis
 
@@ -60,7 +60,7 @@ class HitRateLines:
 HIT_RATE_LINES = pytest.StashKey[HitRateLines]()
 MIN_READS = pytest.StashKey[int]()
 _RATE_MARKER = pytest.StashKey["tuple[float, str | None]"]()
-_BLOCKS = pytest.StashKey["list[CacheStats]"]()
+_BLOCKS = pytest.StashKey["BlocksOfATest"]()
 # the process has set a _RATE_MARKER or _BLOCKS on some item: until then no item has either,
 # and a test's call skips looking (two stash reads a test)
 _stashed = False
@@ -197,7 +197,7 @@ class CachePhase:
         """Stop measuring; record the test's figures (``migsafe_redis``'s, else its blocks' sum)."""
         blocks = self.item.stash.get(_BLOCKS, None)
         if self.stats is not None or blocks:
-            self.figures = _figures(self.item, self.stats, blocks or [])
+            self.figures = _figures(self.item, self.stats, blocks)
         figures = self.figures
         if figures is not None:
             add_to_record(self.item, lambda record: setattr(record, "cache", figures))
@@ -237,7 +237,7 @@ def _cache_stats() -> ModuleType:
     return _stats_module
 
 
-def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStats]) -> Any:
+def _figures(item: pytest.Item, stats: CacheStats | None, blocks: BlocksOfATest | None) -> Any:
     """The test's figures, with the marker's rate, the ini lines and the rating decision
     (:mod:`pytest_migsafe.cache.rating`)."""
     lines = hit_rate_lines(item.config)
@@ -246,7 +246,7 @@ def _figures(item: pytest.Item, stats: CacheStats | None, blocks: list[CacheStat
         stats.__exit__(None, None, None)
         figures: CacheFigures | None = stats.figures()
     else:
-        figures = _cache_stats().sum_figures([block.figures() for block in blocks if block.entered])
+        figures = blocks.figures() if blocks is not None else None
     if figures is None:
         return None
     figures.min_hit_rate, figures.min_hit_rate_prefix = rate, prefix
@@ -402,11 +402,13 @@ def migsafe_redis(_migsafe_redis_client: Any) -> Any:
 def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheStats]:
     """``with cache_stats(client=None, warmup=None, track_keys=(), key_patterns=None) as stats:``
     (client: migsafe_redis; key_patterns: ini migsafe_cache_key_pattern)."""
-    from pytest_migsafe.cache.stats import CacheStats
+    from pytest_migsafe.cache.stats import BlocksOfATest, CacheStats
 
     global _stashed
     _stashed = True
-    blocks = request.node.stash.setdefault(_BLOCKS, [])
+    blocks = request.node.stash.get(_BLOCKS, None)
+    if blocks is None:
+        blocks = request.node.stash[_BLOCKS] = BlocksOfATest()
 
     def make(client: Any = None, *, warmup: Callable[[], Any] | None = None,
              track_keys: Any = (), key_patterns: Any = None) -> CacheStats:
@@ -414,7 +416,7 @@ def cache_stats_fixture(request: pytest.FixtureRequest) -> Callable[..., CacheSt
             client = request.getfixturevalue("migsafe_redis")
         stats = CacheStats(client, warmup=warmup, track_keys=track_keys, key_patterns=key_patterns,
                            server_totals=not _shared_server(client))
-        blocks.append(stats)
+        blocks.add(stats)
         return stats
 
     return make

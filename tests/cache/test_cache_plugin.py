@@ -491,3 +491,61 @@ def test_a_projects_own_migsafe_redis_fixture_is_not_measured(pytester: pytest.P
     """)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report")
     result.assert_outcomes(passed=4)
+
+
+def test_a_test_of_cache_stats_blocks_counts_each_read_once(pytester: pytest.Pytester) -> None:
+    """Nested blocks added their reads twice to the test's figures (10 hits, 5 misses: the
+    marker passed at 66.7% where the server counted 50%); a block entered twice kept only its
+    last stretch. The expected figures are the server's own INFO stats deltas, read by the test
+    around each stretch of reads it makes inside blocks."""
+    pytester.makepyfile("""
+        import json, pytest
+
+        def counts(client):
+            info = client.info("stats")
+            return info["keyspace_hits"], info["keyspace_misses"]
+
+        @pytest.fixture
+        def client(migsafe_redis_server):  # (not migsafe_redis, whose figures are the whole test's)
+            client = migsafe_redis_server.client()
+            client.flushdb()
+            yield client
+            client.close()
+
+        @pytest.mark.min_cache_hit_rate(0.6)
+        def test_nested(client, cache_stats):
+            client.set("user:1", "x")
+            before = counts(client)
+            with cache_stats(client) as whole:
+                for _ in range(5):
+                    client.get("user:missing")
+                with cache_stats(client):
+                    for _ in range(5):
+                        client.get("user:1")
+            after = counts(client)
+            truth = [after[0] - before[0], after[1] - before[1]]
+            open("nested.json", "w").write(json.dumps(truth))
+            assert (whole.hits, whole.misses) == tuple(truth)
+
+        def test_entered_twice(client, cache_stats):
+            client.set("user:1", "x")
+            stats = cache_stats(client)
+            truth = [0, 0]
+            for keys in (["user:1", "user:1"], ["user:2"]):
+                before = counts(client)
+                with stats:
+                    for key in keys:
+                        client.get(key)
+                after = counts(client)
+                truth = [truth[0] + after[0] - before[0], truth[1] + after[1] - before[1]]
+                client.get("user:3")  # between the blocks: not the test's
+            open("twice.json", "w").write(json.dumps(truth))
+    """)
+    result = pytester.runpytest("--migsafe-report-json=report.json", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)  # the marker: 50% is under 60%
+    result.stdout.fnmatch_lines(["*min_cache_hit_rate(0.6): hit rate 50.0% (5 hits, 5 misses*"])
+    tests = report(pytester)["tests"]
+    for name, truth_file in (("test_nested", "nested.json"), ("test_entered_twice", "twice.json")):
+        truth = json.loads((pytester.path / truth_file).read_text())
+        cache = tests[f"test_a_test_of_cache_stats_blocks_counts_each_read_once.py::{name}"]["cache"]
+        assert [cache["hits"], cache["misses"]] == truth, name
