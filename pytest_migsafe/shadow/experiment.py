@@ -32,16 +32,19 @@ re-raises the control's after both paths ran.
 from __future__ import annotations
 
 import inspect
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pytest_migsafe.percentiles import percentile
 from pytest_migsafe.report.record import ShadowFigures
 from pytest_migsafe.shadow.diff import describe_error, indent, outcome_diff, shorten_repr
+from pytest_migsafe.shadow.inputs import own_copy
 from pytest_migsafe.shadow.modes import MODES, check_mode, new_seed  # noqa: F401 (re-exported)
 from pytest_migsafe.shadow.snapshot import ResultReadOnce, read_once, taken
 from pytest_migsafe.shadow.state import ShadowIsolationError, cache_meter, flusher, isolated  # noqa: F401 (re-exported)
@@ -102,8 +105,26 @@ def same_error(control: Exception, candidate: Exception) -> bool:
 
 def same_value(control: Any, candidate: Any) -> bool:
     """The default value comparison: ``bool(control == candidate)`` (an exception from
-    ``__eq__`` propagates)."""
-    return bool(control == candidate)
+    ``__eq__`` propagates), with a NaN equal to a NaN (``float`` or ``Decimal``, alone or at the
+    same place in lists, tuples and dicts of the same type): both paths computed the same
+    not-a-number, which ``==`` never calls equal."""
+    return bool(control == candidate) or _same_nan(control, candidate)
+
+
+def _same_nan(control: Any, candidate: Any) -> bool:
+    if type(control) is not type(candidate):
+        return False
+    if isinstance(control, float):
+        return math.isnan(control) and math.isnan(candidate)
+    if isinstance(control, Decimal):
+        return control.is_nan() and candidate.is_nan()
+    if isinstance(control, (list, tuple)):
+        return len(control) == len(candidate) and all(
+            bool(a == b) or _same_nan(a, b) for a, b in zip(control, candidate))
+    if isinstance(control, dict):
+        return control.keys() == candidate.keys() and all(
+            bool(item == candidate[key]) or _same_nan(item, candidate[key]) for key, item in control.items())
+    return False
 
 
 @dataclass
@@ -475,15 +496,15 @@ class Shadow:
         if not arg_lists:
             raise ValueError(f"run_many({name!r}): inputs is empty")
         for _ in range(warmup):
-            observe("control", control, arg_lists[0], {}, options)
-            observe("candidate", candidate, arg_lists[0], {}, options)
+            observe("control", control, own_copy(arg_lists[0]), {}, options)
+            observe("candidate", candidate, own_copy(arg_lists[0]), {}, options)
         first = self.random.random() < 0.5
         result = Experiment(name, self.seed)
         for round_ in range(repeat):
             for position, args in enumerate(arg_lists):
                 flip = (round_ * len(arg_lists) + position) % 2 == 1
                 result.trials.append(self._trial(name, control, candidate, args, {}, options,
-                                                 candidate_first=first != flip))
+                                                 candidate_first=first != flip, control_copies=True))
         return result
 
     def _options(self, name: Any, control: Any, candidate: Any, compare: Compare | None,
@@ -520,17 +541,24 @@ class Shadow:
 
     def _trial(self, name: str, control: Callable[..., Any], candidate: Callable[..., Any],
                args: tuple[Any, ...], kwargs: dict[str, Any], options: _Options,
-               candidate_first: bool) -> Trial:
+               candidate_first: bool, control_copies: bool = False) -> Trial:
+        # each path its own input (shadow.inputs): the candidate's a copy, the control's the
+        # caller's objects (run() returns its result, as the code in production would run), or
+        # a copy too (``control_copies``: run_many, whose inputs serve several runs); the input
+        # as given kept for the messages
+        given_args, given_kwargs = own_copy((args, kwargs))
+        candidate_args, candidate_kwargs = own_copy((args, kwargs))
+        control_args, control_kwargs = own_copy((args, kwargs)) if control_copies else (args, kwargs)
         if candidate_first:
-            tried = observe("candidate", candidate, args, kwargs, options)
-            controlled = observe("control", control, args, kwargs, options)
+            tried = observe("candidate", candidate, candidate_args, candidate_kwargs, options)
+            controlled = observe("control", control, control_args, control_kwargs, options)
         else:
-            controlled = observe("control", control, args, kwargs, options)
-            tried = observe("candidate", candidate, args, kwargs, options)
+            controlled = observe("control", control, control_args, control_kwargs, options)
+            tried = observe("candidate", candidate, candidate_args, candidate_kwargs, options)
         result = judge(controlled, tried, compare=options.compare,
                        compare_errors=options.compare_errors, ignore=options.ignore)
         experiment = self.experiments.setdefault(name, Experiment(name, self.seed))
-        trial = Trial(name, experiment.runs + 1, args, kwargs, controlled, tried, candidate_first,
+        trial = Trial(name, experiment.runs + 1, given_args, given_kwargs, controlled, tried, candidate_first,
                       result, options.mode, options.clean)
         experiment.trials.append(trial)
         return trial

@@ -792,3 +792,37 @@ def test_judge_is_usable_alone() -> None:
     c, d = Observation("control", value=1), Observation("candidate", value=1.0)
     assert judge(c, d) == "matched"
     assert judge(c, d, compare=lambda a, b: type(a) is type(b)) == "mismatched"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_path_that_changes_its_input_leaves_the_other_paths_input_as_given(seed: int) -> None:
+    """Both paths were called with the same list: the control appended to it, and when it ran
+    first the candidate got [1, 2, 3, 99] (4 == 4: the difference was missed under about half
+    the seeds), and the message showed the input as the control left it."""
+    def old(items: list[int], options: dict[str, Any]) -> int:
+        items.append(99)
+        options.pop("limit")
+        return len(items)
+
+    def new(items: list[int], options: dict[str, Any]) -> int:
+        return len(items) + options["limit"] - 1  # (3 on the input as given)
+
+    given = [1, 2, 3]
+    lab = Shadow(seed=seed)
+    returned = lab.run("length", old, new, given, {"limit": 1})
+    assert returned == 4 and given == [1, 2, 3, 99]  # the control ran on the caller's own objects
+    trial = lab.experiments["length"].trials[0]
+    assert trial.result == "mismatched"  # 4 against 3, whichever ran first
+    assert "length([1, 2, 3], {'limit': 1})" in trial.describe()
+    shared = [[0]]
+    grow = lambda xs: xs.append(1) or len(xs)  # noqa: E731 (each path on its own copy: 2 and 2)
+    many = lab.run_many("many", grow, grow, [(shared,)] * 2, warmup=1)
+    assert [t.result for t in many.trials] == ["matched", "matched"] and shared == [[0]]
+
+
+def test_paths_that_both_return_nan_match() -> None:
+    lab = Shadow(seed=1)
+    lab.run("nan", lambda: float("nan"), lambda: float("nan"))
+    lab.run("nested", lambda: {"p99": [float("nan"), 1.0]}, lambda: {"p99": [float("nan"), 1.0]})
+    lab.run("differ", lambda: float("nan"), lambda: 1.0)
+    assert [e.trials[0].result for e in lab.experiments.values()] == ["matched", "matched", "mismatched"]
