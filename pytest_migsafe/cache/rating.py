@@ -53,7 +53,7 @@ def rating_of(reads: int, *, aside: bool, marked: bool, min_reads: int = DEFAULT
 def rate(figures: CacheFigures, reason: str) -> CacheFigures:
     """Apply the rating ``reason`` (from :func:`rating_of`) to ``figures``, in place, and
     return them: a test that is not rated keeps its ``target`` and loses its ``alert``, which
-    is how the report (:func:`pytest_migsafe.report.render.cache_rating`) tells it, in this
+    is how the report (:func:`pytest_migsafe.report.record.cache_rating`) tells it, in this
     process and in a pytest-xdist controller alike."""
     if reason != RATED:
         figures.alert = None

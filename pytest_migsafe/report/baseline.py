@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.report.files import ReportFileError, read_json_object, write_json_atomic
-from pytest_migsafe.report.record import RunReport, TestRecord
+from pytest_migsafe.report.record import RunReport, TestRecord, cache_rating
 from pytest_migsafe.report.shapekey import KEY_VERSION, shape_key
 
 BASELINE_KIND = "migsafe-baseline"
@@ -221,8 +221,11 @@ def entry_of(record: TestRecord) -> BaselineEntry:
 
     ``queries`` is ``record.queries.count``; ``shapes`` its shapes by key with their counts
     and call sites; ``n_plus_one`` the shapes of the suspects not allowed;
-    ``cache_hit_rate`` the record's hit rate rounded to 4 digits (left None without a cache
-    read); ``connections_created`` is ``record.pool.created`` (not written, not compared);
+    ``cache_hit_rate`` the record's hit rate rounded to 4 digits, when it is rated (left None
+    without a cache read, and for a test whose rate says nothing of the cache: an
+    ``assert_cache_aside`` proof, a shadow experiment, too few reads; see
+    :func:`~pytest_migsafe.report.record.cache_rating`), so the gate compares workloads'
+    rates only; ``connections_created`` is ``record.pool.created`` (not written, not compared);
     for an experiment seen twice the worse result stands (mismatched > matched > ignored).
     """
     entry = BaselineEntry()
@@ -234,7 +237,7 @@ def entry_of(record: TestRecord) -> BaselineEntry:
         for figure in record.queries.shapes:
             add_shape(entry.shapes, shape_key(figure.shape),
                       ShapeCount(figure.shape, figure.count, dict(figure.call_sites)))
-    if record.cache is not None and record.cache.hit_rate is not None:
+    if record.cache is not None and record.cache.hit_rate is not None and cache_rating(record) is None:
         entry.cache_hit_rate = round(record.cache.hit_rate, RATE_DIGITS)
     if record.pool is not None:
         entry.connections_created = record.pool.created

@@ -635,3 +635,26 @@ class RunReport:
             tests[nodeid] = record
         arguments["tests"] = tests
         return cls(**arguments)
+
+
+NO_CACHE_READS = "no cache reads"
+
+
+def cache_rating(record: TestRecord) -> str | None:
+    """None when the test's hit rate is rated (compared with the alert line, summed in the
+    run's rate), else why not (the rule: :mod:`pytest_migsafe.cache.rating`):
+    ``"no cache reads"``; ``"shadow experiment"`` for a test with shadow experiments;
+    ``"assert_cache_aside or too few reads"`` for one the plugin rated out (its ``alert`` is
+    None while its ``target`` is set). A ``min_cache_hit_rate`` marker always rates; a
+    record with neither ``alert`` nor ``target`` (written by other code) is rated unless it
+    has shadows."""
+    cache = record.cache
+    if cache is None or cache.hits + cache.misses == 0:
+        return NO_CACHE_READS
+    if cache.min_hit_rate is not None:
+        return None
+    if record.shadows:
+        return "shadow experiment"
+    if cache.alert is None and cache.target is not None:
+        return "assert_cache_aside or too few reads"
+    return None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_migsafe.report import DEFAULT_HEAVIEST
-from pytest_migsafe.report.record import NPlusOne, RunReport, TestRecord
+from pytest_migsafe.report.record import NO_CACHE_READS, NPlusOne, RunReport, TestRecord, cache_rating
 from pytest_migsafe.report.regressions import Change, Comparison
 from pytest_migsafe.text import display_width, plural, shorten
 
@@ -31,7 +31,6 @@ SHAPE_WIDTH = 90
 TABLE_SHAPE_WIDTH = 60
 SHAPE_DELTAS_WITHOUT_VERBOSE = 3
 DEFAULT_HIT_RATE_ALERT = 0.7
-NO_CACHE_READS = "no cache reads"
 
 
 @dataclass
@@ -139,26 +138,6 @@ def is_notable(record: TestRecord) -> bool:
     if record.pool is not None and (record.pool.created or record.pool.checkouts or record.pool.leaks):
         return True
     return bool(record.shadows)
-
-
-def cache_rating(record: TestRecord) -> str | None:
-    """None when the test's hit rate is rated (compared with the alert line, summed in the
-    run's rate), else why not (the rule: :mod:`pytest_migsafe.cache.rating`):
-    ``"no cache reads"``; ``"shadow experiment"`` for a test with shadow experiments;
-    ``"assert_cache_aside or too few reads"`` for one the plugin rated out (its ``alert`` is
-    None while its ``target`` is set). A ``min_cache_hit_rate`` marker always rates; a
-    record with neither ``alert`` nor ``target`` (written by other code) is rated unless it
-    has shadows."""
-    cache = record.cache
-    if cache is None or cache.hits + cache.misses == 0:
-        return NO_CACHE_READS
-    if cache.min_hit_rate is not None:
-        return None
-    if record.shadows:
-        return "shadow experiment"
-    if cache.alert is None and cache.target is not None:
-        return "assert_cache_aside or too few reads"
-    return None
 
 
 def suspects_of(record: TestRecord) -> list[NPlusOne]:
