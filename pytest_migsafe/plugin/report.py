@@ -71,7 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if given is not None and not str(given).strip():  # (an empty value would be read as not given)
             raise pytest.UsageError(f"{option}= is empty; expected the path of a file to write")
     wanted = report_wanted(config)
-    if junit_properties_wanted(config):
+    # (read without --junitxml too: a bad value is a usage error today, not the day XML is asked for)
+    junit_asked = bool(get_setting(config, ini="migsafe_junit_properties", parse=parse_bool, default=False))
+    if junit_properties_wanted(config, junit_asked):
         config.pluginmanager.register(JunitProperties(), "migsafe-junit")
         want_records(config)
     if config.pluginmanager.hasplugin("html") and config.getoption("htmlpath", None):
@@ -100,16 +102,19 @@ def report_wanted(config: pytest.Config) -> bool:
         "migsafe_sarif")) or bool(config.getini("migsafe_sarif"))
 
 
-def junit_properties_wanted(config: pytest.Config) -> bool:
+def junit_properties_wanted(config: pytest.Config, asked: bool | None = None) -> bool:
     """True when each test's figures go into the JUnit XML as properties: ``--junitxml`` with the
     report asked for (:func:`report_wanted`) or ini ``migsafe_junit_properties = true``. Never
     with ``--junitxml`` alone: the properties are entries of the test's ``user_properties``,
-    which the project's own code reads too. ``pytest.UsageError`` for a malformed ini value."""
+    which the project's own code reads too. ``asked``: the ini key's value, if read already.
+    ``pytest.UsageError`` for a malformed ini value."""
     if not config.getoption("xmlpath", None):
         return False
     if report_wanted(config):
         return True
-    return bool(get_setting(config, ini="migsafe_junit_properties", parse=parse_bool, default=False))
+    if asked is None:
+        asked = bool(get_setting(config, ini="migsafe_junit_properties", parse=parse_bool, default=False))
+    return asked
 
 
 def _check_settings(config: pytest.Config) -> None:

@@ -75,6 +75,7 @@ def test_quoted_toml_values_are_read_too(pytester: pytest.Pytester) -> None:
     ("migsafe_hit_rate_target = 2.5", "migsafe_hit_rate_target"),
     ('migsafe_shape_cache = "maybe"', "migsafe_shape_cache"),
     ("migsafe_keep_queries = 0", "migsafe_keep_queries"),
+    ('migsafe_junit_properties = "maybe"', "migsafe_junit_properties"),  # (read without --junitxml too)
 ])
 def test_a_bad_typed_value_is_a_usage_error_naming_the_key(pytester: pytest.Pytester, line: str, key: str) -> None:
     pytester.makefile(".toml", pyproject=f"[tool.pytest]\n{line}\n")
