@@ -131,6 +131,12 @@ class ExplainOptions:
         return table.lower() in self.tables or f"{schema}.{table}".lower() in self.tables
 
 
+def _psycopg_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("psycopg") is not None
+
+
 def no_seq_scan_signature(*, tables: str | Iterable[str] | None = None, min_rows: int = 0,
                           using: str | None = None, dsn: str | None = None) -> ExplainOptions:
     """no_seq_scan(*, tables=None, min_rows=0, using=None, dsn=None): the checked arguments.
@@ -150,8 +156,11 @@ def no_seq_scan_signature(*, tables: str | Iterable[str] | None = None, min_rows
         raise ValueError(f"min_rows= expects a whole number of rows >= 0, got {min_rows!r}")
     if using is not None and (not isinstance(using, str) or not using):
         raise ValueError(f"using= expects a database name, got {using!r}")
-    if dsn is not None and (not isinstance(dsn, str) or not dsn.strip()):
-        raise ValueError("dsn= expects a libpq connection string or a postgresql:// URL")
+    if dsn is not None and (not isinstance(dsn, str) or not dsn.strip() or (
+            "psycopg" in sys.modules or _psycopg_installed()) and conninfo_of(dsn) is None):
+        # (not echoed: a connection string holds the password)
+        raise ValueError("dsn= expects a libpq connection string (host=... dbname=...) or a "
+                         "postgresql:// URL of a PostgreSQL database; the one given cannot be read as either")
     return ExplainOptions(tables=names, min_rows=min_rows, using=using, dsn=dsn)
 
 
@@ -581,6 +590,16 @@ def _libpq_keywords() -> frozenset[str]:
     return _LIBPQ_KEYWORDS
 
 
+def _shown_conninfo(conninfo: str) -> str:
+    """``conninfo`` without its password: ``host=... port=... dbname=...``."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return "a connection string"
+    params = conninfo_to_dict(conninfo)
+    return " ".join(f"{key}={params[key]}" for key in ("host", "port", "dbname", "user") if params.get(key))
+
+
 def conninfo_of(obj: Any) -> str | None:
     """A libpq conninfo (password included) for a psycopg connection, a SQLAlchemy
     Engine / Connection / URL on PostgreSQL, or a conninfo / ``postgresql://`` URL string;
@@ -922,7 +941,8 @@ class Explainer:
             for statement in collector.statements.values():
                 if options.using is not None and not dispatch.names_database({options.using}, statement.target):
                     continue
-                key = (statement.target, statement.shape, statement.search_path)
+                # (planned where dsn= says, when given: a verdict on another database is not this one's)
+                key = (statement.target, statement.shape, statement.search_path, options.dsn)
                 with self._lock:
                     verdict = self._verdicts.get(key)
                 if verdict is not None:
@@ -995,9 +1015,11 @@ class Explainer:
         if not isinstance(link, _Link):
             from pytest_migsafe.servers.masking import mask_text
 
-            raise _Unplannable(f"cannot connect to {statement.target} to EXPLAIN its SELECTs: "
+            where = (f"the dsn= of no_seq_scan ({_shown_conninfo(conninfo)})" if options.dsn
+                     else statement.target)
+            raise _Unplannable(f"cannot connect to {where} to EXPLAIN its SELECTs: "
                                f"{mask_text(str(link).strip().splitlines()[0] if str(link).strip() else type(link).__name__)}",
-                               once=f"connect {statement.target}")
+                               once=f"connect {where}")
         link.search_path = statement.search_path
         try:
             return self._plan_on(link, statement, resolve_path=True)

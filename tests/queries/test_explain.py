@@ -6,6 +6,8 @@ one; "flagged" and "passes" are read from the server's own plans and catalogs.
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import os
 import secrets
@@ -112,10 +114,18 @@ def test_driver_placeholders_become_numbered_parameters(sql: str, expected: tupl
     ({"tables": ["ok", 3]}, "tables= expects a table name"),
     ({"using": 5}, "using= expects a database name"),
     ({"dsn": " "}, "dsn= expects"),
+    ({"dsn": "this is not a conninfo"}, "dsn= expects"),  # (was taken, then silently not used)
+    ({"dsn": "mysql://u:secret@h/db"}, "dsn= expects"),
 ])
 def test_marker_arguments_are_checked(kwargs: dict, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         no_seq_scan_signature(**kwargs)
+
+
+def test_a_dsn_that_cannot_be_read_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError) as caught:
+        no_seq_scan_signature(dsn="host=h password=s3cret-pw bogus")
+    assert "s3cret-pw" not in str(caught.value)
 
 
 def test_marker_signature_takes_no_positional_argument() -> None:
@@ -252,6 +262,34 @@ def test_each_shape_is_planned_once_per_explainer(server: RunningPostgres) -> No
             assert check.result is not None
             assert (check.result.explained, check.result.cached) == ((1, 0) if value == "name1" else (0, 1))
             assert check.result.findings[0].runs == 2
+
+
+def test_a_verdict_planned_on_a_dsn_is_that_dsns_only(server: RunningPostgres) -> None:
+    """The plan cache's key had no dsn: a shape planned on another database (where an index
+    serves it) gave its verdict to the same shape of the statements' own database (where none
+    does), and the reverse, so a test's outcome followed the tests run before it."""
+    other = psycopg.conninfo.make_conninfo(server.dsn, dbname="ex_other")
+    with psycopg.connect(server.dsn, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS ex_other")
+        admin.execute("CREATE DATABASE ex_other")
+    try:
+        make_tables(other)
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute("CREATE INDEX ex_other_email ON ex_users (email)")
+            conn.execute("ANALYZE ex_users")
+        assert plan_uses_index(other, "SELECT * FROM ex_users WHERE email = 'user5@example.com'")
+        assert not plan_uses_index(server.dsn, "SELECT * FROM ex_users WHERE email = 'user5@example.com'")
+        explainer = Explainer()
+        with psycopg.connect(server.dsn) as conn:
+            for dsn, flagged in ((other, False), (None, True), (other, False)):
+                with contextlib.ExitStack() as stack:
+                    if flagged:
+                        stack.enter_context(pytest.raises(SeqScanFound))
+                    stack.enter_context(assert_no_seq_scan(dsn=dsn, explainer=explainer))
+                    conn.execute("SELECT * FROM ex_users WHERE email = %s", ["user5@example.com"]).fetchall()
+    finally:
+        with psycopg.connect(server.dsn, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS ex_other WITH (FORCE)")
 
 
 @pytest.mark.parametrize("kept", [
