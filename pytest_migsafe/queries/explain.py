@@ -157,7 +157,7 @@ def no_seq_scan_signature(*, tables: str | Iterable[str] | None = None, min_rows
     if using is not None and (not isinstance(using, str) or not using):
         raise ValueError(f"using= expects a database name, got {using!r}")
     if dsn is not None and (not isinstance(dsn, str) or not dsn.strip() or (
-            "psycopg" in sys.modules or _psycopg_installed()) and conninfo_of(dsn) is None):
+            ("psycopg" in sys.modules or _psycopg_installed()) and conninfo_of(dsn) is None)):
         # (not echoed: a connection string holds the password)
         raise ValueError("dsn= expects a libpq connection string (host=... dbname=...) or a "
                          "postgresql:// URL of a PostgreSQL database; the one given cannot be read as either")
@@ -920,7 +920,7 @@ class Explainer:
                  capture_params: bool = False) -> None:
         self.fallback = fallback
         self.capture_params = capture_params
-        self._verdicts: dict[tuple[str, str, str | None], _Verdict] = {}  # (target, shape, search_path)
+        self._verdicts: dict[tuple[str, str, str | None, str | None], _Verdict] = {}  # (target, shape, search_path, dsn)
         self._noted: set[str] = set()
         self._lock = threading.Lock()
         self._prepared = 0
