@@ -7,7 +7,6 @@ one; "flagged" and "passes" are read from the server's own plans and catalogs.
 from __future__ import annotations
 
 import contextlib
-
 import importlib.util
 import os
 import secrets
