@@ -35,7 +35,9 @@ they are transaction control (not counted unless ``include_transaction_control``
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -121,8 +123,12 @@ class _JoinedSession:
 
 
 class _Savepoints:
-    """A SQLAlchemy Session or Connection: one ``begin_nested()`` per scale, rolled back
-    (a ``commit()`` of a Session not joined in ``create_savepoint`` mode ends it)."""
+    """A SQLAlchemy Session or Connection: one ``begin_nested()`` per scale, rolled back.
+
+    A ``commit()`` (or ``rollback()``) of the Session or Connection inside the scale ends its
+    savepoint with the transaction around it (a Session not joined in ``create_savepoint``
+    mode, a Connection): what the scale wrote may be committed for good, and the next scale
+    would count it. That is :class:`ScaleNotIsolated`, naming the way out, not a silent pass."""
 
     def __init__(self, target: Any) -> None:
         self.target = target
@@ -130,14 +136,24 @@ class _Savepoints:
     @contextmanager
     def scale(self) -> Iterator[None]:
         savepoint = self.target.begin_nested()
+        ended = False
         try:
             yield
         finally:
             if savepoint.is_active:
                 savepoint.rollback()
+            else:
+                ended = True
             expire = getattr(self.target, "expire_all", None)
             if expire is not None:
                 expire()
+        if ended:
+            kind = type(self.target).__name__
+            raise ScaleNotIsolated(
+                f"a scale's savepoint on the {kind} given as isolate= ended inside the scale (a commit() "
+                f"or rollback() of the {kind} in setup or action ends the transaction around it, and "
+                f"what the scale wrote may be committed for good): give isolate= the Engine (commits "
+                f"become savepoints), or migsafe_db, or call flush() instead of commit()")
 
 
 def _send(dbapi: Any, sql: str) -> None:
@@ -322,6 +338,29 @@ def isolation_for(target: Any) -> Any:
 
 
 # -- measuring -----------------------------------------------------------------------------
+def _synchronous(function: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``function``, refusing an awaitable result (a lambda around a coroutine function): its
+    statements would never run, and every scale would count none."""
+    def called(*args: Any) -> Any:
+        result = function(*args)
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # (never awaited: no "was never awaited" warning on top)
+            raise TypeError(f"{name} returned an awaitable ({type(result).__name__}), which the scaling "
+                            f"check would never run: pass a synchronous callable")
+        return result
+
+    return called
+
+
+def _checked_slope(slope: Any) -> float:
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope) or slope < 0:
+        raise ValueError(f"slope expects a number of statements per unit of scale >= 0 (a finite int "
+                         f"or float), got {slope!r}")
+    return float(slope)
+
+
 def measure_scaling(setup: Callable[[int], Any], action: Callable[[], Any],
                     scale: Sequence[int] = (2, 3), *,
                     isolate: Any = None,
@@ -333,13 +372,22 @@ def measure_scaling(setup: Callable[[int], Any], action: Callable[[], Any],
     ``isolate``: what each scale (and the warm-up) is rolled back on (module doc);
     ``before_each`` / ``after_each``: callables run around each scale instead. Raises
     ValueError for a scale that is not two or more increasing whole numbers >= 1,
-    TypeError for an ``isolate`` it cannot use, :class:`ScaleNotIsolated` when a scale
-    left an engine's connection checked out.
+    TypeError for an ``isolate`` it cannot use or a ``setup`` / ``action`` that is not a
+    synchronous callable (a coroutine function, or one returning an awaitable: its
+    statements would never run), :class:`ScaleNotIsolated` when a scale left an engine's
+    connection checked out or ended its Session's or Connection's savepoint (a ``commit()``).
     """
     scale = tuple(scale)
     if len(scale) < 2 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in scale) \
             or list(scale) != sorted(set(scale)):
         raise ValueError(f"scale expects two or more increasing whole numbers >= 1, got {scale!r}")
+    for name, given in (("setup", setup), ("action", action)):
+        if not callable(given):
+            raise TypeError(f"{name} expects a callable, got {type(given).__name__}")
+        if inspect.iscoroutinefunction(given):
+            raise TypeError(f"{name} is a coroutine function: the scaling check runs synchronous code "
+                            f"(wrap it: lambda: asyncio.run(...), or run the check inside the event loop's thread)")
+    setup, action = _synchronous(setup, "setup"), _synchronous(action, "action")
     if isolate is not None and (before_each is not None or after_each is not None):
         raise TypeError("pass isolate= or before_each=/after_each=, not both")
     isolation = isolation_for(isolate) if isolate is not None else _Hooks(before_each, after_each)
@@ -409,10 +457,12 @@ def assert_constant_queries(setup: Callable[[int], Any], action: Callable[[], An
                             verbose: bool = False) -> ScalingResult:
     """Fail with :class:`QueriesGrowWithData` when ``action``'s query count grows with ``n``.
 
-    ``slope`` allows a known linear growth: that many extra statements per unit of ``n``.
-    ``isolate`` / ``before_each`` / ``after_each``: as :func:`measure_scaling` (same
-    errors). The message is :func:`scaling_message`'s. Returns the :class:`ScalingResult`.
+    ``slope`` allows a known linear growth: that many extra statements per unit of ``n``
+    (a finite number >= 0, else ValueError before anything runs). ``isolate`` /
+    ``before_each`` / ``after_each``: as :func:`measure_scaling` (same errors). The message
+    is :func:`scaling_message`'s. Returns the :class:`ScalingResult`.
     """
+    slope = _checked_slope(slope)
     result = measure_scaling(setup, action, scale, isolate=isolate, before_each=before_each,
                              after_each=after_each)
     if result.grown(slope):

@@ -135,6 +135,46 @@ def test_slope_allows_a_known_linear_growth(engine: Engine) -> None:
                                     scale=(2, 5), slope=0.5, isolate=session)
 
 
+@pytest.mark.parametrize("slope", [float("nan"), -1, "1", True, float("inf")])
+def test_a_slope_that_is_not_a_finite_number_at_least_zero_is_refused(engine: Engine, slope: object) -> None:
+    """NaN turned the check off (a growing action passed), -1 failed a constant one as
+    growing, "1" raised a TypeError from inside the message."""
+    with Session(engine) as session, pytest.raises(ValueError, match="slope expects a number"):
+        assert_constant_queries(lambda n: seed(session, n), lambda: book_counts(session),
+                                scale=(2, 5), slope=slope, isolate=session)  # type: ignore[arg-type]
+
+
+def test_an_asynchronous_setup_or_action_is_refused_rather_than_counted_as_none(engine: Engine) -> None:
+    """An ``async def`` action passed at every scale with 0 statements (never awaited)."""
+    async def action() -> None:
+        pass
+
+    with Session(engine) as session:
+        with pytest.raises(TypeError, match="action is a coroutine function"):
+            assert_constant_queries(lambda n: seed(session, n), action, isolate=session)
+        with pytest.raises(TypeError, match="action returned an awaitable"):
+            assert_constant_queries(lambda n: seed(session, n), lambda: action(), isolate=session)  # noqa: PLW0108
+
+
+def test_a_commit_of_the_connection_given_as_isolate_is_an_error_not_a_silent_write(engine: Engine) -> None:
+    """A Connection's commit() inside a scale ended the scale's savepoint with the transaction
+    around it: 9 rows stayed committed and the check passed."""
+    with engine.connect() as conn:
+        def setup(n: int) -> None:
+            for i in range(n):
+                conn.execute(text("INSERT INTO scl_authors (name) VALUES (:name)"), {"name": f"a{i}"})
+            conn.commit()
+
+        try:
+            with pytest.raises(ScaleNotIsolated, match="ended inside the scale"):
+                assert_constant_queries(setup, lambda: conn.execute(text("SELECT count(*) FROM scl_authors")).all(),
+                                        scale=(2, 5), isolate=conn)
+        finally:
+            conn.rollback()
+            with engine.begin() as cleanup:  # (what the warm-up committed before the error)
+                cleanup.execute(text("DELETE FROM scl_authors"))
+
+
 # -- isolation of an engine the application owns -------------------------------------------------
 def test_isolate_engine_hides_each_scales_committed_rows_from_the_next(engine: Engine) -> None:
     make_session = sessionmaker(engine)
