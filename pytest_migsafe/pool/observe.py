@@ -34,7 +34,9 @@ What each figure means, exactly:
   nearest-rank percentiles. SQLAlchemy: the time inside ``_ConnectionRecord.checkout``
   (``pool._do_get()`` - waiting on the queue, or opening a connection - plus reconnecting
   a recycled one), not pre-ping or checkout listeners. psycopg_pool: the time in ``getconn()``.
-- ``timeouts``: SQLAlchemy ``TimeoutError`` raised by the pool; psycopg_pool ``requests_errors``.
+- ``timeouts``: SQLAlchemy ``TimeoutError`` raised by the pool; psycopg_pool ``PoolTimeout``
+  raised by ``getconn()`` (not its ``requests_errors``, which also counts ``TooManyRequests``
+  rejections and requests to a closed pool).
 - ``leaks``: connections checked out while the observation was active and not returned
   by its end, each with the call site of its checkout; also those returned only by the
   garbage collector (dropped without ``close()``), marked ``dropped``.
@@ -460,9 +462,8 @@ class PoolObservation:
                 moved = psy.get
                 psy_created = moved("connections_num", 0) - moved("connections_errors", 0)
                 psy_closed = moved("connections_lost", 0) + moved("returns_bad", 0)
-                psy_timeouts = moved("requests_errors", 0)
             else:
-                psy_created = psy_closed = psy_timeouts = 0
+                psy_created = psy_closed = 0
             created = self._created + psy_created
             beyond = min(self._beyond, created)
             overflow = self._overflow
@@ -477,7 +478,7 @@ class PoolObservation:
                 wait_ms_p50=milliseconds(wait_p50),
                 wait_ms_p99=milliseconds(wait_p99),
                 wait_ms_max=milliseconds(wait_max),
-                timeouts=self._timeouts + psy_timeouts,
+                timeouts=self._timeouts,
                 leaks=leaks,
                 pool_sizes=sizes,
                 cold_start_created=created - beyond,

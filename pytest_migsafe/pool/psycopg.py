@@ -163,6 +163,15 @@ def _after_getconn(pool: Any, conn: Any) -> None:
             observed.overflow_seen(pool, size - pool.min_size)
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """``exc`` (raised by ``getconn()``) is psycopg_pool's ``PoolTimeout``: no connection came
+    in time. Its other errors (``TooManyRequests``: the queue of waiting requests was full;
+    ``PoolClosed``) are not timeouts, though the pool's ``requests_errors`` counts them all."""
+    errors = sys.modules.get("psycopg_pool.errors")
+    timeout = getattr(errors, "PoolTimeout", None)
+    return timeout is not None and isinstance(exc, timeout)
+
+
 def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -173,10 +182,14 @@ def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
             conn = original(self, *args, **kwargs)
         else:
             t0 = perf_counter()
+            timed_out = False
             try:
                 conn = original(self, *args, **kwargs)
+            except Exception as exc:
+                timed_out = _is_timeout(exc)
+                raise
             finally:
-                observed.waited(self, perf_counter() - t0)
+                observed.waited(self, perf_counter() - t0, timed_out)
         _after_getconn(self, conn)
         return conn
 
@@ -194,10 +207,14 @@ def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
             conn = await original(self, *args, **kwargs)
         else:
             t0 = perf_counter()
+            timed_out = False
             try:
                 conn = await original(self, *args, **kwargs)
+            except Exception as exc:
+                timed_out = _is_timeout(exc)
+                raise
             finally:
-                observed.waited(self, perf_counter() - t0)
+                observed.waited(self, perf_counter() - t0, timed_out)
         _after_getconn(self, conn)
         return conn
 

@@ -841,3 +841,41 @@ def test_pop_stats_inside_an_observation_loses_no_count(postgres: RunningPostgre
     assert stats.checkouts == 2 + 3 + 1
     if not dropped:
         psycopg_pool.close()
+
+
+def test_a_psycopg_pool_rejection_is_not_a_timeout(postgres: RunningPostgres) -> None:
+    """timeouts was psycopg_pool's requests_errors, which also counts TooManyRequests (the
+    queue of waiting requests was full): two rejections read as two timeouts. The expected
+    counts are the exceptions the pool raised."""
+    from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+
+    raised: list[str] = []
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=1, max_waiting=1, open=False, timeout=10) as pool:
+        pool.wait()
+        held = pool.getconn()
+
+        def wait_in_line() -> None:
+            try:
+                pool.putconn(pool.getconn(timeout=30))
+            except PoolTimeout:
+                raised.append("timeout")
+
+        with pool_stats(pool) as stats:
+            waiter = threading.Thread(target=wait_in_line)
+            waiter.start()
+            _until(lambda: len(pool._waiting) == 1)
+            for _ in range(2):
+                try:
+                    pool.getconn(timeout=5)
+                except TooManyRequests:
+                    raised.append("rejected")
+            pool.putconn(held)  # the waiter gets it
+            waiter.join(timeout=30)
+            held = pool.getconn()
+            try:
+                pool.getconn(timeout=0.1)
+            except PoolTimeout:
+                raised.append("timeout")
+            pool.putconn(held)
+        assert raised == ["rejected", "rejected", "timeout"]
+        assert stats.timeouts == raised.count("timeout")
