@@ -3,24 +3,30 @@
 :func:`hot_reads` reads ``pg_stat_statements`` (the extension must be installed in the
 database and preloaded) of the current database: every SELECT shape with its calls and
 mean time, the tables it reads (:func:`pytest_migsafe.queries.normalize.tables_read`), and how
-often those tables are written - the calls of the INSERT/UPDATE/DELETE statements in
-``pg_stat_statements`` that write them (each write would invalidate a cached read), plus
+often those tables are written - the calls of the statements in ``pg_stat_statements`` that
+write them (INSERT, UPDATE, DELETE, MERGE, and a SELECT over a data-modifying CTE; each write
+would invalidate a cached read), plus
 the rows written according to ``pg_stat_user_tables`` (``n_tup_ins + n_tup_upd +
 n_tup_del``). Both sets of counters run since their last reset.
 
 Ranking: the estimated cache hits first, ``calls - write_calls`` (a read can hit the
 cache at most until the next write of a table it reads), then the most calls. Reads of
-system catalogs (``pg_*``, ``information_schema``) are left out.
+system catalogs (``pg_*``, ``information_schema``), and locking reads (``SELECT ... FOR
+UPDATE`` / ``FOR SHARE``), are left out.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_migsafe.queries.normalize import statement_kind, tables_read, tables_written
 
 WRITE_KINDS = ("insert", "update", "delete")
+# SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE: a read that locks its rows for a
+# write to come, inside a transaction: not one a cache should answer
+_LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+UPDATE|UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
 
 
 class HotReadsUnavailable(RuntimeError):
@@ -122,17 +128,19 @@ def hot_reads(connection: Any, limit: int = 10) -> list[HotRead]:
     writes_by_table: dict[str, dict[str, int]] = {}  # table -> {write query: calls}
     for query, calls, total_ms in _statement_rows(connection):
         kind = statement_kind(query)
-        if kind == "select":
+        # every statement that writes a table is a write of it, whatever it starts with: a
+        # MERGE, a SELECT over a data-modifying CTE (WITH u AS (UPDATE ...) SELECT ...)
+        written = tables_written(query) if kind in WRITE_KINDS or kind in ("select", "other") else ()
+        for table in written:
+            per_table = writes_by_table.setdefault(table, {})
+            per_table[query] = per_table.get(query, 0) + calls
+        if kind == "select" and not written and not _LOCKING.search(query):  # (a locking read is no cache candidate)
             tables = tables_read(query)
             if not tables or any(_is_system(table) for table in tables):
                 continue
             slot = reads.setdefault(query, [0, 0.0])
             slot[0] += calls
             slot[1] += total_ms
-        elif kind in WRITE_KINDS:
-            for table in tables_written(query):
-                per_table = writes_by_table.setdefault(table, {})
-                per_table[query] = per_table.get(query, 0) + calls
     rows_written = _rows_written(connection)
     results = []
     for query, (calls, total_ms) in reads.items():

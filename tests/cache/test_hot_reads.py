@@ -107,3 +107,30 @@ def test_format_lists_best_candidate_first(database: PrivateDatabase) -> None:
     assert lines[1].split()[:2] == ["1", "50"]
     assert "(products)" in lines[1] and "(carts)" in lines[2]
     assert format_hot_reads([]) == "no SELECT statements in pg_stat_statements for this database"
+
+
+def test_merge_and_data_modifying_ctes_are_writes_and_locking_reads_no_candidates(pg_dsn: str) -> None:
+    """25 MERGEs into prices and 25 SELECTs over an UPDATE CTE of accounts were no writes at
+    all (both reads ranked with 30 estimated hits), and SELECT ... FOR UPDATE came first as a
+    cache candidate. The calls are the workload's own, counted here."""
+    with private_database(pg_dsn, "hot_reads_writes") as db, psycopg.connect(db.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE prices (id int PRIMARY KEY, v int)")
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO prices SELECT g, g FROM generate_series(1, 5) g")
+        conn.execute("INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 5) g")
+        conn.execute("SELECT pg_stat_statements_reset()")
+        for i in range(30):
+            conn.execute("SELECT v FROM prices WHERE id = %s", (i % 5 + 1,))
+            conn.execute("SELECT n FROM accounts WHERE id = %s", (i % 5 + 1,))
+        for i in range(25):
+            conn.execute("MERGE INTO prices p USING (SELECT %s::int AS id) s ON p.id = s.id "
+                         "WHEN MATCHED THEN UPDATE SET v = p.v + 1", (i % 5 + 1,))
+            conn.execute("WITH u AS (UPDATE accounts SET n = n + 1 WHERE id = %s RETURNING id) SELECT * FROM u",
+                         (i % 5 + 1,))
+        for i in range(40):
+            conn.execute("SELECT n FROM accounts WHERE id = %s FOR UPDATE", (i % 5 + 1,))
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        rows = hot_reads(conn)
+    assert all("FOR UPDATE" not in row.query.upper() for row in rows)
+    assert {row.tables: (row.calls, row.write_calls, row.estimated_hits) for row in rows} == {
+        ("prices",): (30, 25, 5), ("accounts",): (30, 25, 5)}
