@@ -8,7 +8,7 @@ the logic lives in :mod:`pytest_migsafe.pool.observe`, :mod:`pytest_migsafe.pool
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +27,8 @@ from pytest_migsafe.plugin.stash import (
     wake_current_call,
     watch_imports,
 )
+from pytest_migsafe.pool import events, metrics, targets
 from pytest_migsafe.pool import limits as pool_limits
-from pytest_migsafe.pool import metrics, targets
 from pytest_migsafe.pool import observe as pool
 from pytest_migsafe.text import plural
 from pytest_migsafe.values import parse_bool, positive_number
@@ -134,6 +134,17 @@ def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
             refuse_marker(item, MARKER, marker, f"{message}; expected any of "
                           f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0")
     return checked[0] if checked else None  # (none: every one is the project's own marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    """A connection a fixture checks out while it is set up is the fixture's, never a leak of
+    the test (a fixture set up by ``request.getfixturevalue()`` in the test's body was)."""
+    events.fixture_setup_began()
+    try:
+        return (yield)
+    finally:
+        events.fixture_setup_ended()
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,

@@ -44,6 +44,23 @@ _out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
 _dropped: list[Checkout] = []  # returned by the garbage collector while observed
 _leak_watches = 0  # active observe.LeakWatch-es: checkouts need their call site, dropped ones are kept
 _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
+# pytest fixtures being set up now (see fixture_setup): a connection checked out meanwhile is
+# the fixture's, which returns it at its teardown, never a leak of the test that asked for it
+_fixture_setups = 0
+
+
+def fixture_setup_began() -> None:
+    """A pytest fixture's set-up began (``request.getfixturevalue()`` in a test's body too):
+    the connections checked out until :func:`fixture_setup_ended` belong to the fixture
+    (:meth:`Checkout.owned`)."""
+    global _fixture_setups
+    _fixture_setups += 1
+
+
+def fixture_setup_ended() -> None:
+    """The fixture set-up of :func:`fixture_setup_began` ended (raised or not)."""
+    global _fixture_setups
+    _fixture_setups = max(0, _fixture_setups - 1)
 created_listeners: list[Callable[[Any], None]] = []  # called with the pool of every new connection
 # pool -> [connections open now, the most ever open]: kept for the process, observed or not
 _warmth: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
@@ -71,7 +88,7 @@ class Checkout:
     ``t0``: ``time.perf_counter()`` at the checkout (seconds), for the hold time.
     """
 
-    __slots__ = ("dropped", "holder", "owner", "pool", "seq", "site", "t0")
+    __slots__ = ("dropped", "fixture", "holder", "owner", "pool", "seq", "site", "t0")
 
     def __init__(self, pool: Any, site: str | None, seq: int, holder: Any) -> None:
         self.pool = pool
@@ -80,13 +97,18 @@ class Checkout:
         self.holder = holder  # keeps the key's object alive, or a weakref to it
         self.dropped = False
         self.owner: Any = None  # a weakref to the ORM Session that holds the connection, if one does
+        self.fixture = _fixture_setups > 0  # checked out while a pytest fixture was being set up
         self.t0 = perf_counter()
 
     def owned(self) -> bool:
         """True while a live ORM Session holds this connection: the transaction it began on it
-        has not ended. (A Session returns the connection it checked out at its commit or
+        has not ended (a Session returns the connection it checked out at its commit or
         close; one bound to a connection the code checked out, ``Session(bind=connection)``,
-        leaves it out after them: the code's own again.)"""
+        leaves it out after them: the code's own again); and for a connection checked out while
+        a pytest fixture was being set up (:func:`fixture_setup_began`), which the fixture returns at
+        its teardown."""
+        if self.fixture:
+            return True
         owner = self.owner
         session = owner() if owner is not None else None
         if session is None:

@@ -259,6 +259,36 @@ def test_connections_held_by_fixtures_across_tests_are_not_leaks(pytester: pytes
     run(pytester).assert_outcomes(passed=2)
 
 
+def test_a_fixture_set_up_inside_the_test_body_holds_its_connection_no_leak(pytester: pytest.Pytester,
+                                                                             write) -> None:  # type: ignore[no-untyped-def]
+    """A module-scoped connection fixture first asked for by request.getfixturevalue() in the
+    test's body was reported as leaked at the fixture's line (and failed the test with
+    migsafe_fail_on_leaks): the fixture returns it at its teardown. The test's own leak in
+    the same test is still one."""
+    write('''
+        ENGINE = create_engine(URL, pool_size=3)
+        KEPT = []
+
+        @pytest.fixture(scope="module")
+        def conn():
+            with ENGINE.connect() as conn:
+                yield conn
+            ENGINE.dispose()
+
+        def test_lazy(request):
+            request.getfixturevalue("conn").execute(text("SELECT 1"))
+
+        def test_lazy_and_own_leak(request):
+            request.getfixturevalue("conn").execute(text("SELECT 1"))
+            KEPT.append(ENGINE.connect())
+    ''')
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=true")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_lazy_and_own_leak*", "*1 connection leaked*"])
+    assert "FAILED test_a_fixture_set_up_inside_the_test_body_holds_its_connection_no_leak.py::test_lazy " \
+        not in result.stdout.str()
+
+
 def test_psycopg_pool_leak_fails_the_test(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
     path = write('''
         from psycopg_pool import ConnectionPool
