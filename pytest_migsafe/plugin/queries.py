@@ -34,6 +34,7 @@ from pytest_migsafe.plugin.stash import (
     add_to_record,
     begin_call,
     end_call,
+    markers_added_in_call,
     marks_of,
     records_wanted,
     run_report,
@@ -274,6 +275,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         raise
     end_call(call)
     failures = [text for phase in call.phases for text in phase.failures()]
+    late = markers_added_in_call(item)
+    if late:  # (a warning, as everything the plugin notices unasked: never a failure)
+        names = ", ".join(f"@pytest.mark.{mark.name}" for mark in late)
+        notify(pytest.PytestWarning(
+            f"migsafe: {names} was added inside the body of {item.nodeid}, after migsafe read the test's "
+            f"markers as its call began, so it checked nothing: apply it with a decorator, in a fixture "
+            f"(request.applymarker) or in pytest_collection_modifyitems"), str(item.path),
+            (item.location[1] or 0) + 1, item)
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
     return result

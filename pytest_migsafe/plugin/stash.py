@@ -16,7 +16,7 @@ from typing import Protocol
 
 import pytest
 
-from pytest_migsafe.plugin.markers import ALIASES
+from pytest_migsafe.plugin.markers import ALIASES, MIGSAFE_MARKERS, project_registration
 from pytest_migsafe.plugin.record_keeper import KEEPER_NAME, RecordKeeper
 from pytest_migsafe.report.nodeids import without_loadgroup_suffix
 from pytest_migsafe.report.record import RunReport, TestRecord
@@ -196,6 +196,19 @@ def end_call(call: CallInProgress) -> None:
             call.item.stash[DEFERRED_KEY] = call.fills if fills is None else [*fills, *call.fills]
             if not _calls:
                 _kept_for[:] = [call.item]
+
+
+def markers_added_in_call(item: pytest.Item) -> list[pytest.Mark]:
+    """migsafe's markers added to ``item`` while its call ran (``request.applymarker()`` in the
+    test's body): the parts read the markers when the call starts, so these check nothing.
+    A marker the project registers as its own under that name (not the ``migsafe_`` form) is
+    not counted."""
+    seen = _own_marks.get(id(item))
+    markers = item.own_markers
+    if seen is None or len(markers) <= seen:
+        return []
+    return [mark for mark in markers[seen:] if ALIASES.get(mark.name, mark.name) in MIGSAFE_MARKERS
+            and (mark.name != ALIASES.get(mark.name, mark.name) or project_registration(item.config, mark.name) is None)]
 
 
 def wake_current_call(name: str = "") -> None:

@@ -65,3 +65,23 @@ def test_markers_a_fixture_adds_are_honoured_and_checked(pytester: pytest.Pytest
         "(a marker added while the test ran)",
     ], consecutive=False)
     assert "During handling" not in result.stdout.str()
+    # a marker the test's body adds comes after the markers were read: a warning says it checked nothing
+    result.stdout.fnmatch_lines(["*migsafe: @pytest.mark.no_n_plus_one was added inside the body of "
+                                 "test_dynamic.py::test_written_budget*checked nothing*"])
+
+
+def test_a_marker_added_inside_the_test_body_is_told_to_have_checked_nothing(pytester: pytest.Pytester) -> None:
+    """pool(max_created=0), pool(max_created=-5) and max_queries("five") applied in the body
+    passed with no word: README said such a marker was honoured."""
+    pytester.makepyfile(test_late="""
+        import pytest
+
+        def test_late(request):
+            request.applymarker(pytest.mark.max_queries("five"))
+            request.applymarker(pytest.mark.migsafe_pool(max_created=-5))
+            request.applymarker(pytest.mark.skipif(False, reason="not ours"))
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-W", "error")
+    result.assert_outcomes(passed=1)  # (never a failure, even under -W error)
+    result.stdout.fnmatch_lines(["*@pytest.mark.max_queries, @pytest.mark.migsafe_pool was added inside the body*"])
+    assert "mark.skipif" not in result.stdout.str()
