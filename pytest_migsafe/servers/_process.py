@@ -142,11 +142,17 @@ class ManagedProcess:
 
 
 def stop_all() -> None:
-    """Stop every server this process started and has not stopped yet."""
+    """Stop every server this process started and has not stopped yet, then remove the temp
+    dirs it made (:func:`session_temp_dir`) that are still there: at interpreter exit and on
+    SIGTERM, where no ``close()`` of a session ran (an interrupted ``initdb``, the session's
+    exported servers' dir), none is left for a later session to reap."""
     with _LIVE_LOCK:
         live = list(_LIVE.values())
     for managed in live:
         managed.stop()
+    if os.getpid() == _TEMP_DIRS_OWNER:
+        while _TEMP_DIRS:
+            shutil.rmtree(_TEMP_DIRS.pop(), ignore_errors=True)
 
 
 atexit.register(stop_all)
@@ -171,10 +177,21 @@ def _install_sigterm_handler() -> None:
 _REAPED = False
 
 
+_TEMP_DIRS: list[Path] = []  # made by session_temp_dir, removed by stop_all if still there
+_TEMP_DIRS_OWNER = os.getpid()
+
+
 def session_temp_dir(kind: str) -> Path:
-    """A fresh 0700 dir in the system temp dir, named with our pid so a later session can reap it."""
+    """A fresh 0700 dir in the system temp dir, named with our pid so a later session can reap
+    it (after a SIGKILL); removed at interpreter exit or SIGTERM at the latest (:func:`stop_all`)."""
+    global _TEMP_DIRS_OWNER
     _reap_stale_temp_dirs()
-    return Path(tempfile.mkdtemp(prefix=f"migsafe-{kind}-{os.getpid()}-"))
+    made = Path(tempfile.mkdtemp(prefix=f"migsafe-{kind}-{os.getpid()}-"))
+    if os.getpid() != _TEMP_DIRS_OWNER:  # (a forked child: its own list)
+        _TEMP_DIRS.clear()
+        _TEMP_DIRS_OWNER = os.getpid()
+    _TEMP_DIRS.append(made)
+    return made
 
 
 def _reap_stale_temp_dirs() -> None:

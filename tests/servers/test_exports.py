@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -293,6 +294,9 @@ def test_servers_stop_when_the_session_is_interrupted(pytester: pytest.Pytester,
             proc.communicate(timeout=60)
     assert proc.returncode == (2 if sig == signal.SIGINT else -signal.SIGTERM)
     assert _gone(pg_pid) and _gone(redis_pid)
+    # and their temp dirs (SIGTERM left /tmp/migsafe-session-<pid>-* with the server's log)
+    left = sorted(path.name for path in Path(tempfile.gettempdir()).glob(f"migsafe-*-{proc.pid}-*"))
+    assert left == []
 
 
 def test_bad_export_settings_are_usage_errors(pytester: pytest.Pytester) -> None:
