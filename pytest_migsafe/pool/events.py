@@ -61,6 +61,8 @@ def fixture_setup_ended() -> None:
     """The fixture set-up of :func:`fixture_setup_began` ended (raised or not)."""
     global _fixture_setups
     _fixture_setups = max(0, _fixture_setups - 1)
+
+
 created_listeners: list[Callable[[Any], None]] = []  # called with the pool of every new connection
 # pool -> [connections open now, the most ever open]: kept for the process, observed or not
 _warmth: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
@@ -78,6 +80,8 @@ def note_server(pool: Any, connection: Any) -> None:
         kind = kind_of_connection(connection)
         if kind is not None:
             servers[pool] = kind
+            for obs in _observers:  # (a pool they saw before its first connection, and may outlive)
+                obs.server_known(pool, kind)
     except Exception:  # a pool that cannot be weakly referenced, a driver that will not say
         return
 

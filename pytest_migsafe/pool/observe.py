@@ -167,11 +167,11 @@ class _SeenPool:
         self.name, self.size, self.kind = pool_facts(pool)
 
     @classmethod
-    def gone(cls, name: str, size: int | None) -> _SeenPool:
-        """A pool collected before it was seen: its name and size as known (server kind unknown)."""
+    def gone(cls, name: str, size: int | None, kind: str | None = None) -> _SeenPool:
+        """A pool collected before it was seen: its name, size and server kind as known."""
         seen = cls.__new__(cls)
         seen.ref = lambda: None
-        seen.name, seen.size, seen.kind = name, size, None
+        seen.name, seen.size, seen.kind = name, size, kind
         return seen
 
     def facts(self) -> tuple[str, int | None, str | None]:
@@ -191,13 +191,14 @@ class _WatchedPsycopgPool:
     hands the counters out and starts a new ``Counter``: what it handed out is carried here
     (:meth:`popped`), so the counts run on across the reset."""
 
-    __slots__ = ("base", "carried", "counters", "name", "ref", "size")
+    __slots__ = ("base", "carried", "counters", "kind", "name", "ref", "size")
 
     def __init__(self, pool: Any, base: dict[str, int]) -> None:
         self.ref = weakref.ref(pool)
         # for a pool collected before the figures are read (plain attributes: cheap per test)
         self.name = pool_psycopg.name_of(pool)
         self.size = int(pool.max_size)
+        self.kind: str | None = events.servers.get(pool)  # (or at its first connection: server_known)
         self.base = base
         self.carried: dict[str, int] = {}
         self.counters = self._counters_of(pool)
@@ -425,7 +426,18 @@ class PoolObservation:
         if pool is not None:
             self._see(pool)
         elif id(watched) not in self._seen:
-            self._seen[id(watched)] = _SeenPool.gone(watched.name, watched.size)
+            self._seen[id(watched)] = _SeenPool.gone(watched.name, watched.size, watched.kind)
+
+    def server_known(self, pool: Any, kind: str) -> None:
+        """``pool``'s server kind became known (its first connection): kept for the pool as seen
+        or watched, which may be collected before the figures are read (an engine disposed in
+        the test, a psycopg pool closed and dropped)."""
+        seen = self._seen.get(id(pool))
+        if seen is not None and seen.kind is None and seen.ref() is pool:
+            seen.kind = kind
+        watched = self._psycopg_base.get(id(pool))
+        if watched is not None and watched.alive() is pool:
+            watched.kind = kind
 
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database): skip the sums."""

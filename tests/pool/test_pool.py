@@ -879,3 +879,38 @@ def test_a_psycopg_pool_rejection_is_not_a_timeout(postgres: RunningPostgres) ->
             pool.putconn(held)
         assert raised == ["rejected", "rejected", "timeout"]
         assert stats.timeouts == raised.count("timeout")
+
+
+@pytest.mark.parametrize("library", ["sqlalchemy", "psycopg_pool"])
+def test_the_server_of_a_pool_dropped_inside_the_observation_is_still_known(postgres: RunningPostgres,
+                                                                             library: str) -> None:
+    """A pool first seen before its first connection, then disposed and collected before the
+    figures were read, had no server (servers {}): sizing lost its local-database warning.
+    The expected value is the same pool's figure when it is kept alive."""
+    from psycopg_pool import ConnectionPool
+
+    def run(drop: bool) -> dict[str, str]:
+        with pool_stats() as stats:
+            if library == "sqlalchemy":
+                engine = create_engine(postgres.url, pool_size=1)
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                if drop:
+                    engine.dispose()
+                    del engine
+            else:
+                pool = ConnectionPool(postgres.dsn, min_size=1, max_size=1, open=True)
+                with pool.connection() as conn:
+                    conn.execute("SELECT 1")
+                if drop:
+                    pool.close()
+                    del pool
+            gc.collect()
+        servers = dict(stats.figures().servers)
+        if not drop:
+            (engine.dispose() if library == "sqlalchemy" else pool.close())
+        return servers
+
+    kept = run(drop=False)
+    assert kept and all(kept.values())
+    assert sorted(run(drop=True).values()) == sorted(kept.values())
