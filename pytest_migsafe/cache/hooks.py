@@ -112,9 +112,10 @@ def is_active() -> bool:
 #: ``CONFIG RESETSTAT`` commands the hooks saw (any client, any server): ``INFO stats``
 #: deltas over a stretch in which this moved say nothing (see :func:`stat_resets`)
 _resets = 0
-# id(client) -> (a weak reference to it, a slot per command it queued: the read's plan or None): a client inside
+# id(client) -> (a weak reference to it, the commands it queued: (args, options)): a client inside
 # a MULTI it sent by hand (execute_command("MULTI")), whose commands reply QUEUED until EXEC
-_by_hand: dict[int, tuple[weakref.ref[Any], list[Plan | None]]] = {}
+Queued = list[tuple[Sequence[Any], dict[str, Any]]]
+_by_hand: dict[int, tuple[weakref.ref[Any], Queued]] = {}
 _NOTED = frozenset({"MULTI", "EXEC", "DISCARD", "CONFIG", "CONFIG RESETSTAT"})
 
 
@@ -151,8 +152,8 @@ def _note_unplanned(client: Any, args: Sequence[Any]) -> None:
             pass
 
 
-def _queued_by_hand(client: Any) -> list[Plan | None] | None:
-    """The plans queued so far by ``client`` inside a MULTI it sent by hand, else None."""
+def _queued_by_hand(client: Any) -> Queued | None:
+    """The commands queued so far by ``client`` inside a MULTI it sent by hand, else None."""
     held = _by_hand.get(id(client))
     if held is None:
         return None
@@ -162,9 +163,12 @@ def _queued_by_hand(client: Any) -> list[Plan | None] | None:
     return held[1]
 
 
-def _exec_entries(client: Any, args: Sequence[Any], reply: Any) -> list[Entry] | None:
+def _exec_entries(client: Any, args: Sequence[Any], reply: Any,
+                  known: Sequence[list[bool | None] | None] | None = None) -> list[Entry] | None:
     """The entries of the reads ``client`` queued by hand, once its EXEC (``reply``: the list of
-    their replies) or DISCARD ran; None when ``args`` is neither or the client sent no MULTI."""
+    their replies) or DISCARD ran; None when ``args`` is neither or the client sent no MULTI.
+    ``known``: whether each queued read's keys existed before the EXEC, where probed then
+    (:func:`batch_probes`: a later queued command may change them)."""
     name = _command_name(args)
     if name not in ("EXEC", "DISCARD"):
         return None
@@ -174,7 +178,9 @@ def _exec_entries(client: Any, args: Sequence[Any], reply: Any) -> list[Entry] |
     del _by_hand[id(client)]
     if name == "DISCARD" or not isinstance(reply, (list, tuple)) or len(reply) != len(queued):
         return []  # discarded, or aborted by a WATCH: nothing was looked up
-    return _pipeline_entries(queued, reply, [None] * len(queued))
+    plans = [plan_for(command) for command, _ in queued]
+    plans = [None if plan is None or plan.read.scripting else plan for plan in plans]
+    return _pipeline_entries(plans, reply, known if known is not None else [None] * len(queued))
 
 
 # -- which server a pool talks to ----------------------------------------------------
@@ -799,14 +805,19 @@ def _hook_execute_command(original: Any) -> Any:
 
 
 def _by_hand_sync(client: Any, original: Any, args: Sequence[Any], options: dict[str, Any]) -> Any:
-    """A command of a client inside a MULTI it sent by hand (see :func:`_by_hand_done`)."""
+    """A command of a client inside a MULTI it sent by hand (see :func:`_by_hand_done`); before
+    its EXEC, the queued reads a later queued command may change are probed, on a connection of
+    their own (the client's is inside the MULTI, where a probe would be queued too)."""
     queued = _queued_by_hand(client)
+    known = None
+    if queued and _command_name(args) == "EXEC":
+        known = _probe_batch_sync(client.connection_pool, queued, None, False)[1]
     try:
         reply = original(client, *args, **options)
     except Exception:
         _by_hand_failed(client, args)
         raise
-    entries = _by_hand_done(client, args, reply, queued)
+    entries = _by_hand_done(client, args, reply, queued, known)
     if entries:
         _account_sync(client.connection_pool, entries)
     return reply
@@ -818,20 +829,20 @@ def _by_hand_failed(client: Any, args: Sequence[Any]) -> None:
         _by_hand.pop(id(client), None)
 
 
-def _by_hand_done(client: Any, args: Sequence[Any], reply: Any, queued: list[Plan | None] | None) -> list[Entry]:
-    """After a command of a client inside a MULTI it sent by hand (``queued``: a slot for each
-    command queued so far, the read's plan or None): an EXEC gives the entries of the reads
-    queued, from its reply, as a pipeline's are counted; a DISCARD counts nothing; any other
+def _by_hand_done(client: Any, args: Sequence[Any], reply: Any, queued: Queued | None,
+                  known: Sequence[list[bool | None] | None] | None = None) -> list[Entry]:
+    """After a command of a client inside a MULTI it sent by hand (``queued``: the commands
+    queued so far): an EXEC gives the entries of the reads queued, from its reply (``known``:
+    the probes before it), as a pipeline's are counted; a DISCARD counts nothing; any other
     command that returned (the server queued it: one it refuses replies with an error, which
-    redis-py raises) takes the next slot, so that each read meets its own reply in EXEC's,
-    which has one for every command queued, writes too. (Its reply, QUEUED, tells nothing, and
-    redis-py's reply callbacks may have turned it into something else: ``True`` for EXPIRE.)"""
+    redis-py raises) is queued, so that each read meets its own reply in EXEC's, which has one
+    for every command queued, writes too. (Its reply, QUEUED, tells nothing, and redis-py's
+    reply callbacks may have turned it into something else: ``True`` for EXPIRE.)"""
     if queued is None:
         return []
     if _command_name(args) in ("EXEC", "DISCARD"):
-        return _exec_entries(client, args, reply) or []
-    plan = plan_for(args)
-    queued.append(None if plan is None or plan.read.scripting else plan)
+        return _exec_entries(client, args, reply, known) or []
+    queued.append((tuple(args), {}))
     return []
 
 
@@ -983,12 +994,15 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
             return await original(self, *args, **options)
         if not pinned and _by_hand and id(self) in _by_hand:
             queued = _queued_by_hand(self)
+            before = None
+            if queued and _command_name(args) == "EXEC":  # (see _by_hand_sync)
+                before = (await _probe_batch_async(self.connection_pool, queued, None, False))[1]
             try:
                 reply = await original(self, *args, **options)
             except Exception:
                 _by_hand_failed(self, args)
                 raise
-            entries = _by_hand_done(self, args, reply, queued)
+            entries = _by_hand_done(self, args, reply, queued, before)
             if entries:
                 await _account_async(self.connection_pool, entries)
             return reply

@@ -365,6 +365,11 @@ def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRe
                 client.hget("h:1", "nofield")
                 client.execute_command("INCR", "counter")
                 client.execute_command("EXEC")
+                client.execute_command("MULTI")  # a read whose key a later queued write creates
+                client.execute_command("HGET", "h:new", "f")  # (a miss: probed before the EXEC)
+                client.execute_command("HSET", "h:new", "f", "1")
+                client.execute_command("HGET", "h:1", "nofield")  # (a hit)
+                client.execute_command("EXEC")
                 client.execute_command("multi")
                 client.get("str:1")
                 client.execute_command("DISCARD")
@@ -380,7 +385,7 @@ def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRe
     finally:
         real.close()
     (real_stats, info), (fake_stats, _) = figures
-    assert info == (2, 3)
+    assert info == (3, 4)
     assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
     assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
 
@@ -567,3 +572,31 @@ def test_keys_of_the_users_own_str_class_are_counted_without_calling_their_metho
         assert pipe.execute() == [b"1", None, []]
     after = server_counts(real)
     assert (stats.client_hits, stats.client_misses) == (after[0] - before[0], after[1] - before[1]) == (2, 3)
+
+
+def test_a_multi_sent_by_hand_reads_its_keys_as_they_were_before_the_exec(
+        redis_server: RunningRedis, server_version: tuple[int, ...]) -> None:
+    """The reads whose reply cannot tell (HGET of a missing field) were probed after the EXEC,
+    when a later queued DEL had removed the key: a hit counted as a miss. The expected counts
+    are the server's INFO deltas."""
+    real = redis.Redis.from_url(redis_server.url, single_connection_client=True)
+    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(version=server_version), single_connection_client=True)
+    figures = []
+    try:
+        for client in (real, fake):
+            client.flushall()
+            client.hset("h:1", "name", "a")
+            before = server_counts(client) if client is real else (0, 0)
+            with cache_stats(client) as stats:
+                client.execute_command("MULTI")
+                client.execute_command("HGET", "h:1", "nofield")  # a hit: the hash is there
+                client.execute_command("DEL", "h:1")
+                client.execute_command("EXEC")
+            after = server_counts(client) if client is real else (0, 0)
+            figures.append((stats, (after[0] - before[0], after[1] - before[1])))
+    finally:
+        real.close()
+    (real_stats, info), (fake_stats, _) = figures
+    assert info == (1, 0)
+    assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
+    assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
