@@ -103,7 +103,10 @@ class CacheStats:
     does so for the keys named in ``track_keys``; ``key_patterns`` (default: the ini key
     ``migsafe_cache_key_pattern``) say how a key's prefix is found
     (:mod:`pytest_migsafe.cache.keys`). ``reset()`` starts counting afresh
-    (for example after a warm-up); ``warmup=`` is a callable run first and not counted.
+    (for example after a warm-up); ``warmup=`` is a callable run first and not counted. A
+    block entered again inside itself (``with stats:`` within ``with stats:``) is one block,
+    counted from its outer start to its outer end; entered again after it ended, it starts
+    afresh.
 
     ``client`` is a redis-py client (``redis.Redis``, ``redis.asyncio.Redis``, or a
     fakeredis one). ``backend`` is ``"redis"`` or ``"fakeredis"``; ``identity`` the server
@@ -136,6 +139,7 @@ class CacheStats:
         self._active = False
         self.entered = False  # True once the block has started
         self._blocks: BlocksOfATest | None = None  # the test's blocks this one counts in, if any
+        self._reentered = 0  # times entered again inside its own block, not yet left
         self._clear()
 
     # -- the listener side (called by the cache.hooks wrappers under their lock) ---
@@ -178,6 +182,9 @@ class CacheStats:
     def __enter__(self) -> CacheStats:
         if self.is_async:
             raise TypeError("cache_stats() of a redis.asyncio client: use `async with`, not `with`")
+        if self._active:  # entered again inside its own block: one block, counted from the outer start
+            self._reentered += 1
+            return self
         self._activate()
         if self.warmup is not None:
             self.warmup()
@@ -186,9 +193,15 @@ class CacheStats:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._reentered:
+            self._reentered -= 1
+            return
         self._finish(self._read_server())
 
     async def __aenter__(self) -> CacheStats:
+        if self._active:  # (see __enter__)
+            self._reentered += 1
+            return self
         self._activate()
         if self.warmup is not None:
             result = self.warmup()
@@ -199,6 +212,9 @@ class CacheStats:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._reentered:
+            self._reentered -= 1
+            return
         self._finish(await self._read_server_async())
 
     def _activate(self) -> None:
