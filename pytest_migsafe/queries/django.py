@@ -576,16 +576,17 @@ def _wrap_factory(original: Callable[..., Any], reverse_fk: bool) -> Callable[..
 
 # -- deferred fields -----------------------------------------------------------------------
 def _called_by_deferred_get(frame: Any) -> bool:
-    """True when Django's deferred-field getter (:data:`_deferred_getters`) is ``frame`` or one
-    of the two frames above it (a model's own ``refresh_from_db`` that calls ``super()`` sits
-    in between)."""
+    """True when Django's deferred-field getter (:data:`_deferred_getters`) is ``frame`` or a
+    frame above it with only ``refresh_from_db`` frames between (the overrides of the model's
+    classes, each calling ``super()``, at any depth of the hierarchy) and the plugin's
+    signature-keeping layer (:func:`~pytest_migsafe.queries.exact.keep_signature`)."""
     getters = _deferred_getters
-    for _ in range(3):
-        if frame is None:
-            return False
+    while frame is not None:
         code = frame.f_code
         if any(code is getter for getter in getters):
             return True
+        if code.co_name != "refresh_from_db":  # (ours, its layer, and each override are named so)
+            return False
         frame = frame.f_back
     return False
 
