@@ -132,10 +132,12 @@ class Trial:
     """One run of both paths on one input, and the verdict.
 
     ``index``: the run's number within its experiment, from 1; ``args`` / ``kwargs``: the
-    input both paths received; ``candidate_first``: True when the candidate ran first;
-    ``result``: ``"matched"``, ``"mismatched"`` or ``"ignored"`` (from :func:`judge`);
-    ``mode``: ``"fail"`` or ``"observe"``; ``clean``: the callable applied to values
-    before they are shown in a diff.
+    caller's input (each path got its own copy of its built-in containers:
+    :mod:`~pytest_migsafe.shadow.inputs`; ``run()``'s control the caller's objects themselves,
+    which it may have changed); ``call``: that input as given, shortened, for the messages;
+    ``candidate_first``: True when the candidate ran first; ``result``: ``"matched"``,
+    ``"mismatched"`` or ``"ignored"`` (from :func:`judge`); ``mode``: ``"fail"`` or
+    ``"observe"``; ``clean``: the callable applied to values before they are shown in a diff.
     """
 
     name: str
@@ -148,6 +150,7 @@ class Trial:
     result: str  # "matched", "mismatched" or "ignored"
     mode: str
     clean: Callable[[Any], Any] | None = None
+    call: str = ""  # the input as the paths were given it, shortened: ``1, [2, 3], key='a'``
 
     @property
     def fails(self) -> bool:
@@ -166,14 +169,17 @@ class Trial:
     def describe(self) -> str:
         """A header naming the run and its input, the diff, then the paths' figures
         (statement counts and durations in ms), as lines of text."""
-        call = ", ".join([*(shorten_repr(a) for a in self.args),
-                          *(f"{k}={shorten_repr(v)}" for k, v in self.kwargs.items())])
+        call = self.call or _call_text(self.args, self.kwargs)
         first = "candidate" if self.candidate_first else "control"
         lines = [f"run {self.index} ({self.name}({call}), {first} ran first):", indent(self.diff())]
         c, d = self.control, self.candidate
         lines.append(f"    queries: control {c.queries}, candidate {d.queries}; "
                      f"time: control {c.seconds * 1000:.3f} ms, candidate {d.seconds * 1000:.3f} ms")
         return "\n".join(lines)
+
+
+def _call_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    return ", ".join([*(shorten_repr(a) for a in args), *(f"{k}={shorten_repr(v)}" for k, v in kwargs.items())])
 
 
 def judge(control: Observation, candidate: Observation, *, compare: Compare = same_value,
@@ -546,7 +552,7 @@ class Shadow:
         # caller's objects (run() returns its result, as the code in production would run), or
         # a copy too (``control_copies``: run_many, whose inputs serve several runs); the input
         # as given kept for the messages
-        given_args, given_kwargs = own_copy((args, kwargs))
+        shown = _call_text(args, kwargs)  # (the input as given, before a path may change it)
         candidate_args, candidate_kwargs = own_copy((args, kwargs))
         control_args, control_kwargs = own_copy((args, kwargs)) if control_copies else (args, kwargs)
         if candidate_first:
@@ -558,8 +564,8 @@ class Shadow:
         result = judge(controlled, tried, compare=options.compare,
                        compare_errors=options.compare_errors, ignore=options.ignore)
         experiment = self.experiments.setdefault(name, Experiment(name, self.seed))
-        trial = Trial(name, experiment.runs + 1, given_args, given_kwargs, controlled, tried, candidate_first,
-                      result, options.mode, options.clean)
+        trial = Trial(name, experiment.runs + 1, args, kwargs, controlled, tried, candidate_first,
+                      result, options.mode, options.clean, shown)
         experiment.trials.append(trial)
         return trial
 

@@ -826,3 +826,25 @@ def test_paths_that_both_return_nan_match() -> None:
     lab.run("nested", lambda: {"p99": [float("nan"), 1.0]}, lambda: {"p99": [float("nan"), 1.0]})
     lab.run("differ", lambda: float("nan"), lambda: 1.0)
     assert [e.trials[0].result for e in lab.experiments.values()] == ["matched", "matched", "mismatched"]
+
+
+def test_inputs_nested_deep_large_or_cyclic_are_copied_or_passed_as_they_are() -> None:
+    """A list nested 5,000 deep raised RecursionError (it is passed as it is); a cycle through
+    a tuple lost its identity in the candidate's copy (``x[0][0] is x`` differed); a large
+    input of scalars is copied at C speed (checked by its result, not by time)."""
+    lab = Shadow(seed=2)
+    deep: list[Any] = []
+    for _ in range(5000):
+        deep = [deep]
+    lab.run("deep", len, len, deep)
+    items: list[Any] = []
+    cycle = (items,)
+    items.append(cycle)
+    lab.run("cycle", lambda x: x[0][0] is x, lambda x: x[0][0] is x, cycle)
+    big = list(range(300_000))
+    lab.run("big", sum, sum, big)
+    assert [e.trials[0].result for e in lab.experiments.values()] == ["matched"] * 3
+    from pytest_migsafe.shadow.inputs import own_copy
+
+    copied = own_copy(cycle)
+    assert copied is not cycle and copied[0] is not items and copied[0][0] is copied
