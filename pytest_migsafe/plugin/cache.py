@@ -350,6 +350,9 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     # out of the except block: a failure here must not show the unmasked error it handled
     if mode == "real":
         pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {message}", pytrace=False)
+    if binary and not url:  # a named redis-server is never swapped for another, fakeredis included
+        pytest.fail(f"migsafe_redis: the redis-server named by --migsafe-redis-server / $MIGSAFE_REDIS_SERVER / "
+                    f"ini migsafe_redis_server cannot be started: {message}", pytrace=False)
     reason = message.splitlines()[0].rstrip(":")
     run_report(config).note(f"Redis: no real server ({reason}); fakeredis used, hit rates come "
                             "from client-side accounting")

@@ -216,6 +216,8 @@ def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | N
     except ImportError:
         raise NoRedisAvailable(f"the redis package is not installed. To fix: {PIP_HINT}") from None
     binary, rejected = find_redis_server(redis_server)
+    if binary is None and redis_server:  # (no other candidate: no pip hint for a named one)
+        raise NoRedisAvailable(rejected[0])
     if binary is None:
         lines = "\n".join(f"  - {r}" for r in rejected)
         raise NoRedisAvailable(f"no redis-server available; tried:\n{lines}\nTo fix: {PIP_HINT}")

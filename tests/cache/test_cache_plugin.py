@@ -199,6 +199,21 @@ def test_test_without_redis_fixtures_has_no_cache_record(pytester: pytest.Pytest
     assert tests["test_test_without_redis_fixtures_has_no_cache_record.py::test_redis"]["cache"]["misses"] == 1
 
 
+def test_a_named_redis_server_that_cannot_start_is_an_error_not_fakeredis(pytester: pytest.Pytester,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--migsafe-redis-server /nonexistent/redis-server passed on fakeredis with no word (only
+    a report note, not naming the path, when asked for the report)."""
+    monkeypatch.delenv("MIGSAFE_REDIS_URL")
+    pytester.makepyfile("""
+        def test_uses_redis(migsafe_redis):
+            migsafe_redis.get("k")
+    """)
+    result = pytester.runpytest("--migsafe-redis-server", "/nonexistent/redis-server")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*cannot be started*--migsafe-redis-server /nonexistent/redis-server: "
+                                 "not found or not executable*"])
+
+
 def test_no_real_redis_falls_back_to_fakeredis_with_a_note(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(f"""
         import pytest
