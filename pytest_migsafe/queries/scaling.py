@@ -38,9 +38,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pytest_migsafe.queries.counter import QueryCounter, count_queries
@@ -343,9 +345,9 @@ def _synchronous(function: Callable[..., Any], name: str) -> Callable[..., Any]:
     statements would never run, and every scale would count none."""
     def called(*args: Any) -> Any:
         result = function(*args)
-        if inspect.isawaitable(result):
+        if inspect.isawaitable(result) or inspect.isasyncgen(result):
             close = getattr(result, "close", None)
-            if close is not None:
+            if close is not None and inspect.iscoroutine(result):
                 close()  # (never awaited: no "was never awaited" warning on top)
             raise TypeError(f"{name} returned an awaitable ({type(result).__name__}), which the scaling "
                             f"check would never run: pass a synchronous callable")
@@ -355,9 +357,10 @@ def _synchronous(function: Callable[..., Any], name: str) -> Callable[..., Any]:
 
 
 def _checked_slope(slope: Any) -> float:
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope) or slope < 0:
-        raise ValueError(f"slope expects a number of statements per unit of scale >= 0 (a finite int "
-                         f"or float), got {slope!r}")
+    if isinstance(slope, bool) or not isinstance(slope, (numbers.Real, Decimal)) \
+            or not math.isfinite(float(slope)) or slope < 0:
+        raise ValueError(f"slope expects a number of statements per unit of scale >= 0 (a finite real "
+                         f"number: int, float, Fraction, Decimal), got {slope!r}")
     return float(slope)
 
 
@@ -384,7 +387,7 @@ def measure_scaling(setup: Callable[[int], Any], action: Callable[[], Any],
     for name, given in (("setup", setup), ("action", action)):
         if not callable(given):
             raise TypeError(f"{name} expects a callable, got {type(given).__name__}")
-        if inspect.iscoroutinefunction(given):
+        if inspect.iscoroutinefunction(given) or inspect.isasyncgenfunction(given):
             raise TypeError(f"{name} is a coroutine function: the scaling check runs synchronous code "
                             f"(wrap it: lambda: asyncio.run(...), or run the check inside the event loop's thread)")
     setup, action = _synchronous(setup, "setup"), _synchronous(action, "action")

@@ -6,10 +6,12 @@ from a separate connection after the check), never from the plugin.
 
 from __future__ import annotations
 
+import decimal
+import fractions
 import inspect
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -125,6 +127,14 @@ def test_a_constant_query_count_passes_and_reports_the_counts(engine: Engine) ->
     assert rows_on_server() == 0
 
 
+def test_a_slope_may_be_any_finite_real_number(engine: Engine) -> None:
+    with Session(engine) as session:
+        for slope in (fractions.Fraction(1, 1), decimal.Decimal("1")):
+            result = assert_constant_queries(lambda n: seed(session, n), lambda: book_counts(session),
+                                             scale=(2, 5), slope=slope, isolate=session)  # type: ignore[arg-type]
+            assert result.totals == [3, 6]
+
+
 def test_slope_allows_a_known_linear_growth(engine: Engine) -> None:
     with Session(engine) as session:
         result = assert_constant_queries(lambda n: seed(session, n), lambda: book_counts(session),
@@ -149,9 +159,16 @@ def test_an_asynchronous_setup_or_action_is_refused_rather_than_counted_as_none(
     async def action() -> None:
         pass
 
+    async def generator_action() -> AsyncIterator[None]:
+        yield None
+
     with Session(engine) as session:
         with pytest.raises(TypeError, match="action is a coroutine function"):
             assert_constant_queries(lambda n: seed(session, n), action, isolate=session)
+        with pytest.raises(TypeError, match="action is a coroutine function"):  # (an async generator's too)
+            assert_constant_queries(lambda n: seed(session, n), generator_action, isolate=session)
+        with pytest.raises(TypeError, match="action returned an awaitable"):
+            assert_constant_queries(lambda n: seed(session, n), lambda: generator_action(), isolate=session)  # noqa: PLW0108
         with pytest.raises(TypeError, match="action returned an awaitable"):
             assert_constant_queries(lambda n: seed(session, n), lambda: action(), isolate=session)  # noqa: PLW0108
 
