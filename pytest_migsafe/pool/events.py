@@ -28,7 +28,8 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,26 @@ _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
 # pytest fixtures being set up now (see fixture_setup): a connection checked out meanwhile is
 # the fixture's, which returns it at its teardown, never a leak of the test that asked for it
 _fixture_setups = 0
+
+
+_continued: tuple[int, bool] | None = None  # see reconnecting
+
+
+@contextmanager
+def reconnecting(previous: Checkout | None) -> Iterator[None]:
+    """Around a holder's reconnection (a SQLAlchemy ``Connection`` after an invalidation): the
+    checkout made inside continues ``previous`` (the holder's checkout before, or None), so a
+    leak check reads it as that one: a fixture's connection that the test invalidated and
+    reconnected is still the fixture's."""
+    global _continued
+    if previous is None:
+        yield
+        return
+    before, _continued = _continued, (previous.origin, previous.fixture)
+    try:
+        yield
+    finally:
+        _continued = before
 
 
 def fixture_setup_began() -> None:
@@ -92,17 +113,23 @@ class Checkout:
     ``t0``: ``time.perf_counter()`` at the checkout (seconds), for the hold time.
     """
 
-    __slots__ = ("dropped", "fixture", "holder", "owner", "pool", "seq", "site", "t0")
+    __slots__ = ("dropped", "fixture", "holder", "origin", "owner", "pool", "seq", "site", "t0")
 
     def __init__(self, pool: Any, site: str | None, seq: int, holder: Any) -> None:
         self.pool = pool
         self.site = site
         self.seq = seq
+        # the checkout whose holder this one continues (a Connection reconnecting after an
+        # invalidation: see reconnecting), whose seq a leak check compares; else this one
+        self.origin = seq
         self.holder = holder  # keeps the key's object alive, or a weakref to it
         self.dropped = False
         self.owner: Any = None  # a weakref to the ORM Session that holds the connection, if one does
         self.fixture = _fixture_setups > 0  # checked out while a pytest fixture was being set up
         self.t0 = perf_counter()
+        if _continued is not None:
+            self.origin, fixture = _continued
+            self.fixture = self.fixture or fixture
 
     def owned(self) -> bool:
         """True while a live ORM Session holds this connection: the transaction it began on it

@@ -385,14 +385,14 @@ class PoolObservation:
         """Connections checked out while active and still out (with ``owned``, those a Session holds too)."""
         with events._lock:
             return [entry for entry in events._out.values()
-                    if entry.seq > self._start_seq and not entry.dropped and self._wants(entry.pool)
+                    if entry.origin > self._start_seq and not entry.dropped and self._wants(entry.pool)
                     and (owned or not entry.owned())]
 
     def _leaked(self) -> list[Checkout]:
         """The checkouts that leaked so far: still out (no Session holds them), or dropped."""
         with events._lock:
             gone = [entry for entry in events._dropped
-                    if entry.seq > self._start_seq and self._wants(entry.pool)]
+                    if entry.origin > self._start_seq and self._wants(entry.pool)]
             out = self._open() if events._out else []
         if not gone and not out:
             return []
@@ -710,7 +710,7 @@ class LeakWatch:
             return self.leaks
         start = self._start_seq
         checked_out = events._seq != start  # else no checkout since the start: nothing can have leaked
-        if settle and checked_out and any(entry.seq > start and not entry.dropped
+        if settle and checked_out and any(entry.origin > start and not entry.dropped
                                           for entry in list(events._out.values())):
             gc.collect()
         with events._lock:
@@ -720,9 +720,9 @@ class LeakWatch:
             if events._seq != start:  # (read again under the lock)
                 if events._out:
                     leaked = [entry for entry in events._out.values()
-                              if entry.seq > start and not entry.dropped and not entry.owned()]
+                              if entry.origin > start and not entry.dropped and not entry.owned()]
                 if events._dropped:
-                    leaked += [entry for entry in events._dropped if entry.seq > start]
+                    leaked += [entry for entry in events._dropped if entry.origin > start]
             if events._dropped and not events._observers and not events._leak_watches:
                 events._dropped.clear()
         if leaked:

@@ -30,7 +30,7 @@ from time import perf_counter
 from typing import Any
 
 from pytest_migsafe.pool import events as observed
-from pytest_migsafe.queries.exact import with_signature_of
+from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 from pytest_migsafe.queries.library_frames import relabelled
 
 installed = False
@@ -234,6 +234,67 @@ def _wrap_engine_init(original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# -- a Connection's reconnection -------------------------------------------------------
+# Connection -> its checkout as it was invalidated: the checkout its reconnection continues
+_invalidated: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _wrap_invalidate(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Connection.invalidate`` (also what SQLAlchemy calls on a disconnect): remember the
+    checkout the Connection held, which its reconnection continues (see
+    :func:`~pytest_migsafe.pool.events.reconnecting`)."""
+    @functools.wraps(original)
+    def invalidate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if observed._observers or observed._leak_watches:
+            record = getattr(getattr(self, "_dbapi_connection", None), "_connection_record", None)
+            entry = observed._out.get(id(record)) if record is not None else None
+            if entry is not None:
+                try:
+                    _invalidated[self] = entry
+                except TypeError:  # (a Connection that cannot be weakly referenced)
+                    pass
+        return original(self, *args, **kwargs)
+
+    setattr(invalidate, _WRAPS, original)
+    return invalidate
+
+
+def _wrap_handle_error(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Connection._handle_dbapi_exception``: on a disconnect SQLAlchemy invalidates the pool's
+    connection first (its checkin ends the checkout) and the Connection after, so the checkout
+    is remembered here, before, and kept if the Connection came out invalidated."""
+    @functools.wraps(original)
+    def _handle_dbapi_exception(self: Any, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # (every database error passes here: not in pytest's tracebacks)
+        if not (observed._observers or observed._leak_watches):
+            return original(self, *args, **kwargs)
+        record = getattr(getattr(self, "_dbapi_connection", None), "_connection_record", None)
+        entry = observed._out.get(id(record)) if record is not None else None
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if entry is not None and getattr(self, "_dbapi_connection", True) is None:
+                try:
+                    _invalidated[self] = entry
+                except TypeError:
+                    pass
+
+    setattr(_handle_dbapi_exception, _WRAPS, original)
+    return _handle_dbapi_exception
+
+
+def _wrap_revalidate(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``Connection._revalidate_connection``: the new checkout continues the invalidated one."""
+    @functools.wraps(original)
+    def _revalidate_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+        previous = _invalidated.pop(self, None) if _invalidated else None
+        with observed.reconnecting(previous):
+            return original(self, *args, **kwargs)
+
+    setattr(_revalidate_connection, _WRAPS, original)
+    return _revalidate_connection
+
+
 # -- names and sizes ----------------------------------------------------------------
 def remember_engine(engine: Any) -> None:
     """Name ``engine``'s pools (this one and those ``dispose()`` creates) after its URL."""
@@ -324,6 +385,13 @@ def install(import_missing: bool = True) -> bool:
         relabelled(_finalize_fairy, pool_base.__name__), pool_base._finalize_fairy)
     if not hasattr(Engine.__init__, _WRAPS):
         Engine.__init__ = _wrap_engine_init(Engine.__init__)  # type: ignore[method-assign]
+    from sqlalchemy.engine import Connection
+
+    for name, wrap in (("invalidate", _wrap_invalidate), ("_revalidate_connection", _wrap_revalidate),
+                       ("_handle_dbapi_exception", _wrap_handle_error)):
+        current = Connection.__dict__.get(name)
+        if current is not None and not hasattr(current, _WRAPS):
+            setattr(Connection, name, keep_signature(current, wrap(current)))
     # engines are named when made (never by scanning the heap, which would evaluate objects
     # migsafe does not own, such as lazy settings); no Engine event is listened to: one
     # listener makes SQLAlchemy dispatch its events on every statement of every engine

@@ -108,12 +108,13 @@ def keep_signature(original: Callable[..., Any], wrapper: Callable[..., Any]) ->
     _, coroutine, generator, async_generator = form
     if async_generator:  # (none of the wrapped methods is one: kept as it is)
         return wrapper
+    # (the layer's frame is left out of pytest's tracebacks of the driver's errors)
     if coroutine:
-        body, kind = "    return await {call}\n", "async def"
+        body, kind = "    __tracebackhide__ = True\n    return await {call}\n", "async def"
     elif generator:
-        body, kind = "    return (yield from {call})\n", "def"
+        body, kind = "    __tracebackhide__ = True\n    return (yield from {call})\n", "def"
     else:
-        body, kind = "    return {call}\n", "def"
+        body, kind = "    __tracebackhide__ = True\n    return {call}\n", "def"
     try:
         made = with_signature_of(original, body, {}, kind=kind, target=wrapper, follow_wrapped=False)
     except (TypeError, ValueError):

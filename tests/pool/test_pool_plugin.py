@@ -295,6 +295,55 @@ def test_a_fixture_set_up_inside_the_test_body_holds_its_connection_no_leak(pyte
         not in result.stdout.str()
 
 
+def test_a_fixtures_connection_reconnected_in_the_test_is_still_the_fixtures(pytester: pytest.Pytester,
+                                                                              write) -> None:  # type: ignore[no-untyped-def]
+    """A module-scoped Connection the test invalidated (by hand, or the server ended its
+    session) reconnects with a new checkout inside the test: it was reported as leaked at the
+    fixture's line, and failed the test with migsafe_fail_on_leaks. A Connection the test made,
+    invalidated and kept is still the test's leak."""
+    write('''
+        from sqlalchemy.exc import DBAPIError
+
+        ENGINE = create_engine(URL, pool_size=3)
+        KEPT = []
+
+        @pytest.fixture(scope="module", autouse=True)
+        def close_kept():
+            yield
+            for kept in KEPT:
+                kept.close()
+
+        @pytest.fixture(scope="module")
+        def conn():
+            with ENGINE.connect() as conn:
+                yield conn
+            ENGINE.dispose()
+
+        def test_invalidated_by_hand(conn):
+            conn.invalidate()
+            conn.execute(text("SELECT 1"))
+
+        def test_disconnected_by_the_server(conn):
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            conn.rollback()
+            with ENGINE.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(DBAPIError):
+                conn.execute(text("SELECT 1"))
+            conn.rollback()
+            conn.execute(text("SELECT 1"))
+
+        def test_own_connection_reconnected_and_kept():
+            own = ENGINE.connect()
+            own.invalidate()
+            own.execute(text("SELECT 1"))
+            KEPT.append(own)
+    ''')
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=true")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*test_own_connection_reconnected_and_kept*", "*1 connection leaked*"])
+
+
 def test_psycopg_pool_leak_fails_the_test(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
     path = write('''
         from psycopg_pool import ConnectionPool
