@@ -45,12 +45,10 @@ _out: dict[int, Checkout] = {}  # id(record or connection) -> its checkout
 _dropped: list[Checkout] = []  # returned by the garbage collector while observed
 _leak_watches = 0  # active observe.LeakWatch-es: checkouts need their call site, dropped ones are kept
 _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
-# pytest fixtures being set up now (see fixture_setup): a connection checked out meanwhile is
-# the fixture's, which returns it at its teardown, never a leak of the test that asked for it
+# pytest fixtures being set up now (see fixture_setup_began): a connection checked out meanwhile
+# is the fixture's, which returns it at its teardown, never a leak of the test that asked for it
 _fixture_setups = 0
-
-
-_continued: tuple[int, bool] | None = None  # see reconnecting
+_continued: tuple[int, bool] | None = None  # (origin, fixture) of a checkout being continued: see reconnecting
 
 
 @contextmanager
