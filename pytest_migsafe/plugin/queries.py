@@ -586,8 +586,10 @@ def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any
     Each scale (and the warm-up) is rolled back on ``isolate``: a SQLAlchemy Session or
     Connection (a savepoint), an Engine the application owns (one connection in a
     transaction, the application's commits as savepoints) or a psycopg Connection; by
-    default ``migsafe_db`` when the test uses it (``session=`` is the older name of
-    ``isolate=``). See :mod:`pytest_migsafe.queries.scaling` for what an Engine requires.
+    default ``migsafe_db`` when the test uses it, else the psycopg connection Django's default
+    database has open (a pytest-django ``django_db`` test), else none, with a warning: each
+    scale's rows would stay for the next (``session=`` is the older name of ``isolate=``).
+    See :mod:`pytest_migsafe.queries.scaling` for what an Engine requires.
     """
     from pytest_migsafe.queries.scaling import QueriesGrowWithData
     from pytest_migsafe.queries.scaling import assert_constant_queries as check
@@ -599,6 +601,17 @@ def assert_constant_queries(request: pytest.FixtureRequest) -> Callable[..., Any
         target = isolate if isolate is not None else session
         if target is None and "migsafe_db" in request.fixturenames:
             target = request.getfixturevalue("migsafe_db")
+        if target is None:
+            from pytest_migsafe.queries.django import open_psycopg_connection
+
+            target = open_psycopg_connection()
+        if target is None:
+            node = request.node
+            notify(pytest.PytestWarning(
+                f"migsafe: assert_constant_queries in {node.nodeid} runs each scale without rolling it "
+                f"back (no isolate=, no migsafe_db, no open Django connection): each scale's rows stay "
+                f"for the next, and its counts include them; pass isolate= a Session, Connection or "
+                f"Engine of SQLAlchemy, or a psycopg connection"), str(node.path), (node.location[1] or 0) + 1, node)
         try:
             return check(setup, action, scale, slope=slope, isolate=target, verbose=verbose)
         except QueriesGrowWithData as exc:

@@ -210,6 +210,27 @@ def unmeasured_databases() -> list[tuple[str, str]]:
     return unmeasured
 
 
+def open_psycopg_connection(alias: str = "default") -> Any:
+    """The psycopg 3 connection Django's ``alias`` database has open now (inside a pytest-django
+    ``django_db`` test: the one its transaction runs on), or None: Django not imported or not
+    configured, no such alias, not connected, or not psycopg 3. Never connects, never
+    evaluates lazy settings."""
+    if "django.db" not in sys.modules:
+        return None
+    conf = sys.modules.get("django.conf")
+    try:
+        if conf is None or not conf.settings.configured:
+            return None
+        from django.db import connections
+
+        if alias not in connections:
+            return None
+        raw = connections[alias].connection
+    except Exception:  # settings that cannot be read, an alias that cannot be opened
+        return None
+    return raw if raw is not None and type(raw).__module__.startswith("psycopg") else None
+
+
 def _relation(model: str, accessor: str) -> tuple[str, str] | None:
     """``(related model, lookup name)`` of the relation ``model.accessor`` (``("Order", "orders")``
     for ``Customer.orders``; a reverse foreign key without a related_name: ``("Order", "order")``

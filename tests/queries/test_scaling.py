@@ -412,3 +412,55 @@ def test_fixture_isolates_migsafe_db_by_default(pytester: pytest.Pytester) -> No
             assert seen == [0, 0, 0]
     """)
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=1)
+
+
+def test_fixture_isolates_djangos_open_connection_and_warns_with_nothing_to_isolate(
+        pytester: pytest.Pytester) -> None:
+    """Under Django (no migsafe_db) each scale ran on top of the earlier scales' rows:
+    "ran [13, 18]" where the action's statements were 11 and 14; and nothing said so. Django's
+    open psycopg connection is now the default isolation; with nothing to isolate, a warning."""
+    pytest.importorskip("django")
+    pytester.makepyfile(test_dj="""
+        import os
+        from urllib.parse import parse_qs, urlsplit
+
+        import django
+        import pytest
+        from django.conf import settings
+
+        url = urlsplit(os.environ["MIGSAFE_POSTGRES_URL"].replace("postgresql+psycopg://", "postgresql://"))
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        settings.configure(DATABASES={"default": {
+            "ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
+            "USER": url.username or "postgres", "PASSWORD": url.password or "",
+            "HOST": query.get("host", url.hostname or ""), "PORT": query.get("port", url.port or "")}})
+        django.setup()
+
+        from django.db import connection, transaction
+
+        def test_grows_on_django(assert_constant_queries):
+            with transaction.atomic():  # (a django_db test runs in one)
+                with connection.cursor() as cursor:
+                    cursor.execute("CREATE TEMP TABLE scd_rows (id int)")
+                def setup(n):
+                    with connection.cursor() as cursor:
+                        for i in range(n):
+                            cursor.execute("INSERT INTO scd_rows VALUES (%s)", [i])
+                def action():
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT id FROM scd_rows")
+                        for (i,) in cursor.fetchall():
+                            cursor.execute("SELECT id FROM scd_rows WHERE id = %s", [i])
+                assert_constant_queries(setup, action, scale=(2, 5))
+    """)
+    pytester.makepyfile(test_plain="""
+        def test_nothing_to_isolate(assert_constant_queries):
+            assert_constant_queries(lambda n: None, lambda: None, scale=(2, 5))
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "test_dj.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*scale [[]2, 5[]] ran [[]3, 6[]] statements*"])
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "test_plain.py")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*assert_constant_queries in test_plain.py::test_nothing_to_isolate runs each "
+                                 "scale without rolling it back*"])
