@@ -114,7 +114,10 @@ class CacheStats:
     refused (ACL) or stops answering, the totals fall back to the client side
     (``source == "client"``); so do they with ``server_totals=False`` (a server other
     processes read at the same time, such as pytest-xdist workers sharing one: its
-    ``INFO stats`` are server-wide). Errors: ``TypeError`` for ``with`` on an asyncio client;
+    ``INFO stats`` are server-wide). Django's cache (``django.core.cache.cache`` on
+    ``RedisCache``) is measured through the redis-py client it reads with
+    (:func:`redis_client_of`). Errors: ``TypeError`` for anything else that is not a redis-py
+    client, and for ``with`` on an asyncio client;
     ``ImportError`` on entering without redis-py installed;
     :class:`~pytest_migsafe.cache.keys.KeyPatternError` for a bad key pattern.
     """
@@ -123,6 +126,7 @@ class CacheStats:
                  track_keys: Iterable[Any] = (),
                  key_patterns: Sequence[str | re.Pattern[str]] | None = None,
                  server_totals: bool = True) -> None:
+        client = redis_client_of(client)
         self.client = client
         self.server_totals = server_totals
         self.prefixes = default_prefixes() if key_patterns is None else KeyPrefixes(key_patterns)
@@ -505,6 +509,23 @@ def describe_figures(figures: CacheFigures) -> str:
     return "\n".join(lines)
 
 
+def redis_client_of(client: Any) -> Any:
+    """The redis-py client to measure for ``client``: itself for a redis-py (or fakeredis)
+    client, the client Django's ``RedisCache`` reads with (``cache._cache.get_client()``: one
+    server; with several, the one reads go to first) for Django's cache. ``TypeError`` naming
+    what is expected for anything else (an object without a ``connection_pool``)."""
+    if hasattr(client, "connection_pool"):
+        return client
+    backend = getattr(client, "_cache", None)  # Django's RedisCache -> its RedisCacheClient
+    get_client = getattr(backend, "get_client", None)
+    if get_client is not None and type(client).__module__.startswith("django."):
+        found = get_client()
+        if hasattr(found, "connection_pool"):
+            return found
+    raise TypeError(f"cache_stats() expects a redis-py client (redis.Redis, redis.asyncio.Redis, a fakeredis "
+                    f"client) or Django's cache on RedisCache, got {type(client).__module__}.{type(client).__qualname__}")
+
+
 class BlocksOfATest:
     """The cache figures of a test that measures with ``cache_stats`` blocks (no test-wide
     client): the reads made while any of its blocks was active, each counted once.
@@ -594,7 +615,8 @@ def hit_rate_failure(figures: CacheFigures | None, rate: float, prefix: str | No
     head = f"min_cache_hit_rate({rate:g}" + (f", prefix={prefix!r}" if prefix else "") + ")"
     if figures is None:
         return (f"{head}: no cache reads: the test used no Redis client migsafe measures "
-                "(use the migsafe_redis or cache_stats fixture)")
+                "(use the migsafe_redis fixture, or measure your client, or Django's cache, with "
+                "cache_stats: `with cache_stats(django.core.cache.cache):`)")
     details = describe_figures(figures)
     if prefix is None:
         actual = figures.hit_rate

@@ -581,3 +581,45 @@ def test_a_test_of_cache_stats_blocks_counts_each_read_once(pytester: pytest.Pyt
         truth = json.loads((pytester.path / truth_file).read_text())
         cache = tests[f"test_a_test_of_cache_stats_blocks_counts_each_read_once.py::{name}"]["cache"]
         assert [cache["hits"], cache["misses"]] == truth, name
+
+
+def test_cache_stats_measures_djangos_redis_cache(pytester: pytest.Pytester) -> None:
+    """cache_stats(django.core.cache.cache) raised AttributeError deep inside ('RedisCache'
+    object has no attribute 'connection_pool'); another object now gets a TypeError naming what
+    is expected. The expected counts are the server's INFO stats deltas."""
+    pytest.importorskip("django")
+    pytester.makepyfile(test_dj="""
+        import os
+
+        import django
+        import pytest
+        import redis
+        from django.conf import settings
+
+        URL = os.environ["MIGSAFE_REDIS_URL"]
+        settings.configure(CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                               "LOCATION": URL}})
+        django.setup()
+
+        from django.core.cache import cache
+
+        def counts():
+            info = redis.Redis.from_url(URL).info("stats")
+            return info["keyspace_hits"], info["keyspace_misses"]
+
+        def test_django_cache(cache_stats):
+            cache.set("author:1", "ann")
+            before = counts()
+            with cache_stats(cache) as stats:
+                for _ in range(3):
+                    cache.get("author:1")
+                cache.get("author:2")
+            after = counts()
+            assert (stats.hits, stats.misses) == (after[0] - before[0], after[1] - before[1]) == (3, 1)
+            assert stats.by_prefix["author"].hits == 3  # (Django's ":1:author:1" key)
+
+        def test_not_a_client(cache_stats):
+            with pytest.raises(TypeError, match="expects a redis-py client .* or Django's cache on RedisCache, got builtins.object"):
+                cache_stats(object())
+    """)
+    pytester.runpytest_subprocess("-p", "no:randomly").assert_outcomes(passed=2)
