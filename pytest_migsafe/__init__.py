@@ -10,7 +10,7 @@ Public names and where they live: ``count_queries``, ``QueryCounter``,
 ``assert_constant_queries`` (:mod:`pytest_migsafe.queries.scaling`); ``cache_stats``
 (:mod:`pytest_migsafe.cache.stats`); ``assert_cache_aside``
 (:mod:`pytest_migsafe.cache.aside`); ``hot_reads`` (:mod:`pytest_migsafe.cache.hot_reads`);
-``pool_stats`` (:mod:`pytest_migsafe.pool.observe`); ``assert_pool_warm``
+``pool_stats``, ``ConnectionLeakWarning`` (:mod:`pytest_migsafe.pool.observe`); ``assert_pool_warm``
 (:mod:`pytest_migsafe.pool.warm`); ``pool_size`` (:mod:`pytest_migsafe.pool.sizing`).
 The pytest wiring is :mod:`pytest_migsafe.plugin`; the ``migsafe`` command is
 :mod:`pytest_migsafe.cli`. Units throughout: durations in milliseconds (``*_ms``) unless
@@ -36,11 +36,12 @@ _EXPORTS = {
     "assert_cache_aside": "pytest_migsafe.cache.aside",
     "hot_reads": "pytest_migsafe.cache.hot_reads",
     "pool_stats": "pytest_migsafe.pool.observe",
+    "ConnectionLeakWarning": "pytest_migsafe.pool.observe",
     "assert_pool_warm": "pytest_migsafe.pool.warm",
     "pool_size": "pytest_migsafe.pool.sizing",
 }
 
-__all__ = ["NPlusOneWarning", "QueryBudgetExceeded", "QueryCounter", "assert_cache_aside", "assert_constant_queries", "assert_max_queries", "assert_num_queries", "assert_pool_warm", "cache_stats", "count_queries", "hot_reads", "pool_size", "pool_stats"]
+__all__ = ["ConnectionLeakWarning", "NPlusOneWarning", "QueryBudgetExceeded", "QueryCounter", "assert_cache_aside", "assert_constant_queries", "assert_max_queries", "assert_num_queries", "assert_pool_warm", "cache_stats", "count_queries", "hot_reads", "pool_size", "pool_stats"]
 
 
 def __getattr__(name: str) -> Any:

@@ -245,7 +245,7 @@ class PoolPhase:
 def _warn_leak(item: pytest.Item, leak: Leak) -> None:
     """A leak nobody asked to fail on: a warning at its checkout (never an error)."""
     filename, _, line = leak.call_site.rpartition(":")
-    notify(pytest.PytestWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)),
+    notify(pool.ConnectionLeakWarning("migsafe: connection leaked: " + pool_limits.describe_leak(leak)),
            filename or str(item.path), int(line) if line.isdigit() else 0, item)
 
 

@@ -128,6 +128,15 @@ _QUIET = ObservedFigures()  # the frozen figures of every observation in which n
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class ConnectionLeakWarning(UserWarning):
+    """A connection checked out in a test and not returned by its end (or returned only by the
+    garbage collector), where nothing asked for a leak check: the message names the pool and the
+    line that checked it out. A filter can name this class
+    (``ignore::pytest_migsafe.ConnectionLeakWarning``); like every warning the plugin gives
+    unasked it never fails a test, even under an ``error`` filter: ``migsafe_fail_on_leaks =
+    true`` or ``@pytest.mark.pool(leaks=0)`` make a leak fail."""
+
+
 class NothingObservedWarning(UserWarning):
     """Figures read from a pool observation that saw nothing: never started, or no
     checkout, checkin, new or closed connection on its pools while it was active."""

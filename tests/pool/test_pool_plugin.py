@@ -209,6 +209,17 @@ def test_every_part_that_failed_is_named_in_one_failure(pytester: pytest.Pyteste
     ])
 
 
+def test_a_leak_warning_has_a_class_of_its_own(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    """Leaks were plain PytestWarnings: a filter could not name them apart from others."""
+    write(LEAKY)
+    result = run(pytester, "-o", "migsafe_fail_on_leaks=false")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*ConnectionLeakWarning: migsafe: connection leaked*"])
+    quiet = run(pytester, "-o", "migsafe_fail_on_leaks=false", "-W", "ignore::pytest_migsafe.ConnectionLeakWarning")
+    quiet.assert_outcomes(passed=2)
+    assert "connection leaked" not in quiet.stdout.str()
+
+
 def test_marker_can_allow_a_leak(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
     write(LEAKY.replace("def test_leaks", "@pytest.mark.pool(leaks=1)\n    def test_leaks"))
     run(pytester).assert_outcomes(passed=2)
@@ -219,7 +230,7 @@ def test_fail_on_leaks_false_only_warns(pytester: pytest.Pytester, write) -> Non
     pytester.makeini("[pytest]\nmigsafe_fail_on_leaks = false\n")
     result = run(pytester)
     result.assert_outcomes(passed=2, warnings=1)
-    result.stdout.fnmatch_lines([(f"*PytestWarning: migsafe: connection leaked: checked out at "
+    result.stdout.fnmatch_lines([(f"*ConnectionLeakWarning: migsafe: connection leaked: checked out at "
                                  f"test_inner.py:{line_of(path, '# LEAK')} from *")])
 
 
