@@ -267,7 +267,9 @@ class PoolStatsFixture(pool.PoolObservation):
     """Every pool since the fixture was set up; call it to watch one engine or pool."""
 
     def __call__(self, *targets: Any) -> pool.PoolObservation:
-        """A context manager watching ``targets`` only: ``with pool_stats(engine) as stats:``."""
+        """A new observation of ``targets`` only, which counts from the ``with`` block it opens
+        on (``with pool_stats(engine) as stats:``), not since the fixture's set-up: the
+        fixture's own figures are every pool's (``pool_stats.checkouts``)."""
         return pool.pool_stats(*targets)
 
 
