@@ -313,8 +313,14 @@ def remember_engine(engine: Any) -> None:
 
 
 def name_of(pool: Any) -> str:
-    """``URL (PoolClass)`` for an engine's pool, ``PoolClass #n`` for a bare one."""
+    """``URL (PoolClass)`` for an engine's pool, ``PoolClass #n`` for a bare one (or for an
+    engine's made before the plugin could see its URL: that name stays, even once the engine
+    is known, so that one pool has one name in every test's figures and the sizing)."""
     kind = type(pool).__name__
+    if _pool_numbers:
+        number = _pool_numbers.get(pool)
+        if number is not None:
+            return f"{kind} #{number}"
     try:
         name = _engine_names.get(pool._dialect)
     except (AttributeError, TypeError):  # no dialect, or one that cannot be weakly referenced

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -914,3 +915,20 @@ def test_the_server_of_a_pool_dropped_inside_the_observation_is_still_known(post
     kept = run(drop=False)
     assert kept and all(kept.values())
     assert sorted(run(drop=True).values()) == sorted(kept.values())
+
+
+def test_a_pool_keeps_one_name_when_its_engine_becomes_known_later() -> None:
+    """An engine made before the plugin's hooks (at the import of a conftest) had its pool
+    named ``AsyncAdaptedQueuePool #1`` in the figures of the tests, and by its URL once
+    ``pool_stats(engine)`` made the engine known: the sizing listed one pool twice."""
+    script = (
+        "import sqlalchemy\n"
+        "engine = sqlalchemy.create_engine('postgresql+psycopg://u:p@localhost/db')\n"
+        "from pytest_migsafe.pool import sqlalchemy as names, targets\n"
+        "targets.install(import_missing=True)\n"
+        "before = names.name_of(engine.pool)\n"
+        "names.classify(engine)\n"
+        "print(before == names.name_of(engine.pool), before)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "True", done.stdout
