@@ -238,7 +238,7 @@ class RepeatTracker:
 
     def __init__(self) -> None:
         self.statements: dict[tuple[str, Any, Any], StatementGroup] = {}
-        self.loads: dict[tuple[str, str, Any], LoadGroup] = {}
+        self.loads: dict[tuple[str, str, Any, str | None], LoadGroup] = {}
         # (shape key, origin) -> [the first statement's text, statements(, a page-shaped text's paging
         # keys, first and last values)], in the order first seen
         self.tally: dict[tuple[str, Origin], list[Any]] = {}
@@ -313,8 +313,11 @@ class RepeatTracker:
         if where is None:
             return  # no user frame: a framework's own load
         context, loaded_at = (loaded[0], loaded[1]) if loaded is not None else (None, None)
-        # a lazy load in the test's own code is still a per-row load (unlike arranging data)
-        key = (load[0], load[1], origin.function or where[1])
+        # a lazy load in the test's own code is still a per-row load (unlike arranging data);
+        # loads of one relation in one function but of two directions are two suspects, each
+        # with its own fix (Django's a.books.count(), which prefetch_related("books") serves,
+        # and a.books.filter(...), which only a Prefetch(queryset=...) does)
+        key = (load[0], load[1], origin.function or where[1], direction)
         group = self.loads.get(key)
         if group is None:
             group = self.loads[key] = LoadGroup(load[0], load[1], direction)

@@ -220,6 +220,13 @@ def filtered_with_a_prefetch_object():
     return [[order.id for order in customer.selected_orders] for customer in customers]
 
 
+def counts_and_filtered():
+    # one loop, two kinds of per-row read of one relation: .count() (which prefetch_related
+    # serves) and .filter() (which only a Prefetch with a queryset does)
+    return [(customer.orders.count(), list(customer.orders.filter(note="n")))
+            for customer in Customer.objects.all()]
+
+
 def filtered_counts_annotated():
     from django.db.models import Count, Q
 
@@ -626,6 +633,11 @@ def test_filter_after_prefetch_is_a_load_per_row():
     app.filtered_after_prefetch()
 
 
+def test_count_and_filter_in_one_loop_are_two_suspects_with_their_fixes():
+    app.seed(3)
+    app.counts_and_filtered()
+
+
 def test_filter_without_prefetch_is_a_load_per_row():
     app.seed(3)
     app.filtered_without_prefetch()
@@ -920,6 +932,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_select_related_fix_of_reverse_one_to_one_is_fine": [],
     "test_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_filter_without_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    # (one suspect fixed by prefetch_related("orders") left the .filter() one: the advice named the first only)
+    "test_count_and_filter_in_one_loop_are_two_suspects_with_their_fixes": [
+        ("lazy_load", "Customer.orders"), ("lazy_load", "Customer.orders")],
     "test_exclude_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_order_by_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_many_to_many_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.tags")],
@@ -1140,6 +1155,10 @@ def test_fixes_name_a_prefetch_object_where_the_related_manager_is_narrowed_per_
             'a query per row',
     }
     assert {test: suspects[test][0]["fix"] for test in expected} == expected
+    # one loop reading .count() and .filter() of one relation: both fixes, one suspect each
+    fixes = sorted(suspect["fix"] for suspect in suspects["test_count_and_filter_in_one_loop_are_two_suspects_with_their_fixes"])
+    assert fixes == sorted(['Customer.objects.prefetch_related("orders")',
+                            expected["test_filter_without_prefetch_is_a_load_per_row"]]), fixes
     # every one of them one query per parent row, as the server counted it
     for test in expected:
         (suspect,) = suspects[test]
