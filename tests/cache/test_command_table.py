@@ -20,7 +20,7 @@ the reason.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import fakeredis
@@ -342,49 +342,64 @@ def test_a_stats_reset_during_a_block_falls_back_to_the_client_side(real: redis.
     assert (after.hits, after.misses, after.source) == (1, 0, "server")
 
 
-def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRedis, server_version: tuple[int, ...]) -> None:
-    """``execute_command("MULTI")`` on a client: its reads reply QUEUED until EXEC, and a GET's
-    QUEUED was taken for a value (2 hits where the server counted 2 misses). They are counted
-    from EXEC's replies (probed after it where a reply cannot tell), as a pipeline's; a
-    DISCARD, or an EXEC the server refused, counts nothing and ends the transaction."""
+def _by_hand_run(redis_server: RunningRedis, server_version: tuple[int, ...],
+                 arrange: Callable[[redis.Redis], None], work: Callable[[redis.Redis], None]) -> tuple[Any, Any, Any]:
+    """``work(client)`` in a cache_stats block on real Redis and on fakeredis of its version
+    (single-connection clients: a MULTI sent by hand), each after a FLUSHALL and ``arrange``:
+    ``(real stats, the server's INFO stats delta (hits, misses), fakeredis stats)``."""
     real = redis.Redis.from_url(redis_server.url, single_connection_client=True)
     fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(version=server_version), single_connection_client=True)
     figures = []
     try:
         for client in (real, fake):
             client.flushall()
-            client.set("str:1", "v")
-            client.hset("h:1", "name", "a")
+            arrange(client)
             before = server_counts(client) if client is real else (0, 0)
             with cache_stats(client) as stats:
-                client.execute_command("MULTI")
-                client.get("str:1")
-                client.execute_command("EXPIRE", "str:1", "60")  # (writes queued between reads: each
-                client.get("str:absent")                         # command has its reply in EXEC's)
-                client.execute_command("HSET", "h:2", "name", "b")
-                client.hget("h:1", "nofield")
-                client.execute_command("INCR", "counter")
-                client.execute_command("EXEC")
-                client.execute_command("MULTI")  # a read whose key a later queued write creates
-                client.execute_command("HGET", "h:new", "f")  # (a miss: probed before the EXEC)
-                client.execute_command("HSET", "h:new", "f", "1")
-                client.execute_command("HGET", "h:1", "nofield")  # (a hit)
-                client.execute_command("EXEC")
-                client.execute_command("multi")
-                client.get("str:1")
-                client.execute_command("DISCARD")
-                client.get("str:absent")
-                client.execute_command("MULTI")
-                with pytest.raises(redis.ResponseError):
-                    client.execute_command("GET")  # (an arity error: the transaction is aborted)
-                with pytest.raises(redis.ResponseError, match=r"(?i)discarded"):  # (EXECABORT)
-                    client.execute_command("EXEC")
-                client.get("str:absent")  # (counted again once the transaction is over)
+                work(client)
             after = server_counts(client) if client is real else (0, 0)
             figures.append((stats, (after[0] - before[0], after[1] - before[1])))
     finally:
         real.close()
     (real_stats, info), (fake_stats, _) = figures
+    return real_stats, info, fake_stats
+
+
+def test_a_multi_sent_by_hand_counts_its_reads_from_exec(redis_server: RunningRedis, server_version: tuple[int, ...]) -> None:
+    """``execute_command("MULTI")`` on a client: its reads reply QUEUED until EXEC, and a GET's
+    QUEUED was taken for a value (2 hits where the server counted 2 misses). They are counted
+    from EXEC's replies (probed after it where a reply cannot tell), as a pipeline's; a
+    DISCARD, or an EXEC the server refused, counts nothing and ends the transaction."""
+    def arrange(client: redis.Redis) -> None:
+        client.set("str:1", "v")
+        client.hset("h:1", "name", "a")
+
+    def work(client: redis.Redis) -> None:
+        client.execute_command("MULTI")
+        client.get("str:1")
+        client.execute_command("EXPIRE", "str:1", "60")  # (writes queued between reads: each
+        client.get("str:absent")                         # command has its reply in EXEC's)
+        client.execute_command("HSET", "h:2", "name", "b")
+        client.hget("h:1", "nofield")
+        client.execute_command("INCR", "counter")
+        client.execute_command("EXEC")
+        client.execute_command("MULTI")  # a read whose key a later queued write creates
+        client.execute_command("HGET", "h:new", "f")  # (a miss: probed before the EXEC)
+        client.execute_command("HSET", "h:new", "f", "1")
+        client.execute_command("HGET", "h:1", "nofield")  # (a hit)
+        client.execute_command("EXEC")
+        client.execute_command("multi")
+        client.get("str:1")
+        client.execute_command("DISCARD")
+        client.get("str:absent")
+        client.execute_command("MULTI")
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("GET")  # (an arity error: the transaction is aborted)
+        with pytest.raises(redis.ResponseError, match=r"(?i)discarded"):  # (EXECABORT)
+            client.execute_command("EXEC")
+        client.get("str:absent")  # (counted again once the transaction is over)
+
+    real_stats, info, fake_stats = _by_hand_run(redis_server, server_version, arrange, work)
     assert info == (3, 4)
     assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
     assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command
@@ -579,24 +594,16 @@ def test_a_multi_sent_by_hand_reads_its_keys_as_they_were_before_the_exec(
     """The reads whose reply cannot tell (HGET of a missing field) were probed after the EXEC,
     when a later queued DEL had removed the key: a hit counted as a miss. The expected counts
     are the server's INFO deltas."""
-    real = redis.Redis.from_url(redis_server.url, single_connection_client=True)
-    fake = fakeredis.FakeRedis(server=fakeredis.FakeServer(version=server_version), single_connection_client=True)
-    figures = []
-    try:
-        for client in (real, fake):
-            client.flushall()
-            client.hset("h:1", "name", "a")
-            before = server_counts(client) if client is real else (0, 0)
-            with cache_stats(client) as stats:
-                client.execute_command("MULTI")
-                client.execute_command("HGET", "h:1", "nofield")  # a hit: the hash is there
-                client.execute_command("DEL", "h:1")
-                client.execute_command("EXEC")
-            after = server_counts(client) if client is real else (0, 0)
-            figures.append((stats, (after[0] - before[0], after[1] - before[1])))
-    finally:
-        real.close()
-    (real_stats, info), (fake_stats, _) = figures
+    def arrange(client: redis.Redis) -> None:
+        client.hset("h:1", "name", "a")
+
+    def work(client: redis.Redis) -> None:
+        client.execute_command("MULTI")
+        client.execute_command("HGET", "h:1", "nofield")  # a hit: the hash is there
+        client.execute_command("DEL", "h:1")
+        client.execute_command("EXEC")
+
+    real_stats, info, fake_stats = _by_hand_run(redis_server, server_version, arrange, work)
     assert info == (1, 0)
     assert (real_stats.client_hits, real_stats.client_misses) == info, real_stats.by_command
     assert (fake_stats.hits, fake_stats.misses) == info, fake_stats.by_command

@@ -270,35 +270,40 @@ def test_connections_held_by_fixtures_across_tests_are_not_leaks(pytester: pytes
     run(pytester).assert_outcomes(passed=2)
 
 
+# a module-scoped connection fixture, and the connections a test keeps (a leak of its own)
+# returned at module teardown: once the leak was told, none is left for the test running the suite
+MODULE_CONN = """
+ENGINE = create_engine(URL, pool_size=3)
+KEPT = []
+
+@pytest.fixture(scope="module", autouse=True)
+def close_kept():
+    yield
+    for kept in KEPT:
+        kept.close()
+
+@pytest.fixture(scope="module")
+def conn():
+    with ENGINE.connect() as conn:
+        yield conn
+    ENGINE.dispose()
+"""
+
+
 def test_a_fixture_set_up_inside_the_test_body_holds_its_connection_no_leak(pytester: pytest.Pytester,
                                                                              write) -> None:  # type: ignore[no-untyped-def]
     """A module-scoped connection fixture first asked for by request.getfixturevalue() in the
     test's body was reported as leaked at the fixture's line (and failed the test with
     migsafe_fail_on_leaks): the fixture returns it at its teardown. The test's own leak in
     the same test is still one."""
-    write('''
-        ENGINE = create_engine(URL, pool_size=3)
-        KEPT = []
-
-        @pytest.fixture(scope="module", autouse=True)
-        def close_kept():  # (after the leak was told: no leak left for the test running this suite)
-            yield
-            for kept in KEPT:
-                kept.close()
-
-        @pytest.fixture(scope="module")
-        def conn():
-            with ENGINE.connect() as conn:
-                yield conn
-            ENGINE.dispose()
-
+    write(MODULE_CONN + textwrap.dedent('''
         def test_lazy(request):
             request.getfixturevalue("conn").execute(text("SELECT 1"))
 
         def test_lazy_and_own_leak(request):
             request.getfixturevalue("conn").execute(text("SELECT 1"))
             KEPT.append(ENGINE.connect())
-    ''')
+    '''))
     result = run(pytester, "-o", "migsafe_fail_on_leaks=true")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_lazy_and_own_leak*", "*1 connection leaked*"])
@@ -312,24 +317,7 @@ def test_a_fixtures_connection_reconnected_in_the_test_is_still_the_fixtures(pyt
     session) reconnects with a new checkout inside the test: it was reported as leaked at the
     fixture's line, and failed the test with migsafe_fail_on_leaks. A Connection the test made,
     invalidated and kept is still the test's leak."""
-    write('''
-        from sqlalchemy.exc import DBAPIError
-
-        ENGINE = create_engine(URL, pool_size=3)
-        KEPT = []
-
-        @pytest.fixture(scope="module", autouse=True)
-        def close_kept():
-            yield
-            for kept in KEPT:
-                kept.close()
-
-        @pytest.fixture(scope="module")
-        def conn():
-            with ENGINE.connect() as conn:
-                yield conn
-            ENGINE.dispose()
-
+    write("from sqlalchemy.exc import DBAPIError\n" + MODULE_CONN + textwrap.dedent('''
         def test_invalidated_by_hand(conn):
             conn.invalidate()
             conn.execute(text("SELECT 1"))
@@ -349,7 +337,7 @@ def test_a_fixtures_connection_reconnected_in_the_test_is_still_the_fixtures(pyt
             own.invalidate()
             own.execute(text("SELECT 1"))
             KEPT.append(own)
-    ''')
+    '''))
     result = run(pytester, "-o", "migsafe_fail_on_leaks=true")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*test_own_connection_reconnected_and_kept*", "*1 connection leaked*"])
