@@ -30,6 +30,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pytest_migsafe.django_settings import configured_setting
+
 _DJANGO_DEFAULT = re.compile(r"^:\d+:(?P<rest>.*)\Z", re.DOTALL)  # KEY_PREFIX "" and any VERSION
 _DEFAULT_KEY_FUNCTIONS = (None, "", "django.core.cache.backends.base.default_key_func")
 _DJANGO_REDIS_BACKENDS = ("django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache")
@@ -59,15 +61,8 @@ def django_key_prefixes() -> list[str]:
     """The ``KEY_PREFIX`` of each Redis cache in Django's ``CACHES`` that uses the default key
     function, when Django is imported and its settings are configured; else ``[]``. Never
     imports Django and never raises."""
-    conf = sys.modules.get("django.conf")
-    if conf is None:
-        return []
-    try:
-        settings = conf.settings
-        if not settings.configured:
-            return []
-        caches = getattr(settings, "CACHES", {}) or {}
-    except Exception:  # settings that fail to load are not ours to report
+    caches = configured_setting("CACHES", {})
+    if not isinstance(caches, dict):
         return []
     prefixes = []
     for options in caches.values():

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pytest_migsafe.django_settings import configured_setting
 from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import origin_of
 from pytest_migsafe.queries.dispatch import settings, start, stop
@@ -38,16 +39,12 @@ class FilterMatchedNothingWarning(UserWarning):
 def _database_names(using: str) -> set[str]:
     """``using`` and, when it is an alias in Django's configured ``DATABASES``, that database's name."""
     names = {using}
-    if "django.conf" in sys.modules:
-        try:
-            from django.conf import settings
-
-            if settings.configured:
-                name = settings.DATABASES.get(using, {}).get("NAME")
-                if name:
-                    names.add(str(name))
-        except Exception:  # Django half set up: the name alone
-            pass
+    try:
+        name = configured_setting("DATABASES", {}).get(using, {}).get("NAME")
+    except Exception:  # a DATABASES of another form: the name alone
+        return names
+    if name:
+        names.add(str(name))
     return names
 
 

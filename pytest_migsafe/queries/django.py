@@ -60,6 +60,7 @@ import sys
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from pytest_migsafe.django_settings import configured_setting
 from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import call_site, origin_of
 from pytest_migsafe.queries.exact import keep_signature
@@ -190,15 +191,9 @@ def unmeasured_databases() -> list[tuple[str, str]]:
     Django's statements through psycopg 3), or PostgreSQL's on psycopg2. [] when Django's
     settings are not configured (they are never evaluated here: a lazy settings object stays
     lazy)."""
-    conf = sys.modules.get("django.conf")
-    if conf is None:
-        return []
     try:
-        settings = conf.settings
-        if not settings.configured:
-            return []
-        databases = dict(settings.DATABASES)
-    except Exception:  # settings that cannot be read: nothing to say
+        databases = dict(configured_setting("DATABASES", {}))
+    except Exception:  # a DATABASES that is no mapping: nothing to say
         return []
     psycopg_any = sys.modules.get("django.db.backends.postgresql.psycopg_any")
     on_psycopg2 = psycopg_any is not None and getattr(psycopg_any, "is_psycopg3", True) is False
