@@ -146,7 +146,9 @@ class QueryCounter:
     filtered counter that saw statements and matched none warns with
     :class:`FilterMatchedNothingWarning` when the block ends. The count, the per-shape
     aggregates and ``executions`` (rows of ``executemany`` batches summed) are exact;
-    ``queries`` keeps the first ``keep`` statements and ``omitted`` says how many more ran.
+    ``queries`` keeps the first ``keep`` statements and ``omitted`` says how many more ran
+    (``keep=0``: a counter read for its figures only, which keeps no statement and counts no
+    omission).
     """
 
     def __init__(
@@ -263,7 +265,7 @@ class QueryCounter:
         if len(kept) < self.keep:
             # a plain tuple here; CapturedQuery objects are built only when read
             kept.append((sql, shape, seconds, site, target, batch_size, params))
-        else:
+        elif self.keep:
             self.omitted += 1
 
     # -- reading ---------------------------------------------------------------
