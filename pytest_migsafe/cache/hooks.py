@@ -51,6 +51,7 @@ from typing import Any, Protocol, cast
 
 from pytest_migsafe.cache import commands as command_table
 from pytest_migsafe.cache.rules import ASK_EACH, COUNT, EACH, RULES, SHOWN_OR_ASK, VALUE, judge
+from pytest_migsafe.versions import supported
 
 # One lookup of a key for reading, before the server version's counts are applied:
 # (the command's Read, the key, True if it existed / False if not / None to be probed,
@@ -1068,6 +1069,8 @@ def install() -> None:
     import redis.asyncio.client as async_client
     import redis.client as sync_client
 
+    if not supported("redis"):
+        return  # too old to hook (versions.too_old says so in the plugin's summary)
     _build_fast()
     plan: list[tuple[type, str, Any]] = [
         (sync_client.Redis, "execute_command", _hook_execute_command),
@@ -1081,10 +1084,10 @@ def install() -> None:
         (async_client.Pipeline, "_execute_pipeline", _hook_async_batch),
     ]
     fake_socket = _fake_socket_class()
-    if fake_socket is not None:
+    if fake_socket is not None and supported("fakeredis"):
         plan.append((fake_socket, "_run_command", _hook_fake_run_command))
     fake_sort = _fake_sort_class()
-    if fake_sort is not None:
+    if fake_sort is not None and supported("fakeredis"):
         plan.append((fake_sort, "_lookup_key", _hook_fake_lookup_key))
     for cls, name, hook in plan:
         original = cls.__dict__[name]

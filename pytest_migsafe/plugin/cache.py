@@ -39,6 +39,7 @@ from pytest_migsafe.plugin.markers import closest_checked, register_marker
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
+from pytest_migsafe.versions import need
 
 if TYPE_CHECKING:
     from pytest_migsafe.cache.stats import BlocksOfATest, CacheStats
@@ -284,6 +285,7 @@ class RedisEndpoint:
             import fakeredis
 
             return fakeredis.FakeRedis(server=self.fake_server, **kwargs)
+        need("redis", "redis", "migsafe_redis")
         import redis
 
         return redis.Redis.from_url(cast(str, self.url), **kwargs)
@@ -305,6 +307,7 @@ class RedisEndpoint:
 
 
 def _fake_endpoint(source: str) -> RedisEndpoint:
+    need("fakeredis", "redis", "migsafe_redis on fakeredis")
     import fakeredis
 
     return RedisEndpoint(backend="fakeredis", url=None, source=source, fake_server=fakeredis.FakeServer())
@@ -317,9 +320,10 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
 
     mode = _redis_mode(config)
     if mode == "fake":
+        endpoint = _fake_endpoint("fakeredis (--migsafe-redis=fake)")  # (first: fakeredis may be missing)
         run_report(config).note("Redis: fakeredis used (--migsafe-redis=fake); hit rates come from "
                                 "client-side accounting")
-        return _fake_endpoint("fakeredis (--migsafe-redis=fake)")
+        return endpoint
     url = get_setting(config, option="migsafe_redis_url", env="MIGSAFE_REDIS_URL", ini="migsafe_redis_url")
     binary = get_setting(config, option="migsafe_redis_server", env="MIGSAFE_REDIS_SERVER",
                          ini="migsafe_redis_server")
@@ -354,9 +358,10 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
         pytest.fail(f"migsafe_redis: the redis-server named by --migsafe-redis-server / $MIGSAFE_REDIS_SERVER / "
                     f"ini migsafe_redis_server cannot be started: {message}", pytrace=False)
     reason = message.splitlines()[0].rstrip(":")
+    endpoint = _fake_endpoint(f"fakeredis (no real Redis: {reason})")  # (first: fakeredis may be missing)
     run_report(config).note(f"Redis: no real server ({reason}); fakeredis used, hit rates come "
                             "from client-side accounting")
-    return _fake_endpoint(f"fakeredis (no real Redis: {reason})")
+    return endpoint
 
 
 @pytest.fixture(scope="session")

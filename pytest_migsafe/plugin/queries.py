@@ -50,6 +50,7 @@ from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
 from pytest_migsafe.queries.shape_store import ShapeStore
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
+from pytest_migsafe.versions import describe_too_old, need
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -143,6 +144,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             stores[0].save()
         except Exception:
             pass
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which imported driver migsafe left unhooked as older than it supports (one line each)."""
+    lines = describe_too_old()
+    if lines:
+        terminalreporter.write_sep("-", "migsafe: not measured")
+        for line in lines:
+            terminalreporter.write_line(f"migsafe: {line}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -513,6 +523,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="session")
 def migsafe_engine(migsafe_postgres: RunningPostgres) -> Iterator[Engine]:
     """A SQLAlchemy Engine on ``migsafe_postgres``."""
+    need("sqlalchemy", "sqlalchemy", "migsafe_engine")
     from sqlalchemy import create_engine
 
     engine = create_engine(migsafe_postgres.url)

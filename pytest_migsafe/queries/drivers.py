@@ -7,6 +7,7 @@ from typing import Any
 
 from pytest_migsafe.queries import django as django_orm
 from pytest_migsafe.queries import orm
+from pytest_migsafe.versions import import_if_installed, supported
 
 _installed_for: tuple[Any, Any, Any] = (False, False, False)
 # len(sys.modules) when install(import_missing=False) last found nothing left to hook: while it
@@ -43,11 +44,16 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
     from pytest_migsafe.queries import psycopg as capture_psycopg
     from pytest_migsafe.queries import sqlalchemy as capture_sqlalchemy
 
-    # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it
-    capture_psycopg.install(import_missing)
-    capture_sqlalchemy.install(import_missing)
-    orm.install_engine()  # one execute sent in INSERT batches is one unit of work
-    orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
+    if import_missing:  # imported here, so that the version check below sees them
+        import_if_installed("psycopg", "sqlalchemy")
+    # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it (each
+    # library only if imported and supported: migsafe installs none of them)
+    if supported("psycopg"):
+        capture_psycopg.install(import_missing)
+    if supported("sqlalchemy"):
+        capture_sqlalchemy.install(import_missing)
+        orm.install_engine()  # one execute sent in INSERT batches is one unit of work
+        orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)
 

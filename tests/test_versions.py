@@ -1,0 +1,50 @@
+"""Drivers older than migsafe supports are left unhooked, said in the summary, never an error."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_migsafe import versions
+
+pytest_plugins = ["pytester"]
+
+
+def test_release_of_reads_the_leading_numbers() -> None:
+    assert versions.release_of("2.0.20") == (2, 0, 20)
+    assert versions.release_of("3.1.12.dev1") == (3, 1, 12)
+    assert versions.release_of("2.1.0b1") == (2, 1, 0)
+    assert versions.release_of("unknown") == ()
+
+
+def test_a_driver_older_than_supported_is_not_hooked_and_said(pytester: pytest.Pytester) -> None:
+    # a real SQLAlchemy whose oldest supported release is set above it: the plugin must leave it
+    # unhooked (a budget of 0 holds over 3 statements: nothing is counted), say so in the
+    # summary, and change no outcome; with the real floor the same budget fails
+    pytester.makeconftest("""
+        import os
+        from pytest_migsafe import versions
+        if os.environ.get("RAISE_FLOOR"):
+            versions.OLDEST["sqlalchemy"] = ("SQLAlchemy", (99, 0, 0))
+        import sqlalchemy
+    """)
+    pytester.makepyfile(test_old="""
+        import pytest
+        from sqlalchemy import create_engine, text
+
+        @pytest.mark.max_queries(0)
+        def test_three():
+            engine = create_engine("sqlite://")
+            with engine.connect() as conn:
+                for _ in range(3):
+                    conn.execute(text("select 1"))
+    """)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAISE_FLOOR", "1")
+        result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*migsafe: not measured*",
+                                 "migsafe: SQLAlchemy * is older than 99.0.0, the oldest migsafe measures*"])
+    supported = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    supported.assert_outcomes(failed=1)
+    supported.stdout.fnmatch_lines(["*max_queries: expected at most 0 queries, 3 ran*"])
+    assert "not measured" not in supported.stdout.str()
