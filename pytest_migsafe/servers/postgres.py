@@ -146,8 +146,9 @@ class RunningPostgres:
 
     @property
     def libpq_url(self) -> str:
-        """``postgresql://`` URL for libpq clients (psycopg, ``psql``, dj-database-url); password included."""
-        return _build_url("postgresql", self._params)
+        """``postgresql://`` URL for libpq clients (psycopg, ``psql``, dj-database-url); password
+        included. A socket directory is its host, percent-encoded (libpq's form)."""
+        return _build_url("postgresql", self._params, socket_in_host=True)
 
     def describe(self) -> str:
         """One line naming the server: version, origin, where it listens; password masked.
@@ -189,12 +190,16 @@ class RunningPostgres:
             self._process.stop()
 
 
-def _build_url(scheme: str, params: dict[str, str]) -> str:
+def _build_url(scheme: str, params: dict[str, str], socket_in_host: bool = False) -> str:
     """A ``scheme://`` URL for conninfo ``params`` (host may be a socket directory).
 
     A socket directory goes into the ``host`` query parameter with ``localhost`` in the
     authority: pydantic's ``PostgresDsn`` rejects an empty host, and libpq and SQLAlchemy
-    let the query parameter win. Parameters other than host/port/user/password/dbname
+    let the query parameter win. With ``socket_in_host`` (the libpq URL) it is the host,
+    percent-encoded (``postgresql://postgres@%2Ftmp%2Fmigsafe-pg-1:5432/db``), libpq's own
+    form, which dj-database-url decodes too: a parser that reads ``localhost:5432`` from the
+    authority and drops the query's ``host`` (Django URL parsers do) would connect to
+    whatever listens there. Parameters other than host/port/user/password/dbname
     (sslmode...) go into the query string.
     """
     user = quote(params.get("user") or SUPERUSER, safe="")
@@ -202,7 +207,10 @@ def _build_url(scheme: str, params: dict[str, str]) -> str:
     auth = f"{user}:{quote(password, safe='')}" if password else user
     host, port = params.get("host") or "localhost", params.get("port") or ""
     query = {k: v for k, v in params.items() if k not in _CORE_PARAMS and v}
-    if host.startswith("/"):
+    if host.startswith("/") and socket_in_host:
+        host = quote(host, safe="")
+        port = port or str(_SOCKET_PORT)
+    elif host.startswith("/"):
         query = {"host": host, **query}
         host = "localhost"
         port = port or str(_SOCKET_PORT)

@@ -498,6 +498,7 @@ def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, t
     """pydantic's PostgresDsn rejects an empty host; the URLs given must pass it, SQLAlchemy and psycopg."""
     pydantic = pytest.importorskip("pydantic")
     sqlalchemy = pytest.importorskip("sqlalchemy")
+    dj_database_url = pytest.importorskip("dj_database_url")
     tcp = start_postgres(tmp_path, pg_ctl=str(EMBEDDED / "pg_ctl"), fallback=False, tcp=True)  # type: ignore[operator]
     try:
         for running in (embedded_pg, tcp):
@@ -514,6 +515,13 @@ def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, t
                 with psycopg.connect(target) as conn:
                     assert conn.info.dbname == running.dbname
                     assert conn.info.host == running.host
+            # a Django project's DATABASE_URL read by dj-database-url: the same server, by its
+            # socket directory or address (never "localhost" with the socket lost)
+            parsed = dj_database_url.parse(running.libpq_url)
+            assert (parsed["HOST"], str(parsed["PORT"])) == (running.host, str(running.port))
+            with psycopg.connect(dbname=parsed["NAME"], user=parsed["USER"], password=parsed["PASSWORD"],
+                                 host=parsed["HOST"], port=parsed["PORT"]) as conn:
+                assert conn.info.dbname == running.dbname
             settings = running.django_settings()
             assert settings["ENGINE"] == "django.db.backends.postgresql"
             with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
