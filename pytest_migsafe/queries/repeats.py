@@ -595,11 +595,34 @@ def describe(suspects: list[NPlusOne], threshold: int, width: int = 160,
             lines = [f"N+1 suspected: a statement repeated {s.count} times from one function (threshold {threshold})",
                      f"  {shorten(s.shape, width)}",
                      f"  at {where}{below}",
-                     "  fix: load the rows in one statement (a JOIN, or WHERE ... IN (...)) outside the loop",
+                     f"  fix: {repeated_statement_fix(s.shape)}",
                      f"  or accept it: @pytest.mark.allow_n_plus_one(re.compile({_regex_for(s.shape)!r}), {s.count})"]
             lines += _over_ceiling(s, allow, s.count, "repeats")
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
+
+
+def repeated_statement_fix(shape: str) -> str:
+    """The fix to suggest for ``shape`` (a readable shape) repeated in a loop, by its kind: a read
+    is loaded in one statement, a row-by-row write batched, a check that reads no table (Django's
+    constraint validation in ``full_clean``) run once."""
+    from pytest_migsafe.queries.normalize import statement_kind
+
+    kind = statement_kind(shape)
+    if kind == "insert":
+        return ("insert the rows in one statement: executemany, insert(Model).values([...]) or "
+                "session.execute(insert(Model), rows) (SQLAlchemy); Model.objects.bulk_create(objs) (Django)")
+    if kind == "update":
+        return ("update the rows in one statement: update(Model).where(Model.id.in_(ids)) (SQLAlchemy); "
+                "QuerySet.update(...) or Model.objects.bulk_update(objs, fields) (Django)")
+    if kind == "delete":
+        return ("delete the rows in one statement: delete(Model).where(Model.id.in_(ids)) (SQLAlchemy); "
+                "QuerySet.delete() (Django)")
+    if kind == "select" and not re.search(r"\bFROM\b", shape, re.IGNORECASE):
+        return ("the same check runs once per row (it reads no table: Django's full_clean() validating "
+                "constraints does this): run it once, or skip it for rows already known valid "
+                "(full_clean(exclude=[...]), validate_constraints=False)")
+    return "load the rows in one statement (a JOIN, or WHERE ... IN (...)) outside the loop"
 
 
 def _over_ceiling(suspect: NPlusOne, allow: Sequence[AllowRule], measured: int, unit: str) -> list[str]:

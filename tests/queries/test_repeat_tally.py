@@ -476,3 +476,33 @@ def test_primary_keys_of_two_classes_of_one_name_are_not_mixed_up() -> None:
     orm._note_primary_key("Order", inspect(billing()))
     assert orm.primary_keys["Order"] == ("<primary key>",)
     orm.primary_keys.pop("Order", None)
+
+
+@pytest.mark.parametrize(("statement", "setup", "advice"), [
+    ("INSERT INTO t (v) VALUES (:i)", "CREATE TABLE t (v INT)", "bulk_create"),
+    ("UPDATE t SET v = :i WHERE v = 0", "CREATE TABLE t (v INT)", "bulk_update"),
+    ("DELETE FROM t WHERE v = :i", "CREATE TABLE t (v INT)", "QuerySet.delete()"),
+    ("SELECT :i AS _check WHERE 1 = 1", None, "full_clean(exclude=[...])"),
+    ("SELECT v FROM t WHERE v = :i", "CREATE TABLE t (v INT)", "WHERE ... IN (...)"),
+])
+def test_the_fix_of_a_repeated_statement_fits_its_kind(statement: str, setup: str | None, advice: str) -> None:
+    # a row-by-row write is batched, a per-row check that reads no table is run once: the JOIN /
+    # IN (...) advice of a repeated read would mislead there
+    from loops import run_statements
+    from sqlalchemy import create_engine, text
+
+    from pytest_migsafe import count_queries
+    from pytest_migsafe.queries.repeats import describe
+
+    engine = create_engine("sqlite://")
+    with engine.begin() as conn:
+        if setup:
+            conn.execute(text(setup))
+        with count_queries() as counter:
+            run_statements(conn, statement, 12)
+    suspects = counter.n_plus_one()
+    assert [s.count for s in suspects] == [12]
+    message = describe(suspects, 10)
+    assert advice in message
+    others = {"bulk_create", "bulk_update", "QuerySet.delete()", "full_clean(exclude=[...])", "WHERE ... IN (...)"}
+    assert not any(other in message for other in others - {advice})
