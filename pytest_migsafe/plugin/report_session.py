@@ -405,11 +405,13 @@ class ReportSession:
         report = run_report(self.config)
         status = []
         coverage = coverage_text(self.compared, self.not_compared) if self.baseline is not None else ""
-        if self.settings.show and Totals.of(report).has_figures():
-            if self.baseline is None and not self.settings.update:
-                status.append(f"no baseline at {self.baseline_label} (--migsafe-update-baseline writes one)")
-            elif self.comparison is not None and not self.comparison.regressions:
+        if self.settings.show:
+            # the gate's verdict whenever it compared (a CI log shows that it ran, also for a
+            # selection that ran no SQL); the missing baseline only where there are figures
+            if self.comparison is not None and not self.comparison.regressions:
                 status.append(f"no regression against {self.baseline_label} ({coverage})")
+            elif self.baseline is None and not self.settings.update and Totals.of(report).has_figures():
+                status.append(f"no baseline at {self.baseline_label} (--migsafe-update-baseline writes one)")
         lines = summary_lines(report, self.comparison, baseline_label=self.baseline_label,
                               verbose=self.config.get_verbosity() > 0, full=self.settings.show,
                               alert=self.settings.tolerances.hit_rate_alert, status=status,

@@ -490,3 +490,11 @@ def test_without_html_output_no_html_hook_is_registered(lab: pytest.Pytester) ->
     result.assert_outcomes(passed=4)
     config = lab.parseconfigure()
     assert config.pluginmanager.get_plugin("migsafe-html") is None
+
+
+def test_the_gate_says_it_ran_when_the_selected_tests_ran_no_sql(lab: pytest.Pytester) -> None:
+    # a CI log must show that the regression gate ran, also for a selection without figures
+    with_baseline(lab)
+    result = lab.runpytest("--migsafe-report", "--migsafe-fail-on-regression", "-k", "plain")
+    result.assert_outcomes(passed=1, deselected=3)
+    result.stdout.fnmatch_lines(["*migsafe report*", "no regression against .migsafe/baseline.json (*"])
