@@ -78,7 +78,10 @@ class _NotifyingLoader(importlib.abc.Loader):
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = self.loader
         for callback in list(self.callbacks):
-            callback(self.name)
+            try:
+                callback(self.name)
+            except Exception:  # the import is the project's: a hook that cannot be installed
+                pass  # must not fail it (the installers say what they left unhooked)
 
     def __getattr__(self, name: str) -> Any:  # get_resource_reader, is_package, ...
         return getattr(self.loader, name)

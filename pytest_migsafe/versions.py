@@ -3,8 +3,9 @@
 migsafe installs none of the drivers it measures (installing psycopg 3 beside an
 application's psycopg2 would switch Django to it): it hooks those the project has. A
 library older than migsafe supports (its private hook points, SQL texts and counters
-differ) is left unhooked, and :data:`too_old` says which, for the plugin's summary: never
-an error in the project's own tests.
+differ) is left unhooked, and so is a stub a project put in ``sys.modules`` in its place;
+:data:`not_measured` says which, for the plugin's summary: never an error in the project's
+own tests.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from collections.abc import Callable
+from types import ModuleType
 
 #: module name -> (distribution name, the oldest release migsafe hooks); .ci/run tests each
 OLDEST: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -22,8 +25,8 @@ OLDEST: dict[str, tuple[str, tuple[int, ...]]] = {
     "fakeredis": ("fakeredis", (2, 39, 0)),
 }
 
-#: module name -> the release found, for each library left unhooked as too old
-too_old: dict[str, str] = {}
+#: module name -> why migsafe left that library unhooked (one line each, for the plugin's summary)
+not_measured: dict[str, str] = {}
 _checked: dict[str, tuple[object, bool]] = {}  # module name -> (the module checked, supported)
 
 
@@ -35,22 +38,57 @@ def release_of(text: str) -> tuple[int, ...]:
 
 
 def supported(name: str) -> bool:
-    """False when module ``name`` (a key of :data:`OLDEST`) is imported and older than migsafe
-    hooks (then noted in :data:`too_old`); True when it is supported, not imported yet, or its
-    version cannot be read (``__version__``). Checked once per imported module object."""
+    """False when module ``name`` (a key of :data:`OLDEST`) is imported but is not the library
+    (a stub in ``sys.modules``: not a module) or is older than migsafe hooks (then the reason is
+    in :data:`not_measured`); True when it is supported, not imported yet, or of a version that
+    cannot be read. Checked once per imported module object."""
     module = sys.modules.get(name)
     if module is None:
         return True
     checked = _checked.get(name)
     if checked is not None and checked[0] is module:
         return checked[1]
+    reason = _why_unsupported(name, module)
+    if reason is not None:
+        not_measured[name] = reason
+    _checked[name] = (module, reason is None)
+    return reason is None
+
+
+def _why_unsupported(name: str, module: object) -> str | None:
+    dist, oldest = OLDEST[name]
+    if not isinstance(module, ModuleType):
+        return (f"{dist}: sys.modules[{name!r}] is a {type(module).__name__}, not the library (a stub): "
+                "nothing sent through it is counted")
     version = getattr(module, "__version__", None)
-    release = release_of(version) if isinstance(version, str) else ()
-    ok = not release or release >= OLDEST[name][1]
-    if not ok:
-        too_old[name] = str(version)
-    _checked[name] = (module, ok)
-    return ok
+    if not isinstance(version, str):
+        return None  # (a module stub without a version is caught by install_guarded)
+    release = release_of(version)
+    if release and release < oldest:
+        floor = ".".join(map(str, oldest))
+        return (f"{dist} {version} is older than {floor}, the oldest migsafe measures: nothing it does "
+                f"is counted (pip install '{dist}>={floor}')")
+    return None
+
+
+def install_guarded(name: str, install: Callable[..., object], *args: object) -> bool:
+    """Run ``install(*args)``, the hooks of library ``name``, if :func:`supported`; an exception
+    (a module stub without the classes hooked, a library changed beyond what migsafe knows)
+    leaves the library unhooked, with the reason in :data:`not_measured`, and never reaches the
+    caller: a test, an import, the session's configure. Tried again at the next install (a stub
+    set for one test is gone by then)."""
+    if not supported(name):
+        return False
+    try:
+        installed = bool(install(*args))
+    except Exception as error:
+        text = f"{type(error).__name__}: {error}"
+        not_measured[name] = (f"{OLDEST[name][0]}: migsafe could not hook it "
+                              f"({text[:200]}): nothing sent through it is counted")
+        return False
+    if installed:
+        not_measured.pop(name, None)  # hooked now (the stub of an earlier test is gone)
+    return installed
 
 
 def import_if_installed(*names: str) -> None:
@@ -77,11 +115,6 @@ def need(name: str, extra: str, what: str) -> None:
                           f"pip install 'pytest-migsafe[{extra}]'") from error
 
 
-def describe_too_old() -> list[str]:
-    """One line for each library left unhooked as too old (see :data:`too_old`)."""
-    lines = []
-    for name, version in sorted(too_old.items()):
-        dist, oldest = OLDEST[name]
-        lines.append(f"{dist} {version} is older than {'.'.join(map(str, oldest))}, the oldest migsafe "
-                     f"measures: nothing it does is counted (pip install '{dist}>={'.'.join(map(str, oldest))}')")
-    return lines
+def describe_not_measured() -> list[str]:
+    """One line for each library left unhooked (see :data:`not_measured`), by module name."""
+    return [not_measured[name] for name in sorted(not_measured)]

@@ -48,3 +48,46 @@ def test_a_driver_older_than_supported_is_not_hooked_and_said(pytester: pytest.P
     supported.assert_outcomes(failed=1)
     supported.stdout.fnmatch_lines(["*max_queries: expected at most 0 queries, 3 ran*"])
     assert "not measured" not in supported.stdout.str()
+
+
+STUBBED = {
+    "conftest": """
+        import sys, types
+        from unittest import mock
+        sys.modules.setdefault("psycopg", mock.MagicMock())  # unit tests that never touch a database
+        sys.modules.setdefault("psycopg_pool", types.ModuleType("psycopg_pool"))
+    """,
+    "test_units": """
+        import sys, types
+        import pytest
+
+        def test_one():
+            assert 1 + 1 == 2
+
+        def test_stub_in_a_test(monkeypatch):
+            monkeypatch.setitem(sys.modules, "sqlalchemy.orm", types.ModuleType("sqlalchemy.orm"))
+            import sqlalchemy  # the import watcher installs the hooks now, over the stubbed ORM
+            assert sqlalchemy.__version__
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_more(n):
+            assert n < 3
+    """,
+}
+
+
+def test_stubbed_drivers_change_no_outcome_and_are_said(pytester: pytest.Pytester) -> None:
+    # stubs of a driver in sys.modules (a MagicMock, an empty module) used to fail every test
+    # (AttributeError from the hooks) or end the session with an INTERNALERROR at configure
+    pytester.makeconftest(STUBBED["conftest"])
+    pytester.makepyfile(test_units=STUBBED["test_units"])
+    plain = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:migsafe")
+    plain.assert_outcomes(passed=5)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.fnmatch_lines(["*migsafe: not measured*",
+                                 "migsafe: psycopg: sys.modules?'psycopg'? is a MagicMock, not the library*",
+                                 "migsafe: psycopg-pool: migsafe could not hook it (AttributeError*"])
+    # the ORM stubbed for one test: hooked again once the stub is gone, so not listed
+    assert "SQLAlchemy" not in result.stdout.str().split("migsafe: not measured")[1]

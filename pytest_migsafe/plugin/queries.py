@@ -50,7 +50,7 @@ from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
 from pytest_migsafe.queries.shape_store import ShapeStore
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
-from pytest_migsafe.versions import describe_too_old, need
+from pytest_migsafe.versions import describe_not_measured, need
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -147,8 +147,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say which imported driver migsafe left unhooked as older than it supports (one line each)."""
-    lines = describe_too_old()
+    """Say which imported driver migsafe left unhooked (older than it supports, a stub in
+    ``sys.modules``, hooks that failed): one line each."""
+    lines = describe_not_measured()
     if lines:
         terminalreporter.write_sep("-", "migsafe: not measured")
         for line in lines:

@@ -46,7 +46,9 @@ def is_pool(obj: Any) -> bool:
     module = sys.modules.get("psycopg_pool")
     if module is None:
         return False
-    return isinstance(obj, (module.ConnectionPool, module.AsyncConnectionPool))
+    classes = tuple(cls for cls in (getattr(module, "ConnectionPool", None), getattr(module, "AsyncConnectionPool", None))
+                    if isinstance(cls, type))  # (a stub in sys.modules has neither)
+    return bool(classes) and isinstance(obj, classes)
 
 
 def classify(target: Any) -> tuple[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import Any
 from pytest_migsafe.pool import events
 from pytest_migsafe.pool import psycopg as pool_psycopg
 from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
-from pytest_migsafe.versions import import_if_installed, supported
+from pytest_migsafe.versions import import_if_installed, install_guarded
 
 ACCEPTS = ("a SQLAlchemy Engine, AsyncEngine or Pool, or a psycopg_pool ConnectionPool "
            "or AsyncConnectionPool")
@@ -196,10 +196,8 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
         return  # the same libraries as last time, already hooked
     if import_missing:  # imported here, so that the version check below sees them
         import_if_installed("sqlalchemy", "psycopg_pool")
-    if supported("sqlalchemy"):
-        pool_sqlalchemy.install(import_missing)
-    if supported("psycopg_pool"):
-        pool_psycopg.install(import_missing)
+    install_guarded("sqlalchemy", pool_sqlalchemy.install, import_missing)
+    install_guarded("psycopg_pool", pool_psycopg.install, import_missing)
     _installed_for = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pytest_migsafe.queries import django as django_orm
 from pytest_migsafe.queries import orm
-from pytest_migsafe.versions import import_if_installed, supported
+from pytest_migsafe.versions import import_if_installed, install_guarded
 
 _installed_for: tuple[Any, Any, Any] = (False, False, False)
 # len(sys.modules) when install(import_missing=False) last found nothing left to hook: while it
@@ -48,14 +49,17 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
         import_if_installed("psycopg", "sqlalchemy")
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it (each
     # library only if imported and supported: migsafe installs none of them)
-    if supported("psycopg"):
-        capture_psycopg.install(import_missing)
-    if supported("sqlalchemy"):
-        capture_sqlalchemy.install(import_missing)
-        orm.install_engine()  # one execute sent in INSERT batches is one unit of work
-        orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
+    install_guarded("psycopg", capture_psycopg.install, import_missing)
+    install_guarded("sqlalchemy", _install_sqlalchemy, capture_sqlalchemy.install, import_missing)
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)
+
+
+def _install_sqlalchemy(install_dialects: Callable[[bool], bool], import_missing: bool) -> bool:
+    installed = install_dialects(import_missing)
+    orm.install_engine()  # one execute sent in INSERT batches is one unit of work
+    orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
+    return installed
 
 
 def uninstall() -> None:
