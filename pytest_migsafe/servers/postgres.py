@@ -424,6 +424,7 @@ def start_postgres(
     del tmp_root
     if url:
         return _use_url(url)
+    base_dir = Path(base_dir).absolute()  # (initdb and pg_ctl run from other directories)
     tried: list[str] = []
     seen: set[Path] = set()
     for kind, label, bindir, why in _candidates(pg_ctl, fallback):

