@@ -181,6 +181,7 @@ class ReportSession:
         self.config = config
         self.settings = settings
         self.collected: set[str] = set()
+        self.selected: set[str] = set()  # the collected tests -k / -m kept (to be run)
         self.outcomes = record_keeper(config).track_outcomes()  # every test's, on the controller too
         self.errors: list[str] = []
         self.messages: list[str] = []
@@ -217,10 +218,17 @@ class ReportSession:
         """Remember every collected test, before ``-k`` / ``-m`` deselect any (for removed tests)."""
         self.collected.update(item.nodeid for item in items)  # (before pytest-xdist renames any)
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Remember the tests selected to run (after ``-k`` / ``-m``): a selected test that never
+        reported was not run (``-x``, ``--maxfail``, an interrupt), not deselected."""
+        self.selected.update(recorded_id(self.config, item.nodeid) for item in session.items)
+
     def add_worker_output(self, payload: dict[str, Any]) -> None:
         """Fold one xdist worker's end payload into the run report."""
         run_report(self.config).merge(RunReport.from_dict(payload))
         self.collected.update(payload.get("collected", []))
+        self.selected.update(payload.get("selected", []))
         note_renames(self.config, payload.get("renamed", {}))
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
@@ -246,6 +254,7 @@ class ReportSession:
             unsent = {nodeid: record for nodeid, record in report.tests.items() if nodeid not in self.sent}
             payload = replace(report, tests=unsent).to_dict()  # (the controller has the records sent)
             payload["collected"] = sorted(self.collected)
+            payload["selected"] = sorted(self.selected)
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
@@ -264,7 +273,8 @@ class ReportSession:
         if self.baseline is not None:
             measured = baseline_of_run(report)
             self.compared = len(set(self.baseline.tests) & set(measured.tests))
-            self.not_compared = not_compared(self.baseline, measured, report, self.collected, removed)
+            self.not_compared = not_compared(self.baseline, measured, report, self.collected, removed,
+                                             self.selected)
             self.comparison = compare(self.baseline, measured, self.settings.tolerances, removed)
         if self.settings.update:
             self.update_baseline(report, exitstatus, removed)
@@ -467,12 +477,13 @@ def interrupt_on_sigterm() -> Any:
 
 
 def not_compared(baseline: Baseline, measured: Baseline, report: RunReport, collected: set[str],
-                 removed: list[str]) -> dict[str, str]:
+                 removed: list[str], selected: set[str] | None = None) -> dict[str, str]:
     """Baseline tests that this run did not compare, with the reason: ``{node id: reason}``.
 
     Compared are the baseline's tests that passed (``measured``). The others: ``"failed"``,
     ``"errored"``, ``"skipped"`` from the test's outcome; ``"deselected"`` when collected
-    but not run (``-k``, ``-m``, or a run stopped early); ``"not collected"`` when this run
+    but not selected (``-k``, ``-m``); ``"not run"`` when selected (``selected``) but never
+    run (``-x``, ``--maxfail``, an interrupt); ``"not collected"`` when this run
     did not collect it; ``"figures lost with worker gw0"`` when its figures were lost with
     the xdist worker that ran it (``report.lost``); removed tests (``removed``) are listed
     elsewhere and left out.
@@ -491,7 +502,7 @@ def not_compared(baseline: Baseline, measured: Baseline, report: RunReport, coll
         if outcome is not None:
             result[nodeid] = reasons.get(outcome, outcome)
         elif nodeid in collected:
-            result[nodeid] = "deselected"
+            result[nodeid] = "not run" if selected and nodeid in selected else "deselected"
         else:
             result[nodeid] = "not collected"
     return result

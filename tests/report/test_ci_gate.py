@@ -498,3 +498,15 @@ def test_the_gate_says_it_ran_when_the_selected_tests_ran_no_sql(lab: pytest.Pyt
     result = lab.runpytest("--migsafe-report", "--migsafe-fail-on-regression", "-k", "plain")
     result.assert_outcomes(passed=1, deselected=3)
     result.stdout.fnmatch_lines(["*migsafe report*", "no regression against .migsafe/baseline.json (*"])
+
+
+def test_tests_an_early_stop_never_ran_are_not_run_not_deselected(lab: pytest.Pytester) -> None:
+    with_baseline(lab)
+    # test_orders fails first; -x stops the run: the others were selected, never run
+    write_suite(lab, ORDERS="'not a number'")
+    result = lab.runpytest("--migsafe-report", "-x", "-p", "no:randomly")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["no regression against .migsafe/baseline.json (0 tests compared; "
+                                 "4 not compared: 3 not run, 1 failed)"])
+    deselected = lab.runpytest("--migsafe-report", "-k", "not orders", "-x", "-p", "no:randomly")
+    deselected.stdout.fnmatch_lines(["*1 not compared: 1 deselected)"])
