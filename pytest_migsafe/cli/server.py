@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
                              "wheel's (default: pg_ctl on PATH, pg_config --bindir, then the wheel)")
     parser.add_argument("--dbname", default="migsafe", metavar="NAME", help="database to create (default migsafe)")
     parser.add_argument("--redis", action="store_true", help="start Redis too")
-    parser.add_argument("--redis-server", metavar="PATH", help="start Redis with this redis-server")
+    parser.add_argument("--redis-server", metavar="PATH", help="start Redis with this redis-server (implies --redis)")
     parser.add_argument("--show-password", action="store_true",
                         help="print URLs with their passwords (default: masked as ***)")
     parser.add_argument("--base-dir", type=Path, metavar="DIR",
@@ -63,6 +63,23 @@ def _lines(server: Any, show: bool) -> list[str]:
     return lines
 
 
+# the servers' messages name the pytest options; this command has its own
+_CLI_OPTIONS = (
+    (" or pass --migsafe-postgres-url / --migsafe-pg-ctl", " or pass --pg-ctl PATH"),
+    ("; or pass --migsafe-postgres-url to use an existing server", ""),
+    (" or pass --migsafe-redis-url / --migsafe-redis-server", " or pass --redis-server PATH"),
+    ("--migsafe-pg-ctl ", "--pg-ctl "),
+    ("--migsafe-redis-server ", "--redis-server "),
+)
+
+
+def _with_cli_options(message: str) -> str:
+    """``message`` naming this command's options (``--pg-ctl``) where it named the plugin's."""
+    for plugin_form, cli_form in _CLI_OPTIONS:
+        message = message.replace(plugin_form, cli_form)
+    return message
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the servers, print them, wait for Ctrl-C/SIGTERM or a server's death, stop them."""
     from pytest_migsafe.servers import NoPostgresAvailable, NoRedisAvailable, start_postgres, start_redis
@@ -83,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             servers.append(start_postgres(base / "postgres", pg_ctl=args.pg_ctl, dbname=args.dbname, tcp=args.tcp,
                                           fallback=args.pg_ctl is None))
-            if args.redis:
+            if args.redis or args.redis_server:  # (--redis-server alone asks for Redis too)
                 servers.append(start_redis(base / "redis", redis_server=args.redis_server, tcp=args.tcp))
         except (NoPostgresAvailable, NoRedisAvailable) as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(_with_cli_options(str(exc))) from None
         for server in servers:
             print("\n".join(_lines(server, args.show_password)))
         print("ready; Ctrl-C or SIGTERM stops the servers", flush=True)

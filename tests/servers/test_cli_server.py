@@ -154,6 +154,20 @@ def test_a_server_that_dies_ends_the_command_with_an_error() -> None:
     assert re.search(r"migsafe: PostgreSQL .* exited", rest), rest
 
 
+@pytest.mark.parametrize("args", [["--pg-ctl", "/nonexistent/pg_ctl"],
+                                  ["--redis-server", "/nonexistent/redis-server"]], ids=["pg-ctl", "redis-server"])
+def test_errors_name_the_commands_own_options(args: list[str], tmp_path: Path) -> None:
+    # the servers' messages named the pytest options (--migsafe-pg-ctl), which this command has
+    # not; --redis-server alone asks for Redis (it was silently ignored without --redis)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIGSAFE_", "PG"))}
+    done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli.main", "server", "--base-dir",
+                           str(tmp_path), *args], capture_output=True, text=True, timeout=120,
+                          env=dict(env, PYTHONPATH=str(REPO)))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{args[0]} {args[1]}" in done.stderr
+    assert "--migsafe-" not in done.stdout + done.stderr
+
+
 def test_help_names_the_command() -> None:
     done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli.main", "server", "--help"],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
