@@ -27,3 +27,17 @@ def test_count_queries_without_drivers() -> None:
 def test_a_fixture_needing_a_driver_says_which_extra(request: pytest.FixtureRequest) -> None:
     with pytest.raises(ImportError, match=r"pip install 'pytest-migsafe\[redis\]'"):
         request.getfixturevalue("migsafe_redis")
+
+
+@pytest.mark.parametrize(("command", "extra"), [
+    (["hit-rate", "--redis-url", "redis://127.0.0.1:1/0"], "redis"),
+    (["hot-reads", "--dsn", "postgresql://app@127.0.0.1:1/app"], "psycopg"),
+])
+def test_a_command_needing_a_driver_says_which_extra(command: list[str], extra: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli.main", *command],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"pip install 'pytest-migsafe[{extra}]'" in done.stderr and "Traceback" not in done.stderr

@@ -82,7 +82,8 @@ def run_hot_reads(args: argparse.Namespace) -> int:
     :func:`~pytest_migsafe.cache.hot_reads.format_hot_reads`, at most ``--limit`` rows from
     ``pg_stat_statements``. Returns 0; raises ``CommandError`` when the connection fails
     (5 s connect timeout) or ``pg_stat_statements`` cannot be read. Imports psycopg
-    (``ImportError`` without it)."""
+    (``CommandError`` naming the extra without it)."""
+    _need("psycopg", "psycopg", "migsafe hot-reads")
     import psycopg
 
     from pytest_migsafe.cache.hot_reads import HotReadsUnavailable, format_hot_reads, hot_reads
@@ -102,6 +103,16 @@ def run_hot_reads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _need(module: str, extra: str, command: str) -> None:
+    """:func:`~pytest_migsafe.versions.need` as this command's error (one line, exit 2)."""
+    from pytest_migsafe.versions import need
+
+    try:
+        need(module, extra, command)
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def run_hit_rate(args: argparse.Namespace) -> int:
     """Print hits, misses and hit rate of ``--redis-url``; 1 when under the alert line.
 
@@ -109,8 +120,10 @@ def run_hit_rate(args: argparse.Namespace) -> int:
     since its start or last ``CONFIG RESETSTAT``); the rate is printed as a percentage with
     the target and alert line. Returns 0 (also with no reads yet, or between the alert
     line and the target) or 1 (under ``--alert``). Raises ``CommandError`` when
-    ``--alert`` is above ``--target``, for a bad URL, or when ``INFO`` cannot be read.
+    ``--alert`` is above ``--target``, for a bad URL, when ``INFO`` cannot be read, or
+    without redis-py (naming the extra).
     """
+    _need("redis", "redis", "migsafe hit-rate")
     import redis
 
     from pytest_migsafe.cache.stats import format_rate, server_counts
