@@ -19,7 +19,7 @@ from typing import Any
 #: Parts of a :class:`~pytest_migsafe.servers.RunningPostgres` an export can name.
 POSTGRES_FIELDS = {
     "url": "SQLAlchemy URL, postgresql+psycopg:// (also valid for pydantic's PostgresDsn)",
-    "libpq_url": "postgresql:// URL for psycopg, libpq and dj-database-url (a socket directory as its host, percent-encoded)",
+    "libpq_url": "postgresql:// URL for psycopg, libpq and Django's URL parsers (on a socket: no host in the authority)",
     "dsn": "libpq key/value conninfo (host=... port=... user=... dbname=...)",
     "host": "host: a unix-socket directory, or 127.0.0.1 with TCP",
     "port": "port number",

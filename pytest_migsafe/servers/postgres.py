@@ -146,9 +146,10 @@ class RunningPostgres:
 
     @property
     def libpq_url(self) -> str:
-        """``postgresql://`` URL for libpq clients (psycopg, ``psql``, dj-database-url); password
-        included. A socket directory is its host, percent-encoded (libpq's form)."""
-        return _build_url("postgresql", self._params, socket_in_host=True)
+        """``postgresql://`` URL for libpq clients (psycopg, ``psql``) and Django's URL parsers
+        (dj-database-url, django-environ); password included. On a unix socket its authority
+        has no host: ``postgresql://postgres@/migsafe?host=/tmp/...&port=5432``."""
+        return _build_url("postgresql", self._params, empty_host=True)
 
     def describe(self) -> str:
         """One line naming the server: version, origin, where it listens; password masked.
@@ -190,26 +191,28 @@ class RunningPostgres:
             self._process.stop()
 
 
-def _build_url(scheme: str, params: dict[str, str], socket_in_host: bool = False) -> str:
+def _build_url(scheme: str, params: dict[str, str], empty_host: bool = False) -> str:
     """A ``scheme://`` URL for conninfo ``params`` (host may be a socket directory).
 
     A socket directory goes into the ``host`` query parameter with ``localhost`` in the
     authority: pydantic's ``PostgresDsn`` rejects an empty host, and libpq and SQLAlchemy
-    let the query parameter win. With ``socket_in_host`` (the libpq URL) it is the host,
-    percent-encoded (``postgresql://postgres@%2Ftmp%2Fmigsafe-pg-1:5432/db``), libpq's own
-    form, which dj-database-url decodes too: a parser that reads ``localhost:5432`` from the
-    authority and drops the query's ``host`` (Django URL parsers do) would connect to
-    whatever listens there. Parameters other than host/port/user/password/dbname
-    (sslmode...) go into the query string.
+    let the query parameter win. With ``empty_host`` (the libpq URL) the authority has no
+    host and the port goes into the query too (``postgresql://postgres@/db?host=/tmp/x&port=5432``):
+    Django URL parsers (dj-database-url, django-environ) read ``localhost:5432`` from the
+    authority into ``HOST`` / ``PORT``, which Django lets win over the query's ``host`` in
+    ``OPTIONS``: that connected to whatever listened on localhost:5432. With no host in the
+    authority, ``OPTIONS`` keeps the socket and Django, libpq, psycopg and SQLAlchemy all
+    reach the server. Parameters other than host/port/user/password/dbname (sslmode...) go
+    into the query string.
     """
     user = quote(params.get("user") or SUPERUSER, safe="")
     password = params.get("password")
     auth = f"{user}:{quote(password, safe='')}" if password else user
     host, port = params.get("host") or "localhost", params.get("port") or ""
     query = {k: v for k, v in params.items() if k not in _CORE_PARAMS and v}
-    if host.startswith("/") and socket_in_host:
-        host = quote(host, safe="")
-        port = port or str(_SOCKET_PORT)
+    if host.startswith("/") and empty_host:
+        query = {"host": host, "port": port or str(_SOCKET_PORT), **query}
+        host = port = ""
     elif host.startswith("/"):
         query = {"host": host, **query}
         host = "localhost"
@@ -296,9 +299,14 @@ def create_database(running: RunningPostgres, name: str) -> RunningPostgres:
 def _use_url(url: str) -> RunningPostgres:
     """Use an existing server as given; its own database is used as is.
 
-    Raises NoPostgresAvailable (password masked) if it cannot be parsed or reached.
+    Raises NoPostgresAvailable (password masked) if it cannot be parsed or reached, or
+    without psycopg (naming the extra).
     """
-    import psycopg
+    try:
+        import psycopg
+    except ImportError:
+        raise NoPostgresAvailable("the psycopg package is not installed, through which migsafe uses the "
+                                  "server at the URL. To fix: pip install 'pytest-migsafe[psycopg]'") from None
     from psycopg.conninfo import conninfo_to_dict
 
     scheme, sep, rest = url.partition("://")

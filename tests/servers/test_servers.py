@@ -518,7 +518,8 @@ def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, t
     """pydantic's PostgresDsn rejects an empty host; the URLs given must pass it, SQLAlchemy and psycopg."""
     pydantic = pytest.importorskip("pydantic")
     sqlalchemy = pytest.importorskip("sqlalchemy")
-    dj_database_url = pytest.importorskip("dj_database_url")
+    pytest.importorskip("dj_database_url")
+    pytest.importorskip("django")
     tcp = start_postgres(tmp_path, pg_ctl=str(EMBEDDED / "pg_ctl"), fallback=False, tcp=True)  # type: ignore[operator]
     try:
         for running in (embedded_pg, tcp):
@@ -535,13 +536,19 @@ def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, t
                 with psycopg.connect(target) as conn:
                     assert conn.info.dbname == running.dbname
                     assert conn.info.host == running.host
-            # a Django project's DATABASE_URL read by dj-database-url: the same server, by its
-            # socket directory or address (never "localhost" with the socket lost)
-            parsed = dj_database_url.parse(running.libpq_url)
-            assert (parsed["HOST"], str(parsed["PORT"])) == (running.host, str(running.port))
-            with psycopg.connect(dbname=parsed["NAME"], user=parsed["USER"], password=parsed["PASSWORD"],
-                                 host=parsed["HOST"], port=parsed["PORT"]) as conn:
-                assert conn.info.dbname == running.dbname
+            # a Django project's DATABASE_URL read by dj-database-url, connected by Django itself
+            # (a localhost:5432 authority made Django drop the socket and reach whatever listened there)
+            django_run = subprocess.run([sys.executable, "-c", DJANGO_URL_CHECK, running.libpq_url],
+                                        capture_output=True, text=True, timeout=120)
+            assert django_run.returncode == 0, django_run.stderr
+            assert json.loads(django_run.stdout) == [running.dbname, str(running.port)]
+            # the same URL with SQLAlchemy's scheme
+            engine = sqlalchemy.create_engine(running.libpq_url.replace("postgresql://", "postgresql+psycopg://"))
+            try:
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("SELECT current_database()").scalar() == running.dbname
+            finally:
+                engine.dispose()
             settings = running.django_settings()
             assert settings["ENGINE"] == "django.db.backends.postgresql"
             with psycopg.connect(dbname=settings["NAME"], user=settings["USER"], password=settings["PASSWORD"],
@@ -553,6 +560,19 @@ def test_urls_that_validators_and_drivers_accept(embedded_pg: RunningPostgres, t
         tcp.stop()
 
 
+DJANGO_URL_CHECK = textwrap.dedent(
+    """
+    import json, sys
+    import dj_database_url, django
+    from django.conf import settings
+    settings.configure(DATABASES={"default": dj_database_url.parse(sys.argv[1])}, INSTALLED_APPS=[])
+    django.setup()
+    from django.db import connection
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database(), current_setting('port')")
+        print(json.dumps(list(cursor.fetchone())))
+    """
+)
 DJANGO_QUERY = textwrap.dedent(
     """
     import json, os
