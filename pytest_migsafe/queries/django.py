@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib.util
 import itertools
 import re
 import sys
@@ -196,7 +197,13 @@ def unmeasured_databases() -> list[tuple[str, str]]:
     except Exception:  # a DATABASES that is no mapping: nothing to say
         return []
     psycopg_any = sys.modules.get("django.db.backends.postgresql.psycopg_any")
-    on_psycopg2 = psycopg_any is not None and getattr(psycopg_any, "is_psycopg3", True) is False
+    if psycopg_any is not None:
+        on_psycopg2 = getattr(psycopg_any, "is_psycopg3", True) is False
+    else:  # Django's backend not imported yet: it takes psycopg 3 when importable, else psycopg2
+        try:
+            on_psycopg2 = importlib.util.find_spec("psycopg") is None
+        except ValueError:  # a module in sys.modules without a spec (a stub): taken for psycopg 3
+            on_psycopg2 = False
     unmeasured = []
     for alias, database in databases.items():
         engine = str(database.get("ENGINE", "")) if isinstance(database, dict) else ""
@@ -223,7 +230,12 @@ def open_psycopg_connection(alias: str = "default") -> Any:
         raw = connections[alias].connection
     except Exception:  # settings that cannot be read, an alias that cannot be opened
         return None
-    return raw if raw is not None and type(raw).__module__.startswith("psycopg") else None
+    return raw if raw is not None and is_psycopg3_connection(raw) else None
+
+
+def is_psycopg3_connection(raw: Any) -> bool:
+    """True for a psycopg 3 connection (psycopg2's class lives in ``psycopg2.extensions``)."""
+    return type(raw).__module__.split(".")[0] == "psycopg"
 
 
 def _relation(model: str, accessor: str) -> tuple[str, str] | None:

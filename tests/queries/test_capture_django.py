@@ -196,3 +196,35 @@ def test_a_django_database_migsafe_does_not_measure_is_said_before_any_test(pyte
         "*migsafe: Django's databases 'default' (django.db.backends.sqlite3), 'other' "
         "(django.db.backends.sqlite3) are not measured: migsafe counts Django's statements sent through psycopg 3*"])
     assert result.stdout.str().count("are not measured") == 2  # the warning, and the report's note
+
+
+def test_django_on_psycopg2_is_said_before_its_backend_is_imported(pytester: pytest.Pytester) -> None:
+    # psycopg 3 not importable (here: blocked in sys.modules), a PostgreSQL database, no model:
+    # Django's backend is not imported by the end of collection, and Django will take psycopg2
+    pytester.makeconftest("""
+        import sys
+        sys.modules["psycopg"] = None  # (as if not installed: Django then takes psycopg2)
+        import django
+        from django.conf import settings
+
+        settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app"}},
+                           INSTALLED_APPS=[])
+        django.setup()
+    """)
+    pytester.makepyfile(test_nothing="def test_plain():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*migsafe: Django's database 'default' (django.db.backends.postgresql) is not measured*"])
+
+
+def test_only_a_psycopg3_connection_is_taken_for_rolling_back() -> None:
+    # assert_constant_queries rolls back on Django's open connection: never on psycopg2's
+    psycopg = pytest.importorskip("psycopg")
+    from pytest_migsafe.queries.django import is_psycopg3_connection
+
+    class Psycopg2Connection:  # the class psycopg2 gives Django (psycopg2.extensions.connection)
+        pass
+
+    Psycopg2Connection.__module__ = "psycopg2.extensions"
+    assert not is_psycopg3_connection(Psycopg2Connection())
+    assert is_psycopg3_connection(psycopg.Connection.__new__(psycopg.Connection))
