@@ -16,13 +16,20 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-#: module name -> (distribution name, the oldest release migsafe hooks); .ci/run tests each
-OLDEST: dict[str, tuple[str, tuple[int, ...]]] = {
-    "sqlalchemy": ("SQLAlchemy", (2, 0, 20)),
-    "psycopg": ("psycopg", (3, 1, 12)),
-    "psycopg_pool": ("psycopg-pool", (3, 3, 0)),
-    "redis": ("redis", (5, 0, 1)),
-    "fakeredis": ("fakeredis", (2, 39, 0)),
+#: module name -> (distribution name, the oldest release migsafe hooks, what migsafe does not
+#: measure while it is unhooked); .ci/run tests each floor
+OLDEST: dict[str, tuple[str, tuple[int, ...], str]] = {
+    "sqlalchemy": ("SQLAlchemy", (2, 0, 20),
+                   "its statements (but those psycopg 3 sends), pool checkouts and ORM lazy loads are not measured"),
+    "psycopg": ("psycopg", (3, 1, 12),
+                "statements sent through psycopg 3 directly (and Django's) are not counted"),
+    "psycopg_pool": ("psycopg-pool", (3, 3, 0),
+                     "its pools' checkouts, waits and leaks are not measured (connections created are, from "
+                     "its stats, for a pool named to pool_stats or assert_pool_warm)"),
+    "redis": ("redis", (5, 0, 1), "Redis commands are not counted: no hits, misses or cache checks"),
+    "fakeredis": ("fakeredis", (2, 39, 0),
+                  "reads inside its Lua scripts and SORT's lookups are not counted (its other commands are, "
+                  "through redis-py)"),
 }
 
 #: module name -> why migsafe left that library unhooked (one line each, for the plugin's summary)
@@ -56,38 +63,39 @@ def supported(name: str) -> bool:
 
 
 def _why_unsupported(name: str, module: object) -> str | None:
-    dist, oldest = OLDEST[name]
+    dist, oldest, lost = OLDEST[name]
     if not isinstance(module, ModuleType):
-        return (f"{dist}: sys.modules[{name!r}] is a {type(module).__name__}, not the library (a stub): "
-                "nothing sent through it is counted")
+        return f"{dist}: sys.modules[{name!r}] is a {type(module).__name__}, not the library (a stub): {lost}"
     version = getattr(module, "__version__", None)
     if not isinstance(version, str):
         return None  # (a module stub without a version is caught by install_guarded)
     release = release_of(version)
     if release and release < oldest:
         floor = ".".join(map(str, oldest))
-        return (f"{dist} {version} is older than {floor}, the oldest migsafe measures: nothing it does "
-                f"is counted (pip install '{dist}>={floor}')")
+        return f"{dist} {version} is older than {floor}, the oldest migsafe hooks: {lost} (pip install '{dist}>={floor}')"
     return None
 
 
-def install_guarded(name: str, install: Callable[..., object], *args: object) -> bool:
+def install_guarded(name: str, install: Callable[..., object], *args: object, part: str = "",
+                    lost: str = "") -> bool:
     """Run ``install(*args)``, the hooks of library ``name``, if :func:`supported`; an exception
     (a module stub without the classes hooked, a library changed beyond what migsafe knows)
     leaves the library unhooked, with the reason in :data:`not_measured`, and never reaches the
     caller: a test, an import, the session's configure. Tried again at the next install (a stub
-    set for one test is gone by then)."""
+    set for one test is gone by then). ``part`` names the part hooked (``"ORM loaders"``) and
+    ``lost`` what is then not measured, when not the whole library's."""
     if not supported(name):
         return False
+    key = f"{name} {part}".strip()
     try:
         installed = bool(install(*args))
     except Exception as error:
+        dist, _, whole = OLDEST[name]
         text = f"{type(error).__name__}: {error}"
-        not_measured[name] = (f"{OLDEST[name][0]}: migsafe could not hook it "
-                              f"({text[:200]}): nothing sent through it is counted")
+        what = f"{dist} ({part})" if part else dist
+        not_measured[key] = f"{what}: migsafe could not hook it ({text[:200]}): {lost or whole}"
         return False
-    if installed:
-        not_measured.pop(name, None)  # hooked now (the stub of an earlier test is gone)
+    not_measured.pop(key, None)  # hooked now, or nothing to hook (the stub of an earlier test is gone)
     return installed
 
 
@@ -97,7 +105,7 @@ def import_if_installed(*names: str) -> None:
         if name not in sys.modules:
             try:
                 importlib.import_module(name)
-            except ImportError:
+            except Exception:  # missing, or a stub of a submodule that breaks its import
                 pass
 
 
@@ -109,10 +117,10 @@ def need(name: str, extra: str, what: str) -> None:
         return
     try:
         importlib.import_module(name)
-    except ImportError as error:
+    except ImportError:
         dist = OLDEST[name][0] if name in OLDEST else name
         raise ImportError(f"{what} needs {dist}, which is not installed: "
-                          f"pip install 'pytest-migsafe[{extra}]'") from error
+                          f"pip install 'pytest-migsafe[{extra}]'") from None
 
 
 def describe_not_measured() -> list[str]:

@@ -24,9 +24,8 @@ def test_a_driver_older_than_supported_is_not_hooked_and_said(pytester: pytest.P
         import os
         from pytest_migsafe import versions
         if os.environ.get("RAISE_FLOOR"):
-            versions.OLDEST["sqlalchemy"] = ("SQLAlchemy", (99, 0, 0))
-        import sqlalchemy
-    """)
+            versions.OLDEST["sqlalchemy"] = ("SQLAlchemy", (99, 0, 0), versions.OLDEST["sqlalchemy"][2])
+    """)  # (SQLAlchemy first imported by the test module: under xdist, by the workers only)
     pytester.makepyfile(test_old="""
         import pytest
         from sqlalchemy import create_engine, text
@@ -43,7 +42,12 @@ def test_a_driver_older_than_supported_is_not_hooked_and_said(pytester: pytest.P
         result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*migsafe: not measured*",
-                                 "migsafe: SQLAlchemy * is older than 99.0.0, the oldest migsafe measures*"])
+                                 "migsafe: SQLAlchemy * is older than 99.0.0, the oldest migsafe hooks: its statements*"])
+    with pytest.MonkeyPatch.context() as patch:  # under pytest-xdist: each worker's, on the controller
+        patch.setenv("RAISE_FLOOR", "1")
+        workers = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", "-n", "2")
+    workers.assert_outcomes(passed=1)
+    workers.stdout.fnmatch_lines(["migsafe: SQLAlchemy * is older than 99.0.0, the oldest migsafe hooks: its statements*"])
     supported = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     supported.assert_outcomes(failed=1)
     supported.stdout.fnmatch_lines(["*max_queries: expected at most 0 queries, 3 ran*"])
@@ -91,3 +95,52 @@ def test_stubbed_drivers_change_no_outcome_and_are_said(pytester: pytest.Pyteste
                                  "migsafe: psycopg-pool: migsafe could not hook it (AttributeError*"])
     # the ORM stubbed for one test: hooked again once the stub is gone, so not listed
     assert "SQLAlchemy" not in result.stdout.str().split("migsafe: not measured")[1]
+
+
+def test_a_failed_check_says_what_was_not_measured(pytester: pytest.Pytester) -> None:
+    # a cache check failing on a redis-py migsafe leaves unhooked must not read as "no reads"
+    pytester.makeconftest("""
+        from pytest_migsafe import versions
+        versions.OLDEST["redis"] = ("redis", (99, 0, 0), versions.OLDEST["redis"][2])
+    """)
+    pytester.makepyfile(test_cache="""
+        import pytest
+
+        @pytest.mark.min_cache_hit_rate(0.5)
+        def test_reads(migsafe_redis):
+            migsafe_redis.set("k", 1)
+            for _ in range(10):
+                migsafe_redis.get("k")
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", "--migsafe-redis=fake")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*migsafe could not measure everything in this session:",
+                                 "*redis * is older than 99.0.0, the oldest migsafe hooks: Redis commands are not counted*"])
+
+
+
+def test_stubbed_submodules_fail_no_fixture(pytester: pytest.Pytester) -> None:
+    # a stub of a submodule (redis.asyncio.client, psycopg_pool.pool) made migsafe_redis and
+    # pool_stats error inside the plugin ("metaclass conflict", KeyError) in tests that never
+    # touched those libraries
+    pytester.makeconftest("""
+        import sys
+        from unittest import mock
+        sys.modules["redis.asyncio.client"] = mock.MagicMock()
+        sys.modules["psycopg_pool.pool"] = mock.MagicMock()
+    """)
+    pytester.makepyfile(test_parts="""
+        def test_pool(pool_stats):
+            pass
+
+        def test_redis(migsafe_redis):
+            migsafe_redis.set("k", 1)
+            assert migsafe_redis.get("k") == b"1"
+
+        def test_again(migsafe_redis):
+            assert migsafe_redis.get("k") is None
+    """)
+    # on a real Redis (fakeredis itself cannot be imported with redis.asyncio.client stubbed)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", "--migsafe-redis=real")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*migsafe: not measured*", "migsafe: redis: migsafe could not hook it*"])

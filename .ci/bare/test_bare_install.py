@@ -24,11 +24,6 @@ def test_count_queries_without_drivers() -> None:
     assert counter.count == 0
 
 
-def test_a_fixture_needing_a_driver_says_which_extra(request: pytest.FixtureRequest) -> None:
-    with pytest.raises(ImportError, match=r"pip install 'pytest-migsafe\[redis\]'"):
-        request.getfixturevalue("migsafe_redis")
-
-
 @pytest.mark.parametrize(("command", "extra"), [
     (["hit-rate", "--redis-url", "redis://127.0.0.1:1/0"], "redis"),
     (["hot-reads", "--dsn", "postgresql://app@127.0.0.1:1/app"], "psycopg"),
@@ -41,3 +36,25 @@ def test_a_command_needing_a_driver_says_which_extra(command: list[str], extra: 
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert f"pip install 'pytest-migsafe[{extra}]'" in done.stderr and "Traceback" not in done.stderr
+
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.mark.parametrize(("args", "env", "extra"), [
+    ([], {"MIGSAFE_POSTGRES_URL": "postgresql://app:pw@127.0.0.1:1/app"}, "psycopg"),
+    ([], {"MIGSAFE_REDIS_URL": "redis://:pw@127.0.0.1:1/0"}, "redis"),
+    (["--migsafe-redis=fake"], {}, "redis"),
+], ids=["postgres url", "redis url", "fakeredis"])
+def test_a_server_fixture_without_its_driver_says_which_extra_in_one_line(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+        extra: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    fixture = "migsafe_postgres" if "MIGSAFE_POSTGRES_URL" in env else "migsafe_redis"
+    pytester.makepyfile(f"def test_uses({fixture}):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert f"pip install 'pytest-migsafe[{extra}]'" in output, output
+    assert "ModuleNotFoundError" not in output and "Traceback" not in output, output

@@ -51,7 +51,7 @@ from typing import Any, Protocol, cast
 
 from pytest_migsafe.cache import commands as command_table
 from pytest_migsafe.cache.rules import ASK_EACH, COUNT, EACH, RULES, SHOWN_OR_ASK, VALUE, judge
-from pytest_migsafe.versions import supported
+from pytest_migsafe.versions import import_if_installed, install_guarded
 
 # One lookup of a key for reading, before the server version's counts are applied:
 # (the command's Read, the key, True if it existed / False if not / None to be probed,
@@ -1062,15 +1062,22 @@ def install() -> None:
 
     Wraps ``Redis.execute_command``, ``Pipeline.immediate_execute_command``,
     ``Pipeline._execute_transaction`` and ``Pipeline._execute_pipeline`` of
-    ``redis.client`` and ``redis.asyncio.client``. Raises ``ImportError`` without redis-py.
+    ``redis.client`` and ``redis.asyncio.client``, and fakeredis's command and SORT lookup
+    paths when it is installed. Raises ``ImportError`` without redis-py; a redis-py or
+    fakeredis migsafe cannot hook (older than it supports, a stub in ``sys.modules``) is
+    left unhooked and said (:data:`pytest_migsafe.versions.not_measured`), never raised.
     """
     if _installed:
         return
+    import redis  # noqa: F401  # (ImportError without redis-py: the callers' contract)
+
+    install_guarded("redis", _install)
+
+
+def _install() -> bool:
     import redis.asyncio.client as async_client
     import redis.client as sync_client
 
-    if not supported("redis"):
-        return  # too old to hook (versions.too_old says so in the plugin's summary)
     _build_fast()
     plan: list[tuple[type, str, Any]] = [
         (sync_client.Redis, "execute_command", _hook_execute_command),
@@ -1083,16 +1090,26 @@ def install() -> None:
         (async_client.Pipeline, "_execute_transaction", _hook_async_batch),
         (async_client.Pipeline, "_execute_pipeline", _hook_async_batch),
     ]
-    fake_socket = _fake_socket_class()
-    if fake_socket is not None and supported("fakeredis"):
-        plan.append((fake_socket, "_run_command", _hook_fake_run_command))
-    fake_sort = _fake_sort_class()
-    if fake_sort is not None and supported("fakeredis"):
-        plan.append((fake_sort, "_lookup_key", _hook_fake_lookup_key))
-    for cls, name, hook in plan:
-        original = cls.__dict__[name]
+    fake: list[tuple[type, str, Any]] = []
+    import_if_installed("fakeredis")  # (so that its version is checked before it is hooked)
+    install_guarded("fakeredis", _fake_plan, fake)
+    # every original read before any is replaced: a class without the method (a stub) leaves all as they are
+    wrapped = [(cls, name, cls.__dict__[name], hook) for cls, name, hook in (*plan, *fake)]
+    for cls, name, original, hook in wrapped:
         _installed.append((cls, name, original))
         setattr(cls, name, hook(original))
+    return True
+
+
+def _fake_plan(plan: list[tuple[type, str, Any]]) -> bool:
+    """Add fakeredis's command and SORT lookup paths to ``plan`` (none when fakeredis is not installed)."""
+    fake_socket = _fake_socket_class()
+    if fake_socket is not None:
+        plan.append((fake_socket, "_run_command", _hook_fake_run_command))
+    fake_sort = _fake_sort_class()
+    if fake_sort is not None:
+        plan.append((fake_sort, "_lookup_key", _hook_fake_lookup_key))
+    return bool(plan)
 
 
 def uninstall() -> None:

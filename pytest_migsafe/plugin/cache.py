@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from pytest_migsafe.cache import rating
+from pytest_migsafe.plugin.extras import need_for_fixture
 from pytest_migsafe.plugin.markers import closest_checked, register_marker
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import add_call_phase, add_marker_parser, add_to_record, marks_of, run_report
 from pytest_migsafe.values import parse_positive_int, parse_rate
-from pytest_migsafe.versions import need
 
 if TYPE_CHECKING:
     from pytest_migsafe.cache.stats import BlocksOfATest, CacheStats
@@ -286,7 +286,7 @@ class RedisEndpoint:
             import fakeredis
 
             return fakeredis.FakeRedis(server=self.fake_server, **kwargs)
-        need("redis", "redis", "migsafe_redis")
+        need_for_fixture("redis", "redis", "migsafe_redis")
         import redis
 
         return redis.Redis.from_url(cast(str, self.url), **kwargs)
@@ -308,7 +308,7 @@ class RedisEndpoint:
 
 
 def _fake_endpoint(source: str) -> RedisEndpoint:
-    need("fakeredis", "redis", "migsafe_redis on fakeredis")
+    need_for_fixture("fakeredis", "redis", "migsafe_redis on fakeredis")
     import fakeredis
 
     return RedisEndpoint(backend="fakeredis", url=None, source=source, fake_server=fakeredis.FakeServer())
@@ -340,9 +340,6 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
             config.getoption("migsafe_redis_url", default=None) or config.getini("migsafe_redis_url"))
         which = ("the Redis started for migsafe_export_redis" if exported
                  else "the --migsafe-redis-url server")
-        run_report(config).note(f"Redis: pytest-xdist workers share {which}, whose INFO stats are "
-                                "server-wide: per-test hit/miss totals come from the client-side "
-                                "accounting (reads inside Lua scripts are not in them)")
     try:
         server = start_redis(base_dir, url=url or None, redis_server=binary or None)
     except NoRedisAvailable as exc:
@@ -350,6 +347,10 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
         # read as a port or a host (redis://:head#tail@h -> "... as 'head'")
         message = mask_message(str(exc), given)
     else:
+        if url and worker:  # (said once the server answered: a worker that cannot reach it errors)
+            run_report(config).note(f"Redis: pytest-xdist workers share {which}, whose INFO stats are "
+                                    "server-wide: per-test hit/miss totals come from the client-side "
+                                    "accounting (reads inside Lua scripts are not in them)")
         return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server,
                              shared=bool(url and worker))
     # out of the except block: a failure here must not show the unmasked error it handled

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_migsafe import versions
+from pytest_migsafe.plugin.extras import need_for_fixture
 from pytest_migsafe.plugin.markers import (
     ALIASES,
     MARKER_HELP,
@@ -50,7 +52,7 @@ from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
 from pytest_migsafe.queries.shape_store import ShapeStore
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
-from pytest_migsafe.versions import describe_not_measured, need
+from pytest_migsafe.versions import describe_not_measured
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -134,6 +136,9 @@ def _use_shape_store(config: pytest.Config) -> None:
     config.stash[_STORES] = (store, shape_store.use(store))
 
 
+_NOT_MEASURED = "migsafe_not_measured"  # a worker's versions.not_measured, in its workeroutput
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Save the shapes this session worked out (also after Ctrl-C); a directory that cannot be
@@ -144,6 +149,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             stores[0].save()
         except Exception:
             pass
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller prints what was not measured
+        workeroutput[_NOT_MEASURED] = dict(versions.not_measured)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller: what a worker left unmeasured (for the summary)."""
+    versions.not_measured.update(getattr(node, "workeroutput", {}).get(_NOT_MEASURED, {}))
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -295,6 +309,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             f"(request.applymarker) or in pytest_collection_modifyitems"), str(item.path),
             (item.location[1] or 0) + 1, item)
     if failures:
+        unmeasured = describe_not_measured()
+        if unmeasured:  # a check that failed on figures migsafe could not take says so
+            failures.append("migsafe could not measure everything in this session:\n"
+                            + "\n".join(f"  {line}" for line in unmeasured))
         pytest.fail("\n\n".join(failures), pytrace=False)
     return result
 
@@ -524,7 +542,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="session")
 def migsafe_engine(migsafe_postgres: RunningPostgres) -> Iterator[Engine]:
     """A SQLAlchemy Engine on ``migsafe_postgres``."""
-    need("sqlalchemy", "sqlalchemy", "migsafe_engine")
+    need_for_fixture("sqlalchemy", "sqlalchemy", "migsafe_engine")
     from sqlalchemy import create_engine
 
     engine = create_engine(migsafe_postgres.url)

@@ -196,7 +196,8 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
         return  # the same libraries as last time, already hooked
     if import_missing:  # imported here, so that the version check below sees them
         import_if_installed("sqlalchemy", "psycopg_pool")
-    install_guarded("sqlalchemy", pool_sqlalchemy.install, import_missing)
+    install_guarded("sqlalchemy", pool_sqlalchemy.install, import_missing, part="pools",
+                    lost="its pools' checkouts, waits and leaks are not measured")
     install_guarded("psycopg_pool", pool_psycopg.install, import_missing)
     _installed_for = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from pytest_migsafe.queries import django as django_orm
@@ -50,16 +49,13 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
     # psycopg first, so SQLAlchemy's listener knows to leave psycopg engines to it (each
     # library only if imported and supported: migsafe installs none of them)
     install_guarded("psycopg", capture_psycopg.install, import_missing)
-    install_guarded("sqlalchemy", _install_sqlalchemy, capture_sqlalchemy.install, import_missing)
+    if install_guarded("sqlalchemy", capture_sqlalchemy.install, import_missing):
+        install_guarded("sqlalchemy", orm.install_engine, part="unit of work",
+                        lost="the rows of one INSERT batch count as a loop of statements")
+        install_guarded("sqlalchemy", orm.install, part="ORM loaders",
+                        lost="its statements are counted, but lazy loads are not told apart (no ORM-aware N+1)")
     _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)
-
-
-def _install_sqlalchemy(install_dialects: Callable[[bool], bool], import_missing: bool) -> bool:
-    installed = install_dialects(import_missing)
-    orm.install_engine()  # one execute sent in INSERT batches is one unit of work
-    orm.install()  # the ORM's lazy and column loaders, once sqlalchemy.orm is imported
-    return installed
 
 
 def uninstall() -> None:

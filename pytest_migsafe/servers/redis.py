@@ -209,12 +209,13 @@ def start_redis(base_dir: Path, *, url: str | None = None, redis_server: str | N
     on SIGTERM, and (Linux) when this process dies. Raises NoRedisAvailable (what was
     tried, password masked).
     """
-    if url:
-        return _use_url(url)
     try:
         import redis  # noqa: F401
     except ImportError:
-        raise NoRedisAvailable(f"the redis package is not installed. To fix: {PIP_HINT}") from None
+        raise NoRedisAvailable("the redis package (redis-py) is not installed. To fix: "
+                               "pip install 'pytest-migsafe[redis]'") from None
+    if url:
+        return _use_url(url)
     binary, rejected = find_redis_server(redis_server)
     if binary is None and redis_server:  # (no other candidate: no pip hint for a named one)
         raise NoRedisAvailable(rejected[0])

@@ -227,6 +227,20 @@ def test_a_named_redis_that_cannot_be_used_is_an_error_never_fakeredis(pytester:
     result.stdout.no_fnmatch_line("*hunter2*")
 
 
+def test_workers_are_not_said_to_share_a_redis_none_could_use(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        def test_a(migsafe_redis):
+            pass
+
+        def test_b(migsafe_redis):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2", "--migsafe-report",
+                                           "--migsafe-redis-url=redis://:hunter2@127.0.0.1:1/0")
+    result.assert_outcomes(errors=2)
+    assert "workers share" not in result.stdout.str()
+
+
 def test_no_real_redis_falls_back_to_fakeredis_with_a_note(pytester: pytest.Pytester,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # no URL, no redis-server anywhere (the finder stands in for a machine without one)
