@@ -144,3 +144,28 @@ def test_stubbed_submodules_fail_no_fixture(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", "--migsafe-redis=real")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*migsafe: not measured*", "migsafe: redis: migsafe could not hook it*"])
+
+
+def test_a_part_left_unhooked_is_named_with_what_it_loses(pytester: pytest.Pytester) -> None:
+    # the ORM stubbed: SQLAlchemy's statements are still counted (the budget fails), and the
+    # summary names the ORM loaders alone, not "nothing counted" for all of SQLAlchemy
+    pytester.makeconftest("""
+        import sys
+        from unittest import mock
+        sys.modules["sqlalchemy.orm"] = mock.MagicMock()
+    """)
+    pytester.makepyfile(test_core="""
+        import pytest
+        from sqlalchemy import create_engine, text
+
+        @pytest.mark.max_queries(0)
+        def test_one():
+            with create_engine("sqlite://").connect() as conn:
+                conn.execute(text("select 1"))
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*max_queries: expected at most 0 queries, 1 ran*",
+                                 "migsafe: SQLAlchemy (ORM loaders): migsafe could not hook it*: its statements are "
+                                 "counted, but lazy loads are not told apart*"])
+    assert "migsafe: SQLAlchemy:" not in result.stdout.str()
