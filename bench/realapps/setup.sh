@@ -50,5 +50,5 @@ case $app in
       'pydantic-settings==2.11.0' 'psycopg[binary,pool]==3.2.10' 'faker==37.8.0' \
       'anyio==4.11.0' 'pytest==8.4.2' 'pytest-asyncio==1.2.0' ;;
 esac
-"$pip" install -q -e "$repo"
+"$pip" install -q -e "$repo[postgres]"  # (pg_server.py starts the embedded PostgreSQL through psycopg)
 echo "$app at $commit in $work/$app, venv $work/venv-$app, plugin from $repo"
