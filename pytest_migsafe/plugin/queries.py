@@ -52,7 +52,6 @@ from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
 from pytest_migsafe.queries.shape_store import ShapeStore
 from pytest_migsafe.values import argument_type, parse_bool, parse_positive_int
-from pytest_migsafe.versions import describe_not_measured
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -163,7 +162,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which imported driver migsafe left unhooked (older than it supports, a stub in
     ``sys.modules``, hooks that failed): one line each."""
-    lines = describe_not_measured()
+    lines = versions.describe_not_measured()
     if lines:
         terminalreporter.write_sep("-", "migsafe: not measured")
         for line in lines:
@@ -309,7 +308,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             f"(request.applymarker) or in pytest_collection_modifyitems"), str(item.path),
             (item.location[1] or 0) + 1, item)
     if failures:
-        unmeasured = describe_not_measured()
+        unmeasured = versions.describe_not_measured()
         if unmeasured:  # a check that failed on figures migsafe could not take says so
             failures.append("migsafe could not measure everything in this session:\n"
                             + "\n".join(f"  {line}" for line in unmeasured))
