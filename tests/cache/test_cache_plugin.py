@@ -553,6 +553,9 @@ def test_a_test_of_cache_stats_blocks_counts_each_read_once(pytester: pytest.Pyt
             info = client.info("stats")
             return info["keyspace_hits"], info["keyspace_misses"]
 
+        def moved(before, after):  # the server's [hits, misses] between two counts()
+            return [after[0] - before[0], after[1] - before[1]]
+
         @pytest.fixture
         def client(migsafe_redis_server):  # (not migsafe_redis, whose figures are the whole test's)
             client = migsafe_redis_server.client()
@@ -570,8 +573,7 @@ def test_a_test_of_cache_stats_blocks_counts_each_read_once(pytester: pytest.Pyt
                 with cache_stats(client):
                     for _ in range(5):
                         client.get("user:1")
-            after = counts(client)
-            truth = [after[0] - before[0], after[1] - before[1]]
+            truth = moved(before, counts(client))
             open("nested.json", "w").write(json.dumps(truth))
             assert (whole.hits, whole.misses) == tuple(truth)
 
@@ -584,8 +586,8 @@ def test_a_test_of_cache_stats_blocks_counts_each_read_once(pytester: pytest.Pyt
                 with stats:
                     for key in keys:
                         client.get(key)
-                after = counts(client)
-                truth = [truth[0] + after[0] - before[0], truth[1] + after[1] - before[1]]
+                stretch = moved(before, counts(client))
+                truth = [truth[0] + stretch[0], truth[1] + stretch[1]]
                 client.get("user:3")  # between the blocks: not the test's
             open("twice.json", "w").write(json.dumps(truth))
 
@@ -600,8 +602,7 @@ def test_a_test_of_cache_stats_blocks_counts_each_read_once(pytester: pytest.Pyt
                 with stats:  # (one block: it was counted as nested in itself, and every read lost)
                     for _ in range(6):
                         client.get("user:1")
-            after = counts(client)
-            truth = [after[0] - before[0], after[1] - before[1]]
+            truth = moved(before, counts(client))
             open("inside.json", "w").write(json.dumps(truth))
             assert (stats.hits, stats.misses) == tuple(truth)
     """)
