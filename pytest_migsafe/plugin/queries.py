@@ -345,7 +345,7 @@ class QueryPhase:
         # defaults the N+1 rule's evidence alone
         self.figures = budget is not None or records_wanted()
         self.counter: capture.QueryCounter | capture.NPlusOneCounter = (
-            capture.QueryCounter(keep=0) if self.figures else capture.NPlusOneCounter())  # (its statements: never read)
+            capture.QueryCounter.figures_only() if self.figures else capture.NPlusOneCounter())  # (its statements: never read)
         if budget is not None and (budget["match"] or budget["ignore"] or budget["using"]):
             self.budget_counter = capture.QueryCounter(match=budget["match"], ignore=budget["ignore"],
                                                        using=budget["using"], track_repeats=False)

@@ -123,7 +123,6 @@ class _Capture:
         self.leaked = leaked
         self.psycopg = psycopg
 
-_NO_WAITS = (0.0, 0.0, 0.0)  # the wait percentiles of an observation in which no checkout waited
 _QUIET = ObservedFigures()  # the frozen figures of every observation in which nothing happened
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -460,7 +459,10 @@ class PoolObservation:
                 end = self._capture()
             psy = self._psycopg_deltas(end.psycopg)
             waits = self._waits
-            wait_p50, wait_p99, wait_max = percentiles(waits, (50, 99, 100)) if waits else _NO_WAITS
+            if waits:
+                wait_p50, wait_p99, wait_max = map(milliseconds, percentiles(waits, (50, 99, 100)))
+            else:
+                wait_p50 = wait_p99 = wait_max = 0.0
             leaks = [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
                           dropped=entry.dropped) for entry in end.leaked] if end.leaked else []
             sizes = {}
@@ -488,31 +490,34 @@ class PoolObservation:
             created = self._created + psy_created
             beyond = min(self._beyond, created)
             overflow = self._overflow
-            return ObservedFigures(
-                created=created,
-                closed=self._closed + psy_closed,
-                invalidated=self._invalidated + psy_closed,
-                checkouts=self._checkouts,
-                checkins=self._checkins,
-                peak_checked_out=self._peak,
-                overflow_used=sum([max(0, value) for value in overflow.values()]) if overflow else 0,
-                wait_ms_p50=milliseconds(wait_p50),
-                wait_ms_p99=milliseconds(wait_p99),
-                wait_ms_max=milliseconds(wait_max),
-                timeouts=self._timeouts,
-                leaks=leaks,
-                pool_sizes=sizes,
-                cold_start_created=created - beyond,
-                created_beyond_warm=beyond,
-                peak_checked_out_own=self._own_peak,
-                held_at_peak_own=self._held_at_own_peak,
-                hold_ms_p50=hold_p50,
-                hold_ms_p95=hold_p95,
-                hold_ms_p99=hold_p99,
-                hold_ms_max=hold_max,
-                hold_times=hold_times,
-                servers=servers,
-            )
+            # every field given, in one dict (not a dataclass __init__ of 24 keyword arguments)
+            figures = ObservedFigures.__new__(ObservedFigures)
+            figures.__dict__ = {
+                "created": created,
+                "closed": self._closed + psy_closed,
+                "invalidated": self._invalidated + psy_closed,
+                "checkouts": self._checkouts,
+                "checkins": self._checkins,
+                "peak_checked_out": self._peak,
+                "overflow_used": sum([max(0, value) for value in overflow.values()]) if overflow else 0,
+                "wait_ms_p50": wait_p50,
+                "wait_ms_p99": wait_p99,
+                "wait_ms_max": wait_max,
+                "timeouts": self._timeouts,
+                "leaks": leaks,
+                "pool_sizes": sizes,
+                "cold_start_created": created - beyond,
+                "created_beyond_warm": beyond,
+                "peak_checked_out_own": self._own_peak,
+                "held_at_peak_own": self._held_at_own_peak,
+                "hold_ms_p50": hold_p50,
+                "hold_ms_p95": hold_p95,
+                "hold_ms_p99": hold_p99,
+                "hold_ms_max": hold_max,
+                "hold_times": hold_times,
+                "servers": servers,
+            }
+            return figures
 
     def snapshot(self) -> ObservedFigures:
         """The figures without the :class:`NothingObservedWarning` (live while active, frozen

@@ -43,12 +43,21 @@ COUNTERS = ("connections_num", "connections_errors", "connections_lost", "return
 
 def is_pool(obj: Any) -> bool:
     """True for a psycopg_pool ConnectionPool or AsyncConnectionPool (or a subclass)."""
+    global _pool_classes
     module = sys.modules.get("psycopg_pool")
     if module is None:
         return False
-    classes = tuple(cls for cls in (getattr(module, "ConnectionPool", None), getattr(module, "AsyncConnectionPool", None))
-                    if isinstance(cls, type))  # (a stub in sys.modules has neither)
+    sync = getattr(module, "ConnectionPool", None)
+    if _pool_classes[0] is not module or _pool_classes[1] is not sync:  # worked out once per module
+        _pool_classes = (module, sync, tuple(  # (and again should its ConnectionPool be replaced)
+            cls for cls in (sync, getattr(module, "AsyncConnectionPool", None))
+            if isinstance(cls, type)))  # (a stub in sys.modules has neither)
+    classes = _pool_classes[2]
     return bool(classes) and isinstance(obj, classes)
+
+
+#: (the psycopg_pool module, its ConnectionPool, its pool classes) as :func:`is_pool` last read them
+_pool_classes: tuple[Any, Any, tuple[type, ...]] = (None, None, ())
 
 
 def classify(target: Any) -> tuple[str, Any] | None:

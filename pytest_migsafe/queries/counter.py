@@ -151,6 +151,16 @@ class QueryCounter:
     omission).
     """
 
+    # a counter made by figures_only() keeps these class-level values
+    match: re.Pattern[str] | None = None
+    ignore: re.Pattern[str] | None = None
+    using: str | None = None
+    omitted = 0
+    offered = 0
+    _filtered = False
+    _databases: set[str] | None = None
+    _kept: list[tuple[Any, ...]] | tuple[()] = ()
+
     def __init__(
         self,
         *,
@@ -171,13 +181,26 @@ class QueryCounter:
         )
         self.keep = settings.keep if keep is None else keep
         self.omitted = 0
-        self._kept: list[tuple[Any, ...]] = []
+        self._kept = []
         self._shapes: dict[str, ShapeStats] = {}
         self._filtered = bool(self.match or self.ignore or using)
         self._databases = _database_names(using) if using is not None else None
         self.offered = 0  # statements a filtered counter was offered (matched or not)
         self._repeats = RepeatTracker() if track_repeats else None
         self._orm_load = self._repeats.load if self._repeats is not None else None
+
+    @classmethod
+    def figures_only(cls) -> QueryCounter:
+        """``QueryCounter(keep=0)``, made without its keyword handling: no filter, the
+        configured transaction-control setting, the N+1 rule's evidence, no statement kept
+        (what the pytest plugin counts each test's statements with when its figures are read)."""
+        counter = cls.__new__(cls)
+        counter.include_transaction_control = settings.include_transaction_control
+        counter.keep = 0
+        counter._shapes = {}
+        counter._repeats = repeats = RepeatTracker()
+        counter._orm_load = repeats.load
+        return counter
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> QueryCounter:
@@ -207,7 +230,9 @@ class QueryCounter:
     @property
     def count(self) -> int:
         """Statements counted (the server's count: a text of several statements counts each)."""
-        return sum(map(_COUNT, self._snapshot(copies=False)[0]))
+        if self in dispatch._active:
+            return sum(map(_COUNT, self._snapshot(copies=False)[0]))
+        return sum(map(_COUNT, self._shapes.values()))  # stopped: no other thread adds to it
 
     @property
     def executions(self) -> int:
@@ -261,12 +286,14 @@ class QueryCounter:
                 repeats.statement(sql, shape, origin)
             elif load[1] not in repeats.load_sql:  # ORM loads are counted by their event; the SQL kept
                 repeats.load_sql[load[1]] = sql  # for allow rules
-        kept = self._kept
-        if len(kept) < self.keep:
-            # a plain tuple here; CapturedQuery objects are built only when read
-            kept.append((sql, shape, seconds, site, target, batch_size, params))
-        elif self.keep:
-            self.omitted += 1
+        keep = self.keep
+        if keep:  # (keep=0: the plugin's own counter, read for its figures only)
+            kept = self._kept
+            if len(kept) < keep:
+                # a plain tuple here; CapturedQuery objects are built only when read
+                kept.append((sql, shape, seconds, site, target, batch_size, params))  # type: ignore[union-attr]  # (a list when keep)
+            else:
+                self.omitted += 1
 
     # -- reading ---------------------------------------------------------------
     @property
@@ -308,6 +335,9 @@ class QueryCounter:
     def _shape_figures(self, shapes: list[ShapeStats]) -> list[ShapeFigure]:
         """The report's figure of each readable shape of ``shapes`` (a snapshot's), in
         :meth:`summary`'s order (no ShapeStats copies on the way)."""
+        if len(shapes) == 1:  # the common case of one statement shape: no grouping, no sort
+            stats = shapes[0]
+            return [stats.figure(dispatch.readable_shape(stats.shape, stats.sample))]
         figures = []
         for shape, group in self._by_readable_shape(shapes):
             if len(group) == 1:
