@@ -698,6 +698,33 @@ def test_an_observation_keeps_no_disposed_engine_alive_and_still_names_its_pool(
     assert stats.checkouts == 1 and stats.created == 1
 
 
+def test_a_pool_seen_by_an_earlier_observation_and_gone_before_the_figures_is_named_as_last_read(
+        postgres: RunningPostgres) -> None:
+    """An observation reuses the name, size and server kind an earlier one read of a pool
+    (not reading the pool twice a test): when the pool is gone before the later
+    observation's figures are read, they still name and size it, and say where its server is."""
+    import weakref
+
+    engine = create_engine(postgres.url, pool_size=3)
+    with pool_stats() as first:
+        _use_once(engine)
+    name = describe_pool(engine.pool)
+    assert first.figures().pool_sizes == {name: 3}
+    servers = first.figures().servers
+    assert set(servers) == {name}
+    with pool_stats() as second:
+        _use_once(engine)
+        engine.dispose()
+        gone = weakref.ref(engine)
+        del engine
+        gc.collect()
+        assert gone() is None
+    figures = second.figures()
+    assert figures.pool_sizes == {name: 3}
+    assert figures.servers == servers
+    assert figures.checkouts == 1
+
+
 def _until_no_backend(dsn: str, app: str, timeout: float = 30.0) -> None:
     """Wait (polling the server) until no backend of ``app`` is left: a backend ends a moment
     after its client closed the connection."""
