@@ -2,6 +2,7 @@
 
 import importlib.util
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,19 @@ def test_a_command_needing_a_driver_says_which_extra(command: list[str], extra: 
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert f"pip install 'pytest-migsafe[{extra}]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_server_started_without_psycopg_names_the_extra_not_another_server(tmp_path: Any) -> None:
+    """``migsafe server --pg-ctl PATH`` without psycopg: every way to a server needs psycopg, so
+    the advice is the extra, not "or pass --pg-ctl PATH" (which the user just did)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pytest_migsafe.cli.main", "server", "--pg-ctl",
+                           str(tmp_path / "pg_ctl"), "--base-dir", str(tmp_path / "base")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'pytest-migsafe[postgres]'" in done.stderr and "or pass" not in done.stderr, done.stderr
 
 
 pytest_plugins = ["pytester"]

