@@ -423,7 +423,8 @@ class ReportSession:
             elif self.baseline is None and not self.settings.update and Totals.of(report).has_figures():
                 status.append(f"no baseline at {self.baseline_label} (--migsafe-update-baseline writes one)")
         lines = summary_lines(report, self.comparison, baseline_label=self.baseline_label,
-                              verbose=self.config.get_verbosity() > 0, full=self.settings.show,
+                              verbose=self.config.get_verbosity() > 0,
+                              verbosity=self.config.get_verbosity(), full=self.settings.show,
                               alert=self.settings.tolerances.hit_rate_alert, status=status,
                               messages=self.errors + self.messages, coverage=coverage,
                               not_compared=self.not_compared,

@@ -297,13 +297,31 @@ def coverage_text(compared: int, not_compared: Mapping[str, str]) -> str:
     return text
 
 
-def not_compared_lines(not_compared: Mapping[str, str], verbose: bool) -> list[str]:
-    """With ``verbose``, the baseline tests that were not compared, one a line with the
-    reason (``{node id: reason}``); [] otherwise or when there are none."""
+#: With more tests than this left out by the selection itself ("not collected", "deselected":
+#: a run of one file against a whole suite's baseline), ``-v`` counts them on one line
+#: instead of listing them (``-vv`` lists them all)
+SELECTION_LISTED = 5
+_SELECTION_REASONS = ("not collected", "deselected")
+
+
+def not_compared_lines(not_compared: Mapping[str, str], verbose: bool | int) -> list[str]:
+    """With ``verbose`` (pytest's verbosity: -v is 1), the baseline tests that were not
+    compared, one a line with the reason (``{node id: reason}``); at -v, more than
+    :data:`SELECTION_LISTED` tests of one selection reason ("not collected", "deselected")
+    are counted on one line, not listed; [] without ``verbose`` or when there are none."""
     if not verbose or not not_compared:
         return []
-    return ["not compared with the baseline:"] + aligned(
-        [[nodeid, f"({reason})"] for nodeid, reason in sorted(not_compared.items())])
+    counted = {}
+    if verbose < 2:
+        for reason in _SELECTION_REASONS:
+            count = sum(1 for why in not_compared.values() if why == reason)
+            if count > SELECTION_LISTED:
+                counted[reason] = count
+    rows = [[nodeid, f"({reason})"] for nodeid, reason in sorted(not_compared.items()) if reason not in counted]
+    lines = ["not compared with the baseline:"] + aligned(rows)
+    for reason, count in counted.items():
+        lines.append(f"  {count:,} tests {reason} (this run's selection; -vv lists them)")
+    return lines
 
 
 def heaviest_lines(report: RunReport, count: int) -> list[str]:
@@ -515,6 +533,7 @@ def summary_lines(
     *,
     baseline_label: str = "the baseline",
     verbose: bool = False,
+    verbosity: int = 1,
     full: bool = True,
     alert: float = DEFAULT_HIT_RATE_ALERT,
     status: Sequence[str] = (),
@@ -529,7 +548,8 @@ def summary_lines(
     the baseline written, why the run failed) come last. ``full=False`` keeps only the
     regressions and ``messages``: what is printed without ``--migsafe-report``.
     ``baseline_label`` names the baseline in the regressions head line; ``verbose`` (``-v``)
-    shows every row, the tests not compared and the per-test table; ``alert`` is the
+    shows every row, the tests not compared and the per-test table (``verbosity``: pytest's
+    level, -v is 1: at 1 a selection's many tests not collected are counted, not listed); ``alert`` is the
     hit-rate alert line, a fraction 0..1; ``coverage`` (:func:`coverage_text`) follows the
     regressions head line; ``not_compared`` (``{node id: reason}``) is listed with
     ``verbose``; ``heaviest`` > 0 adds that many heaviest tests (:func:`heaviest_lines`).
@@ -545,7 +565,7 @@ def summary_lines(
         lines += totals_lines(Totals.of(report), report.notes)
         lines += lost_lines(report, verbose)
         lines += list(status)
-        lines += not_compared_lines(not_compared or {}, verbose)
+        lines += not_compared_lines(not_compared or {}, verbosity if verbose else 0)
         if verbose:
             lines += test_table_lines(report, alert)
     lines += list(messages)

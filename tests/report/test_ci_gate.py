@@ -113,6 +113,29 @@ def test_tests_not_compared_are_counted_with_their_reason_and_listed_under_v(lab
     ])
 
 
+def test_a_run_of_one_file_counts_the_rest_of_the_baseline_under_v_and_lists_it_under_vv(
+        lab: pytest.Pytester) -> None:
+    """A run of one file against a whole suite's baseline: -v listed every other baseline test
+    as "not collected" before the table (34 lines in a new user's run); now one line counts
+    them, -vv lists them; a test not compared for a reason of its own is still listed."""
+    lab.makepyfile(test_more="from app import run\n\n" + "".join(
+        f"def test_more_{n}():\n    run(1)\n\n" for n in range(7)))
+    write_suite(lab)
+    lab.runpytest("--migsafe-update-baseline").assert_outcomes(passed=11)
+    write_suite(lab, BUDGETED=9)  # test_budget now fails
+    result = lab.runpytest("--migsafe-report", "-v", "test_suite.py")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines([
+        "not compared with the baseline:",
+        "  test_suite.py::test_budget  (failed)",
+        "  7 tests not collected (this run's selection; -vv lists them)",
+    ])
+    assert "test_more.py::test_more_0" not in result.stdout.str()
+    listed = lab.runpytest("--migsafe-report", "-vv", "test_suite.py")
+    listed.stdout.fnmatch_lines(["not compared with the baseline:", "*test_more.py::test_more_0*(not collected)"])
+    assert "-vv lists them" not in listed.stdout.str()
+
+
 def test_a_query_regression_names_the_shapes_that_moved_and_where(lab: pytest.Pytester) -> None:
     with_baseline(lab)
     write_suite(lab, ORDERS=7, EXTRA=4)
