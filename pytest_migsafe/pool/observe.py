@@ -220,6 +220,14 @@ class _WatchedPsycopgPool:
         """The pool, or None once it was collected."""
         return self.ref()
 
+    def unmoved(self) -> bool:
+        """True when the pool's counters are those of the start (and no ``pop_stats()`` reset
+        them since): a plain comparison of the pool's own mapping, no copy."""
+        counters = self.counters
+        if self.carried or counters is None:
+            return False  # (a psycopg_pool without the mapping: worked out the long way)
+        return counters == self.base  # type: ignore[no-any-return]
+
     def popped(self, pool: Any, stats: dict[str, int]) -> None:
         """``pool.pop_stats()`` just returned ``stats`` and reset the pool's counters."""
         for key in pool_psycopg.COUNTERS:
@@ -448,10 +456,12 @@ class PoolObservation:
             watched.kind = kind
 
     def _quiet(self) -> bool:
-        """Nothing happened at all (the common case of a test without a database): skip the sums."""
-        return (events._seq == self._start_seq and not self._psycopg_base and not self._seen and not self._waits
+        """Nothing happened at all (the common case of a test without a database, or one whose
+        pools sat idle): skip the sums."""
+        return (events._seq == self._start_seq and not self._seen and not self._waits
                 and not (self._created or self._closed or self._invalidated or self._checkins
-                         or self._timeouts) and not events._dropped)
+                         or self._timeouts) and not events._dropped and not self._psycopg_gone
+                and all([watched.unmoved() for watched in self._psycopg_base.values()]))
 
     def _compute(self, end: _Capture | None = None) -> ObservedFigures:
         with events._lock:
@@ -544,7 +554,7 @@ class PoolObservation:
     @property
     def was_quiet(self) -> bool:
         """True once stopped if nothing at all happened while it was active: no event of any
-        pool, no psycopg pool watched (its figures are all zero, worked out with no look).
+        pool, no psycopg pool's counters moved (its figures are all zero, worked out with no look).
         False while active, and after a stop that saw anything (then see :meth:`has_activity`)."""
         return self._was_quiet
 

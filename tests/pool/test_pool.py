@@ -540,6 +540,29 @@ def test_watching_every_pool_counts_a_psycopg_pool_opened_before_the_observation
         assert stats.checkouts == psycopg_pool.get_stats()["requests_num"] - 1 == 3
 
 
+def test_an_idle_psycopg_pool_leaves_an_observation_quiet_and_one_growing_on_its_own_does_not(
+        postgres: RunningPostgres, request: pytest.FixtureRequest) -> None:
+    """Watching every pool, an observation in which a known psycopg pool sat idle saw nothing
+    (no figures worked out: the report's per-test cost); one in which the pool opened a
+    connection by itself (its worker growing it to a new min_size, no checkout) counts it, as
+    the server does."""
+    from psycopg_pool import ConnectionPool
+
+    app = f"migsafe-idle-{os.getpid()}-{request.node.name[-20:]}"
+    with ConnectionPool(postgres.dsn, min_size=1, max_size=3, open=False, kwargs={"application_name": app}) as pool:
+        pool.wait()
+        with pool_stats() as idle:
+            pass
+        assert idle.was_quiet and idle.snapshot().record() == PoolFigures()
+        before = _backends(postgres.dsn, app)
+        with pool_stats() as grown:
+            pool.resize(min_size=2, max_size=3)
+            pool.wait()
+        opened = _backends(postgres.dsn, app) - before
+        assert opened == 1
+        assert not grown.was_quiet and grown.created == opened and grown.checkouts == 0
+
+
 def _getconn_and_drop(psycopg_pool: Any, sites: list[str]) -> None:
     sites.append(next_line())
     psycopg_pool.getconn()
