@@ -458,10 +458,11 @@ class PoolObservation:
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database, or one whose
         pools sat idle): skip the sums."""
-        return (events._seq == self._start_seq and not self._seen and not self._waits
+        if not (events._seq == self._start_seq and not self._seen and not self._waits
                 and not (self._created or self._closed or self._invalidated or self._checkins
-                         or self._timeouts) and not events._dropped and not self._psycopg_gone
-                and all([watched.unmoved() for watched in self._psycopg_base.values()]))
+                         or self._timeouts) and not events._dropped and not self._psycopg_gone):
+            return False
+        return all(watched.unmoved() for watched in self._psycopg_base.values())
 
     def _compute(self, end: _Capture | None = None) -> ObservedFigures:
         with events._lock:
