@@ -20,7 +20,7 @@ from types import ModuleType
 #: measure while it is unhooked); .ci/run tests each floor
 OLDEST: dict[str, tuple[str, tuple[int, ...], str]] = {
     "sqlalchemy": ("SQLAlchemy", (2, 0, 20),
-                   "its statements (but those psycopg 3 sends), pool checkouts and ORM lazy loads are not measured"),
+                   "its statements (except those sent through psycopg 3, which migsafe counts there), pool checkouts and ORM lazy loads are not measured"),
     "psycopg": ("psycopg", (3, 1, 12),
                 "statements sent through psycopg 3 directly (and Django's) are not counted"),
     "psycopg_pool": ("psycopg-pool", (3, 3, 0),

@@ -97,6 +97,29 @@ def test_stubbed_drivers_change_no_outcome_and_are_said(pytester: pytest.Pyteste
     assert "SQLAlchemy" not in result.stdout.str().split("migsafe: not measured")[1]
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_with_the_report_what_was_not_measured_is_a_report_note_and_in_the_json(
+        pytester: pytest.Pytester, workers: list[str]) -> None:
+    """With --migsafe-report, the drivers left unhooked were a section of their own and the
+    report said nothing at all (a run that measured nothing printed no report), and the JSON's
+    notes had no word of it: now they are the report's notes, in the terminal and the JSON."""
+    import json
+
+    pytester.makeconftest(STUBBED["conftest"])
+    pytester.makepyfile(test_units=STUBBED["test_units"])
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report",
+                                           "--migsafe-report-json=report.json", *workers)
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*- migsafe report -*",
+                                 "note: not measured: psycopg: sys.modules?'psycopg'? is a MagicMock, not the library*",
+                                 "note: not measured: psycopg-pool: migsafe could not hook it (AttributeError*"])
+    assert "migsafe: not measured" not in result.stdout.str()  # (said once)
+    notes = json.loads((pytester.path / "report.json").read_text())["notes"]
+    # (with xdist, the worker that ran the test stubbing the ORM may end before it looks again)
+    named = {note.split(":")[1] for note in notes if note.startswith("not measured: ")}
+    assert {name for name in named if not name.startswith(" SQLAlchemy (")} == {" psycopg", " psycopg-pool"}
+
+
 def test_a_failed_check_says_what_was_not_measured(pytester: pytest.Pytester) -> None:
     # a cache check failing on a redis-py migsafe leaves unhooked must not read as "no reads"
     pytester.makeconftest("""

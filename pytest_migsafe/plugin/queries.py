@@ -31,6 +31,7 @@ from pytest_migsafe.plugin.markers import (
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.stash import (
+    NOT_MEASURED_IN_REPORT,
     add_call_phase,
     add_marker_parser,
     add_to_record,
@@ -161,9 +162,10 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which imported driver migsafe left unhooked (older than it supports, a stub in
-    ``sys.modules``, hooks that failed): one line each."""
+    ``sys.modules``, hooks that failed): one line each (in the ``migsafe report`` section's
+    notes instead, with ``--migsafe-report``)."""
     lines = versions.describe_not_measured()
-    if lines:
+    if lines and not terminalreporter.config.stash.get(NOT_MEASURED_IN_REPORT, False):
         terminalreporter.write_sep("-", "migsafe: not measured")
         for line in lines:
             terminalreporter.write_line(f"migsafe: {line}")

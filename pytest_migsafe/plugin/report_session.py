@@ -31,8 +31,16 @@ from typing import Any
 
 import pytest
 
+from pytest_migsafe import versions
 from pytest_migsafe.plugin.options import get_setting
-from pytest_migsafe.plugin.stash import RENAMED_KEY, note_renames, record_keeper, recorded_id, run_report
+from pytest_migsafe.plugin.stash import (
+    NOT_MEASURED_IN_REPORT,
+    RENAMED_KEY,
+    note_renames,
+    record_keeper,
+    recorded_id,
+    run_report,
+)
 from pytest_migsafe.report.baseline import (
     DEFAULT_BASELINE_PATH,
     Baseline,
@@ -258,6 +266,10 @@ class ReportSession:
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
+        for line in versions.describe_not_measured():  # (the workers' too, taken as each ended)
+            report.note(f"not measured: {line}")
+        if self.settings.show and report.notes:  # the report's notes say it: no section of its own
+            self.config.stash[NOT_MEASURED_IN_REPORT] = True
         if (exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR) or self.exited
                 or _ending_on_an_interrupt()):
             report.interrupted = True  # (an internal error ends the run as an interrupt does)

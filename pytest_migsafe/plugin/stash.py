@@ -28,6 +28,8 @@ MARKS_KEY = pytest.StashKey["dict[str, list[pytest.Mark]]"]()
 # call; an id a collected item left and another took only makes that one parsed again)
 _own_marks: dict[int, int] = {}
 DEFERRED_KEY = pytest.StashKey["list[Callable[[TestRecord], None]]"]()
+#: set when the run report's notes carry what was not measured (its terminal section then stays silent)
+NOT_MEASURED_IN_REPORT = pytest.StashKey[bool]()
 RENAMED_KEY = pytest.StashKey["dict[str, str]"]()
 
 
