@@ -26,3 +26,23 @@ def configured_setting(name: str, default: Any = None) -> Any:
         return getattr(settings, name, None) or default
     except Exception:
         return default
+
+
+def settings_location(setting: str) -> tuple[str, int] | None:
+    """``(file, line)`` of the first line naming ``setting`` in the settings module Django was
+    configured from (``DJANGO_SETTINGS_MODULE``; line 1 when no line names it), for a message
+    about that setting to point at; None when Django's settings are not configured from a
+    module (``settings.configure()``), or its file cannot be read."""
+    module_name = configured_setting("SETTINGS_MODULE")
+    module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+    filename = getattr(module, "__file__", None)
+    if not isinstance(filename, str):
+        return None
+    try:
+        with open(filename, encoding="utf-8", errors="replace") as source:
+            for number, line in enumerate(source, 1):
+                if setting in line:
+                    return filename, number
+    except OSError:
+        return None
+    return filename, 1

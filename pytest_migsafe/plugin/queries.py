@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_migsafe import versions
+from pytest_migsafe.django_settings import settings_location
 from pytest_migsafe.plugin.extras import need_for_fixture
 from pytest_migsafe.plugin.markers import (
     ALIASES,
@@ -221,7 +222,9 @@ def _warn_unmeasured_django_databases(config: pytest.Config) -> None:
             "sent through psycopg 3 (PostgreSQL) only, so its statements make no count, budget or N+1 suspect")
     if records_wanted():
         run_report(config).note(text)
-    notify(pytest.PytestWarning(text), str(config.rootpath), 0)
+    # shown at the settings' DATABASES (it was shown at the rootdir, line 0: ".:0")
+    filename, line = settings_location("DATABASES") or (str(config.inipath or config.rootpath), 1)
+    notify(pytest.PytestWarning(text), filename, line)
 
 
 def _parse_markers(item: pytest.Item) -> None:

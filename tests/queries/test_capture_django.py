@@ -198,6 +198,24 @@ def test_a_django_database_migsafe_does_not_measure_is_said_before_any_test(pyte
     assert result.stdout.str().count("are not measured") == 2  # the warning, and the report's note
 
 
+def test_the_unmeasured_database_warning_points_at_the_settings_databases_line(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning was shown at the rootdir, line 0 (``.:0`` in the warnings summary): now at
+    the line of the settings module that defines ``DATABASES``."""
+    pytester.makepyfile(shop_settings="""
+        SECRET_KEY = "not-secret"
+        INSTALLED_APPS = []
+
+        DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+    """)
+    pytester.makeconftest("import django\ndjango.setup()\n")
+    pytester.makepyfile(test_nothing="def test_plain():\n    pass\n")
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "shop_settings")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:django")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*shop_settings.py:4: PytestWarning: migsafe: Django's database 'default'*"])
+
+
 def test_django_on_psycopg2_is_said_before_its_backend_is_imported(pytester: pytest.Pytester) -> None:
     # psycopg 3 not importable (here: blocked in sys.modules), a PostgreSQL database, no model:
     # Django's backend is not imported by the end of collection, and Django will take psycopg2
