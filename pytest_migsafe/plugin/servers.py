@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_migsafe.plugin.options import ini_type
+from pytest_migsafe.plugin.stash import records_wanted, run_report
 from pytest_migsafe.values import parse_bool
 
 if TYPE_CHECKING:
@@ -161,3 +162,17 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if servers is None:
         return None
     return [f"migsafe: {line}" for line in servers.describe()]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With the report on, its notes name the servers started for exported settings, as they
+    name the one ``migsafe_postgres`` gives (the header alone did, which ``-q`` hides and the
+    JSON never had)."""
+    servers = session_servers(session.config)
+    if servers is None or not records_wanted():
+        return
+    report = run_report(session.config)
+    if servers.postgres is not None:
+        report.note(f"PostgreSQL: {servers.postgres.describe()}")
+    if servers.redis is not None:
+        report.note(f"Redis: {servers.redis.describe()}")

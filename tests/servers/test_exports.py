@@ -124,6 +124,30 @@ def test_pydantic_settings_app_builds_its_engine_at_import(pytester: pytest.Pyte
     assert _gone(int(_field(output, "PID")))  # stopped at the end of the session
 
 
+def test_the_report_names_the_server_started_for_the_exports(pytester: pytest.Pytester, fresh: None) -> None:
+    """The servers started for exported settings were named in pytest's header only (which -q
+    hides; the JSON never had it): the report's notes name them too, as they name the one the
+    migsafe_postgres fixture gives."""
+    import json
+
+    pytester.makeini("[pytest]\nmigsafe_export_postgres = DATABASE_URL=libpq_url\n")
+    pytester.makepyfile(test_app="""
+        import os
+        import psycopg
+
+        def test_version():
+            with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+                print("VERSION=" + conn.execute("SHOW server_version").fetchone()[0].split()[0])
+    """)
+    result = pytester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider", "--migsafe-report",
+                                           "--migsafe-report-json=report.json")
+    result.assert_outcomes(passed=1)
+    version = _field(result.stdout.str(), "VERSION")
+    result.stdout.fnmatch_lines([f"note: PostgreSQL: PostgreSQL {version}* from *, unix socket *"])
+    notes = json.loads((pytester.path / "report.json").read_text())["notes"]
+    assert [note for note in notes if note.startswith(f"PostgreSQL: PostgreSQL {version}") and "unix socket" in note]
+
+
 def test_without_the_export_the_app_cannot_even_be_imported(pytester: pytest.Pytester, fresh: None) -> None:
     """The control: the same app with no ini key fails at conftest import (so the export is what makes it work)."""
     _write(pytester, PYDANTIC_APP)
