@@ -16,6 +16,7 @@ asserts at its teardown that there were none would otherwise see them and fail t
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import pytest
@@ -46,6 +47,12 @@ def notify(warning: Warning, filename: str, lineno: int, item: pytest.Item | Non
     if _action(str(warning), category, module, lineno) == "ignore":
         return
     if item is not None:
+        if not item.config.pluginmanager.has_plugin("warnings"):
+            # -p no:warnings: pytest shows no warnings summary; written as Python shows a
+            # warning pytest does not capture (on stderr, the test's captured output), seen by
+            # no recorder, never raised
+            sys.stderr.write(warnings.formatwarning(warning, category, filename, lineno))
+            return
         message = warnings.WarningMessage(warning, category, filename, lineno)
         item.ihook.pytest_warning_recorded.call_historic(
             kwargs={"warning_message": message, "when": "runtest", "nodeid": item.nodeid, "location": None})
