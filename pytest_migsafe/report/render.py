@@ -43,7 +43,8 @@ class Totals:
     ``n_plus_one``: N+1 suspects not allowed; ``cache_tests`` / ``cache_hits`` /
     ``cache_misses``: tests with cache figures and their keyspace hits and misses
     (``INFO stats`` deltas on real Redis); ``pool_tests`` / ``connections_created``:
-    tests with pool figures and the DBAPI connections their pools opened;
+    tests with pool figures and the DBAPI connections their pools opened; ``leaks``:
+    connections leaked (each test's ``pool.leaks``);
     ``shadows_*``: shadow experiments by result; ``lost``: ``{xdist worker: tests}`` whose
     figures were lost with that worker (``RunReport.lost``), counted in ``tests_run``.
     """
@@ -61,6 +62,7 @@ class Totals:
     cache_unrated_misses: int = 0
     pool_tests: int = 0
     connections_created: int = 0
+    leaks: int = 0
     shadows_matched: int = 0
     shadows_mismatched: int = 0
     shadows_ignored: int = 0
@@ -82,7 +84,7 @@ class Totals:
         cache read, a connection created, or a shadow experiment)."""
         return bool(self.queries or self.n_plus_one or self.cache_hits or self.cache_misses
                     or self.cache_unrated_hits or self.cache_unrated_misses
-                    or self.connections_created or self.shadows)
+                    or self.connections_created or self.leaks or self.shadows)
 
     @classmethod
     def of(cls, report: RunReport) -> Totals:
@@ -112,6 +114,7 @@ class Totals:
             if record.pool is not None:
                 totals.pool_tests += 1
                 totals.connections_created += record.pool.created
+                totals.leaks += len(record.pool.leaks)
             for shadow in record.shadows:
                 if shadow.result == "matched":
                     totals.shadows_matched += 1
@@ -373,6 +376,21 @@ def n_plus_one_lines(report: RunReport, verbose: bool) -> list[str]:
     return [f"N+1 suspects: {len(rows)}"] + _limited(aligned(rows), verbose)
 
 
+def leak_lines(report: RunReport, verbose: bool) -> list[str]:
+    """Every connection leaked in the run (checked out in a test's call and not returned by
+    its end, or returned only by the garbage collector), one line each: test, ``at`` the
+    checkout's call site, the pool, ``(dropped)`` for one the collector returned; 10 unless
+    ``verbose``; [] without any. What the ``ConnectionLeakWarning`` of each said."""
+    rows = []
+    for nodeid in sorted(report.tests):
+        pool = report.tests[nodeid].pool
+        for leak in pool.leaks if pool is not None else ():
+            rows.append([nodeid, f"at {leak.call_site}", leak.pool + (" (dropped)" if leak.dropped else "")])
+    if not rows:
+        return []
+    return [f"connections leaked: {len(rows)}"] + _limited(aligned(rows), verbose)
+
+
 def shadow_lines(report: RunReport, verbose: bool) -> list[str]:
     """Every shadow experiment: the before/after of a migration at a glance.
 
@@ -408,7 +426,10 @@ def totals_lines(totals: Totals, notes: Iterable[str]) -> list[str]:
         if totals.cache_tests:
             lines += cache_total_lines(totals)
         if totals.pool_tests:
-            lines.append(f"pool: {plural(totals.connections_created, 'connection')} created")
+            pool = f"pool: {plural(totals.connections_created, 'connection')} created"
+            if totals.leaks:
+                pool += f", {totals.leaks:,} leaked"
+            lines.append(pool)
         if totals.shadows:
             shadow = f"shadow: {totals.shadows_matched:,} matched, {totals.shadows_mismatched:,} mismatched"
             if totals.shadows_ignored:
@@ -560,6 +581,7 @@ def summary_lines(
         lines += improvement_lines(comparison, verbose)
         lines += removed_lines(comparison, verbose)
         lines += n_plus_one_lines(report, verbose)
+        lines += leak_lines(report, verbose)
         lines += shadow_lines(report, verbose)
         lines += heaviest_lines(report, heaviest)
         lines += totals_lines(Totals.of(report), report.notes)

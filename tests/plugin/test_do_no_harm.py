@@ -159,6 +159,24 @@ def test_a_true_leak_is_a_warning_with_its_call_site_at_defaults(pytester: pytes
                                  f"*migsafe: connection leaked: checked out at test_leaks.py:{raw_line} *"])
 
 
+def test_with_the_report_each_leak_is_a_report_line_too(pytester: pytest.Pytester) -> None:
+    """README: a leak nobody asked to fail on is "a warning and a report line"; the report had
+    no line of it (only -v's per-test table and the JSON): now a block like the N+1 suspects'
+    and a count on the pool line."""
+    path = pytester.makepyfile(test_leaks=HEADER + textwrap.dedent(TRUE_LEAKS))
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report")
+    result.assert_outcomes(passed=2, warnings=2)
+    lines = path.read_text().splitlines()
+    global_line = next(n for n, line in enumerate(lines, 1) if "LEAK-GLOBAL" in line)
+    raw_line = next(n for n, line in enumerate(lines, 1) if "LEAK-RAW" in line)
+    result.stdout.fnmatch_lines([
+        "connections leaked: 2",
+        f"  test_leaks.py::test_keeps_a_connection_in_a_global  at test_leaks.py:{global_line}  *QueuePool*",
+        f"  test_leaks.py::test_keeps_a_pool_checkout           at test_leaks.py:{raw_line}  *QueuePool*",
+        "pool: * created, 2 leaked",
+    ])
+
+
 def test_a_true_leak_fails_when_asked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_leaks=HEADER + textwrap.dedent(TRUE_LEAKS))
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", "migsafe_fail_on_leaks=true")
