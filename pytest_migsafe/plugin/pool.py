@@ -8,8 +8,8 @@ the logic lives in :mod:`pytest_migsafe.pool.observe`, :mod:`pytest_migsafe.pool
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,6 +22,7 @@ from pytest_migsafe.plugin.stash import (
     add_call_phase,
     add_marker_parser,
     add_to_record,
+    existing_record,
     marks_of,
     records_wanted,
     wake_current_call,
@@ -221,8 +222,8 @@ class PoolPhase:
         marker, and are warnings otherwise (the default: the user did not ask)."""
         item, limits = self.item, self.limits
         if self.watch is not None:
-            for leak in self.watch.leaks:
-                _warn_leak(item, leak)
+            if self.watch.leaks:
+                _warn_leaks(item, self.watch.leaked_checkouts, self.watch.leaks)
             return []
         if limits is None and not self.observation.leaked:
             return []  # the common case: no limit to check, no leak to tell (no figures worked out)
@@ -234,12 +235,65 @@ class PoolPhase:
                 problems.append(f"leaks=0 (migsafe_fail_on_leaks), "
                                 f"{plural(len(figures.leaks), 'connection')} leaked")
             else:
-                for leak in figures.leaks:
-                    _warn_leak(item, leak)
+                _warn_leaks(item, self.observation.leaked_checkouts, figures.leaks)
         if not problems:
             return []
         verbose = item.config.get_verbosity() > 0
         return [pool_limits.failure_message(problems, figures, None if verbose else 10)]
+
+
+def _warn_leaks(item: pytest.Item, checkouts: Sequence[events.Checkout], leaks: list[Leak]) -> None:
+    """Leaks nobody asked to fail on (``checkouts``: theirs, in the same order): one returned
+    only by the garbage collector is told now; one still out is told after the test's
+    teardown, if it is still out then (the test's ``teardown_method`` or a function fixture's
+    teardown may close what the test body opened: that is no leak)."""
+    pending = []
+    for checkout, leak in zip(checkouts, leaks):
+        if leak.dropped:
+            _warn_leak(item, leak)
+        else:
+            pending.append((checkout, leak))
+    if pending:
+        checker = item.config.pluginmanager.get_plugin(TEARDOWN_CHECK_NAME)
+        if checker is None:
+            checker = LeaksAfterTeardown()
+            item.config.pluginmanager.register(checker, TEARDOWN_CHECK_NAME)
+        checker.pending[item.nodeid] = (item, pending)
+
+
+TEARDOWN_CHECK_NAME = "migsafe-leaks-after-teardown"
+
+
+class LeaksAfterTeardown:
+    """Registered at the first leak nobody asked to fail on that was still out at the end of
+    its test's call: after the test's teardown (its teardown report, before any other plugin
+    reads it), a connection still out is told (:class:`~pytest_migsafe.pool.observe.ConnectionLeakWarning`);
+    one the teardown returned is no leak, and leaves the test's record."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[pytest.Item, list[tuple[events.Checkout, Leak]]]] = {}
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The test's teardown ended: tell the leaks still out."""
+        if report.when != "teardown" or not self.pending:
+            return
+        found = self.pending.pop(report.nodeid, None)
+        if found is None:
+            return
+        item, pending = found
+        still = events.still_leaked([checkout for checkout, _ in pending])
+        returned = []
+        for checkout, leak in pending:
+            if checkout in still:
+                _warn_leak(item, replace(leak, dropped=True) if checkout.dropped else leak)
+            else:
+                returned.append(leak)
+        if returned:
+            record = existing_record(item)
+            if record is not None and record.pool is not None:
+                record.pool.leaks = [leak for leak in record.pool.leaks
+                                     if not any(leak is gone for gone in returned)]
 
 
 def _warn_leak(item: pytest.Item, leak: Leak) -> None:

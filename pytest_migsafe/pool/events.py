@@ -340,6 +340,14 @@ def dropped(key: int, gone: bool = False, holder: Any = None) -> None:
                         obs._own_current -= 1
 
 
+def still_leaked(checkouts: list[Checkout]) -> list[Checkout]:
+    """Those of ``checkouts`` whose connection is still out (not returned since), or was
+    dropped (returned only by the garbage collector)."""
+    with _lock:
+        out = {id(entry) for entry in _out.values()}
+    return [checkout for checkout in checkouts if checkout.dropped or id(checkout) in out]
+
+
 def owned_by(key: int, owner: Any) -> None:
     """The connection ``key`` is held by ``owner`` (an ORM Session; kept as a weak reference)."""
     entry = _out.get(key)

@@ -78,7 +78,7 @@ import sys
 import warnings
 import weakref
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,6 +292,8 @@ class PoolObservation:
     _holds: HoldTimes | None = None  # made at the first hold: most tests have none
     _frozen: ObservedFigures | None = None
     _end: _Capture | None = None  # the state read at the stop (figures not worked out yet)
+    #: The checkouts that leaked, as read at the stop, in the order of the figures' ``leaks``
+    leaked_checkouts: Sequence[Checkout] = ()
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> PoolObservation:
@@ -344,6 +346,7 @@ class PoolObservation:
                 self._frozen = _QUIET
             else:  # what changes after the stop is read now; the figures are worked out when read
                 self._end = self._capture()
+                self.leaked_checkouts = self._end.leaked
             if not events._observers and not events._leak_watches:
                 events._dropped.clear()
 
@@ -726,6 +729,7 @@ class LeakWatch:
             events._leak_watches += 1
         self._active = True
         self.leaks: list[Leak] = []
+        self.leaked_checkouts: Sequence[Checkout] = ()  # the checkouts of ``leaks``, in their order
 
     def stop(self, settle: bool = False) -> list[Leak]:
         """Stop watching; the leaks (also in :attr:`leaks`), oldest checkout first. ``settle``:
@@ -752,6 +756,7 @@ class LeakWatch:
                 events._dropped.clear()
         if leaked:
             leaked.sort(key=lambda entry: entry.seq)
+            self.leaked_checkouts = leaked
             self.leaks = [Leak(pool=describe_pool(entry.pool), call_site=entry.site or "<unknown>",
                                dropped=entry.dropped) for entry in leaked]
         return self.leaks

@@ -177,6 +177,65 @@ def test_with_the_report_each_leak_is_a_report_line_too(pytester: pytest.Pyteste
     ])
 
 
+CLOSED_AT_TEARDOWN = """
+    class TestXunit:
+        conn = None
+
+        def teardown_method(self):
+            self.conn.close()
+
+        def test_opens_in_body_closed_in_teardown_method(self):
+            self.conn = ENGINE.connect()
+            self.conn.execute(text("select 1"))
+
+
+    @pytest.fixture
+    def holder():
+        held = {}
+        yield held
+        held["conn"].close()
+
+
+    def test_opens_in_body_closed_by_a_fixture_teardown(holder):
+        holder["conn"] = ENGINE.connect()
+        holder["conn"].execute(text("select 1"))
+
+
+    HELD = []
+
+    def test_keeps_a_connection_in_a_global():
+        HELD.append(ENGINE.connect())  # LEAK-GLOBAL
+"""
+
+
+@pytest.mark.parametrize("extra", [(), ("--migsafe-report", "--migsafe-report-json=report.json"), ("-n", "2")],
+                         ids=["defaults", "report", "xdist"])
+def test_a_connection_the_tests_teardown_closes_is_no_leak(pytester: pytest.Pytester, extra: tuple[str, ...]) -> None:
+    """A connection the test body opened and its teardown (``teardown_method``, a function
+    fixture's teardown) closed was warned as leaked (a new user's finding: 14 warnings on
+    alembic's suite): the leak nobody asked about is told after the test's teardown, if the
+    connection is still out then; one kept in a global still is, with its call site."""
+    import json
+
+    path = pytester.makepyfile(test_teardown=HEADER + textwrap.dedent(CLOSED_AT_TEARDOWN))
+    plugin_only = [arg for arg in extra if arg.startswith("--migsafe")]
+    result = same_outcomes_with_and_without(pytester, *[arg for arg in extra if arg not in plugin_only])
+    if plugin_only:
+        result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *extra)
+    result.assert_outcomes(passed=3, warnings=1)
+    leak_line = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if "LEAK-GLOBAL" in line)
+    result.stdout.fnmatch_lines([f"*migsafe: connection leaked: checked out at test_teardown.py:{leak_line} *"])
+    assert result.stdout.str().count("connection leaked") == 1
+    if "--migsafe-report" in extra:
+        tests = json.loads((pytester.path / "report.json").read_text())["tests"]
+        leaks = {nodeid.split("::")[-1]: record["pool"]["leaks"] for nodeid, record in tests.items() if record["pool"]}
+        assert leaks == {"test_opens_in_body_closed_in_teardown_method": [],
+                         "test_opens_in_body_closed_by_a_fixture_teardown": [],
+                         "test_keeps_a_connection_in_a_global": [
+                             {"pool": leaks["test_keeps_a_connection_in_a_global"][0]["pool"],
+                              "call_site": f"test_teardown.py:{leak_line}", "dropped": False}]}
+
+
 def test_a_true_leak_fails_when_asked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_leaks=HEADER + textwrap.dedent(TRUE_LEAKS))
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-o", "migsafe_fail_on_leaks=true")
@@ -250,8 +309,9 @@ def test_a_fixture_that_records_warnings_never_sees_the_notices(pytester: pytest
         result.assert_outcomes(passed=3)
         assert "warnings summary" not in result.stdout.str()
         result.stdout.fnmatch_lines(["*Captured stderr call*", "*NPlusOneWarning: N+1 suspected*",
-                                     "*Captured stderr call*", "*NPlusOneWarning: N+1 suspected*",
-                                     "*Captured stderr call*", "*ConnectionLeakWarning: migsafe: connection leaked*"])
+                                     "*Captured stderr call*", "*NPlusOneWarning: N+1 suspected*"])
+        # (a leak is told after the test's teardown, outside its captured output)
+        result.stderr.fnmatch_lines(["*ConnectionLeakWarning: migsafe: connection leaked*"])
         return
     result.assert_outcomes(passed=3, warnings=3)
     result.stdout.fnmatch_lines(["*NPlusOneWarning: N+1 suspected*", "*connection leaked*"])
