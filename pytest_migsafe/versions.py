@@ -26,6 +26,8 @@ OLDEST: dict[str, tuple[str, tuple[int, ...], str]] = {
     "psycopg_pool": ("psycopg-pool", (3, 3, 0),
                      "its pools' checkouts, waits and leaks are not measured (connections created are, from "
                      "its stats, for a pool named to pool_stats or assert_pool_warm)"),
+    "django": ("Django", (4, 2), "its statements on SQLite, MySQL, Oracle and PostgreSQL over psycopg2 are not "
+                                 "counted (those sent through psycopg 3 are, at the driver)"),
     "redis": ("redis", (5, 0, 1), "Redis commands are not counted: no hits, misses or cache checks"),
     "fakeredis": ("fakeredis", (2, 39, 0),
                   "reads inside its Lua scripts and SORT's lookups are not counted (its other commands are, "

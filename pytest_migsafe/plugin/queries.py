@@ -180,7 +180,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[_STORES]
 
 
-DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg", "django.db.models")
+DRIVERS = ("sqlalchemy", "sqlalchemy.orm", "psycopg", "django.db.models", "django.db.backends.utils")
 
 
 def _driver_imported(name: str) -> None:
@@ -211,6 +211,8 @@ def _warn_unmeasured_django_databases(config: pytest.Config) -> None:
     if "django.conf" not in sys.modules:
         return
     from pytest_migsafe.queries.django import unmeasured_databases
+
+    drivers.install(import_missing=False, just_imported=True)  # (Django's executors, if imported by now)
 
     unmeasured = unmeasured_databases()
     if not unmeasured:

@@ -188,10 +188,17 @@ def _aggregate_of(sql: str | None) -> tuple[str, str] | None:
 
 def unmeasured_databases() -> list[tuple[str, str]]:
     """``(alias, ENGINE)`` of each database in Django's ``DATABASES`` whose statements migsafe
-    does not see: a backend other than PostgreSQL's (SQLite, MySQL, Oracle: migsafe counts
-    Django's statements through psycopg 3), or PostgreSQL's on psycopg2. [] when Django's
+    does not see: with Django's own executors hooked, or to be hooked at the import of its
+    database layer (:mod:`pytest_migsafe.queries.django_sql`: every backend's statements are
+    seen, psycopg 3's at the driver), none; else (a Django older than 4.2, a stub) a backend other
+    than PostgreSQL's (SQLite, MySQL, Oracle), or PostgreSQL's on psycopg2. [] when Django's
     settings are not configured (they are never evaluated here: a lazy settings object stays
     lazy)."""
+    from pytest_migsafe import versions
+    from pytest_migsafe.queries import django_sql
+
+    if django_sql.is_installed() or (versions.supported("django") and "django statements" not in versions.not_measured):
+        return []  # hooked, or hooked once Django's database layer is imported
     try:
         databases = dict(configured_setting("DATABASES", {}))
     except Exception:  # a DATABASES that is no mapping: nothing to say

@@ -1,4 +1,4 @@
-"""Install the statement hooks of the drivers in use (SQLAlchemy and psycopg 3)."""
+"""Install the statement hooks of the drivers in use (SQLAlchemy, psycopg 3, Django's other backends)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from pytest_migsafe.queries import django as django_orm
-from pytest_migsafe.queries import orm
+from pytest_migsafe.queries import django_sql, orm
 from pytest_migsafe.versions import import_if_installed, install_guarded
 
 _installed_for: tuple[Any, Any, Any] = (False, False, False)
@@ -17,9 +17,10 @@ _modules_seen = -1
 
 
 def drivers_loaded() -> bool:
-    """True once SQLAlchemy or psycopg is imported: before that, no statement can be captured."""
+    """True once SQLAlchemy, psycopg or Django's database layer is imported: before that, no
+    statement can be captured."""
     modules = sys.modules
-    return "sqlalchemy" in modules or "psycopg" in modules
+    return "sqlalchemy" in modules or "psycopg" in modules or "django.db.backends.utils" in modules
 
 
 def install(import_missing: bool = True, just_imported: bool = False) -> None:
@@ -37,6 +38,9 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
     seen = len(modules)
     if not django_orm.install() and "django.db.models" in modules:
         seen = -1  # Django's models still being imported: look again next time
+    if "django.db.backends.utils" in modules:
+        install_guarded("django", django_sql.install, part="statements",
+                        lost="its statements on SQLite, MySQL, Oracle and psycopg2 are not counted")
     loaded = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
     if loaded == _installed_for and (not import_missing or None not in loaded[:2]):
         _modules_seen = seen
@@ -67,5 +71,6 @@ def uninstall() -> None:
     capture_sqlalchemy.uninstall()
     capture_psycopg.uninstall()
     orm.uninstall()
+    django_sql.uninstall()
     _installed_for = (False, False, False)
     _modules_seen = -1

@@ -166,49 +166,114 @@ def test_what_djangos_log_and_the_plugin_count_differently_each_kind(pg_dsn: str
 
 
 
-def test_a_django_database_migsafe_does_not_measure_is_said_before_any_test(pytester: pytest.Pytester) -> None:
-    """Django on SQLite (its default test database): migsafe sees none of its statements, so a
-    ``max_queries(0)`` budget holds over statements that ran. That is a warning and a report
-    note before any test runs (it was said nowhere), and the outcome is the one without the plugin."""
-    pytester.makeconftest("""
-        import django
-        from django.conf import settings
+SQLITE_CONFTEST = """
+    import django
+    from django.conf import settings
 
-        settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
-                                      "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-                           INSTALLED_APPS=[])
-        django.setup()
-    """)
-    pytester.makepyfile(test_sqlite="""
-        import pytest
-        from django.db import connection
+    settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+                                  "other": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+                       INSTALLED_APPS=["django.contrib.contenttypes"], USE_TZ=True)
+    django.setup()
 
-        @pytest.mark.max_queries(0)
-        def test_runs_sql():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-    """)
-    for plugin in ("-p", "no:migsafe"), ():
-        result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report" if not plugin else "-q",
-                                               *plugin)
-        result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        "*migsafe: Django's databases 'default' (django.db.backends.sqlite3), 'other' "
-        "(django.db.backends.sqlite3) are not measured: migsafe counts Django's statements sent through psycopg 3*"])
-    assert result.stdout.str().count("are not measured") == 2  # the warning, and the report's note
+    import pytest
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", "contenttypes", verbosity=0)
+
+    @pytest.fixture
+    def sqlite_trace():
+        \"\"\"Every statement SQLite itself runs on the connection during the test (its trace
+        callback: the independent count), transaction control left out, as migsafe does.\"\"\"
+        connection.ensure_connection()
+        seen = []
+        connection.connection.set_trace_callback(seen.append)
+        yield seen
+        connection.connection.set_trace_callback(None)
+        control = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+        kept = [sql for sql in seen if not sql.lstrip().upper().startswith(control)]
+        with open("trace.txt", "a") as out:
+            out.write(f"{len(kept)}\\n")
+"""
+
+SQLITE_TESTS = """
+    import pytest
+    from django.contrib.contenttypes.models import ContentType
+    from django.db import connection, transaction
+
+    from app_sqlite import labels
+
+    def test_orm_and_raw(sqlite_trace):
+        ContentType.objects.count()
+        list(ContentType.objects.all())
+        with transaction.atomic():
+            ContentType.objects.get_or_create(app_label="migsafe", model="probe")
+            with transaction.atomic():
+                ContentType.objects.filter(app_label="migsafe").update(model="probe2")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        for pk in range(3):
+            ContentType.objects.filter(pk=pk).exists()
+        labels(12)
+
+    @pytest.mark.max_queries(0)
+    def test_a_budget_counts_sqlite(sqlite_trace):
+        ContentType.objects.count()
+
+    def test_executemany(sqlite_trace):
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS rows_sent (n int)")
+            cursor.executemany("INSERT INTO rows_sent VALUES (%s)", [(1,), (2,), (3,)])
+"""
+
+APP_SQLITE = """
+    from django.contrib.contenttypes.models import ContentType
+
+    def labels(n):
+        return [ContentType.objects.filter(app_label=f"app{i}").exists() for i in range(n)]
+"""
+
+
+def test_django_on_sqlite_is_counted_as_sqlite_runs_it(pytester: pytest.Pytester) -> None:
+    """Django on SQLite (the default test database of most Django projects) was not measured
+    at all (a budget held over statements that ran; an empty report): its statements are
+    counted at Django's executors, as many as SQLite's own trace callback sees run in each
+    test; a budget fails; an N+1 loop is a suspect; no "not measured" warning."""
+    import json
+
+    pytester.makeconftest(SQLITE_CONFTEST)
+    pytester.makepyfile(test_sqlite=SQLITE_TESTS, app_sqlite=APP_SQLITE)
+    off = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:migsafe")
+    off.assert_outcomes(passed=3)
+    (pytester.path / "trace.txt").unlink()
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report", "--migsafe-report-json=r.json")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["max_queries: expected at most 0 queries, 1 ran"])
+    assert "not measured" not in result.stdout.str()
+    traced = [int(line) for line in (pytester.path / "trace.txt").read_text().split()]
+    tests = json.loads((pytester.path / "r.json").read_text())["tests"]
+    figures = [tests[f"test_sqlite.py::{name}"]["queries"]
+               for name in ("test_orm_and_raw", "test_a_budget_counts_sqlite", "test_executemany")]
+    # (SQLite traces each row of executemany: the report's executions; the count is one statement a call)
+    assert [figures[0]["count"], figures[1]["count"], figures[2]["executions"]] == traced, (figures, traced)
+    assert figures[2]["count"] == 2 and traced[0] > 10
+    suspects = tests["test_sqlite.py::test_orm_and_raw"]["queries"]["n_plus_one"]
+    assert [suspect["count"] for suspect in suspects] == [12]
+    assert suspects[0]["call_site"].startswith("app_sqlite.py:")
 
 
 def test_the_unmeasured_database_warning_points_at_the_settings_databases_line(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The warning was shown at the rootdir, line 0 (``.:0`` in the warnings summary): now at
-    the line of the settings module that defines ``DATABASES``."""
+    """A Django migsafe does not hook (older than 4.2; here: its version made to read so) leaves
+    SQLite unmeasured, which a warning says: it was shown at the rootdir, line 0 (``.:0`` in the
+    warnings summary), now at the line of the settings module that defines ``DATABASES``."""
     pytester.makepyfile(shop_settings="""
         SECRET_KEY = "not-secret"
         INSTALLED_APPS = []
 
         DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
     """)
-    pytester.makeconftest("import django\ndjango.setup()\n")
+    pytester.makeconftest("import django\ndjango.__version__ = '4.1.13'\ndjango.setup()\n")
     pytester.makepyfile(test_nothing="def test_plain():\n    pass\n")
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "shop_settings")
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:django")
@@ -216,20 +281,27 @@ def test_the_unmeasured_database_warning_points_at_the_settings_databases_line(
     result.stdout.fnmatch_lines(["*shop_settings.py:4: PytestWarning: migsafe: Django's database 'default'*"])
 
 
-def test_django_on_psycopg2_is_said_before_its_backend_is_imported(pytester: pytest.Pytester) -> None:
+def test_django_on_psycopg2_is_measured_at_djangos_executors(pytester: pytest.Pytester) -> None:
     # psycopg 3 not importable (here: blocked in sys.modules), a PostgreSQL database, no model:
-    # Django's backend is not imported by the end of collection, and Django will take psycopg2
-    pytester.makeconftest("""
+    # Django's backend is not imported by the end of collection, and Django will take psycopg2,
+    # whose statements migsafe counts at Django's executors: no "not measured" warning (it was
+    # one); a Django too old to hook still gets it
+    conftest = """
         import sys
         sys.modules["psycopg"] = None  # (as if not installed: Django then takes psycopg2)
         import django
         from django.conf import settings
-
+        OLD
         settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "app"}},
                            INSTALLED_APPS=[])
         django.setup()
-    """)
+    """
     pytester.makepyfile(test_nothing="def test_plain():\n    pass\n")
+    pytester.makeconftest(conftest.replace("OLD", ""))
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert "not measured" not in result.stdout.str()
+    pytester.makeconftest(conftest.replace("OLD", "django.__version__ = '4.1.13'"))
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*migsafe: Django's database 'default' (django.db.backends.postgresql) is not measured*"])
