@@ -8,6 +8,7 @@ setting only when ``django.conf`` is already imported and its settings are confi
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -29,8 +30,8 @@ def configured_setting(name: str, default: Any = None) -> Any:
 
 
 def settings_location(setting: str) -> tuple[str, int] | None:
-    """``(file, line)`` of the first line naming ``setting`` in the settings module Django was
-    configured from (``DJANGO_SETTINGS_MODULE``; line 1 when no line names it), for a message
+    """``(file, line)`` of the first line assigning ``setting`` in the settings module Django was
+    configured from (``DJANGO_SETTINGS_MODULE``; line 1 when no line assigns it), for a message
     about that setting to point at; None when Django's settings are not configured from a
     module (``settings.configure()``), or its file cannot be read."""
     module_name = configured_setting("SETTINGS_MODULE")
@@ -38,11 +39,12 @@ def settings_location(setting: str) -> tuple[str, int] | None:
     filename = getattr(module, "__file__", None)
     if not isinstance(filename, str):
         return None
+    assignment = re.compile(rf"\s*{re.escape(setting)}\s*(?::[^=]*)?=")  # DATABASES = / DATABASES: dict = ...
     try:
         with open(filename, encoding="utf-8", errors="replace") as source:
             for number, line in enumerate(source, 1):
-                if setting in line:
+                if assignment.match(line):
                     return filename, number
     except OSError:
         return None
-    return filename, 1
+    return filename, 1  # (set elsewhere: from .base import *)

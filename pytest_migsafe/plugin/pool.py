@@ -258,42 +258,83 @@ def _warn_leaks(item: pytest.Item, checkouts: Sequence[events.Checkout], leaks: 
         if checker is None:
             checker = LeaksAfterTeardown()
             item.config.pluginmanager.register(checker, TEARDOWN_CHECK_NAME)
-        checker.pending[item.nodeid] = (item, pending)
+        checker.add(item, pending)
 
 
 TEARDOWN_CHECK_NAME = "migsafe-leaks-after-teardown"
 
 
+def _after_own_teardown(item: pytest.Item, check: Callable[[], None]) -> bool:
+    """Have ``check`` run when ``item``'s own teardown is over (its function-scoped fixtures'
+    finalizers, ``teardown_method``), before its class's, module's or session's fixtures are
+    torn down (which the last test of a scope pays for): first in the item's list of finalizers
+    in pytest's ``SetupState``, which runs them last first. False when pytest keeps them
+    otherwise (the check then runs at the teardown report)."""
+    try:
+        finalizers = item.session._setupstate.stack[item][0]
+    except Exception:  # (a pytest whose SetupState differs)
+        return False
+    if not isinstance(finalizers, list):
+        return False
+    finalizers.insert(0, check)
+    return True
+
+
 class LeaksAfterTeardown:
     """Registered at the first leak nobody asked to fail on that was still out at the end of
-    its test's call: after the test's teardown (its teardown report, before any other plugin
-    reads it), a connection still out is told (:class:`~pytest_migsafe.pool.observe.ConnectionLeakWarning`);
-    one the teardown returned is no leak, and leaves the test's record."""
+    its test's call: once the test's own teardown is over (see :func:`_after_own_teardown`; at
+    its teardown report otherwise; at the session's end after an interrupt), a connection still
+    out is told (:class:`~pytest_migsafe.pool.observe.ConnectionLeakWarning`); one the teardown
+    returned is no leak, and leaves the test's record (before its teardown report, so JUnit
+    properties and xdist see the record as told)."""
 
     def __init__(self) -> None:
         self.pending: dict[str, tuple[pytest.Item, list[tuple[events.Checkout, Leak]]]] = {}
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """The test's teardown ended: tell the leaks still out."""
-        if report.when != "teardown" or not self.pending:
-            return
-        found = self.pending.pop(report.nodeid, None)
+    def add(self, item: pytest.Item, pending: list[tuple[events.Checkout, Leak]]) -> None:
+        """Check ``pending`` (leaks of ``item`` and their checkouts) after its own teardown."""
+        nodeid = item.nodeid
+        self.pending[nodeid] = (item, pending)
+        _after_own_teardown(item, functools.partial(self.check, nodeid))
+
+    def check(self, nodeid: str) -> None:
+        """Tell the pending leaks of ``nodeid`` still out; never raises."""
+        found = self.pending.pop(nodeid, None)
         if found is None:
             return
-        item, pending = found
-        still = events.still_leaked([checkout for checkout, _ in pending])
-        returned = []
-        for checkout, leak in pending:
-            if checkout in still:
-                _warn_leak(item, replace(leak, dropped=True) if checkout.dropped else leak)
-            else:
-                returned.append(leak)
-        if returned:
-            record = existing_record(item)
-            if record is not None and record.pool is not None:
-                record.pool.leaks = [leak for leak in record.pool.leaks
-                                     if not any(leak is gone for gone in returned)]
+        try:
+            _tell_leaks(*found)
+        except Exception:  # (a record or pool in a state not foreseen: never the test's error)
+            pass
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The test's teardown ended (its check had no place among the finalizers)."""
+        if report.when == "teardown" and self.pending:
+            self.check(report.nodeid)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self) -> None:
+        """An interrupt in a teardown left a check undone: done now, before the report is written."""
+        for nodeid in list(self.pending):
+            self.check(nodeid)
+
+
+def _tell_leaks(item: pytest.Item, pending: list[tuple[events.Checkout, Leak]]) -> None:
+    still = events.still_leaked([checkout for checkout, _ in pending])
+    record = existing_record(item)
+    recorded = record.pool.leaks if record is not None and record.pool is not None else []
+    for checkout, leak in pending:
+        index = next((n for n, kept in enumerate(recorded) if kept is leak), None)
+        if checkout not in still:  # returned by the test's teardown: no leak
+            if index is not None:
+                del recorded[index]
+            continue
+        if checkout.dropped and not leak.dropped:  # collected during the teardown
+            leak = replace(leak, dropped=True)
+            if index is not None:
+                recorded[index] = leak
+        _warn_leak(item, leak)
 
 
 def _warn_leak(item: pytest.Item, leak: Leak) -> None:

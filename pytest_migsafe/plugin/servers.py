@@ -169,8 +169,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     name the one ``migsafe_postgres`` gives (the header alone did, which ``-q`` hides and the
     JSON never had)."""
     servers = session_servers(session.config)
-    if servers is None or not records_wanted():
-        return
+    if servers is None or not records_wanted() or hasattr(session.config, "workerinput"):
+        return  # (a pytest-xdist worker uses the controller's servers, which its notes name)
     report = run_report(session.config)
     if servers.postgres is not None:
         report.note(f"PostgreSQL: {servers.postgres.describe()}")

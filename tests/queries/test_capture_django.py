@@ -268,9 +268,9 @@ def test_the_unmeasured_database_warning_points_at_the_settings_databases_line(
     SQLite unmeasured, which a warning says: it was shown at the rootdir, line 0 (``.:0`` in the
     warnings summary), now at the line of the settings module that defines ``DATABASES``."""
     pytester.makepyfile(shop_settings="""
+        \"\"\"Settings: DATABASES is set below (a mention, not the line to point at).\"\"\"
         SECRET_KEY = "not-secret"
         INSTALLED_APPS = []
-
         DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
     """)
     pytester.makeconftest("import django\ndjango.__version__ = '4.1.13'\ndjango.setup()\n")

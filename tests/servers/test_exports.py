@@ -124,7 +124,9 @@ def test_pydantic_settings_app_builds_its_engine_at_import(pytester: pytest.Pyte
     assert _gone(int(_field(output, "PID")))  # stopped at the end of the session
 
 
-def test_the_report_names_the_server_started_for_the_exports(pytester: pytest.Pytester, fresh: None) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_the_report_names_the_server_started_for_the_exports(pytester: pytest.Pytester, fresh: None,
+                                                             workers: list[str]) -> None:
     """The servers started for exported settings were named in pytest's header only (which -q
     hides; the JSON never had it): the report's notes name them too, as they name the one the
     migsafe_postgres fixture gives."""
@@ -140,8 +142,12 @@ def test_the_report_names_the_server_started_for_the_exports(pytester: pytest.Py
                 print("VERSION=" + conn.execute("SHOW server_version").fetchone()[0].split()[0])
     """)
     result = pytester.runpytest_subprocess("-q", "-s", "-p", "no:cacheprovider", "--migsafe-report",
-                                           "--migsafe-report-json=report.json")
+                                           "--migsafe-report-json=report.json", *workers)
     result.assert_outcomes(passed=1)
+    # once (the xdist workers' own note of the same server, by its URL, was a second line)
+    assert result.stdout.str().count("note: PostgreSQL:") == 1, result.stdout.str()
+    if workers:
+        return  # (the workers' output, with the server's version, is not shown)
     version = _field(result.stdout.str(), "VERSION")
     result.stdout.fnmatch_lines([f"note: PostgreSQL: PostgreSQL {version}* from *, unix socket *"])
     notes = json.loads((pytester.path / "report.json").read_text())["notes"]
