@@ -65,6 +65,7 @@ from pytest_migsafe.django_settings import configured_setting
 from pytest_migsafe.queries import callsite, dispatch, orm
 from pytest_migsafe.queries.callsite import call_site, origin_of
 from pytest_migsafe.queries.exact import keep_signature
+from pytest_migsafe.queries.patches import Patches
 from pytest_migsafe.queries.rows import row_number
 
 SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
@@ -87,7 +88,7 @@ _prefetch_root: contextvars.ContextVar[str | None] = contextvars.ContextVar("mig
 # while one level of a prefetch runs: how the rows it loads hang off the query's rows
 _prefetch_via: contextvars.ContextVar[EagerPath | None] = contextvars.ContextVar("migsafe_prefetch_via", default=None)
 _installed_for: Any = None
-_undo: list[tuple[Any, str, Any]] = []  # (owner, attribute name, original) of every patch
+_patches = Patches()  # every patch, to undo
 # the code of what calls refresh_from_db(fields=[name]) for a deferred field:
 # DeferredAttribute.__get__ (Django 5), and its fetch_one (Django 6.1 and on: __get__ calls
 # the instance's fetch mode, whose FETCH_ONE calls fetch_one)
@@ -589,8 +590,7 @@ def _patch_manager(cls: Any, attribute: str) -> None:
         return queryset
 
     get_queryset._migsafe_wraps = True  # type: ignore[attr-defined]
-    cls.get_queryset = get_queryset
-    _undo.append((cls, "get_queryset", original))
+    _patches.set(cls, "get_queryset", get_queryset, original)
 
 
 def _wrap_factory(original: Callable[..., Any], reverse_fk: bool) -> Callable[..., Any]:
@@ -650,8 +650,7 @@ def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
 # -- installation -------------------------------------------------------------------------
 def _patch(owner: Any, name: str, wrapper: Callable[[Any], Any]) -> None:
     original = owner.__dict__[name]
-    setattr(owner, name, keep_signature(original, wrapper(original)))
-    _undo.append((owner, name, original))
+    _patches.set(owner, name, keep_signature(original, wrapper(original)), original)
 
 
 def _patch_existing_managers(descriptors: Any) -> None:
@@ -719,7 +718,5 @@ def install() -> bool:
 def uninstall() -> None:
     """Undo every patch (benchmarks and tests; the plugin never does)."""
     global _installed_for
-    while _undo:
-        owner, name, original = _undo.pop()
-        setattr(owner, name, original)
+    _patches.undo()
     _installed_for = None

@@ -29,10 +29,11 @@ from typing import Any
 
 from pytest_migsafe.queries import dispatch
 from pytest_migsafe.queries.callsite import site_from
+from pytest_migsafe.queries.patches import Patches
 
 _PATCHED_FLAG = "__migsafe_original__"
 _installed_for: Any = None  # the django.db.backends.utils module whose CursorWrapper is hooked
-_undo: list[tuple[Any, str, Any]] = []
+_patches = Patches()
 
 
 def _counted_at_the_driver(db: Any) -> bool:
@@ -123,8 +124,7 @@ def install() -> bool:
     for name, wrap in executors:
         original = vars(wrapper)[name]
         if not hasattr(original, _PATCHED_FLAG):
-            setattr(wrapper, name, wrap(original))
-            _undo.append((wrapper, name, original))
+            _patches.set(wrapper, name, wrap(original), original)
     _installed_for = utils
     return True
 
@@ -132,7 +132,5 @@ def install() -> bool:
 def uninstall() -> None:
     """Restore Django's executors (benchmarks and tests; the plugin never does)."""
     global _installed_for
-    while _undo:
-        owner, name, original = _undo.pop()
-        setattr(owner, name, original)
+    _patches.undo()
     _installed_for = None
