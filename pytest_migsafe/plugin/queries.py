@@ -220,8 +220,9 @@ def _warn_unmeasured_django_databases(config: pytest.Config) -> None:
     names = ", ".join(f"{alias!r} ({engine})" for alias, engine in unmeasured)
     several = len(unmeasured) > 1
     text = (f"migsafe: Django's database{'s' if several else ''} {names} {'are' if several else 'is'} not "
-            "measured: migsafe counts Django's statements "
-            "sent through psycopg 3 (PostgreSQL) only, so its statements make no count, budget or N+1 suspect")
+            "measured: migsafe could not hook this Django's executors (Django 4.2 or later is needed) and "
+            "counts its statements sent through psycopg 3 (PostgreSQL) only, so these make no count, budget or "
+            "N+1 suspect")
     if records_wanted():
         run_report(config).note(text)
     # shown at the settings' DATABASES (it was shown at the rootdir, line 0: ".:0")
