@@ -38,21 +38,33 @@ _patches = Patches()
 
 def _counted_at_the_driver(db: Any) -> bool:
     """True when ``db`` (a Django ``DatabaseWrapper``) is PostgreSQL on psycopg 3 and psycopg
-    is hooked: its statements are counted there, not here (each exactly once)."""
-    global _capture_psycopg
+    is hooked: its statements are counted there, not here (each exactly once). Whether a
+    backend class is psycopg 3's is worked out once."""
+    on_psycopg3 = _on_psycopg3.get(type(db))
+    if on_psycopg3 is None:
+        on_psycopg3 = _on_psycopg3[type(db)] = _is_psycopg3_backend(db)
+    if not on_psycopg3:
+        return False
+    return bool(_capture_psycopg().is_installed())
+
+
+_on_psycopg3: dict[type, bool] = {}  # Django backend class -> PostgreSQL on psycopg 3?
+
+
+@functools.cache
+def _capture_psycopg() -> Any:
+    """:mod:`pytest_migsafe.queries.psycopg`, imported once (an import statement run per
+    statement costs the import machinery's look-up)."""
+    from pytest_migsafe.queries import psycopg as capture_psycopg
+
+    return capture_psycopg
+
+
+def _is_psycopg3_backend(db: Any) -> bool:
     if getattr(db, "vendor", None) != "postgresql":
         return False
     psycopg_any = sys.modules.get("django.db.backends.postgresql.psycopg_any")
-    if psycopg_any is None or not getattr(psycopg_any, "is_psycopg3", False):
-        return False  # psycopg2: not hooked at its driver
-    if _capture_psycopg is None:  # (imported once: an import statement per statement costs a look-up)
-        from pytest_migsafe.queries import psycopg as capture_psycopg
-
-        _capture_psycopg = capture_psycopg
-    return bool(_capture_psycopg.is_installed())
-
-
-_capture_psycopg: Any = None  # pytest_migsafe.queries.psycopg, once a PostgreSQL statement came here
+    return psycopg_any is not None and bool(getattr(psycopg_any, "is_psycopg3", False))
 
 
 def target_of(db: Any) -> str:
