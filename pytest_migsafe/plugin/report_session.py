@@ -266,9 +266,10 @@ class ReportSession:
             payload["renamed"] = self.config.stash.get(RENAMED_KEY, None) or {}
             self.config.workeroutput[WORKER_KEY] = payload  # type: ignore[attr-defined]
             return
-        for line in versions.describe_not_measured():  # (the workers' too, taken as each ended)
+        unmeasured = versions.describe_not_measured()  # (the workers' too, taken as each ended)
+        for line in unmeasured:
             report.note(f"not measured: {line}")
-        if self.settings.show and report.notes:  # the report's notes say it: no section of its own
+        if unmeasured and self.settings.show:  # the report's notes say it: no section of its own
             self.config.stash[NOT_MEASURED_IN_REPORT] = True
         if (exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR) or self.exited
                 or _ending_on_an_interrupt()):
