@@ -83,23 +83,35 @@ def _record(cursor: Any, sql: Any, params: Any, seconds: float, site: str, batch
     dispatch.record_entry(text, entry, seconds, target_of(cursor.db), batch_size, params, site)
 
 
-def _wrap(original: Callable[..., Any], many: bool) -> Callable[..., Any]:
-    """The wrapper of ``CursorWrapper._execute`` (``many=False``) or ``_executemany``: both take
-    ``(self, sql, params or param_list, *ignored_wrapper_args)``; ``inspect.signature`` gives the
-    original's (``__wrapped__``)."""
+def _wrap_execute(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def executor(self: Any, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
+    def _execute(self: Any, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
         if not dispatch._active or _counted_at_the_driver(self.db):
             return original(self, sql, params, *ignored_wrapper_args)
         site = site_from(sys._getframe(1))
-        rows = len(params) if many and isinstance(params, (list, tuple)) else 1
         t0 = perf_counter()
         result = original(self, sql, params, *ignored_wrapper_args)
-        _record(self, sql, params, perf_counter() - t0, site, rows)
+        _record(self, sql, params, perf_counter() - t0, site, 1)
         return result
 
-    setattr(executor, _PATCHED_FLAG, original)
-    return executor
+    setattr(_execute, _PATCHED_FLAG, original)
+    return _execute
+
+
+def _wrap_executemany(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _executemany(self: Any, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:
+        if not dispatch._active or _counted_at_the_driver(self.db):
+            return original(self, sql, param_list, *ignored_wrapper_args)
+        site = site_from(sys._getframe(1))
+        rows = len(param_list) if isinstance(param_list, (list, tuple)) else 1
+        t0 = perf_counter()
+        result = original(self, sql, param_list, *ignored_wrapper_args)
+        _record(self, sql, param_list, perf_counter() - t0, site, rows)
+        return result
+
+    setattr(_executemany, _PATCHED_FLAG, original)
+    return _executemany
 
 
 def is_installed() -> bool:
@@ -116,15 +128,15 @@ def install() -> bool:
     if utils is None or _installed_for is utils:
         return utils is not None
     wrapper = getattr(utils, "CursorWrapper", None)
-    executors = [(name, many) for name, many in (("_execute", False), ("_executemany", True))
+    executors = [(name, wrap) for name, wrap in (("_execute", _wrap_execute), ("_executemany", _wrap_executemany))
                  if callable(vars(wrapper).get(name) if isinstance(wrapper, type) else None)]
     if len(executors) != 2:
         return False  # (a stub, or a Django whose executors moved: left unhooked)
     uninstall()
-    for name, many in executors:
+    for name, wrap in executors:
         original = vars(wrapper)[name]
         if not hasattr(original, _PATCHED_FLAG):
-            _patches.set(wrapper, name, _wrap(original, many), original)
+            _patches.set(wrapper, name, wrap(original), original)
     _installed_for = utils
     return True
 
