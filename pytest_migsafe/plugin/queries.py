@@ -142,14 +142,7 @@ _NOT_MEASURED = "migsafe_not_measured"  # a worker's versions.not_measured, in i
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Save the shapes this session worked out (also after Ctrl-C); a directory that cannot be
-    written, or a file that cannot be read, loses the cache, never the run."""
-    stores = session.config.stash.get(_STORES, None)
-    if stores is not None:
-        try:
-            stores[0].save()
-        except Exception:
-            pass
+    """On a pytest-xdist worker: hand the controller what was not measured."""
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:  # a pytest-xdist worker: the controller prints what was not measured
         workeroutput[_NOT_MEASURED] = dict(versions.not_measured)
@@ -173,9 +166,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Put back the shape store that was in use before this session (pytester runs in-process)."""
+    """Save the shapes this session worked out, the report's included (it works out the shapes
+    it shows as it is written and printed, after the session finished; also after Ctrl-C); a
+    directory that cannot be written, or a file that cannot be read, loses the cache, never the
+    run. Then put back the shape store that was in use before this session (pytester runs
+    in-process)."""
     stores = config.stash.get(_STORES, None)
     if stores is not None:
+        try:
+            stores[0].save()
+        except Exception:
+            pass
         shape_store.use(stores[1])
         del config.stash[_STORES]
 
@@ -393,7 +394,7 @@ class QueryPhase:
         counter = self.counter
         assert isinstance(counter, capture.QueryCounter)  # (self.figures)
         record.queries = counter.figures(budget=self.budget["n"] if self.budget else None,
-                                         threshold=self.threshold, n_plus_one=list(self.suspects))
+                                         threshold=self.threshold, n_plus_one=list(self.suspects), final=True)
 
     @property
     def threshold(self) -> int:

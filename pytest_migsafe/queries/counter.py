@@ -11,6 +11,7 @@ thread or asyncio task. Usable without pytest::
 
 from __future__ import annotations
 
+import functools
 import getpass
 import operator
 import os
@@ -364,12 +365,22 @@ class QueryCounter:
         return self._repeats.suspects(threshold, list(allow))
 
     def figures(self, *, budget: int | None = None, threshold: int = 10,
-                allow: Iterable[AllowRule] = (), n_plus_one: list[NPlusOne] | None = None) -> QueryFigures:
+                allow: Iterable[AllowRule] = (), n_plus_one: list[NPlusOne] | None = None,
+                final: bool = False) -> QueryFigures:
         """The JSON-able record of this counter for the report (``n_plus_one``: the suspects
         :meth:`n_plus_one` already gave for ``threshold`` and ``allow``, not worked out again).
-        The counts, times, shapes and round trips are of one moment (:meth:`_snapshot`)."""
-        shapes, extra = self._snapshot()
+        The counts, times, shapes and round trips are of one moment (:meth:`_snapshot`).
+        ``final``: the counter has stopped and counts nothing more (the pytest plugin's
+        counter of one test): the shapes are worked out when read
+        (:meth:`QueryFigures.shapes_when_read`), from the counter's own per-shape figures."""
+        shapes, extra = self._snapshot(copies=not final)
         count = sum(map(_COUNT, shapes))
+        if final and self not in dispatch._active:
+            return QueryFigures.shapes_when_read(
+                functools.partial(self._shape_figures, shapes),
+                count, sum(map(_EXECUTIONS, shapes)), milliseconds(sum(map(_SECONDS, shapes))), budget,
+                self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
+                count - extra if extra else None)
         return QueryFigures(
             count=count,
             executions=sum(map(_EXECUTIONS, shapes)),

@@ -199,7 +199,7 @@ def test_statements():
 CONFTEST = """
 import os, sys
 
-def pytest_sessionfinish(session):
+def pytest_unconfigure(config):  # (after the report, which works out the shapes it shows)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     with open(f"sqlglot_imported{worker}.txt", "w") as out:
         out.write(str("sqlglot" in sys.modules))

@@ -1,0 +1,52 @@
+"""A stopped counter's figures work out their readable shapes when read, and equal the eager ones."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy import create_engine, text
+
+from pytest_migsafe import count_queries
+from pytest_migsafe.queries import dispatch
+
+
+def _run() -> object:
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn, count_queries(keep=0) as counter:
+        conn.execute(text("CREATE TABLE t (a INTEGER, b TEXT)"))
+        for value in (1, 2, 3):  # three texts of one readable shape: merged when shown
+            conn.execute(text(f"INSERT INTO t VALUES ({value}, 'x')"))
+        conn.execute(text("SELECT a FROM t WHERE b = :b"), {"b": "x"})
+        conn.execute(text("SELECT a FROM t WHERE b = :b"), {"b": "y"})
+    return counter
+
+
+def test_final_figures_equal_the_eager_ones_in_every_reader() -> None:
+    counter = _run()
+    eager = counter.figures(budget=9, threshold=10)
+    final = counter.figures(budget=9, threshold=10, final=True)
+    assert "shapes" not in vars(final)  # not worked out yet
+    assert final == eager and asdict(final) == asdict(eager) and repr(final) == repr(eager)
+    assert [(s.shape, s.count) for s in final.shapes] == [
+        ("INSERT INTO t VALUES (?, ?)", 3), ("SELECT a FROM t WHERE b = ?", 2), ("CREATE TABLE t (a INT, b TEXT)", 1)]
+    assert final.shapes is final.shapes  # worked out once, then kept
+
+
+def test_final_figures_parse_nothing_until_their_shapes_are_read(monkeypatch) -> None:
+    counter = _run()
+    parsed = []
+    real = dispatch.readable_shape
+    monkeypatch.setattr(dispatch, "readable_shape", lambda key, sql: parsed.append(sql) or real(key, sql))
+    final = counter.figures(final=True)
+    assert final.count == 6 and final.executions == 6 and not parsed
+    assert len(final.shapes) == 3 and len(parsed) == 5  # each text's shape, once read
+
+
+def test_an_active_counter_gives_its_shapes_at_once() -> None:
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn, count_queries() as counter:
+        conn.execute(text("SELECT 1"))
+        figures = counter.figures(final=True)  # (still active: final does not apply)
+        conn.execute(text("SELECT 2 + 2"))
+    assert "shapes" in vars(figures) and [s.count for s in figures.shapes] == [1]
+    assert figures.shapes[0].shape == "SELECT ?"
