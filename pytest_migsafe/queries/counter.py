@@ -114,6 +114,49 @@ class ShapeStats:
 _COUNT = operator.attrgetter("count")
 _EXECUTIONS = operator.attrgetter("executions")
 _SECONDS = operator.attrgetter("total_seconds")
+_SAMPLE = operator.attrgetter("sample")
+
+#: A stopped counter's figures keep its per-shape figures, with one text of each shape, until
+#: their readable shapes are read; with a text longer than this (``normalize.DIGEST_KEY_CHARS``,
+#: the longest text the shape cache keeps as its key) they are worked out at once: a record
+#: kept for the whole session holds no long text.
+PENDING_TEXT_CHARS = 4_096
+
+
+def by_readable_shape(shapes: list[ShapeStats]) -> list[tuple[str, list[ShapeStats]]]:
+    """``(readable shape, the ShapeStats of its keys)`` of ``shapes`` (a counter's, whose
+    ``shape`` is a shape key), most statements first (then the most time, then the shape):
+    the order of :meth:`QueryCounter.summary`."""
+    # readable shape -> [-statements, -seconds, the shape, its ShapeStats]: sorted as it stands
+    # (the shapes are unique, so the lists of ShapeStats are never compared)
+    groups: dict[str, list[Any]] = {}
+    for stats in shapes:
+        shape = dispatch.readable_shape(stats.shape, stats.sample)
+        entry = groups.get(shape)
+        if entry is None:
+            entry = groups[shape] = [0, 0.0, shape, []]
+        entry[0] -= stats.count
+        entry[1] -= stats.total_seconds
+        entry[3].append(stats)
+    return [(shape, group) for _, _, shape, group in sorted(groups.values())]
+
+
+def shape_figures(shapes: list[ShapeStats]) -> list[ShapeFigure]:
+    """The report's figure of each readable shape of ``shapes`` (a counter's, whose ``shape``
+    is a shape key), in :meth:`QueryCounter.summary`'s order (no ShapeStats copies on the way)."""
+    if len(shapes) == 1:  # the common case of one statement shape: no grouping, no sort
+        stats = shapes[0]
+        return [stats.figure(dispatch.readable_shape(stats.shape, stats.sample))]
+    figures = []
+    for shape, group in by_readable_shape(shapes):
+        if len(group) == 1:
+            figures.append(group[0].figure(shape))
+        else:
+            merged = ShapeStats(shape)
+            for stats in group:
+                merged.merge(stats)
+            figures.append(merged.figure())
+    return figures
 
 
 def _warn_plainly(warning: Warning, filename: str, lineno: int) -> None:
@@ -316,39 +359,9 @@ class QueryCounter:
             merged.append(one)
         return merged
 
-    def _by_readable_shape(self, shapes: list[ShapeStats] | None = None) -> list[tuple[str, list[ShapeStats]]]:
-        """``(readable shape, the ShapeStats of its keys)``, most statements first (then the
-        most time, then the shape): the order of :meth:`summary` (``shapes``: a snapshot's,
-        by default the counter's now)."""
-        # readable shape -> [-statements, -seconds, the shape, its ShapeStats]: sorted as it stands
-        # (the shapes are unique, so the lists of ShapeStats are never compared)
-        groups: dict[str, list[Any]] = {}
-        for stats in self._snapshot()[0] if shapes is None else shapes:
-            shape = dispatch.readable_shape(stats.shape, stats.sample)
-            entry = groups.get(shape)
-            if entry is None:
-                entry = groups[shape] = [0, 0.0, shape, []]
-            entry[0] -= stats.count
-            entry[1] -= stats.total_seconds
-            entry[3].append(stats)
-        return [(shape, group) for _, _, shape, group in sorted(groups.values())]
-
-    def _shape_figures(self, shapes: list[ShapeStats]) -> list[ShapeFigure]:
-        """The report's figure of each readable shape of ``shapes`` (a snapshot's), in
-        :meth:`summary`'s order (no ShapeStats copies on the way)."""
-        if len(shapes) == 1:  # the common case of one statement shape: no grouping, no sort
-            stats = shapes[0]
-            return [stats.figure(dispatch.readable_shape(stats.shape, stats.sample))]
-        figures = []
-        for shape, group in self._by_readable_shape(shapes):
-            if len(group) == 1:
-                figures.append(group[0].figure(shape))
-            else:
-                merged = ShapeStats(shape)
-                for stats in group:
-                    merged.merge(stats)
-                figures.append(merged.figure())
-        return figures
+    def _by_readable_shape(self) -> list[tuple[str, list[ShapeStats]]]:
+        """:func:`by_readable_shape` of the counter's shapes now (a snapshot's)."""
+        return by_readable_shape(self._snapshot()[0])
 
     def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
         """The N+1 suspects (see :mod:`pytest_migsafe.queries.repeats`), most repeats first.
@@ -372,12 +385,15 @@ class QueryCounter:
         The counts, times, shapes and round trips are of one moment (:meth:`_snapshot`).
         ``final``: the counter has stopped and counts nothing more (the pytest plugin's
         counter of one test): the shapes are worked out when read
-        (:meth:`QueryFigures.shapes_when_read`), from the counter's own per-shape figures."""
+        (:meth:`QueryFigures.shapes_when_read`), from the counter's own per-shape figures (the
+        figures keep those, not the counter), unless a text of them is longer than
+        :data:`PENDING_TEXT_CHARS`."""
         shapes, extra = self._snapshot(copies=not final)
         count = sum(map(_COUNT, shapes))
-        if final and self not in dispatch._active:
+        if final and self not in dispatch._active and (
+                not shapes or max(map(len, map(_SAMPLE, shapes))) <= PENDING_TEXT_CHARS):
             return QueryFigures.shapes_when_read(
-                functools.partial(self._shape_figures, shapes),
+                functools.partial(shape_figures, shapes),
                 count, sum(map(_EXECUTIONS, shapes)), milliseconds(sum(map(_SECONDS, shapes))), budget,
                 self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
                 count - extra if extra else None)
@@ -386,7 +402,7 @@ class QueryCounter:
             executions=sum(map(_EXECUTIONS, shapes)),
             total_ms=milliseconds(sum(map(_SECONDS, shapes))),
             budget=budget,
-            shapes=self._shape_figures(shapes),
+            shapes=shape_figures(shapes),
             n_plus_one=self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
             round_trips=count - extra if extra else None,
         )

@@ -305,6 +305,11 @@ class QueryFigures:
                             "n_plus_one": n_plus_one, "round_trips": round_trips, "_make_shapes": make_shapes}
         return figures
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``copy`` and ``pickle`` take: the fields, the shapes worked out."""
+        self.shapes  # noqa: B018  (worked out, if pending)
+        return self.__dict__
+
     def __getattr__(self, name: str) -> Any:
         # called only for an attribute the instance lacks: the shapes of shapes_when_read()
         if name == "shapes":

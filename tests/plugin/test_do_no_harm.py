@@ -497,8 +497,9 @@ def test_the_sql_parser_loads_only_when_a_shape_is_shown(pytester: pytest.Pytest
     at_defaults = pytester.runpytest_subprocess("-p", "no:randomly", "-s")
     at_defaults.assert_outcomes(passed=3)
     at_defaults.stdout.fnmatch_lines(["*sqlglot imported by the tests: False*", "*sqlglot imported: False*"])
-    with_report = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "--migsafe-report")
-    with_report.assert_outcomes(passed=3)
+    # (a text over counter.PENDING_TEXT_CHARS, the long insert, has its shape worked out as its test ends)
+    with_report = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "--migsafe-report", "-k", "not long")
+    with_report.assert_outcomes(passed=2, deselected=1)
     with_report.stdout.fnmatch_lines(["*sqlglot imported by the tests: False*", "*migsafe report*",
                                       "*heaviest*", "*SELECT ? + ?*", "*sqlglot imported: True*"])
 

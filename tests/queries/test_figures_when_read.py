@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
+import weakref
 from dataclasses import asdict
 
 from sqlalchemy import create_engine, text
 
 from pytest_migsafe import count_queries
 from pytest_migsafe.queries import dispatch
+from pytest_migsafe.queries.counter import PENDING_TEXT_CHARS
 
 
 def _run() -> object:
@@ -50,3 +55,28 @@ def test_an_active_counter_gives_its_shapes_at_once() -> None:
         conn.execute(text("SELECT 2 + 2"))
     assert "shapes" in vars(figures) and [s.count for s in figures.shapes] == [1]
     assert figures.shapes[0].shape == "SELECT ?"
+
+
+def test_the_final_figures_keep_neither_the_counter_nor_a_long_text() -> None:
+    counter = _run()
+    final = counter.figures(final=True)
+    alive = weakref.ref(counter)
+    del counter
+    gc.collect()
+    assert alive() is None  # the figures keep the per-shape figures, not the counter and its N+1 evidence
+    engine = create_engine("sqlite://")
+    long_text = "SELECT " + ", ".join(f"{n} AS c{n}" for n in range(PENDING_TEXT_CHARS // 8))
+    assert len(long_text) > PENDING_TEXT_CHARS
+    with engine.connect() as conn, count_queries(keep=0) as with_long:
+        conn.execute(text("SELECT 1"))
+        conn.execute(text(long_text))
+    eager = with_long.figures(final=True)
+    assert "shapes" in vars(eager) and [s.count for s in eager.shapes] == [1, 1]  # worked out at once
+    assert final.count == 6
+
+
+def test_copies_and_pickles_carry_the_shapes() -> None:
+    final = _run().figures(final=True)
+    copied = copy.copy(final)
+    restored = pickle.loads(pickle.dumps(final))
+    assert copied == final == restored and "_make_shapes" not in vars(restored)
