@@ -43,13 +43,17 @@ class RecordKeeper:
         nodeid = report.nodeid
         outcomes = self.outcomes
         if outcomes is not None:
-            key = self.renamed.get(nodeid, nodeid)
+            renamed = self.renamed
+            key = renamed.get(nodeid, nodeid) if renamed else nodeid
             if when != "teardown":  # the call, or a setup that did not pass
                 outcomes[key] = "error" if when == "setup" and outcome == "failed" else outcome
             elif outcome == "failed" and outcomes.get(key) == "passed":
                 outcomes[key] = "error"
-        record = self.pending.get(nodeid)
-        if record is None:  # a test in which nothing was measured (or the xdist controller)
+        pending = self.pending
+        if not pending:  # a test in which nothing was measured (or the xdist controller)
+            return
+        record = pending.get(nodeid)
+        if record is None:
             return
         if when == "call":
             record.outcome = outcome
@@ -57,7 +61,7 @@ class RecordKeeper:
         elif when == "teardown":
             if outcome == "failed" and record.outcome == "passed":
                 record.outcome = "error"
-            del self.pending[nodeid]
+            del pending[nodeid]
             self.called.discard(nodeid)
             if record.queries or record.cache or record.pool or record.shadows:
                 self.report.add(record)

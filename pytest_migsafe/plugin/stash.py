@@ -290,6 +290,8 @@ def record_of(item: pytest.Item) -> TestRecord:
     if record is None:
         record = item.stash[RECORD_KEY] = TestRecord(nodeid=recorded_id(item.config, item.nodeid))
         record_keeper(item.config).pending[item.nodeid] = record
+    if _records_wanted:
+        return record  # (while the records are wanted, add_to_record defers no fill)
     return _fill_deferred(item, record)
 
 

@@ -197,19 +197,18 @@ class _WatchedPsycopgPool:
     keeps its counters in a plain ``Counter`` of the pool (``_stats``); that object alone is
     held, so a pool collected before the stop still gives its last counts. ``pop_stats()``
     hands the counters out and starts a new ``Counter``: what it handed out is carried here
-    (:meth:`popped`), so the counts run on across the reset."""
+    (:meth:`popped`), so the counts run on across the reset. ``facts``: the pool's name, size
+    and server kind as the registry knows them (:func:`~pytest_migsafe.pool.psycopg.facts_of`),
+    for a pool collected before the figures are read."""
 
-    __slots__ = ("base", "carried", "counters", "kind", "name", "ref", "size")
+    __slots__ = ("base", "carried", "counters", "facts", "ref")
 
-    def __init__(self, pool: Any, base: dict[str, int]) -> None:
+    def __init__(self, pool: Any, base: dict[str, int], counters: dict[str, int] | None = None) -> None:
         self.ref = weakref.ref(pool)
-        # for a pool collected before the figures are read (plain attributes: cheap per test)
-        self.name = pool_psycopg.name_of(pool)
-        self.size = int(pool.max_size)
-        self.kind: str | None = events.servers.get(pool)  # (or at its first connection: server_known)
+        self.facts = pool_psycopg.facts_of(pool)  # (the registry's list: no per-test look at the pool)
         self.base = base
-        self.carried: dict[str, int] = {}
-        self.counters = self._counters_of(pool)
+        self.carried: dict[str, int] | None = None
+        self.counters = counters if counters is not None else self._counters_of(pool)
 
     @staticmethod
     def _counters_of(pool: Any) -> dict[str, int] | None:
@@ -230,8 +229,11 @@ class _WatchedPsycopgPool:
 
     def popped(self, pool: Any, stats: dict[str, int]) -> None:
         """``pool.pop_stats()`` just returned ``stats`` and reset the pool's counters."""
+        carried = self.carried
+        if carried is None:
+            carried = self.carried = {}
         for key in pool_psycopg.COUNTERS:
-            self.carried[key] = self.carried.get(key, 0) + stats.get(key, 0)
+            carried[key] = carried.get(key, 0) + stats.get(key, 0)
         self.counters = self._counters_of(pool)
 
     def now(self) -> dict[str, int]:
@@ -317,7 +319,8 @@ class PoolObservation:
                 self._peak = self._current
             pools = psycopg.registered() if self._all else self._psycopg_given
             for psycopg_pool in pools:
-                self._watch_psycopg(psycopg_pool, psycopg.counters_of(psycopg_pool))
+                counters, base = psycopg.counters_and_copy(psycopg_pool)
+                self._watch_psycopg(psycopg_pool, base, counters)
             self._active = self._started = True
             events._observers = (*events._observers, self)
         return self
@@ -364,12 +367,13 @@ class PoolObservation:
         if watched is not None and watched.alive() is psycopg_pool:
             watched.popped(psycopg_pool, stats)
 
-    def _watch_psycopg(self, psycopg_pool: Any, base: dict[str, int]) -> None:
+    def _watch_psycopg(self, psycopg_pool: Any, base: dict[str, int],
+                       counters: dict[str, int] | None = None) -> None:
         key = id(psycopg_pool)
         earlier = self._psycopg_base.get(key)
         if earlier is not None and earlier.alive() is not psycopg_pool:
             self._psycopg_gone.append(earlier)  # a collected pool whose id the new one took
-        self._psycopg_base[key] = _WatchedPsycopgPool(psycopg_pool, base)
+        self._psycopg_base[key] = _WatchedPsycopgPool(psycopg_pool, base, counters)
 
     # -- matching ----------------------------------------------------------------
     def _wants(self, pool: Any) -> bool:
@@ -445,7 +449,7 @@ class PoolObservation:
         if pool is not None:
             self._see(pool)
         elif id(watched) not in self._seen:
-            self._seen[id(watched)] = _SeenPool.gone(watched.name, watched.size, watched.kind)
+            self._seen[id(watched)] = _SeenPool.gone(*watched.facts)
 
     def server_known(self, pool: Any, kind: str) -> None:
         """``pool``'s server kind became known (its first connection): kept for the pool as seen
@@ -455,8 +459,8 @@ class PoolObservation:
         if seen is not None and seen.kind is None and seen.ref() is pool:
             seen.kind = kind
         watched = self._psycopg_base.get(id(pool))
-        if watched is not None and watched.alive() is pool:
-            watched.kind = kind
+        if watched is not None and watched.alive() is pool and watched.facts[2] is None:
+            watched.facts[2] = kind
 
     def _quiet(self) -> bool:
         """Nothing happened at all (the common case of a test without a database, or one whose

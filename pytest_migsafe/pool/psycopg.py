@@ -36,6 +36,8 @@ from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 installed = False
 _patched: Any = None  # the psycopg_pool module whose classes are wrapped
 _pools: dict[int, weakref.ReferenceType[Any]] = {}  # id(pool) -> a weak reference to it
+# id(pool) -> [name, configured size, server kind] of a known pool (see facts_of)
+_facts: dict[int, list[Any]] = {}
 _PATCHED_FLAG = "__migsafe_original__"
 COUNTERS = ("connections_num", "connections_errors", "connections_lost", "returns_bad",
             "requests_num", "requests_errors")
@@ -83,6 +85,39 @@ def stats_of(pool: Any) -> dict[str, int]:
     return stats  # the pool's own copy (read through COUNTERS by delta(): no second copy per test)
 
 
+def facts_of(pool: Any) -> list[Any]:
+    """``[name_of(pool), max_size, server kind]`` of a known pool, as registered (the kind,
+    ``"unix socket"`` ..., from its first new connection, None before), worked out once per
+    pool rather than at every test that watches it: what an observation says of a pool
+    collected before its figures are read. A live pool's figures read it afresh
+    (:func:`pytest_migsafe.pool.targets.pool_facts`). The list is the registry's own."""
+    facts = _facts.get(id(pool))
+    if facts is None:  # (a pool not registered: worked out now)
+        facts = [name_of(pool), int(pool.max_size), observed.servers.get(pool)]
+    return facts
+
+
+def _note_kind(pool: Any) -> None:
+    """``pool``'s first new connection told where its server is: into its facts."""
+    facts = _facts.get(id(pool))
+    if facts is not None and facts[2] is None:
+        facts[2] = observed.servers.get(pool)
+
+
+def counters_and_copy(pool: Any) -> tuple[dict[str, int] | None, dict[str, int]]:
+    """``(the pool's own counters mapping or None, a copy of its counters now)``: what an
+    observation holds of a psycopg pool it watches (see :func:`counters_of`)."""
+    counters = getattr(pool, "_stats", None)
+    if isinstance(counters, dict):
+        for _ in range(5):
+            try:
+                return counters, dict(counters)
+            except RuntimeError:  # a worker added a counter while we copied them
+                continue
+        return counters, stats_of(pool)
+    return None, stats_of(pool)
+
+
 def counters_of(pool: Any) -> dict[str, int]:
     """A copy of the pool's counters now (those of :data:`COUNTERS` among them): its
     ``_stats`` mapping, which ``get_stats()`` copies too, without the measures
@@ -128,6 +163,7 @@ def _forget(key: int) -> Callable[[Any], None]:
     def forget(ref: Any) -> None:
         if _pools.get(key) is ref:
             del _pools[key]
+            _facts.pop(key, None)  # (an observation that watched the pool keeps its own reference)
 
     return forget
 
@@ -138,6 +174,7 @@ def register(pool: Any, fresh: bool) -> None:
         known = _known(pool)
         if not known:
             _pools[id(pool)] = weakref.ref(pool, _forget(id(pool)))
+            _facts[id(pool)] = [name_of(pool), int(pool.max_size), observed.servers.get(pool)]
             for obs in observed._observers:
                 obs.psycopg_pool_added(pool, fresh)
 
@@ -300,6 +337,7 @@ def _wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         observed.connection_created(self, capacity_of(self), observed=False)  # counted from get_stats()
         if self not in observed.servers:
             observed.note_server(self, conn)
+            _note_kind(self)
         return conn
 
     setattr(_connect, _PATCHED_FLAG, original)
@@ -313,6 +351,7 @@ def _wrap_aconnect(original: Callable[..., Any]) -> Callable[..., Any]:
         observed.connection_created(self, capacity_of(self), observed=False)  # counted from get_stats()
         if self not in observed.servers:
             observed.note_server(self, conn)
+            _note_kind(self)
         return conn
 
     setattr(_connect, _PATCHED_FLAG, original)

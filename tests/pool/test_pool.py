@@ -748,6 +748,33 @@ def test_a_pool_seen_by_an_earlier_observation_and_gone_before_the_figures_is_na
     assert figures.checkouts == 1
 
 
+def test_a_psycopg_pool_gone_before_the_figures_is_named_sized_and_placed(postgres: RunningPostgres) -> None:
+    """A psycopg pool used, closed and collected inside an observation: its figures still name
+    and size it and say where its server is, as an observation that read the live pool did."""
+    import weakref
+
+    from psycopg_pool import ConnectionPool
+
+    psycopg_pool = ConnectionPool(postgres.dsn, min_size=1, max_size=3, open=False)
+    psycopg_pool.open(wait=True)
+    with pool_stats() as first:
+        with psycopg_pool.connection() as conn:
+            conn.execute("select 1")
+    live = first.figures()
+    assert list(live.pool_sizes.values()) == [3] and list(live.servers.values()) == ["unix socket"]
+    with pool_stats() as second:
+        with psycopg_pool.connection() as conn:
+            conn.execute("select 1")
+        psycopg_pool.close()
+        gone = weakref.ref(psycopg_pool)
+        del psycopg_pool, conn
+        gc.collect()
+        assert gone() is None
+    figures = second.figures()
+    assert figures.pool_sizes == live.pool_sizes and figures.servers == live.servers
+    assert figures.checkouts == 1
+
+
 def _until_no_backend(dsn: str, app: str, timeout: float = 30.0) -> None:
     """Wait (polling the server) until no backend of ``app`` is left: a backend ends a moment
     after its client closed the connection."""
