@@ -235,16 +235,11 @@ class QueryCounter:
 
     @classmethod
     def figures_only(cls) -> QueryCounter:
-        """``QueryCounter(keep=0)``, made without its keyword handling: no filter, the
-        configured transaction-control setting, the N+1 rule's evidence, no statement kept
-        (what the pytest plugin counts each test's statements with when its figures are read)."""
-        counter = cls.__new__(cls)
-        counter.include_transaction_control = settings.include_transaction_control
-        counter.keep = 0
-        counter._shapes = {}
-        counter._repeats = repeats = RepeatTracker()
-        counter._orm_load = repeats.load
-        return counter
+        """A counter like ``QueryCounter(keep=0)``, made without its keyword handling: no filter,
+        the configured transaction-control setting, the N+1 rule's evidence, no statement kept
+        (what the pytest plugin counts each test's statements with when its figures are read).
+        Its statements cost the per-shape figures on top of :class:`NPlusOneCounter`'s work."""
+        return FiguresCounter()
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> QueryCounter:
@@ -474,6 +469,36 @@ class NPlusOneCounter:
     def n_plus_one(self, threshold: int = 10, allow: Iterable[AllowRule] = ()) -> list[NPlusOne]:
         """:meth:`QueryCounter.n_plus_one`: the N+1 suspects, most repeats first."""
         return self._repeats.suspects(threshold, list(allow))
+
+
+class FiguresCounter(NPlusOneCounter, QueryCounter):
+    """:meth:`QueryCounter.figures_only`: a :class:`QueryCounter` without filter and keeping no
+    statement, whose statements go through :class:`NPlusOneCounter`'s bookkeeping (``count``
+    a plain number, the N+1 rule's evidence tallied in line) plus the per-shape figures the
+    report reads (:meth:`QueryCounter.figures`)."""
+
+    count = 0  # (a plain number, counted by NPlusOneCounter._add under the capture's lock)
+    _repeats: RepeatTracker  # (always: the N+1 rule's evidence)
+    _orm_load: Callable[..., None]
+
+    def __init__(self) -> None:
+        NPlusOneCounter.__init__(self)
+        self.keep = 0
+        self._shapes = {}
+
+    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
+             batch_size: int, params: Any) -> None:
+        stats = self._shapes.get(shape)  # shape: the shape key (dispatch.shape_key)
+        if stats is None:
+            stats = self._shapes[shape] = ShapeStats(shape, sample=sql)
+        stats.count += 1
+        stats.executions += batch_size
+        stats.total_seconds += seconds
+        if seconds > stats.max_seconds:
+            stats.max_seconds = seconds
+        sites = stats.call_sites
+        sites[site] = sites.get(site, 0) + 1
+        NPlusOneCounter._add(self, sql, shape, seconds, site, target, batch_size, params)
 
 
 def count_queries(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import pickle
+import sys
 import weakref
 from dataclasses import asdict
 
@@ -80,3 +81,37 @@ def test_copies_and_pickles_carry_the_shapes() -> None:
     copied = copy.copy(final)
     restored = pickle.loads(pickle.dumps(final))
     assert copied == final == restored and "_make_shapes" not in vars(restored)
+
+
+def test_the_reports_counter_gives_the_figures_and_suspects_of_a_full_counter(tmp_path) -> None:
+    """QueryCounter.figures_only() (the plugin's counter of a test with the report on: the lean
+    counter's N+1 bookkeeping plus the per-shape figures) against a full QueryCounter fed the
+    same statements, and SQLite's own count of the statements it ran."""
+    from pytest_migsafe.queries.counter import QueryCounter
+
+    module = tmp_path / "app_loop.py"
+    module.write_text("from sqlalchemy import text\n\n"
+                      "def read_each(conn, ids):\n"
+                      "    return [conn.execute(text('SELECT a FROM t WHERE a = :a'), {'a': i}).all() for i in ids]\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import app_loop
+    finally:
+        sys.path.remove(str(tmp_path))
+    engine = create_engine("sqlite://")
+    traced: list[str] = []
+    with engine.connect() as conn:
+        conn.connection.driver_connection.set_trace_callback(traced.append)
+        lean, full = QueryCounter.figures_only(), QueryCounter(keep=0)
+        dispatch.start(lean)
+        dispatch.start(full)
+        conn.execute(text("CREATE TABLE t (a INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (:a)"), [{"a": i} for i in range(12)])
+        app_loop.read_each(conn, range(12))
+        dispatch.stop(full)
+        dispatch.stop(lean)
+    ran = [sql for sql in traced if not sql.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    assert lean.count == full.count == 14 == len(ran) - 11  # (SQLite traces each executemany row)
+    assert lean.figures(threshold=10) == full.figures(threshold=10)
+    suspects = lean.n_plus_one(threshold=10)
+    assert [(s.count, s.kind) for s in suspects] == [(12, "repeated_statement")]
