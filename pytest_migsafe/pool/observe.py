@@ -314,13 +314,16 @@ class PoolObservation:
                 psycopg.register(psycopg_pool, fresh=False)
         with events._lock:
             self._start_seq = events._seq
-            if events._out:
-                self._current = sum(1 for entry in events._out.values() if self._wants(entry.pool))
-                self._peak = self._current
+            out = events._out
+            if out:  # connections out already (a fixture's): of the pools watched
+                self._current = self._peak = len(out) if self._all else sum(
+                    1 for entry in out.values() if self._wants(entry.pool))
             pools = psycopg.registered() if self._all else self._psycopg_given
-            for psycopg_pool in pools:
-                counters, base = psycopg.counters_and_copy(psycopg_pool)
-                self._watch_psycopg(psycopg_pool, base, counters)
+            if pools:
+                watched = self._psycopg_base  # (empty: no pool is watched yet)
+                for psycopg_pool in pools:
+                    counters, base = psycopg.counters_and_copy(psycopg_pool)
+                    watched[id(psycopg_pool)] = _WatchedPsycopgPool(psycopg_pool, base, counters)
             self._active = self._started = True
             events._observers = (*events._observers, self)
         return self
