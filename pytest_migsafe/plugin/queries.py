@@ -42,6 +42,7 @@ from pytest_migsafe.plugin.stash import (
     marks_of,
     records_wanted,
     run_report,
+    shapes_read_late,
     wake_current_call,
     watch_imports,
 )
@@ -394,7 +395,8 @@ class QueryPhase:
         counter = self.counter
         assert isinstance(counter, capture.QueryCounter)  # (self.figures)
         record.queries = counter.figures(budget=self.budget["n"] if self.budget else None,
-                                         threshold=self.threshold, n_plus_one=list(self.suspects), final=True)
+                                         threshold=self.threshold, n_plus_one=list(self.suspects),
+                                         defer_shapes=shapes_read_late())
 
     @property
     def threshold(self) -> int:

@@ -82,10 +82,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not wanted:
         _check_settings(config)
         return
-    want_records(config)
     from pytest_migsafe.plugin.report_session import ReportSession, WorkerRecords, XdistReport, read_settings
 
     session = ReportSession(config, read_settings(config))
+    want_records(config, shapes_read_late=session.reads_few_shapes())
     config.pluginmanager.register(session, "migsafe-report")
     if _distributing(config):
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")

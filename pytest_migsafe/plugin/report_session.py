@@ -215,6 +215,17 @@ class ReportSession:
                     "migsafe_baseline): migsafe never overwrites a baseline it cannot read."
                 ) from None
 
+    def reads_few_shapes(self) -> bool:
+        """True when the terminal summary alone reads the records' statement shapes (those of
+        its heaviest tests; every test's with ``-v``), at the session's end: no baseline to
+        compare or write, no JSON, SARIF or step summary to write (a file written at the end
+        gets every shape worked out as the tests end, as it always was: an interrupt at the end
+        loses no file), not a pytest-xdist worker (whose records travel whole, test by test)."""
+        settings = self.settings
+        return (self.baseline is None and not settings.update and settings.json_path is None
+                and settings.sarif_path is None and not os.environ.get("GITHUB_STEP_SUMMARY")
+                and not is_worker(self.config))
+
     @property
     def baseline_label(self) -> str:
         """The baseline path as the user would type it."""

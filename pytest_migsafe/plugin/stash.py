@@ -233,20 +233,30 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
 
 
 _records_wanted = False  # for the session running now (see want_records)
+_shapes_read_late = False  # ... whose records' statement shapes the terminal summary alone reads
+_WANTED = pytest.StashKey[bool]()  # the session already asked for the records
 
 
-def want_records(config: pytest.Config) -> None:
+def want_records(config: pytest.Config, shapes_read_late: bool = False) -> None:
     """Something reads the test records (the report, JUnit properties, pytest-html columns):
     the parts fill each test's record as its call ends, and the records join the run report.
+    ``shapes_read_late``: this reader reads the statement shapes of few records, at the
+    session's end (the terminal summary's heaviest tests), so a record's readable shapes
+    are worked out when read (:func:`shapes_read_late`); the session's readers must all say so.
 
-    For ``config``'s session (a module flag read on every test, put back as it was when
+    For ``config``'s session (module flags read on every test, put back as they were when
     the session ends: pytester runs a session inside a test of another)."""
-    global _records_wanted
-    before, _records_wanted = _records_wanted, True
+    global _records_wanted, _shapes_read_late
+    if config.stash.get(_WANTED, False):
+        _shapes_read_late = _shapes_read_late and shapes_read_late
+        return
+    config.stash[_WANTED] = True
+    before = (_records_wanted, _shapes_read_late)
+    _records_wanted, _shapes_read_late = True, shapes_read_late
 
     def restore() -> None:
-        global _records_wanted
-        _records_wanted = before
+        global _records_wanted, _shapes_read_late
+        _records_wanted, _shapes_read_late = before
 
     config.add_cleanup(restore)
 
@@ -254,6 +264,12 @@ def want_records(config: pytest.Config) -> None:
 def records_wanted() -> bool:
     """True when the session running now reads the test records (see :func:`want_records`)."""
     return _records_wanted
+
+
+def shapes_read_late() -> bool:
+    """True when the session running now reads the statement shapes of few records, at its
+    end: the terminal summary alone (see :func:`want_records`)."""
+    return _shapes_read_late
 
 
 def add_to_record(item: pytest.Item, fill: Callable[[TestRecord], None]) -> None:

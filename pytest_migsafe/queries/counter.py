@@ -17,7 +17,10 @@ import operator
 import os
 import re
 import sys
+import threading
 import warnings
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -116,11 +119,32 @@ _EXECUTIONS = operator.attrgetter("executions")
 _SECONDS = operator.attrgetter("total_seconds")
 _SAMPLE = operator.attrgetter("sample")
 
-#: A stopped counter's figures keep its per-shape figures, with one text of each shape, until
-#: their readable shapes are read; with a text longer than this (``normalize.DIGEST_KEY_CHARS``,
-#: the longest text the shape cache keeps as its key) they are worked out at once: a record
-#: kept for the whole session holds no long text.
-PENDING_TEXT_CHARS = 4_096
+#: Figures whose shapes are worked out when read (:meth:`QueryCounter.figures` with
+#: ``defer_shapes``) keep the counter's per-shape figures, with one text of each shape, until
+#: then: those of a counter whose texts sum to more than this (characters) are worked out at once.
+PENDING_TEXT_CHARS = 16_384
+#: At most this many characters of text (summed over the figures whose shapes wait to be read)
+#: are held at a time: beyond it, the oldest figures' shapes are worked out, and their texts let go.
+PENDING_BUDGET_CHARS = 4 * 1024 * 1024
+
+_pending: deque[tuple[weakref.ReferenceType[QueryFigures], int]] = deque()  # oldest first, with their texts' size
+_pending_chars = 0
+_pending_lock = threading.Lock()
+
+
+def _hold_pending(figures: QueryFigures, chars: int) -> None:
+    """Count ``figures``' texts (``chars``) against :data:`PENDING_BUDGET_CHARS`, working out
+    the shapes of the oldest pending figures while over it."""
+    global _pending_chars
+    with _pending_lock:
+        _pending.append((weakref.ref(figures), chars))
+        _pending_chars += chars
+        while _pending_chars > PENDING_BUDGET_CHARS and _pending:
+            held, size = _pending.popleft()
+            _pending_chars -= size
+            oldest = held()
+            if oldest is not None:
+                oldest.shapes  # noqa: B018  (worked out now: the texts go)
 
 
 def by_readable_shape(shapes: list[ShapeStats]) -> list[tuple[str, list[ShapeStats]]]:
@@ -374,24 +398,31 @@ class QueryCounter:
 
     def figures(self, *, budget: int | None = None, threshold: int = 10,
                 allow: Iterable[AllowRule] = (), n_plus_one: list[NPlusOne] | None = None,
-                final: bool = False) -> QueryFigures:
+                defer_shapes: bool = False) -> QueryFigures:
         """The JSON-able record of this counter for the report (``n_plus_one``: the suspects
         :meth:`n_plus_one` already gave for ``threshold`` and ``allow``, not worked out again).
         The counts, times, shapes and round trips are of one moment (:meth:`_snapshot`).
-        ``final``: the counter has stopped and counts nothing more (the pytest plugin's
-        counter of one test): the shapes are worked out when read
-        (:meth:`QueryFigures.shapes_when_read`), from the counter's own per-shape figures (the
-        figures keep those, not the counter), unless a text of them is longer than
-        :data:`PENDING_TEXT_CHARS`."""
-        shapes, extra = self._snapshot(copies=not final)
+
+        ``defer_shapes``, for a counter that has stopped and counts nothing more (the pytest
+        plugin's counter of one test, when only the terminal summary reads the records): the
+        readable shapes are worked out when read (:meth:`QueryFigures.shapes_when_read`; a
+        summary that shows a few tests' parses theirs alone), from the counter's per-shape
+        figures, which the figures keep (not the counter). At once for a counter still active,
+        one whose texts sum to more than :data:`PENDING_TEXT_CHARS`, and the oldest pending
+        figures while their texts sum to more than :data:`PENDING_BUDGET_CHARS`."""
+        defer_shapes = defer_shapes and self not in dispatch._active
+        shapes, extra = self._snapshot(copies=not defer_shapes)
         count = sum(map(_COUNT, shapes))
-        if final and self not in dispatch._active and (
-                not shapes or max(map(len, map(_SAMPLE, shapes))) <= PENDING_TEXT_CHARS):
-            return QueryFigures.shapes_when_read(
-                functools.partial(shape_figures, shapes),
-                count, sum(map(_EXECUTIONS, shapes)), milliseconds(sum(map(_SECONDS, shapes))), budget,
-                self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
-                count - extra if extra else None)
+        if defer_shapes:
+            chars = sum(map(len, map(_SAMPLE, shapes)))
+            if chars <= PENDING_TEXT_CHARS:
+                figures = QueryFigures.shapes_when_read(
+                    functools.partial(shape_figures, shapes),
+                    count, sum(map(_EXECUTIONS, shapes)), milliseconds(sum(map(_SECONDS, shapes))), budget,
+                    self.n_plus_one(threshold, allow) if n_plus_one is None else n_plus_one,
+                    count - extra if extra else None)
+                _hold_pending(figures, chars)
+                return figures
         return QueryFigures(
             count=count,
             executions=sum(map(_EXECUTIONS, shapes)),

@@ -313,10 +313,11 @@ class QueryFigures:
     def __getattr__(self, name: str) -> Any:
         # called only for an attribute the instance lacks: the shapes of shapes_when_read()
         if name == "shapes":
-            make = self.__dict__.pop("_make_shapes", None)
+            make = self.__dict__.get("_make_shapes")
             if make is not None:
-                shapes: list[ShapeFigure] = make()
+                shapes: list[ShapeFigure] = make()  # (should it raise, a later read tries again)
                 self.__dict__["shapes"] = shapes
+                self.__dict__.pop("_make_shapes", None)
                 return shapes
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

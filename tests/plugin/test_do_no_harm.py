@@ -502,6 +502,12 @@ def test_the_sql_parser_loads_only_when_a_shape_is_shown(pytester: pytest.Pytest
     with_report.assert_outcomes(passed=2, deselected=1)
     with_report.stdout.fnmatch_lines(["*sqlglot imported by the tests: False*", "*migsafe report*",
                                       "*heaviest*", "*SELECT ? + ?*", "*sqlglot imported: True*"])
+    # a file written at the end (JSON, SARIF, a baseline) has every shape worked out as its test
+    # ends, not all at the end, where an interrupt (a CI runner's SIGTERM) would lose the file
+    with_json = pytester.runpytest_subprocess("-p", "no:randomly", "-s", "--migsafe-report-json=out.json",
+                                              "-k", "not long")
+    with_json.assert_outcomes(passed=2, deselected=1)
+    with_json.stdout.fnmatch_lines(["*sqlglot imported by the tests: True*"])
 
 
 # the parts a session loads only when it uses them (a marker, an option, a fixture)

@@ -1,4 +1,5 @@
-"""A stopped counter's figures work out their readable shapes when read, and equal the eager ones."""
+"""Figures with deferred shapes (the report when only the terminal reads them) equal the eager ones,
+hold no counter, and hold a bounded amount of text."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import weakref
 from dataclasses import asdict
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from pytest_migsafe import count_queries
@@ -27,10 +29,10 @@ def _run() -> object:
     return counter
 
 
-def test_final_figures_equal_the_eager_ones_in_every_reader() -> None:
+def test_deferred_figures_equal_the_eager_ones_in_every_reader() -> None:
     counter = _run()
     eager = counter.figures(budget=9, threshold=10)
-    final = counter.figures(budget=9, threshold=10, final=True)
+    final = counter.figures(budget=9, threshold=10, defer_shapes=True)
     assert "shapes" not in vars(final)  # not worked out yet
     assert final == eager and asdict(final) == asdict(eager) and repr(final) == repr(eager)
     assert [(s.shape, s.count) for s in final.shapes] == [
@@ -38,12 +40,12 @@ def test_final_figures_equal_the_eager_ones_in_every_reader() -> None:
     assert final.shapes is final.shapes  # worked out once, then kept
 
 
-def test_final_figures_parse_nothing_until_their_shapes_are_read(monkeypatch) -> None:
+def test_deferred_figures_parse_nothing_until_their_shapes_are_read(monkeypatch) -> None:
     counter = _run()
     parsed = []
     real = dispatch.readable_shape
     monkeypatch.setattr(dispatch, "readable_shape", lambda key, sql: parsed.append(sql) or real(key, sql))
-    final = counter.figures(final=True)
+    final = counter.figures(defer_shapes=True)
     assert final.count == 6 and final.executions == 6 and not parsed
     assert len(final.shapes) == 3 and len(parsed) == 5  # each text's shape, once read
 
@@ -52,32 +54,60 @@ def test_an_active_counter_gives_its_shapes_at_once() -> None:
     engine = create_engine("sqlite://")
     with engine.connect() as conn, count_queries() as counter:
         conn.execute(text("SELECT 1"))
-        figures = counter.figures(final=True)  # (still active: final does not apply)
+        figures = counter.figures(defer_shapes=True)  # (still active: worked out at once)
         conn.execute(text("SELECT 2 + 2"))
     assert "shapes" in vars(figures) and [s.count for s in figures.shapes] == [1]
     assert figures.shapes[0].shape == "SELECT ?"
 
 
-def test_the_final_figures_keep_neither_the_counter_nor_a_long_text() -> None:
+def test_deferred_figures_keep_neither_the_counter_nor_much_text() -> None:
     counter = _run()
-    final = counter.figures(final=True)
+    final = counter.figures(defer_shapes=True)
     alive = weakref.ref(counter)
     del counter
     gc.collect()
     assert alive() is None  # the figures keep the per-shape figures, not the counter and its N+1 evidence
     engine = create_engine("sqlite://")
-    long_text = "SELECT " + ", ".join(f"{n} AS c{n}" for n in range(PENDING_TEXT_CHARS // 8))
-    assert len(long_text) > PENDING_TEXT_CHARS
-    with engine.connect() as conn, count_queries(keep=0) as with_long:
-        conn.execute(text("SELECT 1"))
-        conn.execute(text(long_text))
-    eager = with_long.figures(final=True)
-    assert "shapes" in vars(eager) and [s.count for s in eager.shapes] == [1, 1]  # worked out at once
+    with engine.connect() as conn, count_queries(keep=0) as many:  # distinct texts summing over the cap
+        for n in range(PENDING_TEXT_CHARS // 1000 + 1):
+            conn.execute(text(f"SELECT '{'x' * 1000}' AS c{n}"))
+    eager = many.figures(defer_shapes=True)
+    assert "shapes" in vars(eager) and eager.count == PENDING_TEXT_CHARS // 1000 + 1  # worked out at once
     assert final.count == 6
 
 
+def test_the_pending_texts_stay_within_their_budget(monkeypatch) -> None:
+    from pytest_migsafe.queries import counter as counter_module
+
+    monkeypatch.setattr(counter_module, "PENDING_BUDGET_CHARS", 200)
+    pending = []
+    for _ in range(6):
+        figures = _run().figures(defer_shapes=True)  # about 110 characters of text each
+        pending.append(figures)
+        assert sum(size for ref, size in counter_module._pending if "shapes" not in vars(ref() or figures)) <= 200
+    assert ["shapes" in vars(f) for f in pending] == [True] * 5 + [False]  # the oldest worked out
+    assert [f.count for f in pending] == [6] * 6
+
+
+def test_a_read_interrupted_by_ctrl_c_is_read_again(monkeypatch) -> None:
+    figures = _run().figures(defer_shapes=True)
+    real = dispatch.readable_shape
+    calls = []
+
+    def interrupted_once(key, sql):
+        calls.append(sql)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(key, sql)
+
+    monkeypatch.setattr(dispatch, "readable_shape", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        figures.shapes
+    assert len(figures.shapes) == 3
+
+
 def test_copies_and_pickles_carry_the_shapes() -> None:
-    final = _run().figures(final=True)
+    final = _run().figures(defer_shapes=True)
     copied = copy.copy(final)
     restored = pickle.loads(pickle.dumps(final))
     assert copied == final == restored and "_make_shapes" not in vars(restored)
