@@ -172,6 +172,32 @@ def test_without_a_baseline_the_heaviest_tests_are_listed(lab: pytest.Pytester) 
     assert "by statements (--migsafe-heaviest)" not in lab.runpytest("--migsafe-report").stdout.str()
 
 
+def _report_section(result: pytest.RunResult) -> list[str]:
+    lines = result.stdout.lines
+    start = next(n for n, line in enumerate(lines) if "migsafe report" in line)
+    return [line for line in lines[start:] if "report-json" not in line and "written" not in line
+            and " passed" not in line and " failed" not in line]
+
+
+def test_the_summary_is_the_same_with_shapes_worked_out_late_or_as_tests_end(lab: pytest.Pytester) -> None:
+    """Alone, the terminal summary works out the shapes it shows after the run (the heaviest
+    tests'); with a JSON file each test's are worked out as it ends. Texts that differ in their
+    literals merge into one shape either way."""
+    lab.makepyfile(test_literals="""
+        from app import run
+
+        def test_literal_values():
+            for value in range(7):
+                run(1, f"SELECT name FROM (SELECT 'n{value}' AS name) AS t WHERE name = 'n{value}'")
+            run(2, "SELECT :i AS other")
+    """)
+    write_suite(lab, ORDERS=6, LISTS=3)
+    late = lab.runpytest("--migsafe-report", "-p", "no:randomly")
+    as_they_end = lab.runpytest("--migsafe-report", "--migsafe-report-json=out.json", "-p", "no:randomly")
+    assert _report_section(late) == _report_section(as_they_end)
+    late.stdout.fnmatch_lines(["*9 queries  test_literals.py::test_literal_values  x7 SELECT name FROM (SELECT ? AS name)*"])
+
+
 def test_a_first_baseline_does_not_claim_tests_kept_old_figures(lab: pytest.Pytester) -> None:
     write_suite(lab, BUDGETED=9)
     result = lab.runpytest("--migsafe-update-baseline")
