@@ -413,7 +413,7 @@ class QueryCounter:
         defer_shapes = defer_shapes and self not in dispatch._active
         shapes, extra = self._snapshot(copies=not defer_shapes)
         count = sum(map(_COUNT, shapes))
-        if defer_shapes:
+        if defer_shapes and shapes:  # (no shape: nothing to work out)
             chars = sum(map(len, map(_SAMPLE, shapes)))
             if chars <= PENDING_TEXT_CHARS:
                 figures = QueryFigures.shapes_when_read(
