@@ -328,8 +328,8 @@ class QueryCounter:
             return False
         return self._databases is None or dispatch.names_database(self._databases, target)
 
-    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
-             batch_size: int, params: Any) -> None:
+    def _add_to_shape(self, sql: str, shape: str, seconds: float, site: str, batch_size: int) -> None:
+        """One statement into the figures of its shape key (``shape``: dispatch.shape_key's)."""
         stats = self._shapes.get(shape)  # shape: the shape key (dispatch.shape_key)
         if stats is None:
             stats = self._shapes[shape] = ShapeStats(shape, sample=sql)
@@ -340,6 +340,10 @@ class QueryCounter:
             stats.max_seconds = seconds
         sites = stats.call_sites
         sites[site] = sites.get(site, 0) + 1
+
+    def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
+             batch_size: int, params: Any) -> None:
+        self._add_to_shape(sql, shape, seconds, site, batch_size)
         repeats = self._repeats
         if repeats is not None:
             load = orm.orm_load.get()
@@ -519,16 +523,7 @@ class FiguresCounter(NPlusOneCounter, QueryCounter):
 
     def _add(self, sql: str, shape: str, seconds: float, site: str, target: str,
              batch_size: int, params: Any) -> None:
-        stats = self._shapes.get(shape)  # shape: the shape key (dispatch.shape_key)
-        if stats is None:
-            stats = self._shapes[shape] = ShapeStats(shape, sample=sql)
-        stats.count += 1
-        stats.executions += batch_size
-        stats.total_seconds += seconds
-        if seconds > stats.max_seconds:
-            stats.max_seconds = seconds
-        sites = stats.call_sites
-        sites[site] = sites.get(site, 0) + 1
+        self._add_to_shape(sql, shape, seconds, site, batch_size)
         NPlusOneCounter._add(self, sql, shape, seconds, site, target, batch_size, params)
 
 
