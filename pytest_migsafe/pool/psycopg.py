@@ -122,15 +122,7 @@ def counters_of(pool: Any) -> dict[str, int]:
     """A copy of the pool's counters now (those of :data:`COUNTERS` among them): its
     ``_stats`` mapping, which ``get_stats()`` copies too, without the measures
     ``get_stats()`` reads under the pool's lock (a psycopg_pool without it: :func:`stats_of`)."""
-    counters = getattr(pool, "_stats", None)
-    if not isinstance(counters, dict):
-        return stats_of(pool)
-    for _ in range(5):
-        try:
-            return dict(counters)
-        except RuntimeError:  # a worker added a counter while we copied them
-            continue
-    return stats_of(pool)
+    return counters_and_copy(pool)[1]
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
