@@ -24,6 +24,7 @@ from pytest_migsafe.plugin.stash import (
     add_to_record,
     existing_record,
     marks_of,
+    pool_totals_only,
     records_wanted,
     wake_current_call,
     watch_imports,
@@ -31,13 +32,14 @@ from pytest_migsafe.plugin.stash import (
 from pytest_migsafe.pool import events, metrics, targets
 from pytest_migsafe.pool import limits as pool_limits
 from pytest_migsafe.pool import observe as pool
+from pytest_migsafe.pool.tally import PoolTally
 from pytest_migsafe.text import plural
 from pytest_migsafe.values import parse_bool, positive_number
 
 if TYPE_CHECKING:
     from pytest_migsafe.pool import sizing
     from pytest_migsafe.pool import warm as pool_warm
-    from pytest_migsafe.report.record import Leak, TestRecord
+    from pytest_migsafe.report.record import Leak, PoolFigures, TestRecord
 
 MARKER = "pool"
 MARKER_HELP = (
@@ -164,8 +166,9 @@ class PoolPhase:
 
     The figures (a :class:`~pytest_migsafe.pool.observe.PoolObservation`) are taken when
     something reads them: a ``pool`` marker, ``migsafe_fail_on_leaks``, the report, JUnit
-    XML, pool sizing; otherwise the test gets the leak check alone (its record has no pool
-    figures)."""
+    XML, pool sizing; a report whose terminal summary alone reads them, for the run's totals,
+    gets the counts of a :class:`~pytest_migsafe.pool.tally.PoolTally`; otherwise the test gets
+    the leak check alone (its record has no pool figures)."""
 
     @classmethod
     def start(cls, item: pytest.Item, settings: PoolSettings) -> PoolPhase | None:
@@ -184,18 +187,29 @@ class PoolPhase:
         self.limits = limits
         self.settings = settings
         # the figures only when something reads them: at the defaults, the leak check alone
-        # (pool.LeakWatch: no observer, so a pool event costs what it costs unobserved)
+        # (pool.LeakWatch: no observer, so a pool event costs what it costs unobserved); for
+        # a report that shows only the run's totals, those counts with it (pool.tally)
         self.watch: pool.LeakWatch | None = None
-        if (limits is None and not settings.fail_on_leaks and not settings.junit and settings.peak_rps is None
-                and not records_wanted()):
-            self.watch = pool.LeakWatch()
-        else:
-            self.observation = pool.PoolObservation().start()
+        self.tally: PoolTally | None = None
+        if limits is None and not settings.fail_on_leaks and not settings.junit and settings.peak_rps is None:
+            if not records_wanted():
+                self.watch = pool.LeakWatch()
+                return
+            if pool_totals_only():
+                self.tally = PoolTally()
+                self.watch = self.tally.watch
+                return
+        self.observation = pool.PoolObservation().start()
 
     def stop(self) -> None:
         """Stop observing; record the figures of a test in which a pool did anything."""
         # a full garbage collection (to tell a dropped Session from a live one) only where
         # the test asked for a leak check: it costs about 0.1 s in a large application
+        if self.tally is not None:
+            figures = self.tally.stop()
+            if figures is not None:
+                add_to_record(self.item, functools.partial(_fill_pool, figures))
+            return
         if self.watch is not None:
             self.watch.stop()  # nothing is recorded: nothing reads a record at the defaults
             return
@@ -240,6 +254,10 @@ class PoolPhase:
             return []
         verbose = item.config.get_verbosity() > 0
         return [pool_limits.failure_message(problems, figures, None if verbose else 10)]
+
+
+def _fill_pool(figures: PoolFigures, record: TestRecord) -> None:
+    record.pool = figures
 
 
 def _warn_leaks(item: pytest.Item, checkouts: Sequence[events.Checkout], leaks: list[Leak]) -> None:

@@ -85,7 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_migsafe.plugin.report_session import ReportSession, WorkerRecords, XdistReport, read_settings
 
     session = ReportSession(config, read_settings(config))
-    want_records(config, shapes_read_late=session.reads_few_shapes())
+    want_records(config, shapes_read_late=session.reads_few_shapes(), pool_totals_only=session.reads_pool_totals_only())
     config.pluginmanager.register(session, "migsafe-report")
     if _distributing(config):
         config.pluginmanager.register(XdistReport(session), "migsafe-report-xdist")

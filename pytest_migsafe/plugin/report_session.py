@@ -226,6 +226,12 @@ class ReportSession:
                 and settings.sarif_path is None and not os.environ.get("GITHUB_STEP_SUMMARY")
                 and not is_worker(self.config))
 
+    def reads_pool_totals_only(self) -> bool:
+        """True when of the records' pool figures the terminal summary alone reads the run's
+        totals (connections created and leaked, tests that used a pool): as
+        :meth:`reads_few_shapes`, without ``-v`` (whose per-test table shows each test's peak)."""
+        return self.reads_few_shapes() and self.config.get_verbosity() <= 0
+
     @property
     def baseline_label(self) -> str:
         """The baseline path as the user would type it."""

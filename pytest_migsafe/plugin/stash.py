@@ -234,29 +234,33 @@ def marks_of(item: pytest.Item) -> dict[str, list[pytest.Mark]]:
 
 _records_wanted = False  # for the session running now (see want_records)
 _shapes_read_late = False  # ... whose records' statement shapes the terminal summary alone reads
+_pool_totals_only = False  # ... whose records' pool figures are read for the run's totals alone
 _WANTED = pytest.StashKey[bool]()  # the session already asked for the records
 
 
-def want_records(config: pytest.Config, shapes_read_late: bool = False) -> None:
+def want_records(config: pytest.Config, shapes_read_late: bool = False, pool_totals_only: bool = False) -> None:
     """Something reads the test records (the report, JUnit properties, pytest-html columns):
     the parts fill each test's record as its call ends, and the records join the run report.
     ``shapes_read_late``: this reader reads the statement shapes of few records, at the
     session's end (the terminal summary's heaviest tests), so a record's readable shapes
-    are worked out when read (:func:`shapes_read_late`); the session's readers must all say so.
+    are worked out when read (:func:`shapes_read_late`); ``pool_totals_only``: this reader
+    reads of a record's pool figures only the connections created and leaked, for the run's
+    totals (:func:`pool_totals_only`). The session's readers must all say so.
 
     For ``config``'s session (module flags read on every test, put back as they were when
     the session ends: pytester runs a session inside a test of another)."""
-    global _records_wanted, _shapes_read_late
+    global _records_wanted, _shapes_read_late, _pool_totals_only
     if config.stash.get(_WANTED, False):
         _shapes_read_late = _shapes_read_late and shapes_read_late
+        _pool_totals_only = _pool_totals_only and pool_totals_only
         return
     config.stash[_WANTED] = True
-    before = (_records_wanted, _shapes_read_late)
-    _records_wanted, _shapes_read_late = True, shapes_read_late
+    before = (_records_wanted, _shapes_read_late, _pool_totals_only)
+    _records_wanted, _shapes_read_late, _pool_totals_only = True, shapes_read_late, pool_totals_only
 
     def restore() -> None:
-        global _records_wanted, _shapes_read_late
-        _records_wanted, _shapes_read_late = before
+        global _records_wanted, _shapes_read_late, _pool_totals_only
+        _records_wanted, _shapes_read_late, _pool_totals_only = before
 
     config.add_cleanup(restore)
 
@@ -270,6 +274,14 @@ def shapes_read_late() -> bool:
     """True when the session running now reads the statement shapes of few records, at its
     end: the terminal summary alone (see :func:`want_records`)."""
     return _shapes_read_late
+
+
+def pool_totals_only() -> bool:
+    """True when the session running now reads of its records' pool figures only the
+    connections created and leaked (and which tests used a pool), for the run's totals: a
+    test's pool part then counts them (:class:`~pytest_migsafe.pool.tally.PoolTally`) and
+    works out no other pool figure (see :func:`want_records`)."""
+    return _pool_totals_only
 
 
 def add_to_record(item: pytest.Item, fill: Callable[[TestRecord], None]) -> None:

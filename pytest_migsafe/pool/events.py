@@ -49,6 +49,20 @@ _seq = 0  # checkouts ever seen; an observation's leaks have seq > its start
 # is the fixture's, which returns it at its teardown, never a leak of the test that asked for it
 _fixture_setups = 0
 _continued: tuple[int, bool] | None = None  # (origin, fixture) of a checkout being continued: see reconnecting
+# The events of every pool since the process began, observed or not (under _lock): what a
+# PoolTally reads at its start and stop. Each counts what an observation of every pool counts.
+_created_total = _closed_total = _invalidated_total = 0
+_checkouts_total = _checkins_total = _timeouts_total = 0
+
+
+def totals() -> tuple[int, int, int, int, int, int]:
+    """``(created, closed, invalidated, checkouts, checkins, timeouts)`` of every pool since the
+    process began, as the driver hooks reported them (SQLAlchemy's connections, checkouts and
+    checkins; psycopg_pool's checkouts, checkins, timeouts and the closes its stats do not count:
+    its new and lost connections are in :func:`pytest_migsafe.pool.psycopg.totals`). Counts."""
+    with _lock:
+        return (_created_total, _closed_total, _invalidated_total, _checkouts_total, _checkins_total,
+                _timeouts_total)
 
 
 @contextmanager
@@ -187,9 +201,12 @@ def connection_created(pool: Any, capacity: float | None = None, observed: bool 
     ``capacity``: the connections ``pool`` keeps between checkouts (``math.inf`` or None:
     no limit); it tells a cold start from a connection made beyond warm (module docstring).
     """
+    global _created_total
     for listener in created_listeners:
         listener(pool)
     with _lock:
+        if observed:
+            _created_total += 1
         state = _warmth_of(pool)
         warm: float
         if state is None:
@@ -220,7 +237,10 @@ def connection_closed(pool: Any, observed: bool = True, left_pool: bool = True) 
     """A connection of ``pool`` was closed (``observed=False``: only the pool's warmth is
     updated, the caller counts the close another way; ``left_pool=False``: it had already
     left the pool, detached, and no longer counted in its warmth)."""
+    global _closed_total
     with _lock:
+        if observed:
+            _closed_total += 1
         if left_pool:
             try:
                 state = _warmth.get(pool)
@@ -240,9 +260,9 @@ def connection_invalidated(pool: Any) -> None:
     """A connection of ``pool`` was invalidated (hard or soft): each active observation of
     ``pool`` charges the connection that replaces it, if it opens while the observation is
     still active, as made beyond warm (one opened later belongs to a cold start)."""
-    if not _observers:
-        return
+    global _invalidated_total
     with _lock:
+        _invalidated_total += 1
         for obs in _observers:
             if obs._all or obs._wants(pool):
                 key = id(pool)
@@ -253,7 +273,7 @@ def connection_invalidated(pool: Any) -> None:
 
 def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
     """A connection (``key``: id of its record or connection) left ``pool``."""
-    global _seq
+    global _seq, _checkouts_total
     site = None
     if _observers or _leak_watches:
         site = site_from(sys._getframe(2), False)  # call_site_of_caller(1, CHECKOUT), one call less
@@ -261,6 +281,8 @@ def checked_out(key: int, holder: Any, pool: Any, counted: bool = True) -> None:
             site = _site_outside_greenlet()
     with _lock:
         _seq += 1
+        if counted:
+            _checkouts_total += 1
         previous = _out.get(key)  # StaticPool hands its one record out again
         entry = _out[key] = Checkout(pool, site, _seq, holder)
         for obs in _observers:
@@ -288,12 +310,15 @@ def checked_in(key: int, pool: Any, counted: bool = True) -> None:
     ``pool`` None: the pool of its checkout, if that was seen. The hold time (checkout to
     checkin) of a connection checked out while an observation was active goes to it.
     """
+    global _checkins_total
     with _lock:
         entry = _out.pop(key, None)
         if pool is None:
             if entry is None:
                 return
             pool = entry.pool
+        if counted:
+            _checkins_total += 1
         if not _observers:
             return
         held = perf_counter() - entry.t0 if entry is not None else 0.0
@@ -360,7 +385,10 @@ def owned_by(key: int, owner: Any) -> None:
 
 def waited(pool: Any, seconds: float, timed_out: bool = False) -> None:
     """A checkout attempt on ``pool`` took ``seconds`` (and timed out, or not)."""
+    global _timeouts_total
     with _lock:
+        if timed_out:
+            _timeouts_total += 1
         for obs in _observers:
             if obs._all or obs._wants(pool):
                 obs._waits.append(seconds)

@@ -38,6 +38,10 @@ _patched: Any = None  # the psycopg_pool module whose classes are wrapped
 _pools: dict[int, weakref.ReferenceType[Any]] = {}  # id(pool) -> a weak reference to it
 # id(pool) -> [name, configured size, server kind] of a known pool (see facts_of)
 _facts: dict[int, list[Any]] = {}
+# id(pool) -> the counters mapping (``_stats``) of a known pool, held past the pool's end; and
+# [created, lost] of the counters no longer in one of them (see totals)
+_counters: dict[int, Any] = {}
+_retired = [0, 0]
 _PATCHED_FLAG = "__migsafe_original__"
 COUNTERS = ("connections_num", "connections_errors", "connections_lost", "returns_bad",
             "requests_num", "requests_errors")
@@ -141,6 +145,42 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return result
 
 
+def _created_and_lost(counters: Any) -> tuple[int, int]:
+    get = counters.get
+    return (get("connections_num", 0) - get("connections_errors", 0),
+            get("connections_lost", 0) + get("returns_bad", 0))
+
+
+def totals() -> tuple[int, int]:
+    """``(created, lost)`` of every psycopg pool known to migsafe, since each became known:
+    connections opened (``connections_num - connections_errors``) and connections found
+    closed or bad (``connections_lost + returns_bad``), from the pools' own counters (those
+    ``get_stats()`` reads), across ``pop_stats()`` resets and pools since collected. Counts;
+    only differences between two reads mean anything (what an observation of every pool adds
+    to ``created`` and to ``closed`` and ``invalidated``)."""
+    with observed._lock:
+        created, lost = _retired
+        for key, counters in _counters.items():
+            if counters is None:  # (a psycopg_pool without the mapping: read through the pool)
+                ref = _pools.get(key)
+                pool = ref() if ref is not None else None
+                if pool is None:
+                    continue
+                counters = stats_of(pool)
+            get = counters.get  # (_created_and_lost, inline: read at every test of a report)
+            created += get("connections_num", 0) - get("connections_errors", 0)
+            lost += get("connections_lost", 0) + get("returns_bad", 0)
+        return created, lost
+
+
+def _retire(counters: Any, sign: int = 1) -> None:
+    """Move ``counters``' created and lost into (``sign`` -1: out of) :data:`_retired`."""
+    if counters is not None:
+        created, lost = _created_and_lost(counters)
+        _retired[0] += sign * created
+        _retired[1] += sign * lost
+
+
 def registered() -> list[Any]:
     """Every live psycopg pool known to migsafe."""
     return [pool for ref in list(_pools.values()) if (pool := ref()) is not None] if _pools else []
@@ -156,6 +196,8 @@ def _forget(key: int) -> Callable[[Any], None]:
         if _pools.get(key) is ref:
             del _pools[key]
             _facts.pop(key, None)  # (an observation that watched the pool keeps its own reference)
+            with observed._lock:
+                _retire(_counters.pop(key, None))  # its last counts stay in the totals
 
     return forget
 
@@ -165,8 +207,13 @@ def register(pool: Any, fresh: bool) -> None:
     with observed._lock:
         known = _known(pool)
         if not known:
-            _pools[id(pool)] = weakref.ref(pool, _forget(id(pool)))
-            _facts[id(pool)] = [name_of(pool), int(pool.max_size), observed.servers.get(pool)]
+            key = id(pool)
+            _retire(_counters.pop(key, None))  # (a collected pool at the same id, not forgotten yet)
+            _pools[key] = weakref.ref(pool, _forget(key))
+            _facts[key] = [name_of(pool), int(pool.max_size), observed.servers.get(pool)]
+            counters = _counters[key] = counters_and_copy(pool)[0]
+            if not fresh:  # what it counted before it was known is no part of the totals
+                _retire(counters if counters is not None else stats_of(pool), -1)
             for obs in observed._observers:
                 obs.psycopg_pool_added(pool, fresh)
 
@@ -354,6 +401,11 @@ def _wrap_pop_stats(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def pop_stats(self: Any) -> dict[str, int]:
         stats: dict[str, int] = original(self)  # (outside the lock: the pool's own code runs here)
+        with observed._lock:
+            key = id(self)
+            if key in _counters and _known(self):  # the counts handed out stay in the totals
+                _retire(stats)
+                _counters[key] = counters_and_copy(self)[0]
         if observed._observers:
             with observed._lock:
                 for obs in observed._observers:

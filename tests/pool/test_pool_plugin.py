@@ -444,6 +444,99 @@ def test_pool_figures_are_recorded_in_the_report(pytester: pytest.Pytester, writ
     assert tests.get("test_inner.py::test_no_pool", {}).get("pool") is None
 
 
+TOTALS_SUITE = '''
+import gc
+
+from psycopg_pool import ConnectionPool
+
+engine = create_engine(URL, pool_size=2, max_overflow=1)
+held = engine.connect()  # out since the import: returned inside a test
+psycopg_pool = ConnectionPool(DSN, min_size=1, max_size=2, open=False)
+kept = []
+
+
+def test_queuepool_with_overflow():
+    with engine.connect() as one, engine.connect() as two:
+        one.execute(text("SELECT 1"))
+        two.execute(text("SELECT 1"))
+
+
+def test_only_a_checkin():
+    held.close()
+
+
+def test_leak_kept():
+    kept.append(engine.connect())
+
+
+def test_leak_dropped():
+    nullpool = create_engine(URL, poolclass=NullPool)
+    nullpool.connect().execute(text("SELECT 1"))
+    gc.collect()
+
+
+def test_psycopg_pool_grows_and_is_popped():
+    psycopg_pool.open(wait=True)
+    with psycopg_pool.connection() as one, psycopg_pool.connection() as two:
+        one.execute("SELECT 1")
+        two.execute("SELECT 1")
+    psycopg_pool.pop_stats()
+    with psycopg_pool.connection() as conn:
+        conn.execute("SELECT 1")
+
+
+def test_invalidation():
+    with engine.connect() as conn:
+        conn.invalidate()
+
+
+def test_no_pool():
+    pass
+'''
+
+TOTALS_CONFTEST = '''
+from pytest_migsafe.plugin.stash import pool_totals_only
+
+
+def pytest_runtest_call(item):
+    with open("modes.txt", "a") as out:
+        out.write(f"{pool_totals_only()}\\n")
+'''
+
+
+def test_the_summary_is_the_same_with_pool_totals_counted_or_every_figure_observed(
+        pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
+    """A report whose terminal summary alone reads the pool figures counts the run's totals
+    (pool.tally) instead of observing every figure of each test: the summary (tests measured,
+    connections created, every leak with its call site) is the same as with a JSON file,
+    which takes every figure."""
+    write(TOTALS_SUITE)
+    pytester.makeconftest(TOTALS_CONFTEST)
+    modes = pytester.path / "modes.txt"
+
+    def summary(*args: str) -> tuple[list[str], set[str]]:
+        # (a process each: pools are numbered by the order the process first saw them)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--migsafe-report", "-p", "no:randomly",
+                                               "-W", "ignore::ResourceWarning", *args)
+        result.assert_outcomes(passed=7, warnings=result.parseoutcomes().get("warnings", 0))
+        lines = result.stdout.lines
+        start = next(n for n, line in enumerate(lines) if "migsafe report" in line)
+        seen = set(modes.read_text().split())
+        modes.unlink()
+        return [line for line in lines[start:] if "report-json" not in line and " passed" not in line], seen
+
+    totals, totals_modes = summary()
+    every, every_modes = summary("--migsafe-report-json=out.json")
+    assert (totals_modes, every_modes) == ({"True"}, {"False"})
+    assert totals == every
+    assert any("connections leaked: 2" in line for line in totals)
+    assert any("6 tests measured" in line for line in totals)
+    pool_line = next(line for line in totals if line.startswith("pool: "))
+    data = json.loads((pytester.path / "out.json").read_text())
+    created = sum((test.get("pool") or {}).get("created", 0) for test in data["tests"].values())
+    assert pool_line.startswith(f"pool: {created} connections created, 2 leaked")
+
+
 def test_sizing_summary_warns_about_small_pools(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]
     write(SIZED)
     result = run(pytester, "--migsafe-peak-rps", "800",
