@@ -396,6 +396,14 @@ def waited(pool: Any, seconds: float, timed_out: bool = False) -> None:
                     obs._timeouts += 1
 
 
+def timed_out_unobserved() -> None:
+    """A checkout attempt timed out while no observation was active (the driver hook times
+    attempts only for an observation): counted in :func:`totals` alone."""
+    global _timeouts_total
+    with _lock:
+        _timeouts_total += 1
+
+
 def overflow_seen(pool: Any, overflow: int) -> None:
     """``pool`` was seen with ``overflow`` connections beyond its base size."""
     with _lock:

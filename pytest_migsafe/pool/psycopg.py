@@ -42,6 +42,10 @@ _facts: dict[int, list[Any]] = {}
 # [created, lost] of the counters no longer in one of them (see totals)
 _counters: dict[int, Any] = {}
 _retired = [0, 0]
+# ids of pools collected whose counters are still in _counters: moved to _retired under the lock
+# by the next reader (a weak reference's callback runs wherever the collector does, even inside a
+# loop over _counters: it only appends here)
+_gone_keys: list[int] = []
 _PATCHED_FLAG = "__migsafe_original__"
 COUNTERS = ("connections_num", "connections_errors", "connections_lost", "returns_bad",
             "requests_num", "requests_errors")
@@ -159,6 +163,8 @@ def totals() -> tuple[int, int]:
     only differences between two reads mean anything (what an observation of every pool adds
     to ``created`` and to ``closed`` and ``invalidated``)."""
     with observed._lock:
+        if _gone_keys:
+            _retire_gone()
         created, lost = _retired
         for key, counters in _counters.items():
             if counters is None:  # (a psycopg_pool without the mapping: read through the pool)
@@ -171,6 +177,16 @@ def totals() -> tuple[int, int]:
             created += get("connections_num", 0) - get("connections_errors", 0)
             lost += get("connections_lost", 0) + get("returns_bad", 0)
         return created, lost
+
+
+def _retire_gone() -> None:
+    """The counters of the pools collected since the last reader into :data:`_retired` (under
+    ``observed._lock``; one at the same id registered since is never among them: :func:`register`
+    retires first)."""
+    while _gone_keys:
+        key = _gone_keys.pop()
+        if key not in _pools:
+            _retire(_counters.pop(key, None))
 
 
 def _retire(counters: Any, sign: int = 1) -> None:
@@ -196,8 +212,7 @@ def _forget(key: int) -> Callable[[Any], None]:
         if _pools.get(key) is ref:
             del _pools[key]
             _facts.pop(key, None)  # (an observation that watched the pool keeps its own reference)
-            with observed._lock:
-                _retire(_counters.pop(key, None))  # its last counts stay in the totals
+            _gone_keys.append(key)  # its last counts stay in the totals (see _retire_gone)
 
     return forget
 
@@ -208,6 +223,8 @@ def register(pool: Any, fresh: bool) -> None:
         known = _known(pool)
         if not known:
             key = id(pool)
+            if _gone_keys:
+                _retire_gone()
             _retire(_counters.pop(key, None))  # (a collected pool at the same id, not forgotten yet)
             _pools[key] = weakref.ref(pool, _forget(key))
             _facts[key] = [name_of(pool), int(pool.max_size), observed.servers.get(pool)]
@@ -266,7 +283,12 @@ def _wrap_getconn(original: Callable[..., Any]) -> Callable[..., Any]:
         if ref is None or ref() is not self:  # a pool opened before the hooks: known from its first checkout
             register(self, fresh=False)
         if not observed._observers:
-            conn = original(self, *args, **kwargs)
+            try:
+                conn = original(self, *args, **kwargs)
+            except Exception as exc:  # (untimed: no observation reads a wait; the totals count a timeout)
+                if _is_timeout(exc):
+                    observed.timed_out_unobserved()
+                raise
         else:
             t0 = perf_counter()
             timed_out = False
@@ -291,7 +313,12 @@ def _wrap_agetconn(original: Callable[..., Any]) -> Callable[..., Any]:
         if ref is None or ref() is not self:  # a pool opened before the hooks: known from its first checkout
             register(self, fresh=False)
         if not observed._observers:
-            conn = await original(self, *args, **kwargs)
+            try:
+                conn = await original(self, *args, **kwargs)
+            except Exception as exc:  # (untimed: no observation reads a wait; the totals count a timeout)
+                if _is_timeout(exc):
+                    observed.timed_out_unobserved()
+                raise
         else:
             t0 = perf_counter()
             timed_out = False

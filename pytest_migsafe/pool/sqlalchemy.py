@@ -39,6 +39,8 @@ _pool_kinds: dict[type, str] = {}  # pool class -> what _kind_of_class says
 _engine_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # dialect -> name
 _pool_numbers: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _numbers = itertools.count(1)
+# id(pool) -> a weak reference to it: the pools named at their first checkout (see _first_checkout)
+_named: dict[int, Any] = {}
 _url_counts: dict[str, int] = {}  # engines named after each URL, so that names stay unique
 _detached: dict[int, Any] = {}  # id(detached DBAPI connection) -> its former pool
 
@@ -97,6 +99,8 @@ def _on_connect(dbapi_connection: Any, record: Any) -> None:
 
 def _on_checkout(dbapi_connection: Any, record: Any, fairy: Any) -> None:
     pool = fairy._pool
+    if id(pool) not in _named:
+        _first_checkout(pool)
     kind = _kind_of_class(type(pool))
     if kind == "one":  # StaticPool hands its one record to every checkout: each is its own
         observed.checked_out(id(fairy), _shared_hold(fairy), pool)
@@ -104,6 +108,23 @@ def _on_checkout(dbapi_connection: Any, record: Any, fairy: Any) -> None:
     observed.checked_out(id(record), record, pool)
     if kind == "queue" and observed._observers:
         observed.overflow_seen(pool, pool.overflow())
+
+
+def _first_checkout(pool: Any) -> None:
+    """Name ``pool`` at its first checkout (a bare pool, or an engine's whose URL is not known,
+    takes its number now): its name is then the same whichever reader names it first, a leak
+    warning or a report's figures, at the defaults or with the report."""
+    key = id(pool)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if _named.get(key) is ref:
+            del _named[key]
+
+    try:
+        _named[key] = weakref.ref(pool, forget)
+    except TypeError:  # (a pool that cannot be weakly referenced: named when first read)
+        return
+    name_of(pool)
 
 
 def _shared_hold(fairy: Any) -> weakref.ref[Any]:
@@ -177,8 +198,12 @@ _LISTENERS: dict[str, Callable[..., Any]] = {
 def _timed_checkout(cls: Any, pool: Any) -> Any:
     original = _originals["checkout"]
     if not observed._observers:
-        return original(cls, pool)
-    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+        try:
+            return original(cls, pool)
+        except _originals["timeout"]:  # (untimed: no observation reads a wait; the totals count it)
+            observed.timed_out_unobserved()
+            raise
+    PoolTimeoutError = _originals["timeout"]
 
     t0 = perf_counter()
     try:
@@ -372,10 +397,12 @@ def install(import_missing: bool = True) -> bool:
     try:
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
+        from sqlalchemy.exc import TimeoutError as PoolTimeoutError
         from sqlalchemy.pool import Pool
         from sqlalchemy.pool import base as pool_base
     except ImportError:
         return False
+    _originals["timeout"] = PoolTimeoutError  # (in the dict: _timed_checkout's globals are a copy)
     # SQLAlchemy imported afresh (a pytester run restored sys.modules): hook the new classes
     _originals["module"] = pool_base
     for name, listener in _LISTENERS.items():

@@ -30,9 +30,9 @@ class PoolTally:
     __slots__ = ("_events", "_psycopg", "watch")
 
     def __init__(self) -> None:
-        self.watch = LeakWatch()
         self._events = events.totals()
         self._psycopg = pool_psycopg.totals()
+        self.watch = LeakWatch()  # (last: nothing to undo should a read above raise)
 
     def stop(self) -> PoolFigures | None:
         """Stop; the figures, or None when no pool did anything (nothing created, closed,

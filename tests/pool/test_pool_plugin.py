@@ -492,6 +492,25 @@ def test_invalidation():
 
 def test_no_pool():
     pass
+
+
+tight = create_engine(URL, pool_size=1, max_overflow=0, pool_timeout=0.05)
+tight_held = tight.connect()  # (its only connection, out since the import)
+tight_pool = ConnectionPool(DSN, min_size=1, max_size=1, open=False)
+
+
+def test_only_a_checkout_timeout():
+    from sqlalchemy.exc import TimeoutError
+    with pytest.raises(TimeoutError):
+        tight.connect()
+
+
+def test_only_a_psycopg_pool_timeout():
+    from psycopg_pool import PoolTimeout
+    tight_pool.open(wait=True)
+    kept.append(tight_pool.getconn())
+    with pytest.raises(PoolTimeout):
+        tight_pool.getconn(timeout=0.05)
 '''
 
 TOTALS_CONFTEST = '''
@@ -518,7 +537,7 @@ def test_the_summary_is_the_same_with_pool_totals_counted_or_every_figure_observ
         # (a process each: pools are numbered by the order the process first saw them)
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--migsafe-report", "-p", "no:randomly",
                                                "-W", "ignore::ResourceWarning", *args)
-        result.assert_outcomes(passed=7, warnings=result.parseoutcomes().get("warnings", 0))
+        result.assert_outcomes(passed=9, warnings=result.parseoutcomes().get("warnings", 0))
         lines = result.stdout.lines
         start = next(n for n, line in enumerate(lines) if "migsafe report" in line)
         seen = set(modes.read_text().split())
@@ -529,12 +548,15 @@ def test_the_summary_is_the_same_with_pool_totals_counted_or_every_figure_observ
     every, every_modes = summary("--migsafe-report-json=out.json")
     assert (totals_modes, every_modes) == ({"True"}, {"False"})
     assert totals == every
-    assert any("connections leaked: 2" in line for line in totals)
-    assert any("6 tests measured" in line for line in totals)
+    assert any("connections leaked: 3" in line for line in totals)
+    assert any("8 tests measured (of 9 run" in line for line in totals)
     pool_line = next(line for line in totals if line.startswith("pool: "))
     data = json.loads((pytester.path / "out.json").read_text())
     created = sum((test.get("pool") or {}).get("created", 0) for test in data["tests"].values())
-    assert pool_line.startswith(f"pool: {created} connections created, 2 leaked")
+    assert pool_line.startswith(f"pool: {created} connections created, 3 leaked")
+    timeouts = {nodeid.rpartition("::")[2]: test["pool"]["timeouts"] for nodeid, test in data["tests"].items()
+                if "timeout" in nodeid}
+    assert timeouts == {"test_only_a_checkout_timeout": 1, "test_only_a_psycopg_pool_timeout": 1}
 
 
 def test_sizing_summary_warns_about_small_pools(pytester: pytest.Pytester, write) -> None:  # type: ignore[no-untyped-def]

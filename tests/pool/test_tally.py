@@ -106,3 +106,108 @@ def test_a_tally_of_a_span_without_pool_events_is_none(postgres: RunningPostgres
         assert tally.stop() is None
     engine.dispose()
     idle.close()
+
+
+def test_a_tally_counts_checkout_timeouts_with_no_observation_active(postgres: RunningPostgres) -> None:
+    """The driver hooks time a checkout only for an observation: a timeout with none active
+    (a tally's test) is still counted, SQLAlchemy's and psycopg_pool's, sync and async."""
+    import asyncio
+
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+    from sqlalchemy.exc import TimeoutError as SQLAlchemyPoolTimeout
+
+    targets.install()
+    engine = create_engine(postgres.url, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    held = engine.connect()
+    psycopg_pool = ConnectionPool(postgres.dsn, min_size=1, max_size=1, open=False)
+    psycopg_pool.open(wait=True)
+    psycopg_held = psycopg_pool.getconn()
+
+    async def async_timeout() -> None:
+        async_pool = AsyncConnectionPool(postgres.dsn, min_size=1, max_size=1, open=False)
+        await async_pool.open(wait=True)
+        async_held = await async_pool.getconn()
+        with pytest.raises(PoolTimeout):
+            await async_pool.getconn(timeout=0.05)
+        await async_pool.putconn(async_held)
+        await async_pool.close()
+
+    tally = PoolTally()
+    with pytest.raises(SQLAlchemyPoolTimeout):
+        engine.connect()
+    with pytest.raises(PoolTimeout):
+        psycopg_pool.getconn(timeout=0.05)
+    asyncio.run(async_timeout())
+    figures = tally.stop()
+    assert figures is not None and figures.timeouts == 3
+    held.close()
+    engine.dispose()
+    psycopg_pool.putconn(psycopg_held)
+    psycopg_pool.close()
+
+
+class _CollectingCounters(dict):  # type: ignore[type-arg]
+    """A pool's counters whose first read runs the garbage collector (as an allocation can)."""
+
+    collect = True
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if _CollectingCounters.collect:
+            _CollectingCounters.collect = False
+            gc.collect()
+        return super().get(key, default)
+
+
+class _FakePool:
+    max_size = 1
+
+    def __init__(self, name: str, counters: dict[str, int]) -> None:
+        self.name = name
+        self._stats = counters
+
+
+def test_a_pool_collected_while_the_totals_are_read_keeps_its_counts_and_raises_nothing() -> None:
+    """A psycopg pool's weak-reference callback runs wherever the garbage collector does, also
+    inside the loop over the known pools' counters: it made ``totals()`` raise "dictionary
+    changed size during iteration" (a test failed at random, one in a hundred with low
+    collector thresholds). The collected pool's counts stay in the totals."""
+    from pytest_migsafe.pool import psycopg as pool_psycopg
+
+    reader = _FakePool("reader", _CollectingCounters(connections_num=1))
+    pool_psycopg.register(reader, fresh=True)
+    doomed = _FakePool("doomed", {"connections_num": 5, "connections_lost": 2})
+    pool_psycopg.register(doomed, fresh=True)
+    doomed.cycle = doomed  # type: ignore[attr-defined]  # (only the collector frees it)
+    gone = weakref.ref(doomed)
+    del doomed
+    before = pool_psycopg.totals()  # (the first read collects the doomed pool, mid-loop)
+    assert gone() is None
+    assert pool_psycopg.totals() == before
+    del reader
+    gc.collect()
+    assert pool_psycopg.totals() == before  # a pool gone keeps its counts in the totals
+
+
+def test_a_bare_pool_takes_its_number_at_its_first_checkout_whoever_names_it_first(
+        postgres: RunningPostgres, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pools without a URL name are numbered: the number was taken when first named, so a
+    leak warning (naming only the leaking pool) and a report's figures (naming every pool
+    used) gave one pool two names. The number is now taken at the first checkout. (Without
+    the Prometheus counter, which names a pool at each new connection, as where
+    prometheus_client is not installed, or for a pool whose connections predate the hooks.)"""
+    import psycopg
+    from sqlalchemy.pool import QueuePool
+
+    from pytest_migsafe.pool import events
+    from pytest_migsafe.pool.sqlalchemy import name_of
+
+    targets.install()
+    monkeypatch.setattr(events, "created_listeners", [])
+    first = QueuePool(lambda: psycopg.connect(postgres.dsn), pool_size=1)
+    second = QueuePool(lambda: psycopg.connect(postgres.dsn), pool_size=1)
+    first.connect().close()
+    second.connect().close()
+    later, earlier = name_of(second), name_of(first)  # the second named first
+    assert int(later.rpartition("#")[2]) > int(earlier.rpartition("#")[2]), (earlier, later)
+    first.dispose()
+    second.dispose()
