@@ -72,6 +72,7 @@ class _NotifyingLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         """Execute the module, restore its own loader, then run the callbacks."""
         self.loader.exec_module(module)
+        _executed[self.name] = module  # (importlib still marks it initializing while the callbacks run)
         spec = getattr(module, "__spec__", None)
         if spec is not None:
             spec.loader = self.loader
@@ -88,6 +89,20 @@ class _NotifyingLoader(importlib.abc.Loader):
 
 
 _watcher: _Watcher | None = None
+_executed: dict[str, ModuleType] = {}  # watched name -> its module, once executed (the last import's)
+
+
+def ready(name: str) -> ModuleType | None:
+    """``sys.modules[name]`` once it has finished executing; None when it is not imported, or
+    is still being imported (a module another watched one imports first: ``psycopg_pool``
+    imports ``psycopg``, whose callback runs while ``psycopg_pool`` is half made, its classes
+    not defined yet; its own callbacks come once it is done, and see it ready)."""
+    module = sys.modules.get(name)
+    if module is None or _executed.get(name) is module:
+        return module
+    if getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
 
 
 def watch(names: Sequence[str], callback: Callback) -> None:

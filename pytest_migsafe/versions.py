@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
+from pytest_migsafe import imports
+
 #: module name -> (distribution name, the oldest release migsafe hooks, what migsafe does not
 #: measure while it is unhooked); .ci/run tests each floor
 OLDEST: dict[str, tuple[str, tuple[int, ...], str]] = {
@@ -86,6 +88,8 @@ def install_guarded(name: str, install: Callable[..., object], *args: object, pa
     caller: a test, an import, the session's configure. Tried again at the next install (a stub
     set for one test is gone by then). ``part`` names the part hooked (``"ORM loaders"``) and
     ``lost`` what is then not measured, when not the whole library's."""
+    if name in sys.modules and imports.ready(name) is None:
+        return False  # still being imported: hooked when its import ends (see imports.ready)
     if not supported(name):
         return False
     key = f"{name} {part}".strip()

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_migsafe import imports
 from pytest_migsafe.pool import events
 from pytest_migsafe.pool import psycopg as pool_psycopg
 from pytest_migsafe.pool import sqlalchemy as pool_sqlalchemy
@@ -199,7 +200,8 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
     install_guarded("sqlalchemy", pool_sqlalchemy.install, import_missing, part="pools",
                     lost="its pools' checkouts, waits and leaks are not measured")
     install_guarded("psycopg_pool", pool_psycopg.install, import_missing)
-    _installed_for = (modules.get("sqlalchemy"), modules.get("psycopg_pool"), modules.get("sqlalchemy.orm"))
+    # (a library still being imported counts as not loaded: hooked at the end of its import)
+    _installed_for = (imports.ready("sqlalchemy"), imports.ready("psycopg_pool"), imports.ready("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pytest_migsafe import imports
 from pytest_migsafe.queries import django as django_orm
 from pytest_migsafe.queries import django_sql, orm
 from pytest_migsafe.versions import import_if_installed, install_guarded
@@ -58,7 +59,8 @@ def install(import_missing: bool = True, just_imported: bool = False) -> None:
                         lost="the rows of one INSERT batch count as a loop of statements")
         install_guarded("sqlalchemy", orm.install, part="ORM loaders",
                         lost="its statements are counted, but lazy loads are not told apart (no ORM-aware N+1)")
-    _installed_for = (modules.get("psycopg"), modules.get("sqlalchemy"), modules.get("sqlalchemy.orm"))
+    # (a driver still being imported counts as not loaded: hooked at the end of its import)
+    _installed_for = (imports.ready("psycopg"), imports.ready("sqlalchemy"), imports.ready("sqlalchemy.orm"))
     _modules_seen = -1  # (installing may have imported more: look again next time)
 
 

@@ -88,6 +88,26 @@ def test_a_pool_imported_in_the_first_test_is_checked_by_its_marker(pytester: py
     assert result.stdout.str().count("max_checked_out=1") >= 2
 
 
+def test_psycopg_pool_imported_in_the_first_test_is_hooked_in_that_test(pytester: pytest.Pytester) -> None:
+    """``psycopg_pool`` imports ``psycopg``: the hooks installed at psycopg's import found
+    psycopg_pool half made (no ``ConnectionPool`` yet), and the pool library was then taken for
+    hooked: its pools went unmeasured in the test that imported it ("could not hook it")."""
+    dsn = os.environ["MIGSAFE_TEST_POSTGRES_DSN"]
+    body = f"""
+    from psycopg_pool import ConnectionPool
+    pool = ConnectionPool({dsn!r}, min_size=1, max_size=2, open=True)
+    kept = globals().setdefault("KEPT", [])
+    kept.append(pool.getconn())  # a leak
+    kept.append(pool)
+"""
+    # (no marker: the test's pool part waits for a pool library, and starts at psycopg's import)
+    _suite(pytester, "test_late_psycopg_pool", body, "")
+    result = pytester.runpytest_subprocess(*ISOLATED, "-o", "migsafe_fail_on_leaks=true")
+    result.assert_outcomes(failed=2, passed=1)
+    assert failures(result).count("leaks=0 (migsafe_fail_on_leaks), 1 connection leaked") == 2
+    assert "could not hook" not in result.stdout.str()
+
+
 def test_a_driver_imported_again_with_as_many_modules_loaded_is_hooked_again(pytester: pytest.Pytester) -> None:
     """A module set restored and imported again (a test that reloads SQLAlchemy; pytester's
     in-process runs, which restore sys.modules after each run) has as many modules loaded as
