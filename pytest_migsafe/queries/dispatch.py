@@ -81,23 +81,32 @@ _lock = threading.RLock()
 #: evidence while other threads may still send statements to it holds it too
 recording = _lock
 _active: tuple[StatementReceiver, ...] = ()
+#: An active counter receives transaction control statements (``include_transaction_control``).
+#: When none does, the driver hooks skip the call-site walk of a ``BEGIN``, ``SAVEPOINT`` or
+#: ``COMMIT`` (no counter reads where it came from) and hand it :data:`UNREAD_SITE`
+control_wanted = False
+#: The call site a statement gets when no active counter will receive it (see :data:`control_wanted`)
+UNREAD_SITE = "<not received>"
 
 
 def start(counter: StatementReceiver) -> None:
     """Make ``counter`` receive statements (the caller installs the driver hooks)."""
-    global _active
+    global _active, control_wanted
     with _lock:
         _active = (*_active, counter)
+        control_wanted = control_wanted or bool(counter.include_transaction_control)
 
 
 def stop(counter: StatementReceiver) -> None:
     """Stop ``counter`` from receiving statements."""
-    global _active
+    global _active, control_wanted
     with _lock:
         if len(_active) == 1 and _active[0] is counter:  # the common case: a test's one counter
             _active = ()
+            control_wanted = False
         else:
             _active = tuple(c for c in _active if c is not counter)
+            control_wanted = any(c.include_transaction_control for c in _active)
 
 
 def is_active() -> bool:

@@ -25,6 +25,7 @@ import functools
 import sys
 from collections.abc import Callable
 from time import perf_counter
+from types import FrameType
 from typing import Any
 
 from pytest_migsafe.queries import dispatch
@@ -77,9 +78,13 @@ def target_of(db: Any) -> str:
     return f"{getattr(db, 'vendor', 'django')}://{getattr(db, 'alias', '?')}/{name if name else ':memory:'}"
 
 
-def _record(cursor: Any, sql: Any, params: Any, seconds: float, site: str, batch_size: int) -> None:
+def _record(cursor: Any, sql: Any, params: Any, seconds: float, caller: FrameType, batch_size: int) -> None:
+    """Record a statement the executor of ``cursor`` ran, called from the frame ``caller``
+    (its call site is found from there; none for a ``BEGIN`` or ``SAVEPOINT`` that no
+    counter receives)."""
     text = sql if type(sql) is str else dispatch.exact_text(sql)
     entry = dispatch._shapes.get(text) or dispatch.entry_of(text)
+    site = site_from(caller) if not entry[1] or dispatch.control_wanted else dispatch.UNREAD_SITE
     dispatch.record_entry(text, entry, seconds, target_of(cursor.db), batch_size, params, site)
 
 
@@ -88,10 +93,9 @@ def _wrap_execute(original: Callable[..., Any]) -> Callable[..., Any]:
     def _execute(self: Any, sql: Any, params: Any, *ignored_wrapper_args: Any) -> Any:
         if not dispatch._active or _counted_at_the_driver(self.db):
             return original(self, sql, params, *ignored_wrapper_args)
-        site = site_from(sys._getframe(1))
         t0 = perf_counter()
         result = original(self, sql, params, *ignored_wrapper_args)
-        _record(self, sql, params, perf_counter() - t0, site, 1)
+        _record(self, sql, params, perf_counter() - t0, sys._getframe(1), 1)
         return result
 
     setattr(_execute, _PATCHED_FLAG, original)
@@ -103,11 +107,10 @@ def _wrap_executemany(original: Callable[..., Any]) -> Callable[..., Any]:
     def _executemany(self: Any, sql: Any, param_list: Any, *ignored_wrapper_args: Any) -> Any:
         if not dispatch._active or _counted_at_the_driver(self.db):
             return original(self, sql, param_list, *ignored_wrapper_args)
-        site = site_from(sys._getframe(1))
         rows = len(param_list) if isinstance(param_list, (list, tuple)) else 1
         t0 = perf_counter()
         result = original(self, sql, param_list, *ignored_wrapper_args)
-        _record(self, sql, param_list, perf_counter() - t0, site, rows)
+        _record(self, sql, param_list, perf_counter() - t0, sys._getframe(1), rows)
         return result
 
     setattr(_executemany, _PATCHED_FLAG, original)

@@ -45,6 +45,7 @@ from typing import Any
 from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
+from pytest_migsafe.queries.dispatch import UNREAD_SITE
 from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 
 _PATCHED_FLAG = "__migsafe_original__"
@@ -369,16 +370,17 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, query, params, prepare=prepare, binary=binary)
         # the hot path, inline: every statement of psycopg (and of SQLAlchemy on psycopg) comes here
         sql = query if type(query) is str else _text(query, self)
-        site = site_from(sys._getframe(1))  # call_site_of_caller(1), one call less
         conn = self._conn
         pipeline = conn._pipeline
         if pipeline is not None:
-            return _execute_in_pipeline(pipeline, self, sql, site, params,
+            return _execute_in_pipeline(pipeline, self, sql, site_from(sys._getframe(1)), params,
                                         lambda: original(self, query, params, prepare=prepare, binary=binary))
         entry = shapes.get(sql) or capture.entry_of(sql)
         if entry[2] is not None:
-            return _execute_several(self, sql, entry, site, params,
+            return _execute_several(self, sql, entry, site_from(sys._getframe(1)), params,
                                     lambda: original(self, query, params, prepare=prepare, binary=binary))
+        # call_site_of_caller(1), one call less; none for a BEGIN or SAVEPOINT no counter receives
+        site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
         t0 = perf_counter()  # one statement: it ran if the call returned
         result = original(self, query, params, prepare=prepare, binary=binary)
         seconds = perf_counter() - t0
@@ -405,14 +407,16 @@ def _wrap_execute_any_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return original(self, *args, **kwargs)  # the driver names the missing argument
         sql = query if type(query) is str else _text(query, self)
-        site = site_from(sys._getframe(1))
         params = args[1] if len(args) > 1 else kwargs.get("params")
         pipeline = self._conn._pipeline
         if pipeline is not None:
-            return _execute_in_pipeline(pipeline, self, sql, site, params, lambda: original(self, *args, **kwargs))
+            return _execute_in_pipeline(pipeline, self, sql, site_from(sys._getframe(1)), params,
+                                        lambda: original(self, *args, **kwargs))
         entry = capture._shapes.get(sql) or capture.entry_of(sql)
         if entry[2] is not None:
-            return _execute_several(self, sql, entry, site, params, lambda: original(self, *args, **kwargs))
+            return _execute_several(self, sql, entry, site_from(sys._getframe(1)), params,
+                                    lambda: original(self, *args, **kwargs))
+        site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
         t0 = perf_counter()
         result = original(self, *args, **kwargs)
         capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1, params, site)
@@ -607,16 +611,17 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
         if query is _MISSING:
             return await original(self, *args, **kwargs)
         sql = _text(query, self)
-        site = call_site_of_caller(1)
         pipeline = self._conn._pipeline
         if pipeline is not None:
-            call = _PipelineCall(self, sql, site, _params_of(args, kwargs, "params"), False)
+            call = _PipelineCall(self, sql, call_site_of_caller(1), _params_of(args, kwargs, "params"), False)
             _pipeline_begin(pipeline, call)
             try:
                 return await original(self, *args, **kwargs)
             finally:
                 _pipeline_end(pipeline, call)
         entry = capture._shapes.get(sql) or capture.entry_of(sql)
+        # (before the first await: the caller's frames are on the stack now)
+        site = call_site_of_caller(1) if not entry[1] or capture.control_wanted else UNREAD_SITE
         if entry[2] is None:
             t0 = perf_counter()
             result = await original(self, *args, **kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from pytest_migsafe import count_queries
 from pytest_migsafe.queries import counter as capture
+from pytest_migsafe.queries import dispatch
 from pytest_migsafe.queries.budgets import (
     QueryBudgetExceeded,
     assert_max_queries,
@@ -262,6 +264,43 @@ def test_transaction_control_excluded_by_default_and_included_on_request(engine:
                     conn.execute(text("SELECT 1"))
     assert default.count == 1
     assert full.count == 3  # SAVEPOINT, SELECT, RELEASE (BEGIN/COMMIT go through the DBAPI, not a cursor)
+
+
+def _next_line() -> int:
+    """The line after the caller's."""
+    return sys._getframe(1).f_lineno + 1
+
+
+def test_transaction_control_keeps_its_call_site_where_a_counter_receives_it(pg_dsn: str) -> None:
+    """A BEGIN or SAVEPOINT that no active counter receives costs no call-site walk; one that a
+    counter with include_transaction_control receives keeps the line that sent it, on every
+    driver hook (psycopg sync and async; SQLAlchemy's dialect on SQLite, which psycopg does
+    not see), also with a default counter active around it."""
+    lite = create_engine("sqlite://")
+    lines = []
+
+    async def send_async() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            lines.append(_next_line())
+            await conn.execute("SAVEPOINT in_async")
+
+    with psycopg.connect(pg_dsn) as raw, lite.connect() as conn:
+        with count_queries() as outer:
+            with count_queries(include_transaction_control=True) as full:
+                lines.append(_next_line())
+                raw.execute("SAVEPOINT in_sync")
+                for _ in range(2):  # (the second time a known text: the dialect hook's fast path)
+                    lines.append(_next_line())
+                    conn.exec_driver_sql("SAVEPOINT in_sqlite")
+                asyncio.run(send_async())
+            assert dispatch.control_wanted is False  # the one counter that wanted them stopped
+            raw.execute("SAVEPOINT after")  # received by no counter
+            raw.execute("SELECT 1")
+    here = os.path.relpath(__file__)
+    assert [(q.sql, q.call_site) for q in full.queries] == [
+        ("SAVEPOINT in_sync", f"{here}:{lines[0]}"), ("SAVEPOINT in_sqlite", f"{here}:{lines[1]}"),
+        ("SAVEPOINT in_sqlite", f"{here}:{lines[2]}"), ("SAVEPOINT in_async", f"{here}:{lines[3]}")]
+    assert [q.sql for q in outer.queries] == ["SELECT 1"]
 
 
 def test_sqlite_counts_and_executemany_batch() -> None:
