@@ -101,7 +101,7 @@ def _on_checkout(dbapi_connection: Any, record: Any, fairy: Any) -> None:
     pool = fairy._pool
     if id(pool) not in _named:
         _first_checkout(pool)
-    kind = _kind_of_class(type(pool))
+    kind = _pool_kinds.get(type(pool)) or _kind_of_class(type(pool))  # (known: no call)
     if kind == "one":  # StaticPool hands its one record to every checkout: each is its own
         observed.checked_out(id(fairy), _shared_hold(fairy), pool)
         return
@@ -141,8 +141,8 @@ def _shared_hold(fairy: Any) -> weakref.ref[Any]:
 
 
 def _on_checkin(dbapi_connection: Any, record: Any) -> None:
-    pool = _pool_of(record)
-    if pool is not None and _kind_of_class(type(pool)) == "one":
+    pool = getattr(record, "_ConnectionRecord__pool", None)  # (_pool_of, inline: every checkin)
+    if pool is not None and (_pool_kinds.get(type(pool)) or _kind_of_class(type(pool))) == "one":
         return  # (its checkouts end at the proxy's close: _finalize_fairy)
     observed.checked_in(id(record), pool)
 
@@ -242,7 +242,7 @@ def _finalize_fairy(*args: Any, **kwargs: Any) -> Any:
     finally:
         if fairy is not None:
             pool = getattr(fairy, "_pool", None)
-            if pool is not None and _kind_of_class(type(pool)) == "one":
+            if pool is not None and (_pool_kinds.get(type(pool)) or _kind_of_class(type(pool))) == "one":
                 observed.checked_in(id(fairy), pool)
 
 

@@ -532,7 +532,9 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
             # own (a test client's get() in a conftest), the test's line is the outermost of the
             # test frames in a row, so that calls from different lines of the test count apart
             test = (str(shown), key, f.f_lasti)
-            chain = _test_chain(f, test)
+            above = f.f_back  # the common case, told without a call: the test's caller is pytest's
+            if above is not None and above.f_code.co_filename not in library:
+                chain = _test_chain(f, test)
             break
         f = f.f_back
     else:
