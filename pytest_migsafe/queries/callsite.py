@@ -134,7 +134,8 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
                 if len(_test_origins) < ORIGINS_KEPT:
                     _test_origins[(key, lasti)] = found
         else:
-            found = (_site_of(f, key, shown), Origin([], None, True, flush, (shown, key, lasti)))
+            found = (_lines.get((key, lasti)) or _site_of(f, key, shown),
+                     Origin([], None, True, flush, (shown, key, lasti)))
         _last.found = found
         return found[0]
     parent = f.f_back
@@ -157,7 +158,7 @@ def _found(f: FrameType, key: int, shown: str, kind: int) -> str:
                 _called_origins[called] = found
             _last.found = found
             return found[0]
-    site = _site_of(f, key, shown)
+    site = _lines.get((key, lasti)) or _site_of(f, key, shown)  # (known: no call)
     _last.found = (site, origin_of(f, flush))
     return site
 
