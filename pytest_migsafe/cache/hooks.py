@@ -42,6 +42,7 @@ re-raised.
 from __future__ import annotations
 
 import contextvars
+import functools
 import itertools
 import os
 import threading
@@ -788,11 +789,11 @@ def _hook_execute_command(original: Any) -> Any:
             _note_unplanned(self, args)
             return reply
         if plan.read.scripting:
-            return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
+            return _run_script_sync(self.connection_pool, functools.partial(original, self, *args, **options))
         known = _probe_before_sync(self.connection_pool, plan)
         try:
             if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
-                reply = _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
+                reply = _run_script_sync(self.connection_pool, functools.partial(original, self, *args, **options))
             else:
                 reply = original(self, *args, **options)
         except Exception as exc:
@@ -855,11 +856,11 @@ def _hook_immediate(original: Any) -> Any:
         if plan is None:
             return original(self, *args, **options)
         if plan.read.scripting:
-            return _run_script_sync(self.connection_pool, lambda: original(self, *args, **options))
+            return _run_script_sync(self.connection_pool, functools.partial(original, self, *args, **options))
         known = None  # a WATCHing pipeline's command: probed after it, on its own connection
         try:
             if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
-                reply = _run_script_sync(self.connection_pool, lambda: original(self, *args, **options),
+                reply = _run_script_sync(self.connection_pool, functools.partial(original, self, *args, **options),
                                          self.connection)
             else:
                 reply = original(self, *args, **options)
@@ -897,7 +898,7 @@ def _hook_batch(original: Any) -> Any:
                                          bool(getattr(self, "watching", False)))
         if any(plan is not None and (plan.read.scripting or plan.read.incomplete) for plan in plans):
             replies = _run_script_sync(self.connection_pool,
-                                       lambda: original(self, connection, commands, False), connection)
+                                       functools.partial(original, self, connection, commands, False), connection)
         else:
             replies = original(self, connection, commands, False)
         _note_batch(self, commands, plans)
@@ -1014,12 +1015,12 @@ def _hook_async_command(original: Any, pinned: bool) -> Any:
                 _note_unplanned(self, args)
             return reply
         if plan.read.scripting:
-            return await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
+            return await _run_script_async(self.connection_pool, functools.partial(original, self, *args, **options))
         # a WATCHing pipeline's command is probed after it, on its own connection
         known = await _probe_before_async(self.connection_pool, plan) if not pinned else None
         try:
             if plan.read.incomplete:  # SORT: its BY/GET pattern lookups, on fakeredis
-                reply = await _run_script_async(self.connection_pool, lambda: original(self, *args, **options))
+                reply = await _run_script_async(self.connection_pool, functools.partial(original, self, *args, **options))
             else:
                 reply = await original(self, *args, **options)
         except Exception as exc:
@@ -1040,7 +1041,7 @@ def _hook_async_batch(original: Any) -> Any:
                                                 bool(getattr(self, "watching", False)))
         if any(plan is not None and (plan.read.scripting or plan.read.incomplete) for plan in plans):
             replies = await _run_script_async(self.connection_pool,
-                                              lambda: original(self, connection, commands, False), connection)
+                                              functools.partial(original, self, connection, commands, False), connection)
         else:
             replies = await original(self, connection, commands, False)
         _note_batch(self, commands, plans)

@@ -504,7 +504,7 @@ def _wrap_execute_sql(original: Callable[..., Any], writes: tuple[type, ...]) ->
         if mark is None:
             return original(self, result_type, chunked_fetch, chunk_size)
         return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction_of(result_type),
-                             sys._getframe(1), lambda: original(self, result_type, chunked_fetch, chunk_size))
+                             sys._getframe(1), functools.partial(original, self, result_type, chunked_fetch, chunk_size))
 
     return execute_sql
 
@@ -522,7 +522,7 @@ def _wrap_execute_sql_any(original: Callable[..., Any], writes: tuple[type, ...]
             return original(self, *args, **kwargs)
         result_type = args[0] if args else kwargs.get("result_type", "multi")
         return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction_of(result_type),
-                             sys._getframe(1), lambda: original(self, *args, **kwargs))
+                             sys._getframe(1), functools.partial(original, self, *args, **kwargs))
 
     return execute_sql
 
@@ -642,7 +642,7 @@ def _wrap_refresh(original: Callable[..., Any]) -> Callable[..., Any]:
         except Exception:  # FieldDoesNotExist: a name Django will reject itself
             return original(self, *args, **kwargs)
         return _sent_as_load(counters, load, row_number(self), _loaded(self), DEFERRED, frame,
-                             lambda: original(self, *args, **kwargs))
+                             functools.partial(original, self, *args, **kwargs))
 
     return refresh_from_db
 

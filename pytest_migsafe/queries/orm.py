@@ -196,7 +196,7 @@ def _wrap_emit_lazyload(original: Any) -> Any:
             direction: str | None = str(prop.direction.name)
         except AttributeError:
             return original(self, *args, **kwargs)
-        return _observed(("lazy_load", attribute), parent, direction, lambda: original(self, *args, **kwargs))
+        return _observed(("lazy_load", attribute), parent, direction, functools.partial(original, self, *args, **kwargs))
 
     setattr(_emit_lazyload, _WRAPS, original)
     return _emit_lazyload
@@ -222,7 +222,7 @@ def _wrap_load_scalar_attributes(original: Any) -> Any:
         else:
             columns = ", ".join(sorted(str(k) for k in attribute_names))
         return _observed(("deferred_column", f"{cls}.{columns}"), state, hint,
-                         lambda: original(mapper, state, attribute_names, passive))
+                         functools.partial(original, mapper, state, attribute_names, passive))
 
     setattr(load_scalar_attributes, _WRAPS, original)
     return load_scalar_attributes

@@ -369,16 +369,17 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         if not capture._active:
             return original(self, query, params, prepare=prepare, binary=binary)
         # the hot path, inline: every statement of psycopg (and of SQLAlchemy on psycopg) comes here
+        # (no lambda in this function: one would make its arguments cells, five allocations a call)
         sql = query if type(query) is str else _text(query, self)
         conn = self._conn
         pipeline = conn._pipeline
         if pipeline is not None:
             return _execute_in_pipeline(pipeline, self, sql, site_from(sys._getframe(1)), params,
-                                        lambda: original(self, query, params, prepare=prepare, binary=binary))
+                                        functools.partial(original, self, query, params, prepare=prepare, binary=binary))
         entry = shapes.get(sql) or capture.entry_of(sql)
         if entry[2] is not None:
             return _execute_several(self, sql, entry, site_from(sys._getframe(1)), params,
-                                    lambda: original(self, query, params, prepare=prepare, binary=binary))
+                                    functools.partial(original, self, query, params, prepare=prepare, binary=binary))
         # call_site_of_caller(1), one call less; none for a BEGIN or SAVEPOINT no counter receives
         site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
         t0 = perf_counter()  # one statement: it ran if the call returned
@@ -411,11 +412,11 @@ def _wrap_execute_any_sync(original: Callable[..., Any]) -> Callable[..., Any]:
         pipeline = self._conn._pipeline
         if pipeline is not None:
             return _execute_in_pipeline(pipeline, self, sql, site_from(sys._getframe(1)), params,
-                                        lambda: original(self, *args, **kwargs))
+                                        functools.partial(original, self, *args, **kwargs))
         entry = capture._shapes.get(sql) or capture.entry_of(sql)
         if entry[2] is not None:
             return _execute_several(self, sql, entry, site_from(sys._getframe(1)), params,
-                                    lambda: original(self, *args, **kwargs))
+                                    functools.partial(original, self, *args, **kwargs))
         site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
         t0 = perf_counter()
         result = original(self, *args, **kwargs)
