@@ -28,6 +28,17 @@ def run_driver_sql(conn: Any, sql: str, n: int) -> None:
         conn.exec_driver_sql(sql)
 
 
+def send_once(conn: Any, sql: str) -> None:
+    """Send ``sql`` once through ``Connection.exec_driver_sql``."""
+    conn.exec_driver_sql(sql)
+
+
+def run_through_helper(conn: Any, sql: str, n: int) -> None:
+    """Send ``sql`` ``n`` times, each through :func:`send_once` (a loop one call above the sender)."""
+    for _ in range(n):
+        send_once(conn, sql)
+
+
 def stream_rows(cursor: Any, n: int) -> Any:
     """A psycopg ``stream()`` of ``n`` rows, started here (its first row read: psycopg sends the
     statement then, and its call site is this line), the rest returned unread: the statement

@@ -730,8 +730,9 @@ def test_create_engine_still_takes_the_dialects_keyword_arguments() -> None:
 def test_origins_are_exact_whether_kept_for_reuse_or_not(monkeypatch: pytest.MonkeyPatch, kept: int) -> None:
     """A statement's Origin is reused per (sending instruction, calling test instruction) up to
     ``ORIGINS_KEPT``; past it one is made per statement: the N+1 rule sees the same either way
-    (two calls of one looping helper from two test lines are two loops, each with its own count)."""
-    from loops import run_driver_sql
+    (two calls of one looping helper from two test lines are two loops, each with its own count;
+    the same through a helper that sends for the loop one call below it)."""
+    from loops import run_driver_sql, run_through_helper
 
     from pytest_migsafe.queries import callsite
 
@@ -744,8 +745,10 @@ def test_origins_are_exact_whether_kept_for_reuse_or_not(monkeypatch: pytest.Mon
         run_driver_sql(conn, "select 11", 12)
         for _ in range(3):
             conn.exec_driver_sql("select 11")  # the test's own: no suspect
+        run_through_helper(conn, "select 13", 13)
+        run_through_helper(conn, "select 13", 14)
     suspects = counter.n_plus_one(threshold=10)
-    assert sorted(s.count for s in suspects) == [11, 12]
+    assert sorted(s.count for s in suspects) == [11, 12, 13, 14]
     assert {s.call_site.rsplit(":", 1)[0] for s in suspects} == {"tests/queries/loops.py"}
-    assert counter.count == 26
+    assert counter.count == 26 + 27
     assert len(callsite._called_origins) <= kept and len(callsite._test_origins) <= kept
