@@ -318,3 +318,45 @@ def test_only_a_psycopg3_connection_is_taken_for_rolling_back() -> None:
     Psycopg2Connection.__module__ = "psycopg2.extensions"
     assert not is_psycopg3_connection(Psycopg2Connection())
     assert is_psycopg3_connection(psycopg.Connection.__new__(psycopg.Connection))
+
+
+SAVEPOINT_SITES = textwrap.dedent("""
+    import json
+
+    import django
+    from django.conf import settings
+
+    settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}})
+    django.setup()
+    from django.db import connection, transaction
+
+    from pytest_migsafe import count_queries
+
+    connection.ensure_connection()
+    with count_queries() as default:
+        with count_queries(include_transaction_control=True) as every:
+            with transaction.atomic():
+                with transaction.atomic():  # SAVEPOINT, then RELEASE SAVEPOINT: this line
+                    connection.cursor().execute("SELECT 1")
+    print(json.dumps({"every": [[q.sql.split()[0], q.call_site] for q in every.queries],
+                      "default": [q.sql for q in default.queries]}))
+""")
+
+
+def test_django_savepoints_keep_their_call_site_where_a_counter_receives_them(tmp_path: os.PathLike[str]) -> None:
+    """Django's executors (SQLite here: no psycopg below them) skip the call-site walk of a
+    savepoint only when no active counter receives it: one with include_transaction_control
+    gets each SAVEPOINT and RELEASE at the line of the atomic block that sent it."""
+    import json
+    from pathlib import Path
+
+    script = Path(tmp_path) / "savepoints.py"
+    script.write_text(SAVEPOINT_SITES)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    line = next(n for n, text in enumerate(SAVEPOINT_SITES.splitlines(), 1) if "this line" in text)
+    # (on SQLite Django sends the outer block's BEGIN through a cursor too; COMMIT goes to the driver)
+    assert figures["every"] == [["BEGIN", f"savepoints.py:{line - 1}"], ["SAVEPOINT", f"savepoints.py:{line}"],
+                                ["SELECT", f"savepoints.py:{line + 1}"], ["RELEASE", f"savepoints.py:{line}"]]
+    assert figures["default"] == ["SELECT 1"]
