@@ -143,6 +143,7 @@ def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
     """A connection a fixture checks out while it is set up is the fixture's, never a leak of
     the test (a fixture set up by ``request.getfixturevalue()`` in the test's body was)."""
+    __tracebackhide__ = True  # (a wrapper of pytest's: never in the user's traceback)
     events.fixture_setup_began()
     try:
         return (yield)

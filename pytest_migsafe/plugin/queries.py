@@ -294,6 +294,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     fails with its own exception, and the exceeded budget is added to its report as a
     ``Captured migsafe call`` section, so that the failure shows both.
     """
+    __tracebackhide__ = True  # (a wrapper of pytest's: never in the user's traceback)
     call = begin_call(item)
     try:
         result = yield
