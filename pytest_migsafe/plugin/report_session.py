@@ -482,10 +482,12 @@ def interrupt_on_sigterm() -> Any:
     """Make SIGTERM interrupt the run like Ctrl-C (a ``KeyboardInterrupt`` in the main
     thread, so pytest finishes the session, interrupted, and the files are written); a
     second SIGTERM kills at once. Only in the main thread and when SIGTERM has its default
-    handler (a handler the user installed is left alone). A process a test forks inherits
-    the handler: there a SIGTERM ends the process by the signal, as the default handler
-    does (``Process.terminate()`` gives exit code ``-SIGTERM``, no ``KeyboardInterrupt``).
-    Returns the handler to put back at the end, or None when nothing was changed."""
+    handler or the one migsafe's servers install (which stops them, then dies of the signal:
+    it is put back for the second SIGTERM); a handler the user installed is left alone. A
+    process a test forks inherits the handler: there a SIGTERM ends the process by the signal,
+    as the default handler does (``Process.terminate()`` gives exit code ``-SIGTERM``, no
+    ``KeyboardInterrupt``). Returns the handler to put back at the end, or None when nothing
+    was changed."""
     if threading.current_thread() is not threading.main_thread():
         return None
     try:
@@ -493,14 +495,19 @@ def interrupt_on_sigterm() -> Any:
     except (AttributeError, ValueError):  # pragma: no cover - no SIGTERM on this platform
         return None
     if previous is not signal.SIG_DFL:
-        return None
+        # (the servers' module is looked at only where it was imported: a session that started
+        # no server never loads it)
+        process = sys.modules.get("pytest_migsafe.servers._process")
+        if process is None or not process.is_servers_sigterm_handler(previous):
+            return None
     owner = os.getpid()
 
     def interrupt(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if os.getpid() != owner:  # a child a test forked (multiprocessing's fork, os.fork) inherited
-            os.kill(os.getpid(), signal.SIGTERM)  # this handler: it dies by the signal, as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # this handler: it dies by the signal, as by default
+            os.kill(os.getpid(), signal.SIGTERM)
             return
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM: the default, or the servers' stop
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, interrupt)

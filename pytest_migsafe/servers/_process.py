@@ -164,6 +164,14 @@ def _on_sigterm(signum: int, frame: object) -> None:
     os.kill(os.getpid(), signum)
 
 
+def is_servers_sigterm_handler(handler: object) -> bool:
+    """True when ``handler`` (what ``signal.getsignal(SIGTERM)`` returned) is the one the servers
+    install: it stops them and dies of the signal, as the default action would. A handler that
+    interrupts the run instead (the report's, which must write its files) may replace it, and
+    put it back (or call it) for a second SIGTERM."""
+    return handler is _on_sigterm
+
+
 def _install_sigterm_handler() -> None:
     """On SIGTERM, stop our servers and then die of SIGTERM as before (only if nobody else handles it)."""
     global _SIGTERM_INSTALLED
@@ -186,6 +194,7 @@ def session_temp_dir(kind: str) -> Path:
     it (after a SIGKILL); removed at interpreter exit or SIGTERM at the latest (:func:`stop_all`)."""
     global _TEMP_DIRS_OWNER
     _reap_stale_temp_dirs()
+    _install_sigterm_handler()  # (before the dir exists: a SIGTERM during initdb removes it too)
     made = Path(tempfile.mkdtemp(prefix=f"migsafe-{kind}-{os.getpid()}-"))
     if os.getpid() != _TEMP_DIRS_OWNER:  # (a forked child: its own list)
         _TEMP_DIRS.clear()

@@ -277,8 +277,14 @@ def test_workers_use_the_controllers_servers(pytester: pytest.Pytester, fresh: N
             assert r["app_db"] == "migsafe" and r["app_redis_db"] == 0
 
 
+@pytest.mark.parametrize("report", [False, True], ids=["", "json"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_servers_stop_when_the_session_is_interrupted(pytester: pytest.Pytester, fresh: None, sig: int) -> None:
+def test_servers_stop_when_the_session_is_interrupted(pytester: pytest.Pytester, fresh: None, sig: int,
+                                                      report: bool) -> None:
+    """The exported servers stop on Ctrl-C and on SIGTERM; with a JSON report asked for, a
+    SIGTERM interrupts the run as Ctrl-C does, and the report is written, marked interrupted
+    (the servers' own SIGTERM handler, installed first as the exports start before the
+    conftests, once kept the report's from being installed: the run died with no report)."""
     _write(pytester, PYDANTIC_APP)
     pytester.makeconftest(PYDANTIC_CONFTEST)
     pytester.makepyfile(test_block="""
@@ -303,7 +309,8 @@ def test_servers_stop_when_the_session_is_interrupted(pytester: pytest.Pytester,
                      "migsafe_redis_tcp = true\n")
     # Ctrl-C reaches pytest as it does in a terminal, however this suite was started: a shell
     # starts a background job with SIGINT ignored, and a Python started so keeps ignoring it
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider"], cwd=pytester.path,
+    args = ["--migsafe-report-json=report.json"] if report else []
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", *args], cwd=pytester.path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -322,8 +329,10 @@ def test_servers_stop_when_the_session_is_interrupted(pytester: pytest.Pytester,
         if proc.poll() is None:  # pragma: no cover - the failure shown; its servers stop with it
             proc.terminate()
             proc.communicate(timeout=60)
-    assert proc.returncode == (2 if sig == signal.SIGINT else -signal.SIGTERM)
+    assert proc.returncode == (2 if sig == signal.SIGINT or report else -signal.SIGTERM)
     assert _gone(pg_pid) and _gone(redis_pid)
+    if report:
+        assert json.loads((pytester.path / "report.json").read_text())["interrupted"] is True
     # and their temp dirs (SIGTERM left /tmp/migsafe-session-<pid>-* with the server's log)
     left = sorted(path.name for path in Path(tempfile.gettempdir()).glob(f"migsafe-*-{proc.pid}-*"))
     assert left == []

@@ -362,6 +362,34 @@ def test_servers_die_with_the_session(tmp_path: Path, mode: str) -> None:
         assert _gone(pg_pid)
 
 
+def test_a_sigterm_before_any_server_process_removes_the_session_dirs_already_made() -> None:
+    """A SIGTERM that lands while a server is being set up (its dirs made, ``initdb`` running,
+    no server process yet) removes the dirs made so far, as one after the start does: the
+    handler is installed with the first dir, not with the first server process."""
+    script = textwrap.dedent("""
+        import os, sys
+        from pytest_migsafe.servers._process import session_temp_dir
+        made = session_temp_dir("pg")
+        (made / "data").mkdir()
+        print(made, flush=True)
+        read_end, _ = os.pipe()
+        os.read(read_end, 1)  # blocks until the signal
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        made = Path(proc.stdout.readline().strip())
+        assert made.is_dir()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - the failure shown
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert not made.exists()
+
+
 # --- Redis ------------------------------------------------------------------------------
 
 
