@@ -132,15 +132,47 @@ def project_registration(config: pytest.Config, name: str) -> str | None:
     return None
 
 
+def argument_problem(exc: Exception) -> str:
+    """What is wrong with a marker's arguments, from the exception its check raised: a check's
+    own ``TypeError`` or ``ValueError`` text as it is; any other exception (an argument whose
+    ``__repr__``, ``__eq__`` or iterator raised as migsafe read it) named by its type and text,
+    the argument itself not shown (showing it is what may raise)."""
+    try:
+        text = str(exc)
+    except Exception:  # (an exception of the user's whose __str__ raises too)
+        text = ""
+    if isinstance(exc, (TypeError, ValueError)):
+        return text
+    return f"an argument raised {type(exc).__name__}{': ' + text if text else ''} as migsafe read it"
+
+
+#: On an xdist worker, the usage error's text of a test's refused marker: the test errors with
+#: it at set-up (:class:`RefusedOnWorker`)
+_REFUSED = pytest.StashKey[str]()
+
+
 def refuse_marker(item: pytest.Item, name: str, mark: pytest.Mark, problem: str) -> None:
     """A ``name`` marker of ``item`` that migsafe's signature refuses (``problem``: what is wrong
     and what is expected): a ``pytest.UsageError`` naming the test and the marker, unless the
     project registers a marker of that name of its own (and ``mark`` is not the
     ``migsafe_<name>`` form): then the marker is the project's, left alone, with a warning
-    (once per marker name) saying so and how to write migsafe's."""
+    (once per marker name) saying so and how to write migsafe's.
+
+    On a pytest-xdist worker a usage error raised at collection is lost (the controller
+    stops on an internal error of its own that names neither the test nor the marker): there
+    the marker is left unchecked and its test errors at set-up with the same text
+    (:class:`RefusedOnWorker`), so the run fails and says why."""
     line = project_registration(item.config, name) if mark.name == name else None
     if line is None:
-        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{mark.name}: {problem}")
+        message = f"{item.nodeid}: @pytest.mark.{mark.name}: {problem}"
+        if hasattr(item.config, "workerinput"):
+            if _REFUSED not in item.stash:  # (the first refused marker of the test is named)
+                item.stash[_REFUSED] = message
+            manager = item.config.pluginmanager
+            if not manager.has_plugin(RefusedOnWorker.NAME):  # (registered at the first refusal only)
+                manager.register(RefusedOnWorker(), RefusedOnWorker.NAME)
+            return
+        raise pytest.UsageError(message)
     warned = item.config.stash.get(_WARNED, None)
     if warned is None:
         warned = item.config.stash[_WARNED] = set()
@@ -163,7 +195,24 @@ def closest_checked(item: pytest.Item, name: str, marks: list[pytest.Mark], sign
     for mark in reversed(marks):
         try:
             value = signature(*mark.args, **mark.kwargs)
-        except (TypeError, ValueError) as exc:
-            text = str(exc).replace(f"{signature.__name__}()", name)
+        except Exception as exc:
+            text = argument_problem(exc).replace(f"{signature.__name__}()", name)
             refuse_marker(item, name, mark, f"{text}; expected {expected}")  # (returns for the project's own)
     return value
+
+
+class RefusedOnWorker:
+    """Registered on a pytest-xdist worker at its first refused marker only (no hook call per
+    test elsewhere): a test whose
+    migsafe marker was refused at collection (:func:`refuse_marker`) errors at set-up with the
+    usage error's text, before its fixtures run."""
+
+    NAME = "migsafe-refused-markers"
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Fail the set-up of a test whose marker was refused, with the refusal's text."""
+        message = item.stash.get(_REFUSED, None)
+        if message is not None:
+            pytest.fail(f"migsafe: a marker migsafe cannot use (a usage error without pytest-xdist): {message}",
+                        pytrace=False)

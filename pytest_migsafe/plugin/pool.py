@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_migsafe.plugin.markers import refuse_marker, register_marker
+from pytest_migsafe.plugin.markers import argument_problem, refuse_marker, register_marker
 from pytest_migsafe.plugin.notices import notify
 from pytest_migsafe.plugin.options import get_setting, ini_type
 from pytest_migsafe.plugin.report import junit_properties_wanted
@@ -132,8 +132,8 @@ def _limits_of(item: pytest.Item) -> pool_limits.PoolLimits | None:
     for marker in marks:  # every one is checked (a class's or module's too); the closest wins
         try:
             checked.append(pool_limits.pool_limits(*marker.args, **marker.kwargs))
-        except (TypeError, ValueError) as exc:
-            message = str(exc).replace("pool_limits()", "pool()")
+        except Exception as exc:
+            message = argument_problem(exc).replace("pool_limits()", "pool()")
             refuse_marker(item, MARKER, marker, f"{message}; expected any of "
                           f"{', '.join(n + '=' for n in pool_limits.LIMIT_NAMES)} with numbers >= 0")
     return checked[0] if checked else None  # (none: every one is the project's own marker)

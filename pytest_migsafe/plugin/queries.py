@@ -24,6 +24,7 @@ from pytest_migsafe.plugin.markers import (
     ALIASES,
     MARKER_HELP,
     MIGSAFE_MARKERS,
+    argument_problem,
     check_marker,
     parse_threshold,
     refuse_marker,
@@ -242,8 +243,8 @@ def _parse_markers(item: pytest.Item) -> None:
         for mark in marks.get(name, ()):
             try:
                 value = check_marker(name, mark.args, mark.kwargs)
-            except ValueError as exc:
-                refuse_marker(item, name, mark, str(exc))
+            except Exception as exc:
+                refuse_marker(item, name, mark, argument_problem(exc))
                 continue  # the project's own marker of that name
             if name == "allow_n_plus_one":
                 parsed.setdefault(name, []).append(value)

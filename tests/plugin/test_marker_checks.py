@@ -206,3 +206,62 @@ def test_migsafe_markers_work_under_their_migsafe_names(pytester: pytest.Pyteste
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: test_alias.py::test_bad: @pytest.mark.migsafe_pool: *"])
+
+
+# an argument whose reading raises: its __repr__ (a check's message shows the value), its
+# iteration (a list of tables), its comparison
+RAISING_ARGUMENTS = {
+    "max_queries": "max_queries(Raising())",
+    "pool": "pool(leaks=Raising())",
+    "min_cache_hit_rate": "min_cache_hit_rate(Raising())",
+    "no_seq_scan": "no_seq_scan(tables=Raising())",
+    "allow_n_plus_one": "allow_n_plus_one(Raising(), 3)",
+}
+
+
+@pytest.mark.parametrize("name", list(RAISING_ARGUMENTS))
+def test_an_argument_that_raises_as_it_is_read_is_a_usage_error_not_an_internal_error(
+        pytester: pytest.Pytester, name: str) -> None:
+    pytester.makepyfile(test_marks=f"""
+        import pytest
+
+        class Raising:
+            def __repr__(self):
+                raise RuntimeError("repr boom")
+            __str__ = __repr__
+            def __iter__(self):
+                raise RuntimeError("iteration boom")
+            def __eq__(self, other):
+                raise RuntimeError("comparison boom")
+            __lt__ = __le__ = __gt__ = __ge__ = __eq__
+            __hash__ = object.__hash__
+
+        @pytest.mark.{RAISING_ARGUMENTS[name]}
+        def test_marked():
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines([f"ERROR: test_marks.py::test_marked: @pytest.mark.{name}: *"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize("name", list(OUTER_BAD))
+def test_a_bad_marker_under_xdist_errors_its_test_with_the_message(pytester: pytest.Pytester, name: str) -> None:
+    """A usage error raised on an xdist worker at collection was lost: the controller stopped on
+    an internal error of its own naming neither the test nor the marker."""
+    pytest.importorskip("xdist")
+    bad, _ = OUTER_BAD[name]
+    pytester.makepyfile(test_marks=f"""
+        import pytest
+
+        @pytest.mark.parametrize("x", [1, pytest.param(2, marks=pytest.mark.{bad})])
+        def test_marked(x):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2")
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([f"*test_marks.py::test_marked?2?: @pytest.mark.{name}: *"])
