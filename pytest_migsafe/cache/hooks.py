@@ -52,7 +52,12 @@ from typing import Any, Protocol, cast
 
 from pytest_migsafe.cache import commands as command_table
 from pytest_migsafe.cache.rules import ASK_EACH, COUNT, EACH, RULES, SHOWN_OR_ASK, VALUE, judge
+from pytest_migsafe.tracebacks import hide_passed_through
 from pytest_migsafe.versions import import_if_installed, install_guarded
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 # One lookup of a key for reading, before the server version's counts are applied:
 # (the command's Read, the key, True if it existed / False if not / None to be probed,

@@ -32,6 +32,11 @@ from typing import Any
 from pytest_migsafe.pool import events as observed
 from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 from pytest_migsafe.queries.library_frames import relabelled
+from pytest_migsafe.tracebacks import hide_passed_through
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 installed = False
 _originals: dict[str, Any] = {}

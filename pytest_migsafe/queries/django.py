@@ -67,6 +67,11 @@ from pytest_migsafe.queries.callsite import call_site, origin_of
 from pytest_migsafe.queries.exact import keep_signature
 from pytest_migsafe.queries.patches import Patches
 from pytest_migsafe.queries.rows import row_number
+from pytest_migsafe.tracebacks import hide_passed_through
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 SELECT_RELATED = "DJANGO_FORWARD"  # forward FK / one-to-one, reverse one-to-one: .select_related()
 PREFETCH_RELATED = "DJANGO_REVERSE"  # reverse FK, many-to-many: .prefetch_related()

@@ -31,6 +31,11 @@ from typing import Any
 from pytest_migsafe.queries import dispatch
 from pytest_migsafe.queries.callsite import site_from
 from pytest_migsafe.queries.patches import Patches
+from pytest_migsafe.tracebacks import hide_passed_through
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 _PATCHED_FLAG = "__migsafe_original__"
 _installed_for: Any = None  # the django.db.backends.utils module whose CursorWrapper is hooked

@@ -18,6 +18,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from pytest_migsafe.tracebacks import hide_passed_through
+
 _KINDS = inspect.Parameter
 
 
@@ -41,8 +43,10 @@ def with_signature_of(original: Callable[..., Any], body: str, namespace: dict[s
     Raises ``ValueError`` for a signature that cannot be read.
     """
     signature = inspect.signature(original, follow_wrapped=follow_wrapped)
-    scope = {"__name__": getattr(original, "__module__", None) or "", **namespace,
-             "_original": original if target is None else target}
+    # (the generated wrapper's frame is hidden in a traceback an error only passed through:
+    # pytest reads __tracebackhide__ in its globals, see pytest_migsafe.tracebacks)
+    scope = {"__name__": getattr(original, "__module__", None) or "", "__tracebackhide__": hide_passed_through,
+             **namespace, "_original": original if target is None else target}
     params: list[str] = []
     call: list[str] = []
     previous = None

@@ -43,6 +43,11 @@ from pytest_migsafe.queries.callsite import call_site, origin_of, unit_of_work
 from pytest_migsafe.queries.exact import keep_signature
 from pytest_migsafe.queries.library_frames import relabelled
 from pytest_migsafe.queries.rows import row_number
+from pytest_migsafe.tracebacks import hide_passed_through
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 # the ORM load a statement is sent for: (kind, "Class.attribute"), or None
 orm_load: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("migsafe_orm_load", default=None)

@@ -47,6 +47,11 @@ from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
 from pytest_migsafe.queries.dispatch import UNREAD_SITE
 from pytest_migsafe.queries.exact import keep_signature, with_signature_of
+from pytest_migsafe.tracebacks import hide_passed_through
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 _PATCHED_FLAG = "__migsafe_original__"
 _PIPELINE_STATE = "_migsafe_calls"

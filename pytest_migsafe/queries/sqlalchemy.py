@@ -32,6 +32,11 @@ from pytest_migsafe.queries import psycopg as capture_psycopg
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
 from pytest_migsafe.queries.dispatch import UNREAD_SITE
 from pytest_migsafe.queries.library_frames import relabelled
+from pytest_migsafe.tracebacks import hide_passed_through
+
+#: pytest hides this module's wrapper frames in a traceback an error only passed through
+#: (:mod:`pytest_migsafe.tracebacks`)
+__tracebackhide__ = hide_passed_through
 
 _WRAPS = "_migsafe_wraps"  # on a wrapper: the function it wraps
 _METHODS = ("do_execute", "do_execute_no_params", "do_executemany")
