@@ -18,6 +18,7 @@ import os
 import sys
 import sysconfig
 import threading
+from collections.abc import Callable
 from types import CodeType, FrameType
 
 # the whole pytest_migsafe package (this file is in pytest_migsafe/queries/)
@@ -76,7 +77,7 @@ flush_senders: dict[int, Position | None] = {}
 FLUSH_SENDERS_KEPT = 1000
 
 
-def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
+def _learn(code: CodeType, frame: FrameType | None = None) -> tuple[str | None, int, CodeType]:
     filename = code.co_filename
     if filename in _verdicts:
         shown = _verdicts[filename]
@@ -86,7 +87,36 @@ def _learn(code: CodeType) -> tuple[str | None, int, CodeType]:
         _library_files.add(filename)
         return (None, LIBRARY, code)
     entry = _codes[id(code)] = (shown, TEST if _test_file(filename) else APP, code)
+    if frame is not None and not filename.endswith(".py"):  # (a template's compiled code: see _template_lines)
+        lines = _template_lines(frame)
+        if lines is not None:
+            _line_maps[id(code)] = lines
     return entry
+
+
+# id(code) of a template's compiled code -> its line numbers mapped to the template's
+_line_maps: dict[int, Callable[[int], int]] = {}
+
+
+def _template_lines(frame: FrameType) -> Callable[[int], int] | None:
+    """For a frame of a Jinja template's compiled code (its file name is the template's, its line
+    numbers the generated Python's): the template's own ``get_corresponding_lineno``, which maps a
+    generated line to the template's line; None for any other code. Only a Jinja ``Template``
+    (told by its class's module) is asked: no other object of the frame's is read."""
+    template = frame.f_globals.get("__jinja_template__")
+    if template is None or not type(template).__module__.startswith("jinja2."):
+        return None
+    lines = getattr(template, "get_corresponding_lineno", None)
+    if not callable(lines):
+        return None
+
+    def template_line(line: int) -> int:
+        try:
+            return int(lines(line))
+        except Exception:  # (a template whose debug information is not as Jinja 3 keeps it)
+            return line
+
+    return template_line
 
 
 def _classify(filename: str) -> str | None:
@@ -115,7 +145,9 @@ def _site_of(f: FrameType, key: int, shown: str) -> str:
     lasti = f.f_lasti
     site = _lines.get((key, lasti))
     if site is None:
-        site = _lines[(key, lasti)] = f"{shown}:{f.f_lineno}"
+        line = f.f_lineno
+        template_line = _line_maps.get(key) if _line_maps else None
+        site = _lines[(key, lasti)] = f"{shown}:{line if template_line is None else template_line(line)}"
     return site
 
 
@@ -172,7 +204,7 @@ def _called_by_test_code(frame: FrameType | None) -> bool:
     code = frame.f_code
     if code.co_filename in _library_files:
         return False
-    entry = _codes.get(id(code)) or _learn(code)
+    entry = _codes.get(id(code)) or _learn(code, frame)
     return entry[1] == TEST
 
 
@@ -252,7 +284,7 @@ def site_from(start: FrameType, origin: bool = True, greenlets: bool = True) -> 
         try:
             shown, kind, _ = codes[key]
         except KeyError:
-            shown, kind, _ = _learn(code)
+            shown, kind, _ = _learn(code, f)
         if kind == LIBRARY:  # seen for the first time just now
             f = f.f_back  # type: ignore[union-attr]
             continue
@@ -284,7 +316,7 @@ def _user_position(frame: FrameType | None) -> Position | None:
             key = id(code)
             entry = _codes.get(key)
             if entry is None:
-                entry = _learn(code)
+                entry = _learn(code, f)
             if entry[1] != LIBRARY:
                 return (entry[0], key, f.f_lasti)  # type: ignore[return-value]
         f = f.f_back
@@ -418,6 +450,9 @@ def holds_line(position: Position, site: str) -> bool:
     if entry is None:
         return False
     number = int(line)
+    template_line = _line_maps.get(position[1])
+    if template_line is not None:
+        return any(found is not None and template_line(found) == number for _, _, found in entry[2].co_lines())
     return any(found == number for _, _, found in entry[2].co_lines())
 
 
@@ -432,7 +467,8 @@ def line_of(position: Position) -> str:
         if start <= lasti < end and number is not None:
             line = number
             break
-    return f"{shown}:{line}"
+    template_line = _line_maps.get(code_id)
+    return f"{shown}:{line if template_line is None else template_line(line)}"
 
 
 class Origin:
@@ -524,7 +560,7 @@ def origin_of(frame: FrameType | None, flush: int | None = None, greenlets: bool
         try:
             shown, kind, _ = codes[key]
         except KeyError:
-            shown, kind, _ = _learn(code)
+            shown, kind, _ = _learn(code, f)
         if kind == APP:
             function = key
             positions.append((shown, key, f.f_lasti))  # type: ignore[arg-type]
@@ -583,7 +619,7 @@ def _test_line_of_main_thread() -> tuple[Position | None, tuple[Position, ...] |
     while frame is not None:
         code = frame.f_code
         if code.co_filename not in _library_files:
-            entry = _codes.get(id(code)) or _learn(code)
+            entry = _codes.get(id(code)) or _learn(code, frame)
             if entry[1] == TEST:
                 key = id(code)
                 test = (str(entry[0]), key, frame.f_lasti)
