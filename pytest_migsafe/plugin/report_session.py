@@ -428,7 +428,7 @@ class ReportSession:
         step summary."""
         failures = [m for m in self.errors + self.messages if m.startswith(("FAILED", "error"))]
         baseline_queries = ({nodeid: entry.queries for nodeid, entry in self.baseline.tests.items()}
-                            if self.baseline is not None else {})
+                            if self.baseline is not None else None)
         text = markdown_summary(report, self.comparison, self.baseline_label, failures,
                                 baseline_queries=baseline_queries, heaviest=self.settings.heaviest)
         if not text:

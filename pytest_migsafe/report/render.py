@@ -686,12 +686,13 @@ def _chart_label(nodeid: str) -> str:
     return name.replace('"', "'")
 
 
-def chart_lines(report: RunReport, baseline_queries: Mapping[str, int | None], count: int) -> list[str]:
+def chart_lines(report: RunReport, baseline_queries: Mapping[str, int | None] | None, count: int) -> list[str]:
     """A Mermaid ``xychart-beta`` bar chart (fenced) of the ``count`` heaviest tests by
-    statements, each test's baseline count beside its count now: one bar per test and
-    side, labelled ``name (base)`` / ``name (now)`` (0 for a test not in the baseline);
-    ``baseline_queries`` is ``{node id: statements}``. [] when no test ran a statement or
-    ``count`` is 0."""
+    statements. With a baseline (``baseline_queries``: ``{node id: statements}``), each test's
+    baseline count beside its count now, labelled ``name (base)`` / ``name (now)``; a test the
+    baseline does not have (new, or not measured then) gets its ``name (new)`` bar alone. Without
+    one (None), one bar per test, labelled ``name`` (no baseline bar of 0, which read as a rise
+    from nothing). [] when no test ran a statement or ``count`` is 0."""
     heavy = sorted(((record.queries.count, nodeid) for nodeid, record in report.tests.items()
                     if record.queries is not None and record.queries.count),
                    key=lambda item: (-item[0], item[1]))[:max(count, 0)]
@@ -701,10 +702,18 @@ def chart_lines(report: RunReport, baseline_queries: Mapping[str, int | None], c
     values: list[int] = []
     for now, nodeid in heavy:
         label = _chart_label(nodeid)
-        labels += [f'"{label} (base)"', f'"{label} (now)"']
-        values += [baseline_queries.get(nodeid) or 0, now]
+        base = None if baseline_queries is None else baseline_queries.get(nodeid)
+        if baseline_queries is None:
+            labels.append(f'"{label}"')
+        elif base is None:
+            labels.append(f'"{label} (new)"')
+        else:
+            labels += [f'"{label} (base)"', f'"{label} (now)"']
+            values.append(base)
+        values.append(now)
+    title = "statements" if baseline_queries is None else "statements, baseline beside now"
     return ["```mermaid", "xychart-beta",
-            f'    title "Heaviest {plural(len(heavy), "test")}: statements, baseline beside now"',
+            f'    title "Heaviest {plural(len(heavy), "test")}: {title}"',
             f"    x-axis [{', '.join(labels)}]", '    y-axis "statements"',
             f"    bar [{', '.join(str(v) for v in values)}]", "```", ""]
 
@@ -717,7 +726,7 @@ def markdown_summary(report: RunReport, comparison: Comparison | None, baseline_
 
     A ``### migsafe report`` heading, the Mermaid chart of the ``heaviest`` tests, baseline
     beside now (:func:`chart_lines`; ``baseline_queries`` is ``{node id: statements}`` of
-    the baseline, empty without one), the regressions as a table (``|`` and backquotes in
+    the baseline, None without one), the regressions as a table (``|`` and backquotes in
     cells escaped; the shapes that moved under a query change), a ``Totals:`` sentence,
     then ``messages`` as a list. Ends with a blank line; ``""`` when there are no
     regressions, no figures and no messages.
@@ -727,7 +736,7 @@ def markdown_summary(report: RunReport, comparison: Comparison | None, baseline_
     if not (comparison.regressions or totals.has_figures() or messages):
         return ""
     lines = ["### migsafe report", ""]
-    lines += chart_lines(report, baseline_queries or {}, heaviest)
+    lines += chart_lines(report, baseline_queries, heaviest)
     if comparison.regressions:
         count = plural(len(comparison.regressions), "regression")
         lines += [f"**{count}** against `{_cell(baseline_label)}`",

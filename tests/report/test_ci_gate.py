@@ -509,6 +509,38 @@ def test_the_step_summary_charts_the_heaviest_tests_above_the_regressions(lab: p
     assert f"<br>+4 SELECT ? at {site()}" in text
 
 
+def test_the_step_summary_without_a_baseline_charts_no_baseline_bars(lab: pytest.Pytester,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a baseline the chart drew a "(base)" bar of 0 beside each test, titled "baseline
+    beside now": it read as a rise from nothing to each test's count."""
+    write_suite(lab, ORDERS=9)
+    summary = lab.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    lab.runpytest("--migsafe-report")
+    text = summary.read_text()
+    assert '    title "Heaviest 3 tests: statements"' in text
+    assert '    x-axis ["test_orders", "test_lists", "test_budget"]' in text
+    assert "    bar [9, 4, 2]" in text
+    assert "(base)" not in text and "baseline" not in text
+
+
+def test_the_step_summary_charts_a_test_new_since_the_baseline_alone(lab: pytest.Pytester,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    with_baseline(lab)
+    write_suite(lab, ORDERS=9)
+    lab.makepyfile(test_added="""
+        from app import run
+
+        def test_added():
+            run(7)
+    """)
+    summary = lab.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    lab.runpytest("--migsafe-report")
+    text = summary.read_text()
+    assert '"test_added (new)"' in text and '"test_added (base)"' not in text
+
+
 # -- 6. pytest-html ---------------------------------------------------------------------
 def html_data(path: Path) -> dict[str, Any]:
     match = re.search(r'data-jsonblob="([^"]*)"', path.read_text())
