@@ -317,11 +317,22 @@ class MeasuredHold:
     local: dict[str, str] = field(default_factory=dict)
 
 
+#: Pools a local-database warning names one by one; the rest are counted by the kind of server
+LOCAL_POOLS_NAMED = 5
+
+
 def local_warning(local: dict[str, str]) -> str | None:
-    """The warning for hold times measured against local servers; None when there is none."""
+    """The warning for hold times measured against local servers (``local``: ``{pool name:
+    kind}``); None when there is none. The first :data:`LOCAL_POOLS_NAMED` pools by name are
+    named, the others counted (a suite making an engine per test observes hundreds)."""
     if not local:
         return None
-    where = ", ".join(f"{name} over {kind}" for name, kind in sorted(local.items()))
+    ranked = sorted(local.items())
+    where = ", ".join(f"{name} over {kind}" for name, kind in ranked[:LOCAL_POOLS_NAMED])
+    rest = ranked[LOCAL_POOLS_NAMED:]
+    if rest:
+        kinds = " or ".join(sorted({kind for _, kind in rest}))
+        where += f" and {len(rest)} more {'pool' if len(rest) == 1 else 'pools'} over {kinds}"
     return (f"hold times measured against a local database ({where}) are far below production's "
             f"(no network round trip, an idle server): size from production figures where you have them")
 

@@ -165,6 +165,25 @@ def test_summary_lines_warn_when_holds_come_from_a_local_database() -> None:
     assert not any("local database" in line for line in sizing.summary_lines(inputs, 100, 0.002))
 
 
+def test_a_local_database_warning_names_a_few_pools_and_counts_the_rest() -> None:
+    """A suite making an engine per test (150 SQLite pools) put every pool's name on one line
+    of about 10,000 characters."""
+    local = {f"sqlite:// #{n:03} (StaticPool)": "SQLite" for n in range(150)}
+    local["app (QueuePool)"] = "unix socket"
+    warning = sizing.local_warning(local)
+    assert warning is not None
+    named = sorted(local)[:sizing.LOCAL_POOLS_NAMED]
+    assert warning.startswith("hold times measured against a local database ("
+                              + ", ".join(f"{name} over {local[name]}" for name in named)
+                              + " and 146 more pools over SQLite) are far below production's")
+    assert len(warning) < 500
+    assert sizing.local_warning({"app (QueuePool)": "loopback"}) == (
+        "hold times measured against a local database (app (QueuePool) over loopback) are far below production's "
+        "(no network round trip, an idle server): size from production figures where you have them")
+    mixed = sizing.local_warning({**{f"a{n}": "SQLite" for n in range(6)}, "b": "loopback"})
+    assert mixed is not None and " and 2 more pools over SQLite or loopback) " in mixed
+
+
 def test_sizing_inputs_merge_across_processes() -> None:
     worker_a = sizing.SizingInputs.of_report(_report(("a", 1, 0.1, {"p (QueuePool)": 5})))
     worker_a.add_pool({"hold_times": HoldTimes.of([0.001, 0.003]).to_dict()})
