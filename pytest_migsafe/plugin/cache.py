@@ -353,10 +353,13 @@ def open_redis(config: pytest.Config, base_dir: Any) -> RedisEndpoint:
                                     "accounting (reads inside Lua scripts are not in them)")
         return RedisEndpoint(backend="redis", url=server.url, source=server.source, server=server,
                              shared=bool(url and worker))
-    # out of the except block: a failure here must not show the unmasked error it handled
+    # out of the except block: a failure here must not show the unmasked error it handled, nor
+    # (under --full-trace -l, which shows this frame's locals) the URL as given
+    named = bool(url)
+    url = given = None
     if mode == "real":
         pytest.fail(f"migsafe_redis: no real Redis (--migsafe-redis=real): {message}", pytrace=False)
-    if url:  # a Redis the user named is never swapped for fakeredis (a typo, a wrong password)
+    if named:  # a Redis the user named is never swapped for fakeredis (a typo, a wrong password)
         pytest.fail(f"migsafe_redis: the Redis named by --migsafe-redis-url / $MIGSAFE_REDIS_URL / ini "
                     f"migsafe_redis_url cannot be used: {message}", pytrace=False)
     if binary:  # a named redis-server is never swapped for another, fakeredis included

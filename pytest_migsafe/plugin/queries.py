@@ -538,6 +538,7 @@ def migsafe_postgres(tmp_path_factory: pytest.TempPathFactory,
     else:
         message = None
     if message is not None:
+        url = None  # (under --full-trace -l, which shows this frame's locals: no URL as given)
         pytest.fail(message, pytrace=False)
     worker = getattr(pytestconfig, "workerinput", {}).get("workerid")
     if url and worker:

@@ -134,3 +134,26 @@ def test_a_redis_password_cut_by_the_url_parser_is_not_in_the_exports_usage_erro
     assert "Port could not be cast to integer value as '***'" in output
     leaked = _leaked(output)
     assert leaked == []
+
+
+@pytest.mark.parametrize("trace", [["--full-trace", "-l"], ["-l", "--tb=long"]], ids=["full-trace", "long"])
+def test_a_server_fixtures_failure_shows_no_password_in_its_locals(pytester: pytest.Pytester,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   trace: list[str]) -> None:
+    """``--full-trace -l`` shows the locals of every frame, the server fixtures' too: they held the
+    URLs as given, passwords included, when they failed the test."""
+    monkeypatch.delenv("MIGSAFE_POSTGRES_URL", raising=False)
+    monkeypatch.delenv("MIGSAFE_REDIS_URL", raising=False)
+    pytester.makepyfile(test_s="""
+        def test_pg(migsafe_postgres):
+            pass
+
+        def test_redis(migsafe_redis):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *trace,
+                                           "--migsafe-postgres-url=postgresql://bob:Pq7xWv2Lm@127.0.0.1:1/db",
+                                           "--migsafe-redis-url=redis://:Rz4kTy8Nb@127.0.0.1:1/0")
+    result.assert_outcomes(errors=2)
+    output = result.stdout.str() + result.stderr.str()
+    assert "Pq7xWv2Lm" not in output and "Rz4kTy8Nb" not in output
