@@ -1,4 +1,5 @@
-"""Compare the plugin's per-test statement counts with pg_stat_statements' (from pss_conftest.py).
+"""Compare the plugin's per-test statement counts with pg_stat_statements' (from pss_conftest.py),
+or with SQLAlchemy's own events (from sa_events_conftest.py: its pool figures too).
 
 Usage: ``python bench/realapps/compare_counts.py PLUGIN_JSON PSS_JSON``
 
@@ -39,7 +40,31 @@ def main(argv: list[str]) -> int:
     print(f"{same} tests equal, {differ} differ; plugin total "
           f"{sum((v.get('queries') or {}).get('count', 0) for v in plugin.values())}, "
           f"server total {sum(v['calls'] for v in server.values())}")
+    _compare_pools(plugin, server)
     return 0
+
+
+def _compare_pools(plugin: dict[str, dict], counted: dict[str, dict]) -> None:
+    """With ``sa_events_conftest.py``'s figures (``connects``, ``checkouts``): every test's
+    connections created and pool checkouts against the plugin's (a test the plugin has no pool
+    figures for counts as 0 of each)."""
+    tests = [nodeid for nodeid, figures in counted.items() if "connects" in figures]
+    if not tests:
+        return
+    same = 0
+    for nodeid in sorted(tests):
+        pool = (plugin.get(nodeid) or {}).get("pool") or {}
+        mine = (pool.get("created", 0), pool.get("checkouts", 0))
+        theirs = (counted[nodeid]["connects"], counted[nodeid]["checkouts"])
+        if mine == theirs:
+            same += 1
+        else:
+            print(f"POOL DIFF {nodeid}: plugin created {mine[0]}, checkouts {mine[1]}; "
+                  f"events connect {theirs[0]}, checkout {theirs[1]}")
+    print(f"pools: {same} of {len(tests)} tests equal; plugin created "
+          f"{sum(((v.get('pool') or {}).get('created', 0)) for v in plugin.values())}, checkouts "
+          f"{sum(((v.get('pool') or {}).get('checkouts', 0)) for v in plugin.values())}; events connect "
+          f"{sum(counted[n]['connects'] for n in tests)}, checkout {sum(counted[n]['checkouts'] for n in tests)}")
 
 
 if __name__ == "__main__":
