@@ -18,6 +18,7 @@ import os
 import sys
 import sysconfig
 import threading
+import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
 
@@ -106,13 +107,19 @@ def _template_lines(frame: FrameType) -> Callable[[int], int] | None:
     template = frame.f_globals.get("__jinja_template__")
     if template is None or not type(template).__module__.startswith("jinja2."):
         return None
-    lines = getattr(template, "get_corresponding_lineno", None)
-    if not callable(lines):
+    if not callable(getattr(template, "get_corresponding_lineno", None)):
+        return None
+    try:
+        held = weakref.ref(template)  # (weak: the template, its environment and loader are freed as without the plugin)
+    except TypeError:
         return None
 
     def template_line(line: int) -> int:
+        found = held()
+        if found is None:
+            return line
         try:
-            return int(lines(line))
+            return int(found.get_corresponding_lineno(line))
         except Exception:  # (a template whose debug information is not as Jinja 3 keeps it)
             return line
 

@@ -36,6 +36,7 @@ import contextvars
 import functools
 import itertools
 import sys
+import weakref
 from typing import Any
 
 from pytest_migsafe.queries import callsite, dispatch
@@ -61,24 +62,29 @@ _by_a_load: set[int] = set()
 #: Query sites kept (past it, checked every 1,024 queries, only the newer half of this many is
 #: kept: a load of a row so old says its query's site is unknown)
 QUERY_SITES_KEPT = 20_000
-# the rows (InstanceStates) each flush inserted while counting since the application's last
-# ORM query: (the flush's unit of work number, its rows); emptied by the next such query
-_fresh_flushes: list[tuple[int, list[Any]]] = []
-# id(InstanceState) -> unit of work number, of the rows of the first _fresh_indexed[0]
-# flushes there, indexed when a load asks (held there, so an id is not reused meanwhile)
-_fresh_rows: dict[int, int] = {}
+# the rows (InstanceStates) each flush inserted since the application's last ORM query: (the
+# flush's unit of work number, weak references to its rows); emptied by the next such query.
+# Weak: a row (its object, its class and mapper, their engine) the application lets go is
+# freed as without the plugin, never kept alive until some later query
+_fresh_flushes: list[tuple[int, list[weakref.ref[Any]]]] = []
+# id(InstanceState) -> (unit of work number, the weak reference), of the rows of the first
+# _fresh_indexed[0] flushes there, indexed when a load asks (a hit is checked against the
+# reference: an id may be reused once its row is freed)
+_fresh_rows: dict[int, tuple[int, weakref.ref[Any]]] = {}
 _fresh_indexed = [0]
 #: Rows of one flush kept for that (past it, its rows' loads count as before: one unknown query's)
 FRESH_ROWS_KEPT = 10_000
 #: Flushes kept with no ORM query between (fixtures of a session may flush long before a test
 #: runs a query); past it, they are forgotten
 FRESH_FLUSHES_KEPT = 1_000
-# id(InstanceState) -> (runid, the state) of the latest query that refreshed a row in part
-# while counting: SQLAlchemy stamps a row with a query's runid only when the query loads the
-# row whole; a row already in the identity map (held by a fixture, expired by a commit)
-# that a query returns is refreshed in part (its "refresh" event, raw: the state, which
-# refers to its object weakly). Bounded by REFRESHED_KEPT, emptied by forget().
-_refreshed: dict[int, tuple[int, Any]] = {}
+# id(InstanceState) -> (runid, a weak reference to the state) of the latest query that
+# refreshed a row in part while counting: SQLAlchemy stamps a row with a query's runid only
+# when the query loads the row whole; a row already in the identity map (held by a fixture,
+# expired by a commit) that a query returns is refreshed in part (its "refresh" event, raw:
+# the state). Bounded by REFRESHED_KEPT, emptied by forget() (which the plugin's per-test
+# counter does not call: a strong reference here kept every such row, its class, mapper and
+# engine alive for the rest of the session).
+_refreshed: dict[int, tuple[int, weakref.ref[Any]]] = {}
 REFRESHED_KEPT = 10_000
 _installed_for: Any = None
 # (owner, name, the original) of each loader wrapped, for uninstall()
@@ -105,19 +111,25 @@ def _forget_fresh() -> None:
 def _inserted_by(state: Any) -> int | None:
     """The unit of work number of the flush that inserted ``state`` since the application's
     last ORM query, else None."""
-    for unit, states in _fresh_flushes[_fresh_indexed[0]:]:
-        for one in states:
-            _fresh_rows[id(one)] = unit
+    for unit, refs in _fresh_flushes[_fresh_indexed[0]:]:
+        for ref in refs:
+            one = ref()
+            if one is not None:
+                _fresh_rows[id(one)] = (unit, ref)
     _fresh_indexed[0] = len(_fresh_flushes)
     found = _fresh_rows.get(id(state))
-    return found if found is not None and state.key is not None else None
+    if found is None or found[1]() is not state or getattr(state, "key", None) is None:
+        return None
+    return found[0]
 
 
 # -- the wrapped loaders ------------------------------------------------------------
 #: class name -> the attribute names of its primary key, as the ORM loads of its rows show it
 #: (the N+1 advice for rows each read by a query of their own names them)
 primary_keys: dict[str, tuple[str, ...]] = {}
-_pk_classes: dict[str, Any] = {}  # class name -> the class whose key was noted last
+# class name -> a weak reference to the class whose key was noted last (weak: a class a test
+# defines, its mapper and the engines its compiled statements name, are freed with the test)
+_pk_classes: dict[str, weakref.ref[Any]] = {}
 
 
 def _note_primary_key(name: str, state: Any) -> None:
@@ -135,15 +147,19 @@ def _observed(load: tuple[str, str], parent: Any, direction: str | None, run: An
     """Report ``load`` of the row ``parent`` to every active counter, then ``run()`` it tagged."""
     counters = dispatch._active
     owner = load[1].partition(".")[0]
-    if primary_keys.get(owner) is None or _pk_classes.get(owner) is not getattr(parent, "class_", None):
+    noted = _pk_classes.get(owner)
+    if primary_keys.get(owner) is None or noted is None or noted() is not getattr(parent, "class_", None):
         _note_primary_key(owner, parent)
-        _pk_classes[owner] = getattr(parent, "class_", None)
+        try:
+            _pk_classes[owner] = weakref.ref(parent.class_)
+        except (AttributeError, TypeError):  # (no class, or one without weak references: noted again next time)
+            _pk_classes.pop(owner, None)
     origin = origin_of(sys._getframe(2))
     row = row_number(parent)
     runid = getattr(parent, "runid", None)
     if _refreshed:  # a later query may have returned the row, refreshed in part
         refreshed = _refreshed.get(id(parent))
-        if refreshed is not None and refreshed[1] is parent and (runid is None or refreshed[0] > runid):
+        if refreshed is not None and refreshed[1]() is parent and (runid is None or refreshed[0] > runid):
             runid = refreshed[0]
     loaded: tuple[Any, ...] | None = None
     if runid is not None:
@@ -186,7 +202,7 @@ def _on_refresh(state: Any, context: Any, attrs: Any) -> None:
     if runid is not None:
         if len(_refreshed) >= REFRESHED_KEPT:
             _refreshed.clear()
-        _refreshed[id(state)] = (runid, state)
+        _refreshed[id(state)] = (runid, weakref.ref(state))  # (weak: never keeps a row alive)
 
 
 def _wrap_emit_lazyload(original: Any) -> Any:
@@ -325,7 +341,7 @@ def _wrap_flush(original: Any) -> Any:
     @functools.wraps(original)
     def _flush(self: Any, *args: Any, **kwargs: Any) -> Any:
         pending = getattr(self, "_new", None)  # {InstanceState: object}, emptied by the flush
-        rows = list(pending) if pending and len(pending) <= FRESH_ROWS_KEPT else None
+        rows = [weakref.ref(state) for state in pending] if pending and len(pending) <= FRESH_ROWS_KEPT else None
         unit = next(_units)
         token = None
         if dispatch._active:
@@ -348,7 +364,7 @@ def _wrap_flush(original: Any) -> Any:
     return _flush
 
 
-def _note_fresh(unit: int, rows: list[Any]) -> None:
+def _note_fresh(unit: int, rows: list[weakref.ref[Any]]) -> None:
     """Keep the rows a flush inserted (until the application's next ORM query); past
     :data:`FRESH_FLUSHES_KEPT` flushes with no query between, those kept are forgotten."""
     if len(_fresh_flushes) >= FRESH_FLUSHES_KEPT:
