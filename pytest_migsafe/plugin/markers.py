@@ -203,9 +203,8 @@ def closest_checked(item: pytest.Item, name: str, marks: list[pytest.Mark], sign
 
 class RefusedOnWorker:
     """Registered on a pytest-xdist worker at its first refused marker only (no hook call per
-    test elsewhere): a test whose
-    migsafe marker was refused at collection (:func:`refuse_marker`) errors at set-up with the
-    usage error's text, before its fixtures run."""
+    test elsewhere): a test whose migsafe marker was refused at collection
+    (:func:`refuse_marker`) errors at set-up with the usage error's text, before its fixtures run."""
 
     NAME = "migsafe-refused-markers"
 
