@@ -4,8 +4,8 @@ Usage: ``python bench/realapps/time_runs.py [--runs 3] [--warmup 1] [--json OUT]
 
 Runs ``PYTEST_COMMAND`` (e.g. ``python -m pytest -q -p no:cacheprovider tests/``) with, in
 turn, ``-p no:migsafe`` (off), nothing added (defaults), ``--migsafe-report
---migsafe-report-json=<temp file>`` (report) and the same with pytest's cache plugin on in a
-cache directory kept across runs (report-kept: the shapes saved by the run before), ``--runs`` rounds, each starting one variant
+--migsafe-report-json=<temp file>`` (report) and the same with pytest's cache plugin on (the
+command's ``-p no:cacheprovider`` dropped) in a cache directory kept across runs (report-kept: the shapes saved by the run before), ``--runs`` rounds, each starting one variant
 later (off, defaults, report; defaults, report, off; ...), so that a slow spell of a noisy
 machine, or a database the suite grows run after run, falls on every variant alike, after
 ``--warmup`` uncounted rounds of the three (bytecode caches written, files in the page
@@ -38,10 +38,32 @@ VARIANTS = {
     # the report with pytest's cache plugin back on (run.sh's commands turn it off) in a cache
     # directory kept across this variant's runs: the readable shapes saved by the run before
     # (queries/shape_store.py), as on a developer's second run; also pays the cache plugin's
-    # own work (its lastfailed file), which off does not
-    "report-kept": ["--migsafe-report", "--migsafe-report-json={json}", "-p", "cacheprovider",
-                    "-o", "cache_dir={cache}"],
+    # own work (its lastfailed file), which off does not. The cache plugin is put back by
+    # dropping the command's own "-p no:cacheprovider" (see with_cache_plugin), not by adding
+    # "-p cacheprovider": pytest warns that the module is already imported, an error in a
+    # project with filterwarnings = error (the run exited at once)
+    "report-kept": ["--migsafe-report", "--migsafe-report-json={json}", "-o", "cache_dir={cache}"],
 }
+#: the variants run with the command's "-p no:cacheprovider" dropped
+WITH_CACHE_PLUGIN = {"report-kept"}
+
+
+def with_cache_plugin(command: list[str]) -> list[str]:
+    """``command`` without its ``-p no:cacheprovider`` (also written ``-pno:cacheprovider``,
+    ``-p=no:cacheprovider`` is not pytest's form): pytest's cache plugin on again."""
+    kept: list[str] = []
+    skip = False
+    for i, arg in enumerate(command):
+        if skip:
+            skip = False
+            continue
+        if arg == "-p" and i + 1 < len(command) and command[i + 1] == "no:cacheprovider":
+            skip = True
+            continue
+        if arg == "-pno:cacheprovider":
+            continue
+        kept.append(arg)
+    return kept
 
 
 def run_once(command: list[str], extra: list[str], log: str | None = None,
@@ -77,9 +99,10 @@ def main(argv: list[str]) -> int:
     codes: dict[str, list[int]] = {v: [] for v in VARIANTS}
     kept = tempfile.TemporaryDirectory(prefix="pytest-cache-")  # report-kept's, across its runs
     cache = os.path.join(kept.name, "cache")
+    commands = {name: with_cache_plugin(command) if name in WITH_CACHE_PLUGIN else command for name in VARIANTS}
     for _ in range(ns.warmup):
-        for extra in VARIANTS.values():
-            run_once(command, extra, cache=cache)
+        for name, extra in VARIANTS.items():
+            run_once(commands[name], extra, cache=cache)
     names = list(VARIANTS)
     for i in range(ns.runs):
         # each round starts one variant later (off, defaults, report; then defaults, report, off;
@@ -88,7 +111,7 @@ def main(argv: list[str]) -> int:
         for name in names[i % len(names):] + names[:i % len(names)]:
             extra = VARIANTS[name]
             log = os.path.join(ns.logs, f"{i + 1}-{name}.txt") if ns.logs else None
-            c, w, code = run_once(command, extra, log, cache)
+            c, w, code = run_once(commands[name], extra, log, cache)
             cpu[name].append(c)
             wall[name].append(w)
             codes[name].append(code)
