@@ -82,11 +82,10 @@ _lock = threading.RLock()
 recording = _lock
 _active: tuple[StatementReceiver, ...] = ()
 #: An active counter receives transaction control statements (``include_transaction_control``).
-#: When none does, the driver hooks skip the call-site walk of a ``BEGIN``, ``SAVEPOINT`` or
-#: ``COMMIT`` (no counter reads where it came from) and hand it :data:`UNREAD_SITE`
+#: When none does, the driver hooks call the driver straight for a text of ``BEGIN``,
+#: ``SAVEPOINT`` or ``COMMIT`` statements: no call-site walk, no timing, nothing handed over
+#: (no counter would receive it)
 control_wanted = False
-#: The call site a statement gets when no active counter will receive it (see :data:`control_wanted`)
-UNREAD_SITE = "<not received>"
 
 
 def start(counter: StatementReceiver) -> None:

@@ -85,11 +85,13 @@ def target_of(db: Any) -> str:
 
 def _record(cursor: Any, sql: Any, params: Any, seconds: float, caller: FrameType, batch_size: int) -> None:
     """Record a statement the executor of ``cursor`` ran, called from the frame ``caller``
-    (its call site is found from there; none for a ``BEGIN`` or ``SAVEPOINT`` that no
+    (its call site is found from there; nothing for a ``BEGIN`` or ``SAVEPOINT`` that no
     counter receives)."""
     text = sql if type(sql) is str else dispatch.exact_text(sql)
     entry = dispatch._shapes.get(text) or dispatch.entry_of(text)
-    site = site_from(caller) if not entry[1] or dispatch.control_wanted else dispatch.UNREAD_SITE
+    if entry[1] and not dispatch.control_wanted:
+        return  # a BEGIN or SAVEPOINT that no counter receives: nothing to record
+    site = site_from(caller)
     dispatch.record_entry(text, entry, seconds, target_of(cursor.db), batch_size, params, site)
 
 

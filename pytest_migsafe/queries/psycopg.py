@@ -45,7 +45,6 @@ from typing import Any
 from pytest_migsafe.queries import callsite
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
-from pytest_migsafe.queries.dispatch import UNREAD_SITE
 from pytest_migsafe.queries.exact import keep_signature, with_signature_of
 from pytest_migsafe.tracebacks import hide_passed_through
 
@@ -382,11 +381,12 @@ def _wrap_execute_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             return _execute_in_pipeline(pipeline, self, sql, site_from(sys._getframe(1)), params,
                                         functools.partial(original, self, query, params, prepare=prepare, binary=binary))
         entry = shapes.get(sql) or capture.entry_of(sql)
+        if entry[1] and not capture.control_wanted:  # a BEGIN, SAVEPOINT, COMMIT no counter receives:
+            return original(self, query, params, prepare=prepare, binary=binary)  # nothing to time or record
         if entry[2] is not None:
             return _execute_several(self, sql, entry, site_from(sys._getframe(1)), params,
                                     functools.partial(original, self, query, params, prepare=prepare, binary=binary))
-        # call_site_of_caller(1), one call less; none for a BEGIN or SAVEPOINT no counter receives
-        site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
+        site = site_from(sys._getframe(1))  # call_site_of_caller(1), one call less
         t0 = perf_counter()  # one statement: it ran if the call returned
         result = original(self, query, params, prepare=prepare, binary=binary)
         seconds = perf_counter() - t0
@@ -419,10 +419,12 @@ def _wrap_execute_any_sync(original: Callable[..., Any]) -> Callable[..., Any]:
             return _execute_in_pipeline(pipeline, self, sql, site_from(sys._getframe(1)), params,
                                         functools.partial(original, self, *args, **kwargs))
         entry = capture._shapes.get(sql) or capture.entry_of(sql)
+        if entry[1] and not capture.control_wanted:  # transaction control no counter receives
+            return original(self, *args, **kwargs)
         if entry[2] is not None:
             return _execute_several(self, sql, entry, site_from(sys._getframe(1)), params,
                                     functools.partial(original, self, *args, **kwargs))
-        site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
+        site = site_from(sys._getframe(1))
         t0 = perf_counter()
         result = original(self, *args, **kwargs)
         capture.record_entry(sql, entry, perf_counter() - t0, target_of(self._conn), 1, params, site)
@@ -626,8 +628,9 @@ def _wrap_execute_async(original: Callable[..., Any]) -> Callable[..., Any]:
             finally:
                 _pipeline_end(pipeline, call)
         entry = capture._shapes.get(sql) or capture.entry_of(sql)
-        # (before the first await: the caller's frames are on the stack now)
-        site = call_site_of_caller(1) if not entry[1] or capture.control_wanted else UNREAD_SITE
+        if entry[1] and not capture.control_wanted:  # transaction control no counter receives
+            return await original(self, *args, **kwargs)
+        site = call_site_of_caller(1)  # (before the first await: the caller's frames are on the stack now)
         if entry[2] is None:
             t0 = perf_counter()
             result = await original(self, *args, **kwargs)

@@ -30,7 +30,6 @@ from typing import Any
 from pytest_migsafe.queries import dispatch as capture
 from pytest_migsafe.queries import psycopg as capture_psycopg
 from pytest_migsafe.queries.callsite import call_site_of_caller, site_from
-from pytest_migsafe.queries.dispatch import UNREAD_SITE
 from pytest_migsafe.queries.library_frames import relabelled
 from pytest_migsafe.tracebacks import hide_passed_through
 
@@ -110,6 +109,10 @@ def _wrap(name: str, original: Any, override: bool) -> Any:
                 return original(self, cursor, statement, parameters, context)
             if override:
                 return _guarded(original, self, cursor, statement, parameters, context, 1)
+            entry = shapes.get(statement) if type(statement) is str else None
+            if entry is not None and entry[1] and not capture.control_wanted:
+                # a known BEGIN, SAVEPOINT or COMMIT that no counter receives: nothing to time or record
+                return original(self, cursor, statement, parameters, context)
             t0 = perf_counter()
             result = original(self, cursor, statement, parameters, context)
             seconds = perf_counter() - t0
@@ -118,13 +121,10 @@ def _wrap(name: str, original: Any, override: bool) -> Any:
             except AttributeError:
                 target = _target(self, context)
             # frame 1: SQLAlchemy's _exec_single_context (or the like), which called the dialect
-            entry = shapes.get(statement) if type(statement) is str else None
             if entry is None:  # a new text, or not a str: record_statement works its entry out
                 capture.record_statement(statement, seconds, target, 1, parameters, site_from(sys._getframe(1)))
             else:  # (record_statement's work for a known text: one Python call less a statement)
-                # no walk for a BEGIN or SAVEPOINT that no counter receives
-                site = site_from(sys._getframe(1)) if not entry[1] or capture.control_wanted else UNREAD_SITE
-                record_entry(statement, entry, seconds, target, 1, parameters, site)
+                record_entry(statement, entry, seconds, target, 1, parameters, site_from(sys._getframe(1)))
             return result
         wrapper: Any = do_execute
     elif name == "do_execute_no_params":  # sent only with the no_parameters execution option
