@@ -19,7 +19,7 @@ from typing import Any
 
 from pytest_migsafe.cli.errors import CommandError
 from pytest_migsafe.pool import sizing
-from pytest_migsafe.report.files import ReportFileError, read_report_document
+from pytest_migsafe.report.files import ReportFileError, read_report_document, run_report_of
 from pytest_migsafe.values import positive_number
 
 
@@ -51,20 +51,18 @@ def register(subparsers: Any) -> None:
 def _report_holds(path: Path) -> tuple[sizing.MeasuredHold, int, str]:
     """The measured hold of a report file, the tests it came from, and the file's description."""
     try:
-        data = read_report_document(path)  # (kind, schema version and fields checked; no pipe or huge file)
+        # kind, schema version and every record checked as merge and diff check them (a hold-time
+        # histogram of whole numbers: json lets Infinity and 0.5 through); no pipe or huge file
+        report = run_report_of(read_report_document(path), path)
     except ReportFileError as exc:
         raise CommandError(str(exc)) from None
     inputs = sizing.SizingInputs()
     tests = 0
-    for nodeid, record in data["tests"].items():
-        figures = record.get("pool") if isinstance(record, dict) else None
-        if not figures:
+    for record in report.tests.values():
+        if record.pool is None:
             continue
-        try:
-            before = inputs.holds.count
-            inputs.add_pool(figures)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise CommandError(f"{path}: the pool figures of {nodeid} are malformed: {exc}") from None
+        before = inputs.holds.count
+        inputs.add_pool(record.pool)
         tests += inputs.holds.count > before
     measured = inputs.hold()
     if measured is None:

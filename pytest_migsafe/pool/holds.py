@@ -139,12 +139,13 @@ class HoldTimes:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HoldTimes:
         """Rebuild from :meth:`to_dict` output; ValueError / TypeError for a malformed one
-        (a bucket key that is not a whole number, a negative count)."""
-        buckets = {int(key): int(n) for key, n in dict(data.get("buckets", {})).items()}
-        if any(key < 0 or n < 0 for key, n in buckets.items()):
-            raise ValueError("hold-time buckets must be whole numbers >= 0")
-        count = int(data.get("count", sum(buckets.values())))
-        return cls(buckets, count, int(data.get("total_us", 0)), int(data.get("max_us", 0)))
+        (a bucket bound or a figure that is not a whole number >= 0: ``0.5``, ``Infinity``,
+        ``true`` and ``"7"`` included)."""
+        buckets = {_whole(int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else key,
+                          "a hold-time bucket's bound"): _whole(n, "a hold-time bucket's count")
+                   for key, n in dict(data.get("buckets", {})).items()}
+        count = _whole(data.get("count", sum(buckets.values())), "the hold count")
+        return cls(buckets, count, _whole(data.get("total_us", 0), "total_us"), _whole(data.get("max_us", 0), "max_us"))
 
     @classmethod
     def of(cls, seconds: Iterable[float]) -> HoldTimes:
@@ -153,3 +154,10 @@ class HoldTimes:
         for value in seconds:
             holds.add(value)
         return holds
+
+
+def _whole(value: Any, what: str) -> int:
+    """``value`` when it is a whole number >= 0 (an ``int``, not a ``bool``); ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what}: expected a whole number >= 0, got {value!r}")
+    return value

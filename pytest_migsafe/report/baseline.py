@@ -169,7 +169,7 @@ class BaselineEntry:
             add_shape(shapes, shape_key(shape.shape) if rekey else key, shape)
         shadows = data.get("shadows", {})
         if not isinstance(shadows, dict) or not all(
-            isinstance(k, str) and v in _SHADOW_RANK for k, v in shadows.items()
+            isinstance(k, str) and isinstance(v, str) and v in _SHADOW_RANK for k, v in shadows.items()
         ):
             raise ValueError(f"{where}.shadows: expected experiment names mapped to "
                              "'matched', 'mismatched' or 'ignored'")

@@ -221,3 +221,18 @@ def test_pool_size_of_a_measurement_against_a_local_database_warns(make_engine: 
         size = pool_size(100, stats)
     assert size == pool_size(100, stats.holds)  # ceil(100 x p95 x 1.3), p95 >= 20 ms: at least 3
     assert size >= 3
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    ({"buckets": {"5000": 1}, "count": 1, "total_us": 5000, "max_us": float("inf")}, "max_us"),
+    ({"buckets": {"5000": 0.5}, "count": 1, "total_us": 5000, "max_us": 5000}, "count"),
+    ({"buckets": {"5000": 1}, "count": True, "total_us": 5000, "max_us": 5000}, "the hold count"),
+    ({"buckets": {"5000": 1}, "count": 1, "total_us": "5000", "max_us": 5000}, "total_us"),
+    ({"buckets": {"-5": 1}, "count": 1, "total_us": 5000, "max_us": 5000}, "bound"),
+])
+def test_a_hold_histogram_of_other_than_whole_numbers_is_refused_naming_the_figure(
+        data: dict[str, Any], named: str) -> None:
+    """json reads Infinity and 0.5 as floats: int() raised OverflowError for the one (a traceback
+    out of ``migsafe pool-size``) and cut the other to 0."""
+    with pytest.raises(ValueError, match=named):
+        HoldTimes.from_dict(data)

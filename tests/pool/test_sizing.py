@@ -251,8 +251,17 @@ def test_cli_warns_when_the_holds_come_from_a_local_database(tmp_path: Path,
      "expected a migsafe-report file, found kind 'migsafe-baseline'"),
     ('{"schema_version": 1, "tests": {"a": {"pool": {}}}}', "expected a migsafe-report file, found kind None"),
     ('{"kind": "migsafe-report", "schema_version": 1, "tests": {}}', "records no connection hold times"),
-    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {"t": {"pool": {"hold_times": {"buckets": {"x": 1}}}}}}',
-     "the pool figures of t are malformed"),
+    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {"t": {"nodeid": "t", "pool": '
+     '{"hold_times": {"buckets": {"x": 1}}}}}}',
+     'a test record is malformed: tests["t"].pool.hold_times.buckets["x"]: expected a bound in whole microseconds'),
+    # json reads Infinity and 0.5 as floats: int() of the one raised OverflowError (a traceback),
+    # of the other cut it to 0
+    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {"t": {"nodeid": "t", "pool": '
+     '{"hold_times": {"buckets": {"5000": 1}, "count": 1, "total_us": 5000, "max_us": Infinity}}}}}',
+     'tests["t"].pool.hold_times.max_us: expected a whole number >= 0, got inf'),
+    ('{"kind": "migsafe-report", "schema_version": 1, "tests": {"t": {"nodeid": "t", "pool": '
+     '{"hold_times": {"buckets": {"5000": 0.5}, "count": 1, "total_us": 5000, "max_us": 5000}}}}}',
+     'tests["t"].pool.hold_times.buckets["5000"]: expected a whole number >= 0, got 0.5'),
 ])
 def test_cli_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         content: str | None, message: str) -> None:
