@@ -50,7 +50,7 @@ from pytest_migsafe.plugin.stash import (
 from pytest_migsafe.queries import counter as capture
 from pytest_migsafe.queries import drivers, shape_store
 from pytest_migsafe.queries.budgets import QueryBudgetExceeded, budget_message
-from pytest_migsafe.queries.callsite import mark_test_code, set_test_files
+from pytest_migsafe.queries.callsite import mark_test_code, set_display_root, set_test_files
 from pytest_migsafe.queries.counter import FilterMatchedNothingWarning, NPlusOneWarning
 from pytest_migsafe.queries.repeats import describe as describe_suspects
 from pytest_migsafe.queries.repeats import rule_matches
@@ -111,6 +111,13 @@ def pytest_configure(config: pytest.Config) -> None:
                                            parse=parse_threshold, default=10)
     add_call_phase(config, functools.partial(QueryPhase.start, threshold=threshold), order=0)
     add_marker_parser(config, _parse_markers)
+    # call sites relative to where pytest was started, whatever directory a test moves to
+    shown_before = set_display_root(config.invocation_params.dir)
+
+    def put_back() -> None:
+        set_display_root(shown_before)
+
+    config.add_cleanup(put_back)
     set_test_files(_python_files(config))  # the test's own statements make no N+1 suspect
     watch_imports(config, DRIVERS, _driver_imported)
     _use_shape_store(config)

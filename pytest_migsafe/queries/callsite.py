@@ -126,14 +126,40 @@ def _template_lines(frame: FrameType) -> Callable[[int], int] | None:
     return template_line
 
 
+#: The directory call sites are shown relative to: the working directory when this module was
+#: first imported (the pytest plugin's: where pytest was started), fixed then. A test that changes
+#: the working directory (``os.chdir``, never changed back) would otherwise show the files first
+#: seen after it by their absolute paths, and those seen before by relative ones
+#: (:func:`set_display_root` sets it anew)
+_display_root = os.getcwd()
+
+
+def set_display_root(path: str | os.PathLike[str]) -> str:
+    """Show call sites relative to ``path`` (a directory; the pytest plugin gives pytest's
+    invocation directory) from now on; returns the directory they were shown relative to
+    until now. What the files seen before were shown as is worked out again."""
+    global _display_root
+    before, _display_root = _display_root, os.path.abspath(path)
+    if _display_root != before:
+        _verdicts.clear()
+        _library_files.clear()
+        _codes.clear()  # (every cache keyed by a code object's id holds shown paths)
+        _lines.clear()
+        _test_origins.clear()
+        _called_origins.clear()
+    return before
+
+
 def _classify(filename: str) -> str | None:
     if filename.startswith("<"):
         return None
-    path = os.path.abspath(filename)
+    # a relative file name (a module imported through a relative sys.path entry) is relative to
+    # the directory the run started in, not to where a test may have moved since
+    path = os.path.normpath(os.path.join(_display_root, filename))
     if path.startswith(_PREFIXES) or any(marker in path for marker in _SITE_MARKERS):
         return None
     try:
-        rel = os.path.relpath(path)
+        rel = os.path.relpath(path, _display_root)
     except ValueError:  # another drive on Windows
         return path
     return path if rel.startswith("..") else rel

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 SQLITE_APP = """
@@ -341,3 +343,40 @@ def test_a_test_method_inherited_from_a_module_not_named_like_a_test_is_the_test
     result = app.runpytest("-p", "no:randomly", "-W", "error::UserWarning")
     result.assert_outcomes(passed=1)
     assert "N+1" not in result.stdout.str()
+
+
+def test_call_sites_stay_relative_to_where_pytest_started_after_a_test_changes_directory(
+        pytester: pytest.Pytester) -> None:
+    """A test that moves to another directory and never comes back (django-oscar's suite has
+    one): the files first seen after it were shown by absolute paths, those seen before by
+    relative ones, so one application showed its sites two ways (and a baseline's call sites
+    changed with the test order)."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    loop = ("import sqlalchemy as sa\n\ndef lookups(conn):\n    for i in range(10):\n"
+            "        conn.execute(sa.text('SELECT :i AS v'), {'i': i})\n")
+    pytester.makepyfile(shop_a=loop, shop_b=loop.replace("AS v", "AS w"), test_moves="""
+        import os
+        import sqlalchemy as sa
+
+        engine = sa.create_engine("sqlite://")
+
+        def test_1_before():
+            import shop_a
+            with engine.connect() as conn:
+                shop_a.lookups(conn)
+
+        def test_2_moves_away(tmp_path):
+            os.chdir(tmp_path)  # never changed back
+
+        def test_3_after():
+            import shop_b
+            with engine.connect() as conn:
+                shop_b.lookups(conn)
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report-json=run.json")
+    result.assert_outcomes(passed=3)
+    report = json.loads((pytester.path / "run.json").read_text())
+    sites = {nodeid.rsplit("::", 1)[1]: record["queries"]["n_plus_one"][0]["call_site"]
+             for nodeid, record in report["tests"].items() if record.get("queries")}
+    assert sites == {"test_1_before": "shop_a.py:5", "test_3_after": "shop_b.py:5"}
+    result.stdout.fnmatch_lines(["*at shop_b.py:5"])
