@@ -90,6 +90,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("migsafe_n_plus_one_threshold", "repeats that make an N+1 suspect.", default="10", type=ini_type(int))
     parser.addini("migsafe_include_transaction_control", "count transaction control statements.",
                   default="false", type=ini_type(bool))
+    parser.addini("migsafe_test_dirs", "names of directories whose files are test code however they are "
+                  "named (helpers, factories): their statements are the test's own arrangement, never an "
+                  "N+1 suspect's loop (default: tests test testing; empty: by file name alone).",
+                  type="args", default=["tests", "test", "testing"])
     parser.addini("migsafe_shape_cache", "keep readable SQL shapes between runs in pytest's cache "
                   "directory (digests and shapes, never a text as sent).", default="true", type=ini_type(bool))
 
@@ -118,7 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
         set_display_root(shown_before)
 
     config.add_cleanup(put_back)
-    set_test_files(_python_files(config))  # the test's own statements make no N+1 suspect
+    # the test's own statements make no N+1 suspect
+    config.add_cleanup(set_test_files(_python_files(config), list(config.getini("migsafe_test_dirs"))))
     watch_imports(config, DRIVERS, _driver_imported)
     _use_shape_store(config)
 

@@ -141,12 +141,8 @@ def set_display_root(path: str | os.PathLike[str]) -> str:
     global _display_root
     before, _display_root = _display_root, os.path.abspath(path)
     if _display_root != before:
-        _verdicts.clear()
-        _library_files.clear()
-        _codes.clear()  # (every cache keyed by a code object's id holds shown paths)
-        _lines.clear()
-        _test_origins.clear()
-        _called_origins.clear()
+        _verdicts.clear()  # (by file name; what a code object was learnt as stays: a counter
+        _is_test.clear()  # still active may hold positions in it, see line_of)
     return before
 
 
@@ -417,18 +413,40 @@ def framework_site(frame: FrameType | None) -> str:
 
 # -- where a repeated statement comes from ---------------------------------------------
 TEST_FILE_PATTERNS = ["test_*.py", "*_test.py", "conftest.py"]  # pytest's python_files, and conftests
+#: Names of directories whose files are all test code, however they are named: a test tree's
+#: helpers (``tests/helpers.py``, ``tests/checkout/__init__.py``) and a test kit an application
+#: ships (``src/shop/test/factories.py``). A directory counts when it is on the file's path
+#: below the directory call sites are shown relative to (see :func:`set_display_root`)
+TEST_DIR_NAMES: frozenset[str] = frozenset({"tests", "test", "testing"})
 _is_test: dict[str, bool] = {}
 
 
-def set_test_files(patterns: list[str]) -> None:
-    """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one."""
+def set_test_files(patterns: list[str], dir_names: list[str] | None = None,
+                   forget_codes: bool = True) -> Callable[[], None]:
+    """The basenames of the test modules (pytest's ``python_files``); conftest.py is always one.
+    ``dir_names``: the names of directories whose files are test code (default: as they are,
+    :data:`TEST_DIR_NAMES`; ``[]``: none, a file is test code by its name alone);
+    ``forget_codes``: forget what every code object was learnt as (a session's start). Returns a
+    function that puts back what was set before (a pytest session nested in another's test: the
+    outer test's counter may still hold positions of the code the nested session learnt)."""
+    global TEST_DIR_NAMES
+    before = (TEST_FILE_PATTERNS[:-1], sorted(TEST_DIR_NAMES))
     TEST_FILE_PATTERNS[:] = [*patterns, "conftest.py"]
+    if dir_names is not None:
+        TEST_DIR_NAMES = frozenset(dir_names)
     _is_test.clear()
+
+    def put_back() -> None:
+        set_test_files(*before, forget_codes=False)
+
+    if not forget_codes:
+        return put_back
     # every cache keyed by a code object's id goes with the references that kept the id unique
     _lines.clear()
     _test_origins.clear()
     _called_origins.clear()
     _codes.clear()
+    return put_back
 
 
 #: id() of the code of the test function running now (unwrapped): what the call-site walk's
@@ -465,8 +483,24 @@ def _test_file(filename: str) -> bool:
     verdict = _is_test.get(filename)
     if verdict is None:
         base = os.path.basename(filename)
-        verdict = _is_test[filename] = any(fnmatch.fnmatch(base, p) for p in TEST_FILE_PATTERNS)
+        verdict = _is_test[filename] = (any(fnmatch.fnmatch(base, p) for p in TEST_FILE_PATTERNS)
+                                        or _in_test_dir(filename))
     return verdict
+
+
+def _in_test_dir(filename: str) -> bool:
+    """True when a directory on ``filename``'s path below the display root is named like a
+    test directory (:data:`TEST_DIR_NAMES`); False for a file outside the display root."""
+    if not TEST_DIR_NAMES:
+        return False
+    folder = os.path.dirname(os.path.normpath(os.path.join(_display_root, filename)))
+    try:
+        rel = os.path.relpath(folder, _display_root)
+    except ValueError:  # another drive on Windows
+        return False
+    if rel == os.curdir or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return False
+    return not TEST_DIR_NAMES.isdisjoint(rel.split(os.sep))
 
 
 # (shown path, id of the code object, f_lasti): a line, computed when shown; hashes fast
@@ -495,8 +529,11 @@ def line_of(position: Position) -> str:
     site = _lines.get((code_id, lasti))
     if site is not None:
         return site
+    entry = _codes.get(code_id)
+    if entry is None:  # forgotten since (a pytest session started in a test: see set_test_files)
+        return f"{shown}:?"
     line = 0
-    for start, end, number in _codes[code_id][2].co_lines():
+    for start, end, number in entry[2].co_lines():
         if start <= lasti < end and number is not None:
             line = number
             break

@@ -380,3 +380,49 @@ def test_call_sites_stay_relative_to_where_pytest_started_after_a_test_changes_d
              for nodeid, record in report["tests"].items() if record.get("queries")}
     assert sites == {"test_1_before": "shop_a.py:5", "test_3_after": "shop_b.py:5"}
     result.stdout.fnmatch_lines(["*at shop_b.py:5"])
+
+
+def test_helpers_in_a_test_directory_are_test_code_however_they_are_named(pytester: pytest.Pytester) -> None:
+    """Ten requests made one per line by a helper in tests/helpers.py (or a factory in a test kit
+    the application ships) were one application function's loop: three suspects (django-oscar:
+    a third of its suspects), where the same lines in conftest.py or in the test gave none."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\npythonpath = . tests\n")
+    pytester.makepyfile(app="""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine("sqlite://")
+
+        def handle_request(path):
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1 AS user_id"))
+                conn.execute(sa.text("SELECT 2 AS setting"))
+            return path
+
+        def per_row(n):
+            with engine.connect() as conn:
+                for i in range(n):
+                    conn.execute(sa.text("SELECT :i AS row"), {"i": i})
+        """)
+    requests = "\n".join(f"    app.handle_request('/page/{n}/')" for n in range(10))
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "helpers.py").write_text(f"import app\n\ndef checkout_flow():\n{requests}\n")
+    kit = pytester.path / "app_kit" / "test"
+    kit.mkdir(parents=True)
+    (kit / "factories.py").write_text(f"import app\n\ndef make_pages():\n{requests}\n")
+    (pytester.path / "tests" / "test_flow.py").write_text(
+        "import app\nfrom helpers import checkout_flow\nfrom app_kit.test.factories import make_pages\n\n"
+        "def test_helper():\n    checkout_flow()\n\n"
+        "def test_kit():\n    make_pages()\n\n"
+        "def test_application_loop():\n    app.per_row(10)\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report-json=run.json")
+    result.assert_outcomes(passed=3)
+    suspects = {nodeid.rsplit("::", 1)[1]: len(record["queries"]["n_plus_one"])
+                for nodeid, record in json.loads((pytester.path / "run.json").read_text())["tests"].items()}
+    assert suspects == {"test_helper": 0, "test_kit": 0, "test_application_loop": 1}
+    # by file name alone (the setting empty): the helpers' lines are one application function's loop again
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report-json=run.json",
+                                           "-o", "migsafe_test_dirs=")
+    suspects = {nodeid.rsplit("::", 1)[1]: len(record["queries"]["n_plus_one"])
+                for nodeid, record in json.loads((pytester.path / "run.json").read_text())["tests"].items()}
+    assert suspects == {"test_helper": 2, "test_kit": 2, "test_application_loop": 1}
+
