@@ -34,8 +34,9 @@ foreign keys and one-to-ones and reverse one-to-ones, :data:`PREFETCH_RELATED` f
 foreign keys and many-to-many, :data:`DEFERRED` for deferred fields. A related manager's load
 is told apart further, since ``prefetch_related`` fixes only the manager's own queryset
 (``.all()``, ``.count()``, ``.exists()`` read the prefetched rows): a queryset made from it per
-row (``.filter()``, ``.exclude()``, ``.order_by()``, ``.annotate()``, a slice: any method that
-chains a new queryset, :meth:`_Load.chain`) runs a query per row even on a prefetched
+row (``.filter()``, ``.exclude()``, ``.order_by()``, ``.annotate()``: any method that chains
+a new queryset, :meth:`_Load.chain`, other than a slice or an index of the manager's own
+queryset, which reads the prefetched rows) runs a query per row even on a prefetched
 relation, so its rows get :data:`PER_ROW_QUERYSET` (a ``Prefetch`` with that queryset and a
 ``to_attr``) and its ``.count()`` / ``.exists()`` / ``.aggregate()`` :data:`PER_ROW_AGGREGATE`
 (``annotate(Count(...))``); a load of a relation prefetched on its parent gets
@@ -160,7 +161,7 @@ def fix_for(kind: str, attribute: str, direction: str | None,
     why = ("on a prefetched relation runs a query per row" if prefetched
            else f'on {row}.{name} runs a query per row, even with prefetch_related("{name}")')
     return (f"{model}.objects.prefetch_related({prefetch}), then read {row}.{to_attr}: .filter() {why} "
-            "(so do .exclude(), .order_by(), .annotate() and slices): move them into the Prefetch queryset")
+            "(so do .exclude(), .order_by() and .annotate()): move them into the Prefetch queryset")
 
 
 # the aggregate of a per-row .aggregate() as Django sends it: SELECT MAX("app_order"."amount") AS "m" ...
@@ -402,6 +403,33 @@ def _wrap_iter(original: Callable[[Any], Generator[Any, None, None]]) -> Callabl
 
 
 # -- per-parent loads ----------------------------------------------------------------------
+def _query_form(query: Any) -> tuple[Any, ...] | None:
+    """What a queryset chained from a related manager's can change in its query besides the
+    slice (the conditions, ordering, annotations, extra, distinct, columns, deferred fields,
+    joins, a combination), read from Django's ``Query`` attributes (plain values: nothing is
+    evaluated); None when one is not there (a Django that keeps them otherwise)."""
+    try:
+        where = query.where
+        return (len(where.children), where.connector, where.negated, tuple(query.order_by),
+                tuple(query.annotations), tuple(query.extra), query.distinct, tuple(query.distinct_fields),
+                tuple(query.values_select), query.default_ordering, query.combinator, query.deferred_loading,
+                query.select_related)
+    except Exception:  # (a Query in a form not foreseen: told as any chained queryset)
+        return None
+
+
+def _sliced_only(query: Any, base_form: tuple[Any, ...] | None) -> bool:
+    """True when ``query`` (a chained related manager's) differs from the query it was chained
+    from (whose :func:`_query_form` is ``base_form``) by its slice alone."""
+    if query is None or base_form is None:
+        return False
+    try:
+        sliced = bool(query.low_mark) or query.high_mark is not None
+    except Exception:
+        return False
+    return sliced and _query_form(query) == base_form
+
+
 class _Load:
     """The mark of a query made for one parent row (kept in the query's ``__dict__``).
 
@@ -410,30 +438,36 @@ class _Load:
     A pickled query (a cached queryset) drops it: it unpickles as False.
     """
 
-    __slots__ = ("chained", "direction", "load", "loaded", "parent", "prefetched")
+    __slots__ = ("base_form", "chained", "direction", "load", "loaded", "parent", "prefetched")
 
     def __init__(self, load: tuple[str, str], parent: int, loaded: _Note | None, direction: str,
-                 prefetched: bool = False, chained: bool = False) -> None:
+                 prefetched: bool = False, chained: bool = False, base_form: tuple[Any, ...] | None = None) -> None:
         self.load = load
         self.parent = parent
         self.loaded = loaded
         self.direction = direction
         self.prefetched = prefetched
         self.chained = chained
+        self.base_form = base_form  # (of a chained mark: _query_form of the query it was chained from)
 
-    def chain(self) -> _Load:
+    def chain(self, base: Any = None) -> _Load:
         """The mark of a queryset chained from this one (``.filter()``, ``.order_by()``, a slice:
-        Django's ``Query.chain``): a related manager's such queryset is one no prefetch serves."""
-        return _Load(self.load, self.parent, self.loaded, self.direction, self.prefetched, chained=True)
+        Django's ``Query.chain``; ``base``: the query chained from): a related manager's such
+        queryset is one no prefetch serves, unless it only takes a slice (see :meth:`direction_of`)."""
+        return _Load(self.load, self.parent, self.loaded, self.direction, self.prefetched, chained=True,
+                     base_form=_query_form(base) if base is not None else None)
 
-    def direction_of(self, result_type: Any) -> str:
-        """The direction to report for a statement of this query sent for ``result_type``
-        (Django's ``"multi"`` for rows, ``"single"`` for ``.count()`` / ``.exists()`` /
-        ``.aggregate()``): a related manager's is told apart (see the module docstring)."""
+    def direction_of(self, result_type: Any, query: Any = None) -> str:
+        """The direction to report for a statement of this query (``query``, Django's ``Query``,
+        if known) sent for ``result_type`` (Django's ``"multi"`` for rows, ``"single"`` for
+        ``.count()`` / ``.exists()`` / ``.aggregate()``): a related manager's is told apart (see
+        the module docstring). A slice or an index of the manager's own queryset
+        (``author.books.all()[0]``, ``.first()`` on an ordered model) reads the prefetched rows
+        when the relation is prefetched: a plain ``prefetch_related`` serves it."""
         direction = self.direction
         if direction != PREFETCH_RELATED:
             return direction
-        if self.chained:
+        if self.chained and not (result_type != "single" and _sliced_only(query, self.base_form)):
             direction = PER_ROW_AGGREGATE if result_type == "single" else PER_ROW_QUERYSET
         return direction + PREFETCHED if self.prefetched else direction
 
@@ -508,7 +542,8 @@ def _wrap_execute_sql(original: Callable[..., Any], writes: tuple[type, ...]) ->
         mark = _mark_of(self, writes)
         if mark is None:
             return original(self, result_type, chunked_fetch, chunk_size)
-        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction_of(result_type),
+        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded,
+                             mark.direction_of(result_type, getattr(self, "query", None)),
                              sys._getframe(1), functools.partial(original, self, result_type, chunked_fetch, chunk_size))
 
     return execute_sql
@@ -526,7 +561,8 @@ def _wrap_execute_sql_any(original: Callable[..., Any], writes: tuple[type, ...]
         if mark is None:
             return original(self, *args, **kwargs)
         result_type = args[0] if args else kwargs.get("result_type", "multi")
-        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded, mark.direction_of(result_type),
+        return _sent_as_load(counters, mark.load, mark.parent, mark.loaded,
+                             mark.direction_of(result_type, getattr(self, "query", None)),
                              sys._getframe(1), functools.partial(original, self, *args, **kwargs))
 
     return execute_sql
@@ -543,7 +579,7 @@ def _wrap_chain(original: Callable[..., Any]) -> Callable[..., Any]:
         if dispatch._active:
             mark = obj.__dict__.get(_TAG)
             if mark and not mark.chained:
-                obj.__dict__[_TAG] = mark.chain()
+                obj.__dict__[_TAG] = mark.chain(self)
         return obj
 
     return chain

@@ -182,6 +182,20 @@ def filtered_without_prefetch():
     return [list(customer.orders.filter(note="n")) for customer in Customer.objects.all()]
 
 
+def first_order_by_index():
+    # an index on the manager's own queryset (django-oscar's product.stockrecords.all()[0]): a
+    # plain prefetch_related serves it (the index reads the prefetched rows)
+    return [customer.orders.all()[0].id for customer in Customer.objects.all()]
+
+
+def first_order_by_index_prefetched():
+    return [customer.orders.all()[0].id for customer in Customer.objects.prefetch_related("orders")]
+
+
+def first_filtered_order_by_index():
+    return [customer.orders.filter(note="n")[0].id for customer in Customer.objects.prefetch_related("orders")]
+
+
 def excluded_after_prefetch():
     customers = Customer.objects.prefetch_related("orders")
     return [list(customer.orders.exclude(note="x")) for customer in customers]
@@ -643,6 +657,21 @@ def test_filter_without_prefetch_is_a_load_per_row():
     app.filtered_without_prefetch()
 
 
+def test_index_of_the_related_manager_is_a_load_per_row():
+    app.seed(3)
+    app.first_order_by_index()
+
+
+def test_prefetch_related_fix_of_an_index_is_fine():
+    app.seed(3)
+    app.first_order_by_index_prefetched()
+
+
+def test_index_of_a_filter_after_prefetch_is_a_load_per_row():
+    app.seed(3)
+    app.first_filtered_order_by_index()
+
+
 def test_exclude_after_prefetch_is_a_load_per_row():
     app.seed(3)
     app.excluded_after_prefetch()
@@ -936,6 +965,9 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_count_and_filter_in_one_loop_are_two_suspects_with_their_fixes": [
         ("lazy_load", "Customer.orders"), ("lazy_load", "Customer.orders")],
     "test_exclude_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_index_of_the_related_manager_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_prefetch_related_fix_of_an_index_is_fine": [],
+    "test_index_of_a_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_order_by_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_many_to_many_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.tags")],
     "test_filtered_count_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
@@ -1098,6 +1130,9 @@ def test_fixes_name_select_related_prefetch_related_and_only(scenario_run: Run) 
         "test_forward_one_to_one_over_3_parents": 'Profile.objects.select_related("customer")',
         "test_reverse_one_to_one_over_3_parents": 'Customer.objects.select_related("profile")',
         "test_reverse_fk_count_over_3_parents": 'Customer.objects.prefetch_related("orders")',
+        # an index on .all() reads the prefetched rows: the plain prefetch (was a Prefetch with a
+        # filter and a to_attr, and "slices run a query per row even on a prefetched relation")
+        "test_index_of_the_related_manager_is_a_load_per_row": 'Customer.objects.prefetch_related("orders")',
         "test_many_to_many_over_3_parents": 'Customer.objects.prefetch_related("tags")',
         "test_reverse_many_to_many_over_2_parents": 'Tag.objects.prefetch_related("customers")',
         # parents select_related joined into another model's query: through them (the advice for
@@ -1122,8 +1157,8 @@ def test_fixes_name_a_prefetch_object_where_the_related_manager_is_narrowed_per_
     suspects = scenario_run["suspects"]
     prefetch = ('Customer.objects.prefetch_related(Prefetch("orders", queryset=Order.objects.filter(...), '
                 'to_attr="selected_orders")), then read customer.selected_orders')
-    prefetched = (': .filter() on a prefetched relation runs a query per row (so do .exclude(), .order_by(), '
-                  '.annotate() and slices): move them into the Prefetch queryset')
+    prefetched = (': .filter() on a prefetched relation runs a query per row (so do .exclude(), .order_by() '
+                  'and .annotate()): move them into the Prefetch queryset')
     count = ('Customer.objects.annotate(orders_count=Count("orders", filter=Q(orders__...))), then read '
              'customer.orders_count (or len() of a Prefetch("orders", queryset=Order.objects.filter(...), '
              'to_attr="selected_orders")): .count() / .exists() / .aggregate() of a .filter() (.exclude(), ...) '
@@ -1132,12 +1167,13 @@ def test_fixes_name_a_prefetch_object_where_the_related_manager_is_narrowed_per_
         "test_filter_after_prefetch_is_a_load_per_row": prefetch + prefetched,
         "test_exclude_after_prefetch_is_a_load_per_row": prefetch + prefetched,
         "test_order_by_after_prefetch_is_a_load_per_row": prefetch + prefetched,
+        "test_index_of_a_filter_after_prefetch_is_a_load_per_row": prefetch + prefetched,
         "test_many_to_many_filter_after_prefetch_is_a_load_per_row":
             'Customer.objects.prefetch_related(Prefetch("tags", queryset=Tag.objects.filter(...), '
             'to_attr="selected_tags")), then read customer.selected_tags' + prefetched,
         "test_filter_without_prefetch_is_a_load_per_row":
             prefetch + ': .filter() on customer.orders runs a query per row, even with prefetch_related("orders") '
-            '(so do .exclude(), .order_by(), .annotate() and slices): move them into the Prefetch queryset',
+            '(so do .exclude(), .order_by() and .annotate()): move them into the Prefetch queryset',
         "test_filtered_count_after_prefetch_is_a_load_per_row": count,
         # .aggregate(Max("id")) per row: the same aggregate annotated (not a Count of a .filter())
         "test_an_aggregate_per_row_is_a_load_per_row":
