@@ -448,14 +448,21 @@ class RepeatTracker:
             if is_pagination(repeated.shape) and pages_advance(repeated.first_page, repeated.last_page):
                 continue  # pages of one read (its OFFSET or keyset bound moved on), not a per-row loop
             site = line_of(max(repeated.lines.items(), key=lambda kv: kv[1])[0])
-            lines = sorted({line_of(position) for position in repeated.lines})
+            lines = sorted({line_of(position) for position in repeated.lines}, key=_by_line)
             suspect = NPlusOne(shape=repeated.shape, call_site=site, count=repeated.count,
-                               chain=_chain(", ".join(lines) if len(lines) > 1 else site, repeated.inner))
+                               chain=_chain(", ".join(lines) if len(lines) > 1 else site, repeated.inner),
+                               fix=repeated_statement_fix(repeated.shape))
             suspect.allowed = any(rule_matches(rule, suspect, repeated.sample_sql) and repeated.count <= limit
                                   for rule, limit in allow)
             found.append(suspect)
         found.sort(key=lambda s: (-s.count, s.shape, s.call_site))
         return found
+
+
+def _by_line(site: str) -> tuple[str, int, str]:
+    """The order of ``path:line`` sites: by path, then by line number (``:5`` before ``:10``)."""
+    path, _, line = site.rpartition(":")
+    return (path, int(line), "") if line.isdigit() else (site, 0, site)
 
 
 def _from_the_parents_function(positions: list[Position], loaded_at: str | None) -> list[Position]:
@@ -595,7 +602,7 @@ def describe(suspects: list[NPlusOne], threshold: int, width: int = 160,
             lines = [f"N+1 suspected: a statement repeated {s.count} times from one function (threshold {threshold})",
                      f"  {shorten(s.shape, width)}",
                      f"  at {where}{below}",
-                     f"  fix: {repeated_statement_fix(s.shape)}",
+                     f"  fix: {s.fix or repeated_statement_fix(s.shape)}",
                      f"  or accept it: @pytest.mark.allow_n_plus_one(re.compile({_regex_for(s.shape)!r}), {s.count})"]
             lines += _over_ceiling(s, allow, s.count, "repeats")
         blocks.append("\n".join(lines))

@@ -243,7 +243,7 @@ class NPlusOne:
     by one the most, the same code run again over other queries not added); ``parents``:
     distinct parent rows of that query lazy-loaded (ORM kinds);
     ``relationship``: ``"Order.customer"`` (ORM kinds); ``loaded_at``: where the parents were
-    loaded (``path:line``), if seen; ``fix``: the code that avoids it (ORM kinds);
+    loaded (``path:line``), if seen; ``fix``: the code that avoids it (every kind);
     ``allowed``: True when an ``allow_n_plus_one`` rule covers it (reported, not failed).
     """
 

@@ -426,3 +426,34 @@ def test_helpers_in_a_test_directory_are_test_code_however_they_are_named(pytest
                 for nodeid, record in json.loads((pytester.path / "run.json").read_text())["tests"].items()}
     assert suspects == {"test_helper": 2, "test_kit": 2, "test_application_loop": 1}
 
+
+def test_a_repeated_statement_suspect_has_its_fix_in_the_json_and_its_lines_in_number_order(
+        pytester: pytest.Pytester) -> None:
+    """The warning printed a fix for a repeated statement while the JSON's suspect had "fix":
+    null; its lines were listed as text sorts them (app.py:10 before app.py:8)."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    sends = "".join("    conn.execute(sa.text('SELECT :i AS v'), {'i': 1})\n" for _ in range(10))
+    (pytester.path / "app.py").write_text(
+        "import sqlalchemy as sa\n\nengine = sa.create_engine('sqlite://')\n\n\ndef spread(conn):\n" + sends
+        + "\n\ndef inserts(conn):\n    conn.execute(sa.text('CREATE TABLE t (n INT)'))\n"
+        "    for i in range(10):\n        conn.execute(sa.text('INSERT INTO t VALUES (:i)'), {'i': i})\n")
+    pytester.makepyfile(test_app="""
+        import app
+
+        def test_spread():
+            with app.engine.connect() as conn:
+                app.spread(conn)
+
+        def test_inserts():
+            with app.engine.connect() as conn:
+                app.inserts(conn)
+        """)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--migsafe-report-json=run.json")
+    result.assert_outcomes(passed=2)
+    tests = json.loads((pytester.path / "run.json").read_text())["tests"]
+    (insert,) = tests["test_app.py::test_inserts"]["queries"]["n_plus_one"]
+    assert insert["kind"] == "repeated_statement" and insert["fix"].startswith("insert the rows in one statement")
+    (spread,) = tests["test_app.py::test_spread"]["queries"]["n_plus_one"]
+    assert spread["fix"] and f"fix: {spread['fix']}" in result.stdout.str()  # the warning's own
+    lines = [int(site.rpartition(":")[2]) for site in spread["chain"][0].split(", ")]
+    assert lines == sorted(lines) and len(lines) == 10 and lines[-1] >= 10 > lines[0], spread["chain"]
