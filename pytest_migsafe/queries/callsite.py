@@ -131,13 +131,17 @@ def _template_lines(frame: FrameType) -> Callable[[int], int] | None:
 #: the working directory (``os.chdir``, never changed back) would otherwise show the files first
 #: seen after it by their absolute paths, and those seen before by relative ones
 #: (:func:`set_display_root` sets it anew)
-_display_root = os.getcwd()
+try:
+    _display_root = os.getcwd()
+except OSError:  # (a working directory removed under the process: paths shown absolute until set)
+    _display_root = os.sep
 
 
 def set_display_root(path: str | os.PathLike[str]) -> str:
     """Show call sites relative to ``path`` (a directory; the pytest plugin gives pytest's
     invocation directory) from now on; returns the directory they were shown relative to
-    until now. What the files seen before were shown as is worked out again."""
+    until now. Files are told again from here on; a code object already learnt keeps what it
+    was shown as until :func:`set_test_files` forgets them all (a session's start)."""
     global _display_root
     before, _display_root = _display_root, os.path.abspath(path)
     if _display_root != before:
