@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,9 +94,6 @@ def real_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (root / "app.py").write_text(APP)
     (root / "test_real.py").write_text(SUITE)
     (root / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                            "--migsafe-redis=fake", "--migsafe-report-json=run.json", "--migsafe-baseline=base.json",
                            "--migsafe-update-baseline"], cwd=root, capture_output=True, text=True)
