@@ -165,6 +165,33 @@ def _classify(filename: str) -> str | None:
     return path if rel.startswith("..") else rel
 
 
+def shown_user_file(filename: str) -> str | None:
+    """How a call site shows ``filename`` (``app/templates/books.html``) when it is the user's
+    own (not a library's, nor the standard library's); None otherwise."""
+    verdict = _verdicts.get(filename, _classify)
+    if verdict is _classify:
+        verdict = _verdicts[filename] = _classify(filename)
+    return verdict  # type: ignore[return-value]
+
+
+# (shown path, line) -> the code id of a place that is no Python code's (a line of a Django
+# template), and its "path:line": ids below zero, which no code object has
+_places: dict[tuple[str, int], int] = {}
+_place_lines: dict[int, str] = {}
+
+
+def place_position(shown: str, line: int) -> Position:
+    """A :data:`Position` for line ``line`` of the file shown as ``shown`` that no Python code
+    runs (a Django template's line): :func:`line_of` gives ``shown:line``; no code object has
+    it, so no walk ever matches it and :func:`holds_line` is False for it."""
+    key = (shown, line)
+    code_id = _places.get(key)
+    if code_id is None:
+        code_id = _places[key] = -1 - len(_places)
+        _place_lines[code_id] = f"{shown}:{line}"
+    return (shown, code_id, 0)
+
+
 def is_user_file(filename: str) -> bool:
     """True when ``filename`` is the user's own code, not a library or the stdlib."""
     verdict = _verdicts.get(filename, _classify)
@@ -534,8 +561,8 @@ def line_of(position: Position) -> str:
     if site is not None:
         return site
     entry = _codes.get(code_id)
-    if entry is None:  # forgotten since (a pytest session started in a test: see set_test_files)
-        return f"{shown}:?"
+    if entry is None:  # a place no code runs (place_position), or a code forgotten since (a
+        return _place_lines.get(code_id) or f"{shown}:?"  # pytest session started in a test)
     line = 0
     for start, end, number in entry[2].co_lines():
         if start <= lasti < end and number is not None:

@@ -505,8 +505,51 @@ def _sent_as_load(counters: tuple[Any, ...], load: tuple[str, str], parent: int,
         orm.orm_load.reset(token)
         after = callsite.last_site()
         origin = callsite.origin_for(after, frame) if after is not None and after is not before else origin_of(frame)
+        template = _template_line(frame) if origin.positions else None
+        if template is not None:  # the template's line, below the application frame that rendered it
+            origin = callsite.Origin([template, *origin.positions], origin.function, origin.test_own,
+                                     origin.unit_of_work, origin.test, origin.test_chain)
         loaded = (note.run, note.site, note.via) if note is not None else None
         dispatch.record_load(counters, load, parent, loaded, origin, direction)
+
+
+def _template_line(frame: Any) -> callsite.Position | None:
+    """The position of the Django template line whose rendering sent a load from ``frame``
+    (a ``{{ book.author.name }}`` of the project's own template), if the template engine's
+    ``Node.render_annotated`` is on the stack between ``frame`` and the first user frame; else
+    None (no template, a template of a library's, or a user frame below it: a template tag of
+    the project's own is its own call site). A ``TemplateResponse`` rendered after its view
+    returned has no view on the stack: the template's line is the one place that names it."""
+    base = sys.modules.get("django.template.base")
+    render = getattr(getattr(getattr(base, "Node", None), "render_annotated", None), "__code__", None)
+    if render is None:
+        return None
+    library = callsite._library_files
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if code is render:
+            return _node_line(f)
+        if code.co_filename not in library and callsite.is_user_file(code.co_filename):
+            return None
+        f = f.f_back
+    return None
+
+
+def _node_line(frame: Any) -> callsite.Position | None:
+    """The position of the template node ``Node.render_annotated`` renders in ``frame``: its
+    token's line in its origin's file (attributes Django's template parser sets on every node;
+    a template made from a string has no file, None)."""
+    try:
+        node = frame.f_locals.get("self")
+        line = getattr(getattr(node, "token", None), "lineno", None)
+        name = getattr(getattr(node, "origin", None), "name", None)
+    except Exception:  # (a node of a form not foreseen: no template line)
+        return None
+    if not isinstance(line, int) or not isinstance(name, str):
+        return None
+    shown = callsite.shown_user_file(name)
+    return callsite.place_position(shown, line) if shown is not None else None
 
 
 def _mark_of(compiler: Any, writes: tuple[type, ...]) -> _Load | None:

@@ -196,6 +196,14 @@ def first_filtered_order_by_index():
     return [customer.orders.filter(note="n")[0].id for customer in Customer.objects.prefetch_related("orders")]
 
 
+def rendered_orders():
+    # a template of the project's own reads each order's customer (a TemplateResponse renders it
+    # the same way, after its view returned): the load's line is the template's
+    from django.template.loader import render_to_string
+
+    return render_to_string("orders.html", {"orders": Order.objects.all()})
+
+
 def excluded_after_prefetch():
     customers = Customer.objects.prefetch_related("orders")
     return [list(customer.orders.exclude(note="x")) for customer in customers]
@@ -409,6 +417,8 @@ def pytest_configure(config):
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     settings.configure(
         INSTALLED_APPS=["shop"],
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates",
+                    "DIRS": [os.path.join(os.path.dirname(__file__), "shop", "templates")]}],
         DATABASES={"default": {
             "ENGINE": "django.db.backends.postgresql", "NAME": DATABASE,
             "USER": unquote(parts.username or "postgres"), "PASSWORD": unquote(parts.password or ""),
@@ -670,6 +680,11 @@ def test_prefetch_related_fix_of_an_index_is_fine():
 def test_index_of_a_filter_after_prefetch_is_a_load_per_row():
     app.seed(3)
     app.first_filtered_order_by_index()
+
+
+def test_template_line_of_a_load_per_row():
+    app.seed(3)
+    app.rendered_orders()
 
 
 def test_exclude_after_prefetch_is_a_load_per_row():
@@ -965,6 +980,7 @@ EXPECTED: dict[str, list[tuple[str, str]]] = {
     "test_count_and_filter_in_one_loop_are_two_suspects_with_their_fixes": [
         ("lazy_load", "Customer.orders"), ("lazy_load", "Customer.orders")],
     "test_exclude_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
+    "test_template_line_of_a_load_per_row": [("lazy_load", "Order.customer")],
     "test_index_of_the_related_manager_is_a_load_per_row": [("lazy_load", "Customer.orders")],
     "test_prefetch_related_fix_of_an_index_is_fine": [],
     "test_index_of_a_filter_after_prefetch_is_a_load_per_row": [("lazy_load", "Customer.orders")],
@@ -1021,6 +1037,9 @@ def _write_project(pytester: pytest.Pytester) -> None:
     pytester.mkpydir("shop")
     (pytester.path / "shop" / "models.py").write_text(MODELS)
     (pytester.path / "shop" / "services.py").write_text(SERVICES)
+    (pytester.path / "shop" / "templates").mkdir()
+    (pytester.path / "shop" / "templates" / "orders.html").write_text(
+        "<ul>\n{% for order in orders %}\n<li>{{ order.customer.name }}</li>\n{% endfor %}\n</ul>\n")
     pytester.makeconftest(CONFTEST)
     pytester.makeini("[pytest]\n")
 
@@ -1079,6 +1098,16 @@ def test_each_scenario_is_flagged_exactly_when_it_is_an_n_plus_one(scenario_run:
     for (kind, what), suspect in zip(expected, found):
         assert suspect["kind"] == kind, suspect
         assert what in (suspect["relationship"] or suspect["shape"]), suspect
+
+
+def test_a_load_a_django_template_sends_shows_the_template_line(scenario_run: Run) -> None:
+    """The customer of each order read by {{ order.customer.name }} on line 3 of the project's
+    template: the chain ends at that line (it ended at the function that called the render, and
+    a TemplateResponse rendered after its view returned showed only a middleware's line)."""
+    (suspect,) = scenario_run["suspects"]["test_template_line_of_a_load_per_row"]
+    assert (suspect["relationship"], suspect["parents"]) == ("Order.customer", 3), suspect
+    assert suspect["site"].startswith(os.path.join("shop", "services.py") + ":"), suspect
+    assert suspect["chain"][-1] == os.path.join("shop", "templates", "orders.html") + ":3", suspect
 
 
 def test_suspect_counts_are_the_statements_the_server_ran(scenario_run: Run) -> None:
