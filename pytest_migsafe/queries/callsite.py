@@ -194,10 +194,7 @@ def place_position(shown: str, line: int) -> Position:
 
 def is_user_file(filename: str) -> bool:
     """True when ``filename`` is the user's own code, not a library or the stdlib."""
-    verdict = _verdicts.get(filename, _classify)
-    if verdict is _classify:
-        verdict = _verdicts[filename] = _classify(filename)
-    return verdict is not None
+    return shown_user_file(filename) is not None
 
 
 def _site_of(f: FrameType, key: int, shown: str) -> str:
